@@ -1,0 +1,324 @@
+"""Typed, frozen objects for a tenant's catalog: meters, features, plans and payment policies.
+
+Objects are built by `meterline.catalog.parse`, which validates every rule; constructing them by
+hand skips that validation. `to_document()` gives the JSON-ready form, which is also a valid
+catalog file: `parse_catalog(c.to_document()) == c` for every validated catalog.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""Meter, feature and plan keys; match with `fullmatch`."""
+
+StaticValue: TypeAlias = str | int | float | bool
+"""The value a static feature carries (a JSON scalar other than null)."""
+
+Limit: TypeAlias = int | Decimal
+"""A metered limit: an `int` when integral, else a `Decimal`; never negative."""
+
+Document: TypeAlias = dict[str, Any]
+
+
+class Aggregation(enum.StrEnum):
+    """How a meter folds a period's events into one number."""
+
+    SUM = "sum"
+    COUNT = "count"
+    MAX = "max"
+    LATEST = "latest"
+
+
+class FeatureKind(enum.StrEnum):
+    BOOLEAN = "boolean"
+    METERED = "metered"
+    STATIC = "static"
+
+
+class ResetPeriod(enum.StrEnum):
+    """When a metered limit's usage starts again from zero."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    BILLING_PERIOD = "billing_period"
+
+
+class Overage(enum.StrEnum):
+    """What happens past the limit: refuse (`block`) or grant and bill (`allow`)."""
+
+    BLOCK = "block"
+    ALLOW = "allow"
+
+
+class Interval(enum.StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    YEAR = "year"
+
+
+def _frozen(mapping: Mapping[str, Any]) -> MappingProxyType[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+def limit_to_json(limit: Limit | None) -> int | str | None:
+    """An `int` stays an `int`; a `Decimal` becomes its exact string form."""
+    return format(limit, "f") if isinstance(limit, Decimal) else limit
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """What events count: events whose `meter` is `key`, folded by `aggregation`.
+
+    `value_property` names the field of a CloudEvent's `data` that carries the value.
+    """
+
+    key: str
+    aggregation: Aggregation
+    value_property: str = "value"
+    name: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.key
+
+    def to_document(self) -> Document:
+        doc: Document = {"key": self.key, "aggregation": self.aggregation.value}
+        doc["value_property"] = self.value_property
+        if self.name is not None:
+            doc["name"] = self.name
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """Something a plan grants.
+
+    `meter` is set for metered features only. `value` is for static features only: the value of
+    the feature in every plan that does not set its own; with `None` the feature is only in the
+    plans that set a value.
+    """
+
+    key: str
+    kind: FeatureKind
+    meter: str | None = None
+    value: StaticValue | None = None
+    name: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.key
+
+    def to_document(self) -> Document:
+        doc: Document = {"key": self.key, "kind": self.kind.value}
+        if self.meter is not None:
+            doc["meter"] = self.meter
+        if self.value is not None:
+            doc["value"] = self.value
+        if self.name is not None:
+            doc["name"] = self.name
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """A plan's recurring base price; `amount` is in the currency's minor units (900 = $9.00)."""
+
+    amount: int
+    currency: str
+    interval: Interval
+
+    def to_document(self) -> Document:
+        return {"amount": self.amount, "currency": self.currency, "interval": self.interval.value}
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredPrice:
+    """A per-unit price for a meter's usage, in minor units like Stripe's `unit_amount_decimal`."""
+
+    unit_amount_decimal: Decimal
+    currency: str
+
+    def to_document(self) -> Document:
+        return {
+            "unit_amount_decimal": format(self.unit_amount_decimal, "f"),
+            "currency": self.currency,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredEntitlement:
+    """A metered feature in a plan: `limit` units per `reset` period; `None` means unlimited."""
+
+    limit: Limit | None = None
+    reset: ResetPeriod = ResetPeriod.BILLING_PERIOD
+    overage: Overage = Overage.BLOCK
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit is None
+
+    def to_json(self) -> Document:
+        limit = limit_to_json(self.limit)
+        return {"limit": limit, "reset": self.reset.value, "overage": self.overage.value}
+
+
+@dataclass(frozen=True, slots=True)
+class BooleanEntitlement:
+    """A boolean feature in a plan: on or explicitly off."""
+
+    enabled: bool
+
+    def to_json(self) -> bool:
+        return self.enabled
+
+
+@dataclass(frozen=True, slots=True)
+class StaticEntitlement:
+    """A static feature in a plan, with the plan's own value."""
+
+    value: StaticValue
+
+    def to_json(self) -> StaticValue:
+        return self.value
+
+
+PlanEntitlement: TypeAlias = MeteredEntitlement | BooleanEntitlement | StaticEntitlement
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A plan: what it costs and which features it grants.
+
+    `features` maps a feature key to its entitlement; a feature absent from it is not in the plan
+    (a static feature with a declared `value` excepted). `metered_prices` maps a meter key to its
+    per-unit price. The default plan is the plan of customers with no subscription.
+    """
+
+    key: str
+    default: bool = False
+    name: str | None = None
+    price: Price | None = None
+    metered_prices: Mapping[str, MeteredPrice] = field(default_factory=dict)
+    features: Mapping[str, PlanEntitlement] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metered_prices", _frozen(self.metered_prices))
+        object.__setattr__(self, "features", _frozen(self.features))
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.key
+
+    def to_document(self) -> Document:
+        doc: Document = {"key": self.key, "default": self.default}
+        if self.name is not None:
+            doc["name"] = self.name
+        if self.price is not None:
+            doc["price"] = self.price.to_document()
+        if self.metered_prices:
+            doc["metered_prices"] = {k: p.to_document() for k, p in self.metered_prices.items()}
+        doc["features"] = {k: e.to_json() for k, e in self.features.items()}
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class PastDuePolicy:
+    """A past-due customer keeps their plan for `grace_days`, then moves to plan `then`."""
+
+    grace_days: int
+    then: str
+
+    def to_document(self) -> Document:
+        return {"grace_days": self.grace_days, "then": self.then}
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackPolicy:
+    """A customer in this payment state is treated as being on `plan`."""
+
+    plan: str
+
+    def to_document(self) -> Document:
+        return {"plan": self.plan}
+
+
+PaymentPolicy: TypeAlias = PastDuePolicy | FallbackPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPolicies:
+    """Plans that apply by subscription payment state (data is never deleted).
+
+    A policy left out (`None`) means the default plan applies at once in that state.
+    """
+
+    past_due: PastDuePolicy | None = None
+    unpaid: FallbackPolicy | None = None
+    canceled: FallbackPolicy | None = None
+    paused: FallbackPolicy | None = None
+
+    def items(self) -> tuple[tuple[str, PaymentPolicy], ...]:
+        """The policies that are set, as (state, policy) in declaration order."""
+        pairs = (
+            ("past_due", self.past_due),
+            ("unpaid", self.unpaid),
+            ("canceled", self.canceled),
+            ("paused", self.paused),
+        )
+        return tuple((state, p) for state, p in pairs if p is not None)
+
+    def to_document(self) -> Document:
+        return {state: policy.to_document() for state, policy in self.items()}
+
+
+PAYMENT_STATES: tuple[str, ...] = ("past_due", "unpaid", "canceled", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """A tenant's whole catalog. Sections keep the order of the file; keys are unique in each."""
+
+    meters: tuple[Meter, ...] = ()
+    features: tuple[Feature, ...] = ()
+    plans: tuple[Plan, ...] = ()
+    payment_policies: PaymentPolicies = field(default_factory=PaymentPolicies)
+    _meters: Mapping[str, Meter] = field(init=False, repr=False, compare=False)
+    _features: Mapping[str, Feature] = field(init=False, repr=False, compare=False)
+    _plans: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_meters", _frozen({m.key: m for m in self.meters}))
+        object.__setattr__(self, "_features", _frozen({f.key: f for f in self.features}))
+        object.__setattr__(self, "_plans", _frozen({p.key: p for p in self.plans}))
+
+    def meter(self, key: str) -> Meter | None:
+        return self._meters.get(key)
+
+    def feature(self, key: str) -> Feature | None:
+        return self._features.get(key)
+
+    def plan(self, key: str) -> Plan | None:
+        return self._plans.get(key)
+
+    @property
+    def default_plan(self) -> Plan | None:
+        """The plan of customers with no subscription; `None` only when there are no plans."""
+        return next((p for p in self.plans if p.default), None)
+
+    def to_document(self) -> Document:
+        """The JSON-ready form, itself a valid catalog file; see `catalog_from_document`."""
+        return {
+            "meters": [m.to_document() for m in self.meters],
+            "features": [f.to_document() for f in self.features],
+            "plans": [p.to_document() for p in self.plans],
+            "payment_policies": self.payment_policies.to_document(),
+        }

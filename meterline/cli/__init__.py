@@ -1,0 +1,1 @@
+"""The `meterline` command line (typer)."""

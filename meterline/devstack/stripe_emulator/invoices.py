@@ -1,0 +1,244 @@
+"""Invoices for closed billing periods, and payment outcomes.
+
+Closing a period (control API) bills metered items for the period that ended, using the
+meter event summaries Stripe would see at that moment (only processed events count), and
+licensed items in advance for the new period; then it moves every item to its next period.
+A failed payment leaves the invoice `open` and the subscription `past_due`; after
+`unpaid_after` failed attempts (or a final failure) it becomes `unpaid`. Paying an open
+invoice makes the subscription `active` again.
+"""
+
+from __future__ import annotations
+
+import copy
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+from . import meters, periods, subscriptions
+from .core import Call, Emulator
+from .errors import invalid
+from .listing import newest_first, paginate
+from .state import new_id
+
+JSON = dict[str, Any]
+Payment = Literal["succeed", "fail"]
+
+
+def close_period(
+    emu: Emulator, sub_id: str, payment: Payment = "succeed", finalize: bool = True
+) -> JSON:
+    """Invoice the subscription's current period and move its items to the next one.
+
+    The clock is first advanced to the period end when it is earlier. Fires invoice.created,
+    then (when `finalize`) invoice.finalized and invoice.paid or invoice.payment_failed, and
+    customer.subscription.updated (or .deleted when it was set to cancel at period end).
+    """
+    sub = emu.store.get("subscription", sub_id)
+    if sub["status"] in ("canceled", "incomplete_expired", "paused"):
+        raise invalid(f"Subscription {sub_id} is {sub['status']}; no period to close.", "id")
+    before = copy.deepcopy(sub)
+    items = subscriptions.items_list(sub)
+    period_end = max(item["current_period_end"] for item in items)
+    if emu.clock.now() < period_end:
+        emu.clock.advance(period_end - emu.clock.now())
+    lines = [line for item in items for line in _lines(emu, sub, item)]
+    period_start = min(item["current_period_start"] for item in items)
+    ending = bool(sub["cancel_at_period_end"])
+    if not ending:
+        _advance_items(sub, items)
+    invoice = _invoice(emu, sub, lines, period_start, period_end)
+    emu.store.put("invoice", invoice)
+    sub["latest_invoice"] = invoice["id"]
+    emu.emit("invoice.created", invoice)
+    if ending:
+        subscriptions.cancel_now(emu, sub)
+    else:
+        sub["status"] = "active" if sub["status"] == "trialing" else sub["status"]
+        subscriptions.emit_updated(emu, before, sub)
+    if finalize:
+        finalize_invoice(emu, invoice, payment)
+    return invoice
+
+
+def _advance_items(sub: JSON, items: list[JSON]) -> None:
+    for item in items:
+        item["_index"] += 1
+        subscriptions.set_period(item)
+    sub["items"]["data"] = items
+
+
+def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
+    price = item["price"]
+    start, end = item["current_period_start"], item["current_period_end"]
+    if price["recurring"]["usage_type"] == "metered":
+        quantity = _usage(emu, price, sub["customer"], start, end)
+        return [_line(item, sub, quantity, start, end)]
+    if sub["cancel_at_period_end"]:
+        return []
+    recurring = price["recurring"]
+    next_period = periods.period(
+        item["_anchor"], recurring["interval"], recurring["interval_count"], item["_index"] + 1
+    )
+    return [_line(item, sub, Decimal(item["quantity"] or 1), *next_period)]
+
+
+def _usage(emu: Emulator, price: JSON, customer: str, start: int, end: int) -> Decimal:
+    meter = emu.store.find("billing.meter", price["recurring"]["meter"] or "")
+    if meter is None:
+        return Decimal(0)
+    events = meters.processed_events(emu, meter["id"], customer, start, end)
+    return Decimal(str(meters.aggregate(meter["default_aggregation"]["formula"], events)))
+
+
+def _line(item: JSON, sub: JSON, quantity: Decimal, start: int, end: int) -> JSON:
+    price = item["price"]
+    unit = Decimal(price["unit_amount_decimal"])
+    amount = int((unit * quantity).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return {
+        "id": new_id("il", 24),
+        "object": "line_item",
+        "amount": amount,
+        "currency": price["currency"],
+        "description": price.get("nickname") or f"{quantity} × {price['product']}",
+        "livemode": False,
+        "metadata": {},
+        "period": {"start": start, "end": end},
+        "quantity": int(quantity) if quantity == quantity.to_integral() else float(quantity),
+        "pricing": {
+            "type": "price_details",
+            "price_details": {"price": price["id"], "product": price["product"]},
+            "unit_amount_decimal": price["unit_amount_decimal"],
+        },
+        "parent": {
+            "type": "subscription_item_details",
+            "subscription_item_details": {"subscription": sub["id"], "subscription_item": item["id"]},
+        },
+    }
+
+
+def _invoice(emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int) -> JSON:
+    invoice_id = new_id("in", 24)
+    total = sum(line["amount"] for line in lines)
+    for line in lines:
+        line["invoice"] = invoice_id
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "amount_due": total,
+        "amount_paid": 0,
+        "amount_remaining": total,
+        "attempt_count": 0,
+        "attempted": False,
+        "billing_reason": "subscription_cycle",
+        "collection_method": "charge_automatically",
+        "created": emu.now(),
+        "currency": sub["currency"],
+        "customer": sub["customer"],
+        "lines": {"object": "list", "data": lines, "has_more": False, "total_count": len(lines),
+                  "url": f"/v1/invoices/{invoice_id}/lines"},
+        "livemode": False,
+        "metadata": {},
+        "number": None,
+        "parent": {
+            "type": "subscription_details",
+            "quote_details": None,
+            "subscription_details": {"subscription": sub["id"], "metadata": dict(sub["metadata"])},
+        },
+        "period_start": start,
+        "period_end": end,
+        "status": "draft",
+        "status_transitions": {"finalized_at": None, "paid_at": None, "voided_at": None,
+                               "marked_uncollectible_at": None},
+        "subtotal": total,
+        "total": total,
+    }
+
+
+def finalize_invoice(emu: Emulator, invoice: JSON, payment: Payment = "succeed") -> JSON:
+    """Finalize a draft invoice and attempt payment; fires invoice.finalized and the outcome."""
+    if invoice["status"] != "draft":
+        raise invalid(f"Invoice {invoice['id']} is {invoice['status']}, not draft.", "id")
+    invoice["status"] = "open"
+    invoice["number"] = f"EMU-{len(emu.store.table('invoice')):06d}"
+    invoice["status_transitions"]["finalized_at"] = emu.now()
+    emu.emit("invoice.finalized", invoice)
+    if payment == "succeed":
+        return pay(emu, invoice)
+    return fail(emu, invoice)
+
+
+def pay(emu: Emulator, invoice: JSON) -> JSON:
+    """Mark an open invoice paid; a past_due or unpaid subscription becomes active."""
+    if invoice["status"] != "open":
+        raise invalid(f"Invoice {invoice['id']} is {invoice['status']}; only open invoices can be paid.", "id")
+    previous = {"status": "open", "amount_paid": invoice["amount_paid"]}
+    invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0, attempted=True)
+    invoice["attempt_count"] += 1
+    invoice["status_transitions"]["paid_at"] = emu.now()
+    emu.emit("invoice.paid", invoice, previous)
+    _set_status(emu, invoice, "active", ("past_due", "unpaid"))
+    return invoice
+
+
+def fail(emu: Emulator, invoice: JSON, final: bool = False, unpaid_after: int = 2) -> JSON:
+    """Record a failed attempt: past_due, then unpaid after `unpaid_after` attempts or `final`."""
+    if invoice["status"] != "open":
+        raise invalid(f"Invoice {invoice['id']} is {invoice['status']}; only open invoices can fail.", "id")
+    invoice["attempt_count"] += 1
+    invoice["attempted"] = True
+    emu.emit("invoice.payment_failed", invoice, {"attempt_count": invoice["attempt_count"] - 1})
+    unpaid = final or invoice["attempt_count"] >= unpaid_after
+    _set_status(emu, invoice, "unpaid" if unpaid else "past_due", ("active", "trialing", "past_due"))
+    return invoice
+
+
+def _set_status(emu: Emulator, invoice: JSON, status: str, allowed_from: tuple[str, ...]) -> None:
+    sub_id = invoice["parent"]["subscription_details"]["subscription"]
+    sub = emu.store.find("subscription", sub_id)
+    if sub is None or sub["status"] not in allowed_from or sub["status"] == status:
+        return
+    before = copy.deepcopy(sub)
+    sub["status"] = status
+    subscriptions.emit_updated(emu, before, sub)
+
+
+def fail_payment(emu: Emulator, sub_id: str, final: bool = False, unpaid_after: int = 2) -> JSON:
+    """Fail the subscription's open invoice, or close the period with a failed payment."""
+    sub = emu.store.get("subscription", sub_id)
+    latest = emu.store.find("invoice", sub["latest_invoice"] or "")
+    if latest is None or latest["status"] != "open":
+        latest = close_period(emu, sub_id, payment="fail")
+        if final:
+            fail(emu, latest, final=True)
+        return latest
+    return fail(emu, latest, final=final, unpaid_after=unpaid_after)
+
+
+def retrieve(emu: Emulator, call: Call) -> JSON:
+    """GET /v1/invoices/{id}."""
+    return emu.store.get("invoice", call.arg("id"))
+
+
+def list_invoices(emu: Emulator, call: Call) -> JSON:
+    """GET /v1/invoices: filters `customer`, `subscription`, `status`."""
+    p = call.params
+    customer, sub_id, status = p.str("customer"), p.str("subscription"), p.str("status")
+    items = [
+        inv
+        for inv in newest_first(emu.store.table("invoice").values())
+        if (customer is None or inv["customer"] == customer)
+        and (sub_id is None or inv["parent"]["subscription_details"]["subscription"] == sub_id)
+        and (status is None or inv["status"] == status)
+    ]
+    return paginate(items, p, "/v1/invoices")
+
+
+def list_lines(emu: Emulator, call: Call) -> JSON:
+    """GET /v1/invoices/{id}/lines."""
+    invoice = retrieve(emu, call)
+    return paginate(invoice["lines"]["data"], call.params, invoice["lines"]["url"])
+
+
+def pay_endpoint(emu: Emulator, call: Call) -> JSON:
+    """POST /v1/invoices/{id}/pay: always succeeds in the emulator."""
+    return pay(emu, retrieve(emu, call))

@@ -1,0 +1,230 @@
+"""Billing meters, their lifecycle, v1 meter events and adjustments, and event summaries."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from decimal import Decimal
+from typing import Any
+
+from . import meter_events
+from .core import Call, Emulator
+from .errors import invalid, missing_param
+from .listing import newest_first, paginate
+from .state import new_id
+
+JSON = dict[str, Any]
+FORMULAS = ("sum", "count", "last")
+WINDOWS = {"hour": 3600, "day": 86_400}
+
+
+def create_meter(emu: Emulator, call: Call) -> JSON:
+    """POST /v1/billing/meters: `event_name` must be unique among all meters."""
+    p = call.params
+    event_name = p.req("event_name", max_len=100)
+    if meter_events.meter_for(emu, event_name) is not None:
+        raise invalid(
+            f"A meter with event_name {event_name} already exists.", "event_name", "resource_already_exists"
+        )
+    formula = p.sub("default_aggregation").req("formula") if "default_aggregation" in p else None
+    if formula is None:
+        raise missing_param("default_aggregation[formula]")
+    if formula not in FORMULAS:
+        raise invalid(f"Invalid formula: {formula}", "default_aggregation[formula]")
+    now = emu.now()
+    meter: JSON = {
+        "id": new_id("mtr_test", 24),
+        "object": "billing.meter",
+        "created": now,
+        "updated": now,
+        "livemode": False,
+        "display_name": p.req("display_name", max_len=250),
+        "event_name": event_name,
+        "event_time_window": p.str("event_time_window"),
+        "status": "active",
+        "status_transitions": {"deactivated_at": None},
+        "default_aggregation": {"formula": formula},
+        "customer_mapping": _customer_mapping(p.sub("customer_mapping").data),
+        "value_settings": {
+            "event_payload_key": p.sub("value_settings").str("event_payload_key") or "value"
+        },
+    }
+    return emu.store.put("billing.meter", meter)
+
+
+def _customer_mapping(data: JSON) -> JSON:
+    key = data.get("event_payload_key") or "stripe_customer_id"
+    return {"event_payload_key": key, "type": data.get("type") or "by_id"}
+
+
+def retrieve_meter(emu: Emulator, call: Call) -> JSON:
+    """GET /v1/billing/meters/{id}."""
+    return emu.store.get("billing.meter", call.arg("id"), "billing meter")
+
+
+def update_meter(emu: Emulator, call: Call) -> JSON:
+    """POST /v1/billing/meters/{id}: only `display_name` can change."""
+    meter = retrieve_meter(emu, call)
+    meter["display_name"] = call.params.str("display_name") or meter["display_name"]
+    meter["updated"] = emu.now()
+    return meter
+
+
+def deactivate_meter(emu: Emulator, call: Call) -> JSON:
+    """POST /v1/billing/meters/{id}/deactivate: the meter then accepts no events."""
+    meter = retrieve_meter(emu, call)
+    if meter["status"] == "inactive":
+        raise invalid(f"Meter {meter['id']} is already inactive.", "id")
+    meter["status"] = "inactive"
+    meter["status_transitions"] = {"deactivated_at": emu.now()}
+    meter["updated"] = emu.now()
+    return meter
+
+
+def reactivate_meter(emu: Emulator, call: Call) -> JSON:
+    """POST /v1/billing/meters/{id}/reactivate."""
+    meter = retrieve_meter(emu, call)
+    if meter["status"] == "active":
+        raise invalid(f"Meter {meter['id']} is already active.", "id")
+    meter["status"] = "active"
+    meter["status_transitions"] = {"deactivated_at": None}
+    meter["updated"] = emu.now()
+    return meter
+
+
+def list_meters(emu: Emulator, call: Call) -> JSON:
+    """GET /v1/billing/meters with optional `status`."""
+    status = call.params.str("status")
+    items = [
+        m
+        for m in newest_first(emu.store.table("billing.meter").values())
+        if status is None or m["status"] == status
+    ]
+    return paginate(items, call.params, "/v1/billing/meters")
+
+
+def create_meter_event(emu: Emulator, call: Call) -> JSON:
+    """POST /v1/billing/meter_events (form-encoded; payload values are strings)."""
+    p = call.params
+    event = {
+        "event_name": p.req("event_name", max_len=100),
+        "payload": p.dict("payload") or None,
+        "identifier": p.str("identifier", max_len=100),
+        "timestamp": p.int("timestamp"),
+    }
+    record = meter_events.ingest(emu, event, "v1", strict=True)
+    return {
+        "object": "billing.meter_event",
+        "created": emu.now(),
+        "event_name": record["event_name"],
+        "identifier": record["identifier"],
+        "livemode": False,
+        "payload": copy.deepcopy(record["payload"]),
+        "timestamp": record["timestamp"],
+    }
+
+
+def create_adjustment(emu: Emulator, call: Call) -> JSON:
+    """POST /v1/billing/meter_event_adjustments (`type=cancel`, `cancel[identifier]`)."""
+    p = call.params
+    event_name = p.req("event_name")
+    kind = p.str("type") or "cancel"
+    if kind != "cancel":
+        raise invalid(f"Invalid type: {kind}", "type")
+    identifier = p.sub("cancel").str("identifier")
+    if identifier is None:
+        raise missing_param("cancel[identifier]")
+    meter_events.cancel(emu, event_name, identifier)
+    return {
+        "object": "billing.meter_event_adjustment",
+        "cancel": {"identifier": identifier},
+        "event_name": event_name,
+        "livemode": False,
+        "status": "pending" if emu.config.meter_processing_delay > 0 else "complete",
+        "type": "cancel",
+    }
+
+
+def list_summaries(emu: Emulator, call: Call) -> JSON:
+    """GET /v1/billing/meters/{id}/event_summaries.
+
+    `start_time` (inclusive) and `end_time` (exclusive) must be minute-aligned, or hour- or
+    UTC-day-aligned with `value_grouping_window`. Only events already processed count.
+    """
+    meter = retrieve_meter(emu, call)
+    p = call.params
+    customer = p.req("customer")
+    start, end, window = _window(p.int("start_time"), p.int("end_time"), p.str("value_grouping_window"))
+    events = processed_events(emu, meter["id"], customer, start, end)
+    buckets = [(s, min(s + window, end)) for s in range(start, end, window)]
+    summaries = [_summary(meter, customer, s, e, events) for s, e in buckets]
+    if emu.config.omit_empty_summaries:
+        summaries = [s for s in summaries if s["_count"]]
+    for summary in summaries:
+        del summary["_count"]
+    if emu.config.summaries_newest_first:
+        summaries.reverse()
+    return paginate(summaries, p, f"/v1/billing/meters/{meter['id']}/event_summaries")
+
+
+def _window(start: int | None, end: int | None, grouping: str | None) -> tuple[int, int, int]:
+    if start is None:
+        raise missing_param("start_time")
+    if end is None:
+        raise missing_param("end_time")
+    if grouping is not None and grouping not in WINDOWS:
+        raise invalid(f"Invalid value_grouping_window: {grouping}", "value_grouping_window")
+    step = WINDOWS[grouping] if grouping else 60
+    for name, value in (("start_time", start), ("end_time", end)):
+        if value % step:
+            unit = grouping or "minute"
+            raise invalid(f"{name} must be aligned with {unit} boundaries.", name)
+    if end <= start:
+        raise invalid("end_time must be after start_time.", "end_time")
+    return start, end, WINDOWS[grouping] if grouping else end - start
+
+
+def processed_events(
+    emu: Emulator, meter_id: str, customer: str, start: int, end: int
+) -> list[JSON]:
+    """Events of `customer` on the meter, timestamped in [start, end), that summaries see:
+    accepted (or canceled, until the cancellation is processed) and already processed."""
+    now = emu.clock.now()
+    chosen = []
+    for record in emu.store.meter_events:
+        if record["meter"] != meter_id or record["customer"] != customer:
+            continue
+        if record["status"] not in ("accepted", "canceled") or record["available_at"] > now:
+            continue
+        if record["canceled_at"] is not None and record["canceled_at"] <= now:
+            continue
+        if start <= record["timestamp"] < end:
+            chosen.append(record)
+    return chosen
+
+
+def _summary(meter: JSON, customer: str, start: int, end: int, events: list[JSON]) -> JSON:
+    inside = [e for e in events if start <= e["timestamp"] < end]
+    digest = hashlib.sha256(f"{meter['id']}|{customer}|{start}|{end}".encode()).hexdigest()
+    return {
+        "id": "mtrusg_test_" + digest[:40],
+        "object": "billing.meter_event_summary",
+        "aggregated_value": aggregate(meter["default_aggregation"]["formula"], inside),
+        "end_time": end,
+        "livemode": False,
+        "meter": meter["id"],
+        "start_time": start,
+        "_count": len(inside),
+    }
+
+
+def aggregate(formula: str, events: list[JSON]) -> float:
+    """Apply `sum`, `count` or `last` (latest timestamp, then latest received) to events."""
+    if formula == "count":
+        return float(len(events))
+    if not events:
+        return 0.0
+    if formula == "last":
+        latest = max(events, key=lambda e: (e["timestamp"], e["received_at"]))
+        return float(Decimal(latest["value"]))
+    return float(sum((Decimal(e["value"]) for e in events), Decimal(0)))

@@ -1,0 +1,218 @@
+"""The usage event: validation at the ingest boundary and the Kafka codec.
+
+Validation is hand-written rather than a pydantic model per event: it runs on the ingest hot
+path for every event of every batch, and it must report every bad field of every event at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from meterline.errors import FieldError
+
+SCHEMA_VERSION = 1
+MAX_ID_LEN = 128
+MAX_PROPERTIES = 32
+MAX_VALUE = 1e15
+DEFAULT_LATENESS_MS = 35 * 86_400_000
+MAX_FUTURE_MS = 5 * 60_000
+EVENT_FIELDS = frozenset({"id", "customer", "meter", "value", "timestamp", "properties"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One normalized usage event. Times are epoch milliseconds, UTC."""
+
+    tenant_id: int
+    id: str
+    customer: str
+    meter: str
+    value: float
+    timestamp_ms: int
+    received_ms: int
+    properties: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka key: one customer's events stay in order on one partition."""
+        return f"{self.tenant_id}/{self.customer}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a tenant's events are checked against, fixed for one request."""
+
+    now_ms: int
+    meters: Container[str]
+    lateness_ms: int = DEFAULT_LATENESS_MS
+    future_ms: int = MAX_FUTURE_MS
+
+
+class PoisonMessage(ValueError):
+    """A Kafka message that can never be processed; `reason` says why (for the dead-letter topic)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def validate_event(
+    raw: object, tenant_id: int, rules: Rules, index: int | None = None
+) -> UsageEvent | list[FieldError]:
+    """Return the normalized event, or every problem with it (each naming its field)."""
+    if not isinstance(raw, dict):
+        return [FieldError("", "an event must be a JSON object", index)]
+    errors: list[FieldError] = [
+        FieldError(str(k), "unknown field", index) for k in raw if k not in EVENT_FIELDS
+    ]
+
+    def bad(field: str, message: str) -> None:
+        errors.append(FieldError(field, message, index))
+
+    event_id = _text(raw.get("id"), "id", bad)
+    customer = _text(raw.get("customer"), "customer", bad)
+    meter = _meter(raw.get("meter"), rules, bad)
+    value = _value(raw.get("value", 1), bad)
+    ts = _timestamp(raw.get("timestamp"), rules, bad)
+    props = _properties(raw.get("properties"), bad)
+    if errors:
+        return errors
+    assert event_id is not None and customer is not None and meter is not None
+    assert value is not None and ts is not None
+    return UsageEvent(tenant_id, event_id, customer, meter, value, ts, rules.now_ms, props)
+
+
+def _text(v: object, field: str, bad: Any) -> str | None:
+    if not isinstance(v, str):
+        bad(field, "required, a string" if v is None else "must be a string")
+    elif not 1 <= len(v) <= MAX_ID_LEN:
+        bad(field, f"must be 1 to {MAX_ID_LEN} characters")
+    elif _CONTROL.search(v):
+        bad(field, "must not contain control characters")
+    else:
+        return v
+    return None
+
+
+def _meter(v: object, rules: Rules, bad: Any) -> str | None:
+    if not isinstance(v, str) or not v:
+        bad("meter", "required, a string")
+    elif v not in rules.meters:
+        bad("meter", f"unknown meter {v[:64]!r}: not in this tenant's catalog")
+    else:
+        return v
+    return None
+
+
+def _value(v: object, bad: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        bad("value", "must be a number")
+    elif isinstance(v, float) and not math.isfinite(v):
+        bad("value", "must be finite")
+    elif not 0 <= v <= MAX_VALUE:
+        bad("value", "must be between 0 and 1e15")
+    else:
+        return float(v)
+    return None
+
+
+def _timestamp(v: object, rules: Rules, bad: Any) -> int | None:
+    if v is None:
+        return rules.now_ms
+    ms = parse_timestamp(v)
+    if ms is None:
+        bad("timestamp", "must be an RFC 3339 time with an offset, or epoch milliseconds")
+    elif ms < rules.now_ms - rules.lateness_ms:
+        bad("timestamp", f"older than the lateness window ({rules.lateness_ms // 86_400_000} days)")
+    elif ms > rules.now_ms + rules.future_ms:
+        bad("timestamp", "more than 5 minutes in the future")
+    else:
+        return ms
+    return None
+
+
+def parse_timestamp(v: object) -> int | None:
+    """Epoch milliseconds from an RFC 3339 string with an offset or an integer; else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if 0 <= v < 10**14 else None
+    if not isinstance(v, str) or not 20 <= len(v) <= 40:
+        return None
+    try:
+        when = datetime.fromisoformat(v.replace("z", "Z"))
+    except ValueError:
+        return None
+    if when.tzinfo is None or "T" not in v.upper():
+        return None
+    return int(when.timestamp() * 1000)
+
+
+def _properties(v: object, bad: Any) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        bad("properties", "must be an object")
+    elif len(v) > MAX_PROPERTIES:
+        bad("properties", f"at most {MAX_PROPERTIES} keys")
+    else:
+        return v or None
+    return None
+
+
+def encode_event(e: UsageEvent) -> bytes:
+    """The Kafka value: the normalized event plus ingest metadata, orjson-encoded."""
+    doc: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "tenant": e.tenant_id,
+        "id": e.id,
+        "customer": e.customer,
+        "meter": e.meter,
+        "value": e.value,
+        "timestamp": e.timestamp_ms,
+        "received_at": e.received_ms,
+    }
+    if e.properties:
+        doc["properties"] = e.properties
+    return orjson.dumps(doc)
+
+
+def decode_event(data: bytes | None) -> UsageEvent:
+    """Inverse of `encode_event`. Raises PoisonMessage for anything that is not a valid event."""
+    if data is None:
+        raise PoisonMessage("empty message")
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessage(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PoisonMessage("not a JSON object")
+    if doc.get("schema") != SCHEMA_VERSION:
+        raise PoisonMessage(f"unsupported schema version {doc.get('schema')!r}")
+    try:
+        return _from_doc(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PoisonMessage(f"schema violation: {exc!r}") from None
+
+
+def _from_doc(doc: dict[str, Any]) -> UsageEvent:
+    strings = (doc["id"], doc["customer"], doc["meter"])
+    if not all(isinstance(s, str) and 1 <= len(s) <= MAX_ID_LEN for s in strings):
+        raise ValueError("id, customer and meter must be 1-128 character strings")
+    value, ts, received, tenant = doc["value"], doc["timestamp"], doc["received_at"], doc["tenant"]
+    if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= MAX_VALUE):
+        raise ValueError(f"bad value {value!r}")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (ts, received, tenant)):
+        raise ValueError("tenant, timestamp and received_at must be integers")
+    props = doc.get("properties")
+    if props is not None and not isinstance(props, dict):
+        raise ValueError("properties must be an object")
+    return UsageEvent(tenant, strings[0], strings[1], strings[2], float(value), ts, received, props)

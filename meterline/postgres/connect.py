@@ -1,0 +1,34 @@
+"""Connections with errors a person can act on instead of driver tracebacks."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from meterline.errors import ConfigError
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def connect(url: str, *, autocommit: bool = False, timeout: float = 5.0) -> psycopg.Connection:
+    """Open one connection; a bad URL or an unreachable server raises one clear ConfigError."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"METERLINE_DATABASE_URL is not a valid Postgres URL: {exc}") from None
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot connect to Postgres at {redact(url)}: {first}") from None
+
+
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 8, name: str = "meterline") -> ConnectionPool:
+    """A connection pool that has proven it can connect (fails fast with a ConfigError)."""
+    connect(url).close()
+    pool = ConnectionPool(url, min_size=min_size, max_size=max_size, name=name, open=False)
+    pool.open(wait=True, timeout=10)
+    return pool

@@ -1,0 +1,23 @@
+"""Redis clients with clear connection errors, and the key hash tags used for Redis Cluster."""
+
+from __future__ import annotations
+
+import redis
+
+from meterline.errors import ConfigError
+
+
+def connect(url: str, *, check: bool = True) -> redis.Redis:
+    """A client for `url`; with `check`, proves the server answers or raises ConfigError."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    if check:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise ConfigError(f"cannot reach Redis at {url}: {exc}") from None
+    return client
+
+
+def hash_tag(tenant_id: int, customer: str) -> str:
+    """`{tenant/customer}`: all of one customer's keys land in one Redis Cluster slot."""
+    return "{" + f"{tenant_id}/{customer}" + "}"
