@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from meterline.cli import admin, dev
+from meterline.cli import admin, billing, catalog, dev, serve, usage
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Meterline usage metering.")
 app.add_typer(dev.app, name="dev")
-admin.register(app)
+for module in (admin, serve, catalog, usage, billing):
+    module.register(app)
 
 
 if __name__ == "__main__":

@@ -47,12 +47,21 @@ def metered_plan(client: stripe.StripeClient, meter_id: str, unit: str = "0.5") 
     """A product with a monthly licensed price (900) and a metered price bound to the meter."""
     product = client.v1.products.create({"name": "Power"})
     base = client.v1.prices.create(
-        {"product": product.id, "currency": "usd", "unit_amount": 900,
-         "recurring": {"interval": "month"}, "lookup_key": "power_base"}
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 900,
+            "recurring": {"interval": "month"},
+            "lookup_key": "power_base",
+        }
     )
     usage = client.v1.prices.create(
-        {"product": product.id, "currency": "usd", "unit_amount_decimal": unit,
-         "recurring": {"interval": "month", "usage_type": "metered", "meter": meter_id},
-         "lookup_key": "power_usage"}
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount_decimal": unit,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter_id},
+            "lookup_key": "power_usage",
+        }
     )
     return base, usage

@@ -14,7 +14,9 @@ from . import support
 def test_customer_lifecycle(stripe_client: stripe.StripeClient) -> None:
     created = stripe_client.v1.customers.create({"email": "a@x.io", "metadata": {"tenant": "t1"}})
     assert created.id.startswith("cus_") and created.metadata["tenant"] == "t1"
-    updated = stripe_client.v1.customers.update(created.id, {"name": "Ann", "metadata": {"tenant": ""}})
+    updated = stripe_client.v1.customers.update(
+        created.id, {"name": "Ann", "metadata": {"tenant": ""}}
+    )
     assert updated.name == "Ann" and "tenant" not in updated.metadata
     assert stripe_client.v1.customers.retrieve(created.id).name == "Ann"
     deleted = stripe_client.v1.customers.delete(created.id)
@@ -78,7 +80,9 @@ def test_price_update_and_product_data(stripe_client: stripe.StripeClient) -> No
 
 
 def test_search_by_metadata(stripe_client: stripe.StripeClient) -> None:
-    product = stripe_client.v1.products.create({"name": "Plan", "metadata": {"meterline_plan": "power"}})
+    product = stripe_client.v1.products.create(
+        {"name": "Plan", "metadata": {"meterline_plan": "power"}}
+    )
     stripe_client.v1.products.create({"name": "Other"})
     result = stripe_client.v1.products.search({"query": "metadata['meterline_plan']:'power'"})
     assert [p.id for p in result.data] == [product.id]
@@ -94,12 +98,28 @@ def test_search_by_metadata(stripe_client: stripe.StripeClient) -> None:
         ({"currency": "usd", "unit_amount": 1}, "product"),
         ({"product": "prod_missing", "currency": "usd", "unit_amount": 1}, "product"),
         ({"product_data": {"name": "x"}, "currency": "usd"}, "unit_amount"),
-        ({"product_data": {"name": "x"}, "currency": "usd", "unit_amount": 1,
-          "recurring": {"interval": "fortnight"}}, "recurring[interval]"),
-        ({"product_data": {"name": "x"}, "currency": "usd", "unit_amount": 1,
-          "recurring": {"interval": "month", "usage_type": "metered"}}, "recurring[meter]"),
-        ({"product_data": {"name": "x"}, "currency": "usd", "unit_amount_decimal": "abc"},
-         "unit_amount_decimal"),
+        (
+            {
+                "product_data": {"name": "x"},
+                "currency": "usd",
+                "unit_amount": 1,
+                "recurring": {"interval": "fortnight"},
+            },
+            "recurring[interval]",
+        ),
+        (
+            {
+                "product_data": {"name": "x"},
+                "currency": "usd",
+                "unit_amount": 1,
+                "recurring": {"interval": "month", "usage_type": "metered"},
+            },
+            "recurring[meter]",
+        ),
+        (
+            {"product_data": {"name": "x"}, "currency": "usd", "unit_amount_decimal": "abc"},
+            "unit_amount_decimal",
+        ),
     ],
 )
 def test_price_validation(stripe_client: stripe.StripeClient, params: dict, param: str) -> None:

@@ -66,8 +66,11 @@ def test_500_after_processing_is_saved_under_the_key(stripe_emulator: StripeEmul
     support.meter(client)
     stripe_emulator.control.set_faults(rate_500_after=1.0, paths=["/v1/billing/meter_events"])
     options = {"idempotency_key": "lost-answer"}
-    params = {"event_name": "api_calls", "identifier": "hour-7",
-              "payload": {"stripe_customer_id": "cus_a", "value": "3"}}
+    params = {
+        "event_name": "api_calls",
+        "identifier": "hour-7",
+        "payload": {"stripe_customer_id": "cus_a", "value": "3"},
+    }
     for _ in range(2):
         with pytest.raises(stripe.APIError) as caught:
             client.v1.billing.meter_events.create(params, options=options)  # type: ignore[arg-type]
@@ -96,7 +99,12 @@ def test_dropped_meter_events_are_deterministic_and_repairable(
     def run() -> list[str]:
         stripe_emulator.control.set_faults(seed=11, drop_meter_events=0.3)
         for i in range(20):
-            support.send(client, "cus_d", "1", identifier=f"{len(stripe_emulator.control.meter_events())}-{i}")
+            support.send(
+                client,
+                "cus_d",
+                "1",
+                identifier=f"{len(stripe_emulator.control.meter_events())}-{i}",
+            )
         return [r["status"] for r in stripe_emulator.control.meter_events()[-20:]]
 
     first, second = run(), run()
@@ -105,7 +113,11 @@ def test_dropped_meter_events_are_deterministic_and_repairable(
     stripe_emulator.control.clear_faults()
     support.send(client, "cus_d", "1", identifier=dropped["identifier"])
     start = int(time.time()) // 3600 * 3600
-    total = client.v1.billing.meters.event_summaries.list(
-        meter.id, {"customer": "cus_d", "start_time": start - 3600, "end_time": start + 3600}
-    ).data[0].aggregated_value
+    total = (
+        client.v1.billing.meters.event_summaries.list(
+            meter.id, {"customer": "cus_d", "start_time": start - 3600, "end_time": start + 3600}
+        )
+        .data[0]
+        .aggregated_value
+    )
     assert total == 40 - 2 * first.count("dropped") + 1

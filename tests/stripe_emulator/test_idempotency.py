@@ -13,8 +13,9 @@ from tests.fixtures.stripe import StripeEmulatorHandle
 from . import support
 
 
-def test_replay_returns_the_first_answer(stripe_client: stripe.StripeClient,
-                                         stripe_emulator: StripeEmulatorHandle) -> None:
+def test_replay_returns_the_first_answer(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     options = {"idempotency_key": "create-cus-1"}
     first = stripe_client.v1.customers.create({"email": "i@x.io"}, options=options)  # type: ignore[arg-type]
     second = stripe_client.v1.customers.create({"email": "i@x.io"}, options=options)  # type: ignore[arg-type]
@@ -26,10 +27,15 @@ def test_replay_returns_the_first_answer(stripe_client: stripe.StripeClient,
     assert len(replays) == 1
 
 
-def test_meter_event_replay_does_not_hit_identifier_dedupe(stripe_client: stripe.StripeClient) -> None:
+def test_meter_event_replay_does_not_hit_identifier_dedupe(
+    stripe_client: stripe.StripeClient,
+) -> None:
     support.meter(stripe_client)
-    params = {"event_name": "api_calls", "identifier": "h1",
-              "payload": {"stripe_customer_id": "cus_a", "value": "1"}}
+    params = {
+        "event_name": "api_calls",
+        "identifier": "h1",
+        "payload": {"stripe_customer_id": "cus_a", "value": "1"},
+    }
     options = {"idempotency_key": "report-h1"}
     stripe_client.v1.billing.meter_events.create(params, options=options)  # type: ignore[arg-type]
     again = stripe_client.v1.billing.meter_events.create(params, options=options)  # type: ignore[arg-type]
@@ -62,7 +68,10 @@ def test_key_too_long(stripe_emulator: StripeEmulatorHandle) -> None:
     response = httpx.post(
         stripe_emulator.url + "/v1/customers",
         data={"email": "x@y.z"},
-        headers={"Authorization": f"Bearer {stripe_emulator.api_key}", "Idempotency-Key": "k" * 256},
+        headers={
+            "Authorization": f"Bearer {stripe_emulator.api_key}",
+            "Idempotency-Key": "k" * 256,
+        },
     )
     assert response.status_code == 400
 
@@ -73,8 +82,9 @@ def test_concurrent_use_of_a_key_is_409(stripe_emulator: StripeEmulatorHandle) -
     results: list[int] = []
 
     def post() -> None:
-        response = httpx.post(stripe_emulator.url + "/v1/customers", data={"email": "c@x.io"},
-                              headers=headers)
+        response = httpx.post(
+            stripe_emulator.url + "/v1/customers", data={"email": "c@x.io"}, headers=headers
+        )
         results.append(response.status_code)
 
     threads = [threading.Thread(target=post) for _ in range(2)]

@@ -41,8 +41,10 @@ def test_meter_lifecycle(stripe_client: stripe.StripeClient) -> None:
     ("params", "param"),
     [
         ({"display_name": "x", "event_name": "e"}, "default_aggregation[formula]"),
-        ({"display_name": "x", "event_name": "e", "default_aggregation": {"formula": "avg"}},
-         "default_aggregation[formula]"),
+        (
+            {"display_name": "x", "event_name": "e", "default_aggregation": {"formula": "avg"}},
+            "default_aggregation[formula]",
+        ),
         ({"event_name": "e", "default_aggregation": {"formula": "sum"}}, "display_name"),
     ],
 )
@@ -72,7 +74,9 @@ def test_meter_event_and_summary(stripe_client: stripe.StripeClient) -> None:
     assert summaries.data[0].start_time == start and summaries.data[0].meter == meter.id
 
 
-def test_duplicate_identifier_is_400_should_not_retry(stripe_emulator: StripeEmulatorHandle) -> None:
+def test_duplicate_identifier_is_400_should_not_retry(
+    stripe_emulator: StripeEmulatorHandle,
+) -> None:
     client = stripe_emulator.client(max_network_retries=3)
     support.meter(client)
     cus = support.customer(client)
@@ -128,10 +132,15 @@ def test_fifteen_significant_digits_pass(stripe_client: stripe.StripeClient) -> 
 
 @pytest.mark.parametrize(
     ("payload", "param"),
-    [({"value": "1"}, "payload[stripe_customer_id]"), ({"stripe_customer_id": "c"}, "payload[value]"),
-     (None, "payload")],
+    [
+        ({"value": "1"}, "payload[stripe_customer_id]"),
+        ({"stripe_customer_id": "c"}, "payload[value]"),
+        (None, "payload"),
+    ],
 )
-def test_payload_validation(stripe_client: stripe.StripeClient, payload: dict | None, param: str) -> None:
+def test_payload_validation(
+    stripe_client: stripe.StripeClient, payload: dict | None, param: str
+) -> None:
     support.meter(stripe_client)
     params = {"event_name": "api_calls", "payload": payload}
     with pytest.raises(stripe.InvalidRequestError) as caught:
@@ -181,7 +190,11 @@ def test_count_and_last_formulas(stripe_client: stripe.StripeClient) -> None:
     support.send(stripe_client, cus.id, "9", event_name="logins")
     support.send(stripe_client, cus.id, "3", event_name="seats", timestamp=now - 5)
     support.send(stripe_client, cus.id, "7", event_name="seats", timestamp=now - 10)
-    window = {"customer": cus.id, "start_time": now // 60 * 60 - 600, "end_time": now // 60 * 60 + 60}
+    window = {
+        "customer": cus.id,
+        "start_time": now // 60 * 60 - 600,
+        "end_time": now // 60 * 60 + 60,
+    }
     summaries = stripe_client.v1.billing.meters.event_summaries
     assert summaries.list(count.id, window).data[0].aggregated_value == 2.0
     assert summaries.list(last.id, window).data[0].aggregated_value == 3.0
@@ -189,10 +202,13 @@ def test_count_and_last_formulas(stripe_client: stripe.StripeClient) -> None:
 
 def test_custom_payload_keys(stripe_client: stripe.StripeClient) -> None:
     meter = stripe_client.v1.billing.meters.create(
-        {"display_name": "Tokens", "event_name": "tokens",
-         "default_aggregation": {"formula": "sum"},
-         "customer_mapping": {"event_payload_key": "account", "type": "by_id"},
-         "value_settings": {"event_payload_key": "total"}}
+        {
+            "display_name": "Tokens",
+            "event_name": "tokens",
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"event_payload_key": "account", "type": "by_id"},
+            "value_settings": {"event_payload_key": "total"},
+        }
     )
     stripe_client.v1.billing.meter_events.create(
         {"event_name": "tokens", "payload": {"account": "cus_1", "total": "11"}}
@@ -249,8 +265,13 @@ def test_hourly_summaries_auto_paginate(stripe_emulator: StripeEmulatorHandle) -
     start = _hour_start() - 30 * 3600
     for hour in range(30):
         support.send(client, cus.id, str(hour + 1), timestamp=start + hour * 3600 + 5)
-    params = {"customer": cus.id, "start_time": start, "end_time": start + 30 * 3600,
-              "value_grouping_window": "hour", "limit": 7}
+    params = {
+        "customer": cus.id,
+        "start_time": start,
+        "end_time": start + 30 * 3600,
+        "value_grouping_window": "hour",
+        "limit": 7,
+    }
     page = client.v1.billing.meters.event_summaries.list(meter.id, params)
     assert page.has_more is True and len(page.data) == 7
     summaries = list(page.auto_paging_iter())
@@ -266,8 +287,13 @@ def test_empty_windows_are_omitted_and_daily_grouping(stripe_client: stripe.Stri
     day = int(time.time()) // DAY * DAY
     support.send(stripe_client, cus.id, "4", timestamp=int(time.time()) - 1)
     data = stripe_client.v1.billing.meters.event_summaries.list(
-        meter.id, {"customer": cus.id, "start_time": day - 3 * DAY, "end_time": day + DAY,
-                   "value_grouping_window": "day"}
+        meter.id,
+        {
+            "customer": cus.id,
+            "start_time": day - 3 * DAY,
+            "end_time": day + DAY,
+            "value_grouping_window": "day",
+        },
     ).data
     assert [(s.start_time, s.aggregated_value) for s in data] == [(day, 4.0)]
 
@@ -284,7 +310,10 @@ def test_empty_windows_are_omitted_and_daily_grouping(stripe_client: stripe.Stri
     ],
 )
 def test_summary_alignment_rules(
-    stripe_client: stripe.StripeClient, start_offset: int, end_offset: int, window: str | None,
+    stripe_client: stripe.StripeClient,
+    start_offset: int,
+    end_offset: int,
+    window: str | None,
     param: str,
 ) -> None:
     meter = support.meter(stripe_client)
@@ -300,9 +329,13 @@ def test_summary_alignment_rules(
 def test_summaries_need_customer_and_times(stripe_client: stripe.StripeClient) -> None:
     meter = support.meter(stripe_client)
     with pytest.raises(stripe.InvalidRequestError):
-        stripe_client.v1.billing.meters.event_summaries.list(meter.id, {"customer": "c", "start_time": 0})
+        stripe_client.v1.billing.meters.event_summaries.list(
+            meter.id, {"customer": "c", "start_time": 0}
+        )
     with pytest.raises(stripe.InvalidRequestError):
-        stripe_client.v1.billing.meters.event_summaries.list(meter.id, {"customer": "c", "end_time": 60})
+        stripe_client.v1.billing.meters.event_summaries.list(
+            meter.id, {"customer": "c", "end_time": 60}
+        )
     with pytest.raises(stripe.InvalidRequestError):
         stripe_client.v1.billing.meters.event_summaries.list("mtr_missing", {"customer": "c"})
 

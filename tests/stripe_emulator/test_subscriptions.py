@@ -19,8 +19,11 @@ def _subscribe(client: stripe.StripeClient) -> tuple[Any, Any, Any, Any]:
     cus = support.customer(client)
     base, usage = support.metered_plan(client, meter.id)
     sub = client.v1.subscriptions.create(
-        {"customer": cus.id, "items": [{"price": base.id}, {"price": usage.id}],
-         "metadata": {"plan": "power"}}
+        {
+            "customer": cus.id,
+            "items": [{"price": base.id}, {"price": usage.id}],
+            "metadata": {"plan": "power"},
+        }
     )
     return cus, base, usage, sub
 
@@ -69,21 +72,34 @@ def test_trial(stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulat
     assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
 
 
-def test_upgrade_changes_item_price(stripe_client: stripe.StripeClient,
-                                   stripe_emulator: StripeEmulatorHandle) -> None:
+def test_upgrade_changes_item_price(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     cus, base, _, sub = _subscribe(stripe_client)
     bigger = stripe_client.v1.prices.create(
-        {"product": base.product, "currency": "usd", "unit_amount": 4900,
-         "recurring": {"interval": "month"}}
+        {
+            "product": base.product,
+            "currency": "usd",
+            "unit_amount": 4900,
+            "recurring": {"interval": "month"},
+        }
     )
     weekly = stripe_client.v1.prices.create(
-        {"product": base.product, "currency": "usd", "unit_amount": 100,
-         "recurring": {"interval": "week"}}
+        {
+            "product": base.product,
+            "currency": "usd",
+            "unit_amount": 100,
+            "recurring": {"interval": "week"},
+        }
     )
     item = sub["items"].data[0]
     updated = stripe_client.v1.subscriptions.update(
-        sub.id, {"items": [{"id": item.id, "price": bigger.id, "quantity": 2}],
-                 "metadata": {"plan": "bigger"}, "cancel_at_period_end": False}
+        sub.id,
+        {
+            "items": [{"id": item.id, "price": bigger.id, "quantity": 2}],
+            "metadata": {"plan": "bigger"},
+            "cancel_at_period_end": False,
+        },
     )
     changed = updated["items"].data[0]
     assert changed.price.id == bigger.id and changed.quantity == 2
@@ -95,7 +111,9 @@ def test_upgrade_changes_item_price(stripe_client: stripe.StripeClient,
     )
     assert len(gone["items"].data) == 2
     with pytest.raises(stripe.InvalidRequestError):
-        stripe_client.v1.subscriptions.update(sub.id, {"items": [{"id": "si_nope", "price": bigger.id}]})
+        stripe_client.v1.subscriptions.update(
+            sub.id, {"items": [{"id": "si_nope", "price": bigger.id}]}
+        )
     events = stripe_emulator.control.events("customer.subscription.updated")
     assert events[0]["data"]["previous_attributes"]["metadata"] == {"plan": "power"}
 
@@ -113,7 +131,9 @@ def test_cancel(stripe_client: stripe.StripeClient, stripe_emulator: StripeEmula
     assert [e["type"] for e in stripe_emulator.control.events("customer.subscription.deleted")]
 
 
-def test_pause_and_resume(stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle) -> None:
+def test_pause_and_resume(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     _, _, _, sub = _subscribe(stripe_client)
     paused = stripe_client.v1.subscriptions.pause(sub.id, {"type": "subscription"})
     assert paused.status == "paused"
@@ -124,7 +144,10 @@ def test_pause_and_resume(stripe_client: stripe.StripeClient, stripe_emulator: S
     stripe_emulator.control.advance_clock(3 * 86_400)
     resumed = stripe_client.v1.subscriptions.resume(sub.id)
     assert resumed.status == "active"
-    assert resumed["items"].data[0].current_period_start >= sub["items"].data[0].current_period_start + 3 * 86_400 - 5
+    assert (
+        resumed["items"].data[0].current_period_start
+        >= sub["items"].data[0].current_period_start + 3 * 86_400 - 5
+    )
     with pytest.raises(stripe.InvalidRequestError):
         stripe_client.v1.subscriptions.resume(sub.id)
     types = [e["type"] for e in stripe_emulator.control.events()]
@@ -155,12 +178,18 @@ def test_close_period_bills_usage_and_moves_periods(
     assert len(stripe_client.v1.invoices.line_items.list(invoice["id"]).data) == 2
     assert stripe_emulator.control.now() >= usage_item.current_period_end
     types = [e["type"] for e in stripe_emulator.control.events()]
-    for expected in ("invoice.created", "invoice.finalized", "invoice.paid",
-                     "customer.subscription.updated"):
+    for expected in (
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "customer.subscription.updated",
+    ):
         assert expected in types
 
 
-def test_cancel_at_period_end(stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle) -> None:
+def test_cancel_at_period_end(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     _, _, _, sub = _subscribe(stripe_client)
     stripe_client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
     invoice = stripe_emulator.control.close_period(sub.id)
@@ -168,8 +197,9 @@ def test_cancel_at_period_end(stripe_client: stripe.StripeClient, stripe_emulato
     assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "canceled"
 
 
-def test_draft_invoice_then_finalize(stripe_client: stripe.StripeClient,
-                                     stripe_emulator: StripeEmulatorHandle) -> None:
+def test_draft_invoice_then_finalize(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     _, _, _, sub = _subscribe(stripe_client)
     draft = stripe_emulator.control.close_period(sub.id, finalize=False)
     assert draft["status"] == "draft"
@@ -197,8 +227,9 @@ def test_payment_failure_past_due_then_unpaid_then_recovered(
         stripe_client.v1.invoices.pay(invoice["id"])
 
 
-def test_final_failure_goes_straight_to_unpaid(stripe_client: stripe.StripeClient,
-                                               stripe_emulator: StripeEmulatorHandle) -> None:
+def test_final_failure_goes_straight_to_unpaid(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     _, _, _, sub = _subscribe(stripe_client)
     invoice = stripe_emulator.control.close_period(sub.id, payment="fail")
     assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "past_due"
@@ -208,8 +239,9 @@ def test_final_failure_goes_straight_to_unpaid(stripe_client: stripe.StripeClien
     assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
 
 
-def test_advance_clock_closes_due_periods(stripe_client: stripe.StripeClient,
-                                          stripe_emulator: StripeEmulatorHandle) -> None:
+def test_advance_clock_closes_due_periods(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     _, _, _, sub = _subscribe(stripe_client)
     answer = stripe_emulator.control.advance_clock(65 * 86_400, close_due_periods=True)
     assert len(answer["invoices"]) == 2

@@ -15,8 +15,12 @@ from . import support
 
 
 def _event(identifier: str, value: str = "1", **extra: object) -> dict:
-    return {"event_name": "api_calls", "identifier": identifier,
-            "payload": {"stripe_customer_id": "cus_a", "value": value}, **extra}
+    return {
+        "event_name": "api_calls",
+        "identifier": identifier,
+        "payload": {"stripe_customer_id": "cus_a", "value": value},
+        **extra,
+    }
 
 
 def _total(client: stripe.StripeClient, meter_id: str) -> float:
@@ -27,13 +31,20 @@ def _total(client: stripe.StripeClient, meter_id: str) -> float:
     return sum(s.aggregated_value for s in data)
 
 
-def test_session_and_stream(stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle) -> None:
+def test_session_and_stream(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     meter = support.meter(stripe_client)
     session = stripe_client.v2.billing.meter_event_session.create()
     assert session.object == "v2.billing.meter_event_session"
     assert session.expires_at > session.created
     stripe_client.v2.billing.meter_event_stream.create(
-        {"events": [_event("s1", "2"), _event("s2", "3", timestamp=to_rfc3339(time.time() - 40 * 86_400))]},
+        {
+            "events": [
+                _event("s1", "2"),
+                _event("s2", "3", timestamp=to_rfc3339(time.time() - 40 * 86_400)),
+            ]
+        },
         options={"api_key": session.authentication_token},
     )
     records = {r["identifier"]: r for r in stripe_emulator.control.meter_events(source="stream")}
@@ -42,17 +53,30 @@ def test_session_and_stream(stripe_client: stripe.StripeClient, stripe_emulator:
     assert _total(stripe_client, meter.id) == 2.0
 
 
-def test_stream_validates_asynchronously(stripe_client: stripe.StripeClient,
-                                         stripe_emulator: StripeEmulatorHandle) -> None:
+def test_stream_validates_asynchronously(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     support.meter(stripe_client)
     token = stripe_client.v2.billing.meter_event_session.create().authentication_token
-    bad = [_event("ok"), _event("ok"), _event("digits", "1234567890.123456"),
-           {"event_name": "api_calls", "identifier": "stamp", "timestamp": "yesterday",
-            "payload": {"stripe_customer_id": "cus_a", "value": "1"}}]
+    bad = [
+        _event("ok"),
+        _event("ok"),
+        _event("digits", "1234567890.123456"),
+        {
+            "event_name": "api_calls",
+            "identifier": "stamp",
+            "timestamp": "yesterday",
+            "payload": {"stripe_customer_id": "cus_a", "value": "1"},
+        },
+    ]
     stripe_client.v2.billing.meter_event_stream.create({"events": bad}, options={"api_key": token})
     statuses = [(r["identifier"], r["status"]) for r in stripe_emulator.control.meter_events()]
-    assert statuses == [("ok", "accepted"), ("ok", "invalid"), ("digits", "invalid"),
-                        ("stamp", "invalid")]
+    assert statuses == [
+        ("ok", "accepted"),
+        ("ok", "invalid"),
+        ("digits", "invalid"),
+        ("stamp", "invalid"),
+    ]
 
 
 def test_expired_token_maps_to_temporary_session_expired(
@@ -73,8 +97,9 @@ def test_expired_token_maps_to_temporary_session_expired(
     )
 
 
-def test_expire_sessions_control(stripe_client: stripe.StripeClient,
-                                 stripe_emulator: StripeEmulatorHandle) -> None:
+def test_expire_sessions_control(
+    stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
+) -> None:
     token = stripe_client.v2.billing.meter_event_session.create().authentication_token
     assert stripe_emulator.control.expire_sessions() == 1
     with pytest.raises(stripe.TemporarySessionExpiredError):
@@ -95,20 +120,29 @@ def test_stream_batch_limits(stripe_client: stripe.StripeClient) -> None:
     token = stripe_client.v2.billing.meter_event_session.create().authentication_token
     too_many = [_event(f"e{i}") for i in range(101)]
     with pytest.raises(stripe.InvalidRequestError):
-        stripe_client.v2.billing.meter_event_stream.create({"events": too_many}, options={"api_key": token})
+        stripe_client.v2.billing.meter_event_stream.create(
+            {"events": too_many}, options={"api_key": token}
+        )
     with pytest.raises(stripe.InvalidRequestError):
-        stripe_client.v2.billing.meter_event_stream.create({"events": []}, options={"api_key": token})
+        stripe_client.v2.billing.meter_event_stream.create(
+            {"events": []}, options={"api_key": token}
+        )
 
 
 def test_stream_answers_empty_json_object(stripe_emulator: StripeEmulatorHandle) -> None:
     client = stripe_emulator.client()
     token = client.v2.billing.meter_event_session.create().authentication_token
-    response = httpx.post(stripe_emulator.url + "/v2/billing/meter_event_stream",
-                          json={"events": [_event("raw")]},
-                          headers={"Authorization": f"Bearer {token}"})
+    response = httpx.post(
+        stripe_emulator.url + "/v2/billing/meter_event_stream",
+        json={"events": [_event("raw")]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert response.status_code == 200 and response.json() == {}
-    bad = httpx.post(stripe_emulator.url + "/v2/billing/meter_event_stream", content=b"{nope",
-                     headers={"Authorization": f"Bearer {token}"})
+    bad = httpx.post(
+        stripe_emulator.url + "/v2/billing/meter_event_stream",
+        content=b"{nope",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert bad.status_code == 400
 
 

@@ -60,7 +60,9 @@ def test_signature_uses_the_emulator_clock(stripe_emulator: StripeEmulatorHandle
         delivery = receiver.wait_for(1)[0]
     stamp = int(delivery["headers"]["Stripe-Signature"].split(",")[0][2:])
     assert stamp >= int(stripe_emulator.control.now()) - 5
-    stripe.Webhook.construct_event(delivery["body"], delivery["headers"]["Stripe-Signature"], SECRET)
+    stripe.Webhook.construct_event(
+        delivery["body"], delivery["headers"]["Stripe-Signature"], SECRET
+    )
 
 
 def test_non_2xx_is_retried_with_backoff(stripe_emulator: StripeEmulatorHandle) -> None:
@@ -126,8 +128,12 @@ def test_subscription_lifecycle_events_are_delivered(stripe_emulator: StripeEmul
         stripe.Webhook.construct_event(d["body"], d["headers"]["Stripe-Signature"], SECRET).type
         for d in receiver.received
     }
-    assert {"customer.subscription.created", "invoice.payment_failed",
-            "customer.subscription.updated", "invoice.finalized"} <= types
+    assert {
+        "customer.subscription.created",
+        "invoice.payment_failed",
+        "customer.subscription.updated",
+        "invoice.finalized",
+    } <= types
 
 
 def test_endpoint_control_errors(stripe_emulator: StripeEmulatorHandle) -> None:

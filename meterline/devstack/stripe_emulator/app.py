@@ -54,8 +54,12 @@ class ApiEndpoint:
     async def handle(self, request: Request) -> Response:
         """Serve one API request (never raises: errors become the envelope)."""
         request_id = "req_" + secrets.token_hex(7)
-        entry: JSON = {"request_id": request_id, "method": request.method,
-                       "path": request.url.path, "at": self.emu.clock.now()}
+        entry: JSON = {
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.url.path,
+            "at": self.emu.clock.now(),
+        }
         token = current_request.set(entry)
         try:
             status, body, headers = await self._serve(request, entry)
@@ -81,7 +85,9 @@ class ApiEndpoint:
         entry["params"] = params
         key = request.headers.get("Idempotency-Key") if request.method != "GET" else None
         entry["idempotency_key"] = key
-        call = Call(request.method, request.url.path, Params(params), dict(request.path_params), token)
+        call = Call(
+            request.method, request.url.path, Params(params), dict(request.path_params), token
+        )
         if key is None:
             return await self._execute(call, entry)
         return await self._idempotent(call, entry, token, key)
@@ -94,8 +100,11 @@ class ApiEndpoint:
         saved = idem.lookup(scope, key, digest, self.emu.clock.now())
         if saved is not None:
             entry["replayed"] = True
-            headers = {**saved["headers"], "Idempotent-Replayed": "true",
-                       "Original-Request": saved["request_id"]}
+            headers = {
+                **saved["headers"],
+                "Idempotent-Replayed": "true",
+                "Original-Request": saved["request_id"],
+            }
             return saved["status"], saved["body"], headers
         idem.begin(scope, key)
         try:
@@ -103,13 +112,22 @@ class ApiEndpoint:
         except StripeError as exc:
             if exc.saved:
                 answer = {"status": exc.status, "body": exc.body(), "headers": exc.headers}
-                idem.save(scope, key, digest, {**answer, "request_id": entry["request_id"]},
-                          self.emu.clock.now())
+                idem.save(
+                    scope,
+                    key,
+                    digest,
+                    {**answer, "request_id": entry["request_id"]},
+                    self.emu.clock.now(),
+                )
             raise
         finally:
             idem.finish(scope, key)
-        answer = {"status": status, "body": public(body), "headers": headers,
-                  "request_id": entry["request_id"]}
+        answer = {
+            "status": status,
+            "body": public(body),
+            "headers": headers,
+            "request_id": entry["request_id"],
+        }
         idem.save(scope, key, digest, answer, self.emu.clock.now())
         return status, body, headers
 
@@ -128,8 +146,12 @@ class ApiEndpoint:
         if call.method != "GET":
             self.emu.persist()
         if fault == "server_error_after":
-            raise StripeError(500, "An unknown error occurred after processing (injected).",
-                              type_="api_error", saved=True)
+            raise StripeError(
+                500,
+                "An unknown error occurred after processing (injected).",
+                type_="api_error",
+                saved=True,
+            )
         return 200, body, {}
 
     def _log(self, entry: JSON) -> None:

@@ -116,7 +116,9 @@ def create_product(emu: Emulator, call: Call) -> JSON:
     p = call.params
     product_id = p.str("id") or new_id("prod", 14)
     if emu.store.find("product", product_id) is not None:
-        raise invalid(f"Product already exists with ID {product_id}.", "id", "resource_already_exists")
+        raise invalid(
+            f"Product already exists with ID {product_id}.", "id", "resource_already_exists"
+        )
     return _new_product(emu, product_id, p)
 
 
@@ -220,8 +222,10 @@ def _amounts(p: Params) -> JSON:
             value = Decimal(decimal_text)
         except InvalidOperation:
             raise invalid("Invalid decimal: unit_amount_decimal", "unit_amount_decimal") from None
-        return {"unit_amount": int(value) if value == value.to_integral() else None,
-                "unit_amount_decimal": decimal_text}
+        return {
+            "unit_amount": int(value) if value == value.to_integral() else None,
+            "unit_amount_decimal": decimal_text,
+        }
     return {"unit_amount": amount, "unit_amount_decimal": str(amount)}
 
 

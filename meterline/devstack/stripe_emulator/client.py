@@ -36,7 +36,10 @@ class EmulatorControl:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -65,7 +68,9 @@ class EmulatorControl:
         body = {"seconds": seconds, "close_due_periods": close_due_periods}
         return dict(self._call("POST", "/clock/advance", body))
 
-    def close_period(self, subscription: str, payment: str = "succeed", finalize: bool = True) -> JSON:
+    def close_period(
+        self, subscription: str, payment: str = "succeed", finalize: bool = True
+    ) -> JSON:
         """Invoice the subscription's current period and start the next; returns the invoice."""
         body = {"payment": payment, "finalize": finalize}
         return dict(self._call("POST", f"/subscriptions/{subscription}/close_period", body))
@@ -97,12 +102,19 @@ class EmulatorControl:
         return dict(self._call("GET", "/faults"))
 
     def add_webhook_endpoint(
-        self, url: str, secret: str | None = None, enabled_events: list[str] | None = None,
+        self,
+        url: str,
+        secret: str | None = None,
+        enabled_events: list[str] | None = None,
         extra_secrets: list[str] | None = None,
     ) -> JSON:
         """Register an endpoint; the answer carries its `secret`."""
-        body = {"url": url, "secret": secret, "enabled_events": enabled_events,
-                "extra_secrets": extra_secrets}
+        body = {
+            "url": url,
+            "secret": secret,
+            "enabled_events": enabled_events,
+            "extra_secrets": extra_secrets,
+        }
         return dict(self._call("POST", "/webhook_endpoints", body))
 
     def webhook_options(self, **options: Any) -> JSON:

@@ -115,9 +115,10 @@ def _close_due(emu: Emulator) -> list[JSON]:
     closed: list[JSON] = []
     now = emu.clock.now()
     for sub in list(emu.store.table("subscription").values()):
-        while sub["status"] in ("active", "trialing", "past_due", "unpaid") and max(
-            item["current_period_end"] for item in sub["items"]["data"]
-        ) <= now:
+        while (
+            sub["status"] in ("active", "trialing", "past_due", "unpaid")
+            and max(item["current_period_end"] for item in sub["items"]["data"]) <= now
+        ):
             closed.append(invoices.close_period(emu, sub["id"]))
     return closed
 

@@ -61,6 +61,7 @@ class Emulator:
         for name in vars(fresh):
             setattr(self.store, name, getattr(fresh, name))
         self.clock.reset()
+        self.webhooks.cancel_pending()
         self.faults.configure(FaultSettings(seed=self.config.seed))
         self.webhooks.configure(self.config.webhooks, self.config.seed)
 

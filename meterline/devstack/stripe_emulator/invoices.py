@@ -111,7 +111,10 @@ def _line(item: JSON, sub: JSON, quantity: Decimal, start: int, end: int) -> JSO
         },
         "parent": {
             "type": "subscription_item_details",
-            "subscription_item_details": {"subscription": sub["id"], "subscription_item": item["id"]},
+            "subscription_item_details": {
+                "subscription": sub["id"],
+                "subscription_item": item["id"],
+            },
         },
     }
 
@@ -134,8 +137,13 @@ def _invoice(emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int) 
         "created": emu.now(),
         "currency": sub["currency"],
         "customer": sub["customer"],
-        "lines": {"object": "list", "data": lines, "has_more": False, "total_count": len(lines),
-                  "url": f"/v1/invoices/{invoice_id}/lines"},
+        "lines": {
+            "object": "list",
+            "data": lines,
+            "has_more": False,
+            "total_count": len(lines),
+            "url": f"/v1/invoices/{invoice_id}/lines",
+        },
         "livemode": False,
         "metadata": {},
         "number": None,
@@ -147,8 +155,12 @@ def _invoice(emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int) 
         "period_start": start,
         "period_end": end,
         "status": "draft",
-        "status_transitions": {"finalized_at": None, "paid_at": None, "voided_at": None,
-                               "marked_uncollectible_at": None},
+        "status_transitions": {
+            "finalized_at": None,
+            "paid_at": None,
+            "voided_at": None,
+            "marked_uncollectible_at": None,
+        },
         "subtotal": total,
         "total": total,
     }
@@ -170,9 +182,13 @@ def finalize_invoice(emu: Emulator, invoice: JSON, payment: Payment = "succeed")
 def pay(emu: Emulator, invoice: JSON) -> JSON:
     """Mark an open invoice paid; a past_due or unpaid subscription becomes active."""
     if invoice["status"] != "open":
-        raise invalid(f"Invoice {invoice['id']} is {invoice['status']}; only open invoices can be paid.", "id")
+        raise invalid(
+            f"Invoice {invoice['id']} is {invoice['status']}; only open invoices can be paid.", "id"
+        )
     previous = {"status": "open", "amount_paid": invoice["amount_paid"]}
-    invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0, attempted=True)
+    invoice.update(
+        status="paid", amount_paid=invoice["amount_due"], amount_remaining=0, attempted=True
+    )
     invoice["attempt_count"] += 1
     invoice["status_transitions"]["paid_at"] = emu.now()
     emu.emit("invoice.paid", invoice, previous)
@@ -183,12 +199,16 @@ def pay(emu: Emulator, invoice: JSON) -> JSON:
 def fail(emu: Emulator, invoice: JSON, final: bool = False, unpaid_after: int = 2) -> JSON:
     """Record a failed attempt: past_due, then unpaid after `unpaid_after` attempts or `final`."""
     if invoice["status"] != "open":
-        raise invalid(f"Invoice {invoice['id']} is {invoice['status']}; only open invoices can fail.", "id")
+        raise invalid(
+            f"Invoice {invoice['id']} is {invoice['status']}; only open invoices can fail.", "id"
+        )
     invoice["attempt_count"] += 1
     invoice["attempted"] = True
     emu.emit("invoice.payment_failed", invoice, {"attempt_count": invoice["attempt_count"] - 1})
     unpaid = final or invoice["attempt_count"] >= unpaid_after
-    _set_status(emu, invoice, "unpaid" if unpaid else "past_due", ("active", "trialing", "past_due"))
+    _set_status(
+        emu, invoice, "unpaid" if unpaid else "past_due", ("active", "trialing", "past_due")
+    )
     return invoice
 
 

@@ -16,8 +16,10 @@ from .forms import Params
 
 JSON = dict[str, Any]
 
-_CLAUSE = re.compile(r"^\s*(?:metadata\[['\"](?P<mkey>[^'\"]+)['\"]\]|(?P<field>[a-z_]+))\s*:\s*"
-                     r"['\"](?P<value>[^'\"]*)['\"]\s*$")
+_CLAUSE = re.compile(
+    r"^\s*(?:metadata\[['\"](?P<mkey>[^'\"]+)['\"]\]|(?P<field>[a-z_]+))\s*:\s*"
+    r"['\"](?P<value>[^'\"]*)['\"]\s*$"
+)
 
 
 def page_limit(params: Params) -> int:

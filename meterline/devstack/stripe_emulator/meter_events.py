@@ -60,7 +60,9 @@ def check_timestamp(emu: Emulator, timestamp: float) -> None:
     if timestamp < now - emu.config.past_window_seconds:
         days = emu.config.past_window_seconds // 86_400
         raise invalid(
-            f"Timestamp must be within the past {days} days.", "timestamp", "timestamp_too_far_in_past"
+            f"Timestamp must be within the past {days} days.",
+            "timestamp",
+            "timestamp_too_far_in_past",
         )
     if timestamp > now + emu.config.future_window_seconds:
         minutes = emu.config.future_window_seconds // 60
@@ -92,8 +94,8 @@ def structural(emu: Emulator, meter: JSON | None, payload: Any) -> tuple[str, De
     """Validate the payload against the meter's keys; returns (customer, value)."""
     if not isinstance(payload, dict):
         raise missing_param("payload")
-    customer_key = (meter or {}).get("customer_mapping", {}).get(
-        "event_payload_key", "stripe_customer_id"
+    customer_key = (
+        (meter or {}).get("customer_mapping", {}).get("event_payload_key", "stripe_customer_id")
     )
     value_key = (meter or {}).get("value_settings", {}).get("event_payload_key", "value")
     customer = payload.get(customer_key)

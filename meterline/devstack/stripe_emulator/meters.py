@@ -24,7 +24,9 @@ def create_meter(emu: Emulator, call: Call) -> JSON:
     event_name = p.req("event_name", max_len=100)
     if meter_events.meter_for(emu, event_name) is not None:
         raise invalid(
-            f"A meter with event_name {event_name} already exists.", "event_name", "resource_already_exists"
+            f"A meter with event_name {event_name} already exists.",
+            "event_name",
+            "resource_already_exists",
         )
     formula = p.sub("default_aggregation").req("formula") if "default_aggregation" in p else None
     if formula is None:
@@ -154,7 +156,9 @@ def list_summaries(emu: Emulator, call: Call) -> JSON:
     meter = retrieve_meter(emu, call)
     p = call.params
     customer = p.req("customer")
-    start, end, window = _window(p.int("start_time"), p.int("end_time"), p.str("value_grouping_window"))
+    start, end, window = _window(
+        p.int("start_time"), p.int("end_time"), p.str("value_grouping_window")
+    )
     events = processed_events(emu, meter["id"], customer, start, end)
     buckets = [(s, min(s + window, end)) for s in range(start, end, window)]
     summaries = [_summary(meter, customer, s, e, events) for s, e in buckets]

@@ -44,4 +44,3 @@ def index_at(anchor: int, interval: str, count: int, ts: int) -> int:
     while boundary(anchor, interval, count, n + 1) <= ts:
         n += 1
     return n
-

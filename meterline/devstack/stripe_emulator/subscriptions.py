@@ -195,7 +195,10 @@ def _change_item(emu: Emulator, item: JSON, spec: Params) -> None:
     if price_id is not None and price_id != item["price"]["id"]:
         price = emu.store.get("price", price_id, param="items[0][price]")
         old, new = item["price"]["recurring"], price.get("recurring") or {}
-        if (old["interval"], old["interval_count"]) != (new.get("interval"), new.get("interval_count")):
+        if (old["interval"], old["interval_count"]) != (
+            new.get("interval"),
+            new.get("interval_count"),
+        ):
             item["_anchor"], item["_index"] = emu.now(), 0
         item["price"] = copy.deepcopy(price)
         set_period(item)

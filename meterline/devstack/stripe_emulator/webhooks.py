@@ -61,6 +61,11 @@ class WebhookDispatcher:
             await self._client.aclose()
             self._client = None
 
+    def cancel_pending(self) -> None:
+        """Abandon every scheduled delivery (used by reset)."""
+        for task in list(self._tasks):
+            task.cancel()
+
     def configure(self, config: WebhookConfig, seed: int) -> None:
         """Replace delivery options (jitter, duplicates, retries) and re-seed."""
         self.config = config

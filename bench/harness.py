@@ -1,0 +1,57 @@
+"""What every benchmark module shares: the context it runs in and the figures it returns.
+
+A benchmark module is `bench/bench_<name>.py` exposing `run(ctx: BenchContext) -> list[Figure]`.
+`python -m bench` runs them all, prints one table and writes `bench/results/<timestamp>.json`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure: the median of `runs` runs, with its spread (max - min).
+
+    `ceiling` names another figure of the same run (e.g. "ceiling.kafka_produce") that bounds
+    this one; the table shows value / ceiling as a ratio.
+    """
+
+    name: str
+    value: float
+    unit: str
+    spread: float = 0.0
+    runs: int = 1
+    ceiling: str | None = None
+    target: str = ""
+    note: str = ""
+
+
+@dataclass
+class BenchContext:
+    """URLs of the backing services (`postgres`, `redis`, `kafka`, `stripe`) and the run size."""
+
+    urls: dict[str, str]
+    quick: bool = False
+    runs: int = 3
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def scale(self, full: int) -> int:
+        """A workload size: `full`, or a tenth of it in quick mode."""
+        return max(1, full // 10) if self.quick else full
+
+
+def repeat(fn: Callable[[], float], runs: int) -> tuple[float, float]:
+    """Run `fn` (which returns a rate or a latency) `runs` times: (median, max - min)."""
+    values = [fn() for _ in range(runs)]
+    return statistics.median(values), max(values) - min(values)
+
+
+def rate(count: int, fn: Callable[[], object]) -> float:
+    """Items per second for doing `count` items in one call of `fn`."""
+    start = time.perf_counter()
+    fn()
+    return count / (time.perf_counter() - start)
