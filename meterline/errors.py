@@ -1,4 +1,4 @@
-"""Domain errors. Each carries the HTTP status it maps to, so every HTTP layer maps them in one place."""
+"""Domain errors. Each carries its HTTP status, so every HTTP layer maps them in one place."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class Rules:
 
 
 class PoisonMessage(ValueError):
-    """A Kafka message that can never be processed; `reason` says why (for the dead-letter topic)."""
+    """A Kafka message that can never be processed; `reason` says why (for the DLQ)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

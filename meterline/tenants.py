@@ -124,7 +124,10 @@ class MemoryTenantRepository(TenantRepository):
     def revoke_key(self, key_id: str) -> None:
         for digest, (info, tid) in self.keys.items():
             if info.id == key_id:
-                self.keys[digest] = (KeyInfo(info.id, info.tenant, info.scopes, None, datetime.now()), tid)
+                self.keys[digest] = (
+                    KeyInfo(info.id, info.tenant, info.scopes, None, datetime.now()),
+                    tid,
+                )
                 return
         raise NotFound(f"no key {key_id!r}")
 
@@ -178,7 +181,8 @@ class PostgresTenantRepository(TenantRepository):
     def revoke_key(self, key_id: str) -> None:
         with self._pool.connection() as conn:
             cur = conn.execute(
-                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s", (key_id,)
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s",
+                (key_id,),
             )
         if cur.rowcount == 0:
             raise NotFound(f"no key {key_id!r}")

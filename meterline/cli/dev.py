@@ -17,8 +17,12 @@ app = typer.Typer(no_args_is_help=True, help="The embedded development stack.")
 @app.command("up")
 @friendly
 def up(
-    demo: bool = typer.Option(True, "--demo/--no-demo", help="Apply the demo catalog and send traffic."),
-    home: Path = typer.Option(None, help="Where data, logs and stack.json go (default .meterline)."),
+    demo: bool = typer.Option(
+        True, "--demo/--no-demo", help="Apply the demo catalog and send traffic."
+    ),
+    home: Path = typer.Option(
+        None, help="Where data, logs and stack.json go (default .meterline)."
+    ),
 ) -> None:
     """Start Kafka, Postgres, Redis, the Stripe emulator and every service; Ctrl-C stops all."""
     stack = DevStack(home or stack_home())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import runpy
 import sys
-from enum import Enum
+from enum import StrEnum
 
 import typer
 
@@ -16,7 +16,7 @@ MODULES = {
 }
 
 
-class Service(str, Enum):
+class Service(StrEnum):
     ingest = "ingest"
     aggregator = "aggregator"
     entitlements = "entitlements"
@@ -26,7 +26,8 @@ class Service(str, Enum):
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command(
-        "stripe-emulator", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+        "stripe-emulator",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(stripe_emulator)
 
 
@@ -38,6 +39,6 @@ def serve(service: Service) -> None:
 
 
 def stripe_emulator(ctx: typer.Context) -> None:
-    """Run the Stripe emulator (options as `python -m meterline.devstack.stripe_emulator --help`)."""
+    """Run the Stripe emulator (options: `python -m meterline.devstack.stripe_emulator --help`)."""
     sys.argv = ["stripe-emulator", *ctx.args]
     runpy.run_module("meterline.devstack.stripe_emulator", run_name="__main__", alter_sys=True)

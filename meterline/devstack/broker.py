@@ -18,8 +18,14 @@ def broker_process(home: Path, port: int | None = None) -> tuple[ManagedProcess,
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [
-        tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
     ]
     proc = ManagedProcess("kafka", argv, home / "logs" / "kafka.log", lambda: port_open(port))
     return proc, f"127.0.0.1:{port}"

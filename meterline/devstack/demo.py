@@ -54,7 +54,10 @@ def prepare(stack: DevStack) -> DemoContext:
         for scope in ("ingest", "read", "admin"):
             ctx.keys[scope] = tenants.create_key(ctx.tenant, [scope])[1]
         _, diff = PostgresCatalogRepository(pool).apply(ctx.tenant_id, load_catalog(CATALOG))
-    out(f"demo tenant {ctx.tenant!r}: catalog {CATALOG.name} " + ("unchanged" if diff.is_empty else "applied"))
+    out(
+        f"demo tenant {ctx.tenant!r}: catalog {CATALOG.name} "
+        + ("unchanged" if diff.is_empty else "applied")
+    )
     for scope, key in ctx.keys.items():
         out(f"  {scope:<7} key: {key}")
     return ctx

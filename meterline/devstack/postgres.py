@@ -44,10 +44,25 @@ def postgres_process(home: Path, port: int | None = None) -> tuple[ManagedProces
         _initdb(data, user)
     admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     argv = [
-        str(postgres_bin_dir() / "postgres"), "-D", str(data), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-        "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
-        "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+        str(postgres_bin_dir() / "postgres"),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "fsync=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "max_connections=300",
+        "-c",
+        "shared_buffers=256MB",
     ]
 
     def ready() -> bool:
@@ -81,8 +96,18 @@ def _initdb(data: Path, user: str | None) -> None:
         entry = pwd.getpwnam(user)
         os.chown(data, entry.pw_uid, entry.pw_gid)
         _open_path_to(data)
-    argv = [str(postgres_bin_dir() / "initdb"), "-D", str(data), "-U", "postgres",
-            "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]
+    argv = [
+        str(postgres_bin_dir() / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--no-sync",
+        "--no-instructions",
+    ]
     result = subprocess.run(argv, user=user, capture_output=True, text=True, cwd="/")
     if result.returncode != 0:
         raise ConfigError(f"initdb failed: {result.stderr.strip()[-500:]}")

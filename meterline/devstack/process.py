@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -52,8 +53,13 @@ class ManagedProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(self.env or {})}, user=self.user, cwd=self.cwd,
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(self.env or {})},
+                user=self.user,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         self.wait_ready(timeout)
@@ -66,7 +72,9 @@ class ManagedProcess:
             if self.ready():
                 return
             time.sleep(0.1)
-        raise ConfigError(f"{self.name} not ready after {timeout:.0f}s; see {self.log}:\n{self.tail()}")
+        raise ConfigError(
+            f"{self.name} not ready after {timeout:.0f}s; see {self.log}:\n{self.tail()}"
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -89,10 +97,8 @@ class ManagedProcess:
 
     def _reap_group(self) -> None:
         assert self.proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def tail(self, lines: int = 15) -> str:
         try:

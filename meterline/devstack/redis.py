@@ -28,8 +28,19 @@ def redis_process(home: Path, port: int | None = None) -> tuple[ManagedProcess, 
     data = home / "redis"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
-        redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(data.resolve()), "--protected-mode", "yes",
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data.resolve()),
+        "--protected-mode",
+        "yes",
     ]
     url = f"redis://127.0.0.1:{port}/0"
 

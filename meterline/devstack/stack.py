@@ -130,8 +130,11 @@ class DevStack:
                     self._restart(name, proc)
 
     def _restart(self, name: str, proc: ManagedProcess) -> None:
-        print(f"{name} exited (code {proc.proc.returncode if proc.proc else '?'}); restarting",
-              file=sys.stderr, flush=True)
+        print(
+            f"{name} exited (code {proc.proc.returncode if proc.proc else '?'}); restarting",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             proc.start()
             if name == "kafka":
@@ -155,7 +158,9 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def run_until_signal(stack: DevStack, after_start: Callable[[DevStack], None] | None = None) -> None:
+def run_until_signal(
+    stack: DevStack, after_start: Callable[[DevStack], None] | None = None
+) -> None:
     """Start everything, run `after_start` (the demo), supervise; stop cleanly on SIGINT/SIGTERM."""
 
     starting = True

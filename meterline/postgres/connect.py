@@ -26,7 +26,9 @@ def connect(url: str, *, autocommit: bool = False, timeout: float = 5.0) -> psyc
         raise ConfigError(f"cannot connect to Postgres at {redact(url)}: {first}") from None
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 8, name: str = "meterline") -> ConnectionPool:
+def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, name: str = "meterline"
+) -> ConnectionPool:
     """A connection pool that has proven it can connect (fails fast with a ConfigError)."""
     connect(url).close()
     pool = ConnectionPool(url, min_size=min_size, max_size=max_size, name=name, open=False)

@@ -50,7 +50,8 @@ def available_migrations() -> list[Migration]:
 
 def pending_migrations(conn: psycopg.Connection) -> list[Migration]:
     conn.execute(_BOOKKEEPING)
-    applied = dict(conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall())
+    rows = conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
+    applied: dict[int, str] = {int(v): str(h) for v, h in rows}
     pending = []
     for m in available_migrations():
         if m.version not in applied:

@@ -29,7 +29,9 @@ class PartitionManager:
 def create_day_partition(conn: psycopg.Connection, day: date) -> None:
     stmt = sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_events FOR VALUES FROM ({}) TO ({})"
-    ).format(sql.Identifier(partition_name(day)), day.isoformat(), (day + timedelta(days=1)).isoformat())
+    ).format(
+        sql.Identifier(partition_name(day)), day.isoformat(), (day + timedelta(days=1)).isoformat()
+    )
     try:
         with conn.transaction():
             conn.execute(stmt)

@@ -38,8 +38,16 @@ def test_kafka_produce_and_consume_round_trip(kafka_bootstrap: str, kafka_topics
 def test_postgres_schema_after_migrations(pg_conninfo: str) -> None:
     with psycopg.connect(pg_conninfo) as conn:
         assert apply_migrations(conn) == []  # the template is already current
-        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
-    assert {"tenants", "api_keys", "usage_events", "usage_rollups_minute", "consumer_offsets"} <= tables
+        tables = {
+            r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
+    assert {
+        "tenants",
+        "api_keys",
+        "usage_events",
+        "usage_rollups_minute",
+        "consumer_offsets",
+    } <= tables
 
 
 def test_ledger_partitions_are_created_on_demand_and_dropped(pg_conninfo: str) -> None:

@@ -13,14 +13,19 @@ def meterline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     full_env = {**os.environ, "METERLINE_HOME": "/nonexistent", **env}
     return subprocess.run(
         [sys.executable, "-m", "meterline.cli.main", *args],
-        env=full_env, capture_output=True, text=True, timeout=60,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_migrate_twice_changes_nothing(backing: object, pg_conninfo: str) -> None:
     with psycopg.connect(pg_conninfo, autocommit=True) as conn:
-        conn.execute("DROP TABLE schema_migrations, consumer_offsets, usage_rollups_minute, "
-                     "usage_events, catalog_versions, api_keys, tenants CASCADE")
+        conn.execute(
+            "DROP TABLE schema_migrations, consumer_offsets, usage_rollups_minute, "
+            "usage_events, catalog_versions, api_keys, tenants CASCADE"
+        )
     env = {"METERLINE_DATABASE_URL": pg_conninfo}
     first = meterline("migrate", env=env)
     assert first.returncode == 0, first.stderr
@@ -30,7 +35,9 @@ def test_migrate_twice_changes_nothing(backing: object, pg_conninfo: str) -> Non
     second = meterline("migrate", env=env)
     assert (second.returncode, second.stdout.strip()) == (0, "schema is up to date")
     with psycopg.connect(pg_conninfo) as conn:
-        assert conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall() == before
+        assert (
+            conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall() == before
+        )
 
 
 def test_a_bad_database_url_is_one_clear_line() -> None:
@@ -45,7 +52,9 @@ def test_a_bad_database_url_is_one_clear_line() -> None:
 def test_tenants_and_keys(pg_conninfo: str) -> None:
     env = {"METERLINE_DATABASE_URL": pg_conninfo}
     assert meterline("tenants", "create", "acme", env=env).returncode == 0
-    created = meterline("keys", "create", "--tenant", "acme", "--scope", "ingest", "--scope", "read", env=env)
+    created = meterline(
+        "keys", "create", "--tenant", "acme", "--scope", "ingest", "--scope", "read", env=env
+    )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("mlk_key_")
@@ -61,8 +70,11 @@ def test_tenants_and_keys(pg_conninfo: str) -> None:
 
 
 def test_config_check_lists_every_problem() -> None:
-    result = meterline("config", "check", env={"METERLINE_DATABASE_URL": "mysql://x",
-                                                "METERLINE_KAFKA_BOOTSTRAP": "nohost"})
+    result = meterline(
+        "config",
+        "check",
+        env={"METERLINE_DATABASE_URL": "mysql://x", "METERLINE_KAFKA_BOOTSTRAP": "nohost"},
+    )
     assert result.returncode == 1
     for var in ("METERLINE_DATABASE_URL", "METERLINE_KAFKA_BOOTSTRAP", "METERLINE_REDIS_URL"):
         assert var in result.stderr

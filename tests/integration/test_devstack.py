@@ -40,16 +40,22 @@ def test_dev_up_supervises_and_ctrl_c_leaves_no_process(home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERLINE_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "meterline.cli.main", "dev", "up", "--no-demo", "--home", str(home)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
-        stack: Stack = wait_for(lambda: _complete(home), 120, "stack.json with every backing service")
+        stack: Stack = wait_for(
+            lambda: _complete(home), 120, "stack.json with every backing service"
+        )
         started = set(stack.pids.values())
         assert {"kafka", "postgres", "redis"} <= set(stack.urls)
 
         os.kill(stack.pids["redis"], signal.SIGKILL)
         restarted = wait_for(
-            lambda: (s := read_stack(home)) and s.pids["redis"] != stack.pids["redis"] and s, 30,
+            lambda: (s := read_stack(home)) and s.pids["redis"] != stack.pids["redis"] and s,
+            30,
             "redis to be restarted with a new PID",
         )
         assert psutil.pid_exists(restarted.pids["redis"])

@@ -162,3 +162,10 @@ def test_ending_before_pages_backwards(stripe_client: stripe.StripeClient) -> No
     ids = [support.customer(stripe_client, f"e{i}@x.io").id for i in range(4)]
     page = stripe_client.v1.customers.list({"ending_before": ids[0], "limit": 2})
     assert [c.id for c in page.data] == [ids[2], ids[1]] and page.has_more is True
+
+
+def test_basic_auth_with_the_key_as_user_name(stripe_emulator: StripeEmulatorHandle) -> None:
+    ok = httpx.get(stripe_emulator.url + "/v1/customers", auth=(stripe_emulator.api_key, ""))
+    assert ok.status_code == 200 and ok.json()["object"] == "list"
+    bad = httpx.get(stripe_emulator.url + "/v1/customers", headers={"Authorization": "Basic !!"})
+    assert bad.status_code == 401

@@ -42,7 +42,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_invalid_configuration_is_reported_whole() -> None:
-    with pytest.raises(ValueError, match="meter_processing_delay.*session_ttl_seconds"):
+    with pytest.raises(ValueError, match=r"meter_processing_delay.*session_ttl_seconds"):
         create_app(EmulatorConfig(meter_processing_delay=-1, session_ttl_seconds=0))
 
 

@@ -75,7 +75,7 @@ def test_trial(stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulat
 def test_upgrade_changes_item_price(
     stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
 ) -> None:
-    cus, base, _, sub = _subscribe(stripe_client)
+    _cus, base, _, sub = _subscribe(stripe_client)
     bigger = stripe_client.v1.prices.create(
         {
             "product": base.product,
@@ -242,7 +242,7 @@ def test_final_failure_goes_straight_to_unpaid(
 def test_advance_clock_closes_due_periods(
     stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle
 ) -> None:
-    _, _, _, sub = _subscribe(stripe_client)
+    _, _, _, _sub = _subscribe(stripe_client)
     answer = stripe_emulator.control.advance_clock(65 * 86_400, close_due_periods=True)
     assert len(answer["invoices"]) == 2
     assert len(stripe_client.v1.invoices.list({"status": "paid"}).data) == 2

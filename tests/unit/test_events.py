@@ -22,7 +22,9 @@ from meterline.events import (
 
 NOW = 1_800_000_000_000
 RULES = Rules(now_ms=NOW, meters={"api_calls", "tokens"})
-ids = st.text(min_size=1, max_size=128).filter(lambda s: not any(ord(c) < 32 or ord(c) == 127 for c in s))
+ids = st.text(min_size=1, max_size=128).filter(
+    lambda s: not any(ord(c) < 32 or ord(c) == 127 for c in s)
+)
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
 
 
@@ -47,15 +49,32 @@ def test_valid_events_round_trip_through_the_codec(raw: dict[str, object]) -> No
 
 
 BAD_FIELDS: list[tuple[str, object]] = [
-    ("id", ""), ("id", "x" * 129), ("id", 5), ("id", None), ("id", "a\x00b"),
-    ("customer", ""), ("customer", ["c"]), ("customer", "x" * 129),
-    ("meter", "unknown_meter"), ("meter", 3),
-    ("value", -1), ("value", 1e15 + 1), ("value", math.nan), ("value", math.inf),
-    ("value", "3"), ("value", True), ("value", 10**20),
-    ("timestamp", "2026-13-01T00:00:00Z"), ("timestamp", "2027-01-15T08:00:00"),
-    ("timestamp", NOW - 36 * 86_400_000), ("timestamp", NOW + MAX_FUTURE_MS + 1),
-    ("timestamp", "yesterday"), ("timestamp", 1.5), ("timestamp", True),
-    ("properties", [1]), ("properties", {str(i): i for i in range(33)}),
+    ("id", ""),
+    ("id", "x" * 129),
+    ("id", 5),
+    ("id", None),
+    ("id", "a\x00b"),
+    ("customer", ""),
+    ("customer", ["c"]),
+    ("customer", "x" * 129),
+    ("meter", "unknown_meter"),
+    ("meter", 3),
+    ("value", -1),
+    ("value", 1e15 + 1),
+    ("value", math.nan),
+    ("value", math.inf),
+    ("value", "3"),
+    ("value", True),
+    ("value", 10**20),
+    ("timestamp", "2026-13-01T00:00:00Z"),
+    ("timestamp", "2027-01-15T08:00:00"),
+    ("timestamp", NOW - 36 * 86_400_000),
+    ("timestamp", NOW + MAX_FUTURE_MS + 1),
+    ("timestamp", "yesterday"),
+    ("timestamp", 1.5),
+    ("timestamp", True),
+    ("properties", [1]),
+    ("properties", {str(i): i for i in range(33)}),
     ("tenant", "other"),
 ]
 
@@ -78,7 +97,9 @@ def test_every_bad_field_is_reported_at_once(a: tuple[str, object], b: tuple[str
 
 
 def test_a_non_object_is_one_error() -> None:
-    assert validate_event([1, 2], 1, RULES, 0) == [FieldError("", "an event must be a JSON object", 0)]
+    assert validate_event([1, 2], 1, RULES, 0) == [
+        FieldError("", "an event must be a JSON object", 0)
+    ]
 
 
 def test_missing_value_and_timestamp_take_defaults() -> None:
@@ -103,9 +124,16 @@ def test_rfc3339_parsing(text: str, ms: int | None) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [None, b"", b"not json", b"[1]", b'{"schema": 2}', b'{"schema": 1, "id": "x"}',
-     b'{"schema":1,"tenant":1,"id":"a","customer":"c","meter":"m","value":-1,"timestamp":1,"received_at":1}',
-     b'{"schema":1,"tenant":"1","id":"a","customer":"c","meter":"m","value":1,"timestamp":1,"received_at":1}'],
+    [
+        None,
+        b"",
+        b"not json",
+        b"[1]",
+        b'{"schema": 2}',
+        b'{"schema": 1, "id": "x"}',
+        b'{"schema":1,"tenant":1,"id":"a","customer":"c","meter":"m","value":-1,"timestamp":1,"received_at":1}',
+        b'{"schema":1,"tenant":"1","id":"a","customer":"c","meter":"m","value":1,"timestamp":1,"received_at":1}',
+    ],
 )
 def test_undecodable_messages_are_poison_with_a_reason(data: bytes | None) -> None:
     with pytest.raises(PoisonMessage) as info:

@@ -9,6 +9,7 @@ and run on the event loop, so each one sees and leaves the store consistent.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -165,6 +166,12 @@ class ApiEndpoint:
 def _bearer(request: Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            token = base64.b64decode(token.strip()).decode().partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            token = ""
+        scheme = "bearer"
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized("You did not provide an API key. Send it as `Authorization: Bearer`.")
     return token.strip()
@@ -205,7 +212,7 @@ def unknown_route(emu: Emulator) -> Handler:
 
 def api_routes(emu: Emulator) -> list[BaseRoute]:
     """Starlette routes for every emulated API endpoint, plus the catch-all 404."""
-    table = [
+    table: list[BaseRoute] = [
         Route(path, ApiEndpoint(emu, handler).handle, methods=[method])
         for method, path, handler in routes.TABLE
     ]

@@ -167,7 +167,10 @@ def set_faults(emu: Emulator, request: Request, body: JSON) -> JSON:
 
 
 def add_endpoint(emu: Emulator, request: Request, body: JSON) -> JSON:
-    """POST /_emulator/webhook_endpoints `{"url", "secret"?, "enabled_events"?, "extra_secrets"?}`."""
+    """POST /_emulator/webhook_endpoints.
+
+    Body: `{"url", "secret"?, "enabled_events"?, "extra_secrets"?}`; answers the endpoint.
+    """
     url = body.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ControlError(400, "url must be an http(s) URL")

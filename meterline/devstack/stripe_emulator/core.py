@@ -74,7 +74,7 @@ class Emulator:
     def emit(self, event_type: str, obj: JSON, previous: JSON | None = None) -> JSON:
         """Record an `event` object for `obj` and hand it to the webhook dispatcher."""
         request = current_request.get()
-        event = {
+        event: JSON = {
             "id": new_id("evt"),
             "object": "event",
             "type": event_type,

@@ -14,6 +14,12 @@ from urllib.parse import parse_qsl
 
 from .errors import StripeError, invalid, missing_param
 
+Text = str
+Integer = int
+Flag = bool
+Mapping = dict
+Array = list
+
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
 
@@ -29,7 +35,8 @@ def decode_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     for key, value in pairs:
         path = _split_key(key)
         _assign(root, path, value)
-    return _listify(root)
+    decoded: dict[str, Any] = _listify(root)
+    return decoded
 
 
 def _split_key(key: str) -> list[str]:
@@ -64,13 +71,13 @@ def _listify(node: Any) -> Any:
 class Params:
     """Typed, validating access to decoded request parameters."""
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: Mapping[Text, Any]) -> None:
         self.data = data
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name: Text) -> Flag:
         return name in self.data
 
-    def str(self, name: str, *, required: bool = False, max_len: int = 5000) -> str | None:
+    def str(self, name: Text, *, required: Flag = False, max_len: Integer = 5000) -> Text | None:
         """A string parameter; 400 when required and absent, or longer than `max_len`."""
         value = self.data.get(name)
         if value is None or value == "":
@@ -83,13 +90,13 @@ class Params:
             raise invalid(f"{name} must be at most {max_len} characters", param=name)
         return value
 
-    def req(self, name: str, max_len: int = 5000) -> str:
+    def req(self, name: Text, max_len: Integer = 5000) -> Text:
         """A required string parameter."""
         value = self.str(name, required=True, max_len=max_len)
         assert value is not None
         return value
 
-    def int(self, name: str, default: int | None = None) -> int | None:
+    def int(self, name: Text, default: Integer | None = None) -> Integer | None:
         """An integer parameter (ints arrive as strings in forms, as numbers in JSON)."""
         value = self.data.get(name)
         if value is None or value == "":
@@ -99,7 +106,7 @@ class Params:
         except (TypeError, ValueError):
             raise invalid(f"Invalid integer: {value}", param=name) from None
 
-    def bool(self, name: str, default: bool | None = None) -> bool | None:
+    def bool(self, name: Text, default: Flag | None = None) -> Flag | None:
         """A boolean parameter: `true`/`false` strings or JSON booleans."""
         value = self.data.get(name)
         if value is None or value == "":
@@ -110,7 +117,7 @@ class Params:
             return bool(value == "true")
         raise invalid(f"Invalid boolean: {value}", param=name)
 
-    def dict(self, name: str) -> dict[str, Any]:
+    def dict(self, name: Text) -> Mapping[Text, Any]:
         """A nested hash parameter (empty when absent)."""
         value = self.data.get(name)
         if value is None or value == "":
@@ -119,7 +126,7 @@ class Params:
             raise invalid(f"Invalid hash: {name}", param=name)
         return value
 
-    def list(self, name: str) -> list[Any]:
+    def list(self, name: Text) -> Array[Any]:
         """An array parameter; a single value counts as a one-element array."""
         value = self.data.get(name)
         if value is None or value == "":
@@ -130,7 +137,7 @@ class Params:
             raise invalid(f"Invalid array: {name}", param=name)
         return [value]
 
-    def sub(self, name: str) -> Params:
+    def sub(self, name: Text) -> Params:
         """The nested hash `name` as its own `Params`."""
         return Params(self.dict(name))
 

@@ -99,7 +99,7 @@ def _line(item: JSON, sub: JSON, quantity: Decimal, start: int, end: int) -> JSO
         "object": "line_item",
         "amount": amount,
         "currency": price["currency"],
-        "description": price.get("nickname") or f"{quantity} × {price['product']}",
+        "description": price.get("nickname") or f"{quantity} x {price['product']}",
         "livemode": False,
         "metadata": {},
         "period": {"start": start, "end": end},

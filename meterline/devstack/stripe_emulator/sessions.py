@@ -24,7 +24,7 @@ MAX_STREAM_EVENTS = 100
 def create_session(emu: Emulator, call: Call) -> JSON:
     """POST /v2/billing/meter_event_session: a token valid `session_ttl_seconds`."""
     now = emu.clock.now()
-    session = {
+    session: JSON = {
         "id": new_id("mes", 24),
         "object": "v2.billing.meter_event_session",
         "authentication_token": "mes_tok_" + secrets.token_urlsafe(32),

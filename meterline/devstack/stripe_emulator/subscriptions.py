@@ -220,7 +220,7 @@ def _live(emu: Emulator, sub_id: str) -> JSON:
     sub = emu.store.get("subscription", sub_id)
     if sub["status"] in ("canceled", "incomplete_expired"):
         raise invalid(
-            f"A canceled subscription can only update its cancellation_details and metadata: {sub_id}",
+            f"The subscription {sub_id} is canceled and can no longer change.",
             "id",
         )
     return sub

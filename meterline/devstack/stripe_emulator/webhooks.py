@@ -77,7 +77,7 @@ class WebhookDispatcher:
 
     def register(self, url: str, secret: str | None, events: list[str]) -> JSON:
         """Add an endpoint; `events` may hold `*`. Returns it with its secret."""
-        endpoint = {
+        endpoint: JSON = {
             "id": new_id("we"),
             "object": "webhook_endpoint",
             "url": url,
