@@ -2,6 +2,13 @@
 
 A benchmark module is `bench/bench_<name>.py` exposing `run(ctx: BenchContext) -> list[Figure]`.
 `python -m bench` runs them all, prints one table and writes `bench/results/<timestamp>.json`.
+
+Ceilings measured by `bench/ceilings.py` in the same run, by figure name (use them as
+`Figure(ceiling=...)`): `ceiling.http_single` and `ceiling.http_batch` (a bare ASGI endpoint
+parsing the same JSON, events/s), `ceiling.kafka_produce` and `ceiling.kafka_consume`
+(confluent-kafka against the broker, msg/s), `ceiling.pg_copy` (COPY of ledger rows, rows/s),
+`ceiling.redis_pipeline` (pipelined writes, ops/s). `SLOWEST` as a ceiling means "the slowest of
+those": use it for end-to-end figures.
 """
 
 from __future__ import annotations
@@ -10,6 +17,17 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+SLOWEST = "ceiling.slowest"
+CEILINGS = (
+    "ceiling.http_single",
+    "ceiling.http_batch",
+    "ceiling.kafka_produce",
+    "ceiling.kafka_consume",
+    "ceiling.pg_copy",
+    "ceiling.redis_pipeline",
+)
 
 
 @dataclass(frozen=True)
@@ -32,12 +50,18 @@ class Figure:
 
 @dataclass
 class BenchContext:
-    """URLs of the backing services (`postgres`, `redis`, `kafka`, `stripe`) and the run size."""
+    """URLs of the backing services (`postgres`, `redis`, `kafka`, `stripe`) and of each running
+    service (`ingest`, `entitlements`, `reporter`, `aggregator`), and the run size.
+
+    `extra` holds what the runner prepared: `tenant` (name), `tenant_id`, `keys` (scope -> API
+    key, scopes ingest/read/admin) with the demo catalog applied (meters `api_calls`, `tokens`),
+    `stack` (the `DevStack`, whose `processes` may be inspected but not stopped) and `home`.
+    """
 
     urls: dict[str, str]
     quick: bool = False
     runs: int = 3
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def scale(self, full: int) -> int:
         """A workload size: `full`, or a tenth of it in quick mode."""

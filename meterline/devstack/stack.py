@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from meterline.devstack.broker import broker_process
+from meterline.devstack.containers import Container, docker_answers, start_container
 from meterline.devstack.postgres import postgres_process
 from meterline.devstack.process import ManagedProcess, free_port, port_open
 from meterline.devstack.redis import redis_process
@@ -44,10 +45,11 @@ class ServiceSpec:
     module: str
     port_env: str
     default_port: int
+    health_path: str = "/healthz"
 
 
 SERVICES = [
-    ServiceSpec("stripe", "meterline.devstack.stripe_emulator", "", 12111),
+    ServiceSpec("stripe", "meterline.devstack.stripe_emulator", "", 12111, "/_emulator/health"),
     ServiceSpec("ingest", "ingest", "METERLINE_INGEST_PORT", 8001),
     ServiceSpec("entitlements", "entitlements_api", "METERLINE_ENTITLEMENTS_PORT", 8002),
     ServiceSpec("reporter", "reporter", "METERLINE_REPORTER_PORT", 8003),
@@ -60,17 +62,23 @@ class DevStack:
     home: Path
     urls: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    containers: list[Container] = field(default_factory=list)
     partitions: int = 4
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start_backing(self) -> None:
-        """Start (or adopt from the environment) Postgres, Redis and Kafka; migrate; make topics."""
+        """Postgres, Redis and Kafka from, in order: the environment's URLs, containers when a
+        Docker engine answers, else embedded processes. Then migrate and create the topics."""
+        use_containers = docker_answers()
         for name, env_var, factory in BACKING:
             if os.environ.get(env_var):
                 self.urls[name] = os.environ[env_var]
-                continue
-            proc, self.urls[name] = factory(self.home)
-            self._start(name, proc)
+            elif use_containers:
+                container, self.urls[name] = start_container(name)
+                self.containers.append(container)
+            else:
+                proc, self.urls[name] = factory(self.home)
+                self._start(name, proc)
         self.prepare()
 
     def prepare(self) -> None:
@@ -79,15 +87,21 @@ class DevStack:
         ensure_topics(self.urls["kafka"], [TOPIC_USAGE, TOPIC_DLQ], self.partitions)
 
     def start_services(self) -> None:
-        """Start every service whose package is installed, each on its default port if free."""
+        """Start every service whose package is installed, each on its default port if free.
+
+        The Stripe emulator is skipped when METERLINE_STRIPE_API_BASE points elsewhere.
+        """
+        if os.environ.get("METERLINE_STRIPE_API_BASE"):
+            self.urls["stripe"] = os.environ["METERLINE_STRIPE_API_BASE"]
         for spec in SERVICES:
-            if importlib.util.find_spec(f"{spec.module}.__main__") is None:
+            if (
+                spec.name in self.urls
+                or importlib.util.find_spec(f"{spec.module}.__main__") is None
+            ):
                 continue
             port = spec.default_port if not port_open(spec.default_port) else free_port()
             self.urls[spec.name] = f"http://127.0.0.1:{port}"
             self._start(spec.name, self._service_process(spec, port))
-            if spec.name == "stripe":
-                os.environ.setdefault("METERLINE_STRIPE_API_BASE", self.urls["stripe"])
 
     def _service_process(self, spec: ServiceSpec, port: int) -> ManagedProcess:
         argv = [sys.executable, "-m", spec.module]
@@ -96,10 +110,9 @@ class DevStack:
             env[spec.port_env] = str(port)
         else:
             argv += ["--port", str(port), "--state-file", str(self.home / "stripe-state.json")]
-        url = f"http://127.0.0.1:{port}/healthz"
+        url = f"http://127.0.0.1:{port}{spec.health_path}"
         log = self.home / "logs" / f"{spec.name}.log"
-        ready = (lambda: port_open(port)) if spec.name == "stripe" else (lambda: _healthy(url))
-        return ManagedProcess(spec.name, argv, log, ready, env=env)
+        return ManagedProcess(spec.name, argv, log, lambda: _healthy(url), env=env)
 
     def environment(self) -> dict[str, str]:
         """The environment that points a Meterline process at this stack."""
@@ -110,7 +123,7 @@ class DevStack:
             "METERLINE_HOME": str(self.home.resolve()),
         }
         if "stripe" in self.urls:
-            env.setdefault("METERLINE_STRIPE_API_BASE", self.urls["stripe"])
+            env["METERLINE_STRIPE_API_BASE"] = self.urls["stripe"]
         return env
 
     def _start(self, name: str, proc: ManagedProcess) -> None:
@@ -148,6 +161,8 @@ class DevStack:
         self._stopping.set()
         for proc in reversed(list(self.processes.values())):
             proc.stop()
+        for container in self.containers:
+            container.stop()
         remove_stack(self.home)
 
 

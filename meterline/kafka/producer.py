@@ -1,9 +1,11 @@
 """Publishing usage events: idempotent, acks=all, and done only when the broker acknowledged.
 
-`publish` returns only after every event has its delivery report. A full local queue raises
-TooManyRequests (429); a broker that does not acknowledge in time raises Unavailable (503).
-Either way the caller must treat the whole request as not accepted and the client retries the
-same ids; duplicates that a partial failure leaves on the topic are dropped by the ledger.
+`publish` (blocking) and `publish_async` (for an asyncio loop, without a thread per call)
+return only after every event has its delivery report. A full local queue raises
+TooManyRequests (429); a broker that does not acknowledge in time, or refuses, raises
+Unavailable (503). Either way the caller must treat the whole request as not accepted and the
+client retries the same ids; copies that a partial failure leaves on the topic are dropped by
+the ledger. Messages already queued when a call fails stay queued and may still be delivered.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from meterline.errors import TooManyRequests, Unavailable
 from meterline.events import UsageEvent, encode_event
 from meterline.kafka.config import producer_config
 
+QUEUE_FULL = "the broker queue is full; retry shortly"
+
 
 class _Delivery:
-    """Counts the delivery reports of one publish call."""
+    """Counts the delivery reports of one blocking publish call."""
 
     def __init__(self, expected: int) -> None:
         self.pending = expected
@@ -38,8 +42,37 @@ class _Delivery:
             self.done.set()
 
 
+class _AsyncDelivery:
+    """Counts the delivery reports of one async publish call; resolves a future on its loop.
+
+    Reports arrive on the poller thread; the future is completed on the loop's own thread.
+    """
+
+    def __init__(self, expected: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.pending = expected
+        self.error: str | None = None
+        self.loop = loop
+        self.future: asyncio.Future[str | None] = loop.create_future()
+        if expected == 0:
+            self.future.set_result(None)
+
+    def __call__(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and self.error is None:
+            self.error = str(err)
+        self.pending -= 1
+        if self.pending == 0:
+            self.loop.call_soon_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        if not self.future.done():
+            self.future.set_result(self.error)
+
+
 class EventPublisher:
-    """One producer per process; `publish` is safe from many threads."""
+    """One producer per process; `publish` is safe from many threads, `publish_async` from a loop.
+
+    A background thread polls for delivery reports until `close`.
+    """
 
     def __init__(self, bootstrap: str, topic: str, **overrides: Any) -> None:
         self.topic = topic
@@ -52,28 +85,53 @@ class EventPublisher:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
+    def _produce_all(self, events: Sequence[UsageEvent], on_delivery: Any) -> None:
+        produce, topic = self._producer.produce, self.topic
+        try:
+            for e in events:
+                produce(topic, encode_event(e), e.key, on_delivery=on_delivery)
+        except BufferError:
+            raise TooManyRequests(QUEUE_FULL, 1) from None
+
     def publish(self, events: Sequence[UsageEvent], timeout: float = 10.0) -> None:
         """Block until every event is acknowledged; raise TooManyRequests or Unavailable."""
         delivery = _Delivery(len(events))
-        try:
-            for e in events:
-                self._producer.produce(self.topic, encode_event(e), e.key, on_delivery=delivery)
-        except BufferError:
-            raise TooManyRequests("the broker queue is full; retry shortly", 1) from None
+        self._produce_all(events, delivery)
         if not delivery.done.wait(timeout):
             raise Unavailable("the broker did not acknowledge in time", 2)
         if delivery.error is not None:
             raise Unavailable(f"the broker refused the events: {delivery.error}", 2)
 
     async def publish_async(self, events: Sequence[UsageEvent], timeout: float = 10.0) -> None:
-        await asyncio.to_thread(self.publish, events, timeout)
+        """`publish` for an asyncio loop: produces on the loop's thread and awaits the reports.
+
+        Cancelling the caller abandons the wait, not the messages already queued.
+        """
+        delivery = _AsyncDelivery(len(events), asyncio.get_running_loop())
+        self._produce_all(events, delivery)
+        try:
+            error = await asyncio.wait_for(delivery.future, timeout)
+        except TimeoutError:
+            raise Unavailable("the broker did not acknowledge in time", 2) from None
+        if error is not None:
+            raise Unavailable(f"the broker refused the events: {error}", 2)
 
     def queue_depth(self) -> int:
+        """Messages produced but not yet acknowledged (or failed)."""
         return len(self._producer)
+
+    def ping(self, timeout: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request for the topic (blocks up to `timeout`)."""
+        try:
+            meta = self._producer.list_topics(self.topic, timeout=timeout)
+        except KafkaException:
+            return False
+        found = meta.topics.get(self.topic)
+        return found is not None and found.error is None
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush what is queued and stop; returns how many messages were left undelivered."""
-        left = self._producer.flush(timeout)
         self._stop.set()
         self._poller.join(1.0)
+        left = self._producer.flush(timeout)
         return int(left)

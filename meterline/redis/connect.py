@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+import redis.asyncio
 
 from meterline.errors import ConfigError
 
@@ -16,6 +17,11 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
         except redis.RedisError as exc:
             raise ConfigError(f"cannot reach Redis at {url}: {exc}") from None
     return client
+
+
+def connect_async(url: str) -> redis.asyncio.Redis:
+    """An asyncio client for `url` (for async services); it connects on first use."""
+    return redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
 
 
 def hash_tag(tenant_id: int, customer: str) -> str:

@@ -1,0 +1,234 @@
+"""A lean HTTP/1.1 load generator: asyncio, raw sockets, keep-alive, and its own CPU share.
+
+On a 2-core machine the load generator competes with what it measures, so it must be cheap
+per request and say how much CPU it took. Requests are pre-encoded bytes (`encode_request`);
+each of `connections` keep-alive connections sends one request at a time (closed loop) and
+reads the whole response before the next. A connection that breaks is reopened and the
+failure recorded as status 0 with the exception's name, never raised.
+
+Use from synchronous code:
+
+    reqs = [encode_request("POST", "/v1/events", body, host="127.0.0.1", headers=auth)]
+    result = hammer("127.0.0.1", 8001, reqs, total=10_000, connections=32)
+    print(result.rate, result.status_counts, result.cpu_share)
+
+or `await Client(host, port).send(raw)` for one request at a time (the reliability suite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+CRLF = b"\r\n"
+
+
+def encode_request(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    host: str = "127.0.0.1",
+    headers: Mapping[str, str] | None = None,
+    content_type: str = "application/json",
+) -> bytes:
+    """The raw bytes of one HTTP/1.1 keep-alive request."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@dataclass(frozen=True)
+class Response:
+    """A parsed response; `status` 0 means the request failed at the transport (`error` says how)."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    error: str = ""
+
+    def retry_after(self, default: float) -> float:
+        """Seconds from the `Retry-After` header, else `default`."""
+        try:
+            return max(0.0, float(self.headers.get("retry-after", default)))
+        except ValueError:
+            return default
+
+
+async def read_response(reader: asyncio.StreamReader) -> Response:
+    """Read one response (Content-Length or chunked body) from `reader`."""
+    head = await reader.readuntil(CRLF + CRLF)
+    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+    status = int(status_line.split(" ", 2)[1])
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = await _read_chunked(reader)
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return Response(status, headers, body)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readuntil(CRLF)).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(CRLF)
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+class Client:
+    """One keep-alive connection, reopened on demand. Not safe for concurrent `send` calls."""
+
+    def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def send(self, raw: bytes) -> Response:
+        """Send one pre-encoded request; transport failures come back as status 0."""
+        try:
+            return await asyncio.wait_for(self._exchange(raw), self.timeout)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+            await self.close()
+            return Response(0, error=type(e).__name__)
+        except TimeoutError:
+            await self.close()
+            return Response(0, error="Timeout")
+
+    async def _exchange(self, raw: bytes) -> Response:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        self._writer.write(raw)
+        await self._writer.drain()
+        response = await read_response(self._reader)
+        if response.headers.get("connection", "").lower() == "close":
+            await self.close()
+        return response
+
+    async def close(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+
+@dataclass
+class LoadResult:
+    """What one load run did. `cpu_share` is this process's CPU over the run, as a fraction of
+    the machine (1.0 = every core busy); `cpu_cores` the same in cores."""
+
+    requests: int
+    elapsed: float
+    status_counts: Counter[int]
+    errors: Counter[str]
+    latencies: list[float]
+    cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def cpu_cores(self) -> float:
+        return self.cpu_seconds / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def cpu_share(self) -> float:
+        return self.cpu_cores / (os.cpu_count() or 1)
+
+    def percentile(self, q: float) -> float:
+        """The `q` quantile (0..1) of request latency in seconds."""
+        return percentile(self.latencies, q)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q` quantile (0..1) of `values` (0.0 for none)."""
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[min(998, int(q * 1000) - 1)]
+
+
+def cpu_time() -> float:
+    """User + system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def hammer_async(
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    *,
+    total: int,
+    connections: int = 16,
+    check: Callable[[Response], None] | None = None,
+) -> LoadResult:
+    """Send `total` requests (cycling through `requests`) over `connections` connections."""
+    counts: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    latencies: list[float] = []
+    next_index = iter(range(total))
+
+    async def worker() -> None:
+        client = Client(host, port)
+        for i in next_index:
+            start = time.perf_counter()
+            response = await client.send(requests[i % len(requests)])
+            latencies.append(time.perf_counter() - start)
+            counts[response.status] += 1
+            if response.error:
+                errors[response.error] += 1
+            if check is not None:
+                check(response)
+        await client.close()
+
+    cpu0, t0 = cpu_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(max(1, min(connections, total)))))
+    elapsed, cpu = time.perf_counter() - t0, cpu_time() - cpu0
+    return LoadResult(total, elapsed, counts, errors, latencies, cpu)
+
+
+def hammer(
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    *,
+    total: int,
+    connections: int = 16,
+    check: Callable[[Response], None] | None = None,
+) -> LoadResult:
+    """`hammer_async` from synchronous code (runs its own event loop, uvloop when installed)."""
+    coro = hammer_async(host, port, requests, total=total, connections=connections, check=check)
+    return run_loop(coro)
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on a fresh event loop, uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)

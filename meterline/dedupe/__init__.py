@@ -1,0 +1,7 @@
+"""The dedupe fast path: which event ids a tenant already sent within the dedupe window."""
+
+from meterline.dedupe.base import Deduper
+from meterline.dedupe.memory import MemoryDeduper
+from meterline.dedupe.redis_store import RedisDeduper
+
+__all__ = ["Deduper", "MemoryDeduper", "RedisDeduper"]

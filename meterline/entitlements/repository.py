@@ -1,0 +1,219 @@
+"""Customers, subscriptions, grants and consume answers: the interfaces and in-memory versions.
+
+The Postgres versions (tables of migrations 0002 and 0004) are in `postgres.py`; one contract
+test suite runs against both. Every method is tenant-scoped: a tenant never sees another's rows.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from meterline.entitlements.model import GRANT_KINDS, Customer, Grant, Subscription
+from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
+
+
+@dataclass(frozen=True, slots=True)
+class NewGrant:
+    """A grant to add; validated by `check_grant`."""
+
+    customer: str
+    feature: str
+    kind: str
+    amount: float | None = None
+    effective_at: datetime | None = None
+    expires_at: datetime | None = None
+    note: str | None = None
+
+
+def check_grant(g: NewGrant) -> None:
+    """Raise ValidationFailed listing every problem of `g`."""
+    errors = []
+    if g.kind not in GRANT_KINDS:
+        errors.append(FieldError("kind", f"must be one of {', '.join(GRANT_KINDS)}"))
+    if g.amount is None and g.kind != "override":
+        errors.append(FieldError("amount", "required for credits and top-ups"))
+    if g.amount is not None and not 0 <= g.amount <= 1e15:
+        errors.append(FieldError("amount", "must be between 0 and 1e15"))
+    if g.expires_at and g.effective_at and g.expires_at <= g.effective_at:
+        errors.append(FieldError("expires_at", "must be after effective_at"))
+    if errors:
+        raise ValidationFailed(errors)
+
+
+class CustomerRepository(abc.ABC):
+    @abc.abstractmethod
+    def create(self, tenant_id: int, customer: str, name: str | None, email: str | None) -> Customer:
+        """Raises Conflict when the customer exists."""
+
+    @abc.abstractmethod
+    def get(self, tenant_id: int, customer: str) -> Customer | None: ...
+
+    @abc.abstractmethod
+    def list(self, tenant_id: int, limit: int = 100, after: str | None = None) -> list[Customer]:
+        """Customers ordered by id, at most `limit`, those after `after` (pagination)."""
+
+    @abc.abstractmethod
+    def set_stripe_id(self, tenant_id: int, customer: str, stripe_id: str) -> None:
+        """Link the customer to its Stripe customer; raises NotFound for an unknown customer."""
+
+    @abc.abstractmethod
+    def by_stripe_id(self, stripe_id: str) -> Customer | None: ...
+
+    def ensure(self, tenant_id: int, customer: str) -> Customer:
+        """The customer, created (without name or email) when missing."""
+        found = self.get(tenant_id, customer)
+        if found is not None:
+            return found
+        try:
+            return self.create(tenant_id, customer, None, None)
+        except Conflict:
+            again = self.get(tenant_id, customer)
+            assert again is not None
+            return again
+
+
+class SubscriptionRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, tenant_id: int, customer: str) -> Subscription | None: ...
+
+    @abc.abstractmethod
+    def put(self, sub: Subscription) -> None:
+        """Insert or replace the customer's subscription (one per customer)."""
+
+    @abc.abstractmethod
+    def delete(self, tenant_id: int, customer: str) -> None:
+        """Back to the default plan (manual subscriptions only; Stripe ones end by webhook)."""
+
+
+class GrantRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, tenant_id: int, grant: NewGrant) -> Grant:
+        """Store a validated grant; raises NotFound for an unknown customer."""
+
+    @abc.abstractmethod
+    def list(self, tenant_id: int, customer: str, include_voided: bool = False) -> list[Grant]: ...
+
+    @abc.abstractmethod
+    def void(self, tenant_id: int, grant_id: int) -> Grant:
+        """Void a grant from now on (kept for history); raises NotFound."""
+
+
+class AnswerStore(abc.ABC):
+    """The first answer of each consume `event_id`, so a repeat gets exactly that answer."""
+
+    @abc.abstractmethod
+    def get(self, tenant_id: int, event_id: str) -> tuple[int, dict[str, Any]] | None:
+        """The stored (HTTP status, body), or None."""
+
+    @abc.abstractmethod
+    def put(
+        self, tenant_id: int, event_id: str, status: int, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """Store unless one is stored already; return the answer that is stored (first wins)."""
+
+
+class MemoryCustomerRepository(CustomerRepository):
+    def __init__(self) -> None:
+        self._rows: dict[tuple[int, str], Customer] = {}
+        self._lock = threading.Lock()
+
+    def create(self, tenant_id: int, customer: str, name: str | None, email: str | None) -> Customer:
+        with self._lock:
+            if (tenant_id, customer) in self._rows:
+                raise Conflict(f"customer {customer!r} already exists")
+            row = Customer(tenant_id, customer, None, name, email)
+            self._rows[tenant_id, customer] = row
+            return row
+
+    def get(self, tenant_id: int, customer: str) -> Customer | None:
+        return self._rows.get((tenant_id, customer))
+
+    def list(self, tenant_id: int, limit: int = 100, after: str | None = None) -> list[Customer]:
+        ids = sorted(c for t, c in self._rows if t == tenant_id and (after is None or c > after))
+        return [self._rows[tenant_id, c] for c in ids[:limit]]
+
+    def set_stripe_id(self, tenant_id: int, customer: str, stripe_id: str) -> None:
+        with self._lock:
+            row = self._rows.get((tenant_id, customer))
+            if row is None:
+                raise NotFound(f"no customer {customer!r}")
+            self._rows[tenant_id, customer] = replace(row, stripe_customer_id=stripe_id)
+
+    def by_stripe_id(self, stripe_id: str) -> Customer | None:
+        return next((c for c in self._rows.values() if c.stripe_customer_id == stripe_id), None)
+
+
+class MemorySubscriptionRepository(SubscriptionRepository):
+    def __init__(self) -> None:
+        self._rows: dict[tuple[int, str], Subscription] = {}
+
+    def get(self, tenant_id: int, customer: str) -> Subscription | None:
+        return self._rows.get((tenant_id, customer))
+
+    def put(self, sub: Subscription) -> None:
+        self._rows[sub.tenant_id, sub.customer] = sub
+
+    def delete(self, tenant_id: int, customer: str) -> None:
+        self._rows.pop((tenant_id, customer), None)
+
+
+class MemoryGrantRepository(GrantRepository):
+    def __init__(self, customers: CustomerRepository) -> None:
+        self._customers = customers
+        self._rows: dict[int, Grant] = {}
+        self._lock = threading.Lock()
+
+    def add(self, tenant_id: int, grant: NewGrant) -> Grant:
+        check_grant(grant)
+        if self._customers.get(tenant_id, grant.customer) is None:
+            raise NotFound(f"no customer {grant.customer!r}")
+        with self._lock:
+            row = Grant(
+                len(self._rows) + 1,
+                tenant_id,
+                grant.customer,
+                grant.feature,
+                grant.kind,
+                grant.amount,
+                grant.effective_at or datetime.now(UTC),
+                grant.expires_at,
+                grant.note,
+            )
+            self._rows[row.id] = row
+            return row
+
+    def list(self, tenant_id: int, customer: str, include_voided: bool = False) -> list[Grant]:
+        return [
+            g
+            for g in self._rows.values()
+            if g.tenant_id == tenant_id
+            and g.customer == customer
+            and (include_voided or g.voided_at is None)
+        ]
+
+    def void(self, tenant_id: int, grant_id: int) -> Grant:
+        row = self._rows.get(grant_id)
+        if row is None or row.tenant_id != tenant_id:
+            raise NotFound(f"no grant {grant_id}")
+        row = replace(row, voided_at=row.voided_at or datetime.now(UTC))
+        self._rows[grant_id] = row
+        return row
+
+
+class MemoryAnswerStore(AnswerStore):
+    def __init__(self) -> None:
+        self._rows: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant_id: int, event_id: str) -> tuple[int, dict[str, Any]] | None:
+        return self._rows.get((tenant_id, event_id))
+
+    def put(
+        self, tenant_id: int, event_id: str, status: int, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            return self._rows.setdefault((tenant_id, event_id), (status, body))

@@ -1,0 +1,143 @@
+"""`MemoryUsageView`: the view in process memory, for unit tests and tools without Redis.
+
+Same contract as the Redis view, with one simplification: buckets never expire (reservations do).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from meterline.catalog.model import Aggregation
+from meterline.clock import Clock, SystemClock
+from meterline.view.model import (
+    HOUR_MS,
+    MINUTE_MS,
+    Delta,
+    Reservation,
+    ReservationKey,
+    UsageView,
+    floor_to,
+    fold,
+    merge,
+)
+
+Series = tuple[int, str, str]  # (tenant_id, customer, meter)
+Bucket = tuple[float, int]  # (value, latest_ms)
+
+
+@dataclass
+class _Pending:
+    amount: float
+    at_ms: int
+    expires_ms: int
+
+
+@dataclass
+class _Meter:
+    hours: dict[int, Bucket] = field(default_factory=dict)
+    minutes: dict[int, Bucket] = field(default_factory=dict)
+    pending: dict[str, _Pending] = field(default_factory=dict)
+    counted: dict[str, int] = field(default_factory=dict)  # event_id -> forget after (ms)
+
+
+class MemoryUsageView(UsageView):
+    def __init__(self, clock: Clock | None = None, counted_ttl_s: int = 3600) -> None:
+        self._clock = clock or SystemClock()
+        self._counted_ttl_ms = counted_ttl_s * 1000
+        self._series: dict[Series, _Meter] = defaultdict(_Meter)
+        self._lock = threading.Lock()
+
+    def apply(
+        self, deltas: Sequence[Delta], counted_reservations: Sequence[ReservationKey]
+    ) -> None:
+        with self._lock:
+            for d in deltas:
+                m = self._series[(d.tenant_id, d.customer, d.meter)]
+                new = (d.value, d.latest_ms)
+                hour = floor_to(d.minute_ms, HOUR_MS)
+                m.hours[hour] = merge(d.aggregation, m.hours.get(hour), new)
+                m.minutes[d.minute_ms] = merge(d.aggregation, m.minutes.get(d.minute_ms), new)
+            forget_at = self._clock.now_ms() + self._counted_ttl_ms
+            for r in counted_reservations:
+                m = self._series[(r.tenant_id, r.customer, r.meter)]
+                m.pending.pop(r.event_id, None)
+                m.counted[r.event_id] = forget_at
+
+    def usage(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        start_ms: int,
+        end_ms: int,
+    ) -> float:
+        with self._lock:
+            return self._usage((tenant_id, customer, meter), aggregation, start_ms, end_ms)
+
+    def _usage(self, key: Series, aggregation: Aggregation, start_ms: int, end_ms: int) -> float:
+        m = self._series.get(key)
+        if m is None:
+            return 0.0
+        lo, hi = floor_to(start_ms, HOUR_MS), floor_to(end_ms, HOUR_MS)
+        return fold(aggregation, (b for h, b in m.hours.items() if lo <= h < hi))
+
+    def recent(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        minutes: int,
+        now_ms: int,
+    ) -> float:
+        hi = floor_to(now_ms, MINUTE_MS)
+        lo = hi - (minutes - 1) * MINUTE_MS
+        with self._lock:
+            m = self._series.get((tenant_id, customer, meter))
+            if m is None:
+                return 0.0
+            return fold(aggregation, (b for t, b in m.minutes.items() if lo <= t <= hi))
+
+    def reserve(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        event_id: str,
+        amount: float,
+        limit: float | None,
+        start_ms: int,
+        end_ms: int,
+        ttl_s: int,
+    ) -> Reservation:
+        now = self._clock.now_ms()
+        key = (tenant_id, customer, meter)
+        with self._lock:
+            m = self._series[key]
+            _expire(m, now)
+            used = self._usage(key, Aggregation.SUM, start_ms, end_ms)
+            lo, hi = floor_to(start_ms, HOUR_MS), floor_to(end_ms, HOUR_MS)
+            pending = sum(p.amount for p in m.pending.values() if lo <= p.at_ms < hi)
+            if event_id in m.pending or event_id in m.counted:
+                return Reservation(True, used + pending, pending)
+            granted = limit is None or used + pending + amount <= limit
+            if granted:
+                m.pending[event_id] = _Pending(amount, now, now + ttl_s * 1000)
+            return Reservation(granted, used + pending, pending)
+
+    def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:
+        with self._lock:
+            m = self._series.get((tenant_id, customer, meter))
+            if m is not None:
+                m.pending.pop(event_id, None)
+
+
+def _expire(m: _Meter, now_ms: int) -> None:
+    for event_id in [e for e, p in m.pending.items() if p.expires_ms <= now_ms]:
+        del m.pending[event_id]
+    for event_id in [e for e, t in m.counted.items() if t <= now_ms]:
+        del m.counted[event_id]

@@ -1,0 +1,189 @@
+"""The view's Lua scripts (Redis 6.2: loaded once, called with EVALSHA).
+
+Key names are computed by Python and passed in ARGV, so one call can carry a whole batch.
+Numbers go back to Python as strings formatted with 17 significant digits: a Lua number
+returned as is would be truncated to an integer by Redis.
+"""
+
+from __future__ import annotations
+
+# Fold and merge helpers shared by every script. Aggregation codes: s sum, c count, m max,
+# l latest (a field `f` keeps its event time in `f@`).
+_COMMON = r"""
+local function num(x) return string.format('%.17g', x) end
+
+local function merge_field(key, f, agg, v, vs, ts, tss)
+  if agg == 's' or agg == 'c' then
+    redis.call('HINCRBYFLOAT', key, f, vs)
+  elseif agg == 'm' then
+    local cur = redis.call('HGET', key, f)
+    if not cur or tonumber(cur) < v then redis.call('HSET', key, f, vs) end
+  else
+    local cur = redis.call('HMGET', key, f, f .. '@')
+    local cts = tonumber(cur[2])
+    if not cts or ts > cts or (ts == cts and v > tonumber(cur[1])) then
+      redis.call('HSET', key, f, vs, f .. '@', tss)
+    end
+  end
+end
+
+-- Read fields of hashes and fold them; spec starts at ARGV[i]: n_keys, then per key
+-- (key, n_fields, fields...). Returns the folded value.
+local function read_usage(agg, i)
+  local total, best, best_ts, seen = 0, nil, nil, false
+  local nkeys = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, nkeys do
+    local key, nf = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+    local fields = {}
+    for j = 1, nf do
+      fields[#fields + 1] = ARGV[i + j - 1]
+      if agg == 'l' then fields[#fields + 1] = ARGV[i + j - 1] .. '@' end
+    end
+    i = i + nf
+    if #fields > 0 then
+      local vals = redis.call('HMGET', key, unpack(fields))
+      local step = (agg == 'l') and 2 or 1
+      for j = 1, #vals, step do
+        local v = tonumber(vals[j])
+        if v then
+          if agg == 's' or agg == 'c' then total = total + v
+          elseif agg == 'm' then if not seen or v > total then total = v end
+          else
+            local ts = tonumber(vals[j + 1]) or 0
+            if not seen or ts > best_ts or (ts == best_ts and v > total) then
+              total, best_ts = v, ts
+            end
+          end
+          seen = true
+        end
+      end
+    end
+  end
+  return total, i
+end
+"""
+
+# KEYS: ready marker, rebuild flag, watermark hash.
+# ARGV: mode ('gated' | 'load' | 'plain'), token (load) or watermark field (gated),
+#   previous offset ('' = none), next offset, n_deltas, n_reservations, now_ms, counted_ttl_ms,
+#   then 11 per delta: agg, month key, day field, hour field, zset key, minute hash key,
+#   minute_ms, value, latest_ms, month expire-at (s), minute expire-at (s, 0 = skip),
+#   then 2 per counted reservation: reservation key, event id.
+# Returns 'applied' | 'skipped' | 'rebuilding' | 'empty' | 'gap'.
+APPLY = (
+    _COMMON
+    + r"""
+local mode = ARGV[1]
+local flag = redis.call('GET', KEYS[2])
+if flag and not (mode == 'load' and flag == ARGV[2]) then return 'rebuilding' end
+local nd, nr = tonumber(ARGV[5]), tonumber(ARGV[6])
+local now, counted_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local outcome = 'applied'
+if mode == 'gated' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 'empty' end
+  local wm = tonumber(redis.call('HGET', KEYS[3], ARGV[2]))
+  local nxt = tonumber(ARGV[4])
+  if wm and wm >= nxt then outcome = 'skipped'
+  elseif (wm == nil) ~= (ARGV[3] == '') or (wm and wm ~= tonumber(ARGV[3])) then
+    return 'gap'
+  else
+    redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+  end
+end
+local base = 9
+local expired = {}
+local function expire_at(key, at)
+  if not expired[key] then redis.call('EXPIREAT', key, at); expired[key] = true end
+end
+if outcome == 'applied' then
+  for d = 0, nd - 1 do
+    local a = base + d * 11
+    local agg, mkey = ARGV[a], ARGV[a + 1]
+    local v, ts = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+    local vs, tss = ARGV[a + 7], ARGV[a + 8]
+    merge_field(mkey, 'T', agg, v, vs, ts, tss)
+    merge_field(mkey, ARGV[a + 2], agg, v, vs, ts, tss)
+    merge_field(mkey, ARGV[a + 3], agg, v, vs, ts, tss)
+    expire_at(mkey, ARGV[a + 9])
+    if ARGV[a + 10] ~= '0' then
+      redis.call('ZADD', ARGV[a + 4], ARGV[a + 6], ARGV[a + 6])
+      merge_field(ARGV[a + 5], ARGV[a + 6], agg, v, vs, ts, tss)
+      expire_at(ARGV[a + 4], ARGV[a + 10])
+      expire_at(ARGV[a + 5], ARGV[a + 10])
+    end
+  end
+end
+local r = base + nd * 11
+for k = 0, nr - 1 do
+  local rkey, id = ARGV[r + k * 2], ARGV[r + k * 2 + 1]
+  redis.call('HDEL', rkey, id)
+  redis.call('ZADD', rkey .. ':c', now + counted_ttl, id)
+  redis.call('PEXPIRE', rkey .. ':c', counted_ttl)
+end
+return outcome
+"""
+)
+
+# ARGV: agg, then the usage spec (see read_usage). Returns the value as a string.
+USAGE = (
+    _COMMON
+    + r"""
+local v = read_usage(ARGV[1], 2)
+return num(v)
+"""
+)
+
+# KEYS: pending hash, counted zset. ARGV: event id, amount, limit ('' = none), now_ms, ttl_ms,
+#   period start_ms, period end_ms, then the usage spec of the period (summed).
+# Returns {granted 0|1, used (usage + pending) as string, pending as string}.
+RESERVE = (
+    _COMMON
+    + r"""
+local id, amount, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, ttl, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local used = read_usage('s', 8)
+local pending, exists = 0, false
+local all = redis.call('HGETALL', KEYS[1])
+for j = 1, #all, 2 do
+  local a, at, exp = string.match(all[j + 1], '^([^|]+)|([^|]+)|([^|]+)$')
+  if tonumber(exp) <= now then
+    redis.call('HDEL', KEYS[1], all[j])
+  else
+    if all[j] == id then exists = true end
+    local t = tonumber(at)
+    if t >= lo and t < hi then pending = pending + tonumber(a) end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if exists or redis.call('ZSCORE', KEYS[2], id) then
+  return {1, num(used + pending), num(pending)}
+end
+if limit and used + pending + amount > limit then
+  return {0, num(used + pending), num(pending)}
+end
+redis.call('HSET', KEYS[1], id, ARGV[2] .. '|' .. ARGV[4] .. '|' .. num(now + ttl))
+local left = redis.call('PTTL', KEYS[1])
+if left < ttl * 2 then redis.call('PEXPIRE', KEYS[1], ttl * 2) end
+return {1, num(used + pending), num(pending)}
+"""
+)
+
+# KEYS: pairs of (minute zset, minute hash), one per day. ARGV: agg, lowest minute, highest.
+RECENT = (
+    _COMMON
+    + r"""
+local agg, lo, hi = ARGV[1], ARGV[2], ARGV[3]
+local spec = {}
+local n = 0
+for k = 1, #KEYS, 2 do
+  local minutes = redis.call('ZRANGEBYSCORE', KEYS[k], lo, hi)
+  spec[#spec + 1] = KEYS[k + 1]
+  spec[#spec + 1] = tostring(#minutes)
+  for _, m in ipairs(minutes) do spec[#spec + 1] = m end
+  n = n + 1
+end
+ARGV = {tostring(n), unpack(spec)}
+local v = read_usage(agg, 1)
+return num(v)
+"""
+)
