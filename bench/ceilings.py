@@ -19,7 +19,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench import workload
@@ -206,7 +205,3 @@ def redis_pipeline_ceiling(ctx: BenchContext) -> Figure:
         client.close()
     return Figure("ceiling.redis_pipeline", value, "ops/s", spread, ctx.runs, note="HINCRBY")
 
-
-def summary(figures: list[Figure]) -> str:
-    """One line per figure, for quick looks from a shell."""
-    return orjson.dumps({f.name: round(f.value) for f in figures}).decode()

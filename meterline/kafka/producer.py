@@ -61,7 +61,10 @@ class _AsyncDelivery:
             self.error = str(err)
         self.pending -= 1
         if self.pending == 0:
-            self.loop.call_soon_threadsafe(self._finish)
+            try:
+                self.loop.call_soon_threadsafe(self._finish)
+            except RuntimeError:  # the loop closed before the broker answered: nobody waits
+                pass
 
     def _finish(self) -> None:
         if not self.future.done():

@@ -27,17 +27,17 @@ local function merge_field(key, f, agg, v, vs, ts, tss)
   end
 end
 
--- Read fields of hashes and fold them; spec starts at ARGV[i]: n_keys, then per key
+-- Read fields of hashes and fold them; spec starts at args[i]: n_keys, then per key
 -- (key, n_fields, fields...). Returns the folded value.
-local function read_usage(agg, i)
+local function read_usage(agg, args, i)
   local total, best, best_ts, seen = 0, nil, nil, false
-  local nkeys = tonumber(ARGV[i]); i = i + 1
+  local nkeys = tonumber(args[i]); i = i + 1
   for _ = 1, nkeys do
-    local key, nf = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+    local key, nf = args[i], tonumber(args[i + 1]); i = i + 2
     local fields = {}
     for j = 1, nf do
-      fields[#fields + 1] = ARGV[i + j - 1]
-      if agg == 'l' then fields[#fields + 1] = ARGV[i + j - 1] .. '@' end
+      fields[#fields + 1] = args[i + j - 1]
+      if agg == 'l' then fields[#fields + 1] = args[i + j - 1] .. '@' end
     end
     i = i + nf
     if #fields > 0 then
@@ -128,7 +128,7 @@ return outcome
 USAGE = (
     _COMMON
     + r"""
-local v = read_usage(ARGV[1], 2)
+local v = read_usage(ARGV[1], ARGV, 2)
 return num(v)
 """
 )
@@ -141,7 +141,7 @@ RESERVE = (
     + r"""
 local id, amount, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now, ttl, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local used = read_usage('s', 8)
+local used = read_usage('s', ARGV, 8)
 local pending, exists = 0, false
 local all = redis.call('HGETALL', KEYS[1])
 for j = 1, #all, 2 do
@@ -182,8 +182,8 @@ for k = 1, #KEYS, 2 do
   for _, m in ipairs(minutes) do spec[#spec + 1] = m end
   n = n + 1
 end
-ARGV = {tostring(n), unpack(spec)}
-local v = read_usage(agg, 1)
+table.insert(spec, 1, tostring(n))
+local v = read_usage(agg, spec, 1)
 return num(v)
 """
 )

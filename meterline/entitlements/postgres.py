@@ -1,0 +1,215 @@
+"""Postgres versions of the entitlement repositories (tables of migrations 0002 and 0004)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from meterline.entitlements.model import Customer, Grant, Subscription
+from meterline.entitlements.repository import (
+    AnswerStore,
+    CustomerRepository,
+    GrantRepository,
+    NewGrant,
+    SubscriptionRepository,
+    check_grant,
+)
+from meterline.errors import Conflict, NotFound
+
+_CUSTOMER_COLUMNS = "tenant_id, id, stripe_customer_id, name, email"
+
+
+class PostgresCustomerRepository(CustomerRepository):
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def create(self, tenant_id: int, customer: str, name: str | None, email: str | None) -> Customer:
+        with self._pool.connection() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO customers (tenant_id, id, name, email) VALUES (%s, %s, %s, %s)",
+                    (tenant_id, customer, name, email),
+                )
+            except psycopg.errors.UniqueViolation:
+                raise Conflict(f"customer {customer!r} already exists") from None
+            except psycopg.errors.ForeignKeyViolation:
+                raise NotFound(f"no tenant with id {tenant_id}") from None
+        return Customer(tenant_id, customer, None, name, email)
+
+    def get(self, tenant_id: int, customer: str) -> Customer | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = %s AND id = %s",
+                (tenant_id, customer),
+            ).fetchone()
+        return None if row is None else Customer(*row)
+
+    def list(self, tenant_id: int, limit: int = 100, after: str | None = None) -> list[Customer]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = %s "
+                "AND (%s::text IS NULL OR id > %s) ORDER BY id LIMIT %s",
+                (tenant_id, after, after, limit),
+            ).fetchall()
+        return [Customer(*r) for r in rows]
+
+    def set_stripe_id(self, tenant_id: int, customer: str, stripe_id: str) -> None:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE customers SET stripe_customer_id = %s WHERE tenant_id = %s AND id = %s",
+                (stripe_id, tenant_id, customer),
+            )
+        if cur.rowcount == 0:
+            raise NotFound(f"no customer {customer!r}")
+
+    def by_stripe_id(self, stripe_id: str) -> Customer | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE stripe_customer_id = %s",
+                (stripe_id,),
+            ).fetchone()
+        return None if row is None else Customer(*row)
+
+
+_SUB_COLUMNS = (
+    "tenant_id, customer, plan, status, source, stripe_subscription_id, current_period_start, "
+    "current_period_end, past_due_since, cancel_at_period_end, stripe_event_created"
+)
+_UPSERT_SUB = f"""
+INSERT INTO subscriptions ({_SUB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, customer) DO UPDATE SET
+    plan = EXCLUDED.plan, status = EXCLUDED.status, source = EXCLUDED.source,
+    stripe_subscription_id = EXCLUDED.stripe_subscription_id,
+    current_period_start = EXCLUDED.current_period_start,
+    current_period_end = EXCLUDED.current_period_end,
+    past_due_since = EXCLUDED.past_due_since,
+    cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+    stripe_event_created = EXCLUDED.stripe_event_created,
+    updated_at = now()
+"""
+
+
+class PostgresSubscriptionRepository(SubscriptionRepository):
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def get(self, tenant_id: int, customer: str) -> Subscription | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE tenant_id = %s AND customer = %s",
+                (tenant_id, customer),
+            ).fetchone()
+        return None if row is None else Subscription(*row)
+
+    def put(self, sub: Subscription) -> None:
+        values = (
+            sub.tenant_id,
+            sub.customer,
+            sub.plan,
+            sub.status,
+            sub.source,
+            sub.stripe_subscription_id,
+            sub.current_period_start,
+            sub.current_period_end,
+            sub.past_due_since,
+            sub.cancel_at_period_end,
+            sub.stripe_event_created,
+        )
+        with self._pool.connection() as conn:
+            try:
+                conn.execute(_UPSERT_SUB, values)
+            except psycopg.errors.ForeignKeyViolation:
+                raise NotFound(f"no customer {sub.customer!r}") from None
+
+    def delete(self, tenant_id: int, customer: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "DELETE FROM subscriptions WHERE tenant_id = %s AND customer = %s",
+                (tenant_id, customer),
+            )
+
+
+_GRANT_COLUMNS = (
+    "id, tenant_id, customer, feature, kind, amount::float8, effective_at, expires_at, note, "
+    "voided_at"
+)
+
+
+class PostgresGrantRepository(GrantRepository):
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def add(self, tenant_id: int, grant: NewGrant) -> Grant:
+        check_grant(grant)
+        g = grant
+        with self._pool.connection() as conn:
+            try:
+                row = conn.execute(
+                    "INSERT INTO grants (tenant_id, customer, feature, kind, amount, effective_at, "
+                    "expires_at, note) VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s) "
+                    f"RETURNING {_GRANT_COLUMNS}",
+                    (tenant_id, g.customer, g.feature, g.kind, g.amount, g.effective_at)
+                    + (g.expires_at, g.note),
+                ).fetchone()
+            except psycopg.errors.ForeignKeyViolation:
+                raise NotFound(f"no customer {g.customer!r}") from None
+        assert row is not None
+        return Grant(*row)
+
+    def list(self, tenant_id: int, customer: str, include_voided: bool = False) -> list[Grant]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE tenant_id = %s AND customer = %s "
+                "AND (%s OR voided_at IS NULL) ORDER BY id",
+                (tenant_id, customer, include_voided),
+            ).fetchall()
+        return [Grant(*r) for r in rows]
+
+    def void(self, tenant_id: int, grant_id: int) -> Grant:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE grants SET voided_at = coalesce(voided_at, now()) "
+                f"WHERE tenant_id = %s AND id = %s RETURNING {_GRANT_COLUMNS}",
+                (tenant_id, grant_id),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no grant {grant_id}")
+        return Grant(*row)
+
+
+class PostgresAnswerStore(AnswerStore):
+    """Answers in `entitlement_answers`; first insert wins (`ON CONFLICT DO NOTHING`)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def get(self, tenant_id: int, event_id: str) -> tuple[int, dict[str, Any]] | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT status, body FROM entitlement_answers WHERE tenant_id = %s AND event_id = %s",
+                (tenant_id, event_id),
+            ).fetchone()
+        return None if row is None else (int(row[0]), dict(row[1]))
+
+    def put(
+        self, tenant_id: int, event_id: str, status: int, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO entitlement_answers (tenant_id, event_id, status, body) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING status",
+                (tenant_id, event_id, status, Jsonb(body)),
+            ).fetchone()
+        if row is not None:
+            return status, body
+        stored = self.get(tenant_id, event_id)
+        assert stored is not None
+        return stored
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    return when
