@@ -9,23 +9,21 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/meterline
 ENV PATH=/opt/meterline/bin:$PATH
 WORKDIR /src
 # Dependencies first, pinned by the constraints file, so code changes reuse this layer.
 COPY pyproject.toml constraints.txt README.md ./
 RUN mkdir -p meterline ingest aggregator reporter entitlements_api \
-    && pip install --no-compile -c constraints.txt . \
+    && pip install -c constraints.txt . \
     && pip uninstall -y meterline
 COPY meterline ./meterline
 COPY ingest ./ingest
 COPY aggregator ./aggregator
 COPY reporter ./reporter
 COPY entitlements_api ./entitlements_api
-RUN pip install --no-deps --no-compile -c constraints.txt . \
-    && python -m compileall -q /opt/meterline/lib
+RUN pip install --no-deps -c constraints.txt .
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="meterline" \

@@ -26,7 +26,10 @@ def run(ctx: BenchContext) -> list[Figure]:
         )
         with conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {table} VALUES (1, %s, %s, 0)", keys)
-        update = f"UPDATE {table} SET used = used + %s WHERE tenant_id = 1 AND customer = %s AND meter = %s"
+        update = (
+            f"UPDATE {table} SET used = used + %s "
+            "WHERE tenant_id = 1 AND customer = %s AND meter = %s"
+        )
 
         def count_all() -> None:
             for e in events:

@@ -18,6 +18,7 @@ or `await Client(host, port).send(raw)` for one request at a time (the reliabili
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import statistics
@@ -51,7 +52,7 @@ def encode_request(
 
 @dataclass(frozen=True)
 class Response:
-    """A parsed response; `status` 0 means the request failed at the transport (`error` says how)."""
+    """A parsed response; `status` 0 means a transport failure (`error` says which)."""
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
@@ -83,7 +84,7 @@ async def read_response(reader: asyncio.StreamReader) -> Response:
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(CRLF)).split(b";")[0], 16)
         if size == 0:
@@ -127,10 +128,8 @@ class Client:
         writer, self._reader, self._writer = self._writer, None, None
         if writer is not None:
             writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            except OSError:
-                pass
 
 
 @dataclass

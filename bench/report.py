@@ -23,7 +23,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import CEILINGS, SLOWEST, Figure
+from bench.harness import PIPELINE_CEILINGS, SLOWEST, Figure
 
 RATE_UNITS = ("/s",)
 
@@ -48,7 +48,7 @@ class Report:
 
     def slowest_ceiling(self) -> Figure | None:
         """The lowest-rate ceiling of the run (the stage that bounds the whole pipeline)."""
-        found = [f for f in self.figures if f.name in CEILINGS and f.value > 0]
+        found = [f for f in self.figures if f.name in PIPELINE_CEILINGS and f.value > 0]
         return min(found, key=lambda f: f.value, default=None)
 
     def ratio(self, figure: Figure) -> tuple[float, str] | None:

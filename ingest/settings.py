@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,8 +32,15 @@ class IngestSettings(BaseSettings):
     max_connections: int = Field(2048, ge=1)
     auth_cache_s: float = Field(15.0, gt=0, le=30)
     catalog_cache_s: float = Field(10.0, gt=0)
+    producer_queue_max: int = Field(200_000, ge=1)
+    """Messages the producer may hold unacknowledged; beyond it requests get 429."""
     linger_ms: int = Field(5, ge=0, le=1000)
     graceful_timeout_s: float = Field(25.0, gt=0)
+
+    @field_validator("tenant_rates", mode="before")
+    @classmethod
+    def _json(cls, v: object) -> object:
+        return orjson.loads(v) if isinstance(v, str | bytes) else v
 
     @field_validator("tenant_rates")
     @classmethod

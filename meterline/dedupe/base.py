@@ -33,5 +33,5 @@ class Deduper(abc.ABC):
         """Whether the store answers (for readiness checks)."""
         return True
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections; the deduper is unusable afterwards."""

@@ -11,7 +11,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meterline.catalog import PostgresCatalogRepository, load_catalog
+from meterline.catalog import load_catalog
+from meterline.cli.catalog import apply_catalog
 from meterline.cli.common import out
 from meterline.devstack.stack import DevStack
 from meterline.errors import Conflict
@@ -53,7 +54,7 @@ def prepare(stack: DevStack) -> DemoContext:
             ctx.tenant_id = tenants.get_tenant(ctx.tenant).id
         for scope in ("ingest", "read", "admin"):
             ctx.keys[scope] = tenants.create_key(ctx.tenant, [scope])[1]
-        _, diff = PostgresCatalogRepository(pool).apply(ctx.tenant_id, load_catalog(CATALOG))
+        diff = apply_catalog(pool, ctx.tenant_id, load_catalog(CATALOG)).diff
     out(
         f"demo tenant {ctx.tenant!r}: catalog {CATALOG.name} "
         + ("unchanged" if diff.is_empty else "applied")

@@ -139,8 +139,9 @@ def usage_period(terms: Terms, choice: PlanChoice, now: datetime) -> Period:
     sub = choice.subscription
     paid = choice.state in (PaymentState.OK, PaymentState.GRACE)
     if terms.reset is ResetPeriod.BILLING_PERIOD and paid and sub is not None:
-        if sub.current_period_start and sub.current_period_end:
-            return billing_period(sub.current_period_start, sub.current_period_end, now)
+        start, end = sub.current_period_start, sub.current_period_end
+        if start is not None and end is not None:
+            return billing_period(start, end, now)
     return calendar_period(terms.reset, now)
 
 
@@ -166,7 +167,8 @@ def decide(ev: Evaluation, used: float | None = None, amount: float | None = Non
         return replace(base, reason=_denied(choice), kind=ev.feature.kind.value)
     if terms.kind is not FeatureKind.METERED:
         reason = Reason.PAYMENT_GRACE if choice.state is PaymentState.GRACE else Reason.INCLUDED
-        return replace(base, has_access=True, reason=reason, kind=terms.kind.value, value=terms.value)
+        kind = terms.kind.value
+        return replace(base, has_access=True, reason=reason, kind=kind, value=terms.value)
     used = used or 0.0
     fits = terms.limit is None or (
         used + amount <= terms.limit if amount is not None else used < terms.limit

@@ -135,7 +135,8 @@ class Grant:
 
     def active(self, now: datetime) -> bool:
         live = self.voided_at is None or self.voided_at > now
-        return live and self.effective_at <= now and (self.expires_at is None or now < self.expires_at)
+        started = self.effective_at <= now
+        return live and started and (self.expires_at is None or now < self.expires_at)
 
     def as_dict(self) -> dict[str, Any]:
         return {

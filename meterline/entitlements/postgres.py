@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -27,7 +26,9 @@ class PostgresCustomerRepository(CustomerRepository):
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
-    def create(self, tenant_id: int, customer: str, name: str | None, email: str | None) -> Customer:
+    def create(
+        self, tenant_id: int, customer: str, name: str | None, email: str | None
+    ) -> Customer:
         with self._pool.connection() as conn:
             try:
                 conn.execute(
@@ -146,14 +147,14 @@ class PostgresGrantRepository(GrantRepository):
     def add(self, tenant_id: int, grant: NewGrant) -> Grant:
         check_grant(grant)
         g = grant
+        extra = (g.expires_at, g.note)
         with self._pool.connection() as conn:
             try:
                 row = conn.execute(
                     "INSERT INTO grants (tenant_id, customer, feature, kind, amount, effective_at, "
                     "expires_at, note) VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s) "
                     f"RETURNING {_GRANT_COLUMNS}",
-                    (tenant_id, g.customer, g.feature, g.kind, g.amount, g.effective_at)
-                    + (g.expires_at, g.note),
+                    (tenant_id, g.customer, g.feature, g.kind, g.amount, g.effective_at, *extra),
                 ).fetchone()
             except psycopg.errors.ForeignKeyViolation:
                 raise NotFound(f"no customer {g.customer!r}") from None
@@ -190,7 +191,8 @@ class PostgresAnswerStore(AnswerStore):
     def get(self, tenant_id: int, event_id: str) -> tuple[int, dict[str, Any]] | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT status, body FROM entitlement_answers WHERE tenant_id = %s AND event_id = %s",
+                "SELECT status, body FROM entitlement_answers "
+                "WHERE tenant_id = %s AND event_id = %s",
                 (tenant_id, event_id),
             ).fetchone()
         return None if row is None else (int(row[0]), dict(row[1]))
@@ -209,7 +211,3 @@ class PostgresAnswerStore(AnswerStore):
         stored = self.get(tenant_id, event_id)
         assert stored is not None
         return stored
-
-
-def _utc(when: datetime | None) -> datetime | None:
-    return when

@@ -46,7 +46,9 @@ def check_grant(g: NewGrant) -> None:
 
 class CustomerRepository(abc.ABC):
     @abc.abstractmethod
-    def create(self, tenant_id: int, customer: str, name: str | None, email: str | None) -> Customer:
+    def create(
+        self, tenant_id: int, customer: str, name: str | None, email: str | None
+    ) -> Customer:
         """Raises Conflict when the customer exists."""
 
     @abc.abstractmethod
@@ -121,7 +123,9 @@ class MemoryCustomerRepository(CustomerRepository):
         self._rows: dict[tuple[int, str], Customer] = {}
         self._lock = threading.Lock()
 
-    def create(self, tenant_id: int, customer: str, name: str | None, email: str | None) -> Customer:
+    def create(
+        self, tenant_id: int, customer: str, name: str | None, email: str | None
+    ) -> Customer:
         with self._lock:
             if (tenant_id, customer) in self._rows:
                 raise Conflict(f"customer {customer!r} already exists")

@@ -11,6 +11,7 @@ the ledger. Messages already queued when a call fails stay queued and may still 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -61,10 +62,8 @@ class _AsyncDelivery:
             self.error = str(err)
         self.pending -= 1
         if self.pending == 0:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 self.loop.call_soon_threadsafe(self._finish)
-            except RuntimeError:  # the loop closed before the broker answered: nobody waits
-                pass
 
     def _finish(self) -> None:
         if not self.future.done():
@@ -113,15 +112,16 @@ class EventPublisher:
         delivery = _AsyncDelivery(len(events), asyncio.get_running_loop())
         self._produce_all(events, delivery)
         try:
-            error = await asyncio.wait_for(delivery.future, timeout)
+            async with asyncio.timeout(timeout):
+                error = await delivery.future
         except TimeoutError:
             raise Unavailable("the broker did not acknowledge in time", 2) from None
         if error is not None:
             raise Unavailable(f"the broker refused the events: {error}", 2)
 
     def queue_depth(self) -> int:
-        """Messages produced but not yet acknowledged (or failed)."""
-        return len(self._producer)
+        """Messages produced but not yet acknowledged (or failed); 0 once closed."""
+        return 0 if self._stop.is_set() else len(self._producer)
 
     def ping(self, timeout: float = 2.0) -> bool:
         """Whether the broker answers a metadata request for the topic (blocks up to `timeout`)."""
@@ -133,8 +133,17 @@ class EventPublisher:
         return found is not None and found.error is None
 
     def close(self, timeout: float = 10.0) -> int:
-        """Flush what is queued and stop; returns how many messages were left undelivered."""
+        """Flush what is queued (up to `timeout`) and stop; returns how many were left undelivered.
+
+        Messages still undelivered then are dropped: no client was told they were accepted.
+        """
+        if self._stop.is_set():
+            return 0
         self._stop.set()
         self._poller.join(1.0)
-        left = self._producer.flush(timeout)
-        return int(left)
+        left = int(self._producer.flush(timeout))
+        if left:
+            self._producer.purge()  # unacknowledged: their clients retry them
+            self._producer.flush(0)
+        self._producer.close()
+        return left

@@ -19,9 +19,15 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
     return client
 
 
-def connect_async(url: str) -> redis.asyncio.Redis:
-    """An asyncio client for `url` (for async services); it connects on first use."""
-    return redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+def connect_async(url: str, max_connections: int = 32) -> redis.asyncio.Redis:
+    """An asyncio client for `url` (for async services); it connects on first use.
+
+    Its pool holds up to `max_connections`; callers beyond that wait (up to 5 s) for one.
+    """
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=5, socket_connect_timeout=5, socket_timeout=10
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 def hash_tag(tenant_id: int, customer: str) -> str:

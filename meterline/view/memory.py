@@ -5,9 +5,10 @@ Same contract as the Redis view, with one simplification: buckets never expire (
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meterline.catalog.model import Aggregation
@@ -18,11 +19,11 @@ from meterline.view.model import (
     Delta,
     Reservation,
     ReservationKey,
-    UsageView,
     floor_to,
     fold,
     merge,
 )
+from meterline.view.sync import ApplyOutcome, Gate, SyncedView
 
 Series = tuple[int, str, str]  # (tenant_id, customer, meter)
 Bucket = tuple[float, int]  # (value, latest_ms)
@@ -43,28 +44,108 @@ class _Meter:
     counted: dict[str, int] = field(default_factory=dict)  # event_id -> forget after (ms)
 
 
-class MemoryUsageView(UsageView):
+class MemoryUsageView(SyncedView):
     def __init__(self, clock: Clock | None = None, counted_ttl_s: int = 3600) -> None:
         self._clock = clock or SystemClock()
         self._counted_ttl_ms = counted_ttl_s * 1000
         self._series: dict[Series, _Meter] = defaultdict(_Meter)
         self._lock = threading.Lock()
+        self._ready = True
+        self._flag: str | None = None
+        self._marks: dict[str, int] = {}
 
     def apply(
         self, deltas: Sequence[Delta], counted_reservations: Sequence[ReservationKey]
     ) -> None:
         with self._lock:
-            for d in deltas:
-                m = self._series[(d.tenant_id, d.customer, d.meter)]
-                new = (d.value, d.latest_ms)
-                hour = floor_to(d.minute_ms, HOUR_MS)
-                m.hours[hour] = merge(d.aggregation, m.hours.get(hour), new)
-                m.minutes[d.minute_ms] = merge(d.aggregation, m.minutes.get(d.minute_ms), new)
-            forget_at = self._clock.now_ms() + self._counted_ttl_ms
-            for r in counted_reservations:
-                m = self._series[(r.tenant_id, r.customer, r.meter)]
-                m.pending.pop(r.event_id, None)
-                m.counted[r.event_id] = forget_at
+            self._add(deltas, counted_reservations)
+
+    def apply_gated(
+        self, gate: Gate, deltas: Sequence[Delta], counted: Sequence[ReservationKey]
+    ) -> ApplyOutcome:
+        with self._lock:
+            if self._flag is not None:
+                return ApplyOutcome.REBUILDING
+            if not self._ready:
+                return ApplyOutcome.EMPTY
+            mark = self._marks.get(gate.stream)
+            if mark is not None and mark >= gate.next_offset:
+                self._add([], counted)
+                return ApplyOutcome.SKIPPED
+            if mark != gate.prev_offset:
+                return ApplyOutcome.GAP
+            self._marks[gate.stream] = gate.next_offset
+            self._add(deltas, counted)
+            return ApplyOutcome.APPLIED
+
+    def _add(self, deltas: Sequence[Delta], counted_reservations: Sequence[ReservationKey]) -> None:
+        for d in deltas:
+            m = self._series[(d.tenant_id, d.customer, d.meter)]
+            new = (d.value, d.latest_ms)
+            hour = floor_to(d.minute_ms, HOUR_MS)
+            m.hours[hour] = merge(d.aggregation, m.hours.get(hour), new)
+            m.minutes[d.minute_ms] = merge(d.aggregation, m.minutes.get(d.minute_ms), new)
+        forget_at = self._clock.now_ms() + self._counted_ttl_ms
+        for r in counted_reservations:
+            m = self._series[(r.tenant_id, r.customer, r.meter)]
+            m.pending.pop(r.event_id, None)
+            m.counted[r.event_id] = forget_at
+
+    def flush(self) -> None:
+        """Lose everything, as a flushed Redis does (for tests)."""
+        with self._lock:
+            self._series.clear()
+            self._marks.clear()
+            self._ready = False
+            self._flag = None
+
+    def watermarks(self) -> dict[str, int] | None:
+        with self._lock:
+            return dict(self._marks) if self._ready and self._flag is None else None
+
+    def begin_rebuild(self, ttl_s: int) -> str | None:
+        with self._lock:
+            if self._flag is not None:
+                return None
+            self._flag = secrets.token_hex(8)
+            self._ready = False
+            self._marks.clear()
+            for m in self._series.values():
+                m.hours.clear()
+                m.minutes.clear()
+            return self._flag
+
+    def extend_rebuild(self, token: str, ttl_s: int) -> bool:
+        return self._flag == token
+
+    def load(self, token: str, deltas: Sequence[Delta]) -> None:
+        with self._lock:
+            if self._flag != token:
+                raise RuntimeError("rebuild lost its flag while loading")
+            self._add(deltas, [])
+
+    def finish_rebuild(self, token: str, watermarks: Mapping[str, int]) -> bool:
+        with self._lock:
+            if self._flag != token:
+                return False
+            self._marks = dict(watermarks)
+            self._ready, self._flag = True, None
+            return True
+
+    def pending_reservations(self) -> list[ReservationKey]:
+        with self._lock:
+            return [
+                ReservationKey(*key, event_id)
+                for key, m in self._series.items()
+                for event_id in m.pending
+            ]
+
+    def remove_reservations(self, keys: Sequence[ReservationKey]) -> None:
+        with self._lock:
+            for k in keys:
+                m = self._series.get((k.tenant_id, k.customer, k.meter))
+                if m is not None:
+                    m.pending.pop(k.event_id, None)
 
     def usage(
         self,

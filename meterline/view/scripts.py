@@ -187,3 +187,13 @@ local v = read_usage(agg, spec, 1)
 return num(v)
 """
 )
+
+# KEYS: rebuild flag, ready marker, watermark hash. ARGV: token, then (stream, offset) pairs.
+FINISH_REBUILD = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[3])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('SET', KEYS[2], '1')
+redis.call('DEL', KEYS[1])
+return 1
+"""

@@ -1,0 +1,1 @@
+"""The aggregator service: Kafka usage events into Postgres rollups and the Redis view."""

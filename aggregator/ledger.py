@@ -1,0 +1,229 @@
+"""One Postgres transaction per batch: ledger rows, minute rollups and offsets, all or nothing.
+
+1. (outside the transaction) the ledger's day partitions the batch needs are created;
+2. the batch's first copy of each event is COPYed into a temp table, and
+   `INSERT INTO usage_events ... ON CONFLICT DO NOTHING RETURNING` tells which are new;
+3. only the new events are folded into deltas and upserted into `usage_rollups_minute`
+   (again COPY to a temp table, then one upsert per aggregation present);
+4. each partition's stored offset moves from where this consumer's position says it is to the
+   batch's end; if the stored offset is anywhere else, another consumer owns the partition
+   (this one is a zombie) and the transaction aborts with `Fenced`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import psycopg
+
+from aggregator.batch import AggregationOf, Batch, event_key, first_of_each, to_deltas
+from meterline.catalog.model import Aggregation
+from meterline.events import UsageEvent
+from meterline.postgres.partitions import PartitionManager
+from meterline.view.model import DAY_MS, Delta
+
+_EPOCH = date(1970, 1, 1)
+
+_SETUP = """
+CREATE TEMP TABLE IF NOT EXISTS batch_events (
+    tenant_id bigint, event_id text, day integer, customer text, meter text,
+    ts_ms bigint, value numeric, received_ms bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS batch_rollups (
+    agg "char", tenant_id bigint, customer text, meter text, minute_ms bigint,
+    value numeric, count bigint, latest_ms bigint
+) ON COMMIT DELETE ROWS;
+"""
+
+_INSERT_EVENTS = """
+INSERT INTO usage_events (tenant_id, event_id, day, customer, meter, ts, value, received_at)
+SELECT tenant_id, event_id, DATE '1970-01-01' + day, customer, meter,
+       to_timestamp(ts_ms / 1000.0), value, to_timestamp(received_ms / 1000.0)
+FROM batch_events
+ON CONFLICT DO NOTHING
+RETURNING tenant_id, event_id, day - DATE '1970-01-01'
+"""
+
+_UPSERT = """
+INSERT INTO usage_rollups_minute AS r (tenant_id, customer, meter, bucket, value, count, latest_ts)
+SELECT tenant_id, customer, meter, to_timestamp(minute_ms / 1000.0), value, count,
+       to_timestamp(latest_ms / 1000.0)
+FROM batch_rollups WHERE agg = %s
+ON CONFLICT (tenant_id, customer, meter, bucket) DO UPDATE SET {merge}
+"""
+_MERGE = {
+    "a": "value = r.value + EXCLUDED.value, count = r.count + EXCLUDED.count, "
+    "latest_ts = GREATEST(r.latest_ts, EXCLUDED.latest_ts)",
+    "m": "value = GREATEST(r.value, EXCLUDED.value), count = r.count + EXCLUDED.count, "
+    "latest_ts = GREATEST(r.latest_ts, EXCLUDED.latest_ts)",
+    "l": "value = CASE WHEN (EXCLUDED.latest_ts, EXCLUDED.value) > (r.latest_ts, r.value) "
+    "THEN EXCLUDED.value ELSE r.value END, count = r.count + EXCLUDED.count, "
+    "latest_ts = GREATEST(r.latest_ts, EXCLUDED.latest_ts)",
+}
+_CODE = {
+    Aggregation.SUM: "a",
+    Aggregation.COUNT: "a",
+    Aggregation.MAX: "m",
+    Aggregation.LATEST: "l",
+}
+
+_ADVANCE = """
+UPDATE consumer_offsets SET next_offset = %s, updated_at = now()
+WHERE consumer_group = %s AND topic = %s AND partition = %s AND next_offset = %s
+"""
+_CLAIM = """
+INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+_POSITIONS = """
+SELECT partition, next_offset FROM consumer_offsets
+WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)
+"""
+
+
+class Fenced(RuntimeError):
+    """A stored offset is not where this consumer's position says: another consumer owns the
+    partition. The batch was not written."""
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a committed batch counted: new events per partition, and each partition's offset
+    before the batch (`None` when the partition had no row)."""
+
+    new_events: dict[int, list[UsageEvent]]
+    deltas: dict[int, list[Delta]]
+    previous: dict[int, int | None]
+    ends: dict[int, int]
+    duplicates: int
+
+
+Hook = Callable[[], None]
+
+
+Connect = Callable[[], "psycopg.Connection[Any]"]
+
+
+class LedgerWriter:
+    """Writes batches through one dedicated connection, opened on first use and again after
+    `reset()` (call it after a connection error). Not thread-safe."""
+
+    def __init__(self, connect: Connect, group: str, topic: str) -> None:
+        self._connect = connect
+        self._conn_or_none: psycopg.Connection[Any] | None = None
+        self._group, self._topic = group, topic
+        self._partitions = PartitionManager()
+
+    @property
+    def _conn(self) -> psycopg.Connection[Any]:
+        if self._conn_or_none is None:
+            conn = self._connect()
+            conn.autocommit = True
+            conn.execute(_SETUP)
+            self._conn_or_none = conn
+        return self._conn_or_none
+
+    def reset(self) -> None:
+        conn, self._conn_or_none = self._conn_or_none, None
+        if conn is not None:
+            conn.close()
+
+    def positions(self, partitions: list[int]) -> dict[int, int | None]:
+        """The stored next offset of each partition (`None` for a partition with no row)."""
+        rows = self._conn.execute(_POSITIONS, (self._group, self._topic, partitions)).fetchall()
+        stored = dict(rows)
+        return {p: stored.get(p) for p in partitions}
+
+    def commit(
+        self,
+        batch: Batch,
+        positions: Mapping[int, int | None],
+        aggregation_of: AggregationOf,
+        inside: Hook | None = None,
+    ) -> Committed:
+        """Write the batch and advance the offsets of its partitions from `positions`.
+
+        Raises `Fenced` (nothing written) or a psycopg error (nothing written; retry).
+        `inside` runs inside the transaction just before it commits (a test hook)."""
+        unique = {p: first_of_each(batch.events.get(p, [])) for p in batch.partitions}
+        days = {
+            _EPOCH + timedelta(days=e.timestamp_ms // DAY_MS) for es in unique.values() for e in es
+        }
+        self._partitions.ensure(self._conn, days)
+        with self._conn.transaction():
+            fresh = self._insert_events([e for es in unique.values() for e in es])
+            new = {p: [e for e in es if event_key(e) in fresh] for p, es in unique.items()}
+            deltas = {p: to_deltas(es, aggregation_of) for p, es in new.items()}
+            self._upsert([d for ds in deltas.values() for d in ds])
+            previous = self._advance(batch, positions)
+            if inside is not None:
+                inside()
+        counted = sum(len(es) for es in new.values())
+        return Committed(new, deltas, previous, dict(batch.ends), len(batch.all_events()) - counted)
+
+    def _insert_events(self, events: list[UsageEvent]) -> set[tuple[int, str, int]]:
+        if not events:
+            return set()
+        with self._conn.cursor() as cur:
+            with cur.copy(
+                "COPY batch_events (tenant_id, event_id, day, customer, meter, ts_ms, value, "
+                "received_ms) FROM STDIN"
+            ) as copy:
+                for e in events:
+                    copy.write_row(
+                        (
+                            e.tenant_id,
+                            e.id,
+                            e.timestamp_ms // DAY_MS,
+                            e.customer,
+                            e.meter,
+                            e.timestamp_ms,
+                            repr(e.value),
+                            e.received_ms,
+                        )
+                    )
+            cur.execute(_INSERT_EVENTS)
+            return {(t, i, d) for t, i, d in cur.fetchall()}
+
+    def _upsert(self, deltas: list[Delta]) -> None:
+        if not deltas:
+            return
+        codes = set()
+        with self._conn.cursor() as cur:
+            with cur.copy(
+                "COPY batch_rollups (agg, tenant_id, customer, meter, minute_ms, value, count, "
+                "latest_ms) FROM STDIN"
+            ) as copy:
+                for d in deltas:
+                    code = _CODE[d.aggregation]
+                    codes.add(code)
+                    copy.write_row(
+                        (
+                            code,
+                            d.tenant_id,
+                            d.customer,
+                            d.meter,
+                            d.minute_ms,
+                            repr(d.value),
+                            d.count,
+                            d.latest_ms,
+                        )
+                    )
+            for code in sorted(codes):
+                cur.execute(_UPSERT.format(merge=_MERGE[code]), (code,))
+
+    def _advance(self, batch: Batch, positions: Mapping[int, int | None]) -> dict[int, int | None]:
+        previous: dict[int, int | None] = {}
+        for p in batch.partitions:
+            start, end = positions.get(p), batch.ends[p]
+            if start is not None:
+                cur = self._conn.execute(_ADVANCE, (end, self._group, self._topic, p, start))
+            else:
+                cur = self._conn.execute(_CLAIM, (self._group, self._topic, p, end))
+            if cur.rowcount != 1:
+                raise Fenced(f"partition {p}: stored offset is not {start}; not the owner")
+            previous[p] = start
+        return previous

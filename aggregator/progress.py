@@ -1,0 +1,40 @@
+"""Is the consumer making progress? Lag per partition and the time of the last progress.
+
+Progress is a committed batch, or a moment with no lag at all. `/readyz` fails when there is
+lag and no progress for `stall_s` seconds: a stalled consumer (an outage, a stuck partition)
+becomes visible while an idle one stays ready.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class Progress:
+    def __init__(self, stall_s: float, now: Callable[[], float] = time.monotonic) -> None:
+        self._stall = stall_s
+        self._now = now
+        self._lock = threading.Lock()
+        self._last = now()
+        self._lag: dict[int, int] = {}
+        self.running = True
+
+    def committed(self) -> None:
+        with self._lock:
+            self._last = self._now()
+
+    def lag(self, per_partition: dict[int, int]) -> None:
+        with self._lock:
+            self._lag = dict(per_partition)
+            if not any(self._lag.values()):
+                self._last = self._now()
+
+    def status(self) -> tuple[bool, dict[str, object]]:
+        """(ready, details for the /readyz body)."""
+        with self._lock:
+            idle = self._now() - self._last
+            lagging = sum(self._lag.values())
+        ready = self.running and (lagging == 0 or idle < self._stall)
+        return ready, {"lag": lagging, "seconds_since_progress": round(idle, 1)}

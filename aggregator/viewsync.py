@@ -1,0 +1,72 @@
+"""Bringing a committed batch into the Redis view, rebuilding it when it lost track.
+
+Each partition of the batch is applied with its gate (see `meterline.view.sync`): a batch the
+view already holds is skipped, a view that missed a batch or lost its content is rebuilt from
+Postgres, and a rebuild by another process is waited for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from aggregator.metrics import AggregatorMetrics
+from aggregator.retry import Retrier
+from meterline.view import ApplyOutcome, Delta, Gate, ReservationKey, SyncedView, stream_name
+
+log = logging.getLogger(__name__)
+
+
+class ViewSync:
+    def __init__(
+        self,
+        view: SyncedView,
+        rebuild: Callable[[], object],
+        retrier: Retrier,
+        metrics: AggregatorMetrics,
+        group: str,
+        topic: str,
+        stopping: threading.Event,
+    ) -> None:
+        self._view = view
+        self._rebuild = rebuild
+        self._retrier = retrier
+        self._metrics = metrics
+        self._group, self._topic = group, topic
+        self._stopping = stopping
+
+    def apply(
+        self,
+        partition: int,
+        previous: int | None,
+        end: int,
+        deltas: Sequence[Delta],
+        counted: Sequence[ReservationKey],
+    ) -> None:
+        gate = Gate(stream_name(self._group, self._topic, partition), previous, end)
+        while True:
+            outcome = self._retrier.call(
+                lambda: self._view.apply_gated(gate, deltas, counted), "redis"
+            )
+            self._metrics.view_applies.labels(outcome.value).inc()
+            if outcome in (ApplyOutcome.APPLIED, ApplyOutcome.SKIPPED):
+                return
+            if outcome is ApplyOutcome.REBUILDING:
+                self._stopping.wait(0.05)
+                continue
+            log.warning("view behind Postgres; rebuilding", extra={"outcome": outcome.value})
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        self._retrier.call(self._rebuild, "redis")
+        self._metrics.rebuilds.inc()
+
+    def ensure_current(self, stored: dict[str, int], partitions: Sequence[int]) -> None:
+        """Rebuild if the view is not ready or trails Postgres on any of `partitions`."""
+        marks = self._retrier.call(self._view.watermarks, "redis")
+        streams = [stream_name(self._group, self._topic, p) for p in partitions]
+        behind = [s for s in streams if s in stored and (marks or {}).get(s, -1) < stored[s]]
+        if marks is None or behind:
+            log.info("view not current; rebuilding", extra={"behind": behind})
+            self.rebuild()

@@ -1,0 +1,225 @@
+"""Aggregator: sustained events/s from a pre-filled topic into Postgres and Redis, its ratio to
+the bare consume-and-decode rate of the same topic, and event-to-Redis freshness p50/p99 under
+a steady 10,000 events/s. Events carry event times within the last minute (a live stream),
+500 customers, two meters. One `python -m aggregator` process; the CPU is shared with the
+broker, Postgres and Redis (2 cores on the reference machine)."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from bench.harness import BenchContext, Figure
+from meterline.catalog.model import Aggregation
+from meterline.catalog.parse import parse_catalog
+from meterline.catalog.repository import PostgresCatalogRepository
+from meterline.clock import SystemClock
+from meterline.devstack.process import ManagedProcess, free_port
+from meterline.events import UsageEvent, decode_event
+from meterline.kafka import ensure_topics
+from meterline.kafka.consumer import PositionedConsumer
+from meterline.kafka.producer import EventPublisher
+from meterline.postgres import open_pool
+from meterline.redis import connect as redis_connect
+from meterline.tenants import PostgresTenantRepository
+from meterline.view import RedisUsageView
+
+FRESHNESS_RATE = 10_000
+FRESHNESS_SECONDS = 12
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    tag = uuid.uuid4().hex[:8]
+    topic, n = f"bench.{tag}.usage", ctx.scale(200_000)
+    ensure_topics(ctx.urls["kafka"], [topic, f"bench.{tag}.dlq"], 4)
+    tenant = _tenant(ctx.urls["postgres"], tag)
+    _prefill(ctx.urls["kafka"], topic, tenant, n)
+    bare = _bare_rate(ctx.urls["kafka"], topic, n)
+    rate = _aggregator_rate(ctx, tag, topic, n)
+    p50, p99 = _freshness(ctx, tag, topic, tenant)
+    return [
+        Figure("aggregator.consume_decode", bare, "events/s", note="bare consume + decode"),
+        Figure(
+            "aggregator.sustained",
+            rate,
+            "events/s",
+            ceiling="aggregator.consume_decode",
+            target=">= 100000",
+            note=f"{n} events, pre-filled topic, into PG and Redis",
+        ),
+        Figure("aggregator.freshness_p50", p50, "ms", note=f"steady {FRESHNESS_RATE}/s"),
+        Figure("aggregator.freshness_p99", p99, "ms", target="<= 1000"),
+    ]
+
+
+def _tenant(url: str, tag: str) -> int:
+    pool = open_pool(url, max_size=1)
+    try:
+        tid = PostgresTenantRepository(pool).create_tenant(f"bench-{tag}").id
+        doc = {
+            "meters": [
+                {"key": "calls", "aggregation": "sum"},
+                {"key": "peak", "aggregation": "max"},
+            ]
+        }
+        PostgresCatalogRepository(pool).apply(tid, parse_catalog(doc))
+        return tid
+    finally:
+        pool.close()
+
+
+def _events(tenant: int, start: int, n: int, prefix: str) -> list[UsageEvent]:
+    now = SystemClock().now_ms()
+    return [
+        UsageEvent(
+            tenant,
+            f"{prefix}{i:09d}",
+            f"c{i % 500}",
+            "calls" if i % 4 else "peak",
+            float(i % 10),
+            now - (i % 3_600_000),
+            now,
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def _prefill(bootstrap: str, topic: str, tenant: int, n: int) -> None:
+    pub = EventPublisher(bootstrap, topic, **{"linger.ms": 20})
+    for i in range(0, n, 20_000):
+        pub.publish(_events(tenant, i, min(20_000, n - i), "p"), timeout=120)
+    pub.close()
+
+
+def _bare_rate(bootstrap: str, topic: str, n: int) -> float:
+    consumer = PositionedConsumer(
+        bootstrap,
+        f"bench-bare-{uuid.uuid4().hex[:6]}",
+        topic,
+        lambda ps: dict.fromkeys(ps),
+        lambda _ps: None,
+    )
+    seen, started = 0, None
+    while seen < n:
+        records = consumer.poll(10_000, 1.0)
+        if records and started is None:
+            started = time.perf_counter()
+        for r in records:
+            decode_event(r.value)
+        seen += len(records)
+    consumer.close()
+    return n / (time.perf_counter() - (started or time.perf_counter()))
+
+
+def _aggregator(ctx: BenchContext, tag: str, topic: str, group: str) -> ManagedProcess:
+    port = free_port()
+    env = {
+        "METERLINE_DATABASE_URL": ctx.urls["postgres"],
+        "METERLINE_REDIS_URL": ctx.urls["redis"],
+        "METERLINE_KAFKA_BOOTSTRAP": ctx.urls["kafka"],
+        "METERLINE_KAFKA_TOPIC": topic,
+        "METERLINE_KAFKA_DLQ_TOPIC": f"bench.{tag}.dlq",
+        "METERLINE_REDIS_KEY_PREFIX": f"b{tag}",
+        "METERLINE_AGGREGATOR_PORT": str(port),
+        "METERLINE_AGGREGATOR_GROUP_ID": group,
+    }
+    log = Path(os.environ.get("METERLINE_HOME", ".meterline")) / "logs" / f"bench-agg-{tag}.log"
+    import httpx
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    proc = ManagedProcess("aggregator", [sys.executable, "-m", "aggregator"], log, ready, env=env)
+    proc.start()
+    return proc
+
+
+def _consumed(url: str, group: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = %s",
+            (group,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _aggregator_rate(ctx: BenchContext, tag: str, topic: str, n: int) -> float:
+    group = f"bench-agg-{tag}"
+    proc = _aggregator(ctx, tag, topic, group)
+    try:
+        first, t0 = 0, 0.0
+        while (done := _consumed(ctx.urls["postgres"], group)) < n:
+            if done and not first:
+                first, t0 = done, time.perf_counter()
+            time.sleep(0.02)
+        return (n - first) / (time.perf_counter() - t0)
+    finally:
+        proc.stop()
+
+
+def _freshness(ctx: BenchContext, tag: str, topic: str, tenant: int) -> tuple[float, float]:
+    group = f"bench-fresh-{tag}"
+    proc = _aggregator(ctx, tag, topic, group)
+    view = RedisUsageView(redis_connect(ctx.urls["redis"]), f"b{tag}")
+    stop = threading.Event()
+    load = threading.Thread(target=_steady, args=(ctx.urls["kafka"], topic, tenant, stop))
+    try:
+        time.sleep(3)  # the aggregator catches up with the pre-filled topic first
+        while _consumed(ctx.urls["postgres"], group) < ctx.scale(200_000):
+            time.sleep(0.1)
+        load.start()
+        samples = _probe(ctx.urls["kafka"], topic, tenant, view)
+    finally:
+        stop.set()
+        if load.is_alive():
+            load.join()
+        proc.stop()
+    samples.sort()
+    return statistics.median(samples), samples[max(0, math.ceil(len(samples) * 0.99) - 1)]
+
+
+def _steady(bootstrap: str, topic: str, tenant: int, stop: threading.Event) -> None:
+    pub = EventPublisher(bootstrap, topic)
+    i, started = 0, time.perf_counter()
+    while not stop.is_set():
+        pub.publish(_events(tenant, i, 500, "s"))
+        i += 500
+        ahead = i / FRESHNESS_RATE - (time.perf_counter() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+    pub.close()
+
+
+def _probe(bootstrap: str, topic: str, tenant: int, view: RedisUsageView) -> list[float]:
+    pub = EventPublisher(bootstrap, topic)
+    samples: list[float] = []
+    deadline = time.perf_counter() + FRESHNESS_SECONDS
+    k = 0
+    while time.perf_counter() < deadline:
+        k += 1
+        now = SystemClock().now_ms()
+        event = UsageEvent(tenant, f"probe{k}", f"probe{k}", "calls", 1.0, now, now)
+        sent = time.perf_counter()
+        pub.publish([event])
+        while (
+            view.usage(
+                tenant, event.customer, "calls", Aggregation.SUM, now - 3_600_000, now + 3_600_000
+            )
+            < 1
+        ):
+            time.sleep(0.002)
+        samples.append((time.perf_counter() - sent) * 1000)
+        time.sleep(0.05)
+    pub.close()
+    return samples

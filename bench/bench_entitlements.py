@@ -1,0 +1,242 @@
+"""Entitlement checks: requests/s and p50/p99 over HTTP at 64 connections, and the cached
+client's per-check cost.
+
+The service runs as `python -m entitlements_api` (one process, as deployed) against the
+context's Postgres, Redis and broker, with a fresh tenant and the example catalog. The load
+generator is a minimal keep-alive HTTP/1.1 client on asyncio (64 connections, one request in
+flight each), so the figure measures the service rather than a heavy client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.harness import BenchContext, Figure, repeat
+from meterline.catalog import Aggregation, PostgresCatalogRepository, load_catalog
+from meterline.client.entitlements import Entitlements
+from meterline.postgres import open_pool
+from meterline.redis import connect as redis_connect
+from meterline.tenants import PostgresTenantRepository
+from meterline.view import RedisUsageView
+from meterline.view.rebuild import rebuild
+
+ROOT = Path(__file__).resolve().parents[1]
+CONNECTIONS = 64
+CUSTOMERS = 200
+FEATURES = ("api_calls", "export", "tokens")
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    _tenant_id, key = _tenant(ctx.urls["postgres"], ctx.urls["redis"])
+    figures = []
+    for ttl, label in (("1", "cached"), ("0", "uncached")):
+        with _service(ctx, ttl) as url:
+            _warm(url, key)
+            seconds = 1.0 if ctx.quick else 4.0
+            results = [_load(url, key, seconds) for _ in range(ctx.runs)]
+            rates = [r[0] for r in results]
+            p50s, p99s = [r[1] for r in results], [r[2] for r in results]
+            target = "≥ 5,000 req/s" if label == "cached" else ""
+            figures += [
+                Figure(
+                    f"entitlements.http_checks.{label}",
+                    statistics.median(rates),
+                    "req/s",
+                    max(rates) - min(rates),
+                    ctx.runs,
+                    target=target,
+                    note=f"64 connections, decision cache TTL {ttl} s",
+                ),
+                Figure(
+                    f"entitlements.http_p50.{label}",
+                    statistics.median(p50s),
+                    "ms",
+                    max(p50s) - min(p50s),
+                    ctx.runs,
+                ),
+                Figure(
+                    f"entitlements.http_p99.{label}",
+                    statistics.median(p99s),
+                    "ms",
+                    max(p99s) - min(p99s),
+                    ctx.runs,
+                    target="≤ 10 ms" if target else "",
+                ),
+            ]
+            if label == "cached":
+                figures.append(_client_figure(url, key, ctx))
+                health = [_load(url, key, seconds, ["/healthz"])[0] for _ in range(ctx.runs)]
+                figures.append(
+                    Figure(
+                        "ceiling.entitlements_healthz",
+                        statistics.median(health),
+                        "req/s",
+                        max(health) - min(health),
+                        ctx.runs,
+                        note="same client and server, GET /healthz: the HTTP ceiling",
+                    )
+                )
+    return figures
+
+
+def _tenant(postgres: str, redis: str) -> tuple[int, str]:
+    """A fresh tenant on the example catalog, and a ready view (rebuilt from Postgres)."""
+    name = f"bench-{secrets.token_hex(4)}"
+    with open_pool(postgres, max_size=1) as pool:
+        tenants = PostgresTenantRepository(pool)
+        tenant_id = tenants.create_tenant(name).id
+        key = tenants.create_key(name, ["read", "ingest"])[1]
+        catalog = load_catalog(ROOT / "deploy" / "catalog.example.yaml")
+        PostgresCatalogRepository(pool).apply(tenant_id, catalog)
+        view = RedisUsageView(redis_connect(redis), "ml")
+        if view.watermarks() is None:
+            rebuild(view, pool, lambda _t, _m: Aggregation.SUM)  # as the aggregator does
+    return tenant_id, key
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _service(ctx: BenchContext, decision_ttl: str) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "METERLINE_DATABASE_URL": ctx.urls["postgres"],
+        "METERLINE_REDIS_URL": ctx.urls["redis"],
+        "METERLINE_KAFKA_BOOTSTRAP": ctx.urls["kafka"],
+        "METERLINE_STRIPE_API_BASE": ctx.urls.get("stripe", "http://127.0.0.1:9"),
+        "METERLINE_ENTITLEMENTS_PORT": str(port),
+        "METERLINE_ENTITLEMENTS_DECISION_CACHE_TTL": decision_ttl,
+        "METERLINE_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "entitlements_api"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the entitlements service did not start")
+
+
+def _paths() -> list[str]:
+    rng = random.Random(7)
+    return [
+        f"/v1/customers/cust-{rng.randrange(CUSTOMERS)}/entitlements/{rng.choice(FEATURES)}"
+        for _ in range(4096)
+    ]
+
+
+def _warm(url: str, key: str) -> None:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+        for n in range(CUSTOMERS):
+            for feature in FEATURES:
+                http.get(f"/v1/customers/cust-{n}/entitlements/{feature}").raise_for_status()
+
+
+def _load(
+    url: str, key: str, seconds: float, paths: list[str] | None = None
+) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) over `seconds` at CONNECTIONS connections."""
+    port = int(url.rsplit(":", 1)[1])
+    return asyncio.run(_drive(port, key, seconds, paths or _paths()))
+
+
+async def _drive(
+    port: int, key: str, seconds: float, paths: list[str]
+) -> tuple[float, float, float]:
+    requests = [
+        (f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n").encode()
+        for p in paths
+    ]
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(_connection(port, requests, n, stop, latencies) for n in range(CONNECTIONS))
+    )
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    return len(latencies) / elapsed, p50, p99
+
+
+async def _connection(
+    port: int, requests: list[bytes], offset: int, stop: float, latencies: list[float]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = offset * 61
+    try:
+        while time.perf_counter() < stop:
+            sent = time.perf_counter()
+            writer.write(requests[i % len(requests)])
+            await _read_response(reader)
+            latencies.append(time.perf_counter() - sent)
+            i += 1
+    finally:
+        writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"unexpected answer: {head[:80]!r}")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+
+
+def _client_figure(url: str, key: str, ctx: BenchContext) -> Figure:
+    with Entitlements(url, key, ttl=3600) as client:
+        client.check("cust-1", "api_calls")
+        n = ctx.scale(1_000_000)
+
+        def per_check_us() -> float:
+            check = client.check
+            begin = time.perf_counter()
+            for _ in range(n):
+                check("cust-1", "api_calls")
+            return (time.perf_counter() - begin) / n * 1e6
+
+        value, spread = repeat(per_check_us, ctx.runs)
+    return Figure(
+        "entitlements.client_cached_check",
+        value,
+        "µs",
+        spread,
+        ctx.runs,
+        target="≤ 20 µs",
+        note="Entitlements.check, answer in the local cache",
+    )

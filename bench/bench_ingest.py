@@ -1,0 +1,274 @@
+"""Ingest throughput and latency, and the same load against a bare ASGI endpoint.
+
+Figures: single-event requests/s and p50/p99 latency at 64 connections; events/s with
+100-event batches and p99 per request; each compared (ratio) with a bare ASGI app that only
+parses the same JSON, measured in the same run; and the load generator's own CPU use, since
+it shares the machine's cores with ingest, the broker and Redis.
+
+The load generator is a lean asyncio raw-socket HTTP/1.1 keep-alive client in this process.
+Ingest and the bare app each run as their own process (uvicorn, uvloop, httptools, 1 worker).
+Run alone: `python -m bench.bench_ingest bare PORT` serves the bare app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.harness import BenchContext, Figure
+from meterline.catalog import PostgresCatalogRepository, parse_catalog
+from meterline.devstack.process import ManagedProcess, free_port, port_open
+from meterline.kafka import ensure_topics
+from meterline.postgres import open_pool
+from meterline.tenants import PostgresTenantRepository
+
+ROOT = Path(__file__).resolve().parents[1]
+SINGLE_CONNECTIONS = 64
+BATCH_CONNECTIONS = 32
+BATCH = 100
+CATALOG = {"meters": [{"key": "api_calls", "aggregation": "sum"}]}
+
+
+@dataclass
+class Load:
+    """What one load run measured."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def single_body(conn: int, n: int, run: str) -> bytes:
+    return b'{"id":"%s-%d-%d","customer":"c%d","meter":"api_calls","value":1}' % (
+        run.encode(),
+        conn,
+        n,
+        n % 100,
+    )
+
+
+def batch_body(conn: int, n: int, run: str) -> bytes:
+    head = b'{"id":"%s-%d-%d-' % (run.encode(), conn, n)
+    parts = [
+        head + b'%d","customer":"c%d","meter":"api_calls","value":1}' % (i, i % 100)
+        for i in range(BATCH)
+    ]
+    return b"[" + b",".join(parts) + b"]"
+
+
+async def _connection(
+    port: int, key: str, body: Callable[[int], bytes], until: float, start: float, out: Load
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        b"POST /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    )
+    n = 0
+    while (now := time.perf_counter()) < until:
+        payload = body(n)
+        n += 1
+        writer.write(head % (key.encode(), len(payload)) + payload)
+        headers = await reader.readuntil(b"\r\n\r\n")
+        length = headers.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]
+        await reader.readexactly(int(length))
+        if now >= start:
+            status = int(headers[9:12])
+            out.statuses[status] = out.statuses.get(status, 0) + 1
+            out.latencies.append(time.perf_counter() - now)
+    writer.close()
+
+
+async def _load(port: int, key: str, make: Callable[..., bytes], conns: int, secs: float) -> Load:
+    run = uuid.uuid4().hex[:8]
+    start = time.perf_counter() + 0.5  # warm-up excluded
+    until = start + secs
+    out = Load()
+    cpu = time.process_time()
+    await asyncio.gather(
+        *(
+            _connection(port, key, lambda n, c=c: make(c, n, run), until, start, out)
+            for c in range(conns)
+        )
+    )
+    out.cpu_seconds = time.process_time() - cpu
+    out.seconds = secs
+    out.requests = len(out.latencies)
+    return out
+
+
+def load(port: int, key: str, make: Callable[..., bytes], conns: int, secs: float) -> Load:
+    import uvloop
+
+    return uvloop.run(_load(port, key, make, conns, secs))
+
+
+def _tenant(postgres: str) -> str:
+    """A fresh tenant with the bench catalog; returns its ingest key."""
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    with open_pool(postgres, max_size=1) as pool:
+        tenant = PostgresTenantRepository(pool).create_tenant(name)
+        PostgresCatalogRepository(pool).apply(tenant.id, parse_catalog(CATALOG))
+        return PostgresTenantRepository(pool).create_key(name, ["ingest"])[1]
+
+
+def _ingest(ctx: BenchContext, home: Path) -> tuple[ManagedProcess, int]:
+    topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
+    ensure_topics(ctx.urls["kafka"], [topic], 4)
+    port = free_port()
+    env = {
+        "METERLINE_DATABASE_URL": ctx.urls["postgres"],
+        "METERLINE_REDIS_URL": ctx.urls["redis"],
+        "METERLINE_KAFKA_BOOTSTRAP": ctx.urls["kafka"],
+        "METERLINE_KAFKA_TOPIC": topic,
+        "METERLINE_INGEST_PORT": str(port),
+        "METERLINE_INGEST_DEDUPE_WINDOW_S": "120",
+        "METERLINE_INGEST_TENANT_RATE": "10000000",
+        "METERLINE_LOG_LEVEL": "warning",
+        "METERLINE_HOME": str(home),
+    }
+    argv = [sys.executable, "-m", "ingest"]
+    return _process("ingest", argv, home, port, env), port
+
+
+def _bare(home: Path) -> tuple[ManagedProcess, int]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.bench_ingest", "bare", str(port)]
+    return _process("bare-asgi", argv, home, port, {}), port
+
+
+def _process(
+    name: str, argv: list[str], home: Path, port: int, env: dict[str, str]
+) -> ManagedProcess:
+    proc = ManagedProcess(
+        name, argv, home / f"{name}.log", lambda: port_open(port), env=env, cwd=ROOT
+    )
+    proc.start()
+    return proc
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    secs = 1.5 if ctx.quick else 3.0
+    home = ROOT / ".meterline" / f"bench-ingest-{os.getpid()}"
+    key = _tenant(ctx.urls["postgres"])
+    ingest, ingest_port = _ingest(ctx, home)
+    bare, bare_port = _bare(home)
+    try:
+        return _measure(ctx, secs, key, ingest_port, bare_port)
+    finally:
+        ingest.stop()
+        bare.stop()
+
+
+def _measure(ctx: BenchContext, secs: float, key: str, ingest: int, bare: int) -> list[Figure]:
+    results: dict[str, list[Load]] = {}
+    for _ in range(ctx.runs):
+        for name, port, make, conns in (
+            ("single", ingest, single_body, SINGLE_CONNECTIONS),
+            ("bare_single", bare, single_body, SINGLE_CONNECTIONS),
+            ("batch", ingest, batch_body, BATCH_CONNECTIONS),
+            ("bare_batch", bare, batch_body, BATCH_CONNECTIONS),
+        ):
+            results.setdefault(name, []).append(load(port, key, make, conns, secs))
+    return _figures(results)
+
+
+def _med(loads: list[Load], fn: Callable[[Load], float]) -> tuple[float, float, int]:
+    values = [fn(x) for x in loads]
+    return statistics.median(values), max(values) - min(values), len(values)
+
+
+def _figures(r: dict[str, list[Load]]) -> list[Figure]:
+    def fig(name: str, key: str, fn: Callable[[Load], float], unit: str, **kw: Any) -> Figure:
+        value, spread, runs = _med(r[key], fn)
+        return Figure(name, round(value, 2), unit, round(spread, 2), runs, **kw)
+
+    per_batch: Callable[[Load], float] = lambda x: x.rps * BATCH  # noqa: E731
+    statuses = {k: sorted({s for x in v for s in x.statuses}) for k, v in r.items()}
+    return [
+        fig("bare.single_rps", "bare_single", lambda x: x.rps, "req/s"),
+        fig("bare.batch100_events", "bare_batch", per_batch, "events/s"),
+        fig(
+            "ingest.single_rps",
+            "single",
+            lambda x: x.rps,
+            "req/s",
+            ceiling="bare.single_rps",
+            target=">= 4000",
+            note=f"statuses {statuses['single']}",
+        ),
+        fig("ingest.single_p50", "single", lambda x: x.pct(0.5), "ms"),
+        fig("ingest.single_p99", "single", lambda x: x.pct(0.99), "ms", target="<= 20"),
+        fig(
+            "ingest.batch100_events",
+            "batch",
+            per_batch,
+            "events/s",
+            ceiling="bare.batch100_events",
+            target=">= 100000",
+            note=f"statuses {statuses['batch']}",
+        ),
+        fig("ingest.batch100_p50", "batch", lambda x: x.pct(0.5), "ms"),
+        fig("ingest.batch100_p99", "batch", lambda x: x.pct(0.99), "ms", target="<= 50"),
+        fig(
+            "loadgen.cpu_single",
+            "single",
+            lambda x: x.cpu_seconds / x.seconds,
+            "cores",
+            note="load generator's own CPU during the ingest single run (2-core machine)",
+        ),
+        fig("loadgen.cpu_batch", "batch", lambda x: x.cpu_seconds / x.seconds, "cores"),
+    ]
+
+
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ceiling: read the body, parse the same JSON, answer 202 like ingest does."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    doc = orjson.loads(body)
+    reply = orjson.dumps({"accepted": len(doc) if isinstance(doc, list) else 1, "duplicates": 0})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(reply))]
+    await send({"type": "http.response.start", "status": 202, "headers": headers})
+    await send({"type": "http.response.body", "body": reply})
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["bare"]:
+    import uvicorn
+
+    uvicorn.run(
+        bare_app,
+        host="127.0.0.1",
+        port=int(sys.argv[2]),
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )

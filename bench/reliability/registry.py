@@ -1,0 +1,21 @@
+"""The scenarios by number, and the subset the CI form runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.reliability import scenarios
+from bench.reliability.fuzz import fuzzing
+from bench.reliability.world import Result, World
+
+SCENARIOS: dict[int, Callable[[World], Result]] = {
+    1: scenarios.duplicates,
+    2: scenarios.aggregator_kills,
+    3: scenarios.ingest_kills,
+    4: scenarios.broker_pause,
+    5: scenarios.postgres_stop,
+    6: scenarios.redis_flush,
+    7: scenarios.overload,
+    8: fuzzing,
+}
+CI_SCENARIOS = [1, 2, 3, 6, 8]

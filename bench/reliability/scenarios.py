@@ -1,0 +1,287 @@
+"""Scenarios 1-7 of the reliability suite (8, the fuzzing, is in `fuzz.py`).
+
+Each scenario gets its own tenant, sends traffic through the ledger-keeping load generator with
+its fault injected beside it, waits for counting to settle, and compares Postgres and the Redis
+view with the ledger. Sizes are the issue's in a full run and reduced with `ci`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+
+from bench.reliability.ledger import Ledger
+from bench.reliability.observe import wait_until
+from bench.reliability.traffic import Plan, Stats
+from bench.reliability.world import Result, Tenant, World, every
+
+
+@dataclass(frozen=True)
+class Size:
+    full: int
+    ci: int
+
+    def pick(self, world: World) -> int:
+        return self.ci if world.ci else self.full
+
+
+class Recovery:
+    """Times from each fault's start until ingest acknowledged and the rollups grew again."""
+
+    def __init__(self, world: World, tenant: Tenant, ledger: Ledger) -> None:
+        self.world, self.tenant, self.ledger = world, tenant, ledger
+        self.times: list[float] = []
+
+    def around(self, fault: Callable[[], None], done: threading.Event) -> None:
+        start = time.monotonic()
+        fault()
+        ended = time.monotonic()
+        before = self.world.observer.counted(self.tenant.id) or 0
+
+        def recovered() -> bool:
+            acked = self.ledger.last_ack > ended or done.is_set()
+            counted = self.world.observer.counted(self.tenant.id)
+            if counted is None:
+                return False
+            caught_up = done.is_set() and counted >= self.ledger.acked_count
+            return acked and (counted > before or caught_up)
+
+        took = wait_until(recovered, 120.0, 0.2)
+        if took is not None:
+            self.times.append(ended - start + took)
+
+    @property
+    def worst(self) -> float | None:
+        return max(self.times) if self.times else None
+
+
+def _finish(world: World, result: Result, tenant: Tenant, ledger: Ledger, stats: Stats) -> Result:
+    if world.settle(tenant, ledger) is None:
+        result.notes.append(
+            f"rollups still short of the acknowledged events after {world.settle_s:.0f} s"
+        )
+    result.absorb(world.verdict(tenant, ledger))
+    result.notes.append(_outcomes(ledger, stats))
+    if stats.gave_up or stats.rejected:
+        result.notes.append(f"gave up on {stats.gave_up} batches; rejected: {stats.rejected[:2]}")
+    return result
+
+
+def _outcomes(ledger: Ledger, stats: Stats) -> str:
+    shown = ", ".join(f"{k}x{v}" for k, v in sorted(ledger.outcomes.items()))
+    rate = ledger.acked_count / stats.elapsed if stats.elapsed else 0.0
+    return f"responses {shown}; {rate:,.0f} acked events/s"
+
+
+def duplicates(world: World) -> Result:
+    """1: 1,000,000 events, 5% of them resent ids (immediate and delayed)."""
+    result, tenant = Result(1, "duplicates 5%"), world.tenant("dup")
+    ledger = world.ledger(tenant)
+    plan = Plan(Size(1_000_000, 30_000).pick(world), duplicates=0.05)
+    stats = world.send(tenant, ledger, plan)
+    result.notes.append(f"{ledger.sends - len(ledger):,} duplicate sends incl. retries")
+    return _finish(world, result, tenant, ledger, stats)
+
+
+def _killing(
+    world: World, number: int, name: str, service: str, size: Size, step: Size, by_count: bool
+) -> Result:
+    """Kill `service` every `step` events: sent ones, or counted ones (`by_count`), the latter
+    going on through the backlog after the traffic ended."""
+    result, tenant = Result(number, name), world.tenant(service)
+    ledger = world.ledger(tenant)
+    recovery = Recovery(world, tenant, ledger)
+    if not world.faults.has(service):
+        result.notes.append(f"{service} is not running")
+        return result
+
+    def progress() -> int | None:
+        return world.observer.counted(tenant.id) if by_count else len(ledger)
+
+    def chaos(done: threading.Event) -> None:
+        def going() -> bool:
+            if not done.is_set():
+                return True
+            return by_count and (world.observer.counted(tenant.id) or 0) < ledger.acked_count
+
+        kills = every(progress, step.pick(world), going, lambda: recovery.around(kill, done))
+        result.notes.append(f"{kills} SIGKILLs of {service}")
+
+    def kill() -> None:
+        world.faults.kill(service)
+
+    stats = world.send(tenant, ledger, Plan(size.pick(world), connections=12), chaos)
+    result = _finish(world, result, tenant, ledger, stats)
+    result.recovery_s = recovery.worst
+    return result
+
+
+def aggregator_kills(world: World) -> Result:
+    """2: the aggregator SIGKILLed every 50,000 counted events, at random points."""
+    sizes = Size(300_000, 40_000), Size(50_000, 10_000)
+    return _killing(world, 2, "aggregator SIGKILL", "aggregator", *sizes, by_count=True)
+
+
+def ingest_kills(world: World) -> Result:
+    """3: ingest SIGKILLed under load while the clients retry."""
+    sizes = Size(200_000, 30_000), Size(50_000, 10_000)
+    return _killing(world, 3, "ingest SIGKILL", "ingest", *sizes, by_count=False)
+
+
+def _one_fault(
+    world: World, number: int, name: str, label: str, fault: Callable[[], None], size: Size
+) -> tuple[Result, Tenant, Ledger, Stats, Recovery]:
+    result, tenant = Result(number, name), world.tenant(label)
+    ledger = world.ledger(tenant)
+    recovery = Recovery(world, tenant, ledger)
+    total = size.pick(world)
+
+    def chaos(done: threading.Event) -> None:
+        wait_until(lambda: len(ledger) >= total // 3 or done.is_set(), 600, 0.05)
+        if not done.is_set():
+            recovery.around(fault, done)
+
+    stats = world.send(tenant, ledger, Plan(total, connections=12, give_up_s=300), chaos)
+    result.recovery_s = recovery.worst
+    return result, tenant, ledger, stats, recovery
+
+
+def broker_pause(world: World) -> Result:
+    """4: the broker SIGSTOPped for 15 s, then resumed."""
+    fault = lambda: world.faults.pause("kafka", 15.0)  # noqa: E731
+    result, tenant, ledger, stats, _ = _one_fault(
+        world, 4, "broker SIGSTOP 15 s", "pause", fault, Size(150_000, 30_000)
+    )
+    return _finish(world, result, tenant, ledger, stats)
+
+
+def postgres_stop(world: World) -> Result:
+    """5: Postgres stopped for 30 s and restarted."""
+    fault = lambda: world.faults.stop_for("postgres", 30.0)  # noqa: E731
+    result, tenant, ledger, stats, _ = _one_fault(
+        world, 5, "Postgres down 30 s", "pgstop", fault, Size(150_000, 30_000)
+    )
+    return _finish(world, result, tenant, ledger, stats)
+
+
+def redis_flush(world: World) -> Result:
+    """6: Redis flushed at a third of the run and restarted empty at two thirds."""
+    redis_url = world.stack.urls["redis"]
+
+    def fault() -> None:
+        from meterline.redis import connect
+
+        connect(redis_url).flushall()
+
+    result, tenant = Result(6, "Redis flush + restart"), world.tenant("redis")
+    ledger = world.ledger(tenant)
+    recovery = Recovery(world, tenant, ledger)
+    total = Size(200_000, 30_000).pick(world)
+
+    def chaos(done: threading.Event) -> None:
+        for share, action in ((1 / 3, fault), (2 / 3, lambda: world.faults.restart("redis"))):
+            wait_until(lambda s=share: len(ledger) >= total * s or done.is_set(), 600, 0.05)  # type: ignore[misc]
+            if not done.is_set():
+                recovery.around(action, done)
+
+    stats = world.send(tenant, ledger, Plan(total, connections=12), chaos)
+    result = _finish(world, result, tenant, ledger, stats)
+    result.recovery_s = recovery.worst
+    return result
+
+
+OVERLOAD_TENANT = "rel-overload"
+OVERLOAD_RATE = (
+    2_000.0  # events/s ingest admits for OVERLOAD_TENANT (METERLINE_INGEST_TENANT_RATES)
+)
+
+
+def overload(world: World) -> Result:
+    """7: offered load at 3x capacity: the pipeline's measured capacity, then a tenant's rate
+    limit. Bounded memory, 429 with Retry-After, no timeouts, no acknowledged event lost."""
+    result, tenant = Result(7, "overload 3x"), world.tenant("over")
+    ledger = world.ledger(tenant)
+    probe = world.send(tenant, ledger, Plan(Size(60_000, 20_000).pick(world), connections=12))
+    capacity = ledger.acked_count / max(probe.elapsed, 0.001)
+    duration, before = (60.0 if not world.ci else 20.0), len(ledger)
+    plan = Plan(10**9, connections=256, rate=3 * capacity, duration_s=duration, timeout_s=10)
+    with _MemoryWatch(world, ("ingest", "aggregator")) as memory:
+        stats = world.send(tenant, ledger, plan)
+    offered = (len(ledger) - before) / duration
+    result.notes.append(f"capacity {capacity:,.0f} ev/s, offered {offered:,.0f} ev/s (target 3x)")
+    result.notes.append(memory.describe())
+    result = _finish(world, result, tenant, ledger, stats)
+    limited = _rate_limited(world, duration / 2)
+    result.lost, result.doubled = result.lost + limited.lost, result.doubled + limited.doubled
+    result.notes += limited.notes
+    timeouts = ledger.outcomes.get("Timeout", 0)
+    result.ok = result.ok and limited.ok and not timeouts and not stats.retry_after_missing
+    if timeouts or stats.retry_after_missing:
+        result.notes.append(f"{timeouts} timeouts, {stats.retry_after_missing} without Retry-After")
+    return result
+
+
+def _rate_limited(world: World, duration: float) -> Result:
+    """A tenant offered 3x its rate limit: it must get 429s with Retry-After and lose nothing."""
+    result, tenant = Result(7, "rate limit"), world.tenant("over", OVERLOAD_TENANT)
+    ledger = world.ledger(tenant)
+    plan = Plan(10**9, connections=32, rate=3 * OVERLOAD_RATE, duration_s=duration, timeout_s=10)
+    stats = world.send(tenant, ledger, plan)
+    result = _finish(world, result, tenant, ledger, stats)
+    limited, timeouts = ledger.outcomes.get("429", 0), ledger.outcomes.get("Timeout", 0)
+    result.notes[-1] = f"tenant limited to {OVERLOAD_RATE:,.0f} ev/s: " + result.notes[-1]
+    if not limited or timeouts or stats.retry_after_missing:
+        result.ok = False
+        result.notes.append(
+            f"rate limit: {limited} 429s (want > 0), {timeouts} timeouts, "
+            f"{stats.retry_after_missing} 429/503 without Retry-After"
+        )
+    return result
+
+
+class _MemoryWatch:
+    """Peak resident memory of some of the stack's process trees while the block runs."""
+
+    def __init__(self, world: World, names: tuple[str, ...]) -> None:
+        self.world, self.names = world, names
+        self.start: dict[str, float] = {}
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _MemoryWatch:
+        self.start = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def _rss(self) -> dict[str, float]:
+        found = {}
+        for name in self.names:
+            if self.world.faults.has(name) and self.world.faults.proc(name).pid:
+                try:
+                    root = psutil.Process(self.world.faults.proc(name).pid)
+                    procs = [root, *root.children(recursive=True)]
+                    found[name] = sum(p.memory_info().rss for p in procs) / 2**20
+                except psutil.Error:
+                    continue
+        return found
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, mib in self._rss().items():
+                self.peak[name] = max(self.peak.get(name, 0.0), mib)
+
+    def describe(self) -> str:
+        parts = [
+            f"{n} RSS {self.start.get(n, 0):.0f}->{self.peak.get(n, 0):.0f} MiB peak"
+            for n in self.names
+        ]
+        return "; ".join(parts)

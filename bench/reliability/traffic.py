@@ -1,0 +1,148 @@
+"""The ledger-keeping load generator: sends batches to ingest and retries them with the same ids.
+
+Every event is allocated in the `Ledger` before it is first sent; every request's outcome is
+recorded there. A batch is resent unchanged (same ids, values, timestamps) after any failure
+(429 and 503 after their `Retry-After`, 5xx, resets, timeouts) until it gets a 202 or
+`give_up_s` passes, which is what the ingest contract asks of a client. A share of the sends
+repeat earlier ids on purpose: half from the worker's previous batch (immediate), half from
+anywhere earlier in the run (delayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from bench.loadgen import Client, encode_request
+from bench.reliability.ledger import Ledger
+
+RETRYABLE_4XX = (408, 429)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to send. `rate` makes it open-loop (offered events/s); None sends as fast as
+    answers come back on `connections` connections."""
+
+    events: int
+    batch: int = 100
+    connections: int = 8
+    duplicates: float = 0.0
+    rate: float | None = None
+    duration_s: float | None = None
+    give_up_s: float = 180.0
+    timeout_s: float = 15.0
+    max_retry_wait_s: float = 2.0
+
+
+@dataclass
+class Stats:
+    """What the run saw besides the ledger: latencies of 202s, rejected batches, give-ups."""
+
+    elapsed: float = 0.0
+    ack_latencies: list[float] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    gave_up: int = 0
+    retry_after_missing: int = 0
+
+
+class Traffic:
+    def __init__(
+        self, ledger: Ledger, host: str, port: int, api_key: str, plan: Plan, seed: int = 1
+    ) -> None:
+        self.ledger, self.host, self.port, self.plan = ledger, host, port, plan
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._rng = random.Random(seed)
+        self._planned = 0
+        self._t0 = 0.0
+        self.stats = Stats()
+
+    async def run(self) -> Stats:
+        """Send `plan.events` events (duplicates included); returns when every batch is settled."""
+        self._t0 = time.monotonic()
+        await asyncio.gather(*(self._worker() for _ in range(self.plan.connections)))
+        self.stats.elapsed = time.monotonic() - self._t0
+        return self.stats
+
+    def _more(self) -> int:
+        """How many events the next batch holds (0: the plan is done)."""
+        if self.plan.duration_s and time.monotonic() - self._t0 > self.plan.duration_s:
+            return 0
+        size = min(self.plan.batch, self.plan.events - self._planned)
+        self._planned += max(0, size)
+        return max(0, size)
+
+    async def _worker(self) -> None:
+        client = Client(self.host, self.port, self.plan.timeout_s)
+        previous: list[int] = []
+        while size := self._more():
+            numbers = self._compose(size, previous)
+            await self._pace()
+            await self._deliver(client, numbers)
+            previous = numbers
+        await client.close()
+
+    def _compose(self, size: int, previous: list[int]) -> list[int]:
+        chosen: list[int] = []
+        taken: set[int] = set()
+        for _ in range(size):
+            n = self._duplicate(previous) if self._rng.random() < self.plan.duplicates else None
+            if n is None or n in taken:
+                n = self._new_event()
+            chosen.append(n)
+            taken.add(n)
+        return chosen
+
+    def _duplicate(self, previous: list[int]) -> int | None:
+        if previous and self._rng.random() < 0.5:
+            return self._rng.choice(previous)
+        if len(self.ledger) < 2:
+            return None
+        return self._rng.randrange(len(self.ledger) - 1)
+
+    def _new_event(self) -> int:
+        rng, ledger = self._rng, self.ledger
+        now_ms = int(time.time() * 1000) - rng.randrange(5_000)
+        customer, meter = rng.randrange(len(ledger.customers)), rng.randrange(len(ledger.meters))
+        return ledger.new_event(customer, meter, float(rng.randint(1, 10)), now_ms)
+
+    async def _pace(self) -> None:
+        if self.plan.rate is None:
+            return
+        due = self._t0 + self._planned / self.plan.rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _deliver(self, client: Client, numbers: list[int]) -> None:
+        body = orjson.dumps([self.ledger.event(n) for n in numbers])
+        raw = encode_request("POST", "/v1/events", body, host=self.host, headers=self._headers)
+        first, attempt = time.monotonic(), 0
+        while True:
+            sent = time.monotonic()
+            response = await client.send(raw)
+            outcome = str(response.status) if response.status else response.error
+            self.ledger.record(numbers, outcome)
+            if response.status == 202:
+                self.stats.ack_latencies.append(time.monotonic() - sent)
+                return
+            if 400 <= response.status < 500 and response.status not in RETRYABLE_4XX:
+                self.stats.rejected.append(f"{response.status} {response.body[:200]!r}")
+                return
+            if time.monotonic() - first > self.plan.give_up_s:
+                self.stats.gave_up += 1
+                return
+            attempt += 1
+            await asyncio.sleep(self._wait(response.status, response.retry_after(-1.0), attempt))
+
+    def _wait(self, status: int, retry_after: float, attempt: int) -> float:
+        if status in (429, 503):
+            if retry_after < 0:
+                self.stats.retry_after_missing += 1
+            return float(min(max(retry_after, 0.05), self.plan.max_retry_wait_s))
+        backoff: float = min(0.05 * 2.0**attempt, 1.0)
+        return backoff * (0.5 + self._rng.random())

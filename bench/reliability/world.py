@@ -1,0 +1,171 @@
+"""What every scenario shares: the running stack, its faults, the observer, and the common
+steps (a fresh tenant, traffic with chaos beside it, waiting for counting to settle, the verdict).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.loadgen import run_loop
+from bench.reliability.faults import Faults
+from bench.reliability.ledger import Ledger, Verdict, compare, view_mismatches
+from bench.reliability.observe import Observer, view_window, wait_until
+from bench.reliability.traffic import Plan, Stats, Traffic
+from bench.runner import CATALOG
+from meterline.catalog import PostgresCatalogRepository, load_catalog
+from meterline.devstack.stack import DevStack
+from meterline.errors import Conflict
+from meterline.postgres import open_pool
+from meterline.tenants import PostgresTenantRepository
+
+METERS = ("api_calls", "tokens")
+
+
+@dataclass
+class Tenant:
+    id: int
+    name: str
+    keys: dict[str, str]
+    revoked_key: str = ""
+
+
+@dataclass
+class Result:
+    """One scenario's figures, as printed."""
+
+    number: int
+    name: str
+    sent: int = 0
+    acked: int = 0
+    counted: int = 0
+    lost: int = 0
+    doubled: int = 0
+    recovery_s: float | None = None
+    ok: bool = False
+    notes: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def absorb(self, verdict: Verdict) -> None:
+        self.sent, self.acked, self.counted = verdict.sent, verdict.acked, verdict.counted
+        self.lost, self.doubled = verdict.lost, verdict.doubled
+        self.ok = verdict.ok
+        if verdict.unknown:
+            self.notes.append(f"{verdict.unknown} counted ids were never sent")
+        if verdict.counted_unacked:
+            self.notes.append(f"{verdict.counted_unacked} counted ids never got a 202 (allowed)")
+        self.notes += verdict.mismatches[:5]
+
+
+@dataclass
+class World:
+    stack: DevStack
+    faults: Faults
+    observer: Observer
+    ci: bool = False
+    settle_s: float = 180.0
+    customers: int = 40
+
+    @property
+    def ingest(self) -> tuple[str, int]:
+        parts = urlsplit(self.stack.urls["ingest"])
+        return parts.hostname or "127.0.0.1", parts.port or 80
+
+    def tenant(self, label: str, name: str | None = None) -> Tenant:
+        """A new tenant (or tenant `name`, reused if it exists) with the demo catalog, a fresh key
+        per scope and one revoked ingest key."""
+        name = name or f"rel-{label}-{uuid.uuid4().hex[:6]}"
+        with open_pool(self.stack.urls["postgres"], max_size=2) as pool:
+            repo = PostgresTenantRepository(pool)
+            try:
+                tenant_id = repo.create_tenant(name).id
+            except Conflict:
+                tenant_id = repo.get_tenant(name).id
+            keys = {s: repo.create_key(name, [s])[1] for s in ("ingest", "read", "admin")}
+            info, revoked = repo.create_key(name, ["ingest"])
+            repo.revoke_key(info.id)
+            PostgresCatalogRepository(pool).apply(tenant_id, load_catalog(CATALOG))
+        return Tenant(tenant_id, name, keys, revoked)
+
+    def ledger(self, tenant: Tenant) -> Ledger:
+        customers = [f"cust_{i}" for i in range(self.customers)]
+        return Ledger(f"{tenant.name}-{uuid.uuid4().hex[:4]}", customers, METERS)
+
+    def send(
+        self,
+        tenant: Tenant,
+        ledger: Ledger,
+        plan: Plan,
+        chaos: Callable[[threading.Event], None] | None = None,
+    ) -> Stats:
+        """Run the traffic; `chaos(done)` runs beside it in a thread (`done` is set at the end)."""
+        host, port = self.ingest
+        traffic = Traffic(ledger, host, port, tenant.keys["ingest"], plan, seed=tenant.id)
+        done = threading.Event()
+        thread = threading.Thread(target=chaos, args=(done,), daemon=True) if chaos else None
+        if thread:
+            thread.start()
+        try:
+            return run_loop(traffic.run())
+        finally:
+            done.set()
+            if thread:
+                thread.join()
+
+    def settle(self, tenant: Tenant, ledger: Ledger) -> float | None:
+        """Wait until the rollups count every acknowledged event and stop moving."""
+        last: list[Any] = [None, time.monotonic()]
+
+        def settled() -> bool:
+            now = self.observer.counted(tenant.id)
+            if now != last[0]:
+                last[:] = [now, time.monotonic()]
+                return False
+            enough = now is not None and now >= ledger.acked_count
+            return enough and time.monotonic() - last[1] >= 3.0
+
+        return wait_until(settled, self.settle_s)
+
+    def verdict(self, tenant: Tenant, ledger: Ledger, view_wait: float = 60.0) -> Verdict:
+        """Compare Postgres and the Redis view with the ledger (waiting for the view to match)."""
+        rollups = self.observer.rollups(tenant.id)
+        keys = set(rollups) | {(c, m) for c in ledger.customers for m in ledger.meters}
+        first, last = int(time.time() * 1000) - 3_600_000, int(time.time() * 1000)
+        start, end = view_window(first, last)
+        views: dict[str, dict[Any, float]] = {}
+
+        def view_matches() -> bool:
+            view = self.observer.redis_view(tenant.id, keys, start, end)
+            views["redis"] = view or {}
+            return view is not None and not view_mismatches("redis", rollups, view)
+
+        wait_until(view_matches, view_wait, 1.0)
+        return compare(ledger, self.observer.ledger_ids(tenant.id), rollups, views)
+
+
+def every(
+    progress: Callable[[], int | None],
+    step: int,
+    going: Callable[[], bool],
+    action: Callable[[], None],
+    seed: int = 3,
+) -> int:
+    """Call `action` each time `progress()` (events sent, or counted) passed about `step` more
+    (at a random point of each step), while `going()`; returns how many times it ran."""
+    rng = random.Random(seed)
+    runs = 0
+    while going():
+        threshold = (runs + 1) * step - rng.randrange(max(1, step // 2))
+        while (progress() or 0) < threshold and going():
+            time.sleep(0.1)
+        if not going():
+            break
+        action()
+        runs += 1
+    return runs

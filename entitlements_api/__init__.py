@@ -1,0 +1,1 @@
+"""The entitlements API service; see README.md."""

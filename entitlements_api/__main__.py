@@ -1,0 +1,47 @@
+"""`python -m entitlements_api`: read the settings once, connect, serve until SIGTERM.
+
+On SIGTERM uvicorn stops accepting connections and lets in-flight requests finish (up to
+METERLINE_ENTITLEMENTS_DRAIN_SECONDS); the app's shutdown then flushes the producer and closes
+the pools.
+"""
+
+from __future__ import annotations
+
+import logging.config
+import sys
+
+import uvicorn
+
+from entitlements_api.app import create_app
+from entitlements_api.logs import log_config
+from entitlements_api.settings import EntitlementsSettings
+from entitlements_api.wiring import build
+from meterline.errors import ConfigError
+from meterline.settings import ServiceSettings, load_section, load_settings
+
+
+def main() -> int:
+    try:
+        service = load_section(ServiceSettings)
+        own = load_section(EntitlementsSettings)
+        logging.config.dictConfig(log_config(service.log_level))
+        deps = build(load_settings(), own)
+    except ConfigError as exc:
+        print(f"entitlements_api: {exc.message}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(deps),
+        host=service.host,
+        port=own.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=log_config(service.log_level),
+        access_log=False,
+        timeout_graceful_shutdown=int(own.drain_seconds),
+        server_header=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Who a request acts for: the principal behind its API key, checked against the route's scopes."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from entitlements_api.wiring import Dependencies
+from meterline.errors import Forbidden
+from meterline.tenants import Principal
+
+
+def deps_of(request: Request) -> Dependencies:
+    deps: Dependencies = request.app.state.deps
+    return deps
+
+
+def principal(request: Request, *scopes: str) -> Principal:
+    """The key's principal if it holds any of `scopes`; 401 for a bad key, 403 otherwise."""
+    auth = deps_of(request).auth
+    header = request.headers.get("authorization")
+    found = auth.principal(header, scopes[0]) if len(scopes) == 1 else _any(request, header, scopes)
+    return found
+
+
+def _any(request: Request, header: str | None, scopes: tuple[str, ...]) -> Principal:
+    auth = deps_of(request).auth
+    for scope in scopes:
+        try:
+            return auth.principal(header, scope)
+        except Forbidden:
+            continue
+    raise Forbidden(f"this key needs one of the scopes {', '.join(scopes)}")

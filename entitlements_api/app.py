@@ -1,0 +1,125 @@
+"""The FastAPI app: routes, the one place domain errors become HTTP answers, health and metrics.
+
+Scopes: `read` for decisions and usage; `ingest` or `admin` for consume (it records usage, as
+ingest does); `admin` for the admin API. The Stripe webhook is authenticated by its signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from entitlements_api import admin, decisions, usage, webhook
+from entitlements_api.metrics import Metrics
+from entitlements_api.responses import OrjsonResponse, json_response
+from entitlements_api.wiring import Dependencies
+from meterline.errors import FieldError, MeterlineError, RetryLater, ValidationFailed
+
+log = logging.getLogger("entitlements_api")
+
+DESCRIPTION = """Entitlement decisions and reservations, usage queries, catalog and customer
+administration, and Stripe webhooks. Every call but the webhook and health checks takes
+`Authorization: Bearer <api key>`; the tenant comes from the key alone."""
+
+
+def create_app(deps: Dependencies) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        deps.close()
+
+    app = FastAPI(
+        title="Meterline entitlements",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.deps = deps
+    _errors(app, deps)
+    _observe(app, deps)
+    _health(app, deps)
+    for module in (decisions, usage, admin, webhook):
+        app.include_router(module.router)
+    return app
+
+
+def _errors(app: FastAPI, deps: Dependencies) -> None:
+    @app.exception_handler(MeterlineError)
+    async def domain(_request: Request, exc: MeterlineError) -> Response:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLater) else None
+        if exc.status >= 500:
+            log.warning("request failed", extra={"error": exc.code, "detail": exc.message})
+        return json_response(exc.body(), exc.status, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> Response:
+        errors = [_field_error(e) for e in exc.errors()]
+        return json_response(ValidationFailed(errors).body(), 422)
+
+
+def _field_error(err: Any) -> FieldError:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    return FieldError(".".join(loc), str(err.get("msg", "invalid")))
+
+
+def _observe(app: FastAPI, deps: Dependencies) -> None:
+    app.add_middleware(_Measure, metrics=deps.metrics)
+
+
+class _Measure:
+    """Counts and times each request by route template (a plain ASGI middleware: cheap)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, capture)
+        finally:
+            name = getattr(scope.get("route"), "path", "unmatched")
+            self._metrics.requests.labels(name, str(status)).inc()
+            self._metrics.latency.labels(name).observe(time.perf_counter() - start)
+
+
+def _health(app: FastAPI, deps: Dependencies) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        failed = {}
+        for name, check in deps.ready_checks.items():
+            try:
+                check()
+            except Exception as exc:
+                failed[name] = str(exc)[:200]
+        status = 503 if failed else 200
+        return json_response({"status": "ready" if not failed else "not ready", **failed}, status)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,98 @@
+"""Entitlement checks and consumes under `/v1/customers/{customer}/entitlements`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import Response
+
+from entitlements_api.access import deps_of, principal
+from entitlements_api.responses import json_response
+from entitlements_api.schemas import ConsumeIn, ConsumeOut, DecisionOut, EntitlementsOut, ErrorOut
+from meterline.entitlements import iso
+
+router = APIRouter(prefix="/v1/customers", tags=["entitlements"])
+
+CustomerPath = Path(min_length=1, max_length=128, description="the tenant's own customer id")
+FeaturePath = Path(min_length=1, max_length=64, description="a feature key of the catalog")
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorOut, "description": "missing, unknown or revoked API key"},
+    403: {"model": ErrorOut, "description": "the key lacks the scope"},
+    404: {"model": ErrorOut, "description": "unknown feature, or the tenant has no catalog"},
+    422: {"model": ErrorOut, "description": "invalid input (every problem listed)"},
+}
+
+
+@router.get(
+    "/{customer}/entitlements",
+    summary="Every feature's decision for a customer",
+    responses={200: {"model": EntitlementsOut}, **ERRORS},
+)
+async def all_entitlements(request: Request, customer: str = CustomerPath) -> Response:
+    """One decision per feature of the catalog (scope `read`)."""
+    who = principal(request, "read")
+    service = deps_of(request).service
+    found = service.check_all(who.tenant_id, customer)
+    now = deps_of(request).clock.now()
+    body = {"customer": customer, "entitlements": [d.as_dict() for d in found], "as_of": iso(now)}
+    return json_response(body)
+
+
+@router.get(
+    "/{customer}/entitlements/{feature}",
+    summary="One feature's decision",
+    responses={200: {"model": DecisionOut}, **ERRORS},
+)
+async def one_entitlement(
+    request: Request,
+    customer: str = CustomerPath,
+    feature: str = FeaturePath,
+    amount: float | None = Query(
+        None, gt=0, le=1e15, description="check room for this amount (default: any room left)"
+    ),
+) -> Response:
+    """Whether the customer may use the feature now, and why (scope `read`). Always 200: the
+    answer is in `has_access` and `reason`. Plain checks may be up to the decision cache's TTL
+    (1 s by default) behind; use consume for an exact, atomic check-and-record."""
+    who = principal(request, "read")
+    decision = deps_of(request).service.check(who.tenant_id, customer, feature, amount)
+    deps_of(request).metrics.decisions.labels(decision.reason.value).inc()
+    return json_response(decision.as_dict())
+
+
+@router.post(
+    "/{customer}/entitlements/{feature}/consume",
+    summary="Atomically check and record usage",
+    responses={
+        200: {"model": ConsumeOut, "description": "granted"},
+        403: {"model": ConsumeOut, "description": "refused (or the key lacks the scope)"},
+        401: ERRORS[401],
+        404: ERRORS[404],
+        422: ERRORS[422],
+        503: {"model": ErrorOut, "description": "the usage could not be published; retry"},
+    },
+)
+async def consume(
+    request: Request,
+    body: ConsumeIn,
+    customer: str = CustomerPath,
+    feature: str = FeaturePath,
+) -> Response:
+    """Grant `amount` of a metered feature if it fits the limit (scope `ingest` or `admin`).
+
+    Under any concurrency the granted total never exceeds a blocking limit. Granted usage enters
+    the pipeline as an ordinary usage event whose id is `event_id`. The same `event_id` again
+    returns the first answer, unchanged."""
+    who = principal(request, "ingest", "admin")
+    deps = deps_of(request)
+    try:
+        status, answer = await asyncio.to_thread(
+            deps.service.consume, who.tenant_id, customer, feature, body.amount, body.event_id
+        )
+    except Exception:
+        deps.metrics.consumes.labels("failed").inc()
+        raise
+    deps.metrics.consumes.labels("granted" if status == 200 else "refused").inc()
+    deps.metrics.decisions.labels(str(answer.get("reason"))).inc()
+    return json_response(answer, status)

@@ -1,0 +1,42 @@
+"""The closed list of this service's Prometheus metrics, one registry per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        # Every HTTP request by route template and status.
+        self.requests = Counter(
+            "meterline_entitlements_requests_total",
+            "HTTP requests",
+            ["route", "status"],
+            registry=r,
+        )
+        # Time to answer a request, by route template.
+        self.latency = Histogram(
+            "meterline_entitlements_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+            registry=r,
+        )
+        # Entitlement decisions by reason (checks and consumes).
+        self.decisions = Counter(
+            "meterline_entitlements_decisions_total", "Decisions", ["reason"], registry=r
+        )
+        # Consume outcomes: granted, refused, replayed (a repeated event_id), failed.
+        self.consumes = Counter(
+            "meterline_entitlements_consumes_total", "Consumes", ["outcome"], registry=r
+        )
+        # Stripe webhook events by outcome: applied, ignored, duplicate, rejected, failed.
+        self.webhooks = Counter(
+            "meterline_entitlements_webhooks_total", "Stripe webhooks", ["outcome"], registry=r
+        )

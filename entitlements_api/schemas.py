@@ -1,0 +1,102 @@
+"""Request and response shapes, for validation at the boundary and accurate OpenAPI docs.
+
+Responses are written with orjson directly on the hot path; these models document them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from meterline.entitlements import Reason
+
+
+class PeriodOut(BaseModel):
+    start: str = Field(description="RFC 3339 UTC, inclusive")
+    end: str = Field(description="RFC 3339 UTC, exclusive")
+
+
+class DecisionOut(BaseModel):
+    """One entitlement decision."""
+
+    feature: str
+    kind: Literal["metered", "boolean", "static"]
+    has_access: bool
+    reason: Reason = Field(description="why; one of the documented closed set")
+    limit: float | None = Field(description="effective limit (plan + grants); null: unlimited")
+    used: float | None = Field(description="usage in the period, pending reservations included")
+    remaining: float | None
+    overage: Literal["block", "allow"] | None
+    plan: str | None = Field(description="the plan that applies now (after payment policies)")
+    period: PeriodOut | None = Field(description="the usage period of a metered feature")
+    payment_state: Literal["none", "ok", "grace", "fallback"]
+    subscription_status: str | None
+    grace_ends: str | None = None
+    value: Any = Field(None, description="a static feature's value")
+    as_of: str
+
+
+class EntitlementsOut(BaseModel):
+    customer: str
+    entitlements: list[DecisionOut]
+
+
+class ConsumeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: float = Field(1, gt=0, le=1e15, description="units to consume")
+    event_id: str = Field(
+        min_length=1, max_length=128, description="idempotency key; the usage event's id"
+    )
+
+
+class ConsumeOut(DecisionOut):
+    granted: bool
+    event_id: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=128, description="the tenant's own customer id")
+    name: str | None = Field(None, max_length=256)
+    email: str | None = Field(None, max_length=256)
+
+
+class SubscriptionIn(BaseModel):
+    """A manual or lifetime plan (no Stripe subscription)."""
+
+    model_config = ConfigDict(extra="forbid")
+    plan: str
+    source: Literal["manual", "lifetime"] = "manual"
+    status: Literal["active", "trialing", "past_due", "canceled", "unpaid", "paused"] = "active"
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+
+
+class GrantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feature: str
+    kind: Literal["credit", "top_up", "override"]
+    amount: float | None = Field(None, ge=0, le=1e15, description="null with override: unlimited")
+    effective_at: datetime | None = None
+    expires_at: datetime | None = None
+    note: str | None = Field(None, max_length=1000)
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scopes: list[Literal["ingest", "read", "admin"]] = Field(min_length=1)
+
+
+class CatalogApplyOut(BaseModel):
+    version: int
+    changed: bool
+    changes: list[str]
+    stripe: list[str]

@@ -1,0 +1,28 @@
+"""The entitlements service's own settings (prefix `METERLINE_ENTITLEMENTS_`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EntitlementsSettings(BaseSettings):
+    """Tuning of the entitlements API; the port is `METERLINE_ENTITLEMENTS_PORT`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="METERLINE_ENTITLEMENTS_", extra="ignore", frozen=True
+    )
+    port: int = Field(8002, ge=1, le=65535)
+    plan_cache_ttl: float = Field(30.0, ge=0, description="seconds plan data stays cached")
+    decision_cache_ttl: float = Field(
+        1.0, ge=0, description="seconds a plain check's decision stays cached (0: off)"
+    )
+    reservation_ttl_s: int = Field(
+        3600, ge=10, description="a pending reservation lapses after this (safety net)"
+    )
+    publish_timeout: float = Field(10.0, gt=0)
+    view_ready_ttl: float = Field(1.0, ge=0)
+    webhook_tolerance_s: int = Field(300, ge=1)
+    auth_cache_ttl: float = Field(30.0, ge=0)
+    pool_size: int = Field(8, ge=1)
+    drain_seconds: float = Field(10.0, ge=0)

@@ -1,0 +1,67 @@
+"""`GET /v1/usage`: usage series from the Postgres rollups (interface 2, `meterline.usage`)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from entitlements_api.access import deps_of, principal
+from entitlements_api.responses import json_response
+from meterline.errors import FieldError, NotFound, Unavailable, ValidationFailed
+
+router = APIRouter(tags=["usage"])
+MAX_POINTS = 10_000
+WINDOW_SPAN = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+
+@router.get("/v1/usage", summary="A meter's usage series from the rollups")
+async def usage_series(
+    request: Request,
+    meter: str = Query(min_length=1, max_length=64, description="a meter key of the catalog"),
+    customer: str | None = Query(
+        None, min_length=1, max_length=128, description="a customer; omitted: the tenant total"
+    ),
+    start: datetime = Query(alias="from", description="RFC 3339, inclusive"),
+    end: datetime = Query(alias="to", description="RFC 3339, exclusive"),
+    window: Literal["minute", "hour", "day"] = Query("hour"),
+) -> Response:
+    """`{"customer", "meter", "window", "series": [{"start", "end", "value", "count"}],
+    "total"}` with ISO 8601 UTC times (scope `read`). At most 10,000 windows per call."""
+    who = principal(request, "read")
+    deps = deps_of(request)
+    start, end = _aware(start, "from"), _aware(end, "to")
+    _check_range(start, end, window)
+    found = deps.service.catalog(who.tenant_id).meter(meter)
+    if found is None:
+        raise NotFound(f"unknown meter {meter[:64]!r}: not in this tenant's catalog")
+    if deps.usage_query is None:
+        raise Unavailable("usage queries are not configured")
+    series = await asyncio.to_thread(
+        deps.usage_query.series,
+        who.tenant_id,
+        customer,
+        meter,
+        found.aggregation,
+        start,
+        end,
+        window,
+    )
+    return json_response(series.as_dict())
+
+
+def _aware(when: datetime, field: str) -> datetime:
+    if when.tzinfo is None:
+        raise ValidationFailed([FieldError(field, "must carry a time zone (e.g. Z)")])
+    return when.astimezone(UTC)
+
+
+def _check_range(start: datetime, end: datetime, window: str) -> None:
+    if end <= start:
+        raise ValidationFailed([FieldError("to", "must be after from")])
+    if (end - start) / WINDOW_SPAN[window] > MAX_POINTS:
+        message = f"at most {MAX_POINTS} {window} windows per query; use a wider window"
+        raise ValidationFailed([FieldError("window", message)])

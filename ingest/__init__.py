@@ -1,0 +1,1 @@
+"""The ingest service: usage events over HTTP, acknowledged by Kafka; see README.md."""

@@ -1,0 +1,59 @@
+"""`python -m ingest`: read the settings once, connect, and serve with uvicorn until SIGTERM.
+
+On SIGTERM uvicorn stops accepting connections and lets in-flight requests finish (up to
+METERLINE_INGEST_GRACEFUL_TIMEOUT_S); the app's shutdown then flushes the producer.
+"""
+
+from __future__ import annotations
+
+import logging.config
+import sys
+
+import uvicorn
+
+from ingest.app import create_app
+from ingest.logs import log_config
+from ingest.service import Sections, build
+from ingest.settings import IngestSettings
+from meterline.errors import ConfigError
+from meterline.settings import (
+    DatabaseSettings,
+    KafkaSettings,
+    RedisSettings,
+    ServiceSettings,
+    load_section,
+)
+
+
+def main() -> int:
+    try:
+        service = load_section(ServiceSettings)
+        sections = Sections(
+            load_section(IngestSettings),
+            load_section(KafkaSettings),
+            load_section(DatabaseSettings),
+            load_section(RedisSettings),
+        )
+        logging.config.dictConfig(log_config(service.log_level))
+        deps = build(sections)
+    except ConfigError as exc:
+        print(f"ingest: {exc.message}", file=sys.stderr)
+        return 2
+    s = sections.ingest
+    uvicorn.run(
+        create_app(deps),
+        host=service.host,
+        port=s.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=log_config(service.log_level),
+        access_log=False,
+        limit_concurrency=s.max_connections,
+        timeout_graceful_shutdown=int(s.graceful_timeout_s),
+        server_header=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

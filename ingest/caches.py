@@ -1,0 +1,111 @@
+"""Short-TTL, in-process caches that keep Postgres off the hot path: API keys and catalogs.
+
+Lookups that miss run the blocking repository call on a worker thread, bounded by a timeout;
+a repository that fails or times out becomes Unavailable (503), except that a catalog whose
+refresh fails keeps serving its last known meters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from meterline.auth import Authenticator
+from meterline.catalog import CatalogRepository
+from meterline.clock import Clock, SystemClock
+from meterline.errors import MeterlineError, Unavailable
+from meterline.tenants import Principal
+
+T = TypeVar("T")
+log = logging.getLogger("ingest.caches")
+
+
+async def _off_loop(fn: Callable[[], T], timeout: float, what: str) -> T:
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn), timeout)
+    except MeterlineError:
+        raise
+    except Exception as exc:  # any repository failure is an outage to retry, never a 500
+        log.warning("lookup failed", extra={"what": what, "error": repr(exc)})
+        raise Unavailable(f"cannot {what} right now; retry shortly", 2) from None
+
+
+class KeyCache:
+    """Principals of live keys that hold `scope`, kept `ttl_s` on the event loop.
+
+    Below it, `Authenticator` keeps its own cache (30 s), so a revoked key stops working
+    within `ttl_s` + 30 s (under 60 s with the default 15 s). Refusals are not cached here;
+    the Authenticator caches unknown keys itself.
+    """
+
+    def __init__(
+        self,
+        auth: Authenticator,
+        scope: str,
+        ttl_s: float = 15.0,
+        timeout_s: float = 5.0,
+        clock: Clock | None = None,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._auth, self._scope = auth, scope
+        self._ttl_ms, self._timeout = int(ttl_s * 1000), timeout_s
+        self._clock = clock or SystemClock()
+        self._max = max_entries
+        self._hits: dict[str, tuple[int, Principal]] = {}
+
+    async def principal(self, authorization: str | None) -> Principal:
+        """The principal of the header's key; raises Unauthorized, Forbidden or Unavailable."""
+        now = self._clock.now_ms()
+        hit = self._hits.get(authorization or "")
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await _off_loop(
+            lambda: self._auth.principal(authorization, self._scope),
+            self._timeout,
+            "check the API key",
+        )
+        if len(self._hits) >= self._max:
+            self._hits.clear()
+        self._hits[authorization or ""] = (now + self._ttl_ms, found)
+        return found
+
+
+class MeterCache:
+    """Each tenant's meters and their CloudEvents `value_property`, kept `ttl_s`."""
+
+    def __init__(
+        self,
+        repo: CatalogRepository,
+        ttl_s: float = 10.0,
+        timeout_s: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._repo = repo
+        self._ttl_ms, self._timeout = int(ttl_s * 1000), timeout_s
+        self._clock = clock or SystemClock()
+        self._meters: dict[int, tuple[int, dict[str, str]]] = {}
+
+    async def meters(self, tenant_id: int) -> dict[str, str]:
+        """Meter key → value_property; empty before the tenant's first catalog apply."""
+        now = self._clock.now_ms()
+        hit = self._meters.get(tenant_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            meters = await _off_loop(
+                lambda: self._load(tenant_id), self._timeout, "read the catalog"
+            )
+        except Unavailable:
+            if hit is None:
+                raise
+            meters = hit[1]
+        self._meters[tenant_id] = (now + self._ttl_ms, meters)
+        return meters
+
+    def _load(self, tenant_id: int) -> dict[str, str]:
+        current = self._repo.current(tenant_id)
+        if current is None:
+            return {}
+        return {m.key: m.value_property for m in current[1].meters}

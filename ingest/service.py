@@ -1,0 +1,91 @@
+"""Assembling the running service from settings: clients, caches and the sink chain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from psycopg_pool import ConnectionPool
+
+from ingest.app import Dependencies
+from ingest.caches import KeyCache, MeterCache
+from ingest.metrics import IngestMetrics
+from ingest.ratelimit import RateLimitedSink, TokenBuckets
+from ingest.settings import IngestSettings
+from ingest.sinks import AdmissionSink, DedupingSink, PublishingSink, Sink, TimedSink
+from meterline.auth import Authenticator
+from meterline.catalog import PostgresCatalogRepository
+from meterline.dedupe import CoalescingDeduper, Deduper, RedisDeduper
+from meterline.kafka.producer import EventPublisher
+from meterline.postgres import open_pool
+from meterline.redis import connect, connect_async
+from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
+from meterline.tenants import PostgresTenantRepository
+
+log = logging.getLogger("ingest.service")
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The settings sections ingest reads, loaded once in `__main__`."""
+
+    ingest: IngestSettings
+    kafka: KafkaSettings
+    database: DatabaseSettings
+    redis: RedisSettings
+
+
+def sink_chain(
+    publisher: EventPublisher, deduper: Deduper, s: IngestSettings, metrics: IngestMetrics
+) -> Sink:
+    """RateLimited → Admission → Deduping → Timed → Publishing."""
+    sink: Sink = PublishingSink(publisher, s.produce_timeout_s)
+    sink = TimedSink(sink, metrics.produce_seconds.observe)
+    sink = DedupingSink(
+        sink, deduper, s.dedupe_timeout_s, on_error=lambda _e: metrics.dedupe_errors.inc()
+    )
+    sink = AdmissionSink(sink, s.max_inflight_events, on_change=metrics.in_flight.set)
+    return RateLimitedSink(sink, TokenBuckets(s.tenant_rate, s.tenant_rates))
+
+
+def build(sections: Sections) -> Dependencies:
+    """Connect to Postgres, Redis and the broker (ConfigError if one is unreachable)."""
+    s = sections.ingest
+    pool = open_pool(sections.database.url, max_size=4, name="ingest")
+    connect(sections.redis.url).close()
+    redis_client = connect_async(sections.redis.url)
+    deduper = CoalescingDeduper(
+        RedisDeduper(redis_client, sections.redis.key_prefix, s.dedupe_window_s)
+    )
+    tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}
+    publisher = EventPublisher(sections.kafka.bootstrap, sections.kafka.topic, **tuning)
+    metrics = IngestMetrics()
+    metrics.watch_queue(publisher.queue_depth)
+
+    async def shutdown() -> None:
+        left = await asyncio.to_thread(publisher.close, s.graceful_timeout_s)
+        log.info("producer flushed", extra={"undelivered": left})
+        await deduper.close()
+        pool.close()
+
+    return Dependencies(
+        keys=KeyCache(Authenticator(PostgresTenantRepository(pool)), "ingest", s.auth_cache_s),
+        meters=MeterCache(PostgresCatalogRepository(pool), s.catalog_cache_s),
+        sink=sink_chain(publisher, deduper, s, metrics),
+        metrics=metrics,
+        checks={
+            "broker": lambda: asyncio.to_thread(publisher.ping, 2.0),
+            "redis": deduper.ping,
+            "postgres": lambda: asyncio.to_thread(_pg_ping, pool),
+        },
+        max_body_bytes=s.max_body_bytes,
+        max_batch_events=s.max_batch_events,
+        lateness_ms=s.lateness_days * 86_400_000,
+        shutdown=shutdown,
+    )
+
+
+def _pg_ping(pool: ConnectionPool) -> bool:
+    with pool.connection(timeout=2.0) as conn:
+        return conn.execute("SELECT 1").fetchone() == (1,)

@@ -1,0 +1,153 @@
+"""Where validated events go: a `Sink` interface, its Kafka and in-memory implementations, and
+wrappers that add behaviour (dedupe, admission control, timing) around any sink.
+
+The service assembles: RateLimited → Admission → Deduping → Timed → Publishing. Every sink
+answers only once its events are durably accepted, or raises a domain error (429, 503) meaning
+"nothing of this request is accepted; retry the same ids".
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from meterline.dedupe import Deduper
+from meterline.errors import TooManyRequests
+from meterline.events import UsageEvent
+from meterline.kafka.producer import EventPublisher
+from meterline.tenants import Principal
+
+log = logging.getLogger("ingest.sinks")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a request's events became: `accepted` + `duplicates` = events in the request."""
+
+    accepted: int
+    duplicates: int
+
+
+class Sink(abc.ABC):
+    @abc.abstractmethod
+    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+        """Accept all of `events` durably, or raise TooManyRequests / Unavailable."""
+
+
+class PublishingSink(Sink):
+    """Produces to Kafka and waits for every delivery report (acks=all)."""
+
+    def __init__(self, publisher: EventPublisher, timeout_s: float) -> None:
+        self._publisher, self._timeout = publisher, timeout_s
+
+    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+        await self._publisher.publish_async(events, self._timeout)
+        return Outcome(len(events), 0)
+
+
+class MemorySink(Sink):
+    """Keeps every submitted event in `events`, for tests."""
+
+    def __init__(self) -> None:
+        self.events: list[UsageEvent] = []
+
+    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+        self.events.extend(events)
+        return Outcome(len(events), 0)
+
+
+class TimedSink(Sink):
+    """Reports how long the inner sink took (successes and failures alike) to `observe`."""
+
+    def __init__(self, inner: Sink, observe: Callable[[float], None]) -> None:
+        self._inner, self._observe = inner, observe
+
+    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+        start = time.perf_counter()
+        try:
+            return await self._inner.submit(principal, events)
+        finally:
+            self._observe(time.perf_counter() - start)
+
+
+class DedupingSink(Sink):
+    """Drops ids repeated within the request or already marked in the deduper.
+
+    Only the first event of each id is passed on; its id is marked after the inner sink
+    accepted it, never before, so a failed or interrupted request is accepted on retry. The
+    mark is written before the answer, so an id resent after a 202 is reported as a duplicate. A
+    deduper that fails or is slower than `timeout_s` is skipped (every id counts as new; the
+    ledger drops the copies) and reported to `on_error`.
+    """
+
+    def __init__(
+        self,
+        inner: Sink,
+        deduper: Deduper,
+        timeout_s: float = 0.5,
+        on_error: Callable[[BaseException], None] = lambda exc: None,
+    ) -> None:
+        self._inner, self._deduper = inner, deduper
+        self._timeout, self._on_error = timeout_s, on_error
+
+    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+        first: dict[str, UsageEvent] = {}
+        for e in events:
+            first.setdefault(e.id, e)
+        unique = list(first.values())
+        tenant = principal.tenant_id
+        seen = await self._seen(tenant, [e.id for e in unique])
+        fresh = [e for e, old in zip(unique, seen, strict=True) if not old]
+        accepted = (await self._inner.submit(principal, fresh)).accepted if fresh else 0
+        if fresh:
+            await self._mark(tenant, [e.id for e in fresh])
+        return Outcome(accepted, len(events) - accepted)
+
+    async def _seen(self, tenant: int, ids: list[str]) -> list[bool]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._deduper.seen(tenant, ids)
+        except Exception as exc:  # advisory store: any failure means "nothing seen"
+            self._failed(exc)
+            return [False] * len(ids)
+
+    async def _mark(self, tenant: int, ids: list[str]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._deduper.mark(tenant, ids)
+        except Exception as exc:  # a missed mark only lets a retry through to the ledger
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        log.warning("dedupe store failed; passing events on", extra={"error": repr(exc)})
+        self._on_error(exc)
+
+
+class AdmissionSink(Sink):
+    """Bounds the events in flight in this process; past `max_events`, 429 at once.
+
+    This bounds ingest's memory under overload: excess requests are refused, not queued.
+    `on_change` receives the new in-flight count (for a gauge). Runs on one event loop.
+    """
+
+    def __init__(
+        self, inner: Sink, max_events: int, on_change: Callable[[int], None] = lambda n: None
+    ) -> None:
+        self._inner, self._max, self._on_change = inner, max_events, on_change
+        self.in_flight = 0
+
+    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+        n = len(events)
+        if self.in_flight and self.in_flight + n > self._max:
+            raise TooManyRequests("ingest is at capacity; retry shortly", 1)
+        self.in_flight += n
+        self._on_change(self.in_flight)
+        try:
+            return await self._inner.submit(principal, events)
+        finally:
+            self.in_flight -= n
+            self._on_change(self.in_flight)

@@ -1,0 +1,127 @@
+"""Where a decision's usage comes from: the real-time view, falling back to Postgres rollups.
+
+`UsageReader.used` answers the period-to-date value of a meter for one customer. The view
+(`meterline.view`) is the fast path; when it is not ready (flushed, restarted empty, rebuilding:
+its `watermarks()` is None) the answer comes from the Postgres rollups (`meterline.usage`),
+which is slower but exact. Readiness is re-checked at most once per `ready_ttl` seconds, and a
+rollup answer is reused for as long (the rollups change only when the aggregator commits).
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from datetime import datetime
+from typing import Any, Protocol
+
+from meterline.catalog import Aggregation
+from meterline.clock import to_ms
+from meterline.entitlements.periods import Period
+from meterline.view import SyncedView, UsageView
+
+
+class SeriesQuery(Protocol):
+    """`meterline.usage.UsageQuery` (interface 2), or its memory version."""
+
+    def series(
+        self,
+        tenant_id: int,
+        customer: str | None,
+        meter: str,
+        aggregation: Aggregation,
+        start: datetime,
+        end: datetime,
+        window: str,
+    ) -> Any: ...
+
+
+class UsageReader(abc.ABC):
+    @abc.abstractmethod
+    def used(
+        self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
+    ) -> float:
+        """The meter's value over `period` (hour resolution), reservations not included."""
+
+    def view_ready(self) -> bool:
+        """Whether the real-time view holds the counted usage (reservations rely on it)."""
+        return True
+
+
+class ViewUsage(UsageReader):
+    """Usage from the view alone (tests with a memory view, or a view that is always ready)."""
+
+    def __init__(self, view: UsageView) -> None:
+        self._view = view
+
+    def used(
+        self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
+    ) -> float:
+        start, end = to_ms(period.start), to_ms(period.end)
+        return self._view.usage(tenant_id, customer, meter, aggregation, start, end)
+
+
+class RollupUsage(UsageReader):
+    """Usage from the Postgres rollups (hour windows)."""
+
+    def __init__(self, query: SeriesQuery) -> None:
+        self._query = query
+
+    def used(
+        self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
+    ) -> float:
+        series = self._query.series(
+            tenant_id, customer, meter, aggregation, _hour(period.start), period.end, "hour"
+        )
+        return float(series.total or 0.0)
+
+    def view_ready(self) -> bool:
+        return False
+
+
+class FallbackUsage(UsageReader):
+    """The view while it is ready, else the rollups; wraps both readers."""
+
+    def __init__(
+        self, view: SyncedView, primary: UsageReader, fallback: UsageReader, ready_ttl: float = 1.0
+    ) -> None:
+        self._view = view
+        self._primary = primary
+        self._fallback = fallback
+        self._ttl = ready_ttl
+        self._checked = (0.0, False)
+        self._fallen: dict[tuple[object, ...], tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def view_ready(self) -> bool:
+        at, ready = self._checked
+        now = time.monotonic()
+        if now - at < self._ttl:
+            return ready
+        with self._lock:
+            try:
+                ready = self._view.watermarks() is not None
+            except Exception:
+                ready = False
+            self._checked = (now, ready)
+        return ready
+
+    def used(
+        self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
+    ) -> float:
+        if self.view_ready():
+            return self._primary.used(tenant_id, customer, meter, aggregation, period)
+        key = (tenant_id, customer, meter, period.start, period.end)
+        hit = self._fallen.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = self._fallback.used(tenant_id, customer, meter, aggregation, period)
+        if len(self._fallen) > 100_000:
+            self._fallen.clear()
+        self._fallen[key] = (now + self._ttl, value)
+        return value
+
+
+def _hour(when: datetime) -> datetime:
+    return when.replace(minute=0, second=0, microsecond=0)

@@ -1,0 +1,120 @@
+"""A group consumer whose positions come from the caller (Postgres), not from Kafka.
+
+`PositionedConsumer` wraps confluent-kafka's Consumer:
+
+- on assignment it asks `positions(partitions)` for the next offset of each partition and
+  assigns the partitions at exactly those offsets (the earliest offset where it returns `None`);
+- on revocation it calls `revoked(partitions)` first, so the caller can abandon the records of
+  those partitions it holds (the new owner reads them again from the stored offsets);
+- `poll()` returns plain `Record`s; partition EOFs are dropped, other errors raise KafkaFailure.
+
+Both callbacks run inside `poll()`, on the caller's thread. Offsets are never committed to Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from meterline.kafka.config import consumer_config
+
+log = logging.getLogger(__name__)
+
+Positions = Callable[[list[int]], dict[int, int | None]]
+Revoked = Callable[[list[int]], None]
+
+
+class KafkaFailure(RuntimeError):
+    """The broker reported an error that is not a routine end-of-partition."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class PositionedConsumer:
+    """One consumer of `topic` in `group`; not thread-safe (use it from one thread)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topic: str,
+        positions: Positions,
+        revoked: Revoked,
+        **overrides: Any,
+    ) -> None:
+        self.topic = topic
+        self._positions = positions
+        self._revoked = revoked
+        self._assigned: set[int] = set()
+        self._consumer = Consumer(consumer_config(bootstrap, group, **overrides))
+        self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    @property
+    def assigned(self) -> frozenset[int]:
+        return frozenset(self._assigned)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        wanted = [tp.partition for tp in partitions]
+        stored = self._positions(wanted)
+        tps = [TopicPartition(self.topic, p, _target(stored.get(p))) for p in wanted]
+        consumer.assign(tps)
+        self._assigned = set(wanted)
+        log.info("assigned partitions", extra={"partitions": wanted, "offsets": stored})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = [tp.partition for tp in partitions]
+        self._revoked(lost)
+        self._assigned -= set(lost)
+        consumer.unassign()
+        log.info("revoked partitions", extra={"partitions": lost})
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Up to `max_records` records, waiting at most `timeout_s` for the first."""
+        out: list[Record] = []
+        for msg in self._consumer.consume(max_records, timeout_s):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaFailure(str(err))
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None
+            out.append(Record(partition, offset, msg.key(), msg.value(), msg.timestamp()[1]))
+        return out
+
+    def seek(self, partition: int, offset: int | None) -> None:
+        """Read `partition` again from `offset` (the earliest when `None`)."""
+        self._consumer.seek(TopicPartition(self.topic, partition, _target(offset)))
+
+    def end_offsets(self, partitions: Sequence[int], timeout_s: float = 2.0) -> dict[int, int]:
+        """The log-end offset of each partition (for lag); partitions the broker does not
+        answer for are left out."""
+        ends: dict[int, int] = {}
+        for p in partitions:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=timeout_s
+                )
+            except KafkaException:
+                continue
+            ends[p] = int(high)
+        return ends
+
+    def close(self) -> None:
+        """Leave the group (the partitions are reassigned at once) and free the client."""
+        self._consumer.close()
+
+
+def _target(offset: int | None) -> int:
+    return OFFSET_BEGINNING if offset is None else offset

@@ -1,0 +1,48 @@
+"""The Stripe gateway: the client, catalog sync, subscriptions (and the reporter's meter events).
+
+Only this package talks to Stripe. See README.md here.
+"""
+
+from meterline.stripe.catalog_sync import (
+    FORMULA,
+    ApplyResult,
+    CatalogSync,
+    MemoryStripeObjectRepository,
+    PostgresStripeObjectRepository,
+    StripeObject,
+    StripeObjectRepository,
+    SyncReport,
+    apply_and_sync,
+    meter_event_name,
+    price_lookup_key,
+)
+from meterline.stripe.client import stripe_client
+from meterline.stripe.subscriptions import (
+    MemoryWebhookEventStore,
+    PostgresWebhookEventStore,
+    SubscriptionSync,
+    WebhookEventStore,
+    ensure_stripe_customer,
+    to_subscription,
+)
+
+__all__ = [
+    "FORMULA",
+    "ApplyResult",
+    "CatalogSync",
+    "MemoryStripeObjectRepository",
+    "MemoryWebhookEventStore",
+    "PostgresStripeObjectRepository",
+    "PostgresWebhookEventStore",
+    "StripeObject",
+    "StripeObjectRepository",
+    "SubscriptionSync",
+    "SyncReport",
+    "WebhookEventStore",
+    "apply_and_sync",
+    "ensure_stripe_customer",
+    "meter_event_name",
+    "price_lookup_key",
+    "stripe_client",
+    "to_subscription",
+]

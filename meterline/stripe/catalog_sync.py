@@ -1,0 +1,314 @@
+"""Sync a tenant's catalog to Stripe: meters, products and prices, idempotently.
+
+Every Stripe object is found again by a stable name before anything is created, so running the
+sync twice (or after a crash half-way) never makes duplicates:
+- a meter by its `event_name`, `ml_<tenant id>_<meter key>`;
+- a product by its explicit id, `ml_<tenant id>_<plan key>` (plans with a price only);
+- a price by its `lookup_key`, `ml_<tenant id>_<plan key>_base` for the base price and
+  `ml_<tenant id>_<plan key>_<meter key>` for a metered price. Prices are immutable in Stripe: a
+  changed amount creates a new price that takes over the lookup key (`transfer_lookup_key`), and
+  the old one is archived (subscriptions on it keep working and still map to the plan through
+  its `metadata.meterline_plan`).
+
+Aggregation -> meter formula: sum -> sum, count -> sum (counts are pushed as values),
+max -> last, latest -> last. Meters dropped from the catalog are left alone (data is never
+deleted). The Stripe ids are stored in `stripe_objects` (kind meter | product | price |
+metered_price; key = meter key, plan key, or plan/meter).
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import stripe
+from psycopg_pool import ConnectionPool
+
+from meterline.catalog import Aggregation, Catalog, CatalogDiff, CatalogRepository, Meter, Plan
+
+FORMULA = {
+    Aggregation.SUM: "sum",
+    Aggregation.COUNT: "sum",
+    Aggregation.MAX: "last",
+    Aggregation.LATEST: "last",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StripeObject:
+    kind: str
+    key: str
+    stripe_id: str
+    event_name: str | None = None
+
+
+class StripeObjectRepository(abc.ABC):
+    """The Stripe id behind each catalog entry of a tenant."""
+
+    @abc.abstractmethod
+    def get(self, tenant_id: int, kind: str, key: str) -> StripeObject | None: ...
+
+    @abc.abstractmethod
+    def put(self, tenant_id: int, obj: StripeObject) -> None: ...
+
+    @abc.abstractmethod
+    def all(self, tenant_id: int) -> list[StripeObject]: ...
+
+    @abc.abstractmethod
+    def by_stripe_id(self, stripe_id: str) -> tuple[int, StripeObject] | None:
+        """The (tenant id, object) whose Stripe id is `stripe_id`."""
+
+
+class MemoryStripeObjectRepository(StripeObjectRepository):
+    def __init__(self) -> None:
+        self._rows: dict[tuple[int, str, str], StripeObject] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant_id: int, kind: str, key: str) -> StripeObject | None:
+        return self._rows.get((tenant_id, kind, key))
+
+    def put(self, tenant_id: int, obj: StripeObject) -> None:
+        with self._lock:
+            self._rows[tenant_id, obj.kind, obj.key] = obj
+
+    def all(self, tenant_id: int) -> list[StripeObject]:
+        return [o for (t, _, _), o in sorted(self._rows.items()) if t == tenant_id]
+
+    def by_stripe_id(self, stripe_id: str) -> tuple[int, StripeObject] | None:
+        found = [(t, o) for (t, _, _), o in self._rows.items() if o.stripe_id == stripe_id]
+        return found[0] if found else None
+
+
+class PostgresStripeObjectRepository(StripeObjectRepository):
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def get(self, tenant_id: int, kind: str, key: str) -> StripeObject | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT kind, key, stripe_id, event_name FROM stripe_objects "
+                "WHERE tenant_id = %s AND kind = %s AND key = %s",
+                (tenant_id, kind, key),
+            ).fetchone()
+        return None if row is None else StripeObject(*row)
+
+    def put(self, tenant_id: int, obj: StripeObject) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO stripe_objects (tenant_id, kind, key, stripe_id, event_name) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id, kind, key) DO UPDATE SET "
+                "stripe_id = EXCLUDED.stripe_id, event_name = EXCLUDED.event_name, "
+                "updated_at = now()",
+                (tenant_id, obj.kind, obj.key, obj.stripe_id, obj.event_name),
+            )
+
+    def all(self, tenant_id: int) -> list[StripeObject]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT kind, key, stripe_id, event_name FROM stripe_objects "
+                "WHERE tenant_id = %s ORDER BY kind, key",
+                (tenant_id,),
+            ).fetchall()
+        return [StripeObject(*r) for r in rows]
+
+    def by_stripe_id(self, stripe_id: str) -> tuple[int, StripeObject] | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT tenant_id, kind, key, stripe_id, event_name FROM stripe_objects "
+                "WHERE stripe_id = %s LIMIT 1",
+                (stripe_id,),
+            ).fetchone()
+        return None if row is None else (row[0], StripeObject(*row[1:]))
+
+
+@dataclass
+class SyncReport:
+    """What a sync did: one line per object, `created`, `updated` or `unchanged`."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def note(self, verb: str, what: str, stripe_id: str) -> None:
+        self.lines.append(f"{verb:<9} {what} ({stripe_id})")
+
+    @property
+    def changed(self) -> bool:
+        return any(not line.startswith("unchanged") for line in self.lines)
+
+
+def meter_event_name(tenant_id: int, meter: str) -> str:
+    return f"ml_{tenant_id}_{meter}"
+
+
+def plan_product_id(tenant_id: int, plan: str) -> str:
+    return f"ml_{tenant_id}_{plan}"
+
+
+def price_lookup_key(tenant_id: int, plan: str, meter: str | None = None) -> str:
+    return f"ml_{tenant_id}_{plan}_{meter or 'base'}"
+
+
+class CatalogSync:
+    """Makes Stripe match a tenant's catalog; safe to run any number of times."""
+
+    def __init__(self, client: stripe.StripeClient, objects: StripeObjectRepository) -> None:
+        self._client = client
+        self._objects = objects
+
+    def sync(self, tenant_id: int, catalog: Catalog) -> SyncReport:
+        report = SyncReport()
+        meters = {m.key: self._meter(tenant_id, m, report) for m in catalog.meters}
+        for plan in catalog.plans:
+            if plan.price is None and not plan.metered_prices:
+                continue
+            product = self._product(tenant_id, plan, report)
+            if plan.price is not None:
+                self._base_price(tenant_id, plan, product, report)
+            for meter_key in plan.metered_prices:
+                self._metered_price(tenant_id, plan, meter_key, product, meters[meter_key], report)
+        return report
+
+    def _meter(self, tenant_id: int, meter: Meter, report: SyncReport) -> str:
+        name = meter_event_name(tenant_id, meter.key)
+        found = self._find_meter(name)
+        if found is None:
+            params: dict[str, Any] = {
+                "display_name": meter.display_name,
+                "event_name": name,
+                "default_aggregation": {"formula": FORMULA[meter.aggregation]},
+                "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+                "value_settings": {"event_payload_key": "value"},
+            }
+            found = self._client.v1.billing.meters.create(params)  # type: ignore[arg-type]
+            report.note("created", f"meter {meter.key}", found.id)
+        elif found.status != "active":
+            found = self._client.v1.billing.meters.reactivate(found.id)
+            report.note("updated", f"meter {meter.key} (reactivated)", found.id)
+        else:
+            report.note("unchanged", f"meter {meter.key}", found.id)
+        self._objects.put(tenant_id, StripeObject("meter", meter.key, found.id, name))
+        return str(found.id)
+
+    def _find_meter(self, event_name: str) -> stripe.billing.Meter | None:
+        for m in self._client.v1.billing.meters.list({"limit": 100}).auto_paging_iter():
+            if m.event_name == event_name:
+                return m
+        return None
+
+    def _product(self, tenant_id: int, plan: Plan, report: SyncReport) -> str:
+        product_id = plan_product_id(tenant_id, plan.key)
+        metadata = {"meterline_tenant": str(tenant_id), "meterline_plan": plan.key}
+        try:
+            product = self._client.v1.products.retrieve(product_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "resource_missing":
+                raise
+            params = {"id": product_id, "name": plan.display_name, "metadata": metadata}
+            product = self._client.v1.products.create(params)  # type: ignore[arg-type]
+            report.note("created", f"product {plan.key}", product.id)
+        else:
+            if product.name != plan.display_name or not product.active:
+                update = {"name": plan.display_name, "active": True}
+                product = self._client.v1.products.update(product_id, update)  # type: ignore[arg-type]
+                report.note("updated", f"product {plan.key}", product.id)
+            else:
+                report.note("unchanged", f"product {plan.key}", product.id)
+        self._objects.put(tenant_id, StripeObject("product", plan.key, product_id))
+        return product_id
+
+    def _base_price(self, tenant_id: int, plan: Plan, product: str, report: SyncReport) -> None:
+        assert plan.price is not None
+        wanted: dict[str, Any] = {
+            "product": product,
+            "currency": plan.price.currency,
+            "unit_amount": plan.price.amount,
+            "recurring": {"interval": plan.price.interval.value, "usage_type": "licensed"},
+        }
+        key = price_lookup_key(tenant_id, plan.key)
+        price_id = self._price(key, wanted, plan, f"price {plan.key}", report)
+        self._objects.put(tenant_id, StripeObject("price", plan.key, price_id))
+
+    def _metered_price(
+        self, tenant_id: int, plan: Plan, meter: str, product: str, meter_id: str, r: SyncReport
+    ) -> None:
+        metered = plan.metered_prices[meter]
+        interval = plan.price.interval.value if plan.price else "month"
+        wanted: dict[str, Any] = {
+            "product": product,
+            "currency": metered.currency,
+            "unit_amount_decimal": format(metered.unit_amount_decimal, "f"),
+            "recurring": {"interval": interval, "usage_type": "metered", "meter": meter_id},
+        }
+        key = price_lookup_key(tenant_id, plan.key, meter)
+        price_id = self._price(key, wanted, plan, f"metered price {plan.key}/{meter}", r)
+        self._objects.put(tenant_id, StripeObject("metered_price", f"{plan.key}/{meter}", price_id))
+
+    def _price(
+        self, key: str, wanted: dict[str, Any], plan: Plan, what: str, report: SyncReport
+    ) -> str:
+        listed = self._client.v1.prices.list({"lookup_keys": [key], "limit": 1}).data
+        current = listed[0] if listed else None
+        if current is not None and _same_price(current, wanted):
+            report.note("unchanged", what, current.id)
+            return str(current.id)
+        params = {
+            **wanted,
+            "lookup_key": key,
+            "transfer_lookup_key": True,
+            "metadata": {"meterline_plan": plan.key},
+        }
+        created = self._client.v1.prices.create(params)  # type: ignore[arg-type]
+        if current is not None:
+            self._client.v1.prices.update(current.id, {"active": False})
+        report.note("created" if current is None else "updated", what, created.id)
+        return str(created.id)
+
+
+def _same_price(price: stripe.Price, wanted: dict[str, Any]) -> bool:
+    recurring = price.recurring
+    if recurring is None or not price.active:
+        return False
+    amount = wanted.get("unit_amount")
+    same_amount = (
+        price.unit_amount == amount
+        if amount is not None
+        else _decimal_equal(price.unit_amount_decimal, wanted["unit_amount_decimal"])
+    )
+    want = wanted["recurring"]
+    return (
+        same_amount
+        and price.currency == wanted["currency"]
+        and price.product == wanted["product"]
+        and recurring.interval == want["interval"]
+        and recurring.usage_type == want["usage_type"]
+        and (recurring.meter or None) == want.get("meter")
+    )
+
+
+def _decimal_equal(a: object, b: str) -> bool:
+    try:
+        return Decimal(str(a)) == Decimal(b)
+    except InvalidOperation:
+        return False
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    version: int
+    diff: CatalogDiff
+    stripe: SyncReport | None
+
+
+def apply_and_sync(
+    catalogs: CatalogRepository, sync: CatalogSync | None, tenant_id: int, catalog: Catalog
+) -> ApplyResult:
+    """Store `catalog` as the tenant's next version (if it changed), then sync it to Stripe.
+
+    The sync runs even when nothing changed, so a sync that failed half-way is finished by the
+    next apply. `sync` None skips Stripe (no Stripe configured).
+    """
+    version, diff = catalogs.apply(tenant_id, catalog)
+    report = sync.sync(tenant_id, catalog) if sync is not None else None
+    return ApplyResult(version, diff, report)

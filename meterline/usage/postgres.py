@@ -1,0 +1,92 @@
+"""`UsageQuery`: usage series from the `usage_rollups_minute` table (one query per call)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from meterline.catalog.model import Aggregation
+from meterline.usage.model import (
+    WINDOWS,
+    UsageSeries,
+    UsageStore,
+    aligned_range,
+    dense,
+)
+
+# Per (customer, window): the window's value and count; then folded over customers.
+_SERIES = """
+WITH per_customer AS (
+    SELECT customer, date_bin(%(step)s, bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS w,
+           SUM(value) AS s, MAX(value) AS m,
+           (array_agg(value ORDER BY latest_ts DESC, value DESC))[1] AS l,
+           SUM(count) AS c
+    FROM usage_rollups_minute
+    WHERE tenant_id = %(tenant)s AND meter = %(meter)s AND bucket >= %(lo)s AND bucket < %(hi)s
+      {customer}
+    GROUP BY customer, w
+)
+SELECT w, {fold}, SUM(c) FROM per_customer GROUP BY w ORDER BY w
+"""
+
+# The whole range as one window: the series' total.
+_TOTAL = """
+WITH per_customer AS (
+    SELECT customer, SUM(value) AS s, MAX(value) AS m,
+           (array_agg(value ORDER BY latest_ts DESC, value DESC))[1] AS l
+    FROM usage_rollups_minute
+    WHERE tenant_id = %(tenant)s AND meter = %(meter)s AND bucket >= %(lo)s AND bucket < %(hi)s
+      {customer}
+    GROUP BY customer
+)
+SELECT {fold} FROM per_customer
+"""
+
+_FOLD = {
+    Aggregation.SUM: "SUM(s)",
+    Aggregation.COUNT: "SUM(s)",
+    Aggregation.MAX: "MAX(m)",
+    Aggregation.LATEST: "SUM(l)",
+}
+
+
+class UsageQuery(UsageStore):
+    """Reads through a `psycopg_pool.ConnectionPool` (from `meterline.postgres.open_pool`)."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    def series(
+        self,
+        tenant_id: int,
+        customer: str | None,
+        meter: str,
+        aggregation: Aggregation,
+        start: datetime,
+        end: datetime,
+        window: str,
+    ) -> UsageSeries:
+        lo, hi = aligned_range(start, end, window)
+        params = {
+            "step": WINDOWS[window],
+            "tenant": tenant_id,
+            "meter": meter,
+            "customer": customer,
+            "lo": lo,
+            "hi": hi,
+        }
+        where = sql.SQL("AND customer = %(customer)s" if customer is not None else "")
+        fold = sql.SQL(_FOLD[aggregation])
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                sql.SQL(_SERIES).format(customer=where, fold=fold), params
+            ).fetchall()
+            total_row = conn.execute(
+                sql.SQL(_TOTAL).format(customer=where, fold=fold), params
+            ).fetchone()
+        found = {w: (float(v), int(c)) for w, v, c in rows}
+        total = float(total_row[0]) if total_row and total_row[0] is not None else 0.0
+        return UsageSeries(customer, meter, window, dense(lo, hi, window, found), total)

@@ -1,0 +1,144 @@
+"""Rebuilding the view exactly from Postgres, and deciding when it must be rebuilt.
+
+`rebuild(view, pool, aggregation_of)` runs the protocol of `meterline.view.sync`: take the flag,
+read the minute rollups still covered by live keys and every stored offset from ONE
+repeatable-read snapshot, load them, drop the pending reservations whose events the ledger
+already holds, then store the offsets as watermarks and mark the view ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from meterline.catalog.model import Aggregation
+from meterline.view.model import DAY_MS, Delta
+from meterline.view.sync import SyncedView, stream_name
+
+log = logging.getLogger(__name__)
+
+AggregationOf = Callable[[int, str], Aggregation]
+LOOKBACK_DAYS = 75  # a month key lives until its month ends plus 40 days of grace
+_CHUNK = 5_000
+
+_OFFSETS = "SELECT consumer_group, topic, partition, next_offset FROM consumer_offsets"
+_ROLLUPS = """
+SELECT tenant_id, customer, meter, (extract(epoch FROM bucket) * 1000)::bigint, value::float8,
+       count, (extract(epoch FROM latest_ts) * 1000)::bigint
+FROM usage_rollups_minute WHERE bucket >= to_timestamp(%s / 1000.0)
+"""
+_COUNTED = """
+SELECT tenant_id, event_id FROM usage_events
+WHERE (tenant_id, event_id) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))
+"""
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    rows: int
+    streams: int
+    reservations_dropped: int
+    seconds: float
+
+
+def rebuild(
+    view: SyncedView,
+    pool: ConnectionPool[Any],
+    aggregation_of: AggregationOf,
+    *,
+    flag_ttl_s: int = 120,
+    wait_s: float = 300.0,
+) -> RebuildReport | None:
+    """Rebuild the view; `None` when another process's rebuild finished it meanwhile.
+
+    Raises TimeoutError when the flag stays held by others for `wait_s`; Redis and Postgres
+    errors propagate (the flag then lapses after `flag_ttl_s`)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        token = view.begin_rebuild(flag_ttl_s)
+        if token is not None:
+            return _rebuild(view, pool, aggregation_of, token, flag_ttl_s)
+        if time.monotonic() > deadline:
+            raise TimeoutError("another rebuild holds the view's flag")
+        time.sleep(0.2)
+        if view.watermarks() is not None:
+            return None
+
+
+def _rebuild(
+    view: SyncedView,
+    pool: ConnectionPool[Any],
+    aggregation_of: AggregationOf,
+    token: str,
+    flag_ttl_s: int,
+) -> RebuildReport:
+    started = time.monotonic()
+    since = int(time.time() * 1000) - LOOKBACK_DAYS * DAY_MS
+    rows = 0
+    with pool.connection() as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            marks = {stream_name(g, t, p): int(o) for g, t, p, o in conn.execute(_OFFSETS)}
+            with conn.cursor(name="rebuild_rollups") as cur:
+                cur.execute(_ROLLUPS, (since,))
+                for chunk in _chunks(cur, _CHUNK):
+                    view.load(token, [_delta(r, aggregation_of) for r in chunk])
+                    rows += len(chunk)
+                    view.extend_rebuild(token, flag_ttl_s)
+            dropped = _drop_counted_reservations(view, conn)
+        conn.isolation_level = None
+    if not view.finish_rebuild(token, marks):
+        raise RuntimeError("the rebuild lost its flag before finishing (it took too long)")
+    report = RebuildReport(rows, len(marks), dropped, time.monotonic() - started)
+    log.info("view rebuilt", extra={"report": report.__dict__})
+    return report
+
+
+def _delta(row: tuple[Any, ...], aggregation_of: AggregationOf) -> Delta:
+    tenant, customer, meter, minute, value, count, latest = row
+    return Delta(
+        tenant, customer, meter, aggregation_of(tenant, meter), minute, value, count, latest
+    )
+
+
+def _drop_counted_reservations(view: SyncedView, conn: psycopg.Connection[Any]) -> int:
+    pending = view.pending_reservations()
+    if not pending:
+        return 0
+    rows = conn.execute(
+        _COUNTED, ([r.tenant_id for r in pending], [r.event_id for r in pending])
+    ).fetchall()
+    counted = {(t, e) for t, e in rows}
+    done = [r for r in pending if (r.tenant_id, r.event_id) in counted]
+    view.remove_reservations(done)
+    return len(done)
+
+
+def stale_streams(view: SyncedView, stored: dict[str, int]) -> list[str] | None:
+    """The streams whose watermark is behind Postgres; `None` when the view is not ready."""
+    marks = view.watermarks()
+    if marks is None:
+        return None
+    return [s for s, offset in stored.items() if marks.get(s, -1) < offset]
+
+
+def stored_offsets(pool: ConnectionPool[Any]) -> dict[str, int]:
+    with pool.connection() as conn:
+        return {stream_name(g, t, p): int(o) for g, t, p, o in conn.execute(_OFFSETS)}
+
+
+def _chunks(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    chunk: list[tuple[Any, ...]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

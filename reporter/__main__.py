@@ -1,0 +1,54 @@
+"""`python -m reporter`: read the settings once, connect, schedule, serve until SIGTERM.
+
+On SIGTERM uvicorn stops accepting connections and lets in-flight requests finish; then the
+scheduler is stopped — a push or reconciliation in progress finishes first (its ledger rows
+are durable either way) — and the pool is closed.
+"""
+
+from __future__ import annotations
+
+import logging.config
+import sys
+
+import uvicorn
+
+from meterline.errors import ConfigError
+from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
+from reporter.api import create_app
+from reporter.logs import log_config
+from reporter.scheduler import Scheduler
+from reporter.service import build
+from reporter.settings import ReporterSettings
+
+
+def main() -> int:
+    try:
+        service = load_section(ServiceSettings)
+        own = load_section(ReporterSettings)
+        logging.config.dictConfig(log_config(service.log_level))
+        reporter = build(load_section(DatabaseSettings), load_section(StripeSettings), own)
+    except ConfigError as exc:
+        print(f"reporter: {exc.message}", file=sys.stderr)
+        return 2
+    scheduler = Scheduler(own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile)
+    config = uvicorn.Config(
+        create_app(reporter),
+        host=service.host,
+        port=service.reporter_port,
+        log_config=log_config(service.log_level),
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    if own.scheduler_enabled:
+        scheduler.start()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        scheduler.stop()
+        reporter.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Pushing usage to Stripe: hourly slot pre-aggregates, corrections, and crash recovery.
+
+A push run, for each tenant:
+1. resends every `pending` ledger row first (a previous run crashed or Stripe was down) with
+   the same identifier; Stripe recognises it, so nothing is counted twice;
+2. recomputes every slot of the last `lookback_hours` (plus the hours that received late
+   events since `late_scan_s`) from the minute rollups and compares it with what the ledger
+   has accounted for. A difference becomes a new revision: for sum meters a correction event
+   carrying the difference, for last-value meters the slot's new value;
+3. writes the new revisions to the ledger (committed) and only then sends them;
+4. records Stripe's answers in the ledger.
+A slot older than Stripe's 35-day window is never sent: it is written to the ledger as
+`rejected` and raises a `too_late_for_stripe` alert, so it is never dropped silently. A slot is
+pushed once it has ended `settle_s` ago, so a period's last slot goes out minutes after the
+period ends. Only one push runs at a time (a Postgres advisory lock).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from psycopg_pool import ConnectionPool
+
+from meterline.clock import Clock
+from meterline.stripe.meter_events import (
+    STRIPE_PAST_WINDOW_S,
+    Delivery,
+    MeterEventSender,
+    SendResult,
+    TransientStripeError,
+)
+from reporter.alerts import Discrepancy, ReconciliationStore
+from reporter.ledger import LedgerRow, Reported, ReportLedger, SlotKey
+from reporter.metrics import ReporterMetrics
+from reporter.rollups import SlotUsage, late_hours, slot_usage
+from reporter.scope import TenantScope, load_scope, tenant_ids
+from reporter.settings import ReporterSettings
+from reporter.slots import HOUR, ceil_minute, floor_hour, floor_minute, identifier, slot_end
+
+log = logging.getLogger("reporter.push")
+LOCK_KEY = 7_301_001
+UNCONFIRMED_HORIZON = timedelta(hours=23)
+
+
+@dataclass
+class PushReport:
+    slots: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    too_late: int = 0
+    resent: int = 0
+    left_pending: int = 0
+    skipped: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.skipped:
+            return "skipped"
+        return "partial" if self.left_pending or self.errors else "ok"
+
+
+@dataclass
+class Plan:
+    rows: list[LedgerRow] = field(default_factory=list)
+    alerts: list[Discrepancy] = field(default_factory=list)
+
+
+class Pusher:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        sender: MeterEventSender,
+        settings: ReporterSettings,
+        clock: Clock,
+        store: ReconciliationStore,
+        metrics: ReporterMetrics,
+    ) -> None:
+        self._pool = pool
+        self._sender = sender
+        self._settings = settings
+        self._clock = clock
+        self._store = store
+        self._metrics = metrics
+        self._ledger = ReportLedger(pool)
+        self._batch = settings.push_batch
+
+    def run(
+        self, tenants: Sequence[int] | None = None, flush_until: datetime | None = None
+    ) -> PushReport:
+        """One push run over `tenants` (default: all). Never raises for Stripe outages:
+        unsent rows stay pending and the report says so.
+
+        `flush_until` pushes every slot with usage before that time even if the slot has not
+        ended (a period closed early, a demo); later runs correct it with a new revision.
+        """
+        report = PushReport()
+        with self._lock() as held:
+            if not held:
+                report.skipped = True
+            else:
+                self._resend_pending(report)
+                for tenant_id in tenants if tenants is not None else tenant_ids(self._pool):
+                    if report.left_pending:
+                        break
+                    self._push_tenant(tenant_id, report, flush_until)
+        self._metrics.push_runs.labels(report.status).inc()
+        if report.status == "ok":
+            self._metrics.last_success.labels("push").set(self._clock.now_ms() / 1000)
+        return report
+
+    @contextmanager
+    def _lock(self) -> Iterator[bool]:
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+            held = bool(row and row[0])
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+    def _resend_pending(self, report: PushReport) -> None:
+        rows = self._ledger.pending()
+        horizon = self._clock.now() - UNCONFIRMED_HORIZON
+        stale = [r for r in rows if r.created_at is not None and r.created_at < horizon]
+        if stale:
+            self._give_up(stale)
+        fresh = [r for r in rows if r not in stale]
+        report.resent += len(fresh)
+        self._send(fresh, report)
+
+    def _give_up(self, rows: Sequence[LedgerRow]) -> None:
+        """Rows unconfirmed for 23 h are not resent (Stripe may have forgotten the identifier):
+        they are settled as rejected and reconciliation shows whether Stripe holds them."""
+        reason = "unconfirmed for 23 h; not resent to avoid a double count"
+        self._ledger.settle([SendResult(r.identifier, Delivery.REJECTED, reason) for r in rows])
+        for tenant_id in {r.tenant_id for r in rows}:
+            mine = [r for r in rows if r.tenant_id == tenant_id]
+            self._store.record(tenant_id, None, [_rejected_alert(r, reason) for r in mine])
+
+    def _push_tenant(
+        self, tenant_id: int, report: PushReport, flush_until: datetime | None = None
+    ) -> None:
+        scope = load_scope(self._pool, tenant_id)
+        if not scope.customers:
+            return
+        self._record_boundaries(scope)
+        now = self._clock.now()
+        until = flush_until or floor_minute(now - timedelta(seconds=self._settings.settle_s))
+        since = floor_hour(until - timedelta(hours=self._settings.lookback_hours))
+        usage = self._usage(tenant_id, since, until, now)
+        if not usage:
+            return
+        oldest = min([since, *(u.start for u in usage)])
+        reported = self._ledger.reported(tenant_id, oldest, until)
+        floor = now - timedelta(
+            seconds=STRIPE_PAST_WINDOW_S - self._settings.stripe_window_margin_s
+        )
+        boundaries = self._boundaries(tenant_id)
+        plan = plan_revisions(
+            scope, usage, reported, boundaries, until, floor, flush_until is not None
+        )
+        report.slots += len(plan.rows)
+        self._ledger.add(plan.rows)
+        if plan.alerts:
+            self._store.record(tenant_id, None, plan.alerts)
+        report.too_late += sum(1 for r in plan.rows if r.status == "rejected")
+        self._metrics.events.labels("too_late").inc(report.too_late)
+        self._send([r for r in plan.rows if r.status == "pending"], report)
+
+    def _usage(
+        self, tenant_id: int, since: datetime, until: datetime, now: datetime
+    ) -> list[SlotUsage]:
+        scan_from = now - timedelta(seconds=self._settings.late_scan_s)
+        with self._pool.connection() as conn:
+            usage = slot_usage(conn, tenant_id, since, until)
+            for hour in late_hours(conn, tenant_id, scan_from, since):
+                usage.extend(slot_usage(conn, tenant_id, hour, hour + HOUR))
+        return usage
+
+    def _record_boundaries(self, scope: TenantScope) -> None:
+        rows = [
+            (scope.tenant_id, c.customer, ceil_minute(at))
+            for c in scope.customers.values()
+            for at in (c.period_start, c.period_end)
+            if at is not None
+        ]
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO report_boundaries (tenant_id, customer, at) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    def _boundaries(self, tenant_id: int) -> dict[str, list[datetime]]:
+        out: dict[str, list[datetime]] = {}
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s", (tenant_id,)
+            ).fetchall()
+        for customer, at in rows:
+            out.setdefault(customer, []).append(at)
+        return out
+
+    def _send(self, rows: Sequence[LedgerRow], report: PushReport) -> None:
+        for start in range(0, len(rows), self._batch):
+            chunk = rows[start : start + self._batch]
+            try:
+                results = self._sender.send([r.event() for r in chunk])
+            except TransientStripeError as exc:
+                self._settle(exc.done, chunk, report)
+                report.left_pending += len(rows) - start - len(exc.done)
+                report.errors.append(str(exc))
+                log.warning("stripe unavailable; %d events left pending", report.left_pending)
+                return
+            self._settle(results, chunk, report)
+
+    def _settle(
+        self, results: Sequence[SendResult], rows: Sequence[LedgerRow], report: PushReport
+    ) -> None:
+        self._ledger.settle(results)
+        by_id = {r.identifier: r for r in rows}
+        rejected = []
+        for result in results:
+            self._metrics.events.labels(result.delivery.value).inc()
+            if result.delivery is Delivery.DELIVERED:
+                report.delivered += 1
+            elif result.delivery is Delivery.DUPLICATE:
+                report.duplicates += 1
+            else:
+                report.rejected += 1
+                rejected.append((by_id[result.identifier], result.error or "rejected"))
+        for row, reason in rejected:
+            self._store.record(row.tenant_id, None, [_rejected_alert(row, reason)])
+
+
+def plan_revisions(
+    scope: TenantScope,
+    usage: Sequence[SlotUsage],
+    reported: dict[SlotKey, Reported],
+    boundaries: dict[str, list[datetime]],
+    until: datetime,
+    stripe_floor: datetime,
+    partial: bool = False,
+) -> Plan:
+    """New ledger revisions for every complete slot whose value differs from what is reported.
+
+    Only complete slots (ended by `until`) unless `partial`. Pure: reads nothing, writes
+    nothing. Sum meters get the difference; last-value meters the
+    new value. A decrease of a sum meter is never sent (Stripe sums cannot go down without a
+    cancel): it raises a `value_mismatch` alert for a person to decide.
+    """
+    plan = Plan()
+    for u in usage:
+        meter = scope.meter(u.customer, u.meter)
+        complete = slot_end(u.start, boundaries.get(u.customer, ())) <= until
+        if meter is None or not (complete or partial):
+            continue
+        prev = reported.get((u.customer, u.meter, u.start))
+        value = u.value(meter.aggregation)
+        summed = prev.summed if prev else Decimal(0)
+        if meter.formula == "sum":
+            delta = value - summed
+        else:
+            delta = Decimal(0) if prev and prev.last == value else value
+        window = (u.start, slot_end(u.start, boundaries.get(u.customer, ())))
+        if delta < 0 or (delta == 0 and meter.formula == "sum"):
+            if delta < 0:
+                plan.alerts.append(_decrease_alert(u, meter, summed, value, window))
+            continue
+        if delta == 0 and prev is not None:
+            continue
+        too_late = u.start < stripe_floor
+        customer = scope.customers[u.customer]
+        revision = (prev.revision if prev else 0) + 1
+        row = LedgerRow(
+            scope.tenant_id, u.customer, u.meter, u.start, revision,
+            identifier(scope.tenant_id, u.customer, u.meter, u.start, revision),
+            meter.event_name, customer.stripe_customer_id, delta, value,
+            "rejected" if too_late else "pending",
+            "too_late_for_stripe" if too_late else None,
+        )  # fmt: skip
+        plan.rows.append(row)
+        if too_late:
+            plan.alerts.append(_late_alert(u, meter, summed, value, delta, window))
+    return plan
+
+
+def _late_alert(
+    u: SlotUsage, meter: object, summed: Decimal, value: Decimal, delta: Decimal,
+    window: tuple[datetime, datetime],
+) -> Discrepancy:  # fmt: skip
+    return Discrepancy(
+        "too_late_for_stripe", u.customer, u.meter, window[0], window[1], value, summed, None,
+        -delta, getattr(meter, "unit_amount_decimal", None), getattr(meter, "currency", None),
+        "usage older than Stripe's 35-day window: bill it by hand (invoice item) or write it off",
+    )  # fmt: skip
+
+
+def _decrease_alert(
+    u: SlotUsage, meter: object, summed: Decimal, value: Decimal, window: tuple[datetime, datetime]
+) -> Discrepancy:
+    return Discrepancy(
+        "value_mismatch", u.customer, u.meter, window[0], window[1], value, summed, None,
+        summed - value, getattr(meter, "unit_amount_decimal", None),
+        getattr(meter, "currency", None),
+        "our count is now below what was reported; cancel within 24 h or credit the customer",
+    )  # fmt: skip
+
+
+def _rejected_alert(row: LedgerRow, reason: str) -> Discrepancy:
+    return Discrepancy(
+        "rejected_by_stripe", row.customer, row.meter, row.slot_start,
+        floor_hour(row.slot_start) + HOUR, row.total, row.value, None, -row.value,
+        detail=f"{row.identifier}: {reason}",
+    )  # fmt: skip

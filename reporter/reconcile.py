@@ -1,0 +1,244 @@
+"""Nightly reconciliation: our rollups, the report ledger and Stripe's summaries, hour by hour.
+
+For one UTC day (clipped to hours that ended at least `stripe_lag_s` ago, so Stripe's
+asynchronous processing has caught up), for every billed customer and meter:
+- *ours*: the slot values from the minute rollups, folded per hour;
+- *sent*: what the report ledger says Stripe should hold (pending and sent rows; rows Stripe
+  rejected or that were too late have their own alerts and are counted apart);
+- *Stripe*: the meter's event summaries for the customer, grouped by hour.
+`classify` turns each hour's three figures into discrepancies (see its docstring). Each one
+becomes an alert with the money at the metered price; a run that finds nothing raises nothing
+and clears the live alerts of its window that are no longer observed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from psycopg_pool import ConnectionPool
+
+from meterline.clock import Clock
+from meterline.stripe.summaries import SummaryReader
+from reporter.alerts import Discrepancy, ReconciliationStore
+from reporter.ledger import LedgerRow, ReportLedger
+from reporter.metrics import ReporterMetrics
+from reporter.notify import Notifier
+from reporter.rollups import slot_usage
+from reporter.scope import BilledCustomer, BilledMeter, TenantScope, load_scope, tenant_ids
+from reporter.settings import ReporterSettings
+from reporter.slots import HOUR, floor_hour
+
+log = logging.getLogger("reporter.reconcile")
+PairKey = tuple[str, str]
+
+
+@dataclass
+class HourFigures:
+    ours: Decimal = Decimal(0)
+    sent: Decimal = Decimal(0)
+    unsent: Decimal = Decimal(0)
+    stripe: Decimal = Decimal(0)
+    sent_values: list[Decimal] = field(default_factory=list)
+
+
+def classify(f: HourFigures) -> list[tuple[str, Decimal, Decimal]]:
+    """Discrepancies of one hour as (kind, difference, stripe units).
+
+    Stripe against what we sent: Stripe holding nothing of what we sent is `missing_in_stripe`;
+    Stripe short by exactly one of our events is `missing_in_stripe` too (an event lost);
+    Stripe over by exactly one of our events, or holding usage we never sent, is
+    `extra_in_stripe` (an event counted twice, or one that is not ours); any other gap is
+    `value_mismatch`. Difference = Stripe - sent. Then ours against what we accounted for
+    (sent + rejected): a gap is `not_reported`, difference = accounted - ours.
+    """
+    found: list[tuple[str, Decimal, Decimal]] = []
+    gap = f.stripe - f.sent
+    if gap != 0:
+        found.append((_stripe_kind(f, gap), gap, f.stripe))
+    unreported = f.sent + f.unsent - f.ours
+    if unreported != 0:
+        found.append(("not_reported", unreported, f.stripe))
+    return found
+
+
+def _stripe_kind(f: HourFigures, gap: Decimal) -> str:
+    if gap < 0:
+        return "missing_in_stripe" if f.stripe == 0 or -gap in f.sent_values else "value_mismatch"
+    return "extra_in_stripe" if f.sent == 0 or gap in f.sent_values else "value_mismatch"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    tenant_id: int
+    run_id: int | None
+    window: tuple[datetime, datetime]
+    hours_checked: int
+    discrepancies: list[Discrepancy]
+    opened: list[int]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        summaries: SummaryReader,
+        settings: ReporterSettings,
+        clock: Clock,
+        store: ReconciliationStore,
+        metrics: ReporterMetrics,
+        notifier: Notifier,
+    ) -> None:
+        self._pool = pool
+        self._summaries = summaries
+        self._settings = settings
+        self._clock = clock
+        self._store = store
+        self._metrics = metrics
+        self._notifier = notifier
+        self._ledger = ReportLedger(pool)
+
+    def window(self, day: date) -> tuple[datetime, datetime]:
+        """The day's hours that Stripe has had time to summarize."""
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        settled = floor_hour(self._clock.now() - timedelta(seconds=self._settings.stripe_lag_s))
+        return start, min(start + timedelta(days=1), settled)
+
+    def run(
+        self, day: date, trigger: str = "manual", tenants: Sequence[int] | None = None
+    ) -> list[RunResult]:
+        """Reconcile `day` for each tenant (default: all); raises only for Postgres failures."""
+        window = self.window(day)
+        if window[1] <= window[0]:
+            return []
+        results = [
+            self._tenant(tenant_id, window, trigger)
+            for tenant_id in (tenants if tenants is not None else tenant_ids(self._pool))
+        ]
+        self._metrics.open_alerts.set(self._store.open_count())
+        return results
+
+    def _tenant(self, tenant_id: int, window: tuple[datetime, datetime], trigger: str) -> RunResult:
+        run_id = self._store.start_run(tenant_id, window, trigger)
+        try:
+            found, hours, ours, theirs = self._compare(load_scope(self._pool, tenant_id), window)
+        except Exception as exc:
+            self._store.finish_run(run_id, 0, Decimal(0), Decimal(0), 0, str(exc) or repr(exc))
+            self._metrics.reconcile_runs.labels("failed").inc()
+            log.exception("reconciliation of tenant %s failed", tenant_id)
+            return RunResult(tenant_id, run_id, window, 0, [], [])
+        opened = self._store.record(tenant_id, run_id, found)
+        seen = {a.id for a in self._store.alerts(tenant_id) if a.run_id == run_id}
+        self._store.clear(tenant_id, run_id, window, seen)
+        self._store.finish_run(run_id, hours, ours, theirs, len(found))
+        self._metrics.reconcile_runs.labels("alerts" if found else "ok").inc()
+        self._metrics.last_success.labels("reconcile").set(self._clock.now_ms() / 1000)
+        if opened:
+            alerts = [self._store.alert(tenant_id, i) for i in opened]
+            self._notifier.alerts_opened(tenant_id, run_id, alerts)
+        return RunResult(tenant_id, run_id, window, hours, found, opened)
+
+    def _compare(
+        self, scope: TenantScope, window: tuple[datetime, datetime]
+    ) -> tuple[list[Discrepancy], int, Decimal, Decimal]:
+        figures: dict[PairKey, dict[datetime, HourFigures]] = defaultdict(dict)
+        self._add_ours(scope, window, figures)
+        self._add_sent(scope, window, figures)
+        pairs = list(scope.pairs())
+        with ThreadPoolExecutor(self._settings.summary_workers) as pool:
+            answers = pool.map(lambda p: self._stripe(p[0], p[1], window), pairs)
+            for (customer, meter), stripe in zip(pairs, answers, strict=True):
+                for hour, value in stripe.items():
+                    _hour(figures, (customer.customer, meter.key), hour).stripe = value
+        found: list[Discrepancy] = []
+        hours = 0
+        ours = theirs = Decimal(0)
+        for (customer_key, meter_key), by_hour in sorted(figures.items()):
+            billed = scope.meter(customer_key, meter_key)
+            if billed is None:
+                continue
+            for hour, f in sorted(by_hour.items()):
+                hours += 1
+                ours += f.ours
+                theirs += f.stripe
+                found.extend(_discrepancies(customer_key, billed, hour, f))
+        return found, hours, ours, theirs
+
+    def _add_ours(
+        self,
+        scope: TenantScope,
+        window: tuple[datetime, datetime],
+        figures: dict[PairKey, dict[datetime, HourFigures]],
+    ) -> None:
+        with self._pool.connection() as conn:
+            usage = slot_usage(conn, scope.tenant_id, window[0], window[1])
+        for u in sorted(usage, key=lambda u: u.start):
+            meter = scope.meter(u.customer, u.meter)
+            if meter is None:
+                continue
+            f = _hour(figures, (u.customer, u.meter), floor_hour(u.start))
+            value = u.value(meter.aggregation)
+            f.ours = f.ours + value if meter.formula == "sum" else value
+
+    def _add_sent(
+        self,
+        scope: TenantScope,
+        window: tuple[datetime, datetime],
+        figures: dict[PairKey, dict[datetime, HourFigures]],
+    ) -> None:
+        rows = self._ledger.tenant_window(scope.tenant_id, window[0], window[1])
+        for row in rows:
+            meter = scope.meter(row.customer, row.meter)
+            if meter is None or row.status == "canceled":
+                continue
+            f = _hour(figures, (row.customer, row.meter), floor_hour(row.slot_start))
+            _add_row(f, row, meter.formula)
+
+    def _stripe(
+        self, customer: BilledCustomer, meter: BilledMeter, window: tuple[datetime, datetime]
+    ) -> dict[datetime, Decimal]:
+        start, end = int(window[0].timestamp()), int(window[1].timestamp())
+        values = self._summaries.hourly(
+            meter.stripe_meter_id, customer.stripe_customer_id, start, end
+        )
+        return {datetime.fromtimestamp(h, UTC): v for h, v in values.items()}
+
+
+def _add_row(f: HourFigures, row: LedgerRow, formula: str) -> None:
+    if row.status == "rejected":
+        f.unsent = f.unsent + row.value if formula == "sum" else row.value
+        return
+    f.sent_values.append(row.value)
+    f.sent = f.sent + row.value if formula == "sum" else row.value
+
+
+def _hour(
+    figures: dict[PairKey, dict[datetime, HourFigures]], key: PairKey, hour: datetime
+) -> HourFigures:
+    return figures[key].setdefault(hour, HourFigures())
+
+
+def _discrepancies(
+    customer: str, meter: BilledMeter, hour: datetime, f: HourFigures
+) -> list[Discrepancy]:
+    return [
+        Discrepancy(
+            kind,
+            customer,
+            meter.key,
+            hour,
+            hour + HOUR,
+            f.ours,
+            f.sent,
+            stripe,
+            difference,
+            meter.unit_amount_decimal,
+            meter.currency,
+        )
+        for kind, difference, stripe in classify(f)
+    ]

@@ -1,0 +1,128 @@
+"""Assembling the reporter from settings: one place where clients and collaborators are built.
+
+`build(settings, reporter_settings)` opens the Postgres pool and the Stripe client and wires
+the sender chain: Stripe sender (v1 or v2 stream, rate-limited) -> [crash hook, tests only]
+-> retries with backoff. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import date
+
+from psycopg_pool import ConnectionPool
+
+from meterline.auth import Authenticator
+from meterline.clock import Clock, SystemClock
+from meterline.postgres import open_pool
+from meterline.settings import DatabaseSettings, StripeSettings
+from meterline.stripe.client import stripe_client
+from meterline.stripe.meter_events import MeterEventSender, StripeMeterEventSender
+from meterline.stripe.ratelimit import TokenBucket
+from meterline.stripe.sending import RetryingSender
+from meterline.stripe.summaries import StripeSummaryReader, SummaryReader
+from meterline.tenants import PostgresTenantRepository
+from reporter.alerts import ReconciliationStore
+from reporter.faults import CrashingSender
+from reporter.ledger import ReportLedger
+from reporter.metrics import ReporterMetrics
+from reporter.notify import Notifier, NullNotifier, WebhookNotifier
+from reporter.push import Pusher, PushReport
+from reporter.reconcile import Reconciler, RunResult
+from reporter.repairs import Repairs
+from reporter.settings import ReporterSettings
+
+
+@dataclass
+class Reporter:
+    """Everything the API, the scheduler and the CLI use."""
+
+    pool: ConnectionPool
+    settings: ReporterSettings
+    clock: Clock
+    sender: MeterEventSender
+    summaries: SummaryReader
+    metrics: ReporterMetrics
+    notifier: Notifier
+    store: ReconciliationStore = field(init=False)
+    pusher: Pusher = field(init=False)
+    reconciler: Reconciler = field(init=False)
+    repairs: Repairs = field(init=False)
+    auth: Authenticator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = ReconciliationStore(self.pool)
+        self.pusher = Pusher(
+            self.pool, self.sender, self.settings, self.clock, self.store, self.metrics
+        )
+        self.reconciler = Reconciler(
+            self.pool, self.summaries, self.settings, self.clock, self.store, self.metrics,
+            self.notifier,
+        )  # fmt: skip
+        self.repairs = Repairs(
+            ReportLedger(self.pool), self.sender, self.store, self.push_tenant, self.clock
+        )
+        self.auth = Authenticator(PostgresTenantRepository(self.pool))
+
+    def push(self) -> PushReport:
+        return self.pusher.run()
+
+    def push_tenant(self, tenant_id: int) -> PushReport:
+        return self.pusher.run([tenant_id])
+
+    def reconcile(self, day: date, trigger: str = "scheduled") -> list[RunResult]:
+        return self.reconciler.run(day, trigger)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def sender_chain(
+    stripe: StripeSettings, settings: ReporterSettings, metrics: ReporterMetrics
+) -> MeterEventSender:
+    client = stripe_client(stripe.model_copy(update={"max_network_retries": 0}))
+    sender: MeterEventSender = StripeMeterEventSender(
+        client,
+        stream_threshold=settings.stream_threshold,
+        v1_limiter=TokenBucket(settings.meter_event_rate),
+        stream_limiter=TokenBucket(settings.stream_rate),
+        on_request=metrics.observe_stripe,
+    )
+    if settings.crash_after_send > 0:
+        sender = CrashingSender(sender, settings.crash_after_send, random.Random())
+    return RetryingSender(
+        sender,
+        max_attempts=settings.retry_max_attempts,
+        base_delay=settings.retry_base_s,
+        max_delay=settings.retry_max_s,
+        on_retry=metrics.observe_retry,
+    )
+
+
+def build(
+    database: DatabaseSettings,
+    stripe: StripeSettings,
+    settings: ReporterSettings,
+    clock: Clock | None = None,
+    pool_size: int | None = None,
+) -> Reporter:
+    metrics = ReporterMetrics()
+    client = stripe_client(stripe.model_copy(update={"max_network_retries": 0}))
+    summaries = StripeSummaryReader(
+        client, TokenBucket(settings.summary_rate), on_request=metrics.observe_stripe
+    )
+    notifier: Notifier = (
+        WebhookNotifier(settings.notify_webhook_url, settings.public_url)
+        if settings.notify_webhook_url
+        else NullNotifier()
+    )
+    return Reporter(
+        pool=open_pool(database.url, max_size=pool_size or database.pool_size, name="reporter"),
+        settings=settings,
+        clock=clock or SystemClock(),
+        sender=sender_chain(stripe, settings, metrics),
+        summaries=summaries,
+        metrics=metrics,
+        notifier=notifier,
+    )

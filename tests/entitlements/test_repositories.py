@@ -1,0 +1,116 @@
+"""One contract suite for the memory and Postgres repositories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from meterline.entitlements import (
+    MemoryAnswerStore,
+    MemoryCustomerRepository,
+    MemoryGrantRepository,
+    MemorySubscriptionRepository,
+    NewGrant,
+    PostgresAnswerStore,
+    PostgresCustomerRepository,
+    PostgresGrantRepository,
+    PostgresSubscriptionRepository,
+    Subscription,
+)
+from meterline.errors import Conflict, NotFound, ValidationFailed
+from meterline.postgres import open_pool
+from meterline.tenants import PostgresTenantRepository
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def repos(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    if request.param == "memory":
+        customers = MemoryCustomerRepository()
+        yield {
+            "tenant": 1,
+            "customers": customers,
+            "subs": MemorySubscriptionRepository(),
+            "grants": MemoryGrantRepository(customers),
+            "answers": MemoryAnswerStore(),
+        }
+        return
+    conninfo = request.getfixturevalue("pg_conninfo")
+    with open_pool(conninfo, max_size=2) as pool:
+        tenant = PostgresTenantRepository(pool).create_tenant("acme").id
+        yield {
+            "tenant": tenant,
+            "customers": PostgresCustomerRepository(pool),
+            "subs": PostgresSubscriptionRepository(pool),
+            "grants": PostgresGrantRepository(pool),
+            "answers": PostgresAnswerStore(pool),
+        }
+
+
+def test_customers(repos: dict[str, Any]) -> None:
+    t, customers = repos["tenant"], repos["customers"]
+    customers.create(t, "b", "Bee", "b@example.com")
+    customers.create(t, "a", None, None)
+    with pytest.raises(Conflict):
+        customers.create(t, "a", None, None)
+    assert [c.id for c in customers.list(t)] == ["a", "b"]
+    assert [c.id for c in customers.list(t, after="a")] == ["b"]
+    customers.set_stripe_id(t, "b", "cus_1")
+    assert customers.by_stripe_id("cus_1").id == "b"
+    assert customers.get(t, "zz") is None
+    assert customers.ensure(t, "c").id == "c"
+    with pytest.raises(NotFound):
+        customers.set_stripe_id(t, "nobody", "cus_2")
+
+
+def test_subscriptions(repos: dict[str, Any]) -> None:
+    t, subs = repos["tenant"], repos["subs"]
+    repos["customers"].create(t, "a", None, None)
+    start = datetime(2026, 1, 31, tzinfo=UTC)
+    sub = Subscription(
+        t,
+        "a",
+        "power",
+        "past_due",
+        "stripe",
+        "sub_1",
+        start,
+        start + timedelta(days=28),
+        start,
+        False,
+        17,
+    )
+    subs.put(sub)
+    assert subs.get(t, "a") == sub
+    subs.put(Subscription(t, "a", "basic", source="lifetime"))
+    assert subs.get(t, "a").plan == "basic"
+    subs.delete(t, "a")
+    assert subs.get(t, "a") is None
+
+
+def test_grants(repos: dict[str, Any]) -> None:
+    t, grants = repos["tenant"], repos["grants"]
+    repos["customers"].create(t, "a", None, None)
+    g = grants.add(t, NewGrant("a", "api_calls", "credit", 25.5, note="promo"))
+    o = grants.add(t, NewGrant("a", "api_calls", "override", None))
+    assert [x.id for x in grants.list(t, "a")] == [g.id, o.id]
+    assert grants.list(t, "a")[0].amount == 25.5
+    assert grants.void(t, g.id).voided_at is not None
+    assert [x.id for x in grants.list(t, "a")] == [o.id]
+    assert len(grants.list(t, "a", include_voided=True)) == 2
+    with pytest.raises(ValidationFailed):
+        grants.add(t, NewGrant("a", "api_calls", "credit", None))
+    with pytest.raises(NotFound):
+        grants.add(t, NewGrant("nobody", "api_calls", "credit", 1))
+    with pytest.raises(NotFound):
+        grants.void(t, 999_999)
+
+
+def test_answers_first_wins(repos: dict[str, Any]) -> None:
+    t, answers = repos["tenant"], repos["answers"]
+    assert answers.get(t, "e1") is None
+    assert answers.put(t, "e1", 200, {"granted": True}) == (200, {"granted": True})
+    assert answers.put(t, "e1", 403, {"granted": False}) == (200, {"granted": True})
+    assert answers.get(t, "e1") == (200, {"granted": True})

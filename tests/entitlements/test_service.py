@@ -1,0 +1,122 @@
+"""The service with in-memory parts: consume semantics, publish failure, caches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from meterline.catalog import MemoryCatalogRepository
+from meterline.clock import FakeClock
+from meterline.entitlements import (
+    EntitlementService,
+    MemoryAnswerStore,
+    MemoryCustomerRepository,
+    MemoryGrantRepository,
+    MemorySubscriptionRepository,
+    NewGrant,
+    Subscription,
+    ViewUsage,
+)
+from meterline.errors import NotFound, Unavailable, ValidationFailed
+from meterline.events import UsageEvent
+from meterline.view import MemoryUsageView
+from tests.entitlements.catalogs import small_catalog
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.events: list[UsageEvent] = []
+        self.fail = False
+
+    def publish(self, events: list[UsageEvent], timeout: float = 10.0) -> None:
+        if self.fail:
+            raise Unavailable("the broker did not acknowledge in time")
+        self.events.extend(events)
+
+
+@pytest.fixture
+def parts() -> dict[str, object]:
+    clock = FakeClock(datetime(2026, 11, 18, 12, tzinfo=UTC))
+    catalogs = MemoryCatalogRepository()
+    catalogs.apply(1, small_catalog())
+    customers = MemoryCustomerRepository()
+    view = MemoryUsageView(clock)
+    publisher = Publisher()
+    subs = MemorySubscriptionRepository()
+    grants = MemoryGrantRepository(customers)
+    service = EntitlementService(
+        catalogs, subs, grants, ViewUsage(view), view, publisher, MemoryAnswerStore(), clock
+    )
+    return {
+        "service": service,
+        "publisher": publisher,
+        "subs": subs,
+        "grants": grants,
+        "customers": customers,
+        "clock": clock,
+    }
+
+
+def test_consume_publishes_an_ordinary_event_and_replays_answers(parts: dict[str, object]) -> None:
+    service, publisher = parts["service"], parts["publisher"]
+    assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    status, body = service.consume(1, "c1", "api_calls", 40, "e1")
+    assert (status, body["granted"], body["used"]) == (200, True, 40)
+    event = publisher.events[0]
+    assert (event.id, event.meter, event.value, event.properties) == (
+        "e1",
+        "api_calls",
+        40.0,
+        {"meterline_reservation": True},
+    )
+    assert service.consume(1, "c1", "api_calls", 40, "e1") == (status, body)
+    assert len(publisher.events) == 1
+    refused = service.consume(1, "c1", "api_calls", 11, "e2")
+    assert refused[0] == 403 and refused[1]["reason"] == "limit_exceeded"
+    assert service.check(1, "c1", "api_calls").used == 40
+
+
+def test_a_failed_publish_releases_the_reservation(parts: dict[str, object]) -> None:
+    service, publisher = parts["service"], parts["publisher"]
+    assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    publisher.fail = True
+    with pytest.raises(Unavailable):
+        service.consume(1, "c1", "api_calls", 50, "e1")
+    assert service.check(1, "c1", "api_calls").used == 0
+    publisher.fail = False
+    assert service.consume(1, "c1", "api_calls", 50, "e1")[0] == 200
+
+
+def test_consume_rejects_bad_input_and_unknown_features(parts: dict[str, object]) -> None:
+    service = parts["service"]
+    assert isinstance(service, EntitlementService)
+    with pytest.raises(ValidationFailed) as bad:
+        service.consume(1, "c1", "api_calls", -1, "")
+    assert {e.field for e in bad.value.errors} == {"amount", "event_id"}
+    with pytest.raises(NotFound):
+        service.consume(1, "c1", "nope", 1, "e")
+    with pytest.raises(ValidationFailed):
+        service.consume(1, "c1", "export", 1, "e")
+    with pytest.raises(NotFound):
+        service.check(2, "c1", "api_calls")
+
+
+def test_changes_invalidate_cached_plan_data(parts: dict[str, object]) -> None:
+    service, subs, grants, customers = (
+        parts["service"],
+        parts["subs"],
+        parts["grants"],
+        parts["customers"],
+    )
+    assert isinstance(service, EntitlementService)
+    assert service.check(1, "c1", "api_calls").limit == 50
+    subs.put(Subscription(1, "c1", "basic"))  # type: ignore[attr-defined]
+    assert service.check(1, "c1", "api_calls").limit == 50  # cached until invalidated
+    service.invalidate(1, "c1")
+    assert service.check(1, "c1", "api_calls").limit == 1000
+    customers.create(1, "c1", None, None)  # type: ignore[attr-defined]
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    grants.add(1, NewGrant("c1", "api_calls", "top_up", 500, since))  # type: ignore[attr-defined]
+    service.invalidate(1, "c1")
+    assert service.check(1, "c1", "api_calls").limit == 1500

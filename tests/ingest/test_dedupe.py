@@ -1,0 +1,77 @@
+"""One contract suite for the dedupe stores: in memory and in real Redis 6.2."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from meterline.clock import FakeClock
+from meterline.dedupe import CoalescingDeduper, Deduper, MemoryDeduper, RedisDeduper
+from meterline.redis import connect_async
+
+
+def _deduper(kind: str, request: pytest.FixtureRequest, window: float) -> Deduper:
+    if kind == "memory":
+        return MemoryDeduper(window)
+    url = request.getfixturevalue("redis_url")
+    redis_deduper = RedisDeduper(connect_async(url), "t", window)
+    return CoalescingDeduper(redis_deduper) if kind == "coalesced" else redis_deduper
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "coalesced"])
+def test_marked_ids_are_seen_per_tenant(kind: str, request: pytest.FixtureRequest) -> None:
+    async def scenario() -> None:
+        d = _deduper(kind, request, 60)
+        assert await d.seen(1, ["a", "b"]) == [False, False]
+        await d.mark(1, ["a"])
+        assert await d.seen(1, ["a", "b", "a"]) == [True, False, True]
+        assert await d.seen(2, ["a"]) == [False]
+        assert await d.seen(1, []) == []
+        assert await d.ping()
+        await d.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "coalesced"])
+def test_ids_are_forgotten_after_the_window(kind: str, request: pytest.FixtureRequest) -> None:
+    async def scenario() -> None:
+        d = _deduper(kind, request, 0.2)
+        await d.mark(1, [f"id-{i}" for i in range(500)])
+        assert all(await d.seen(1, [f"id-{i}" for i in range(500)]))
+        await asyncio.sleep(0.35)
+        assert not any(await d.seen(1, ["id-0", "id-499"]))
+        await d.close()
+
+    asyncio.run(scenario())
+
+
+def test_memory_deduper_follows_its_clock() -> None:
+    clock = FakeClock()
+    d = MemoryDeduper(10, clock)
+    asyncio.run(d.mark(1, ["x"]))
+    clock.advance(9)
+    assert asyncio.run(d.seen(1, ["x"])) == [True]
+    clock.advance(2)
+    assert asyncio.run(d.seen(1, ["x"])) == [False]
+
+
+def test_concurrent_calls_are_merged_into_few_store_calls() -> None:
+    class Counting(MemoryDeduper):
+        calls = 0
+
+        async def seen(self, tenant_id: int, ids: object) -> list[bool]:
+            Counting.calls += 1
+            await asyncio.sleep(0.01)
+            return await super().seen(tenant_id, ids)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        inner = Counting()
+        await inner.mark(1, ["b"])
+        d = CoalescingDeduper(inner)
+        answers = await asyncio.gather(*(d.seen(1, [f"a{i}", "b"]) for i in range(50)))
+        assert answers == [[False, True]] * 50
+        assert Counting.calls <= 2
+
+    asyncio.run(scenario())

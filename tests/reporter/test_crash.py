@@ -1,0 +1,72 @@
+"""SIGKILL between the Stripe call and the ledger update, many times: never a double count."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from tests.reporter.support import (
+    add_usage,
+    emulator_clock,
+    make_world,
+    postgres_total,
+    stripe_totals,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("stream_threshold", [1000, 2], ids=["v1", "stream"])
+def test_sigkill_after_stripe_answered_never_double_counts(
+    pg_conninfo, stripe_emulator, stripe_client, tmp_path, stream_threshold
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=3)
+    clock = emulator_clock(control)
+    for c in world.customers.values():
+        for h in range(1, 6):
+            add_usage(world, c.key, clock.now() - timedelta(hours=h, minutes=5), h)
+    env = {
+        **os.environ,
+        "METERLINE_HOME": str(tmp_path),
+        "METERLINE_DATABASE_URL": pg_conninfo,
+        "METERLINE_STRIPE_API_BASE": stripe_emulator.url,
+        "METERLINE_STRIPE_API_KEY": stripe_emulator.api_key,
+        "METERLINE_REPORTER_CRASH_AFTER_SEND": "0.35",
+        "METERLINE_REPORTER_PUSH_BATCH": "2",
+        "METERLINE_REPORTER_STREAM_THRESHOLD": str(stream_threshold),
+    }
+    kills = 0
+    for _ in range(60):
+        done = subprocess.run(
+            [sys.executable, "-m", "reporter.jobs", "push"], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if done.returncode == -9:
+            kills += 1
+            continue
+        assert done.returncode == 0, done.stderr
+        if "0 new revision(s)" in done.stdout and "0 resent" in done.stdout:
+            break
+    assert kills >= 2, kills
+    totals = stripe_totals(control, world.event_name)
+    for c in world.customers.values():
+        assert totals[c.stripe_id] == postgres_total(
+            world, c.key, clock.now() - timedelta(days=1), clock.now()
+        )
+        assert totals[c.stripe_id] == Decimal(15)
+    with world.pool.connection() as conn:
+        statuses = dict(
+            conn.execute("SELECT status, count(*) FROM report_ledger GROUP BY 1").fetchall()
+        )
+    assert statuses == {"sent": 15}
+    if stream_threshold > 100:
+        requests = control.requests(path="/v1/billing/meter_events")
+        resends = [r for r in requests if r.get("replayed") or r["status"] == 400]
+        assert resends, "a resend after a kill is replayed or meets the duplicate-identifier 400"

@@ -1,0 +1,106 @@
+"""The /finance page in a real headless Chromium (Playwright driving the system browser)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from meterline.tenants import PostgresTenantRepository
+from reporter.api import create_app
+from tests.reporter.support import add_usage, emulator_clock, make_world, reporter_for
+
+pytestmark = pytest.mark.integration
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+
+
+def _chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, capture_output=True)
+    assert shutil.which(CHROMIUM), "the system Chromium is needed for the finance page test"
+    return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(pg_conninfo, stripe_emulator, stripe_client):
+    control, emulator = stripe_emulator.control, stripe_emulator.emulator
+    world = make_world(pg_conninfo, stripe_client, n_customers=2)
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock)
+    a, b = world.customers.values()
+    when = (clock.now() - timedelta(days=1)).replace(hour=9, minute=15)
+    for i in range(3):
+        add_usage(world, a.key, when + timedelta(minutes=i), 40 + i)
+    add_usage(world, b.key, when, 12)
+    reporter.push()
+    lost = next(r for r in emulator.store.meter_events if r["customer"] == a.stripe_id)
+    lost["status"] = "dropped"  # the injected fault: Stripe lost one meter event
+    emulator.store.identifiers.pop(lost["identifier"])
+    reporter.reconcile(when.date(), "manual")
+    key = PostgresTenantRepository(world.pool).create_key("acme", ["read", "admin"])[1]
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(reporter), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", key, a
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_finance_page_lists_drills_down_and_resolves(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, key, customer = served
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "/finance")
+        expect(page).to_have_url(url + "/finance/login?next=/finance")
+        page.fill("#api_key", key)
+        page.click("button[type=submit]")
+        row = page.locator("table.alerts tbody tr").filter(has_text=customer.key)
+        expect(row).to_contain_text("Missing in Stripe")
+        expect(row).to_contain_text("-123")
+        expect(page.get_by_test_id("open-count")).to_have_text("1")
+        page.screenshot(path=str(OUTPUT / "finance-overview.png"), full_page=True)
+
+        row.get_by_role("link", name="Review →").click()
+        expect(page.locator("h1")).to_contain_text(customer.key)
+        expect(page.locator("table.hours tr.current")).to_contain_text("123")
+        expect(page.locator("table.events tbody tr")).to_have_count(3)
+        page.screenshot(path=str(OUTPUT / "finance-alert.png"), full_page=True)
+
+        page.fill("#note", "Stripe lost the 09:00 event; resent and checked the invoice")
+        page.get_by_role("button", name="Resolve").click()
+        expect(page.get_by_test_id("alert-status")).to_have_text("resolved")
+        expect(page.locator(".notice")).to_contain_text("resolved")
+        page.goto(url + "/finance")
+        expect(page.get_by_test_id("open-count")).to_have_text("0")
+        expect(page.locator("body")).to_contain_text("Stripe lost the 09:00 event")
+        page.screenshot(path=str(OUTPUT / "finance-resolved.png"), full_page=True)
+        browser.close()

@@ -1,0 +1,186 @@
+"""One suite, run against both view implementations (memory, and Redis through the fixtures)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meterline.catalog.model import Aggregation
+from meterline.clock import FakeClock, to_ms
+from meterline.view import (
+    ApplyOutcome,
+    Delta,
+    Gate,
+    MemoryUsageView,
+    RedisUsageView,
+    ReservationKey,
+    SyncedView,
+)
+from meterline.view.model import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, fold, merge
+
+# Redis expires keys by the real clock, so the test's times stay near now.
+T0 = floor_to(to_ms(datetime.now(UTC)), HOUR_MS) - 2 * HOUR_MS
+ViewFactory = Callable[[], SyncedView]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_view(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[ViewFactory]:
+    if request.param == "memory":
+        yield lambda: MemoryUsageView(clock=clock)
+        return
+    url = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url)
+
+    def fresh() -> SyncedView:
+        client.flushdb()
+        view = RedisUsageView(client, f"t{uuid.uuid4().hex[:6]}", clock=clock)
+        token = view.begin_rebuild(30)
+        assert token is not None and view.finish_rebuild(token, {})
+        return view
+
+    yield fresh
+    client.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0 + 30 * MINUTE_MS)
+
+
+@pytest.fixture
+def view(make_view: ViewFactory) -> SyncedView:
+    return make_view()
+
+
+def delta(minute_ms: int, value: float, agg: Aggregation = Aggregation.SUM, **kw: object) -> Delta:
+    fields: dict[str, object] = dict(tenant_id=1, customer="c1", meter="m", aggregation=agg)
+    fields.update(kw)
+    latest = int(fields.pop("latest_ms", minute_ms))  # type: ignore[call-overload]
+    return Delta(minute_ms=minute_ms, value=value, count=1, latest_ms=latest, **fields)  # type: ignore[arg-type]
+
+
+def test_sum_over_hours_days_and_months(view: SyncedView) -> None:
+    view.apply([delta(T0, 2), delta(T0 + 2 * HOUR_MS, 3), delta(T0 + 3 * DAY_MS, 5)], [])
+    u = lambda a, b: view.usage(1, "c1", "m", Aggregation.SUM, a, b)  # noqa: E731
+    assert u(T0, T0 + HOUR_MS) == 2
+    assert u(T0, T0 + 3 * HOUR_MS) == 5
+    assert u(T0 - 40 * DAY_MS, T0 + 40 * DAY_MS) == 10
+    assert u(T0 + 59 * MINUTE_MS, T0 + 61 * MINUTE_MS) == 2  # rounded down to the hour
+    assert u(T0 + HOUR_MS, T0 + 2 * HOUR_MS) == 0
+    assert view.usage(1, "c2", "m", Aggregation.SUM, T0, T0 + DAY_MS) == 0
+
+
+def test_max_latest_and_count(view: SyncedView) -> None:
+    mx, lt = Aggregation.MAX, Aggregation.LATEST
+    view.apply([delta(T0, 4, mx, meter="x"), delta(T0 + HOUR_MS, 9, mx, meter="x")], [])
+    view.apply([delta(T0, 1, mx, meter="x")], [])
+    view.apply([delta(T0, 7, lt, meter="l", latest_ms=T0 + 5)], [])
+    view.apply([delta(T0, 3, lt, meter="l", latest_ms=T0 + 1)], [])
+    view.apply([delta(T0 + DAY_MS, 6, Aggregation.COUNT, meter="c")], [])
+    assert view.usage(1, "c1", "x", mx, T0, T0 + HOUR_MS) == 4
+    assert view.usage(1, "c1", "x", mx, T0, T0 + DAY_MS) == 9
+    assert view.usage(1, "c1", "l", lt, T0, T0 + DAY_MS) == 7
+    assert view.usage(1, "c1", "c", Aggregation.COUNT, T0, T0 + 2 * DAY_MS) == 6
+
+
+def test_recent_minutes(view: SyncedView, clock: FakeClock) -> None:
+    now = clock.now_ms()
+    minute = floor_to(now, MINUTE_MS)
+    view.apply(
+        [delta(minute, 1), delta(minute - 4 * MINUTE_MS, 2), delta(minute - 9 * 60_000, 4)], []
+    )
+    assert view.recent(1, "c1", "m", Aggregation.SUM, 1, now) == 1
+    assert view.recent(1, "c1", "m", Aggregation.SUM, 5, now) == 3
+    assert view.recent(1, "c1", "m", Aggregation.SUM, 10, now) == 7
+    assert view.recent(1, "c1", "m", Aggregation.MAX, 10, now) == 4
+
+
+def test_reserve_grants_up_to_the_limit(view: SyncedView) -> None:
+    view.apply([delta(T0, 6)], [])
+    args = (T0, T0 + DAY_MS, 60)
+    first = view.reserve(1, "c1", "m", "e1", 3, 10, *args)
+    assert (first.granted, first.used, first.pending) == (True, 6, 0)
+    refused = view.reserve(1, "c1", "m", "e2", 2, 10, *args)
+    assert (refused.granted, refused.used, refused.pending) == (False, 9, 3)
+    again = view.reserve(1, "c1", "m", "e1", 3, 10, *args)
+    assert again.granted and again.pending == 3
+    assert view.reserve(1, "c1", "m", "e3", 1, 10, *args).granted
+    assert view.reserve(1, "c1", "m", "e4", 1e9, None, *args).granted
+
+
+def test_apply_swaps_pending_for_usage_atomically(view: SyncedView) -> None:
+    args = (T0, T0 + DAY_MS, 60)
+    assert view.reserve(1, "c1", "m", "e1", 4, 5, *args).granted
+    view.apply([delta(T0 + MINUTE_MS, 4)], [ReservationKey(1, "c1", "m", "e1")])
+    r = view.reserve(1, "c1", "m", "e2", 1, 5, *args)
+    assert (r.granted, r.used, r.pending) == (True, 4, 0)
+    assert view.reserve(1, "c1", "m", "e1", 4, 5, *args).granted  # counted: no new pending
+    assert not view.reserve(1, "c1", "m", "e3", 1, 5, *args).granted
+
+
+def test_release_and_expiry(view: SyncedView, clock: FakeClock) -> None:
+    args = (T0, T0 + DAY_MS)
+    assert view.reserve(1, "c1", "m", "e1", 5, 5, *args, 60).granted
+    assert not view.reserve(1, "c1", "m", "e2", 5, 5, *args, 60).granted
+    view.release(1, "c1", "m", "e1")
+    assert view.reserve(1, "c1", "m", "e2", 5, 5, *args, 10).granted
+    clock.advance(11)
+    assert view.reserve(1, "c1", "m", "e3", 5, 5, *args, 10).granted
+
+
+def test_gated_apply(view: SyncedView) -> None:
+    d = [delta(T0, 1)]
+    assert view.apply_gated(Gate("s", None, 10), d, []) is ApplyOutcome.APPLIED
+    assert view.apply_gated(Gate("s", 0, 10), d, []) is ApplyOutcome.SKIPPED
+    assert view.apply_gated(Gate("s", 12, 20), d, []) is ApplyOutcome.GAP
+    assert view.apply_gated(Gate("s", 10, 20), d, []) is ApplyOutcome.APPLIED
+    assert view.apply_gated(Gate("t", 5, 20), d, []) is ApplyOutcome.GAP
+    assert view.watermarks() == {"s": 20}
+    assert view.usage(1, "c1", "m", Aggregation.SUM, T0, T0 + HOUR_MS) == 2
+
+
+def test_rebuild_cycle(view: SyncedView) -> None:
+    view.apply([delta(T0, 1)], [])
+    assert view.reserve(1, "c1", "m", "e1", 1, None, T0, T0 + DAY_MS, 60).granted
+    token = view.begin_rebuild(30)
+    assert token is not None and view.begin_rebuild(30) is None
+    assert view.watermarks() is None
+    assert view.apply_gated(Gate("s", None, 1), [delta(T0, 1)], []) is ApplyOutcome.REBUILDING
+    view.load(token, [delta(T0, 5)])
+    assert view.finish_rebuild(token, {"s": 3})
+    assert view.watermarks() == {"s": 3}
+    assert view.usage(1, "c1", "m", Aggregation.SUM, T0, T0 + HOUR_MS) == 5
+    assert view.pending_reservations() == [ReservationKey(1, "c1", "m", "e1")]
+    view.remove_reservations(view.pending_reservations())
+    assert view.pending_reservations() == []
+
+
+minutes = st.integers(0, 60 * 24 * 45).map(lambda m: T0 - 20 * DAY_MS + m * MINUTE_MS)
+deltas_st = st.lists(
+    st.tuples(minutes, st.integers(0, 1000), st.integers(0, 59_999)), min_size=1, max_size=25
+)
+
+
+@pytest.mark.parametrize("agg", list(Aggregation))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=deltas_st, a=minutes, b=minutes)
+def test_usage_matches_a_fold_of_hour_buckets(
+    make_view: ViewFactory, agg: Aggregation, items: list[tuple[int, int, int]], a: int, b: int
+) -> None:
+    view = make_view()
+    ds = [delta(m, float(v), agg, latest_ms=m + off) for m, v, off in items]
+    view.apply(ds, [])
+    lo, hi = floor_to(min(a, b), HOUR_MS), floor_to(max(a, b), HOUR_MS)
+    buckets: dict[int, tuple[float, int]] = {}
+    for d in ds:
+        buckets[d.minute_ms] = merge(agg, buckets.get(d.minute_ms), (d.value, d.latest_ms))
+    expected = fold(agg, (v for m, v in buckets.items() if lo <= m < hi))
+    assert view.usage(1, "c1", "m", agg, min(a, b), max(a, b)) == pytest.approx(expected)
