@@ -106,12 +106,12 @@ class Client:
         """Send one pre-encoded request; transport failures come back as status 0."""
         try:
             return await asyncio.wait_for(self._exchange(raw), self.timeout)
+        except TimeoutError:  # before OSError, of which it is a subclass
+            await self.close()
+            return Response(0, error="Timeout")
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
             await self.close()
             return Response(0, error=type(e).__name__)
-        except TimeoutError:
-            await self.close()
-            return Response(0, error="Timeout")
 
     async def _exchange(self, raw: bytes) -> Response:
         if self._writer is None:

@@ -253,10 +253,10 @@ def plan_revisions(
 ) -> Plan:
     """New ledger revisions for every complete slot whose value differs from what is reported.
 
-    Only complete slots (ended by `until`) unless `partial`. Pure: reads nothing, writes
-    nothing. Sum meters get the difference; last-value meters the
-    new value. A decrease of a sum meter is never sent (Stripe sums cannot go down without a
-    cancel): it raises a `value_mismatch` alert for a person to decide.
+    Only complete slots (ended by `until`) unless `partial`. Sum meters get the difference;
+    last-value meters the new value. A decrease of a sum meter is never sent (Stripe sums
+    cannot go down without a cancel): it raises a `value_mismatch` alert for a person to
+    decide. Pure: reads nothing, writes nothing.
     """
     plan = Plan()
     for u in usage:

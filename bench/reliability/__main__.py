@@ -73,8 +73,9 @@ def main(
     if unknown:
         raise typer.BadParameter(f"no scenario {unknown}; choose among 1-8")
     home = ROOT / ".meterline" / f"reliability-{os.getpid()}"
-    limits = orjson.dumps({OVERLOAD_TENANT: OVERLOAD_RATE}).decode()
-    os.environ.setdefault("METERLINE_INGEST_TENANT_RATES", limits)
+    limits = orjson.loads(os.environ.get("METERLINE_INGEST_TENANT_RATES") or "{}")
+    limits[OVERLOAD_TENANT] = OVERLOAD_RATE
+    os.environ["METERLINE_INGEST_TENANT_RATES"] = orjson.dumps(limits).decode()
     with running_stack(home, keep) as stack:
         start_services(stack, console.print)
         missing = [s for s in ("ingest", "aggregator") if s not in stack.processes]

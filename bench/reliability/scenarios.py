@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
 
+from bench.reliability import stripe_check
 from bench.reliability.ledger import Ledger
 from bench.reliability.observe import wait_until
 from bench.reliability.traffic import Plan, Stats
@@ -59,12 +61,24 @@ class Recovery:
         return max(self.times) if self.times else None
 
 
-def _finish(world: World, result: Result, tenant: Tenant, ledger: Ledger, stats: Stats) -> Result:
+def _finish(
+    world: World,
+    result: Result,
+    tenant: Tenant,
+    ledger: Ledger,
+    stats: Stats,
+    stripe_hours: int = 0,
+) -> Result:
+    """Settle, compare (with Stripe too when `stripe_hours`), and describe the responses."""
     if world.settle(tenant, ledger) is None:
         result.notes.append(
             f"rollups still short of the acknowledged events after {world.settle_s:.0f} s"
         )
-    result.absorb(world.verdict(tenant, ledger))
+    extra = {}
+    if stripe_hours:
+        result.notes.append("stripe: " + stripe_check.push(world.stack).splitlines()[-1])
+        extra["stripe"] = stripe_check.totals(world.stack, tenant.id, stripe_hours + 1)
+    result.absorb(world.verdict(tenant, ledger, extra=extra))
     result.notes.append(_outcomes(ledger, stats))
     if stats.gave_up or stats.rejected:
         result.notes.append(f"gave up on {stats.gave_up} batches; rejected: {stats.rejected[:2]}")
@@ -81,10 +95,16 @@ def duplicates(world: World) -> Result:
     """1: 1,000,000 events, 5% of them resent ids (immediate and delayed)."""
     result, tenant = Result(1, "duplicates 5%"), world.tenant("dup")
     ledger = world.ledger(tenant)
-    plan = Plan(Size(1_000_000, 30_000).pick(world), duplicates=0.05)
+    hours = 2 if stripe_check.available(world.stack) else 0
+    if hours:
+        stripe_check.prepare(world.stack, tenant.id, ledger.customers)
+        result.notes.append("event times in the 2 hours before this one, so the reporter pushes")
+    else:
+        result.notes.append("stripe: not compared (no reporter jobs or no Stripe emulator)")
+    plan = Plan(Size(1_000_000, 30_000).pick(world), duplicates=0.05, past_hours=hours)
     stats = world.send(tenant, ledger, plan)
     result.notes.append(f"{ledger.sends - len(ledger):,} duplicate sends incl. retries")
-    return _finish(world, result, tenant, ledger, stats)
+    return _finish(world, result, tenant, ledger, stats, stripe_hours=hours)
 
 
 def _killing(
@@ -194,10 +214,10 @@ def redis_flush(world: World) -> Result:
     return result
 
 
-OVERLOAD_TENANT = "rel-overload"
-OVERLOAD_RATE = (
-    2_000.0  # events/s ingest admits for OVERLOAD_TENANT (METERLINE_INGEST_TENANT_RATES)
-)
+# The tenant of the rate-limit half of scenario 7, named for this run, and the events per second
+# ingest admits for it (passed to ingest as METERLINE_INGEST_TENANT_RATES at start).
+OVERLOAD_TENANT = f"rel-overload-{uuid.uuid4().hex[:6]}"
+OVERLOAD_RATE = 2_000.0
 
 
 def overload(world: World) -> Result:

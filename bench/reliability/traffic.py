@@ -37,6 +37,8 @@ class Plan:
     give_up_s: float = 180.0
     timeout_s: float = 15.0
     max_retry_wait_s: float = 2.0
+    past_hours: int = 0
+    """0: event times in the last 5 s; n: spread over the n hours before the current one."""
 
 
 @dataclass
@@ -106,7 +108,12 @@ class Traffic:
 
     def _new_event(self) -> int:
         rng, ledger = self._rng, self.ledger
-        now_ms = int(time.time() * 1000) - rng.randrange(5_000)
+        now_ms = int(time.time() * 1000)
+        if self.plan.past_hours:
+            hour_start = now_ms - now_ms % 3_600_000
+            now_ms = hour_start - 1 - rng.randrange(self.plan.past_hours * 3_600_000)
+        else:
+            now_ms -= rng.randrange(5_000)
         customer, meter = rng.randrange(len(ledger.customers)), rng.randrange(len(ledger.meters))
         return ledger.new_event(customer, meter, float(rng.randint(1, 10)), now_ms)
 

@@ -8,14 +8,14 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from bench.loadgen import run_loop
 from bench.reliability.faults import Faults
-from bench.reliability.ledger import Ledger, Verdict, compare, view_mismatches
+from bench.reliability.ledger import Key, Ledger, Verdict, compare, view_mismatches
 from bench.reliability.observe import Observer, view_window, wait_until
 from bench.reliability.traffic import Plan, Stats, Traffic
 from bench.runner import CATALOG
@@ -132,13 +132,20 @@ class World:
 
         return wait_until(settled, self.settle_s)
 
-    def verdict(self, tenant: Tenant, ledger: Ledger, view_wait: float = 60.0) -> Verdict:
-        """Compare Postgres and the Redis view with the ledger (waiting for the view to match)."""
+    def verdict(
+        self,
+        tenant: Tenant,
+        ledger: Ledger,
+        view_wait: float = 60.0,
+        extra: Mapping[str, Mapping[Key, float]] | None = None,
+    ) -> Verdict:
+        """Compare Postgres, the Redis view (waiting for it to match) and any `extra` views
+        (e.g. Stripe) with the ledger."""
         rollups = self.observer.rollups(tenant.id)
         keys = set(rollups) | {(c, m) for c in ledger.customers for m in ledger.meters}
-        first, last = int(time.time() * 1000) - 3_600_000, int(time.time() * 1000)
-        start, end = view_window(first, last)
-        views: dict[str, dict[Any, float]] = {}
+        now_ms = int(time.time() * 1000)
+        start, end = view_window(now_ms - 6 * 3_600_000, now_ms)
+        views: dict[str, Mapping[Key, float]] = dict(extra or {})
 
         def view_matches() -> bool:
             view = self.observer.redis_view(tenant.id, keys, start, end)

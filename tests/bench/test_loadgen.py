@@ -110,3 +110,18 @@ def test_read_response_handles_no_body() -> None:
         return (await read_response(reader)).status
 
     assert asyncio.run(scenario()) == 204
+
+
+def test_a_silent_server_is_a_timeout() -> None:
+    async def scenario() -> tuple[int, str]:
+        async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(5)
+
+        silent = await asyncio.start_server(never, "127.0.0.1", 0)
+        client = Client("127.0.0.1", silent.sockets[0].getsockname()[1], timeout=0.2)
+        response = await client.send(encode_request("GET", "/"))
+        await client.close()
+        silent.close()
+        return response.status, response.error
+
+    assert asyncio.run(scenario()) == (0, "Timeout")

@@ -70,3 +70,28 @@ def test_sigkill_after_stripe_answered_never_double_counts(
         requests = control.requests(path="/v1/billing/meter_events")
         resends = [r for r in requests if r.get("replayed") or r["status"] == 400]
         assert resends, "a resend after a kill is replayed or meets the duplicate-identifier 400"
+
+
+def test_cli_commands_run_the_jobs(pg_conninfo, stripe_emulator, stripe_client, tmp_path):
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    c = next(iter(world.customers.values()))
+    clock = emulator_clock(stripe_emulator.control)
+    add_usage(world, c.key, clock.now() - timedelta(days=1), 9)
+    env = {
+        **os.environ,
+        "METERLINE_HOME": str(tmp_path),
+        "METERLINE_DATABASE_URL": pg_conninfo,
+        "METERLINE_STRIPE_API_BASE": stripe_emulator.url,
+        "METERLINE_STRIPE_API_KEY": stripe_emulator.api_key,
+    }
+    meterline = [sys.executable, "-m", "meterline.cli.main"]
+    pushed = subprocess.run([*meterline, "report", "run"], env=env, capture_output=True, text=True)
+    assert pushed.returncode == 0 and "1 delivered" in pushed.stdout, pushed.stderr
+    day = (clock.now() - timedelta(days=1)).date().isoformat()
+    checked = subprocess.run(
+        [*meterline, "reconcile", "run", "--date", day], env=env, capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and "0 discrepancy(ies)" in checked.stdout, checked.stderr
+    bad = subprocess.run([*meterline, "reconcile", "run", "--date", "yesterday"], env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr

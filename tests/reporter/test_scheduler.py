@@ -1,4 +1,4 @@
-"""The scheduler decides from an injectable clock: hourly pushes, period-end flushes, nightly runs."""
+"""The scheduler follows an injectable clock: hourly pushes, period-end flushes, nightly runs."""
 
 from __future__ import annotations
 
