@@ -151,18 +151,22 @@ class ReconciliationStore:
             ).fetchall()
         return [Run(*r) for r in rows]
 
-    def record(self, tenant_id: int, run_id: int | None, found: Sequence[Discrepancy]) -> list[int]:
-        """Raise or refresh an alert per discrepancy; returns the ids of newly opened alerts."""
+    def record(
+        self, tenant_id: int, run_id: int | None, found: Sequence[Discrepancy]
+    ) -> tuple[list[int], set[int]]:
+        """Raise or refresh an alert per discrepancy: (ids newly opened, ids opened or refreshed)."""
         opened: list[int] = []
+        touched: set[int] = set()
         with self._pool.connection() as conn, conn.transaction():
             for d in found:
                 if _resolved_same(conn, tenant_id, d):
                     continue
                 row = conn.execute(_UPSERT, _alert_params(tenant_id, run_id, d)).fetchone()
                 assert row is not None
+                touched.add(int(row[0]))
                 if row[1]:
                     opened.append(int(row[0]))
-        return opened
+        return opened, touched
 
     def clear(
         self, tenant_id: int, run_id: int, window: tuple[datetime, datetime], seen: set[int]

@@ -172,8 +172,9 @@ class Pusher:
         self._ledger.add(plan.rows)
         if plan.alerts:
             self._store.record(tenant_id, None, plan.alerts)
-        report.too_late += sum(1 for r in plan.rows if r.status == "rejected")
-        self._metrics.events.labels("too_late").inc(report.too_late)
+        too_late = sum(1 for r in plan.rows if r.status == "rejected")
+        report.too_late += too_late
+        self._metrics.events.labels("too_late").inc(too_late)
         self._send([r for r in plan.rows if r.status == "pending"], report)
 
     def _usage(

@@ -132,8 +132,7 @@ class Reconciler:
             self._metrics.reconcile_runs.labels("failed").inc()
             log.exception("reconciliation of tenant %s failed", tenant_id)
             return RunResult(tenant_id, run_id, window, 0, [], [])
-        opened = self._store.record(tenant_id, run_id, found)
-        seen = {a.id for a in self._store.alerts(tenant_id) if a.run_id == run_id}
+        opened, seen = self._store.record(tenant_id, run_id, found)
         self._store.clear(tenant_id, run_id, window, seen)
         self._store.finish_run(run_id, hours, ours, theirs, len(found))
         self._metrics.reconcile_runs.labels("alerts" if found else "ok").inc()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 
 from meterline.cli.common import out
 from meterline.client import Meterline
@@ -24,16 +23,18 @@ def run(ctx: DemoContext) -> None:
         out("demo traffic: no ingest service in this stack; skipped")
         return
     client = Meterline(url, ctx.keys["ingest"], flush_interval=0.5)
-    thread = threading.Thread(target=_stream, args=(client,), name="demo-traffic", daemon=True)
+    stop = ctx.stack.stopping
+    thread = threading.Thread(target=_stream, args=(client, stop), name="demo-traffic", daemon=True)
     thread.start()
     out(f"demo traffic: ~{EVENTS_PER_SECOND} events/s for {len(CUSTOMERS)} customers -> {url}")
 
 
-def _stream(client: Meterline, stop: threading.Event | None = None) -> None:
+def _stream(client: Meterline, stop: threading.Event) -> None:
+    """Send until the stack stops, then flush what is buffered."""
     rng = random.Random(7)
-    while stop is None or not stop.is_set():
+    while not stop.wait(1 / EVENTS_PER_SECOND):
         customer = rng.choice(CUSTOMERS)
         client.record(customer, "api_calls", properties={"endpoint": rng.choice(["/a", "/b"])})
         if rng.random() < 0.3:
             client.record(customer, "tokens", value=rng.randint(100, 2000))
-        time.sleep(1 / EVENTS_PER_SECOND)
+    client.close()

@@ -47,6 +47,10 @@ class ServiceSpec:
     default_port: int
     health_path: str = "/healthz"
 
+    @property
+    def installed(self) -> bool:
+        return importlib.util.find_spec(f"{self.module}.__main__") is not None
+
 
 SERVICES = [
     ServiceSpec("stripe", "meterline.devstack.stripe_emulator", "", 12111, "/_emulator/health"),
@@ -64,7 +68,7 @@ class DevStack:
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     containers: list[Container] = field(default_factory=list)
     partitions: int = 4
-    _stopping: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def start_backing(self) -> None:
         """Postgres, Redis and Kafka from, in order: the environment's URLs, containers when a
@@ -94,10 +98,7 @@ class DevStack:
         if os.environ.get("METERLINE_STRIPE_API_BASE"):
             self.urls["stripe"] = os.environ["METERLINE_STRIPE_API_BASE"]
         for spec in SERVICES:
-            if (
-                spec.name in self.urls
-                or importlib.util.find_spec(f"{spec.module}.__main__") is None
-            ):
+            if spec.name in self.urls or not spec.installed:
                 continue
             port = spec.default_port if not port_open(spec.default_port) else free_port()
             self.urls[spec.name] = f"http://127.0.0.1:{port}"
@@ -137,9 +138,9 @@ class DevStack:
 
     def supervise(self, interval: float = 0.5) -> None:
         """Restart any process that dies, until `stop()` is called."""
-        while not self._stopping.wait(interval):
+        while not self.stopping.wait(interval):
             for name, proc in list(self.processes.items()):
-                if not proc.alive() and not self._stopping.is_set():
+                if not proc.alive() and not self.stopping.is_set():
                     self._restart(name, proc)
 
     def _restart(self, name: str, proc: ManagedProcess) -> None:
@@ -158,7 +159,7 @@ class DevStack:
 
     def stop(self) -> None:
         """Stop everything this stack started, services first, and remove stack.json."""
-        self._stopping.set()
+        self.stopping.set()
         for proc in reversed(list(self.processes.values())):
             proc.stop()
         for container in self.containers:
@@ -181,7 +182,7 @@ def run_until_signal(
     starting = True
 
     def on_signal(signum: int, _frame: object) -> None:
-        stack._stopping.set()
+        stack.stopping.set()
         if starting:  # interrupt a start-up that may be waiting on a process
             raise KeyboardInterrupt
 
