@@ -31,7 +31,7 @@ from meterline.tenants import PostgresTenantRepository
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
 CATALOG = ROOT / "deploy" / "catalog.example.yaml"
-BUILTIN = ["bench.ceilings", "bench.baseline"]
+BUILTIN = ["bench.ceilings", "bench.baseline", "bench.end_to_end"]
 
 
 def discover(folder: Path = BENCH_DIR) -> list[str]:

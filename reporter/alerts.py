@@ -154,7 +154,7 @@ class ReconciliationStore:
     def record(
         self, tenant_id: int, run_id: int | None, found: Sequence[Discrepancy]
     ) -> tuple[list[int], set[int]]:
-        """Raise or refresh an alert per discrepancy: (ids newly opened, ids opened or refreshed)."""
+        """Raise or refresh an alert per discrepancy; returns (new ids, raised or refreshed ids)."""
         opened: list[int] = []
         touched: set[int] = set()
         with self._pool.connection() as conn, conn.transaction():

@@ -21,6 +21,7 @@ from meterline.errors import FieldError, MeterlineError, ValidationFailed
 from meterline.tenants import Principal
 from reporter import web
 from reporter.alerts import to_csv
+from reporter.auth import authorize
 from reporter.drilldown import drill_down
 from reporter.service import Reporter
 
@@ -58,7 +59,7 @@ def create_app(reporter: Reporter) -> FastAPI:
 def principal(scope: str) -> Any:
     def dependency(request: Request) -> Principal:
         reporter: Reporter = request.app.state.reporter
-        return reporter.auth.principal(request.headers.get("authorization"), scope)
+        return authorize(reporter.auth, request.headers.get("authorization"), scope)
 
     return Depends(dependency)
 

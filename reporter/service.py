@@ -90,7 +90,9 @@ def sender_chain(
         on_request=metrics.observe_stripe,
     )
     if settings.crash_after_send > 0:
-        sender = CrashingSender(sender, settings.crash_after_send, random.Random())
+        sender = CrashingSender(
+            sender, settings.crash_after_send, random.Random(settings.crash_seed)
+        )
     return RetryingSender(
         sender,
         max_attempts=settings.retry_max_attempts,

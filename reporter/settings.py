@@ -16,7 +16,8 @@ class ReporterSettings(BaseSettings):
     margin is never sent and raises a `too_late_for_stripe` alert. `stripe_lag_s`: hours that
     ended more recently than this are not reconciled (Stripe summarizes asynchronously).
     `crash_after_send` is a fault-injection hook for tests only: the probability that the
-    process kills itself with SIGKILL right after a Stripe call, before the ledger update.
+    process kills itself with SIGKILL right after a Stripe call, before the ledger update
+    (`crash_seed` makes the draws repeatable).
     """
 
     model_config = SettingsConfigDict(env_prefix="METERLINE_REPORTER_", extra="ignore", frozen=True)
@@ -42,6 +43,7 @@ class ReporterSettings(BaseSettings):
     public_url: str = ""
     cookie_secure: bool = False
     crash_after_send: float = 0.0
+    crash_seed: int | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ReporterSettings:

@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from meterline.errors import Forbidden, MeterlineError, Unauthorized
 from meterline.tenants import Principal
 from reporter.alerts import to_csv
+from reporter.auth import authorize
 from reporter.drilldown import drill_down
 
 COOKIE = "meterline_finance"
@@ -84,7 +85,7 @@ def mount(app: FastAPI, reporter: Any) -> None:
         form = await _form(request)
         key, nxt = form.get("api_key", "").strip(), _safe_next(form.get("next", "/finance"))
         try:
-            reporter.auth.principal(f"Bearer {key}", "read")
+            authorize(reporter.auth, f"Bearer {key}", "read")
         except MeterlineError as exc:
             return _page("login.html", status=401, error=exc.message, next=nxt)
         response = RedirectResponse(nxt, status_code=303)
@@ -157,7 +158,7 @@ def _who(request: Request, reporter: Any, scope: str) -> Principal:
     if not key:
         raise Unauthorized("please sign in with an API key")
     try:
-        principal: Principal = reporter.auth.principal(f"Bearer {key}", scope)
+        principal: Principal = authorize(reporter.auth, f"Bearer {key}", scope)
     except Forbidden:
         raise Forbidden(f"your key lacks the {scope!r} scope needed for this action") from None
     return principal

@@ -40,7 +40,8 @@ def run_scenarios(world: World, numbers: list[int]) -> list[Result]:
             result = Result(n, SCENARIOS[n].__name__, notes=[f"error: {exc!r}"])
             traceback.print_exc()
         result.elapsed = time.monotonic() - start
-        console.print(table([result]))
+        if len(numbers) > 1:
+            console.print(table([result]))
         results.append(result)
     return results
 

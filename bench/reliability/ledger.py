@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,12 +134,14 @@ def compare(
     counted_ids: Iterable[str],
     rollups: Mapping[Key, Total],
     views: Mapping[str, Mapping[Key, float]] | None = None,
+    view_meters: Mapping[str, Collection[str]] | None = None,
 ) -> Verdict:
     """Compare the Postgres ledger rows (`counted_ids`, one per row), the rollups and each
     derived view (name -> value per key, e.g. "redis", "stripe") with the client's ledger.
 
     Rollups must equal the ledger rows exactly (sum and count per key); every view must equal
-    the rollups' sums; every acknowledged id must be counted once.
+    the rollups' sums (only for the meters `view_meters` names for it, when it names any);
+    every acknowledged id must be counted once.
     """
     seen = bytearray(len(ledger))
     unknown = doubled = 0
@@ -156,7 +158,7 @@ def compare(
     from_rows = totals((ledger.key(n), ledger.value(n)) for n in counted)
     extra, mismatches = _rollup_mismatches(from_rows, rollups)
     for name, view in (views or {}).items():
-        mismatches += view_mismatches(name, rollups, view)
+        mismatches += view_mismatches(name, rollups, view, (view_meters or {}).get(name))
     unacked = sum(1 for n in counted if not ledger.acked(n))
     return Verdict(
         len(ledger),
@@ -184,10 +186,16 @@ def _rollup_mismatches(
 
 
 def view_mismatches(
-    name: str, rollups: Mapping[Key, Total], view: Mapping[Key, float]
+    name: str,
+    rollups: Mapping[Key, Total],
+    view: Mapping[Key, float],
+    meters: Collection[str] | None = None,
 ) -> list[str]:
+    """Each key (of `meters` only, when given) where `view` differs from the rollups' sum."""
     found = []
     for key in sorted(set(rollups) | set(view)):
+        if meters is not None and key[1] not in meters:
+            continue
         want, got = rollups.get(key, Total(0.0, 0)).value, view.get(key, 0.0)
         if not _close(want, got):
             found.append(f"{name} {key}: rollups {want:g}, {name} {got:g}")

@@ -74,11 +74,12 @@ def _finish(
         result.notes.append(
             f"rollups still short of the acknowledged events after {world.settle_s:.0f} s"
         )
-    extra = {}
+    extra, meters = {}, {"stripe": stripe_check.BILLED_METERS}
     if stripe_hours:
         result.notes.append("stripe: " + stripe_check.push(world.stack).splitlines()[-1])
         extra["stripe"] = stripe_check.totals(world.stack, tenant.id, stripe_hours + 1)
-    result.absorb(world.verdict(tenant, ledger, extra=extra))
+        result.notes.append(f"stripe: {len(extra['stripe'])} (customer, meter) totals compared")
+    result.absorb(world.verdict(tenant, ledger, extra=extra, extra_meters=meters))
     result.notes.append(_outcomes(ledger, stats))
     if stats.gave_up or stats.rejected:
         result.notes.append(f"gave up on {stats.gave_up} batches; rejected: {stats.rejected[:2]}")

@@ -33,6 +33,8 @@ from meterline.stripe.subscriptions import ensure_stripe_customer
 from meterline.stripe.summaries import StripeSummaryReader
 
 HOUR_S = 3600
+BILLED_PLAN = "power"
+BILLED_METERS = ("api_calls",)  # the meters with a metered price on the plan (demo catalog)
 
 
 def available(stack: DevStack) -> bool:
@@ -44,7 +46,8 @@ def _settings(stack: DevStack) -> StripeSettings:
 
 
 def prepare(stack: DevStack, tenant_id: int, customers: Iterable[str]) -> None:
-    """Sync the demo catalog to Stripe and create a Stripe customer for each customer."""
+    """Sync the demo catalog to Stripe, create a Stripe customer for each customer and put it
+    on the plan with a metered price (a manual subscription in its current period)."""
     client = stripe_client(_settings(stack))
     with open_pool(stack.urls["postgres"], max_size=2) as pool:
         sync = CatalogSync(client, PostgresStripeObjectRepository(pool))
@@ -53,6 +56,16 @@ def prepare(stack: DevStack, tenant_id: int, customers: Iterable[str]) -> None:
         for customer in customers:
             repo.create(tenant_id, customer, None, None)
             ensure_stripe_customer(client, repo, tenant_id, customer)
+        with pool.connection() as conn:
+            conn.execute(_SUBSCRIBE, (tenant_id, BILLED_PLAN, tenant_id))
+
+
+_SUBSCRIBE = """
+    INSERT INTO subscriptions (tenant_id, customer, source, plan, status,
+                               current_period_start, current_period_end)
+    SELECT %s, id, 'manual', %s, 'active', now() - interval '10 days', now() + interval '20 days'
+    FROM customers WHERE tenant_id = %s
+"""
 
 
 def push(stack: DevStack, timeout: float = 300.0) -> str:
@@ -78,8 +91,9 @@ def totals(stack: DevStack, tenant_id: int, hours: int) -> dict[Key, float]:
     start, end = now - now % HOUR_S - hours * HOUR_S, now - now % HOUR_S + HOUR_S
     with open_pool(stack.urls["postgres"], max_size=2) as pool, pool.connection() as conn:
         meters = conn.execute(
-            "SELECT key, stripe_id FROM stripe_objects WHERE tenant_id = %s AND kind = 'meter'",
-            (tenant_id,),
+            "SELECT key, stripe_id FROM stripe_objects "
+            "WHERE tenant_id = %s AND kind = 'meter' AND key = ANY(%s)",
+            (tenant_id, list(BILLED_METERS)),
         ).fetchall()
         customers = conn.execute(
             "SELECT id, stripe_customer_id FROM customers "

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,9 +138,10 @@ class World:
         ledger: Ledger,
         view_wait: float = 60.0,
         extra: Mapping[str, Mapping[Key, float]] | None = None,
+        extra_meters: Mapping[str, Collection[str]] | None = None,
     ) -> Verdict:
         """Compare Postgres, the Redis view (waiting for it to match) and any `extra` views
-        (e.g. Stripe) with the ledger."""
+        (e.g. Stripe, for the meters `extra_meters` names) with the ledger."""
         rollups = self.observer.rollups(tenant.id)
         keys = set(rollups) | {(c, m) for c in ledger.customers for m in ledger.meters}
         now_ms = int(time.time() * 1000)
@@ -153,7 +154,8 @@ class World:
             return view is not None and not view_mismatches("redis", rollups, view)
 
         wait_until(view_matches, view_wait, 1.0)
-        return compare(ledger, self.observer.ledger_ids(tenant.id), rollups, views)
+        ids = self.observer.ledger_ids(tenant.id)
+        return compare(ledger, ids, rollups, views, extra_meters)
 
 
 def every(

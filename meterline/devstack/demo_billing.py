@@ -45,6 +45,12 @@ def run(ctx: DemoContext) -> None:
     if ids is None:
         out("billing demo: skipped (the catalog has not been synced to Stripe)")
         return
+    with EmulatorControl(urls["stripe"]) as control:
+        ahead = control.now() - time.time()
+    if ahead > 120:
+        out("billing demo: skipped (the emulator's clock is ahead after an earlier demo;")
+        out("  remove stripe-state.json from the stack folder for a fresh emulator)")
+        return
     customer = f"billing-{secrets.token_hex(3)}"
     stripe_customer = client.v1.customers.create({"email": f"{customer}@example.com"}).id
     items = [{"price": ids["base"]}, {"price": ids["metered"]}]
@@ -160,7 +166,7 @@ def _wait_counted(
 
 
 def _price_of(line: Any) -> str | None:
-    details = (line.get("pricing") or {}).get("price_details") or {}
+    details = (line.to_dict().get("pricing") or {}).get("price_details") or {}
     price = details.get("price")
     return None if price is None else str(price)
 

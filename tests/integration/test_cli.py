@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 
 import psycopg
+import pytest
+
+from meterline.devstack.stack import DevStack
+from meterline.postgres.migrate import available_migrations
 
 
 def meterline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -20,24 +26,31 @@ def meterline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def test_migrate_twice_changes_nothing(backing: object, pg_conninfo: str) -> None:
-    with psycopg.connect(pg_conninfo, autocommit=True) as conn:
-        conn.execute(
-            "DROP TABLE schema_migrations, consumer_offsets, usage_rollups_minute, "
-            "usage_events, catalog_versions, api_keys, tenants CASCADE"
-        )
-    env = {"METERLINE_DATABASE_URL": pg_conninfo}
+@pytest.fixture
+def empty_database(backing: DevStack) -> Iterator[str]:
+    """A database with no schema at all."""
+    name = f"e_{uuid.uuid4().hex[:16]}"
+    base = backing.urls["postgres"].rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"{base}/{name}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_migrate_twice_changes_nothing(empty_database: str) -> None:
+    env = {"METERLINE_DATABASE_URL": empty_database}
     first = meterline("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert "applied 0001_foundation" in first.stdout
-    with psycopg.connect(pg_conninfo) as conn:
+    names = [m.name for m in available_migrations()]
+    assert [line.split("_", 1)[1] for line in first.stdout.splitlines()] == names
+    with psycopg.connect(empty_database) as conn:
         before = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
     second = meterline("migrate", env=env)
     assert (second.returncode, second.stdout.strip()) == (0, "schema is up to date")
-    with psycopg.connect(pg_conninfo) as conn:
-        assert (
-            conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall() == before
-        )
+    with psycopg.connect(empty_database) as conn:
+        after = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
+    assert after == before and len(after) == len(names)
 
 
 def test_a_bad_database_url_is_one_clear_line() -> None:

@@ -139,3 +139,12 @@ def test_lost_and_doubled_match_set_arithmetic(
     assert verdict.counted == len(counted)
     assert verdict.counted_unacked == len(counted - acked)
     assert verdict.ok == (not (acked - counted) and not repeats)
+
+
+def test_a_view_is_compared_only_on_its_meters() -> None:
+    ledger = _ledger([1, 2, 3, 4])
+    ledger.record([0, 1, 2, 3], "202")
+    ids, rollups = _counted(ledger, [0, 1, 2, 3])
+    stripe = {k: t.value for k, t in rollups.items() if k[1] == "api_calls"}
+    assert compare(ledger, ids, rollups, {"stripe": stripe}, {"stripe": ["api_calls"]}).ok
+    assert not compare(ledger, ids, rollups, {"stripe": stripe}).ok

@@ -1,0 +1,20 @@
+"""Scopes for the finance API and pages: `read` to look, `admin` to change.
+
+An `admin` key may also do what `read` allows, so one admin key is enough for finance.
+"""
+
+from __future__ import annotations
+
+from meterline.auth import Authenticator
+from meterline.errors import Forbidden
+from meterline.tenants import Principal
+
+
+def authorize(auth: Authenticator, header: str | None, scope: str) -> Principal:
+    """The key's principal if it holds `scope` (or `admin` where `read` is asked)."""
+    try:
+        return auth.principal(header, scope)
+    except Forbidden:
+        if scope != "read":
+            raise
+        return auth.principal(header, "admin")
