@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Any
 
-from aggregator import http, logs
+from aggregator import http
 from aggregator.catalog_cache import AggregationCache
 from aggregator.faults import hooks_from_spec
 from aggregator.ledger import LedgerWriter
@@ -18,6 +18,7 @@ from aggregator.retry import Retrier
 from aggregator.settings import AggregatorSettings
 from aggregator.viewsync import ViewSync
 from aggregator.worker import Worker, WorkerParts
+from meterline import logs
 from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.errors import ConfigError
 from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
@@ -48,7 +49,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    logs.configure(service.log_level)
+    logs.configure("aggregator", service.log_level)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

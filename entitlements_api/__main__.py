@@ -13,10 +13,10 @@ import sys
 import uvicorn
 
 from entitlements_api.app import create_app
-from entitlements_api.logs import log_config
 from entitlements_api.settings import EntitlementsSettings
 from entitlements_api.wiring import build
 from meterline.errors import ConfigError
+from meterline.logs import log_config
 from meterline.settings import ServiceSettings, load_section, load_settings
 
 
@@ -24,7 +24,7 @@ def main() -> int:
     try:
         service = load_section(ServiceSettings)
         own = load_section(EntitlementsSettings)
-        logging.config.dictConfig(log_config(service.log_level))
+        logging.config.dictConfig(log_config("entitlements_api", service.log_level))
         deps = build(load_settings(), own)
     except ConfigError as exc:
         print(f"entitlements_api: {exc.message}", file=sys.stderr)
@@ -35,7 +35,7 @@ def main() -> int:
         port=own.port,
         loop="uvloop",
         http="httptools",
-        log_config=log_config(service.log_level),
+        log_config=log_config("entitlements_api", service.log_level),
         access_log=False,
         timeout_graceful_shutdown=int(own.drain_seconds),
         server_header=False,

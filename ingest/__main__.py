@@ -12,10 +12,10 @@ import sys
 import uvicorn
 
 from ingest.app import create_app
-from ingest.logs import log_config
 from ingest.service import Sections, build
 from ingest.settings import IngestSettings
 from meterline.errors import ConfigError
+from meterline.logs import log_config
 from meterline.settings import (
     DatabaseSettings,
     KafkaSettings,
@@ -34,7 +34,7 @@ def main() -> int:
             load_section(DatabaseSettings),
             load_section(RedisSettings),
         )
-        logging.config.dictConfig(log_config(service.log_level))
+        logging.config.dictConfig(log_config("ingest", service.log_level))
         deps = build(sections)
     except ConfigError as exc:
         print(f"ingest: {exc.message}", file=sys.stderr)
@@ -46,7 +46,7 @@ def main() -> int:
         port=s.port,
         loop="uvloop",
         http="httptools",
-        log_config=log_config(service.log_level),
+        log_config=log_config("ingest", service.log_level),
         access_log=False,
         limit_concurrency=s.max_connections,
         timeout_graceful_shutdown=int(s.graceful_timeout_s),

@@ -13,9 +13,9 @@ import sys
 import uvicorn
 
 from meterline.errors import ConfigError
+from meterline.logs import log_config
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
-from reporter.logs import log_config
 from reporter.scheduler import Scheduler
 from reporter.service import build
 from reporter.settings import ReporterSettings
@@ -25,7 +25,7 @@ def main() -> int:
     try:
         service = load_section(ServiceSettings)
         own = load_section(ReporterSettings)
-        logging.config.dictConfig(log_config(service.log_level))
+        logging.config.dictConfig(log_config("reporter", service.log_level))
         reporter = build(load_section(DatabaseSettings), load_section(StripeSettings), own)
     except ConfigError as exc:
         print(f"reporter: {exc.message}", file=sys.stderr)
@@ -35,7 +35,7 @@ def main() -> int:
         create_app(reporter),
         host=service.host,
         port=service.reporter_port,
-        log_config=log_config(service.log_level),
+        log_config=log_config("reporter", service.log_level),
         access_log=False,
         timeout_graceful_shutdown=30,
         server_header=False,

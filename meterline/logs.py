@@ -1,8 +1,9 @@
-"""JSON-lines logging for the service and uvicorn's own loggers."""
+"""JSON-lines logging shared by every service: one object per line on stderr."""
 
 from __future__ import annotations
 
 import logging
+import logging.config
 import sys
 from typing import Any
 
@@ -27,15 +28,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """A `logging.config.dictConfig` for uvicorn and the `ingest` loggers (access log off)."""
+def log_config(service: str, level: str) -> dict[str, Any]:
+    """A `logging.config.dictConfig` for uvicorn, `meterline` and the service's own loggers
+    at `level` (uvicorn's access log off); everything else at WARNING."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": sys.stderr}
-    quiet = {"handlers": ["json"], "level": level.upper(), "propagate": False}
+    chosen = {"handlers": ["json"], "level": level.upper(), "propagate": False}
+    names = ("uvicorn", "uvicorn.error", "meterline", service)
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"json": handler},
-        "loggers": {"uvicorn": quiet, "uvicorn.error": quiet, "ingest": quiet},
+        "loggers": dict.fromkeys(names, chosen),
         "root": {"handlers": ["json"], "level": "WARNING"},
     }
+
+
+def configure(service: str, level: str) -> None:
+    """Apply `log_config` (for processes that do not hand the config to uvicorn)."""
+    logging.config.dictConfig(log_config(service, level))
