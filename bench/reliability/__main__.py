@@ -34,11 +34,13 @@ def run_scenarios(world: World, numbers: list[int]) -> list[Result]:
         title = (SCENARIOS[n].__doc__ or "").splitlines()[0]
         console.print(f"[bold]scenario {n}[/bold]: {title}")
         start = time.monotonic()
+        before = world.ensure_ready()
         try:
             result = SCENARIOS[n](world)
         except Exception as exc:
             result = Result(n, SCENARIOS[n].__name__, notes=[f"error: {exc!r}"])
             traceback.print_exc()
+        result.notes[:0] = before
         result.elapsed = time.monotonic() - start
         if len(numbers) > 1:
             console.print(table([result]))

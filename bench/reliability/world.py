@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from bench.loadgen import run_loop
 from bench.reliability.faults import Faults
 from bench.reliability.ledger import Key, Ledger, Verdict, compare, view_mismatches
@@ -93,6 +95,18 @@ class World:
             PostgresCatalogRepository(pool).apply(tenant_id, load_catalog(CATALOG))
         return Tenant(tenant_id, name, keys, revoked)
 
+    def ensure_ready(self, timeout: float = 30.0) -> list[str]:
+        """Wait for ingest's and the aggregator's `/readyz`; restart one that stays unready
+        (a previous scenario may have left it stuck), so each scenario starts from a working
+        stack. Returns a note for each restart."""
+        notes = []
+        for name in ("ingest", "aggregator"):
+            url = self.stack.urls[name] + "/readyz"
+            if wait_until(lambda u=url: _ready(u), timeout, 0.5) is None:  # type: ignore[misc]
+                self.faults.restart(name)
+                notes.append(f"{name} was not ready at the start ({_body(url)}); restarted it")
+        return notes
+
     def ledger(self, tenant: Tenant) -> Ledger:
         customers = [f"cust_{i}" for i in range(self.customers)]
         return Ledger(f"{tenant.name}-{uuid.uuid4().hex[:4]}", customers, METERS)
@@ -156,6 +170,20 @@ class World:
         wait_until(view_matches, view_wait, 1.0)
         ids = self.observer.ledger_ids(tenant.id)
         return compare(ledger, ids, rollups, views, extra_meters)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _body(url: str) -> str:
+    try:
+        return httpx.get(url, timeout=2.0).text[:120]
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
 
 
 def every(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -27,8 +28,11 @@ OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 
 
 def _chromium() -> str:
+    """The system Chromium, installed from Debian's packages when missing (needs root)."""
     if not Path(CHROMIUM).exists():
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, capture_output=True)
+        assert os.geteuid() == 0, "install Chromium (`apt-get install chromium`) for this test"
+        for step in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            subprocess.run(step, check=True, capture_output=True, timeout=900)
     assert shutil.which(CHROMIUM), "the system Chromium is needed for the finance page test"
     return CHROMIUM
 
