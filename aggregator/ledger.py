@@ -12,14 +12,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import psycopg
 
-from aggregator.batch import AggregationOf, Batch, event_key, first_of_each, to_deltas
+from aggregator.batch import (
+    AggregationOf,
+    Batch,
+    EventKey,
+    event_key,
+    first_of_each,
+    to_deltas,
+)
 from meterline.catalog.model import Aggregation
 from meterline.events import UsageEvent
 from meterline.postgres.partitions import PartitionManager
@@ -82,6 +89,54 @@ _POSITIONS = """
 SELECT partition, next_offset FROM consumer_offsets
 WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)
 """
+
+
+_COPY_EVENTS = (
+    "COPY batch_events (tenant_id, event_id, day, customer, meter, ts_ms, value, received_ms) "
+    "FROM STDIN"
+)
+_COLUMNS = 8
+
+
+def copy_block(events: Sequence[UsageEvent]) -> str | None:
+    """The events as rows of COPY's text format (columns of `_COPY_EVENTS`), or `None` when a
+    text field holds a character COPY would need escaped (backslash, tab, newline, carriage
+    return): the caller then writes row by row and psycopg escapes. Such ids are rare; checking
+    the joined block is much cheaper than checking every field: a clean block has exactly
+    seven tabs and one newline per row, and no backslash or carriage return."""
+    block = "".join(
+        [
+            f"{e.tenant_id}\t{e.id}\t{e.timestamp_ms // DAY_MS}\t{e.customer}\t{e.meter}\t"
+            f"{e.timestamp_ms}\t{e.value!r}\t{e.received_ms}\n"
+            for e in events
+        ]
+    )
+    clean = (
+        block.count("\t") == (_COLUMNS - 1) * len(events)
+        and block.count("\n") == len(events)
+        and "\\" not in block
+        and "\r" not in block
+    )
+    return block if clean else None
+
+
+def _ledger_row(e: UsageEvent) -> tuple[object, ...]:
+    return (
+        e.tenant_id,
+        e.id,
+        e.timestamp_ms // DAY_MS,
+        e.customer,
+        e.meter,
+        e.timestamp_ms,
+        repr(e.value),
+        e.received_ms,
+    )
+
+
+def _only_new(
+    unique: dict[int, list[UsageEvent]], fresh: set[EventKey]
+) -> dict[int, list[UsageEvent]]:
+    return {p: [e for e in es if event_key(e) in fresh] for p, es in unique.items()}
 
 
 class Fenced(RuntimeError):
@@ -149,43 +204,36 @@ class LedgerWriter:
         Raises `Fenced` (nothing written) or a psycopg error (nothing written; retry).
         `inside` runs inside the transaction just before it commits (a test hook)."""
         unique = {p: first_of_each(batch.events.get(p, [])) for p in batch.partitions}
-        days = {
-            _EPOCH + timedelta(days=e.timestamp_ms // DAY_MS) for es in unique.values() for e in es
-        }
-        self._partitions.ensure(self._conn, days)
+        days = {e.timestamp_ms // DAY_MS for es in unique.values() for e in es}
+        self._partitions.ensure(self._conn, {_EPOCH + timedelta(days=d) for d in days})
         with self._conn.transaction():
             fresh = self._insert_events([e for es in unique.values() for e in es])
-            new = {p: [e for e in es if event_key(e) in fresh] for p, es in unique.items()}
+            new = unique if fresh is None else _only_new(unique, fresh)
             deltas = {p: to_deltas(es, aggregation_of) for p, es in new.items()}
             self._upsert([d for ds in deltas.values() for d in ds])
             previous = self._advance(batch, positions)
             if inside is not None:
                 inside()
         counted = sum(len(es) for es in new.values())
-        return Committed(new, deltas, previous, dict(batch.ends), len(batch.all_events()) - counted)
+        total = sum(len(es) for es in batch.events.values())
+        return Committed(new, deltas, previous, dict(batch.ends), total - counted)
 
-    def _insert_events(self, events: list[UsageEvent]) -> set[tuple[int, str, int]]:
+    def _insert_events(self, events: list[UsageEvent]) -> set[EventKey] | None:
+        """Insert the events the ledger does not hold yet: the keys of those inserted, or
+        `None` when every one of them was new (the usual case: nothing is fetched)."""
         if not events:
-            return set()
+            return None
         with self._conn.cursor() as cur:
-            with cur.copy(
-                "COPY batch_events (tenant_id, event_id, day, customer, meter, ts_ms, value, "
-                "received_ms) FROM STDIN"
-            ) as copy:
-                for e in events:
-                    copy.write_row(
-                        (
-                            e.tenant_id,
-                            e.id,
-                            e.timestamp_ms // DAY_MS,
-                            e.customer,
-                            e.meter,
-                            e.timestamp_ms,
-                            repr(e.value),
-                            e.received_ms,
-                        )
-                    )
+            with cur.copy(_COPY_EVENTS) as copy:
+                block = copy_block(events)
+                if block is not None:
+                    copy.write(block)
+                else:
+                    for e in events:
+                        copy.write_row(_ledger_row(e))
             cur.execute(_INSERT_EVENTS)
+            if cur.rowcount == len(events):
+                return None
             return {(t, i, d) for t, i, d in cur.fetchall()}
 
     def _upsert(self, deltas: list[Delta]) -> None:

@@ -12,7 +12,7 @@ import sys
 
 import uvicorn
 
-from entitlements_api.app import create_app
+from entitlements_api.app import create_server
 from entitlements_api.settings import EntitlementsSettings
 from entitlements_api.wiring import build
 from meterline.errors import ConfigError
@@ -30,7 +30,7 @@ def main() -> int:
         print(f"entitlements_api: {exc.message}", file=sys.stderr)
         return 2
     uvicorn.run(
-        create_app(deps),
+        create_server(deps),
         host=service.host,
         port=own.port,
         loop="uvloop",

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from entitlements_api import admin, decisions, usage, webhook
+from entitlements_api.fastpath import CheckFastPath
 from entitlements_api.metrics import Metrics
 from entitlements_api.responses import OrjsonResponse, json_response
 from entitlements_api.wiring import Dependencies
@@ -31,7 +32,15 @@ administration, and Stripe webhooks. Every call but the webhook and health check
 `Authorization: Bearer <api key>`; the tenant comes from the key alone."""
 
 
+def create_server(deps: Dependencies) -> ASGIApp:
+    """The app as served: `create_app` behind the lean path for plain checks (`fastpath`)."""
+    route = decisions.router.prefix + decisions.CHECK_ROUTE
+    return CheckFastPath(create_app(deps), deps, route)
+
+
 def create_app(deps: Dependencies) -> FastAPI:
+    """Every route, documented in the OpenAPI schema; answers exactly as `create_server`."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield

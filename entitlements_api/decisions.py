@@ -14,6 +14,7 @@ from meterline.entitlements import iso
 
 router = APIRouter(prefix="/v1/customers", tags=["entitlements"])
 
+CHECK_ROUTE = "/{customer}/entitlements/{feature}"
 CustomerPath = Path(min_length=1, max_length=128, description="the tenant's own customer id")
 FeaturePath = Path(min_length=1, max_length=64, description="a feature key of the catalog")
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -40,7 +41,7 @@ async def all_entitlements(request: Request, customer: str = CustomerPath) -> Re
 
 
 @router.get(
-    "/{customer}/entitlements/{feature}",
+    CHECK_ROUTE,
     summary="One feature's decision",
     responses={200: {"model": DecisionOut}, **ERRORS},
 )
@@ -54,7 +55,10 @@ async def one_entitlement(
 ) -> Response:
     """Whether the customer may use the feature now, and why (scope `read`). Always 200: the
     answer is in `has_access` and `reason`. Plain checks may be up to the decision cache's TTL
-    (1 s by default) behind; use consume for an exact, atomic check-and-record."""
+    (1 s by default) behind; use consume for an exact, atomic check-and-record.
+
+    Served by `fastpath.CheckFastPath` when there is no `amount` and the check succeeds; this
+    route answers the rest, and documents both."""
     who = principal(request, "read")
     decision = deps_of(request).service.check(who.tenant_id, customer, feature, amount)
     deps_of(request).metrics.decisions.labels(decision.reason.value).inc()

@@ -11,7 +11,7 @@ import sys
 
 import uvicorn
 
-from ingest.app import create_app
+from ingest.app import create_server
 from ingest.service import Sections, build
 from ingest.settings import IngestSettings
 from meterline.errors import ConfigError
@@ -41,7 +41,7 @@ def main() -> int:
         return 2
     s = sections.ingest
     uvicorn.run(
-        create_app(deps),
+        create_server(deps),
         host=service.host,
         port=s.port,
         loop="uvloop",

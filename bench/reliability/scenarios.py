@@ -89,7 +89,10 @@ def _finish(
 def _outcomes(ledger: Ledger, stats: Stats) -> str:
     shown = ", ".join(f"{k}x{v}" for k, v in sorted(ledger.outcomes.items()))
     rate = ledger.acked_count / stats.elapsed if stats.elapsed else 0.0
-    return f"responses {shown}; {rate:,.0f} acked events/s"
+    return (
+        f"responses {shown}; {rate:,.0f} acked events/s; "
+        f"load generator CPU {stats.cpu_share:.0%} of machine"
+    )
 
 
 def duplicates(world: World) -> Result:

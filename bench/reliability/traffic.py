@@ -11,13 +11,14 @@ anywhere earlier in the run (delayed).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from dataclasses import dataclass, field
 
 import orjson
 
-from bench.loadgen import Client, encode_request
+from bench.loadgen import Client, cpu_time, encode_request
 from bench.reliability.ledger import Ledger
 
 RETRYABLE_4XX = (408, 429)
@@ -46,6 +47,8 @@ class Stats:
     """What the run saw besides the ledger: latencies of 202s, rejected batches, give-ups."""
 
     elapsed: float = 0.0
+    cpu_share: float = 0.0
+    """This process's CPU over the run, as a share of the machine (the generator's own cost)."""
     ack_latencies: list[float] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     gave_up: int = 0
@@ -65,9 +68,11 @@ class Traffic:
 
     async def run(self) -> Stats:
         """Send `plan.events` events (duplicates included); returns when every batch is settled."""
-        self._t0 = time.monotonic()
+        self._t0, cpu0 = time.monotonic(), cpu_time()
         await asyncio.gather(*(self._worker() for _ in range(self.plan.connections)))
         self.stats.elapsed = time.monotonic() - self._t0
+        cores = (cpu_time() - cpu0) / max(self.stats.elapsed, 1e-9)
+        self.stats.cpu_share = cores / (os.cpu_count() or 1)
         return self.stats
 
     def _more(self) -> int:

@@ -122,6 +122,11 @@ class EntitlementService:
             tenant_id, customer, feature, lambda: self._decide(tenant_id, customer, feature, None)
         )
 
+    def cached_check(self, tenant_id: int, customer: str, feature: str) -> Decision | None:
+        """The decision `check(tenant_id, customer, feature)` would return from its cache, or
+        None when it would have to decide (and so read the usage). Never blocks on I/O."""
+        return self._decisions.get(tenant_id, customer, feature)
+
     def check_all(self, tenant_id: int, customer: str) -> list[Decision]:
         features = self.catalog(tenant_id).features
         return [self.check(tenant_id, customer, f.key) for f in features]

@@ -1,8 +1,10 @@
 """`RedisUsageView`: the view in Redis 6.2, every multi-key step one Lua script (EVALSHA).
 
 A batch's deltas go in one script call, however many customers it touches: one round trip per
-batch. Reads of a period fetch at most one field per month, day or hour of the period
-(`meterline.view.model.cover`), so a calendar month is one field and any period a few dozen.
+batch, with the deltas packed into one JSON argument (redis-py encodes each argument separately,
+which cost more than the script itself at thousands of arguments per batch). Reads of a period
+fetch at most one field per month, day or hour of the period (`meterline.view.model.cover`), so
+a calendar month is one field and any period a few dozen.
 Reservations are for additive meters (sum, count): their usage is summed.
 """
 
@@ -12,6 +14,7 @@ import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import orjson
 import redis
 
 from meterline.catalog.model import Aggregation
@@ -90,32 +93,33 @@ class RedisUsageView(SyncedView):
         self, head: list[str], deltas: Sequence[Delta], counted: Sequence[ReservationKey]
     ) -> str:
         now = self._clock.now_ms()
-        argv: list[Any] = [*head, len(deltas), len(counted), now, self._counted_ttl_ms]
-        for d in deltas:
-            argv.extend(self._delta_args(d, now))
+        packed = orjson.dumps([self._delta_args(d, now) for d in deltas])
+        argv: list[Any] = [*head, len(deltas), len(counted), now, self._counted_ttl_ms, packed]
         for r in counted:
             argv.extend((self._keys.reservations(r.tenant_id, r.customer, r.meter), r.event_id))
         keys = [self._keys.ready, self._keys.rebuild, self._keys.watermarks]
         out = self._apply(keys=keys, args=argv)
         return out.decode() if isinstance(out, bytes) else str(out)
 
-    def _delta_args(self, d: Delta, now_ms: int) -> tuple[Any, ...]:
+    def _delta_args(self, d: Delta, now_ms: int) -> list[str]:
+        """One delta as the APPLY script reads it (see `scripts.APPLY`); all strings, so Lua
+        sees exactly the text Redis stores (a JSON number would become a Lua double)."""
         series = self._keys.series(d.tenant_id, d.customer, d.meter)
         zkey, mkey = self._keys.minute_keys(series, d.minute_ms)
         minute_exp = minute_expiry_s(d.minute_ms, self._minute_grace)
-        return (
+        return [
             AGG_CODE[d.aggregation],
             self._keys.month_key(series, d.minute_ms),
             day_field(d.minute_ms),
             hour_field(d.minute_ms),
             zkey,
             mkey,
-            d.minute_ms,
+            str(d.minute_ms),
             repr(float(d.value)),
-            d.latest_ms,
-            month_expiry_s(d.minute_ms, self._month_grace),
-            minute_exp if minute_exp * 1000 > now_ms else 0,
-        )
+            str(d.latest_ms),
+            str(month_expiry_s(d.minute_ms, self._month_grace)),
+            str(minute_exp) if minute_exp * 1000 > now_ms else "0",
+        ]
 
     def usage(
         self,

@@ -66,8 +66,9 @@ end
 # KEYS: ready marker, rebuild flag, watermark hash.
 # ARGV: mode ('gated' | 'load' | 'plain'), token (load) or watermark field (gated),
 #   previous offset ('' = none), next offset, n_deltas, n_reservations, now_ms, counted_ttl_ms,
-#   then 11 per delta: agg, month key, day field, hour field, zset key, minute hash key,
-#   minute_ms, value, latest_ms, month expire-at (s), minute expire-at (s, 0 = skip),
+#   the deltas as one JSON array of arrays of 11 strings: agg, month key, day field, hour field,
+#   zset key, minute hash key, minute_ms, value, latest_ms, month expire-at (s), minute
+#   expire-at (s, '0' = skip),
 #   then 2 per counted reservation: reservation key, event id.
 # Returns 'applied' | 'skipped' | 'rebuilding' | 'empty' | 'gap'.
 APPLY = (
@@ -90,30 +91,28 @@ if mode == 'gated' then
     redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
   end
 end
-local base = 9
 local expired = {}
 local function expire_at(key, at)
   if not expired[key] then redis.call('EXPIREAT', key, at); expired[key] = true end
 end
-if outcome == 'applied' then
-  for d = 0, nd - 1 do
-    local a = base + d * 11
-    local agg, mkey = ARGV[a], ARGV[a + 1]
-    local v, ts = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
-    local vs, tss = ARGV[a + 7], ARGV[a + 8]
+if outcome == 'applied' and nd > 0 then
+  for _, d in ipairs(cjson.decode(ARGV[9])) do
+    local agg, mkey = d[1], d[2]
+    local v, ts = tonumber(d[8]), tonumber(d[9])
+    local vs, tss = d[8], d[9]
     merge_field(mkey, 'T', agg, v, vs, ts, tss)
-    merge_field(mkey, ARGV[a + 2], agg, v, vs, ts, tss)
-    merge_field(mkey, ARGV[a + 3], agg, v, vs, ts, tss)
-    expire_at(mkey, ARGV[a + 9])
-    if ARGV[a + 10] ~= '0' then
-      redis.call('ZADD', ARGV[a + 4], ARGV[a + 6], ARGV[a + 6])
-      merge_field(ARGV[a + 5], ARGV[a + 6], agg, v, vs, ts, tss)
-      expire_at(ARGV[a + 4], ARGV[a + 10])
-      expire_at(ARGV[a + 5], ARGV[a + 10])
+    merge_field(mkey, d[3], agg, v, vs, ts, tss)
+    merge_field(mkey, d[4], agg, v, vs, ts, tss)
+    expire_at(mkey, d[10])
+    if d[11] ~= '0' then
+      redis.call('ZADD', d[5], d[7], d[7])
+      merge_field(d[6], d[7], agg, v, vs, ts, tss)
+      expire_at(d[5], d[11])
+      expire_at(d[6], d[11])
     end
   end
 end
-local r = base + nd * 11
+local r = 10
 for k = 0, nr - 1 do
   local rkey, id = ARGV[r + k * 2], ARGV[r + k * 2 + 1]
   redis.call('HDEL', rkey, id)

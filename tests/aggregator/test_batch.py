@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+import math
+
+import orjson
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from aggregator.batch import decode_batch, first_of_each, reservations, to_deltas
+from aggregator.batch import (
+    decode_batch,
+    decode_well_formed,
+    event_key,
+    first_of_each,
+    reservations,
+    to_deltas,
+)
 from meterline.catalog.model import Aggregation
-from meterline.events import UsageEvent, encode_event
+from meterline.events import PoisonMessage, UsageEvent, decode_event, encode_event
 from meterline.kafka.consumer import Record
 from meterline.view.model import MINUTE_MS, fold, merge
 
@@ -87,3 +97,83 @@ def test_decode_splits_poison_and_tracks_ends() -> None:
         (9, "empty message"),
     ]
     assert [r.event_id for r in reservations(batch.all_events())] == ["a"]
+
+
+# The fast decode path must agree with `decode_event`: documents near the valid shape, with
+# every field sometimes missing, of another type, or out of range.
+def _maybe(valid: st.SearchStrategy[object], *odd: object) -> st.SearchStrategy[object]:
+    """Mostly `valid`, so that whole documents are often valid; else one of `odd`."""
+    return st.one_of(valid, valid, valid, valid, valid, st.sampled_from(odd))
+
+
+_MISSING = object()
+_TEXT = st.text(min_size=1, max_size=128)
+docs_st = st.fixed_dictionaries(
+    {
+        "schema": _maybe(st.just(1), 2, 1.0, True, "1", None, _MISSING),
+        "tenant": _maybe(st.integers(1, 10**6), True, 1.5, "1", None, _MISSING),
+        "id": _maybe(_TEXT, 7, None, "x" * 129, "", _MISSING),
+        "customer": _maybe(_TEXT, 7, None, "y" * 129, "", _MISSING),
+        "meter": _maybe(_TEXT, 7, None, "", _MISSING),
+        "value": _maybe(
+            st.floats(0, 1e15),
+            math.nan,
+            math.inf,
+            -1.0,
+            -0.0,
+            1e16,
+            3,
+            True,
+            "1",
+            None,
+            _MISSING,
+        ),
+        "timestamp": _maybe(st.integers(0, 10**14), True, 1.0, None, _MISSING),
+        "received_at": _maybe(st.integers(0, 10**14), False, "0", None, _MISSING),
+        "properties": _maybe(
+            st.dictionaries(_TEXT, st.integers(-5, 5), max_size=3), [], "p", None, _MISSING
+        ),
+    }
+)
+
+
+@settings(max_examples=400)
+@given(docs_st)
+def test_the_fast_decode_path_agrees_with_decode_event(doc: dict[str, object]) -> None:
+    data = orjson.dumps({k: v for k, v in doc.items() if v is not _MISSING})
+    fast = decode_well_formed(data)
+    try:
+        slow: UsageEvent | None = decode_event(data)
+    except PoisonMessage:
+        slow = None
+    event("fast path" if fast is not None else "slow path")
+    assert fast is None or fast == slow
+
+
+@given(events_st)
+def test_the_fast_decode_path_takes_every_encoded_event(events: list[UsageEvent]) -> None:
+    for e in events:
+        assert decode_well_formed(encode_event(e)) == e
+
+
+def test_the_fast_decode_path_leaves_odd_messages_to_decode_event() -> None:
+    assert decode_well_formed(None) is None
+    assert decode_well_formed(b"{not json") is None
+    assert decode_well_formed(b"[1]") is None
+    int_value = b'{"schema":1,"tenant":1,"id":"a","customer":"c","meter":"m","value":3,'
+    int_value += b'"timestamp":5,"received_at":5}'
+    assert decode_well_formed(int_value) is None
+    assert decode_event(int_value).value == 3.0
+
+
+@given(events_st)
+def test_first_of_each_with_and_without_copies_matches_a_plain_loop(
+    events: list[UsageEvent],
+) -> None:
+    seen: set[tuple[int, str, int]] = set()
+    plain = []
+    for e in events + events[:3]:
+        if event_key(e) not in seen:
+            seen.add(event_key(e))
+            plain.append(e)
+    assert first_of_each(events + events[:3]) == plain

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
-from entitlements_api.app import create_app
+from entitlements_api.app import create_server
 from entitlements_api.settings import EntitlementsSettings
 from entitlements_api.wiring import Dependencies, build
 from meterline.catalog import Catalog
@@ -148,7 +148,7 @@ def serve_api(
     clock = OffsetClock()
     settings = EntitlementsSettings(**{"decision_cache_ttl": 0.0, **own})
     deps = build(load_settings(env), settings, clock)
-    with ServerThread(create_app(deps)) as url:
+    with ServerThread(create_server(deps)) as url:
         yield Api(url, deps, clock, tenant_id, keys, stripe, env)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.app import create_app
+from ingest.app import create_server
 from ingest.service import Sections, build
 from ingest.settings import IngestSettings
 from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
@@ -44,7 +44,7 @@ def make_client(sections: Callable[..., Sections]) -> Iterator[AppFactory]:
     clients: list[TestClient] = []
 
     def make(bootstrap: str | None = None, **ingest: Any) -> TestClient:
-        client = TestClient(create_app(build(sections(bootstrap, **ingest))))
+        client = TestClient(create_server(build(sections(bootstrap, **ingest))))
         client.__enter__()
         clients.append(client)
         return client

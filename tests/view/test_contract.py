@@ -89,6 +89,17 @@ def test_max_latest_and_count(view: SyncedView) -> None:
     assert view.usage(1, "c1", "c", Aggregation.COUNT, T0, T0 + 2 * DAY_MS) == 6
 
 
+def test_customers_and_meters_with_any_characters(view: SyncedView, clock: FakeClock) -> None:
+    """The Redis view packs a batch's deltas as JSON: names must survive it byte for byte."""
+    names = ['quo"te', "back\\slash", "ünïcødé ✓", "sp ace|pipe", "[1,2]", "null"]
+    now_minute = floor_to(clock.now_ms(), MINUTE_MS)
+    view.apply([delta(now_minute, 1.5, customer=n, meter=n) for n in names], [])
+    view.apply([delta(now_minute, 0.25, customer=n, meter=n) for n in names], [])
+    for n in names:
+        assert view.usage(1, n, n, Aggregation.SUM, T0, T0 + DAY_MS) == 1.75
+        assert view.recent(1, n, n, Aggregation.SUM, 2, clock.now_ms()) == 1.75
+
+
 def test_recent_minutes(view: SyncedView, clock: FakeClock) -> None:
     now = clock.now_ms()
     minute = floor_to(now, MINUTE_MS)

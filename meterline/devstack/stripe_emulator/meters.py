@@ -160,8 +160,11 @@ def list_summaries(emu: Emulator, call: Call) -> JSON:
         p.int("start_time"), p.int("end_time"), p.str("value_grouping_window")
     )
     events = processed_events(emu, meter["id"], customer, start, end)
-    buckets = [(s, min(s + window, end)) for s in range(start, end, window)]
-    summaries = [_summary(meter, customer, s, e, events) for s, e in buckets]
+    groups = _by_bucket(events, start, window)
+    summaries = [
+        _summary(meter, customer, s, min(s + window, end), groups.get(s, []))
+        for s in range(start, end, window)
+    ]
     if emu.config.omit_empty_summaries:
         summaries = [s for s in summaries if s["_count"]]
     for summary in summaries:
@@ -192,23 +195,28 @@ def processed_events(
     emu: Emulator, meter_id: str, customer: str, start: int, end: int
 ) -> list[JSON]:
     """Events of `customer` on the meter, timestamped in [start, end), that summaries see:
-    accepted (or canceled, until the cancellation is processed) and already processed."""
+    accepted (or canceled, until the cancellation is processed) and already processed. In the
+    order they were received; read from the store's index, so O(matching events)."""
     now = emu.clock.now()
-    chosen = []
-    for record in emu.store.meter_events:
-        if record["meter"] != meter_id or record["customer"] != customer:
-            continue
-        if record["status"] not in ("accepted", "canceled") or record["available_at"] > now:
-            continue
-        if record["canceled_at"] is not None and record["canceled_at"] <= now:
-            continue
-        if start <= record["timestamp"] < end:
-            chosen.append(record)
-    return chosen
+    return [
+        record
+        for record in emu.store.meter_events_between(meter_id, customer, start, end)
+        if record["status"] in ("accepted", "canceled")
+        and record["available_at"] <= now
+        and (record["canceled_at"] is None or record["canceled_at"] > now)
+    ]
 
 
-def _summary(meter: JSON, customer: str, start: int, end: int, events: list[JSON]) -> JSON:
-    inside = [e for e in events if start <= e["timestamp"] < end]
+def _by_bucket(events: list[JSON], start: int, window: int) -> dict[int, list[JSON]]:
+    """Events grouped by the start of their window (each group keeps the events' order)."""
+    groups: dict[int, list[JSON]] = {}
+    for event in events:
+        bucket = start + (event["timestamp"] - start) // window * window
+        groups.setdefault(bucket, []).append(event)
+    return groups
+
+
+def _summary(meter: JSON, customer: str, start: int, end: int, inside: list[JSON]) -> JSON:
     digest = hashlib.sha256(f"{meter['id']}|{customer}|{start}|{end}".encode()).hexdigest()
     return {
         "id": "mtrusg_test_" + digest[:40],

@@ -1,0 +1,139 @@
+"""A lean path for the hot call, a plain check `GET /v1/customers/{c}/entitlements/{f}`.
+
+Apps call this route far more often than any other, and most answers come from the decision
+cache, so FastAPI's routing, parameter validation and response building would be most of the
+cost. `CheckFastPath` wraps the whole FastAPI app (`app.create_server`) and answers a plain check
+itself: no query string, path parameters within the route's bounds, a key with the `read`
+scope, and a decision the service gives without raising. Anything else — another route, an
+`amount`, bad input, a bad key, an unknown feature — goes to the FastAPI app unchanged, which
+answers with the documented errors. So the answers are the FastAPI route's, byte for byte:
+both call the same `Authenticator.principal` and `EntitlementService.check`.
+
+A cached decision is answered without awaiting anything (a miss is decided in a worker thread),
+and its JSON body is encoded once:
+`EncodedDecisions` keeps the body beside the decision object it was made from, and re-encodes
+when the service hands out a different object (a new decision after the TTL or a change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from entitlements_api.wiring import Dependencies
+from meterline.entitlements import Decision
+from meterline.errors import MeterlineError
+
+MAX_CUSTOMER = 128
+MAX_FEATURE = 64
+
+
+class EncodedDecisions:
+    """JSON bodies of decisions, keyed by (tenant, customer, feature), reused while the
+    service returns the very same `Decision` object (decisions are frozen)."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._bodies: dict[tuple[int, str, str], tuple[Decision, bytes]] = {}
+
+    def body(self, tenant_id: int, customer: str, decision: Decision) -> bytes:
+        key = (tenant_id, customer, decision.feature)
+        hit = self._bodies.get(key)
+        if hit is not None and hit[0] is decision:
+            return hit[1]
+        body = orjson.dumps(decision.as_dict())
+        if len(self._bodies) >= self._max:
+            self._bodies.clear()
+        self._bodies[key] = (decision, body)
+        return body
+
+
+class CheckFastPath:
+    """ASGI middleware in front of the whole app: answers plain checks itself (see the module
+    docstring) and hands every other request, and every lifespan event, to `app`.
+
+    It records the request metrics of what it answers, under the route template `route`, as
+    the app's own measuring middleware does; an unexpected error is counted as a 500 and
+    re-raised, so the server answers 500 and logs it, as for the app.
+    """
+
+    def __init__(self, app: ASGIApp, deps: Dependencies, route: str) -> None:
+        self._app = app
+        self._deps = deps
+        self._ok = deps.metrics.requests.labels(route, "200")
+        self._failed = deps.metrics.requests.labels(route, "500")
+        self._latency = deps.metrics.latency.labels(route)
+        self._bodies = EncodedDecisions()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = check_path(scope["path"]) if _plain_get(scope) else None
+        if found is None:
+            await self._app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        try:
+            body = await self._answer(scope, *found)
+        except Exception:
+            self._failed.inc()
+            raise
+        if body is None:
+            await self._app(scope, receive, send)
+            return
+        headers = [(b"content-length", str(len(body)).encode()), (b"content-type", JSON)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self._ok.inc()
+        self._latency.observe(time.perf_counter() - start)
+
+    async def _answer(self, scope: Scope, customer: str, feature: str) -> bytes | None:
+        """The 200 body of a plain check, or None to let the app answer (with its error)."""
+        deps = self._deps
+        try:
+            who = deps.auth.principal(_authorization(scope), "read")
+            decision = await self._decide(who.tenant_id, customer, feature)
+        except MeterlineError:
+            return None  # the app raises the same error and maps it to its status
+        deps.metrics.decisions.labels(decision.reason.value).inc()
+        return self._bodies.body(who.tenant_id, customer, decision)
+
+    async def _decide(self, tenant_id: int, customer: str, feature: str) -> Decision:
+        """A cached decision at once; else the service decides in a worker thread, so the
+        usage read (a Redis round trip, or Postgres) never stalls the event loop."""
+        service = self._deps.service
+        found = service.cached_check(tenant_id, customer, feature)
+        if found is not None:
+            return found
+        return await asyncio.to_thread(service.check, tenant_id, customer, feature)
+
+
+JSON = b"application/json"
+
+
+def _plain_get(scope: Scope) -> bool:
+    return scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]
+
+
+def check_path(path: str) -> tuple[str, str] | None:
+    """(customer, feature) of `/v1/customers/{customer}/entitlements/{feature}` when both are
+    within the route's length bounds, else None. `path` is the decoded ASGI path."""
+    parts = path.split("/")
+    if len(parts) != 6 or parts[0] or parts[1:3] != ["v1", "customers"]:
+        return None
+    if parts[4] != "entitlements":
+        return None
+    customer, feature = parts[3], parts[5]
+    if not (0 < len(customer) <= MAX_CUSTOMER and 0 < len(feature) <= MAX_FEATURE):
+        return None
+    return customer, feature
+
+
+def _authorization(scope: Scope) -> str | None:
+    name: Any
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None

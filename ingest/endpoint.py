@@ -1,0 +1,145 @@
+"""POST /v1/events: the request's journey (`accept`), and a bare ASGI handler that serves it.
+
+Per request, FastAPI's layers (routing, the Request object, dependency solving, its exception
+middlewares) cost more CPU than ingest's own work on a single event (DESIGN.md: FastAPI costs
+~3.5x raw ASGI). So `EventsEndpoint` wraps the whole FastAPI app (`app.create_server`) and
+answers POST /v1/events itself; other paths and methods, and lifespan events, go on to the app.
+The route stays declared in FastAPI, which documents it in the OpenAPI schema and answers
+identically through the same `accept` and the same error mapping (`error_answer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import orjson
+from prometheus_client import Counter
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ingest.body import body_format, decode, read_limited
+from ingest.validation import validate_batch
+from meterline.errors import MeterlineError, RetryLater
+from meterline.events import Rules
+
+if TYPE_CHECKING:
+    from ingest.app import Dependencies
+
+log = logging.getLogger("ingest.app")
+PATH = "/v1/events"
+Answer = tuple[int, bytes, dict[str, str]]
+DISCONNECTED: Answer = (
+    400,
+    orjson.dumps({"error": "client_disconnected", "message": "the client went away"}),
+    {},
+)
+
+
+async def accept(
+    deps: Dependencies,
+    authorization: str | None,
+    content_type: str | None,
+    content_length: str | None,
+    chunks: AsyncIterator[bytes],
+) -> bytes:
+    """The 202 body for one request, once the broker acknowledged every accepted event.
+
+    Raises the contract's domain errors (401, 403, 413, 415, 422, 429, 503) and
+    ClientDisconnect when the client goes away while sending the body.
+    """
+    principal = await deps.keys.principal(authorization)
+    fmt = body_format(content_type)
+    body = await read_limited(chunks, deps.max_body_bytes, content_length)
+    values, _ = decode(body, fmt, deps.max_batch_events)
+    meters = await deps.meters.meters(principal.tenant_id)
+    rules = Rules(deps.clock.now_ms(), meters, deps.lateness_ms)
+    events = validate_batch(values, fmt, principal.tenant_id, rules, meters)
+    outcome = await deps.sink.submit(principal, events)
+    deps.metrics.accepted.inc(outcome.accepted)
+    if outcome.duplicates:
+        deps.metrics.duplicates.inc(outcome.duplicates)
+    return orjson.dumps({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
+
+
+def error_answer(exc: MeterlineError) -> Answer:
+    """The one mapping of a domain error to (status, JSON body, headers); logs the 5xx."""
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLater) else {}
+    if exc.status >= 500:
+        log.warning("request failed", extra={"status": exc.status, "reason": exc.message})
+    return exc.status, orjson.dumps(exc.body()), headers
+
+
+class EventsEndpoint:
+    """ASGI middleware answering POST /v1/events (see the module docstring); counts those
+    requests by status and times them. An unexpected error is counted as a 500 and re-raised,
+    so the server answers 500 and logs it."""
+
+    def __init__(self, app: ASGIApp, deps: Dependencies) -> None:
+        self.app, self.deps = app, deps
+        self._by_status: dict[int, Counter] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        try:
+            status, body, headers = await self._answer(scope, receive)
+            await _respond(send, status, body, headers)
+        finally:
+            self.deps.metrics.request_seconds.observe(time.perf_counter() - start)
+            self._requests(status).inc()
+
+    async def _answer(self, scope: Scope, receive: Receive) -> Answer:
+        auth, ctype, length = _headers(scope)
+        try:
+            body = await accept(self.deps, auth, ctype, length, _chunks(receive))
+        except MeterlineError as exc:
+            return error_answer(exc)
+        except ClientDisconnect:
+            return DISCONNECTED
+        return 202, body, {}
+
+    def _requests(self, status: int) -> Counter:
+        found = self._by_status.get(status)
+        if found is None:
+            found = self._by_status[status] = self.deps.metrics.requests.labels(str(status))
+        return found
+
+
+def _headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
+    """Authorization, Content-Type and Content-Length (the first of each), as Starlette reads
+    them: names arrive lower-cased, values decode as latin-1."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED and name not in found:
+            found[name] = value.decode("latin-1")
+    get = found.get
+    return get(b"authorization"), get(b"content-type"), get(b"content-length")
+
+
+_WANTED = frozenset({b"authorization", b"content-type", b"content-length"})
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive; ClientDisconnect if the client leaves first."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

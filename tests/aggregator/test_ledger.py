@@ -1,0 +1,84 @@
+"""`LedgerWriter` against a real Postgres: the COPY block and its escaping fallback, and which
+events count as new (every one, some, none)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from aggregator.batch import Batch
+from aggregator.ledger import LedgerWriter, copy_block
+from meterline.clock import SystemClock
+from meterline.events import UsageEvent
+from meterline.postgres import connect, open_pool
+from tests.aggregator.support import aggregation_of, rollups
+
+NOW = SystemClock().now_ms()
+ODD_IDS = ["back\\slash", "tab\there", "new\nline", "carriage\rreturn", "\\N", "ünïcødé ✓"]
+
+
+def events(ids: list[str], customer: str = "c1", value: float = 2.5) -> list[UsageEvent]:
+    return [UsageEvent(1, i, customer, "calls", value, NOW - n, NOW) for n, i in enumerate(ids)]
+
+
+def batch_of(evs: list[UsageEvent], partition: int = 0, start: int = 0) -> Batch:
+    return Batch(events={partition: evs}, ends={partition: start + len(evs)}, records=len(evs))
+
+
+def test_copy_block_writes_text_rows_and_refuses_fields_that_need_escaping() -> None:
+    e = UsageEvent(7, "evt-1", "cust", "calls", 0.1, 86_400_000 * 3 + 5, 42)
+    assert copy_block([e]) == f"7\tevt-1\t3\tcust\tcalls\t{86_400_000 * 3 + 5}\t0.1\t42\n"
+    assert copy_block([]) == ""
+    for odd in ODD_IDS[:5]:
+        assert copy_block([e, UsageEvent(7, "ok", odd, "calls", 1.0, 5, 5)]) is None
+    assert copy_block(events([ODD_IDS[5]])) is not None
+
+
+@pytest.fixture
+def pool(pg_conninfo: str) -> Iterator[ConnectionPool]:
+    p = open_pool(pg_conninfo, max_size=2)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def writer(pg_conninfo: str) -> Iterator[LedgerWriter]:
+    w = LedgerWriter(lambda: connect(pg_conninfo), "g", "t")
+    yield w
+    w.reset()
+
+
+def ledger_ids(pool: ConnectionPool) -> set[str]:
+    with pool.connection() as conn:
+        return {r[0] for r in conn.execute("SELECT event_id FROM usage_events").fetchall()}
+
+
+@pytest.mark.integration
+def test_ids_that_need_escaping_are_stored_exactly(
+    writer: LedgerWriter, pool: ConnectionPool
+) -> None:
+    done = writer.commit(batch_of(events(ODD_IDS)), {0: None}, aggregation_of)
+    assert ledger_ids(pool) == set(ODD_IDS)
+    assert len(done.new_events[0]) == len(ODD_IDS) and done.duplicates == 0
+
+
+@pytest.mark.integration
+def test_new_events_when_all_some_or_none_are_new(
+    writer: LedgerWriter, pool: ConnectionPool
+) -> None:
+    first = events([f"e{i}" for i in range(100)])
+    done = writer.commit(batch_of(first), {0: None}, aggregation_of)
+    assert done.new_events[0] == first and done.duplicates == 0
+
+    again = writer.commit(batch_of(first, start=100), {0: 100}, aggregation_of)
+    assert again.new_events[0] == [] and again.deltas[0] == [] and again.duplicates == 100
+
+    mixed = events([f"e{i}" for i in range(90, 110)]) + events(["e105"])
+    part = writer.commit(batch_of(mixed, start=200), {0: 200}, aggregation_of)
+    assert [e.id for e in part.new_events[0]] == [f"e{i}" for i in range(100, 110)]
+    assert part.duplicates == 11
+    assert len(ledger_ids(pool)) == 110
+    total = sum(v for (_c, _m, _b), (v, _n) in rollups(pool, 1).items())
+    assert total == 2.5 * 110

@@ -1,0 +1,282 @@
+"""The lean path for plain checks: the served app (`create_server`) answers exactly as the
+FastAPI app alone (`create_app`), for every reason code and every error, with in-memory parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from entitlements_api.app import create_app, create_server
+from entitlements_api.fastpath import CheckFastPath, EncodedDecisions, check_path
+from entitlements_api.wiring import Dependencies
+from meterline.auth import Authenticator
+from meterline.catalog import MemoryCatalogRepository
+from meterline.clock import FakeClock
+from meterline.entitlements import (
+    EntitlementService,
+    MemoryAnswerStore,
+    MemoryCustomerRepository,
+    MemoryGrantRepository,
+    MemorySubscriptionRepository,
+    NewGrant,
+    ServiceOptions,
+    Subscription,
+    ViewUsage,
+)
+from meterline.events import UsageEvent
+from meterline.stripe import (
+    MemoryStripeObjectRepository,
+    MemoryWebhookEventStore,
+    SubscriptionSync,
+)
+from meterline.tenants import MemoryTenantRepository
+from meterline.view import MemoryUsageView
+from tests.entitlements.catalogs import small_catalog
+
+NOW = datetime(2026, 11, 18, 12, tzinfo=UTC)
+ROUTE = "/v1/customers/{customer}/entitlements/{feature}"
+
+
+class Publisher:
+    def publish(self, events: list[UsageEvent], timeout: float = 10.0) -> None:
+        pass
+
+
+@dataclass
+class World:
+    deps: Dependencies
+    subs: MemorySubscriptionRepository
+    grants: MemoryGrantRepository
+    customers: MemoryCustomerRepository
+    keys: dict[str, str]
+
+    @property
+    def service(self) -> EntitlementService:
+        return self.deps.service
+
+
+def world(decision_ttl: float) -> World:
+    clock = FakeClock(NOW)
+    catalogs = MemoryCatalogRepository()
+    catalogs.apply(1, small_catalog())
+    customers, subs = MemoryCustomerRepository(), MemorySubscriptionRepository()
+    grants = MemoryGrantRepository(customers)
+    view = MemoryUsageView(clock)
+    options = ServiceOptions(decision_ttl=decision_ttl)
+    service = EntitlementService(
+        catalogs,
+        subs,
+        grants,
+        ViewUsage(view),
+        view,
+        Publisher(),
+        MemoryAnswerStore(),
+        clock,
+        options,
+    )
+    tenants = MemoryTenantRepository()
+    tenants.create_tenant("acme")
+    keys = {s: tenants.create_key("acme", [s])[1] for s in ("read", "ingest")}
+    objects = MemoryStripeObjectRepository()
+    sync = SubscriptionSync(None, customers, subs, objects, MemoryWebhookEventStore())  # type: ignore[arg-type]
+    deps = Dependencies(
+        service, catalogs, customers, subs, grants, tenants, Authenticator(tenants, clock=clock),
+        None, objects, sync, None, "whsec_test", clock=clock,
+    )  # fmt: skip
+    return World(deps, subs, grants, customers, keys)
+
+
+@pytest.fixture
+def w() -> World:
+    """Decisions are not cached, so both apps decide afresh (at the same fake time)."""
+    return world(0.0)
+
+
+@contextmanager
+def clients(w: World, scope: str = "read") -> Iterator[tuple[TestClient, TestClient]]:
+    """(served app, FastAPI app alone) over the same dependencies, with the key of `scope`."""
+    headers = {"Authorization": f"Bearer {w.keys[scope]}"}
+    served = TestClient(create_server(w.deps), headers=headers, raise_server_exceptions=False)
+    plain = TestClient(create_app(w.deps), headers=headers, raise_server_exceptions=False)
+    with served, plain:
+        yield served, plain
+
+
+def same_answer(w: World, path: str, scope: str = "read", **headers: str) -> dict[str, Any]:
+    """Asks both apps; asserts status, content type and body bytes are identical."""
+    with clients(w, scope) as (served, plain):
+        fast, slow = served.get(path, headers=headers), plain.get(path, headers=headers)
+    assert (fast.status_code, fast.content) == (slow.status_code, slow.content)
+    assert fast.headers["content-type"] == slow.headers["content-type"]
+    assert fast.headers["content-length"] == slow.headers["content-length"]
+    body: dict[str, Any] = fast.json()
+    return body
+
+
+def test_check_path_takes_only_the_check_route_within_bounds() -> None:
+    assert check_path("/v1/customers/c1/entitlements/api_calls") == ("c1", "api_calls")
+    assert check_path("/v1/customers/a b/entitlements/x") == ("a b", "x")
+    assert check_path("/v1/customers/" + "c" * 128 + "/entitlements/" + "f" * 64) is not None
+    for path in (
+        "/v1/customers/c1/entitlements",
+        "/v1/customers/c1/entitlements/",
+        "/v1/customers/c1/entitlements/api_calls/",
+        "/v1/customers/c1/entitlements/api_calls/consume",
+        "/v1/customers//entitlements/api_calls",
+        "/v2/customers/c1/entitlements/api_calls",
+        "/v1/customers/c1/grants/api_calls",
+        "v1/customers/c1/entitlements/api_calls",
+        "/v1/customers/" + "c" * 129 + "/entitlements/api_calls",
+        "/v1/customers/c1/entitlements/" + "f" * 65,
+        "/healthz",
+    ):
+        assert check_path(path) is None, path
+
+
+def test_every_reason_is_answered_as_the_route_answers(w: World) -> None:
+    """within_limit, limit_exceeded, overage_allowed, unlimited, included (boolean, static),
+    not_in_plan, no_subscription, payment_grace and subscription_inactive."""
+    w.subs.put(Subscription(1, "basic", "basic"))
+    w.subs.put(Subscription(1, "power", "power", current_period_start=NOW - timedelta(days=3),
+                            current_period_end=NOW + timedelta(days=27)))  # fmt: skip
+    w.subs.put(Subscription(1, "open", "unlimited"))
+    w.subs.put(Subscription(1, "grace", "power", "past_due", past_due_since=NOW - timedelta(1)))
+    w.subs.put(Subscription(1, "gone", "power", "canceled"))
+    assert w.service.consume(1, "full", "api_calls", 50, "e1")[0] == 200
+    assert w.service.consume(1, "power", "api_calls", 100_001, "e2")[0] == 200
+    cases = {
+        ("c1", "api_calls"): "within_limit",
+        ("full", "api_calls"): "limit_exceeded",
+        ("power", "api_calls"): "overage_allowed",
+        ("open", "api_calls"): "unlimited",
+        ("power", "export"): "included",
+        ("basic", "support"): "included",
+        ("basic", "export"): "not_in_plan",
+        ("c1", "export"): "no_subscription",
+        ("grace", "export"): "payment_grace",
+        ("gone", "export"): "subscription_inactive",
+    }
+    for (customer, feature), reason in cases.items():
+        body = same_answer(w, f"/v1/customers/{customer}/entitlements/{feature}")
+        assert body["reason"] == reason, (customer, feature)
+    assert same_answer(w, "/v1/customers/basic/entitlements/support")["value"] == "email"
+    assert "grace_ends" in same_answer(w, "/v1/customers/grace/entitlements/export")
+
+
+def test_grants_and_odd_customer_ids_answer_alike(w: World) -> None:
+    w.customers.create(1, "c/2", None, None)
+    w.customers.create(1, "c1", None, None)
+    since = NOW - timedelta(days=1)
+    w.grants.add(1, NewGrant("c1", "api_calls", "top_up", 25, since))
+    w.grants.add(1, NewGrant("c1", "sso", "override", None, since))
+    assert same_answer(w, "/v1/customers/c1/entitlements/api_calls")["limit"] == 75
+    assert same_answer(w, "/v1/customers/c1/entitlements/sso")["reason"] == "included"
+    assert same_answer(w, "/v1/customers/caf%C3%A9%20x/entitlements/api_calls")["plan"] == "free"
+
+
+def test_errors_and_amounts_are_left_to_the_route(w: World) -> None:
+    assert same_answer(w, "/v1/customers/c1/entitlements/nope")["error"] == "not_found"
+    assert same_answer(w, "/v1/customers/c1/entitlements/api_calls", "ingest")["error"] == (
+        "forbidden"
+    )
+    bad_key = {"Authorization": "Bearer nope"}
+    assert same_answer(w, "/v1/customers/c1/entitlements/api_calls", **bad_key)["error"] == (
+        "unauthorized"
+    )
+    long = "/v1/customers/" + "c" * 129 + "/entitlements/api_calls"
+    assert same_answer(w, long)["error"] == "validation_failed"
+    assert same_answer(w, "/v1/customers/c1/entitlements/api_calls?amount=60")["reason"] == (
+        "limit_exceeded"
+    )
+    assert same_answer(w, "/v1/customers/c1/entitlements/api_calls?amount=-1")["errors"]
+    with clients(w) as (served, _plain):
+        assert served.get("/v1/customers/c1/entitlements/api_calls", headers={}).status_code == 200
+        served.headers.pop("Authorization")
+        assert served.get("/v1/customers/c1/entitlements/api_calls").status_code == 401
+        assert served.get("/healthz").json() == {"status": "ok"}
+        assert (
+            "/v1/customers/{customer}/entitlements/{feature}"
+            in served.get("/openapi.json").json()["paths"]
+        )
+
+
+def test_fast_answers_are_measured_under_the_route_template(w: World) -> None:
+    with clients(w) as (served, plain):
+        served.get("/v1/customers/c1/entitlements/api_calls").raise_for_status()
+        plain.get("/v1/customers/c1/entitlements/api_calls").raise_for_status()
+    registry = w.deps.metrics.registry
+    count = registry.get_sample_value
+    routes = {
+        s.labels["route"]
+        for m in registry.collect()
+        if m.name == "meterline_entitlements_requests"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+    assert len(routes) == 1
+    (route,) = routes
+    assert route == ROUTE
+    requests = "meterline_entitlements_requests_total"
+    assert count(requests, {"route": route, "status": "200"}) == 2
+    assert count("meterline_entitlements_request_seconds_count", {"route": route}) == 2
+    assert count("meterline_entitlements_decisions_total", {"reason": "within_limit"}) == 2
+
+
+def test_an_unexpected_error_is_a_counted_500(w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("redis is down")
+
+    monkeypatch.setattr(w.service, "check", broken)
+    with clients(w) as (served, _plain):
+        answer = served.get("/v1/customers/c1/entitlements/api_calls")
+    assert answer.status_code == 500
+    failed = {"route": ROUTE, "status": "500"}
+    assert (
+        w.deps.metrics.registry.get_sample_value("meterline_entitlements_requests_total", failed)
+        == 1
+    )
+
+
+def test_cached_decisions_are_answered_and_encoded_once() -> None:
+    w = world(60.0)
+    path = "/v1/customers/c1/entitlements/api_calls"
+    with clients(w) as (served, _plain):
+        first = served.get(path).json()
+        assert w.service.cached_check(1, "c1", "api_calls") is not None
+        assert w.service.consume(1, "c1", "api_calls", 7, "e1")[0] == 200  # invalidates
+        assert w.service.cached_check(1, "c1", "api_calls") is None
+        second = served.get(path).json()
+        assert served.get(path).json() == second
+    assert (first["used"], second["used"]) == (0, 7)
+
+
+def test_encoded_bodies_follow_the_decision_object(w: World) -> None:
+    bodies = EncodedDecisions(max_entries=2)
+    one = w.service.check(1, "c1", "api_calls")
+    body = bodies.body(1, "c1", one)
+    assert bodies.body(1, "c1", one) is body
+    assert orjson.loads(body) == one.as_dict()
+    again = w.service.check(1, "c1", "api_calls")  # a new, equal object: re-encoded
+    assert again is not one and bodies.body(1, "c1", again) == body
+    for n in range(3):
+        bodies.body(1, f"c{n + 2}", one)
+    assert bodies.body(1, "c1", one) == body
+
+
+def test_plain_checks_never_reach_the_app(w: World) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError(f"the app was asked for {scope['path']}")
+
+    headers = {"Authorization": f"Bearer {w.keys['read']}"}
+    served = TestClient(CheckFastPath(app, w.deps, ROUTE), headers=headers)  # no lifespan
+    for feature in ("api_calls", "export", "support"):
+        assert served.get(f"/v1/customers/c1/entitlements/{feature}").status_code == 200
+    with pytest.raises(AssertionError):
+        served.get("/v1/customers/c1/entitlements/api_calls?amount=1")
