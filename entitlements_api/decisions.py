@@ -15,8 +15,12 @@ from meterline.entitlements import iso
 router = APIRouter(prefix="/v1/customers", tags=["entitlements"])
 
 CHECK_ROUTE = "/{customer}/entitlements/{feature}"
-CustomerPath = Path(min_length=1, max_length=128, description="the tenant's own customer id")
-FeaturePath = Path(min_length=1, max_length=64, description="a feature key of the catalog")
+MAX_CUSTOMER = 128
+MAX_FEATURE = 64
+CustomerPath = Path(
+    min_length=1, max_length=MAX_CUSTOMER, description="the tenant's own customer id"
+)
+FeaturePath = Path(min_length=1, max_length=MAX_FEATURE, description="a feature key of the catalog")
 ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorOut, "description": "missing, unknown or revoked API key"},
     403: {"model": ErrorOut, "description": "the key lacks the scope"},
@@ -34,7 +38,7 @@ async def all_entitlements(request: Request, customer: str = CustomerPath) -> Re
     """One decision per feature of the catalog (scope `read`)."""
     who = principal(request, "read")
     service = deps_of(request).service
-    found = service.check_all(who.tenant_id, customer)
+    found = await asyncio.to_thread(service.check_all, who.tenant_id, customer)
     now = deps_of(request).clock.now()
     body = {"customer": customer, "entitlements": [d.as_dict() for d in found], "as_of": iso(now)}
     return json_response(body)
@@ -58,9 +62,11 @@ async def one_entitlement(
     (1 s by default) behind; use consume for an exact, atomic check-and-record.
 
     Served by `fastpath.CheckFastPath` when there is no `amount` and the check succeeds; this
-    route answers the rest, and documents both."""
+    route answers the rest, and documents both. Decisions that read the usage (Redis, or
+    Postgres) are made in a worker thread, as consumes are, so they never stall the loop."""
     who = principal(request, "read")
-    decision = deps_of(request).service.check(who.tenant_id, customer, feature, amount)
+    service = deps_of(request).service
+    decision = await asyncio.to_thread(service.check, who.tenant_id, customer, feature, amount)
     deps_of(request).metrics.decisions.labels(decision.reason.value).inc()
     return json_response(decision.as_dict())
 

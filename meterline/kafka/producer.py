@@ -69,6 +69,11 @@ class _AsyncDelivery:
         if not self.future.done():
             self.future.set_result(self.error)
 
+    def expire(self) -> None:
+        """Give up waiting (on the loop's thread): the future raises TimeoutError."""
+        if not self.future.done():
+            self.future.set_exception(TimeoutError())
+
 
 class EventPublisher:
     """One producer per process; `publish` is safe from many threads, `publish_async` from a loop.
@@ -109,13 +114,16 @@ class EventPublisher:
 
         Cancelling the caller abandons the wait, not the messages already queued.
         """
-        delivery = _AsyncDelivery(len(events), asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        delivery = _AsyncDelivery(len(events), loop)
         self._produce_all(events, delivery)
+        timer = loop.call_later(timeout, delivery.expire)  # lighter than asyncio.timeout
         try:
-            async with asyncio.timeout(timeout):
-                error = await delivery.future
+            error = await delivery.future
         except TimeoutError:
             raise Unavailable("the broker did not acknowledge in time", 2) from None
+        finally:
+            timer.cancel()
         if error is not None:
             raise Unavailable(f"the broker refused the events: {error}", 2)
 

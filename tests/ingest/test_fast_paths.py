@@ -111,19 +111,22 @@ def test_packed_dedupe_calls_keep_each_answer_in_place(redis_url: str) -> None:
 
 @pytest.fixture
 def both() -> Iterator[tuple[TestClient, TestClient, dict[str, str]]]:
-    """The FastAPI app and the server, on the same in-memory parts; and headers per key."""
+    """The FastAPI app and the server, each on its own sink (rate 100 events/s) and the same
+    in-memory keys and catalog; and the Authorization header of each scope's key."""
     tenants, catalogs = MemoryTenantRepository(), MemoryCatalogRepository()
     acme = tenants.create_tenant("acme")
     catalogs.apply(acme.id, parse_catalog(CATALOG))
     keys = {s: tenants.create_key("acme", [s])[1] for s in ("ingest", "read")}
-    sink = RateLimitedSink(MemorySink(), TokenBuckets(1000.0, {}))
-    deps = Dependencies(
-        keys=KeyCache(Authenticator(tenants), "ingest"),
-        meters=MeterCache(catalogs),
-        sink=sink,
-        max_body_bytes=4096,
-    )
-    with TestClient(create_app(deps)) as app, TestClient(create_server(deps)) as server:
+
+    def deps() -> Dependencies:
+        return Dependencies(
+            keys=KeyCache(Authenticator(tenants), "ingest"),
+            meters=MeterCache(catalogs),
+            sink=RateLimitedSink(MemorySink(), TokenBuckets(100.0, {})),
+            max_body_bytes=32768,
+        )
+
+    with TestClient(create_app(deps())) as app, TestClient(create_server(deps())) as server:
         yield app, server, {s: f"Bearer {k}" for s, k in keys.items()}
 
 
@@ -136,25 +139,33 @@ def test_the_bare_handler_answers_as_the_fastapi_route(
 ) -> None:
     app, server, auth = both
     json = "application/json"
-    cases: list[tuple[str | None, str, bytes]] = [
-        (auth["ingest"], json, orjson.dumps(_event(1))),  # 202
-        (auth["ingest"], "application/x-ndjson", b'{"id":"n","customer":"c","meter":"api_calls"}'),
-        (None, json, b"{}"),  # 401
-        ("Basic x", json, b"{}"),
-        (auth["read"], json, b"{}"),  # 403
-        (auth["ingest"], "text/plain", b"{}"),  # 415
-        (auth["ingest"], json, b"[" + b",".join([b"{}"] * 2000) + b"]"),  # 413 (bytes)
-        (auth["ingest"], json, b"{not json"),  # 422
-        (auth["ingest"], json, orjson.dumps([_event(1, value=-1), "x", _event(2, extra=1)])),
-        (auth["ingest"], json, orjson.dumps([_event(i) for i in range(60)])),  # 202, debt
-        (auth["ingest"], json, orjson.dumps([_event(i) for i in range(600)])),  # 429 for both
+    cases: list[tuple[int, str | None, str, bytes]] = [
+        (202, auth["ingest"], json, orjson.dumps(_event(1))),
+        (
+            202,
+            auth["ingest"],
+            "application/x-ndjson",
+            b'{"id":"n","customer":"c","meter":"tokens"}',
+        ),
+        (401, None, json, b"{}"),
+        (401, "Basic x", json, b"{}"),
+        (403, auth["read"], json, b"{}"),
+        (415, auth["ingest"], "text/plain", b"{}"),
+        (413, auth["ingest"], json, b"[" + b" " * 40_000 + b"]"),
+        (413, auth["ingest"], json, b"[" + b",".join([b"{}"] * 1001) + b"]"),
+        (422, auth["ingest"], json, b"{not json"),
+        (422, auth["ingest"], json, orjson.dumps([_event(1, value=-1), "x", _event(2, extra=1)])),
+        (202, auth["ingest"], json, orjson.dumps([_event(i) for i in range(600)])),  # into debt
+        (429, auth["ingest"], json, orjson.dumps(_event(9))),
     ]
-    for key, ctype, body in cases:
+    for status, key, ctype, body in cases:
         headers = {"Content-Type": ctype} | ({"Authorization": key} if key else {})
-        answers = [c.post("/v1/events", content=body, headers=headers) for c in (app, server)]
-        first, second = answers
-        assert (first.status_code, first.content) == (second.status_code, second.content), body
-        assert first.headers.get("retry-after") == second.headers.get("retry-after")
+        first, second = (c.post("/v1/events", content=body, headers=headers) for c in (app, server))
+        assert (first.status_code, first.content) == (status, second.content), second.text
+        assert second.status_code == status
+        assert (
+            ("retry-after" in first.headers) == ("retry-after" in second.headers) == (status == 429)
+        )
         assert second.headers["content-type"] == "application/json"
     assert [c.get("/healthz").status_code for c in (app, server)] == [200, 200]
     assert server.get("/v1/events").status_code == 405
