@@ -45,6 +45,7 @@ class Dependencies:
     checks: Mapping[str, Check] = field(default_factory=dict)
     max_body_bytes: int = 1_048_576
     max_batch_events: int = 1000
+    max_active_requests: int = 128
     lateness_ms: int = DEFAULT_LATENESS_MS
     clock: Clock = field(default_factory=SystemClock)
     shutdown: Callable[[], Awaitable[None]] | None = None

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest.body import body_format, decode, read_limited
 from ingest.validation import validate_batch
-from meterline.errors import MeterlineError, RetryLater
+from meterline.errors import MeterlineError, RetryLater, TooManyRequests
 from meterline.events import Rules
 
 if TYPE_CHECKING:
@@ -72,14 +72,19 @@ def error_answer(exc: MeterlineError) -> Answer:
     return exc.status, orjson.dumps(exc.body()), headers
 
 
+OVERLOADED = TooManyRequests("ingest is at capacity; retry shortly", retry_after=1)
+
+
 class EventsEndpoint:
     """ASGI middleware answering POST /v1/events (see the module docstring); counts those
     requests by status and times them. An unexpected error is counted as a 500 and re-raised,
-    so the server answers 500 and logs it."""
+    so the server answers 500 and logs it. Beyond `deps.max_active_requests` requests at once,
+    a request is answered 429 with Retry-After before its body is read."""
 
     def __init__(self, app: ASGIApp, deps: Dependencies) -> None:
         self.app, self.deps = app, deps
         self._by_status: dict[int, Counter] = {}
+        self._active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -95,13 +100,18 @@ class EventsEndpoint:
             self._requests(status).inc()
 
     async def _answer(self, scope: Scope, receive: Receive) -> Answer:
+        if self._active >= self.deps.max_active_requests:
+            return error_answer(OVERLOADED)
         auth, ctype, length = _headers(scope)
+        self._active += 1
         try:
             body = await accept(self.deps, auth, ctype, length, _chunks(receive))
         except MeterlineError as exc:
             return error_answer(exc)
         except ClientDisconnect:
             return DISCONNECTED
+        finally:
+            self._active -= 1
         return 202, body, {}
 
     def _requests(self, status: int) -> Counter:

@@ -81,6 +81,7 @@ def build(sections: Sections) -> Dependencies:
         },
         max_body_bytes=s.max_body_bytes,
         max_batch_events=s.max_batch_events,
+        max_active_requests=s.max_active_requests,
         lateness_ms=s.lateness_days * 86_400_000,
         shutdown=shutdown,
     )

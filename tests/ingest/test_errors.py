@@ -106,12 +106,12 @@ def test_422_lists_every_bad_event_and_accepts_nothing(
 def test_429_when_the_tenant_exceeds_its_rate(
     make_client: Callable[..., TestClient], seeded: Seeded
 ) -> None:
-    client = make_client(tenant_rates={"acme": 100})
+    client = make_client(tenant_rates={"acme": 10})
     h = bearer(seeded.acme_ingest)
     assert client.post("/v1/events", json=[_event(i) for i in range(500)], headers=h).is_success
     r = client.post("/v1/events", json=_event(999), headers=h)
     assert r.status_code == 429
-    assert int(r.headers["Retry-After"]) >= 4
+    assert int(r.headers["Retry-After"]) >= 30  # the bucket's debt of ~490 events at 10/s
     other = client.post("/v1/events", json=_event(1), headers=bearer(seeded.globex_ingest))
     assert other.status_code == 202
 
