@@ -1,5 +1,6 @@
-"""Event summaries read the store's (meter, customer, time) index: the answers must be exactly
-those of a full scan of every stored event, whatever the events' order, fate and customer."""
+"""Event summaries read the store's (meter, customer) index: the answers must be exactly those
+of a full scan of every stored event, whatever the events' order, fate and customer, and
+however tests change the stored records in place."""
 
 from __future__ import annotations
 
@@ -118,6 +119,26 @@ def test_the_index_survives_persistence_and_reset() -> None:
     assert after == before
     emu.reset()
     assert emu.store.event_index == {} and emu.store.meter_events == []
+    assert _summaries(emu, _meter(emu, "calls", "sum"), "cus_a", start, start + HOUR) == {}
+
+
+def test_records_changed_or_appended_in_place_are_seen_as_they_are_now() -> None:
+    """As the reporter's reconciliation tests inject Stripe-side faults."""
+    emu, start = _emulator()
+    meter = _meter(emu, "calls", "sum")
+    _fill(emu, start, 300, seed=5)
+    window = (start, start + 48 * HOUR)
+    _summaries(emu, meter, "cus_a", *window)  # the index is built
+    records = [r for r in emu.store.meter_events if r["status"] == "accepted"]
+    mine = [r for r in records if r["meter"] == meter["id"] and r["customer"] == "cus_a"]
+    mine[0]["timestamp"] += HOUR
+    mine[1]["value"] = "1000"
+    mine[2]["status"] = "dropped"
+    emu.store.meter_events.append({**mine[3], "identifier": "someone-else"})
+    emu.store.meter_events.append({**mine[4], "customer": "cus_b", "identifier": "moved"})
+    for customer in CUSTOMERS:
+        expected = _full_scan(emu, meter, customer, *window)
+        assert _summaries(emu, meter, customer, *window) == expected
 
 
 def test_processing_delay_and_cancellation_follow_the_clock() -> None:

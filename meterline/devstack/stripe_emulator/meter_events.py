@@ -193,7 +193,7 @@ def _record(
         "source": source,
         "request_id": request.get("request_id"),
     }
-    emu.store.add_meter_event(record)
+    emu.store.meter_events.append(record)
     return record
 
 

@@ -7,7 +7,6 @@ from async endpoints), so the store needs no locks. `save` writes the whole stat
 
 from __future__ import annotations
 
-import bisect
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -35,9 +34,11 @@ class Store:
     `objects[kind][id]` holds API objects in creation order (lists answer newest first).
     `meter_events` holds every received meter event with its fate (`status`: accepted,
     dropped, canceled, invalid); `identifiers` maps an identifier to its index there.
-    `event_index` (derived, not persisted) lists the events that name a meter and a customer
-    per (meter id, customer), sorted by (timestamp, index in `meter_events`), so a summary
-    reads only the events it covers. Add events with `add_meter_event` to keep it current.
+    `event_index` (derived, not persisted) lists the records that name a meter and a customer
+    per (meter id, customer), in `meter_events` order, so a summary reads one customer's events
+    on one meter instead of every stored event. It holds the very record dicts, and catches up
+    with records appended to `meter_events` when read (`events_of`), so records changed or
+    added in place (tests inject faults that way) are seen as they are now.
     `requests` (the request log) is not persisted.
     """
 
@@ -50,7 +51,8 @@ class Store:
     deliveries: list[JSON] = field(default_factory=list)
     requests: list[JSON] = field(default_factory=list)
     clock_offset: float = 0.0
-    event_index: dict[tuple[str, str], list[tuple[int, int, JSON]]] = field(default_factory=dict)
+    event_index: dict[tuple[str, str], list[JSON]] = field(default_factory=dict)
+    indexed: int = 0
 
     def table(self, kind: str) -> dict[str, JSON]:
         """The objects of one kind (`customer`, `price`, `billing.meter`, ...)."""
@@ -72,27 +74,17 @@ class Store:
         """The object or None."""
         return self.table(kind).get(object_id)
 
-    def add_meter_event(self, record: JSON) -> int:
-        """Append a meter event record (and index it); returns its index in `meter_events`."""
-        index = len(self.meter_events)
-        self.meter_events.append(record)
-        self._index_event(index, record)
-        return index
-
-    def _index_event(self, index: int, record: JSON) -> None:
-        meter, customer = record.get("meter"), record.get("customer")
-        if meter is None or customer is None:
-            return  # rejected before it was tied to a meter: no summary ever counts it
-        rows = self.event_index.setdefault((meter, customer), [])
-        bisect.insort(rows, (int(record["timestamp"]), index, record))
-
-    def meter_events_between(self, meter: str, customer: str, start: int, end: int) -> list[JSON]:
-        """Records of `customer` on `meter` timestamped in [start, end), whatever their status,
-        in the order they were received. Costs O(log n + matching events)."""
-        rows = self.event_index.get((meter, customer), [])
-        found = rows[bisect.bisect_left(rows, (start,)) : bisect.bisect_left(rows, (end,))]
-        found.sort(key=lambda row: row[1])
-        return [record for _, _, record in found]
+    def events_of(self, meter: str, customer: str) -> list[JSON]:
+        """The records of `customer` on `meter` (as tagged when recorded), in the order they
+        were received. Indexes new records first: O(new records + the records returned)."""
+        if self.indexed > len(self.meter_events):  # the list was replaced by a shorter one
+            self.event_index, self.indexed = {}, 0
+        for record in self.meter_events[self.indexed :]:
+            tagged, who = record.get("meter"), record.get("customer")
+            if tagged is not None and who is not None:  # else rejected before it had a meter
+                self.event_index.setdefault((tagged, who), []).append(record)
+        self.indexed = len(self.meter_events)
+        return self.event_index.get((meter, customer), [])
 
     def to_json(self) -> bytes:
         """Serialize the persistent part of the state."""
@@ -123,7 +115,6 @@ class Store:
         )
         for index, record in enumerate(store.meter_events):
             store.identifiers[record["identifier"]] = index
-            store._index_event(index, record)
         return store
 
     def save(self, path: Path) -> None:
