@@ -93,6 +93,9 @@ def decode_well_formed(data: bytes | None) -> UsageEvent | None:
         and 0 < len(eid) <= MAX_ID_LEN
         and 0 < len(customer) <= MAX_ID_LEN
         and 0 < len(meter) <= MAX_ID_LEN
+        and eid.isprintable()
+        and customer.isprintable()
+        and meter.isprintable()
         and type(value) is float
         and 0.0 <= value <= MAX_VALUE
         and type(tenant) is int

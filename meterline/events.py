@@ -292,6 +292,8 @@ def _from_doc(doc: dict[str, Any]) -> UsageEvent:
     strings = (doc["id"], doc["customer"], doc["meter"])
     if not all(isinstance(s, str) and 1 <= len(s) <= MAX_ID_LEN for s in strings):
         raise ValueError("id, customer and meter must be 1-128 character strings")
+    if any(_CONTROL.search(s) for s in strings):
+        raise ValueError("id, customer and meter must not contain control characters")
     value, ts, received, tenant = doc["value"], doc["timestamp"], doc["received_at"], doc["tenant"]
     if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= MAX_VALUE):
         raise ValueError(f"bad value {value!r}")

@@ -53,7 +53,7 @@ def test_sigkill_at_three_points(
             service_env,
             tmp_path / "agg.log",
             METERLINE_AGGREGATOR_CRASH_AT=f"{point}:0.25",
-            METERLINE_AGGREGATOR_BATCH_SIZE="2000",
+            METERLINE_AGGREGATOR_BATCH_SIZE="500",  # ~120 batches: six crashes never run dry
         )
         agg.start()
         before = consumed(pool)

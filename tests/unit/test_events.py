@@ -133,6 +133,7 @@ def test_rfc3339_parsing(text: str, ms: int | None) -> None:
         b'{"schema": 1, "id": "x"}',
         b'{"schema":1,"tenant":1,"id":"a","customer":"c","meter":"m","value":-1,"timestamp":1,"received_at":1}',
         b'{"schema":1,"tenant":"1","id":"a","customer":"c","meter":"m","value":1,"timestamp":1,"received_at":1}',
+        b'{"schema":1,"tenant":1,"id":"a\\u0000","customer":"c","meter":"m","value":1,"timestamp":1,"received_at":1}',
     ],
 )
 def test_undecodable_messages_are_poison_with_a_reason(data: bytes | None) -> None:
