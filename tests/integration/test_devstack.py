@@ -74,7 +74,7 @@ EXPECTED = {"kafka", "postgres", "redis"} | {s.name for s in SERVICES if s.insta
 
 def _complete(home: Path) -> Stack | None:
     stack = read_stack(home)
-    return stack if stack and EXPECTED <= set(stack.pids) and EXPECTED <= set(stack.urls) else None
+    return stack if stack and set(stack.pids) >= EXPECTED and set(stack.urls) >= EXPECTED else None
 
 
 def _children_of(pid: int) -> list[psutil.Process]:
