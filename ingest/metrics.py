@@ -50,6 +50,10 @@ class IngestMetrics:
             "meterline_ingest_dedupe_errors", "Dedupe store failures", registry=r
         )
 
+    def watch_in_flight(self, count: Callable[[], int]) -> None:
+        """Read the events in flight at each scrape (not set twice per request)."""
+        self.in_flight.set_function(lambda: float(count()))
+
     def watch_queue(self, depth: Callable[[], int]) -> None:
         """Read the producer queue depth at each scrape."""
         self.queue_depth.set_function(lambda: float(depth()))

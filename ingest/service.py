@@ -16,7 +16,7 @@ from ingest.settings import IngestSettings
 from ingest.sinks import AdmissionSink, DedupingSink, PublishingSink, Sink, TimedSink
 from meterline.auth import Authenticator
 from meterline.catalog import PostgresCatalogRepository
-from meterline.dedupe import CoalescingDeduper, Deduper, RedisDeduper
+from meterline.dedupe import BoundedDeduper, CoalescingDeduper, Deduper, RedisDeduper
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
 from meterline.redis import connect, connect_async
@@ -39,14 +39,13 @@ class Sections:
 def sink_chain(
     publisher: EventPublisher, deduper: Deduper, s: IngestSettings, metrics: IngestMetrics
 ) -> Sink:
-    """RateLimited → Admission → Deduping → Timed → Publishing."""
+    """RateLimited → Admission → Deduping → Timed → Publishing; `deduper` bounds its own calls."""
     sink: Sink = PublishingSink(publisher, s.produce_timeout_s)
     sink = TimedSink(sink, metrics.produce_seconds.observe)
-    sink = DedupingSink(
-        sink, deduper, s.dedupe_timeout_s, on_error=lambda _e: metrics.dedupe_errors.inc()
-    )
-    sink = AdmissionSink(sink, s.max_inflight_events, on_change=metrics.in_flight.set)
-    return RateLimitedSink(sink, TokenBuckets(s.tenant_rate, s.tenant_rates))
+    sink = DedupingSink(sink, deduper, on_error=lambda _e: metrics.dedupe_errors.inc())
+    admission = AdmissionSink(sink, s.max_inflight_events)
+    metrics.watch_in_flight(lambda: admission.in_flight)
+    return RateLimitedSink(admission, TokenBuckets(s.tenant_rate, s.tenant_rates))
 
 
 def build(sections: Sections) -> Dependencies:
@@ -55,9 +54,8 @@ def build(sections: Sections) -> Dependencies:
     pool = open_pool(sections.database.url, max_size=4, name="ingest")
     connect(sections.redis.url).close()
     redis_client = connect_async(sections.redis.url)
-    deduper = CoalescingDeduper(
-        RedisDeduper(redis_client, sections.redis.key_prefix, s.dedupe_window_s)
-    )
+    redis_deduper = RedisDeduper(redis_client, sections.redis.key_prefix, s.dedupe_window_s)
+    deduper = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
     tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}
     publisher = EventPublisher(sections.kafka.bootstrap, sections.kafka.topic, **tuning)
     metrics = IngestMetrics()

@@ -21,6 +21,7 @@ class IngestSettings(BaseSettings):
     dedupe_window_s: float = Field(3600.0, gt=0)
     """How long the Redis fast path remembers ids (the ledger is the final word beyond it)."""
     dedupe_timeout_s: float = Field(0.5, gt=0)
+    """Longest a merged dedupe store call may take; a request waits at most twice this."""
     produce_timeout_s: float = Field(10.0, gt=0)
     """A request whose events the broker has not acknowledged by then gets 503."""
     tenant_rate: float = Field(200_000.0, gt=0)

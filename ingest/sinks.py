@@ -9,7 +9,6 @@ answers only once its events are durably accepted, or raises a domain error (429
 from __future__ import annotations
 
 import abc
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -80,45 +79,46 @@ class DedupingSink(Sink):
     Only the first event of each id is passed on; its id is marked after the inner sink
     accepted it, never before, so a failed or interrupted request is accepted on retry. The
     mark is written before the answer, so an id resent after a 202 is reported as a duplicate. A
-    deduper that fails or is slower than `timeout_s` is skipped (every id counts as new; the
-    ledger drops the copies) and reported to `on_error`.
+    deduper that fails is skipped (every id counts as new; the ledger drops the copies) and
+    reported to `on_error`. The deduper bounds its own time (`BoundedDeduper`), once per store
+    call rather than once per request here.
     """
 
     def __init__(
         self,
         inner: Sink,
         deduper: Deduper,
-        timeout_s: float = 0.5,
         on_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
-        self._inner, self._deduper = inner, deduper
-        self._timeout, self._on_error = timeout_s, on_error
+        self._inner, self._deduper, self._on_error = inner, deduper, on_error
 
     async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
-        first: dict[str, UsageEvent] = {}
-        for e in events:
-            first.setdefault(e.id, e)
-        unique = list(first.values())
+        if len(events) == 1:
+            unique = list(events)
+        else:
+            first: dict[str, UsageEvent] = {}
+            for e in events:
+                first.setdefault(e.id, e)
+            unique = list(first.values())
         tenant = principal.tenant_id
         seen = await self._seen(tenant, [e.id for e in unique])
         fresh = [e for e, old in zip(unique, seen, strict=True) if not old]
-        accepted = (await self._inner.submit(principal, fresh)).accepted if fresh else 0
-        if fresh:
-            await self._mark(tenant, [e.id for e in fresh])
+        if not fresh:
+            return Outcome(0, len(events))
+        accepted = (await self._inner.submit(principal, fresh)).accepted
+        await self._mark(tenant, [e.id for e in fresh])
         return Outcome(accepted, len(events) - accepted)
 
     async def _seen(self, tenant: int, ids: list[str]) -> list[bool]:
         try:
-            async with asyncio.timeout(self._timeout):
-                return await self._deduper.seen(tenant, ids)
+            return await self._deduper.seen(tenant, ids)
         except Exception as exc:  # advisory store: any failure means "nothing seen"
             self._failed(exc)
             return [False] * len(ids)
 
     async def _mark(self, tenant: int, ids: list[str]) -> None:
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._deduper.mark(tenant, ids)
+            await self._deduper.mark(tenant, ids)
         except Exception as exc:  # a missed mark only lets a retry through to the ledger
             self._failed(exc)
 
@@ -131,13 +131,11 @@ class AdmissionSink(Sink):
     """Bounds the events in flight in this process; past `max_events`, 429 at once.
 
     This bounds ingest's memory under overload: excess requests are refused, not queued.
-    `on_change` receives the new in-flight count (for a gauge). Runs on one event loop.
+    `in_flight` is the current count (read by the metrics at each scrape). Runs on one loop.
     """
 
-    def __init__(
-        self, inner: Sink, max_events: int, on_change: Callable[[int], None] = lambda n: None
-    ) -> None:
-        self._inner, self._max, self._on_change = inner, max_events, on_change
+    def __init__(self, inner: Sink, max_events: int) -> None:
+        self._inner, self._max = inner, max_events
         self.in_flight = 0
 
     async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
@@ -145,9 +143,7 @@ class AdmissionSink(Sink):
         if self.in_flight and self.in_flight + n > self._max:
             raise TooManyRequests("ingest is at capacity; retry shortly", 1)
         self.in_flight += n
-        self._on_change(self.in_flight)
         try:
             return await self._inner.submit(principal, events)
         finally:
             self.in_flight -= n
-            self._on_change(self.in_flight)

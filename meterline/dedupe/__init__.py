@@ -1,8 +1,9 @@
 """The dedupe fast path: which event ids a tenant already sent within the dedupe window."""
 
 from meterline.dedupe.base import Deduper
+from meterline.dedupe.bounded import BoundedDeduper
 from meterline.dedupe.coalesce import CoalescingDeduper
 from meterline.dedupe.memory import MemoryDeduper
 from meterline.dedupe.redis_store import RedisDeduper
 
-__all__ = ["CoalescingDeduper", "Deduper", "MemoryDeduper", "RedisDeduper"]
+__all__ = ["BoundedDeduper", "CoalescingDeduper", "Deduper", "MemoryDeduper", "RedisDeduper"]

@@ -1,11 +1,16 @@
 """Publishing usage events: idempotent, acks=all, and done only when the broker acknowledged.
 
 `publish` (blocking) and `publish_async` (for an asyncio loop, without a thread per call)
-return only after every event has its delivery report. A full local queue raises
-TooManyRequests (429); a broker that does not acknowledge in time, or refuses, raises
-Unavailable (503). Either way the caller must treat the whole request as not accepted and the
-client retries the same ids; copies that a partial failure leaves on the topic are dropped by
-the ledger. Messages already queued when a call fails stay queued and may still be delivered.
+return only after every event has its delivery report. A request's events are enqueued with one
+`produce_batch` call. Delivery reports arrive on one poller thread; the async calls that a poll
+round completes are resumed with one cross-thread wake-up per event loop, not one per call
+(each wake-up costs the loop a self-pipe write, an epoll round and a callback).
+
+A full local queue raises TooManyRequests (429); a broker that does not acknowledge in time,
+or refuses, raises Unavailable (503). Either way the caller must treat the whole request as not
+accepted and the client retries the same ids; copies that a partial failure leaves on the topic
+are dropped by the ledger. Messages already queued when a call fails stay queued and may still
+be delivered.
 """
 
 from __future__ import annotations
@@ -46,14 +51,18 @@ class _Delivery:
 class _AsyncDelivery:
     """Counts the delivery reports of one async publish call; resolves a future on its loop.
 
-    Reports arrive on the poller thread; the future is completed on the loop's own thread.
+    Reports arrive on the poller thread, which hands the finished call to `finished` (a list
+    the poller drains after each poll round); the future is completed on the loop's own thread.
     """
 
-    def __init__(self, expected: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, expected: int, loop: asyncio.AbstractEventLoop, finished: list[_AsyncDelivery]
+    ) -> None:
         self.pending = expected
         self.error: str | None = None
         self.loop = loop
         self.future: asyncio.Future[str | None] = loop.create_future()
+        self._finished = finished
         if expected == 0:
             self.future.set_result(None)
 
@@ -62,10 +71,10 @@ class _AsyncDelivery:
             self.error = str(err)
         self.pending -= 1
         if self.pending == 0:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                self.loop.call_soon_threadsafe(self._finish)
+            self._finished.append(self)
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """Complete the future (on the loop's thread)."""
         if not self.future.done():
             self.future.set_result(self.error)
 
@@ -73,6 +82,11 @@ class _AsyncDelivery:
         """Give up waiting (on the loop's thread): the future raises TimeoutError."""
         if not self.future.done():
             self.future.set_exception(TimeoutError())
+
+
+def _finish_all(deliveries: list[_AsyncDelivery]) -> None:
+    for delivery in deliveries:
+        delivery.finish()
 
 
 class EventPublisher:
@@ -84,6 +98,7 @@ class EventPublisher:
     def __init__(self, bootstrap: str, topic: str, **overrides: Any) -> None:
         self.topic = topic
         self._producer = Producer(producer_config(bootstrap, **overrides))
+        self._finished: list[_AsyncDelivery] = []  # touched by whoever serves the callbacks
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
         self._poller.start()
@@ -91,14 +106,33 @@ class EventPublisher:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+            if self._finished:
+                self._wake()
+
+    def _wake(self) -> None:
+        """Resume the async calls the last poll round completed: one wake-up per loop."""
+        done, self._finished[:] = list(self._finished), []
+        by_loop: dict[asyncio.AbstractEventLoop, list[_AsyncDelivery]] = {}
+        for delivery in done:
+            by_loop.setdefault(delivery.loop, []).append(delivery)
+        for loop, deliveries in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_finish_all, deliveries)
 
     def _produce_all(self, events: Sequence[UsageEvent], on_delivery: Any) -> None:
-        produce, topic = self._producer.produce, self.topic
+        """Enqueue every event; TooManyRequests if the local queue cannot take them all."""
+        topic = self.topic
         try:
-            for e in events:
-                produce(topic, encode_event(e), e.key, on_delivery=on_delivery)
+            if len(events) == 1:
+                e = events[0]
+                self._producer.produce(topic, encode_event(e), e.key, on_delivery=on_delivery)
+                return
+            batch = [{"value": encode_event(e), "key": e.key} for e in events]
+            queued = self._producer.produce_batch(topic, batch, on_delivery=on_delivery)
         except BufferError:
             raise TooManyRequests(QUEUE_FULL, 1) from None
+        if queued < len(batch):
+            raise _refused(batch)
 
     def publish(self, events: Sequence[UsageEvent], timeout: float = 10.0) -> None:
         """Block until every event is acknowledged; raise TooManyRequests or Unavailable."""
@@ -115,7 +149,7 @@ class EventPublisher:
         Cancelling the caller abandons the wait, not the messages already queued.
         """
         loop = asyncio.get_running_loop()
-        delivery = _AsyncDelivery(len(events), loop)
+        delivery = _AsyncDelivery(len(events), loop, self._finished)
         self._produce_all(events, delivery)
         timer = loop.call_later(timeout, delivery.expire)  # lighter than asyncio.timeout
         try:
@@ -153,5 +187,14 @@ class EventPublisher:
         if left:
             self._producer.purge()  # unacknowledged: their clients retry them
             self._producer.flush(0)
+        self._wake()  # reports served by flush resume their callers too
         self._producer.close()
         return left
+
+
+def _refused(batch: list[dict[str, Any]]) -> TooManyRequests | Unavailable:
+    """The error for a batch of which `produce_batch` queued only a part (it marks the rest)."""
+    errors = [m["_error"] for m in batch if "_error" in m]
+    if any(e.code() == KafkaError._QUEUE_FULL for e in errors):
+        return TooManyRequests(QUEUE_FULL, 1)
+    return Unavailable(f"the producer refused the events: {errors[0] if errors else '?'}", 2)

@@ -1,4 +1,4 @@
-"""One contract suite for the dedupe stores: in memory and in real Redis 6.2."""
+"""One contract suite for the dedupe stores (in memory and in real Redis 6.2), and the wrappers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ import asyncio
 
 import pytest
 
+from ingest.sinks import DedupingSink, MemorySink, Outcome
 from meterline.clock import FakeClock
-from meterline.dedupe import CoalescingDeduper, Deduper, MemoryDeduper, RedisDeduper
+from meterline.dedupe import (
+    BoundedDeduper,
+    CoalescingDeduper,
+    Deduper,
+    MemoryDeduper,
+    RedisDeduper,
+)
+from meterline.events import UsageEvent
 from meterline.redis import connect_async
+from meterline.tenants import Principal
 
 
 def _deduper(kind: str, request: pytest.FixtureRequest, window: float) -> Deduper:
@@ -75,3 +84,44 @@ def test_concurrent_calls_are_merged_into_few_store_calls() -> None:
         assert Counting.calls <= 2
 
     asyncio.run(scenario())
+
+
+class _Stuck(MemoryDeduper):
+    """A store that never answers `seen` until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def seen(self, tenant_id: int, ids: object) -> list[bool]:
+        await self.release.wait()
+        return await super().seen(tenant_id, ids)  # type: ignore[arg-type]
+
+
+def test_a_bounded_store_call_times_out() -> None:
+    async def scenario() -> None:
+        d = BoundedDeduper(_Stuck(), 0.05)
+        with pytest.raises(TimeoutError):
+            await d.seen(1, ["a"])
+        await d.mark(1, ["a"])  # fast calls pass through
+
+    asyncio.run(scenario())
+
+
+def test_a_stuck_store_lets_every_waiting_request_through() -> None:
+    """Coalesced callers behind a stuck call all get through (as new) within twice the bound."""
+    errors: list[BaseException] = []
+    memory = MemorySink()
+    sink = DedupingSink(
+        memory, CoalescingDeduper(BoundedDeduper(_Stuck(), 0.05)), on_error=errors.append
+    )
+    principal = Principal(1, "acme", "key_1", frozenset({"ingest"}))
+
+    async def scenario() -> list[Outcome]:
+        batches = [[UsageEvent(1, f"e{i}", "c", "api_calls", 1.0, 1, 1)] for i in range(20)]
+        async with asyncio.timeout(5):  # a guard against hanging, far above 2 x 0.05 s
+            return await asyncio.gather(*(sink.submit(principal, b) for b in batches))
+
+    assert asyncio.run(scenario()) == [Outcome(1, 0)] * 20
+    assert len(memory.events) == 20
+    assert errors and all(isinstance(e, TimeoutError) for e in errors)

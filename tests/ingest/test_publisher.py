@@ -1,0 +1,86 @@
+"""EventPublisher against the real broker: batched produce, batched wake-ups, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from meterline.errors import TooManyRequests, Unavailable
+from meterline.events import UsageEvent
+from meterline.kafka.config import consumer_config
+from meterline.kafka.producer import EventPublisher, _refused
+from tests.fixtures.services import Topics
+from tests.ingest.support import read_topic
+
+
+def _events(prefix: str, n: int) -> list[UsageEvent]:
+    return [
+        UsageEvent(1, f"{prefix}-{i}", f"c{i % 7}", "api_calls", float(i), 1_000 + i, 2_000)
+        for i in range(n)
+    ]
+
+
+def test_concurrent_calls_on_two_loops_all_resume_and_land(
+    kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    """Many calls finish within one poll round; each must resume on its own loop."""
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    sent: dict[str, list[UsageEvent]] = {}
+
+    async def many(prefix: str) -> None:
+        requests = [_events(f"{prefix}{r}", 1 + r % 5 * 20) for r in range(60)]
+        sent[prefix] = [e for batch in requests for e in batch]
+        await asyncio.gather(*(publisher.publish_async(batch, 10.0) for batch in requests))
+
+    threads = [threading.Thread(target=asyncio.run, args=(many(p),)) for p in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert publisher.close(5.0) == 0
+    expected = sent["a"] + sent["b"]
+    got = read_topic(kafka_bootstrap, kafka_topics.usage, len(expected))
+    assert sorted(got, key=lambda e: e.id) == sorted(expected, key=lambda e: e.id)
+
+
+def test_a_customer_keeps_one_partition_in_batches(
+    kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    partitions: dict[bytes, set[int]] = {}
+    batch = _events("p", 70)
+
+    async def go() -> None:
+        await publisher.publish_async(batch[:1], 10.0)
+        await publisher.publish_async(batch[1:], 10.0)
+
+    asyncio.run(go())
+    publisher.close(5.0)
+    consumer = Consumer(consumer_config(kafka_bootstrap, "test-partitions"))
+    consumer.assign([TopicPartition(kafka_topics.usage, p, OFFSET_BEGINNING) for p in range(4)])
+    seen = 0
+    while seen < len(batch):
+        for m in consumer.consume(100, 1.0):
+            if m.error() is None:
+                partitions.setdefault(m.key(), set()).add(m.partition())
+                seen += 1
+    consumer.close()
+    assert len(partitions) == 7 and all(len(p) == 1 for p in partitions.values())
+
+
+def test_a_partly_queued_batch_is_refused() -> None:
+    full = KafkaError(KafkaError._QUEUE_FULL)
+    queue_full = _refused([{"value": b"1"}, {"value": b"2", "_error": full}])
+    assert isinstance(queue_full, TooManyRequests) and queue_full.retry_after == 1
+    other = _refused([{"value": b"1", "_error": KafkaError(KafkaError._MSG_TIMED_OUT)}])
+    assert isinstance(other, Unavailable) and other.retry_after == 2
+
+
+def test_publish_waits_for_the_reports(kafka_bootstrap: str, kafka_topics: Topics) -> None:
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    publisher.publish(_events("s", 30), 10.0)
+    publisher.close(5.0)
+    got = read_topic(kafka_bootstrap, kafka_topics.usage, 30)
+    assert sorted(e.id for e in got) == sorted(e.id for e in _events("s", 30))
