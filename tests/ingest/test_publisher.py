@@ -49,7 +49,7 @@ def test_a_customer_keeps_one_partition_in_batches(
     kafka_bootstrap: str, kafka_topics: Topics
 ) -> None:
     publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
-    partitions: dict[bytes, set[int]] = {}
+    partitions: dict[bytes | None, set[int | None]] = {}
     batch = _events("p", 70)
 
     async def go() -> None:
