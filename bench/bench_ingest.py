@@ -1,12 +1,20 @@
 """Ingest throughput and latency, and the same load against a bare ASGI endpoint.
 
-Figures: single-event requests/s and p50/p99 latency at 64 connections; events/s with
-100-event batches and p99 per request; each compared (ratio) with a bare ASGI app that only
-parses the same JSON, measured in the same run; and the load generator's own CPU use, since
-it shares the machine's cores with ingest, the broker and Redis.
+Figures, closed loop (saturation): single-event requests/s and p50/p99 latency at 64
+connections; events/s with 100-event batches and p99 per request; each compared (ratio) with a
+bare ASGI app that only parses the same JSON, measured in the same run; ingest's own CPU per
+request and per event (from /proc, every process of its group), which does not swing with other
+load the way rates do; and the load generator's own CPU use, since it shares the machine's
+cores with ingest, the broker and Redis. In a closed loop latency = connections / rate (Little's
+law), so its p99 mostly restates the throughput.
+
+Figures, open loop (`*_at_4000`, `*_at_1000`): the targets' rates offered exactly (4,000
+single-event requests/s; 1,000 100-event requests/s) over the same 64 connections, with p50/p99
+measured from each request's due time (`bench.loadgen.offer`), so waiting behind a slow server
+is counted, and the rate achieved.
 
 The load generator is a lean asyncio raw-socket HTTP/1.1 keep-alive client in this process.
-Ingest and the bare app each run as their own process (uvicorn, uvloop, httptools, 1 worker).
+Ingest and the bare app each run as their own process (uvicorn, uvloop, httptools).
 Run alone: `python -m bench.bench_ingest bare PORT` serves the bare app.
 """
 
@@ -26,6 +34,7 @@ from typing import Any
 import orjson
 
 from bench.harness import BenchContext, Figure
+from bench.loadgen import LoadResult, encode_request, offer
 from meterline.catalog import PostgresCatalogRepository, parse_catalog
 from meterline.devstack.process import ManagedProcess, free_port, port_open
 from meterline.kafka import ensure_topics
@@ -36,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SINGLE_CONNECTIONS = 64
 BATCH_CONNECTIONS = 32
 BATCH = 100
+OPEN_CONNECTIONS = 64
+SINGLE_RATE = 4000
+BATCH_RATE = 1000
 CATALOG = {"meters": [{"key": "api_calls", "aggregation": "sum"}]}
 
 
@@ -48,6 +60,8 @@ class Load:
     cpu_seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    server_cpu_seconds: float = 0.0
+    """CPU of the server's processes over the measured window (0 when not measured)."""
 
     @property
     def rps(self) -> float:
@@ -99,17 +113,24 @@ async def _connection(
     writer.close()
 
 
-async def _load(port: int, key: str, make: Callable[..., bytes], conns: int, secs: float) -> Load:
+async def _load(
+    port: int, key: str, make: Callable[..., bytes], conns: int, secs: float, server: int | None
+) -> Load:
     run = uuid.uuid4().hex[:8]
     start = time.perf_counter() + 0.5  # warm-up excluded
     until = start + secs
     out = Load()
     cpu = time.process_time()
+
+    async def measure_server() -> None:
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        before = group_cpu_s(server) if server else 0.0
+        await asyncio.sleep(max(0.0, until - time.perf_counter()))
+        out.server_cpu_seconds = group_cpu_s(server) - before if server else 0.0
+
     await asyncio.gather(
-        *(
-            _connection(port, key, lambda n, c=c: make(c, n, run), until, start, out)
-            for c in range(conns)
-        )
+        measure_server(),
+        *(_connection(port, key, _bodies(make, c, run), until, start, out) for c in range(conns)),
     )
     out.cpu_seconds = time.process_time() - cpu
     out.seconds = secs
@@ -117,10 +138,50 @@ async def _load(port: int, key: str, make: Callable[..., bytes], conns: int, sec
     return out
 
 
-def load(port: int, key: str, make: Callable[..., bytes], conns: int, secs: float) -> Load:
+def _bodies(make: Callable[..., bytes], conn: int, run: str) -> Callable[[int], bytes]:
+    return lambda n: make(conn, n, run)
+
+
+def load(
+    port: int,
+    key: str,
+    make: Callable[..., bytes],
+    conns: int,
+    secs: float,
+    server: int | None = None,
+) -> Load:
+    """A closed-loop run; `server` is the process group whose CPU to measure."""
     import uvloop
 
-    return uvloop.run(_load(port, key, make, conns, secs))
+    return uvloop.run(_load(port, key, make, conns, secs, server))
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group `pgid` (Linux /proc)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process went away
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def paced(
+    port: int, key: str, make: Callable[..., bytes], rate: int, secs: float, server: int
+) -> tuple[LoadResult, float]:
+    """An open-loop run at `rate` requests/s; and the server's CPU seconds over it."""
+    run = uuid.uuid4().hex[:8]
+    headers = {"Authorization": f"Bearer {key}"}
+    total = int(rate * secs)
+    reqs = [
+        encode_request("POST", "/v1/events", make(0, n, run), headers=headers) for n in range(total)
+    ]
+    before = group_cpu_s(server)
+    result = offer("127.0.0.1", port, reqs, rate=rate, total=total, connections=OPEN_CONNECTIONS)
+    return result, group_cpu_s(server) - before
 
 
 def _tenant(postgres: str) -> str:
@@ -173,24 +234,34 @@ def run(ctx: BenchContext) -> list[Figure]:
     key = _tenant(ctx.urls["postgres"])
     ingest, ingest_port = _ingest(ctx, home)
     bare, bare_port = _bare(home)
+    assert ingest.pid is not None and bare.pid is not None
     try:
-        return _measure(ctx, secs, key, ingest_port, bare_port)
+        return _measure(ctx, secs, key, (ingest_port, ingest.pid), (bare_port, bare.pid))
     finally:
         ingest.stop()
         bare.stop()
 
 
-def _measure(ctx: BenchContext, secs: float, key: str, ingest: int, bare: int) -> list[Figure]:
+def _measure(
+    ctx: BenchContext, secs: float, key: str, ingest: tuple[int, int], bare: tuple[int, int]
+) -> list[Figure]:
+    """`ingest` and `bare` are (port, process group) of each server."""
     results: dict[str, list[Load]] = {}
+    opened: dict[str, list[tuple[LoadResult, float]]] = {}
     for _ in range(ctx.runs):
-        for name, port, make, conns in (
+        for name, (port, group), make, conns in (
             ("single", ingest, single_body, SINGLE_CONNECTIONS),
             ("bare_single", bare, single_body, SINGLE_CONNECTIONS),
             ("batch", ingest, batch_body, BATCH_CONNECTIONS),
             ("bare_batch", bare, batch_body, BATCH_CONNECTIONS),
         ):
-            results.setdefault(name, []).append(load(port, key, make, conns, secs))
-    return _figures(results)
+            results.setdefault(name, []).append(load(port, key, make, conns, secs, group))
+        for name, make, rate in (
+            ("single", single_body, SINGLE_RATE),
+            ("batch", batch_body, BATCH_RATE),
+        ):
+            opened.setdefault(name, []).append(paced(ingest[0], key, make, rate, secs, ingest[1]))
+    return _figures(results) + _open_figures(opened)
 
 
 def _med(loads: list[Load], fn: Callable[[Load], float]) -> tuple[float, float, int]:
@@ -231,6 +302,20 @@ def _figures(r: dict[str, list[Load]]) -> list[Figure]:
         fig("ingest.batch100_p50", "batch", lambda x: x.pct(0.5), "ms"),
         fig("ingest.batch100_p99", "batch", lambda x: x.pct(0.99), "ms", target="<= 50"),
         fig(
+            "ingest.single_cpu_per_request",
+            "single",
+            lambda x: x.server_cpu_seconds / max(1, x.requests) * 1e6,
+            "us",
+            note="ingest's CPU (all its processes and threads) per single-event request",
+        ),
+        fig(
+            "ingest.batch100_cpu_per_event",
+            "batch",
+            lambda x: x.server_cpu_seconds / max(1, x.requests * BATCH) * 1e6,
+            "us",
+            note="ingest's CPU per event in 100-event requests",
+        ),
+        fig(
             "loadgen.cpu_single",
             "single",
             lambda x: x.cpu_seconds / x.seconds,
@@ -238,6 +323,57 @@ def _figures(r: dict[str, list[Load]]) -> list[Figure]:
             note="load generator's own CPU during the ingest single run (2-core machine)",
         ),
         fig("loadgen.cpu_batch", "batch", lambda x: x.cpu_seconds / x.seconds, "cores"),
+    ]
+
+
+def _open_figures(r: dict[str, list[tuple[LoadResult, float]]]) -> list[Figure]:
+    """Open-loop figures: latency from each request's due time at the target rates."""
+
+    def fig(
+        name: str, key: str, fn: Callable[[LoadResult, float], float], unit: str, **kw: Any
+    ) -> Figure:
+        values = [fn(result, cpu) for result, cpu in r[key]]
+        spread = max(values) - min(values)
+        return Figure(
+            name, round(statistics.median(values), 2), unit, round(spread, 2), len(values), **kw
+        )
+
+    def statuses(key: str) -> str:
+        return f"statuses {sorted({s for x, _ in r[key] for s in x.status_counts})}"
+
+    def ms(q: float) -> Callable[[LoadResult, float], float]:
+        return lambda x, _c: x.percentile(q) * 1000
+
+    s, b = f"_at_{SINGLE_RATE}", f"_at_{BATCH_RATE}"
+    return [
+        fig(
+            f"ingest.single_rps{s}",
+            "single",
+            lambda x, _c: x.rate,
+            "req/s",
+            note=f"open loop, {SINGLE_RATE} req/s offered over {OPEN_CONNECTIONS} connections; "
+            + statuses("single"),
+        ),
+        fig(f"ingest.single_p50{s}", "single", ms(0.5), "ms", note="from each request's due time"),
+        fig(f"ingest.single_p99{s}", "single", ms(0.99), "ms", target="<= 20"),
+        fig(f"ingest.single_cpu_per_request{s}", "single", lambda x, c: c / x.requests * 1e6, "us"),
+        fig(
+            f"ingest.batch100_events{b}",
+            "batch",
+            lambda x, _c: x.rate * BATCH,
+            "events/s",
+            note=f"open loop, {BATCH_RATE} 100-event req/s offered over "
+            f"{OPEN_CONNECTIONS} connections; " + statuses("batch"),
+        ),
+        fig(f"ingest.batch100_p50{b}", "batch", ms(0.5), "ms", note="from each request's due time"),
+        fig(f"ingest.batch100_p99{b}", "batch", ms(0.99), "ms", target="<= 50"),
+        fig(
+            f"ingest.batch100_cpu_per_event{b}",
+            "batch",
+            lambda x, c: c / (x.requests * BATCH) * 1e6,
+            "us",
+        ),
+        fig(f"loadgen.cpu_single{s}", "single", lambda x, _c: x.cpu_cores, "cores"),
     ]
 
 
