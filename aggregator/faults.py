@@ -5,7 +5,7 @@ at each pass through a named point the process kills itself with that probabilit
 
 - `inside_txn`: inside the batch's Postgres transaction, before COMMIT;
 - `after_commit`: after the commit, before the Redis view is updated;
-- `between_batches`: after the view is updated, before the next batch is read.
+- `between_batches`: after the view is updated, before the next batch is committed.
 
 Never set it in production. With the variable unset, `Hooks` does nothing.
 """

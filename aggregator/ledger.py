@@ -1,8 +1,11 @@
 """One Postgres transaction per batch: ledger rows, minute rollups and offsets, all or nothing.
 
 1. (outside the transaction) the ledger's day partitions the batch needs are created;
-2. the batch's first copy of each event is COPYed into a temp table, and
-   `INSERT INTO usage_events ... ON CONFLICT DO NOTHING RETURNING` tells which are new;
+2. the batch's first copy of each event is COPYed into a temp table and inserted into the
+   ledger with a plain `INSERT` inside a savepoint: the usual batch holds no event the ledger
+   already has, and a plain insert costs a third less than `ON CONFLICT`. When one is there
+   (a redelivery after a crash, a duplicate from beyond ingest's dedupe window), the savepoint
+   is rolled back and `INSERT ... ON CONFLICT DO NOTHING RETURNING` tells which are new;
 3. only the new events are folded into deltas and upserted into `usage_rollups_minute`
    (again COPY to a temp table, then one upsert per aggregation present);
 4. each partition's stored offset moves from where this consumer's position says it is to the
@@ -45,14 +48,15 @@ CREATE TEMP TABLE IF NOT EXISTS batch_rollups (
 ) ON COMMIT DELETE ROWS;
 """
 
-_INSERT_EVENTS = """
+_INSERT_ALL = """
 INSERT INTO usage_events (tenant_id, event_id, day, customer, meter, ts, value, received_at)
 SELECT tenant_id, event_id, DATE '1970-01-01' + day, customer, meter,
        to_timestamp(ts_ms / 1000.0), value, to_timestamp(received_ms / 1000.0)
 FROM batch_events
-ON CONFLICT DO NOTHING
-RETURNING tenant_id, event_id, day - DATE '1970-01-01'
 """
+_INSERT_NEW = (
+    _INSERT_ALL + "ON CONFLICT DO NOTHING RETURNING tenant_id, event_id, day - DATE '1970-01-01'"
+)
 
 _UPSERT = """
 INSERT INTO usage_rollups_minute AS r (tenant_id, customer, meter, bucket, value, count, latest_ts)
@@ -231,7 +235,13 @@ class LedgerWriter:
                 else:
                     for e in events:
                         copy.write_row(_ledger_row(e))
-            cur.execute(_INSERT_EVENTS)
+            try:
+                with self._conn.transaction():  # a savepoint
+                    cur.execute(_INSERT_ALL)
+                return None
+            except psycopg.errors.UniqueViolation:
+                pass  # the ledger holds some of them: find which are new
+            cur.execute(_INSERT_NEW)
             if cur.rowcount == len(events):
                 return None
             return {(t, i, d) for t, i, d in cur.fetchall()}

@@ -1,14 +1,21 @@
 """The consume loop: collect a micro-batch, dead-letter the poison, commit, update the view.
 
-    collect (<= batch_size records or batch_ms after the first) -> decode
-      -> dead letters published and acknowledged
-      -> ONE Postgres transaction (ledger, rollups, fenced offsets)      [inside_txn]
-      -> the view, per partition, gated by watermarks                     [after_commit]
-      -> next batch                                                       [between_batches]
+    consumer thread:  collect (<= batch_size records or batch_ms after the first) -> decode
+                        -> hand the batch to the committer (waits for the one before)
+    committer thread: dead letters published and acknowledged
+                        -> ONE Postgres transaction (ledger, rollups, offsets)  [inside_txn]
+                        -> the view, per partition, gated by watermarks       [after_commit]
+                        -> done                                               [between_batches]
 
-Positions (the next offset to read per partition) come from Postgres at assignment and move
-only with a commit. On revocation the records held for the lost partitions are dropped; a batch
-refused by the fence is dropped too and the partitions are read again from Postgres.
+The two threads overlap: while Postgres commits one batch, the next is read and decoded (most of
+the aggregator's own CPU). At most one batch is committing and one being collected.
+
+Positions (the next offset to read per partition) come from Postgres at assignment; each batch
+starts where the one before it ended, and its transaction moves a stored offset only from
+exactly that start (the fence). So when a batch is refused, every later batch of its partitions
+is refused too: the consumer waits for the committer, drops what it holds for those
+partitions and reads them again from the offsets in Postgres. Rebalance callbacks and that
+resync wait for the committer first, so they never race a commit.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aggregator.batch import AggregationOf, Batch, decode_batch, reservations
@@ -58,11 +66,14 @@ class Worker:
         self._positions: dict[int, int | None] = {}
         self._buffer: list[Record] = []
         self._to_check: list[int] = []
+        self._to_resync: set[int] = set()
         self._lag_at = 0.0
         self._consumer: PositionedConsumer | None = None
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="committer")
+        self._pending: Future[None] | None = None
 
     def run(self) -> None:
-        """Consume until `stopping` is set; the batch in hand is finished first (drain)."""
+        """Consume until `stopping` is set; the batches in hand are finished first (drain)."""
         p = self._p
         try:
             stored = p.retrier.call(p.stored_offsets, "postgres")
@@ -70,14 +81,17 @@ class Worker:
             self._consumer = p.consumer_factory(self._on_assign, self._on_revoke)
             while not p.stopping.is_set():
                 self._step(self._consumer)
+            self._wait_for_committer()
         except ShuttingDown:
             log.info("shutting down during an outage; uncommitted work is read again later")
         finally:
             p.progress.running = False
+            self._committer.shutdown(wait=True, cancel_futures=True)
             if self._consumer is not None:
                 self._consumer.close()
 
     def _on_assign(self, partitions: list[int]) -> dict[int, int | None]:
+        self._wait_for_committer()
         w = self._p.writer
         found = self._p.retrier.call(lambda: w.positions(partitions), "postgres", w.reset)
         self._positions.update(found)
@@ -85,23 +99,45 @@ class Worker:
         return found
 
     def _on_revoke(self, partitions: list[int]) -> None:
+        self._wait_for_committer()  # finish the batch in flight while these are still ours
         lost = set(partitions)
         self._buffer = [r for r in self._buffer if r.partition not in lost]
+        self._to_resync -= lost
         for part in lost:
             self._positions.pop(part, None)
             self._p.metrics.lag.labels(str(part)).set(0)
 
     def _step(self, consumer: PositionedConsumer) -> None:
+        if self._to_resync:
+            self._wait_for_committer()
+            self._resync(consumer)
         records = self._collect(consumer)
         if self._to_check:
+            self._wait_for_committer()
             stored = self._p.retrier.call(self._p.stored_offsets, "postgres")
             self._p.view_sync.ensure_current(stored, self._to_check)
             self._to_check = []
         if records:
-            self._process(consumer, decode_batch(records, self._p.topic), time.monotonic())
-            self._p.hooks.at("between_batches")
+            self._submit(decode_batch(records, self._p.topic), time.monotonic())
         if time.monotonic() - self._lag_at > LAG_EVERY_S:
             self._update_lag(consumer)
+
+    def _submit(self, batch: Batch, started: float) -> None:
+        """Hand `batch` to the committer once the batch before it is done. A batch of a
+        partition waiting to be read again is not committed (it would be refused)."""
+        self._wait_for_committer()
+        if self._to_resync.intersection(batch.partitions):
+            self._to_resync.update(batch.partitions)
+            return
+        starts = {part: self._positions.get(part) for part in batch.partitions}
+        self._positions.update(batch.ends)
+        self._pending = self._committer.submit(self._process, batch, starts, started)
+
+    def _wait_for_committer(self) -> None:
+        """Wait for the batch in flight, if any; its exception (e.g. ShuttingDown) is raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def _collect(self, consumer: PositionedConsumer) -> list[Record]:
         p = self._p
@@ -121,17 +157,17 @@ class Worker:
                 deadline = time.monotonic() + p.batch_ms / 1000
         return self._buffer
 
-    def _process(self, consumer: PositionedConsumer, batch: Batch, started: float) -> None:
+    def _process(self, batch: Batch, starts: dict[int, int | None], started: float) -> None:
+        """On the committer thread: dead letters, the transaction, the view, the metrics."""
         p = self._p
         if batch.poison:
             p.retrier.call(lambda: p.dlq.publish(batch.poison), "kafka")
             p.metrics.dead_letters.inc(len(batch.poison))
             p.metrics.events.labels("dead_letter").inc(len(batch.poison))
-        positions = {part: self._positions.get(part) for part in batch.partitions}
         try:
             done = p.retrier.call(
                 lambda: p.writer.commit(
-                    batch, positions, p.aggregation_of, lambda: p.hooks.at("inside_txn")
+                    batch, starts, p.aggregation_of, lambda: p.hooks.at("inside_txn")
                 ),
                 "postgres",
                 p.writer.reset,
@@ -141,12 +177,12 @@ class Worker:
                 "batch fenced: another consumer owns a partition", extra={"error": str(exc)}
             )
             p.metrics.fenced.inc()
-            self._resync(consumer, batch.partitions)
+            self._to_resync.update(batch.partitions)
             return
-        self._positions.update(done.ends)
         p.hooks.at("after_commit")
         self._apply_view(done)
         self._record(batch, done, started)
+        p.hooks.at("between_batches")
 
     def _apply_view(self, done: Committed) -> None:
         for part, end in done.ends.items():
@@ -163,13 +199,15 @@ class Worker:
         m.batch_seconds.observe(time.monotonic() - started)
         self._p.progress.committed()
 
-    def _resync(self, consumer: PositionedConsumer, partitions: list[int]) -> None:
+    def _resync(self, consumer: PositionedConsumer) -> None:
+        """Read the partitions waiting for it again from their offsets in Postgres."""
+        parts = sorted(self._to_resync & consumer.assigned)
+        self._to_resync = set()
         w = self._p.writer
-        found = self._p.retrier.call(lambda: w.positions(partitions), "postgres", w.reset)
+        found = self._p.retrier.call(lambda: w.positions(parts), "postgres", w.reset)
         for part, offset in found.items():
-            if part in consumer.assigned:
-                self._positions[part] = offset
-                consumer.seek(part, offset)
+            self._positions[part] = offset
+            consumer.seek(part, offset)
 
     def _update_lag(self, consumer: PositionedConsumer) -> None:
         self._lag_at = time.monotonic()

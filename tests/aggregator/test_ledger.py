@@ -9,7 +9,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
-from aggregator.ledger import LedgerWriter, copy_block
+from aggregator.ledger import Fenced, LedgerWriter, copy_block
 from meterline.clock import SystemClock
 from meterline.events import UsageEvent
 from meterline.postgres import connect, open_pool
@@ -82,3 +82,14 @@ def test_new_events_when_all_some_or_none_are_new(
     assert len(ledger_ids(pool)) == 110
     total = sum(v for (_c, _m, _b), (v, _n) in rollups(pool, 1).items())
     assert total == 2.5 * 110
+
+
+@pytest.mark.integration
+def test_a_batch_from_a_stale_position_is_fenced_and_writes_nothing(
+    writer: LedgerWriter, pool: ConnectionPool
+) -> None:
+    writer.commit(batch_of(events(["a", "b"])), {0: None}, aggregation_of)
+    with pytest.raises(Fenced):  # another owner moved the offset from 0 to 2 meanwhile
+        writer.commit(batch_of(events(["c", "d"]), start=0), {0: 0}, aggregation_of)
+    assert ledger_ids(pool) == {"a", "b"}
+    assert writer.positions([0]) == {0: 2}

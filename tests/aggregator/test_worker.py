@@ -1,0 +1,188 @@
+"""The worker's two threads against in-memory parts: a batch refused by the fence, and every
+batch read after it, are dropped and their partitions read again from the stored offsets, so
+every offset is committed exactly once, by this worker or by the owner that fenced it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from aggregator.batch import Batch
+from aggregator.faults import Hooks
+from aggregator.ledger import Committed, Fenced
+from aggregator.metrics import AggregatorMetrics
+from aggregator.progress import Progress
+from aggregator.retry import Retrier
+from aggregator.worker import Worker, WorkerParts
+from meterline.catalog.model import Aggregation
+from meterline.events import UsageEvent, encode_event
+from meterline.kafka.consumer import Positions, Record, Revoked
+
+PARTITIONS = (0, 1)
+PER_PARTITION = 400
+
+
+class FakeConsumer:
+    """Serves fixed records per partition from a position, like a broker; assigns on first poll."""
+
+    def __init__(self, records: dict[int, list[Record]], positions: Positions) -> None:
+        self._records = records
+        self._positions = positions
+        self._at: dict[int, int] = {}
+        self.seeks: list[tuple[int, int | None]] = []
+
+    @property
+    def assigned(self) -> frozenset[int]:
+        return frozenset(self._at)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        if not self._at:
+            found = self._positions(list(PARTITIONS))
+            self._at = {p: found[p] or 0 for p in PARTITIONS}
+        out: list[Record] = []
+        for p in PARTITIONS:
+            take = self._records[p][self._at[p] : self._at[p] + min(50, max_records - len(out))]
+            self._at[p] += len(take)
+            out += take
+        if not out:
+            time.sleep(min(timeout_s, 0.01))
+        return out
+
+    def seek(self, partition: int, offset: int | None) -> None:
+        self.seeks.append((partition, offset))
+        self._at[partition] = offset or 0
+
+    def end_offsets(self, partitions: list[int], timeout_s: float = 2.0) -> dict[int, int]:
+        return {p: len(self._records[p]) for p in partitions}
+
+    def close(self) -> None:
+        pass
+
+
+class FencingWriter:
+    """Stored offsets with the real writer's fence; before commit number `steal_at` another owner
+    commits the next `stolen` offsets of partition 0, so this worker's batch is refused."""
+
+    def __init__(self, stopping: threading.Event, steal_at: int, stolen: int = 30) -> None:
+        self.stored: dict[int, int | None] = dict.fromkeys(PARTITIONS)
+        self.ranges: dict[int, list[tuple[int, int, str]]] = {p: [] for p in PARTITIONS}
+        self.fenced = 0
+        self._calls = 0
+        self._stopping = stopping
+        self._steal_at, self._stolen = steal_at, stolen
+
+    def positions(self, partitions: list[int]) -> dict[int, int | None]:
+        return {p: self.stored[p] for p in partitions}
+
+    def reset(self) -> None:
+        pass
+
+    def commit(self, batch: Batch, positions: Mapping[int, int | None], *_: Any) -> Committed:
+        self._calls += 1
+        time.sleep(0.02)  # long enough for the consumer thread to read the next batch meanwhile
+        if self._calls == self._steal_at:
+            start = self.stored[0] or 0
+            self.stored[0] = start + self._stolen
+            self.ranges[0].append((start, start + self._stolen, "other"))
+        if any(self.stored[p] != positions[p] for p in batch.partitions):
+            self.fenced += 1
+            raise Fenced("not the owner")
+        previous = {p: self.stored[p] for p in batch.partitions}
+        for p in batch.partitions:
+            self.ranges[p].append((positions[p] or 0, batch.ends[p], "worker"))
+            self.stored[p] = batch.ends[p]
+        if all(self.stored[p] == PER_PARTITION for p in PARTITIONS):
+            self._stopping.set()
+        return Committed(dict(batch.events), {}, previous, dict(batch.ends), 0)
+
+
+class NoView:
+    def apply(self, *_: Any) -> None:
+        pass
+
+    def ensure_current(self, *_: Any) -> None:
+        pass
+
+
+class NoDeadLetters:
+    def publish(self, letters: Any) -> None:
+        raise AssertionError("no poison in this stream")
+
+
+def records() -> dict[int, list[Record]]:
+    out: dict[int, list[Record]] = {}
+    for p in PARTITIONS:
+        out[p] = [
+            Record(p, o, None, encode_event(UsageEvent(1, f"p{p}-{o}", "c", "m", 1.0, 5, 5)), 5)
+            for o in range(PER_PARTITION)
+        ]
+    return out
+
+
+def run_worker(writer: FencingWriter, stopping: threading.Event) -> FakeConsumer:
+    made: list[FakeConsumer] = []
+
+    def factory(positions: Positions, _revoked: Revoked) -> FakeConsumer:
+        made.append(FakeConsumer(records(), positions))
+        return made[0]
+
+    metrics = AggregatorMetrics(CollectorRegistry())
+    parts = WorkerParts(
+        topic="t",
+        batch_size=60,
+        batch_ms=5,
+        consumer_factory=factory,  # type: ignore[arg-type]
+        writer=writer,  # type: ignore[arg-type]
+        dlq=NoDeadLetters(),  # type: ignore[arg-type]
+        view_sync=NoView(),  # type: ignore[arg-type]
+        stored_offsets=dict,
+        aggregation_of=lambda _t, _m: Aggregation.SUM,
+        retrier=Retrier(metrics, stopping),
+        metrics=metrics,
+        progress=Progress(30.0),
+        hooks=Hooks(),
+        stopping=stopping,
+    )
+    thread = threading.Thread(target=Worker(parts).run)
+    thread.start()
+    thread.join(30)
+    stopping.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    return made[0]
+
+
+def covered_once(ranges: list[tuple[int, int, str]]) -> bool:
+    ordered = sorted((start, end) for start, end, _ in ranges)
+    at = 0
+    for start, end in ordered:
+        if start != at:
+            return False
+        at = end
+    return at == PER_PARTITION
+
+
+def test_a_fenced_batch_and_those_read_after_it_are_read_again_from_the_stored_offsets() -> None:
+    stopping = threading.Event()
+    writer = FencingWriter(stopping, steal_at=3)
+    consumer = run_worker(writer, stopping)
+    assert writer.fenced >= 1
+    assert any(p == 0 for p, _ in consumer.seeks)
+    assert any(who == "other" for _, _, who in writer.ranges[0])
+    for p in PARTITIONS:
+        assert covered_once(writer.ranges[p]), (p, sorted(writer.ranges[p]))
+
+
+def test_without_a_fence_every_offset_is_committed_once_in_order() -> None:
+    stopping = threading.Event()
+    writer = FencingWriter(stopping, steal_at=0)
+    consumer = run_worker(writer, stopping)
+    assert writer.fenced == 0 and consumer.seeks == []
+    for p in PARTITIONS:
+        assert covered_once(writer.ranges[p])
+        starts = [start for start, _, _ in writer.ranges[p]]
+        assert starts == sorted(starts)
