@@ -14,6 +14,7 @@ import sys
 import uvicorn
 
 from entitlements_api.app import create_server
+from entitlements_api.protocol import protocol_for
 from entitlements_api.settings import EntitlementsSettings
 from entitlements_api.wiring import build
 from meterline.errors import ConfigError
@@ -39,7 +40,7 @@ def main() -> int:
         host=service.host,
         port=own.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_for(app),  # httptools, cached checks answered inline
         log_config=log_config("entitlements_api", service.log_level),
         access_log=False,
         timeout_graceful_shutdown=int(own.drain_seconds),

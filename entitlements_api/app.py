@@ -32,8 +32,10 @@ administration, and Stripe webhooks. Every call but the webhook and health check
 `Authorization: Bearer <api key>`; the tenant comes from the key alone."""
 
 
-def create_server(deps: Dependencies) -> ASGIApp:
-    """The app as served: `create_app` behind the lean path for plain checks (`fastpath`)."""
+def create_server(deps: Dependencies) -> CheckFastPath:
+    """The app as served: `create_app` behind the lean path for plain checks (`fastpath`);
+    serve it with `protocol.protocol_for(server)` as uvicorn's HTTP protocol, which answers
+    cached checks before ASGI."""
     route = decisions.router.prefix + decisions.CHECK_ROUTE
     return CheckFastPath(create_app(deps), deps, route)
 

@@ -12,7 +12,11 @@ both call the same `Authenticator.principal` and `EntitlementService.check`.
 A cached decision is answered without yielding to the event loop, with its JSON body encoded
 once: `EncodedDecisions` keeps the body beside the decision object it was made from and
 re-encodes when the service hands out another object (a new decision after the TTL or a
-change). A miss is decided in a worker thread, so its Redis round trip never stalls the loop.
+change). A miss is decided in a worker thread, so its Redis round trip never stalls the loop;
+concurrent misses of one (tenant, customer, feature) share that one decision.
+
+`answer_now` is the same answer for a cached decision, without ASGI at all: the HTTP protocol
+(`protocol.CheckProtocol`) calls it while parsing a request and writes the response itself.
 """
 
 from __future__ import annotations
@@ -69,6 +73,30 @@ class CheckFastPath:
         self._latency = deps.metrics.latency.labels(route)
         self._by_reason: dict[Reason, Counter] = {}
         self._bodies = EncodedDecisions()
+        self._deciding: dict[tuple[int, str, str], asyncio.Future[Decision]] = {}
+
+    def answer_now(self, path: str, authorization: str | None) -> bytes | None:
+        """The 200 body of a plain GET of `path` (no query string) when its decision is cached,
+        counted in the metrics; None when it is not a plain check or would need the service to
+        decide (a miss) or the app to answer (an error). Never blocks, never raises a domain
+        error."""
+        found = check_path(path)
+        if found is None:
+            return None
+        start = time.perf_counter()
+        customer, feature = found
+        try:
+            who = self._deps.auth.principal(authorization, "read")
+        except MeterlineError:
+            return None
+        decision = self._deps.service.cached_check(who.tenant_id, customer, feature)
+        if decision is None:
+            return None
+        self._count(decision.reason)
+        body = self._bodies.body(who.tenant_id, customer, decision)
+        self._ok.inc()
+        self._latency.observe(time.perf_counter() - start)
+        return body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = check_path(scope["path"]) if _plain_get(scope) else None
@@ -110,12 +138,27 @@ class CheckFastPath:
 
     async def _decide(self, tenant_id: int, customer: str, feature: str) -> Decision:
         """A cached decision at once; else the service decides in a worker thread, so the
-        usage read (a Redis round trip, or Postgres) never stalls the event loop."""
+        usage read (a Redis round trip, or Postgres) never stalls the event loop. Checks of the
+        same key that arrive while it decides wait for that decision instead of deciding again
+        (they would get the cached one a moment later anyway); its error is theirs too."""
         service = self._deps.service
         found = service.cached_check(tenant_id, customer, feature)
         if found is not None:
             return found
-        return await asyncio.to_thread(service.check, tenant_id, customer, feature)
+        key = (tenant_id, customer, feature)
+        pending = self._deciding.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                asyncio.to_thread(service.check, tenant_id, customer, feature)
+            )
+            self._deciding[key] = pending
+            pending.add_done_callback(lambda f: self._decided(key, f))
+        return await asyncio.shield(pending)
+
+    def _decided(self, key: tuple[int, str, str], decided: asyncio.Future[Decision]) -> None:
+        self._deciding.pop(key, None)
+        if not decided.cancelled():
+            decided.exception()  # retrieved here too, in case every waiter has gone
 
 
 def _plain_get(scope: Scope) -> bool:

@@ -15,6 +15,8 @@ import pytest
 import uvicorn
 
 from entitlements_api.app import create_server
+from entitlements_api.fastpath import CheckFastPath
+from entitlements_api.protocol import protocol_for
 from entitlements_api.settings import EntitlementsSettings
 from entitlements_api.wiring import Dependencies, build
 from meterline.catalog import Catalog
@@ -84,12 +86,21 @@ def free_port() -> int:
 
 
 class ServerThread:
-    """uvicorn in a thread on a free loopback port."""
+    """uvicorn in a thread on a free loopback port; a `CheckFastPath` (`create_server`) is
+    served as `python -m entitlements_api` serves it, with `protocol_for` (cached checks
+    answered inline)."""
 
     def __init__(self, app: Any) -> None:
         self.port = free_port()
+        http = protocol_for(app) if isinstance(app, CheckFastPath) else "httptools"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", timeout_keep_alive=60
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            timeout_keep_alive=60,
+            access_log=False,  # as served: an access log would take every request through ASGI
+            http=http,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
