@@ -17,9 +17,10 @@ from ingest.sinks import AdmissionSink, DedupingSink, PublishingSink, Sink, Time
 from meterline.auth import Authenticator
 from meterline.catalog import PostgresCatalogRepository
 from meterline.dedupe import BoundedDeduper, CoalescingDeduper, Deduper, RedisDeduper
+from meterline.dedupe.resp import RespConnection
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
-from meterline.redis import connect, connect_async
+from meterline.redis import connect
 from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
 from meterline.tenants import PostgresTenantRepository
 
@@ -53,8 +54,8 @@ def build(sections: Sections) -> Dependencies:
     s = sections.ingest
     pool = open_pool(sections.database.url, max_size=4, name="ingest")
     connect(sections.redis.url).close()
-    redis_client = connect_async(sections.redis.url)
-    redis_deduper = RedisDeduper(redis_client, sections.redis.key_prefix, s.dedupe_window_s)
+    conn = RespConnection(sections.redis.url)
+    redis_deduper = RedisDeduper(conn, sections.redis.key_prefix, s.dedupe_window_s)
     deduper = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
     tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}
     publisher = EventPublisher(sections.kafka.bootstrap, sections.kafka.topic, **tuning)

@@ -15,8 +15,8 @@ from meterline.dedupe import (
     MemoryDeduper,
     RedisDeduper,
 )
+from meterline.dedupe.resp import RespConnection
 from meterline.events import UsageEvent
-from meterline.redis import connect_async
 from meterline.tenants import Principal
 
 
@@ -24,7 +24,7 @@ def _deduper(kind: str, request: pytest.FixtureRequest, window: float) -> Dedupe
     if kind == "memory":
         return MemoryDeduper(window)
     url = request.getfixturevalue("redis_url")
-    redis_deduper = RedisDeduper(connect_async(url), "t", window)
+    redis_deduper = RedisDeduper(RespConnection(url), "t", window)
     return CoalescingDeduper(redis_deduper) if kind == "coalesced" else redis_deduper
 
 
