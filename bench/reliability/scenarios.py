@@ -18,6 +18,7 @@ import psutil
 from bench.reliability import stripe_check
 from bench.reliability.ledger import Ledger
 from bench.reliability.observe import wait_until
+from bench.reliability.openloop import OpenLoop
 from bench.reliability.traffic import Plan, Stats
 from bench.reliability.world import Result, Tenant, World, every
 
@@ -222,6 +223,25 @@ def redis_flush(world: World) -> Result:
 # ingest admits for it (passed to ingest as METERLINE_INGEST_TENANT_RATES at start).
 OVERLOAD_TENANT = f"rel-overload-{uuid.uuid4().hex[:6]}"
 OVERLOAD_RATE = 2_000.0
+# Scenario 7 must offer at least this multiple of the capacity it measured, or it fails. The
+# open loop is planned a little above it, so that scheduling jitter on a loaded machine does
+# not leave it a hair short; the ratio actually achieved is what is checked and reported.
+OVERLOAD_FACTOR = 3.0
+OVERLOAD_PLANNED = 3.1
+
+
+def _overload_plan(rate: float, duration: float, connections: int) -> Plan:
+    """Open-loop batches at `rate` events/s for `duration` s; a refused batch backs off (at
+    least its Retry-After, up to 30 s) and is resent until acknowledged."""
+    return Plan(
+        10**9,
+        connections=connections,
+        rate=rate,
+        duration_s=duration,
+        timeout_s=10,
+        give_up_s=900,
+        max_retry_wait_s=30,
+    )
 
 
 def overload(world: World) -> Result:
@@ -231,33 +251,48 @@ def overload(world: World) -> Result:
     ledger = world.ledger(tenant)
     probe = world.send(tenant, ledger, Plan(Size(60_000, 20_000).pick(world), connections=12))
     capacity = ledger.acked_count / max(probe.elapsed, 0.001)
-    duration, before = (60.0 if not world.ci else 20.0), len(ledger)
-    plan = Plan(10**9, connections=256, rate=3 * capacity, duration_s=duration, timeout_s=10)
+    duration = 60.0 if not world.ci else 20.0
+    plan = _overload_plan(OVERLOAD_PLANNED * capacity, duration, connections=2048)
     with _MemoryWatch(world, ("ingest", "aggregator")) as memory:
-        stats = world.send(tenant, ledger, plan)
-    offered = (len(ledger) - before) / duration
-    result.notes.append(f"capacity {capacity:,.0f} ev/s, offered {offered:,.0f} ev/s (target 3x)")
+        stats = world.send(tenant, ledger, plan, kind=OpenLoop)
+    result.notes.append(f"capacity {capacity:,.0f} ev/s (closed loop, 12 connections)")
+    short = _offered(result, stats, capacity)
     result.notes.append(memory.describe())
     result = _finish(world, result, tenant, ledger, stats)
     limited = _rate_limited(world, duration / 2)
     result.lost, result.doubled = result.lost + limited.lost, result.doubled + limited.doubled
     result.notes += limited.notes
     timeouts = ledger.outcomes.get("Timeout", 0)
-    result.ok = result.ok and limited.ok and not timeouts and not stats.retry_after_missing
+    result.ok = result.ok and limited.ok and not short
+    result.ok = result.ok and not timeouts and not stats.retry_after_missing
     if timeouts or stats.retry_after_missing:
         result.notes.append(f"{timeouts} timeouts, {stats.retry_after_missing} without Retry-After")
     return result
+
+
+def _offered(result: Result, stats: Stats, capacity: float) -> bool:
+    """Note the offered load and its ratio to `capacity`; True when it fell short of 3x."""
+    ratio = stats.offered_rate / max(capacity, 0.001)
+    result.notes.append(
+        f"offered {stats.offered_rate:,.0f} new ev/s = {ratio:.2f}x capacity "
+        f"(open loop, {stats.connections:,} connections)"
+    )
+    if ratio < OVERLOAD_FACTOR:
+        result.notes.append(f"offered load short of {OVERLOAD_FACTOR:g}x: the scenario fails")
+    return ratio < OVERLOAD_FACTOR
 
 
 def _rate_limited(world: World, duration: float) -> Result:
     """A tenant offered 3x its rate limit: it must get 429s with Retry-After and lose nothing."""
     result, tenant = Result(7, "rate limit"), world.tenant("over", OVERLOAD_TENANT)
     ledger = world.ledger(tenant)
-    plan = Plan(10**9, connections=32, rate=3 * OVERLOAD_RATE, duration_s=duration, timeout_s=10)
-    stats = world.send(tenant, ledger, plan)
+    plan = _overload_plan(OVERLOAD_PLANNED * OVERLOAD_RATE, duration, connections=256)
+    stats = world.send(tenant, ledger, plan, kind=OpenLoop)
+    short = _offered(result, stats, OVERLOAD_RATE)
     result = _finish(world, result, tenant, ledger, stats)
     limited, timeouts = ledger.outcomes.get("429", 0), ledger.outcomes.get("Timeout", 0)
     result.notes[-1] = f"tenant limited to {OVERLOAD_RATE:,.0f} ev/s: " + result.notes[-1]
+    result.ok = result.ok and not short
     if not limited or timeouts or stats.retry_after_missing:
         result.ok = False
         result.notes.append(

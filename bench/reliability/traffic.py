@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from bench.loadgen import Client, cpu_time, encode_request
+from bench.loadgen import Client, Response, cpu_time, encode_request
 from bench.reliability.ledger import Ledger
 
 RETRYABLE_4XX = (408, 429)
@@ -53,6 +53,10 @@ class Stats:
     rejected: list[str] = field(default_factory=list)
     gave_up: int = 0
     retry_after_missing: int = 0
+    offered_rate: float = 0.0
+    """New events per second of the arrival window (retries not included); open loop only."""
+    connections: int = 0
+    """Connections the open loop opened."""
 
 
 class Traffic:
@@ -130,26 +134,41 @@ class Traffic:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _deliver(self, client: Client, numbers: list[int]) -> None:
+    def _request(self, numbers: list[int]) -> bytes:
         body = orjson.dumps([self.ledger.event(n) for n in numbers])
-        raw = encode_request("POST", "/v1/events", body, host=self.host, headers=self._headers)
+        return encode_request("POST", "/v1/events", body, host=self.host, headers=self._headers)
+
+    async def _deliver(self, client: Client, numbers: list[int]) -> None:
+        raw = self._request(numbers)
         first, attempt = time.monotonic(), 0
         while True:
-            sent = time.monotonic()
-            response = await client.send(raw)
-            outcome = str(response.status) if response.status else response.error
-            self.ledger.record(numbers, outcome)
-            if response.status == 202:
-                self.stats.ack_latencies.append(time.monotonic() - sent)
-                return
-            if 400 <= response.status < 500 and response.status not in RETRYABLE_4XX:
-                self.stats.rejected.append(f"{response.status} {response.body[:200]!r}")
-                return
-            if time.monotonic() - first > self.plan.give_up_s:
-                self.stats.gave_up += 1
+            response = await self._attempt(client, raw, numbers)
+            if self._settled(response, first):
                 return
             attempt += 1
             await asyncio.sleep(self._wait(response.status, response.retry_after(-1.0), attempt))
+
+    async def _attempt(self, client: Client, raw: bytes, numbers: list[int]) -> Response:
+        """Send one request carrying `numbers` and record its outcome in the ledger."""
+        sent = time.monotonic()
+        response = await client.send(raw)
+        outcome = str(response.status) if response.status else response.error
+        self.ledger.record(numbers, outcome)
+        if response.status == 202:
+            self.stats.ack_latencies.append(time.monotonic() - sent)
+        return response
+
+    def _settled(self, response: Response, first: float) -> bool:
+        """Whether the batch is done: acknowledged, rejected for good, or given up on."""
+        if response.status == 202:
+            return True
+        if 400 <= response.status < 500 and response.status not in RETRYABLE_4XX:
+            self.stats.rejected.append(f"{response.status} {response.body[:200]!r}")
+            return True
+        if time.monotonic() - first > self.plan.give_up_s:
+            self.stats.gave_up += 1
+            return True
+        return False
 
     def _wait(self, status: int, retry_after: float, attempt: int) -> float:
         if status in (429, 503):

@@ -117,10 +117,12 @@ class World:
         ledger: Ledger,
         plan: Plan,
         chaos: Callable[[threading.Event], None] | None = None,
+        kind: type[Traffic] = Traffic,
     ) -> Stats:
-        """Run the traffic; `chaos(done)` runs beside it in a thread (`done` is set at the end)."""
+        """Run the traffic (closed loop, or `kind`, e.g. `OpenLoop`); `chaos(done)` runs beside
+        it in a thread (`done` is set at the end)."""
         host, port = self.ingest
-        traffic = Traffic(ledger, host, port, tenant.keys["ingest"], plan, seed=tenant.id)
+        traffic = kind(ledger, host, port, tenant.keys["ingest"], plan, seed=tenant.id)
         done = threading.Event()
         thread = threading.Thread(target=chaos, args=(done,), daemon=True) if chaos else None
         if thread:

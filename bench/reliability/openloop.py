@@ -1,0 +1,128 @@
+"""Open-loop traffic: new batches arrive at the planned rate whatever ingest answers.
+
+A closed loop (each connection sends its next batch once the previous one is settled) slows
+down as soon as ingest sheds load: a 429 holds its connection for the Retry-After, so the
+offered rate sinks towards the capacity it was meant to exceed. `OpenLoop` instead starts a new
+batch every `batch / rate` seconds on any free connection, opening another (up to
+`plan.connections`) when none is free, like many independent clients would:
+
+- a connection honours Retry-After: after a 429 or 503 it sends nothing until that wait is over;
+- the refused batch is resent unchanged (same ids) on whichever connection is free after its
+  own wait: the Retry-After, or longer by full-jitter exponential backoff up to
+  `plan.max_retry_wait_s` (what the SDK does), so the backlog does not turn into a retry storm;
+- a new batch takes a free connection before any retry does.
+
+Only when every connection is busy or waiting does a new batch wait for one; the offered rate
+then falls short of the plan, and `Stats.offered_rate` (new events per second of the arrival
+window) says by how much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+
+from bench.loadgen import Client, cpu_time
+from bench.reliability.ledger import Ledger
+from bench.reliability.traffic import Plan, Stats, Traffic
+
+
+class ConnectionPool:
+    """Keep-alive connections handed out one request at a time; new arrivals are served
+    before retries. Not thread-safe: one event loop owns it."""
+
+    def __init__(self, host: str, port: int, timeout: float, limit: int) -> None:
+        self.host, self.port, self.timeout, self.limit = host, port, timeout, limit
+        self.opened = 0
+        self._idle: deque[Client] = deque()
+        self._waiting: tuple[deque[asyncio.Future[Client]], ...] = (deque(), deque())
+
+    async def acquire(self, retry: bool) -> Client:
+        """A free connection: an idle one, a new one below `limit`, else the next released."""
+        if self._idle:
+            return self._idle.pop()
+        if self.opened < self.limit:
+            self.opened += 1
+            return Client(self.host, self.port, self.timeout)
+        future: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+        self._waiting[int(retry)].append(future)
+        return await future
+
+    def release(self, client: Client, after: float = 0.0) -> None:
+        """Give `client` back now, or once `after` seconds (a Retry-After) have passed."""
+        if after > 0:
+            asyncio.get_running_loop().call_later(after, self._hand_over, client)
+        else:
+            self._hand_over(client)
+
+    def _hand_over(self, client: Client) -> None:
+        for queue in self._waiting:
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_result(client)
+                    return
+        self._idle.append(client)
+
+    async def close(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
+
+
+class OpenLoop(Traffic):
+    """`Traffic` whose batches arrive at `plan.rate` events/s (required) for `plan.duration_s`
+    (or until `plan.events`), over at most `plan.connections` connections."""
+
+    def __init__(
+        self, ledger: Ledger, host: str, port: int, api_key: str, plan: Plan, seed: int = 1
+    ) -> None:
+        if not plan.rate:
+            raise ValueError("an open loop needs a rate")
+        super().__init__(ledger, host, port, api_key, plan, seed)
+        self._pool = ConnectionPool(host, port, plan.timeout_s, plan.connections)
+
+    async def run(self) -> Stats:
+        """Offer the plan's batches on schedule; returns when every batch is settled."""
+        self._t0, cpu0 = time.monotonic(), cpu_time()
+        batches: set[asyncio.Task[None]] = set()
+        previous: list[int] = []
+        while size := self._more():
+            await self._pace()
+            client = await self._pool.acquire(retry=False)
+            numbers = self._compose(size, previous)
+            task = asyncio.create_task(self._batch(client, numbers))
+            batches.add(task)
+            task.add_done_callback(batches.discard)
+            previous = numbers
+        window = time.monotonic() - self._t0
+        self.stats.offered_rate = self._planned / max(window, 1e-9)
+        while batches:
+            await asyncio.gather(*list(batches))
+        await self._pool.close()
+        self.stats.elapsed = time.monotonic() - self._t0
+        self.stats.connections = self._pool.opened
+        cores = (cpu_time() - cpu0) / max(self.stats.elapsed, 1e-9)
+        self.stats.cpu_share = cores / (os.cpu_count() or 1)
+        return self.stats
+
+    async def _batch(self, client: Client, numbers: list[int]) -> None:
+        raw = self._request(numbers)
+        first, attempt = time.monotonic(), 0
+        while True:
+            response = await self._attempt(client, raw, numbers)
+            retry_after = response.retry_after(-1.0) if response.status in (429, 503) else 0.0
+            self._pool.release(client, retry_after)
+            if self._settled(response, first):
+                return
+            attempt += 1
+            await asyncio.sleep(self._wait(response.status, retry_after, attempt))
+            client = await self._pool.acquire(retry=True)
+
+    def _wait(self, status: int, retry_after: float, attempt: int) -> float:
+        """The Retry-After (for 429 and 503), or longer: full-jitter exponential backoff."""
+        if status in (429, 503) and retry_after < 0:
+            self.stats.retry_after_missing += 1
+        backoff = min(0.1 * 2.0**attempt, self.plan.max_retry_wait_s) * self._rng.random()
+        return max(retry_after, backoff, 0.01)
