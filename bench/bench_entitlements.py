@@ -145,9 +145,9 @@ def _open_figures(runs: Sequence[dict[str, float]]) -> list[Figure]:
     note = (
         f"open loop: {OFFERED:,} checks/s offered over {CONNECTIONS} connections, latency "
         f"from each check's due time; achieved {med('rate'):,.0f}/s, service CPU "
-        f"{med('cpu'):.0f} µs/check, generator {med('cores'):.2f} cores with p99 send lag "
-        f"{med('lag'):.1f} ms (counted in the latency), {sum(r['unfinished'] for r in runs):.0f} "
-        "unanswered"
+        f"{med('cpu'):.0f} µs/check, generator {med('cores'):.2f} cores; p99 wait before "
+        f"sending {med('lag'):.1f} ms (a busy connection or a late generator, counted in the "
+        f"latency); {sum(r['unfinished'] for r in runs):.0f} unanswered"
     )
     figures = []
     for name, target in (("p50", ""), ("p99", "≤ 10 ms")):

@@ -69,7 +69,8 @@ class OpenLoopResult:
         return percentile(sorted(self.latencies), q)
 
     def send_lag(self, q: float) -> float:
-        """The `q` quantile of how late requests left the generator after their due time."""
+        """The `q` quantile of how late requests left after their due time: waiting for the
+        connection's previous answer, or the generator itself running late."""
         return percentile(sorted(self.send_lags), q)
 
 

@@ -15,6 +15,11 @@ re-encodes when the service hands out another object (a new decision after the T
 change). A miss is decided in a worker thread, so its Redis round trip never stalls the loop;
 concurrent misses of one (tenant, customer, feature) share that one decision.
 
+Refresh-ahead: a cached decision in the last REFRESH_AHEAD of the decision TTL is answered as
+it is (it is still within its TTL, so no staler than before) and re-decided in the background,
+so a key checked often is never a miss on a caller's path. A miss, a background refresh and
+concurrent misses of one (tenant, customer, feature) share one decision in flight.
+
 `answer_now` is the same answer for a cached decision, without ASGI at all: the HTTP protocol
 (`protocol.CheckProtocol`) calls it while parsing a request and writes the response itself.
 """
@@ -22,6 +27,7 @@ concurrent misses of one (tenant, customer, feature) share that one decision.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import orjson
@@ -34,6 +40,10 @@ from meterline.entitlements import Decision, Reason
 from meterline.errors import MeterlineError
 
 JSON = b"application/json"
+REFRESH_AHEAD = 0.25  # fraction of the decision TTL before expiry when a hit refreshes it
+Key = tuple[int, str, str]  # (tenant id, customer, feature)
+
+log = logging.getLogger("entitlements_api")
 
 
 class EncodedDecisions:
@@ -73,7 +83,8 @@ class CheckFastPath:
         self._latency = deps.metrics.latency.labels(route)
         self._by_reason: dict[Reason, Counter] = {}
         self._bodies = EncodedDecisions()
-        self._deciding: dict[tuple[int, str, str], asyncio.Future[Decision]] = {}
+        self._deciding: dict[Key, asyncio.Future[Decision]] = {}
+        self._refresh_within = deps.service.options.decision_ttl * REFRESH_AHEAD
 
     def answer_now(self, path: str, authorization: str | None) -> bytes | None:
         """The 200 body of a plain GET of `path` (no query string) when its decision is cached,
@@ -89,7 +100,7 @@ class CheckFastPath:
             who = self._deps.auth.principal(authorization, "read")
         except MeterlineError:
             return None
-        decision = self._deps.service.cached_check(who.tenant_id, customer, feature)
+        decision = self._cached(who.tenant_id, customer, feature)
         if decision is None:
             return None
         self._count(decision.reason)
@@ -141,24 +152,41 @@ class CheckFastPath:
         usage read (a Redis round trip, or Postgres) never stalls the event loop. Checks of the
         same key that arrive while it decides wait for that decision instead of deciding again
         (they would get the cached one a moment later anyway); its error is theirs too."""
-        service = self._deps.service
-        found = service.cached_check(tenant_id, customer, feature)
+        found = self._cached(tenant_id, customer, feature)
         if found is not None:
             return found
-        key = (tenant_id, customer, feature)
+        return await asyncio.shield(self._deciding_now((tenant_id, customer, feature)))
+
+    def _cached(self, tenant_id: int, customer: str, feature: str) -> Decision | None:
+        """The cached decision, refreshed in the background when it is about to expire."""
+        found = self._deps.service.cached_decision(tenant_id, customer, feature)
+        if found is None:
+            return None
+        decision, left = found
+        if left < self._refresh_within:
+            self._deciding_now((tenant_id, customer, feature))
+        return decision
+
+    def deciding(self) -> int:
+        """How many decisions are in flight (misses and background refreshes)."""
+        return len(self._deciding)
+
+    def _deciding_now(self, key: Key) -> asyncio.Future[Decision]:
+        """The decision of `key` in flight in a worker thread, started unless it already is."""
         pending = self._deciding.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(
-                asyncio.to_thread(service.check, tenant_id, customer, feature)
-            )
+            pending = asyncio.ensure_future(asyncio.to_thread(self._deps.service.refresh, *key))
             self._deciding[key] = pending
             pending.add_done_callback(lambda f: self._decided(key, f))
-        return await asyncio.shield(pending)
+        return pending
 
-    def _decided(self, key: tuple[int, str, str], decided: asyncio.Future[Decision]) -> None:
+    def _decided(self, key: Key, decided: asyncio.Future[Decision]) -> None:
         self._deciding.pop(key, None)
-        if not decided.cancelled():
-            decided.exception()  # retrieved here too, in case every waiter has gone
+        if decided.cancelled():
+            return
+        error = decided.exception()  # retrieved here too, for a refresh nobody waits for
+        if error is not None and not isinstance(error, MeterlineError):
+            log.warning("deciding a check failed", extra={"error": repr(error)[:200]})
 
 
 def _plain_get(scope: Scope) -> bool:

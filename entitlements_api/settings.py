@@ -13,9 +13,17 @@ class EntitlementsSettings(BaseSettings):
         env_prefix="METERLINE_ENTITLEMENTS_", extra="ignore", frozen=True
     )
     port: int = Field(8002, ge=1, le=65535)
-    plan_cache_ttl: float = Field(30.0, ge=0, description="seconds plan data stays cached")
+    plan_cache_ttl: float = Field(
+        30.0,
+        ge=0,
+        description="at most this many seconds plan data stays cached (80-100%, jittered); "
+        "per process: other processes see this one's changes when their entry expires",
+    )
     decision_cache_ttl: float = Field(
-        1.0, ge=0, description="seconds a plain check's decision stays cached (0: off)"
+        1.0,
+        ge=0,
+        description="at most this many seconds a plain check's decision stays cached "
+        "(80-100%, jittered; refreshed ahead in its last quarter; 0: off)",
     )
     reservation_ttl_s: int = Field(
         3600, ge=10, description="a pending reservation lapses after this (safety net)"

@@ -8,10 +8,17 @@ long a change made by another process can go unseen.
 Two uses in the service: plan data (catalog, subscription, grants; TTL ~30 s) and decisions of
 plain checks (TTL ~1 s, so a hot check costs no Redis round trip; a consume invalidates its
 customer at once, and consume itself never reads this cache).
+
+Each entry lives between `ttl * (1 - jitter)` and `ttl` seconds (uniformly), so entries made
+together (a warm-up, a burst of new customers) do not all expire, and get re-read, together;
+the TTL stays the bound on staleness. A load that was running while its key was invalidated is
+returned but not kept (`invalidate` bumps a generation that `put_if_current` checks), so a
+decision read before a change cannot be cached after it.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -28,24 +35,51 @@ class CustomerCache(Generic[V]):
         ttl: float,
         max_customers: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        jitter: float = 0.0,
+        rng: Callable[[], float] = random.random,
     ) -> None:
+        if not 0 <= jitter < 1:
+            raise ValueError("jitter is a fraction of the TTL, in [0, 1)")
         self._ttl = ttl
         self._max = max_customers
         self._clock = clock
+        self._jitter = jitter
+        self._rng = rng
         self._data: dict[int, dict[str, dict[Hashable, tuple[float, V]]]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every `invalidate` and `clear`; pass it to `put_if_current`."""
+        return self._generation
 
     def get(self, tenant_id: int, customer: str, key: Hashable) -> V | None:
+        found = self.lookup(tenant_id, customer, key)
+        return None if found is None else found[0]
+
+    def lookup(self, tenant_id: int, customer: str, key: Hashable) -> tuple[V, float] | None:
+        """(value, seconds it has left) of a live entry, else None."""
         entry = self._data.get(tenant_id, {}).get(customer, {}).get(key)
-        if entry is None or entry[0] <= self._clock():
+        if entry is None:
             return None
-        return entry[1]
+        left = entry[0] - self._clock()
+        return None if left <= 0 else (entry[1], left)
 
     def put(self, tenant_id: int, customer: str, key: Hashable, value: V) -> None:
+        self.put_if_current(tenant_id, customer, key, value, self._generation)
+
+    def put_if_current(
+        self, tenant_id: int, customer: str, key: Hashable, value: V, generation: int
+    ) -> None:
+        """Keep `value` unless something was invalidated since `generation` was read (the
+        value may predate that change)."""
         if self._ttl <= 0:
             return
-        expires = self._clock() + self._ttl
+        expires = self._clock() + self._ttl * (1 - self._jitter * self._rng())
         with self._lock:
+            if generation != self._generation:
+                return
             customers = self._data.setdefault(tenant_id, {})
             if len(customers) >= self._max:
                 customers.clear()
@@ -53,14 +87,19 @@ class CustomerCache(Generic[V]):
 
     def get_or_load(self, tenant_id: int, customer: str, key: Hashable, load: Callable[[], V]) -> V:
         found = self.get(tenant_id, customer, key)
-        if found is None:
-            found = load()
-            self.put(tenant_id, customer, key, found)
-        return found
+        return self.load(tenant_id, customer, key, load) if found is None else found
+
+    def load(self, tenant_id: int, customer: str, key: Hashable, load: Callable[[], V]) -> V:
+        """`load()`, kept unless an invalidation happened while it ran."""
+        generation = self._generation
+        value = load()
+        self.put_if_current(tenant_id, customer, key, value, generation)
+        return value
 
     def invalidate(self, tenant_id: int, customer: str | None = None) -> None:
         """Forget one customer's entries, or the whole tenant's when `customer` is None."""
         with self._lock:
+            self._generation += 1
             if customer is None:
                 self._data.pop(tenant_id, None)
             else:
@@ -68,4 +107,5 @@ class CustomerCache(Generic[V]):
 
     def clear(self) -> None:
         with self._lock:
+            self._generation += 1
             self._data.clear()

@@ -32,6 +32,7 @@ from meterline.events import MAX_ID_LEN, MAX_VALUE, UsageEvent
 from meterline.view import UsageView
 
 RESERVATION_PROPERTY = "meterline_reservation"
+JITTER = 0.2  # cached entries live 80-100% of their TTL, so they do not expire together
 _TENANT = ""
 _PROBE = "\x00probe"
 
@@ -79,8 +80,10 @@ class EntitlementService:
         self._answers = answers
         self._clock = clock or SystemClock()
         self.options = options or ServiceOptions()
-        self._plans: CustomerCache[Any] = CustomerCache(self.options.plan_ttl)
-        self._decisions: CustomerCache[Decision] = CustomerCache(self.options.decision_ttl)
+        self._plans: CustomerCache[Any] = CustomerCache(self.options.plan_ttl, jitter=JITTER)
+        self._decisions: CustomerCache[Decision] = CustomerCache(
+            self.options.decision_ttl, jitter=JITTER
+        )
 
     def invalidate(self, tenant_id: int, customer: str | None = None) -> None:
         """Forget cached plan data and decisions of one customer (or of the whole tenant)."""
@@ -126,6 +129,19 @@ class EntitlementService:
         """The decision `check(tenant_id, customer, feature)` would return from its cache, or
         None when it would have to decide (and so read the usage). Never blocks on I/O."""
         return self._decisions.get(tenant_id, customer, feature)
+
+    def cached_decision(
+        self, tenant_id: int, customer: str, feature: str
+    ) -> tuple[Decision, float] | None:
+        """`cached_check` with the seconds the cached decision has left (for refresh-ahead)."""
+        return self._decisions.lookup(tenant_id, customer, feature)
+
+    def refresh(self, tenant_id: int, customer: str, feature: str) -> Decision:
+        """Decide a plain check now, whatever is cached, and cache the result (unless the
+        customer was invalidated meanwhile): what `check` does on a miss."""
+        return self._decisions.load(
+            tenant_id, customer, feature, lambda: self._decide(tenant_id, customer, feature, None)
+        )
 
     def check_all(self, tenant_id: int, customer: str) -> list[Decision]:
         features = self.catalog(tenant_id).features

@@ -3,7 +3,9 @@ FastAPI app alone (`create_app`), for every reason code and every error, with in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from entitlements_api import fastpath
 from entitlements_api.app import create_app, create_server
 from entitlements_api.fastpath import CheckFastPath, EncodedDecisions, check_path
 from entitlements_api.wiring import Dependencies
@@ -20,6 +23,7 @@ from meterline.auth import Authenticator
 from meterline.catalog import MemoryCatalogRepository
 from meterline.clock import FakeClock
 from meterline.entitlements import (
+    Decision,
     EntitlementService,
     MemoryAnswerStore,
     MemoryCustomerRepository,
@@ -234,6 +238,7 @@ def test_an_unexpected_error_is_a_counted_500(w: World, monkeypatch: pytest.Monk
         raise RuntimeError("redis is down")
 
     monkeypatch.setattr(w.service, "check", broken)
+    monkeypatch.setattr(w.service, "refresh", broken)
     with clients(w) as (served, _plain):
         answer = served.get("/v1/customers/c1/entitlements/api_calls")
     assert answer.status_code == 500
@@ -280,3 +285,88 @@ def test_plain_checks_never_reach_the_app(w: World) -> None:
         assert served.get(f"/v1/customers/c1/entitlements/{feature}").status_code == 200
     with pytest.raises(AssertionError):
         served.get("/v1/customers/c1/entitlements/api_calls?amount=1")
+
+
+async def ask(fast: CheckFastPath, w: World, customer: str = "c1") -> bytes:
+    """One plain check through the ASGI path of `fast`: its body (200 expected)."""
+    scope = {
+        "type": "http", "method": "GET", "query_string": b"",
+        "path": f"/v1/customers/{customer}/entitlements/api_calls",
+        "headers": [(b"authorization", f"Bearer {w.keys['read']}".encode())],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    await fast(scope, receive, send)
+    assert sent[0]["status"] == 200
+    return bytes(sent[1]["body"])
+
+
+def counting_refresh(w: World, monkeypatch: pytest.MonkeyPatch, pause: float) -> list[str]:
+    """Make `service.refresh` take `pause` seconds and record the customers it decides."""
+    calls: list[str] = []
+    real = w.service.refresh
+
+    def slow(tenant_id: int, customer: str, feature: str) -> Decision:
+        calls.append(customer)
+        time.sleep(pause)
+        return real(tenant_id, customer, feature)
+
+    monkeypatch.setattr(w.service, "refresh", slow)
+    return calls
+
+
+def test_concurrent_misses_of_a_key_share_one_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = world(60.0)
+    calls = counting_refresh(w, monkeypatch, 0.2)
+    fast = CheckFastPath(create_app(w.deps), w.deps, ROUTE)
+
+    async def burst() -> list[bytes]:
+        return await asyncio.gather(*(ask(fast, w) for _ in range(10)), ask(fast, w, "c2"))
+
+    bodies = asyncio.run(burst())
+    assert sorted(calls) == ["c1", "c2"]
+    assert len(set(bodies[:10])) == 1 and orjson.loads(bodies[0])["reason"] == "within_limit"
+
+
+def test_a_decision_about_to_expire_is_answered_and_refreshed_in_the_background(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = world(60.0)
+    monkeypatch.setattr(fastpath, "REFRESH_AHEAD", 1.0)  # every hit is "about to expire"
+    fast = CheckFastPath(create_app(w.deps), w.deps, ROUTE)
+
+    async def scenario() -> tuple[bytes, bytes, list[str]]:
+        first = await ask(fast, w)  # a miss
+        before = w.service.cached_check(1, "c1", "api_calls")
+        calls = counting_refresh(w, monkeypatch, 0.1)
+        hit = await ask(fast, w)  # answered from the cache, without waiting for the refresh
+        assert fast.deciding() == 1
+        while fast.deciding():
+            await asyncio.sleep(0.01)
+        assert w.service.cached_check(1, "c1", "api_calls") is not before  # decided anew
+        return first, hit, calls
+
+    first, hit, calls = asyncio.run(scenario())
+    assert hit == first and calls == ["c1"]
+    refreshed = w.service.cached_decision(1, "c1", "api_calls")
+    assert refreshed is not None and refreshed[1] > 60 * 0.8 - 1
+
+
+def test_without_refresh_ahead_a_hit_never_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = world(60.0)
+    fast = CheckFastPath(create_app(w.deps), w.deps, ROUTE)
+
+    async def scenario() -> list[str]:
+        await ask(fast, w)
+        calls = counting_refresh(w, monkeypatch, 0.0)
+        for _ in range(3):
+            await ask(fast, w)
+        return calls
+
+    assert asyncio.run(scenario()) == []
