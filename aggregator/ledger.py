@@ -51,7 +51,7 @@ CREATE TEMP TABLE IF NOT EXISTS batch_rollups (
 _INSERT_ALL = """
 INSERT INTO usage_events (tenant_id, event_id, day, customer, meter, ts, value, received_at)
 SELECT tenant_id, event_id, DATE '1970-01-01' + day, customer, meter,
-       to_timestamp(ts_ms / 1000.0), value, to_timestamp(received_ms / 1000.0)
+       to_timestamp(ts_ms::float8 / 1000), value, to_timestamp(received_ms::float8 / 1000)
 FROM batch_events
 """
 _INSERT_NEW = (

@@ -101,16 +101,19 @@ class PositionedConsumer:
 
     def end_offsets(self, partitions: Sequence[int], timeout_s: float = 2.0) -> dict[int, int]:
         """The log-end offset of each partition (for lag); partitions the broker does not
-        answer for are left out."""
+        answer for are left out. The figure every fetch response brings is used when there is
+        one, so a busy consumer does not wait for a broker round trip per partition."""
         ends: dict[int, int] = {}
         for p in partitions:
+            tp = TopicPartition(self.topic, p)
             try:
-                _, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=timeout_s
-                )
+                got = self._consumer.get_watermark_offsets(tp, cached=True)
+                if got is None or got[1] < 0:
+                    got = self._consumer.get_watermark_offsets(tp, timeout=timeout_s)
             except KafkaException:
                 continue
-            ends[p] = int(high)
+            if got is not None:
+                ends[p] = int(got[1])
         return ends
 
     def close(self) -> None:
