@@ -40,7 +40,7 @@ from meterline.entitlements import Decision, Reason
 from meterline.errors import MeterlineError
 
 JSON = b"application/json"
-REFRESH_AHEAD = 0.25  # fraction of the decision TTL before expiry when a hit refreshes it
+REFRESH_AHEAD = 0.1  # fraction of the decision TTL before expiry when a hit refreshes it
 Key = tuple[int, str, str]  # (tenant id, customer, feature)
 
 log = logging.getLogger("entitlements_api")

@@ -16,14 +16,14 @@ class EntitlementsSettings(BaseSettings):
     plan_cache_ttl: float = Field(
         30.0,
         ge=0,
-        description="at most this many seconds plan data stays cached (80-100%, jittered); "
+        description="at most this many seconds plan data stays cached (90-100%, jittered); "
         "per process: other processes see this one's changes when their entry expires",
     )
     decision_cache_ttl: float = Field(
         1.0,
         ge=0,
         description="at most this many seconds a plain check's decision stays cached "
-        "(80-100%, jittered; refreshed ahead in its last quarter; 0: off)",
+        "(90-100%, jittered; refreshed ahead in its last tenth; 0: off)",
     )
     reservation_ttl_s: int = Field(
         3600, ge=10, description="a pending reservation lapses after this (safety net)"

@@ -32,7 +32,7 @@ from meterline.events import MAX_ID_LEN, MAX_VALUE, UsageEvent
 from meterline.view import UsageView
 
 RESERVATION_PROPERTY = "meterline_reservation"
-JITTER = 0.2  # cached entries live 80-100% of their TTL, so they do not expire together
+JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
 _TENANT = ""
 _PROBE = "\x00probe"
 
