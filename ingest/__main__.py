@@ -51,6 +51,7 @@ def main() -> int:
         limit_concurrency=s.max_connections,
         timeout_graceful_shutdown=int(s.graceful_timeout_s),
         server_header=False,
+        proxy_headers=False,  # ingest never reads client addresses; saves a layer per request
     )
     return 0
 
