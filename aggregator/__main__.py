@@ -1,4 +1,9 @@
-"""`python -m aggregator`: read settings once, wire the parts, serve HTTP, consume until SIGTERM."""
+"""`python -m aggregator`: read settings once, wire the parts, serve HTTP, consume until SIGTERM.
+
+Postgres being down is an outage at any time, start-up included: the process serves HTTP at
+once and waits for Postgres with the same retries as later on, rather than exiting (a crash loop
+under a supervisor that makes no progress either). Only a malformed URL is a configuration error.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,10 @@ import signal
 import sys
 import threading
 from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
 
 from aggregator import http
 from aggregator.catalog_cache import AggregationCache
@@ -23,7 +32,6 @@ from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.errors import ConfigError
 from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
-from meterline.postgres import connect, open_pool
 from meterline.redis import connect as redis_connect
 from meterline.settings import (
     DatabaseSettings,
@@ -46,6 +54,7 @@ def main() -> int:
         service = load_section(ServiceSettings)
         own = load_section(AggregatorSettings)
         hooks = hooks_from_spec(own.crash_at)
+        _check_url(db.url)
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -53,13 +62,13 @@ def main() -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    pool = open_pool(db.url, max_size=2, name="aggregator")
     metrics = AggregatorMetrics()
     progress = Progress(own.stall_s)
     server = http.serve(service.host, own.port, progress, metrics)
+    pool = _pool(db.url)
     aggregation_of = AggregationCache(PostgresCatalogRepository(pool), own.catalog_ttl_s)
     view = RedisUsageView(redis_connect(rds.url), rds.key_prefix)
-    retrier = Retrier(metrics, stopping)
+    retrier = Retrier(metrics, stopping, progress=progress)
 
     def consumer(positions: Positions, revoked: Revoked) -> PositionedConsumer:
         extra: dict[str, Any] = {"max.poll.interval.ms": 600_000}
@@ -72,7 +81,7 @@ def main() -> int:
         batch_size=own.batch_size,
         batch_ms=own.batch_ms,
         consumer_factory=consumer,
-        writer=LedgerWriter(lambda: connect(db.url), own.group_id, kafka.topic),
+        writer=LedgerWriter(lambda: _connect(db.url), own.group_id, kafka.topic),
         dlq=DeadLetterPublisher(kafka.bootstrap, kafka.dlq_topic),
         view_sync=ViewSync(
             view,
@@ -100,6 +109,29 @@ def main() -> int:
         pool.close()
     log.info("aggregator stopped")
     return 0
+
+
+def _check_url(url: str) -> None:
+    """A malformed database URL is a configuration error (an unreachable server is not)."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"METERLINE_DATABASE_URL is not a valid Postgres URL: {exc}") from None
+
+
+def _pool(url: str) -> ConnectionPool:
+    """A pool that connects in the background: opening it never fails, and a connection that
+    cannot be had within `timeout` raises PoolTimeout (an OperationalError), which the
+    Retrier treats as an outage."""
+    pool = ConnectionPool(url, min_size=1, max_size=2, name="aggregator", open=False, timeout=5)
+    pool.open(wait=False)
+    return pool
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    """The ledger writer's connection. Unlike `meterline.postgres.connect`, an unreachable
+    server raises psycopg's OperationalError, an outage to retry, not a ConfigError."""
+    return psycopg.connect(url, connect_timeout=5)
 
 
 if __name__ == "__main__":

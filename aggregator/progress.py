@@ -2,7 +2,8 @@
 
 Progress is a committed batch, or a moment with no lag at all. `/readyz` fails when there is
 lag and no progress for `stall_s` seconds: a stalled consumer (an outage, a stuck partition)
-becomes visible while an idle one stays ready.
+becomes visible while an idle one stays ready. It also fails while the consumer waits for a
+dependency (`waiting_for`), e.g. Postgres down at start-up, when no lag is known yet.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ class Progress:
         self._lock = threading.Lock()
         self._last = now()
         self._lag: dict[int, int] = {}
+        self._waiting: str | None = None
         self.running = True
+
+    def waiting_for(self, dependency: str | None) -> None:
+        """The dependency an outage keeps the consumer waiting for; None once it answered."""
+        with self._lock:
+            self._waiting = dependency
 
     def committed(self) -> None:
         with self._lock:
@@ -36,5 +43,9 @@ class Progress:
         with self._lock:
             idle = self._now() - self._last
             lagging = sum(self._lag.values())
-        ready = self.running and (lagging == 0 or idle < self._stall)
-        return ready, {"lag": lagging, "seconds_since_progress": round(idle, 1)}
+            waiting = self._waiting
+        ready = self.running and waiting is None and (lagging == 0 or idle < self._stall)
+        details: dict[str, object] = {"lag": lagging, "seconds_since_progress": round(idle, 1)}
+        if waiting is not None:
+            details["waiting_for"] = waiting
+        return ready, details

@@ -1,7 +1,8 @@
 """Outages of Postgres, Redis or Kafka: retry with capped exponential backoff, never skip.
 
 `Retrier.call(fn, dependency)` runs `fn` until it succeeds. While it fails with an outage error
-the worker is paused (it reads nothing new) and `/readyz` reports the stall. Only a shutdown
+the worker is paused (it reads nothing new) and `/readyz` reports the wait (`Progress.waiting_for`)
+and, with lag, the stall. Only a shutdown
 request ends the retries, by raising `ShuttingDown`: the work was not done, and whatever was not
 committed is read again by the next owner of the partitions.
 """
@@ -25,6 +26,7 @@ from tenacity import (
 )
 
 from aggregator.metrics import AggregatorMetrics
+from aggregator.progress import Progress
 from meterline.errors import Unavailable
 from meterline.kafka.consumer import KafkaFailure
 
@@ -45,11 +47,16 @@ class ShuttingDown(Exception):
 
 class Retrier:
     def __init__(
-        self, metrics: AggregatorMetrics, stopping: threading.Event, max_wait_s: float = 5.0
+        self,
+        metrics: AggregatorMetrics,
+        stopping: threading.Event,
+        max_wait_s: float = 5.0,
+        progress: Progress | None = None,
     ) -> None:
         self._metrics = metrics
         self._stopping = stopping
         self._max_wait = max_wait_s
+        self._progress = progress
 
     def call(
         self, fn: Callable[[], T], dependency: str, on_retry: Callable[[], None] | None = None
@@ -59,6 +66,8 @@ class Retrier:
 
         def before_sleep(state: RetryCallState) -> None:
             self._metrics.retries.labels(dependency).inc()
+            if self._progress is not None:
+                self._progress.waiting_for(dependency)
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
                 "dependency unavailable; retrying",
@@ -82,7 +91,10 @@ class Retrier:
             sleep=self._sleep,
             reraise=True,
         )
-        return retrying(fn)
+        result = retrying(fn)
+        if self._progress is not None and retrying.statistics.get("attempt_number", 1) > 1:
+            self._progress.waiting_for(None)
+        return result
 
     def _sleep(self, seconds: float) -> None:
         self._stopping.wait(seconds)
