@@ -1,8 +1,9 @@
 """`python -m bench.reliability [--ci] [--scenario N ...]` (`make reliability`).
 
 Starts the stack (backing services from the environment's URLs, else embedded; every service),
-runs the chosen scenarios, prints one table and exits 1 if any scenario lost or double-counted
-an event or failed another of its checks (2 if the stack lacks ingest or the aggregator).
+runs the chosen scenarios (each on a usage topic of its own, see `World.fresh_topic`), prints
+one table and exits 1 if any scenario lost or double-counted an event or failed another of its
+checks (2 if the stack lacks ingest or the aggregator).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def run_scenarios(world: World, numbers: list[int]) -> list[Result]:
         title = (SCENARIOS[n].__doc__ or "").splitlines()[0]
         console.print(f"[bold]scenario {n}[/bold]: {title}")
         start = time.monotonic()
-        before = world.ensure_ready()
+        topic = world.fresh_topic(f"rel{n}")
+        before = [f"topic {topic}", *world.ensure_ready()]
         try:
             result = SCENARIOS[n](world)
         except Exception as exc:

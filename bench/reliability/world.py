@@ -24,7 +24,9 @@ from bench.runner import CATALOG
 from meterline.catalog import PostgresCatalogRepository, load_catalog
 from meterline.devstack.stack import DevStack
 from meterline.errors import Conflict
+from meterline.kafka import ensure_topics
 from meterline.postgres import open_pool
+from meterline.settings import TOPIC_USAGE
 from meterline.tenants import PostgresTenantRepository
 
 METERS = ("api_calls", "tokens")
@@ -94,6 +96,23 @@ class World:
             repo.revoke_key(info.id)
             PostgresCatalogRepository(pool).apply(tenant_id, load_catalog(CATALOG))
         return Tenant(tenant_id, name, keys, revoked)
+
+    def fresh_topic(self, label: str) -> str:
+        """Point ingest and the aggregator at a new, empty usage topic (both restarted).
+
+        Each scenario gets its own topic because the embedded broker (Tansu 0.6, memory
+        storage) spends time per fetch that grows with the number of record batches a
+        partition holds: after a million or so events in ingest's small batches a fetch takes
+        seconds, and the aggregator falls behind for good whatever the scenario does (this was
+        the scenario-5 "stall" after scenarios 1-4). See `meterline/devstack/broker.py`."""
+        topic = f"{TOPIC_USAGE}.{label}-{uuid.uuid4().hex[:6]}"
+        ensure_topics(self.stack.urls["kafka"], [topic], self.stack.partitions)
+        for name in ("ingest", "aggregator"):
+            env = self.faults.proc(name).env
+            if env is not None:
+                env["METERLINE_KAFKA_TOPIC"] = topic
+                self.faults.restart(name)
+        return topic
 
     def ensure_ready(self, timeout: float = 30.0) -> list[str]:
         """Wait for ingest's and the aggregator's `/readyz`; restart one that stays unready
