@@ -29,6 +29,18 @@ class Deduper(abc.ABC):
     async def mark(self, tenant_id: int, ids: Sequence[str]) -> None:
         """Remember `ids` for the window. Call only once the events are durably accepted."""
 
+    async def exchange(
+        self, tenant_id: int, mark_ids: Sequence[str], seen_ids: Sequence[str]
+    ) -> list[bool]:
+        """`mark(mark_ids)` then `seen(seen_ids)`, in one round trip where the store can.
+
+        Raises like either; when it raises, the marks may or may not have been written (a
+        missed mark only lets a copy through to the ledger).
+        """
+        if mark_ids:
+            await self.mark(tenant_id, mark_ids)
+        return await self.seen(tenant_id, seen_ids) if seen_ids else []
+
     async def ping(self) -> bool:
         """Whether the store answers (for readiness checks)."""
         return True

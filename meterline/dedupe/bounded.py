@@ -30,6 +30,12 @@ class BoundedDeduper(Deduper):
         async with asyncio.timeout(self._timeout):
             await self._inner.mark(tenant_id, ids)
 
+    async def exchange(
+        self, tenant_id: int, mark_ids: Sequence[str], seen_ids: Sequence[str]
+    ) -> list[bool]:
+        async with asyncio.timeout(self._timeout):
+            return await self._inner.exchange(tenant_id, mark_ids, seen_ids)
+
     async def ping(self) -> bool:
         return await self._inner.ping()
 

@@ -1,70 +1,35 @@
 """A deduper wrapper that merges concurrent calls into one store call per tenant.
 
-Under load many requests check a few ids each; a store round trip costs far more than its
-keys (redis-py's asyncio client manages ~4-5k calls/s on this machine class). While one call
-for a tenant is in flight, later calls queue up, and the next store call carries all of them,
-so round trips per second stay bounded whatever the request rate. Answers are split back to
-each caller in order. Runs on one event loop.
+Under load many requests check a few ids each, and mark a few once their events are accepted;
+a store round trip costs far more than its keys (the CPU of a loopback round trip on both
+sides, a script call in Redis). While one call for a tenant is in flight, later calls queue
+up, and the next store call carries all of them, checks and marks together
+(`Deduper.exchange`: marks first, so a check in the same call sees them). So round trips per
+second stay bounded whatever the request rate. Answers are split back to each caller in
+order. Runs on one event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meterline.dedupe.base import Deduper
 
-_Call = Callable[[int, Sequence[str]], Awaitable[object]]
-
 
 @dataclass
 class _Queue:
-    ids: list[str] = field(default_factory=list)
-    waiters: list[tuple[int, asyncio.Future[list[bool]]]] = field(default_factory=list)
-    busy: bool = False
+    """What waits for the next store call of one tenant."""
 
+    marks: list[str] = field(default_factory=list)
+    marked: list[asyncio.Future[list[bool]]] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    checked: list[tuple[int, asyncio.Future[list[bool]]]] = field(default_factory=list)
+    drainer: asyncio.Task[None] | None = None
 
-class _Coalescer:
-    """One kind of call (seen or mark) merged per tenant."""
-
-    def __init__(self, call: _Call) -> None:
-        self._call = call
-        self._queues: dict[int, _Queue] = {}
-
-    async def __call__(self, tenant_id: int, ids: Sequence[str]) -> list[bool]:
-        queue = self._queues.setdefault(tenant_id, _Queue())
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        queue.ids.extend(ids)
-        queue.waiters.append((len(ids), future))
-        if not queue.busy:
-            queue.busy = True
-            asyncio.get_running_loop().create_task(self._drain(tenant_id, queue))
-        return await future
-
-    async def _drain(self, tenant_id: int, queue: _Queue) -> None:
-        while queue.waiters:
-            ids, waiters = queue.ids, queue.waiters
-            queue.ids, queue.waiters = [], []
-            try:
-                result = await self._call(tenant_id, ids)
-            except Exception as exc:  # handed to every caller of this merged call
-                for _, future in waiters:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            _split(result, waiters)
-        queue.busy = False
-        del self._queues[tenant_id]
-
-
-def _split(result: object, waiters: list[tuple[int, asyncio.Future[list[bool]]]]) -> None:
-    flags = result if isinstance(result, list) else []
-    at = 0
-    for n, future in waiters:
-        if not future.done():
-            future.set_result(flags[at : at + n])
-        at += n
+    def __bool__(self) -> bool:
+        return bool(self.marked or self.checked)
 
 
 class CoalescingDeduper(Deduper):
@@ -73,17 +38,61 @@ class CoalescingDeduper(Deduper):
     def __init__(self, inner: Deduper) -> None:
         self.window_s = inner.window_s
         self._inner = inner
-        self._seen = _Coalescer(inner.seen)
-        self._mark = _Coalescer(inner.mark)
+        self._queues: dict[int, _Queue] = {}
 
     async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool]:
-        return await self._seen(tenant_id, ids)
+        queue, future = self._join(tenant_id)
+        queue.checks.extend(ids)
+        queue.checked.append((len(ids), future))
+        return await future
 
     async def mark(self, tenant_id: int, ids: Sequence[str]) -> None:
-        await self._mark(tenant_id, ids)
+        queue, future = self._join(tenant_id)
+        queue.marks.extend(ids)
+        queue.marked.append(future)
+        await future
+
+    def _join(self, tenant_id: int) -> tuple[_Queue, asyncio.Future[list[bool]]]:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(tenant_id)
+        if queue is None:  # nothing in flight for this tenant: start draining
+            queue = self._queues[tenant_id] = _Queue()
+            queue.drainer = loop.create_task(self._drain(tenant_id, queue))
+        return queue, loop.create_future()
+
+    async def _drain(self, tenant_id: int, queue: _Queue) -> None:
+        """Send what waits, one store call at a time, until nothing does. (It starts after the
+        caller that created the queue has joined it.)"""
+        while queue:
+            batch = _Queue(queue.marks, queue.marked, queue.checks, queue.checked)
+            queue.marks, queue.marked, queue.checks, queue.checked = [], [], [], []
+            try:
+                flags = await self._inner.exchange(tenant_id, batch.marks, batch.checks)
+            except Exception as exc:  # handed to every caller of this merged call
+                _fail(batch, exc)
+                continue
+            _answer(batch, flags)
+        del self._queues[tenant_id]
 
     async def ping(self) -> bool:
         return await self._inner.ping()
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def _answer(batch: _Queue, flags: list[bool]) -> None:
+    for future in batch.marked:
+        if not future.done():
+            future.set_result([])
+    at = 0
+    for n, future in batch.checked:
+        if not future.done():
+            future.set_result(flags[at : at + n])
+        at += n
+
+
+def _fail(batch: _Queue, exc: Exception) -> None:
+    for future in [*batch.marked, *(f for _, f in batch.checked)]:
+        if not future.done():
+            future.set_exception(exc)

@@ -125,3 +125,39 @@ def test_a_stuck_store_lets_every_waiting_request_through() -> None:
     assert asyncio.run(scenario()) == [Outcome(1, 0)] * 20
     assert len(memory.events) == 20
     assert errors and all(isinstance(e, TimeoutError) for e in errors)
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "coalesced"])
+def test_exchange_marks_before_it_checks(kind: str, request: pytest.FixtureRequest) -> None:
+    async def scenario() -> None:
+        d = _deduper(kind, request, 60)
+        assert await d.exchange(1, ["a", "b"], ["b", "c", "a"]) == [True, False, True]
+        assert await d.exchange(1, [], ["c", "b"]) == [False, True]
+        assert await d.exchange(1, ["c"], []) == []
+        assert await d.seen(1, ["c"]) == [True]
+        assert await d.exchange(2, [], ["a"]) == [False]
+        await d.close()
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_checks_and_marks_share_store_calls() -> None:
+    class Counting(MemoryDeduper):
+        calls = 0
+
+        async def exchange(self, tenant_id: int, mark_ids: object, seen_ids: object) -> list[bool]:
+            Counting.calls += 1
+            await asyncio.sleep(0.01)
+            return await super().exchange(tenant_id, mark_ids, seen_ids)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        d = CoalescingDeduper(Counting())
+        await d.mark(1, ["first"])
+        Counting.calls = 0
+        marks = [d.mark(1, [f"m{i}"]) for i in range(20)]
+        checks = [d.seen(1, [f"m{i}", "first", "new"]) for i in range(20)]
+        answers = await asyncio.gather(*marks, *checks)
+        assert answers[20:] == [[True, True, False]] * 20  # marks go first in a merged call
+        assert Counting.calls == 1
+
+    asyncio.run(scenario())
