@@ -3,18 +3,19 @@
 A closed loop (each connection sends its next batch once the previous one is settled) slows
 down as soon as ingest sheds load: a 429 holds its connection for the Retry-After, so the
 offered rate sinks towards the capacity it was meant to exceed. `OpenLoop` instead starts a new
-batch every `batch / rate` seconds on any free connection, opening another (up to
-`plan.connections`) when none is free, like many independent clients would:
+batch every `batch / rate` seconds on any free connection of its arrival pool, opening another
+(up to `plan.connections`) when none is free, like many independent clients would:
 
 - a connection honours Retry-After: after a 429 or 503 it sends nothing until that wait is over;
-- the refused batch is resent unchanged (same ids) on whichever connection is free after its
-  own wait: the Retry-After, or longer by full-jitter exponential backoff up to
-  `plan.max_retry_wait_s` (what the SDK does), so the backlog does not turn into a retry storm;
-- a new batch takes a free connection before any retry does.
+- a refused batch is resent unchanged (same ids) after its own wait (the Retry-After, or longer
+  by full-jitter exponential backoff up to `plan.max_retry_wait_s`) over a separate, smaller
+  retry pool (`plan.connections // 16`, at least 4), oldest first. The backlog of refused
+  batches grows for as long as the overload lasts; a bounded retry pool keeps it from turning
+  into a retry storm that would crowd out the new arrivals, and drains it once they stop.
 
-Only when every connection is busy or waiting does a new batch wait for one; the offered rate
-then falls short of the plan, and `Stats.offered_rate` (new events per second of the arrival
-window) says by how much.
+Only when every arrival connection is busy or waiting does a new batch wait for one; the
+offered rate then falls short of the plan, and `Stats.offered_rate` (new events per second of
+the arrival window) says by how much.
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ from bench.reliability.traffic import Plan, Stats, Traffic
 
 
 class ConnectionPool:
-    """Keep-alive connections handed out one request at a time; new arrivals are served
-    before retries. Not thread-safe: one event loop owns it."""
+    """Keep-alive connections handed out one request at a time, to waiters in arrival order.
+    Not thread-safe: one event loop owns it."""
 
     def __init__(self, host: str, port: int, timeout: float, limit: int) -> None:
         self.host, self.port, self.timeout, self.limit = host, port, timeout, limit
         self.opened = 0
         self._idle: deque[Client] = deque()
-        self._waiting: tuple[deque[asyncio.Future[Client]], ...] = (deque(), deque())
+        self._waiting: deque[asyncio.Future[Client]] = deque()
 
-    async def acquire(self, retry: bool) -> Client:
+    async def acquire(self) -> Client:
         """A free connection: an idle one, a new one below `limit`, else the next released."""
         if self._idle:
             return self._idle.pop()
@@ -47,7 +48,7 @@ class ConnectionPool:
             self.opened += 1
             return Client(self.host, self.port, self.timeout)
         future: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
-        self._waiting[int(retry)].append(future)
+        self._waiting.append(future)
         return await future
 
     def release(self, client: Client, after: float = 0.0) -> None:
@@ -58,12 +59,11 @@ class ConnectionPool:
             self._hand_over(client)
 
     def _hand_over(self, client: Client) -> None:
-        for queue in self._waiting:
-            while queue:
-                future = queue.popleft()
-                if not future.done():
-                    future.set_result(client)
-                    return
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(client)
+                return
         self._idle.append(client)
 
     async def close(self) -> None:
@@ -82,6 +82,8 @@ class OpenLoop(Traffic):
             raise ValueError("an open loop needs a rate")
         super().__init__(ledger, host, port, api_key, plan, seed)
         self._pool = ConnectionPool(host, port, plan.timeout_s, plan.connections)
+        retry_limit = max(4, plan.connections // 16)
+        self._retry_pool = ConnectionPool(host, port, plan.timeout_s, retry_limit)
 
     async def run(self) -> Stats:
         """Offer the plan's batches on schedule; returns when every batch is settled."""
@@ -90,7 +92,7 @@ class OpenLoop(Traffic):
         previous: list[int] = []
         while size := self._more():
             await self._pace()
-            client = await self._pool.acquire(retry=False)
+            client = await self._pool.acquire()
             numbers = self._compose(size, previous)
             task = asyncio.create_task(self._batch(client, numbers))
             batches.add(task)
@@ -101,6 +103,7 @@ class OpenLoop(Traffic):
         while batches:
             await asyncio.gather(*list(batches))
         await self._pool.close()
+        await self._retry_pool.close()
         self.stats.elapsed = time.monotonic() - self._t0
         self.stats.connections = self._pool.opened
         cores = (cpu_time() - cpu0) / max(self.stats.elapsed, 1e-9)
@@ -109,16 +112,17 @@ class OpenLoop(Traffic):
 
     async def _batch(self, client: Client, numbers: list[int]) -> None:
         raw = self._request(numbers)
-        first, attempt = time.monotonic(), 0
+        first, attempt, pool = time.monotonic(), 0, self._pool
         while True:
             response = await self._attempt(client, raw, numbers)
             retry_after = response.retry_after(-1.0) if response.status in (429, 503) else 0.0
-            self._pool.release(client, retry_after)
+            pool.release(client, retry_after)
             if self._settled(response, first):
                 return
             attempt += 1
             await asyncio.sleep(self._wait(response.status, retry_after, attempt))
-            client = await self._pool.acquire(retry=True)
+            pool = self._retry_pool
+            client = await pool.acquire()
 
     def _wait(self, status: int, retry_after: float, attempt: int) -> float:
         """The Retry-After (for 429 and 503), or longer: full-jitter exponential backoff."""
