@@ -100,17 +100,25 @@ class World:
     def fresh_topic(self, label: str) -> str:
         """Point ingest and the aggregator at a new, empty usage topic (both restarted).
 
-        Each scenario gets its own topic because the embedded broker (Tansu 0.6, memory
-        storage) spends time per fetch that grows with the number of record batches a
-        partition holds: after a million or so events in ingest's small batches a fetch takes
-        seconds, and the aggregator falls behind for good whatever the scenario does (this was
-        the scenario-5 "stall" after scenarios 1-4). See `meterline/devstack/broker.py`."""
-        topic = f"{TOPIC_USAGE}.{label}-{uuid.uuid4().hex[:6]}"
+        Each scenario gets its own topic (and consumer group) because the embedded broker
+        (Tansu 0.6, memory storage) spends time per fetch that grows with the number of record
+        batches a partition holds: after a million or so events in ingest's small batches a
+        fetch takes seconds, and the aggregator falls behind for good whatever the scenario
+        does (this was the scenario-5 "stall" after scenarios 1-4). See
+        `meterline/devstack/broker.py`."""
+        suffix = f"{label}-{uuid.uuid4().hex[:6]}"
+        topic = f"{TOPIC_USAGE}.{suffix}"
         ensure_topics(self.stack.urls["kafka"], [topic], self.stack.partitions)
+        settings = {
+            "METERLINE_KAFKA_TOPIC": topic,
+            # A new consumer group too: Tansu's coordinator once never completed the join of
+            # a group whose only member had just left subscribed to another topic.
+            "METERLINE_AGGREGATOR_GROUP_ID": f"meterline-aggregator-{suffix}",
+        }
         for name in ("ingest", "aggregator"):
             env = self.faults.proc(name).env
             if env is not None:
-                env["METERLINE_KAFKA_TOPIC"] = topic
+                env.update(settings)
                 self.faults.restart(name)
         return topic
 
