@@ -17,10 +17,9 @@ from ingest.sinks import AdmissionSink, DedupingSink, PublishingSink, Sink, Time
 from meterline.auth import Authenticator
 from meterline.catalog import PostgresCatalogRepository
 from meterline.dedupe import BoundedDeduper, CoalescingDeduper, Deduper, RedisDeduper
-from meterline.dedupe.resp import RespConnection
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
-from meterline.redis import connect
+from meterline.redis import connect, connect_async
 from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
 from meterline.tenants import PostgresTenantRepository
 
@@ -54,8 +53,8 @@ def build(sections: Sections) -> Dependencies:
     s = sections.ingest
     pool = open_pool(sections.database.url, max_size=4, name="ingest")
     connect(sections.redis.url).close()
-    conn = RespConnection(sections.redis.url)
-    redis_deduper = RedisDeduper(conn, sections.redis.key_prefix, s.dedupe_window_s)
+    client = connect_async(sections.redis.url)
+    redis_deduper = RedisDeduper(client, sections.redis.key_prefix, s.dedupe_window_s)
     deduper = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
     tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}
     publisher = EventPublisher(sections.kafka.bootstrap, sections.kafka.topic, **tuning)

@@ -9,20 +9,17 @@ A call sends each list of ids as one newline-joined argument (with its count), a
 with one string of '0'/'1' flags for the checked ids: packing and parsing one argument instead
 of one per id is what makes a call cheap for the client (redis-py spends ~1 µs per argument).
 The script's only declared key is the tenant's key prefix, which carries the hash tag, so the
-call is routed to the right slot.
-
-Calls go over `RespConnection` (resp.py: one pipelined connection) rather than redis-py, whose
-per-call overhead was the largest single cost of a single-event request. Scripts are called by
-SHA (EVALSHA) and sent whole (EVAL, which also caches it) when Redis answers NOSCRIPT.
+call is routed to the right slot. redis-py calls it by SHA and sends it whole after NOSCRIPT.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio
 
 from meterline.dedupe.base import Deduper
-from meterline.dedupe.resp import RespConnection, RespError
 
 SEPARATOR = "\n"
 
@@ -46,36 +43,18 @@ return table.concat(out)
 """
 
 
-class _Script:
-    """A Lua script called by SHA, sent whole when the server does not know it yet."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source.encode()
-        self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest().encode()
-
-    async def __call__(self, conn: RespConnection, key: bytes, *args: bytes) -> object:
-        try:
-            return await conn.call(b"EVALSHA", self.sha, b"1", key, *args)
-        except RespError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await conn.call(b"EVAL", self.source, b"1", key, *args)
-
-
-_EXCHANGE_SCRIPT = _Script(_EXCHANGE)
-
-
 class RedisDeduper(Deduper):
-    """`conn` is a `RespConnection` to the Redis URL (it connects on first use).
+    """`client` comes from `meterline.redis.connect_async`.
 
     Ids must not contain a newline (ingest's never hold control characters); a call with one
     raises ValueError, which callers treat like any store failure (every id unseen).
     """
 
-    def __init__(self, conn: RespConnection, prefix: str = "ml", window_s: float = 3600.0):
+    def __init__(self, client: redis.asyncio.Redis, prefix: str = "ml", window_s: float = 3600.0):
         self.window_s = window_s
-        self._conn = conn
+        self._client = client
         self._prefix = prefix
+        self._exchange: Any = client.register_script(_EXCHANGE)
         self._window_ms = str(int(window_s * 1000)).encode()
 
     def _head(self, tenant_id: int) -> bytes:
@@ -92,27 +71,22 @@ class RedisDeduper(Deduper):
         self, tenant_id: int, mark_ids: Sequence[str], seen_ids: Sequence[str]
     ) -> list[bool]:
         marks, checks = _packed(mark_ids), _packed(seen_ids)
-        flags = await _EXCHANGE_SCRIPT(
-            self._conn,
-            self._head(tenant_id),
-            b"%d" % len(mark_ids),
-            marks,
-            self._window_ms,
-            b"%d" % len(seen_ids),
-            checks,
-        )
+        args = [len(mark_ids), marks, self._window_ms, len(seen_ids), checks]
+        flags = await self._exchange(keys=[self._head(tenant_id)], args=args)
+        if isinstance(flags, str):  # a client made with decode_responses
+            flags = flags.encode()
         if not isinstance(flags, bytes) or len(flags) != len(seen_ids):
-            raise RespError(f"unexpected answer to the dedupe script: {flags!r:.80}")
+            raise redis.ResponseError(f"unexpected answer to the dedupe script: {flags!r:.80}")
         return [flag == 49 for flag in flags]  # b"1"
 
     async def ping(self) -> bool:
         try:
-            return await self._conn.call(b"PING") == b"PONG"
-        except (RespError, OSError):
+            return bool(await self._client.ping())
+        except redis.RedisError:
             return False
 
     async def close(self) -> None:
-        await self._conn.close()
+        await self._client.aclose()
 
 
 def _packed(ids: Sequence[str]) -> bytes:

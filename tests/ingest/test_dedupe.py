@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
+import redis
 
 from ingest.sinks import DedupingSink, MemorySink, Outcome
 from meterline.clock import FakeClock
@@ -15,8 +17,9 @@ from meterline.dedupe import (
     MemoryDeduper,
     RedisDeduper,
 )
-from meterline.dedupe.resp import RespConnection
+from meterline.devstack.process import free_port
 from meterline.events import UsageEvent
+from meterline.redis import connect_async
 from meterline.tenants import Principal
 
 
@@ -24,7 +27,7 @@ def _deduper(kind: str, request: pytest.FixtureRequest, window: float) -> Dedupe
     if kind == "memory":
         return MemoryDeduper(window)
     url = request.getfixturevalue("redis_url")
-    redis_deduper = RedisDeduper(RespConnection(url), "t", window)
+    redis_deduper = RedisDeduper(connect_async(url), "t", window)
     return CoalescingDeduper(redis_deduper) if kind == "coalesced" else redis_deduper
 
 
@@ -159,5 +162,26 @@ def test_concurrent_checks_and_marks_share_store_calls() -> None:
         answers = await asyncio.gather(*marks, *checks)
         assert answers[20:] == [[True, True, False]] * 20  # marks go first in a merged call
         assert Counting.calls == 1
+
+    asyncio.run(scenario())
+
+
+def test_the_redis_script_survives_a_script_flush(redis_url: str) -> None:
+    async def scenario() -> None:
+        d = RedisDeduper(connect_async(redis_url), f"rf{uuid.uuid4().hex[:6]}", 60)
+        await d.mark(1, ["a"])
+        redis.Redis.from_url(redis_url).script_flush()
+        assert await d.seen(1, ["a", "b"]) == [True, False]
+        await d.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_redis_fails_the_call_and_the_ping() -> None:
+    async def scenario() -> None:
+        d = RedisDeduper(connect_async(f"redis://127.0.0.1:{free_port()}/0"), "x", 60)
+        with pytest.raises(redis.RedisError):
+            await d.seen(1, ["a"])
+        assert not await d.ping()
 
     asyncio.run(scenario())

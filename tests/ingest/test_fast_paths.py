@@ -29,9 +29,9 @@ from meterline.auth import Authenticator
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.dedupe import RedisDeduper
-from meterline.dedupe.resp import RespConnection
 from meterline.events import MAX_FUTURE_MS, Rules, UsageEvent, _accept_plain, _checked
 from meterline.events import validate_event as validate
+from meterline.redis import connect_async
 from meterline.tenants import MemoryTenantRepository
 from tests.ingest.support import CATALOG
 
@@ -94,7 +94,7 @@ def test_common_valid_events_take_the_shortcut(raw: dict[str, object]) -> None:
 
 def test_packed_dedupe_calls_keep_each_answer_in_place(redis_url: str) -> None:
     async def scenario() -> None:
-        d = RedisDeduper(RespConnection(redis_url), f"fp{uuid.uuid4().hex[:6]}", 60)
+        d = RedisDeduper(connect_async(redis_url), f"fp{uuid.uuid4().hex[:6]}", 60)
         odd = ["", "a b", "é", "x" * 128, "tab\tin", "{1}:y", "last"]
         await d.mark(1, odd[1::2])
         assert await d.seen(1, odd) == [i % 2 == 1 for i in range(len(odd))]
