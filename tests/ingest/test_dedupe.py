@@ -185,3 +185,19 @@ def test_an_unreachable_redis_fails_the_call_and_the_ping() -> None:
         assert not await d.ping()
 
     asyncio.run(scenario())
+
+
+def test_a_call_cut_off_mid_reply_never_hands_its_reply_to_the_next(redis_url: str) -> None:
+    """A timed-out call's connection is closed: its late reply cannot answer the next call."""
+
+    async def scenario() -> None:
+        d = RedisDeduper(connect_async(redis_url), f"cx{uuid.uuid4().hex[:6]}", 60)
+        await d.mark(1, ["a"])
+        redis.Redis.from_url(redis_url).client_pause(300)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(d.seen(1, ["a"]), 0.05)  # answered "1" after the pause
+        assert await d.seen(1, ["b"]) == [False]
+        assert await d.seen(1, ["a", "b"]) == [True, False]
+        await d.close()
+
+    asyncio.run(scenario())
