@@ -10,7 +10,7 @@ law), so its p99 mostly restates the throughput.
 
 Figures, open loop (`*_at_4000`, `*_at_1000`): the targets' rates offered exactly (4,000
 single-event requests/s; 1,000 100-event requests/s) over the same 64 connections, with p50/p99
-measured from each request's due time (`bench.loadgen.offer`), so waiting behind a slow server
+measured from each request's due time (`bench.openloop.offer`), so waiting behind a slow server
 is counted, and the rate achieved.
 
 The load generator is a lean asyncio raw-socket HTTP/1.1 keep-alive client in this process.
@@ -34,7 +34,8 @@ from typing import Any
 import orjson
 
 from bench.harness import BenchContext, Figure
-from bench.loadgen import LoadResult, encode_request, offer
+from bench.loadgen import encode_request
+from bench.openloop import OpenLoopResult, offer
 from meterline.catalog import PostgresCatalogRepository, parse_catalog
 from meterline.devstack.process import ManagedProcess, free_port, port_open
 from meterline.kafka import ensure_topics
@@ -171,7 +172,7 @@ def group_cpu_s(pgid: int) -> float:
 
 def paced(
     port: int, key: str, make: Callable[..., bytes], rate: int, secs: float, server: int
-) -> tuple[LoadResult, float]:
+) -> tuple[OpenLoopResult, float]:
     """An open-loop run at `rate` requests/s; and the server's CPU seconds over it."""
     run = uuid.uuid4().hex[:8]
     headers = {"Authorization": f"Bearer {key}"}
@@ -180,7 +181,7 @@ def paced(
         encode_request("POST", "/v1/events", make(0, n, run), headers=headers) for n in range(total)
     ]
     before = group_cpu_s(server)
-    result = offer("127.0.0.1", port, reqs, rate=rate, total=total, connections=OPEN_CONNECTIONS)
+    result = offer("127.0.0.1", port, reqs, rate=rate, seconds=secs, connections=OPEN_CONNECTIONS)
     return result, group_cpu_s(server) - before
 
 
@@ -247,7 +248,7 @@ def _measure(
 ) -> list[Figure]:
     """`ingest` and `bare` are (port, process group) of each server."""
     results: dict[str, list[Load]] = {}
-    opened: dict[str, list[tuple[LoadResult, float]]] = {}
+    opened: dict[str, list[tuple[OpenLoopResult, float]]] = {}
     for _ in range(ctx.runs):
         for name, (port, group), make, conns in (
             ("single", ingest, single_body, SINGLE_CONNECTIONS),
@@ -326,11 +327,11 @@ def _figures(r: dict[str, list[Load]]) -> list[Figure]:
     ]
 
 
-def _open_figures(r: dict[str, list[tuple[LoadResult, float]]]) -> list[Figure]:
+def _open_figures(r: dict[str, list[tuple[OpenLoopResult, float]]]) -> list[Figure]:
     """Open-loop figures: latency from each request's due time at the target rates."""
 
     def fig(
-        name: str, key: str, fn: Callable[[LoadResult, float], float], unit: str, **kw: Any
+        name: str, key: str, fn: Callable[[OpenLoopResult, float], float], unit: str, **kw: Any
     ) -> Figure:
         values = [fn(result, cpu) for result, cpu in r[key]]
         spread = max(values) - min(values)
@@ -339,9 +340,9 @@ def _open_figures(r: dict[str, list[tuple[LoadResult, float]]]) -> list[Figure]:
         )
 
     def statuses(key: str) -> str:
-        return f"statuses {sorted({s for x, _ in r[key] for s in x.status_counts})}"
+        return f"statuses {sorted({s for x, _ in r[key] for s in x.statuses})}"
 
-    def ms(q: float) -> Callable[[LoadResult, float], float]:
+    def ms(q: float) -> Callable[[OpenLoopResult, float], float]:
         return lambda x, _c: x.percentile(q) * 1000
 
     s, b = f"_at_{SINGLE_RATE}", f"_at_{BATCH_RATE}"
@@ -349,18 +350,23 @@ def _open_figures(r: dict[str, list[tuple[LoadResult, float]]]) -> list[Figure]:
         fig(
             f"ingest.single_rps{s}",
             "single",
-            lambda x, _c: x.rate,
+            lambda x, _c: x.achieved_rate,
             "req/s",
             note=f"open loop, {SINGLE_RATE} req/s offered over {OPEN_CONNECTIONS} connections; "
             + statuses("single"),
         ),
         fig(f"ingest.single_p50{s}", "single", ms(0.5), "ms", note="from each request's due time"),
         fig(f"ingest.single_p99{s}", "single", ms(0.99), "ms", target="<= 20"),
-        fig(f"ingest.single_cpu_per_request{s}", "single", lambda x, c: c / x.requests * 1e6, "us"),
+        fig(
+            f"ingest.single_cpu_per_request{s}",
+            "single",
+            lambda x, c: c / max(1, x.finished) * 1e6,
+            "us",
+        ),
         fig(
             f"ingest.batch100_events{b}",
             "batch",
-            lambda x, _c: x.rate * BATCH,
+            lambda x, _c: x.achieved_rate * BATCH,
             "events/s",
             note=f"open loop, {BATCH_RATE} 100-event req/s offered over "
             f"{OPEN_CONNECTIONS} connections; " + statuses("batch"),
@@ -370,7 +376,7 @@ def _open_figures(r: dict[str, list[tuple[LoadResult, float]]]) -> list[Figure]:
         fig(
             f"ingest.batch100_cpu_per_event{b}",
             "batch",
-            lambda x, c: c / (x.requests * BATCH) * 1e6,
+            lambda x, c: c / (max(1, x.finished) * BATCH) * 1e6,
             "us",
         ),
         fig(f"loadgen.cpu_single{s}", "single", lambda x, _c: x.cpu_cores, "cores"),

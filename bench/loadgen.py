@@ -6,21 +6,15 @@ each of `connections` keep-alive connections sends one request at a time and rea
 response before the next. A connection that breaks is reopened and the failure recorded as
 status 0 with the exception's name, never raised.
 
-Two modes:
-- closed loop (`hammer`): each connection sends its next request as soon as the last answered;
-  the rate is whatever the server sustains, and by Little's law latency = connections / rate.
-- open loop (`offer`): request i is due at start + i / rate, whatever happened before. A free
-  connection takes the next due request and waits for its time; when every connection is busy,
-  due requests wait for one. Latency is measured from the due time, not from the send, so time
-  spent waiting behind a slow server counts (no coordinated omission).
+This is the closed loop (`hammer`): each connection sends its next request as soon as the last
+is answered; the rate is whatever the server sustains, and by Little's law latency =
+connections / rate. For latency at a given rate use the open loop, `bench.openloop.offer`.
 
 Use from synchronous code:
 
     reqs = [encode_request("POST", "/v1/events", body, host="127.0.0.1", headers=auth)]
     result = hammer("127.0.0.1", 8001, reqs, total=10_000, connections=32)
     print(result.rate, result.status_counts, result.cpu_share)
-    paced = offer("127.0.0.1", 8001, reqs, rate=4_000, total=12_000, connections=64)
-    print(paced.rate, paced.percentile(0.99))
 
 or `await Client(host, port).send(raw)` for one request at a time (the reliability suite).
 """
@@ -153,8 +147,6 @@ class LoadResult:
     errors: Counter[str]
     latencies: list[float]
     cpu_seconds: float
-    offered_rate: float = 0.0
-    """Requests/s asked of an open-loop run (`offer`); 0 for a closed loop."""
 
     @property
     def rate(self) -> float:
@@ -233,66 +225,6 @@ def hammer(
 ) -> LoadResult:
     """`hammer_async` from synchronous code (runs its own event loop, uvloop when installed)."""
     coro = hammer_async(host, port, requests, total=total, connections=connections, check=check)
-    return run_loop(coro)
-
-
-async def offer_async(
-    host: str,
-    port: int,
-    requests: Sequence[bytes],
-    *,
-    rate: float,
-    total: int,
-    connections: int = 64,
-    check: Callable[[Response], None] | None = None,
-) -> LoadResult:
-    """Offer `total` requests (cycling through `requests`) at `rate` per second, open loop.
-
-    Each latency runs from the request's due time to its whole response (see the module
-    docstring). `rate` of the result is what was achieved; `offered_rate` what was asked.
-    """
-    counts: Counter[int] = Counter()
-    errors: Counter[str] = Counter()
-    latencies: list[float] = []
-    next_index = iter(range(total))
-    start = time.perf_counter() + 0.01
-    clock = time.perf_counter
-
-    async def worker() -> None:
-        client = Client(host, port)
-        for i in next_index:
-            due = start + i / rate
-            if (wait := due - clock()) > 0:
-                await asyncio.sleep(wait)
-            response = await client.send(requests[i % len(requests)])
-            latencies.append(clock() - due)
-            counts[response.status] += 1
-            if response.error:
-                errors[response.error] += 1
-            if check is not None:
-                check(response)
-        await client.close()
-
-    cpu0, t0 = cpu_time(), clock()
-    await asyncio.gather(*(worker() for _ in range(max(1, min(connections, total)))))
-    elapsed, cpu = clock() - t0, cpu_time() - cpu0
-    return LoadResult(total, elapsed, counts, errors, latencies, cpu, offered_rate=rate)
-
-
-def offer(
-    host: str,
-    port: int,
-    requests: Sequence[bytes],
-    *,
-    rate: float,
-    total: int,
-    connections: int = 64,
-    check: Callable[[Response], None] | None = None,
-) -> LoadResult:
-    """`offer_async` from synchronous code (its own event loop, uvloop when installed)."""
-    coro = offer_async(
-        host, port, requests, rate=rate, total=total, connections=connections, check=check
-    )
     return run_loop(coro)
 
 

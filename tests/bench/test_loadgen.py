@@ -9,7 +9,6 @@ from bench.loadgen import (
     LoadResult,
     encode_request,
     hammer_async,
-    offer_async,
     percentile,
     read_response,
 )
@@ -126,52 +125,3 @@ def test_a_silent_server_is_a_timeout() -> None:
         return response.status, response.error
 
     assert asyncio.run(scenario()) == (0, "Timeout")
-
-
-async def _slow_server(delay: float) -> tuple[asyncio.Server, int]:
-    """A server answering OK to each request on a connection, `delay` seconds after reading it."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                await asyncio.sleep(delay)
-                writer.write(OK)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-def test_offer_paces_requests_at_the_rate() -> None:
-    async def scenario() -> LoadResult:
-        server, port = await _slow_server(0.0)
-        result = await offer_async(
-            "127.0.0.1", port, [encode_request("GET", "/")], rate=200, total=20, connections=4
-        )
-        server.close()
-        return result
-
-    result = asyncio.run(scenario())
-    assert result.status_counts == {202: 20} and len(result.latencies) == 20
-    assert result.offered_rate == 200
-    assert result.elapsed >= 19 / 200  # the last request is not sent before it is due
-
-
-def test_offer_counts_the_wait_behind_a_slow_server() -> None:
-    """One connection, 50 ms per answer, offered 100/s: the 10th request is due at 90 ms but
-    answered after 10 x 50 ms, so its latency includes ~400 ms of waiting (open loop)."""
-
-    async def scenario() -> LoadResult:
-        server, port = await _slow_server(0.05)
-        result = await offer_async(
-            "127.0.0.1", port, [encode_request("GET", "/")], rate=100, total=10, connections=1
-        )
-        server.close()
-        return result
-
-    result = asyncio.run(scenario())
-    assert result.status_counts == {202: 10}
-    assert max(result.latencies) >= 10 * 0.05 - 0.09
