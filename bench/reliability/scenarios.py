@@ -255,7 +255,7 @@ def overload(world: World) -> Result:
     probe = world.send(tenant, ledger, Plan(Size(60_000, 20_000).pick(world), connections=12))
     capacity = ledger.acked_count / max(probe.elapsed, 0.001)
     duration = 60.0 if not world.ci else 20.0
-    plan = _overload_plan(OVERLOAD_PLANNED * capacity, duration, connections=1536)
+    plan = _overload_plan(OVERLOAD_PLANNED * capacity, duration, connections=1800)
     with _MemoryWatch(world, ("ingest", "aggregator")) as memory:
         stats = world.send(tenant, ledger, plan, kind=OpenLoop)
     result.notes.append(f"capacity {capacity:,.0f} ev/s (closed loop, 12 connections)")
