@@ -14,7 +14,7 @@ class AggregatorSettings(BaseSettings):
     port: int = Field(8004, ge=0, le=65535)
     batch_size: int = Field(10_000, ge=1, le=200_000)
     """A batch closes at this many records..."""
-    batch_ms: int = Field(200, ge=1, le=60_000)
+    batch_ms: int = Field(100, ge=1, le=60_000)
     """...or this long after its first record, whichever comes first."""
     stall_s: float = Field(30.0, gt=0)
     """/readyz fails when there is lag and no batch committed for this long."""

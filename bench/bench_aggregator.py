@@ -35,7 +35,7 @@ from meterline.tenants import PostgresTenantRepository
 from meterline.view import RedisUsageView
 
 FRESHNESS_RATE = 10_000
-FRESHNESS_SECONDS = 12
+FRESHNESS_SECONDS = 30
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -63,7 +63,12 @@ def run(ctx: BenchContext) -> list[Figure]:
             "µs",
             note="CPU of the aggregator process per event, during the sustained run",
         ),
-        Figure("aggregator.freshness_p50", p50, "ms", note=f"steady {FRESHNESS_RATE}/s"),
+        Figure(
+            "aggregator.freshness_p50",
+            p50,
+            "ms",
+            note=f"steady {FRESHNESS_RATE}/s, probes for {FRESHNESS_SECONDS} s, send to visible",
+        ),
         Figure("aggregator.freshness_p99", p99, "ms", target="<= 1000"),
     ]
 
@@ -195,6 +200,7 @@ def _freshness(ctx: BenchContext, tag: str, topic: str, tenant: int) -> tuple[fl
         while _consumed(ctx.urls["postgres"], group) < ctx.scale(200_000):
             time.sleep(0.1)
         load.start()
+        time.sleep(2)  # measure the steady state, not the steady stream's start
         samples = _probe(ctx.urls["kafka"], topic, tenant, view)
     finally:
         stop.set()
@@ -219,6 +225,10 @@ def _steady(bootstrap: str, topic: str, tenant: int, stop: threading.Event) -> N
 
 def _probe(bootstrap: str, topic: str, tenant: int, view: RedisUsageView) -> list[float]:
     pub = EventPublisher(bootstrap, topic)
+    now = SystemClock().now_ms()
+    # A new idempotent producer's first send waits for its producer id (~0.5 s on the embedded
+    # broker): that is the probe's start-up, not the pipeline's latency.
+    pub.publish([UsageEvent(tenant, "probe-warmup", "probe-warmup", "calls", 1.0, now, now)])
     samples: list[float] = []
     deadline = time.perf_counter() + FRESHNESS_SECONDS
     k = 0
