@@ -1,6 +1,7 @@
 """The consume loop: collect a micro-batch, dead-letter the poison, commit, update the view.
 
-    consumer thread:  collect (<= batch_size records or batch_ms after the first) -> decode
+    consumer thread:  collect (<= batch_size records, or batch_ms after the first once the
+                        committer is free) -> decode
                         -> hand the batch to the committer (waits for the one before)
     committer thread: dead letters published and acknowledged
                         -> ONE Postgres transaction (ledger, rollups, offsets)  [inside_txn]
@@ -8,7 +9,9 @@
                         -> done                                               [between_batches]
 
 The two threads overlap: while Postgres commits one batch, the next is read and decoded (most of
-the aggregator's own CPU). At most one batch is committing and one being collected.
+the aggregator's own CPU). At most one batch is committing and one being collected. A batch
+whose time is up keeps filling while the one before it still commits (it could not start
+earlier anyway), so batches grow under load and stay short, for freshness, when it is light.
 
 Positions (the next offset to read per partition) come from Postgres at assignment; each batch
 starts where the one before it ended, and its transaction moves a stored offset only from
@@ -133,6 +136,9 @@ class Worker:
         self._positions.update(batch.ends)
         self._pending = self._committer.submit(self._process, batch, starts, started)
 
+    def _committing(self) -> bool:
+        return self._pending is not None and not self._pending.done()
+
     def _wait_for_committer(self) -> None:
         """Wait for the batch in flight, if any; its exception (e.g. ShuttingDown) is raised."""
         pending, self._pending = self._pending, None
@@ -146,7 +152,9 @@ class Worker:
         while not p.stopping.is_set() and len(self._buffer) < p.batch_size:
             wait = 0.1 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
-                break
+                if not self._committing():
+                    break
+                wait = 0.005  # it could not start before the batch in flight ends: keep filling
             want = p.batch_size - len(self._buffer)
             got = p.retrier.call(lambda: consumer.poll(want, wait), "kafka")  # noqa: B023
             mine = consumer.assigned
