@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from psycopg_pool import ConnectionPool
 
 from meterline.clock import SystemClock
 from meterline.kafka.dlq import DeadLetter, DeadLetterPublisher, read_dead_letters
-from meterline.postgres import open_pool
 from meterline.view.rebuild import stored_offsets
 from meterline.view.verify import verify
 from tests.aggregator.support import (
@@ -35,13 +33,6 @@ from tests.aggregator.support import (
 from tests.fixtures.services import Topics
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pool(pg_conninfo: str) -> Iterator[ConnectionPool]:
-    p = open_pool(pg_conninfo, max_size=3)
-    yield p
-    p.close()
 
 
 def assert_exact(pool: ConnectionPool, redis_url: str, tenant: int, stream_expected: dict) -> None:  # type: ignore[type-arg]

@@ -12,7 +12,7 @@ from aggregator.batch import Batch
 from aggregator.ledger import Fenced, LedgerWriter, copy_block
 from meterline.clock import SystemClock
 from meterline.events import UsageEvent
-from meterline.postgres import connect, open_pool
+from meterline.postgres import connect
 from tests.aggregator.support import aggregation_of, rollups
 
 NOW = SystemClock().now_ms()
@@ -34,13 +34,6 @@ def test_copy_block_writes_text_rows_and_refuses_fields_that_need_escaping() -> 
     for odd in ODD_IDS[:5]:
         assert copy_block([e, UsageEvent(7, "ok", odd, "calls", 1.0, 5, 5)]) is None
     assert copy_block(events([ODD_IDS[5]])) is not None
-
-
-@pytest.fixture
-def pool(pg_conninfo: str) -> Iterator[ConnectionPool]:
-    p = open_pool(pg_conninfo, max_size=2)
-    yield p
-    p.close()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
 from aggregator.retry import Retrier
 from meterline.devstack.process import free_port
-from meterline.postgres import open_pool
 from tests.aggregator.support import (
     Aggregator,
     consumed,
@@ -99,13 +98,6 @@ def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
-
-
-@pytest.fixture
-def pool(pg_conninfo: str) -> Iterator[ConnectionPool]:
-    p = open_pool(pg_conninfo, max_size=3)
-    yield p
-    p.close()
 
 
 @pytest.fixture

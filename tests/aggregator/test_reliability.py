@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from psycopg_pool import ConnectionPool
 
-from meterline.postgres import open_pool
 from tests.aggregator.support import (
     Aggregator,
     consumed,
@@ -26,13 +24,6 @@ from tests.fixtures.services import Topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CRASH_EVENTS = 60_000
-
-
-@pytest.fixture
-def pool(pg_conninfo: str) -> Iterator[ConnectionPool]:
-    p = open_pool(pg_conninfo, max_size=3)
-    yield p
-    p.close()
 
 
 def test_sigkill_at_three_points(
