@@ -99,7 +99,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 class Client:
-    """One keep-alive connection, reopened on demand. Not safe for concurrent `send` calls."""
+    """One keep-alive connection, reopened on demand and when the server closed it while it was
+    idle (as HTTP clients do). Not safe for concurrent `send` calls."""
 
     def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
         self.host, self.port, self.timeout = host, port, timeout
@@ -118,6 +119,8 @@ class Client:
             return Response(0, error=type(e).__name__)
 
     async def _exchange(self, raw: bytes) -> Response:
+        if self._reader is not None and self._reader.at_eof():
+            await self.close()  # the server closed it while idle (keep-alive timeout)
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None

@@ -89,7 +89,7 @@ def main(
             raise typer.Exit(2)
         observer = Observer(stack.urls["postgres"], stack.urls["redis"])
         with Faults(stack) as faults:
-            world = World(stack, faults, observer, ci=ci, settle_s=120 if ci else 300)
+            world = World(stack, faults, observer, ci=ci)
             results = run_scenarios(world, numbers)
     console.print(table(results))
     failed = [r.number for r in results if not r.ok]

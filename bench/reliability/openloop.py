@@ -1,19 +1,20 @@
 """Open-loop traffic: new batches arrive at the planned rate whatever ingest answers.
 
 A closed loop (each connection sends its next batch once the previous one is settled) slows
-down as soon as ingest sheds load: a 429 holds its connection for the Retry-After, so the
-offered rate sinks towards the capacity it was meant to exceed. `OpenLoop` instead starts a new
-batch every `batch / rate` seconds on any free connection of its arrival pool, opening another
-(up to `plan.connections`) when none is free, like many independent clients would:
+down as soon as ingest sheds load: a 429 holds its sender for the Retry-After, so the offered
+rate sinks towards the capacity it was meant to exceed. `OpenLoop` instead starts a new batch
+every `batch / rate` seconds on any free connection of its arrival pool, opening another (up to
+`plan.connections`) when none is free, like many independent clients would:
 
-- a connection honours Retry-After: after a 429 or 503 it sends nothing until that wait is over;
+- a connection is free again as soon as its request is answered: the next arrival on it stands
+  for another client, which the Retry-After sent to this one does not concern;
 - a refused batch is resent unchanged (same ids) after its own wait (the Retry-After, or longer
   by full-jitter exponential backoff up to `plan.max_retry_wait_s`) over a separate, smaller
   retry pool (`plan.connections // 16`, at least 4), oldest first. The backlog of refused
   batches grows for as long as the overload lasts; a bounded retry pool keeps it from turning
   into a retry storm that would crowd out the new arrivals, and drains it once they stop.
 
-Only when every arrival connection is busy or waiting does a new batch wait for one; the
+Only when every arrival connection is waiting for an answer does a new batch wait for one; the
 offered rate then falls short of the plan, and `Stats.offered_rate` (new events per second of
 the arrival window) says by how much.
 """
@@ -51,14 +52,8 @@ class ConnectionPool:
         self._waiting.append(future)
         return await future
 
-    def release(self, client: Client, after: float = 0.0) -> None:
-        """Give `client` back now, or once `after` seconds (a Retry-After) have passed."""
-        if after > 0:
-            asyncio.get_running_loop().call_later(after, self._hand_over, client)
-        else:
-            self._hand_over(client)
-
-    def _hand_over(self, client: Client) -> None:
+    def release(self, client: Client) -> None:
+        """Give `client` back: to the oldest waiter, else to the idle ones."""
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
@@ -115,12 +110,11 @@ class OpenLoop(Traffic):
         first, attempt, pool = time.monotonic(), 0, self._pool
         while True:
             response = await self._attempt(client, raw, numbers)
-            retry_after = response.retry_after(-1.0) if response.status in (429, 503) else 0.0
-            pool.release(client, retry_after)
+            pool.release(client)
             if self._settled(response, first):
                 return
             attempt += 1
-            await asyncio.sleep(self._wait(response.status, retry_after, attempt))
+            await asyncio.sleep(self._wait(response.status, response.retry_after(-1.0), attempt))
             pool = self._retry_pool
             client = await pool.acquire()
 

@@ -81,6 +81,21 @@ def test_a_dropped_connection_is_status_zero_and_reopened() -> None:
     assert asyncio.run(scenario()) == [202, 0, 202]
 
 
+def test_a_connection_the_server_closed_while_idle_is_reopened_before_sending() -> None:
+    async def scenario() -> list[int]:
+        server, port = await _server([OK])  # closes each connection after one answer
+        client = Client("127.0.0.1", port)
+        statuses = []
+        for _ in range(3):
+            statuses.append((await client.send(encode_request("GET", "/"))).status)
+            await asyncio.sleep(0.1)  # the server's close arrives while the client is idle
+        await client.close()
+        server.close()
+        return statuses
+
+    assert asyncio.run(scenario()) == [202, 202, 202]
+
+
 def test_hammer_counts_statuses_and_cpu() -> None:
     async def scenario() -> LoadResult:
         server, port = await _server([OK] * 100)

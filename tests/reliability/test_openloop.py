@@ -1,4 +1,4 @@
-"""The open-loop load generator: arrivals do not wait for 429s, connections honour Retry-After."""
+"""Open loop: arrivals never wait for 429s; refused batches honour Retry-After."""
 
 from __future__ import annotations
 
@@ -20,19 +20,20 @@ RETRY_AFTER = 2
 
 @dataclass
 class Seen:
-    """What the fake ingest saw: each request's ids and arrival time, and per connection the
-    gap between a 429 and the next request on it."""
+    """What the fake ingest saw: each request's ids and arrival time, and per batch the gap
+    between a 429 and its next attempt."""
 
     requests: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
     gaps_after_429: list[float] = field(default_factory=list)
     refused: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    refused_at: dict[tuple[str, ...], float] = field(default_factory=dict)
 
 
-async def _refusing_ingest(seen: Seen) -> tuple[asyncio.Server, int]:
-    """Answers 429 with Retry-After to each batch's first two attempts, then 202."""
+async def _refusing_ingest(seen: Seen, delay: float = 0.0) -> tuple[asyncio.Server, int]:
+    """Answers 429 with Retry-After to each batch's first two attempts, then 202, each answer
+    `delay` seconds after the request."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        refused_at: float | None = None
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -42,14 +43,14 @@ async def _refusing_ingest(seen: Seen) -> tuple[asyncio.Server, int]:
             length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
             ids = tuple(e["id"] for e in orjson.loads(await reader.readexactly(length)))
             seen.requests.append((now, ids))
-            if refused_at is not None:
-                seen.gaps_after_429.append(now - refused_at)
-                refused_at = None
+            if ids in seen.refused_at:
+                seen.gaps_after_429.append(now - seen.refused_at.pop(ids))
+            await asyncio.sleep(delay)
             if seen.refused[ids] >= 2:
                 writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}")
             else:
                 seen.refused[ids] += 1
-                refused_at = time.monotonic()
+                seen.refused_at[ids] = time.monotonic()
                 writer.write(
                     b"HTTP/1.1 429 Busy\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
                     % RETRY_AFTER
@@ -61,9 +62,9 @@ async def _refusing_ingest(seen: Seen) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-def _run(seen: Seen, ledger: Ledger, plan: Plan) -> OpenLoop:
+def _run(seen: Seen, ledger: Ledger, plan: Plan, delay: float = 0.0) -> OpenLoop:
     async def scenario() -> OpenLoop:
-        server, port = await _refusing_ingest(seen)
+        server, port = await _refusing_ingest(seen, delay)
         traffic = OpenLoop(ledger, "127.0.0.1", port, "key", plan)
         await traffic.run()
         server.close()
@@ -86,9 +87,9 @@ def test_new_batches_keep_arriving_while_ingest_refuses() -> None:
     assert len(seen.requests) == 120
     assert ledger.acked_count == len(ledger) == 400
     assert ledger.outcomes == {"429": 80, "202": 40}
-    # A connection sends nothing for the Retry-After after a 429 (asyncio timers never fire
+    # A refused batch is resent no sooner than its Retry-After (asyncio timers never fire
     # early; a little slack for the clock's resolution).
-    assert seen.gaps_after_429
+    assert len(seen.gaps_after_429) == 80
     assert min(seen.gaps_after_429) >= RETRY_AFTER - 0.01
     assert traffic.stats.connections <= 100
     assert traffic.stats.offered_rate > 0
@@ -98,14 +99,28 @@ def test_new_batches_keep_arriving_while_ingest_refuses() -> None:
 def test_arrivals_wait_for_a_connection_once_all_are_busy() -> None:
     seen, ledger = Seen(), Ledger("ol-f", ["c0"], ["api_calls"])
     plan = Plan(60, batch=10, connections=2, rate=10_000, max_retry_wait_s=0.1)
-    traffic = _run(seen, ledger, plan)
+    traffic = _run(seen, ledger, plan, delay=0.3)
 
     assert traffic.stats.connections == 2
-    # With two connections each held RETRY_AFTER by a 429, the third batch cannot be first
-    # offered before one of them is free again.
+    # With both connections waiting for an answer, the third batch cannot be first offered
+    # before one of them is answered (0.3 s after its request).
     firsts = sorted({ids: at for at, ids in reversed(seen.requests)}.values())
-    assert firsts[2] - firsts[0] >= RETRY_AFTER - 0.01
+    assert firsts[2] - firsts[0] >= 0.3 - 0.01
     assert ledger.acked_count == len(ledger) == 60
+
+
+def test_a_connection_is_free_for_new_arrivals_as_soon_as_it_is_answered() -> None:
+    seen, ledger = Seen(), Ledger("ol-g", ["c0"], ["api_calls"])
+    plan = Plan(40, batch=10, connections=1, rate=10_000, max_retry_wait_s=0.1)
+    _run(seen, ledger, plan)
+
+    # One arrival connection, every first attempt refused with a 2 s Retry-After: the four
+    # batches were still all offered before the first of them could be resent.
+    firsts = {ids: at for at, ids in reversed(seen.requests)}
+    first_retry = min(at for at, ids in seen.requests if firsts[ids] != at)
+    assert len(firsts) == 4
+    assert max(firsts.values()) < first_retry
+    assert ledger.acked_count == len(ledger) == 40
 
 
 def test_pool_hands_a_released_connection_to_the_longest_waiter() -> None:
