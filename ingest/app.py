@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 
 from ingest import openapi
 from ingest.caches import KeyCache, MeterCache
+from ingest.concurrency import ConcurrencyLimit
 from ingest.endpoint import DISCONNECTED, EventsEndpoint, accept, error_answer
 from ingest.metrics import IngestMetrics
 from ingest.sinks import Sink
@@ -45,7 +46,7 @@ class Dependencies:
     checks: Mapping[str, Check] = field(default_factory=dict)
     max_body_bytes: int = 1_048_576
     max_batch_events: int = 1000
-    max_active_requests: int = 128
+    concurrency: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit(128, 0.5))
     lateness_ms: int = DEFAULT_LATENESS_MS
     clock: Clock = field(default_factory=SystemClock)
     shutdown: Callable[[], Awaitable[None]] | None = None

@@ -13,17 +13,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 from prometheus_client import Counter
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ingest.body import body_format, decode, read_limited
+from ingest.body import Format, body_format, decode, read_limited
 from ingest.validation import validate_batch
 from meterline.errors import MeterlineError, RetryLater, TooManyRequests
 from meterline.events import Rules
+from meterline.tenants import Principal
 
 if TYPE_CHECKING:
     from ingest.app import Dependencies
@@ -31,6 +32,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("ingest.app")
 PATH = "/v1/events"
 Answer = tuple[int, bytes, dict[str, str]]
+
+
+class Request(NamedTuple):
+    """A request read in full: who sent it, in which format, and its body."""
+
+    principal: Principal
+    fmt: Format
+    body: bytes
+
+
 DISCONNECTED: Answer = (
     400,
     orjson.dumps({"error": "client_disconnected", "message": "the client went away"}),
@@ -50,10 +61,28 @@ async def accept(
     Raises the contract's domain errors (401, 403, 413, 415, 422, 429, 503) and
     ClientDisconnect when the client goes away while sending the body.
     """
+    request = await read_request(deps, authorization, content_type, content_length, chunks)
+    return await record(deps, request)
+
+
+async def read_request(
+    deps: Dependencies,
+    authorization: str | None,
+    content_type: str | None,
+    content_length: str | None,
+    chunks: AsyncIterator[bytes],
+) -> Request:
+    """The first half of `accept`, paced by the client: who sends, in which format, the body."""
     principal = await deps.keys.principal(authorization)
     fmt = body_format(content_type)
     body = await read_limited(chunks, deps.max_body_bytes, content_length)
-    values, _ = decode(body, fmt, deps.max_batch_events)
+    return Request(principal, fmt, body)
+
+
+async def record(deps: Dependencies, request: Request) -> bytes:
+    """The second half of `accept`, paced by ingest: validate, dedupe, produce, answer."""
+    principal, fmt = request.principal, request.fmt
+    values, _ = decode(request.body, fmt, deps.max_batch_events)
     meters = await deps.meters.meters(principal.tenant_id)
     rules = Rules(deps.clock.now_ms(), meters, deps.lateness_ms)
     events = validate_batch(values, fmt, principal.tenant_id, rules, meters)
@@ -78,13 +107,12 @@ OVERLOADED = TooManyRequests("ingest is at capacity; retry shortly", retry_after
 class EventsEndpoint:
     """ASGI middleware answering POST /v1/events (see the module docstring); counts those
     requests by status and times them. An unexpected error is counted as a 500 and re-raised,
-    so the server answers 500 and logs it. Beyond `deps.max_active_requests` requests at once,
-    a request is answered 429 with Retry-After before its body is read."""
+    so the server answers 500 and logs it. Beyond `deps.concurrency`'s limit of requests in
+    progress, a request is answered 429 with Retry-After before its body is read."""
 
     def __init__(self, app: ASGIApp, deps: Dependencies) -> None:
         self.app, self.deps = app, deps
         self._by_status: dict[int, Counter] = {}
-        self._active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -100,18 +128,23 @@ class EventsEndpoint:
             self._requests(status).inc()
 
     async def _answer(self, scope: Scope, receive: Receive) -> Answer:
-        if self._active >= self.deps.max_active_requests:
+        limit = self.deps.concurrency
+        if not limit.try_enter():
             return error_answer(OVERLOADED)
         auth, ctype, length = _headers(scope)
-        self._active += 1
+        started: float | None = None
         try:
-            body = await accept(self.deps, auth, ctype, length, _chunks(receive))
+            request = await read_request(self.deps, auth, ctype, length, _chunks(receive))
+            started = time.perf_counter()
+            body = await record(self.deps, request)
         except MeterlineError as exc:
             return error_answer(exc)
         except ClientDisconnect:
             return DISCONNECTED
         finally:
-            self._active -= 1
+            # Only ingest's own part counts: a client slow to send its body must not shrink
+            # the limit for everyone else.
+            limit.leave(time.perf_counter() - started if started is not None else 0.0)
         return 202, body, {}
 
     def _requests(self, status: int) -> Counter:

@@ -45,10 +45,18 @@ class IngestMetrics:
         self.queue_depth = Gauge(
             "meterline_ingest_producer_queue_depth", "Producer queue depth", registry=r
         )
+        # The limit of POST /v1/events requests in progress now (lower while answers are slow).
+        self.concurrency_limit = Gauge(
+            "meterline_ingest_concurrency_limit", "Requests admitted at once", registry=r
+        )
         # Dedupe fast-path calls that failed or timed out (events then pass to the ledger).
         self.dedupe_errors = Counter(
             "meterline_ingest_dedupe_errors", "Dedupe store failures", registry=r
         )
+
+    def watch_concurrency(self, limit: Callable[[], float]) -> None:
+        """Read the limit of requests in progress (ingest/concurrency.py) at each scrape."""
+        self.concurrency_limit.set_function(limit)
 
     def watch_in_flight(self, count: Callable[[], int]) -> None:
         """Read the events in flight at each scrape (not set twice per request)."""

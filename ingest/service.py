@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from ingest.app import Dependencies
 from ingest.caches import KeyCache, MeterCache
+from ingest.concurrency import ConcurrencyLimit
 from ingest.metrics import IngestMetrics
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.settings import IngestSettings
@@ -60,6 +61,8 @@ def build(sections: Sections) -> Dependencies:
     publisher = EventPublisher(sections.kafka.bootstrap, sections.kafka.topic, **tuning)
     metrics = IngestMetrics()
     metrics.watch_queue(publisher.queue_depth)
+    concurrency = ConcurrencyLimit(s.max_active_requests, s.target_latency_s)
+    metrics.watch_concurrency(lambda: concurrency.limit)
 
     async def shutdown() -> None:
         left = await asyncio.to_thread(publisher.close, s.graceful_timeout_s)
@@ -79,7 +82,7 @@ def build(sections: Sections) -> Dependencies:
         },
         max_body_bytes=s.max_body_bytes,
         max_batch_events=s.max_batch_events,
-        max_active_requests=s.max_active_requests,
+        concurrency=concurrency,
         lateness_ms=s.lateness_days * 86_400_000,
         shutdown=shutdown,
     )

@@ -31,9 +31,13 @@ class IngestSettings(BaseSettings):
     max_inflight_events: int = Field(100_000, ge=1000)
     """Events being produced at once; beyond it requests get 429 (bounded memory)."""
     max_connections: int = Field(2048, ge=1)
-    max_active_requests: int = Field(128, ge=1)
-    """POST /v1/events requests handled at once; beyond it a request gets 429 at once, so an
-    overloaded ingest sheds load instead of queueing requests until clients time out."""
+    max_active_requests: int = Field(128, ge=4)
+    """The most POST /v1/events requests handled at once; beyond the limit in force (this, or
+    lower while ingest answers slower than `target_latency_s`) a request gets 429 at once, so
+    an overloaded ingest sheds load instead of queueing requests until clients time out."""
+    target_latency_s: float = Field(0.5, gt=0)
+    """The time from a request's last body byte to its answer that ingest aims to stay under;
+    the limit of requests in progress shrinks while answers take longer (ingest/concurrency.py)."""
     auth_cache_s: float = Field(15.0, gt=0, le=30)
     catalog_cache_s: float = Field(10.0, gt=0)
     producer_queue_max: int = Field(200_000, ge=1)

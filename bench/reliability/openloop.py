@@ -6,13 +6,15 @@ rate sinks towards the capacity it was meant to exceed. `OpenLoop` instead start
 every `batch / rate` seconds on any free connection of its arrival pool, opening another (up to
 `plan.connections`) when none is free, like many independent clients would:
 
-- a connection is free again as soon as its request is answered: the next arrival on it stands
-  for another client, which the Retry-After sent to this one does not concern;
+- an arrival connection is free again as soon as its request is answered: the next arrival on
+  it stands for another client, which the Retry-After sent to this one does not concern;
 - a refused batch is resent unchanged (same ids) after its own wait (the Retry-After, or longer
   by full-jitter exponential backoff up to `plan.max_retry_wait_s`) over a separate, smaller
-  retry pool (`plan.connections // 16`, at least 4), oldest first. The backlog of refused
-  batches grows for as long as the overload lasts; a bounded retry pool keeps it from turning
-  into a retry storm that would crowd out the new arrivals, and drains it once they stop.
+  retry pool (`plan.connections // 16`, at least 4), oldest first. Its connections stand for
+  the clients that were told to wait: after a 429 or 503 one sends nothing until its
+  Retry-After is over. The backlog of refused batches grows for as long as the overload lasts;
+  the bounded retry pool keeps it from turning into a retry storm that would crowd out the new
+  arrivals, and drains it once they stop.
 
 Only when every arrival connection is waiting for an answer does a new batch wait for one; the
 offered rate then falls short of the plan, and `Stats.offered_rate` (new events per second of
@@ -32,11 +34,12 @@ from bench.reliability.traffic import Plan, Stats, Traffic
 
 
 class ConnectionPool:
-    """Keep-alive connections handed out one request at a time, to waiters in arrival order.
+    """Keep-alive connections handed out one request at a time, to waiters in arrival order;
+    with `hold`, a connection answered with a Retry-After is handed out again only after it.
     Not thread-safe: one event loop owns it."""
 
-    def __init__(self, host: str, port: int, timeout: float, limit: int) -> None:
-        self.host, self.port, self.timeout, self.limit = host, port, timeout, limit
+    def __init__(self, host: str, port: int, timeout: float, limit: int, hold: bool) -> None:
+        self.host, self.port, self.timeout, self.limit, self.hold = host, port, timeout, limit, hold
         self.opened = 0
         self._idle: deque[Client] = deque()
         self._waiting: deque[asyncio.Future[Client]] = deque()
@@ -52,8 +55,15 @@ class ConnectionPool:
         self._waiting.append(future)
         return await future
 
-    def release(self, client: Client) -> None:
-        """Give `client` back: to the oldest waiter, else to the idle ones."""
+    def release(self, client: Client, retry_after: float = 0.0) -> None:
+        """Give `client`, answered with `retry_after` (0: none), back: to the oldest waiter,
+        else to the idle ones."""
+        if self.hold and retry_after > 0:
+            asyncio.get_running_loop().call_later(retry_after, self._hand_over, client)
+        else:
+            self._hand_over(client)
+
+    def _hand_over(self, client: Client) -> None:
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
@@ -76,9 +86,9 @@ class OpenLoop(Traffic):
         if not plan.rate:
             raise ValueError("an open loop needs a rate")
         super().__init__(ledger, host, port, api_key, plan, seed)
-        self._pool = ConnectionPool(host, port, plan.timeout_s, plan.connections)
+        self._pool = ConnectionPool(host, port, plan.timeout_s, plan.connections, hold=False)
         retry_limit = max(4, plan.connections // 16)
-        self._retry_pool = ConnectionPool(host, port, plan.timeout_s, retry_limit)
+        self._retry_pool = ConnectionPool(host, port, plan.timeout_s, retry_limit, hold=True)
 
     async def run(self) -> Stats:
         """Offer the plan's batches on schedule; returns when every batch is settled."""
@@ -110,11 +120,12 @@ class OpenLoop(Traffic):
         first, attempt, pool = time.monotonic(), 0, self._pool
         while True:
             response = await self._attempt(client, raw, numbers)
-            pool.release(client)
+            retry_after = response.retry_after(-1.0) if response.status in (429, 503) else 0.0
+            pool.release(client, retry_after)
             if self._settled(response, first):
                 return
             attempt += 1
-            await asyncio.sleep(self._wait(response.status, response.retry_after(-1.0), attempt))
+            await asyncio.sleep(self._wait(response.status, retry_after, attempt))
             pool = self._retry_pool
             client = await pool.acquire()
 

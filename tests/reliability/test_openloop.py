@@ -20,20 +20,26 @@ RETRY_AFTER = 2
 
 @dataclass
 class Seen:
-    """What the fake ingest saw: each request's ids and arrival time, and per batch the gap
-    between a 429 and its next attempt."""
+    """What the fake ingest saw: each request's ids and arrival time, per batch the gap
+    between a 429 and its next attempt, and per retry connection (one whose first request was
+    a resend) the gap between a 429 and the next request on it."""
 
     requests: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
     gaps_after_429: list[float] = field(default_factory=list)
+    retry_connection_gaps: list[float] = field(default_factory=list)
     refused: Counter[tuple[str, ...]] = field(default_factory=Counter)
     refused_at: dict[tuple[str, ...], float] = field(default_factory=dict)
 
 
-async def _refusing_ingest(seen: Seen, delay: float = 0.0) -> tuple[asyncio.Server, int]:
-    """Answers 429 with Retry-After to each batch's first two attempts, then 202, each answer
+async def _refusing_ingest(
+    seen: Seen, delay: float = 0.0, retry_after: float = RETRY_AFTER
+) -> tuple[asyncio.Server, int]:
+    """Answers 429 with `retry_after` to each batch's first two attempts, then 202, each answer
     `delay` seconds after the request."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        retry_connection: bool | None = None
+        refused_at: float | None = None
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -42,6 +48,10 @@ async def _refusing_ingest(seen: Seen, delay: float = 0.0) -> tuple[asyncio.Serv
             now = time.monotonic()
             length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
             ids = tuple(e["id"] for e in orjson.loads(await reader.readexactly(length)))
+            if retry_connection is None:
+                retry_connection = ids in seen.refused
+            if retry_connection and refused_at is not None:
+                seen.retry_connection_gaps.append(now - refused_at)
             seen.requests.append((now, ids))
             if ids in seen.refused_at:
                 seen.gaps_after_429.append(now - seen.refused_at.pop(ids))
@@ -50,10 +60,10 @@ async def _refusing_ingest(seen: Seen, delay: float = 0.0) -> tuple[asyncio.Serv
                 writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}")
             else:
                 seen.refused[ids] += 1
-                seen.refused_at[ids] = time.monotonic()
+                seen.refused_at[ids] = refused_at = time.monotonic()
                 writer.write(
-                    b"HTTP/1.1 429 Busy\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
-                    % RETRY_AFTER
+                    b"HTTP/1.1 429 Busy\r\nRetry-After: %s\r\nContent-Length: 0\r\n\r\n"
+                    % str(retry_after).encode()
                 )
             await writer.drain()
         writer.close()
@@ -62,9 +72,11 @@ async def _refusing_ingest(seen: Seen, delay: float = 0.0) -> tuple[asyncio.Serv
     return server, server.sockets[0].getsockname()[1]
 
 
-def _run(seen: Seen, ledger: Ledger, plan: Plan, delay: float = 0.0) -> OpenLoop:
+def _run(
+    seen: Seen, ledger: Ledger, plan: Plan, delay: float = 0.0, retry_after: float = RETRY_AFTER
+) -> OpenLoop:
     async def scenario() -> OpenLoop:
-        server, port = await _refusing_ingest(seen, delay)
+        server, port = await _refusing_ingest(seen, delay, retry_after)
         traffic = OpenLoop(ledger, "127.0.0.1", port, "key", plan)
         await traffic.run()
         server.close()
@@ -125,7 +137,7 @@ def test_a_connection_is_free_for_new_arrivals_as_soon_as_it_is_answered() -> No
 
 def test_pool_hands_a_released_connection_to_the_longest_waiter() -> None:
     async def scenario() -> list[str]:
-        pool = ConnectionPool("127.0.0.1", 1, 1.0, limit=1)
+        pool = ConnectionPool("127.0.0.1", 1, 1.0, limit=1, hold=False)
         only = await pool.acquire()
         order: list[str] = []
 
@@ -147,3 +159,15 @@ def test_pool_hands_a_released_connection_to_the_longest_waiter() -> None:
 def test_an_open_loop_needs_a_rate() -> None:
     with pytest.raises(ValueError, match="rate"):
         OpenLoop(Ledger("x", ["c"], ["m"]), "127.0.0.1", 1, "key", Plan(10))
+
+
+def test_a_retry_connection_sends_nothing_for_the_retry_after() -> None:
+    seen, ledger = Seen(), Ledger("ol-h", ["c0"], ["api_calls"])
+    plan = Plan(200, batch=10, connections=16, rate=10_000, max_retry_wait_s=0.01)
+    _run(seen, ledger, plan, retry_after=0.3)
+
+    # Each batch's second attempt (a resend) is refused too: its retry connection then stays
+    # silent for the Retry-After, though other refused batches are due and waiting for one.
+    assert len(seen.retry_connection_gaps) >= 10
+    assert min(seen.retry_connection_gaps) >= 0.3 - 0.01
+    assert ledger.acked_count == len(ledger) == 200
