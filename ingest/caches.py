@@ -15,8 +15,8 @@ from typing import TypeVar
 from meterline.auth import Authenticator
 from meterline.catalog import CatalogRepository
 from meterline.clock import Clock, SystemClock
-from meterline.errors import MeterlineError, Unavailable
-from meterline.tenants import Principal
+from meterline.errors import Forbidden, MeterlineError, Unauthorized, Unavailable
+from meterline.tenants import Principal, TenantRepository
 
 T = TypeVar("T")
 log = logging.getLogger("ingest.caches")
@@ -33,43 +33,59 @@ async def _off_loop(fn: Callable[[], T], timeout: float, what: str) -> T:
 
 
 class KeyCache:
-    """Principals of live keys that hold `scope`, kept `ttl_s` on the event loop.
+    """Principals of live keys that hold `scope`, and refusals, kept on the event loop.
 
-    Below it, `Authenticator` keeps its own cache (30 s), so a revoked key stops working
-    within `ttl_s` + 30 s (under 60 s with the default 15 s). Refusals are not cached here;
-    the Authenticator caches unknown keys itself.
+    The only cache of API keys in ingest: below it, the keys are checked against `repo` on
+    every miss (an `Authenticator` that keeps nothing), so a revoked key stops working within
+    `ttl_s` (15 s by default; the contract promises 60 s). Refusals (401, 403) are kept
+    `refusal_ttl_s`, so a flood of bad keys cannot load Postgres; a key created meanwhile
+    works once that passes. Outages (503) are never kept.
     """
 
     def __init__(
         self,
-        auth: Authenticator,
+        repo: TenantRepository,
         scope: str,
         ttl_s: float = 15.0,
+        refusal_ttl_s: float = 5.0,
         timeout_s: float = 5.0,
         clock: Clock | None = None,
         max_entries: int = 10_000,
     ) -> None:
-        self._auth, self._scope = auth, scope
-        self._ttl_ms, self._timeout = int(ttl_s * 1000), timeout_s
+        self._auth = Authenticator(repo, ttl=0, negative_ttl=0)
+        self._scope = scope
+        self._ttl_ms, self._refusal_ttl_ms = int(ttl_s * 1000), int(refusal_ttl_s * 1000)
+        self._timeout = timeout_s
         self._clock = clock or SystemClock()
         self._max = max_entries
-        self._hits: dict[str, tuple[int, Principal]] = {}
+        self._known: dict[str, tuple[int, Principal | MeterlineError]] = {}
 
     async def principal(self, authorization: str | None) -> Principal:
         """The principal of the header's key; raises Unauthorized, Forbidden or Unavailable."""
         now = self._clock.now_ms()
-        hit = self._hits.get(authorization or "")
-        if hit is not None and hit[0] > now:
+        header = authorization or ""
+        hit = self._known.get(header)
+        if hit is None or hit[0] <= now:
+            hit = await self._check(authorization, now)
+            if len(self._known) >= self._max:
+                self._known.clear()
+            self._known[header] = hit
+        if isinstance(hit[1], Principal):
             return hit[1]
-        found = await _off_loop(
-            lambda: self._auth.principal(authorization, self._scope),
-            self._timeout,
-            "check the API key",
-        )
-        if len(self._hits) >= self._max:
-            self._hits.clear()
-        self._hits[authorization or ""] = (now + self._ttl_ms, found)
-        return found
+        raise hit[1].with_traceback(None)  # a kept refusal, without the last raise's frames
+
+    async def _check(
+        self, authorization: str | None, now: int
+    ) -> tuple[int, Principal | MeterlineError]:
+        try:
+            found = await _off_loop(
+                lambda: self._auth.principal(authorization, self._scope),
+                self._timeout,
+                "check the API key",
+            )
+        except (Unauthorized, Forbidden) as refused:
+            return now + self._refusal_ttl_ms, refused
+        return now + self._ttl_ms, found
 
 
 class MeterCache:

@@ -15,7 +15,6 @@ from ingest.metrics import IngestMetrics
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.settings import IngestSettings
 from ingest.sinks import AdmissionSink, DedupingSink, PublishingSink, Sink, TimedSink
-from meterline.auth import Authenticator
 from meterline.catalog import PostgresCatalogRepository
 from meterline.dedupe import BoundedDeduper, CoalescingDeduper, Deduper, RedisDeduper
 from meterline.kafka.producer import EventPublisher
@@ -71,7 +70,7 @@ def build(sections: Sections) -> Dependencies:
         pool.close()
 
     return Dependencies(
-        keys=KeyCache(Authenticator(PostgresTenantRepository(pool)), "ingest", s.auth_cache_s),
+        keys=KeyCache(PostgresTenantRepository(pool), "ingest", s.auth_cache_s),
         meters=MeterCache(PostgresCatalogRepository(pool), s.catalog_cache_s),
         sink=sink_chain(publisher, deduper, s, metrics),
         metrics=metrics,

@@ -25,7 +25,6 @@ from ingest.app import Dependencies, create_app, create_server
 from ingest.caches import KeyCache, MeterCache
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.sinks import MemorySink
-from meterline.auth import Authenticator
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.dedupe import RedisDeduper
@@ -120,7 +119,7 @@ def both() -> Iterator[tuple[TestClient, TestClient, dict[str, str]]]:
 
     def deps() -> Dependencies:
         return Dependencies(
-            keys=KeyCache(Authenticator(tenants), "ingest"),
+            keys=KeyCache(tenants, "ingest"),
             meters=MeterCache(catalogs),
             sink=RateLimitedSink(MemorySink(), TokenBuckets(100.0, {})),
             max_body_bytes=32768,
