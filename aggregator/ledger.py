@@ -15,23 +15,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import psycopg
 
-from aggregator.batch import (
-    AggregationOf,
-    Batch,
-    EventKey,
-    event_key,
-    first_of_each,
-    to_deltas,
-)
+from aggregator.batch import AggregationOf, Batch, first_of_each, to_deltas
+from aggregator.columns import EventKey, Events
 from meterline.catalog.model import Aggregation
-from meterline.events import UsageEvent
 from meterline.postgres.partitions import PartitionManager
 from meterline.view.model import DAY_MS, Delta
 
@@ -102,7 +95,7 @@ _COPY_EVENTS = (
 _COLUMNS = 8
 
 
-def copy_block(events: Sequence[UsageEvent]) -> str | None:
+def copy_block(events: Events) -> str | None:
     """The events as rows of COPY's text format (columns of `_COPY_EVENTS`), or `None` when a
     text field holds a character COPY would need escaped (backslash, tab, newline, carriage
     return): the caller then writes row by row and psycopg escapes. Such ids are rare; checking
@@ -110,37 +103,59 @@ def copy_block(events: Sequence[UsageEvent]) -> str | None:
     seven tabs and one newline per row, and no backslash or carriage return."""
     block = "".join(
         [
-            f"{e.tenant_id}\t{e.id}\t{e.timestamp_ms // DAY_MS}\t{e.customer}\t{e.meter}\t"
-            f"{e.timestamp_ms}\t{e.value!r}\t{e.received_ms}\n"
-            for e in events
+            f"{t}\t{i}\t{ts // DAY_MS}\t{c}\t{m}\t{ts}\t{v!r}\t{r}\n"
+            for t, i, c, m, v, ts, r in zip(
+                events.tenant,
+                events.id,
+                events.customer,
+                events.meter,
+                events.value,
+                events.ts_ms,
+                events.received_ms,
+                strict=True,
+            )
         ]
     )
+    n = len(events)
     clean = (
-        block.count("\t") == (_COLUMNS - 1) * len(events)
-        and block.count("\n") == len(events)
+        block.count("\t") == (_COLUMNS - 1) * n
+        and block.count("\n") == n
         and "\\" not in block
         and "\r" not in block
     )
     return block if clean else None
 
 
-def _ledger_row(e: UsageEvent) -> tuple[object, ...]:
-    return (
-        e.tenant_id,
-        e.id,
-        e.timestamp_ms // DAY_MS,
-        e.customer,
-        e.meter,
-        e.timestamp_ms,
-        repr(e.value),
-        e.received_ms,
-    )
+def _ledger_rows(events: Events) -> list[tuple[object, ...]]:
+    return [
+        (t, i, ts // DAY_MS, c, m, ts, repr(v), r)
+        for t, i, c, m, v, ts, r in zip(
+            events.tenant,
+            events.id,
+            events.customer,
+            events.meter,
+            events.value,
+            events.ts_ms,
+            events.received_ms,
+            strict=True,
+        )
+    ]
 
 
-def _only_new(
-    unique: dict[int, list[UsageEvent]], fresh: set[EventKey]
-) -> dict[int, list[UsageEvent]]:
-    return {p: [e for e in es if event_key(e) in fresh] for p, es in unique.items()}
+def _first_of_each(events: dict[int, Events]) -> dict[int, Events]:
+    """The batch's first copy of each ledger identity, across all its partitions (an id can
+    come back under another customer, hence on another partition). Batches without copies
+    (the usual case) are recognised with one set and returned as they are."""
+    keys = {p: es.identities() for p, es in events.items()}
+    total = sum(len(ks) for ks in keys.values())
+    if len(set().union(*keys.values())) == total:
+        return events
+    seen: set[EventKey] = set()
+    return {p: es.select(first_of_each(keys[p], seen)) for p, es in events.items()}
+
+
+def _only_new(unique: dict[int, Events], fresh: set[EventKey]) -> dict[int, Events]:
+    return {p: es.select(k in fresh for k in es.identities()) for p, es in unique.items()}
 
 
 class Fenced(RuntimeError):
@@ -153,7 +168,7 @@ class Committed:
     """What a committed batch counted: new events per partition, and each partition's offset
     before the batch (`None` when the partition had no row)."""
 
-    new_events: dict[int, list[UsageEvent]]
+    new_events: dict[int, Events]
     deltas: dict[int, list[Delta]]
     previous: dict[int, int | None]
     ends: dict[int, int]
@@ -207,11 +222,11 @@ class LedgerWriter:
 
         Raises `Fenced` (nothing written) or a psycopg error (nothing written; retry).
         `inside` runs inside the transaction just before it commits (a test hook)."""
-        unique = {p: first_of_each(batch.events.get(p, [])) for p in batch.partitions}
-        days = {e.timestamp_ms // DAY_MS for es in unique.values() for e in es}
+        unique = _first_of_each(batch.events)
+        days = set().union(*({t // DAY_MS for t in es.ts_ms} for es in unique.values()))
         self._partitions.ensure(self._conn, {_EPOCH + timedelta(days=d) for d in days})
         with self._conn.transaction():
-            fresh = self._insert_events([e for es in unique.values() for e in es])
+            fresh = self._insert_events(unique.values())
             new = unique if fresh is None else _only_new(unique, fresh)
             deltas = {p: to_deltas(es, aggregation_of) for p, es in new.items()}
             self._upsert([d for ds in deltas.values() for d in ds])
@@ -222,19 +237,22 @@ class LedgerWriter:
         total = sum(len(es) for es in batch.events.values())
         return Committed(new, deltas, previous, dict(batch.ends), total - counted)
 
-    def _insert_events(self, events: list[UsageEvent]) -> set[EventKey] | None:
+    def _insert_events(self, parts: Iterable[Events]) -> set[EventKey] | None:
         """Insert the events the ledger does not hold yet: the keys of those inserted, or
         `None` when every one of them was new (the usual case: nothing is fetched)."""
-        if not events:
+        nonempty = [es for es in parts if len(es)]
+        count = sum(map(len, nonempty))
+        if not count:
             return None
         with self._conn.cursor() as cur:
             with cur.copy(_COPY_EVENTS) as copy:
-                block = copy_block(events)
-                if block is not None:
-                    copy.write(block)
-                else:
-                    for e in events:
-                        copy.write_row(_ledger_row(e))
+                for events in nonempty:
+                    block = copy_block(events)
+                    if block is not None:
+                        copy.write(block)
+                    else:
+                        for row in _ledger_rows(events):
+                            copy.write_row(row)
             try:
                 with self._conn.transaction():  # a savepoint
                     cur.execute(_INSERT_ALL)
@@ -242,7 +260,7 @@ class LedgerWriter:
             except psycopg.errors.UniqueViolation:
                 pass  # the ledger holds some of them: find which are new
             cur.execute(_INSERT_NEW)
-            if cur.rowcount == len(events):
+            if cur.rowcount == count:
                 return None
             return {(t, i, d) for t, i, d in cur.fetchall()}
 

@@ -30,19 +30,24 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from confluent_kafka import Message
+
 from aggregator.batch import AggregationOf, Batch, decode_batch, reservations
+from aggregator.columns import Events
+from aggregator.consumer import MessageConsumer
 from aggregator.faults import Hooks
 from aggregator.ledger import Committed, Fenced, LedgerWriter
 from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
 from aggregator.retry import Retrier, ShuttingDown
 from aggregator.viewsync import ViewSync
-from meterline.kafka.consumer import PositionedConsumer, Positions, Record, Revoked
+from meterline.kafka.consumer import Positions, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
 
 log = logging.getLogger(__name__)
-ConsumerFactory = Callable[[Positions, Revoked], PositionedConsumer]
+ConsumerFactory = Callable[[Positions, Revoked], MessageConsumer]
 LAG_EVERY_S = 2.0
+_NO_EVENTS = Events()
 
 
 @dataclass
@@ -67,11 +72,11 @@ class Worker:
     def __init__(self, parts: WorkerParts) -> None:
         self._p = parts
         self._positions: dict[int, int | None] = {}
-        self._buffer: list[Record] = []
+        self._buffer: list[Message] = []
         self._to_check: list[int] = []
         self._to_resync: set[int] = set()
         self._lag_at = 0.0
-        self._consumer: PositionedConsumer | None = None
+        self._consumer: MessageConsumer | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="committer")
         self._pending: Future[None] | None = None
 
@@ -104,13 +109,13 @@ class Worker:
     def _on_revoke(self, partitions: list[int]) -> None:
         self._wait_for_committer()  # finish the batch in flight while these are still ours
         lost = set(partitions)
-        self._buffer = [r for r in self._buffer if r.partition not in lost]
+        self._buffer = [m for m in self._buffer if m.partition() not in lost]
         self._to_resync -= lost
         for part in lost:
             self._positions.pop(part, None)
             self._p.metrics.lag.labels(str(part)).set(0)
 
-    def _step(self, consumer: PositionedConsumer) -> None:
+    def _step(self, consumer: MessageConsumer) -> None:
         if self._to_resync:
             self._wait_for_committer()
             self._resync(consumer)
@@ -145,7 +150,7 @@ class Worker:
         if pending is not None:
             pending.result()
 
-    def _collect(self, consumer: PositionedConsumer) -> list[Record]:
+    def _collect(self, consumer: MessageConsumer) -> list[Message]:
         p = self._p
         self._buffer = []
         deadline: float | None = None
@@ -156,9 +161,11 @@ class Worker:
                     break
                 wait = 0.005  # it could not start before the batch in flight ends: keep filling
             want = p.batch_size - len(self._buffer)
-            got = p.retrier.call(lambda: consumer.poll(want, wait), "kafka")  # noqa: B023
+            got = p.retrier.call(lambda: consumer.poll_messages(want, wait), "kafka")  # noqa: B023
             mine = consumer.assigned
-            self._buffer.extend(r for r in got if r.partition in mine)
+            if not mine.issuperset(map(Message.partition, got)):
+                got = [m for m in got if m.partition() in mine]
+            self._buffer.extend(got)
             if not self._buffer:
                 break
             if deadline is None:
@@ -194,7 +201,7 @@ class Worker:
 
     def _apply_view(self, done: Committed) -> None:
         for part, end in done.ends.items():
-            counted = reservations(done.new_events.get(part, []))
+            counted = reservations(done.new_events.get(part, _NO_EVENTS))
             deltas = done.deltas.get(part, [])
             self._p.view_sync.apply(part, done.previous[part], end, deltas, counted)
 
@@ -207,7 +214,7 @@ class Worker:
         m.batch_seconds.observe(time.monotonic() - started)
         self._p.progress.committed()
 
-    def _resync(self, consumer: PositionedConsumer) -> None:
+    def _resync(self, consumer: MessageConsumer) -> None:
         """Read the partitions waiting for it again from their offsets in Postgres."""
         parts = sorted(self._to_resync & consumer.assigned)
         self._to_resync = set()
@@ -217,7 +224,7 @@ class Worker:
             self._positions[part] = offset
             consumer.seek(part, offset)
 
-    def _update_lag(self, consumer: PositionedConsumer) -> None:
+    def _update_lag(self, consumer: MessageConsumer) -> None:
         self._lag_at = time.monotonic()
         ends = consumer.end_offsets(sorted(consumer.assigned), timeout_s=1.0)
         lag = {part: max(0, end - (self._positions.get(part) or 0)) for part, end in ends.items()}

@@ -1,24 +1,18 @@
-"""The pure parts: records -> events and dead letters, events -> minute deltas (Hypothesis)."""
+"""The pure parts: messages -> events and dead letters, events -> minute deltas (Hypothesis)."""
 
 from __future__ import annotations
 
 import math
 
 import orjson
+from confluent_kafka import Message
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from aggregator.batch import (
-    decode_batch,
-    decode_well_formed,
-    event_key,
-    first_of_each,
-    reservations,
-    to_deltas,
-)
+from aggregator.batch import decode_batch, first_of_each, reservations, to_deltas
+from aggregator.columns import Events, decode_columns
 from meterline.catalog.model import Aggregation
 from meterline.events import PoisonMessage, UsageEvent, decode_event, encode_event
-from meterline.kafka.consumer import Record
 from meterline.view.model import MINUTE_MS, fold, merge
 
 AGGS = {"s": Aggregation.SUM, "c": Aggregation.COUNT, "m": Aggregation.MAX, "l": Aggregation.LATEST}
@@ -43,7 +37,7 @@ def agg_of(_t: int, meter: str) -> Aggregation:
 
 @given(events_st)
 def test_deltas_equal_a_fold_per_minute(events: list[UsageEvent]) -> None:
-    deltas = to_deltas(events, agg_of)
+    deltas = to_deltas(Events.of(events), agg_of)
     keys = [(d.customer, d.meter, d.minute_ms) for d in deltas]
     assert len(keys) == len(set(keys))
     for d in deltas:
@@ -66,37 +60,57 @@ def test_splitting_a_batch_and_merging_gives_the_same_rollup(events: list[UsageE
     cut = rnd.randint(0, len(events))
     whole = {
         (d.customer, d.meter, d.minute_ms): (d.value, d.latest_ms)
-        for d in to_deltas(events, agg_of)
+        for d in to_deltas(Events.of(events), agg_of)
     }
     merged: dict[tuple[str, str, int], tuple[float, int]] = {}
     for part in (events[:cut], events[cut:]):
-        for d in to_deltas(part, agg_of):
+        for d in to_deltas(Events.of(part), agg_of):
             key = (d.customer, d.meter, d.minute_ms)
             merged[key] = merge(d.aggregation, merged.get(key), (d.value, d.latest_ms))
     assert merged == whole
 
 
+def firsts(events: list[UsageEvent]) -> list[UsageEvent]:
+    cols = Events.of(events)
+    return cols.select(first_of_each(cols.identities(), set())).rows()
+
+
 @given(events_st)
 def test_first_of_each_keeps_one_per_identity_in_order(events: list[UsageEvent]) -> None:
-    out = first_of_each(events + events)
-    assert out == first_of_each(events)
+    out = firsts(events + events)
+    assert out == firsts(events)
     assert len({(e.id, e.timestamp_ms // 86_400_000) for e in out}) == len(out)
+
+
+def message(partition: int, offset: int, value: bytes | None, key: bytes | None = b"k") -> Message:
+    return Message(topic="topic", partition=partition, offset=offset, key=key, value=value)
 
 
 def test_decode_splits_poison_and_tracks_ends() -> None:
     good = UsageEvent(1, "a", "c", "m", 1.0, T0, T0, {"meterline_reservation": True})
-    records = [
-        Record(0, 5, b"k", encode_event(good), 0),
-        Record(0, 6, b"k", b"nope", 0),
-        Record(2, 9, None, None, 0),
+    messages = [
+        message(0, 5, encode_event(good)),
+        message(0, 6, b"nope"),
+        message(2, 9, None, key=None),
+        message(1, 3, encode_event(good)),
     ]
-    batch = decode_batch(records, "topic")
-    assert batch.events == {0: [good]} and batch.ends == {0: 7, 2: 10}
+    batch = decode_batch(messages, "topic")
+    assert {p: es.rows() for p, es in batch.events.items()} == {0: [good], 1: [good], 2: []}
+    assert batch.ends == {0: 7, 1: 4, 2: 10} and batch.records == 4
     assert [(p.source_offset, p.reason.split(":")[0]) for p in batch.poison] == [
         (6, "not JSON"),
         (9, "empty message"),
     ]
-    assert [r.event_id for r in reservations(batch.all_events())] == ["a"]
+    assert [r.event_id for r in reservations(batch.events[0])] == ["a"]
+    assert reservations(batch.events[2]) == []
+
+
+def test_a_poison_message_leaves_the_other_partitions_on_the_fast_path() -> None:
+    evs = [UsageEvent(1, f"e{i}", "c", "m", 1.0, T0, T0) for i in range(4)]
+    messages = [message(i % 2, i, encode_event(e)) for i, e in enumerate(evs)]
+    batch = decode_batch([*messages, message(1, 9, b"[]")], "topic")
+    assert batch.events[0].rows() == evs[0::2] and batch.events[1].rows() == evs[1::2]
+    assert [(p.source_partition, p.reason) for p in batch.poison] == [(1, "not a JSON object")]
 
 
 # The fast decode path must agree with `decode_event`: documents near the valid shape, with
@@ -137,11 +151,17 @@ docs_st = st.fixed_dictionaries(
 )
 
 
+def decoded_alone(data: bytes) -> UsageEvent | None:
+    """What the fast path makes of one message: its event, or None (the slow path's turn)."""
+    got = decode_columns([data])
+    return None if got is None else got.rows()[0]
+
+
 @settings(max_examples=400)
 @given(docs_st)
 def test_the_fast_decode_path_agrees_with_decode_event(doc: dict[str, object]) -> None:
     data = orjson.dumps({k: v for k, v in doc.items() if v is not _MISSING})
-    fast = decode_well_formed(data)
+    fast = decoded_alone(data)
     try:
         slow: UsageEvent | None = decode_event(data)
     except PoisonMessage:
@@ -150,20 +170,41 @@ def test_the_fast_decode_path_agrees_with_decode_event(doc: dict[str, object]) -
     assert fast is None or fast == slow
 
 
-@given(events_st)
+@settings(max_examples=200)
+@given(st.lists(docs_st, min_size=1, max_size=8))
+def test_a_run_takes_the_fast_path_only_if_each_of_its_messages_does(
+    docs: list[dict[str, object]],
+) -> None:
+    values = [orjson.dumps({k: v for k, v in d.items() if v is not _MISSING}) for d in docs]
+    alone = [decoded_alone(v) for v in values]
+    together = decode_columns(values)
+    event("fast path" if together is not None else "slow path")
+    if together is None:
+        assert None in alone
+    else:
+        assert together.rows() == alone
+
+
+@given(events_st.filter(bool))
 def test_the_fast_decode_path_takes_every_encoded_event(events: list[UsageEvent]) -> None:
-    for e in events:
-        assert decode_well_formed(encode_event(e)) == e
+    got = decode_columns([encode_event(e) for e in events])
+    assert got is not None and got.rows() == events
 
 
 def test_the_fast_decode_path_leaves_odd_messages_to_decode_event() -> None:
-    assert decode_well_formed(None) is None
-    assert decode_well_formed(b"{not json") is None
-    assert decode_well_formed(b"[1]") is None
+    ok = encode_event(UsageEvent(1, "a", "c", "m", 1.0, 5, 5))
+    assert decode_columns([]) is None
+    for odd in (None, b"{not json", b"[1]", ok + b" 1"):
+        assert decode_columns([ok, odd]) is None
     int_value = b'{"schema":1,"tenant":1,"id":"a","customer":"c","meter":"m","value":3,'
     int_value += b'"timestamp":5,"received_at":5}'
-    assert decode_well_formed(int_value) is None
+    assert decode_columns([ok, int_value]) is None
     assert decode_event(int_value).value == 3.0
+    for text in ("", "x" * 129, "tab\there", "del\x7f"):
+        bad = UsageEvent(1, text, "c", "m", 1.0, 5, 5)
+        assert decode_columns([ok, encode_event(bad)]) is None
+    for value in (-1.0, 1e16, math.nan, math.inf):
+        assert decode_columns([ok, ok.replace(b'"value":1.0', f'"value":{value}'.encode())]) is None
 
 
 @given(events_st)
@@ -173,7 +214,8 @@ def test_first_of_each_with_and_without_copies_matches_a_plain_loop(
     seen: set[tuple[int, str, int]] = set()
     plain = []
     for e in events + events[:3]:
-        if event_key(e) not in seen:
-            seen.add(event_key(e))
+        key = (e.tenant_id, e.id, e.timestamp_ms // 86_400_000)
+        if key not in seen:
+            seen.add(key)
             plain.append(e)
-    assert first_of_each(events + events[:3]) == plain
+    assert firsts(events + events[:3]) == plain

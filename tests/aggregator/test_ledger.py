@@ -1,5 +1,5 @@
 """`LedgerWriter` against a real Postgres: the COPY block and its escaping fallback, and which
-events count as new (every one, some, none)."""
+events count as new (every one, some, none; copies within a batch, across its partitions)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
+from aggregator.columns import Events
 from aggregator.ledger import Fenced, LedgerWriter, copy_block
 from meterline.clock import SystemClock
 from meterline.events import UsageEvent
@@ -24,16 +25,18 @@ def events(ids: list[str], customer: str = "c1", value: float = 2.5) -> list[Usa
 
 
 def batch_of(evs: list[UsageEvent], partition: int = 0, start: int = 0) -> Batch:
-    return Batch(events={partition: evs}, ends={partition: start + len(evs)}, records=len(evs))
+    cols = Events.of(evs)
+    return Batch(events={partition: cols}, ends={partition: start + len(evs)}, records=len(evs))
 
 
 def test_copy_block_writes_text_rows_and_refuses_fields_that_need_escaping() -> None:
     e = UsageEvent(7, "evt-1", "cust", "calls", 0.1, 86_400_000 * 3 + 5, 42)
-    assert copy_block([e]) == f"7\tevt-1\t3\tcust\tcalls\t{86_400_000 * 3 + 5}\t0.1\t42\n"
-    assert copy_block([]) == ""
+    row = f"7\tevt-1\t3\tcust\tcalls\t{86_400_000 * 3 + 5}\t0.1\t42\n"
+    assert copy_block(Events.of([e])) == row
+    assert copy_block(Events()) == ""
     for odd in ODD_IDS[:5]:
-        assert copy_block([e, UsageEvent(7, "ok", odd, "calls", 1.0, 5, 5)]) is None
-    assert copy_block(events([ODD_IDS[5]])) is not None
+        assert copy_block(Events.of([e, UsageEvent(7, "ok", odd, "calls", 1.0, 5, 5)])) is None
+    assert copy_block(Events.of(events([ODD_IDS[5]]))) is not None
 
 
 @pytest.fixture
@@ -63,14 +66,14 @@ def test_new_events_when_all_some_or_none_are_new(
 ) -> None:
     first = events([f"e{i}" for i in range(100)])
     done = writer.commit(batch_of(first), {0: None}, aggregation_of)
-    assert done.new_events[0] == first and done.duplicates == 0
+    assert done.new_events[0].rows() == first and done.duplicates == 0
 
     again = writer.commit(batch_of(first, start=100), {0: 100}, aggregation_of)
-    assert again.new_events[0] == [] and again.deltas[0] == [] and again.duplicates == 100
+    assert len(again.new_events[0]) == 0 and again.deltas[0] == [] and again.duplicates == 100
 
     mixed = events([f"e{i}" for i in range(90, 110)]) + events(["e105"])
     part = writer.commit(batch_of(mixed, start=200), {0: 200}, aggregation_of)
-    assert [e.id for e in part.new_events[0]] == [f"e{i}" for i in range(100, 110)]
+    assert part.new_events[0].id == [f"e{i}" for i in range(100, 110)]
     assert part.duplicates == 11
     assert len(ledger_ids(pool)) == 110
     total = sum(v for (_c, _m, _b), (v, _n) in rollups(pool, 1).items())
@@ -86,3 +89,23 @@ def test_a_batch_from_a_stale_position_is_fenced_and_writes_nothing(
         writer.commit(batch_of(events(["c", "d"]), start=0), {0: 0}, aggregation_of)
     assert ledger_ids(pool) == {"a", "b"}
     assert writer.positions([0]) == {0: 2}
+
+
+@pytest.mark.integration
+def test_an_id_on_two_partitions_of_one_batch_is_counted_once(
+    writer: LedgerWriter, pool: ConnectionPool
+) -> None:
+    # The ledger's identity is (tenant, id, day): the same id sent for two customers lands on
+    # two partitions; the second copy is a duplicate whether or not the ledger held the first.
+    a, b = events(["x", "y"], customer="c1"), events(["x"], customer="c2")
+    batch = Batch(events={0: Events.of(a), 1: Events.of(b)}, ends={0: 2, 1: 1}, records=3)
+    done = writer.commit(batch, {0: None, 1: None}, aggregation_of)
+    assert done.new_events[0].id == ["x", "y"] and len(done.new_events[1]) == 0
+    assert done.duplicates == 1
+    assert sum(n for (_v, n) in rollups(pool, 1).values()) == 2
+
+    again = Batch(events={0: Events.of(events(["z"])), 1: Events.of(b + b)}, ends={0: 3, 1: 3})
+    done = writer.commit(again, {0: 2, 1: 1}, aggregation_of)
+    assert done.new_events[0].id == ["z"] and len(done.new_events[1]) == 0
+    assert done.duplicates == 2
+    assert sum(n for (_v, n) in rollups(pool, 1).values()) == 3

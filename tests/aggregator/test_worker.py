@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
 from aggregator.batch import Batch
@@ -20,7 +21,7 @@ from aggregator.retry import Retrier
 from aggregator.worker import Worker, WorkerParts
 from meterline.catalog.model import Aggregation
 from meterline.events import UsageEvent, encode_event
-from meterline.kafka.consumer import Positions, Record, Revoked
+from meterline.kafka.consumer import Positions, Revoked
 
 PARTITIONS = (0, 1)
 PER_PARTITION = 400
@@ -29,7 +30,7 @@ PER_PARTITION = 400
 class FakeConsumer:
     """Serves fixed records per partition from a position, like a broker; assigns on first poll."""
 
-    def __init__(self, records: dict[int, list[Record]], positions: Positions) -> None:
+    def __init__(self, records: dict[int, list[Message]], positions: Positions) -> None:
         self._records = records
         self._positions = positions
         self._at: dict[int, int] = {}
@@ -39,11 +40,11 @@ class FakeConsumer:
     def assigned(self) -> frozenset[int]:
         return frozenset(self._at)
 
-    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+    def poll_messages(self, max_records: int, timeout_s: float) -> list[Message]:
         if not self._at:
             found = self._positions(list(PARTITIONS))
             self._at = {p: found[p] or 0 for p in PARTITIONS}
-        out: list[Record] = []
+        out: list[Message] = []
         for p in PARTITIONS:
             take = self._records[p][self._at[p] : self._at[p] + min(50, max_records - len(out))]
             self._at[p] += len(take)
@@ -113,11 +114,16 @@ class NoDeadLetters:
         raise AssertionError("no poison in this stream")
 
 
-def records() -> dict[int, list[Record]]:
-    out: dict[int, list[Record]] = {}
+def records() -> dict[int, list[Message]]:
+    out: dict[int, list[Message]] = {}
     for p in PARTITIONS:
         out[p] = [
-            Record(p, o, None, encode_event(UsageEvent(1, f"p{p}-{o}", "c", "m", 1.0, 5, 5)), 5)
+            Message(
+                topic="t",
+                partition=p,
+                offset=o,
+                value=encode_event(UsageEvent(1, f"p{p}-{o}", "c", "m", 1.0, 5, 5)),
+            )
             for o in range(PER_PARTITION)
         ]
     return out
