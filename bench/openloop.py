@@ -37,12 +37,14 @@ HEAD_END = b"\r\n\r\n"
 class OpenLoopResult:
     """What one open-loop run did. Latencies and send lags are in seconds, one per finished
     request; `unfinished` requests got no answer before the drain deadline (their latency is
-    at least the time from their due time to that deadline, and counted so)."""
+    at least the time from their due time to that deadline, and counted so). `dues[i]` is when
+    the request of `latencies[i]` was due, in seconds after the start (`by_second`)."""
 
     offered_rate: float
     seconds: float
     connections: int
     latencies: list[float] = field(default_factory=list)
+    dues: list[float] = field(default_factory=list)  # due time of each latency, s after start
     send_lags: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -67,6 +69,15 @@ class OpenLoopResult:
     def percentile(self, q: float) -> float:
         """The `q` quantile (0..1) of latency from due time, unfinished requests included."""
         return percentile(sorted(self.latencies), q)
+
+    def by_second(self, q: float = 0.99) -> list[tuple[int, int, float]]:
+        """(second after the start, requests due in it, their `q` latency quantile) for every
+        second of the run: where in the run the slow requests were due (a stall, a slow start,
+        a backlog growing all along)."""
+        seconds: dict[int, list[float]] = {}
+        for due, latency in zip(self.dues, self.latencies, strict=True):
+            seconds.setdefault(int(due), []).append(latency)
+        return [(s, len(v), percentile(sorted(v), q)) for s, v in sorted(seconds.items())]
 
     def send_lag(self, q: float) -> float:
         """The `q` quantile of how late requests left after their due time: waiting for the
@@ -118,6 +129,7 @@ class _Connection(asyncio.Protocol):
     def _answered(self, status: int) -> None:
         assert self._in_flight is not None
         self._result.latencies.append(time.perf_counter() - self._in_flight)
+        self._result.dues.append(self._in_flight - self._start)
         self._result.statuses[status] += 1
         self._in_flight = None
         self._send_when_due()
@@ -142,12 +154,13 @@ class _Connection(asyncio.Protocol):
         self._result.send_lags.append(max(0.0, time.perf_counter() - due))
         self._transport.write(request)
 
-    def unfinished(self, deadline: float) -> list[float]:
-        """Latency lower bounds (to `deadline`) of the requests this connection never finished."""
+    def unfinished(self, deadline: float) -> list[tuple[float, float]]:
+        """(due time after the start, latency lower bound to `deadline`) of the requests this
+        connection never finished."""
         pending = [self._start + offset for offset, _ in self._schedule[self._next :]]
         if self._in_flight is not None:
             pending.append(self._in_flight)
-        return [max(0.0, deadline - due) for due in pending]
+        return [(due - self._start, max(0.0, deadline - due)) for due in pending]
 
     def close(self) -> None:
         if self._transport is not None:
@@ -206,7 +219,8 @@ async def offer_async(
     for protocol in protocols:
         late = protocol.unfinished(deadline)
         result.unfinished += len(late)
-        result.latencies += late
+        result.dues += [due for due, _ in late]
+        result.latencies += [latency for _, latency in late]
         protocol.close()
     result.elapsed = deadline - start
     result.cpu_seconds = cpu_time() - cpu0

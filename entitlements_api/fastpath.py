@@ -7,7 +7,9 @@ itself: no query string, path parameters within the route's bounds, a key with t
 scope, and a decision the service gives without raising. Anything else — another route, an
 `amount`, bad input, a bad key, an unknown feature — goes to the FastAPI app unchanged, which
 answers with the documented errors. So the answers are the FastAPI route's, byte for byte:
-both call the same `Authenticator.principal` and `EntitlementService.check`.
+both call the same `Authenticator.principal` and `EntitlementService.check`. (The key's principal
+is reused for PRINCIPAL_TTL seconds, `principals.RecentPrincipals`, and fetched in a worker
+thread, so the Authenticator's Postgres read when its cache expires never stalls the loop.)
 
 A cached decision is answered without yielding to the event loop, with its JSON body encoded
 once: `EncodedDecisions` keeps the body beside the decision object it was made from and
@@ -15,10 +17,16 @@ re-encodes when the service hands out another object (a new decision after the T
 change). A miss is decided in a worker thread, so its Redis round trip never stalls the loop;
 concurrent misses of one (tenant, customer, feature) share that one decision.
 
-Refresh-ahead: a cached decision in the last REFRESH_AHEAD of the decision TTL is answered as
-it is (it is still within its TTL, so no staler than before) and re-decided in the background,
-so a key checked often is never a miss on a caller's path. A miss, a background refresh and
-concurrent misses of one (tenant, customer, feature) share one decision in flight.
+Refresh-ahead: a decision checked at least once during its life is re-decided in the background
+when it enters the last REFRESH_AHEAD of its TTL (a timer set by its first hit), and answered as
+it is meanwhile (still within its TTL, so no staler than before); a key checked at any rate is
+then never a miss on a caller's path, and is decided once per TTL. (Refreshing only on a hit
+inside that last stretch missed about half the keys checked 8 times a second: they expired
+unhit and their next check waited for Redis.) A key not checked during a decision's life is
+left to expire. Timed refreshes due within REFRESH_BATCH seconds of each other are decided in
+one worker-thread job, which keeps the event loop's share of a refresh small. A miss, a
+background refresh and concurrent misses of one (tenant, customer, feature) share one decision
+in flight.
 
 `answer_now` is the same answer for a cached decision, without ASGI at all: the HTTP protocol
 (`protocol.CheckProtocol`) calls it while parsing a request and writes the response itself.
@@ -35,12 +43,15 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from entitlements_api.decisions import MAX_CUSTOMER, MAX_FEATURE
+from entitlements_api.principals import RecentPrincipals
 from entitlements_api.wiring import Dependencies
 from meterline.entitlements import Decision, Reason
 from meterline.errors import MeterlineError
 
 JSON = b"application/json"
-REFRESH_AHEAD = 0.1  # fraction of the decision TTL before expiry when a hit refreshes it
+REFRESH_AHEAD = 0.2  # fraction of the decision TTL before expiry when a checked key refreshes
+PRINCIPAL_TTL = 1.0  # seconds a key's principal is reused without asking the Authenticator
+REFRESH_BATCH = 0.01  # seconds: timed refreshes due within this are decided in one job
 Key = tuple[int, str, str]  # (tenant id, customer, feature)
 
 log = logging.getLogger("entitlements_api")
@@ -83,22 +94,26 @@ class CheckFastPath:
         self._latency = deps.metrics.latency.labels(route)
         self._by_reason: dict[Reason, Counter] = {}
         self._bodies = EncodedDecisions()
+        self._principals = RecentPrincipals(deps.auth, PRINCIPAL_TTL)
         self._deciding: dict[Key, asyncio.Future[Decision]] = {}
         self._refresh_within = deps.service.options.decision_ttl * REFRESH_AHEAD
+        self._watched: set[Key] = set()  # keys with a refresh timer set
+        self._due: list[tuple[Key, asyncio.Future[Decision]]] = []  # timed, not yet started
+        self._batches: set[asyncio.Task[None]] = set()  # referenced while they run
 
     def answer_now(self, path: str, authorization: str | None) -> bytes | None:
-        """The 200 body of a plain GET of `path` (no query string) when its decision is cached,
-        counted in the metrics; None when it is not a plain check or would need the service to
-        decide (a miss) or the app to answer (an error). Never blocks, never raises a domain
-        error."""
+        """The 200 body of a plain GET of `path` (no query string) when its decision is cached
+        and its key's principal recent, counted in the metrics; None when it is not a plain
+        check or would need the Authenticator (a key not seen within PRINCIPAL_TTL), the
+        service to decide (a miss) or the app to answer (an error). Never blocks, never raises
+        a domain error."""
         found = check_path(path)
         if found is None:
             return None
         start = time.perf_counter()
         customer, feature = found
-        try:
-            who = self._deps.auth.principal(authorization, "read")
-        except MeterlineError:
+        who = self._principals.now(authorization)
+        if who is None:
             return None
         decision = self._cached(who.tenant_id, customer, feature)
         if decision is None:
@@ -131,9 +146,9 @@ class CheckFastPath:
 
     async def _answer(self, scope: Scope, customer: str, feature: str) -> bytes | None:
         """The 200 body of a plain check, or None to let the app answer (with its error)."""
-        deps = self._deps
         try:
-            who = deps.auth.principal(_authorization(scope), "read")
+            header = _authorization(scope)
+            who = self._principals.now(header) or await self._principals.fetch(header)
             decision = await self._decide(who.tenant_id, customer, feature)
         except MeterlineError:
             return None  # the app raises the same error and maps it to its status
@@ -158,13 +173,20 @@ class CheckFastPath:
         return await asyncio.shield(self._deciding_now((tenant_id, customer, feature)))
 
     def _cached(self, tenant_id: int, customer: str, feature: str) -> Decision | None:
-        """The cached decision, refreshed in the background when it is about to expire."""
+        """The cached decision; the first hit of a decision sets its refresh-ahead timer (or,
+        when it is already about to expire, refreshes it now). Called on the event loop."""
         found = self._deps.service.cached_decision(tenant_id, customer, feature)
         if found is None:
             return None
         decision, left = found
-        if left < self._refresh_within:
-            self._deciding_now((tenant_id, customer, feature))
+        key = (tenant_id, customer, feature)
+        if key not in self._watched and key not in self._deciding:
+            self._watched.add(key)
+            later = left - self._refresh_within
+            if later > 0:
+                asyncio.get_running_loop().call_later(later, self._refresh_due, key)
+            else:
+                self._refresh_due(key)
         return decision
 
     def deciding(self) -> int:
@@ -179,6 +201,46 @@ class CheckFastPath:
             self._deciding[key] = pending
             pending.add_done_callback(lambda f: self._decided(key, f))
         return pending
+
+    def _refresh_due(self, key: Key) -> None:
+        """Re-decide `key` in the background: with the others due within REFRESH_BATCH, in
+        one worker-thread job (unless it is being decided already)."""
+        self._watched.discard(key)
+        if key in self._deciding:
+            return
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[Decision] = loop.create_future()
+        self._deciding[key] = pending
+        pending.add_done_callback(lambda f: self._decided(key, f))
+        if not self._due:
+            loop.call_later(REFRESH_BATCH, self._start_batch)
+        self._due.append((key, pending))
+
+    def _start_batch(self) -> None:
+        task = asyncio.ensure_future(self._refresh_batch())
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _refresh_batch(self) -> None:
+        batch, self._due = self._due, []
+        outcomes = await asyncio.to_thread(self._refresh_all, [key for key, _ in batch])
+        for (_, pending), outcome in zip(batch, outcomes, strict=True):
+            if pending.done():
+                continue
+            if isinstance(outcome, Decision):
+                pending.set_result(outcome)
+            else:
+                pending.set_exception(outcome)
+
+    def _refresh_all(self, keys: list[Key]) -> list[Decision | Exception]:
+        """`service.refresh` of each key in turn (in a worker thread); an error is returned."""
+        outcomes: list[Decision | Exception] = []
+        for key in keys:
+            try:
+                outcomes.append(self._deps.service.refresh(*key))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def _decided(self, key: Key, decided: asyncio.Future[Decision]) -> None:
         self._deciding.pop(key, None)

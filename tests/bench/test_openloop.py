@@ -84,3 +84,12 @@ def test_unanswered_requests_are_counted_with_their_wait() -> None:
     assert result.finished == 2  # one sent per connection, never answered
     assert result.unfinished == 20 and len(result.latencies) == 20
     assert min(result.latencies) >= 0.1  # the last was due 0.19 s in, the deadline ~0.49 s
+
+
+def test_by_second_shows_when_the_slow_requests_were_due() -> None:
+    with server(stall_at=300, stall_s=0.3) as port:
+        result = offer("127.0.0.1", port, REQUEST, rate=200, seconds=2.0, connections=2)
+    seconds = result.by_second(1.0)
+    assert [(s, n) for s, n, _ in seconds] == [(0, 200), (1, 200)]
+    assert seconds[1][2] >= 0.29  # the stall, in the second its request was due
+    assert seconds[0][2] < seconds[1][2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -370,3 +370,92 @@ def test_without_refresh_ahead_a_hit_never_decides(monkeypatch: pytest.MonkeyPat
         return calls
 
     assert asyncio.run(scenario()) == []
+
+
+def batch_sizes(fast: CheckFastPath, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record how many keys each timed refresh job decides."""
+    sizes: list[int] = []
+    real = fast._refresh_all
+
+    def counted(keys: list[tuple[int, str, str]]) -> list[Decision | Exception]:
+        sizes.append(len(keys))
+        return real(keys)
+
+    monkeypatch.setattr(fast, "_refresh_all", counted)
+    return sizes
+
+
+async def until(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
+def test_a_decision_checked_once_is_refreshed_before_expiry_without_another_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = world(1.0)
+    monkeypatch.setattr(fastpath, "REFRESH_AHEAD", 0.5)
+    fast = CheckFastPath(create_app(w.deps), w.deps, ROUTE)
+
+    async def scenario() -> list[str]:
+        await ask(fast, w)  # a miss: decided and cached
+        first = w.service.cached_check(1, "c1", "api_calls")
+        calls = counting_refresh(w, monkeypatch, 0.0)
+        await ask(fast, w)  # one hit sets the refresh timer; nothing else checks c1
+        await until(lambda: bool(calls) and not fast.deciding())
+        refreshed = w.service.cached_check(1, "c1", "api_calls")
+        assert refreshed is not None and refreshed is not first
+        await asyncio.sleep(1.2)  # the refreshed decision is never checked: it just expires
+        assert w.service.cached_check(1, "c1", "api_calls") is None
+        return calls
+
+    assert asyncio.run(scenario()) == ["c1"]
+
+
+def test_refreshes_due_together_are_decided_in_one_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = world(60.0)
+    monkeypatch.setattr(fastpath, "REFRESH_AHEAD", 1.0)  # every hit is "about to expire"
+    fast = CheckFastPath(create_app(w.deps), w.deps, ROUTE)
+    customers = ["c1", "c2", "c3"]
+
+    async def scenario() -> tuple[list[int], list[str]]:
+        for c in customers:
+            await ask(fast, w, c)  # misses, decided one by one
+        sizes = batch_sizes(fast, monkeypatch)
+        calls = counting_refresh(w, monkeypatch, 0.0)
+        for c in customers:
+            await ask(fast, w, c)  # hits, all due for a refresh at once
+        await until(lambda: not fast.deciding())
+        return sizes, calls
+
+    sizes, calls = asyncio.run(scenario())
+    assert sizes == [3] and sorted(calls) == customers
+
+
+def test_a_failed_timed_refresh_spoils_neither_the_batch_nor_the_next_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = world(60.0)
+    monkeypatch.setattr(fastpath, "REFRESH_AHEAD", 1.0)
+    fast = CheckFastPath(create_app(w.deps), w.deps, ROUTE)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        before = await ask(fast, w, "c1"), await ask(fast, w, "c2")
+        real = w.service.refresh
+
+        def flaky(tenant_id: int, customer: str, feature: str) -> Decision:
+            if customer == "c1":
+                raise RuntimeError("redis went away")
+            return real(tenant_id, customer, feature)
+
+        monkeypatch.setattr(w.service, "refresh", flaky)
+        c2 = w.service.cached_check(1, "c2", "api_calls")
+        await ask(fast, w, "c1"), await ask(fast, w, "c2")
+        await until(lambda: not fast.deciding())
+        assert w.service.cached_check(1, "c2", "api_calls") is not c2  # refreshed all the same
+        monkeypatch.setattr(w.service, "refresh", real)
+        return before[0], await ask(fast, w, "c1")  # still answered from its live decision
+
+    before, after = asyncio.run(scenario())
+    assert after == before

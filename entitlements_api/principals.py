@@ -1,0 +1,54 @@
+"""Principals of recently seen API keys, for the fast path on the event loop.
+
+`Authenticator.principal` answers from its own cache, but once its entry of a key expires
+(every `auth_cache_ttl`, 30 s by default) the next call reads Postgres, and the fast path
+would make that call on the event loop: every connection stalls for the round trip. So the
+fast path asks `RecentPrincipals.now` instead, which never blocks: a key's principal seen within
+the last `ttl` seconds, else None (the request then takes the ASGI path, where `fetch` calls
+the Authenticator in a worker thread and remembers the answer). A revoked key is answered for
+at most `ttl` seconds longer than the Authenticator alone would answer it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from meterline.auth import Authenticator
+from meterline.tenants import Principal
+
+SCOPE = "read"  # the scope of a plain check
+
+
+class RecentPrincipals:
+    """Principals holding SCOPE, by `Authorization` header, remembered for `ttl` seconds."""
+
+    def __init__(
+        self,
+        auth: Authenticator,
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._auth = auth
+        self._ttl = ttl
+        self._clock = clock
+        self._max = max_entries
+        self._seen: dict[str | None, tuple[float, Principal]] = {}
+
+    def now(self, authorization: str | None) -> Principal | None:
+        """The principal of `authorization` if `fetch` found it within `ttl`, else None."""
+        hit = self._seen.get(authorization)
+        if hit is None or hit[0] <= self._clock():
+            return None
+        return hit[1]
+
+    async def fetch(self, authorization: str | None) -> Principal:
+        """`Authenticator.principal(authorization, SCOPE)` in a worker thread, remembered
+        when it succeeds; raises its errors (Unauthorized, Forbidden) unremembered."""
+        who = await asyncio.to_thread(self._auth.principal, authorization, SCOPE)
+        if len(self._seen) >= self._max:
+            self._seen.clear()
+        self._seen[authorization] = (self._clock() + self._ttl, who)
+        return who
