@@ -6,12 +6,14 @@ METERLINE_INGEST_GRACEFUL_TIMEOUT_S); the app's shutdown then flushes the produc
 
 from __future__ import annotations
 
+import gc
 import logging.config
 import sys
 
 import uvicorn
 
 from ingest.app import create_server
+from ingest.protocol import protocol_for
 from ingest.service import Sections, build
 from ingest.settings import IngestSettings
 from meterline.errors import ConfigError
@@ -40,12 +42,14 @@ def main() -> int:
         print(f"ingest: {exc.message}", file=sys.stderr)
         return 2
     s = sections.ingest
+    app = create_server(deps)
+    _settle_garbage_collector()
     uvicorn.run(
-        create_server(deps),
+        app,
         host=service.host,
         port=s.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_for(app),  # httptools; POST /v1/events taken by ingest.protocol
         log_config=log_config("ingest", service.log_level),
         access_log=False,
         limit_concurrency=s.max_connections,
@@ -54,6 +58,16 @@ def main() -> int:
         proxy_headers=False,  # ingest never reads client addresses; saves a layer per request
     )
     return 0
+
+
+def _settle_garbage_collector() -> None:
+    """Keep the cyclic collector off the hot path: everything built so far lives as long as
+    the process, so it is frozen out of every collection; young objects are collected every
+    50,000 allocations instead of 700 (a request allocates hundreds; almost all are freed by
+    reference counting, the collector only finds the rare cycles)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 if __name__ == "__main__":

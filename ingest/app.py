@@ -2,7 +2,9 @@
 
 `create_app(deps)` takes everything already built, so tests assemble it from real or in-memory
 parts; `create_server(deps)` is what runs: the app behind `endpoint.EventsEndpoint`, which
-answers POST /v1/events itself. The FastAPI route documents it and answers the same way.
+answers POST /v1/events itself (and which `python -m ingest` serves over
+`protocol.EventsProtocol`, which hands it that route without the ASGI layer). The FastAPI route
+documents it and answers the same way.
 Domain errors become HTTP answers in one place (`endpoint.error_answer`).
 """
 
@@ -19,7 +21,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp
 
 from ingest import openapi
 from ingest.caches import KeyCache, MeterCache
@@ -52,7 +53,7 @@ class Dependencies:
     shutdown: Callable[[], Awaitable[None]] | None = None
 
 
-def create_server(deps: Dependencies) -> ASGIApp:
+def create_server(deps: Dependencies) -> EventsEndpoint:
     """The app as served: `create_app` behind the lean handler of POST /v1/events."""
     return EventsEndpoint(create_app(deps), deps)
 

@@ -5,7 +5,9 @@ middlewares) cost more CPU than ingest's own work on a single event (DESIGN.md: 
 ~3.5x raw ASGI). So `EventsEndpoint` wraps the whole FastAPI app (`app.create_server`) and
 answers POST /v1/events itself; other paths and methods, and lifespan events, go on to the app.
 The route stays declared in FastAPI, which documents it in the OpenAPI schema and answers
-identically through the same `accept` and the same error mapping (`error_answer`).
+identically through the same `accept` and the same error mapping (`error_answer`). As served,
+`protocol.EventsProtocol` goes one layer lower still: it calls `EventsEndpoint.answer` from
+uvicorn's HTTP protocol, without the ASGI messages.
 """
 
 from __future__ import annotations
@@ -118,23 +120,34 @@ class EventsEndpoint:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        status, body, headers = await self.answer(scope["headers"], _chunks(receive))
+        await _respond(send, status, body, headers)
+
+    async def answer(
+        self, headers: list[tuple[bytes, bytes]], chunks: AsyncIterator[bytes]
+    ) -> Answer:
+        """The answer to one POST /v1/events, given its raw headers (names lower-cased, as
+        ASGI has them) and its body's chunks; counted by status and timed. This ASGI handler
+        and `protocol.EventsProtocol` both serve requests through it."""
         start = time.perf_counter()
         status = 500
         try:
-            status, body, headers = await self._answer(scope, receive)
-            await _respond(send, status, body, headers)
+            status, body, extra = await self._answer(headers, chunks)
+            return status, body, extra
         finally:
             self.deps.metrics.request_seconds.observe(time.perf_counter() - start)
             self._requests(status).inc()
 
-    async def _answer(self, scope: Scope, receive: Receive) -> Answer:
+    async def _answer(
+        self, raw_headers: list[tuple[bytes, bytes]], chunks: AsyncIterator[bytes]
+    ) -> Answer:
         limit = self.deps.concurrency
         if not limit.try_enter():
             return error_answer(OVERLOADED)
-        auth, ctype, length = _headers(scope)
+        auth, ctype, length = _headers(raw_headers)
         started: float | None = None
         try:
-            request = await read_request(self.deps, auth, ctype, length, _chunks(receive))
+            request = await read_request(self.deps, auth, ctype, length, chunks)
             started = time.perf_counter()
             body = await record(self.deps, request)
         except MeterlineError as exc:
@@ -154,11 +167,11 @@ class EventsEndpoint:
         return found
 
 
-def _headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
+def _headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, str | None]:
     """Authorization, Content-Type and Content-Length (the first of each), as Starlette reads
     them: names arrive lower-cased, values decode as latin-1."""
     found: dict[bytes, str] = {}
-    for name, value in scope["headers"]:
+    for name, value in raw:
         if name in _WANTED and name not in found:
             found[name] = value.decode("latin-1")
     get = found.get
