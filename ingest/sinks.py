@@ -12,7 +12,7 @@ import abc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from meterline.dedupe import Deduper
 from meterline.errors import TooManyRequests
@@ -23,9 +23,9 @@ from meterline.tenants import Principal
 log = logging.getLogger("ingest.sinks")
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a request's events became: `accepted` + `duplicates` = events in the request."""
+class Outcome(NamedTuple):
+    """What a request's events became: `accepted` + `duplicates` = events in the request.
+    (A named tuple: built twice per request, it costs a third less than a frozen dataclass.)"""
 
     accepted: int
     duplicates: int
@@ -93,20 +93,17 @@ class DedupingSink(Sink):
         self._inner, self._deduper, self._on_error = inner, deduper, on_error
 
     async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
-        if len(events) == 1:
-            unique = list(events)
-        else:
-            first: dict[str, UsageEvent] = {}
-            for e in events:
-                first.setdefault(e.id, e)
-            unique = list(first.values())
+        unique, ids = _first_of_each_id(events)
         tenant = principal.tenant_id
-        seen = await self._seen(tenant, [e.id for e in unique])
-        fresh = [e for e, old in zip(unique, seen, strict=True) if not old]
+        seen = await self._seen(tenant, ids)
+        fresh = unique
+        if any(seen):
+            fresh = [e for e, old in zip(unique, seen, strict=True) if not old]
+            ids = [e.id for e in fresh]
         if not fresh:
             return Outcome(0, len(events))
         accepted = (await self._inner.submit(principal, fresh)).accepted
-        await self._mark(tenant, [e.id for e in fresh])
+        await self._mark(tenant, ids)
         return Outcome(accepted, len(events) - accepted)
 
     async def _seen(self, tenant: int, ids: list[str]) -> list[bool]:
@@ -125,6 +122,18 @@ class DedupingSink(Sink):
     def _failed(self, exc: BaseException) -> None:
         log.warning("dedupe store failed; passing events on", extra={"error": repr(exc)})
         self._on_error(exc)
+
+
+def _first_of_each_id(events: Sequence[UsageEvent]) -> tuple[Sequence[UsageEvent], list[str]]:
+    """The first event of each id, in order, and their ids (`events` itself when no id repeats,
+    the common case, told by one set of the ids rather than a dict of the events)."""
+    ids = [e.id for e in events]
+    if len(set(ids)) == len(ids):
+        return events, ids
+    first: dict[str, UsageEvent] = {}
+    for e in events:
+        first.setdefault(e.id, e)
+    return list(first.values()), list(first)
 
 
 class AdmissionSink(Sink):

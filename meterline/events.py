@@ -11,7 +11,7 @@ import re
 from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import orjson
 
@@ -80,9 +80,9 @@ class UsageEvent:
 ) = (vars(UsageEvent)[name].__set__ for name in UsageEvent.__slots__)
 
 
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """What a tenant's events are checked against, fixed for one request."""
+class Rules(NamedTuple):
+    """What a tenant's events are checked against, fixed for one request. (A named tuple:
+    built once per request, it costs half what a frozen dataclass does.)"""
 
     now_ms: int
     meters: Container[str]

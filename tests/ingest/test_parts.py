@@ -144,6 +144,9 @@ def test_dedupe_marks_only_after_acceptance_and_counts_duplicates() -> None:
         assert await sink.submit(ACME, [_ev("a"), _ev("b"), _ev("a")]) == Outcome(2, 1)
         assert await sink.submit(ACME, [_ev("b"), _ev("c")]) == Outcome(1, 1)
         assert [e.id for e in memory.events] == ["a", "b", "c"]
+        assert await deduper.seen(ACME.tenant_id, ["a", "b", "c", "d"]) == [True] * 3 + [False]
+        assert await sink.submit(ACME, [_ev("c"), _ev("a"), _ev("c")]) == Outcome(0, 3)
+        assert len(memory.events) == 3
 
     asyncio.run(scenario())
 
