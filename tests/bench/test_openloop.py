@@ -3,6 +3,7 @@ does, a stall counts against every request due during it, and unanswered request
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -93,3 +94,19 @@ def test_by_second_shows_when_the_slow_requests_were_due() -> None:
     assert [(s, n) for s, n, _ in seconds] == [(0, 200), (1, 200)]
     assert seconds[1][2] >= 0.29  # the stall, in the second its request was due
     assert seconds[0][2] < seconds[1][2]
+
+
+def test_the_collector_is_paused_only_while_the_run_lasts() -> None:
+    during: list[bool] = []
+    done = threading.Event()
+
+    def sample() -> None:  # the collector's switch is process-wide: seen from any thread
+        time.sleep(0.2)  # into the offered span (0.5 s)
+        during.append(gc.isenabled())
+        done.set()
+
+    with server() as port:
+        threading.Thread(target=sample, daemon=True).start()
+        result = offer("127.0.0.1", port, REQUEST, rate=500, seconds=0.5, connections=2)
+    assert done.wait(5) and during == [False]
+    assert result.finished == 250 and gc.isenabled()
