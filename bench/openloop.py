@@ -12,9 +12,10 @@ was due while it lasted, as it would for the callers of a real service.
 The generator is cheap on purpose (it shares the machine with what it measures): an
 `asyncio.Protocol` per connection, pre-encoded requests, one timer per request, a minimal
 response parser (status line and `Content-Length`), uvloop when installed, the cyclic
-garbage collector paused while the run lasts. `OpenLoopResult`
-reports its own CPU use and how late it sent (`send_lag`): that lag is counted in the
-latencies, against the service, so a busy generator makes the figures worse, never better.
+garbage collector paused while the run lasts. `OpenLoopResult` reports its own CPU use and how
+late it sent (`send_lag`): that lag is counted in the latencies, against the service, so a busy
+generator makes the figures worse, never better. `by_second` shows when the slow requests were
+due (a stall, a backlog growing all along).
 
     result = offer("127.0.0.1", 8002, requests, rate=5000, seconds=5, connections=64)
     result.percentile(0.99), result.achieved_rate, result.unfinished, result.cpu_cores
