@@ -6,7 +6,7 @@ as columns (`aggregator.columns.Events`), never as an object per event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 
@@ -62,6 +62,25 @@ def _one_by_one(messages: Sequence[Message], topic: str, batch: Batch) -> Events
                 DeadLetter(m.key(), m.value(), exc.reason, topic, m.partition(), m.offset())  # type: ignore[arg-type]
             )
     return events
+
+
+def unique_events(events: dict[int, Events]) -> dict[int, Events]:
+    """The batch's first copy of each ledger identity, across all its partitions (an id can
+    come back under another customer, hence on another partition). Batches without copies
+    (the usual case) are recognised with one set and returned as they are."""
+    if _distinct(events.values()):
+        return events
+    seen: set[EventKey] = set()
+    return {p: es.select(first_of_each(es.identities(), seen)) for p, es in events.items()}
+
+
+def _distinct(parts: Collection[Events]) -> bool:
+    """True when no two events share a (tenant, id), hence no two share a ledger identity.
+    With one tenant (the usual batch) a set of the ids tells, without a tuple per event."""
+    total = sum(map(len, parts))
+    if len(set().union(*(es.tenant for es in parts))) <= 1:
+        return len(set().union(*(es.id for es in parts))) == total
+    return len(set().union(*(zip(es.tenant, es.id, strict=True) for es in parts))) == total
 
 
 def first_of_each(keys: Sequence[EventKey], seen: set[EventKey]) -> list[bool]:

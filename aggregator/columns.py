@@ -78,6 +78,13 @@ class Events:
         """Each event's ledger identity (tenant, id, UTC day)."""
         return list(zip(self.tenant, self.id, [t // DAY_MS for t in self.ts_ms], strict=True))
 
+    def days(self) -> set[int]:
+        """The UTC day indexes of the event times (a batch usually spans one: min and max say)."""
+        if not self.ts_ms:
+            return set()
+        first, last = min(self.ts_ms) // DAY_MS, max(self.ts_ms) // DAY_MS
+        return {first} if first == last else {t // DAY_MS for t in self.ts_ms}
+
     def select(self, keep: Iterable[object]) -> Events:
         """The events whose entry in `keep` is true, in order."""
         mask = list(keep)

@@ -15,14 +15,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import psycopg
 
-from aggregator.batch import AggregationOf, Batch, first_of_each, to_deltas
+from aggregator.batch import AggregationOf, Batch, to_deltas, unique_events
 from aggregator.columns import EventKey, Events
 from meterline.catalog.model import Aggregation
 from meterline.postgres.partitions import PartitionManager
@@ -92,7 +92,11 @@ _COPY_EVENTS = (
     "COPY batch_events (tenant_id, event_id, day, customer, meter, ts_ms, value, received_ms) "
     "FROM STDIN"
 )
-_COLUMNS = 8
+_COPY_ROLLUPS = (
+    "COPY batch_rollups (agg, tenant_id, customer, meter, minute_ms, value, count, latest_ms) "
+    "FROM STDIN"
+)
+_COLUMNS = 8  # of both
 
 
 def copy_block(events: Events) -> str | None:
@@ -116,14 +120,44 @@ def copy_block(events: Events) -> str | None:
             )
         ]
     )
-    n = len(events)
-    clean = (
-        block.count("\t") == (_COLUMNS - 1) * n
-        and block.count("\n") == n
+    return block if _clean(block, len(events)) else None
+
+
+def rollup_block(deltas: Sequence[Delta]) -> str | None:
+    """The deltas as rows of COPY's text format (columns of `_COPY_ROLLUPS`), or `None` when a
+    customer or meter needs escaping (see `copy_block`)."""
+    block = "".join(
+        [
+            f"{_CODE[d.aggregation]}\t{d.tenant_id}\t{d.customer}\t{d.meter}\t{d.minute_ms}\t"
+            f"{d.value!r}\t{d.count}\t{d.latest_ms}\n"
+            for d in deltas
+        ]
+    )
+    return block if _clean(block, len(deltas)) else None
+
+
+def _clean(block: str, rows: int) -> bool:
+    """True when `block` is `rows` rows of `_COLUMNS` fields, none of which needs escaping."""
+    return (
+        block.count("\t") == (_COLUMNS - 1) * rows
+        and block.count("\n") == rows
         and "\\" not in block
         and "\r" not in block
     )
-    return block if clean else None
+
+
+def _rollup_row(d: Delta) -> tuple[object, ...]:
+    code = _CODE[d.aggregation]
+    return (
+        code,
+        d.tenant_id,
+        d.customer,
+        d.meter,
+        d.minute_ms,
+        repr(d.value),
+        d.count,
+        d.latest_ms,
+    )
 
 
 def _ledger_rows(events: Events) -> list[tuple[object, ...]]:
@@ -140,18 +174,6 @@ def _ledger_rows(events: Events) -> list[tuple[object, ...]]:
             strict=True,
         )
     ]
-
-
-def _first_of_each(events: dict[int, Events]) -> dict[int, Events]:
-    """The batch's first copy of each ledger identity, across all its partitions (an id can
-    come back under another customer, hence on another partition). Batches without copies
-    (the usual case) are recognised with one set and returned as they are."""
-    keys = {p: es.identities() for p, es in events.items()}
-    total = sum(len(ks) for ks in keys.values())
-    if len(set().union(*keys.values())) == total:
-        return events
-    seen: set[EventKey] = set()
-    return {p: es.select(first_of_each(keys[p], seen)) for p, es in events.items()}
 
 
 def _only_new(unique: dict[int, Events], fresh: set[EventKey]) -> dict[int, Events]:
@@ -222,8 +244,8 @@ class LedgerWriter:
 
         Raises `Fenced` (nothing written) or a psycopg error (nothing written; retry).
         `inside` runs inside the transaction just before it commits (a test hook)."""
-        unique = _first_of_each(batch.events)
-        days = set().union(*({t // DAY_MS for t in es.ts_ms} for es in unique.values()))
+        unique = unique_events(batch.events)
+        days = set().union(*(es.days() for es in unique.values()))
         self._partitions.ensure(self._conn, {_EPOCH + timedelta(days=d) for d in days})
         with self._conn.transaction():
             fresh = self._insert_events(unique.values())
@@ -267,28 +289,15 @@ class LedgerWriter:
     def _upsert(self, deltas: list[Delta]) -> None:
         if not deltas:
             return
-        codes = set()
         with self._conn.cursor() as cur:
-            with cur.copy(
-                "COPY batch_rollups (agg, tenant_id, customer, meter, minute_ms, value, count, "
-                "latest_ms) FROM STDIN"
-            ) as copy:
-                for d in deltas:
-                    code = _CODE[d.aggregation]
-                    codes.add(code)
-                    copy.write_row(
-                        (
-                            code,
-                            d.tenant_id,
-                            d.customer,
-                            d.meter,
-                            d.minute_ms,
-                            repr(d.value),
-                            d.count,
-                            d.latest_ms,
-                        )
-                    )
-            for code in sorted(codes):
+            with cur.copy(_COPY_ROLLUPS) as copy:
+                block = rollup_block(deltas)
+                if block is not None:
+                    copy.write(block)
+                else:
+                    for d in deltas:
+                        copy.write_row(_rollup_row(d))
+            for code in sorted({_CODE[d.aggregation] for d in deltas}):
                 cur.execute(_UPSERT.format(merge=_MERGE[code]), (code,))
 
     def _advance(self, batch: Batch, positions: Mapping[int, int | None]) -> dict[int, int | None]:

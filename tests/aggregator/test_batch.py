@@ -9,7 +9,7 @@ from confluent_kafka import Message
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from aggregator.batch import decode_batch, first_of_each, reservations, to_deltas
+from aggregator.batch import decode_batch, first_of_each, reservations, to_deltas, unique_events
 from aggregator.columns import Events, decode_columns
 from meterline.catalog.model import Aggregation
 from meterline.events import PoisonMessage, UsageEvent, decode_event, encode_event
@@ -219,3 +219,42 @@ def test_first_of_each_with_and_without_copies_matches_a_plain_loop(
             seen.add(key)
             plain.append(e)
     assert firsts(events + events[:3]) == plain
+
+
+spread_st = st.lists(
+    st.builds(
+        lambda t, i, day, p: (p, UsageEvent(t, f"e{i}", "c", "m", 1.0, T0 + day * 86_400_000, T0)),
+        st.integers(1, 2),
+        st.integers(0, 6),
+        st.integers(0, 2),
+        st.integers(0, 2),
+    ),
+    max_size=20,
+)
+
+
+@given(spread_st)
+def test_unique_events_keeps_the_first_of_each_identity_across_partitions(
+    placed: list[tuple[int, UsageEvent]],
+) -> None:
+    by_part: dict[int, list[UsageEvent]] = {p: [] for p in range(3)}
+    for p, e in placed:
+        by_part[p].append(e)
+    seen: set[tuple[int, str, int]] = set()
+    plain: dict[int, list[UsageEvent]] = {}
+    for p, evs in by_part.items():
+        plain[p] = []
+        for e in evs:
+            key = (e.tenant_id, e.id, e.timestamp_ms // 86_400_000)
+            if key not in seen:
+                seen.add(key)
+                plain[p].append(e)
+    got = unique_events({p: Events.of(evs) for p, evs in by_part.items()})
+    assert {p: es.rows() for p, es in got.items()} == plain
+
+
+@given(events_st, st.integers(0, 3))
+def test_days_are_the_utc_days_of_the_event_times(events: list[UsageEvent], later: int) -> None:
+    cols = Events.of(events)
+    cols.ts_ms[:1] = [t + later * 86_400_000 for t in cols.ts_ms[:1]]
+    assert cols.days() == {t // 86_400_000 for t in cols.ts_ms}

@@ -10,10 +10,12 @@ from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
 from aggregator.columns import Events
-from aggregator.ledger import Fenced, LedgerWriter, copy_block
+from aggregator.ledger import Fenced, LedgerWriter, copy_block, rollup_block
+from meterline.catalog.model import Aggregation
 from meterline.clock import SystemClock
 from meterline.events import UsageEvent
 from meterline.postgres import connect
+from meterline.view.model import Delta
 from tests.aggregator.support import aggregation_of, rollups
 
 NOW = SystemClock().now_ms()
@@ -39,6 +41,14 @@ def test_copy_block_writes_text_rows_and_refuses_fields_that_need_escaping() -> 
     assert copy_block(Events.of(events([ODD_IDS[5]]))) is not None
 
 
+def test_rollup_block_writes_text_rows_and_refuses_fields_that_need_escaping() -> None:
+    d = Delta(7, "cust", "peak", Aggregation.MAX, 120_000, 0.1, 3, 125_000)
+    assert rollup_block([d]) == "m\t7\tcust\tpeak\t120000\t0.1\t3\t125000\n"
+    for odd in ODD_IDS[:5]:
+        other = Delta(7, odd, "calls", Aggregation.SUM, 60_000, 1.0, 1, 60_000)
+        assert rollup_block([d, other]) is None
+
+
 @pytest.fixture
 def writer(pg_conninfo: str) -> Iterator[LedgerWriter]:
     w = LedgerWriter(lambda: connect(pg_conninfo), "g", "t")
@@ -58,6 +68,15 @@ def test_ids_that_need_escaping_are_stored_exactly(
     done = writer.commit(batch_of(events(ODD_IDS)), {0: None}, aggregation_of)
     assert ledger_ids(pool) == set(ODD_IDS)
     assert len(done.new_events[0]) == len(ODD_IDS) and done.duplicates == 0
+
+
+@pytest.mark.integration
+def test_customers_that_need_escaping_are_rolled_up_exactly(
+    writer: LedgerWriter, pool: ConnectionPool
+) -> None:
+    evs = [e for n, odd in enumerate(ODD_IDS) for e in events([f"e{n}"], customer=odd)]
+    writer.commit(batch_of(evs), {0: None}, aggregation_of)
+    assert {c: n for (c, _m, _b), (_v, n) in rollups(pool, 1).items()} == dict.fromkeys(ODD_IDS, 1)
 
 
 @pytest.mark.integration
