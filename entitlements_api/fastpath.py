@@ -49,7 +49,7 @@ from meterline.entitlements import Decision, Reason
 from meterline.errors import MeterlineError
 
 JSON = b"application/json"
-REFRESH_AHEAD = 0.2  # fraction of the decision TTL before expiry when a checked key refreshes
+REFRESH_AHEAD = 0.1  # fraction of the decision TTL before expiry when a checked key refreshes
 PRINCIPAL_TTL = 1.0  # seconds a key's principal is reused without asking the Authenticator
 REFRESH_BATCH = 0.01  # seconds: timed refreshes due within this are decided in one job
 Key = tuple[int, str, str]  # (tenant id, customer, feature)
