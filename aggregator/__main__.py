@@ -19,7 +19,6 @@ from psycopg_pool import ConnectionPool
 
 from aggregator import http
 from aggregator.catalog_cache import AggregationCache
-from aggregator.consumer import MessageConsumer
 from aggregator.faults import hooks_from_spec
 from aggregator.ledger import LedgerWriter
 from aggregator.metrics import AggregatorMetrics
@@ -31,7 +30,7 @@ from aggregator.worker import Worker, WorkerParts
 from meterline import logs
 from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.errors import ConfigError
-from meterline.kafka.consumer import Positions, Revoked
+from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
 from meterline.redis import connect as redis_connect
 from meterline.settings import (
@@ -71,9 +70,9 @@ def main() -> int:
     view = RedisUsageView(redis_connect(rds.url), rds.key_prefix)
     retrier = Retrier(metrics, stopping, progress=progress)
 
-    def consumer(positions: Positions, revoked: Revoked) -> MessageConsumer:
+    def consumer(positions: Positions, revoked: Revoked) -> PositionedConsumer:
         extra: dict[str, Any] = {"max.poll.interval.ms": 600_000}
-        return MessageConsumer(
+        return PositionedConsumer(
             kafka.bootstrap, own.group_id, kafka.topic, positions, revoked, **extra
         )
 

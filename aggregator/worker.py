@@ -34,18 +34,17 @@ from confluent_kafka import Message
 
 from aggregator.batch import AggregationOf, Batch, decode_batch, reservations
 from aggregator.columns import Events
-from aggregator.consumer import MessageConsumer
 from aggregator.faults import Hooks
 from aggregator.ledger import Committed, Fenced, LedgerWriter
 from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
 from aggregator.retry import Retrier, ShuttingDown
 from aggregator.viewsync import ViewSync
-from meterline.kafka.consumer import Positions, Revoked
+from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
 
 log = logging.getLogger(__name__)
-ConsumerFactory = Callable[[Positions, Revoked], MessageConsumer]
+ConsumerFactory = Callable[[Positions, Revoked], PositionedConsumer]
 LAG_EVERY_S = 2.0
 _NO_EVENTS = Events()
 
@@ -76,7 +75,7 @@ class Worker:
         self._to_check: list[int] = []
         self._to_resync: set[int] = set()
         self._lag_at = 0.0
-        self._consumer: MessageConsumer | None = None
+        self._consumer: PositionedConsumer | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="committer")
         self._pending: Future[None] | None = None
 
@@ -115,7 +114,7 @@ class Worker:
             self._positions.pop(part, None)
             self._p.metrics.lag.labels(str(part)).set(0)
 
-    def _step(self, consumer: MessageConsumer) -> None:
+    def _step(self, consumer: PositionedConsumer) -> None:
         if self._to_resync:
             self._wait_for_committer()
             self._resync(consumer)
@@ -150,7 +149,7 @@ class Worker:
         if pending is not None:
             pending.result()
 
-    def _collect(self, consumer: MessageConsumer) -> list[Message]:
+    def _collect(self, consumer: PositionedConsumer) -> list[Message]:
         p = self._p
         self._buffer = []
         deadline: float | None = None
@@ -161,7 +160,7 @@ class Worker:
                     break
                 wait = 0.005  # it could not start before the batch in flight ends: keep filling
             want = p.batch_size - len(self._buffer)
-            got = p.retrier.call(lambda: consumer.poll_messages(want, wait), "kafka")  # noqa: B023
+            got = p.retrier.call(lambda: consumer.poll(want, wait), "kafka")  # noqa: B023
             mine = consumer.assigned
             if not mine.issuperset(map(Message.partition, got)):
                 got = [m for m in got if m.partition() in mine]
@@ -214,7 +213,7 @@ class Worker:
         m.batch_seconds.observe(time.monotonic() - started)
         self._p.progress.committed()
 
-    def _resync(self, consumer: MessageConsumer) -> None:
+    def _resync(self, consumer: PositionedConsumer) -> None:
         """Read the partitions waiting for it again from their offsets in Postgres."""
         parts = sorted(self._to_resync & consumer.assigned)
         self._to_resync = set()
@@ -224,7 +223,7 @@ class Worker:
             self._positions[part] = offset
             consumer.seek(part, offset)
 
-    def _update_lag(self, consumer: MessageConsumer) -> None:
+    def _update_lag(self, consumer: PositionedConsumer) -> None:
         self._lag_at = time.monotonic()
         ends = consumer.end_offsets(sorted(consumer.assigned), timeout_s=1.0)
         lag = {part: max(0, end - (self._positions.get(part) or 0)) for part, end in ends.items()}

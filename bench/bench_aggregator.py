@@ -17,12 +17,13 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from confluent_kafka import Message
 
 from aggregator.batch import decode_batch
-from aggregator.consumer import MessageConsumer
 from bench.harness import BenchContext, Figure
 from meterline.catalog.model import Aggregation
 from meterline.catalog.parse import parse_catalog
@@ -48,8 +49,8 @@ def run(ctx: BenchContext) -> list[Figure]:
     ensure_topics(ctx.urls["kafka"], [topic, f"bench.{tag}.dlq"], 4)
     tenant = _tenant(ctx.urls["postgres"], tag)
     _prefill(ctx.urls["kafka"], topic, tenant, n)
-    bare = _bare_rate(ctx.urls["kafka"], topic, n)
-    bare_columns = _bare_columns_rate(ctx.urls["kafka"], topic, n)
+    bare = _bare_rate(ctx.urls["kafka"], topic, n, lambda ms: [decode_event(m.value()) for m in ms])
+    bare_columns = _bare_rate(ctx.urls["kafka"], topic, n, lambda ms: decode_batch(ms, topic))
     rate, cpu_us = _aggregator_rate(ctx, tag, topic, n)
     p50, p99 = _freshness(ctx, tag, topic, tenant)
     return [
@@ -128,7 +129,11 @@ def _prefill(bootstrap: str, topic: str, tenant: int, n: int) -> None:
     pub.close()
 
 
-def _bare_rate(bootstrap: str, topic: str, n: int) -> float:
+def _bare_rate(
+    bootstrap: str, topic: str, n: int, decode: Callable[[list[Message]], object]
+) -> float:
+    """Messages/s of a consumer reading `n` messages of `topic` and passing each poll's
+    messages to `decode`, from the first message on."""
     consumer = PositionedConsumer(
         bootstrap,
         f"bench-bare-{uuid.uuid4().hex[:6]}",
@@ -138,30 +143,10 @@ def _bare_rate(bootstrap: str, topic: str, n: int) -> float:
     )
     seen, started = 0, None
     while seen < n:
-        records = consumer.poll(10_000, 1.0)
-        if records and started is None:
-            started = time.perf_counter()
-        for r in records:
-            decode_event(r.value)
-        seen += len(records)
-    consumer.close()
-    return n / (time.perf_counter() - (started or time.perf_counter()))
-
-
-def _bare_columns_rate(bootstrap: str, topic: str, n: int) -> float:
-    consumer = MessageConsumer(
-        bootstrap,
-        f"bench-bare-{uuid.uuid4().hex[:6]}",
-        topic,
-        lambda ps: dict.fromkeys(ps),
-        lambda _ps: None,
-    )
-    seen, started = 0, None
-    while seen < n:
-        messages = consumer.poll_messages(10_000, 1.0)
+        messages = consumer.poll(10_000, 1.0)
         if messages and started is None:
             started = time.perf_counter()
-        decode_batch(messages, topic)
+        decode(messages)
         seen += len(messages)
     consumer.close()
     return n / (time.perf_counter() - (started or time.perf_counter()))

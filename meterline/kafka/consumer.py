@@ -6,7 +6,9 @@
   assigns the partitions at exactly those offsets (the earliest offset where it returns `None`);
 - on revocation it calls `revoked(partitions)` first, so the caller can abandon the records of
   those partitions it holds (the new owner reads them again from the stored offsets);
-- `poll()` returns plain `Record`s; partition EOFs are dropped, other errors raise KafkaFailure.
+- `poll()` returns confluent-kafka's messages as they are (building an object of our own per
+  message cost as much as decoding it); partition EOFs are dropped, other errors raise
+  KafkaFailure.
 
 Both callbacks run inside `poll()`, on the caller's thread. Offsets are never committed to Kafka.
 """
@@ -15,9 +17,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from meterline.kafka.config import consumer_config
 
@@ -29,17 +38,6 @@ Revoked = Callable[[list[int]], None]
 
 class KafkaFailure(RuntimeError):
     """The broker reported an error that is not a routine end-of-partition."""
-
-
-class Record(NamedTuple):
-    """One consumed message. A named tuple rather than a dataclass: one is made per message on
-    the aggregator's hot path, and a tuple costs a fraction of a frozen dataclass to create."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
 
 
 class PositionedConsumer:
@@ -80,20 +78,12 @@ class PositionedConsumer:
         consumer.unassign()
         log.info("revoked partitions", extra={"partitions": lost})
 
-    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        """Up to `max_records` records, waiting at most `timeout_s` for the first."""
-        out: list[Record] = []
-        append = out.append
-        for msg in self._consumer.consume(max_records, timeout_s):
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaFailure(str(err))
-            partition, offset = msg.partition(), msg.offset()
-            assert partition is not None and offset is not None
-            append(Record(partition, offset, msg.key(), msg.value(), msg.timestamp()[1]))
-        return out
+    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Up to `max_records` messages, waiting at most `timeout_s` for the first."""
+        messages: list[Message] = self._consumer.consume(max_records, timeout_s)
+        if any(map(Message.error, messages)):  # rare: checked one by one only then
+            messages = [m for m in messages if _routine(m)]
+        return messages
 
     def seek(self, partition: int, offset: int | None) -> None:
         """Read `partition` again from `offset` (the earliest when `None`)."""
@@ -123,3 +113,13 @@ class PositionedConsumer:
 
 def _target(offset: int | None) -> int:
     return OFFSET_BEGINNING if offset is None else offset
+
+
+def _routine(message: Message) -> bool:
+    """False for a partition EOF; raises on any other error; True for a message."""
+    err = message.error()
+    if err is None:
+        return True
+    if err.code() == KafkaError._PARTITION_EOF:
+        return False
+    raise KafkaFailure(str(err))

@@ -40,7 +40,7 @@ class FakeConsumer:
     def assigned(self) -> frozenset[int]:
         return frozenset(self._at)
 
-    def poll_messages(self, max_records: int, timeout_s: float) -> list[Message]:
+    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         if not self._at:
             found = self._positions(list(PARTITIONS))
             self._at = {p: found[p] or 0 for p in PARTITIONS}
