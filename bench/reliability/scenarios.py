@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.reliability import stripe_check
 from bench.reliability.ledger import Ledger
@@ -261,7 +263,7 @@ def overload(world: World) -> Result:
     capacity = ledger.acked_count / max(probe.elapsed, 0.001)
     duration = 60.0 if not world.ci else 20.0
     plan = _overload_plan(OVERLOAD_PLANNED * capacity, duration, 1800, OVERLOAD_BATCH)
-    with _MemoryWatch(world, ("ingest", "aggregator")) as memory:
+    with _MemoryWatch(world, ("ingest", "aggregator")) as memory, _IngestWatch(world) as inside:
         stats = world.send(tenant, ledger, plan, kind=OpenLoop)
     result.notes.append(
         f"capacity {capacity:,.0f} ev/s (closed loop, 12 connections, {OVERLOAD_BATCH}-event "
@@ -269,6 +271,7 @@ def overload(world: World) -> Result:
     )
     short = _offered(result, stats, capacity)
     result.notes.append(memory.describe())
+    result.notes.append(inside.describe())
     result = _finish(world, result, tenant, ledger, stats)
     limited = _rate_limited(world, duration / 2)
     result.lost, result.doubled = result.lost + limited.lost, result.doubled + limited.doubled
@@ -355,3 +358,83 @@ class _MemoryWatch:
             for n in self.names
         ]
         return "; ".join(parts)
+
+
+WATCHED = (LIMIT, PRODUCE_SUM, PRODUCE_COUNT) = (
+    "meterline_ingest_concurrency_limit",
+    "meterline_ingest_produce_seconds_sum",
+    "meterline_ingest_produce_seconds_count",
+)
+
+
+class _IngestWatch:
+    """Ingest seen through its `/metrics` while the block runs, to tell why it answers slowly
+    under overload: its adaptive concurrency limit (a limit at its floor means produce calls
+    took longer than the target), the mean produce time (the broker's acknowledgements), and how
+    long `/metrics` itself took to answer (a starved event loop answers everything late)."""
+
+    def __init__(self, world: World) -> None:
+        host, port = world.ingest
+        self.url = f"http://{host}:{port}/metrics"
+        self.limits: list[float] = []
+        self.answer_s: list[float] = []
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _IngestWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            start = time.monotonic()
+            try:
+                text = httpx.get(self.url, timeout=10).text
+            except httpx.HTTPError:
+                continue
+            self.answer_s.append(time.monotonic() - start)
+            found = ingest_samples(text)
+            if LIMIT in found:
+                self.limits.append(found[LIMIT])
+            self.first = self.first or found
+            self.last = found
+
+    def describe(self) -> str:
+        return describe_ingest(self.limits, self.answer_s, self.first, self.last)
+
+
+def ingest_samples(text: str) -> dict[str, float]:
+    """The WATCHED samples of a Prometheus text page."""
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in WATCHED
+    }
+
+
+def describe_ingest(
+    limits: list[float], answer_s: list[float], first: dict[str, float], last: dict[str, float]
+) -> str:
+    """One line of what `_IngestWatch` saw."""
+    if not answer_s:
+        return "ingest /metrics never answered during the overload"
+    parts = []
+    if limits:
+        ordered = sorted(limits)
+        parts.append(
+            f"concurrency limit {ordered[0]:.0f}-{ordered[-1]:.0f} "
+            f"(median {ordered[len(ordered) // 2]:.0f})"
+        )
+    produced = last.get(PRODUCE_COUNT, 0.0) - first.get(PRODUCE_COUNT, 0.0)
+    if produced > 0:
+        mean = (last.get(PRODUCE_SUM, 0.0) - first.get(PRODUCE_SUM, 0.0)) / produced
+        parts.append(f"produce {mean * 1000:.0f} ms mean")
+    parts.append(f"/metrics answered in {max(answer_s):.1f} s at worst")
+    return "ingest under overload: " + ", ".join(parts)
