@@ -59,6 +59,22 @@ def test_ids_are_forgotten_after_the_window(kind: str, request: pytest.FixtureRe
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("kind", ["memory", "redis", "coalesced"])
+def test_ids_are_remembered_through_the_window(kind: str, request: pytest.FixtureRequest) -> None:
+    """Redis files ids in buckets of an eighth of the window: one marked late in a bucket is
+    still seen until the window has passed, not only until its bucket does."""
+
+    async def scenario() -> None:
+        d = _deduper(kind, request, 0.4)
+        for i in range(8):
+            await d.mark(1, [f"late-{i}"])
+            await asyncio.sleep(0.04)
+        assert all(await d.seen(1, [f"late-{i}" for i in range(8)]))
+        await d.close()
+
+    asyncio.run(scenario())
+
+
 def test_memory_deduper_follows_its_clock() -> None:
     clock = FakeClock()
     d = MemoryDeduper(10, clock)
