@@ -41,6 +41,9 @@ def redis_process(home: Path, port: int | None = None) -> tuple[ManagedProcess, 
         str(data.resolve()),
         "--protected-mode",
         "yes",
+        # Ingest's dedupe sets can be large; one that expires is freed in the background.
+        "--lazyfree-lazy-expire",
+        "yes",
     ]
     url = f"redis://127.0.0.1:{port}/0"
 
