@@ -231,7 +231,8 @@ def _process(
 
 def run(ctx: BenchContext) -> list[Figure]:
     secs = 1.5 if ctx.quick else 3.0
-    home = ROOT / ".meterline" / f"bench-ingest-{os.getpid()}"
+    # The run's own home (removed after the run unless --keep) holds the servers' logs.
+    home = Path(ctx.extra.get("home", ROOT / ".meterline")) / "bench-ingest"
     key = _tenant(ctx.urls["postgres"])
     ingest, ingest_port = _ingest(ctx, home)
     bare, bare_port = _bare(home)
