@@ -7,6 +7,7 @@ under a supervisor that makes no progress either). Only a malformed URL is a con
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -101,6 +102,7 @@ def main() -> int:
         stopping=stopping,
     )
     log.info("aggregator starting", extra={"topic": kafka.topic, "group": own.group_id})
+    _settle_garbage_collector()
     try:
         Worker(parts).run()
     finally:
@@ -109,6 +111,16 @@ def main() -> int:
         pool.close()
     log.info("aggregator stopped")
     return 0
+
+
+def _settle_garbage_collector() -> None:
+    """Keep what start-up built (modules, clients, metrics: ~65,000 tracked objects) out of the
+    cyclic collector: it lives as long as the process, yet every full collection walked it
+    again while a batch's messages were live too. Frozen, the collector costs ~1 µs less CPU per
+    event (1.85 -> 0.8-1.0 µs in a decode loop) and a full pass stalls both threads 17-30 ms
+    instead of 46-76 ms. The thresholds stay Python's, so cycles are still collected soon."""
+    gc.collect()
+    gc.freeze()
 
 
 def _check_url(url: str) -> None:
