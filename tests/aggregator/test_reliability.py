@@ -23,7 +23,7 @@ from tests.aggregator.test_exactly_once import assert_exact
 from tests.fixtures.services import Topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-CRASH_EVENTS = 60_000
+CRASH_EVENTS = 200_000  # the size: six SIGKILLs during a 200,000-event run
 
 
 def test_sigkill_at_three_points(
