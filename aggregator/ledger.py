@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -108,16 +108,7 @@ def copy_block(events: Events) -> str | None:
     block = "".join(
         [
             f"{t}\t{i}\t{ts // DAY_MS}\t{c}\t{m}\t{ts}\t{v!r}\t{r}\n"
-            for t, i, c, m, v, ts, r in zip(
-                events.tenant,
-                events.id,
-                events.customer,
-                events.meter,
-                events.value,
-                events.ts_ms,
-                events.received_ms,
-                strict=True,
-            )
+            for t, i, c, m, v, ts, r in _fields(events)
         ]
     )
     return block if _clean(block, len(events)) else None
@@ -161,19 +152,21 @@ def _rollup_row(d: Delta) -> tuple[object, ...]:
 
 
 def _ledger_rows(events: Events) -> list[tuple[object, ...]]:
-    return [
-        (t, i, ts // DAY_MS, c, m, ts, repr(v), r)
-        for t, i, c, m, v, ts, r in zip(
-            events.tenant,
-            events.id,
-            events.customer,
-            events.meter,
-            events.value,
-            events.ts_ms,
-            events.received_ms,
-            strict=True,
-        )
-    ]
+    return [(t, i, ts // DAY_MS, c, m, ts, repr(v), r) for t, i, c, m, v, ts, r in _fields(events)]
+
+
+def _fields(events: Events) -> Iterator[tuple[int, str, str, str, float, int, int]]:
+    """Each event's (tenant, id, customer, meter, value, time, received time)."""
+    return zip(
+        events.tenant,
+        events.id,
+        events.customer,
+        events.meter,
+        events.value,
+        events.ts_ms,
+        events.received_ms,
+        strict=True,
+    )
 
 
 def _only_new(unique: dict[int, Events], fresh: set[EventKey]) -> dict[int, Events]:

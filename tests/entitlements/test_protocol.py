@@ -17,6 +17,7 @@ from entitlements_api.fastpath import CheckFastPath
 from entitlements_api.protocol import protocol_for
 from tests.entitlements.conftest import ServerThread
 from tests.entitlements.test_fastpath import World, world
+from tests.fixtures.http import read_responses
 
 CHECK = "/v1/customers/c1/entitlements/api_calls"
 
@@ -66,19 +67,8 @@ def exchange(port: int, raw: bytes, answers: int = 1) -> list[bytes]:
 
 
 def read(sock: socket.socket, answers: int) -> list[bytes]:
-    buffer, found = b"", list[bytes]()
-    while len(found) < answers:
-        end = buffer.find(b"\r\n\r\n")
-        if end >= 0:
-            length = int(re.search(rb"content-length: (\d+)", buffer[:end]).group(1))  # type: ignore[union-attr]
-            if len(buffer) >= end + 4 + length:
-                found.append(buffer[: end + 4 + length])
-                buffer = buffer[end + 4 + length :]
-                continue
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed early"
-        buffer += chunk
-    assert not buffer
+    found, rest = read_responses(sock, answers)
+    assert not rest
     return found
 
 

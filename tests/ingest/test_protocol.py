@@ -30,6 +30,7 @@ from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.devstack.process import free_port
 from meterline.events import UsageEvent
 from meterline.tenants import MemoryTenantRepository, Principal
+from tests.fixtures.http import read_responses
 from tests.ingest.support import CATALOG
 
 
@@ -123,19 +124,7 @@ def event(i: int, **extra: object) -> bytes:
 
 def read(sock: socket.socket, answers: int = 1) -> list[bytes]:
     """`answers` whole responses (Content-Length framed) from `sock`."""
-    buffer, found = b"", list[bytes]()
-    while len(found) < answers:
-        end = buffer.find(b"\r\n\r\n")
-        if end >= 0:
-            length = int(re.search(rb"content-length: (\d+)", buffer[:end]).group(1))  # type: ignore[union-attr]
-            if len(buffer) >= end + 4 + length:
-                found.append(buffer[: end + 4 + length])
-                buffer = buffer[end + 4 + length :]
-                continue
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed early"
-        buffer += chunk
-    return found
+    return read_responses(sock, answers)[0]
 
 
 def connect(port: int) -> socket.socket:
