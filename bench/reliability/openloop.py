@@ -97,7 +97,9 @@ class OpenLoop(Traffic):
         previous: list[int] = []
         while size := self._more():
             await self._pace()
+            asked = time.monotonic()
             client = await self._pool.acquire()
+            self.stats.connection_wait_s += time.monotonic() - asked
             numbers = self._compose(size, previous)
             task = asyncio.create_task(self._batch(client, numbers))
             batches.add(task)

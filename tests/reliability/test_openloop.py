@@ -118,6 +118,9 @@ def test_arrivals_wait_for_a_connection_once_all_are_busy() -> None:
     # before one of them is answered (0.3 s after its request).
     firsts = sorted({ids: at for at, ids in reversed(seen.requests)}.values())
     assert firsts[2] - firsts[0] >= 0.3 - 0.01
+    # ...and the time new batches waited for a connection is counted: batches 3 and 5 each wait
+    # for an answer (0.3 s); 4 and 6 find the other connection, freed at the same moment.
+    assert 2 * 0.3 - 0.05 <= traffic.stats.connection_wait_s < 3 * 0.3
     assert ledger.acked_count == len(ledger) == 60
 
 
