@@ -121,7 +121,7 @@ def decode_columns(values: Sequence[bytes | None]) -> Events | None:
     props = list(map(dict.get, docs, repeat("properties")))
     if not (
         set(schema) == {SCHEMA_VERSION}
-        and _texts(ids, customer, meter)
+        and _texts(b"".join(values), ids, customer, meter)  # type: ignore[arg-type]  # all bytes
         and _integers(tenant, ts, received)
         and _amounts(value)
         and set(map(type, props)) <= {_NONE, dict}
@@ -130,14 +130,21 @@ def decode_columns(values: Sequence[bytes | None]) -> Events | None:
     return Events(tenant, ids, customer, meter, value, ts, received, props)
 
 
-def _texts(*columns: list[Any]) -> bool:
-    """Every entry a str of 1 to MAX_ID_LEN characters without a control character."""
+def _texts(raw: bytes, *columns: list[Any]) -> bool:
+    """Every entry a str of 1 to MAX_ID_LEN characters without a control character.
+
+    JSON holds a control character in a string only as an escape (raw ones are invalid and
+    orjson refuses them), DEL aside. So when no value has a backslash or a DEL byte (UTF-8 uses
+    bytes below 0x80 for ASCII alone), no decoded string has a control character, and one scan
+    of the raw bytes (`raw`, the values joined) tells; otherwise the strings are checked."""
     for col in columns:
         if set(map(type, col)) != {str}:
             return False
         lengths = list(map(len, col))
         if min(lengths) < 1 or max(lengths) > MAX_ID_LEN:
             return False
+    if b"\\" not in raw and b"\x7f" not in raw:
+        return True
     joined = "".join(map("".join, columns))
     return joined.isprintable() or _CONTROL.search(joined) is None  # printable: no control
 

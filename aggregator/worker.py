@@ -1,17 +1,19 @@
 """The consume loop: collect a micro-batch, dead-letter the poison, commit, update the view.
 
     consumer thread:  collect (<= batch_size records, or batch_ms after the first once the
-                        committer is free) -> decode
+                        committer is free) -> decode -> prepare (first copies, COPY text)
                         -> hand the batch to the committer (waits for the one before)
     committer thread: dead letters published and acknowledged
                         -> ONE Postgres transaction (ledger, rollups, offsets)  [inside_txn]
                         -> the view, per partition, gated by watermarks       [after_commit]
                         -> done                                               [between_batches]
 
-The two threads overlap: while Postgres commits one batch, the next is read and decoded (most of
-the aggregator's own CPU). At most one batch is committing and one being collected. A batch
-whose time is up keeps filling while the one before it still commits (it could not start
-earlier anyway), so batches grow under load and stay short, for freshness, when it is light.
+The two threads overlap: while Postgres commits one batch, the next is read, decoded and
+prepared (most of the aggregator's own CPU). The committer is the slower stage (it waits for
+Postgres), so the consumer does the per-event work that needs no I/O. At most one batch is
+committing and one being collected. A batch whose time is up keeps filling while the one before
+it still commits (it could not start earlier anyway), so batches grow under load and stay
+short, for freshness, when it is light.
 
 Positions (the next offset to read per partition) come from Postgres at assignment; each batch
 starts where the one before it ended, and its transaction moves a stored offset only from
@@ -35,7 +37,7 @@ from confluent_kafka import Message
 from aggregator.batch import AggregationOf, Batch, decode_batch, reservations
 from aggregator.columns import Events
 from aggregator.faults import Hooks
-from aggregator.ledger import Committed, Fenced, LedgerWriter
+from aggregator.ledger import Committed, Fenced, LedgerWriter, Prepared, prepare
 from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
 from aggregator.retry import Retrier, ShuttingDown
@@ -125,20 +127,21 @@ class Worker:
             self._p.view_sync.ensure_current(stored, self._to_check)
             self._to_check = []
         if records:
-            self._submit(decode_batch(records, self._p.topic), time.monotonic())
+            self._submit(prepare(decode_batch(records, self._p.topic)), time.monotonic())
         if time.monotonic() - self._lag_at > LAG_EVERY_S:
             self._update_lag(consumer)
 
-    def _submit(self, batch: Batch, started: float) -> None:
-        """Hand `batch` to the committer once the batch before it is done. A batch of a
+    def _submit(self, prepared: Prepared, started: float) -> None:
+        """Hand a batch to the committer once the batch before it is done. A batch of a
         partition waiting to be read again is not committed (it would be refused)."""
+        batch = prepared.batch
         self._wait_for_committer()
         if self._to_resync.intersection(batch.partitions):
             self._to_resync.update(batch.partitions)
             return
         starts = {part: self._positions.get(part) for part in batch.partitions}
         self._positions.update(batch.ends)
-        self._pending = self._committer.submit(self._process, batch, starts, started)
+        self._pending = self._committer.submit(self._process, prepared, starts, started)
 
     def _committing(self) -> bool:
         return self._pending is not None and not self._pending.done()
@@ -171,9 +174,9 @@ class Worker:
                 deadline = time.monotonic() + p.batch_ms / 1000
         return self._buffer
 
-    def _process(self, batch: Batch, starts: dict[int, int | None], started: float) -> None:
+    def _process(self, prepared: Prepared, starts: dict[int, int | None], started: float) -> None:
         """On the committer thread: dead letters, the transaction, the view, the metrics."""
-        p = self._p
+        p, batch = self._p, prepared.batch
         if batch.poison:
             p.retrier.call(lambda: p.dlq.publish(batch.poison), "kafka")
             p.metrics.dead_letters.inc(len(batch.poison))
@@ -181,7 +184,7 @@ class Worker:
         try:
             done = p.retrier.call(
                 lambda: p.writer.commit(
-                    batch, starts, p.aggregation_of, lambda: p.hooks.at("inside_txn")
+                    prepared, starts, p.aggregation_of, lambda: p.hooks.at("inside_txn")
                 ),
                 "postgres",
                 p.writer.reset,

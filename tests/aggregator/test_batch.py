@@ -200,9 +200,16 @@ def test_the_fast_decode_path_leaves_odd_messages_to_decode_event() -> None:
     int_value += b'"timestamp":5,"received_at":5}'
     assert decode_columns([ok, int_value]) is None
     assert decode_event(int_value).value == 3.0
-    for text in ("", "x" * 129, "tab\there", "del\x7f"):
+    for text in ("", "x" * 129, "tab\there", "del\x7f", "nul\x00"):
         bad = UsageEvent(1, text, "c", "m", 1.0, 5, 5)
         assert decode_columns([ok, encode_event(bad)]) is None
+    escaped = b'{"schema":1,"tenant":1,"id":"\\u0001","customer":"c","meter":"m","value":1.0,'
+    escaped += b'"timestamp":5,"received_at":5}'
+    assert decode_columns([ok, escaped]) is None  # a control character written as an escape
+    quoted = encode_event(UsageEvent(1, 'say "hi" \\ bye', "c", "m", 1.0, 5, 5))
+    assert b"\\" in quoted  # escapes of other characters still take the fast path
+    got = decode_columns([ok, quoted])
+    assert got is not None and got.id == ["a", 'say "hi" \\ bye']
     for value in (-1.0, 1e16, math.nan, math.inf):
         assert decode_columns([ok, ok.replace(b'"value":1.0', f'"value":{value}'.encode())]) is None
 

@@ -10,7 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
 from aggregator.columns import Events
-from aggregator.ledger import Fenced, LedgerWriter, copy_block, rollup_block
+from aggregator.ledger import Fenced, LedgerWriter, copy_block, prepare, rollup_block
 from meterline.catalog.model import Aggregation
 from meterline.clock import SystemClock
 from meterline.events import UsageEvent
@@ -65,7 +65,7 @@ def ledger_ids(pool: ConnectionPool) -> set[str]:
 def test_ids_that_need_escaping_are_stored_exactly(
     writer: LedgerWriter, pool: ConnectionPool
 ) -> None:
-    done = writer.commit(batch_of(events(ODD_IDS)), {0: None}, aggregation_of)
+    done = writer.commit(prepare(batch_of(events(ODD_IDS))), {0: None}, aggregation_of)
     assert ledger_ids(pool) == set(ODD_IDS)
     assert len(done.new_events[0]) == len(ODD_IDS) and done.duplicates == 0
 
@@ -75,7 +75,7 @@ def test_customers_that_need_escaping_are_rolled_up_exactly(
     writer: LedgerWriter, pool: ConnectionPool
 ) -> None:
     evs = [e for n, odd in enumerate(ODD_IDS) for e in events([f"e{n}"], customer=odd)]
-    writer.commit(batch_of(evs), {0: None}, aggregation_of)
+    writer.commit(prepare(batch_of(evs)), {0: None}, aggregation_of)
     assert {c: n for (c, _m, _b), (_v, n) in rollups(pool, 1).items()} == dict.fromkeys(ODD_IDS, 1)
 
 
@@ -84,14 +84,14 @@ def test_new_events_when_all_some_or_none_are_new(
     writer: LedgerWriter, pool: ConnectionPool
 ) -> None:
     first = events([f"e{i}" for i in range(100)])
-    done = writer.commit(batch_of(first), {0: None}, aggregation_of)
+    done = writer.commit(prepare(batch_of(first)), {0: None}, aggregation_of)
     assert done.new_events[0].rows() == first and done.duplicates == 0
 
-    again = writer.commit(batch_of(first, start=100), {0: 100}, aggregation_of)
+    again = writer.commit(prepare(batch_of(first, start=100)), {0: 100}, aggregation_of)
     assert len(again.new_events[0]) == 0 and again.deltas[0] == [] and again.duplicates == 100
 
     mixed = events([f"e{i}" for i in range(90, 110)]) + events(["e105"])
-    part = writer.commit(batch_of(mixed, start=200), {0: 200}, aggregation_of)
+    part = writer.commit(prepare(batch_of(mixed, start=200)), {0: 200}, aggregation_of)
     assert part.new_events[0].id == [f"e{i}" for i in range(100, 110)]
     assert part.duplicates == 11
     assert len(ledger_ids(pool)) == 110
@@ -103,9 +103,9 @@ def test_new_events_when_all_some_or_none_are_new(
 def test_a_batch_from_a_stale_position_is_fenced_and_writes_nothing(
     writer: LedgerWriter, pool: ConnectionPool
 ) -> None:
-    writer.commit(batch_of(events(["a", "b"])), {0: None}, aggregation_of)
+    writer.commit(prepare(batch_of(events(["a", "b"]))), {0: None}, aggregation_of)
     with pytest.raises(Fenced):  # another owner moved the offset from 0 to 2 meanwhile
-        writer.commit(batch_of(events(["c", "d"]), start=0), {0: 0}, aggregation_of)
+        writer.commit(prepare(batch_of(events(["c", "d"]), start=0)), {0: 0}, aggregation_of)
     assert ledger_ids(pool) == {"a", "b"}
     assert writer.positions([0]) == {0: 2}
 
@@ -118,13 +118,13 @@ def test_an_id_on_two_partitions_of_one_batch_is_counted_once(
     # two partitions; the second copy is a duplicate whether or not the ledger held the first.
     a, b = events(["x", "y"], customer="c1"), events(["x"], customer="c2")
     batch = Batch(events={0: Events.of(a), 1: Events.of(b)}, ends={0: 2, 1: 1}, records=3)
-    done = writer.commit(batch, {0: None, 1: None}, aggregation_of)
+    done = writer.commit(prepare(batch), {0: None, 1: None}, aggregation_of)
     assert done.new_events[0].id == ["x", "y"] and len(done.new_events[1]) == 0
     assert done.duplicates == 1
     assert sum(n for (_v, n) in rollups(pool, 1).values()) == 2
 
     again = Batch(events={0: Events.of(events(["z"])), 1: Events.of(b + b)}, ends={0: 3, 1: 3})
-    done = writer.commit(again, {0: 2, 1: 1}, aggregation_of)
+    done = writer.commit(prepare(again), {0: 2, 1: 1}, aggregation_of)
     assert done.new_events[0].id == ["z"] and len(done.new_events[1]) == 0
     assert done.duplicates == 2
     assert sum(n for (_v, n) in rollups(pool, 1).values()) == 3

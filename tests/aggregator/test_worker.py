@@ -12,9 +12,8 @@ from typing import Any
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
-from aggregator.batch import Batch
 from aggregator.faults import Hooks
-from aggregator.ledger import Committed, Fenced
+from aggregator.ledger import Committed, Fenced, Prepared
 from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
 from aggregator.retry import Retrier
@@ -82,7 +81,8 @@ class FencingWriter:
     def reset(self) -> None:
         pass
 
-    def commit(self, batch: Batch, positions: Mapping[int, int | None], *_: Any) -> Committed:
+    def commit(self, prepared: Prepared, positions: Mapping[int, int | None], *_: Any) -> Committed:
+        batch = prepared.batch
         self._calls += 1
         time.sleep(0.02)  # long enough for the consumer thread to read the next batch meanwhile
         if self._calls == self._steal_at:
