@@ -46,6 +46,13 @@ from meterline.view.rebuild import rebuild, stored_offsets
 
 log = logging.getLogger("aggregator")
 
+# How long a thread may hold the GIL while another waits for it (Python's default is 5 ms). The
+# committer wakes from a Postgres or Redis round trip a dozen times per batch while the consumer
+# thread decodes in C loops that never let go of the GIL on their own: each wake-up waited up to
+# the whole interval. At 1 ms a 200,000-event run went from 123k to 143k events/s (median of 4
+# pairs, better in every pair); at 0.2 ms the switching itself cost more than it saved.
+SWITCH_INTERVAL_S = 0.001
+
 
 def main() -> int:
     try:
@@ -103,6 +110,7 @@ def main() -> int:
     )
     log.info("aggregator starting", extra={"topic": kafka.topic, "group": own.group_id})
     _settle_garbage_collector()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         Worker(parts).run()
     finally:
