@@ -1,8 +1,8 @@
 """One Postgres transaction per batch: ledger rows, minute rollups and offsets, all or nothing.
 
+0. (`prepare`, on the consumer thread while the transaction before it is in flight) the
+   batch's first copy of each event is picked and written as COPY text;
 1. (outside the transaction) the ledger's day partitions the batch needs are created;
-   (`prepare`, run on the consumer thread while the transaction before it is in flight,
-   picks the batch's first copy of each event and writes their COPY text);
 2. the batch's first copy of each event is COPYed into a temp table and inserted into the
    ledger with a plain `INSERT` inside a savepoint: the usual batch holds no event the ledger
    already has, and a plain insert costs a third less than `ON CONFLICT`. When one is there

@@ -1,10 +1,10 @@
 """Aggregator: sustained events/s from a pre-filled topic into Postgres and Redis, its ratio to
 the bare consume-and-decode rate of the same topic (two figures: `decode_event` per message, as
 the issue's ceiling was first measured, and the aggregator's own column decode, which bounds
-its consumer thread), and event-to-Redis freshness p50/p99 under
-a steady 10,000 events/s. The sustained figures are the median of `--runs` runs, each by a new
-aggregator on a pre-filled topic of its own (the spread says how far they differ). Events carry event times within the last minute (a live stream),
-500 customers, two meters. One `python -m aggregator` process; the CPU is shared with the
+its consumer thread), and event-to-Redis freshness p50/p99 under a steady 10,000 events/s.
+The sustained figures are the median of `--runs` runs, each by a new aggregator on a
+pre-filled topic of its own (the spread says how far they differ). Events carry recent event
+times, 500 customers, two meters. One `python -m aggregator` process; the CPU is shared with the
 broker, Postgres and Redis (2 cores on the reference machine), so the CPU time the aggregator
 process itself spends per event (all its threads, from /proc) is reported too: on a shared
 machine it is a steadier figure than the rate. So is the CPU the embedded Postgres spends per
