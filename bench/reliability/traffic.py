@@ -101,12 +101,16 @@ class Traffic:
         await client.close()
 
     def _compose(self, size: int, previous: list[int]) -> list[int]:
+        """A batch's event numbers: new events, and duplicates at the plan's rate. The
+        generator's own CPU bounds the open loop's rate, so a batch reads the clock once and
+        draws with `random()` (a third of `randrange`'s cost)."""
         chosen: list[int] = []
         taken: set[int] = set()
+        now_ms = int(time.time() * 1000)
         for _ in range(size):
             n = self._duplicate(previous) if self._rng.random() < self.plan.duplicates else None
             if n is None or n in taken:
-                n = self._new_event()
+                n = self._new_event(now_ms)
             chosen.append(n)
             taken.add(n)
         return chosen
@@ -118,16 +122,16 @@ class Traffic:
             return None
         return self._rng.randrange(len(self.ledger) - 1)
 
-    def _new_event(self) -> int:
-        rng, ledger = self._rng, self.ledger
-        now_ms = int(time.time() * 1000)
+    def _new_event(self, now_ms: int) -> int:
+        draw, ledger = self._rng.random, self.ledger
         if self.plan.past_hours:
             hour_start = now_ms - now_ms % 3_600_000
-            now_ms = hour_start - 1 - rng.randrange(self.plan.past_hours * 3_600_000)
+            ts = hour_start - 1 - int(draw() * self.plan.past_hours * 3_600_000)
         else:
-            now_ms -= rng.randrange(5_000)
-        customer, meter = rng.randrange(len(ledger.customers)), rng.randrange(len(ledger.meters))
-        return ledger.new_event(customer, meter, float(rng.randint(1, 10)), now_ms)
+            ts = now_ms - int(draw() * 5_000)
+        customer = int(draw() * len(ledger.customers))
+        meter = int(draw() * len(ledger.meters))
+        return ledger.new_event(customer, meter, float(1 + int(draw() * 10)), ts)
 
     async def _pace(self) -> None:
         if self.plan.rate is None:
