@@ -14,27 +14,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+from bench.reliability.sampler import Sampler
 from meterline.devstack.process import ManagedProcess
 from meterline.devstack.stack import DevStack
 from meterline.errors import ConfigError
 
 
-class Faults:
+class Faults(Sampler):
+    """Restarts a stopped process of `stack` every `interval` seconds while the block runs."""
+
     def __init__(self, stack: DevStack, interval: float = 0.5) -> None:
+        super().__init__(every_s=interval, join_s=5)
         self.stack = stack
         self._held: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._supervise, args=(interval,), daemon=True)
         self.restarts: list[str] = []
-
-    def __enter__(self) -> Faults:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
     def proc(self, name: str) -> ManagedProcess:
         return self.stack.processes[name]
@@ -53,13 +47,12 @@ class Faults:
             with self._lock:
                 self._held.discard(name)
 
-    def _supervise(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            for name, proc in list(self.stack.processes.items()):
-                with self._lock:
-                    held = name in self._held
-                if not held and not proc.alive():
-                    self._start(name, proc)
+    def sample(self) -> None:
+        for name, proc in list(self.stack.processes.items()):
+            with self._lock:
+                held = name in self._held
+            if not held and not proc.alive():
+                self._start(name, proc)
 
     def _start(self, name: str, proc: ManagedProcess) -> None:
         with suppress(ConfigError):

@@ -21,6 +21,7 @@ from bench.reliability import stripe_check
 from bench.reliability.ledger import Ledger
 from bench.reliability.observe import wait_until
 from bench.reliability.openloop import OpenLoop
+from bench.reliability.sampler import Sampler
 from bench.reliability.traffic import Plan, Stats
 from bench.reliability.world import Result, Tenant, World, every
 
@@ -317,24 +318,14 @@ def _rate_limited(world: World, duration: float) -> Result:
     return result
 
 
-class _MemoryWatch:
+class _MemoryWatch(Sampler):
     """Peak resident memory of some of the stack's process trees while the block runs."""
 
     def __init__(self, world: World, names: tuple[str, ...]) -> None:
+        super().__init__(every_s=0.5)
         self.world, self.names = world, names
-        self.start: dict[str, float] = {}
-        self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> _MemoryWatch:
         self.start = self._rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(2)
+        self.peak: dict[str, float] = {}
 
     def _rss(self) -> dict[str, float]:
         found = {}
@@ -348,10 +339,9 @@ class _MemoryWatch:
                     continue
         return found
 
-    def _sample(self) -> None:
-        while not self._stop.wait(0.5):
-            for name, mib in self._rss().items():
-                self.peak[name] = max(self.peak.get(name, 0.0), mib)
+    def sample(self) -> None:
+        for name, mib in self._rss().items():
+            self.peak[name] = max(self.peak.get(name, 0.0), mib)
 
     def describe(self) -> str:
         parts = [
@@ -368,43 +358,33 @@ WATCHED = (LIMIT, PRODUCE_SUM, PRODUCE_COUNT) = (
 )
 
 
-class _IngestWatch:
+class _IngestWatch(Sampler):
     """Ingest seen through its `/metrics` while the block runs, to tell why it answers slowly
     under overload: its adaptive concurrency limit (a limit at its floor means produce calls
     took longer than the target), the mean produce time (the broker's acknowledgements), and how
     long `/metrics` itself took to answer (a starved event loop answers everything late)."""
 
     def __init__(self, world: World) -> None:
+        super().__init__(every_s=1.0, join_s=15)
         host, port = world.ingest
         self.url = f"http://{host}:{port}/metrics"
         self.limits: list[float] = []
         self.answer_s: list[float] = []
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> _IngestWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(1.0):
-            start = time.monotonic()
-            try:
-                text = httpx.get(self.url, timeout=10).text
-            except httpx.HTTPError:
-                continue
-            self.answer_s.append(time.monotonic() - start)
-            found = ingest_samples(text)
-            if LIMIT in found:
-                self.limits.append(found[LIMIT])
-            self.first = self.first or found
-            self.last = found
+    def sample(self) -> None:
+        start = time.monotonic()
+        try:
+            text = httpx.get(self.url, timeout=10).text
+        except httpx.HTTPError:
+            return
+        self.answer_s.append(time.monotonic() - start)
+        found = ingest_samples(text)
+        if LIMIT in found:
+            self.limits.append(found[LIMIT])
+        self.first = self.first or found
+        self.last = found
 
     def describe(self) -> str:
         return describe_ingest(self.limits, self.answer_s, self.first, self.last)
