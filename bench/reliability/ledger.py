@@ -44,15 +44,12 @@ class Ledger:
         self.outcomes: Counter[str] = Counter()
         self.acked_count = 0
         self.last_ack = 0.0
-        self._absorbed: dict[str, tuple[int, int]] = {}  # prefix -> (first number, count)
 
     def __len__(self) -> int:
         return len(self._value)
 
     def new_event(self, customer: int, meter: int, value: float, timestamp_ms: int) -> int:
         """Allocate the next event number."""
-        if self._absorbed:
-            raise RuntimeError("a ledger that absorbed others allocates no more events")
         self._customer.append(customer)
         self._meter.append(meter)
         self._value.append(value)
@@ -61,46 +58,14 @@ class Ledger:
         return len(self._value) - 1
 
     def event_id(self, n: int) -> str:
-        if not self._absorbed or n < self._own():
-            return f"{self.prefix}-{n:012d}"
-        for prefix, (start, count) in self._absorbed.items():
-            if start <= n < start + count:
-                return f"{prefix}-{n - start:012d}"
-        raise IndexError(n)
+        return f"{self.prefix}-{n:012d}"
 
     def number(self, event_id: str) -> int | None:
-        """The event number of an id this ledger (or one it absorbed) issued, else None."""
+        """The event number of an id this ledger issued, else None."""
         head, _, tail = event_id.rpartition("-")
-        if head == self.prefix:
-            start, count = 0, self._own()
-        else:
-            start, count = self._absorbed.get(head, (0, 0))
-        if not tail.isdigit() or int(tail) >= count:
+        if head != self.prefix or not tail.isdigit() or int(tail) >= len(self._value):
             return None
-        return start + int(tail)
-
-    def absorb(self, other: Ledger) -> None:
-        """Take in the events and outcomes of `other`, another generator's ledger of the same
-        customers and meters under a prefix of its own: its events get the numbers after this
-        ledger's, and keep their ids. Absorbing is the end of a run: no events follow."""
-        if (other.customers, other.meters) != (self.customers, self.meters):
-            raise ValueError("a ledger absorbs only ledgers of the same customers and meters")
-        if other._absorbed or other.prefix == self.prefix or other.prefix in self._absorbed:
-            raise ValueError(f"cannot absorb ledger {other.prefix!r} here")
-        self._absorbed[other.prefix] = (len(self), len(other))
-        self._customer.extend(other._customer)
-        self._meter.extend(other._meter)
-        self._value.extend(other._value)
-        self._timestamp.extend(other._timestamp)
-        self._acked.extend(other._acked)
-        self.sends += other.sends
-        self.outcomes.update(other.outcomes)
-        self.acked_count += other.acked_count
-        self.last_ack = max(self.last_ack, other.last_ack)
-
-    def _own(self) -> int:
-        """How many of the events are this ledger's own (they come before absorbed ones)."""
-        return min((start for start, _ in self._absorbed.values()), default=len(self))
+        return int(tail)
 
     def event(self, n: int) -> dict[str, Any]:
         """Event `n` as ingest's native JSON object."""

@@ -234,9 +234,6 @@ OVERLOAD_PLANNED = 3.1
 # Events per request in the capacity half: the SDK's default batch size, which is what an SDK
 # under heavy load sends (its buffer holds a full batch at every flush).
 OVERLOAD_BATCH = 500
-# Generator processes the overload is spread over (`spread.py`): one offered at most ~245-265k
-# new events/s, short of 3x the capacity measured on the reference machine's faster days.
-OVERLOAD_GENERATORS = 2
 
 
 def _overload_plan(rate: float, duration: float, connections: int, batch: int = 100) -> Plan:
@@ -268,7 +265,7 @@ def overload(world: World) -> Result:
     duration = 60.0 if not world.ci else 20.0
     plan = _overload_plan(OVERLOAD_PLANNED * capacity, duration, 1800, OVERLOAD_BATCH)
     with _MemoryWatch(world, ("ingest", "aggregator")) as memory, _IngestWatch(world) as inside:
-        stats = world.send(tenant, ledger, plan, kind=OpenLoop, processes=OVERLOAD_GENERATORS)
+        stats = world.send(tenant, ledger, plan, kind=OpenLoop)
     result.notes.append(
         f"capacity {capacity:,.0f} ev/s (closed loop, 12 connections, {OVERLOAD_BATCH}-event "
         "batches)"

@@ -18,7 +18,6 @@ from bench.loadgen import run_loop
 from bench.reliability.faults import Faults
 from bench.reliability.ledger import Key, Ledger, Verdict, compare, view_mismatches
 from bench.reliability.observe import Observer, view_window, wait_until
-from bench.reliability.spread import send_spread
 from bench.reliability.traffic import Plan, Stats, Traffic
 from bench.runner import CATALOG
 from meterline.catalog import PostgresCatalogRepository, load_catalog
@@ -146,20 +145,17 @@ class World:
         plan: Plan,
         chaos: Callable[[threading.Event], None] | None = None,
         kind: type[Traffic] = Traffic,
-        processes: int = 1,
     ) -> Stats:
-        """Run the traffic (closed loop, or `kind`, e.g. `OpenLoop`), in this process or spread
-        over `processes` generator processes (`spread.py`); `chaos(done)` runs beside it in a
-        thread (`done` is set at the end)."""
-        key = tenant.keys["ingest"]
+        """Run the traffic (closed loop, or `kind`, e.g. `OpenLoop`); `chaos(done)` runs beside
+        it in a thread (`done` is set at the end)."""
+        host, port = self.ingest
+        traffic = kind(ledger, host, port, tenant.keys["ingest"], plan, seed=tenant.id)
         done = threading.Event()
         thread = threading.Thread(target=chaos, args=(done,), daemon=True) if chaos else None
         if thread:
             thread.start()
         try:
-            if processes > 1:
-                return send_spread(kind, ledger, self.ingest, key, plan, processes, tenant.id)
-            return run_loop(kind(ledger, *self.ingest, key, plan, seed=tenant.id).run())
+            return run_loop(traffic.run())
         finally:
             done.set()
             if thread:

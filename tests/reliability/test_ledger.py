@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -149,38 +148,3 @@ def test_a_view_is_compared_only_on_its_meters() -> None:
     stripe = {k: t.value for k, t in rollups.items() if k[1] == "api_calls"}
     assert compare(ledger, ids, rollups, {"stripe": stripe}, {"stripe": ["api_calls"]}).ok
     assert not compare(ledger, ids, rollups, {"stripe": stripe}).ok
-
-
-def test_an_absorbed_ledger_keeps_its_ids_and_adds_its_outcomes() -> None:
-    mine, theirs = _ledger([1, 2]), Ledger("t1-ep1", ["c0", "c1"], ["api_calls", "tokens"])
-    for v in (5.0, 6.0, 7.0):
-        theirs.new_event(1, 1, v, 1_700_000_000_000)
-    mine.record([0], "202")
-    theirs.record([0, 2], "202")
-    theirs.record([1], "429")
-    mine.absorb(theirs)
-    assert len(mine) == 5 and mine.acked_count == 3
-    assert [mine.event_id(n) for n in (1, 2, 4)] == [
-        "t1-e-000000000001",
-        "t1-ep1-000000000000",
-        "t1-ep1-000000000002",
-    ]
-    assert mine.number("t1-ep1-000000000002") == 4
-    assert mine.number("t1-ep1-000000000003") is None  # beyond what it issued
-    assert mine.number("t1-e-000000000002") is None  # the absorbed one's, not mine
-    assert [mine.acked(n) for n in range(5)] == [True, False, True, False, True]
-    assert mine.value(3) == 6.0 and mine.key(3) == ("c1", "tokens")
-    assert mine.outcomes == {"202": 2, "429": 1} and mine.sends == 4
-    ids, rollups = _counted(mine, [0, 2, 4])
-    assert compare(mine, ids, rollups).ok
-
-
-def test_absorbing_refuses_other_customers_a_prefix_twice_and_new_events_after() -> None:
-    mine = _ledger([1])
-    with pytest.raises(ValueError):
-        mine.absorb(Ledger("t1-ep1", ["c9"], ["api_calls", "tokens"]))
-    mine.absorb(Ledger("t1-ep1", ["c0", "c1"], ["api_calls", "tokens"]))
-    with pytest.raises(ValueError):
-        mine.absorb(Ledger("t1-ep1", ["c0", "c1"], ["api_calls", "tokens"]))
-    with pytest.raises(RuntimeError):
-        mine.new_event(0, 0, 1.0, 1)
