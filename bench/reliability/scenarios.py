@@ -271,6 +271,7 @@ def overload(world: World) -> Result:
         "batches)"
     )
     short = _offered(result, stats, capacity)
+    result.notes.append(answer_times(stats))
     result.notes.append(memory.describe())
     result.notes.append(inside.describe())
     result = _finish(world, result, tenant, ledger, stats)
@@ -296,6 +297,17 @@ def _offered(result: Result, stats: Stats, capacity: float) -> bool:
     if ratio < OVERLOAD_FACTOR:
         result.notes.append(f"offered load short of {OVERLOAD_FACTOR:g}x: the scenario fails")
     return ratio < OVERLOAD_FACTOR
+
+
+def answer_times(stats: Stats) -> str:
+    """How long the answers of each outcome took: p50 / p99 / max seconds (an arrival
+    connection is held for as long as its answer takes)."""
+    parts = []
+    for outcome, times in sorted(stats.answer_s.items()):
+        ordered = sorted(times)
+        p50, p99 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.99))
+        parts.append(f"{outcome} {p50:.2f}/{p99:.2f}/{ordered[-1]:.2f}")
+    return "answers in s (p50/p99/max): " + ", ".join(parts)
 
 
 def _rate_limited(world: World, duration: float) -> Result:

@@ -49,7 +49,8 @@ class Stats:
     elapsed: float = 0.0
     cpu_share: float = 0.0
     """This process's CPU over the run, as a share of the machine (the generator's own cost)."""
-    ack_latencies: list[float] = field(default_factory=list)
+    answer_s: dict[str, list[float]] = field(default_factory=dict)
+    """Seconds from sending each request to its answer, by outcome ("202", "429", "Timeout")."""
     rejected: list[str] = field(default_factory=list)
     gave_up: int = 0
     retry_after_missing: int = 0
@@ -161,8 +162,7 @@ class Traffic:
         response = await client.send(raw)
         outcome = str(response.status) if response.status else response.error
         self.ledger.record(numbers, outcome)
-        if response.status == 202:
-            self.stats.ack_latencies.append(time.monotonic() - sent)
+        self.stats.answer_s.setdefault(outcome, []).append(time.monotonic() - sent)
         return response
 
     def _settled(self, response: Response, first: float) -> bool:

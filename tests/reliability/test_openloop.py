@@ -13,6 +13,7 @@ import pytest
 from bench.loadgen import Client
 from bench.reliability.ledger import Ledger
 from bench.reliability.openloop import ConnectionPool, OpenLoop
+from bench.reliability.scenarios import answer_times
 from bench.reliability.traffic import Plan
 
 RETRY_AFTER = 2
@@ -122,6 +123,11 @@ def test_arrivals_wait_for_a_connection_once_all_are_busy() -> None:
     # for an answer (0.3 s); 4 and 6 find the other connection, freed at the same moment.
     assert 2 * 0.3 - 0.05 <= traffic.stats.connection_wait_s < 3 * 0.3
     assert ledger.acked_count == len(ledger) == 60
+    # Every answer took the server's 0.3 s, refusals (two per batch) and acceptances alike.
+    answers = traffic.stats.answer_s
+    assert (len(answers["429"]), len(answers["202"])) == (12, 6)
+    assert min(min(answers["429"]), min(answers["202"])) >= 0.3 - 0.01
+    assert answer_times(traffic.stats).startswith("answers in s (p50/p99/max): 202 0.3")
 
 
 def test_a_connection_is_free_for_new_arrivals_as_soon_as_it_is_answered() -> None:
