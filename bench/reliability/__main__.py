@@ -9,6 +9,7 @@ checks (2 if the stack lacks ingest or the aggregator).
 from __future__ import annotations
 
 import os
+import resource
 import time
 import traceback
 from typing import Annotated
@@ -26,6 +27,7 @@ from bench.reliability.world import Result, World
 from bench.runner import ROOT, running_stack, start_services
 
 console = Console(width=180)
+OPEN_FILES = 16_384
 
 
 def run_scenarios(world: World, numbers: list[int]) -> list[Result]:
@@ -77,6 +79,7 @@ def main(
     unknown = [n for n in numbers if n not in SCENARIOS]
     if unknown:
         raise typer.BadParameter(f"no scenario {unknown}; choose among 1-8")
+    _raise_open_files_limit()
     home = ROOT / ".meterline" / f"reliability-{os.getpid()}"
     limits = orjson.loads(os.environ.get("METERLINE_INGEST_TENANT_RATES") or "{}")
     limits[OVERLOAD_TENANT] = OVERLOAD_RATE
@@ -97,6 +100,15 @@ def main(
         console.print(f"[red]failed scenarios: {failed}[/red]")
         raise typer.Exit(1)
     console.print("[green]every scenario passed: 0 lost, 0 double-counted[/green]")
+
+
+def _raise_open_files_limit() -> None:
+    """Scenario 7 holds ~3,800 connections, in this process and in ingest (which inherits the
+    limit): a soft limit of 1,024, the default of many systems, would refuse them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 if __name__ == "__main__":
