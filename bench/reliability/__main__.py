@@ -103,7 +103,7 @@ def main(
 
 
 def _raise_open_files_limit() -> None:
-    """Scenario 7 holds ~3,800 connections, in this process and in ingest (which inherits the
+    """Scenario 7 holds ~1,900 connections, in this process and in ingest (which inherits the
     limit): a soft limit of 1,024, the default of many systems, would refuse them."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
