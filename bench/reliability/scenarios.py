@@ -17,6 +17,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.loadgen import percentile
 from bench.reliability import stripe_check
 from bench.reliability.ledger import Ledger
 from bench.reliability.observe import wait_until
@@ -308,11 +309,10 @@ def _offered(result: Result, stats: Stats, capacity: float) -> bool:
 def answer_times(stats: Stats) -> str:
     """How long the answers of each outcome took: p50 / p99 / max seconds (an arrival
     connection is held for as long as its answer takes)."""
-    parts = []
-    for outcome, times in sorted(stats.answer_s.items()):
-        ordered = sorted(times)
-        p50, p99 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.99))
-        parts.append(f"{outcome} {p50:.2f}/{p99:.2f}/{ordered[-1]:.2f}")
+    parts = [
+        f"{outcome} {percentile(times, 0.5):.2f}/{percentile(times, 0.99):.2f}/{max(times):.2f}"
+        for outcome, times in sorted(stats.answer_s.items())
+    ]
     return "answers in s (p50/p99/max): " + ", ".join(parts)
 
 
