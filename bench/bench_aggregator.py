@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -71,16 +71,18 @@ def run(ctx: BenchContext) -> list[Figure]:
             "events/s",
             note="bare consume + the aggregator's column decode (decode_batch)",
         ),
-        Figure(
+        Figure.of(
             "aggregator.sustained",
-            *_median_spread(rates, "events/s"),
+            rates,
+            "events/s",
             ceiling="aggregator.consume_decode_columns",
             target=">= 100000",
             note=f"{n} events, pre-filled topic, into PG and Redis",
         ),
-        Figure(
+        Figure.of(
             "aggregator.cpu_per_event",
-            *_median_spread(cpu, "µs"),
+            cpu,
+            "µs",
             note="CPU of the aggregator process per event, during the sustained run",
         ),
         Figure(
@@ -94,9 +96,10 @@ def run(ctx: BenchContext) -> list[Figure]:
     if pg_cpu:
         figures.insert(
             4,
-            Figure(
+            Figure.of(
                 "aggregator.postgres_cpu_per_event",
-                *_median_spread(pg_cpu, "µs"),
+                pg_cpu,
+                "µs",
                 note="CPU of the Postgres server processes per event, during the sustained run",
             ),
         )
@@ -142,11 +145,6 @@ def _filled_topic(ctx: BenchContext, tenant: int, n: int) -> tuple[str, str]:
     ensure_topics(ctx.urls["kafka"], [topic, f"bench.{tag}.dlq"], 4)
     _prefill(ctx.urls["kafka"], topic, tenant, n)
     return tag, topic
-
-
-def _median_spread(values: Sequence[float], unit: str) -> tuple[float, str, float, int]:
-    """A Figure's (value, unit, spread, runs) from one value per run."""
-    return statistics.median(values), unit, max(values) - min(values), len(values)
 
 
 def _prefill(bootstrap: str, topic: str, tenant: int, n: int) -> None:

@@ -99,9 +99,9 @@ def _check_figures(label: str, ttl: str, results: Sequence[tuple[float, ...]]) -
         values = [r[i] for r in results if not math.isnan(r[i])]
         if not values:
             continue
-        median, spread = statistics.median(values), max(values) - min(values)
-        figure = Figure(f"entitlements.{name}.{label}", median, unit, spread, len(values))
-        figures.append(replace(figure, target=target, note=note))
+        figures.append(
+            Figure.of(f"entitlements.{name}.{label}", values, unit, target=target, note=note)
+        )
     return figures
 
 
@@ -152,15 +152,8 @@ def _open_figures(runs: Sequence[dict[str, float]]) -> list[Figure]:
     figures = []
     for name, target in (("p50", ""), ("p99", "≤ 10 ms")):
         values = [r[name] for r in runs]
-        figure = Figure(
-            f"entitlements.http_{name}_at_{OFFERED}.cached",
-            statistics.median(values),
-            "ms",
-            max(values) - min(values),
-            len(values),
-            target=target,
-        )
-        figures.append(replace(figure, note=note if name == "p99" else ""))
+        figure = Figure.of(f"entitlements.http_{name}_at_{OFFERED}.cached", values, "ms")
+        figures.append(replace(figure, target=target, note=note if name == "p99" else ""))
     return figures
 
 

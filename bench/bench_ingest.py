@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -266,15 +265,9 @@ def _measure(
     return _figures(results) + _open_figures(opened)
 
 
-def _med(loads: list[Load], fn: Callable[[Load], float]) -> tuple[float, float, int]:
-    values = [fn(x) for x in loads]
-    return statistics.median(values), max(values) - min(values), len(values)
-
-
 def _figures(r: dict[str, list[Load]]) -> list[Figure]:
     def fig(name: str, key: str, fn: Callable[[Load], float], unit: str, **kw: Any) -> Figure:
-        value, spread, runs = _med(r[key], fn)
-        return Figure(name, round(value, 2), unit, round(spread, 2), runs, **kw)
+        return Figure.of(name, [fn(x) for x in r[key]], unit, **kw)
 
     per_batch: Callable[[Load], float] = lambda x: x.rps * BATCH  # noqa: E731
     statuses = {k: sorted({s for x in v for s in x.statuses}) for k, v in r.items()}
@@ -334,11 +327,7 @@ def _open_figures(r: dict[str, list[tuple[OpenLoopResult, float]]]) -> list[Figu
     def fig(
         name: str, key: str, fn: Callable[[OpenLoopResult, float], float], unit: str, **kw: Any
     ) -> Figure:
-        values = [fn(result, cpu) for result, cpu in r[key]]
-        spread = max(values) - min(values)
-        return Figure(
-            name, round(statistics.median(values), 2), unit, round(spread, 2), len(values), **kw
-        )
+        return Figure.of(name, [fn(result, cpu) for result, cpu in r[key]], unit, **kw)
 
     def statuses(key: str) -> str:
         return f"statuses {sorted({s for x, _ in r[key] for s in x.statuses})}"

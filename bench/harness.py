@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,12 @@ class Figure:
     ceiling: str | None = None
     target: str = ""
     note: str = ""
+
+    @classmethod
+    def of(cls, name: str, values: Sequence[float], unit: str, **kw: Any) -> Figure:
+        """The figure of one value per run: their median and spread."""
+        spread = max(values) - min(values)
+        return cls(name, statistics.median(values), unit, spread, len(values), **kw)
 
 
 @dataclass

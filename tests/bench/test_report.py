@@ -90,6 +90,12 @@ def test_repeat_gives_median_and_spread() -> None:
     assert repeat(lambda: next(values), 3) == (2.0, 2.0)
 
 
+def test_a_figure_of_one_value_per_run_is_their_median_and_spread() -> None:
+    figure = Figure.of("x.rate", [3.0, 1.0, 2.0], "events/s", target=">= 2")
+    assert (figure.value, figure.spread, figure.runs) == (2.0, 2.0, 3)
+    assert (figure.unit, figure.target) == ("events/s", ">= 2")
+
+
 def test_rate_and_scale() -> None:
     assert rate(10, lambda: None) > 0
     assert BenchContext({}, quick=True).scale(1000) == 100
