@@ -44,11 +44,14 @@ from meterline.tenants import PostgresTenantRepository
 from meterline.view import RedisUsageView
 
 FRESHNESS_RATE = 10_000
+# Events per sustained run, at least five of the aggregator's 20,000-event batches even in
+# --quick: the rate is timed from the first commit on, so a one-batch run measures nothing.
+MIN_EVENTS = 100_000
 FRESHNESS_SECONDS = 30
 
 
 def run(ctx: BenchContext) -> list[Figure]:
-    n = ctx.scale(200_000)
+    n = max(ctx.scale(200_000), MIN_EVENTS)
     tenant = _tenant(ctx.urls["postgres"], uuid.uuid4().hex[:8])
     topics = [_filled_topic(ctx, tenant, n) for _ in range(ctx.runs)]
     tag, topic = topics[0]
@@ -57,7 +60,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     runs = [_aggregator_rate(ctx, t, tp, n) for t, tp in topics]  # each on a topic of its own
     rates, cpu, pg = zip(*runs, strict=True)
     pg_cpu = [us for us in pg if us is not None]  # none when Postgres is not the stack's own
-    p50, p99 = _freshness(ctx, tag, topic, tenant)
+    p50, p99 = _freshness(ctx, tag, topic, tenant, n)
     figures = [
         Figure(
             "aggregator.consume_decode",
@@ -264,7 +267,9 @@ def _tree_cpu_s(pid: int | None) -> dict[int, float]:
     return found
 
 
-def _freshness(ctx: BenchContext, tag: str, topic: str, tenant: int) -> tuple[float, float]:
+def _freshness(
+    ctx: BenchContext, tag: str, topic: str, tenant: int, prefilled: int
+) -> tuple[float, float]:
     group = f"bench-fresh-{tag}"
     proc = _aggregator(ctx, tag, topic, group)
     view = RedisUsageView(redis_connect(ctx.urls["redis"]), f"b{tag}")
@@ -273,7 +278,7 @@ def _freshness(ctx: BenchContext, tag: str, topic: str, tenant: int) -> tuple[fl
     try:
         time.sleep(3)  # the aggregator catches up with the pre-filled topic first
         with psycopg.connect(ctx.urls["postgres"], autocommit=True) as conn:
-            while _consumed(conn, group) < ctx.scale(200_000):
+            while _consumed(conn, group) < prefilled:
                 time.sleep(0.1)
         load.start()
         time.sleep(2)  # measure the steady state, not the steady stream's start
