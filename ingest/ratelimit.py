@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from ingest.sinks import Outcome, Sink
 from meterline.errors import TooManyRequests
-from meterline.events import UsageEvent
+from meterline.events import EncodedEvents
 from meterline.tenants import Principal
 
 
@@ -53,7 +53,7 @@ class RateLimitedSink(Sink):
     def __init__(self, inner: Sink, buckets: TokenBuckets) -> None:
         self._inner, self._buckets = inner, buckets
 
-    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+    async def submit(self, principal: Principal, events: EncodedEvents) -> Outcome:
         wait = self._buckets.take(principal, len(events))
         if wait > 0:
             raise TooManyRequests(

@@ -11,12 +11,12 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 from meterline.dedupe import Deduper
 from meterline.errors import TooManyRequests
-from meterline.events import UsageEvent
+from meterline.events import EncodedEvents, UsageEvent
 from meterline.kafka.producer import EventPublisher
 from meterline.tenants import Principal
 
@@ -33,7 +33,7 @@ class Outcome(NamedTuple):
 
 class Sink(abc.ABC):
     @abc.abstractmethod
-    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+    async def submit(self, principal: Principal, events: EncodedEvents) -> Outcome:
         """Accept all of `events` durably, or raise TooManyRequests / Unavailable."""
 
 
@@ -43,7 +43,7 @@ class PublishingSink(Sink):
     def __init__(self, publisher: EventPublisher, timeout_s: float) -> None:
         self._publisher, self._timeout = publisher, timeout_s
 
-    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+    async def submit(self, principal: Principal, events: EncodedEvents) -> Outcome:
         await self._publisher.publish_async(events, self._timeout)
         return Outcome(len(events), 0)
 
@@ -54,8 +54,8 @@ class MemorySink(Sink):
     def __init__(self) -> None:
         self.events: list[UsageEvent] = []
 
-    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
-        self.events.extend(events)
+    async def submit(self, principal: Principal, events: EncodedEvents) -> Outcome:
+        self.events.extend(events.events())
         return Outcome(len(events), 0)
 
 
@@ -65,7 +65,7 @@ class TimedSink(Sink):
     def __init__(self, inner: Sink, observe: Callable[[float], None]) -> None:
         self._inner, self._observe = inner, observe
 
-    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+    async def submit(self, principal: Principal, events: EncodedEvents) -> Outcome:
         start = time.perf_counter()
         try:
             return await self._inner.submit(principal, events)
@@ -92,18 +92,15 @@ class DedupingSink(Sink):
     ) -> None:
         self._inner, self._deduper, self._on_error = inner, deduper, on_error
 
-    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
-        unique, ids = _first_of_each_id(events)
+    async def submit(self, principal: Principal, events: EncodedEvents) -> Outcome:
+        unique = _first_of_each_id(events)
         tenant = principal.tenant_id
-        seen = await self._seen(tenant, ids)
-        fresh = unique
-        if any(seen):
-            fresh = [e for e, old in zip(unique, seen, strict=True) if not old]
-            ids = [e.id for e in fresh]
+        seen = await self._seen(tenant, unique.ids)
+        fresh = unique.select([not old for old in seen]) if any(seen) else unique
         if not fresh:
             return Outcome(0, len(events))
         accepted = (await self._inner.submit(principal, fresh)).accepted
-        await self._mark(tenant, ids)
+        await self._mark(tenant, fresh.ids)
         return Outcome(accepted, len(events) - accepted)
 
     async def _seen(self, tenant: int, ids: list[str]) -> list[bool]:
@@ -124,16 +121,19 @@ class DedupingSink(Sink):
         self._on_error(exc)
 
 
-def _first_of_each_id(events: Sequence[UsageEvent]) -> tuple[Sequence[UsageEvent], list[str]]:
-    """The first event of each id, in order, and their ids (`events` itself when no id repeats,
-    the common case, told by one set of the ids rather than a dict of the events)."""
-    ids = [e.id for e in events]
+def _first_of_each_id(events: EncodedEvents) -> EncodedEvents:
+    """The first event of each id, in order (`events` itself when no id repeats, the common
+    case, told by one set of the ids)."""
+    ids = events.ids
     if len(set(ids)) == len(ids):
-        return events, ids
-    first: dict[str, UsageEvent] = {}
-    for e in events:
-        first.setdefault(e.id, e)
-    return list(first.values()), list(first)
+        return events
+    first: dict[str, int] = {}
+    for at, event_id in enumerate(ids):
+        first.setdefault(event_id, at)
+    keep = [False] * len(ids)
+    for at in first.values():
+        keep[at] = True
+    return events.select(keep)
 
 
 class AdmissionSink(Sink):
@@ -147,7 +147,7 @@ class AdmissionSink(Sink):
         self._inner, self._max = inner, max_events
         self.in_flight = 0
 
-    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+    async def submit(self, principal: Principal, events: EncodedEvents) -> Outcome:
         n = len(events)
         if self.in_flight and self.in_flight + n > self._max:
             raise TooManyRequests("ingest is at capacity; retry shortly", 1)

@@ -6,8 +6,14 @@ from collections.abc import Mapping, Sequence
 
 from ingest.body import Format
 from ingest.cloudevents import rename, to_native
+from ingest.columns import accept_columns
 from meterline.errors import FieldError, ValidationFailed
-from meterline.events import Rules, UsageEvent, validate_event
+from meterline.events import EncodedEvents, Rules, UsageEvent, validate_event
+
+COLUMNS_FROM = 4
+"""Batches of at least this many events are checked as columns first. The columnar check costs
+~10 µs a batch plus ~1.3 µs an event, event by event ~4.7 µs an event (measured on the bench
+machine): they break even at about four events."""
 
 
 def validate_batch(
@@ -16,22 +22,28 @@ def validate_batch(
     tenant_id: int,
     rules: Rules,
     value_properties: Mapping[str, str],
-) -> list[UsageEvent]:
-    """The normalized events, or ValidationFailed listing every bad field of every event.
+) -> EncodedEvents:
+    """The normalized events, encoded for Kafka, or ValidationFailed listing every bad field of
+    every event.
 
-    Each error carries the event's index in the request (0 for a single event). CloudEvents
-    errors name the CloudEvents attribute (`subject`, `type`, `time`, `data`).
+    A batch of `COLUMNS_FROM` events or more is checked whole first (`accept_columns`); a
+    smaller one, or one it does not accept, is checked event by event. Each error carries the
+    event's index in the request (0 for a single event). CloudEvents errors name the
+    CloudEvents attribute (`subject`, `type`, `time`, `data`).
     """
+    cloud = fmt.is_cloudevents
+    natives = values
+    if cloud:
+        natives = [to_native(raw, value_properties, i) for i, raw in enumerate(values)]
+    fast = accept_columns(natives, tenant_id, rules) if len(natives) >= COLUMNS_FROM else None
+    if fast is not None:
+        return fast
     events: list[UsageEvent] = []
     errors: list[FieldError] = []
-    cloud = fmt.is_cloudevents
-    for index, raw in enumerate(values):
-        if cloud:
-            mapped = to_native(raw, value_properties, index)
-            if isinstance(mapped, list):
-                errors.extend(mapped)
-                continue
-            raw = mapped
+    for index, raw in enumerate(natives):
+        if cloud and isinstance(raw, list):  # the CloudEvent's envelope was already refused
+            errors.extend(raw)
+            continue
         result = validate_event(raw, tenant_id, rules, index)
         if isinstance(result, UsageEvent):
             events.append(result)
@@ -39,4 +51,4 @@ def validate_batch(
             errors.extend(rename(result) if cloud else result)
     if errors:
         raise ValidationFailed(errors)
-    return events
+    return EncodedEvents.of(events)

@@ -1,17 +1,19 @@
 """The usage event: validation at the ingest boundary and the Kafka codec.
 
-Validation is hand-written rather than a pydantic model per event: it runs on the ingest hot
-path for every event of every batch, and it must report every bad field of every event at once.
+Validation is hand-written rather than a pydantic model per event: it must report every bad
+field of every event at once, and ingest's columnar hot path (ingest/columns.py) must accept
+exactly what it accepts.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, TypeGuard
+from itertools import compress
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -101,58 +103,11 @@ class PoisonMessage(ValueError):
 def validate_event(
     raw: object, tenant_id: int, rules: Rules, index: int | None = None
 ) -> UsageEvent | list[FieldError]:
-    """Return the normalized event, or every problem with it (each naming its field)."""
-    return _accept_plain(raw, tenant_id, rules) or _checked(raw, tenant_id, rules, index)
+    """Return the normalized event, or every problem with it (each naming its field).
 
-
-def _accept_plain(raw: object, tenant_id: int, rules: Rules) -> UsageEvent | None:
-    """The event, when `raw` passes every rule in the common shape; else None.
-
-    The hot path for valid events: exact JSON types, printable strings. None promises nothing
-    about validity, only "ask `_checked`", which accepts every event this one does, equal to
-    it, and lists every problem of the others. (`str.isprintable` is False for every control
-    character, so a printable id has none; some valid ids take the full path.)
+    Rule by rule, field by field. Ingest's hot path checks a whole batch at once
+    (ingest/columns.py) and comes here only when that batch has a problem to name.
     """
-    if type(raw) is not dict or not raw.keys() <= EVENT_FIELDS:
-        return None
-    get = raw.get
-    event_id, customer, meter = get("id"), get("customer"), get("meter")
-    if not (_plain_text(event_id) and _plain_text(customer)):
-        return None
-    if type(meter) is not str or not meter or meter not in rules.meters:
-        return None
-    value = get("value", 1)
-    if type(value) not in (int, float) or not 0 <= value <= MAX_VALUE:  # NaN fails too
-        return None
-    ts = get("timestamp")
-    now = rules.now_ms
-    if ts is not None:
-        ts = parse_timestamp(ts)
-        if ts is None or not now - rules.lateness_ms <= ts <= now + rules.future_ms:
-            return None
-    props = get("properties")
-    if props is not None and (type(props) is not dict or len(props) > MAX_PROPERTIES):
-        return None
-    return UsageEvent(
-        tenant_id,
-        event_id,
-        customer,
-        meter,
-        float(value),
-        now if ts is None else ts,
-        now,
-        props or None,
-    )
-
-
-def _plain_text(v: object) -> TypeGuard[str]:
-    return type(v) is str and 0 < len(v) <= MAX_ID_LEN and v.isprintable()
-
-
-def _checked(
-    raw: object, tenant_id: int, rules: Rules, index: int | None
-) -> UsageEvent | list[FieldError]:
-    """Every rule, field by field: the event, or every problem with it."""
     if not isinstance(raw, dict):
         return [FieldError("", "an event must be a JSON object", index)]
     errors: list[FieldError] = [
@@ -248,9 +203,21 @@ def _properties(v: object, bad: Any) -> dict[str, Any] | None:
         bad("properties", "must be an object")
     elif len(v) > MAX_PROPERTIES:
         bad("properties", f"at most {MAX_PROPERTIES} keys")
+    elif not encodable(v):
+        bad("properties", "nested too deeply to encode")
     else:
         return v or None
     return None
+
+
+def encodable(properties: dict[str, Any]) -> bool:
+    """Whether orjson can write `properties` back: it reads JSON nested 1,024 levels deep but
+    writes at most 254, so a deeper value, valid on the way in, could not go to Kafka."""
+    try:
+        orjson.dumps(properties)
+    except TypeError:
+        return False
+    return True
 
 
 def encode_event(e: UsageEvent) -> bytes:
@@ -268,6 +235,38 @@ def encode_event(e: UsageEvent) -> bytes:
     if e.properties:
         doc["properties"] = e.properties
     return orjson.dumps(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvents:
+    """Events ready for Kafka, as parallel lists (entry i of each belongs to event i): their
+    ids (for dedupe), Kafka keys and Kafka values (`encode_event`'s bytes). Ingest's hot path
+    writes them straight from a request's JSON (ingest/columns.py), without an object per event.
+    """
+
+    ids: list[str]
+    keys: list[bytes]
+    values: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, events: Iterable[UsageEvent]) -> EncodedEvents:
+        rows = list(events)
+        return cls([e.id for e in rows], [e.key for e in rows], list(map(encode_event, rows)))
+
+    def select(self, keep: Sequence[object]) -> EncodedEvents:
+        """The events whose entry in `keep` is true, in order."""
+        return EncodedEvents(
+            list(compress(self.ids, keep)),
+            list(compress(self.keys, keep)),
+            list(compress(self.values, keep)),
+        )
+
+    def events(self) -> list[UsageEvent]:
+        """The events decoded (for tests and the in-memory sink; never on the hot path)."""
+        return list(map(decode_event, self.values))
 
 
 def decode_event(data: bytes | None) -> UsageEvent:

@@ -24,10 +24,12 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from meterline.errors import TooManyRequests, Unavailable
-from meterline.events import UsageEvent, encode_event
+from meterline.events import EncodedEvents, UsageEvent
 from meterline.kafka.config import producer_config
 
 QUEUE_FULL = "the broker queue is full; retry shortly"
+Events = Sequence[UsageEvent] | EncodedEvents
+"""What `publish` takes: event objects, or events already encoded (ingest's hot path)."""
 
 
 class _Delivery:
@@ -119,38 +121,37 @@ class EventPublisher:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_finish_all, deliveries)
 
-    def _produce_all(self, events: Sequence[UsageEvent], on_delivery: Any) -> None:
+    def _produce_all(self, events: EncodedEvents, on_delivery: Any) -> None:
         """Enqueue every event; TooManyRequests if the local queue cannot take them all."""
-        topic = self.topic
+        topic, values, keys = self.topic, events.values, events.keys
         try:
-            if len(events) == 1:
-                e = events[0]
-                self._producer.produce(topic, encode_event(e), e.key, on_delivery=on_delivery)
+            if len(values) == 1:
+                self._producer.produce(topic, values[0], keys[0], on_delivery=on_delivery)
                 return
-            batch = [{"value": encode_event(e), "key": e.key} for e in events]
+            batch = [{"value": v, "key": k} for v, k in zip(values, keys, strict=True)]
             queued = self._producer.produce_batch(topic, batch, on_delivery=on_delivery)
         except BufferError:
             raise TooManyRequests(QUEUE_FULL, 1) from None
         if queued < len(batch):
             raise _refused(batch)
 
-    def publish(self, events: Sequence[UsageEvent], timeout: float = 10.0) -> None:
+    def publish(self, events: Events, timeout: float = 10.0) -> None:
         """Block until every event is acknowledged; raise TooManyRequests or Unavailable."""
         delivery = _Delivery(len(events))
-        self._produce_all(events, delivery)
+        self._produce_all(_encoded(events), delivery)
         if not delivery.done.wait(timeout):
             raise Unavailable("the broker did not acknowledge in time", 2)
         if delivery.error is not None:
             raise Unavailable(f"the broker refused the events: {delivery.error}", 2)
 
-    async def publish_async(self, events: Sequence[UsageEvent], timeout: float = 10.0) -> None:
+    async def publish_async(self, events: Events, timeout: float = 10.0) -> None:
         """`publish` for an asyncio loop: produces on the loop's thread and awaits the reports.
 
         Cancelling the caller abandons the wait, not the messages already queued.
         """
         loop = asyncio.get_running_loop()
         delivery = _AsyncDelivery(len(events), loop, self._finished)
-        self._produce_all(events, delivery)
+        self._produce_all(_encoded(events), delivery)
         timer = loop.call_later(timeout, delivery.expire)  # lighter than asyncio.timeout
         try:
             error = await delivery.future
@@ -190,6 +191,10 @@ class EventPublisher:
         self._wake()  # reports served by flush resume their callers too
         self._producer.close()
         return left
+
+
+def _encoded(events: Events) -> EncodedEvents:
+    return events if isinstance(events, EncodedEvents) else EncodedEvents.of(events)
 
 
 def _refused(batch: list[dict[str, Any]]) -> TooManyRequests | Unavailable:

@@ -18,7 +18,7 @@ from meterline.dedupe import (
     RedisDeduper,
 )
 from meterline.devstack.process import free_port
-from meterline.events import UsageEvent
+from meterline.events import EncodedEvents, UsageEvent
 from meterline.redis import connect_async
 from meterline.tenants import Principal
 
@@ -137,7 +137,10 @@ def test_a_stuck_store_lets_every_waiting_request_through() -> None:
     principal = Principal(1, "acme", "key_1", frozenset({"ingest"}))
 
     async def scenario() -> list[Outcome]:
-        batches = [[UsageEvent(1, f"e{i}", "c", "api_calls", 1.0, 1, 1)] for i in range(20)]
+        batches = [
+            EncodedEvents.of([UsageEvent(1, f"e{i}", "c", "api_calls", 1.0, 1, 1)])
+            for i in range(20)
+        ]
         async with asyncio.timeout(5):  # a guard against hanging, far above 2 x 0.05 s
             return await asyncio.gather(*(sink.submit(principal, b) for b in batches))
 

@@ -17,6 +17,7 @@ from meterline.kafka import ensure_topics
 from meterline.tenants import PostgresTenantRepository
 from tests.fixtures.services import Topics
 from tests.ingest.support import Seeded, bearer
+from tests.unit.test_events import nested
 
 
 def _event(i: int = 1, **extra: object) -> dict[str, object]:
@@ -72,6 +73,7 @@ def test_422_lists_every_bad_event_and_accepts_nothing(
         _event(2, timestamp=now + 3_600_000),
         _event(3, timestamp=now - 40 * 86_400_000, properties={str(i): i for i in range(40)}),
         "not an object",
+        _event(5, properties=nested(300)),  # valid JSON that orjson cannot write back
     ]
     r = client.post("/v1/events", json=batch, headers=bearer(seeded.acme_ingest))
     assert r.status_code == 422
@@ -85,7 +87,12 @@ def test_422_lists_every_bad_event_and_accepts_nothing(
         (3, "timestamp"),
         (3, "properties"),
         (4, ""),
+        (5, "properties"),
     }
+    alone = [_event(0), _event(1, properties=nested(300))]  # the rest of the batch is valid
+    r = client.post("/v1/events", json=alone, headers=bearer(seeded.acme_ingest))
+    assert r.status_code == 422
+    assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(1, "properties")]
     r = client.post(
         "/v1/events",
         content=b"{not json",

@@ -1,7 +1,8 @@
 """The hot path's shortcuts answer exactly as the paths they stand in for.
 
-- `validate_event`'s plain-shape shortcut accepts only what the full checker accepts, as the
-  very same event (Hypothesis, over valid and invalid events alike).
+- `accept_columns` accepts only batches whose every event the event checker accepts, as the
+  very same Kafka values and keys (Hypothesis, over valid and invalid events alike), and it
+  does accept batches in the common shape.
 - The Redis deduper's packed call keeps each id's answer in its place, whatever the ids hold.
 - The bare POST /v1/events handler (`create_server`) answers as the FastAPI route
   (`create_app`): same status, body and Retry-After for every outcome of the contract.
@@ -18,25 +19,28 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from ingest.app import Dependencies, create_app, create_server
 from ingest.caches import KeyCache, MeterCache
+from ingest.columns import accept_columns
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.sinks import MemorySink
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.dedupe import RedisDeduper
-from meterline.events import MAX_FUTURE_MS, Rules, UsageEvent, _accept_plain, _checked
+from meterline.events import MAX_FUTURE_MS, EncodedEvents, Rules, UsageEvent
 from meterline.events import validate_event as validate
 from meterline.redis import connect_async
 from meterline.tenants import MemoryTenantRepository
 from tests.ingest.support import CATALOG
+from tests.unit.test_events import BAD_FIELDS
 
 NOW = 1_800_000_000_000
-RULES = Rules(now_ms=NOW, meters={"api_calls": "value", "": "value"})
+RULES = Rules(now_ms=NOW, meters={"api_calls": "value", "tokens": "value", "": "value"})
 DAY = 86_400_000
+WIRE_INTS = st.integers(-(2**63), 2**64 - 1)  # what orjson reads as integers
 
 texts = st.text(max_size=130) | st.sampled_from(["e1", "x" * 128, "x" * 129, "a\x00b", "é\u00a0"])
 numbers = (
@@ -50,7 +54,7 @@ timestamps = (
     | st.none()
 )
 anything = st.none() | st.booleans() | texts | numbers | st.lists(st.integers(), max_size=2)
-properties = st.dictionaries(st.text(max_size=3), st.integers(), max_size=34) | anything
+properties = st.dictionaries(st.text(max_size=3), WIRE_INTS, max_size=34) | anything
 raw_events = st.fixed_dictionaries(
     {},
     optional={
@@ -65,30 +69,79 @@ raw_events = st.fixed_dictionaries(
 )
 
 
-@given(raw_events | anything)
-def test_the_plain_shortcut_never_disagrees_with_the_full_checker(raw: Any) -> None:
-    full = _checked(raw, 7, RULES, 3)
-    quick = _accept_plain(raw, 7, RULES)
-    assert quick is None or (isinstance(full, UsageEvent) and quick == full)
-    assert validate(raw, 7, RULES, 3) == full
-
-
-@given(
-    st.fixed_dictionaries(
-        {
-            "id": st.text("abc-_:./0123456789", min_size=1, max_size=128),
-            "customer": st.text("xyz_09", min_size=1, max_size=128),
-            "meter": st.just("api_calls"),
-        },
-        optional={
-            "value": st.integers(0, 10**15) | st.floats(0, 1e15),
-            "timestamp": st.integers(NOW - 35 * DAY, NOW + MAX_FUTURE_MS),
-            "properties": st.dictionaries(st.text(max_size=5), st.integers(), max_size=32),
-        },
-    )
+common_events = st.fixed_dictionaries(
+    {
+        "id": st.text(st.characters(categories=("L", "N", "P", "S")), min_size=1, max_size=128),
+        "customer": st.text("xyz_09é ", min_size=1, max_size=128),
+        "meter": st.sampled_from(["api_calls", "tokens"]),
+    },
+    optional={
+        "value": st.integers(0, 10**15) | st.floats(0, 1e15),
+        "timestamp": st.integers(NOW - 35 * DAY, NOW + MAX_FUTURE_MS)
+        | st.sampled_from(["2027-01-15T08:00:00Z", "2027-01-15T08:00:00.5+02:00"]),
+        "properties": st.none()
+        | st.dictionaries(st.text(max_size=5), WIRE_INTS | st.text(), max_size=32),
+    },
 )
-def test_common_valid_events_take_the_shortcut(raw: dict[str, object]) -> None:
-    assert _accept_plain(raw, 7, RULES) == _checked(raw, 7, RULES, None)
+# A common event with one field set to anything at all (or a field added).
+spoiled_events = st.builds(
+    lambda event, field, value: {**event, field: value},
+    common_events,
+    st.sampled_from(["id", "customer", "meter", "value", "timestamp", "properties", "tenant"]),
+    texts | numbers | timestamps | properties | anything,
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(common_events | spoiled_events | raw_events | anything, min_size=1, max_size=4))
+def test_the_columnar_path_never_disagrees_with_the_event_checker(raws: list[Any]) -> None:
+    event("columnar" if _as_the_checker_does(raws) else "event by event")
+
+
+EDGES: list[tuple[str, object]] = [
+    *BAD_FIELDS,
+    ("meter", ""),  # in this catalog, and still refused
+    ("id", "x" * 128),
+    ("customer", "é\u00a0"),  # valid, not printable: event by event
+    ("value", 0),
+    ("value", -0.0),
+    ("value", 10**15),
+    ("value", 1e15),
+    ("value", 10**15 + 1),
+    ("value", 1e-300),
+    ("timestamp", NOW - 35 * DAY),
+    ("timestamp", NOW - 35 * DAY - 1),
+    ("timestamp", NOW + MAX_FUTURE_MS),
+    ("timestamp", "2027-01-15T08:05:00.001Z"),
+    ("timestamp", None),
+    ("properties", None),
+    ("properties", {}),
+    ("properties", {str(i): i for i in range(32)}),
+    ("properties", {"nested": {"deep": [1, "x", None]}}),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), EDGES)
+def test_edge_values_are_judged_as_the_event_checker_does(field: str, value: object) -> None:
+    good = {"id": "e1", "customer": "c1", "meter": "api_calls"}
+    _as_the_checker_does([good, {**good, "id": "e2", field: value}])
+
+
+def _as_the_checker_does(raws: list[Any]) -> bool:
+    """Assert that `accept_columns` takes `raws` only as the event checker does (same values
+    and keys); whether it took them."""
+    checked = [validate(raw, 7, RULES, i) for i, raw in enumerate(raws)]
+    fast = accept_columns(raws, 7, RULES)
+    if fast is not None:
+        assert all(isinstance(e, UsageEvent) for e in checked)
+        assert fast == EncodedEvents.of(checked)  # type: ignore[arg-type]
+    return fast is not None
+
+
+@given(st.lists(common_events, min_size=1, max_size=5))
+def test_common_valid_batches_take_the_columnar_path(raws: list[dict[str, object]]) -> None:
+    checked = [validate(raw, 7, RULES) for raw in raws]
+    assert accept_columns(raws, 7, RULES) == EncodedEvents.of(checked)  # type: ignore[arg-type]
 
 
 def test_packed_dedupe_calls_keep_each_answer_in_place(redis_url: str) -> None:

@@ -18,14 +18,14 @@ from meterline.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from meterline.events import UsageEvent
+from meterline.events import EncodedEvents, UsageEvent
 from meterline.tenants import Principal
 
 ACME = Principal(1, "acme", "key_1", frozenset({"ingest"}))
 
 
-def _ev(i: str, tenant: int = 1) -> UsageEvent:
-    return UsageEvent(tenant, i, "c", "api_calls", 1.0, 1, 1)
+def _batch(*ids: str) -> EncodedEvents:
+    return EncodedEvents.of(UsageEvent(1, i, "c", "api_calls", 1.0, 1, 1) for i in ids)
 
 
 def test_the_body_limit_stops_reading_at_the_first_chunk_past_it() -> None:
@@ -119,10 +119,10 @@ def test_admission_bounds_events_in_flight() -> None:
     async def scenario() -> None:
         inner = _Slow()
         sink = AdmissionSink(inner, 1000)
-        first = asyncio.create_task(sink.submit(ACME, [_ev(str(i)) for i in range(900)]))
+        first = asyncio.create_task(sink.submit(ACME, _batch(*map(str, range(900)))))
         await asyncio.sleep(0)
         with pytest.raises(TooManyRequests):
-            await sink.submit(ACME, [_ev(str(i)) for i in range(200)])
+            await sink.submit(ACME, _batch(*map(str, range(200))))
         inner.release.set()
         assert (await first).accepted == 900
         assert sink.in_flight == 0
@@ -138,14 +138,14 @@ def test_dedupe_marks_only_after_acceptance_and_counts_duplicates() -> None:
     async def scenario() -> None:
         deduper = MemoryDeduper()
         with pytest.raises(TooManyRequests):
-            await DedupingSink(Failing(), deduper).submit(ACME, [_ev("a")])
+            await DedupingSink(Failing(), deduper).submit(ACME, _batch("a"))
         memory = MemorySink()
         sink = DedupingSink(memory, deduper)
-        assert await sink.submit(ACME, [_ev("a"), _ev("b"), _ev("a")]) == Outcome(2, 1)
-        assert await sink.submit(ACME, [_ev("b"), _ev("c")]) == Outcome(1, 1)
+        assert await sink.submit(ACME, _batch("a", "b", "a")) == Outcome(2, 1)
+        assert await sink.submit(ACME, _batch("b", "c")) == Outcome(1, 1)
         assert [e.id for e in memory.events] == ["a", "b", "c"]
         assert await deduper.seen(ACME.tenant_id, ["a", "b", "c", "d"]) == [True] * 3 + [False]
-        assert await sink.submit(ACME, [_ev("c"), _ev("a"), _ev("c")]) == Outcome(0, 3)
+        assert await sink.submit(ACME, _batch("c", "a", "c")) == Outcome(0, 3)
         assert len(memory.events) == 3
 
     asyncio.run(scenario())
@@ -159,5 +159,5 @@ def test_a_failing_deduper_lets_events_through() -> None:
     errors: list[BaseException] = []
     memory = MemorySink()
     sink = DedupingSink(memory, Broken(), on_error=errors.append)
-    assert asyncio.run(sink.submit(ACME, [_ev("a")])) == Outcome(1, 0)
+    assert asyncio.run(sink.submit(ACME, _batch("a"))) == Outcome(1, 0)
     assert len(errors) == 1 and len(memory.events) == 1

@@ -10,7 +10,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ from ingest.sinks import MemorySink, Outcome, Sink
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.devstack.process import free_port
-from meterline.events import UsageEvent
+from meterline.events import EncodedEvents
 from meterline.tenants import MemoryTenantRepository, Principal
 from tests.fixtures.http import read_responses
 from tests.ingest.support import CATALOG
@@ -40,7 +40,7 @@ class Sink_(Sink):
     def __init__(self, delay_s: float = 0.0, fail: Exception | None = None) -> None:
         self.memory, self.delay_s, self.fail = MemorySink(), delay_s, fail
 
-    async def submit(self, principal: Principal, events: Sequence[UsageEvent]) -> Outcome:
+    async def submit(self, principal: Principal, events: EncodedEvents) -> Outcome:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail is not None:

@@ -48,6 +48,13 @@ def test_valid_events_round_trip_through_the_codec(raw: dict[str, object]) -> No
     assert event.key == f"7/{raw['customer']}".encode()
 
 
+def nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 BAD_FIELDS: list[tuple[str, object]] = [
     ("id", ""),
     ("id", "x" * 129),
@@ -75,6 +82,7 @@ BAD_FIELDS: list[tuple[str, object]] = [
     ("timestamp", True),
     ("properties", [1]),
     ("properties", {str(i): i for i in range(33)}),
+    ("properties", nested(300)),  # orjson reads 1,024 levels, writes 254
     ("tenant", "other"),
 ]
 
