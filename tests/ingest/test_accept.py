@@ -94,17 +94,21 @@ def test_ndjson_single_and_cloudevents(
     batch = [
         {**ce, "id": "ce-2", "type": "api_calls", "data": {"value": 5}},
         {**ce, "id": "ce-3", "type": "api_calls"},
-    ]
+        {**ce, "id": "ce-4", "data": 7},
+        {**ce, "id": "ce-5", "data": {"total": 2.5, "m": "y", "n": 1}},
+    ]  # four or more: checked as columns (ingest/columns.py)
     r = client.post(
         "/v1/events",
         content=orjson.dumps(batch),
         headers={**h, "Content-Type": "application/cloudevents-batch+json"},
     )
-    assert r.json() == {"accepted": 2, "duplicates": 0}, r.text
-    got = {e.id: e for e in read_topic(kafka_bootstrap, kafka_topics.usage, 7)}
+    assert r.json() == {"accepted": 4, "duplicates": 0}, r.text
+    got = {e.id: e for e in read_topic(kafka_bootstrap, kafka_topics.usage, 9)}
     assert (got["ce-1"].customer, got["ce-1"].meter, got["ce-1"].value) == ("cust_9", "tokens", 42)
     assert got["ce-1"].properties == {"m": "x"}
     assert (got["ce-2"].value, got["ce-3"].value) == (5, 1)
+    assert (got["ce-4"].value, got["ce-4"].properties) == (7, None)
+    assert (got["ce-5"].value, got["ce-5"].properties) == (2.5, {"m": "y", "n": 1})
 
 
 def test_a_key_of_tenant_a_never_writes_as_tenant_b(
