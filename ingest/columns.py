@@ -121,7 +121,10 @@ def _timestamps(col: list[Any], rules: Rules) -> list[int] | None:
     """The events' times in epoch ms (now where absent), or None when one is bad or outside
     the window."""
     now = rules.now_ms
-    if set(map(type, col)) != {int}:
+    kinds = set(map(type, col))
+    if kinds == {_NONE}:
+        return [now] * len(col)
+    if kinds != {int}:
         col = [now if v is None else parse_timestamp(v) for v in col]
         if None in col:
             return None

@@ -13,6 +13,7 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import compress
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -110,9 +111,9 @@ def validate_event(
     """
     if not isinstance(raw, dict):
         return [FieldError("", "an event must be a JSON object", index)]
-    errors: list[FieldError] = [
-        FieldError(str(k), "unknown field", index) for k in raw if k not in EVENT_FIELDS
-    ]
+    errors: list[FieldError] = []
+    if not raw.keys() <= EVENT_FIELDS:
+        errors += [FieldError(str(k), "unknown field", index) for k in raw if k not in EVENT_FIELDS]
 
     def bad(field: str, message: str) -> None:
         errors.append(FieldError(field, message, index))
@@ -237,7 +238,7 @@ def encode_event(e: UsageEvent) -> bytes:
     return orjson.dumps(doc)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EncodedEvents:
     """Events ready for Kafka, as parallel lists (entry i of each belongs to event i): their
     ids (for dedupe), Kafka keys and Kafka values (`encode_event`'s bytes). Ingest's hot path
@@ -253,8 +254,8 @@ class EncodedEvents:
 
     @classmethod
     def of(cls, events: Iterable[UsageEvent]) -> EncodedEvents:
-        rows = list(events)
-        return cls([e.id for e in rows], [e.key for e in rows], list(map(encode_event, rows)))
+        rows = events if isinstance(events, list) else list(events)
+        return cls(list(map(_ID, rows)), list(map(_KEY, rows)), list(map(encode_event, rows)))
 
     def select(self, keep: Sequence[object]) -> EncodedEvents:
         """The events whose entry in `keep` is true, in order."""
@@ -267,6 +268,9 @@ class EncodedEvents:
     def events(self) -> list[UsageEvent]:
         """The events decoded (for tests and the in-memory sink; never on the hot path)."""
         return list(map(decode_event, self.values))
+
+
+_ID, _KEY = attrgetter("id"), attrgetter("key")
 
 
 def decode_event(data: bytes | None) -> UsageEvent:
