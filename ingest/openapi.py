@@ -33,7 +33,12 @@ EVENT: dict[str, Any] = {
             "description": "When the usage happened (default: receive time); at most 35 days "
             "old and 5 minutes in the future. Retries must resend the same timestamp.",
         },
-        "properties": {"type": "object", "maxProperties": 32},
+        "properties": {
+            "type": "object",
+            "maxProperties": 32,
+            "description": "Free-form context kept with the event; nested at most 254 levels "
+            "deep (deeper values cannot be written back as JSON: 422).",
+        },
     },
 }
 CLOUDEVENT: dict[str, Any] = {

@@ -337,25 +337,36 @@ def _rate_limited(world: World, duration: float) -> Result:
 
 
 class _MemoryWatch(Sampler):
-    """Peak resident memory of some of the stack's process trees while the block runs."""
+    """Peak resident memory of some of the stack's process trees while the block runs. The
+    trees are listed once (a listing reads all of /proc) and again only when one of their
+    processes is gone."""
 
     def __init__(self, world: World, names: tuple[str, ...]) -> None:
         super().__init__(every_s=0.5)
         self.world, self.names = world, names
+        self._trees: dict[str, list[psutil.Process]] = {}
         self.start = self._rss()
         self.peak: dict[str, float] = {}
 
     def _rss(self) -> dict[str, float]:
         found = {}
         for name in self.names:
-            if self.world.faults.has(name) and self.world.faults.proc(name).pid:
-                try:
-                    root = psutil.Process(self.world.faults.proc(name).pid)
-                    procs = [root, *root.children(recursive=True)]
-                    found[name] = sum(p.memory_info().rss for p in procs) / 2**20
-                except psutil.Error:
-                    continue
+            try:
+                found[name] = sum(p.memory_info().rss for p in self._tree(name)) / 2**20
+            except psutil.Error:
+                self._trees.pop(name, None)
         return found
+
+    def _tree(self, name: str) -> list[psutil.Process]:
+        tree = self._trees.get(name)
+        if tree is None:
+            faults = self.world.faults
+            pid = faults.proc(name).pid if faults.has(name) else None
+            if not pid:
+                return []
+            root = psutil.Process(pid)
+            tree = self._trees[name] = [root, *root.children(recursive=True)]
+        return tree
 
     def sample(self) -> None:
         for name, mib in self._rss().items():
@@ -386,6 +397,7 @@ class _IngestWatch(Sampler):
         super().__init__(every_s=1.0, join_s=15)
         host, port = world.ingest
         self.url = f"http://{host}:{port}/metrics"
+        self._client = httpx.Client(timeout=10)  # one: a client costs an SSL context to make
         self.limits: list[float] = []
         self.answer_s: list[float] = []
         self.first: dict[str, float] = {}
@@ -394,7 +406,7 @@ class _IngestWatch(Sampler):
     def sample(self) -> None:
         start = time.monotonic()
         try:
-            text = httpx.get(self.url, timeout=10).text
+            text = self._client.get(self.url).text
         except httpx.HTTPError:
             return
         self.answer_s.append(time.monotonic() - start)
@@ -403,6 +415,10 @@ class _IngestWatch(Sampler):
             self.limits.append(found[LIMIT])
         self.first = self.first or found
         self.last = found
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self._client.close()
 
     def describe(self) -> str:
         return describe_ingest(self.limits, self.answer_s, self.first, self.last)
