@@ -93,8 +93,10 @@ class OpenLoop(Traffic):
 
     async def run(self) -> Stats:
         """Offer the plan's batches on schedule; returns when every batch is settled."""
+        composing = time.monotonic()
         arrivals = self._arrivals()
         self._t0, cpu0 = time.monotonic(), cpu_time()
+        self.stats.compose_s = self._t0 - composing
         batches: set[asyncio.Task[None]] = set()
         for numbers, raw in arrivals:
             self._planned += len(numbers)

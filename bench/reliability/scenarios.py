@@ -298,8 +298,9 @@ def _offered(result: Result, stats: Stats, capacity: float) -> bool:
     ratio = stats.offered_rate / max(capacity, 0.001)
     result.notes.append(
         f"offered {stats.offered_rate:,.0f} new ev/s = {ratio:.2f}x capacity "
-        f"(open loop, {stats.connections:,} connections; new batches waited "
-        f"{stats.connection_wait_s:.1f} s in all for a free one)"
+        f"(open loop, {stats.connections:,} connections, batches composed in "
+        f"{stats.compose_s:.0f} s before; new batches waited {stats.connection_wait_s:.1f} s in "
+        "all for a free one)"
     )
     if ratio < OVERLOAD_FACTOR:
         result.notes.append(f"offered load short of {OVERLOAD_FACTOR:g}x: the scenario fails")

@@ -58,6 +58,9 @@ class Stats:
     """New events per second of the arrival window (retries not included); open loop only."""
     connections: int = 0
     """Connections the open loop opened."""
+    compose_s: float = 0.0
+    """Seconds the open loop spent composing its batches before the first arrived (not in
+    `elapsed` or `cpu_share`)."""
     connection_wait_s: float = 0.0
     """Seconds new batches of the open loop waited, in all, for a free arrival connection (the
     rest of a shortfall in `offered_rate` is the generator itself running late)."""

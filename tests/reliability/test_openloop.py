@@ -180,3 +180,17 @@ def test_a_retry_connection_sends_nothing_for_the_retry_after() -> None:
     assert len(seen.retry_connection_gaps) >= 10
     assert min(seen.retry_connection_gaps) >= 0.3 - 0.01
     assert ledger.acked_count == len(ledger) == 200
+
+
+def test_the_plans_batches_are_composed_before_they_arrive() -> None:
+    ledger = Ledger("ol-c", ["c0"], ["api_calls"])
+    window = Plan(10**9, batch=10, connections=4, rate=1_000, duration_s=0.25)
+    arrivals = OpenLoop(ledger, "127.0.0.1", 1, "key", window)._arrivals()
+    assert [len(numbers) for numbers, _ in arrivals] == [10] * 25  # rate x duration
+    assert len(ledger) == 250
+    numbers, raw = arrivals[-1]
+    assert raw.startswith(b"POST /v1/events HTTP/1.1\r\n")
+    assert orjson.loads(raw.split(b"\r\n\r\n", 1)[1]) == [ledger.event(n) for n in numbers]
+    fewer = Plan(25, batch=10, connections=4, rate=1_000, duration_s=60)
+    arrivals = OpenLoop(ledger, "127.0.0.1", 1, "key", fewer)._arrivals()
+    assert [len(numbers) for numbers, _ in arrivals] == [10, 10, 5]  # plan.events
