@@ -127,12 +127,11 @@ def _first_of_each_id(events: EncodedEvents) -> EncodedEvents:
     ids = events.ids
     if len(set(ids)) == len(ids):
         return events
-    first: dict[str, int] = {}
-    for at, event_id in enumerate(ids):
-        first.setdefault(event_id, at)
-    keep = [False] * len(ids)
-    for at in first.values():
-        keep[at] = True
+    seen: set[str] = set()
+    keep: list[bool] = []
+    for event_id in ids:
+        keep.append(event_id not in seen)
+        seen.add(event_id)
     return events.select(keep)
 
 

@@ -204,14 +204,14 @@ def _properties(v: object, bad: Any) -> dict[str, Any] | None:
         bad("properties", "must be an object")
     elif len(v) > MAX_PROPERTIES:
         bad("properties", f"at most {MAX_PROPERTIES} keys")
-    elif not encodable(v):
+    elif not _encodable(v):
         bad("properties", "nested too deeply to encode")
     else:
         return v or None
     return None
 
 
-def encodable(properties: dict[str, Any]) -> bool:
+def _encodable(properties: dict[str, Any]) -> bool:
     """Whether orjson can write `properties` back: it reads JSON nested 1,024 levels deep but
     writes at most 254, so a deeper value, valid on the way in, could not go to Kafka."""
     try:
@@ -236,6 +236,9 @@ def encode_event(e: UsageEvent) -> bytes:
     if e.properties:
         doc["properties"] = e.properties
     return orjson.dumps(doc)
+
+
+_ID, _KEY = attrgetter("id"), attrgetter("key")
 
 
 @dataclass(slots=True)
@@ -268,9 +271,6 @@ class EncodedEvents:
     def events(self) -> list[UsageEvent]:
         """The events decoded (for tests and the in-memory sink; never on the hot path)."""
         return list(map(decode_event, self.values))
-
-
-_ID, _KEY = attrgetter("id"), attrgetter("key")
 
 
 def decode_event(data: bytes | None) -> UsageEvent:
