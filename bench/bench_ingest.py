@@ -14,7 +14,8 @@ measured from each request's due time (`bench.openloop.offer`), so waiting behin
 is counted, and the rate achieved.
 
 The load generator is a lean asyncio raw-socket HTTP/1.1 keep-alive client in this process.
-Ingest and the bare app each run as their own process (uvicorn, uvloop, httptools).
+Ingest and the bare app each run as their own process (uvicorn, uvloop, httptools); each run
+(one of each figure) has an ingest and an embedded broker of its own (`fresh_ingest`).
 Run alone: `python -m bench.bench_ingest bare PORT` serves the bare app.
 """
 
@@ -25,7 +26,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from bench.harness import BenchContext, Figure
 from bench.loadgen import encode_request
 from bench.openloop import OpenLoopResult, offer
 from meterline.catalog import PostgresCatalogRepository, parse_catalog
+from meterline.devstack.broker import broker_process
 from meterline.devstack.process import ManagedProcess, free_port, port_open
 from meterline.kafka import ensure_topics
 from meterline.postgres import open_pool
@@ -193,14 +196,33 @@ def _tenant(postgres: str) -> str:
         return PostgresTenantRepository(pool).create_key(name, ["ingest"])[1]
 
 
-def _ingest(ctx: BenchContext, home: Path) -> tuple[ManagedProcess, int]:
+@contextmanager
+def fresh_ingest(ctx: BenchContext, home: Path) -> Iterator[tuple[int, int]]:
+    """Ingest on a broker of its own, started for this run: (port, process group). The embedded
+    broker slows down with the record batches it holds (meterline/devstack/broker.py), so a
+    fresh one per run keeps each run independent of what ran before it (earlier runs, and the
+    modules before this one)."""
+    broker, bootstrap = broker_process(home / "broker")
+    broker.start()
+    try:
+        ingest, port = _ingest(ctx, home, bootstrap)
+        assert ingest.pid is not None
+        try:
+            yield port, ingest.pid
+        finally:
+            ingest.stop()
+    finally:
+        broker.stop()
+
+
+def _ingest(ctx: BenchContext, home: Path, bootstrap: str) -> tuple[ManagedProcess, int]:
     topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
-    ensure_topics(ctx.urls["kafka"], [topic], 4)
+    ensure_topics(bootstrap, [topic], 4)
     port = free_port()
     env = {
         "METERLINE_DATABASE_URL": ctx.urls["postgres"],
         "METERLINE_REDIS_URL": ctx.urls["redis"],
-        "METERLINE_KAFKA_BOOTSTRAP": ctx.urls["kafka"],
+        "METERLINE_KAFKA_BOOTSTRAP": bootstrap,
         "METERLINE_KAFKA_TOPIC": topic,
         "METERLINE_INGEST_PORT": str(port),
         "METERLINE_INGEST_DEDUPE_WINDOW_S": "120",
@@ -233,35 +255,36 @@ def run(ctx: BenchContext) -> list[Figure]:
     # The run's own home (removed after the run unless --keep) holds the servers' logs.
     home = Path(ctx.extra.get("home", ROOT / ".meterline")) / "bench-ingest"
     key = _tenant(ctx.urls["postgres"])
-    ingest, ingest_port = _ingest(ctx, home)
     bare, bare_port = _bare(home)
-    assert ingest.pid is not None and bare.pid is not None
+    assert bare.pid is not None
     try:
-        return _measure(ctx, secs, key, (ingest_port, ingest.pid), (bare_port, bare.pid))
+        return _measure(ctx, secs, key, home, (bare_port, bare.pid))
     finally:
-        ingest.stop()
         bare.stop()
 
 
 def _measure(
-    ctx: BenchContext, secs: float, key: str, ingest: tuple[int, int], bare: tuple[int, int]
+    ctx: BenchContext, secs: float, key: str, home: Path, bare: tuple[int, int]
 ) -> list[Figure]:
-    """`ingest` and `bare` are (port, process group) of each server."""
+    """`bare` is (port, process group) of the bare app; each run has an ingest of its own."""
     results: dict[str, list[Load]] = {}
     opened: dict[str, list[tuple[OpenLoopResult, float]]] = {}
     for _ in range(ctx.runs):
-        for name, (port, group), make, conns in (
-            ("single", ingest, single_body, SINGLE_CONNECTIONS),
-            ("bare_single", bare, single_body, SINGLE_CONNECTIONS),
-            ("batch", ingest, batch_body, BATCH_CONNECTIONS),
-            ("bare_batch", bare, batch_body, BATCH_CONNECTIONS),
-        ):
-            results.setdefault(name, []).append(load(port, key, make, conns, secs, group))
-        for name, make, rate in (
-            ("single", single_body, SINGLE_RATE),
-            ("batch", batch_body, BATCH_RATE),
-        ):
-            opened.setdefault(name, []).append(paced(ingest[0], key, make, rate, secs, ingest[1]))
+        with fresh_ingest(ctx, home) as ingest:
+            for name, (port, group), make, conns in (
+                ("single", ingest, single_body, SINGLE_CONNECTIONS),
+                ("bare_single", bare, single_body, SINGLE_CONNECTIONS),
+                ("batch", ingest, batch_body, BATCH_CONNECTIONS),
+                ("bare_batch", bare, batch_body, BATCH_CONNECTIONS),
+            ):
+                results.setdefault(name, []).append(load(port, key, make, conns, secs, group))
+            for name, make, rate in (
+                ("single", single_body, SINGLE_RATE),
+                ("batch", batch_body, BATCH_RATE),
+            ):
+                opened.setdefault(name, []).append(
+                    paced(ingest[0], key, make, rate, secs, ingest[1])
+                )
     return _figures(results) + _open_figures(opened)
 
 
