@@ -33,7 +33,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -149,12 +148,16 @@ def _open_figures(runs: Sequence[dict[str, float]]) -> list[Figure]:
         f"sending {med('lag'):.1f} ms (a busy connection or a late generator, counted in the "
         f"latency); {sum(r['unfinished'] for r in runs):.0f} unanswered"
     )
-    figures = []
-    for name, target in (("p50", ""), ("p99", "≤ 10 ms")):
-        values = [r[name] for r in runs]
-        figure = Figure.of(f"entitlements.http_{name}_at_{OFFERED}.cached", values, "ms")
-        figures.append(replace(figure, target=target, note=note if name == "p99" else ""))
-    return figures
+    return [
+        Figure.of(
+            f"entitlements.http_{name}_at_{OFFERED}.cached",
+            [r[name] for r in runs],
+            "ms",
+            target=target,
+            note=note if name == "p99" else "",
+        )
+        for name, target in (("p50", ""), ("p99", "≤ 10 ms"))
+    ]
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -49,17 +49,10 @@ def accept_columns(raws: Sequence[Any], tenant_id: int, rules: Rules) -> Encoded
     ids, customers, meters = _column(raws, "id"), _column(raws, "customer"), _column(raws, "meter")
     amounts = list(map(dict.get, raws, repeat("value"), repeat(1)))
     stamps = _timestamps(_column(raws, "timestamp"), rules)
-    props = _column(raws, "properties")
-    if not (
-        stamps is not None
-        and _texts(ids, customers)
-        and _meters(meters, rules.meters)
-        and _amounts(amounts)
-        and _properties(props)
-    ):
+    extras = _extras(_column(raws, "properties"))
+    if stamps is None or extras is None:
         return None
-    extras = _extras(props)
-    if extras is None:
+    if not (_texts(ids, customers) and _meters(meters, rules.meters) and _amounts(amounts)):
         return None
     dumps = orjson.dumps
     template = _TEMPLATE % (SCHEMA_VERSION, tenant_id, rules.now_ms)
@@ -133,18 +126,15 @@ def _timestamps(col: list[Any], rules: Rules) -> list[int] | None:
     return col if low <= min(col) and max(col) <= high else None
 
 
-def _properties(col: list[Any]) -> bool:
-    kinds = set(map(type, col))
-    if kinds == {_NONE}:
-        return True
-    return kinds <= {_NONE, dict} and max(map(len, filter(None, col)), default=0) <= MAX_PROPERTIES
-
-
 def _extras(props: list[Any]) -> Iterable[bytes] | None:
     """What follows `received_at` in each value: `,"properties":{...}` for non-empty
-    properties (encode_event leaves empty ones out); None if one cannot be encoded."""
-    if not any(props):
+    properties (encode_event leaves empty ones out); None if one is not an object of at most
+    MAX_PROPERTIES keys, or cannot be encoded."""
+    kinds = set(map(type, props))
+    if kinds == {_NONE}:
         return repeat(b"")
+    if not kinds <= {_NONE, dict} or max(map(len, filter(None, props)), default=0) > MAX_PROPERTIES:
+        return None
     try:
         return [b',"properties":' + orjson.dumps(p) if p else b"" for p in props]
     except TypeError:  # nested too deeply for orjson to write
