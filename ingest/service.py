@@ -25,6 +25,9 @@ from meterline.tenants import PostgresTenantRepository
 
 log = logging.getLogger("ingest.service")
 
+PRODUCER_WAIT_S = 5.0
+"""How long start-up waits for the producer's id, so that the first requests need not wait."""
+
 
 @dataclass(frozen=True)
 class Sections:
@@ -49,7 +52,9 @@ def sink_chain(
 
 
 def build(sections: Sections) -> Dependencies:
-    """Connect to Postgres, Redis and the broker (ConfigError if one is unreachable)."""
+    """Connect to Postgres and Redis (ConfigError if one is unreachable) and to the broker:
+    wait up to `PRODUCER_WAIT_S` for the producer's id; without it ingest starts anyway, not
+    ready (`/readyz`), and its requests wait for the broker as long as `PRODUCE_TIMEOUT_S`."""
     s = sections.ingest
     pool = open_pool(sections.database.url, max_size=4, name="ingest")
     connect(sections.redis.url).close()
@@ -58,6 +63,8 @@ def build(sections: Sections) -> Dependencies:
     deduper = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
     tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}
     publisher = EventPublisher(sections.kafka.bootstrap, sections.kafka.topic, **tuning)
+    if not publisher.wait_ready(PRODUCER_WAIT_S):
+        log.warning("the broker has not given the producer an id yet; starting, not ready")
     metrics = IngestMetrics()
     metrics.watch_queue(publisher.queue_depth)
     concurrency = ConcurrencyLimit(s.max_active_requests, s.target_latency_s)

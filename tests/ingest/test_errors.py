@@ -143,8 +143,11 @@ def test_503_when_the_broker_is_gone_and_429_when_the_queue_is_full(
         bootstrap=url, produce_timeout_s=1.0, producer_queue_max=5, graceful_timeout_s=0.5
     )
     h = bearer(seeded.acme_ingest)
+    assert client.get("/readyz").json()["checks"]["broker"] == "ok"
     assert client.post("/v1/events", json=[_event(i) for i in range(3)], headers=h).is_success
     proc.stop()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["broker"] == "failing"
     r = client.post("/v1/events", json=[_event(i) for i in range(3, 6)], headers=h)
     assert r.status_code == 503
     assert r.headers["Retry-After"] == "2"

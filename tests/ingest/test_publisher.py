@@ -7,6 +7,7 @@ import threading
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from meterline.devstack.process import free_port
 from meterline.errors import TooManyRequests, Unavailable
 from meterline.events import UsageEvent
 from meterline.kafka.config import consumer_config
@@ -84,3 +85,19 @@ def test_publish_waits_for_the_reports(kafka_bootstrap: str, kafka_topics: Topic
     publisher.close(5.0)
     got = read_topic(kafka_bootstrap, kafka_topics.usage, 30)
     assert sorted(e.id for e in got) == sorted(e.id for e in _events("s", 30))
+
+
+def test_ready_once_the_broker_gave_the_producer_its_id(
+    kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    assert publisher.wait_ready(10.0)
+    assert publisher.ready and publisher.ping(2.0)
+    publisher.close(5.0)
+
+
+def test_not_ready_while_no_broker_answers() -> None:
+    publisher = EventPublisher(f"127.0.0.1:{free_port()}", "nowhere")
+    assert not publisher.wait_ready(1.0)
+    assert not publisher.ready and not publisher.ping(0.5)
+    assert publisher.close(0.5) == 0
