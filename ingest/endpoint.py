@@ -22,8 +22,8 @@ from prometheus_client import Counter
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ingest.body import Format, body_format, decode, read_limited
-from ingest.validation import validate_batch
+from ingest.body import Format, body_format, read_limited
+from ingest.validation import validate_body
 from meterline.errors import MeterlineError, RetryLater, TooManyRequests
 from meterline.events import Rules
 from meterline.tenants import Principal
@@ -83,12 +83,11 @@ async def read_request(
 
 async def record(deps: Dependencies, request: Request) -> bytes:
     """The second half of `accept`, paced by ingest: validate, dedupe, produce, answer."""
-    principal, fmt = request.principal, request.fmt
-    values, _ = decode(request.body, fmt, deps.max_batch_events)
-    meters = await deps.meters.meters(principal.tenant_id)
+    tenant = request.principal.tenant_id
+    meters = await deps.meters.meters(tenant)
     rules = Rules(deps.clock.now_ms(), meters, deps.lateness_ms)
-    events = validate_batch(values, fmt, principal.tenant_id, rules, meters)
-    outcome = await deps.sink.submit(principal, events)
+    events = validate_body(request.body, request.fmt, tenant, rules, meters, deps.max_batch_events)
+    outcome = await deps.sink.submit(request.principal, events)
     deps.metrics.accepted.inc(outcome.accepted)
     if outcome.duplicates:
         deps.metrics.duplicates.inc(outcome.duplicates)

@@ -161,7 +161,7 @@ def _value(v: object, bad: Any) -> float | None:
     elif not 0 <= v <= MAX_VALUE:
         bad("value", "must be between 0 and 1e15")
     else:
-        return float(v)
+        return float(v) or 0.0  # -0.0 is normalized to 0.0
     return None
 
 

@@ -1,8 +1,9 @@
 """The hot path's shortcuts answer exactly as the paths they stand in for.
 
-- `accept_columns` accepts only batches whose every event the event checker accepts, as the
-  very same Kafka values and keys (Hypothesis, over valid and invalid events alike), and it
-  does accept batches in the common shape.
+- The columnar path (msgspec's decoding, then `accept_columns`) accepts only batches whose
+  every event the event checker accepts, as the very same Kafka values and keys, from a JSON
+  array, NDJSON lines or decoded values alike (Hypothesis, over valid and invalid events), and
+  it does accept batches in the common shape.
 - The Redis deduper's packed call keeps each id's answer in its place, whatever the ids hold.
 - The bare POST /v1/events handler (`create_server`) answers as the FastAPI route
   (`create_app`): same status, body and Retry-After for every outcome of the contract.
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import uuid
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 
 from ingest.app import Dependencies, create_app, create_server
 from ingest.caches import KeyCache, MeterCache
-from ingest.columns import accept_columns
+from ingest.columns import Native, accept_columns, from_json, from_ndjson, from_values
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.sinks import MemorySink
 from meterline.catalog import parse_catalog
@@ -103,6 +105,8 @@ EDGES: list[tuple[str, object]] = [
     ("meter", ""),  # in this catalog, and still refused
     ("id", "x" * 128),
     ("customer", "é\u00a0"),  # valid, not printable: event by event
+    ("id", 'a "quoted" id'),  # escaped in the Kafka value
+    ("customer", "back\\slash"),
     ("value", 0),
     ("value", -0.0),
     ("value", 10**15),
@@ -128,20 +132,49 @@ def test_edge_values_are_judged_as_the_event_checker_does(field: str, value: obj
 
 
 def _as_the_checker_does(raws: list[Any]) -> bool:
-    """Assert that `accept_columns` takes `raws` only as the event checker does (same values
-    and keys); whether it took them."""
+    """Assert that the columnar path takes `raws` only as the event checker does (same values
+    and keys), sent as a JSON array, as NDJSON and as decoded values; whether it took them."""
+    checked = _checked(raws)
+    array = json.dumps(raws).encode()  # the standard library writes big integers and NaN too
+    lines = [json.dumps(raw).encode() for raw in raws]
+    took = [
+        _agrees(from_json(array), _checked(_loads(array))),
+        _agrees(from_ndjson(b"\n".join(lines)), _checked([_loads(line) for line in lines])),
+        _agrees(from_values(raws), checked),
+    ]
+    return took[-1]
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "not JSON"  # the event checker refuses it like any non-object
+
+
+def _checked(raws: Any) -> list[UsageEvent] | None:
+    """What the event checker makes of a batch: its events, or None if it refuses one."""
+    if not isinstance(raws, list):
+        return None
     checked = [validate(raw, 7, RULES, i) for i, raw in enumerate(raws)]
-    fast = accept_columns(raws, 7, RULES)
+    return checked if all(isinstance(e, UsageEvent) for e in checked) else None  # type: ignore[return-value]
+
+
+def _agrees(natives: list[Native] | None, checked: list[UsageEvent] | None) -> bool:
+    fast = accept_columns(natives, 7, RULES) if natives is not None else None
     if fast is not None:
-        assert all(isinstance(e, UsageEvent) for e in checked)
-        assert fast == EncodedEvents.of(checked)  # type: ignore[arg-type]
+        assert checked is not None
+        assert fast == EncodedEvents.of(checked)
     return fast is not None
 
 
 @given(st.lists(common_events, min_size=1, max_size=5))
 def test_common_valid_batches_take_the_columnar_path(raws: list[dict[str, object]]) -> None:
-    checked = [validate(raw, 7, RULES) for raw in raws]
-    assert accept_columns(raws, 7, RULES) == EncodedEvents.of(checked)  # type: ignore[arg-type]
+    expected = EncodedEvents.of(validate(raw, 7, RULES) for raw in raws)  # type: ignore[misc]
+    lines = b"\n".join(map(orjson.dumps, raws))
+    for natives in (from_json(orjson.dumps(raws)), from_ndjson(lines), from_values(raws)):
+        assert natives is not None
+        assert accept_columns(natives, 7, RULES) == expected
 
 
 def test_packed_dedupe_calls_keep_each_answer_in_place(redis_url: str) -> None:

@@ -116,6 +116,13 @@ def test_missing_value_and_timestamp_take_defaults() -> None:
     assert (event.value, event.timestamp_ms, event.received_ms) == (1.0, NOW, NOW)
 
 
+def test_negative_zero_is_normalized_to_zero() -> None:
+    event = validate_event({"id": "e", "customer": "c", "meter": "tokens", "value": -0.0}, 1, RULES)
+    assert isinstance(event, UsageEvent)
+    assert math.copysign(1, event.value) == 1
+    assert b'"value":0.0,' in encode_event(event)
+
+
 @pytest.mark.parametrize(
     ("text", "ms"),
     [
