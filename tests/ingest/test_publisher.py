@@ -1,17 +1,20 @@
-"""EventPublisher against the real broker: batched produce, batched wake-ups, refusals."""
+"""EventPublisher against the real broker: batched produce, who serves the delivery reports,
+batched wake-ups, refusals."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from meterline.devstack.process import free_port
 from meterline.errors import TooManyRequests, Unavailable
 from meterline.events import UsageEvent
 from meterline.kafka.config import consumer_config
-from meterline.kafka.producer import EventPublisher, _refused
+from meterline.kafka.producer import THREAD_IDLE_S, EventPublisher, _AsyncDelivery, _refused
 from tests.fixtures.services import Topics
 from tests.ingest.support import read_topic
 
@@ -44,6 +47,41 @@ def test_concurrent_calls_on_two_loops_all_resume_and_land(
     expected = sent["a"] + sent["b"]
     got = read_topic(kafka_bootstrap, kafka_topics.usage, len(expected))
     assert sorted(got, key=lambda e: e.id) == sorted(expected, key=lambda e: e.id)
+
+
+def test_a_loop_with_calls_in_flight_serves_their_reports_itself(
+    kafka_bootstrap: str, kafka_topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a loop serves (the poller thread stands aside after its current poll, at most
+    THREAD_IDLE_S), every report of its calls runs on the loop's thread; once the loop has no
+    call in flight, the thread serves blocking calls again."""
+    served: list[tuple[float, int]] = []
+    report = _AsyncDelivery.__call__
+
+    def recorded(self: _AsyncDelivery, err: KafkaError | None, msg: Message) -> None:
+        served.append((time.monotonic(), threading.get_ident()))
+        report(self, err, msg)
+
+    monkeypatch.setattr(_AsyncDelivery, "__call__", recorded)
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    assert publisher.wait_ready(10.0)
+    settled = time.monotonic() + 10 * THREAD_IDLE_S
+
+    async def steady(sender: int) -> None:
+        n = 0
+        while time.monotonic() < settled + 1.0:
+            await publisher.publish_async(_events(f"l{sender}-{n}", 10), 10.0)
+            n += 1
+
+    async def senders() -> int:
+        await asyncio.gather(*(steady(k) for k in range(4)))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(senders())
+    assert len(served) > 100
+    assert {thread for at, thread in served if at > settled} == {loop_thread}
+    publisher.publish(_events("after", 5), 10.0)
+    assert publisher.close(5.0) == 0
 
 
 def test_a_customer_keeps_one_partition_in_batches(
