@@ -62,6 +62,8 @@ def validate_body(
 
 
 def _typed(body: bytes, fmt: Format) -> list[Native] | None:
+    """The body as `Native`s when it is a native batch msgspec takes (a JSON array must start
+    with its bracket: one with leading whitespace is decoded the slow way, still correctly)."""
     if fmt is Format.JSON and body[:1] == b"[":
         return from_json(body)
     if fmt is Format.NDJSON and body.count(b"\n") >= COLUMNS_FROM - 1:
