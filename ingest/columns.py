@@ -64,7 +64,7 @@ def from_json(body: bytes) -> list[Native] | None:
     """A JSON array body's events, or None if msgspec refuses it (or it is not an array)."""
     try:
         return _BATCH.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # properties nested ~1,000 levels deep
         return None
 
 
@@ -72,7 +72,7 @@ def from_ndjson(body: bytes) -> list[Native] | None:
     """An NDJSON body's events (blank lines skipped), or None if msgspec refuses a line."""
     try:
         return [_LINE.decode(line) for line in body.split(b"\n") if line.strip()]
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 
@@ -148,10 +148,11 @@ def _timestamps(col: list[int | str | None], rules: Rules) -> list[int] | None:
 
 def _extras(props: list[dict[str, Any] | None]) -> Iterable[str] | None:
     """What follows `received_at` in each value: `,"properties":{...}` for non-empty
-    properties (encode_event leaves empty ones out); None if one cannot be encoded."""
+    properties (encode_event leaves empty ones out), written at the depth encode_event writes
+    them; None if one cannot be written."""
     if not any(props):
         return repeat("")
     try:
-        return [',"properties":' + orjson.dumps(p).decode() if p else "" for p in props]
+        return ["," + orjson.dumps({"properties": p}).decode()[1:-1] if p else "" for p in props]
     except TypeError:  # nested too deeply for orjson to write, or an integer past 64 bits
         return None

@@ -212,10 +212,11 @@ def _properties(v: object, bad: Any) -> dict[str, Any] | None:
 
 
 def _encodable(properties: dict[str, Any]) -> bool:
-    """Whether orjson can write `properties` back: it reads JSON nested 1,024 levels deep but
-    writes at most 254, so a deeper value, valid on the way in, could not go to Kafka."""
+    """Whether orjson can write `properties` back where `encode_event` puts them, one level
+    inside the event: it reads JSON nested 1,024 levels deep but writes at most 254, so a deeper
+    value, valid on the way in, could not go to Kafka."""
     try:
-        orjson.dumps(properties)
+        orjson.dumps({"properties": properties})
     except TypeError:
         return False
     return True

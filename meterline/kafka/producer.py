@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -44,6 +45,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from meterline.errors import TooManyRequests, Unavailable
 from meterline.events import EncodedEvents, UsageEvent
 from meterline.kafka.config import producer_config
+
+log = logging.getLogger(__name__)
 
 QUEUE_FULL = "the broker queue is full; retry shortly"
 STATS_INTERVAL_MS = 100
@@ -136,27 +139,36 @@ class EventPublisher:
         self._serving: dict[asyncio.AbstractEventLoop, int] = {}
         self._rounds: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
         self._stop = threading.Event()
+        self._polling = threading.Lock()  # a loop's poll round, against `close`
         self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
         self._poller.start()
 
     def _poll(self) -> None:
-        """The poller thread: serves the reports while no loop does (see the module docstring)."""
+        """The poller thread: serves the reports while no running loop does (see the module
+        docstring; a loop stopped with calls in flight polls no more)."""
         while not self._stop.is_set():
-            if self._serving:
+            if any(loop.is_running() for loop in list(self._serving)):
                 self._stop.wait(THREAD_IDLE_S)
                 continue
-            self._producer.poll(THREAD_IDLE_S)
+            try:
+                self._producer.poll(THREAD_IDLE_S)
+            except Exception:  # a callback raised: keep serving the others
+                log.exception("a Kafka callback failed")
             self._wake()
 
     def _poll_on(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One poll round on `loop`; the next one follows while it has calls in flight
-        (`close` serves what is left)."""
-        if self._stop.is_set():
-            return
-        self._producer.poll(0)
-        self._wake(loop)
-        if loop in self._serving:
-            self._rounds[loop] = loop.call_later(LOOP_POLL_S, self._poll_on, loop)
+        """One poll round on `loop`; the next one follows while it has calls in flight, even
+        when this one raised (an exception in a callback). After `close` none starts: close
+        serves what is left."""
+        try:
+            with self._polling:
+                if self._stop.is_set():
+                    return
+                self._producer.poll(0)
+            self._wake(loop)
+        finally:
+            if loop in self._serving and not self._stop.is_set():
+                self._rounds[loop] = loop.call_later(LOOP_POLL_S, self._poll_on, loop)
 
     def _enter(self, loop: asyncio.AbstractEventLoop) -> None:
         """An async call on `loop` is in flight: the loop serves reports until none is."""
@@ -221,7 +233,8 @@ class EventPublisher:
             raise _refused(batch)
 
     def publish(self, events: Events, timeout: float = 10.0) -> None:
-        """Block until every event is acknowledged; raise TooManyRequests or Unavailable."""
+        """Block until every event is acknowledged; raise TooManyRequests or Unavailable.
+        Not on an event loop's thread: it would block the loop (use `publish_async`)."""
         delivery = _Delivery(len(events))
         self._produce_all(_encoded(events), delivery)
         if not delivery.done.wait(timeout):
@@ -272,7 +285,8 @@ class EventPublisher:
         """
         if self._stop.is_set():
             return 0
-        self._stop.set()
+        with self._polling:  # a loop's poll round in progress ends first, and none starts
+            self._stop.set()
         self._poller.join(1.0)
         left = int(self._producer.flush(timeout))
         if left:

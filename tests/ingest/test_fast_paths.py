@@ -25,19 +25,22 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from ingest.app import Dependencies, create_app, create_server
+from ingest.body import Format
 from ingest.caches import KeyCache, MeterCache
 from ingest.columns import Native, accept_columns, from_json, from_ndjson, from_values
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.sinks import MemorySink
+from ingest.validation import validate_body
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.dedupe import RedisDeduper
+from meterline.errors import ValidationFailed
 from meterline.events import MAX_FUTURE_MS, EncodedEvents, Rules, UsageEvent
 from meterline.events import validate_event as validate
 from meterline.redis import connect_async
 from meterline.tenants import MemoryTenantRepository
 from tests.ingest.support import CATALOG
-from tests.unit.test_events import BAD_FIELDS
+from tests.unit.test_events import BAD_FIELDS, nested
 
 NOW = 1_800_000_000_000
 RULES = Rules(now_ms=NOW, meters={"api_calls": "value", "tokens": "value", "": "value"})
@@ -122,6 +125,7 @@ EDGES: list[tuple[str, object]] = [
     ("properties", {}),
     ("properties", {str(i): i for i in range(32)}),
     ("properties", {"nested": {"deep": [1, "x", None]}}),
+    ("properties", nested(252)),  # the deepest orjson writes inside the event
 ]
 
 
@@ -166,6 +170,19 @@ def _agrees(natives: list[Native] | None, checked: list[UsageEvent] | None) -> b
         assert checked is not None
         assert fast == EncodedEvents.of(checked)
     return fast is not None
+
+
+@pytest.mark.parametrize("fmt", [Format.JSON, Format.NDJSON])
+def test_properties_too_deep_for_msgspec_are_refused_as_bad_input(fmt: Format) -> None:
+    """msgspec gives up (RecursionError) on properties ~1,000 levels deep, which orjson still
+    reads: the body goes the slow way and is refused by name, not answered 500."""
+    deep = b'{"x":' * 1000 + b"1" + b"}" * 1000
+    good = b'{"id":"e1","customer":"c","meter":"api_calls"}'
+    bad = b'{"id":"e2","customer":"c","meter":"api_calls","properties":%s}' % deep
+    body = b"[%s,%s]" % (good, bad) if fmt is Format.JSON else b"%s\n%s" % (good, bad)
+    with pytest.raises(ValidationFailed) as refused:
+        validate_body(body, fmt, 7, RULES, {}, 1000)
+    assert [(e.field, e.index) for e in refused.value.errors] == [("properties", 1)]
 
 
 @given(st.lists(common_events, min_size=1, max_size=5))

@@ -84,6 +84,53 @@ def test_a_loop_with_calls_in_flight_serves_their_reports_itself(
     assert publisher.close(5.0) == 0
 
 
+def test_a_loop_stopped_with_a_call_in_flight_leaves_the_reports_to_the_thread(
+    kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    loop = asyncio.new_event_loop()
+    call = loop.create_task(publisher.publish_async(_events("stopped", 5), 10.0))
+    loop.run_until_complete(asyncio.sleep(0))  # produced; the loop stops with the call waiting
+    publisher.publish(_events("meanwhile", 3), 10.0)
+    loop.run_until_complete(call)  # its report came in while the loop stood still
+    loop.close()
+    assert publisher.close(5.0) == 0
+
+
+@pytest.mark.parametrize("served_on", ["loop", "thread"])
+def test_a_failing_callback_does_not_stop_the_reports(
+    kafka_bootstrap: str, kafka_topics: Topics, monkeypatch: pytest.MonkeyPatch, served_on: str
+) -> None:
+    """An exception from a callback ends that poll round, on a loop serving async calls or on
+    the thread serving blocking ones; the rounds after it still serve every report."""
+    armed, raised = threading.Event(), threading.Event()
+    on_stats = EventPublisher._on_stats
+
+    def flaky(self: EventPublisher, stats: str) -> None:
+        if armed.is_set() and not raised.is_set():
+            raised.set()
+            raise RuntimeError("a failing statistics callback")
+        on_stats(self, stats)
+
+    monkeypatch.setattr(EventPublisher, "_on_stats", flaky)  # bound when the producer is made
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    assert publisher.wait_ready(10.0)
+
+    async def steady() -> None:
+        armed.set()
+        until = time.monotonic() + 0.5
+        while not raised.is_set() or time.monotonic() < until:
+            await publisher.publish_async(_events(f"a{time.monotonic()}", 5), 5.0)
+
+    if served_on == "loop":
+        asyncio.run(steady())
+    armed.set()
+    until = time.monotonic() + 0.5
+    while not raised.is_set() or time.monotonic() < until:
+        publisher.publish(_events(f"b{time.monotonic()}", 3), 5.0)
+    assert publisher.close(5.0) == 0
+
+
 def test_a_customer_keeps_one_partition_in_batches(
     kafka_bootstrap: str, kafka_topics: Topics
 ) -> None:
