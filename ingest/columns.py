@@ -8,10 +8,11 @@ one builtin call per rule and column; and each Kafka value is written with one s
 byte for byte what `encode_event` writes. About 1 µs an event in all (microbenchmark, 100-event
 batches, against ~1.7 µs for orjson and checks on dicts).
 
-It accepts exactly the batches whose every event `validate_event` accepts, as the same events;
-for any other (a bad event, a string with a non-printable character, a body msgspec refuses) it
-returns None and the caller decodes with orjson and checks event by event, which names every
-problem. tests/ingest/test_fast_paths.py holds the two paths to that.
+It accepts only batches whose every event `validate_event` accepts, and writes them byte for byte
+as `encode_event` would. For any other batch it returns None: a bad event, and also a few valid
+ones it leaves to the slow path (text with a non-printable character, an integer past 64 bits
+in properties, a body msgspec refuses). The caller then decodes with orjson and checks event by
+event, which names every problem. tests/ingest/test_fast_paths.py holds the two paths to that.
 """
 
 from __future__ import annotations
