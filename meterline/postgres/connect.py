@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.errors import ConfigError
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+from meterline.urls import redact
 
 
 def connect(url: str, *, autocommit: bool = False, timeout: float = 5.0) -> psycopg.Connection:

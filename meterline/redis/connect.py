@@ -6,6 +6,7 @@ import redis
 import redis.asyncio
 
 from meterline.errors import ConfigError
+from meterline.urls import redact
 
 
 def connect(url: str, *, check: bool = True) -> redis.Redis:
@@ -15,7 +16,7 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
         try:
             client.ping()
         except redis.RedisError as exc:
-            raise ConfigError(f"cannot reach Redis at {url}: {exc}") from None
+            raise ConfigError(f"cannot reach Redis at {redact(url)}: {exc}") from None
     return client
 
 
