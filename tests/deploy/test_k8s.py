@@ -4,12 +4,15 @@ against the Kubernetes schemas (CRDs against tests/deploy/schemas), and matches 
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from meterline.devstack.stripe_emulator.__main__ import parse_args
 from meterline.settings import TOPIC_USAGE
@@ -261,3 +264,32 @@ def test_services_serve_the_probed_paths(module: str) -> None:
     service.require()
     for path in ("/healthz", "/readyz", "/metrics"):
         assert serves_path(service, path), f"{module} has no route {path}"
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (
+            {"newName": "registry.example/meterline", "newTag": "9.9.9"},
+            "registry.example/meterline:9.9.9",
+        ),
+        ({"digest": "sha256:" + "ab" * 32}, "meterline@sha256:" + "ab" * 32),
+    ],
+)
+def test_an_overlay_sets_the_image_of_every_workload(
+    tmp_path: Path, setting: dict[str, str], expected: str
+) -> None:
+    """The base leaves the image as `meterline`, so an overlay's `images: - name: meterline`
+    (a new tag for an upgrade, or a digest) reaches every Deployment, Job and CronJob."""
+    base = os.path.relpath(K8S / "base", tmp_path)
+    overlay = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [base],
+        "images": [{"name": "meterline", **setting}],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    rendered = render(tmp_path)
+    workloads = [d for d in rendered if d["kind"] in {"Deployment", "Job", "CronJob"}]
+    assert workloads
+    assert {container(w)["image"] for w in workloads} == {expected}
