@@ -293,3 +293,15 @@ def test_an_overlay_sets_the_image_of_every_workload(
     workloads = [d for d in rendered if d["kind"] in {"Deployment", "Job", "CronJob"}]
     assert workloads
     assert {container(w)["image"] for w in workloads} == {expected}
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_autoscaled_deployments_carry_no_replica_count(kustomization: str) -> None:
+    """An HPA (or KEDA's) owns the count of what it scales; a count in the Deployment would
+    reset it on every apply."""
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"] for h in find(kustomization, "HorizontalPodAutoscaler")
+    }
+    scaled |= {s["spec"]["scaleTargetRef"]["name"] for s in find(kustomization, "ScaledObject")}
+    for name in scaled:
+        assert "replicas" not in one(kustomization, "Deployment", name)["spec"], name
