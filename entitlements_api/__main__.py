@@ -18,6 +18,7 @@ from entitlements_api.protocol import protocol_for
 from entitlements_api.settings import EntitlementsSettings
 from entitlements_api.wiring import build
 from meterline.errors import ConfigError
+from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
 from meterline.settings import ServiceSettings, load_section, load_settings
 
@@ -26,6 +27,7 @@ def main() -> int:
     try:
         service = load_section(ServiceSettings)
         own = load_section(EntitlementsSettings)
+        http = load_section(HttpSettings)
         logging.config.dictConfig(log_config("entitlements_api", service.log_level))
         deps = build(load_settings(), own)
     except ConfigError as exc:
@@ -40,7 +42,8 @@ def main() -> int:
         host=service.host,
         port=own.port,
         loop="uvloop",
-        http=protocol_for(app),  # httptools, cached checks answered inline
+        # httptools, cached checks answered inline; deadlines and sizes guarded
+        http=guarded(protocol_for(app), http.limits()),
         log_config=log_config("entitlements_api", service.log_level),
         access_log=False,
         timeout_graceful_shutdown=int(own.drain_seconds),

@@ -17,6 +17,7 @@ from ingest.protocol import protocol_for
 from ingest.service import Sections, build
 from ingest.settings import IngestSettings
 from meterline.errors import ConfigError
+from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
 from meterline.settings import (
     DatabaseSettings,
@@ -36,6 +37,7 @@ def main() -> int:
             load_section(DatabaseSettings),
             load_section(RedisSettings),
         )
+        http = load_section(HttpSettings)
         logging.config.dictConfig(log_config("ingest", service.log_level))
         deps = build(sections)
     except ConfigError as exc:
@@ -49,10 +51,10 @@ def main() -> int:
         host=service.host,
         port=s.port,
         loop="uvloop",
-        http=protocol_for(app),  # httptools; POST /v1/events taken by ingest.protocol
+        # httptools; POST /v1/events taken by ingest.protocol; deadlines and sizes guarded
+        http=guarded(protocol_for(app), http.limits(s.max_body_bytes)),
         log_config=log_config("ingest", service.log_level),
         access_log=False,
-        limit_concurrency=s.max_connections,
         timeout_graceful_shutdown=int(s.graceful_timeout_s),
         server_header=False,
         proxy_headers=False,  # ingest never reads client addresses; saves a layer per request

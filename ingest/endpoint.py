@@ -108,8 +108,10 @@ OVERLOADED = TooManyRequests("ingest is at capacity; retry shortly", retry_after
 class EventsEndpoint:
     """ASGI middleware answering POST /v1/events (see the module docstring); counts those
     requests by status and times them. An unexpected error is counted as a 500 and re-raised,
-    so the server answers 500 and logs it. Beyond `deps.concurrency`'s limit of requests in
-    progress, a request is answered 429 with Retry-After before its body is read."""
+    so the server answers 500 and logs it. A request takes one of `deps.concurrency`'s slots
+    only once its body is in hand (its head and body arrive within the transport's deadlines,
+    `meterline.http.guard`), so a client slow to send holds no slot; beyond the limit of
+    requests in progress it is answered 429 with Retry-After."""
 
     def __init__(self, app: ASGIApp, deps: Dependencies) -> None:
         self.app, self.deps = app, deps
@@ -140,23 +142,23 @@ class EventsEndpoint:
     async def _answer(
         self, raw_headers: list[tuple[bytes, bytes]], chunks: AsyncIterator[bytes]
     ) -> Answer:
-        limit = self.deps.concurrency
-        if not limit.try_enter():
-            return error_answer(OVERLOADED)
         auth, ctype, length = _headers(raw_headers)
-        started: float | None = None
         try:
             request = await read_request(self.deps, auth, ctype, length, chunks)
-            started = time.perf_counter()
-            body = await record(self.deps, request)
         except MeterlineError as exc:
             return error_answer(exc)
         except ClientDisconnect:
             return DISCONNECTED
+        limit = self.deps.concurrency
+        if not limit.try_enter():
+            return error_answer(OVERLOADED)
+        started = time.perf_counter()
+        try:
+            body = await record(self.deps, request)
+        except MeterlineError as exc:
+            return error_answer(exc)
         finally:
-            # Only ingest's own part counts: a client slow to send its body must not shrink
-            # the limit for everyone else.
-            limit.leave(time.perf_counter() - started if started is not None else 0.0)
+            limit.leave(time.perf_counter() - started)
         return 202, body, {}
 
     def _requests(self, status: int) -> Counter:

@@ -30,8 +30,6 @@ class IngestSettings(BaseSettings):
     """Per-tenant overrides by tenant name, as JSON: `{"acme": 5000}`."""
     max_inflight_events: int = Field(100_000, ge=1000)
     """Events being produced at once; beyond it requests get 429 (bounded memory)."""
-    max_connections: int = Field(2048, ge=1)
-    """Open connections (and requests in progress) uvicorn serves; beyond it, 503."""
     max_active_requests: int = Field(128, ge=4)
     """The most POST /v1/events requests handled at once; beyond the limit in force (this, or
     lower while ingest answers slower than `target_latency_s`) a request gets 429 at once, so

@@ -11,8 +11,10 @@ import logging.config
 import sys
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from meterline.errors import ConfigError
+from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
@@ -25,6 +27,7 @@ def main() -> int:
     try:
         service = load_section(ServiceSettings)
         own = load_section(ReporterSettings)
+        http = load_section(HttpSettings)
         logging.config.dictConfig(log_config("reporter", service.log_level))
         reporter = build(load_section(DatabaseSettings), load_section(StripeSettings), own)
     except ConfigError as exc:
@@ -35,6 +38,7 @@ def main() -> int:
         create_app(reporter),
         host=service.host,
         port=service.reporter_port,
+        http=guarded(HttpToolsProtocol, http.limits()),  # deadlines and sizes guarded
         log_config=log_config("reporter", service.log_level),
         access_log=False,
         timeout_graceful_shutdown=30,

@@ -245,8 +245,7 @@ def _overload_plan(rate: float, duration: float, connections: int, batch: int = 
     """Open-loop batches of `batch` events at `rate` events/s for `duration` s; a refused batch
     is resent until acknowledged. The client waits 15 s for an answer: ingest promises one (202,
     or 503 when the broker did not acknowledge) within its produce timeout of 10 s, so a client
-    timeout means ingest left a request unanswered. Arrival and retry connections stay below
-    ingest's `max_connections` (2,048), beyond which uvicorn answers 503 without Retry-After."""
+    timeout means ingest left a request unanswered."""
     return Plan(
         10**9,
         batch=batch,

@@ -1,4 +1,5 @@
-"""Load shedding: beyond the limit of requests in progress, 429 at once, the body unread."""
+"""Load shedding: beyond the limit of requests in progress, 429 at once; a slot is taken only
+for a request whose body is in hand, so clients slow to send hold none."""
 
 from __future__ import annotations
 
@@ -12,27 +13,45 @@ import pytest
 from ingest.app import Dependencies
 from ingest.concurrency import ConcurrencyLimit
 from ingest.endpoint import EventsEndpoint
+from meterline.tenants import Principal
 
 
-class BlockedKeys:
-    """A key cache that holds every request until released, so requests pile up."""
+class AnyKey:
+    async def principal(self, authorization: str | None) -> Principal:
+        return Principal(1, "acme", "k", frozenset({"ingest"}))
+
+
+class BlockedMeters:
+    """A catalog cache that holds every request in ingest's own part until released."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.waiting = 0
 
-    async def principal(self, authorization: str | None) -> Any:
+    async def meters(self, tenant_id: int) -> Any:
         self.waiting += 1
         await self.release.wait()
         raise RuntimeError("not reached in this test")
 
 
-async def _post(app: EventsEndpoint) -> tuple[int, dict[bytes, bytes], bytes]:
+def _endpoint(limit: ConcurrencyLimit, meters: Any) -> EventsEndpoint:
+    deps = Dependencies(keys=AnyKey(), meters=meters, sink=None, concurrency=limit)  # type: ignore[arg-type]
+    return EventsEndpoint(_downstream, deps)
+
+
+async def _post(
+    app: EventsEndpoint, body: asyncio.Queue[bytes] | None = None
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """POST /v1/events; the body is `{}` at once, or each chunk put on `body` (b"" ends it)."""
     sent: list[dict[str, Any]] = []
-    scope = {"type": "http", "path": "/v1/events", "method": "POST", "headers": []}
+    headers = [(b"content-type", b"application/json")]
+    scope = {"type": "http", "path": "/v1/events", "method": "POST", "headers": headers}
 
     async def receive() -> dict[str, Any]:
-        raise AssertionError("the body of a shed request is never read")
+        if body is None:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+        chunk = await body.get()
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -47,12 +66,11 @@ async def _downstream(scope: Any, receive: Any, send: Any) -> None:
 
 def test_requests_beyond_the_limit_get_429_with_retry_after() -> None:
     async def scenario() -> None:
-        keys = BlockedKeys()
+        meters = BlockedMeters()
         limit = ConcurrencyLimit(ceiling=2, target_s=0.5, floor=2)
-        deps = Dependencies(keys=keys, meters=None, sink=None, concurrency=limit)  # type: ignore[arg-type]
-        app = EventsEndpoint(_downstream, deps)
+        app = _endpoint(limit, meters)
         held = [asyncio.create_task(_post(app)) for _ in range(2)]
-        while keys.waiting < 2:
+        while meters.waiting < 2:
             await asyncio.sleep(0)
         status, headers, body = await _post(app)
         assert status == 429
@@ -61,6 +79,29 @@ def test_requests_beyond_the_limit_get_429_with_retry_after() -> None:
         for task in held:
             task.cancel()
         await asyncio.gather(*held, return_exceptions=True)
+        assert limit.active == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_client_slow_to_send_its_body_holds_no_slot() -> None:
+    async def scenario() -> None:
+        meters = BlockedMeters()
+        limit = ConcurrencyLimit(ceiling=2, target_s=0.5, floor=2)
+        app = _endpoint(limit, meters)
+        bodies = [asyncio.Queue[bytes]() for _ in range(8)]
+        slow = [asyncio.create_task(_post(app, q)) for q in bodies]
+        for q in bodies:
+            q.put_nowait(b"[")  # a first byte, then nothing
+        await asyncio.sleep(0.05)
+        assert limit.active == 0
+        served = asyncio.create_task(_post(app))
+        while meters.waiting < 1:
+            await asyncio.sleep(0)
+        assert limit.active == 1  # the complete request got a slot; the slow ones hold none
+        for task in [*slow, served]:
+            task.cancel()
+        await asyncio.gather(*slow, served, return_exceptions=True)
         assert limit.active == 0
 
     asyncio.run(scenario())

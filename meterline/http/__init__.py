@@ -1,0 +1,1 @@
+"""HTTP serving shared by the services: transport deadlines and size limits (`guard`)."""

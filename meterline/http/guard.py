@@ -1,0 +1,217 @@
+"""What a client may cost a server before it is served: deadlines and sizes, enforced in the
+HTTP protocol itself, before any application code, authentication included, runs.
+
+uvicorn's httptools protocol waits for a request's head and body as long as the client likes
+(its keep-alive timeout only runs between requests, and any byte cancels it) and accepts heads
+and bodies of any size. So a client that sends one byte at a time, never finishes its head, or
+sends hundreds of MiB before any check, holds a connection, memory or a request slot that
+others need. `guarded(protocol, limits)` puts `GuardMixin` in front of a protocol class
+(uvicorn's, or a service's own subclass of it) so that:
+
+- a request's head (request line and headers) must arrive within `header_timeout_s` of its
+  first byte (of the connection's opening, for the first request); its body within
+  `body_timeout_s` of the head's end. Past either deadline the client gets 408 and the
+  connection is closed;
+- a head larger than `max_header_bytes` gets 431, and a body larger than `max_body_bytes` (as
+  declared by Content-Length, or as it arrives) 413, and the connection is closed: nothing
+  past the limit is buffered;
+- a connection opened while `max_connections` are open is closed at once. Connections waiting
+  for their head hold no request slot (services count requests in progress, not connections),
+  so idle or slow connections cannot refuse service to others; this cap only bounds memory and
+  file descriptors. Per-client connection limits belong to the load balancer (deploy/README.md).
+
+The refusal is written by the protocol, so no application task is started for a refused request
+or, when it comes mid-body, the task sees the client as disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+P = TypeVar("P", bound=HttpToolsProtocol)
+
+
+class HttpSettings(BaseSettings):
+    """Transport limits of every HTTP service (`METERLINE_HTTP_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="METERLINE_HTTP_", extra="ignore", frozen=True)
+
+    header_timeout_s: float = Field(10.0, gt=0)
+    """Longest a request's head may take to arrive, from its first byte."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """Longest a request's body may take to arrive, from the end of its head."""
+    max_header_bytes: int = Field(32_768, ge=1024)
+    """Largest request head (request line and headers)."""
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    """Largest request body, where the service sets none of its own (ingest has
+    `METERLINE_INGEST_MAX_BODY_BYTES`)."""
+    max_connections: int = Field(10_000, ge=16)
+    """Open connections per process; one more is closed at once."""
+
+    def limits(self, max_body_bytes: int | None = None) -> Limits:
+        return Limits(
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_header_bytes=self.max_header_bytes,
+            max_body_bytes=self.max_body_bytes if max_body_bytes is None else max_body_bytes,
+            max_connections=self.max_connections,
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    header_timeout_s: float
+    body_timeout_s: float
+    max_header_bytes: int
+    max_body_bytes: int
+    max_connections: int
+
+
+def _answer(status: int, code: str, message: str) -> bytes:
+    body = orjson.dumps({"error": code, "message": message})
+    head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    return STATUS_LINE[status] + head % len(body) + body
+
+
+class GuardMixin:
+    """Deadlines and size limits for an `HttpToolsProtocol` (see the module docstring). It must
+    come first in the class's bases, so that it sees every parser callback before the protocol
+    (which may take a request itself without calling `super()`)."""
+
+    guard_limits: Limits
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        proto: Any = self
+        super().connection_made(transport)  # type: ignore[misc]
+        self._head_bytes = self._body_bytes = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._refused = False
+        if len(proto.connections) > self.guard_limits.max_connections:
+            transport.close()
+            return
+        self._arm(self.guard_limits.header_timeout_s, "head")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def on_message_begin(self) -> None:
+        if self._refused:
+            return
+        super().on_message_begin()  # type: ignore[misc]
+        self._head_bytes = self._body_bytes = 0
+        if self._deadline is None:
+            self._arm(self.guard_limits.header_timeout_s, "head")
+
+    def on_url(self, url: bytes) -> None:
+        if self._head_fits(len(url)):
+            super().on_url(url)  # type: ignore[misc]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_fits(len(name) + len(value) + 4):
+            super().on_header(name, value)  # type: ignore[misc]
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        declared = _content_length(self._headers())
+        if declared is not None and declared > self.guard_limits.max_body_bytes:
+            self._refuse(413, "payload_too_large", self._too_large())
+            return
+        self._arm(self.guard_limits.body_timeout_s, "body")
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
+        self._body_bytes += len(body)
+        if self._body_bytes > self.guard_limits.max_body_bytes:
+            self._refuse(413, "payload_too_large", self._too_large())
+            return
+        super().on_body(body)  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        self._disarm()
+        super().on_message_complete()  # type: ignore[misc]
+
+    def _head_fits(self, size: int) -> bool:
+        """Count `size` bytes of head; False (and the request refused) once past the limit,
+        or when it was refused already: the parser goes on through the bytes in hand, and
+        every callback after a refusal is ignored."""
+        if self._refused:
+            return False
+        self._head_bytes += size
+        if self._head_bytes <= self.guard_limits.max_header_bytes:
+            return True
+        limit = self.guard_limits.max_header_bytes
+        self._refuse(431, "headers_too_large", f"the request head is larger than {limit} bytes")
+        return False
+
+    def _too_large(self) -> str:
+        return f"the body is larger than {self.guard_limits.max_body_bytes} bytes"
+
+    def _headers(self) -> list[tuple[bytes, bytes]]:
+        headers: list[tuple[bytes, bytes]] = getattr(self, "headers", None) or []
+        return headers
+
+    def _arm(self, seconds: float, part: str) -> None:
+        self._disarm()
+        loop: asyncio.AbstractEventLoop = getattr(self, "loop")  # noqa: B009
+        self._deadline = loop.call_later(seconds, self._expired, part)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, part: str) -> None:
+        self._deadline = None
+        limit = (
+            self.guard_limits.header_timeout_s
+            if part == "head"
+            else self.guard_limits.body_timeout_s
+        )
+        self._refuse(
+            408, "request_timeout", f"the request {part} did not arrive within {limit:g} s"
+        )
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer `status` unless a response has begun, then close the connection."""
+        proto: Any = self
+        self._refused = True
+        self._disarm()
+        transport: asyncio.Transport = proto.transport
+        if transport.is_closing():
+            return
+        cycle = proto.cycle
+        started = cycle is not None and not cycle.response_complete and _response_started(cycle)
+        if not started:
+            transport.write(_answer(status, code, message))
+        transport.close()
+
+
+def _response_started(cycle: object) -> bool:
+    return bool(getattr(cycle, "response_started", False))
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.strip().isdigit() else None
+    return None
+
+
+def guarded(protocol: type[P], limits: Limits) -> type[P]:
+    """`protocol` with `GuardMixin` in front of it, bound to `limits` (pass it to uvicorn as
+    `http=`)."""
+    attrs: dict[str, Any] = {"guard_limits": limits}
+    return type(f"Guarded{protocol.__name__}", (GuardMixin, protocol), attrs)
