@@ -24,6 +24,8 @@ class ReporterSettings(BaseSettings):
     /finance sessions: `cookie_secure` is `auto` (the cookie is `Secure` when the request came
     over HTTPS, directly or with `X-Forwarded-Proto: https`), `true` or `false`. A session
     ends after `session_idle_s` without a request and `session_max_s` after sign-in.
+    `public_url` (the address people open, used in alert links) is also an origin /finance
+    accepts posts from: set it behind a proxy that does not pass the browser's `Host`.
     """
 
     model_config = SettingsConfigDict(env_prefix="METERLINE_REPORTER_", extra="ignore", frozen=True)
