@@ -33,7 +33,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from meterline.auth import Authenticator
-from meterline.errors import Forbidden, MeterlineError, Unauthorized, ValidationFailed
+from meterline.errors import (
+    Forbidden,
+    MeterlineError,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
 from reporter.alerts import to_csv
 from reporter.auth import authorize
 from reporter.drilldown import drill_down
@@ -210,11 +216,17 @@ def login_redirect(request: Request) -> Response:
 
 
 def error_page(exc: MeterlineError) -> Response:
-    """A readable page for a refused or impossible action (no JSON for people)."""
+    """A readable page for a refused or impossible action (no JSON for people).
+
+    A 413 also closes the connection, so the server stops receiving the unread body.
+    """
     message = exc.message
     if isinstance(exc, ValidationFailed):
         message = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
-    return _page("error.html", status=exc.status, message=message)
+    page = _page("error.html", status=exc.status, message=message)
+    if isinstance(exc, PayloadTooLarge):
+        page.headers["Connection"] = "close"
+    return page
 
 
 def _session(request: Request, sessions: SessionStore, scope: str) -> Session:
