@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +20,12 @@ class ReporterSettings(BaseSettings):
     `crash_after_send` is a fault-injection hook for tests only: the probability that the
     process kills itself with SIGKILL right after a Stripe call, before the ledger update
     (`crash_seed` makes the draws repeatable).
+
+    /finance sessions: `cookie_secure` is `auto` (the cookie is `Secure` when the request came
+    over HTTPS, directly or with `X-Forwarded-Proto: https`), `true` or `false`. A session
+    ends after `session_idle_s` without a request and `session_max_s` after sign-in.
+    `public_url` (the address people open, used in alert links) is also an origin /finance
+    accepts posts from: set it behind a proxy that does not pass the browser's `Host`.
     """
 
     model_config = SettingsConfigDict(env_prefix="METERLINE_REPORTER_", extra="ignore", frozen=True)
@@ -41,7 +49,9 @@ class ReporterSettings(BaseSettings):
     scheduler_enabled: bool = True
     notify_webhook_url: str | None = None
     public_url: str = ""
-    cookie_secure: bool = False
+    cookie_secure: Literal["auto"] | bool = "auto"
+    session_idle_s: int = 3600
+    session_max_s: int = 12 * 3600
     crash_after_send: float = 0.0
     crash_seed: int | None = None
 
@@ -58,6 +68,8 @@ class ReporterSettings(BaseSettings):
             problems.append("rates must be > 0")
         if self.lookback_hours < 1 or self.stream_threshold < 1 or self.summary_workers < 1:
             problems.append("lookback_hours, stream_threshold and summary_workers must be >= 1")
+        if not 60 <= self.session_idle_s <= self.session_max_s:
+            problems.append("session_idle_s must be >= 60 and <= session_max_s")
         if problems:
             raise ValueError("; ".join(problems))
         return self

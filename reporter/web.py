@@ -1,36 +1,70 @@
-"""The /finance pages: server-rendered HTML (Jinja2), no JavaScript build, no client state.
+"""The /finance pages: server-rendered HTML (Jinja2), no JavaScript, no client state.
 
-Authentication: the person pastes an API key of their tenant once on /finance/login. The
-server checks it (scope `read` at least) and keeps it in a cookie that is HttpOnly (scripts
-cannot read it), SameSite=Strict (no other site can make the browser send it, which is also
-what protects the forms from cross-site requests), scoped to Path=/finance, Secure when
-`METERLINE_REPORTER_COOKIE_SECURE=true` (set it behind HTTPS), and expiring after 12 hours.
-Every request re-checks the key, so a revoked key stops working within the auth cache TTL.
-Viewing needs `read`; acknowledging, resolving and repairs need `admin`.
+Sign-in: the person pastes an API key of their tenant once on /finance/login. The server checks
+it (scope `read` at least) and opens a server-side session (reporter/sessions.py); the cookie
+holds only the random session id: HttpOnly, SameSite=Strict, Path=/finance, `Secure` over
+HTTPS (`METERLINE_REPORTER_COOKIE_SECURE`, `auto` by default). Logout, idle and absolute
+expiry, and revoking the key end the session. Viewing needs `read`; acknowledging, resolving
+and repairs need `admin`.
+
+Every post (sign-in and sign-out included) must come from our own origin when the browser
+says where it comes from (reporter/webguard.py) and carry the form token: the session's CSRF
+token, or before sign-in a token the login page set in a cookie of its own (double submit).
+Forms are read with a byte limit before anything else. The boxes on a page show only fixed
+texts chosen by a code in the address (`?error=bad_key`, `?message=resolved`), never text
+taken from the address itself.
 """
 
 from __future__ import annotations
 
+import hmac
+import re
+import secrets
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 
-from meterline.errors import Forbidden, MeterlineError, Unauthorized
-from meterline.tenants import Principal
+from meterline.auth import Authenticator
+from meterline.errors import (
+    Forbidden,
+    MeterlineError,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
 from reporter.alerts import to_csv
 from reporter.auth import authorize
 from reporter.drilldown import drill_down
+from reporter.sessions import Session, SessionStore
+from reporter.settings import ReporterSettings
+from reporter.webguard import FinanceHeaders, check_origin, is_tls, read_form
 
 COOKIE = "meterline_finance"
-COOKIE_MAX_AGE = 12 * 3600
+LOGIN_COOKIE = "meterline_finance_login"
+LOGIN_FORM_BYTES = 4 * 1024
+FORM_BYTES = 32 * 1024
 HERE = Path(__file__).parent
+NEXT_PAGE = re.compile(r"/finance(/[A-Za-z0-9_.-]+)*")
+ERRORS = {
+    "bad_key": "That key is unknown or revoked.",
+    "no_scope": "That key cannot view finance: it needs the read or admin scope.",
+    "expired": "Your session ended. Please sign in again.",
+    "form_expired": "The sign-in form expired. Please try again.",
+}
+NOTICES = {
+    "acknowledged": "The alert is now acknowledged.",
+    "resolved": "The alert is now resolved.",
+    "repaired": "The repair was carried out; its outcome is listed under Repairs.",
+    "signed_out": "You are signed out.",
+}
 KIND_LABELS = {
     "missing_in_stripe": ("Missing in Stripe", "We sent usage that Stripe does not hold."),
     "extra_in_stripe": ("Extra in Stripe", "Stripe holds more usage than we sent."),
@@ -73,114 +107,216 @@ _env.globals.update(kinds=KIND_LABELS)
 
 
 def mount(app: FastAPI, reporter: Any) -> None:
+    """Add the /finance pages, their static files and their security headers to `app`."""
+    settings: ReporterSettings = reporter.settings
+    sessions = SessionStore(
+        reporter.pool, reporter.clock, settings.session_idle_s, settings.session_max_s
+    )
+    app.add_middleware(FinanceHeaders)
     app.mount("/finance/static", StaticFiles(directory=HERE / "static"), name="finance-static")
-    settings = reporter.settings
+    _sign_in_pages(app, reporter, sessions)
+    _alert_pages(app, reporter, sessions)
+
+
+def _sign_in_pages(app: FastAPI, reporter: Any, sessions: SessionStore) -> None:
+    settings: ReporterSettings = reporter.settings
 
     @app.get("/finance/login", response_class=HTMLResponse)
-    def login_form(error: str | None = None, next: str = "/finance") -> HTMLResponse:
-        return _page("login.html", error=error, next=_safe_next(next))
+    def login_form(
+        request: Request, error: str = "", message: str = "", next: str = "/finance"
+    ) -> Response:
+        return _login_page(request, settings, 200, error, _safe_next(next), message)
 
     @app.post("/finance/login")
     async def login(request: Request) -> Response:
-        form = await _form(request)
-        key, nxt = form.get("api_key", "").strip(), _safe_next(form.get("next", "/finance"))
+        check_origin(request, settings.public_url)
+        form = await read_form(request, LOGIN_FORM_BYTES)
+        nxt = _safe_next(form.get("next", "/finance"))
+        if not _same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
+            return _login_page(request, settings, 403, "form_expired", nxt)
+        key, old = form.get("api_key", "").strip(), request.cookies.get(COOKIE)
         try:
-            authorize(reporter.auth, f"Bearer {key}", "read")
+            session_id = await run_in_threadpool(_open, reporter.auth, sessions, key, old)
         except MeterlineError as exc:
-            return _page("login.html", status=401, error=exc.message, next=nxt)
+            code = "no_scope" if isinstance(exc, Forbidden) else "bad_key"
+            return _login_page(request, settings, exc.status, code, nxt)
         response = RedirectResponse(nxt, status_code=303)
-        response.set_cookie(
-            COOKIE, key, max_age=COOKIE_MAX_AGE, path="/finance", httponly=True,
-            samesite="strict", secure=settings.cookie_secure,
-        )  # fmt: skip
+        _set_cookie(response, request, settings, COOKIE, session_id)
+        response.delete_cookie(LOGIN_COOKIE, path="/finance/login")
         return response
 
     @app.post("/finance/logout")
-    def logout() -> Response:
-        response = RedirectResponse("/finance/login", status_code=303)
+    async def logout(request: Request) -> Response:
+        check_origin(request, settings.public_url)
+        token = request.cookies.get(COOKIE)
+        if await run_in_threadpool(sessions.resolve, token) is not None:
+            await _checked_form(request, sessions, settings, "read")
+            await run_in_threadpool(sessions.end, token)
+        response = RedirectResponse("/finance/login?message=signed_out", status_code=303)
         response.delete_cookie(COOKIE, path="/finance")
         return response
 
+
+def _alert_pages(app: FastAPI, reporter: Any, sessions: SessionStore) -> None:
+    settings: ReporterSettings = reporter.settings
+
     @app.get("/finance", response_class=HTMLResponse)
-    def overview(request: Request, message: str | None = None) -> HTMLResponse:
-        who = _who(request, reporter, "read")
-        store = reporter.store
-        live = [a.as_dict() for a in store.alerts(who.tenant_id) if a.status != "resolved"]
-        resolved = [a.as_dict() for a in store.alerts(who.tenant_id, "resolved", limit=10)]
-        runs = [r.as_dict() for r in store.runs(who.tenant_id, 30)]
-        return _page(
-            "overview.html", who=who, live=live, resolved=resolved, runs=runs,
-            totals=store.totals(who.tenant_id), message=message, can_admin="admin" in who.scopes,
+    def overview(request: Request, message: str = "") -> HTMLResponse:
+        session = _session(request, sessions, "read")
+        tenant, store = session.principal.tenant_id, reporter.store
+        live = [a.as_dict() for a in store.alerts(tenant) if a.status != "resolved"]
+        resolved = [a.as_dict() for a in store.alerts(tenant, "resolved", limit=10)]
+        runs = [r.as_dict() for r in store.runs(tenant, 30)]
+        return _signed_in_page(
+            "overview.html", session, message, live=live, resolved=resolved, runs=runs,
+            totals=store.totals(tenant),
         )  # fmt: skip
 
     @app.get("/finance/alerts/{alert_id}", response_class=HTMLResponse)
-    def detail(request: Request, alert_id: int, message: str | None = None) -> HTMLResponse:
-        who = _who(request, reporter, "read")
-        alert = reporter.store.alert(who.tenant_id, alert_id)
-        return _page(
-            "alert.html", who=who, alert=alert.as_dict(), message=message,
+    def detail(request: Request, alert_id: int, message: str = "") -> HTMLResponse:
+        session = _session(request, sessions, "read")
+        alert = reporter.store.alert(session.principal.tenant_id, alert_id)
+        return _signed_in_page(
+            "alert.html", session, message, alert=alert.as_dict(),
             drill=drill_down(reporter.pool, reporter.summaries, alert),
             offers=reporter.repairs.offers(alert), repairs=reporter.store.repairs(alert_id),
-            can_admin="admin" in who.scopes,
         )  # fmt: skip
 
     @app.post("/finance/alerts/{alert_id}/status")
     async def change_status(request: Request, alert_id: int) -> Response:
-        who = _who(request, reporter, "admin")
-        form = await _form(request)
-        status = form.get("status", "")
-        reporter.store.transition(who.tenant_id, alert_id, status, form.get("note") or None)
-        return _back(alert_id, f"Alert {alert_id} is now {status}.")
+        session, form = await _checked_form(request, sessions, settings, "admin")
+        status, note = form.get("status", ""), form.get("note") or None
+        tenant = session.principal.tenant_id
+        await run_in_threadpool(reporter.store.transition, tenant, alert_id, status, note)
+        return _back(alert_id, status)
 
     @app.post("/finance/alerts/{alert_id}/repair")
     async def repair(request: Request, alert_id: int) -> Response:
-        who = _who(request, reporter, "admin")
-        form = await _form(request)
-        alert = reporter.store.alert(who.tenant_id, alert_id)
-        outcome = reporter.repairs.apply(alert, form.get("action", ""), who.key_id)
-        return _back(alert_id, f"Repair done: {outcome}.")
+        session, form = await _checked_form(request, sessions, settings, "admin")
+        who, action = session.principal, form.get("action", "")
+        alert = await run_in_threadpool(reporter.store.alert, who.tenant_id, alert_id)
+        await run_in_threadpool(reporter.repairs.apply, alert, action, who.key_id)
+        return _back(alert_id, "repaired")
 
     @app.get("/finance/alerts.csv")
     def export(request: Request, status: str | None = None) -> Response:
-        who = _who(request, reporter, "read")
-        text = to_csv(reporter.store.alerts(who.tenant_id, status or None))
+        session = _session(request, sessions, "read")
+        text = to_csv(reporter.store.alerts(session.principal.tenant_id, status or None))
         headers = {"Content-Disposition": 'attachment; filename="meterline-alerts.csv"'}
         return PlainTextResponse(text, media_type="text/csv", headers=headers)
 
 
 def login_redirect(request: Request) -> Response:
-    """Where a page request without a valid cookie goes."""
-    return RedirectResponse(f"/finance/login?next={quote(request.url.path)}", status_code=303)
+    """Where a page request without a live session goes (`expired` when it had a cookie)."""
+    ended = "&error=expired" if request.cookies.get(COOKIE) else ""
+    target = f"/finance/login?next={quote(_safe_next(request.url.path))}{ended}"
+    response = RedirectResponse(target, status_code=303)
+    response.delete_cookie(COOKIE, path="/finance")
+    return response
 
 
-def _who(request: Request, reporter: Any, scope: str) -> Principal:
-    key = request.cookies.get(COOKIE)
-    if not key:
+def error_page(exc: MeterlineError) -> Response:
+    """A readable page for a refused or impossible action (no JSON for people).
+
+    A 413 also closes the connection, so the server stops receiving the unread body.
+    """
+    message = exc.message
+    if isinstance(exc, ValidationFailed):
+        message = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
+    page = _page("error.html", status=exc.status, message=message)
+    if isinstance(exc, PayloadTooLarge):
+        page.headers["Connection"] = "close"
+    return page
+
+
+def _session(request: Request, sessions: SessionStore, scope: str) -> Session:
+    session = sessions.resolve(request.cookies.get(COOKIE))
+    if session is None:
         raise Unauthorized("please sign in with an API key")
-    try:
-        principal: Principal = authorize(reporter.auth, f"Bearer {key}", scope)
-    except Forbidden:
-        raise Forbidden(f"your key lacks the {scope!r} scope needed for this action") from None
-    return principal
+    if not session.allows(scope):
+        raise Forbidden(f"your key lacks the {scope!r} scope needed for this action")
+    return session
+
+
+def _open(auth: Authenticator, sessions: SessionStore, key: str, old: str | None) -> str:
+    """A new session for a key that may read (ending the browser's previous one); its id."""
+    who = authorize(auth, f"Bearer {key}", "read")
+    sessions.end(old)
+    return sessions.start(who)
+
+
+async def _checked_form(
+    request: Request, sessions: SessionStore, settings: ReporterSettings, scope: str
+) -> tuple[Session, dict[str, str]]:
+    """The session and form of a post that may change something.
+
+    Raises Forbidden for a foreign origin or a missing or wrong CSRF token, Unauthorized
+    without a live session, PayloadTooLarge past FORM_BYTES: all before anything changes.
+    """
+    check_origin(request, settings.public_url)
+    session = await run_in_threadpool(_session, request, sessions, scope)
+    form = await read_form(request, FORM_BYTES)
+    if not _same(form.get("csrf"), session.csrf_token):
+        raise Forbidden("this form expired or did not come from this page; open it again")
+    return session, form
+
+
+def _login_page(
+    request: Request,
+    settings: ReporterSettings,
+    status: int,
+    error: str,
+    nxt: str,
+    message: str = "",
+) -> Response:
+    token = request.cookies.get(LOGIN_COOKIE) or ""
+    if not 40 <= len(token) <= 64:
+        token = secrets.token_urlsafe(32)
+    response = _page(
+        "login.html", status=status, error=ERRORS.get(error), notice=NOTICES.get(message),
+        next=nxt, csrf=token, max_hours=settings.session_max_s // 3600,
+    )  # fmt: skip
+    _set_cookie(response, request, settings, LOGIN_COOKIE, token, "/finance/login", 3600)
+    return response
+
+
+def _signed_in_page(name: str, session: Session, message: str, **context: Any) -> HTMLResponse:
+    who = session.principal
+    return _page(
+        name, who=who, csrf=session.csrf_token, notice=NOTICES.get(message),
+        can_admin=session.allows("admin"), **context,
+    )  # fmt: skip
+
+
+def _set_cookie(
+    response: Response,
+    request: Request,
+    settings: ReporterSettings,
+    name: str,
+    value: str,
+    path: str = "/finance",
+    max_age: int | None = None,
+) -> None:
+    secure = is_tls(request) if settings.cookie_secure == "auto" else settings.cookie_secure
+    response.set_cookie(
+        name, value, max_age=max_age or settings.session_max_s, path=path, httponly=True,
+        samesite="strict", secure=bool(secure),
+    )  # fmt: skip
+
+
+def _same(sent: str | None, expected: str | None) -> bool:
+    if not sent or not expected:
+        return False
+    return hmac.compare_digest(sent.encode(), expected.encode())
 
 
 def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(_env.get_template(name).render(**context), status_code=status)
 
 
-def _back(alert_id: int, message: str) -> Response:
-    return RedirectResponse(f"/finance/alerts/{alert_id}?message={quote(message)}", status_code=303)
+def _back(alert_id: int, notice: str) -> Response:
+    return RedirectResponse(f"/finance/alerts/{alert_id}?message={notice}", status_code=303)
 
 
 def _safe_next(target: str) -> str:
-    return target if target.startswith("/finance") and "//" not in target else "/finance"
-
-
-async def _form(request: Request) -> dict[str, str]:
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
-
-
-def error_page(exc: MeterlineError) -> Response:
-    """A readable page for a refused or impossible action (no JSON for people)."""
-    return _page("error.html", status=exc.status, message=exc.message)
+    return target if NEXT_PAGE.fullmatch(target) else "/finance"

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from meterline.tenants import PostgresTenantRepository
 from reporter.api import create_app
+from tests.reporter.serving import serving
 from tests.reporter.support import add_usage, emulator_clock, make_world, reporter_for
 
 pytestmark = pytest.mark.integration
@@ -37,12 +38,6 @@ def _chromium() -> str:
     return CHROMIUM
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(pg_conninfo, stripe_emulator, stripe_client):
     control, emulator = stripe_emulator.control, stripe_emulator.emulator
@@ -60,19 +55,8 @@ def served(pg_conninfo, stripe_emulator, stripe_client):
     emulator.store.identifiers.pop(lost["identifier"])
     reporter.reconcile(when.date(), "manual")
     key = PostgresTenantRepository(world.pool).create_key("acme", ["read", "admin"])[1]
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(reporter), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", key, a
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(create_app(reporter)) as url:
+        yield url, key, a
 
 
 def test_finance_page_lists_drills_down_and_resolves(served):
@@ -107,4 +91,66 @@ def test_finance_page_lists_drills_down_and_resolves(served):
         expect(page.get_by_test_id("open-count")).to_have_text("0")
         expect(page.locator("body")).to_contain_text("Stripe lost the 09:00 event")
         page.screenshot(path=str(OUTPUT / "finance-resolved.png"), full_page=True)
+
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.locator(".notice")).to_contain_text("signed out")
+        page.goto(url + "/finance")
+        expect(page).to_have_url(url + "/finance/login?next=/finance")
+        browser.close()
+
+
+ATTACK = """<!doctype html><title>win a prize</title>
+<form id="f" method="post" action="{action}">
+<input name="status" value="acknowledged"><input name="csrf" value="{token}"></form>
+<script>document.getElementById("f").submit()</script>"""
+
+
+@contextmanager
+def _attacker_site(html: str) -> Iterator[str]:
+    """Another origin on the same site (127.0.0.1, another port): SameSite does not stop it."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_a_same_site_page_cannot_post_with_the_cookie(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, key, customer = served
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=ARGS, headless=True)
+        page = browser.new_page()
+        page.goto(url + "/finance/login")
+        page.fill("#api_key", key)
+        page.click("button[type=submit]")
+        row = page.locator("table.alerts tbody tr").filter(has_text=customer.key)
+        row.get_by_role("link", name="Review →").click()
+        alert_url = page.url
+        leaked = page.locator(".decide input[name=csrf]").get_attribute("value")
+        for token in ("", leaked):
+            html = ATTACK.format(action=alert_url + "/status", token=token)
+            with _attacker_site(html) as attacker:
+                page.goto(attacker)
+                expect(page).to_have_url(alert_url + "/status")
+                expect(page.locator(".error")).to_contain_text("another site")
+        page.goto(alert_url)
+        expect(page.get_by_test_id("alert-status")).to_have_text("open")
         browser.close()
