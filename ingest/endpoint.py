@@ -149,8 +149,8 @@ class EventsEndpoint:
             return error_answer(exc)
         except ClientDisconnect:
             return DISCONNECTED
-        limit = self.deps.concurrency
-        if not limit.try_enter():
+        limit, tenant = self.deps.concurrency, request.principal.tenant_id
+        if not limit.try_enter(tenant):
             return error_answer(OVERLOADED)
         started = time.perf_counter()
         try:
@@ -158,7 +158,7 @@ class EventsEndpoint:
         except MeterlineError as exc:
             return error_answer(exc)
         finally:
-            limit.leave(time.perf_counter() - started)
+            limit.leave(tenant, time.perf_counter() - started)
         return 202, body, {}
 
     def _requests(self, status: int) -> Counter:
