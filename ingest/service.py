@@ -20,11 +20,14 @@ from meterline.dedupe import BoundedDeduper, CoalescingDeduper, Deduper, RedisDe
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
 from meterline.redis import connect, connect_async
+from meterline.redis.buckets import RedisBucketStore
 from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
 from meterline.tenants import PostgresTenantRepository
 
 log = logging.getLogger("ingest.service")
 
+RATE_LEASE_S = 0.05
+"""Each process takes a tenant's tokens from Redis 50 ms of its rate at a time."""
 PRODUCER_WAIT_S = 5.0
 """How long start-up waits for the producer's id, so that the first requests need not wait."""
 
@@ -40,7 +43,11 @@ class Sections:
 
 
 def sink_chain(
-    publisher: EventPublisher, deduper: Deduper, s: IngestSettings, metrics: IngestMetrics
+    publisher: EventPublisher,
+    deduper: Deduper,
+    buckets: TokenBuckets,
+    s: IngestSettings,
+    metrics: IngestMetrics,
 ) -> Sink:
     """RateLimited → Admission → Deduping → Timed → Publishing; `deduper` bounds its own calls."""
     sink: Sink = PublishingSink(publisher, s.produce_timeout_s)
@@ -48,7 +55,7 @@ def sink_chain(
     sink = DedupingSink(sink, deduper, on_error=lambda _e: metrics.dedupe_errors.inc())
     admission = AdmissionSink(sink, s.max_inflight_events)
     metrics.watch_in_flight(lambda: admission.in_flight)
-    return RateLimitedSink(admission, TokenBuckets(s.tenant_rate, s.tenant_rates))
+    return RateLimitedSink(admission, buckets)
 
 
 def build(sections: Sections) -> Dependencies:
@@ -61,6 +68,8 @@ def build(sections: Sections) -> Dependencies:
     client = connect_async(sections.redis.url)
     redis_deduper = RedisDeduper(client, sections.redis.key_prefix, s.dedupe_window_s)
     deduper = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
+    store = RedisBucketStore(client, sections.redis.key_prefix)
+    buckets = TokenBuckets(s.tenant_rate, s.tenant_rates, store, lease_s=RATE_LEASE_S)
     tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}
     publisher = EventPublisher(sections.kafka.bootstrap, sections.kafka.topic, **tuning)
     if not publisher.wait_ready(PRODUCER_WAIT_S):
@@ -79,7 +88,7 @@ def build(sections: Sections) -> Dependencies:
     return Dependencies(
         keys=KeyCache(PostgresTenantRepository(pool), "ingest", s.auth_cache_s),
         meters=MeterCache(PostgresCatalogRepository(pool), s.catalog_cache_s),
-        sink=sink_chain(publisher, deduper, s, metrics),
+        sink=sink_chain(publisher, deduper, buckets, s, metrics),
         metrics=metrics,
         checks={
             "broker": lambda: asyncio.to_thread(publisher.ping, 2.0),
