@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from entitlements_api.access import deps_of, principal
-from entitlements_api.responses import json_response
 from meterline.errors import FieldError, NotFound, Unavailable, ValidationFailed
 
 router = APIRouter(tags=["usage"])
@@ -30,7 +29,8 @@ async def usage_series(
     window: Literal["minute", "hour", "day"] = Query("hour"),
 ) -> Response:
     """`{"customer", "meter", "window", "series": [{"start", "end", "value", "count"}],
-    "total"}` with ISO 8601 UTC times (scope `read`). At most 10,000 windows per call."""
+    "total"}` with ISO 8601 UTC times (scope `read`). At most 10,000 windows per call; run on
+    the read lane (`reads.py`): 429 with Retry-After while the tenant has a query in progress."""
     who = principal(request, "read")
     deps = deps_of(request)
     start, end = _aware(start, "from"), _aware(end, "to")
@@ -40,17 +40,13 @@ async def usage_series(
         raise NotFound(f"unknown meter {meter[:64]!r}: not in this tenant's catalog")
     if deps.usage_query is None:
         raise Unavailable("usage queries are not configured")
-    series = await asyncio.to_thread(
-        deps.usage_query.series,
-        who.tenant_id,
-        customer,
-        meter,
-        found.aggregation,
-        start,
-        end,
-        window,
-    )
-    return json_response(series.as_dict())
+    query = deps.usage_query
+
+    def read() -> bytes:
+        series = query.series(who.tenant_id, customer, meter, found.aggregation, start, end, window)
+        return orjson.dumps(series.as_dict())
+
+    return Response(await deps.reads.run(who.tenant_id, read), media_type="application/json")
 
 
 def _aware(when: datetime, field: str) -> datetime:

@@ -12,6 +12,7 @@ from typing import Any
 import stripe
 
 from entitlements_api.metrics import Metrics
+from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
 from meterline.auth import Authenticator
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
@@ -62,6 +63,7 @@ class Dependencies:
     subscription_sync: SubscriptionSync
     usage_query: SeriesQuery | None
     webhook_secret: str
+    reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
     clock: Clock = field(default_factory=SystemClock)
     metrics: Metrics = field(default_factory=Metrics)
@@ -88,8 +90,9 @@ def build(
     client = redis_connect(settings.redis.url)
     view = RedisUsageView(client, settings.redis.key_prefix, clock=clock)
     publisher = EventPublisher(settings.kafka.bootstrap, settings.kafka.topic)
-    query = UsageQuery(pool)
-    usage = FallbackUsage(view, ViewUsage(view), RollupUsage(query), own.view_ready_ttl)
+    reads = ReadLane()
+    read_pool = open_pool(settings.database.url, max_size=reads.workers, name="entitlements-reads")
+    usage = FallbackUsage(view, ViewUsage(view), RollupUsage(UsageQuery(pool)), own.view_ready_ttl)
     subs = PostgresSubscriptionRepository(pool)
     customers = PostgresCustomerRepository(pool)
     grants = PostgresGrantRepository(pool)
@@ -116,12 +119,19 @@ def build(
         stripe=sc,
         stripe_objects=objects,
         subscription_sync=sync,
-        usage_query=query,
+        usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
+        reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,
         ready_checks=_ready_checks(pool, client),
-        closers=[pool.close, client.close, lambda: publisher.close(own.drain_seconds)],
+        closers=[
+            pool.close,
+            read_pool.close,
+            reads.close,
+            client.close,
+            lambda: publisher.close(own.drain_seconds),
+        ],
     )
 
 
