@@ -156,9 +156,7 @@ def _stripe_meter(
     return meter.id, event_name, price.id
 
 
-def add_customer(
-    world: World, client: stripe.StripeClient, key: str, *price_ids: str
-) -> Customer:
+def add_customer(world: World, client: stripe.StripeClient, key: str, *price_ids: str) -> Customer:
     customer = client.v1.customers.create({"email": f"{key}@example.com"})
     items = [{"price": p} for p in price_ids]
     sub = client.v1.subscriptions.create({"customer": customer.id, "items": items})
