@@ -115,7 +115,7 @@ def quantum(*values: Decimal) -> Decimal:
 
 def same_under_quantum(a: Decimal, b: Decimal) -> bool:
     """True when `a` and `b` differ by no more than `quantum(a, b)`."""
-    return abs(a - b) <= quantum(a, b)
+    return a == b or abs(a - b) <= quantum(a, b)
 
 
 def format_value(value: Decimal) -> str:
