@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -78,6 +78,10 @@ def slot_usage(
     if meter is not None:
         extra += " AND r.meter = %(meter)s"
         params["meter"] = meter
+    return _slots(conn, extra, params)
+
+
+def _slots(conn: psycopg.Connection[Any], extra: str, params: dict[str, Any]) -> list[SlotUsage]:
     rows = conn.execute(_SLOTS.format(extra=extra).encode(), params).fetchall()
     return [SlotUsage(r[0], r[1], r[2], r[3], r[4], r[5], int(r[6])) for r in rows]
 
@@ -91,18 +95,22 @@ def period_maxima(
 ) -> list[SlotUsage]:
     """`usage` with each max meter slot's `peak` replaced by its period-to-date maximum.
 
-    `usage` must hold every slot in [since, ...) of the max meters it reports on; slots of max
-    meters in [lo, since) are read here, because a late hour at `lo` raises the running maximum
-    of every later slot of its period. The maximum before `lo` in each period is read in one
-    query. Other meters' slots are returned unchanged.
+    `usage` must hold every slot in [since, ...) of the max meters it reports on, and may hold
+    late slots before `since`: their customers' max meter slots in [lo, since) are read again
+    here, because a late hour raises the running maximum of every later slot of its period.
+    The maximum before `lo` in each period is read in one query. Other meters' slots are
+    returned unchanged.
     """
     keys = {m.key for _, m in scope.pairs() if m.aggregation is Aggregation.MAX}
     if not keys:
         return list(usage)
     rest = [u for u in usage if u.meter not in keys]
     mine = [u for u in usage if u.meter in keys and u.start >= since]
-    if lo < since:
-        mine += [u for u in slot_usage(conn, scope.tenant_id, lo, since) if u.meter in keys]
+    late = sorted({u.customer for u in usage if u.meter in keys and u.start < since})
+    if late:
+        extra = " AND r.customer = ANY(%(customers)s) AND r.meter = ANY(%(meters)s)"
+        params = {"tenant": scope.tenant_id, "since": lo, "until": since}
+        mine += _slots(conn, extra, {**params, "customers": late, "meters": sorted(keys)})
     if not mine:
         return rest
     bounds = _boundaries(conn, scope.tenant_id, {u.customer for u in mine})
@@ -129,7 +137,7 @@ def running_maxima(
 
 def period_start(when: datetime, boundaries: Iterable[datetime]) -> datetime:
     """The latest boundary at or before `when`, else the start of its UTC month."""
-    month = when.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    month = when.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return max((b for b in boundaries if b <= when), default=month)
 
 
