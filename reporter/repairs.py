@@ -93,6 +93,8 @@ class Repairs:
             self._record(alert, action, [], outcome, actor)
             return outcome
         rows = self._window_rows(alert)
+        if not rows:
+            raise Conflict(f"alert {alert.id} has no sent events left to {action}")
         held, formula = self._stripe_now(alert, rows[0])
         if action == "resend":
             return self._resend(alert, rows, held, formula == "last", actor)

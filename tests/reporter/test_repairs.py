@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from meterline.errors import Conflict
+from meterline.stripe.meter_events import MeterEventSender, TransientStripeError
 from tests.reporter.support import (
     World,
     add_usage,
@@ -142,3 +143,53 @@ def _ledger(world: World, customer: str) -> list[tuple[str, str]]:
             "ORDER BY revision",
             (world.tenant_id, customer),
         ).fetchall()
+
+
+class _FailsSecondCancel(MeterEventSender):
+    """The real sender, except that Stripe fails the second cancel it is asked for."""
+
+    def __init__(self, inner: MeterEventSender) -> None:
+        self._inner = inner
+        self.cancels = 0
+
+    def send(self, events, attempt=0):
+        return self._inner.send(events, attempt)
+
+    def cancel(self, event_name, identifier):
+        self.cancels += 1
+        if self.cancels == 2:
+            raise TransientStripeError("Stripe answered 500")
+        self._inner.cancel(event_name, identifier)
+
+
+def test_a_cancel_that_stripe_fails_midway_leaves_the_ledger_equal_to_stripe(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    clock = emulator_clock(control)
+    plain = reporter_for(world, stripe_client, clock)
+    sender = _FailsSecondCancel(plain.sender)
+    reporter = reporter_for(world, stripe_client, clock, sender=sender)
+    (c,) = world.customers.values()
+    h = _yesterday_at(clock, 10)
+    add_usage(world, c.key, h + timedelta(minutes=5), 10)
+    reporter.push()
+    add_usage(world, c.key, h + timedelta(minutes=20), 5)
+    reporter.push()
+    with world.pool.connection() as conn:
+        conn.execute(
+            "UPDATE usage_rollups_minute SET value = 1 WHERE tenant_id = %s AND bucket = %s",
+            (world.tenant_id, h + timedelta(minutes=20)),
+        )
+    reporter.push()
+    alert = _only_alert(reporter, world, "value_mismatch")
+
+    with pytest.raises(Conflict):
+        reporter.repairs.apply(alert, "cancel", "key_test")
+    assert [s for _, s in _ledger(world, c.key)] == ["canceled", "sent", "sent"]
+    assert stripe_totals(control, world.event_name)[c.stripe_id] == Decimal(11)
+    (logged,) = reporter.store.repairs(alert.id)
+    assert "failed" in logged["outcome"] and len(logged["identifiers"]) == 1
+    (result,) = reporter.reconcile(h.date(), "manual")
+    assert result.discrepancies == []
