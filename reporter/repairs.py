@@ -133,10 +133,11 @@ class Repairs:
             outcome = f"Stripe already holds the window ({held} units): nothing sent"
             self._record(alert, "resend", [], outcome, actor)
             return outcome
+        failure = None
         try:
             results = self._sender.send([r.event() for r in chosen], self._clock.now_ms())
         except TransientStripeError as exc:
-            results = exc.done
+            results, failure = exc.done, exc
         landed = [r.identifier for r in results if r.landed]
         delivered = sum(1 for r in results if r.delivery is Delivery.DELIVERED)
         outcome = (
@@ -144,6 +145,8 @@ class Repairs:
             f"{len(landed) - delivered} already held by Stripe"
         )
         self._record(alert, "resend", landed, outcome, actor, received=landed)
+        if failure is not None:
+            raise Unavailable(f"{outcome}; Stripe failed for the rest: {failure}", 60)
         return outcome
 
     def _missing(self, rows: list[LedgerRow], held: Decimal, last: bool) -> list[LedgerRow]:
