@@ -81,6 +81,11 @@ def test_max_meter_invoice_is_the_periods_maximum(
     assert reporter.push().status == "ok"
     for c in world.customers.values():
         assert _invoiced(control, stripe_client, c) == expected[c.key], c.key
+    day = (late.period_start - timedelta(days=1)).date()
+    while day <= end.date():
+        (result,) = reporter.reconcile(day, "manual")
+        assert result.discrepancies == [], day
+        day += timedelta(days=1)
 
 
 def test_corrections_of_a_last_value_slot_bill_the_newest(
