@@ -262,12 +262,7 @@ class ReconciliationStore:
         self, alert_id: int, action: str, identifiers: Sequence[str], outcome: str, actor: str
     ) -> None:
         with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO reconciliation_repairs "
-                "(alert_id, action, identifiers, outcome, actor) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (alert_id, action, list(identifiers), outcome, actor),
-            )
+            insert_repair(conn, alert_id, action, identifiers, outcome, actor)
 
     def repairs(self, alert_id: int) -> list[dict[str, Any]]:
         with self._pool.connection() as conn:
@@ -279,6 +274,17 @@ class ReconciliationStore:
             ).fetchall()
         keys = ("action", "identifiers", "outcome", "actor", "created_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def insert_repair(
+    conn: Any, alert_id: int, action: str, identifiers: Sequence[str], outcome: str, actor: str
+) -> None:
+    """Log one repair on `conn` (a repair writes it in the transaction of its ledger changes)."""
+    conn.execute(
+        "INSERT INTO reconciliation_repairs (alert_id, action, identifiers, outcome, actor) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (alert_id, action, list(identifiers), outcome, actor),
+    )
 
 
 CSV_COLUMNS = (

@@ -18,9 +18,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.stripe.meter_events import MeterEvent, SendResult
+from reporter.slots import event_timestamp
 
 SlotKey = tuple[str, str, datetime]
 _COLUMNS = (
@@ -51,7 +53,7 @@ class LedgerRow:
             self.event_name,
             self.stripe_customer_id,
             self.value,
-            int(self.slot_start.timestamp()),
+            event_timestamp(self.slot_start, self.revision),
             self.identifier,
         )
 
@@ -111,10 +113,13 @@ class ReportLedger:
                 (idents, statuses, errors),
             )
 
-    def pending(self, limit: int = 10_000) -> list[LedgerRow]:
-        """Rows written but not settled (a crash or an outage came in between), oldest first."""
+    def pending(self, tenants: Sequence[int] | None = None, limit: int = 10_000) -> list[LedgerRow]:
+        """Rows written but not settled (a crash or an outage came in between), oldest first;
+        only those of `tenants` when given."""
         return self._select(
-            "WHERE status = 'pending' ORDER BY created_at, identifier LIMIT %s", (limit,)
+            "WHERE status = 'pending' AND (%s::bigint[] IS NULL OR tenant_id = ANY(%s)) "
+            "ORDER BY created_at, identifier LIMIT %s",
+            (_ids(tenants), _ids(tenants), limit),
         )
 
     def window(
@@ -136,15 +141,36 @@ class ReportLedger:
 
     def mark_canceled(self, identifiers: Sequence[str]) -> None:
         with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE report_ledger SET status = 'canceled' WHERE identifier = ANY(%s)",
-                (list(identifiers),),
-            )
+            mark_canceled(conn, identifiers)
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[LedgerRow]:
         with self._pool.connection() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM report_ledger {where}".encode(), params)
             return [LedgerRow(*r) for r in rows.fetchall()]
+
+
+def mark_canceled(conn: psycopg.Connection[Any], identifiers: Sequence[str]) -> None:
+    """Rows Stripe canceled (on `conn`, so a repair records them with its log entry)."""
+    if identifiers:
+        conn.execute(
+            "UPDATE report_ledger SET status = 'canceled' WHERE identifier = ANY(%s)",
+            (list(identifiers),),
+        )
+
+
+def mark_received(conn: psycopg.Connection[Any], identifiers: Sequence[str], at: datetime) -> None:
+    """Rows Stripe took again (a resend): `sent`, received at `at`, which restarts Stripe's
+    identifier dedupe window for them."""
+    if identifiers:
+        conn.execute(
+            "UPDATE report_ledger SET status = 'sent', error = NULL, sent_at = %s "
+            "WHERE identifier = ANY(%s) AND status IN ('sent', 'pending')",
+            (at, list(identifiers)),
+        )
+
+
+def _ids(tenants: Sequence[int] | None) -> list[int] | None:
+    return None if tenants is None else list(tenants)
 
 
 def _tuple(r: LedgerRow) -> tuple[Any, ...]:

@@ -33,11 +33,13 @@ from meterline.stripe.meter_events import (
     MeterEventSender,
     SendResult,
     TransientStripeError,
+    quantize,
+    same_under_quantum,
 )
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.ledger import LedgerRow, Reported, ReportLedger, SlotKey
 from reporter.metrics import ReporterMetrics
-from reporter.rollups import SlotUsage, late_hours, slot_usage
+from reporter.rollups import SlotUsage, late_hours, period_maxima, slot_usage
 from reporter.scope import TenantScope, load_scope, tenant_ids
 from reporter.settings import ReporterSettings
 from reporter.slots import HOUR, ceil_minute, floor_hour, floor_minute, identifier, slot_end
@@ -94,7 +96,8 @@ class Pusher:
     def run(
         self, tenants: Sequence[int] | None = None, flush_until: datetime | None = None
     ) -> PushReport:
-        """One push run over `tenants` (default: all). Never raises for Stripe outages:
+        """One push run over `tenants` (default: all), pending rows included: a run for one
+        tenant resends and pushes that tenant's rows only. Never raises for Stripe outages:
         unsent rows stay pending and the report says so.
 
         `flush_until` pushes every slot with usage before that time even if the slot has not
@@ -105,7 +108,7 @@ class Pusher:
             if not held:
                 report.skipped = True
             else:
-                self._resend_pending(report)
+                self._resend_pending(report, tenants)
                 for tenant_id in tenants if tenants is not None else tenant_ids(self._pool):
                     if report.left_pending:
                         break
@@ -127,8 +130,8 @@ class Pusher:
                 if held:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
-    def _resend_pending(self, report: PushReport) -> None:
-        rows = self._ledger.pending()
+    def _resend_pending(self, report: PushReport, tenants: Sequence[int] | None) -> None:
+        rows = self._ledger.pending(tenants)
         horizon = self._clock.now() - UNCONFIRMED_HORIZON
         stale = [r for r in rows if r.created_at is not None and r.created_at < horizon]
         if stale:
@@ -156,7 +159,7 @@ class Pusher:
         now = self._clock.now()
         until = flush_until or floor_minute(now - timedelta(seconds=self._settings.settle_s))
         since = floor_hour(until - timedelta(hours=self._settings.lookback_hours))
-        usage = self._usage(tenant_id, since, until, now)
+        usage = self._usage(scope, since, until, now)
         if not usage:
             return
         oldest = min([since, *(u.start for u in usage)])
@@ -178,14 +181,16 @@ class Pusher:
         self._send([r for r in plan.rows if r.status == "pending"], report)
 
     def _usage(
-        self, tenant_id: int, since: datetime, until: datetime, now: datetime
+        self, scope: TenantScope, since: datetime, until: datetime, now: datetime
     ) -> list[SlotUsage]:
+        tenant_id = scope.tenant_id
         scan_from = now - timedelta(seconds=self._settings.late_scan_s)
         with self._pool.connection() as conn:
             usage = slot_usage(conn, tenant_id, since, until)
-            for hour in late_hours(conn, tenant_id, scan_from, since):
+            late = late_hours(conn, tenant_id, scan_from, since)
+            for hour in late:
                 usage.extend(slot_usage(conn, tenant_id, hour, hour + HOUR))
-        return usage
+            return period_maxima(conn, scope, usage, min([since, *late]), since)
 
     def _record_boundaries(self, scope: TenantScope) -> None:
         rows = [
@@ -254,10 +259,10 @@ def plan_revisions(
 ) -> Plan:
     """New ledger revisions for every complete slot whose value differs from what is reported.
 
-    Only complete slots (ended by `until`) unless `partial`. Sum meters get the difference;
-    last-value meters the new value. A decrease of a sum meter is never sent (Stripe sums
-    cannot go down without a cancel): it raises a `value_mismatch` alert for a person to
-    decide. Pure: reads nothing, writes nothing.
+    Only complete slots (ended by `until`) unless `partial`. See `revision_value` for what a
+    revision carries. A decrease of a sum meter is never sent (Stripe sums cannot go down
+    without a cancel): it raises a `value_mismatch` alert for a person to decide. Pure: reads
+    nothing, writes nothing.
     """
     plan = Plan()
     for u in usage:
@@ -268,16 +273,12 @@ def plan_revisions(
         prev = reported.get((u.customer, u.meter, u.start))
         value = u.value(meter.aggregation)
         summed = prev.summed if prev else Decimal(0)
-        if meter.formula == "sum":
-            delta = value - summed
-        else:
-            delta = Decimal(0) if prev and prev.last == value else value
         window = (u.start, slot_end(u.start, boundaries.get(u.customer, ())))
-        if delta < 0 or (delta == 0 and meter.formula == "sum"):
-            if delta < 0:
-                plan.alerts.append(_decrease_alert(u, meter, summed, value, window))
+        delta = revision_value(meter.formula, value, prev)
+        if delta is None:
             continue
-        if delta == 0 and prev is not None:
+        if delta < 0:
+            plan.alerts.append(_decrease_alert(u, meter, summed, value, window))
             continue
         too_late = u.start < stripe_floor
         customer = scope.customers[u.customer]
@@ -293,6 +294,24 @@ def plan_revisions(
         if too_late:
             plan.alerts.append(_late_alert(u, meter, summed, value, delta, window))
     return plan
+
+
+def revision_value(formula: str, value: Decimal, prev: Reported | None) -> Decimal | None:
+    """What a new revision of a slot sends, quantized as Stripe will hold it; None when the
+    slot already accounts for `value` (equal under the 15-digit rule, `same_under_quantum`).
+
+    Sum meters send the difference from what the slot's revisions summed (negative: a
+    decrease, never sent); the ledger records the quantized difference, so a rounding residue
+    is carried by the next correction, not lost. Last-value meters send the value itself.
+    """
+    if formula == "sum":
+        summed = prev.summed if prev else Decimal(0)
+        if same_under_quantum(value, summed):
+            return None
+        return quantize(value - summed)
+    if prev is not None and same_under_quantum(value, prev.last):
+        return None
+    return quantize(value)
 
 
 def _late_alert(

@@ -2,9 +2,12 @@
 
 For one UTC day (clipped to hours that ended at least `stripe_lag_s` ago, so Stripe's
 asynchronous processing has caught up), for every billed customer and meter:
-- *ours*: the slot values from the minute rollups, folded per hour;
-- *sent*: what the report ledger says Stripe should hold (pending and sent rows; rows Stripe
-  rejected or that were too late have their own alerts and are counted apart);
+- *ours*: the slot values from the minute rollups, folded per hour (for max meters the
+  period-to-date maximum, as pushed);
+- *sent*: what the report ledger says Stripe should hold (sent rows, and pending rows past
+  their retry horizon; rows still pending within it are *in flight*, which Stripe may or may
+  not hold yet; rows Stripe rejected or that were too late have their own alerts and are
+  counted apart);
 - *Stripe*: the meter's event summaries for the customer, grouped by hour.
 `classify` turns each hour's three figures into discrepancies (see its docstring). Each one
 becomes an alert with the money at the metered price; a run that finds nothing raises nothing
@@ -24,12 +27,14 @@ from decimal import Decimal
 from psycopg_pool import ConnectionPool
 
 from meterline.clock import Clock
+from meterline.stripe.meter_events import same_under_quantum
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.ledger import LedgerRow, ReportLedger
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier
-from reporter.rollups import slot_usage
+from reporter.push import UNCONFIRMED_HORIZON
+from reporter.rollups import period_maxima, slot_usage
 from reporter.scope import BilledCustomer, BilledMeter, TenantScope, load_scope, tenant_ids
 from reporter.settings import ReporterSettings
 from reporter.slots import HOUR, floor_hour
@@ -40,37 +45,65 @@ PairKey = tuple[str, str]
 
 @dataclass
 class HourFigures:
+    """One hour's figures. `sent` is what Stripe confirmed (or what a row pending past its
+    retry horizon should have left there); `in_flight` what pending rows still being retried
+    carry; for last-value meters each holds the newest value, not a sum."""
+
     ours: Decimal = Decimal(0)
     sent: Decimal = Decimal(0)
     unsent: Decimal = Decimal(0)
     stripe: Decimal = Decimal(0)
     sent_values: list[Decimal] = field(default_factory=list)
+    in_flight: Decimal | None = None
+
+    def accounted(self) -> Decimal:
+        """What the ledger holds for the hour, whatever became of it at Stripe."""
+        return self.sent + (self.in_flight or 0) + self.unsent
 
 
-def classify(f: HourFigures) -> list[tuple[str, Decimal, Decimal]]:
+def classify(f: HourFigures, formula: str = "sum") -> list[tuple[str, Decimal, Decimal]]:
     """Discrepancies of one hour as (kind, difference, stripe units).
 
-    Stripe against what we sent: Stripe holding nothing of what we sent is `missing_in_stripe`;
-    Stripe short by exactly one of our events is `missing_in_stripe` too (an event lost);
-    Stripe over by exactly one of our events, or holding usage we never sent, is
-    `extra_in_stripe` (an event counted twice, or one that is not ours); any other gap is
-    `value_mismatch`. Difference = Stripe - sent. Then ours against what we accounted for
-    (sent + rejected): a gap is `not_reported`, difference = accounted - ours.
+    Figures are equal when they agree under Stripe's 15-digit rule (`same_under_quantum`):
+    Stripe answers floats, and we send quantized values. Rows in flight (pending within their
+    retry horizon) are not missing: Stripe may hold what was confirmed, or that plus what is
+    in flight, and neither raises anything. Otherwise Stripe is compared with all we sent:
+    Stripe holding nothing of it is `missing_in_stripe`; Stripe short by exactly one of our
+    events is `missing_in_stripe` too (an event lost); Stripe over by exactly one of our
+    events, or holding usage we never sent, is `extra_in_stripe` (an event counted twice, or
+    one that is not ours); any other gap is `value_mismatch`. Difference = Stripe - sent.
+    Then ours against what we accounted for (sent, in flight and rejected): a gap is
+    `not_reported`, difference = accounted - ours.
     """
     found: list[tuple[str, Decimal, Decimal]] = []
-    gap = f.stripe - f.sent
-    if gap != 0:
-        found.append((_stripe_kind(f, gap), gap, f.stripe))
-    unreported = f.sent + f.unsent - f.ours
-    if unreported != 0:
-        found.append(("not_reported", unreported, f.stripe))
+    expected = _expected(f, formula)
+    if not any(same_under_quantum(f.stripe, e) for e in expected):
+        gap = f.stripe - expected[-1]
+        found.append((_stripe_kind(f, gap, expected[-1]), gap, f.stripe))
+    accounted = f.accounted() if formula == "sum" else _newest(f)
+    if not same_under_quantum(accounted, f.ours):
+        found.append(("not_reported", accounted - f.ours, f.stripe))
     return found
 
 
-def _stripe_kind(f: HourFigures, gap: Decimal) -> str:
+def _expected(f: HourFigures, formula: str) -> list[Decimal]:
+    """What Stripe may hold for the hour: confirmed only, then with what is in flight."""
+    if f.in_flight is None:
+        return [f.sent]
+    return [f.sent, f.sent + f.in_flight if formula == "sum" else f.in_flight]
+
+
+def _newest(f: HourFigures) -> Decimal:
+    return f.in_flight if f.in_flight is not None else f.sent + f.unsent
+
+
+def _stripe_kind(f: HourFigures, gap: Decimal, sent: Decimal) -> str:
+    def one_event(amount: Decimal) -> bool:
+        return any(same_under_quantum(amount, v) for v in f.sent_values)
+
     if gap < 0:
-        return "missing_in_stripe" if f.stripe == 0 or -gap in f.sent_values else "value_mismatch"
-    return "extra_in_stripe" if f.sent == 0 or gap in f.sent_values else "value_mismatch"
+        return "missing_in_stripe" if f.stripe == 0 or one_event(-gap) else "value_mismatch"
+    return "extra_in_stripe" if sent == 0 or one_event(gap) else "value_mismatch"
 
 
 @dataclass(frozen=True)
@@ -176,6 +209,7 @@ class Reconciler:
     ) -> None:
         with self._pool.connection() as conn:
             usage = slot_usage(conn, scope.tenant_id, window[0], window[1])
+            usage = period_maxima(conn, scope, usage, window[0], window[0])
         for u in sorted(usage, key=lambda u: u.start):
             meter = scope.meter(u.customer, u.meter)
             if meter is None:
@@ -191,12 +225,13 @@ class Reconciler:
         figures: dict[PairKey, dict[datetime, HourFigures]],
     ) -> None:
         rows = self._ledger.tenant_window(scope.tenant_id, window[0], window[1])
+        retrying_since = self._clock.now() - UNCONFIRMED_HORIZON
         for row in rows:
             meter = scope.meter(row.customer, row.meter)
             if meter is None or row.status == "canceled":
                 continue
             f = _hour(figures, (row.customer, row.meter), floor_hour(row.slot_start))
-            _add_row(f, row, meter.formula)
+            _add_row(f, row, meter.formula, retrying_since)
 
     def _stripe(
         self, customer: BilledCustomer, meter: BilledMeter, window: tuple[datetime, datetime]
@@ -208,11 +243,15 @@ class Reconciler:
         return {datetime.fromtimestamp(h, UTC): v for h, v in values.items()}
 
 
-def _add_row(f: HourFigures, row: LedgerRow, formula: str) -> None:
+def _add_row(f: HourFigures, row: LedgerRow, formula: str, retrying_since: datetime) -> None:
     if row.status == "rejected":
         f.unsent = f.unsent + row.value if formula == "sum" else row.value
         return
     f.sent_values.append(row.value)
+    created = row.created_at
+    if row.status == "pending" and created is not None and created >= retrying_since:
+        f.in_flight = (f.in_flight or 0) + row.value if formula == "sum" else row.value
+        return
     f.sent = f.sent + row.value if formula == "sum" else row.value
 
 
@@ -239,5 +278,5 @@ def _discrepancies(
             meter.unit_amount_decimal,
             meter.currency,
         )
-        for kind, difference, stripe in classify(f)
+        for kind, difference, stripe in classify(f, meter.formula)
     ]

@@ -1,28 +1,50 @@
-"""Repairs finance can ask for on an alert. Never automatic, each one recorded.
+"""Repairs finance can ask for on an alert. Never automatic, each one recorded, safe to click
+at any time: each re-reads Stripe's summary of the window immediately before acting and sends
+only what Stripe does not hold.
 
-- `resend` (missing_in_stripe): resend our identifiers of the window. Safe because Stripe
-  dedupes identifiers: an event it holds answers "already exists" and is not counted again.
-  Offered when Stripe holds nothing of the window, or when exactly one of our events matches
-  the gap and was sent less than 23 h ago (within Stripe's identifier dedupe window).
+- `resend` (missing_in_stripe): our events of the window that Stripe lacks, with their own
+  identifiers and a fresh Idempotency-Key. An event Stripe received within `DEDUPE_HORIZON`
+  (23 h, inside Stripe's 24 h identifier dedupe) is resent whenever the window is short:
+  Stripe answers "already exists" if it holds it, however late its summary is. An older
+  event is resent only when the fresh summary proves Stripe lacks it: Stripe holds nothing of
+  the window, or (no recent events) it lacks exactly that event's value. Anything else is a
+  409 saying why; nothing is sent. For last-value meters only the newest revision matters.
 - `push` (not_reported): run a push for the tenant now; it sends the correction revision.
 - `cancel` (value_mismatch raised because our count fell below what we reported): cancel the
-  window's events (Stripe allows it within 24 h of receipt), mark them canceled in the ledger,
-  and push again, which sends the current value as a new revision.
+  window's events, mark them canceled, and push again, which sends the current value as a
+  new revision. Every precondition is checked before the first cancel — all rows confirmed
+  and received within 23 h, and Stripe's fresh summary equal to what we sent — so a refusal
+  changes nothing in Stripe or in our records.
+Our records of a repair (ledger statuses and the repairs log) are written in one transaction
+after Stripe answered. A cancel cannot be undone at Stripe, so if Stripe fails in the middle of
+a multi-row cancel anyway, the cancels it confirmed are recorded (with the failure) and the
+push re-bills the difference; the ledger never disagrees with Stripe.
 Anything else (usage Stripe holds that we never sent, usage too old for Stripe) has no safe
 automatic repair: finance resolves it with a note (credit note, manual invoice item, ...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from decimal import Decimal
+
+from psycopg_pool import ConnectionPool
 
 from meterline.clock import Clock
-from meterline.errors import Conflict, FieldError, ValidationFailed
-from meterline.stripe.meter_events import MeterEventSender, PermanentStripeError
-from reporter.alerts import Alert, ReconciliationStore
-from reporter.ledger import LedgerRow, ReportLedger
+from meterline.errors import Conflict, FieldError, Unavailable, ValidationFailed
+from meterline.stripe.meter_events import (
+    Delivery,
+    MeterEventSender,
+    PermanentStripeError,
+    TransientStripeError,
+    same_under_quantum,
+)
+from meterline.stripe.summaries import SummaryReader
+from reporter.alerts import Alert, insert_repair
+from reporter.ledger import LedgerRow, ReportLedger, mark_canceled, mark_received
 from reporter.push import PushReport
+from reporter.scope import load_scope
 from reporter.slots import HOUR, floor_hour
 
 ACTIONS = ("resend", "push", "cancel")
@@ -32,51 +54,51 @@ DEDUPE_HORIZON = timedelta(hours=23)
 class Repairs:
     def __init__(
         self,
-        ledger: ReportLedger,
+        pool: ConnectionPool,
         sender: MeterEventSender,
-        store: ReconciliationStore,
+        summaries: SummaryReader,
         push: Callable[[int], PushReport],
         clock: Clock,
     ) -> None:
-        self._ledger = ledger
+        self._pool = pool
+        self._ledger = ReportLedger(pool)
         self._sender = sender
-        self._store = store
+        self._summaries = summaries
         self._push = push
         self._clock = clock
 
     def offers(self, alert: Alert) -> list[str]:
-        """The repairs that are safe for this alert now."""
+        """The repairs that may apply to this alert; `apply` re-checks them against Stripe."""
         if alert.status == "resolved":
             return []
-        if alert.kind == "missing_in_stripe" and self._resendable(alert):
+        if alert.kind == "missing_in_stripe" and self._window_rows(alert):
             return ["resend"]
         if alert.kind == "not_reported":
             return ["push"]
-        if (
-            alert.kind == "value_mismatch"
-            and alert.stripe_units is None
-            and self._cancelable(alert)
-        ):
-            return ["cancel"]
+        if alert.kind == "value_mismatch" and alert.stripe_units is None:
+            rows = self._window_rows(alert)
+            if rows and all(self._recent(r) and r.status == "sent" for r in rows):
+                return ["cancel"]
         return []
 
     def apply(self, alert: Alert, action: str, actor: str) -> str:
-        """Carry out one offered repair; raises Conflict when it is not safe for this alert."""
+        """Carry out one repair. Raises Conflict when it is not safe for this alert now
+        (nothing is sent then), Unavailable when Stripe cannot be read or reached now."""
         if action not in ACTIONS:
             raise ValidationFailed([FieldError("action", f"must be one of {', '.join(ACTIONS)}")])
         if action not in self.offers(alert):
             raise Conflict(f"{action} is not a safe repair for alert {alert.id} ({alert.kind})")
-        rows: list[LedgerRow] = []
-        if action == "resend":
-            rows = self._resendable(alert)
-            outcome = self._resend(rows)
-        elif action == "cancel":
-            rows = self._cancelable(alert)
-            outcome = self._cancel(alert.tenant_id, rows)
-        else:
+        if action == "push":
             outcome = _describe(self._push(alert.tenant_id))
-        self._store.add_repair(alert.id, action, [r.identifier for r in rows], outcome, actor)
-        return outcome
+            self._record(alert, action, [], outcome, actor)
+            return outcome
+        rows = self._window_rows(alert)
+        if not rows:
+            raise Conflict(f"alert {alert.id} has no sent events left to {action}")
+        held, formula = self._stripe_now(alert, rows[0])
+        if action == "resend":
+            return self._resend(alert, rows, held, formula == "last", actor)
+        return self._cancel(alert, rows, held, actor)
 
     def _window_rows(self, alert: Alert) -> list[LedgerRow]:
         start = floor_hour(alert.window_start)
@@ -85,39 +107,108 @@ class Repairs:
         )
         return [r for r in rows if r.status in ("sent", "pending")]
 
-    def _resendable(self, alert: Alert) -> list[LedgerRow]:
-        rows = self._window_rows(alert)
-        if alert.stripe_units == 0:
+    def _stripe_now(self, alert: Alert, row: LedgerRow) -> tuple[Decimal, str]:
+        """Stripe's figure for the alert's hour, read now, and the meter's formula."""
+        meter = load_scope(self._pool, alert.tenant_id).meter(alert.customer, alert.meter)
+        if meter is None:
+            raise Conflict(f"{alert.customer} is no longer billed for {alert.meter}")
+        start = int(floor_hour(alert.window_start).timestamp())
+        try:
+            hours = self._summaries.hourly(
+                meter.stripe_meter_id, row.stripe_customer_id, start, start + 3600
+            )
+        except (TransientStripeError, PermanentStripeError) as exc:
+            raise Unavailable(f"Stripe's summary could not be read: {exc}", 60) from None
+        return hours.get(start, Decimal(0)), meter.formula
+
+    def _recent(self, row: LedgerRow) -> bool:
+        received = row.sent_at or row.created_at
+        return received is not None and received > self._clock.now() - DEDUPE_HORIZON
+
+    def _resend(
+        self, alert: Alert, rows: list[LedgerRow], held: Decimal, last: bool, actor: str
+    ) -> str:
+        chosen = self._missing(rows, held, last)
+        if not chosen:
+            outcome = f"Stripe already holds the window ({held} units): nothing sent"
+            self._record(alert, "resend", [], outcome, actor)
+            return outcome
+        failure = None
+        try:
+            results = self._sender.send([r.event() for r in chosen], self._clock.now_ms())
+        except TransientStripeError as exc:
+            results, failure = exc.done, exc
+        landed = [r.identifier for r in results if r.landed]
+        delivered = sum(1 for r in results if r.delivery is Delivery.DELIVERED)
+        outcome = (
+            f"resent {len(results)} of {len(chosen)} event(s): {delivered} delivered, "
+            f"{len(landed) - delivered} already held by Stripe"
+        )
+        self._record(alert, "resend", landed, outcome, actor, received=landed)
+        if failure is not None:
+            raise Unavailable(f"{outcome}; Stripe failed for the rest: {failure}", 60)
+        return outcome
+
+    def _missing(self, rows: list[LedgerRow], held: Decimal, last: bool) -> list[LedgerRow]:
+        """The rows to resend given Stripe's fresh figure `held`; Conflict when unsafe."""
+        if last:
+            newest = rows[-1]
+            return [] if same_under_quantum(held, newest.value) else [newest]
+        expected = sum((r.value for r in rows), Decimal(0))
+        if same_under_quantum(held, expected):
+            return []
+        if held > expected:
+            raise Conflict(f"Stripe holds {held} units, more than the {expected} we sent")
+        recent = [r for r in rows if self._recent(r)]
+        old = [r for r in rows if not self._recent(r)]
+        if not old or held == 0:
             return rows
-        recent = self._clock.now() - DEDUPE_HORIZON
-        matches = [r for r in rows if r.value == -alert.difference]
-        if len(matches) == 1 and matches[0].sent_at and matches[0].sent_at > recent:
-            return matches
-        return []
+        lacking = [r for r in old if same_under_quantum(r.value, expected - held)]
+        if not recent and len(lacking) == 1:
+            return lacking
+        raise Conflict(
+            f"Stripe holds {held} of {expected} units and {len(old)} event(s) are past its "
+            "24 h identifier dedupe: which of them it lacks cannot be told; nothing sent"
+        )
 
-    def _cancelable(self, alert: Alert) -> list[LedgerRow]:
-        rows = self._window_rows(alert)
-        recent = self._clock.now() - DEDUPE_HORIZON
-        if rows and all(r.sent_at and r.sent_at > recent for r in rows):
-            return rows
-        return []
-
-    def _resend(self, rows: list[LedgerRow]) -> str:
-        # A fresh Idempotency-Key (the attempt number is part of it): replaying the original
-        # request's key would only replay Stripe's first answer, not deliver the event again.
-        results = self._sender.send([r.event() for r in rows], attempt=self._clock.now_ms())
-        delivered = sum(1 for r in results if r.delivery.value == "delivered")
-        held = sum(1 for r in results if r.delivery.value == "duplicate")
-        return f"resent {len(rows)} event(s): {delivered} delivered, {held} already held by Stripe"
-
-    def _cancel(self, tenant_id: int, rows: list[LedgerRow]) -> str:
+    def _cancel(self, alert: Alert, rows: list[LedgerRow], held: Decimal, actor: str) -> str:
+        sent = sum((r.value for r in rows), Decimal(0))
+        if not same_under_quantum(held, sent):
+            raise Conflict(
+                f"Stripe holds {held} units of the window, not the {sent} we sent (lost, or not "
+                "processed yet): a cancel would be partial; nothing canceled"
+            )
+        done: list[str] = []
         for row in rows:
             try:
                 self._sender.cancel(row.event_name, row.identifier)
-            except PermanentStripeError as exc:
-                raise Conflict(f"Stripe refused to cancel {row.identifier}: {exc}") from None
-        self._ledger.mark_canceled([r.identifier for r in rows])
-        return f"canceled {len(rows)} event(s); " + _describe(self._push(tenant_id))
+            except (PermanentStripeError, TransientStripeError) as exc:
+                failed = f"failed at {row.identifier}: {exc}"
+                self._record(alert, "cancel", done, failed, actor, canceled=done)
+                self._push(alert.tenant_id)
+                raise Conflict(
+                    f"Stripe refused to cancel {row.identifier} after {len(done)} cancel(s): "
+                    f"{exc}; those were recorded and the difference re-pushed"
+                ) from None
+            done.append(row.identifier)
+        self._record(alert, "cancel", done, f"canceled {len(done)} event(s)", actor, canceled=done)
+        return f"canceled {len(done)} event(s); " + _describe(self._push(alert.tenant_id))
+
+    def _record(
+        self,
+        alert: Alert,
+        action: str,
+        identifiers: Sequence[str],
+        outcome: str,
+        actor: str,
+        canceled: Sequence[str] = (),
+        received: Sequence[str] = (),
+    ) -> None:
+        """The ledger's new statuses and the repairs log entry, in one transaction."""
+        with self._pool.connection() as conn, conn.transaction():
+            mark_canceled(conn, canceled)
+            mark_received(conn, received, self._clock.now())
+            insert_repair(conn, alert.id, action, identifiers, outcome, actor)
 
 
 def _describe(report: PushReport) -> str:

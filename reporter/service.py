@@ -25,7 +25,6 @@ from meterline.stripe.summaries import StripeSummaryReader, SummaryReader
 from meterline.tenants import PostgresTenantRepository
 from reporter.alerts import ReconciliationStore
 from reporter.faults import CrashingSender
-from reporter.ledger import ReportLedger
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier, NullNotifier, WebhookNotifier
 from reporter.push import Pusher, PushReport
@@ -60,9 +59,7 @@ class Reporter:
             self.pool, self.summaries, self.settings, self.clock, self.store, self.metrics,
             self.notifier,
         )  # fmt: skip
-        self.repairs = Repairs(
-            ReportLedger(self.pool), self.sender, self.store, self.push_tenant, self.clock
-        )
+        self.repairs = Repairs(self.pool, self.sender, self.summaries, self.push_tenant, self.clock)
         self.auth = Authenticator(PostgresTenantRepository(self.pool))
 
     def push(self) -> PushReport:

@@ -10,6 +10,12 @@ slot's meter event carries the slot's start as its timestamp.
 The identifier of a push is deterministic in (tenant, customer, meter, slot start, revision):
 the same push always has the same identifier, so a resend after a crash is recognised by
 Stripe. It stays within Stripe's 100 characters whatever the customer and meter keys are.
+
+Revision `r` of a slot is stamped `r - 1` seconds after the slot's start (`event_timestamp`),
+so each correction of a last-value slot is strictly later than the one before and Stripe's
+`last` bills the newest revision whatever its tie-break for equal timestamps. A slot lasts at
+least a minute (boundaries are minute-ceiled), so the first 60 revisions stay inside it;
+later ones share the slot's 60th second.
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ def slot_end(start: datetime, boundaries: Iterable[datetime]) -> datetime:
     hour_end = floor_hour(start) + HOUR
     later = [b for b in boundaries if start < b < hour_end]
     return min(later, default=hour_end)
+
+
+def event_timestamp(start: datetime, revision: int) -> int:
+    """Unix seconds of revision `revision` (from 1) of the slot at `start`; see the module."""
+    return int(start.timestamp()) + min(max(revision, 1) - 1, 59)
 
 
 def identifier(tenant_id: int, customer: str, meter: str, start: datetime, revision: int) -> str:

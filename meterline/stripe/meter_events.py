@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import TypeVar
 
@@ -33,6 +33,7 @@ from meterline.stripe.ratelimit import RateLimiter, Unlimited
 
 STREAM_BATCH = 100
 STRIPE_PAST_WINDOW_S = 35 * 86_400
+STRIPE_SIGNIFICANT_DIGITS = 15
 DUPLICATE_MESSAGE = "already exists with identifier"
 T = TypeVar("T")
 
@@ -48,7 +49,8 @@ class MeterEvent:
     identifier: str
 
     def payload(self) -> dict[str, str]:
-        return {"stripe_customer_id": self.stripe_customer_id, "value": format_value(self.value)}
+        value = format_value(quantize(self.value))
+        return {"stripe_customer_id": self.stripe_customer_id, "value": value}
 
 
 class Delivery(StrEnum):
@@ -82,6 +84,38 @@ class TransientStripeError(Exception):
 
 class PermanentStripeError(Exception):
     """Stripe refused a request for good (bad parameters, expired adjustment window, ...)."""
+
+
+def quantize(value: Decimal) -> Decimal:
+    """`value` rounded to Stripe's 15 significant digits, half to even; exact when it fits.
+
+    Stripe rejects (v1) or silently invalidates (v2 stream) a value with more digits. Half to
+    even, not half up: the error of each event is at most half a unit in its 15th digit either
+    way, and it does not lean upwards over the many slots of an invoice. Callers record the
+    quantized value as what was sent, so the next correction of a sum slot carries the residue
+    and the error never accumulates.
+    """
+    if not value.is_finite() or value.is_zero():
+        return value
+    if len(value.normalize().as_tuple().digits) <= STRIPE_SIGNIFICANT_DIGITS:
+        return value
+    exponent = value.adjusted() - STRIPE_SIGNIFICANT_DIGITS + 1
+    return value.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_HALF_EVEN)
+
+
+def quantum(*values: Decimal) -> Decimal:
+    """How far two figures may differ and still be the same under the 15-digit rule: one unit
+    in the 15th significant digit of the largest of `values` (twice `quantize`'s worst error,
+    which also covers a float `aggregated_value`, exact to about 16 digits)."""
+    largest = max((abs(v) for v in values if v.is_finite() and not v.is_zero()), default=None)
+    if largest is None:
+        return Decimal(0)
+    return Decimal(1).scaleb(largest.adjusted() - STRIPE_SIGNIFICANT_DIGITS + 1)
+
+
+def same_under_quantum(a: Decimal, b: Decimal) -> bool:
+    """True when `a` and `b` differ by no more than `quantum(a, b)`."""
+    return a == b or abs(a - b) <= quantum(a, b)
 
 
 def format_value(value: Decimal) -> str:

@@ -75,6 +75,24 @@ class World:
     meter_id: str
     event_name: str
     customers: dict[str, Customer] = field(default_factory=dict)
+    meters: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (mtr_, event)
+
+
+def catalog_with(meters: dict[str, str]) -> dict[str, Any]:
+    """CATALOG with these meters (key -> aggregation), each metered at 0.5 cents on power."""
+    catalog: dict[str, Any] = {
+        **CATALOG,
+        "meters": [{"key": k, "aggregation": a} for k, a in meters.items()],
+        "features": [{"key": k, "kind": "metered", "meter": k} for k in meters],
+    }
+    free, power = (dict(p) for p in CATALOG["plans"])
+    free["features"] = {k: {"limit": 10, "reset": "month", "overage": "block"} for k in meters}
+    power["features"] = {
+        k: {"limit": 100000, "reset": "billing_period", "overage": "allow"} for k in meters
+    }
+    power["metered_prices"] = {k: {"unit_amount_decimal": "0.5", "currency": "usd"} for k in meters}
+    catalog["plans"] = [free, power]
+    return catalog
 
 
 def utc(ts: float) -> datetime:
@@ -82,45 +100,66 @@ def utc(ts: float) -> datetime:
 
 
 def make_world(
-    conninfo: str, client: stripe.StripeClient, n_customers: int, name: str = "acme"
+    conninfo: str,
+    client: stripe.StripeClient,
+    n_customers: int,
+    name: str = "acme",
+    meters: dict[str, str] | None = None,
 ) -> World:
+    """A tenant billed for `meters` (key -> catalog aggregation; default api_calls, sum);
+    `meter_id` and `event_name` are the first meter's."""
+    meters = meters or {"api_calls": "sum"}
     pool = open_pool(conninfo, max_size=6)
     with pool.connection() as conn:
         tenant_id = conn.execute(
             "INSERT INTO tenants (name) VALUES (%s) RETURNING id", (name,)
         ).fetchone()[0]
-    PostgresCatalogRepository(pool).apply(tenant_id, parse_catalog(CATALOG))
-    event_name = f"ml_{tenant_id}_api_calls_{next(_ids)}"
+    PostgresCatalogRepository(pool).apply(tenant_id, parse_catalog(catalog_with(meters)))
+    prices = []
+    world = World(pool, tenant_id, "", "")
+    for key, aggregation in meters.items():
+        meter_id, event_name, price_id = _stripe_meter(pool, client, tenant_id, key, aggregation)
+        world.meters[key] = (meter_id, event_name)
+        prices.append(price_id)
+    world.meter_id, world.event_name = next(iter(world.meters.values()))
+    for i in range(n_customers):
+        add_customer(world, client, f"cust_{i}", *prices)
+    return world
+
+
+def _stripe_meter(
+    pool: ConnectionPool, client: stripe.StripeClient, tenant_id: int, key: str, aggregation: str
+) -> tuple[str, str, str]:
+    event_name = f"ml_{tenant_id}_{key}_{next(_ids)}"
+    formula = "sum" if aggregation in ("sum", "count") else "last"
     meter = client.v1.billing.meters.create(
         {
-            "display_name": "API calls",
+            "display_name": key,
             "event_name": event_name,
-            "default_aggregation": {"formula": "sum"},
+            "default_aggregation": {"formula": formula},
         }
     )
     price = client.v1.prices.create(
         {
             "currency": "usd",
             "unit_amount_decimal": "0.5",
-            "product_data": {"name": "API calls"},
+            "product_data": {"name": key},
             "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
         }
     )
     with pool.connection() as conn:
         conn.execute(
             "INSERT INTO stripe_objects (tenant_id, kind, key, stripe_id, event_name) "
-            "VALUES (%s, 'meter', 'api_calls', %s, %s)",
-            (tenant_id, meter.id, event_name),
+            "VALUES (%s, 'meter', %s, %s, %s)",
+            (tenant_id, key, meter.id, event_name),
         )
-    world = World(pool, tenant_id, meter.id, event_name)
-    for i in range(n_customers):
-        add_customer(world, client, f"cust_{i}", price.id)
-    return world
+    return meter.id, event_name, price.id
 
 
-def add_customer(world: World, client: stripe.StripeClient, key: str, price_id: str) -> Customer:
+def add_customer(world: World, client: stripe.StripeClient, key: str, *price_ids: str) -> Customer:
     customer = client.v1.customers.create({"email": f"{key}@example.com"})
-    sub = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price_id}]})
+    items = [{"price": p} for p in price_ids]
+    sub = client.v1.subscriptions.create({"customer": customer.id, "items": items})
     item = sub["items"]["data"][0]
     start, end = utc(item["current_period_start"]), utc(item["current_period_end"])
     with world.pool.connection() as conn:

@@ -11,7 +11,13 @@ from fastapi.testclient import TestClient
 
 from meterline.tenants import PostgresTenantRepository
 from reporter.api import create_app
-from tests.reporter.support import add_usage, emulator_clock, make_world, reporter_for
+from tests.reporter.support import (
+    add_usage,
+    emulator_clock,
+    make_world,
+    reporter_for,
+    settings_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +132,28 @@ def test_health_and_metrics(finance):
         "meterline_reporter_open_alerts 1.0", "meterline_reporter_last_success_timestamp_seconds",
     ):  # fmt: skip
         assert name in text
+
+
+def test_reports_run_pushes_only_the_callers_tenant(pg_conninfo, stripe_emulator, stripe_client):
+    control = stripe_emulator.control
+    acme = make_world(pg_conninfo, stripe_client, n_customers=1, name="acme")
+    other = make_world(pg_conninfo, stripe_client, n_customers=1, name="other")
+    clock = emulator_clock(control)
+    reporter = reporter_for(acme, stripe_client, clock, settings_for(retry_max_attempts=1))
+    when = clock.now() - timedelta(hours=3)
+    add_usage(other, "cust_0", when, 9)
+    control.set_faults(rate_500=1.0, paths=["/v1/billing/meter_events"])
+    assert reporter.pusher.run([other.tenant_id]).left_pending == 1
+    control.clear_faults()
+    add_usage(acme, "cust_0", when, 4)
+    key = PostgresTenantRepository(acme.pool).create_key("acme", ["admin"])[1]
+    with TestClient(create_app(reporter)) as client:
+        answer = client.post("/v1/reports/run", headers=_auth(key))
+    assert answer.status_code == 200
+    assert (answer.json()["delivered"], answer.json()["resent"]) == (1, 0)
+    assert control.meter_events(event_name=other.event_name) == []
+    with other.pool.connection() as conn:
+        statuses = conn.execute(
+            "SELECT status FROM report_ledger WHERE tenant_id = %s", (other.tenant_id,)
+        ).fetchall()
+    assert statuses == [("pending",)]

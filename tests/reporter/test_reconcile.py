@@ -7,7 +7,13 @@ from decimal import Decimal
 
 import pytest
 
-from tests.reporter.support import add_usage, emulator_clock, make_world, reporter_for
+from tests.reporter.support import (
+    add_usage,
+    emulator_clock,
+    make_world,
+    reporter_for,
+    settings_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +110,50 @@ def test_reconciliation_waits_for_stripe_processing_lag(
     today = clock.now().date()
     start, end = reporter.reconciler.window(today)
     assert end <= clock.now() and start.date() == today
+
+
+def test_rows_pending_during_a_stripe_outage_are_in_flight_not_missing(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=2)
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for(retry_max_attempts=2))
+    a, b = world.customers.values()
+    h = {n: _yesterday_at(clock, n) for n in (10, 11)}
+    add_usage(world, a.key, h[10] + timedelta(minutes=3), 12)
+    assert reporter.push().status == "ok"
+    add_usage(world, b.key, h[11] + timedelta(minutes=3), 7)
+    control.set_faults(rate_500=1.0, paths=["/v1/billing/meter_events"])
+    outage = reporter.push()
+    assert outage.left_pending == 1 and outage.delivered == 0
+
+    (result,) = reporter.reconcile(h[10].date(), "manual")
+    control.clear_faults()
+    assert result.discrepancies == []
+    assert reporter.store.alerts(world.tenant_id) == []
+    assert reporter.notifier.sent == []
+
+    assert reporter.push().delivered == 1
+    (after,) = reporter.reconcile(h[10].date(), "manual")
+    assert after.discrepancies == []
+
+
+def test_a_pending_row_past_its_retry_horizon_is_missing(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for(retry_max_attempts=2))
+    (a,) = world.customers.values()
+    when = _yesterday_at(clock, 10) + timedelta(minutes=3)
+    add_usage(world, a.key, when, 12)
+    control.set_faults(rate_500=1.0, paths=["/v1/billing/meter_events"])
+    assert reporter.push().left_pending == 1
+    control.clear_faults()
+    clock.advance(timedelta(hours=23, minutes=30).total_seconds())
+    (result,) = reporter.reconcile(when.date(), "manual")
+    assert [(d.kind, d.difference) for d in result.discrepancies] == [
+        ("missing_in_stripe", Decimal(-12))
+    ]

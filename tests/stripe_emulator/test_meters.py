@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -165,6 +166,34 @@ def test_unknown_meter_and_inactive_meter_fail_asynchronously(
     records = {r["identifier"]: r for r in stripe_emulator.control.meter_events(status="invalid")}
     assert set(records) == {"orphan", "inactive"}
     assert "No active meter" in records["orphan"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("tie_break", "billed"), [("latest_received", 5.0), ("earliest_received", 8.0)]
+)
+def test_last_formula_tie_break_is_configurable(
+    stripe_emulator: StripeEmulatorHandle, tie_break: str, billed: float
+) -> None:
+    emulator = stripe_emulator.emulator
+    config = emulator.config
+    emulator.config = dataclasses.replace(config, last_tie_break=tie_break)
+    try:
+        client = stripe_emulator.client()
+        last = support.meter(client, "seats", "last")
+        cus = support.customer(client)
+        now = int(time.time()) // 60 * 60
+        for value in ("8", "2", "5"):
+            support.send(client, cus.id, value, event_name="seats", timestamp=now - 60)
+        window = {"customer": cus.id, "start_time": now - 600, "end_time": now + 60}
+        summary = client.v1.billing.meters.event_summaries.list(last.id, window).data[0]
+        assert summary.aggregated_value == billed
+    finally:
+        emulator.config = config
+
+
+def test_unknown_tie_break_is_a_config_problem() -> None:
+    problems = EmulatorConfig(last_tie_break="random").validate()
+    assert problems == ["last_tie_break must be one of latest_received, earliest_received"]
 
 
 def test_sync_validation_option_rejects_unknown_meter() -> None:

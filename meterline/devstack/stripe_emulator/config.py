@@ -7,6 +7,7 @@ from pathlib import Path
 
 API_VERSION = "2026-10-28.endive"
 DAY = 86_400
+LAST_TIE_BREAKS = ("latest_received", "earliest_received")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class EmulatorConfig:
     synchronous 400 on v1/v2 meter events instead of an asynchronous error recorded on the
     event (Stripe's behaviour is unverified). `omit_empty_summaries` drops summaries whose
     window holds no event; `summaries_newest_first` orders them as Stripe's example does.
+    `last_tie_break` decides which of several events with the same timestamp a `last` meter
+    bills: `latest_received` or `earliest_received` (Stripe does not document it).
     """
 
     seed: int = 0
@@ -51,6 +54,7 @@ class EmulatorConfig:
     require_known_customer: bool = False
     omit_empty_summaries: bool = True
     summaries_newest_first: bool = True
+    last_tie_break: str = "latest_received"
     idempotency_ttl_seconds: int = DAY
     max_logged_requests: int = 10_000
     api_version: str = API_VERSION
@@ -67,6 +71,8 @@ class EmulatorConfig:
             problems.append("webhooks.max_attempts must be >= 1")
         if not 0 <= self.webhooks.duplicate_rate <= 1:
             problems.append("webhooks.duplicate_rate must be within [0, 1]")
+        if self.last_tie_break not in LAST_TIE_BREAKS:
+            problems.append(f"last_tie_break must be one of {', '.join(LAST_TIE_BREAKS)}")
         if self.max_significant_digits < 1:
             problems.append("max_significant_digits must be >= 1")
         return problems

@@ -87,7 +87,8 @@ def _usage(emu: Emulator, price: JSON, customer: str, start: int, end: int) -> D
     if meter is None:
         return Decimal(0)
     events = meters.processed_events(emu, meter["id"], customer, start, end)
-    return Decimal(str(meters.aggregate(meter["default_aggregation"]["formula"], events)))
+    formula = meter["default_aggregation"]["formula"]
+    return Decimal(str(meters.aggregate(formula, events, emu.config.last_tie_break)))
 
 
 def _line(item: JSON, sub: JSON, quantity: Decimal, start: int, end: int) -> JSON:

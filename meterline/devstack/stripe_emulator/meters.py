@@ -162,7 +162,14 @@ def list_summaries(emu: Emulator, call: Call) -> JSON:
     events = processed_events(emu, meter["id"], customer, start, end)
     groups = _by_bucket(events, start, window)
     summaries = [
-        _summary(meter, customer, s, min(s + window, end), groups.get(s, []))
+        _summary(
+            meter,
+            customer,
+            s,
+            min(s + window, end),
+            groups.get(s, []),
+            emu.config.last_tie_break,
+        )
         for s in range(start, end, window)
     ]
     if emu.config.omit_empty_summaries:
@@ -220,12 +227,14 @@ def _by_bucket(events: list[JSON], start: int, window: int) -> dict[int, list[JS
     return groups
 
 
-def _summary(meter: JSON, customer: str, start: int, end: int, inside: list[JSON]) -> JSON:
+def _summary(
+    meter: JSON, customer: str, start: int, end: int, inside: list[JSON], tie_break: str
+) -> JSON:
     digest = hashlib.sha256(f"{meter['id']}|{customer}|{start}|{end}".encode()).hexdigest()
     return {
         "id": "mtrusg_test_" + digest[:40],
         "object": "billing.meter_event_summary",
-        "aggregated_value": aggregate(meter["default_aggregation"]["formula"], inside),
+        "aggregated_value": aggregate(meter["default_aggregation"]["formula"], inside, tie_break),
         "end_time": end,
         "livemode": False,
         "meter": meter["id"],
@@ -234,13 +243,17 @@ def _summary(meter: JSON, customer: str, start: int, end: int, inside: list[JSON
     }
 
 
-def aggregate(formula: str, events: list[JSON]) -> float:
-    """Apply `sum`, `count` or `last` (latest timestamp, then latest received) to events."""
+def aggregate(formula: str, events: list[JSON], tie_break: str = "latest_received") -> float:
+    """Apply `sum`, `count` or `last` to events (in the order received). `last` takes the
+    latest timestamp; among equal timestamps the latest or the earliest received, per
+    `tie_break` (the emulator's `last_tie_break`)."""
     if formula == "count":
         return float(len(events))
     if not events:
         return 0.0
     if formula == "last":
-        latest = max(events, key=lambda e: (e["timestamp"], e["received_at"]))
-        return float(Decimal(latest["value"]))
+        latest = max(events, key=lambda e: e["timestamp"])
+        tied = [e for e in events if e["timestamp"] == latest["timestamp"]]
+        chosen = tied[-1] if tie_break == "latest_received" else tied[0]
+        return float(Decimal(chosen["value"]))
     return float(sum((Decimal(e["value"]) for e in events), Decimal(0)))
