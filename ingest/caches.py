@@ -52,11 +52,11 @@ class KeyCache:
         clock: Clock | None = None,
         max_entries: int = 10_000,
     ) -> None:
-        self._auth = Authenticator(repo, ttl=0, negative_ttl=0)
+        self._clock = clock or SystemClock()
+        self._auth = Authenticator(repo, ttl=0, negative_ttl=0, clock=self._clock)
         self._scope = scope
         self._ttl_ms, self._refusal_ttl_ms = int(ttl_s * 1000), int(refusal_ttl_s * 1000)
         self._timeout = timeout_s
-        self._clock = clock or SystemClock()
         self._max = max_entries
         self._known: dict[str, tuple[int, Principal | MeterlineError]] = {}
 

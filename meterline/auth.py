@@ -1,16 +1,45 @@
 """API-key authentication for the HTTP services, cached so the hot path skips Postgres.
 
 A revoked key keeps working for at most `ttl` seconds (60 s by default), the promise the
-services make; unknown keys are cached too (shorter) so a flood of bad keys cannot load Postgres.
+services make; unknown keys are cached too (shorter). Caching refusals alone would not stop a
+flood of *different* bad keys, each one a lookup of its secret: so a key is looked up only if it
+has the form keys are made in and its id is one of the live key ids this process knows
+(`KeyIds`); any other key is refused without a query, and the ids are read again at most once
+a second, so bad keys cost the database at most one cheap query a second per process.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 
 from meterline.clock import Clock, SystemClock
 from meterline.errors import Forbidden, Unauthorized
 from meterline.tenants import Principal, TenantRepository
+
+KEY_FORM = re.compile(r"mlk_(key_[0-9a-f]{16})_[A-Za-z0-9_-]{43}")
+"""The form of every key `meterline.tenants.new_key` makes; group 1 is the key's id."""
+
+
+class KeyIds:
+    """The ids of live keys, as this process last read them. An id not among them makes
+    the set be read again, at most once per `refresh_ms`, so a key created since works at
+    once or within that time; between reads, unknown ids are answered from memory."""
+
+    def __init__(self, repo: TenantRepository, clock: Clock, refresh_ms: int = 1000) -> None:
+        self._repo, self._clock, self._refresh_ms = repo, clock, refresh_ms
+        self._ids: set[str] = set()
+        self._read_at = -refresh_ms
+        self._lock = threading.Lock()
+
+    def may_be_live(self, key_id: str) -> bool:
+        if key_id in self._ids:
+            return True
+        with self._lock:
+            now = self._clock.now_ms()
+            if key_id not in self._ids and now - self._read_at >= self._refresh_ms:
+                self._ids, self._read_at = self._repo.live_key_ids(), now
+        return key_id in self._ids
 
 
 class Authenticator:
@@ -29,6 +58,7 @@ class Authenticator:
         self._max = max_entries
         self._cache: dict[str, tuple[int, Principal | None]] = {}
         self._lock = threading.Lock()
+        self._ids = KeyIds(repo, self._clock)
 
     def principal(self, authorization: str | None, scope: str) -> Principal:
         """The principal behind an `Authorization: Bearer` header that holds `scope`.
@@ -49,7 +79,9 @@ class Authenticator:
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        found = self._repo.authenticate(key)
+        form = KEY_FORM.fullmatch(key)
+        live = form is not None and self._ids.may_be_live(form[1])
+        found = self._repo.authenticate(key) if live else None
         expires = now + (self._ttl_ms if found else self._negative_ttl_ms)
         with self._lock:
             if len(self._cache) >= self._max:

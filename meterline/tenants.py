@@ -95,6 +95,10 @@ class TenantRepository(ABC):
     def authenticate(self, key: str) -> Principal | None:
         """The principal of a live key, or None for an unknown or revoked one."""
 
+    @abstractmethod
+    def live_key_ids(self) -> set[str]:
+        """The ids of every key not revoked (one cheap read: see `meterline.auth.KeyIds`)."""
+
 
 @dataclass
 class MemoryTenantRepository(TenantRepository):
@@ -140,6 +144,9 @@ class MemoryTenantRepository(TenantRepository):
             return None
         info, tid = found
         return Principal(tid, info.tenant, info.id, frozenset(info.scopes))
+
+    def live_key_ids(self) -> set[str]:
+        return {info.id for info, _ in self.keys.values() if info.revoked_at is None}
 
 
 class PostgresTenantRepository(TenantRepository):
@@ -205,3 +212,8 @@ class PostgresTenantRepository(TenantRepository):
                 (hash_secret(key),),
             ).fetchone()
         return None if row is None else Principal(row[0], row[1], row[2], frozenset(row[3]))
+
+    def live_key_ids(self) -> set[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT id FROM api_keys WHERE revoked_at IS NULL").fetchall()
+        return {r[0] for r in rows}
