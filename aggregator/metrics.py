@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from meterline.metrics import service_registry
+
 
 class AggregatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or service_registry()
         r = self.registry
         # Events read from Kafka, by outcome: counted (new in the ledger), duplicate, dead_letter.
         self.events = Counter(

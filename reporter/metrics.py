@@ -1,17 +1,20 @@
 """The reporter's metrics: a closed list of names, each with its meaning.
 
 One `ReporterMetrics` owns its own `CollectorRegistry`, so tests read values from it
-(`registry.get_sample_value`) and a process serves exactly these names on `/metrics`.
+(`registry.get_sample_value`) and a process serves these names on `/metrics`, with the
+process's and the interpreter's own (`meterline.metrics.service_registry`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from meterline.metrics import service_registry
 
 
 class ReporterMetrics:
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
+        r = self.registry = service_registry()
         # Meter events settled with Stripe, by outcome: delivered, duplicate (already held by
         # Stripe: a resend after a crash), rejected (refused for good), too_late (never sent).
         self.events = Counter(

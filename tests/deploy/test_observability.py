@@ -3,11 +3,13 @@ metric they query is declared by the service that owns it."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from .codebase import BY_MODULE, SERVICE_LIST, defined_metrics, metric_base, owner_of_metric
 from .tools import DEPLOY, ROOT, load_yaml
@@ -105,3 +107,20 @@ def test_queried_metrics_are_declared_by_their_service(module: str) -> None:
     service.require_metrics()
     missing = wanted - defined_metrics(service)
     assert not missing, f"{module} declares none of {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        "ingest.metrics:IngestMetrics",
+        "aggregator.metrics:AggregatorMetrics",
+        "entitlements_api.metrics:Metrics",
+        "reporter.metrics:ReporterMetrics",
+    ],
+)
+def test_every_service_exports_process_metrics(metrics: str) -> None:
+    module, name = metrics.split(":")
+    registry = getattr(importlib.import_module(module), name)().registry
+    exported = generate_latest(registry).decode()
+    for wanted in ("process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"):
+        assert f"\n{wanted}" in exported or exported.startswith(wanted), (metrics, wanted)
