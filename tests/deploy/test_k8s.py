@@ -305,3 +305,10 @@ def test_autoscaled_deployments_carry_no_replica_count(kustomization: str) -> No
     scaled |= {s["spec"]["scaleTargetRef"]["name"] for s in find(kustomization, "ScaledObject")}
     for name in scaled:
         assert "replicas" not in one(kustomization, "Deployment", name)["spec"], name
+
+
+def test_the_base_needs_no_operator_crds() -> None:
+    """`kubectl apply -k` of the base works on a cluster without the Prometheus Operator or
+    KEDA: their resources come from optional components."""
+    kinds = {d["kind"] for d in manifests("base")}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ScaledObject"}, kinds
