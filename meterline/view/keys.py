@@ -7,6 +7,9 @@ tag, so one customer's keys share a Redis Cluster slot.
 - `<p>:v:{t/c}:<meter>:z<YYYYMMDD>`: sorted set of the day's minutes (member and score = the
   minute's epoch ms); `<p>:v:{t/c}:<meter>:m<YYYYMMDD>`: hash minute -> value (and `minute@`).
   Expire `minute_grace_days` after the day ends.
+- `<p>:v:{t/c}:<meter>:e`: the series' settled epoch, moved forward by every delta whose minute
+  the view no longer answers itself (`Horizon`); readers that fold in an archived value from
+  Postgres check it in the same script, so a late event never leaves them a stale number.
 - `<p>:r:{t/c}:<meter>`: hash of pending reservations, event id -> `amount|at_ms|expires_ms`;
   `...:c` a sorted set of counted reservation ids (score: when to forget them).
 - `<p>:meta:ready`, `<p>:meta:rebuild` (the rebuild flag), `<p>:meta:wm` (watermarks).
@@ -14,11 +17,12 @@ tag, so one customer's keys share a Redis Cluster slot.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from meterline.redis import hash_tag
-from meterline.view.model import DAY_MS, HOUR_MS, Span, next_month
+from meterline.view.model import DAY_MS, HOUR_MS, Span, month_start, next_month
 
 
 @lru_cache(maxsize=4096)
@@ -41,12 +45,35 @@ class KeyLayout:
     def month_key(self, series: str, ms: int) -> str:
         return f"{series}:M{_day(ms // DAY_MS):%Y%m}"
 
+    def epoch_key(self, series: str) -> str:
+        return f"{series}:e"
+
     def minute_keys(self, series: str, ms: int) -> tuple[str, str]:
         day = f"{_day(ms // DAY_MS):%Y%m%d}"
         return f"{series}:z{day}", f"{series}:m{day}"
 
     def reservations(self, tenant_id: int, customer: str, meter: str) -> str:
         return f"{self.prefix}:r:{hash_tag(tenant_id, customer)}:{meter}"
+
+
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """Where the view answers from its own keys at a given time: month, day and hour fields
+    from `fields_ms` on, minute buckets from `minutes_ms` on (each a day before its keys may
+    expire). Everything earlier is read from the archive (Postgres rollups)."""
+
+    fields_ms: int
+    minutes_ms: int
+
+    @classmethod
+    def at(cls, now_ms: int, month_grace_days: int, minute_grace_days: int) -> Horizon:
+        fields = month_start(now_ms - (month_grace_days - 1) * DAY_MS)
+        minutes = now_ms - (minute_grace_days - 1) * DAY_MS
+        return cls(fields, minutes - minutes % DAY_MS)
+
+    def holds(self, span: Span) -> bool:
+        edge = self.minutes_ms if span.kind == "minute" else self.fields_ms
+        return span.start_ms >= edge
 
 
 def day_field(ms: int) -> str:
