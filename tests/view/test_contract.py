@@ -2,94 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterline.catalog.model import Aggregation
 from meterline.clock import FakeClock, from_ms, to_ms
 from meterline.entitlements.periods import add_months
-from meterline.usage import MemoryUsageQuery
 from meterline.view import (
     ApplyOutcome,
     Delta,
     Gate,
-    MemoryUsageView,
-    RedisUsageView,
     ReservationKey,
     SyncedView,
     ViewNotReady,
 )
 from meterline.view.model import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, fold, merge
-
-# Redis expires keys by the real clock, so the test's times stay near now.
-T0 = floor_to(to_ms(datetime.now(UTC)), HOUR_MS) - 2 * HOUR_MS
-
-
-@dataclass
-class Rig:
-    """A view with its archive (the rollups the aggregator writes before applying to the view)
-    and a way to lose the view's content (a Redis FLUSHDB, or its memory twin)."""
-
-    view: SyncedView
-    archive: MemoryUsageQuery
-    flush: Callable[[], None]
-
-    def record(self, deltas: Sequence[Delta], counted: Sequence[ReservationKey] = ()) -> None:
-        for d in deltas:
-            minute = from_ms(d.minute_ms)
-            args = (d.aggregation, minute, d.value, d.count, d.latest_ms)
-            self.archive.add(d.tenant_id, d.customer, d.meter, *args)
-        self.view.apply(deltas, counted)
-
-
-RigFactory = Callable[[], Rig]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_rig(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[RigFactory]:
-    if request.param == "memory":
-
-        def fresh_memory() -> Rig:
-            view = MemoryUsageView(clock=clock)
-            return Rig(view, MemoryUsageQuery(), view.flush)
-
-        yield fresh_memory
-        return
-    url = request.getfixturevalue("redis_url")
-    client = redis.Redis.from_url(url)
-
-    def fresh() -> Rig:
-        client.flushdb()
-        archive = MemoryUsageQuery()
-        view = RedisUsageView(client, f"t{uuid.uuid4().hex[:6]}", clock=clock, archive=archive)
-        token = view.begin_rebuild(30)
-        assert token is not None and view.finish_rebuild(token, {})
-        return Rig(view, archive, client.flushdb)
-
-    yield fresh
-    client.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0 + 30 * MINUTE_MS)
-
-
-@pytest.fixture
-def rig(make_rig: RigFactory) -> Rig:
-    return make_rig()
-
-
-@pytest.fixture
-def view(rig: Rig) -> SyncedView:
-    return rig.view
+from tests.view.support import T0, Rig, RigFactory
 
 
 def delta(minute_ms: int, value: float, agg: Aggregation = Aggregation.SUM, **kw: object) -> Delta:
