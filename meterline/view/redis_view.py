@@ -113,7 +113,8 @@ class RedisUsageView(SyncedView):
         self, head: list[str], deltas: Sequence[Delta], counted: Sequence[ReservationKey]
     ) -> str:
         now = self._clock.now_ms()
-        packed = orjson.dumps([self._delta_args(d, now) for d in deltas])
+        settled = self._horizon(now).minutes_ms
+        packed = orjson.dumps([self._delta_args(d, now, settled) for d in deltas])
         argv: list[Any] = [*head, len(deltas), len(counted), now, self._counted_ttl_ms, packed]
         for r in counted:
             argv.extend((self._keys.reservations(r.tenant_id, r.customer, r.meter), r.event_id))
@@ -121,13 +122,13 @@ class RedisUsageView(SyncedView):
         out = self._apply(keys=keys, args=argv)
         return out.decode() if isinstance(out, bytes) else str(out)
 
-    def _delta_args(self, d: Delta, now_ms: int) -> list[str]:
+    def _delta_args(self, d: Delta, now_ms: int, settled_before: int) -> list[str]:
         """One delta as the APPLY script reads it (see `scripts.APPLY`); all strings, so Lua
-        sees exactly the text Redis stores (a JSON number would become a Lua double)."""
+        sees exactly the text Redis stores (a JSON number would become a Lua double). A delta
+        before `settled_before` falls where readers use the archive: it moves the epoch."""
         series = self._keys.series(d.tenant_id, d.customer, d.meter)
         zkey, mkey = self._keys.minute_keys(series, d.minute_ms)
         minute_exp = minute_expiry_s(d.minute_ms, self._minute_grace)
-        settled = d.minute_ms < self._horizon(now_ms).minutes_ms
         return [
             AGG_CODE[d.aggregation],
             self._keys.month_key(series, d.minute_ms),
@@ -140,7 +141,7 @@ class RedisUsageView(SyncedView):
             str(d.latest_ms),
             str(month_expiry_s(d.minute_ms, self._month_grace)),
             str(minute_exp) if minute_exp * 1000 > now_ms else "0",
-            self._keys.epoch_key(series) if settled else "",
+            self._keys.epoch_key(series) if d.minute_ms < settled_before else "",
         ]
 
     def _horizon(self, now_ms: int) -> Horizon:
