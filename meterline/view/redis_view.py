@@ -34,7 +34,7 @@ from meterline.view.keys import (
     minute_expiry_s,
     month_expiry_s,
     parse_reservation_key,
-    span_field,
+    period_layout,
 )
 from meterline.view.model import (
     DAY_MS,
@@ -43,10 +43,8 @@ from meterline.view.model import (
     Delta,
     Reservation,
     ReservationKey,
-    Span,
     ViewNotReady,
     attributed_ms,
-    cover,
     floor_to,
     minute_range,
 )
@@ -172,26 +170,14 @@ class RedisUsageView(SyncedView):
         self, series: tuple[int, str, str], start_ms: int, end_ms: int
     ) -> tuple[list[Any], list[tuple[int, int]]]:
         """The script's usage spec of the spans the view holds, and the minute ranges of the
-        spans it no longer holds (merged where they touch), to be read from the archive."""
+        spans it no longer holds, to be read from the archive (`keys.period_layout`)."""
         name = self._keys.series(*series)
         horizon = self._horizon(self._clock.now_ms())
-        by_key: dict[str, list[str]] = {}
-        ranges: list[tuple[int, int]] = []
-        for span in cover(start_ms, end_ms):
-            if not horizon.holds(span):
-                _extend(ranges, span)
-            elif span.kind == "minute":
-                by_key.setdefault(self._keys.minute_keys(name, span.start_ms)[1], []).append(
-                    str(span.start_ms)
-                )
-            else:
-                by_key.setdefault(self._keys.month_key(name, span.start_ms), []).append(
-                    span_field(span)
-                )
-        spec: list[Any] = [len(by_key)]
-        for key, fields in by_key.items():
-            spec.extend((key, len(fields), *fields))
-        return spec, ranges
+        fields, ranges = period_layout(start_ms, end_ms, horizon)
+        spec: list[Any] = [len(fields)]
+        for suffix, names in fields:
+            spec.extend((name + suffix, len(names), *names))
+        return spec, list(ranges)
 
     def _archive_part(
         self, series: tuple[int, str, str], aggregation: Aggregation, ranges: list[tuple[int, int]]
@@ -326,13 +312,6 @@ class RedisUsageView(SyncedView):
         for k in keys:
             pipe.hdel(self._keys.reservations(k.tenant_id, k.customer, k.meter), k.event_id)
         pipe.execute()
-
-
-def _extend(ranges: list[tuple[int, int]], span: Span) -> None:
-    if ranges and ranges[-1][1] == span.start_ms:
-        ranges[-1] = (ranges[-1][0], span.end_ms)
-    else:
-        ranges.append((span.start_ms, span.end_ms))
 
 
 def _chunks(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
