@@ -105,9 +105,11 @@ def usage_query(
     out(f"total {doc['total']:g}")
 
 
-def _view() -> RedisUsageView:
+def _view(pool: ConnectionPool[Any] | None = None) -> RedisUsageView:
+    """The view; with `pool`, parts older than its keys are read from the rollups."""
     s = load_section(RedisSettings)
-    return RedisUsageView(redis_connect(s.url), s.key_prefix)
+    archive = None if pool is None else UsageQuery(pool)
+    return RedisUsageView(redis_connect(s.url), s.key_prefix, archive=archive)
 
 
 @friendly
@@ -128,8 +130,8 @@ def redis_rebuild() -> None:
 @friendly
 def redis_verify(tenant: str | None = typer.Option(None, help="Only this tenant.")) -> None:
     """Compare the Redis view with Postgres; print every mismatch; exit 1 if there is one."""
-    view = _view()
     with database() as pool:
+        view = _view(pool)
         tenant_id = None if tenant is None else PostgresTenantRepository(pool).get_tenant(tenant).id
         found = verify(view, pool, _aggregations(pool), SystemClock().now_ms(), tenant_id)
     for m in found:

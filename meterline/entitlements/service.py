@@ -29,7 +29,7 @@ from meterline.entitlements.repository import (
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, MeterlineError, NotFound, ValidationFailed
 from meterline.events import MAX_ID_LEN, MAX_VALUE, UsageEvent
-from meterline.view import UsageView
+from meterline.view import UsageView, ViewNotReady
 
 RESERVATION_PROPERTY = "meterline_reservation"
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
@@ -176,12 +176,12 @@ class EntitlementService:
         if found.aggregation not in (Aggregation.SUM, Aggregation.COUNT):
             return self._usage.used(tenant_id, customer, meter, found.aggregation, period)
         start, end = to_ms(period.start), to_ms(period.end)
-        probe = self._view.reserve(tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, 1)
-        if self._usage.view_ready():
-            return probe.used
-        return probe.pending + self._usage.used(
-            tenant_id, customer, meter, found.aggregation, period
-        )
+        try:
+            probe = self._view.reserve(tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, 1)
+        except ViewNotReady as not_ready:
+            counted = self._usage.used(tenant_id, customer, meter, found.aggregation, period)
+            return not_ready.pending + counted
+        return probe.used
 
     def consume(
         self, tenant_id: int, customer: str, feature: str, amount: float, event_id: str
@@ -207,29 +207,26 @@ class EntitlementService:
         assert terms is not None and period is not None and meter is not None
         blocking = terms.limit is not None and terms.overage.value == "block"
         limit = terms.limit if blocking else None
-        counted = 0.0
-        if limit is not None and not self._usage.view_ready():
-            aggregation = self.catalog(tenant_id).meter(meter).aggregation  # type: ignore[union-attr]
-            counted = self._usage.used(tenant_id, customer, meter, aggregation, period)
-            limit -= counted
         start, end = to_ms(period.start), to_ms(period.end)
         ttl = self.options.reservation_ttl_s
         held = self._view.reserve(
             tenant_id, customer, meter, event_id, amount, limit, start, end, ttl
         )
-        used = held.used + counted
+        used = held.used
         decision = decide(ev, used, amount)
         if not held.granted:
             return replace(decision, has_access=False, reason=Reason.LIMIT_EXCEEDED)
-        self._publish(tenant_id, customer, meter, event_id, amount)
+        self._publish(tenant_id, customer, meter, event_id, amount, held.at_ms)
         return replace(decision, used=used + amount)
 
     def _publish(
-        self, tenant_id: int, customer: str, meter: str, event_id: str, amount: float
+        self, tenant_id: int, customer: str, meter: str, event_id: str, amount: float, at_ms: int
     ) -> None:
+        """Publish the granted usage stamped `at_ms`, the instant the view attributed it to, so
+        it is counted in the period it was checked against."""
         now = self._clock.now_ms()
         props = {RESERVATION_PROPERTY: True}
-        event = UsageEvent(tenant_id, event_id, customer, meter, amount, now, now, props)
+        event = UsageEvent(tenant_id, event_id, customer, meter, amount, at_ms, now, props)
         try:
             self._publisher.publish([event], self.options.publish_timeout)
         except (MeterlineError, Exception):

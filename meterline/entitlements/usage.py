@@ -35,13 +35,23 @@ class SeriesQuery(Protocol):
         window: str,
     ) -> Any: ...
 
+    def period_value(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        start_ms: int,
+        end_ms: int,
+    ) -> float: ...
+
 
 class UsageReader(abc.ABC):
     @abc.abstractmethod
     def used(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
     ) -> float:
-        """The meter's value over `period` (hour resolution), reservations not included."""
+        """The meter's value over the minutes of `period`, reservations not included."""
 
     def view_ready(self) -> bool:
         """Whether the real-time view holds the counted usage (reservations rely on it)."""
@@ -62,7 +72,8 @@ class ViewUsage(UsageReader):
 
 
 class RollupUsage(UsageReader):
-    """Usage from the Postgres rollups (hour windows)."""
+    """Usage from the Postgres rollups, over the period's minutes (`meterline.view.minute_range`,
+    the rule the view reads by too)."""
 
     def __init__(self, query: SeriesQuery) -> None:
         self._query = query
@@ -70,10 +81,8 @@ class RollupUsage(UsageReader):
     def used(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
     ) -> float:
-        series = self._query.series(
-            tenant_id, customer, meter, aggregation, _hour(period.start), period.end, "hour"
-        )
-        return float(series.total or 0.0)
+        start, end = to_ms(period.start), to_ms(period.end)
+        return self._query.period_value(tenant_id, customer, meter, aggregation, start, end)
 
     def view_ready(self) -> bool:
         return False
@@ -121,7 +130,3 @@ class FallbackUsage(UsageReader):
             self._fallen.clear()
         self._fallen[key] = (now + self._ttl, value)
         return value
-
-
-def _hour(when: datetime) -> datetime:
-    return when.replace(minute=0, second=0, microsecond=0)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 
 from meterline.catalog.model import Aggregation
+from meterline.clock import to_ms
 from meterline.usage.model import (
     WINDOWS,
     UsageSeries,
@@ -74,6 +76,25 @@ class MemoryUsageQuery(UsageStore):
         for buckets in whole.values():
             total = _across(aggregation, total, _fold(aggregation, buckets)[0])
         return UsageSeries(customer, meter, window, dense(lo, hi, window, found), total or 0.0)
+
+    def fold_ranges(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        ranges: Sequence[tuple[int, int]],
+    ) -> tuple[float, int] | None:
+        with self._lock:
+            buckets = [
+                b
+                for (t, c, m, minute), b in self._rows.items()
+                if (t, c, m) == (tenant_id, customer, meter)
+                and any(lo <= to_ms(minute) < hi for lo, hi in ranges)
+            ]
+        if not buckets:
+            return None
+        return _fold(aggregation, buckets)[0], max(b[2] for b in buckets)
 
 
 def _fold(aggregation: Aggregation, buckets: list[Bucket]) -> tuple[float, int]:

@@ -6,17 +6,24 @@ each with its value folded by the meter's aggregation and its event count, zero-
 total over the whole range. Without a customer the figures are the tenant's totals over all its
 customers: sums for sum and count, the largest value for max, and for latest the sum of each
 customer's latest value (e.g. seats in use across customers).
+
+`period_value()` answers a period's usage for limits, by the rule every reader of usage shares
+(`meterline.view.model.minute_range`): the minutes from the one holding the period's start up
+to, not including, the one holding its end. `fold_ranges()` is the same fold over several
+minute ranges, which the Redis view reads for the parts of a period older than its keys.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from meterline.catalog.model import Aggregation
 from meterline.errors import FieldError, ValidationFailed
+from meterline.view.model import fold, minute_range
 
 Window = Literal["minute", "hour", "day"]
 WINDOWS: dict[str, timedelta] = {
@@ -77,6 +84,33 @@ class UsageStore(abc.ABC):
         window: str,
     ) -> UsageSeries:
         """The meter's usage per window over [start, end); see the module docstring."""
+
+    @abc.abstractmethod
+    def fold_ranges(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        ranges: Sequence[tuple[int, int]],
+    ) -> tuple[float, int] | None:
+        """(value, latest_ms) of one customer's minute buckets inside any of the half-open
+        [lo, hi) ranges (epoch ms), folded by `aggregation`; `None` when there is none."""
+
+    def period_value(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        start_ms: int,
+        end_ms: int,
+    ) -> float:
+        """The meter's value over the period [start, end) by the shared minute rule."""
+        found = self.fold_ranges(
+            tenant_id, customer, meter, aggregation, [minute_range(start_ms, end_ms)]
+        )
+        return fold(aggregation, [] if found is None else [found])
 
 
 def iso(when: datetime) -> str:

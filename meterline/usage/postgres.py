@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,17 @@ WITH per_customer AS (
 )
 SELECT {fold} FROM per_customer
 """
+
+# One customer's buckets inside any of the ranges (epoch ms), every fold at once.
+_RANGES = """
+SELECT SUM(value)::float8, MAX(value)::float8,
+       ((array_agg(value ORDER BY latest_ts DESC, value DESC))[1])::float8,
+       (extract(epoch FROM MAX(latest_ts)) * 1000)::bigint
+FROM usage_rollups_minute
+WHERE tenant_id = %(tenant)s AND customer = %(customer)s AND meter = %(meter)s AND ({ranges})
+"""
+_RANGE = "(bucket >= to_timestamp({lo} / 1000.0) AND bucket < to_timestamp({hi} / 1000.0))"
+_COLUMN = {Aggregation.SUM: 0, Aggregation.COUNT: 0, Aggregation.MAX: 1, Aggregation.LATEST: 2}
 
 _FOLD = {
     Aggregation.SUM: "SUM(s)",
@@ -90,3 +102,24 @@ class UsageQuery(UsageStore):
         found = {w: (float(v), int(c)) for w, v, c in rows}
         total = float(total_row[0]) if total_row and total_row[0] is not None else 0.0
         return UsageSeries(customer, meter, window, dense(lo, hi, window, found), total)
+
+    def fold_ranges(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        ranges: Sequence[tuple[int, int]],
+    ) -> tuple[float, int] | None:
+        if not ranges:
+            return None
+        where = sql.SQL(" OR ").join(
+            sql.SQL(_RANGE).format(lo=sql.Literal(int(lo)), hi=sql.Literal(int(hi)))
+            for lo, hi in ranges
+        )
+        params = {"tenant": tenant_id, "customer": customer, "meter": meter}
+        with self._pool.connection() as conn:
+            row = conn.execute(sql.SQL(_RANGES).format(ranges=where), params).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return float(row[_COLUMN[aggregation]]), int(row[3])

@@ -1,12 +1,21 @@
 """The real-time usage view (Redis in production, memory in tests); see README.md."""
 
 from meterline.view.memory import MemoryUsageView
-from meterline.view.model import Delta, Reservation, ReservationKey, UsageView
+from meterline.view.model import (
+    Archive,
+    Delta,
+    Reservation,
+    ReservationKey,
+    UsageView,
+    ViewNotReady,
+    minute_range,
+)
 from meterline.view.redis_view import RedisUsageView
 from meterline.view.sync import ApplyOutcome, Gate, SyncedView, stream_name
 
 __all__ = [
     "ApplyOutcome",
+    "Archive",
     "Delta",
     "Gate",
     "MemoryUsageView",
@@ -15,5 +24,7 @@ __all__ = [
     "ReservationKey",
     "SyncedView",
     "UsageView",
+    "ViewNotReady",
+    "minute_range",
     "stream_name",
 ]

@@ -1,6 +1,7 @@
 """`MemoryUsageView`: the view in process memory, for unit tests and tools without Redis.
 
-Same contract as the Redis view, with one simplification: buckets never expire (reservations do).
+Same contract as the Redis view, with one simplification: minute buckets never expire
+(reservations do), so it needs no archive for old parts of a period.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from dataclasses import dataclass, field
 from meterline.catalog.model import Aggregation
 from meterline.clock import Clock, SystemClock
 from meterline.view.model import (
-    HOUR_MS,
     MINUTE_MS,
     Delta,
     Reservation,
     ReservationKey,
+    ViewNotReady,
+    attributed_ms,
     floor_to,
     fold,
     merge,
+    minute_range,
 )
 from meterline.view.sync import ApplyOutcome, Gate, SyncedView
 
@@ -38,7 +41,6 @@ class _Pending:
 
 @dataclass
 class _Meter:
-    hours: dict[int, Bucket] = field(default_factory=dict)
     minutes: dict[int, Bucket] = field(default_factory=dict)
     pending: dict[str, _Pending] = field(default_factory=dict)
     counted: dict[str, int] = field(default_factory=dict)  # event_id -> forget after (ms)
@@ -82,8 +84,6 @@ class MemoryUsageView(SyncedView):
         for d in deltas:
             m = self._series[(d.tenant_id, d.customer, d.meter)]
             new = (d.value, d.latest_ms)
-            hour = floor_to(d.minute_ms, HOUR_MS)
-            m.hours[hour] = merge(d.aggregation, m.hours.get(hour), new)
             m.minutes[d.minute_ms] = merge(d.aggregation, m.minutes.get(d.minute_ms), new)
         forget_at = self._clock.now_ms() + self._counted_ttl_ms
         for r in counted_reservations:
@@ -111,7 +111,6 @@ class MemoryUsageView(SyncedView):
             self._ready = False
             self._marks.clear()
             for m in self._series.values():
-                m.hours.clear()
                 m.minutes.clear()
             return self._flag
 
@@ -163,8 +162,8 @@ class MemoryUsageView(SyncedView):
         m = self._series.get(key)
         if m is None:
             return 0.0
-        lo, hi = floor_to(start_ms, HOUR_MS), floor_to(end_ms, HOUR_MS)
-        return fold(aggregation, (b for h, b in m.hours.items() if lo <= h < hi))
+        lo, hi = minute_range(start_ms, end_ms)
+        return fold(aggregation, (b for t, b in m.minutes.items() if lo <= t < hi))
 
     def recent(
         self,
@@ -197,18 +196,21 @@ class MemoryUsageView(SyncedView):
     ) -> Reservation:
         now = self._clock.now_ms()
         key = (tenant_id, customer, meter)
+        at = attributed_ms(now, start_ms, end_ms)
+        lo, hi = minute_range(start_ms, end_ms)
         with self._lock:
             m = self._series[key]
             _expire(m, now)
-            used = self._usage(key, Aggregation.SUM, start_ms, end_ms)
-            lo, hi = floor_to(start_ms, HOUR_MS), floor_to(end_ms, HOUR_MS)
             pending = sum(p.amount for p in m.pending.values() if lo <= p.at_ms < hi)
+            if not self._ready or self._flag is not None:
+                raise ViewNotReady(pending)
+            used = self._usage(key, Aggregation.SUM, start_ms, end_ms)
             if event_id in m.pending or event_id in m.counted:
-                return Reservation(True, used + pending, pending)
+                return Reservation(True, used + pending, pending, at)
             granted = limit is None or used + pending + amount <= limit
             if granted:
-                m.pending[event_id] = _Pending(amount, now, now + ttl_s * 1000)
-            return Reservation(granted, used + pending, pending)
+                m.pending[event_id] = _Pending(amount, at, now + ttl_s * 1000)
+            return Reservation(granted, used + pending, pending, at)
 
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:
         with self._lock:

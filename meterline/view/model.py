@@ -1,12 +1,20 @@
 """The real-time usage view: its value types, its interface, and the time arithmetic it shares.
 
 The view answers two questions on the apps' request path, both from Redis in production:
-period-to-date usage of a (tenant, customer, meter) at hour resolution, and usage in the last N
-minutes at minute resolution. It also holds pending reservations, so an entitlement check can
-grant usage that the pipeline has not counted yet without ever granting past a limit.
+usage of a (tenant, customer, meter) over a period, and usage in the last N minutes, both at
+minute resolution. It also holds pending reservations, so an entitlement check can grant usage
+that the pipeline has not counted yet without ever granting past a limit.
 
 The view is derived state. Every number in it comes from the Postgres rollups, either as a
 batch's delta applied after the batch's commit or by a rebuild from the rollups.
+
+The period rule, shared by every reader of usage (`minute_range`): events are counted by the
+minute that holds them (the rollups' bucket), and a period [start, end) counts the minutes from
+the one holding `start` up to, not including, the one holding `end`. A boundary inside a minute
+is thereby moved down to that minute's start, so consecutive periods tile time exactly. Usage
+reserved at `now` is attributed to `now` clamped into those minutes (`attributed_ms`), and the
+event that carries it must be published with that timestamp: it is then counted in the period
+it was checked against, even in the last seconds of a period that ends inside a minute.
 """
 
 from __future__ import annotations
@@ -15,8 +23,11 @@ import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Protocol
 
 from meterline.catalog.model import Aggregation
+from meterline.errors import Unavailable
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -54,11 +65,37 @@ class ReservationKey:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """The answer of `reserve`: `used` counts usage plus pending reservations, before this one."""
+    """The answer of `reserve`: `used` counts usage plus pending reservations, before this one;
+    `at_ms` is the instant the reserved usage is attributed to (see `attributed_ms`)."""
 
     granted: bool
     used: float
     pending: float
+    at_ms: int
+
+
+class ViewNotReady(Unavailable):
+    """The view is empty (flushed, restarted) or being rebuilt: it cannot decide a limit now.
+    `pending` is the period's pending reservations, which survive both."""
+
+    def __init__(
+        self, pending: float = 0.0, why: str = "the usage view is empty or being rebuilt"
+    ) -> None:
+        super().__init__(f"{why}; retry shortly", 1)
+        self.pending = pending
+
+
+Ranges = Sequence[tuple[int, int]]
+
+
+class Archive(Protocol):
+    """Settled usage read from the system of record (`meterline.usage.UsageStore`)."""
+
+    def fold_ranges(
+        self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, ranges: Ranges
+    ) -> tuple[float, int] | None:
+        """(value, latest_ms) folded over the minute buckets inside any of the half-open
+        [lo, hi) ranges (epoch ms, minute-aligned); `None` when there is none."""
 
 
 class UsageView(abc.ABC):
@@ -85,7 +122,7 @@ class UsageView(abc.ABC):
         start_ms: int,
         end_ms: int,
     ) -> float:
-        """The meter's value over [start, end), both rounded down to the hour; 0 without usage."""
+        """The meter's value over the minutes of [start, end) (`minute_range`); 0 without usage."""
 
     @abc.abstractmethod
     def recent(
@@ -112,10 +149,15 @@ class UsageView(abc.ABC):
         end_ms: int,
         ttl_s: int,
     ) -> Reservation:
-        """Atomically: used = usage over the period + pending reservations made in it; grant iff
-        `used + amount <= limit` (`None` is unlimited) and, when granted, hold `amount` pending
-        under `event_id` until the event is counted, released, or `ttl_s` passes. Reserving an
-        `event_id` that is already pending (or already counted) grants again and adds nothing."""
+        """Atomically: used = usage over the period's minutes + pending reservations attributed
+        to them; grant iff `used + amount <= limit` (`None` is unlimited) and, when granted,
+        hold `amount` pending under `event_id`, attributed to `attributed_ms(now)`, until the
+        event is counted, released, or `ttl_s` passes. Reserving an `event_id` that is already
+        pending (or already counted) grants again and adds nothing.
+
+        Raises `ViewNotReady` (503) when the view is empty or rebuilding: the check of
+        readiness is part of the same atomic step, so no grant is ever made against a partial
+        view."""
 
     @abc.abstractmethod
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:
@@ -137,29 +179,51 @@ def next_month(ms: int) -> int:
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
 
 
+def minute_range(start_ms: int, end_ms: int) -> tuple[int, int]:
+    """The minutes a period [start, end) counts: [minute of start, minute of end)."""
+    return floor_to(start_ms, MINUTE_MS), floor_to(end_ms, MINUTE_MS)
+
+
+def attributed_ms(now_ms: int, start_ms: int, end_ms: int) -> int:
+    """The instant usage reserved at `now` counts at: `now` clamped into the period's minutes."""
+    lo, hi = minute_range(start_ms, end_ms)
+    return max(lo, min(now_ms, hi - 1))
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
-    """A piece of a period stored as one number: a whole month, a whole day, or one hour."""
+    """A piece of a period stored as one number: a whole month, day, hour, or one minute."""
 
-    kind: str  # "month" | "day" | "hour"
+    kind: str  # "month" | "day" | "hour" | "minute"
     start_ms: int
 
+    @property
+    def end_ms(self) -> int:
+        if self.kind == "month":
+            return next_month(self.start_ms)
+        return self.start_ms + {"day": DAY_MS, "hour": HOUR_MS}.get(self.kind, MINUTE_MS)
 
-def cover(start_ms: int, end_ms: int) -> list[Span]:
-    """The fewest month, day and hour spans that tile [start, end) after rounding to the hour."""
-    cur, end = floor_to(start_ms, HOUR_MS), floor_to(end_ms, HOUR_MS)
+
+def cover(start_ms: int, end_ms: int) -> tuple[Span, ...]:
+    """The fewest month, day, hour and minute spans that tile the minutes of [start, end)."""
+    return _cover(*minute_range(start_ms, end_ms))
+
+
+@lru_cache(maxsize=4096)
+def _cover(cur: int, end: int) -> tuple[Span, ...]:
     spans: list[Span] = []
     while cur < end:
         if cur == month_start(cur) and next_month(cur) <= end:
-            spans.append(Span("month", cur))
-            cur = next_month(cur)
+            span = Span("month", cur)
         elif cur % DAY_MS == 0 and cur + DAY_MS <= end:
-            spans.append(Span("day", cur))
-            cur += DAY_MS
+            span = Span("day", cur)
+        elif cur % HOUR_MS == 0 and cur + HOUR_MS <= end:
+            span = Span("hour", cur)
         else:
-            spans.append(Span("hour", cur))
-            cur += HOUR_MS
-    return spans
+            span = Span("minute", cur)
+        spans.append(span)
+        cur = span.end_ms
+    return tuple(spans)
 
 
 def fold(aggregation: Aggregation, values: Iterable[tuple[float, int]]) -> float:

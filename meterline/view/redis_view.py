@@ -3,14 +3,20 @@
 A batch's deltas go in one script call, however many customers it touches: one round trip per
 batch, with the deltas packed into one JSON argument (redis-py encodes each argument separately,
 which cost more than the script itself at thousands of arguments per batch). Reads of a period
-fetch at most one field per month, day or hour of the period (`meterline.view.model.cover`), so
-a calendar month is one field and any period a few dozen.
-Reservations are for additive meters (sum, count): their usage is summed.
+fetch at most one field per month, day, hour or edge minute of the period
+(`meterline.view.model.cover`), so a calendar month is one field and any period a few hundred.
+
+Parts of a period older than the view's keys (`keys.Horizon`: months of a yearly period, the
+first minutes of a period that started days ago) come from the archive (Postgres rollups), read
+once and cached in process with the series' epoch; the script folds them in only while the
+epoch is unchanged, and every late delta into those parts moves the epoch. Reservations are for
+additive meters (sum, count): their usage is summed.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -21,22 +27,26 @@ from meterline.catalog.model import Aggregation
 from meterline.clock import Clock, SystemClock
 from meterline.view import scripts
 from meterline.view.keys import (
+    Horizon,
     KeyLayout,
     day_field,
     hour_field,
     minute_expiry_s,
     month_expiry_s,
     parse_reservation_key,
-    span_field,
+    period_layout,
 )
 from meterline.view.model import (
     DAY_MS,
     MINUTE_MS,
+    Archive,
     Delta,
     Reservation,
     ReservationKey,
-    cover,
+    ViewNotReady,
+    attributed_ms,
     floor_to,
+    minute_range,
 )
 from meterline.view.sync import ApplyOutcome, Gate, SyncedView
 
@@ -46,13 +56,18 @@ AGG_CODE = {
     Aggregation.MAX: "m",
     Aggregation.LATEST: "l",
 }
+ARCHIVE_CACHE_S = 600.0
+_ATTEMPTS = 3
+Archived = tuple[str, str, str]  # (epoch, value, latest_ms) as the scripts read them
 
 
 class RedisUsageView(SyncedView):
     """The view in Redis under key prefix `prefix` (see `meterline.view.keys` for the layout).
 
-    `client` is a redis-py client from `meterline.redis.connect`. Raises `redis.RedisError` when
-    Redis does not answer; callers that must not lose work retry.
+    `client` is a redis-py client from `meterline.redis.connect`; `archive` answers the parts
+    of a period older than the view's keys (a `meterline.usage.UsageStore`); without one, reads
+    that need it raise `ViewNotReady`. Raises `redis.RedisError` when Redis does not answer;
+    callers that must not lose work retry.
     """
 
     def __init__(
@@ -64,8 +79,11 @@ class RedisUsageView(SyncedView):
         month_grace_days: int = 40,
         minute_grace_days: int = 2,
         counted_ttl_s: int = 3600,
+        archive: Archive | None = None,
     ) -> None:
         self._r = client
+        self._archive = archive
+        self._archived: dict[tuple[Any, ...], tuple[float, Archived]] = {}
         self._keys = KeyLayout(prefix)
         self._clock = clock or SystemClock()
         self._month_grace = month_grace_days
@@ -93,7 +111,8 @@ class RedisUsageView(SyncedView):
         self, head: list[str], deltas: Sequence[Delta], counted: Sequence[ReservationKey]
     ) -> str:
         now = self._clock.now_ms()
-        packed = orjson.dumps([self._delta_args(d, now) for d in deltas])
+        settled = self._horizon(now).minutes_ms
+        packed = orjson.dumps([self._delta_args(d, now, settled) for d in deltas])
         argv: list[Any] = [*head, len(deltas), len(counted), now, self._counted_ttl_ms, packed]
         for r in counted:
             argv.extend((self._keys.reservations(r.tenant_id, r.customer, r.meter), r.event_id))
@@ -101,9 +120,10 @@ class RedisUsageView(SyncedView):
         out = self._apply(keys=keys, args=argv)
         return out.decode() if isinstance(out, bytes) else str(out)
 
-    def _delta_args(self, d: Delta, now_ms: int) -> list[str]:
+    def _delta_args(self, d: Delta, now_ms: int, settled_before: int) -> list[str]:
         """One delta as the APPLY script reads it (see `scripts.APPLY`); all strings, so Lua
-        sees exactly the text Redis stores (a JSON number would become a Lua double)."""
+        sees exactly the text Redis stores (a JSON number would become a Lua double). A delta
+        before `settled_before` falls where readers use the archive: it moves the epoch."""
         series = self._keys.series(d.tenant_id, d.customer, d.meter)
         zkey, mkey = self._keys.minute_keys(series, d.minute_ms)
         minute_exp = minute_expiry_s(d.minute_ms, self._minute_grace)
@@ -119,7 +139,11 @@ class RedisUsageView(SyncedView):
             str(d.latest_ms),
             str(month_expiry_s(d.minute_ms, self._month_grace)),
             str(minute_exp) if minute_exp * 1000 > now_ms else "0",
+            self._keys.epoch_key(series) if d.minute_ms < settled_before else "",
         ]
+
+    def _horizon(self, now_ms: int) -> Horizon:
+        return Horizon.at(now_ms, self._month_grace, self._minute_grace)
 
     def usage(
         self,
@@ -130,22 +154,58 @@ class RedisUsageView(SyncedView):
         start_ms: int,
         end_ms: int,
     ) -> float:
-        spec = self._period_spec(tenant_id, customer, meter, start_ms, end_ms)
-        return float(self._usage(args=[AGG_CODE[aggregation], *spec]))
+        series = (tenant_id, customer, meter)
+        spec, ranges = self._period_plan(series, start_ms, end_ms)
+        epoch_key = self._keys.epoch_key(self._keys.series(*series))
+        for _ in range(_ATTEMPTS):
+            epoch, base, base_ts = self._archive_part(series, aggregation, ranges)
+            args = [AGG_CODE[aggregation], epoch, base, base_ts, *spec]
+            out = self._usage(keys=[epoch_key], args=args)
+            if not isinstance(out, list):
+                return float(out)
+            self._forget(series, aggregation, ranges)
+        raise ViewNotReady(why="late events keep arriving in this period's archived part")
 
-    def _period_spec(
-        self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> list[Any]:
-        series = self._keys.series(tenant_id, customer, meter)
-        by_key: dict[str, list[str]] = {}
-        for span in cover(start_ms, end_ms):
-            by_key.setdefault(self._keys.month_key(series, span.start_ms), []).append(
-                span_field(span)
-            )
-        spec: list[Any] = [len(by_key)]
-        for key, fields in by_key.items():
-            spec.extend((key, len(fields), *fields))
-        return spec
+    def _period_plan(
+        self, series: tuple[int, str, str], start_ms: int, end_ms: int
+    ) -> tuple[list[Any], list[tuple[int, int]]]:
+        """The script's usage spec of the spans the view holds, and the minute ranges of the
+        spans it no longer holds, to be read from the archive (`keys.period_layout`)."""
+        name = self._keys.series(*series)
+        horizon = self._horizon(self._clock.now_ms())
+        fields, ranges = period_layout(start_ms, end_ms, horizon)
+        spec: list[Any] = [len(fields)]
+        for suffix, names in fields:
+            spec.extend((name + suffix, len(names), *names))
+        return spec, list(ranges)
+
+    def _archive_part(
+        self, series: tuple[int, str, str], aggregation: Aggregation, ranges: list[tuple[int, int]]
+    ) -> Archived:
+        """(epoch, value, latest_ms) of the archived ranges; cached, since only a late event
+        changes them and it moves the epoch the script checks. The epoch is read before the
+        archive: a delta committed after that read moves it, so the script refuses the pair."""
+        if not ranges:
+            return "", "", ""
+        cache_key = (*series, aggregation, tuple(ranges))
+        hit = self._archived.get(cache_key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        if self._archive is None:
+            raise ViewNotReady(why="this period reaches past the view's keys and no archive is set")
+        raw = self._r.get(self._keys.epoch_key(self._keys.series(*series)))
+        epoch = "0" if raw is None else _text(raw)
+        found = self._archive.fold_ranges(*series, aggregation, ranges)
+        part = (epoch, "", "") if found is None else (epoch, repr(found[0]), str(found[1]))
+        if len(self._archived) > 100_000:
+            self._archived.clear()
+        self._archived[cache_key] = (time.monotonic() + ARCHIVE_CACHE_S, part)
+        return part
+
+    def _forget(
+        self, series: tuple[int, str, str], aggregation: Aggregation, ranges: list[tuple[int, int]]
+    ) -> None:
+        self._archived.pop((*series, aggregation, tuple(ranges)), None)
 
     def recent(
         self,
@@ -178,14 +238,25 @@ class RedisUsageView(SyncedView):
         end_ms: int,
         ttl_s: int,
     ) -> Reservation:
-        rkey = self._keys.reservations(tenant_id, customer, meter)
-        spec = self._period_spec(tenant_id, customer, meter, start_ms, end_ms)
-        lo, hi = floor_to(start_ms, 3_600_000), floor_to(end_ms, 3_600_000)
+        series = (tenant_id, customer, meter)
+        rkey = self._keys.reservations(*series)
+        keys = [rkey, rkey + ":c", self._keys.ready, self._keys.rebuild]
+        keys.append(self._keys.epoch_key(self._keys.series(*series)))
+        spec, ranges = self._period_plan(series, start_ms, end_ms)
+        lo, hi = minute_range(start_ms, end_ms)
         limit_arg = "" if limit is None else repr(float(limit))
         now = self._clock.now_ms()
-        args = [event_id, repr(float(amount)), limit_arg, now, ttl_s * 1000, lo, hi, *spec]
-        granted, used, pending = self._reserve(keys=[rkey, rkey + ":c"], args=args)
-        return Reservation(bool(int(granted)), float(used), float(pending))
+        at = attributed_ms(now, start_ms, end_ms)
+        head: list[Any] = [event_id, repr(float(amount)), limit_arg, now, ttl_s * 1000, lo, hi, at]
+        for _ in range(_ATTEMPTS):
+            epoch, base, _ts = self._archive_part(series, Aggregation.SUM, ranges)
+            code, used, pending = self._reserve(keys=keys, args=[*head, epoch, base, *spec])
+            if int(code) == -1:
+                raise ViewNotReady(float(pending))
+            if int(code) >= 0:
+                return Reservation(int(code) == 1, float(used), float(pending), at)
+            self._forget(series, Aggregation.SUM, ranges)
+        raise ViewNotReady(why="late events keep arriving in this period's archived part")
 
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:
         self._r.hdel(self._keys.reservations(tenant_id, customer, meter), event_id)

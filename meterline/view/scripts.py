@@ -27,10 +27,14 @@ local function merge_field(key, f, agg, v, vs, ts, tss)
   end
 end
 
--- Read fields of hashes and fold them; spec starts at args[i]: n_keys, then per key
--- (key, n_fields, fields...). Returns the folded value.
-local function read_usage(agg, args, i)
-  local total, best, best_ts, seen = 0, nil, nil, false
+-- Read fields of hashes and fold them, starting from an archived (value, latest_ms) when
+-- `base_v` is not ''; spec starts at args[i]: n_keys, then per key (key, n_fields, fields...).
+-- Returns the folded value.
+local function read_usage(agg, args, i, base_v, base_ts)
+  local total, best_ts, seen = 0, nil, false
+  if base_v and base_v ~= '' then
+    total, best_ts, seen = tonumber(base_v), tonumber(base_ts), true
+  end
   local nkeys = tonumber(args[i]); i = i + 1
   for _ = 1, nkeys do
     local key, nf = args[i], tonumber(args[i + 1]); i = i + 2
@@ -50,7 +54,7 @@ local function read_usage(agg, args, i)
           elseif agg == 'm' then if not seen or v > total then total = v end
           else
             local ts = tonumber(vals[j + 1]) or 0
-            if not seen or ts > best_ts or (ts == best_ts and v > total) then
+            if not seen or ts > (best_ts or 0) or (ts == best_ts and v > total) then
               total, best_ts = v, ts
             end
           end
@@ -61,6 +65,11 @@ local function read_usage(agg, args, i)
   end
   return total, i
 end
+
+-- The series' settled epoch, as readers compare it ('0' when there is none).
+local function epoch_of(key)
+  return redis.call('GET', key) or '0'
+end
 """
 
 # KEYS: ready marker, rebuild flag, watermark hash.
@@ -68,7 +77,7 @@ end
 #   previous offset ('' = none), next offset, n_deltas, n_reservations, now_ms, counted_ttl_ms,
 #   the deltas as one JSON array of arrays of 11 strings: agg, month key, day field, hour field,
 #   zset key, minute hash key, minute_ms, value, latest_ms, month expire-at (s), minute
-#   expire-at (s, '0' = skip),
+#   expire-at (s, '0' = skip), epoch key to move forward ('' = the minute is within the horizon),
 #   then 2 per counted reservation: reservation key, event id.
 # Returns 'applied' | 'skipped' | 'rebuilding' | 'empty' | 'gap'.
 APPLY = (
@@ -91,6 +100,7 @@ if mode == 'gated' then
     redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
   end
 end
+local epoch_ttl = 400 * 86400000
 local expired = {}
 local function expire_at(key, at)
   if not expired[key] then redis.call('EXPIREAT', key, at); expired[key] = true end
@@ -110,6 +120,11 @@ if outcome == 'applied' and nd > 0 then
       expire_at(d[5], d[11])
       expire_at(d[6], d[11])
     end
+    if d[12] ~= '' and not expired[d[12]] then
+      local e = math.max(tonumber(epoch_of(d[12])) + 1, now)
+      redis.call('SET', d[12], num(e), 'PX', epoch_ttl)
+      expired[d[12]] = true
+    end
   end
 end
 local r = 10
@@ -123,24 +138,29 @@ return outcome
 """
 )
 
-# ARGV: agg, then the usage spec (see read_usage). Returns the value as a string.
+# KEYS: epoch key. ARGV: agg, expected epoch ('' = no archived part), archived value ('' =
+#   none), its latest_ms, then the usage spec (see read_usage).
+# Returns the value as a string, or {'stale'} when the epoch moved (read the archive again).
 USAGE = (
     _COMMON
     + r"""
-local v = read_usage(ARGV[1], ARGV, 2)
+if ARGV[2] ~= '' and epoch_of(KEYS[1]) ~= ARGV[2] then return {'stale'} end
+local v = read_usage(ARGV[1], ARGV, 5, ARGV[3], ARGV[4])
 return num(v)
 """
 )
 
-# KEYS: pending hash, counted zset. ARGV: event id, amount, limit ('' = none), now_ms, ttl_ms,
-#   period start_ms, period end_ms, then the usage spec of the period (summed).
-# Returns {granted 0|1, used (usage + pending) as string, pending as string}.
+# KEYS: pending hash, counted zset, ready marker, rebuild flag, epoch key.
+# ARGV: event id, amount, limit ('' = none), now_ms, ttl_ms, the period's minutes lo and hi
+#   (ms), the instant to attribute the reservation to, expected epoch ('' = no archived part),
+#   archived usage ('' = none), then the usage spec of the period (summed).
+# Returns {code, used (usage + pending) as string, pending as string}; code 1 granted,
+#   0 refused, -1 not ready (empty or rebuilding), -2 stale archived usage (read it again).
 RESERVE = (
     _COMMON
     + r"""
 local id, amount, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now, ttl, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local used = read_usage('s', ARGV, 8)
 local pending, exists = 0, false
 local all = redis.call('HGETALL', KEYS[1])
 for j = 1, #all, 2 do
@@ -153,6 +173,11 @@ for j = 1, #all, 2 do
     if t >= lo and t < hi then pending = pending + tonumber(a) end
   end
 end
+if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[4]) == 1 then
+  return {-1, '0', num(pending)}
+end
+if ARGV[9] ~= '' and epoch_of(KEYS[5]) ~= ARGV[9] then return {-2, '0', '0'} end
+local used = read_usage('s', ARGV, 11, ARGV[10], '0')
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if exists or redis.call('ZSCORE', KEYS[2], id) then
   return {1, num(used + pending), num(pending)}
@@ -160,7 +185,7 @@ end
 if limit and used + pending + amount > limit then
   return {0, num(used + pending), num(pending)}
 end
-redis.call('HSET', KEYS[1], id, ARGV[2] .. '|' .. ARGV[4] .. '|' .. num(now + ttl))
+redis.call('HSET', KEYS[1], id, ARGV[2] .. '|' .. ARGV[8] .. '|' .. num(now + ttl))
 local left = redis.call('PTTL', KEYS[1])
 if left < ttl * 2 then redis.call('PEXPIRE', KEYS[1], ttl * 2) end
 return {1, num(used + pending), num(pending)}
@@ -182,7 +207,7 @@ for k = 1, #KEYS, 2 do
   n = n + 1
 end
 table.insert(spec, 1, tostring(n))
-local v = read_usage(agg, spec, 1)
+local v = read_usage(agg, spec, 1, '', '')
 return num(v)
 """
 )

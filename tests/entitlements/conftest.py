@@ -22,9 +22,11 @@ from entitlements_api.wiring import Dependencies, build
 from meterline.catalog import Catalog
 from meterline.clock import from_ms
 from meterline.postgres import open_pool
+from meterline.redis import connect as redis_connect
 from meterline.settings import load_settings
 from meterline.stripe import CatalogSync, PostgresStripeObjectRepository, apply_and_sync
 from meterline.tenants import PostgresTenantRepository
+from meterline.view import RedisUsageView
 from tests.entitlements.catalogs import example_catalog
 from tests.fixtures.stripe import StripeEmulatorHandle
 
@@ -149,6 +151,15 @@ def api_env(service_env: dict[str, str], stripe_emulator: StripeEmulatorHandle) 
     }
 
 
+def mark_view_ready(env: dict[str, str]) -> None:
+    """The view of an empty database is exact once marked ready, as the aggregator's rebuild
+    marks it in a running stack; until then RESERVE refuses every consume (503)."""
+    redis_settings = load_settings(env).redis
+    view = RedisUsageView(redis_connect(redis_settings.url), redis_settings.key_prefix)
+    token = view.begin_rebuild(30)
+    assert token is not None and view.finish_rebuild(token, {})
+
+
 def serve_api(
     env: dict[str, str],
     stripe: StripeEmulatorHandle,
@@ -159,6 +170,7 @@ def serve_api(
     clock = OffsetClock()
     settings = EntitlementsSettings(**{"decision_cache_ttl": 0.0, **own})
     deps = build(load_settings(env), settings, clock)
+    mark_view_ready(env)
     with ServerThread(create_server(deps)) as url:
         yield Api(url, deps, clock, tenant_id, keys, stripe, env)
 

@@ -92,3 +92,33 @@ def test_bad_input_is_a_validation_error(store: tuple[UsageStore, Add]) -> None:
         s.series(1, "a", "calls", Aggregation.SUM, T, T + timedelta(days=1), "week")
     with pytest.raises(ValidationFailed):
         s.series(1, "a", "calls", Aggregation.SUM, T, T + timedelta(days=365), "minute")
+
+
+def test_period_value_counts_the_minutes_from_the_start_s_to_the_end_s(
+    store: tuple[UsageStore, Add],
+) -> None:
+    """The rule every reader shares: a boundary inside a minute moves to that minute's start."""
+    s, add = store
+    start, end = (
+        T + timedelta(minutes=12, seconds=30),
+        T + timedelta(days=30, minutes=12, seconds=30),
+    )
+    add("a", "calls", T + timedelta(minutes=11), 100, 1, T)
+    add("a", "calls", T + timedelta(minutes=12), 2, 1, T)
+    add("a", "calls", T + timedelta(days=30, minutes=11), 3, 1, T)
+    add("a", "calls", T + timedelta(days=30, minutes=12), 400, 1, T)
+    assert s.period_value(1, "a", "calls", Aggregation.SUM, to_ms(start), to_ms(end)) == 5
+    assert s.period_value(1, "b", "calls", Aggregation.SUM, to_ms(start), to_ms(end)) == 0
+
+
+def test_fold_ranges_over_several_ranges(store: tuple[UsageStore, Add]) -> None:
+    s, add = store
+    for minute, value in ((0, 5), (1, 7), (3, 1), (10, 2)):
+        stamp = T + timedelta(minutes=minute, seconds=minute)
+        add("a", "seats", T + timedelta(minutes=minute), value, 1, stamp)
+    ms = lambda m: to_ms(T + timedelta(minutes=m))  # noqa: E731
+    ranges = [(ms(0), ms(2)), (ms(10), ms(11))]
+    assert s.fold_ranges(1, "a", "seats", Aggregation.LATEST, ranges) == (2, ms(10) + 10_000)
+    assert s.fold_ranges(1, "a", "seats", Aggregation.MAX, ranges) == (7, ms(10) + 10_000)
+    assert s.fold_ranges(1, "a", "seats", Aggregation.SUM, ranges) == (14, ms(10) + 10_000)
+    assert s.fold_ranges(1, "a", "seats", Aggregation.SUM, [(ms(4), ms(10))]) is None

@@ -2,60 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterline.catalog.model import Aggregation
-from meterline.clock import FakeClock, to_ms
+from meterline.clock import FakeClock, from_ms, to_ms
+from meterline.entitlements.periods import add_months
 from meterline.view import (
     ApplyOutcome,
     Delta,
     Gate,
-    MemoryUsageView,
-    RedisUsageView,
     ReservationKey,
     SyncedView,
+    ViewNotReady,
 )
 from meterline.view.model import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, fold, merge
-
-# Redis expires keys by the real clock, so the test's times stay near now.
-T0 = floor_to(to_ms(datetime.now(UTC)), HOUR_MS) - 2 * HOUR_MS
-ViewFactory = Callable[[], SyncedView]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_view(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[ViewFactory]:
-    if request.param == "memory":
-        yield lambda: MemoryUsageView(clock=clock)
-        return
-    url = request.getfixturevalue("redis_url")
-    client = redis.Redis.from_url(url)
-
-    def fresh() -> SyncedView:
-        client.flushdb()
-        view = RedisUsageView(client, f"t{uuid.uuid4().hex[:6]}", clock=clock)
-        token = view.begin_rebuild(30)
-        assert token is not None and view.finish_rebuild(token, {})
-        return view
-
-    yield fresh
-    client.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0 + 30 * MINUTE_MS)
-
-
-@pytest.fixture
-def view(make_view: ViewFactory) -> SyncedView:
-    return make_view()
+from tests.view.support import T0, Rig, RigFactory
 
 
 def delta(minute_ms: int, value: float, agg: Aggregation = Aggregation.SUM, **kw: object) -> Delta:
@@ -71,7 +34,9 @@ def test_sum_over_hours_days_and_months(view: SyncedView) -> None:
     assert u(T0, T0 + HOUR_MS) == 2
     assert u(T0, T0 + 3 * HOUR_MS) == 5
     assert u(T0 - 40 * DAY_MS, T0 + 40 * DAY_MS) == 10
-    assert u(T0 + 59 * MINUTE_MS, T0 + 61 * MINUTE_MS) == 2  # rounded down to the hour
+    assert u(T0 + 59 * MINUTE_MS, T0 + 61 * MINUTE_MS) == 0
+    assert u(T0 + 59_999, T0 + 61 * MINUTE_MS) == 2  # a boundary inside a minute: its start
+    assert u(T0 - 2 * MINUTE_MS, T0 + 59_999) == 0
     assert u(T0 + HOUR_MS, T0 + 2 * HOUR_MS) == 0
     assert view.usage(1, "c2", "m", Aggregation.SUM, T0, T0 + DAY_MS) == 0
 
@@ -173,6 +138,7 @@ def test_rebuild_cycle(view: SyncedView) -> None:
 
 
 minutes = st.integers(0, 60 * 24 * 45).map(lambda m: T0 - 20 * DAY_MS + m * MINUTE_MS)
+instants = st.integers(0, 86_400 * 45).map(lambda s: T0 - 20 * DAY_MS + s * 1000)
 deltas_st = st.lists(
     st.tuples(minutes, st.integers(0, 1000), st.integers(0, 59_999)), min_size=1, max_size=25
 )
@@ -182,16 +148,104 @@ deltas_st = st.lists(
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(items=deltas_st, a=minutes, b=minutes)
-def test_usage_matches_a_fold_of_hour_buckets(
-    make_view: ViewFactory, agg: Aggregation, items: list[tuple[int, int, int]], a: int, b: int
+@given(items=deltas_st, a=instants, b=instants)
+def test_usage_matches_a_fold_of_minute_buckets(
+    make_rig: RigFactory, agg: Aggregation, items: list[tuple[int, int, int]], a: int, b: int
 ) -> None:
-    view = make_view()
+    rig = make_rig()
     ds = [delta(m, float(v), agg, latest_ms=m + off) for m, v, off in items]
-    view.apply(ds, [])
-    lo, hi = floor_to(min(a, b), HOUR_MS), floor_to(max(a, b), HOUR_MS)
+    rig.record(ds)
+    lo, hi = min(a, b) // MINUTE_MS * MINUTE_MS, max(a, b) // MINUTE_MS * MINUTE_MS
     buckets: dict[int, tuple[float, int]] = {}
     for d in ds:
         buckets[d.minute_ms] = merge(agg, buckets.get(d.minute_ms), (d.value, d.latest_ms))
     expected = fold(agg, (v for m, v in buckets.items() if lo <= m < hi))
-    assert view.usage(1, "c1", "m", agg, min(a, b), max(a, b)) == pytest.approx(expected)
+    assert rig.view.usage(1, "c1", "m", agg, min(a, b), max(a, b)) == pytest.approx(expected)
+
+
+def _month_later(ms: int, months: int = 1) -> int:
+    return to_ms(add_months(from_ms(ms), months))
+
+
+def _consume(rig: Rig, event_id: str, limit: float, start: int, end: int) -> bool:
+    """Reserve one unit and, when granted, count its event at the instant it was given."""
+    r = rig.view.reserve(1, "c1", "m", event_id, 1, limit, start, end, 3600)
+    if r.granted:
+        counted = [ReservationKey(1, "c1", "m", event_id)]
+        rig.record([delta(floor_to(r.at_ms, MINUTE_MS), 1, latest_ms=r.at_ms)], counted)
+    return r.granted
+
+
+def test_a_ragged_period_counts_its_first_and_last_partial_hours(
+    rig: Rig, clock: FakeClock
+) -> None:
+    """A billing period from 05:12:30 to 05:12:30 a month later, as Stripe starts them."""
+    start = T0 + 3 * HOUR_MS + 12 * MINUTE_MS + 30_000
+    end = _month_later(start)
+    clock._ms = start + 5 * MINUTE_MS
+    assert _consume(rig, "e1", 3, start, end) and _consume(rig, "e2", 3, start, end)
+    clock._ms = end - 10 * MINUTE_MS
+    assert rig.view.usage(1, "c1", "m", Aggregation.SUM, start, end) == 2
+    assert rig.view.reserve(1, "c1", "m", "e3", 1, 3, start, end, 3600).granted
+    assert not rig.view.reserve(1, "c1", "m", "e4", 1, 3, start, end, 3600).granted
+    clock._ms = end - 10_000
+    last = rig.view.reserve(1, "c1", "m", "e5", 1, 3, start, end, 3600)
+    assert not last.granted and last.used == 3
+    clock._ms = end + 5_000
+    nxt = rig.view.reserve(1, "c1", "m", "e6", 1, 3, end, _month_later(end), 3600)
+    assert nxt.granted and nxt.used == 0
+
+
+def test_the_minute_holding_a_boundary_belongs_to_the_later_period(
+    rig: Rig, clock: FakeClock
+) -> None:
+    start = T0 + 3 * HOUR_MS + 12 * MINUTE_MS + 30_000
+    end = _month_later(start)
+    clock._ms = end - 10_000
+    granted = rig.view.reserve(1, "c1", "m", "e1", 1, 1, start, end, 3600)
+    assert granted.granted and granted.at_ms == floor_to(end, MINUTE_MS) - 1
+    rig.record([delta(floor_to(end, MINUTE_MS), 7)])
+    assert rig.view.usage(1, "c1", "m", Aggregation.SUM, start, end) == 0
+    assert rig.view.usage(1, "c1", "m", Aggregation.SUM, end, _month_later(end)) == 7
+    clock._ms = end + 1_000
+    later = rig.view.reserve(1, "c1", "m", "e2", 1, 10, end, _month_later(end), 3600)
+    assert later.used == 7 and later.at_ms == end + 1_000
+
+
+def test_a_yearly_period_counts_its_first_months(rig: Rig, clock: FakeClock) -> None:
+    now = clock.now_ms()
+    start = _month_later(now, -11) - 3 * DAY_MS + 17 * MINUTE_MS + 45_000
+    end = _month_later(start, 12)
+    first_minute = floor_to(start, MINUTE_MS)
+    rig.record([delta(first_minute - MINUTE_MS, 100), delta(first_minute, 2)])
+    rig.record([delta(start + DAY_MS, 5), delta(_month_later(start, 4), 1)])
+    rig.record([delta(floor_to(now, MINUTE_MS), 1)])
+    assert rig.view.usage(1, "c1", "m", Aggregation.SUM, start, end) == 9
+    assert not rig.view.reserve(1, "c1", "m", "e1", 2, 10, start, end, 3600).granted
+    assert rig.view.reserve(1, "c1", "m", "e2", 1, 10, start, end, 3600).granted
+
+
+def test_a_late_event_in_an_archived_part_counts_at_once(rig: Rig, clock: FakeClock) -> None:
+    start = _month_later(clock.now_ms(), -1) + 7 * MINUTE_MS
+    end = _month_later(start)
+    rig.record([delta(floor_to(start, MINUTE_MS) + MINUTE_MS, 4)])
+    assert rig.view.reserve(1, "c1", "m", "e1", 1, 6, start, end, 3600).used == 4
+    rig.record([delta(floor_to(start, MINUTE_MS) + 2 * MINUTE_MS, 1)])
+    rig.record([delta(floor_to(start + 3 * DAY_MS, MINUTE_MS), 1)])
+    refused = rig.view.reserve(1, "c1", "m", "e2", 1, 6, start, end, 3600)
+    assert (refused.granted, refused.used) == (False, 7)
+
+
+def test_reserve_is_refused_while_the_view_is_not_ready(rig: Rig, clock: FakeClock) -> None:
+    args = (T0, T0 + DAY_MS, 60)
+    assert rig.view.reserve(1, "c1", "m", "e1", 1, 5, *args).granted
+    rig.flush()
+    with pytest.raises(ViewNotReady):
+        rig.view.reserve(1, "c1", "m", "e2", 1, 5, *args)
+    token = rig.view.begin_rebuild(30)
+    assert token is not None
+    with pytest.raises(ViewNotReady) as refused:
+        rig.view.reserve(1, "c1", "m", "e3", 1, None, *args)
+    assert refused.value.status == 503
+    assert rig.view.finish_rebuild(token, {})
+    assert rig.view.reserve(1, "c1", "m", "e4", 1, 5, *args).granted
