@@ -1,5 +1,5 @@
 """EventPublisher against the real broker: batched produce, who serves the delivery reports,
-batched wake-ups, refusals."""
+batched wake-ups, refusals, and a dead producer replaced (a broker restart: test_broker_restart)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from meterline.devstack.process import free_port
 from meterline.errors import TooManyRequests, Unavailable
 from meterline.events import UsageEvent
 from meterline.kafka.config import consumer_config
-from meterline.kafka.producer import THREAD_IDLE_S, EventPublisher, _AsyncDelivery, _refused
+from meterline.kafka.producer import (
+    STUCK_EPOCH_BUMPS,
+    THREAD_IDLE_S,
+    EventPublisher,
+    _AsyncDelivery,
+    _Generation,
+    _Progress,
+    _refused,
+)
 from tests.fixtures.services import Topics
 from tests.ingest.support import read_topic
 
@@ -104,15 +112,15 @@ def test_a_failing_callback_does_not_stop_the_reports(
     """An exception from a callback ends that poll round, on a loop serving async calls or on
     the thread serving blocking ones; the rounds after it still serve every report."""
     armed, raised = threading.Event(), threading.Event()
-    on_stats = EventPublisher._on_stats
+    on_stats = _Generation._on_stats
 
-    def flaky(self: EventPublisher, stats: str) -> None:
+    def flaky(self: _Generation, stats: str) -> None:
         if armed.is_set() and not raised.is_set():
             raised.set()
             raise RuntimeError("a failing statistics callback")
         on_stats(self, stats)
 
-    monkeypatch.setattr(EventPublisher, "_on_stats", flaky)  # bound when the producer is made
+    monkeypatch.setattr(_Generation, "_on_stats", flaky)  # bound when the producer is made
     publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
     assert publisher.wait_ready(10.0)
 
@@ -186,3 +194,57 @@ def test_not_ready_while_no_broker_answers() -> None:
     assert not publisher.wait_ready(1.0)
     assert not publisher.ready and not publisher.ping(0.5)
     assert publisher.close(0.5) == 0
+
+
+def _stats(pid: int, epoch: int, acked: int) -> dict[str, object]:
+    partitions = {"0": {"acked_msgid": acked}, "-1": {"acked_msgid": 0}}
+    return {
+        "eos": {"producer_id": pid, "producer_epoch": epoch},
+        "topics": {"t": {"partitions": partitions}},
+    }
+
+
+def test_a_producer_is_stuck_once_its_epoch_climbs_with_nothing_acknowledged() -> None:
+    """What a broker restarted without its state does to librdkafka (seen in its debug log:
+    UnknownProducerId, then a local epoch bump and a retry, every ~100 ms, forever)."""
+    progress = _Progress()
+    assert not progress.stuck(_stats(-1, -1, 0))  # no id yet
+    assert not progress.stuck(_stats(1, 0, 0))
+    assert not progress.stuck(_stats(1, 0, 9))
+    bumps = [progress.stuck(_stats(1, e, 9)) for e in range(1, STUCK_EPOCH_BUMPS + 1)]
+    assert bumps == [False] * (STUCK_EPOCH_BUMPS - 1) + [True]
+
+
+def test_bumps_with_acknowledgements_between_them_are_not_stuck() -> None:
+    progress = _Progress()
+    for epoch in range(3 * STUCK_EPOCH_BUMPS):
+        assert not progress.stuck(_stats(1, epoch, epoch))  # each bump, then delivered
+    assert not progress.stuck(_stats(2, 0, 40))  # a new id
+    assert not progress.stuck(_stats(2, STUCK_EPOCH_BUMPS - 1, 40))
+    assert progress.stuck(_stats(2, STUCK_EPOCH_BUMPS, 40))
+
+
+def test_a_fatal_error_replaces_the_producer_and_fails_its_calls_in_flight(
+    kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    """librdkafka's error callback reports a fatal error (called here as librdkafka would,
+    from a poll): the call in flight raises Unavailable at once, the next call is produced by
+    a new producer and lands."""
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage, **{"linger.ms": 3000})
+    assert publisher.wait_ready(10.0)
+    dead = publisher._gen
+
+    async def scenario() -> None:
+        doomed = asyncio.create_task(publisher.publish_async(_events("doomed", 3), 30.0))
+        await asyncio.sleep(0.1)  # produced, lingering in the producer's queue
+        dead._on_error(KafkaError(KafkaError._FATAL, "injected", fatal=True))
+        with pytest.raises(Unavailable, match="reset"):
+            await doomed
+        assert not publisher.ready or publisher._gen is not dead
+        await publisher.publish_async(_events("after", 4), 30.0)
+
+    asyncio.run(scenario())
+    assert publisher._gen is not dead and publisher.ready
+    assert publisher.close(5.0) == 0
+    got = {e.id for e in read_topic(kafka_bootstrap, kafka_topics.usage, 4)}
+    assert {e.id for e in _events("after", 4)} <= got
