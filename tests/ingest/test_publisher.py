@@ -248,3 +248,19 @@ def test_a_fatal_error_replaces_the_producer_and_fails_its_calls_in_flight(
     assert publisher.close(5.0) == 0
     got = {e.id for e in read_topic(kafka_bootstrap, kafka_topics.usage, 4)}
     assert {e.id for e in _events("after", 4)} <= got
+
+
+def test_a_produce_call_refused_as_fatal_replaces_the_producer(
+    kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    """librdkafka refuses `produce` on a producer in a fatal state (KafkaError._FATAL): that
+    request answers 503 and the next goes to a new producer; other refusals replace nothing."""
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    first = publisher._gen
+    other = publisher._produce_failed(first, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    assert "refused" in other.message and publisher._gen is first
+    fatal = publisher._produce_failed(first, KafkaError(KafkaError._FATAL, "fenced"))
+    assert "reset" in fatal.message and fatal.retry_after == 2
+    assert publisher._gen is not first and first.dead
+    publisher.publish(_events("renewed", 3), 10.0)
+    assert publisher.close(5.0) == 0
