@@ -12,8 +12,9 @@ It accepts only batches whose every event `validate_event` accepts, and writes t
 as `encode_event` would. For any other batch it returns None: a bad event, one that ingest
 refuses beyond `validate_event` (the reserved property, ingest/validation.py), and also a few
 valid ones it leaves to the slow path (text with a non-printable character, an integer past 64
-bits in properties, a body msgspec refuses). The caller then decodes with orjson and checks event by
-event, which names every problem. tests/ingest/test_fast_paths.py holds the two paths to that.
+bits in properties, a body msgspec refuses). The caller then decodes with orjson and checks
+event by event, which names every problem. tests/ingest/test_fast_paths.py holds the two paths
+to that.
 """
 
 from __future__ import annotations
