@@ -174,7 +174,7 @@ def _acked(stats: dict[str, Any]) -> int:
 class _Generation:
     """One librdkafka producer, and what its callbacks said of it: `ready` once the broker gave
     it an id, `dead` (the reason) once it can no longer deliver. Both are set while it is
-    polled; the publisher replaces a dead one."""
+    polled (`poll`); the publisher replaces a dead one."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.ready = threading.Event()
@@ -191,9 +191,22 @@ class _Generation:
         if self._progress.stuck(doc):
             self.dead = "stuck: the broker answers no produce request with this producer id"
 
+    def poll(self, timeout: float) -> None:
+        """Serve the producer's callbacks for up to `timeout` s. A fatal error marks it dead:
+        confluent-kafka raises it from `poll` (seen when a broker restarted under load:
+        UnknownProducerId for messages in flight, "unable to retry without risking
+        duplication"); exceptions from the callbacks propagate."""
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or not err.fatal():
+                raise
+            self._on_error(err)
+
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
-            self.dead = f"fatal error: {err}"
+            self.dead = self.dead or f"fatal error: {err}"
 
 
 class EventPublisher:
@@ -230,7 +243,7 @@ class EventPublisher:
                 continue
             gen = self._gen
             try:
-                gen.producer.poll(THREAD_IDLE_S)
+                gen.poll(THREAD_IDLE_S)
             except Exception:  # a callback raised: keep serving the others
                 log.exception("a Kafka callback failed")
             self._wake()
@@ -246,7 +259,7 @@ class EventPublisher:
                 if self._stop.is_set():
                     return
                 gen = self._gen
-                gen.producer.poll(0)
+                gen.poll(0)
             self._wake(loop)
             if gen.dead:
                 self._renew(gen)
@@ -291,7 +304,7 @@ class EventPublisher:
         while True:
             producer.purge()
             try:
-                producer.poll(0.01)
+                dead.poll(0.01)
             except Exception:  # a callback raised: keep serving the others
                 log.exception("a Kafka callback failed")
             self._wake()
@@ -347,7 +360,9 @@ class EventPublisher:
             if len(values) == 1:
                 producer.produce(topic, values[0], keys[0], on_delivery=on_delivery)
                 return
-            batch = [{"value": v, "key": k} for v, k in zip(values, keys, strict=True)]
+            batch: list[dict[str, Any]] = [
+                {"value": v, "key": k} for v, k in zip(values, keys, strict=True)
+            ]
             queued = producer.produce_batch(topic, batch, on_delivery=on_delivery)
         except BufferError:
             raise TooManyRequests(QUEUE_FULL, 1) from None
@@ -356,11 +371,12 @@ class EventPublisher:
         except RuntimeError:  # retired between the two lines above: closed
             raise Unavailable(RESET, 2) from None
         if queued < len(batch):
-            raise _refused(batch)
+            fatal = [m["_error"] for m in batch if _fatal(m.get("_error"))]
+            raise self._produce_failed(gen, fatal[0]) if fatal else _refused(batch)
 
     def _produce_failed(self, gen: _Generation, err: KafkaError) -> Unavailable:
         """The error for a produce call librdkafka refused; a fatal refusal retires `gen`."""
-        if err.fatal() or err.code() == KafkaError._FATAL:
+        if _fatal(err):
             gen.dead = gen.dead or f"fatal error: {err}"
             self._renew(gen)
             return Unavailable(RESET, 2)
@@ -424,10 +440,7 @@ class EventPublisher:
         self._poller.join(1.0)
         with self._renewing:  # none is renewed after the stop
             producer = self._gen.producer
-        left = int(producer.flush(timeout))
-        if left:
-            producer.purge()  # unacknowledged: their clients retry them
-            producer.flush(0)
+        left = _drain(producer, timeout)
         self._wake()  # reports served by flush resume their callers too
         producer.close()
         for retire in self._retiring:
@@ -435,8 +448,26 @@ class EventPublisher:
         return left
 
 
+def _drain(producer: Producer, timeout: float) -> int:
+    """Flush for up to `timeout`; purge what is left then (unacknowledged: their clients retry
+    them), or after a fatal error, which `flush` raises. Returns how many were left."""
+    try:
+        left = int(producer.flush(timeout))
+    except KafkaException:
+        left = len(producer)
+    if left:
+        producer.purge()
+        with contextlib.suppress(KafkaException):
+            producer.flush(0)
+    return left
+
+
 def _encoded(events: Events) -> EncodedEvents:
     return events if isinstance(events, EncodedEvents) else EncodedEvents.of(events)
+
+
+def _fatal(err: KafkaError | None) -> bool:
+    return err is not None and (err.fatal() or err.code() == KafkaError._FATAL)
 
 
 def _undelivered(err: KafkaError) -> Unavailable:

@@ -6,9 +6,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from meterline.devstack.process import free_port
 from meterline.errors import TooManyRequests, Unavailable
@@ -224,12 +232,34 @@ def test_bumps_with_acknowledgements_between_them_are_not_stuck() -> None:
     assert progress.stuck(_stats(2, STUCK_EPOCH_BUMPS, 40))
 
 
+class _FatalOnce:
+    """A producer whose next `poll` raises a fatal error, as confluent-kafka does (seen when a
+    broker restarted with messages in flight); then the real one."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.raised = real, False
+
+    def poll(self, timeout: float) -> int:
+        if not self.raised:
+            self.raised = True
+            fatal = KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "injected", fatal=True)
+            raise KafkaException(fatal)
+        return int(self.real.poll(timeout))
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("reported", ["to the error callback", "raised from poll"])
 def test_a_fatal_error_replaces_the_producer_and_fails_its_calls_in_flight(
-    kafka_bootstrap: str, kafka_topics: Topics
+    kafka_bootstrap: str, kafka_topics: Topics, reported: str
 ) -> None:
-    """librdkafka's error callback reports a fatal error (called here as librdkafka would,
-    from a poll): the call in flight raises Unavailable at once, the next call is produced by
-    a new producer and lands."""
+    """A fatal error (injected as librdkafka and confluent-kafka report one, while polled): the
+    call in flight raises Unavailable at once, the next call is produced by a new producer
+    and lands."""
     publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage, **{"linger.ms": 3000})
     assert publisher.wait_ready(10.0)
     dead = publisher._gen
@@ -237,7 +267,10 @@ def test_a_fatal_error_replaces_the_producer_and_fails_its_calls_in_flight(
     async def scenario() -> None:
         doomed = asyncio.create_task(publisher.publish_async(_events("doomed", 3), 30.0))
         await asyncio.sleep(0.1)  # produced, lingering in the producer's queue
-        dead._on_error(KafkaError(KafkaError._FATAL, "injected", fatal=True))
+        if reported == "raised from poll":
+            dead.producer = _FatalOnce(dead.producer)
+        else:
+            dead._on_error(KafkaError(KafkaError._FATAL, "injected", fatal=True))
         with pytest.raises(Unavailable, match="reset"):
             await doomed
         assert not publisher.ready or publisher._gen is not dead
