@@ -311,7 +311,8 @@ class EventPublisher:
             elapsed = time.monotonic() - start
             if elapsed > RETIRE_LIMIT_S or (elapsed > RETIRE_GRACE_S and not len(producer)):
                 break
-        producer.close()
+        with contextlib.suppress(KafkaException):  # its fatal error, raised again
+            producer.close()
 
     @property
     def ready(self) -> bool:
@@ -368,7 +369,7 @@ class EventPublisher:
             raise TooManyRequests(QUEUE_FULL, 1) from None
         except KafkaException as exc:
             raise self._produce_failed(gen, exc.args[0]) from None
-        except RuntimeError:  # retired between the two lines above: closed
+        except RuntimeError:  # "has been closed": retired since `gen` was read
             raise Unavailable(RESET, 2) from None
         if queued < len(batch):
             fatal = [m["_error"] for m in batch if _fatal(m.get("_error"))]
@@ -442,7 +443,8 @@ class EventPublisher:
             producer = self._gen.producer
         left = _drain(producer, timeout)
         self._wake()  # reports served by flush resume their callers too
-        producer.close()
+        with contextlib.suppress(KafkaException):  # a fatal error, raised again
+            producer.close()
         for retire in self._retiring:
             retire.join(RETIRE_LIMIT_S)
         return left
