@@ -9,10 +9,12 @@ byte for byte what `encode_event` writes. About 1 µs an event in all (microbenc
 batches, against ~1.7 µs for orjson and checks on dicts).
 
 It accepts only batches whose every event `validate_event` accepts, and writes them byte for byte
-as `encode_event` would. For any other batch it returns None: a bad event, and also a few valid
-ones it leaves to the slow path (text with a non-printable character, an integer past 64 bits
-in properties, a body msgspec refuses). The caller then decodes with orjson and checks event by
-event, which names every problem. tests/ingest/test_fast_paths.py holds the two paths to that.
+as `encode_event` would. For any other batch it returns None: a bad event, one that ingest
+refuses beyond `validate_event` (the reserved property, ingest/validation.py), and also a few
+valid ones it leaves to the slow path (text with a non-printable character, an integer past 64
+bits in properties, a body msgspec refuses). The caller then decodes with orjson and checks
+event by event, which names every problem. tests/ingest/test_fast_paths.py holds the two paths
+to that.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Annotated, Any, cast
 import msgspec
 import orjson
 
+from meterline.entitlements import RESERVATION_PROPERTY
 from meterline.events import (
     MAX_ID_LEN,
     MAX_PROPERTIES,
@@ -150,9 +153,11 @@ def _timestamps(col: list[int | str | None], rules: Rules) -> list[int] | None:
 def _extras(props: list[dict[str, Any] | None]) -> Iterable[str] | None:
     """What follows `received_at` in each value: `,"properties":{...}` for non-empty
     properties (encode_event leaves empty ones out), written at the depth encode_event writes
-    them; None if one cannot be written."""
+    them; None if one cannot be written or holds the reserved property."""
     if not any(props):
         return repeat("")
+    if any(RESERVATION_PROPERTY in p for p in props if p):
+        return None
     try:
         return ["," + orjson.dumps({"properties": p}).decode()[1:-1] if p else "" for p in props]
     except TypeError:  # nested too deeply for orjson to write, or an integer past 64 bits

@@ -26,6 +26,16 @@ or refuses, raises Unavailable (503). Either way the caller must treat the whole
 accepted and the client retries the same ids; copies that a partial failure leaves on the topic
 are dropped by the ledger. Messages already queued when a call fails stay queued and may still
 be delivered.
+
+A producer that can no longer deliver is replaced, without a restart of the process: on a fatal
+error from librdkafka, and when it is stuck, which librdkafka does not report. A broker that lost
+its state (the dev stack's memory-only broker after a restart, or a broker whose producer state
+expired) answers every produce request with UnknownProducerId; librdkafka then bumps the
+producer's epoch itself and retries, forever, without asking for a new producer id (seen: 503s
+for 9 minutes after a broker restart). The statistics show it: the epoch climbs with nothing
+acknowledged (`_Progress`). The calls in flight on the old producer are answered Unavailable
+(their messages purged: fate unknown, the client retries the same ids and the ledger drops any
+copy); new calls go to the new producer, which asks the broker for a fresh id.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -57,6 +68,17 @@ LOOP_POLL_S = 0.001
 `linger.ms` and round trip take ~5-8 ms, so a report waits ~0.5 ms longer on average)."""
 THREAD_IDLE_S = 0.05
 """How long the poller thread waits for reports, or for the loops to stop serving them."""
+STUCK_EPOCH_BUMPS = 5
+"""Epoch bumps with nothing acknowledged in between that mark a producer as stuck. librdkafka
+bumps once per failed produce request that leaves its sequence numbers in doubt, and retries
+after `retry.backoff.ms` (100 ms): a stuck producer is found in ~0.5 s, and a healthy one bumps
+once after a rare timeout, then delivers."""
+RETIRE_GRACE_S = 0.5
+"""How long a replaced producer keeps purging: a call that took it just before the swap is
+answered too."""
+RETIRE_LIMIT_S = 5.0
+"""The longest a replaced producer is polled for the reports of its purged messages."""
+RESET = "the producer was reset before the broker acknowledged; retry the same ids"
 Events = Sequence[UsageEvent] | EncodedEvents
 """What `publish` takes: event objects, or events already encoded (ingest's hot path)."""
 
@@ -69,14 +91,14 @@ class _Delivery:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.reports = itertools.count(1)
-        self.error: str | None = None
+        self.error: KafkaError | None = None
         self.done = threading.Event()
         if expected == 0:
             self.done.set()
 
     def __call__(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None and self.error is None:
-            self.error = str(err)
+            self.error = err
         if next(self.reports) == self.expected:
             self.done.set()
 
@@ -93,16 +115,16 @@ class _AsyncDelivery:
     ) -> None:
         self.expected = expected
         self.reports = itertools.count(1)
-        self.error: str | None = None
+        self.error: KafkaError | None = None
         self.loop = loop
-        self.future: asyncio.Future[str | None] = loop.create_future()
+        self.future: asyncio.Future[KafkaError | None] = loop.create_future()
         self._finished = finished
         if expected == 0:
             self.future.set_result(None)
 
     def __call__(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None and self.error is None:
-            self.error = str(err)
+            self.error = err
         if next(self.reports) == self.expected:
             self._finished.append(self)
 
@@ -122,18 +144,87 @@ def _finish_all(deliveries: list[_AsyncDelivery]) -> None:
         delivery.finish()
 
 
+class _Progress:
+    """Whether a producer is stuck, told from its statistics: its idempotence epoch rose by
+    `STUCK_EPOCH_BUMPS` while nothing was acknowledged (see the module docstring). A new
+    producer id, a new acknowledgement or an epoch that went back starts the count again."""
+
+    def __init__(self) -> None:
+        self._pid = self._epoch = self._acked = -1
+
+    def stuck(self, stats: dict[str, Any]) -> bool:
+        eos = stats.get("eos", {})
+        pid, epoch = int(eos.get("producer_id", -1)), int(eos.get("producer_epoch", -1))
+        acked = _acked(stats)
+        if pid != self._pid or acked != self._acked or epoch < self._epoch:
+            self._pid, self._epoch, self._acked = pid, epoch, acked
+            return False
+        return epoch - self._epoch >= STUCK_EPOCH_BUMPS
+
+
+def _acked(stats: dict[str, Any]) -> int:
+    """The last acknowledged message ids of every partition, summed: it grows with each ack."""
+    return sum(
+        int(p.get("acked_msgid", 0))
+        for topic in stats.get("topics", {}).values()
+        for p in topic.get("partitions", {}).values()
+    )
+
+
+class _Generation:
+    """One librdkafka producer, and what its callbacks said of it: `ready` once the broker gave
+    it an id, `dead` (the reason) once it can no longer deliver. Both are set while it is
+    polled (`poll`); the publisher replaces a dead one."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.ready = threading.Event()
+        self.dead: str | None = None
+        self._progress = _Progress()
+        self.producer = Producer({**config, "stats_cb": self._on_stats, "error_cb": self._on_error})
+
+    def _on_stats(self, stats: str) -> None:
+        doc = orjson.loads(stats)
+        if doc.get("eos", {}).get("idemp_state") == "Assigned":
+            self.ready.set()
+        else:
+            self.ready.clear()
+        if self._progress.stuck(doc):
+            self.dead = "stuck: the broker answers no produce request with this producer id"
+
+    def poll(self, timeout: float) -> None:
+        """Serve the producer's callbacks for up to `timeout` s. A fatal error marks it dead:
+        confluent-kafka raises it from `poll` (seen when a broker restarted under load:
+        UnknownProducerId for messages in flight, "unable to retry without risking
+        duplication"); exceptions from the callbacks propagate."""
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or not err.fatal():
+                raise
+            self._on_error(err)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.dead = self.dead or f"fatal error: {err}"
+
+
 class EventPublisher:
     """One producer per process; `publish` is safe from many threads, `publish_async` from
     any number of loops.
 
     A background thread polls for delivery reports while no event loop does, until `close`.
+    Whoever polls and finds the producer dead replaces it (`_renew`); a thread of its own then
+    answers the old producer's calls in flight and closes it (`_retire`).
     """
 
     def __init__(self, bootstrap: str, topic: str, **overrides: Any) -> None:
         self.topic = topic
-        self._ready = threading.Event()
-        stats = {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self._on_stats}
-        self._producer = Producer(producer_config(bootstrap, **stats, **overrides))
+        stats = {"statistics.interval.ms": STATS_INTERVAL_MS}
+        self._config = producer_config(bootstrap, **stats, **overrides)
+        self._gen = _Generation(self._config)
+        self._renewing = threading.Lock()
+        self._retiring: list[threading.Thread] = []
         self._finished: deque[_AsyncDelivery] = deque()  # filled by whoever serves reports
         # The loops that serve reports: their async calls in flight, and their next poll round.
         self._serving: dict[asyncio.AbstractEventLoop, int] = {}
@@ -150,11 +241,14 @@ class EventPublisher:
             if any(loop.is_running() for loop in list(self._serving)):
                 self._stop.wait(THREAD_IDLE_S)
                 continue
+            gen = self._gen
             try:
-                self._producer.poll(THREAD_IDLE_S)
+                gen.poll(THREAD_IDLE_S)
             except Exception:  # a callback raised: keep serving the others
                 log.exception("a Kafka callback failed")
             self._wake()
+            if gen.dead:
+                self._renew(gen)
 
     def _poll_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """One poll round on `loop`; the next one follows while it has calls in flight, even
@@ -164,8 +258,11 @@ class EventPublisher:
             with self._polling:
                 if self._stop.is_set():
                     return
-                self._producer.poll(0)
+                gen = self._gen
+                gen.poll(0)
             self._wake(loop)
+            if gen.dead:
+                self._renew(gen)
         finally:
             if loop in self._serving and not self._stop.is_set():
                 self._rounds[loop] = loop.call_later(LOOP_POLL_S, self._poll_on, loop)
@@ -185,21 +282,55 @@ class EventPublisher:
         del self._serving[loop]
         self._rounds.pop(loop).cancel()
 
-    def _on_stats(self, stats: str) -> None:
-        idempotence = orjson.loads(stats).get("eos", {}).get("idemp_state")
-        if idempotence == "Assigned":
-            self._ready.set()
-        else:
-            self._ready.clear()
+    def _renew(self, dead: _Generation) -> None:
+        """Put a new producer in place of `dead` (once, whoever finds it first; not after
+        `close`), and retire `dead` on a thread of its own. Creating one takes ~2 ms."""
+        with self._renewing:
+            if self._gen is not dead or self._stop.is_set():
+                return
+            self._gen = _Generation(self._config)
+            retire = threading.Thread(
+                target=self._retire, args=(dead,), name="kafka-retire", daemon=True
+            )
+            self._retiring.append(retire)
+        log.warning("Kafka producer replaced", extra={"reason": dead.dead})
+        retire.start()
+
+    def _retire(self, dead: _Generation) -> None:
+        """Purge `dead`'s messages and serve their reports (each call in flight on it raises
+        Unavailable), for `RETIRE_GRACE_S` at least and until none is left; then close it."""
+        producer = dead.producer
+        start = time.monotonic()
+        while True:
+            producer.purge()
+            try:
+                dead.poll(0.01)
+            except Exception:  # a callback raised: keep serving the others
+                log.exception("a Kafka callback failed")
+            self._wake()
+            elapsed = time.monotonic() - start
+            if elapsed > RETIRE_LIMIT_S or (elapsed > RETIRE_GRACE_S and not len(producer)):
+                break
+        with contextlib.suppress(KafkaException):  # its fatal error, raised again
+            producer.close()
 
     @property
     def ready(self) -> bool:
-        """Whether the broker has given the producer its id, as of the last statistics."""
-        return self._ready.is_set()
+        """Whether the broker has given the producer its id, as of the last statistics, and
+        the producer is not dead."""
+        gen = self._gen
+        return gen.ready.is_set() and not gen.dead
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until the producer has its id (it can deliver at once), at most `timeout` s."""
-        return self._ready.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            gen = self._gen  # a dead one is ready no more: wait for its replacement
+            (self._stop if gen.dead else gen.ready).wait(min(left, THREAD_IDLE_S))
+        return True
 
     def _wake(self, here: asyncio.AbstractEventLoop | None = None) -> None:
         """Resume the async calls whose last report is in: those of `here` (the running loop)
@@ -221,16 +352,36 @@ class EventPublisher:
     def _produce_all(self, events: EncodedEvents, on_delivery: Any) -> None:
         """Enqueue every event; TooManyRequests if the local queue cannot take them all."""
         topic, values, keys = self.topic, events.values, events.keys
+        gen = self._gen
+        if gen.dead:
+            self._renew(gen)
+            gen = self._gen
+        producer = gen.producer
         try:
             if len(values) == 1:
-                self._producer.produce(topic, values[0], keys[0], on_delivery=on_delivery)
+                producer.produce(topic, values[0], keys[0], on_delivery=on_delivery)
                 return
-            batch = [{"value": v, "key": k} for v, k in zip(values, keys, strict=True)]
-            queued = self._producer.produce_batch(topic, batch, on_delivery=on_delivery)
+            batch: list[dict[str, Any]] = [
+                {"value": v, "key": k} for v, k in zip(values, keys, strict=True)
+            ]
+            queued = producer.produce_batch(topic, batch, on_delivery=on_delivery)
         except BufferError:
             raise TooManyRequests(QUEUE_FULL, 1) from None
+        except KafkaException as exc:
+            raise self._produce_failed(gen, exc.args[0]) from None
+        except RuntimeError:  # "has been closed": retired since `gen` was read
+            raise Unavailable(RESET, 2) from None
         if queued < len(batch):
-            raise _refused(batch)
+            fatal = [m["_error"] for m in batch if _fatal(m.get("_error"))]
+            raise self._produce_failed(gen, fatal[0]) if fatal else _refused(batch)
+
+    def _produce_failed(self, gen: _Generation, err: KafkaError) -> Unavailable:
+        """The error for a produce call librdkafka refused; a fatal refusal retires `gen`."""
+        if _fatal(err):
+            gen.dead = gen.dead or f"fatal error: {err}"
+            self._renew(gen)
+            return Unavailable(RESET, 2)
+        return Unavailable(f"the producer refused the events: {err}", 2)
 
     def publish(self, events: Events, timeout: float = 10.0) -> None:
         """Block until every event is acknowledged; raise TooManyRequests or Unavailable.
@@ -240,7 +391,7 @@ class EventPublisher:
         if not delivery.done.wait(timeout):
             raise Unavailable("the broker did not acknowledge in time", 2)
         if delivery.error is not None:
-            raise Unavailable(f"the broker refused the events: {delivery.error}", 2)
+            raise _undelivered(delivery.error)
 
     async def publish_async(self, events: Events, timeout: float = 10.0) -> None:
         """`publish` for an asyncio loop: produces on the loop's thread and awaits the reports.
@@ -260,11 +411,11 @@ class EventPublisher:
             timer.cancel()
             self._leave(loop)
         if error is not None:
-            raise Unavailable(f"the broker refused the events: {error}", 2)
+            raise _undelivered(error)
 
     def queue_depth(self) -> int:
         """Messages produced but not yet acknowledged (or failed); 0 once closed."""
-        return 0 if self._stop.is_set() else len(self._producer)
+        return 0 if self._stop.is_set() else len(self._gen.producer)
 
     def ping(self, timeout: float = 2.0) -> bool:
         """Whether the producer has its id and the broker answers a metadata request for the
@@ -272,7 +423,7 @@ class EventPublisher:
         if not self.ready:
             return False
         try:
-            meta = self._producer.list_topics(self.topic, timeout=timeout)
+            meta = self._gen.producer.list_topics(self.topic, timeout=timeout)
         except KafkaException:
             return False
         found = meta.topics.get(self.topic)
@@ -288,17 +439,44 @@ class EventPublisher:
         with self._polling:  # a loop's poll round in progress ends first, and none starts
             self._stop.set()
         self._poller.join(1.0)
-        left = int(self._producer.flush(timeout))
-        if left:
-            self._producer.purge()  # unacknowledged: their clients retry them
-            self._producer.flush(0)
+        with self._renewing:  # none is renewed after the stop
+            producer = self._gen.producer
+        left = _drain(producer, timeout)
         self._wake()  # reports served by flush resume their callers too
-        self._producer.close()
+        with contextlib.suppress(KafkaException):  # a fatal error, raised again
+            producer.close()
+        for retire in self._retiring:
+            retire.join(RETIRE_LIMIT_S)
         return left
+
+
+def _drain(producer: Producer, timeout: float) -> int:
+    """Flush for up to `timeout`; purge what is left then (unacknowledged: their clients retry
+    them), or after a fatal error, which `flush` raises. Returns how many were left."""
+    try:
+        left = int(producer.flush(timeout))
+    except KafkaException:
+        left = len(producer)
+    if left:
+        producer.purge()
+        with contextlib.suppress(KafkaException):
+            producer.flush(0)
+    return left
 
 
 def _encoded(events: Events) -> EncodedEvents:
     return events if isinstance(events, EncodedEvents) else EncodedEvents.of(events)
+
+
+def _fatal(err: KafkaError | None) -> bool:
+    return err is not None and (err.fatal() or err.code() == KafkaError._FATAL)
+
+
+def _undelivered(err: KafkaError) -> Unavailable:
+    """The error for a call with a failed delivery report (a purged message: fate unknown)."""
+    if err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+        return Unavailable(RESET, 2)
+    return Unavailable(f"the broker refused the events: {err}", 2)
 
 
 def _refused(batch: list[dict[str, Any]]) -> TooManyRequests | Unavailable:

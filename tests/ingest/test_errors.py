@@ -13,10 +13,13 @@ from psycopg_pool import ConnectionPool
 
 from meterline.devstack.broker import broker_process
 from meterline.devstack.process import ManagedProcess
+from meterline.entitlements import RESERVATION_PROPERTY
+from meterline.events import UsageEvent, encode_event
 from meterline.kafka import ensure_topics
+from meterline.kafka.config import MESSAGE_MAX_BYTES, MESSAGE_OVERHEAD
 from meterline.tenants import PostgresTenantRepository
 from tests.fixtures.services import Topics
-from tests.ingest.support import Seeded, bearer
+from tests.ingest.support import Seeded, bearer, read_topic
 from tests.unit.test_events import nested
 
 
@@ -107,6 +110,52 @@ def test_422_lists_every_bad_event_and_accepts_nothing(
     )
     assert r.status_code == 422
     assert r.json()["errors"] == [{"index": 0, "field": "subject", "message": "required, a string"}]
+
+
+def _at_the_limit(tenant: int, event_id: str, extra: int = 0) -> dict[str, object]:
+    """An event whose Kafka message is `extra` bytes past the producer's limit."""
+    ts = int(time.time() * 1000)
+    props = {"blob": ""}
+    value = encode_event(UsageEvent(tenant, event_id, "c", "api_calls", 1.0, ts, ts, props))
+    room = MESSAGE_MAX_BYTES - MESSAGE_OVERHEAD - len(f"{tenant}/c") - len(value)
+    return _event(timestamp=ts, properties={"blob": "x" * (room + extra)}) | {"id": event_id}
+
+
+def test_422_for_an_event_too_large_for_kafka_and_nothing_of_its_batch_is_written(
+    client: TestClient, seeded: Seeded, kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    """Under the 1 MiB body limit, over the producer's message size: refused up front by
+    index and field; before, one such event answered 500, and with a small event beside it
+    503 while the small one was written."""
+    h = bearer(seeded.acme_ingest)
+    over = _at_the_limit(seeded.acme_id, "over", 1)
+    r = client.post("/v1/events", json=over, headers=h)
+    assert r.status_code == 422, r.text
+    assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(0, "properties")]
+    r = client.post("/v1/events", json=[_event(1), over], headers=h)
+    assert r.status_code == 422, r.text
+    assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(1, "properties")]
+    fits = _at_the_limit(seeded.acme_id, "fits")
+    r = client.post("/v1/events", json=[_event(2), fits], headers=h)
+    assert r.status_code == 202, r.text
+    got = read_topic(kafka_bootstrap, kafka_topics.usage, 2)
+    assert sorted(e.id for e in got) == ["e-2", "fits"]
+
+
+def test_422_for_the_reserved_property(
+    client: TestClient, seeded: Seeded, kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    """An ingest event must not pose as the event of an entitlement consume."""
+    h = bearer(seeded.acme_ingest)
+    posing = _event(2, properties={RESERVATION_PROPERTY: True})
+    for body in (posing, [_event(1), posing]):
+        r = client.post("/v1/events", json=body, headers=h)
+        assert r.status_code == 422, r.text
+        index = 1 if isinstance(body, list) else 0
+        found = [(e["index"], e["field"]) for e in r.json()["errors"]]
+        assert found == [(index, f"properties.{RESERVATION_PROPERTY}")]
+    assert client.post("/v1/events", json=_event(3), headers=h).status_code == 202
+    assert [e.id for e in read_topic(kafka_bootstrap, kafka_topics.usage, 1)] == ["e-3"]
 
 
 def test_429_when_the_tenant_exceeds_its_rate(

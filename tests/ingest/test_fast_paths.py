@@ -4,6 +4,9 @@
   every event the event checker accepts, as the very same Kafka values and keys, from a JSON
   array, NDJSON lines or decoded values alike (Hypothesis, over valid and invalid events), and
   it does accept batches in the common shape.
+- A whole request body is judged alike with and without the columnar path (the same events, or
+  the same errors), also for what ingest refuses beyond the event checker: the reserved
+  property, and events too large for a Kafka message (at the exact byte of the limit).
 - The Redis deduper's packed call keeps each id's answer in its place, whatever the ids hold.
 - The bare POST /v1/events handler (`create_server`) answers as the FastAPI route
   (`create_app`): same status, body and Retry-After for every outcome of the contract.
@@ -34,9 +37,11 @@ from ingest.validation import validate_body
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.dedupe import RedisDeduper
+from meterline.entitlements import RESERVATION_PROPERTY
 from meterline.errors import ValidationFailed
-from meterline.events import MAX_FUTURE_MS, EncodedEvents, Rules, UsageEvent
+from meterline.events import MAX_FUTURE_MS, EncodedEvents, Rules, UsageEvent, encode_event
 from meterline.events import validate_event as validate
+from meterline.kafka.config import MESSAGE_MAX_BYTES, MESSAGE_OVERHEAD
 from meterline.redis import connect_async
 from meterline.tenants import MemoryTenantRepository
 from tests.ingest.support import CATALOG
@@ -179,6 +184,105 @@ def test_properties_too_deep_for_msgspec_are_refused_as_bad_input(fmt: Format) -
     with pytest.raises(ValidationFailed) as refused:
         validate_body(body, fmt, 7, RULES, {}, 1000)
     assert [(e.field, e.index) for e in refused.value.errors] == [("properties", 1)]
+
+
+def _room(event: dict[str, Any], tenant: int = 7) -> int:
+    """How many bytes of text a property `blob` of `event` (id, customer, meter) may hold with
+    the event's Kafka message at the producer's limit exactly (an independent sum, not ingest's
+    own check)."""
+    props = {"blob": ""}
+    value = encode_event(
+        UsageEvent(tenant, event["id"], event["customer"], event["meter"], 1.0, NOW, NOW, props)
+    )
+    key = f"{tenant}/{event['customer']}".encode()
+    return MESSAGE_MAX_BYTES - MESSAGE_OVERHEAD - len(key) - len(value)
+
+
+def _outcome(body: bytes, fmt: Format) -> EncodedEvents | list[tuple[int | None, str]]:
+    try:
+        return validate_body(body, fmt, 7, RULES, {}, 1000)
+    except ValidationFailed as exc:
+        return [(e.index, e.field) for e in exc.errors]
+
+
+def _both_paths(raws: list[Any]) -> EncodedEvents | list[tuple[int | None, str]]:
+    """The outcome of `raws` as a JSON array taken by the columnar path and as the same array
+    behind a space (which only the event-by-event path takes); asserted equal."""
+    array = json.dumps(raws).encode()  # big integers and NaN too
+    columnar, by_event = _outcome(array, Format.JSON), _outcome(b" " + array, Format.JSON)
+    assert columnar == by_event
+    return columnar
+
+
+def _blob(event: dict[str, Any], extra: int) -> dict[str, Any]:
+    """`event`'s id, customer and meter, and a property that takes its Kafka message to
+    `extra` bytes past the limit."""
+    named = {k: event[k] for k in ("id", "customer", "meter")}
+    return {**named, "properties": {"blob": "x" * (_room(event) + extra)}}
+
+
+@pytest.mark.parametrize("customer", ["c1", "é" * 128, 'q"\\'])
+def test_events_too_large_for_a_kafka_message_are_refused_by_both_paths(customer: str) -> None:
+    good = {"id": "e1", "customer": customer, "meter": "api_calls"}
+    fits, over = _blob({**good, "id": "e2"}, 0), _blob({**good, "id": "e3"}, 1)
+    accepted = _both_paths([good, fits])
+    assert isinstance(accepted, EncodedEvents)
+    assert len(accepted.values[1]) + len(accepted.keys[1]) + MESSAGE_OVERHEAD == MESSAGE_MAX_BYTES
+    assert _both_paths([good, over]) == [(1, "properties")]
+    assert _both_paths([over, good, over]) == [(0, "properties"), (2, "properties")]
+    assert _outcome(orjson.dumps(over), Format.JSON) == [(0, "properties")]
+    lines = b"\n".join(map(orjson.dumps, [good, over]))
+    assert _outcome(lines, Format.NDJSON) == [(1, "properties")]
+
+
+def test_a_cloudevent_too_large_for_a_kafka_message_is_refused_by_its_data() -> None:
+    native = _blob({"id": "e2", "customer": "c1", "meter": "api_calls"}, 1)
+    ce = {"specversion": "1.0", "source": "/s", "id": "e2", "subject": "c1", "type": "api_calls"}
+    ce["data"] = native["properties"]
+    first = {**ce, "id": "e1", "data": {}}
+    for fmt, body in (
+        (Format.CLOUDEVENTS_BATCH, orjson.dumps([first, ce])),
+        (Format.CLOUDEVENT, orjson.dumps(ce)),
+    ):
+        index = 1 if fmt is Format.CLOUDEVENTS_BATCH else 0
+        assert _outcome(body, fmt) == [(index, "data")]
+
+
+def test_the_reserved_property_is_refused_by_name_on_every_path() -> None:
+    good = {"id": "e1", "customer": "c1", "meter": "api_calls"}
+    posing = {**good, "id": "e2", "properties": {RESERVATION_PROPERTY: True, "model": "x"}}
+    field = f"properties.{RESERVATION_PROPERTY}"
+    assert _both_paths([good, posing]) == [(1, field)]
+    assert _outcome(orjson.dumps(posing), Format.JSON) == [(0, field)]
+    lines = b"\n".join(map(orjson.dumps, [good, posing, {**posing, "id": "e3", "value": -1}]))
+    assert _outcome(lines, Format.NDJSON) == [(1, field), (2, "value"), (2, field)]
+    assert from_json(orjson.dumps([good, posing])) is not None  # msgspec reads it; then:
+    assert accept_columns(from_json(orjson.dumps([good, posing])) or [], 7, RULES) is None
+    ce = {"specversion": "1.0", "source": "/s", "id": "e2", "subject": "c1", "type": "api_calls"}
+    ce["data"] = {"value": 2, RESERVATION_PROPERTY: False}
+    first = {**ce, "id": "e1", "data": 1}
+    cloud = f"data.{RESERVATION_PROPERTY}"
+    assert _outcome(orjson.dumps([first, ce]), Format.CLOUDEVENTS_BATCH) == [(1, cloud)]
+    assert _outcome(orjson.dumps(ce), Format.CLOUDEVENT) == [(0, cloud)]
+
+
+sized_events = st.builds(
+    lambda event, extra: _blob(event, extra) if extra is not None else event,
+    common_events,
+    st.none() | st.integers(-3, 3),
+)
+reserved_events = st.builds(
+    lambda event, value: {**event, "properties": {RESERVATION_PROPERTY: value}},
+    common_events,
+    st.booleans() | st.none() | st.integers(),
+)
+
+
+@settings(max_examples=150)
+@given(st.lists(common_events | spoiled_events | sized_events | reserved_events, max_size=4))
+def test_a_body_is_judged_alike_with_and_without_the_columnar_path(raws: list[Any]) -> None:
+    outcome = _both_paths(raws)
+    event("accepted" if isinstance(outcome, EncodedEvents) else "refused")
 
 
 @given(st.lists(common_events, min_size=1, max_size=5))

@@ -1,20 +1,36 @@
 """EventPublisher against the real broker: batched produce, who serves the delivery reports,
-batched wake-ups, refusals."""
+batched wake-ups, refusals, and a dead producer replaced (a broker restart: test_broker_restart)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from meterline.devstack.process import free_port
 from meterline.errors import TooManyRequests, Unavailable
 from meterline.events import UsageEvent
 from meterline.kafka.config import consumer_config
-from meterline.kafka.producer import THREAD_IDLE_S, EventPublisher, _AsyncDelivery, _refused
+from meterline.kafka.producer import (
+    STUCK_EPOCH_BUMPS,
+    THREAD_IDLE_S,
+    EventPublisher,
+    _AsyncDelivery,
+    _Generation,
+    _Progress,
+    _refused,
+)
 from tests.fixtures.services import Topics
 from tests.ingest.support import read_topic
 
@@ -104,15 +120,15 @@ def test_a_failing_callback_does_not_stop_the_reports(
     """An exception from a callback ends that poll round, on a loop serving async calls or on
     the thread serving blocking ones; the rounds after it still serve every report."""
     armed, raised = threading.Event(), threading.Event()
-    on_stats = EventPublisher._on_stats
+    on_stats = _Generation._on_stats
 
-    def flaky(self: EventPublisher, stats: str) -> None:
+    def flaky(self: _Generation, stats: str) -> None:
         if armed.is_set() and not raised.is_set():
             raised.set()
             raise RuntimeError("a failing statistics callback")
         on_stats(self, stats)
 
-    monkeypatch.setattr(EventPublisher, "_on_stats", flaky)  # bound when the producer is made
+    monkeypatch.setattr(_Generation, "_on_stats", flaky)  # bound when the producer is made
     publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
     assert publisher.wait_ready(10.0)
 
@@ -186,3 +202,98 @@ def test_not_ready_while_no_broker_answers() -> None:
     assert not publisher.wait_ready(1.0)
     assert not publisher.ready and not publisher.ping(0.5)
     assert publisher.close(0.5) == 0
+
+
+def _stats(pid: int, epoch: int, acked: int) -> dict[str, object]:
+    partitions = {"0": {"acked_msgid": acked}, "-1": {"acked_msgid": 0}}
+    return {
+        "eos": {"producer_id": pid, "producer_epoch": epoch},
+        "topics": {"t": {"partitions": partitions}},
+    }
+
+
+def test_a_producer_is_stuck_once_its_epoch_climbs_with_nothing_acknowledged() -> None:
+    """What a broker restarted without its state does to librdkafka (seen in its debug log:
+    UnknownProducerId, then a local epoch bump and a retry, every ~100 ms, forever)."""
+    progress = _Progress()
+    assert not progress.stuck(_stats(-1, -1, 0))  # no id yet
+    assert not progress.stuck(_stats(1, 0, 0))
+    assert not progress.stuck(_stats(1, 0, 9))
+    bumps = [progress.stuck(_stats(1, e, 9)) for e in range(1, STUCK_EPOCH_BUMPS + 1)]
+    assert bumps == [False] * (STUCK_EPOCH_BUMPS - 1) + [True]
+
+
+def test_bumps_with_acknowledgements_between_them_are_not_stuck() -> None:
+    progress = _Progress()
+    for epoch in range(3 * STUCK_EPOCH_BUMPS):
+        assert not progress.stuck(_stats(1, epoch, epoch))  # each bump, then delivered
+    assert not progress.stuck(_stats(2, 0, 40))  # a new id
+    assert not progress.stuck(_stats(2, STUCK_EPOCH_BUMPS - 1, 40))
+    assert progress.stuck(_stats(2, STUCK_EPOCH_BUMPS, 40))
+
+
+class _FatalOnce:
+    """A producer whose next `poll` raises a fatal error, as confluent-kafka does (seen when a
+    broker restarted with messages in flight); then the real one."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.raised = real, False
+
+    def poll(self, timeout: float) -> int:
+        if not self.raised:
+            self.raised = True
+            fatal = KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "injected", fatal=True)
+            raise KafkaException(fatal)
+        return int(self.real.poll(timeout))
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("reported", ["to the error callback", "raised from poll"])
+def test_a_fatal_error_replaces_the_producer_and_fails_its_calls_in_flight(
+    kafka_bootstrap: str, kafka_topics: Topics, reported: str
+) -> None:
+    """A fatal error (injected as librdkafka and confluent-kafka report one, while polled): the
+    call in flight raises Unavailable at once, the next call is produced by a new producer
+    and lands."""
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage, **{"linger.ms": 3000})
+    assert publisher.wait_ready(10.0)
+    dead = publisher._gen
+
+    async def scenario() -> None:
+        doomed = asyncio.create_task(publisher.publish_async(_events("doomed", 3), 30.0))
+        await asyncio.sleep(0.1)  # produced, lingering in the producer's queue
+        if reported == "raised from poll":
+            dead.producer = _FatalOnce(dead.producer)
+        else:
+            dead._on_error(KafkaError(KafkaError._FATAL, "injected", fatal=True))
+        with pytest.raises(Unavailable, match="reset"):
+            await doomed
+        assert not publisher.ready or publisher._gen is not dead
+        await publisher.publish_async(_events("after", 4), 30.0)
+
+    asyncio.run(scenario())
+    assert publisher._gen is not dead and publisher.ready
+    assert publisher.close(5.0) == 0
+    got = {e.id for e in read_topic(kafka_bootstrap, kafka_topics.usage, 4)}
+    assert {e.id for e in _events("after", 4)} <= got
+
+
+def test_a_produce_call_refused_as_fatal_replaces_the_producer(
+    kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    """librdkafka refuses `produce` on a producer in a fatal state (KafkaError._FATAL): that
+    request answers 503 and the next goes to a new producer; other refusals replace nothing."""
+    publisher = EventPublisher(kafka_bootstrap, kafka_topics.usage)
+    first = publisher._gen
+    other = publisher._produce_failed(first, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    assert "refused" in other.message and publisher._gen is first
+    fatal = publisher._produce_failed(first, KafkaError(KafkaError._FATAL, "fenced"))
+    assert "reset" in fatal.message and fatal.retry_after == 2
+    assert publisher._gen is not first and first.dead
+    publisher.publish(_events("renewed", 3), 10.0)
+    assert publisher.close(5.0) == 0
