@@ -1,0 +1,12 @@
+-- Verified Stripe webhooks that could not be applied (malformed, or a subscription breaking a
+-- rule), kept for inspection: one row per distinct body, counting redeliveries.
+CREATE TABLE stripe_webhook_rejects (
+    body_sha256 bytea PRIMARY KEY,
+    event_id    text,
+    size        integer NOT NULL,
+    body        bytea NOT NULL,
+    reason      text NOT NULL,
+    attempts    integer NOT NULL DEFAULT 1,
+    first_seen  timestamptz NOT NULL DEFAULT now(),
+    last_seen   timestamptz NOT NULL DEFAULT now()
+);
