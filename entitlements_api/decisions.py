@@ -10,7 +10,6 @@ from starlette.responses import Response
 from entitlements_api.access import deps_of, principal
 from entitlements_api.responses import json_response
 from entitlements_api.schemas import (
-    MAX_CUSTOMER,
     ConsumeIn,
     ConsumeOut,
     CustomerPath,

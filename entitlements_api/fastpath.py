@@ -42,8 +42,9 @@ import orjson
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from entitlements_api.decisions import MAX_CUSTOMER, MAX_FEATURE
+from entitlements_api.decisions import MAX_FEATURE
 from entitlements_api.principals import RecentPrincipals
+from entitlements_api.schemas import MAX_CUSTOMER
 from entitlements_api.wiring import Dependencies
 from meterline.entitlements import Decision, Reason
 from meterline.errors import MeterlineError

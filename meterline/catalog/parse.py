@@ -87,7 +87,7 @@ class _StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self._depth >= MAX_NESTING:
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             problem = f"collections nested deeper than {MAX_NESTING} levels"
             raise yaml.composer.ComposerError(None, None, problem, mark)
         self._depth += 1

@@ -1,4 +1,4 @@
-"""The security suite reuses the entitlements API fixture (a real server on real backing services)."""
+"""The security suite reuses the entitlements API fixture: a real server on real services."""
 
 from tests.entitlements.conftest import api, api_env
 

@@ -189,7 +189,6 @@ def test_a_catalog_nested_5000_deep_is_refused(api: Api) -> None:
     assert "nest" in answer.text
 
 
-
 def test_a_stripe_subscription_whose_period_ends_before_it_starts_is_refused(api: Api) -> None:
     cus = api.customer("c5")
     sub = api.stripe.client().v1.subscriptions.create(
