@@ -10,3 +10,9 @@ CREATE TABLE stripe_webhook_rejects (
     first_seen  timestamptz NOT NULL DEFAULT now(),
     last_seen   timestamptz NOT NULL DEFAULT now()
 );
+
+-- A subscription's period ends after it starts (the admin API and the Stripe sync refuse any
+-- other). NOT VALID: rows written before this rule are left for an operator to find with
+-- `WHERE current_period_end <= current_period_start`; every new write is checked.
+ALTER TABLE subscriptions ADD CONSTRAINT subscriptions_period_order
+    CHECK (current_period_end > current_period_start) NOT VALID;
