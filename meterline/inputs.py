@@ -26,12 +26,18 @@ MESSAGES = {
     FREE_TEXT: "must not contain control characters other than tab and line breaks",
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FREE_TEXT = re.compile(FREE_TEXT)
 RANGE = "must lie between 1970-01-01 and 9000-01-01 (UTC)"
 
 
 def has_control(text: str) -> bool:
     """True when `text` breaks the identifier rule."""
     return _CONTROL.search(text) is not None
+
+
+def is_free_text(text: str) -> bool:
+    """True when `text` keeps the free-text rule."""
+    return _FREE_TEXT.match(text) is not None
 
 
 def instant(when: datetime) -> datetime:

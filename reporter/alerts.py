@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from meterline import csv_export
 from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
+from meterline.inputs import FREE_TEXT, MESSAGES, is_free_text
 
 KINDS = (
     "missing_in_stripe",
@@ -211,11 +212,15 @@ class ReconciliationStore:
         return Alert(*row)
 
     def transition(self, tenant_id: int, alert_id: int, status: str, note: str | None) -> Alert:
-        """Acknowledge or resolve; raises Conflict when the alert is already resolved."""
+        """Acknowledge or resolve; raises Conflict when the alert is already resolved and
+        ValidationFailed for a note over 2000 characters or with control characters (the
+        /finance forms reach here without a request model)."""
         if status not in ("acknowledged", "resolved"):
             raise ValidationFailed([FieldError("status", "must be acknowledged or resolved")])
         if note is not None and len(note) > 2000:
             raise ValidationFailed([FieldError("note", "at most 2000 characters")])
+        if note is not None and not is_free_text(note):
+            raise ValidationFailed([FieldError("note", MESSAGES[FREE_TEXT])])
         current = self.alert(tenant_id, alert_id)
         if current.status == "resolved":
             raise Conflict(f"alert {alert_id} is already resolved")

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from meterline.errors import ValidationFailed
 from meterline.tenants import PostgresTenantRepository
 from reporter.alerts import Discrepancy
 from reporter.api import create_app
@@ -82,6 +83,21 @@ def test_a_nul_in_a_note_is_refused(finance: Any) -> None:
         headers=_auth(keys["admin"]),
     )
     assert_refused(answer, "note")
+
+
+def test_the_store_refuses_a_nul_in_a_note_whatever_the_caller(finance: Any) -> None:
+    client, _, ids = finance
+    store = client.app.state.reporter.store
+    tenant_id = store.alert(finance_tenant(client), ids[0]).tenant_id
+    with pytest.raises(ValidationFailed) as refused:
+        store.transition(tenant_id, ids[0], "acknowledged", "seen\x00")
+    assert refused.value.errors[0].field == "note"
+    assert store.transition(tenant_id, ids[0], "acknowledged", "seen\tby\r\nme").note
+
+
+def finance_tenant(client: TestClient) -> int:
+    with client.app.state.reporter.pool.connection() as conn:
+        return int(conn.execute("SELECT id FROM tenants WHERE name = 'acme'").fetchone()[0])
 
 
 @pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
