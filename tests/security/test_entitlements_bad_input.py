@@ -207,3 +207,12 @@ def test_a_stripe_subscription_whose_period_ends_before_it_starts_is_refused(api
     assert check["reason"] == "no_subscription"
     kept = api.deps.subscription_sync.rejected()
     assert [k.event_id for k in kept] == ["evt_backwards"]
+
+
+def test_without_a_webhook_secret_every_delivery_is_refused(api: Api) -> None:
+    api.deps.webhook_secret = None
+    header = stripe.WebhookSignature.generate_signature_header("{}", "")
+    answer = httpx.post(
+        api.url + "/v1/stripe/webhook", content=b"{}", headers={"stripe-signature": header}
+    )
+    assert answer.status_code == 404 and "METERLINE_STRIPE_WEBHOOK_SECRET" in answer.text
