@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from meterline.devstack.stack import DEV_WEBHOOK_SECRET, DevStack
 from meterline.errors import ConfigError
 from meterline.settings import load_settings
 
@@ -73,3 +75,15 @@ def test_real_stripe_with_its_own_secrets_is_valid() -> None:
 def test_the_emulator_needs_no_secret_and_has_no_default(base: str) -> None:
     stripe = load_settings({**BACKING, "METERLINE_STRIPE_API_BASE": base}).stripe
     assert stripe.emulated and stripe.webhook_secret is None
+
+
+def test_the_dev_stack_sets_its_own_secret_only_for_its_own_emulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("METERLINE_STRIPE_WEBHOOK_SECRET", raising=False)
+    urls = {"postgres": "postgresql://x/y", "redis": "redis://x", "kafka": "x:1"}
+    theirs = DevStack(tmp_path, urls={**urls, "stripe": "https://api.stripe.com"})
+    assert "METERLINE_STRIPE_WEBHOOK_SECRET" not in theirs.environment()
+    ours = DevStack(tmp_path, urls={**urls, "stripe": "http://127.0.0.1:12111"})
+    ours.processes["stripe"] = object()  # type: ignore[assignment]
+    assert ours.environment()["METERLINE_STRIPE_WEBHOOK_SECRET"] == DEV_WEBHOOK_SECRET
