@@ -14,6 +14,7 @@ from entitlements_api.responses import json_response
 from entitlements_api.schemas import (
     CatalogApplyOut,
     CustomerIn,
+    CustomerPath,
     ErrorOut,
     GrantIn,
     KeyIn,
@@ -22,10 +23,10 @@ from entitlements_api.schemas import (
 from meterline.catalog import load_catalog, parse_catalog
 from meterline.entitlements import NewGrant, Subscription
 from meterline.errors import FieldError, NotFound, UnsupportedMediaType, ValidationFailed
+from meterline.inputs import IDENTIFIER
 from meterline.stripe import apply_and_sync, ensure_stripe_customer
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
-CustomerPath = Path(min_length=1, max_length=128)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
     403: {"model": ErrorOut},
@@ -94,7 +95,7 @@ def _parse(content_type: str, raw: bytes) -> Any:
 async def list_customers(
     request: Request,
     limit: int = Query(100, ge=1, le=1000),
-    after: str | None = Query(None, max_length=128),
+    after: str | None = Query(None, max_length=128, pattern=IDENTIFIER),
 ) -> Response:
     who = principal(request, "admin")
     found = deps_of(request).customers.list(who.tenant_id, limit, after)
@@ -151,9 +152,11 @@ async def link_stripe(request: Request, customer: str = CustomerPath) -> Respons
 async def put_subscription(
     request: Request, body: SubscriptionIn, customer: str = CustomerPath
 ) -> Response:
-    """A plan without Stripe: `manual` (optionally with a period) or `lifetime` (no period)."""
+    """A plan without Stripe: `manual` (optionally with a period that ends after it starts) or
+    `lifetime` (no period)."""
     who = principal(request, "admin")
     deps = deps_of(request)
+    _check_period(body)
     if deps.service.catalog(who.tenant_id).plan(body.plan) is None:
         raise ValidationFailed([FieldError("plan", f"no plan {body.plan!r} in the catalog")])
     if deps.customers.get(who.tenant_id, customer) is None:
@@ -171,6 +174,13 @@ async def put_subscription(
     deps.subscriptions.put(sub)
     deps.service.invalidate(who.tenant_id, customer)
     return json_response(sub.as_dict())
+
+
+def _check_period(body: SubscriptionIn) -> None:
+    start, end = body.current_period_start, body.current_period_end
+    if start is not None and end is not None and end <= start:
+        message = "must be after current_period_start"
+        raise ValidationFailed([FieldError("current_period_end", message)])
 
 
 @router.delete(
@@ -222,7 +232,7 @@ async def add_grant(request: Request, body: GrantIn, customer: str = CustomerPat
 
 
 @router.post("/grants/{grant_id}/void", summary="Void a grant", responses=ERRORS)
-async def void_grant(request: Request, grant_id: int) -> Response:
+async def void_grant(request: Request, grant_id: int = Path(ge=1, le=2**63 - 1)) -> Response:
     who = principal(request, "admin")
     deps = deps_of(request)
     voided = deps.grants.void(who.tenant_id, grant_id)
@@ -245,7 +255,9 @@ async def create_key(request: Request, body: KeyIn) -> Response:
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke a key", responses=ERRORS)
-async def revoke_key(request: Request, key_id: str = Path(max_length=64)) -> Response:
+async def revoke_key(
+    request: Request, key_id: str = Path(max_length=64, pattern=IDENTIFIER)
+) -> Response:
     """Services stop accepting the key within their auth cache TTL (30 s)."""
     who = principal(request, "admin")
     tenants = deps_of(request).tenants

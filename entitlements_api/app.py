@@ -24,6 +24,7 @@ from entitlements_api.metrics import Metrics
 from entitlements_api.responses import OrjsonResponse, json_response
 from entitlements_api.wiring import Dependencies
 from meterline.errors import FieldError, MeterlineError, RetryLater, ValidationFailed
+from meterline.inputs import friendly_message
 
 log = logging.getLogger("entitlements_api")
 
@@ -54,6 +55,7 @@ def create_app(deps: Dependencies) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
+        redirect_slashes=False,
     )
     app.state.deps = deps
     _errors(app, deps)
@@ -80,7 +82,7 @@ def _errors(app: FastAPI, deps: Dependencies) -> None:
 
 def _field_error(err: Any) -> FieldError:
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-    return FieldError(".".join(loc), str(err.get("msg", "invalid")))
+    return FieldError(".".join(loc), friendly_message(err))
 
 
 def _observe(app: FastAPI, deps: Dependencies) -> None:

@@ -9,17 +9,20 @@ from starlette.responses import Response
 
 from entitlements_api.access import deps_of, principal
 from entitlements_api.responses import json_response
-from entitlements_api.schemas import ConsumeIn, ConsumeOut, DecisionOut, EntitlementsOut, ErrorOut
+from entitlements_api.schemas import (
+    ConsumeIn,
+    ConsumeOut,
+    CustomerPath,
+    DecisionOut,
+    EntitlementsOut,
+    ErrorOut,
+)
 from meterline.entitlements import iso
 
 router = APIRouter(prefix="/v1/customers", tags=["entitlements"])
 
 CHECK_ROUTE = "/{customer}/entitlements/{feature}"
-MAX_CUSTOMER = 128
 MAX_FEATURE = 64
-CustomerPath = Path(
-    min_length=1, max_length=MAX_CUSTOMER, description="the tenant's own customer id"
-)
 FeaturePath = Path(min_length=1, max_length=MAX_FEATURE, description="a feature key of the catalog")
 ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorOut, "description": "missing, unknown or revoked API key"},

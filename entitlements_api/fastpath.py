@@ -42,11 +42,13 @@ import orjson
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from entitlements_api.decisions import MAX_CUSTOMER, MAX_FEATURE
+from entitlements_api.decisions import MAX_FEATURE
 from entitlements_api.principals import RecentPrincipals
+from entitlements_api.schemas import MAX_CUSTOMER
 from entitlements_api.wiring import Dependencies
 from meterline.entitlements import Decision, Reason
 from meterline.errors import MeterlineError
+from meterline.inputs import has_control
 
 JSON = b"application/json"
 REFRESH_AHEAD = 0.1  # fraction of the decision TTL before expiry when a checked key refreshes
@@ -257,7 +259,8 @@ def _plain_get(scope: Scope) -> bool:
 
 def check_path(path: str) -> tuple[str, str] | None:
     """(customer, feature) of `/v1/customers/{customer}/entitlements/{feature}` when both are
-    within the route's length bounds, else None. `path` is the decoded ASGI path."""
+    within the route's length bounds and the customer holds no control character, else None
+    (the app then answers, with its 422). `path` is the decoded ASGI path."""
     parts = path.split("/")
     if len(parts) != 6 or parts[0] or parts[1:3] != ["v1", "customers"]:
         return None
@@ -265,6 +268,8 @@ def check_path(path: str) -> tuple[str, str] | None:
         return None
     customer, feature = parts[3], parts[5]
     if not (0 < len(customer) <= MAX_CUSTOMER and 0 < len(feature) <= MAX_FEATURE):
+        return None
+    if has_control(customer):
         return None
     return customer, feature
 

@@ -5,12 +5,21 @@ Responses are written with orjson directly on the hot path; these models documen
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from meterline.entitlements import Reason
+from meterline.inputs import FREE_TEXT, IDENTIFIER, Instant
+
+MAX_CUSTOMER = 128
+CustomerPath = Path(
+    min_length=1,
+    max_length=MAX_CUSTOMER,
+    pattern=IDENTIFIER,
+    description="the tenant's own customer id (no control characters)",
+)
 
 
 class PeriodOut(BaseModel):
@@ -64,30 +73,33 @@ class ErrorOut(BaseModel):
 
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=128, description="the tenant's own customer id")
-    name: str | None = Field(None, max_length=256)
-    email: str | None = Field(None, max_length=256)
+    id: str = Field(
+        min_length=1, max_length=MAX_CUSTOMER, pattern=IDENTIFIER,
+        description="the tenant's own customer id",
+    )  # fmt: skip
+    name: str | None = Field(None, max_length=256, pattern=FREE_TEXT)
+    email: str | None = Field(None, max_length=256, pattern=IDENTIFIER)
 
 
 class SubscriptionIn(BaseModel):
-    """A manual or lifetime plan (no Stripe subscription)."""
+    """A manual or lifetime plan (no Stripe subscription); a period must end after it starts."""
 
     model_config = ConfigDict(extra="forbid")
-    plan: str
+    plan: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER)
     source: Literal["manual", "lifetime"] = "manual"
     status: Literal["active", "trialing", "past_due", "canceled", "unpaid", "paused"] = "active"
-    current_period_start: datetime | None = None
-    current_period_end: datetime | None = None
+    current_period_start: Instant | None = None
+    current_period_end: Instant | None = None
 
 
 class GrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    feature: str
+    feature: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER)
     kind: Literal["credit", "top_up", "override"]
     amount: float | None = Field(None, ge=0, le=1e15, description="null with override: unlimited")
-    effective_at: datetime | None = None
-    expires_at: datetime | None = None
-    note: str | None = Field(None, max_length=1000)
+    effective_at: Instant | None = None
+    expires_at: Instant | None = None
+    note: str | None = Field(None, max_length=1000, pattern=FREE_TEXT)
 
 
 class KeyIn(BaseModel):

@@ -1,9 +1,16 @@
 """`POST /v1/stripe/webhook`: verified Stripe events update subscriptions.
 
-The signature is checked with `stripe.Webhook.construct_event` (tolerance 300 s by default): a
-bad signature or a stale timestamp is a 400 and changes nothing. Each event id is stored once;
-a redelivery answers 200 and does nothing. The subscription is re-fetched from Stripe, so
-events may arrive in any order. A failure while processing answers 503 so Stripe retries.
+The signature is checked first (`stripe.WebhookSignature.verify_header`, tolerance 300 s by
+default): a bad signature or a stale timestamp is a 400 and changes nothing, not even a record.
+The verified body is then parsed by `meterline.stripe.parse_event` (orjson: nesting deeper
+than 1,024 levels is refused without recursing). A signed body that is not a usable event (not
+an object, no `data.object`, a subscription event without an id, ...) or that names a
+subscription whose period ends before it starts answers 400 `invalid_webhook` with the reason,
+and is kept in `stripe_webhook_rejects` (hash, reason, first 64 KiB, attempts) for inspection.
+Each event id is stored once; a redelivery answers 200 and does nothing. The subscription is
+re-fetched from Stripe, so events may arrive in any order. When Stripe cannot be reached the
+answer is 503 so Stripe retries. Without a webhook secret (allowed only against the emulator,
+see `meterline.settings`) every delivery answers 404.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
 import stripe
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -19,6 +25,9 @@ from starlette.responses import Response
 from entitlements_api.access import deps_of
 from entitlements_api.responses import json_response
 from entitlements_api.schemas import ErrorOut
+from entitlements_api.wiring import Dependencies
+from meterline.errors import NotFound
+from meterline.stripe import InvalidWebhook, parse_event
 
 router = APIRouter(tags=["stripe"])
 log = logging.getLogger("entitlements_api.webhook")
@@ -27,35 +36,44 @@ log = logging.getLogger("entitlements_api.webhook")
 @router.post(
     "/v1/stripe/webhook",
     summary="Stripe webhook endpoint",
-    responses={400: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 503: {"model": ErrorOut}},
 )
 async def stripe_webhook(request: Request) -> Response:
     """Handles customer.subscription.created|updated|deleted|paused|resumed, invoice.paid and
     invoice.payment_failed; other event types are acknowledged and ignored."""
     deps = deps_of(request)
     payload = await request.body()
-    header = request.headers.get("stripe-signature")
-    try:
-        stripe.Webhook.construct_event(
-            payload, header, deps.webhook_secret, tolerance=deps.webhook_tolerance_s
-        )
-        event = orjson.loads(payload)
-        event_id, event_type = str(event["id"]), str(event["type"])
-    except (ValueError, KeyError, TypeError, stripe.SignatureVerificationError) as exc:
+    problem = _verify(deps, payload, request.headers.get("stripe-signature"))
+    if problem is not None:
         deps.metrics.webhooks.labels("rejected").inc()
-        return json_response({"error": "invalid_webhook", "message": _why(exc)}, 400)
+        return json_response({"error": "invalid_webhook", "message": problem}, 400)
     try:
+        event = parse_event(payload)
         outcome = await asyncio.to_thread(deps.subscription_sync.handle, event)
+    except InvalidWebhook as exc:
+        deps.metrics.webhooks.labels("rejected").inc()
+        await asyncio.to_thread(deps.subscription_sync.reject, payload, exc)
+        return json_response(exc.body(), exc.status)
     except stripe.StripeError as exc:
         deps.metrics.webhooks.labels("failed").inc()
-        log.warning("webhook processing failed", extra={"event_id": event_id, "error": str(exc)})
+        log.warning("webhook processing failed", extra={"event_id": event.id, "error": str(exc)})
         body = {"error": "unavailable", "message": "Stripe could not be reached; retry"}
         return json_response(body, 503, {"Retry-After": "5"})
     deps.metrics.webhooks.labels(outcome).inc()
-    return json_response({"received": event_id, "type": event_type, "outcome": outcome})
+    return json_response({"received": event.id, "type": event.type, "outcome": outcome})
 
 
-def _why(exc: Exception) -> str:
-    if isinstance(exc, stripe.SignatureVerificationError):
+def _verify(deps: Dependencies, payload: bytes, header: str | None) -> str | None:
+    """Why the signature does not hold, or None when it does; raises NotFound without a secret."""
+    if not deps.webhook_secret:
+        raise NotFound("Stripe webhooks are not configured (METERLINE_STRIPE_WEBHOOK_SECRET)")
+    try:
+        text = payload.decode("utf-8")
+        stripe.WebhookSignature.verify_header(
+            text, header or "", deps.webhook_secret, deps.webhook_tolerance_s
+        )
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
+    except stripe.SignatureVerificationError as exc:
         return f"signature verification failed: {exc.user_message or exc}"
-    return "the body is not a Stripe event"
+    return None

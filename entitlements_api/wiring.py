@@ -62,7 +62,7 @@ class Dependencies:
     stripe_objects: StripeObjectRepository
     subscription_sync: SubscriptionSync
     usage_query: SeriesQuery | None
-    webhook_secret: str
+    webhook_secret: str | None
     reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
     clock: Clock = field(default_factory=SystemClock)

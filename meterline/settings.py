@@ -2,7 +2,9 @@
 
 Every value comes from the environment (prefix `METERLINE_`). The four backing-service URLs fall
 back to the running dev stack's `.meterline/stack.json` when the environment does not set them.
-`load_settings()` reports every problem at once as one `ConfigError`.
+`load_settings()` reports every problem at once as one `ConfigError`, including a Stripe
+configuration that points at real Stripe without its own API key and webhook secret (only the
+emulator runs without them); `meterline config check` and the entitlements API use it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +23,9 @@ from meterline.stackfile import read_stack
 
 TOPIC_USAGE = "meterline.usage.v1"
 TOPIC_DLQ = "meterline.usage.dlq.v1"
+EMULATOR_API_KEY = "sk_test_meterline"
+# Secrets published in this repository (dev overlays, compose defaults): never valid for Stripe.
+PUBLIC_WEBHOOK_SECRETS = frozenset({"whsec_meterline_dev"})
 
 
 def _section(prefix: str) -> SettingsConfigDict:
@@ -69,11 +75,41 @@ class RedisSettings(BaseSettings):
 
 
 class StripeSettings(BaseSettings):
+    """Stripe, or the emulator: any plain-http `api_base` outside stripe.com (real Stripe is only
+    served over https). Real Stripe needs its own API key and webhook secret (see `problems`);
+    the emulator's key is the default, and the dev stack sets a webhook secret of its own."""
+
     model_config = _section("METERLINE_STRIPE_")
     api_base: str
-    api_key: str = "sk_test_meterline"
-    webhook_secret: str = "whsec_meterline_dev"
+    api_key: str = EMULATOR_API_KEY
+    webhook_secret: str | None = None
     max_network_retries: int = 2
+
+    @property
+    def emulated(self) -> bool:
+        url = urlsplit(self.api_base)
+        host = (url.hostname or "").lower()
+        stripe_host = host == "stripe.com" or host.endswith(".stripe.com")
+        return url.scheme == "http" and not stripe_host
+
+    def problems(self) -> list[str]:
+        """What keeps this configuration from serving real Stripe safely (empty: nothing)."""
+        if self.emulated:
+            return []
+        found = []
+        if self.api_key == EMULATOR_API_KEY:
+            found.append("METERLINE_STRIPE_API_KEY is not set (the default is the emulator's)")
+        if not self.webhook_secret or not self.webhook_secret.strip():
+            found.append(
+                "METERLINE_STRIPE_WEBHOOK_SECRET is not set: Stripe at "
+                f"{self.api_base} needs the endpoint's signing secret (whsec_...)"
+            )
+        elif self.webhook_secret in PUBLIC_WEBHOOK_SECRETS:
+            found.append(
+                "METERLINE_STRIPE_WEBHOOK_SECRET is a published development secret; "
+                "use the endpoint's own signing secret"
+            )
+        return found
 
 
 class ServiceSettings(BaseSettings):
@@ -122,6 +158,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for name, info in Settings.model_fields.items():
         assert isinstance(info.annotation, type) and issubclass(info.annotation, BaseSettings)
         sections[name] = _load_section(info.annotation, environ, errors)
+    if sections["stripe"] is not None:
+        errors += sections["stripe"].problems()
     if errors:
         raise ConfigError("invalid settings:\n" + "\n".join(f"  - {e}" for e in errors))
     return Settings(**sections)

@@ -11,8 +11,6 @@ an optional note; a resolved alert cannot change again.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -21,7 +19,9 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from meterline import csv_export
 from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
+from meterline.inputs import FREE_TEXT, MESSAGES, is_free_text
 
 KINDS = (
     "missing_in_stripe",
@@ -212,11 +212,15 @@ class ReconciliationStore:
         return Alert(*row)
 
     def transition(self, tenant_id: int, alert_id: int, status: str, note: str | None) -> Alert:
-        """Acknowledge or resolve; raises Conflict when the alert is already resolved."""
+        """Acknowledge or resolve; raises Conflict when the alert is already resolved and
+        ValidationFailed for a note over 2000 characters or with control characters (the
+        /finance forms reach here without a request model)."""
         if status not in ("acknowledged", "resolved"):
             raise ValidationFailed([FieldError("status", "must be acknowledged or resolved")])
         if note is not None and len(note) > 2000:
             raise ValidationFailed([FieldError("note", "at most 2000 characters")])
+        if note is not None and not is_free_text(note):
+            raise ValidationFailed([FieldError("note", MESSAGES[FREE_TEXT])])
         current = self.alert(tenant_id, alert_id)
         if current.status == "resolved":
             raise Conflict(f"alert {alert_id} is already resolved")
@@ -294,14 +298,10 @@ CSV_COLUMNS = (
 
 
 def to_csv(alerts: Sequence[Alert]) -> str:
-    """Alerts as CSV (one header row), numbers as plain decimals, times in ISO 8601 UTC."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(CSV_COLUMNS)
-    for a in alerts:
-        d = a.as_dict()
-        writer.writerow(["" if d[c] is None else d[c] for c in CSV_COLUMNS])
-    return buf.getvalue()
+    """Alerts as CSV (one header row), numbers as plain decimals, times in ISO 8601 UTC; text
+    neutralised against formula injection (`meterline.csv_export`)."""
+    rows = ([a.as_dict()[c] for c in CSV_COLUMNS] for a in alerts)
+    return csv_export.to_csv(CSV_COLUMNS, rows)
 
 
 _UPSERT = """

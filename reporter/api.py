@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from meterline.errors import FieldError, MeterlineError, ValidationFailed
+from meterline.inputs import FREE_TEXT, Day, Instant, friendly_message
 from meterline.tenants import Principal
 from reporter import web
 from reporter.alerts import to_csv
@@ -30,7 +31,7 @@ FUTURE = dt.timedelta(minutes=5)
 
 
 class NoteBody(BaseModel):
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=2000, pattern=FREE_TEXT)
 
 
 class RepairBody(BaseModel):
@@ -38,15 +39,15 @@ class RepairBody(BaseModel):
 
 
 class PushBody(BaseModel):
-    flush_until: dt.datetime | None = None
+    flush_until: Instant | None = None
 
 
 class RunBody(BaseModel):
-    day: dt.date | None = Field(default=None, alias="date")
+    day: Day | None = Field(default=None, alias="date")
 
 
 def create_app(reporter: Reporter) -> FastAPI:
-    app = FastAPI(title="Meterline reporter", version="1")
+    app = FastAPI(title="Meterline reporter", version="1", redirect_slashes=False)
     app.state.reporter = reporter
     app.add_exception_handler(MeterlineError, _domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
@@ -148,8 +149,8 @@ def _finance_api(app: FastAPI, reporter: Reporter) -> None:
     @app.post("/v1/reports/run")
     def push_now(who: Admin, body: PushBody | None = None) -> dict[str, Any]:
         until = body.flush_until if body else None
-        if until is not None and (until.tzinfo is None or until > reporter.clock.now() + FUTURE):
-            message = "must carry a time zone and be at most 5 minutes ahead"
+        if until is not None and until > reporter.clock.now() + FUTURE:
+            message = "must be at most 5 minutes ahead"
             raise ValidationFailed([FieldError("flush_until", message)])
         report = reporter.pusher.run([who.tenant_id], until)
         return {"status": report.status, **{k: v for k, v in vars(report).items() if k != "errors"}}
@@ -172,7 +173,7 @@ async def _domain_error(request: Request, exc: MeterlineError) -> Response:
 
 async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
     errors = [
-        FieldError(".".join(str(p) for p in e["loc"] if p != "body") or "body", e["msg"])
+        FieldError(".".join(str(p) for p in e["loc"] if p != "body") or "body", friendly_message(e))
         for e in exc.errors()
     ]
     return JSONResponse(ValidationFailed(errors).body(), status_code=422)

@@ -11,10 +11,14 @@ from meterline.tenants import Principal
 
 
 def authorize(auth: Authenticator, header: str | None, scope: str) -> Principal:
-    """The key's principal if it holds `scope` (or `admin` where `read` is asked)."""
+    """The key's principal if it holds `scope` (or `admin` where `read` is asked); Forbidden
+    names the scope the call needs."""
     try:
         return auth.principal(header, scope)
     except Forbidden:
         if scope != "read":
             raise
+    try:
         return auth.principal(header, "admin")
+    except Forbidden:
+        raise Forbidden("this key lacks the 'read' scope (or 'admin')") from None

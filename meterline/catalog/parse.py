@@ -2,7 +2,8 @@
 
 Every rule is checked in one pass, and a catalog that breaks any raises one `CatalogError` listing
 each problem with its path (`plans[1].features.api_calls.reset: must be one of ...`). Unknown keys
-are errors, and so are duplicate keys in a YAML mapping (PyYAML would silently keep the last).
+are errors, and so are duplicate keys in a YAML mapping (PyYAML would silently keep the last)
+and YAML nested deeper than 32 levels (refused while composing, before recursion runs deep).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from meterline.catalog.model import (
 from meterline.errors import FieldError
 
 SECTIONS = ("meters", "features", "plans", "payment_policies")
+MAX_NESTING = 32
 T = TypeVar("T")
 
 
@@ -78,7 +80,21 @@ def _read_file(path: os.PathLike[str]) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses a key repeated within one mapping."""
+    """`yaml.SafeLoader` that refuses a key repeated within one mapping, and collections nested
+    deeper than `MAX_NESTING` before PyYAML's recursive composer can exhaust the stack."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._depth >= MAX_NESTING:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            problem = f"collections nested deeper than {MAX_NESTING} levels"
+            raise yaml.composer.ComposerError(None, None, problem, mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:

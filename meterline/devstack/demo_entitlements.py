@@ -15,6 +15,7 @@ import httpx
 
 from meterline.cli.common import out
 from meterline.devstack.demo import DemoContext
+from meterline.devstack.stack import DEV_WEBHOOK_SECRET
 from meterline.devstack.stripe_emulator import EmulatorControl
 from meterline.settings import StripeSettings, load_section
 from meterline.stripe import price_lookup_key, stripe_client
@@ -26,8 +27,9 @@ def run(ctx: DemoContext) -> None:
         out("entitlements demo: skipped (service or Stripe emulator not running)")
         return
     settings = load_section(StripeSettings, {**os.environ, "METERLINE_STRIPE_API_BASE": stripe_url})
+    secret = settings.webhook_secret or DEV_WEBHOOK_SECRET  # as the stack gives its services
     with EmulatorControl(stripe_url) as control:
-        control.add_webhook_endpoint(f"{url}/v1/stripe/webhook", secret=settings.webhook_secret)
+        control.add_webhook_endpoint(f"{url}/v1/stripe/webhook", secret=secret)
     customer = f"demo-{secrets.token_hex(3)}"
     admin = _http(url, ctx.keys["admin"])
     app = _http(url, ctx.keys["ingest"])

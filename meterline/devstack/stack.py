@@ -29,6 +29,9 @@ from meterline.postgres import apply_migrations, connect
 from meterline.settings import TOPIC_DLQ, TOPIC_USAGE
 from meterline.stackfile import Stack, remove_stack, write_stack
 
+# The webhook secret of the stack's own emulator (settings have no default secret).
+DEV_WEBHOOK_SECRET = "whsec_meterline_dev"
+
 # Backing services: (stack.json key, environment variable, embedded factory).
 BACKING: list[tuple[str, str, Callable[[Path], tuple[ManagedProcess, str]]]] = [
     ("postgres", "METERLINE_DATABASE_URL", postgres_process),
@@ -125,6 +128,8 @@ class DevStack:
         }
         if "stripe" in self.urls:
             env["METERLINE_STRIPE_API_BASE"] = self.urls["stripe"]
+        if "stripe" in self.processes and not os.environ.get("METERLINE_STRIPE_WEBHOOK_SECRET"):
+            env["METERLINE_STRIPE_WEBHOOK_SECRET"] = DEV_WEBHOOK_SECRET
         return env
 
     def _start(self, name: str, proc: ManagedProcess) -> None:

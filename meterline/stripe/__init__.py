@@ -17,23 +17,28 @@ from meterline.stripe.catalog_sync import (
     price_lookup_key,
 )
 from meterline.stripe.client import stripe_client
-from meterline.stripe.subscriptions import (
+from meterline.stripe.subscriptions import SubscriptionSync, ensure_stripe_customer, to_subscription
+from meterline.stripe.webhook_events import (
+    InvalidWebhook,
     MemoryWebhookEventStore,
     PostgresWebhookEventStore,
-    SubscriptionSync,
+    RejectedWebhook,
+    StripeEvent,
     WebhookEventStore,
-    ensure_stripe_customer,
-    to_subscription,
+    parse_event,
 )
 
 __all__ = [
     "FORMULA",
     "ApplyResult",
     "CatalogSync",
+    "InvalidWebhook",
     "MemoryStripeObjectRepository",
     "MemoryWebhookEventStore",
     "PostgresStripeObjectRepository",
     "PostgresWebhookEventStore",
+    "RejectedWebhook",
+    "StripeEvent",
     "StripeObject",
     "StripeObjectRepository",
     "SubscriptionSync",
@@ -42,6 +47,7 @@ __all__ = [
     "apply_and_sync",
     "ensure_stripe_customer",
     "meter_event_name",
+    "parse_event",
     "price_lookup_key",
     "stripe_client",
     "to_subscription",

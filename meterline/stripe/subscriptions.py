@@ -1,6 +1,7 @@
 """Subscriptions from Stripe: webhook events in, the customer's plan, status and period out.
 
-`SubscriptionSync.handle(event)` takes a verified webhook event (a dict) and:
+`SubscriptionSync.handle(event)` takes a verified webhook event (a `StripeEvent` from
+`webhook_events.parse_event`) and:
 1. stores its id once (`stripe_webhook_events`, ON CONFLICT DO NOTHING); an id already
    processed is a duplicate and changes nothing;
 2. for subscription and invoice events, re-fetches the subscription from Stripe and writes its
@@ -8,7 +9,9 @@
    in the newest state;
 3. calls `on_change(tenant_id, customer)` so cached decisions are dropped;
 4. marks the event processed. An event whose processing failed stays unprocessed, the webhook
-   answers 5xx, and Stripe's retry processes it again.
+   answers 5xx, and Stripe's retry processes it again. A subscription whose period ends before
+   it starts is refused (`InvalidWebhook`, 400): nothing is written, the refusal is kept
+   (`reject`), and a retry fetches the subscription again.
 
 The plan is the catalog plan whose synced price a subscription item uses: the price's
 `metadata.meterline_plan`, else its row in `stripe_objects`. `past_due_since` (grace starts
@@ -19,7 +22,6 @@ there) is the earliest `created` among the events that show the subscription pas
 
 from __future__ import annotations
 
-import abc
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,69 +29,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stripe
-from psycopg_pool import ConnectionPool
 
 from meterline.clock import Clock, SystemClock
 from meterline.entitlements.model import SUBSCRIPTION_STATUSES, Customer, Subscription
 from meterline.entitlements.repository import CustomerRepository, SubscriptionRepository
 from meterline.errors import NotFound
 from meterline.stripe.catalog_sync import StripeObjectRepository
-
-SUBSCRIPTION_EVENTS = frozenset(
-    {
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "customer.subscription.paused",
-        "customer.subscription.resumed",
-    }
+from meterline.stripe.webhook_events import (
+    InvalidWebhook,
+    RejectedWebhook,
+    StripeEvent,
+    WebhookEventStore,
+    event_id_of,
 )
-INVOICE_EVENTS = frozenset({"invoice.paid", "invoice.payment_failed"})
+
 JSON = dict[str, Any]
-
-
-class WebhookEventStore(abc.ABC):
-    @abc.abstractmethod
-    def record(self, event_id: str, type_: str, created: int) -> bool:
-        """True when the event still needs processing (new, or an earlier attempt failed)."""
-
-    @abc.abstractmethod
-    def processed(self, event_id: str) -> None: ...
-
-
-class MemoryWebhookEventStore(WebhookEventStore):
-    def __init__(self) -> None:
-        self.events: dict[str, bool] = {}
-
-    def record(self, event_id: str, type_: str, created: int) -> bool:
-        return not self.events.setdefault(event_id, False)
-
-    def processed(self, event_id: str) -> None:
-        self.events[event_id] = True
-
-
-class PostgresWebhookEventStore(WebhookEventStore):
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
-
-    def record(self, event_id: str, type_: str, created: int) -> bool:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO stripe_webhook_events (event_id, type, created) VALUES (%s, %s, %s) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                (event_id, type_, created),
-            )
-            row = conn.execute(
-                "SELECT processed_at FROM stripe_webhook_events WHERE event_id = %s", (event_id,)
-            ).fetchone()
-        return row is None or row[0] is None
-
-    def processed(self, event_id: str) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = %s",
-                (event_id,),
-            )
 
 
 def ensure_stripe_customer(
@@ -140,21 +94,29 @@ class SubscriptionSync:
         self._on_change = on_change
         self._lock = threading.Lock()
 
-    def handle(self, event: JSON) -> str:
-        """Process one verified event; returns `duplicate`, `ignored` or `applied`."""
-        event_id, type_, created = event["id"], event["type"], int(event.get("created") or 0)
-        if not self._events.record(event_id, type_, created):
+    def handle(self, event: StripeEvent) -> str:
+        """Process one verified event; returns `duplicate`, `ignored` or `applied`.
+
+        Raises InvalidWebhook when the subscription's data breaks a rule (the event stays
+        unprocessed: Stripe's retry fetches the subscription again), StripeError when Stripe
+        cannot be reached."""
+        if not self._events.record(event.id, event.type, event.created):
             return "duplicate"
-        obj = event["data"]["object"]
-        sub_id = _subscription_id(type_, obj)
         outcome = "ignored"
-        if sub_id is not None:
-            failed = type_ == "invoice.payment_failed" or obj.get("status") == "past_due"
+        if event.subscription_id is not None:
+            failed_at = event.created if event.shows_past_due else None
             with self._lock:
-                synced = self.sync(sub_id, created, created if failed else None)
+                synced = self.sync(event.subscription_id, event.created, failed_at)
                 outcome = "applied" if synced else "ignored"
-        self._events.processed(event_id)
+        self._events.processed(event.id)
         return outcome
+
+    def reject(self, payload: bytes, error: InvalidWebhook) -> None:
+        """Keep a refused body with the reason, for inspection."""
+        self._events.reject(payload, event_id_of(payload), error.message)
+
+    def rejected(self, limit: int = 100) -> list[RejectedWebhook]:
+        return self._events.rejected(limit)
 
     def sync(
         self, subscription_id: str, event_created: int = 0, failed_at: int | None = None
@@ -207,13 +169,21 @@ class SubscriptionSync:
 def to_subscription(
     obj: JSON, customer: Customer, plan: str, existing: Subscription | None
 ) -> Subscription:
-    """The stored form of a Stripe subscription object (periods from its first item)."""
+    """The stored form of a Stripe subscription object (periods from its first item).
+
+    Raises InvalidWebhook when the period ends before it starts."""
     items = obj.get("items", {}).get("data", [])
     first = items[0] if items else {}
     status = obj["status"] if obj["status"] in SUBSCRIPTION_STATUSES else "incomplete"
     past_due_since = None
     if status == "past_due" and existing is not None and existing.status == "past_due":
         past_due_since = existing.past_due_since
+    start, end = _time(first.get("current_period_start")), _time(first.get("current_period_end"))
+    if start is not None and end is not None and end <= start:
+        raise InvalidWebhook(
+            f"subscription {obj['id']}: its period ends ({end:%Y-%m-%dT%H:%M:%SZ}) "
+            f"before it starts ({start:%Y-%m-%dT%H:%M:%SZ}); not applied"
+        )
     return Subscription(
         tenant_id=customer.tenant_id,
         customer=customer.id,
@@ -221,8 +191,8 @@ def to_subscription(
         status=status,
         source="stripe",
         stripe_subscription_id=obj["id"],
-        current_period_start=_time(first.get("current_period_start")),
-        current_period_end=_time(first.get("current_period_end")),
+        current_period_start=start,
+        current_period_end=end,
         past_due_since=past_due_since,
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
         stripe_event_created=existing.stripe_event_created if existing else None,
@@ -236,16 +206,6 @@ def _stamp(sub: Subscription, event_created: int, past_due_seen: int) -> Subscri
         seen = datetime.fromtimestamp(past_due_seen, UTC)
         since = seen if since is None else min(since, seen)
     return replace(sub, stripe_event_created=newest, past_due_since=since)
-
-
-def _subscription_id(type_: str, obj: JSON) -> str | None:
-    if type_ in SUBSCRIPTION_EVENTS:
-        return str(obj["id"])
-    if type_ in INVOICE_EVENTS:
-        details = ((obj.get("parent") or {}).get("subscription_details")) or {}
-        found = details.get("subscription") or obj.get("subscription")
-        return _id(found) if found else None
-    return None
 
 
 def _id(value: Any) -> str:
