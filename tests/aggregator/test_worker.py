@@ -75,8 +75,13 @@ class FencingWriter:
         self._stopping = stopping
         self._steal_at, self._stolen = steal_at, stolen
 
+    incarnation: str | None = None
+
     def positions(self, partitions: list[int]) -> dict[int, int | None]:
         return {p: self.stored[p] for p in partitions}
+
+    def pending_letters(self) -> list[Any]:
+        return []
 
     def reset(self) -> None:
         pass
