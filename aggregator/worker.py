@@ -137,14 +137,13 @@ class Worker:
 
     def _check_ends(self, found: dict[int, int | None]) -> None:
         """Stop each partition whose stored position is beyond its log's end."""
-        consumer, placed = self._consumer, {p: o for p, o in found.items() if o is not None}
+        consumer, placed = self._consumer, {p: o for p, o in found.items() if o}
         if consumer is None or not placed:
             return
-        ends = self._p.retrier.call(lambda: consumer.end_offsets(sorted(placed)), "kafka")
-        for part, end in ends.items():
-            if placed[part] > end:
-                why = f"stored position {placed[part]} is beyond the log end {end}"
-                self._halt(consumer, part, placed[part], why, "beyond_log_end")
+        past = self._p.retrier.call(lambda: consumer.beyond_end(placed), "kafka")
+        for part, end in past.items():
+            why = f"stored position {placed[part]} is beyond the log end {end}"
+            self._halt(consumer, part, placed[part], why, "beyond_log_end")
 
     def _on_revoke(self, partitions: list[int]) -> None:
         self._wait_for_committer()  # finish the batch in flight while these are still ours

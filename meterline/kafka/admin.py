@@ -12,8 +12,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from meterline.errors import ConfigError
-from meterline.kafka.consumer import KafkaFailure
+from meterline.errors import ConfigError, Unavailable
 
 
 def ensure_topics(
@@ -56,7 +55,7 @@ class TopicIncarnation:
         self._topic, self._timeout = topic, timeout
 
     def __call__(self) -> str:
-        """Raises KafkaFailure when the broker does not answer or does not know the topic."""
+        """Raises Unavailable when the broker does not answer or does not know the topic."""
         topic, timeout = self._topic, self._timeout
         try:
             described = self._admin.describe_topics(TopicCollection([topic]))[topic]
@@ -65,18 +64,18 @@ class TopicIncarnation:
                 return f"id:{topic_id}"
             return f"cluster:{self._admin.describe_cluster().result(timeout).cluster_id}"
         except KafkaException as exc:
-            raise KafkaFailure(f"cannot describe topic {topic}: {exc}") from None
+            raise Unavailable(f"cannot describe topic {topic}: {exc}") from None
 
 
 def log_bounds(
     bootstrap: str, topic: str, partition: int, timeout: float = 10.0
 ) -> tuple[int, int]:
-    """The partition's first and next offsets (log start, log end). Raises KafkaFailure."""
+    """The partition's first and next offsets (log start, log end). Raises Unavailable."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "meterline-admin"})
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout)
         return int(low), int(high)
     except KafkaException as exc:
-        raise KafkaFailure(f"cannot read the bounds of {topic}[{partition}]: {exc}") from None
+        raise Unavailable(f"cannot read the bounds of {topic}[{partition}]: {exc}") from None
     finally:
         consumer.close()

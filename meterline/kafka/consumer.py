@@ -55,6 +55,7 @@ class PositionedConsumer:
         **overrides: Any,
     ) -> None:
         self.topic = topic
+        self._bootstrap = bootstrap
         self._positions = positions
         self._revoked = revoked
         self._assigned: set[int] = set()
@@ -127,9 +128,34 @@ class PositionedConsumer:
                 ends[p] = int(got[1])
         return ends
 
+    def beyond_end(self, positions: dict[int, int], timeout_s: float = 5.0) -> dict[int, int]:
+        """The partitions whose log ends before the given next offsets, with the log end the
+        broker reports. A broker may report too small an end (Tansu reports the base offset
+        of the last record batch, plus one), so a position past the reported end counts only
+        when the record just before it cannot be read either. Blocks up to `timeout_s` per
+        such partition; a partition the broker does not answer for is left out."""
+        ends = self.end_offsets(sorted(positions), timeout_s)
+        past = {p: end for p, end in ends.items() if positions[p] > end}
+        return {p: end for p, end in past.items() if not self._readable(p, positions[p] - 1)}
+
+    def _readable(self, partition: int, offset: int, timeout_s: float = 5.0) -> bool:
+        """True when a record at `offset` or later can be read from `partition`."""
+        probe = Consumer(consumer_config(self._bootstrap, "meterline-probe", **_PROBE))
+        try:
+            probe.assign([TopicPartition(self.topic, partition, offset)])
+            for message in probe.consume(1, timeout_s):
+                if message.error() is None:
+                    return (message.offset() or 0) >= offset
+            return False
+        finally:
+            probe.close()
+
     def close(self) -> None:
         """Leave the group (the partitions are reassigned at once) and free the client."""
         self._consumer.close()
+
+
+_PROBE = {"auto.offset.reset": "error", "enable.partition.eof": False}
 
 
 def _target(offset: int | None) -> int:

@@ -59,6 +59,9 @@ class FakeConsumer:
     def end_offsets(self, partitions: list[int], timeout_s: float = 2.0) -> dict[int, int]:
         return {p: len(self._records[p]) for p in partitions}
 
+    def beyond_end(self, positions: dict[int, int]) -> dict[int, int]:
+        return {p: len(self._records[p]) for p, o in positions.items() if o > len(self._records[p])}
+
     def close(self) -> None:
         pass
 
