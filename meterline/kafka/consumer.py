@@ -136,7 +136,9 @@ class PositionedConsumer:
         such partition; a partition the broker does not answer for is left out."""
         ends = self.end_offsets(sorted(positions), timeout_s)
         past = {p: end for p, end in ends.items() if positions[p] > end}
-        return {p: end for p, end in past.items() if not self._readable(p, positions[p] - 1)}
+        return {
+            p: end for p, end in past.items() if not self._readable(p, positions[p] - 1, timeout_s)
+        }
 
     def _readable(self, partition: int, offset: int, timeout_s: float = 5.0) -> bool:
         """True when a record at `offset` or later can be read from `partition`."""

@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from psycopg_pool import ConnectionPool
 
 from meterline.kafka.admin import TopicIncarnation
+from meterline.kafka.consumer import PositionedConsumer
 from meterline.kafka.dlq import DeadLetter, DeadLetterPublisher, read_dead_letters
 from meterline.offsets import set_position, stored_positions
 from tests.aggregator.support import (
@@ -71,12 +73,40 @@ def test_a_position_beyond_the_log_end_stops_the_partition_until_an_operator_res
         assert refused.returncode == 2 and "--to" in refused.stderr
         done = cli(service_env, "offsets", "reset", "--partition", str(part), "--to", "earliest")
         assert done.returncode == 0, done.stderr
+        listed = cli(service_env, "offsets", "list")
+        assert listed.returncode == 0 and "current" in listed.stdout, listed.stderr
 
         wait_for(lambda: ledger_count(pool) == stream.unique, 60, "the partition to resume")
         wait_for(lambda: agg.get("/readyz").status_code == 200, 30, "/readyz to pass")
         assert_view_matches(pool, redis_url)
     positions = {s.partition: s.next_offset for s in stored_positions(pool, GROUP, topic)}
     assert sum(positions.values()) == len(stream.events) and positions[part] < beyond
+
+
+def test_beyond_end_trusts_a_readable_record_over_a_reported_log_end(
+    service_env: dict[str, str], kafka_topics: Topics
+) -> None:
+    """Tansu reports a log end smaller than the real one (the last record batch's base offset
+    plus one): a position is beyond the end only if the record before it cannot be read."""
+    boot, topic = service_env["METERLINE_KAFKA_BOOTSTRAP"], kafka_topics.usage
+    events = make_stream(1, 300).events
+    publish(boot, topic, events)
+    ends: dict[int, int] = {}
+    reader = PositionedConsumer(boot, "test-ends", topic, lambda ps: dict.fromkeys(ps), print)
+    try:
+        deadline = time.monotonic() + 30
+        while sum(ends.values()) < len(events) and time.monotonic() < deadline:
+            for m in reader.poll(1000, 0.5):
+                ends[m.partition()] = m.offset() + 1  # type: ignore[operator]
+    finally:
+        reader.close()
+    fresh = PositionedConsumer(boot, "test-ends", topic, lambda ps: dict.fromkeys(ps), print)
+    try:  # nothing fetched yet: the log ends are the broker's answer to a query
+        assert fresh.beyond_end(ends, timeout_s=2) == {}
+        beyond = {p: e + 1000 for p, e in ends.items()}
+        assert set(fresh.beyond_end(beyond, timeout_s=2)) == set(ends)
+    finally:
+        fresh.close()
 
 
 def test_a_batch_written_again_after_a_crash_publishes_its_dead_letters_once(
