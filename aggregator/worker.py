@@ -124,7 +124,11 @@ class Worker:
 
     def _on_assign(self, partitions: list[int]) -> dict[int, int | None]:
         self._wait_for_committer()
-        self._p.writer.incarnation = self._p.retrier.call(self._p.incarnation, "kafka")
+        w, was = self._p.writer, self._p.writer.incarnation
+        w.incarnation = self._p.retrier.call(self._p.incarnation, "kafka")
+        if was is not None and w.incarnation != was:
+            log.warning("the topic has a new incarnation", extra={"was": was, "now": w.incarnation})
+            self._p.metrics.incarnations.inc()
         found = self._stored(partitions)
         self._positions.update(found)
         self._to_check.extend(partitions)
