@@ -31,6 +31,7 @@ from aggregator.worker import Worker, WorkerParts
 from meterline import logs
 from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.errors import ConfigError
+from meterline.kafka.admin import TopicIncarnation
 from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
 from meterline.redis import connect as redis_connect
@@ -107,6 +108,7 @@ def main() -> int:
         progress=progress,
         hooks=hooks,
         stopping=stopping,
+        incarnation=TopicIncarnation(kafka.bootstrap, kafka.topic),
     )
     log.info("aggregator starting", extra={"topic": kafka.topic, "group": own.group_id})
     _settle_garbage_collector()

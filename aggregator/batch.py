@@ -24,11 +24,13 @@ AggregationOf = Callable[[int, str], Aggregation]
 
 @dataclass
 class Batch:
-    """Decoded messages of one micro-batch. `ends[p]` is the offset after p's last message."""
+    """Decoded messages of one micro-batch. `starts[p]` is the offset of p's first message,
+    `ends[p]` the offset after its last."""
 
     events: dict[int, Events] = field(default_factory=dict)
     poison: list[DeadLetter] = field(default_factory=list)
     ends: dict[int, int] = field(default_factory=dict)
+    starts: dict[int, int] = field(default_factory=dict)
     records: int = 0
 
     @property
@@ -46,6 +48,7 @@ def decode_batch(messages: Sequence[Message], topic: str) -> Batch:
     batch = Batch(ends={p: o + 1 for p, o in last.items()}, records=len(messages))
     for p in batch.partitions:
         mine = messages if len(last) == 1 else list(compress(messages, map(p.__eq__, parts)))
+        batch.starts[p] = mine[0].offset()  # type: ignore[assignment]  # never None here
         events = decode_columns(list(map(Message.value, mine)))
         batch.events[p] = events if events is not None else _one_by_one(mine, topic, batch)
     return batch

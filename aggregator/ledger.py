@@ -12,7 +12,12 @@
    (again COPY to a temp table, then one upsert per aggregation present);
 4. each partition's stored offset moves from where this consumer's position says it is to the
    batch's end; if the stored offset is anywhere else, another consumer owns the partition
-   (this one is a zombie) and the transaction aborts with `Fenced`.
+   (this one is a zombie) and the transaction aborts with `Fenced`;
+5. the batch's dead letters are recorded in `dead_letter_outbox` (published after the commit).
+
+Stored offsets belong to one incarnation of the topic (`LedgerWriter.incarnation`, see
+`meterline.kafka.admin.topic_incarnation`): a row of another incarnation is no position at all
+(`None`, read from the beginning), and the first batch of the new incarnation claims the row.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import psycopg
 from aggregator.batch import AggregationOf, Batch, to_deltas, unique_events
 from aggregator.columns import EventKey, Events
 from meterline.catalog.model import Aggregation
+from meterline.kafka.dlq import DeadLetter
 from meterline.postgres.partitions import PartitionManager
 from meterline.view.model import DAY_MS, Delta
 
@@ -79,14 +85,34 @@ _CODE = {
 _ADVANCE = """
 UPDATE consumer_offsets SET next_offset = %s, updated_at = now()
 WHERE consumer_group = %s AND topic = %s AND partition = %s AND next_offset = %s
+  AND incarnation IS NOT DISTINCT FROM %s
 """
 _CLAIM = """
-INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
-VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
+INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, incarnation)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+SET next_offset = EXCLUDED.next_offset, incarnation = EXCLUDED.incarnation, updated_at = now()
+WHERE consumer_offsets.incarnation IS DISTINCT FROM EXCLUDED.incarnation
 """
 _POSITIONS = """
 SELECT partition, next_offset FROM consumer_offsets
 WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)
+  AND incarnation IS NOT DISTINCT FROM %s
+"""
+_RECORD_LETTER = """
+INSERT INTO dead_letter_outbox
+    (consumer_group, topic, incarnation, partition, source_offset, key, value, reason)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+_PENDING_LETTERS = """
+SELECT key, value, reason, partition, source_offset FROM dead_letter_outbox
+WHERE consumer_group = %s AND topic = %s AND incarnation = %s
+ORDER BY partition, source_offset
+"""
+_FORGET_LETTERS = """
+DELETE FROM dead_letter_outbox
+WHERE consumer_group = %s AND topic = %s AND incarnation = %s
+  AND (partition, source_offset) IN (SELECT * FROM unnest(%s::integer[], %s::bigint[]))
 """
 
 
@@ -209,6 +235,7 @@ class Committed:
     previous: dict[int, int | None]
     ends: dict[int, int]
     duplicates: int
+    incarnation: str | None = None
 
 
 Hook = Callable[[], None]
@@ -219,12 +246,16 @@ Connect = Callable[[], "psycopg.Connection[Any]"]
 
 class LedgerWriter:
     """Writes batches through one dedicated connection, opened on first use and again after
-    `reset()` (call it after a connection error). Not thread-safe."""
+    `reset()` (call it after a connection error). Not thread-safe.
+
+    `incarnation` is the topic's incarnation the positions belong to; set it before reading
+    positions (`None` only where the broker is never asked, as in some tests)."""
 
     def __init__(self, connect: Connect, group: str, topic: str) -> None:
         self._connect = connect
         self._conn_or_none: psycopg.Connection[Any] | None = None
         self._group, self._topic = group, topic
+        self.incarnation: str | None = None
         self._partitions = PartitionManager()
 
     @property
@@ -242,10 +273,25 @@ class LedgerWriter:
             conn.close()
 
     def positions(self, partitions: list[int]) -> dict[int, int | None]:
-        """The stored next offset of each partition (`None` for a partition with no row)."""
-        rows = self._conn.execute(_POSITIONS, (self._group, self._topic, partitions)).fetchall()
-        stored = dict(rows)
+        """The stored next offset of each partition in this incarnation (`None` for a partition
+        with no row, or whose row belongs to another incarnation: read it from its start)."""
+        args = (self._group, self._topic, partitions, self.incarnation)
+        stored = dict(self._conn.execute(_POSITIONS, args).fetchall())
         return {p: stored.get(p) for p in partitions}
+
+    def pending_letters(self) -> list[DeadLetter]:
+        """Dead letters of this incarnation recorded by committed batches and not yet
+        published (those of a batch whose process died before it published them)."""
+        args = (self._group, self._topic, self.incarnation or "")
+        rows = self._conn.execute(_PENDING_LETTERS, args).fetchall()
+        return [DeadLetter(k, v, r, self._topic, p, o) for k, v, r, p, o in rows]
+
+    def forget_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Drop published letters from the outbox."""
+        parts = [x.source_partition for x in letters]
+        offsets = [x.source_offset for x in letters]
+        args = (self._group, self._topic, self.incarnation or "", parts, offsets)
+        self._conn.execute(_FORGET_LETTERS, args)
 
     def commit(
         self,
@@ -267,11 +313,13 @@ class LedgerWriter:
             deltas = {p: to_deltas(es, aggregation_of) for p, es in new.items()}
             self._upsert([d for ds in deltas.values() for d in ds])
             previous = self._advance(batch, positions)
+            self._record_letters(batch.poison)
             if inside is not None:
                 inside()
         counted = sum(len(es) for es in new.values())
         total = sum(len(es) for es in batch.events.values())
-        return Committed(new, deltas, previous, dict(batch.ends), total - counted)
+        ends = dict(batch.ends)
+        return Committed(new, deltas, previous, ends, total - counted, self.incarnation)
 
     def _insert_events(self, prepared: Prepared) -> set[EventKey] | None:
         """Insert the events the ledger does not hold yet: the keys of those inserted, or
@@ -314,13 +362,27 @@ class LedgerWriter:
 
     def _advance(self, batch: Batch, positions: Mapping[int, int | None]) -> dict[int, int | None]:
         previous: dict[int, int | None] = {}
+        group, topic, inc = self._group, self._topic, self.incarnation
         for p in batch.partitions:
             start, end = positions.get(p), batch.ends[p]
             if start is not None:
-                cur = self._conn.execute(_ADVANCE, (end, self._group, self._topic, p, start))
+                cur = self._conn.execute(_ADVANCE, (end, group, topic, p, start, inc))
             else:
-                cur = self._conn.execute(_CLAIM, (self._group, self._topic, p, end))
+                cur = self._conn.execute(_CLAIM, (group, topic, p, end, inc))
             if cur.rowcount != 1:
                 raise Fenced(f"partition {p}: stored offset is not {start}; not the owner")
             previous[p] = start
         return previous
+
+    def _record_letters(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        head = (self._group, self._topic, self.incarnation or "")
+        with self._conn.cursor() as cur:
+            cur.executemany(
+                _RECORD_LETTER,
+                [
+                    (*head, x.source_partition, x.source_offset, x.key, x.value, x.reason)
+                    for x in letters
+                ],
+            )

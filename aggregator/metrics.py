@@ -45,3 +45,21 @@ class AggregatorMetrics:
         )
         # Batches refused because another consumer owns a partition (zombie fencing).
         self.fenced = Counter("meterline_aggregator_fenced_batches", "Fenced batches", registry=r)
+        # Partitions stopped because a stored position and the log disagree, by kind:
+        # beyond_log_end (the stored position is past the partition's end) or batch_start (a
+        # batch did not start at the stored position). Each waits for `meterline offsets reset`.
+        self.position_mismatches = Counter(
+            "meterline_aggregator_position_mismatches",
+            "Partitions stopped on a position mismatch",
+            ["kind"],
+            registry=r,
+        )
+        # Partitions of this process stopped now, waiting for an operator.
+        self.halted = Gauge(
+            "meterline_aggregator_halted_partitions", "Partitions stopped now", registry=r
+        )
+        # New incarnations of the topic seen (recreated, or a memory-only broker restarted):
+        # their partitions are read from the start.
+        self.incarnations = Counter(
+            "meterline_aggregator_topic_incarnations", "New topic incarnations seen", registry=r
+        )

@@ -3,7 +3,9 @@
 Progress is a committed batch, or a moment with no lag at all. `/readyz` fails when there is
 lag and no progress for `stall_s` seconds: a stalled consumer (an outage, a stuck partition)
 becomes visible while an idle one stays ready. It also fails while the consumer waits for a
-dependency (`waiting_for`), e.g. Postgres down at start-up, when no lag is known yet.
+dependency (`waiting_for`), e.g. Postgres down at start-up, when no lag is known yet, and
+while a partition is stopped on a position mismatch (`halted`: partition -> why), until an
+operator resolves it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ class Progress:
         self._last = now()
         self._lag: dict[int, int] = {}
         self._waiting: str | None = None
+        self._halted: dict[int, str] = {}
         self.running = True
+
+    def halted(self, why: dict[int, str]) -> None:
+        """The partitions stopped now, each with the reason an operator reads."""
+        with self._lock:
+            self._halted = dict(why)
 
     def waiting_for(self, dependency: str | None) -> None:
         """The dependency an outage keeps the consumer waiting for; None once it answered."""
@@ -44,8 +52,12 @@ class Progress:
             idle = self._now() - self._last
             lagging = sum(self._lag.values())
             waiting = self._waiting
-        ready = self.running and waiting is None and (lagging == 0 or idle < self._stall)
+            halted = {str(p): why for p, why in sorted(self._halted.items())}
+        ready = self.running and waiting is None and not halted
+        ready = ready and (lagging == 0 or idle < self._stall)
         details: dict[str, object] = {"lag": lagging, "seconds_since_progress": round(idle, 1)}
         if waiting is not None:
             details["waiting_for"] = waiting
+        if halted:
+            details["halted"] = halted
         return ready, details

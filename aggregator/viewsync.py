@@ -2,7 +2,10 @@
 
 Each partition of the batch is applied with its gate (see `meterline.view.sync`): a batch the
 view already holds is skipped, a view that missed a batch or lost its content is rebuilt from
-Postgres, and a rebuild by another process is waited for.
+Postgres, and a rebuild by another process is waited for. A partition's stream is keyed by the
+topic's incarnation, so a topic that starts again at offset 0 starts a stream of its own. A
+watermark ahead of Postgres means an operator moved a position back (`meterline offsets
+reset`): the view is rebuilt too, or it would skip what is read again.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ class ViewSync:
         end: int,
         deltas: Sequence[Delta],
         counted: Sequence[ReservationKey],
+        incarnation: str | None = None,
     ) -> None:
-        gate = Gate(stream_name(self._group, self._topic, partition), previous, end)
+        stream = stream_name(self._group, self._topic, partition, incarnation)
+        gate = Gate(stream, previous, end)
         while True:
             outcome = self._retrier.call(
                 lambda: self._view.apply_gated(gate, deltas, counted), "redis"
@@ -62,11 +67,13 @@ class ViewSync:
         self._retrier.call(self._rebuild, "redis")
         self._metrics.rebuilds.inc()
 
-    def ensure_current(self, stored: dict[str, int], partitions: Sequence[int]) -> None:
-        """Rebuild if the view is not ready or trails Postgres on any of `partitions`."""
+    def ensure_current(
+        self, stored: dict[str, int], partitions: Sequence[int], incarnation: str | None = None
+    ) -> None:
+        """Rebuild if the view is not ready or differs from Postgres on any of `partitions`."""
         marks = self._retrier.call(self._view.watermarks, "redis")
-        streams = [stream_name(self._group, self._topic, p) for p in partitions]
-        behind = [s for s in streams if s in stored and (marks or {}).get(s, -1) < stored[s]]
-        if marks is None or behind:
-            log.info("view not current; rebuilding", extra={"behind": behind})
+        streams = [stream_name(self._group, self._topic, p, incarnation) for p in partitions]
+        off = [s for s in streams if s in stored and (marks or {}).get(s, -1) != stored[s]]
+        if marks is None or off:
+            log.info("view not current; rebuilding", extra={"streams": off})
             self.rebuild()

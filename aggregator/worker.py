@@ -2,9 +2,11 @@
 
     consumer thread:  collect (<= batch_size records, or batch_ms after the first once the
                         committer is free) -> decode -> prepare (first copies, COPY text)
+                        -> check each partition starts at its position
                         -> hand the batch to the committer (waits for the one before)
-    committer thread: dead letters published and acknowledged
-                        -> ONE Postgres transaction (ledger, rollups, offsets)  [inside_txn]
+    committer thread: ONE Postgres transaction (ledger, rollups, offsets,
+                        dead letters into the outbox)                         [inside_txn]
+                        -> dead letters published, then dropped from the outbox
                         -> the view, per partition, gated by watermarks       [after_commit]
                         -> done                                               [between_batches]
 
@@ -21,6 +23,14 @@ exactly that start (the fence). So when a batch is refused, every later batch of
 is refused too: the consumer waits for the committer, drops what it holds for those
 partitions and reads them again from the offsets in Postgres. Rebalance callbacks and that
 resync wait for the committer first, so they never race a commit.
+
+Positions belong to the topic's incarnation (`WorkerParts.incarnation`), learnt at start-up, on
+every assignment and resync, and again whenever a batch does not start at its partition's
+position. A new incarnation (the topic recreated, a memory-only broker restarted) is read from
+its start. In the same incarnation, a batch that does not start at its position, or a stored
+position beyond the log's end, stops that partition (paused, `/readyz` fails, counted, logged)
+until an operator moves the stored position (`meterline offsets reset`), which the worker sees
+within `LAG_EVERY_S`.
 """
 
 from __future__ import annotations
@@ -67,6 +77,16 @@ class WorkerParts:
     progress: Progress
     hooks: Hooks
     stopping: threading.Event
+    incarnation: Callable[[], str | None] = lambda: None
+
+
+@dataclass(frozen=True)
+class Halt:
+    """A partition stopped on a position mismatch: the stored position it was stopped at
+    (moving it resumes the partition), and why."""
+
+    stored: int | None
+    why: str
 
 
 class Worker:
@@ -80,11 +100,14 @@ class Worker:
         self._consumer: PositionedConsumer | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="committer")
         self._pending: Future[None] | None = None
+        self._halted: dict[int, Halt] = {}
 
     def run(self) -> None:
         """Consume until `stopping` is set; the batches in hand are finished first (drain)."""
         p = self._p
         try:
+            p.writer.incarnation = p.retrier.call(p.incarnation, "kafka")
+            self._publish_letters()
             stored = p.retrier.call(p.stored_offsets, "postgres")
             p.view_sync.ensure_current(stored, [])
             self._consumer = p.consumer_factory(self._on_assign, self._on_revoke)
@@ -101,11 +124,30 @@ class Worker:
 
     def _on_assign(self, partitions: list[int]) -> dict[int, int | None]:
         self._wait_for_committer()
-        w = self._p.writer
-        found = self._p.retrier.call(lambda: w.positions(partitions), "postgres", w.reset)
+        w, was = self._p.writer, self._p.writer.incarnation
+        w.incarnation = self._p.retrier.call(self._p.incarnation, "kafka")
+        if was is not None and w.incarnation != was:
+            log.warning("the topic has a new incarnation", extra={"was": was, "now": w.incarnation})
+            self._p.metrics.incarnations.inc()
+        found = self._stored(partitions)
         self._positions.update(found)
         self._to_check.extend(partitions)
+        self._check_ends(found)
         return found
+
+    def _stored(self, partitions: list[int]) -> dict[int, int | None]:
+        w = self._p.writer
+        return self._p.retrier.call(lambda: w.positions(partitions), "postgres", w.reset)
+
+    def _check_ends(self, found: dict[int, int | None]) -> None:
+        """Stop each partition whose stored position is beyond its log's end."""
+        consumer, placed = self._consumer, {p: o for p, o in found.items() if o}
+        if consumer is None or not placed:
+            return
+        past = self._p.retrier.call(lambda: consumer.beyond_end(placed), "kafka")
+        for part, end in past.items():
+            why = f"stored position {placed[part]} is beyond the log end {end}"
+            self._halt(consumer, part, placed[part], why, "beyond_log_end")
 
     def _on_revoke(self, partitions: list[int]) -> None:
         self._wait_for_committer()  # finish the batch in flight while these are still ours
@@ -115,6 +157,9 @@ class Worker:
         for part in lost:
             self._positions.pop(part, None)
             self._p.metrics.lag.labels(str(part)).set(0)
+        if lost & self._halted.keys():
+            self._halted = {p: h for p, h in self._halted.items() if p not in lost}
+            self._report_halted()
 
     def _step(self, consumer: PositionedConsumer) -> None:
         if self._to_resync:
@@ -124,20 +169,36 @@ class Worker:
         if self._to_check:
             self._wait_for_committer()
             stored = self._p.retrier.call(self._p.stored_offsets, "postgres")
-            self._p.view_sync.ensure_current(stored, self._to_check)
+            inc = self._p.writer.incarnation
+            self._p.view_sync.ensure_current(stored, self._to_check, inc)
             self._to_check = []
         if records:
-            self._submit(prepare(decode_batch(records, self._p.topic)), time.monotonic())
+            prepared = prepare(decode_batch(records, self._p.topic))
+            self._submit(consumer, prepared, time.monotonic())
         if time.monotonic() - self._lag_at > LAG_EVERY_S:
             self._update_lag(consumer)
+            if self._halted:
+                self._check_resolved(consumer)
+            else:
+                self._learn_incarnation(consumer)
 
-    def _submit(self, prepared: Prepared, started: float) -> None:
+    def _submit(self, consumer: PositionedConsumer, prepared: Prepared, started: float) -> None:
         """Hand a batch to the committer once the batch before it is done. A batch of a
-        partition waiting to be read again is not committed (it would be refused)."""
+        partition waiting to be read again is not committed (it would be refused), nor one
+        that does not start where its partitions' positions are."""
         batch = prepared.batch
         self._wait_for_committer()
         if self._to_resync.intersection(batch.partitions):
             self._to_resync.update(batch.partitions)
+            return
+        at = self._positions
+        moved = {
+            p: start
+            for p in batch.partitions
+            if (start := at.get(p)) is not None and batch.starts[p] != start
+        }
+        if moved:
+            self._on_moved(consumer, batch, moved)
             return
         starts = {part: self._positions.get(part) for part in batch.partitions}
         self._positions.update(batch.ends)
@@ -165,6 +226,8 @@ class Worker:
             want = p.batch_size - len(self._buffer)
             got = p.retrier.call(lambda: consumer.poll(want, wait), "kafka")  # noqa: B023
             mine = consumer.assigned
+            if self._halted:
+                mine = mine - self._halted.keys()
             if not mine.issuperset(map(Message.partition, got)):
                 got = [m for m in got if m.partition() in mine]
             self._buffer.extend(got)
@@ -174,13 +237,85 @@ class Worker:
                 deadline = time.monotonic() + p.batch_ms / 1000
         return self._buffer
 
+    def _on_moved(self, consumer: PositionedConsumer, batch: Batch, moved: dict[int, int]) -> None:
+        """Some partitions of `batch` do not start at their positions: a new incarnation of the
+        topic is read from its start; otherwise those partitions stop and the batch's other
+        partitions are read again from their positions."""
+        if self._learn_incarnation(consumer):
+            return
+        for part, at in moved.items():
+            why = f"a batch starts at offset {batch.starts[part]}, the stored position is {at}"
+            self._halt(consumer, part, at, why, "batch_start")
+        self._to_resync.update(set(batch.partitions) - moved.keys())
+
+    def _learn_incarnation(self, consumer: PositionedConsumer) -> bool:
+        """Ask the broker for the topic's incarnation; when it changed, read every assigned
+        partition from its position in the new one (its start) and return True."""
+        p, w = self._p, self._p.writer
+        now = p.retrier.call(p.incarnation, "kafka")
+        if now == w.incarnation:
+            return False
+        self._wait_for_committer()
+        log.warning(
+            "the topic has a new incarnation; reading it from its start",
+            extra={"was": w.incarnation, "now": now},
+        )
+        p.metrics.incarnations.inc()
+        w.incarnation = now
+        parts = sorted(consumer.assigned)
+        found = self._stored(parts)
+        for part, offset in found.items():
+            self._positions[part] = offset
+            self._place(consumer, part, offset)
+        self._halted = {}
+        self._report_halted()
+        self._to_check.extend(parts)
+        return True
+
+    def _place(self, consumer: PositionedConsumer, part: int, offset: int | None) -> None:
+        if part in self._halted:
+            consumer.resume(part, offset)
+        else:
+            consumer.seek(part, offset)
+
+    def _halt(
+        self, consumer: PositionedConsumer, part: int, stored: int | None, why: str, kind: str
+    ) -> None:
+        """Stop reading `part` until its stored position changes."""
+        consumer.pause(part)
+        self._halted[part] = Halt(stored, why)
+        self._p.metrics.position_mismatches.labels(kind).inc()
+        self._report_halted()
+        log.error(
+            "partition stopped: its stored position and the log disagree; resolve it with "
+            "`meterline offsets reset`",
+            extra={"partition": part, "reason": why, "incarnation": self._p.writer.incarnation},
+        )
+
+    def _report_halted(self) -> None:
+        self._p.progress.halted({p: h.why for p, h in self._halted.items()})
+        self._p.metrics.halted.set(len(self._halted))
+
+    def _check_resolved(self, consumer: PositionedConsumer) -> None:
+        """Resume each stopped partition whose stored position an operator has moved."""
+        self._wait_for_committer()
+        if self._learn_incarnation(consumer):
+            return
+        found = self._stored(sorted(self._halted))
+        moved = {p: o for p, o in found.items() if o != self._halted[p].stored}
+        for part, offset in moved.items():
+            log.info("partition resumed", extra={"partition": part, "offset": offset})
+            self._positions[part] = offset
+            consumer.resume(part, offset)
+            del self._halted[part]
+        if moved:
+            self._report_halted()
+            self._to_check.extend(moved)
+            self._check_ends(moved)
+
     def _process(self, prepared: Prepared, starts: dict[int, int | None], started: float) -> None:
-        """On the committer thread: dead letters, the transaction, the view, the metrics."""
+        """On the committer thread: the transaction, dead letters, the view, the metrics."""
         p, batch = self._p, prepared.batch
-        if batch.poison:
-            p.retrier.call(lambda: p.dlq.publish(batch.poison), "kafka")
-            p.metrics.dead_letters.inc(len(batch.poison))
-            p.metrics.events.labels("dead_letter").inc(len(batch.poison))
         try:
             done = p.retrier.call(
                 lambda: p.writer.commit(
@@ -196,16 +331,31 @@ class Worker:
             p.metrics.fenced.inc()
             self._to_resync.update(batch.partitions)
             return
+        if batch.poison:
+            p.metrics.events.labels("dead_letter").inc(len(batch.poison))
+            self._publish_letters()
         p.hooks.at("after_commit")
         self._apply_view(done)
         self._record(batch, done, started)
         p.hooks.at("between_batches")
 
+    def _publish_letters(self) -> None:
+        """Publish the dead letters committed batches recorded, then drop them from the outbox.
+        A crash between the two publishes them again (the only way one is sent twice)."""
+        p, w = self._p, self._p.writer
+        letters = p.retrier.call(w.pending_letters, "postgres", w.reset)
+        if not letters:
+            return
+        p.retrier.call(lambda: p.dlq.publish(letters), "kafka")
+        p.retrier.call(lambda: w.forget_letters(letters), "postgres", w.reset)
+        p.metrics.dead_letters.inc(len(letters))
+
     def _apply_view(self, done: Committed) -> None:
         for part, end in done.ends.items():
             counted = reservations(done.new_events.get(part, _NO_EVENTS))
             deltas = done.deltas.get(part, [])
-            self._p.view_sync.apply(part, done.previous[part], end, deltas, counted)
+            previous = done.previous[part]
+            self._p.view_sync.apply(part, previous, end, deltas, counted, done.incarnation)
 
     def _record(self, batch: Batch, done: Committed, started: float) -> None:
         m = self._p.metrics
@@ -217,11 +367,13 @@ class Worker:
         self._p.progress.committed()
 
     def _resync(self, consumer: PositionedConsumer) -> None:
-        """Read the partitions waiting for it again from their offsets in Postgres."""
+        """Read the partitions waiting for it again from their offsets in Postgres (every
+        assigned one, from its start, when the topic has a new incarnation)."""
         parts = sorted(self._to_resync & consumer.assigned)
         self._to_resync = set()
-        w = self._p.writer
-        found = self._p.retrier.call(lambda: w.positions(parts), "postgres", w.reset)
+        if self._learn_incarnation(consumer):
+            return
+        found = self._stored(parts)
         for part, offset in found.items():
             self._positions[part] = offset
             consumer.seek(part, offset)

@@ -8,7 +8,9 @@
   those partitions it holds (the new owner reads them again from the stored offsets);
 - `poll()` returns confluent-kafka's messages as they are (building an object of our own per
   message cost as much as decoding it); partition EOFs are dropped, other errors raise
-  KafkaFailure.
+  KafkaFailure;
+- `pause(partition)` stops fetching a partition until `resume(partition, offset)`; a partition
+  paused while it is being assigned (from the positions callback) is paused as soon as it is.
 
 Both callbacks run inside `poll()`, on the caller's thread. Offsets are never committed to Kafka.
 """
@@ -53,9 +55,11 @@ class PositionedConsumer:
         **overrides: Any,
     ) -> None:
         self.topic = topic
+        self._bootstrap = bootstrap
         self._positions = positions
         self._revoked = revoked
         self._assigned: set[int] = set()
+        self._paused: set[int] = set()
         self._consumer = Consumer(consumer_config(bootstrap, group, **overrides))
         self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -69,12 +73,16 @@ class PositionedConsumer:
         tps = [TopicPartition(self.topic, p, _target(stored.get(p))) for p in wanted]
         consumer.assign(tps)
         self._assigned = set(wanted)
+        held = self._paused & self._assigned
+        if held:
+            consumer.pause([TopicPartition(self.topic, p) for p in sorted(held)])
         log.info("assigned partitions", extra={"partitions": wanted, "offsets": stored})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = [tp.partition for tp in partitions]
         self._revoked(lost)
         self._assigned -= set(lost)
+        self._paused -= set(lost)
         consumer.unassign()
         log.info("revoked partitions", extra={"partitions": lost})
 
@@ -88,6 +96,20 @@ class PositionedConsumer:
     def seek(self, partition: int, offset: int | None) -> None:
         """Read `partition` again from `offset` (the earliest when `None`)."""
         self._consumer.seek(TopicPartition(self.topic, partition, _target(offset)))
+
+    def pause(self, partition: int) -> None:
+        """Fetch nothing more of `partition` until `resume` (or until it is revoked)."""
+        self._paused.add(partition)
+        if partition in self._assigned:
+            self._consumer.pause([TopicPartition(self.topic, partition)])
+
+    def resume(self, partition: int, offset: int | None) -> None:
+        """Fetch `partition` again, from `offset` (the earliest when `None`)."""
+        self._paused.discard(partition)
+        if partition in self._assigned:
+            tp = TopicPartition(self.topic, partition, _target(offset))
+            self._consumer.resume([tp])
+            self._consumer.seek(tp)
 
     def end_offsets(self, partitions: Sequence[int], timeout_s: float = 2.0) -> dict[int, int]:
         """The log-end offset of each partition (for lag); partitions the broker does not
@@ -106,9 +128,36 @@ class PositionedConsumer:
                 ends[p] = int(got[1])
         return ends
 
+    def beyond_end(self, positions: dict[int, int], timeout_s: float = 5.0) -> dict[int, int]:
+        """The partitions whose log ends before the given next offsets, with the log end the
+        broker reports. A broker may report too small an end (Tansu reports the base offset
+        of the last record batch, plus one), so a position past the reported end counts only
+        when the record just before it cannot be read either. Blocks up to `timeout_s` per
+        such partition; a partition the broker does not answer for is left out."""
+        ends = self.end_offsets(sorted(positions), timeout_s)
+        past = {p: end for p, end in ends.items() if positions[p] > end}
+        return {
+            p: end for p, end in past.items() if not self._readable(p, positions[p] - 1, timeout_s)
+        }
+
+    def _readable(self, partition: int, offset: int, timeout_s: float = 5.0) -> bool:
+        """True when a record at `offset` or later can be read from `partition`."""
+        probe = Consumer(consumer_config(self._bootstrap, "meterline-probe", **_PROBE))
+        try:
+            probe.assign([TopicPartition(self.topic, partition, offset)])
+            for message in probe.consume(1, timeout_s):
+                if message.error() is None:
+                    return (message.offset() or 0) >= offset
+            return False
+        finally:
+            probe.close()
+
     def close(self) -> None:
         """Leave the group (the partitions are reassigned at once) and free the client."""
         self._consumer.close()
+
+
+_PROBE = {"auto.offset.reset": "error", "enable.partition.eof": False}
 
 
 def _target(offset: int | None) -> int:

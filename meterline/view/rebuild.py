@@ -27,7 +27,7 @@ AggregationOf = Callable[[int, str], Aggregation]
 LOOKBACK_DAYS = 75  # a month key lives until its month ends plus 40 days of grace
 _CHUNK = 5_000
 
-_OFFSETS = "SELECT consumer_group, topic, partition, next_offset FROM consumer_offsets"
+_OFFSETS = "SELECT consumer_group, topic, partition, incarnation, next_offset FROM consumer_offsets"
 _ROLLUPS = """
 SELECT tenant_id, customer, meter, (extract(epoch FROM bucket) * 1000)::bigint, value::float8,
        count, (extract(epoch FROM latest_ts) * 1000)::bigint
@@ -84,7 +84,7 @@ def _rebuild(
     with pool.connection() as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
-            marks = {stream_name(g, t, p): int(o) for g, t, p, o in conn.execute(_OFFSETS)}
+            marks = _marks(conn)
             with conn.cursor(name="rebuild_rollups") as cur:
                 cur.execute(_ROLLUPS, (since,))
                 for chunk in _chunks(cur, _CHUNK):
@@ -130,7 +130,12 @@ def stale_streams(view: SyncedView, stored: dict[str, int]) -> list[str] | None:
 
 def stored_offsets(pool: ConnectionPool[Any]) -> dict[str, int]:
     with pool.connection() as conn:
-        return {stream_name(g, t, p): int(o) for g, t, p, o in conn.execute(_OFFSETS)}
+        return _marks(conn)
+
+
+def _marks(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Each stored position by its stream (one per partition and incarnation)."""
+    return {stream_name(g, t, p, i): int(o) for g, t, p, i, o in conn.execute(_OFFSETS)}
 
 
 def _chunks(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:

@@ -35,8 +35,11 @@ class Gate:
     next_offset: int
 
 
-def stream_name(group: str, topic: str, partition: int) -> str:
-    return f"{group}|{topic}|{partition}"
+def stream_name(group: str, topic: str, partition: int, incarnation: str | None = None) -> str:
+    """A partition's stream; one per incarnation of the topic, so a topic that starts again
+    from offset 0 is not gated by the watermark of the log it replaced."""
+    base = f"{group}|{topic}|{partition}"
+    return base if incarnation is None else f"{base}|{incarnation}"
 
 
 class ApplyOutcome(enum.StrEnum):

@@ -29,10 +29,14 @@ PER_PARTITION = 400
 class FakeConsumer:
     """Serves fixed records per partition from a position, like a broker; assigns on first poll."""
 
-    def __init__(self, records: dict[int, list[Message]], positions: Positions) -> None:
+    def __init__(
+        self, records: dict[int, list[Message]], positions: Positions, jump_at: int = 0
+    ) -> None:
         self._records = records
         self._positions = positions
         self._at: dict[int, int] = {}
+        self._paused: set[int] = set()
+        self._jump_at = jump_at  # partition 0 starts again at 0 there once (an offset reset)
         self.seeks: list[tuple[int, int | None]] = []
 
     @property
@@ -43,8 +47,12 @@ class FakeConsumer:
         if not self._at:
             found = self._positions(list(PARTITIONS))
             self._at = {p: found[p] or 0 for p in PARTITIONS}
+        if self._jump_at and self._at[0] == self._jump_at:
+            self._at[0], self._jump_at = 0, 0
         out: list[Message] = []
         for p in PARTITIONS:
+            if p in self._paused:
+                continue
             take = self._records[p][self._at[p] : self._at[p] + min(50, max_records - len(out))]
             self._at[p] += len(take)
             out += take
@@ -56,8 +64,18 @@ class FakeConsumer:
         self.seeks.append((partition, offset))
         self._at[partition] = offset or 0
 
+    def pause(self, partition: int) -> None:
+        self._paused.add(partition)
+
+    def resume(self, partition: int, offset: int | None) -> None:
+        self._paused.discard(partition)
+        self.seek(partition, offset)
+
     def end_offsets(self, partitions: list[int], timeout_s: float = 2.0) -> dict[int, int]:
         return {p: len(self._records[p]) for p in partitions}
+
+    def beyond_end(self, positions: dict[int, int]) -> dict[int, int]:
+        return {p: len(self._records[p]) for p, o in positions.items() if o > len(self._records[p])}
 
     def close(self) -> None:
         pass
@@ -75,8 +93,13 @@ class FencingWriter:
         self._stopping = stopping
         self._steal_at, self._stolen = steal_at, stolen
 
+    incarnation: str | None = None
+
     def positions(self, partitions: list[int]) -> dict[int, int | None]:
         return {p: self.stored[p] for p in partitions}
+
+    def pending_letters(self) -> list[Any]:
+        return []
 
     def reset(self) -> None:
         pass
@@ -129,14 +152,20 @@ def records() -> dict[int, list[Message]]:
     return out
 
 
-def run_worker(writer: FencingWriter, stopping: threading.Event) -> FakeConsumer:
+def run_worker(
+    writer: FencingWriter,
+    stopping: threading.Event,
+    jump_at: int = 0,
+    metrics: AggregatorMetrics | None = None,
+    progress: Progress | None = None,
+) -> FakeConsumer:
     made: list[FakeConsumer] = []
 
     def factory(positions: Positions, _revoked: Revoked) -> FakeConsumer:
-        made.append(FakeConsumer(records(), positions))
+        made.append(FakeConsumer(records(), positions, jump_at))
         return made[0]
 
-    metrics = AggregatorMetrics(CollectorRegistry())
+    metrics = metrics or AggregatorMetrics(CollectorRegistry())
     parts = WorkerParts(
         topic="t",
         batch_size=60,
@@ -149,7 +178,7 @@ def run_worker(writer: FencingWriter, stopping: threading.Event) -> FakeConsumer
         aggregation_of=lambda _t, _m: Aggregation.SUM,
         retrier=Retrier(metrics, stopping),
         metrics=metrics,
-        progress=Progress(30.0),
+        progress=progress or Progress(30.0),
         hooks=Hooks(),
         stopping=stopping,
     )
@@ -192,3 +221,32 @@ def test_without_a_fence_every_offset_is_committed_once_in_order() -> None:
         assert covered_once(writer.ranges[p])
         starts = [start for start, _, _ in writer.ranges[p]]
         assert starts == sorted(starts)
+
+
+def test_a_batch_not_starting_at_its_position_stops_the_partition_until_it_is_moved() -> None:
+    stopping = threading.Event()
+    writer = FencingWriter(stopping, steal_at=0)
+    metrics, progress = AggregatorMetrics(CollectorRegistry()), Progress(30.0)
+    seen: list[dict[str, object]] = []
+
+    def operator() -> None:
+        while not stopping.is_set() and not progress.status()[1].get("halted"):
+            time.sleep(0.01)
+        seen.append(progress.status()[1])
+        writer.stored[0] = 150  # `meterline offsets reset --partition 0 --to 150`
+
+    helper = threading.Thread(target=operator)
+    helper.start()
+    consumer = run_worker(writer, stopping, jump_at=100, metrics=metrics, progress=progress)
+    helper.join(5)
+    assert seen and seen[0]["halted"] == {
+        "0": "a batch starts at offset 0, the stored position is 100"
+    }
+    mismatches = metrics.registry.get_sample_value(
+        "meterline_aggregator_position_mismatches_total", {"kind": "batch_start"}
+    )
+    assert mismatches == 1.0
+    assert all(end > start for start, end, _ in writer.ranges[0])  # never backwards
+    assert (0, 150) in consumer.seeks and writer.stored[0] == PER_PARTITION
+    assert covered_once(writer.ranges[1])
+    assert "halted" not in progress.status()[1]
