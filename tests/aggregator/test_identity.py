@@ -21,7 +21,7 @@ from meterline.clock import SystemClock
 from meterline.events import UsageEvent
 from meterline.postgres import connect
 from meterline.postgres.partitions import drop_partitions_before, forget_ids, partition_name
-from meterline.view.rebuild import stored_offsets
+from meterline.view.rebuild import rebuild, stored_offsets
 from meterline.view.verify import verify
 from tests.aggregator.support import (
     Aggregator,
@@ -245,3 +245,17 @@ def test_ids_leave_the_window_with_their_ledger_partition(
 
 def epoch(day: int) -> date:
     return date(1970, 1, 1) + timedelta(days=day)
+
+
+def test_a_rebuild_drops_the_reservations_of_counted_ids(
+    writer: LedgerWriter, pool: ConnectionPool, redis_url: str
+) -> None:
+    # The rebuild finds counted ids by (tenant, id), now in `usage_event_ids`.
+    view = redis_view(redis_url)
+    for i in ("counted", "pending"):
+        view.reserve(1, "c1", "calls", i, 1.0, None, MIDNIGHT, MIDNIGHT + DAY, 3600)
+    counted = UsageEvent(1, "counted", "c1", "calls", 1.0, NOW, NOW)
+    writer.commit(prepare(one_partition([counted], 1)), {0: None}, aggregation_of)
+    report = rebuild(view, pool, aggregation_of)
+    assert report is not None and report.reservations_dropped == 1
+    assert [r.event_id for r in view.pending_reservations()] == ["pending"]
