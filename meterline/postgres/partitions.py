@@ -61,6 +61,20 @@ def partitions_before(conn: psycopg.Connection, cutoff: date) -> list[str]:
     return sorted(name for (name,) in rows if name < partition_name(cutoff))
 
 
+# The ids of a page range of a ledger partition, each found through the id table's key: the
+# LATERAL subquery with its LIMIT cannot be flattened into a join, so no plan scans the whole
+# id table (a hash join would, once a range holds enough rows).
+_FORGET = """
+DELETE FROM usage_event_ids WHERE ctid = ANY(ARRAY(
+    SELECT i.ctid FROM {} e CROSS JOIN LATERAL (
+        SELECT ctid FROM usage_event_ids
+        WHERE tenant_id = e.tenant_id AND event_id = e.event_id AND day = e.day LIMIT 1
+    ) i
+    WHERE e.ctid >= %s::tid AND e.ctid < %s::tid
+))
+"""
+
+
 def forget_ids(conn: psycopg.Connection, partition: str, pages: int = 1_000) -> int:
     """Delete from `usage_event_ids` the ids counted by the rows of ledger partition
     `partition`, `pages` heap pages of it per `DELETE` (each its own transaction under
@@ -71,11 +85,7 @@ def forget_ids(conn: psycopg.Connection, partition: str, pages: int = 1_000) -> 
         "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
         (partition,),
     ).fetchone()
-    stmt = sql.SQL(
-        "DELETE FROM usage_event_ids i USING {} e "
-        "WHERE e.ctid >= %s::tid AND e.ctid < %s::tid "
-        "AND i.tenant_id = e.tenant_id AND i.event_id = e.event_id AND i.day = e.day"
-    ).format(sql.Identifier(partition))
+    stmt = sql.SQL(_FORGET).format(sql.Identifier(partition))
     deleted = 0
     for start in range(0, int(row[0]) if row else 0, pages):
         cur = conn.execute(stmt, (f"({start},0)", f"({start + pages},0)"))
