@@ -6,10 +6,12 @@ against a plain dict of first-seen events that shares no code with the aggregato
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
@@ -20,7 +22,13 @@ from meterline.catalog.model import Aggregation
 from meterline.clock import SystemClock
 from meterline.events import UsageEvent
 from meterline.postgres import connect
-from meterline.postgres.partitions import drop_partitions_before, forget_ids, partition_name
+from meterline.postgres.migrate import available_migrations
+from meterline.postgres.partitions import (
+    PartitionManager,
+    drop_partitions_before,
+    forget_ids,
+    partition_name,
+)
 from meterline.view.rebuild import rebuild, stored_offsets
 from meterline.view.verify import verify
 from tests.aggregator.support import (
@@ -259,3 +267,32 @@ def test_a_rebuild_drops_the_reservations_of_counted_ids(
     report = rebuild(view, pool, aggregation_of)
     assert report is not None and report.reservations_dropped == 1
     assert [r.event_id for r in view.pending_reservations()] == ["pending"]
+
+
+def test_the_migration_keeps_every_counted_id_of_an_existing_ledger(pg_conninfo: str) -> None:
+    base, name = pg_conninfo.rsplit("/", 1)[0], f"m_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
+            migrations = {m.version: m.sql for m in available_migrations()}
+            for version in sorted(v for v in migrations if v < 8):
+                conn.execute(migrations[version].encode())
+            PartitionManager().ensure(conn, [date(2026, 11, 20), date(2026, 11, 21)])
+            rows = [(1, "a", "2026-11-20"), (1, "a", "2026-11-21"), (2, "a", "2026-11-20")]
+            for tenant, event_id, day in rows:  # "a" of tenant 1: counted twice before 0008
+                conn.execute(
+                    "INSERT INTO usage_events VALUES (%s, %s, %s, 'c', 'm', now(), 1, now())",
+                    (tenant, event_id, day),
+                )
+            conn.execute(migrations[8].encode())
+            ids = conn.execute("SELECT tenant_id, event_id, day::text FROM usage_event_ids")
+            assert sorted(ids.fetchall()) == [(1, "a", "2026-11-21"), (2, "a", "2026-11-20")]
+            keys = conn.execute(
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = 'usage_events'::regclass"
+                " AND contype = 'p'"
+            ).fetchone()
+            assert keys == (0,)
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
