@@ -68,9 +68,10 @@ def _one_by_one(messages: Sequence[Message], topic: str, batch: Batch) -> Events
 
 
 def unique_events(events: dict[int, Events]) -> dict[int, Events]:
-    """The batch's first copy of each ledger identity, across all its partitions (an id can
-    come back under another customer, hence on another partition). Batches without copies
-    (the usual case) are recognised with one set and returned as they are."""
+    """The batch's first copy of each identity (tenant, id), across all its partitions (an id
+    can come back under another customer, hence on another partition, and with another time,
+    even on another day). Batches without copies (the usual case) are recognised with one set
+    and returned as they are."""
     if _distinct(events.values()):
         return events
     seen: set[EventKey] = set()
@@ -78,8 +79,8 @@ def unique_events(events: dict[int, Events]) -> dict[int, Events]:
 
 
 def _distinct(parts: Collection[Events]) -> bool:
-    """True when no two events share a (tenant, id), hence no two share a ledger identity.
-    With one tenant (the usual batch) a set of the ids tells, without a tuple per event."""
+    """True when no two events share an identity (tenant, id). With one tenant (the usual
+    batch) a set of the ids tells, without a tuple per event."""
     total = sum(map(len, parts))
     if len(set().union(*(es.tenant for es in parts))) <= 1:
         return len(set().union(*(es.id for es in parts))) == total
@@ -87,8 +88,8 @@ def _distinct(parts: Collection[Events]) -> bool:
 
 
 def first_of_each(keys: Sequence[EventKey], seen: set[EventKey]) -> list[bool]:
-    """Which of `keys` are the first of their ledger identity, counting those in `seen` as
-    taken (later copies are duplicates); adds the kept ones to `seen`."""
+    """Which of `keys` are the first of their identity, counting those in `seen` as taken
+    (later copies are duplicates); adds the kept ones to `seen`."""
     keep = []
     for k in keys:
         fresh = k not in seen

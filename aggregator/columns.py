@@ -24,7 +24,7 @@ import orjson
 from meterline.events import MAX_ID_LEN, MAX_VALUE, SCHEMA_VERSION, UsageEvent
 from meterline.view.model import DAY_MS
 
-EventKey = tuple[int, str, int]  # (tenant_id, event id, UTC day index): the ledger's identity
+EventKey = tuple[int, str]  # (tenant_id, event id): an event's identity, whatever its time
 
 # The same characters `decode_event` refuses in id, customer and meter.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -75,8 +75,9 @@ class Events:
         return list(map(UsageEvent, *self._columns()))
 
     def identities(self) -> list[EventKey]:
-        """Each event's ledger identity (tenant, id, UTC day)."""
-        return list(zip(self.tenant, self.id, [t // DAY_MS for t in self.ts_ms], strict=True))
+        """Each event's identity (tenant, id): copies of an event are copies whatever their
+        times (a retry may carry a new, server-stamped one)."""
+        return list(zip(self.tenant, self.id, strict=True))
 
     def days(self) -> set[int]:
         """The UTC day indexes of the event times (a batch usually spans one: min and max say)."""

@@ -3,11 +3,13 @@
 0. (`prepare`, on the consumer thread while the transaction before it is in flight) the
    batch's first copy of each event is picked and written as COPY text;
 1. (outside the transaction) the ledger's day partitions the batch needs are created;
-2. the batch's first copy of each event is COPYed into a temp table and inserted into the
-   ledger with a plain `INSERT` inside a savepoint: the usual batch holds no event the ledger
-   already has, and a plain insert costs a third less than `ON CONFLICT`. When one is there
-   (a redelivery after a crash, a duplicate from beyond ingest's dedupe window), the savepoint
-   is rolled back and `INSERT ... ON CONFLICT DO NOTHING RETURNING` tells which are new;
+2. the batch's first copy of each event is COPYed into a temp table; its identity (tenant, id)
+   goes into `usage_event_ids`, the one unique key, and its row into the day-partitioned
+   ledger, in one plain `INSERT` inside a savepoint: the usual batch holds no event counted
+   before, and a plain insert costs a third less than `ON CONFLICT`. When one was counted
+   (a redelivery after a crash, a duplicate from beyond ingest's dedupe window, a retry with
+   a new time), the savepoint is rolled back and `INSERT ... ON CONFLICT DO NOTHING RETURNING`
+   on the ids says which are new, and only those get a ledger row;
 3. only the new events are folded into deltas and upserted into `usage_rollups_minute`
    (again COPY to a temp table, then one upsert per aggregation present);
 4. each partition's stored offset moves from where this consumer's position says it is to the
@@ -49,14 +51,22 @@ CREATE TEMP TABLE IF NOT EXISTS batch_rollups (
 ) ON COMMIT DELETE ROWS;
 """
 
-_INSERT_ALL = """
-INSERT INTO usage_events (tenant_id, event_id, day, customer, meter, ts, value, received_at)
-SELECT tenant_id, event_id, DATE '1970-01-01' + day, customer, meter,
-       to_timestamp(ts_ms::float8 / 1000), value, to_timestamp(received_ms::float8 / 1000)
-FROM batch_events
+# The ids go first, into `usage_event_ids` (the one unique key); the ledger rows follow in the
+# same statement, for every event or (`_INSERT_NEW`) for those whose id was new.
+_IDS = """
+INSERT INTO usage_event_ids (tenant_id, event_id, day)
+SELECT tenant_id, event_id, DATE '1970-01-01' + day FROM batch_events
 """
+_LEDGER = """
+INSERT INTO usage_events (tenant_id, event_id, day, customer, meter, ts, value, received_at)
+SELECT b.tenant_id, b.event_id, DATE '1970-01-01' + b.day, b.customer, b.meter,
+       to_timestamp(b.ts_ms::float8 / 1000), b.value, to_timestamp(b.received_ms::float8 / 1000)
+FROM batch_events b
+"""
+_INSERT_ALL = f"WITH ids AS ({_IDS}) {_LEDGER}"
 _INSERT_NEW = (
-    _INSERT_ALL + "ON CONFLICT DO NOTHING RETURNING tenant_id, event_id, day - DATE '1970-01-01'"
+    f"WITH new AS ({_IDS} ON CONFLICT DO NOTHING RETURNING tenant_id, event_id) {_LEDGER}"
+    "JOIN new USING (tenant_id, event_id) RETURNING tenant_id, event_id"
 )
 
 _UPSERT = """
@@ -199,9 +209,9 @@ def _fields(events: Events) -> Iterator[tuple[int, str, str, str, float, int, in
 
 @dataclass(frozen=True)
 class Prepared:
-    """A batch made ready for its transaction: the batch's first copy of each ledger identity
-    per partition, and their rows as COPY text (`None` for a partition whose text would need
-    escaping: it is written row by row)."""
+    """A batch made ready for its transaction: the batch's first copy of each identity
+    (tenant, id) per partition, and their rows as COPY text (`None` for a partition whose text
+    would need escaping: it is written row by row)."""
 
     batch: Batch
     unique: dict[int, Events]
@@ -322,8 +332,9 @@ class LedgerWriter:
         return Committed(new, deltas, previous, ends, total - counted, self.incarnation)
 
     def _insert_events(self, prepared: Prepared) -> set[EventKey] | None:
-        """Insert the events the ledger does not hold yet: the keys of those inserted, or
-        `None` when every one of them was new (the usual case: nothing is fetched)."""
+        """Insert the events whose identity was never counted: the identities of those
+        inserted, or `None` when every one of them was new (the usual case: nothing is
+        fetched). Their ids go to `usage_event_ids`, their rows to the ledger."""
         count = sum(map(len, prepared.unique.values()))
         if not count:
             return None
@@ -340,11 +351,11 @@ class LedgerWriter:
                     cur.execute(_INSERT_ALL)
                 return None
             except psycopg.errors.UniqueViolation:
-                pass  # the ledger holds some of them: find which are new
+                pass  # some were counted before: find which are new
             cur.execute(_INSERT_NEW)
             if cur.rowcount == count:
                 return None
-            return {(t, i, d) for t, i, d in cur.fetchall()}
+            return {(t, i) for t, i in cur.fetchall()}
 
     def _upsert(self, deltas: list[Delta]) -> None:
         if not deltas:

@@ -34,7 +34,7 @@ SELECT tenant_id, customer, meter, (extract(epoch FROM bucket) * 1000)::bigint, 
 FROM usage_rollups_minute WHERE bucket >= to_timestamp(%s / 1000.0)
 """
 _COUNTED = """
-SELECT tenant_id, event_id FROM usage_events
+SELECT tenant_id, event_id FROM usage_event_ids
 WHERE (tenant_id, event_id) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))
 """
 

@@ -79,7 +79,7 @@ def firsts(events: list[UsageEvent]) -> list[UsageEvent]:
 def test_first_of_each_keeps_one_per_identity_in_order(events: list[UsageEvent]) -> None:
     out = firsts(events + events)
     assert out == firsts(events)
-    assert len({(e.id, e.timestamp_ms // 86_400_000) for e in out}) == len(out)
+    assert len({(e.tenant_id, e.id) for e in out}) == len(out)
 
 
 def message(partition: int, offset: int, value: bytes | None, key: bytes | None = b"k") -> Message:
@@ -218,10 +218,10 @@ def test_the_fast_decode_path_leaves_odd_messages_to_decode_event() -> None:
 def test_first_of_each_with_and_without_copies_matches_a_plain_loop(
     events: list[UsageEvent],
 ) -> None:
-    seen: set[tuple[int, str, int]] = set()
+    seen: set[tuple[int, str]] = set()
     plain = []
     for e in events + events[:3]:
-        key = (e.tenant_id, e.id, e.timestamp_ms // 86_400_000)
+        key = (e.tenant_id, e.id)
         if key not in seen:
             seen.add(key)
             plain.append(e)
@@ -241,18 +241,20 @@ spread_st = st.lists(
 
 
 @given(spread_st)
-def test_unique_events_keeps_the_first_of_each_identity_across_partitions(
+def test_unique_events_keeps_the_first_of_each_identity_across_partitions_and_days(
     placed: list[tuple[int, UsageEvent]],
 ) -> None:
+    # An identity is (tenant, id), whatever the day of the event time: a retry stamped after
+    # midnight is a copy of the first event.
     by_part: dict[int, list[UsageEvent]] = {p: [] for p in range(3)}
     for p, e in placed:
         by_part[p].append(e)
-    seen: set[tuple[int, str, int]] = set()
+    seen: set[tuple[int, str]] = set()
     plain: dict[int, list[UsageEvent]] = {}
     for p, evs in by_part.items():
         plain[p] = []
         for e in evs:
-            key = (e.tenant_id, e.id, e.timestamp_ms // 86_400_000)
+            key = (e.tenant_id, e.id)
             if key not in seen:
                 seen.add(key)
                 plain[p].append(e)

@@ -114,8 +114,8 @@ def test_a_batch_from_a_stale_position_is_fenced_and_writes_nothing(
 def test_an_id_on_two_partitions_of_one_batch_is_counted_once(
     writer: LedgerWriter, pool: ConnectionPool
 ) -> None:
-    # The ledger's identity is (tenant, id, day): the same id sent for two customers lands on
-    # two partitions; the second copy is a duplicate whether or not the ledger held the first.
+    # An identity is (tenant, id): the same id sent for two customers lands on two partitions;
+    # the second copy is a duplicate whether or not the ledger held the first.
     a, b = events(["x", "y"], customer="c1"), events(["x"], customer="c2")
     batch = Batch(events={0: Events.of(a), 1: Events.of(b)}, ends={0: 2, 1: 1}, records=3)
     done = writer.commit(prepare(batch), {0: None, 1: None}, aggregation_of)
