@@ -333,7 +333,7 @@ def _amounts_of(price: stripe.Price) -> _Amounts:
     if price.billing_scheme == "tiered":
         tiers = tuple(
             (t.up_to, _decimal(t.unit_amount_decimal), _decimal(t.flat_amount_decimal))
-            for t in price.get("tiers") or ()
+            for t in getattr(price, "tiers", None) or ()
         )
         return ("tiered", price.tiers_mode, tiers)
     transform = price.transform_quantity
