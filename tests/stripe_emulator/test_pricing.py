@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
 
+import pytest
 import stripe
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 
-from meterline.catalog import MemoryCatalogRepository, load_catalog
+from meterline.catalog import MemoryCatalogRepository, load_catalog, parse_catalog
 from meterline.stripe.catalog_sync import (
     CatalogSync,
     MemoryStripeObjectRepository,
@@ -55,3 +62,170 @@ def test_each_call_past_the_included_costs_five_hundredths_of_a_cent(
     assert invoice["amount_due"] == 4900 + 2  # 49 x 0.05 = 2.45 cents, rounded half-up per line
     invoice = _power_invoice(stripe_client, stripe_emulator, "100070")
     assert invoice["amount_due"] == 4900 + 4  # 70 x 0.05 = 3.5 cents -> 4
+
+
+def _oracle_round(amount: Decimal) -> int:
+    """Stripe rounds each invoice line to minor units, half-up (0.05 x 30 = 1.5 -> 2)."""
+    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _oracle_intervals(
+    document: dict[str, Any],
+) -> list[tuple[Decimal, Decimal | None, Decimal, Decimal]]:
+    """The price as (lower, upper or None, per unit, flat) bands; included units a free band."""
+    bands: list[tuple[Decimal, Decimal | None, Decimal, Decimal]] = []
+    lower = Decimal(0)
+    included = Decimal(document.get("included", 0))
+    if included:
+        bands.append((lower, included, Decimal(0), Decimal(0)))
+        lower = included
+    tiers = document.get("tiers") or [
+        {"up_to": "inf", "unit_amount_decimal": document["unit_amount_decimal"]}
+    ]
+    for tier in tiers:
+        upper = None if tier["up_to"] == "inf" else Decimal(tier["up_to"])
+        unit = Decimal(tier.get("unit_amount_decimal", "0"))
+        flat = Decimal(tier.get("flat_amount_decimal", "0"))
+        bands.append((lower, upper, unit, flat))
+        lower = upper if upper is not None else lower
+    return bands
+
+
+def oracle(document: dict[str, Any], usage: Decimal) -> int:
+    """What Stripe charges for `usage` at a catalog metered price, from STRIPE-BILLING.md §a alone.
+
+    Volume: the band holding the usage prices every unit, plus its flat amount. Graduated (and
+    per unit with included units): every unit at its own band, plus the flat amount of each
+    band with units in it. A package bills whole packages, rounded up or down. The first band's
+    flat amount is charged at zero usage (the emulator's default for a point Stripe leaves
+    unverified). Shares no code with the emulator or the catalog.
+    """
+    if "package" in document:
+        package = document["package"]
+        packages = usage / Decimal(package["divide_by"])
+        whole = math.ceil(packages) if package["round"] == "up" else math.floor(packages)
+        return _oracle_round(whole * Decimal(package["amount_decimal"]))
+    bands = _oracle_intervals(document)
+    if document.get("tiers_mode") == "volume":
+        lower, upper, unit, flat = next(b for b in bands if b[1] is None or usage <= b[1])
+        return _oracle_round(usage * unit + flat)
+    total = Decimal(0)
+    for index, (lower, upper, unit, flat) in enumerate(bands):
+        top = usage if upper is None else min(usage, upper)
+        units = top - lower if top > lower else Decimal(0)
+        if units or index == 0:
+            total += units * unit + flat
+    return _oracle_round(total)
+
+
+_amounts = st.decimals(min_value=Decimal("0.0001"), max_value=500, places=4).map(
+    lambda d: format(d, "f")
+)
+
+
+@st.composite
+def _tier_documents(draw: st.DrawFn, above: int) -> list[dict[str, Any]]:
+    bounds = sorted(draw(st.lists(st.integers(above + 1, above + 5000), unique=True, max_size=3)))
+    tiers: list[dict[str, Any]] = []
+    for bound in [*bounds, "inf"]:
+        tier: dict[str, Any] = {"up_to": bound}
+        amounts = draw(st.sampled_from([("unit",), ("flat",), ("unit", "flat")]))
+        for kind in amounts:
+            tier[f"{kind}_amount_decimal"] = draw(_amounts)
+        tiers.append(tier)
+    return tiers
+
+
+FORMS = ("per_unit", "graduated", "volume", "package")
+
+
+@st.composite
+def price_documents(draw: st.DrawFn, form: str) -> dict[str, Any]:
+    """A catalog metered price of the given form, as a plain document."""
+    included = draw(st.sampled_from([1, 100, 1000])) if draw(st.booleans()) else 0
+    if form == "package":
+        package = {
+            "divide_by": draw(st.integers(1, 1000)),
+            "round": draw(st.sampled_from(["up", "down"])),
+            "amount_decimal": draw(_amounts),
+        }
+        return {"package": package, "currency": "usd"}
+    if form == "volume":
+        return {"tiers_mode": "volume", "tiers": draw(_tier_documents(0)), "currency": "usd"}
+    price: dict[str, Any] = {"currency": "usd"}
+    if form == "graduated":
+        price |= {"tiers_mode": "graduated", "tiers": draw(_tier_documents(included))}
+    else:
+        price["unit_amount_decimal"] = draw(_amounts)
+    return price | ({"included": included} if included else {})
+
+
+def _edges(document: dict[str, Any]) -> list[int]:
+    bounds = [t["up_to"] for t in document.get("tiers", []) if t["up_to"] != "inf"]
+    bounds += [document.get("included", 0)]
+    if "package" in document:
+        bounds += [document["package"]["divide_by"] * k for k in (1, 2)]
+    return [max(b + d, 0) for b in bounds for d in (-1, 0, 1)]
+
+
+@st.composite
+def usages(draw: st.DrawFn, document: dict[str, Any]) -> list[Decimal]:
+    """No usage, usage at and beside boundaries of the price, anywhere, and fractional."""
+    edges = _edges(document)
+    near = draw(st.lists(st.sampled_from(edges), min_size=2, max_size=4, unique=True))
+    anywhere = draw(st.integers(0, 20_000))
+    fractional = draw(st.decimals(min_value=0, max_value=20_000, places=2))
+    return [Decimal(0), *map(Decimal, near), Decimal(anywhere), fractional]
+
+
+_tenants = itertools.count(1000)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@seed(20261206)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_invoice_amounts_match_an_independent_oracle(
+    stripe_client: stripe.StripeClient,
+    stripe_emulator: StripeEmulatorHandle,
+    form: str,
+    data: st.DataObject,
+) -> None:
+    document = data.draw(price_documents(form), "price")
+    quantities = data.draw(usages(document), "usage")
+    tenant = next(_tenants)
+    catalog = parse_catalog(
+        {
+            "meters": [{"key": "m", "aggregation": "sum"}],
+            "plans": [{"key": "p", "default": True, "metered_prices": {"m": document}}],
+        }
+    )
+    CatalogSync(stripe_client, MemoryStripeObjectRepository()).sync(tenant, catalog)
+    key = price_lookup_key(tenant, "p", "m")
+    price = stripe_client.v1.prices.list({"lookup_keys": [key]}).data[0]
+    for usage in quantities:
+        invoice = _invoice_for(stripe_client, stripe_emulator, price.id, tenant, usage)
+        assert invoice["lines"]["data"][0]["amount"] == oracle(document, usage), usage
+
+
+def _invoice_for(
+    client: stripe.StripeClient,
+    emulator: StripeEmulatorHandle,
+    price_id: str,
+    tenant: int,
+    usage: Decimal,
+) -> dict[str, Any]:
+    customer = client.v1.customers.create({})
+    sub = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price_id}]})
+    if usage:
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": meter_event_name(tenant, "m"),
+                "payload": {"stripe_customer_id": customer.id, "value": format(usage, "f")},
+            }
+        )
+    return emulator.control.close_period(sub.id)
