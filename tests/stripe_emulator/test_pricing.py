@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from meterline.catalog import MemoryCatalogRepository, load_catalog, parse_catalog
+from meterline.devstack.stripe_emulator import EmulatorConfig, pricing
 from meterline.stripe.catalog_sync import (
     CatalogSync,
     MemoryStripeObjectRepository,
@@ -229,3 +230,116 @@ def _invoice_for(
             }
         )
     return emulator.control.close_period(sub.id)
+
+
+def _tiered(mode: str, *tiers: tuple[int | None, str | None, str | None]) -> dict[str, Any]:
+    return {
+        "billing_scheme": "tiered",
+        "tiers_mode": mode,
+        "_tiers": [
+            {"up_to": up_to, "unit_amount_decimal": unit, "flat_amount_decimal": flat}
+            for up_to, unit, flat in tiers
+        ],
+    }
+
+
+def _charge(price: dict[str, Any], usage: str, **config: Any) -> int:
+    return pricing.line_amount(price, Decimal(usage), EmulatorConfig(**config)).amount
+
+
+# Stripe's tiered-pricing docs: 1-5 at $7, 6-10 at $6.50, 11+ at $6 (volume); $5, $4 (graduated).
+VOLUME_DOCS = _tiered("volume", (5, "700", None), (10, "650", None), (None, "600", None))
+GRADUATED_DOCS = _tiered("graduated", (5, "500", None), (10, "400", None), (None, "300", None))
+
+
+@pytest.mark.parametrize(
+    ("usage", "amount"), [("5", 3500), ("6", 3900), ("20", 12000), ("25", 15000)]
+)
+def test_volume_example_of_the_stripe_docs(usage: str, amount: int) -> None:
+    assert _charge(VOLUME_DOCS, usage) == amount
+
+
+def test_graduated_example_of_the_stripe_docs() -> None:
+    assert _charge(GRADUATED_DOCS, "6") == 2900
+
+
+def test_package_example_of_the_stripe_docs() -> None:
+    hours = {
+        "billing_scheme": "per_unit",
+        "unit_amount_decimal": "1000",
+        "transform_quantity": {"divide_by": 60, "round": "up"},
+    }
+    assert _charge(hours, "150") == 3000
+    line = pricing.line_amount(hours, Decimal(150), EmulatorConfig())
+    assert line.quantity == 150
+    shown = pricing.line_amount(
+        hours, Decimal(150), EmulatorConfig(package_line_quantity="packages")
+    )
+    assert shown.quantity == 3
+    assert (
+        _charge({**hours, "transform_quantity": {"divide_by": 60, "round": "down"}}, "150") == 2000
+    )
+
+
+def test_decimal_amounts_round_per_line_half_up_by_default() -> None:
+    per_unit = {
+        "billing_scheme": "per_unit",
+        "unit_amount_decimal": "0.05",
+        "transform_quantity": None,
+    }
+    assert _charge(per_unit, "30") == 2  # the docs: 0.05 x 30 = 1.5 -> 2
+    assert _charge(per_unit, "30", amount_rounding="half_even") == 2
+    assert _charge(per_unit, "50", amount_rounding="half_even") == 2  # 2.5 -> 2
+    assert _charge(per_unit, "50") == 3
+
+
+def test_graduated_tiers_round_once_unless_configured_per_tier() -> None:
+    price = _tiered("graduated", (1, "0.4", None), (None, "0.4", None))
+    assert _charge(price, "2") == 1  # 0.8
+    assert _charge(price, "2", round_each_tier=True) == 0  # 0.4 -> 0 twice
+
+
+def test_flat_amounts_at_zero_usage_follow_the_setting() -> None:
+    graduated = _tiered("graduated", (10, "1", "500"), (None, "1", "200"))
+    assert _charge(graduated, "0") == 500
+    assert _charge(graduated, "0", tier_flat_amount_at_zero_usage=False) == 0
+    assert _charge(graduated, "11") == 500 + 10 + 200 + 1
+    volume = {**graduated, "tiers_mode": "volume"}
+    assert _charge(volume, "0") == 500
+    assert _charge(volume, "0", tier_flat_amount_at_zero_usage=False) == 0
+    assert _charge(volume, "11") == 11 + 200
+
+
+def test_unknown_settings_are_reported() -> None:
+    config = EmulatorConfig(
+        amount_rounding="nearest", package_line_quantity="x", unexpanded_tiers="empty"
+    )
+    assert len(config.validate()) == 3
+
+
+def test_a_changed_tier_is_a_new_price_holding_the_lookup_key(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    sync = CatalogSync(stripe_client, MemoryStripeObjectRepository())
+    catalogs = MemoryCatalogRepository()
+    first = apply_and_sync(catalogs, sync, TENANT, load_catalog(EXAMPLE))
+    assert first.stripe is not None and first.stripe.changed
+    again = apply_and_sync(catalogs, sync, TENANT, load_catalog(EXAMPLE))
+    assert again.stripe is not None and not again.stripe.changed and again.diff.is_empty
+    key = price_lookup_key(TENANT, "power", "api_calls")
+    (old,) = stripe_client.v1.prices.list({"lookup_keys": [key], "expand": ["data.tiers"]}).data
+    assert [(t.up_to, t.unit_amount_decimal) for t in old.tiers] == [
+        (100_000, Decimal(0)),
+        (None, Decimal("0.05")),
+    ]
+    text = EXAMPLE.read_text().replace("included: 100000", "included: 200000")
+    changed = text.replace("api_calls: {limit: 100000", "api_calls: {limit: 200000")
+    result = apply_and_sync(catalogs, sync, TENANT, load_catalog(changed))
+    assert result.stripe is not None
+    assert any(
+        line.startswith("updated") and "power/api_calls" in line for line in result.stripe.lines
+    )
+    (new,) = stripe_client.v1.prices.list({"lookup_keys": [key], "expand": ["data.tiers"]}).data
+    assert new.id != old.id and new.tiers[0].up_to == 200_000
+    assert not stripe_client.v1.prices.retrieve(old.id).active
+    assert len(stripe_client.v1.prices.list({"active": True, "limit": 100}).data) == 3
