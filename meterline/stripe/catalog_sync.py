@@ -336,7 +336,7 @@ def _amounts_of(price: stripe.Price) -> _Amounts:
             for t in getattr(price, "tiers", None) or ()
         )
         return ("tiered", price.tiers_mode, tiers)
-    transform = price.transform_quantity
+    transform = getattr(price, "transform_quantity", None)
     package = (transform.divide_by, transform.round) if transform is not None else None
     return ("per_unit", _decimal(price.unit_amount_decimal), package)
 

@@ -205,7 +205,9 @@ def test_invoice_amounts_match_an_independent_oracle(
             "plans": [{"key": "p", "default": True, "metered_prices": {"m": document}}],
         }
     )
-    CatalogSync(stripe_client, MemoryStripeObjectRepository()).sync(tenant, catalog)
+    sync = CatalogSync(stripe_client, MemoryStripeObjectRepository())
+    assert sync.sync(tenant, catalog).changed
+    assert not sync.sync(tenant, catalog).changed
     key = price_lookup_key(tenant, "p", "m")
     price = stripe_client.v1.prices.list({"lookup_keys": [key]}).data[0]
     for usage in quantities:
