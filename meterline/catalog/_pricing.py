@@ -143,38 +143,56 @@ def check_included(
     prices: Mapping[str, MeteredPrice],
     features: Mapping[str, PlanEntitlement],
 ) -> None:
-    """Refuse a plan whose metered limits contradict the included units of its prices."""
+    """Refuse a plan whose metered limits contradict the free units of its prices."""
     for feature, entitlement in features.items():
         meter = ctx.feature_meters.get(feature)
         price = prices.get(meter) if meter is not None else None
-        if price is None or not price.included or not isinstance(entitlement, MeteredEntitlement):
+        free = free_units(price) if price is not None else None
+        if free is None or not isinstance(entitlement, MeteredEntitlement):
             continue
         if ctx.features.get(feature) is not FeatureKind.METERED or entitlement.limit is None:
             continue
-        assert meter is not None
-        included_path = (*plan_path, "metered_prices", meter, "included")
-        problem = _contradiction(feature, entitlement, price.included)
+        units, where = free
+        price_path = (*plan_path, "metered_prices", str(meter))
+        problem = _contradiction(feature, entitlement, units)
         if problem is not None:
-            ctx.fail(included_path, problem)
+            ctx.fail((*price_path, *where), problem)
         if entitlement.reset is not ResetPeriod.BILLING_PERIOD:
             ctx.fail(
                 (*plan_path, "features", feature, "reset"),
-                f"must be billing_period: metered_prices.{meter}.included counts per billing "
-                f"period (Stripe's tiers do), so a limit compared with it must reset then too",
+                f"must be billing_period: metered_prices.{meter} includes units per billing "
+                f"period (Stripe's tiers count a period), so a limit compared with them must "
+                f"reset then too",
             )
 
 
-def _contradiction(feature: str, entitlement: MeteredEntitlement, included: int) -> str | None:
+def free_units(price: MeteredPrice) -> tuple[int, Path] | None:
+    """The units a period gets free before a graduated price charges, with the path (under the
+    price) that sets where they end: `included`, or the `up_to` of the last free leading tier.
+    `None` when the first unit is charged, or for volume and package prices."""
+    if price.stripe_tiers_mode is not TiersMode.GRADUATED:
+        return None
+    found: tuple[int, Path] | None = None
+    offset = 1 if price.included else 0
+    for index, tier in enumerate(price.stripe_tiers()):
+        if tier.up_to is None or tier.unit_amount_decimal or tier.flat_amount_decimal:
+            break
+        at_sugar = index < offset
+        found = (tier.up_to, ("included",) if at_sugar else ("tiers", index - offset, "up_to"))
+    return found
+
+
+def _contradiction(feature: str, entitlement: MeteredEntitlement, free: int) -> str | None:
     limit = entitlement.limit
     assert limit is not None
-    if entitlement.overage is Overage.BLOCK and limit < included:
+    if entitlement.overage is Overage.BLOCK and limit < free:
         return (
-            f"is {included} but features.{feature} blocks at {limit}: "
+            f"includes {free} units but features.{feature} blocks at {limit}: "
             f"the included units past {limit} can never be used"
         )
-    if entitlement.overage is Overage.ALLOW and limit != included:
+    if entitlement.overage is Overage.ALLOW and limit != free:
         return (
-            f"is {included} but features.{feature} allows and bills usage past its limit "
-            f"{limit}: included must equal the limit"
+            f"includes {free} units but features.{feature} allows and bills usage past its "
+            f"limit {limit}: the included units must end at the limit"
         )
     return None

@@ -67,7 +67,8 @@ def tier_lists(draw: st.DrawFn, above: int = 0) -> tuple[Tier, ...]:
 
 @st.composite
 def metered_prices(draw: st.DrawFn, currency: str, may_include: bool) -> MeteredPrice:
-    """Any form: per unit, graduated or volume tiers, or a package; `included` where allowed."""
+    """Any form: per unit, graduated or volume tiers, or a package. Free units (`included`, or a
+    free first graduated tier) only when `may_include`: limits on the meter must match them."""
     included = draw(st.integers(0, 10**6)) if may_include else 0
     form = draw(st.sampled_from(["per_unit", "graduated", "volume", "package"]))
     if form == "per_unit":
@@ -77,7 +78,11 @@ def metered_prices(draw: st.DrawFn, currency: str, may_include: bool) -> Metered
         return MeteredPrice(currency, package=draw(package))
     mode = TiersMode(form)
     kept = included if mode is TiersMode.GRADUATED else 0
-    return MeteredPrice(currency, tiers=draw(tier_lists(kept)), tiers_mode=mode, included=kept)
+    tiers = draw(tier_lists(kept))
+    if not may_include:
+        first = tiers[0]
+        tiers = (Tier(first.up_to, first.unit_amount_decimal, Decimal(1)), *tiers[1:])
+    return MeteredPrice(currency, tiers=tiers, tiers_mode=mode, included=kept)
 
 
 @st.composite

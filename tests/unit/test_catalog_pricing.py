@@ -169,6 +169,11 @@ BLOCK_50 = ("f", {"limit": 50, "reset": "billing_period", "overage": "block"})
 ALLOW_100 = ("f", {"limit": 100, "reset": "billing_period", "overage": "allow"})
 PER_UNIT_100 = {"unit_amount_decimal": "1", "included": 100, "currency": "usd"}
 
+FREE_FIRST_60 = _tiers(
+    {"up_to": 60, "unit_amount_decimal": "0"},
+    {"up_to": "inf", "unit_amount_decimal": "1"},
+)
+
 REFUSED: list[tuple[str, Doc, str, str]] = [
     ("no form", catalog_with({"currency": "usd"}), P, "exactly one of"),
     (
@@ -297,13 +302,25 @@ REFUSED: list[tuple[str, Doc, str, str]] = [
         "overage billed before the limit",
         catalog_with({**PER_UNIT_100, "included": 60}, ALLOW_100),
         f"{P}.included",
-        "included must equal the limit",
+        "must end at the limit",
     ),
     (
         "overage past the limit left free",
         catalog_with({**PER_UNIT_100, "included": 150}, ALLOW_100),
         f"{P}.included",
-        "included must equal the limit",
+        "must end at the limit",
+    ),
+    (
+        "a written-out free first tier ending before the limit",
+        catalog_with(FREE_FIRST_60, ALLOW_100),
+        f"{P}.tiers[0].up_to",
+        "includes 60 units",
+    ),
+    (
+        "free tiers after included units, past a blocking limit",
+        catalog_with({**FREE_FIRST_60, "included": 10}, BLOCK_50),
+        f"{P}.tiers[0].up_to",
+        "includes 60 units but features.f blocks at 50",
     ),
     (
         "a second feature on the meter contradicts",
@@ -349,6 +366,16 @@ ACCEPTED: list[tuple[str, Doc]] = [
         catalog_with(GRADUATED, ("f", {"limit": 100, "reset": "week", "overage": "block"})),
     ),
     ("a free first tier written out in volume mode", catalog_with(VOLUME, BLOCK_50)),
+    (
+        "a written-out free first tier ending at the limit",
+        catalog_with(
+            _tiers(
+                {"up_to": 100, "unit_amount_decimal": "0"},
+                {"up_to": "inf", "unit_amount_decimal": "1"},
+            ),
+            ALLOW_100,
+        ),
+    ),
 ]
 
 
