@@ -359,7 +359,8 @@ def _wanted_amounts(wanted: dict[str, Any]) -> _Amounts:
 
 
 def _decimal(value: object) -> Decimal | None:
-    """An amount as an exact `Decimal`; an absent amount counts as 0 (it charges nothing)."""
+    """An amount as an exact `Decimal`; absent counts as 0 (it charges nothing); unreadable is
+    `None`, which matches no wanted amount, so such a price is replaced."""
     if value is None:
         return Decimal(0)
     try:
