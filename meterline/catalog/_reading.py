@@ -66,6 +66,7 @@ class Context:
         self.problems: list[tuple[Path, FieldError]] = []
         self.meters: tuple[str, ...] = ()
         self.features: Mapping[str, FeatureKind | None] = {}
+        self.feature_meters: Mapping[str, str] = {}
         self.plans: tuple[str, ...] = ()
 
     def fail(self, path: Path, message: str) -> None:

@@ -140,18 +140,126 @@ class Price:
         return {"amount": self.amount, "currency": self.currency, "interval": self.interval.value}
 
 
-@dataclass(frozen=True, slots=True)
-class MeteredPrice:
-    """A per-unit price for a meter's usage, in minor units like Stripe's `unit_amount_decimal`."""
+class TiersMode(enum.StrEnum):
+    """Stripe's `tiers_mode`: each unit at its own tier's price, or all at the reached tier's."""
 
-    unit_amount_decimal: Decimal
-    currency: str
+    GRADUATED = "graduated"
+    VOLUME = "volume"
+
+
+class Rounding(enum.StrEnum):
+    """Stripe's `transform_quantity.round`: how a partial package counts."""
+
+    UP = "up"
+    DOWN = "down"
+
+
+def decimal_to_json(amount: Decimal) -> str:
+    """A money amount's exact string form (`"0.05"`), as Stripe's `*_decimal` fields take it."""
+    return format(amount, "f")
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One tier of a tiered price: usage up to `up_to` (`None`: no upper bound, Stripe's `inf`).
+
+    The tier starts where the previous one ends. `unit_amount_decimal` is charged per unit and
+    `flat_amount_decimal` once for the tier; both in minor units, `None` when not set.
+    """
+
+    up_to: int | None
+    unit_amount_decimal: Decimal | None = None
+    flat_amount_decimal: Decimal | None = None
+
+    def to_document(self) -> Document:
+        doc: Document = {"up_to": "inf" if self.up_to is None else self.up_to}
+        if self.unit_amount_decimal is not None:
+            doc["unit_amount_decimal"] = decimal_to_json(self.unit_amount_decimal)
+        if self.flat_amount_decimal is not None:
+            doc["flat_amount_decimal"] = decimal_to_json(self.flat_amount_decimal)
+        return doc
+
+
+FREE_TIER_AMOUNT = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """`amount_decimal` per started (`UP`) or completed (`DOWN`) group of `divide_by` units.
+
+    Stripe: a per-unit price with `transform_quantity{divide_by, round}`.
+    """
+
+    divide_by: int
+    round: Rounding
+    amount_decimal: Decimal
 
     def to_document(self) -> Document:
         return {
-            "unit_amount_decimal": format(self.unit_amount_decimal, "f"),
-            "currency": self.currency,
+            "divide_by": self.divide_by,
+            "round": self.round.value,
+            "amount_decimal": decimal_to_json(self.amount_decimal),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredPrice:
+    """The price of a meter's usage over a billing period, in minor units, as Stripe prices it.
+
+    Exactly one form is set: `per_unit` (Stripe's `unit_amount_decimal`), `tiers` with
+    `tiers_mode`, or `package`. `included` units a period are free: a first graduated tier up to
+    `included` at 0 (see `stripe_tiers`); it goes with the per-unit and graduated forms only.
+    """
+
+    currency: str
+    per_unit: Decimal | None = None
+    tiers: tuple[Tier, ...] = ()
+    tiers_mode: TiersMode | None = None
+    package: Package | None = None
+    included: int = 0
+
+    @property
+    def unit_amount_decimal(self) -> Decimal:
+        """The price of one more unit past every boundary: the per-unit amount, the last tier's
+        unit amount, or the package amount spread over its units.
+
+        A marginal rate for putting money on a difference of units (reconciliation alerts); it
+        is not the amount of an invoice line, which depends on the whole period's usage.
+        """
+        if self.package is not None:
+            return self.package.amount_decimal / self.package.divide_by
+        if self.tiers:
+            return self.tiers[-1].unit_amount_decimal or FREE_TIER_AMOUNT
+        return self.per_unit if self.per_unit is not None else FREE_TIER_AMOUNT
+
+    @property
+    def stripe_tiers_mode(self) -> TiersMode | None:
+        """Stripe's `tiers_mode`, `None` for a per-unit Stripe price (with or without package)."""
+        if self.included and self.tiers_mode is None:
+            return TiersMode.GRADUATED
+        return self.tiers_mode
+
+    def stripe_tiers(self) -> tuple[Tier, ...]:
+        """The tiers Stripe gets: `tiers`, or the per-unit amount as one tier, behind a free
+        first tier up to `included` when there is one; empty for a per-unit Stripe price."""
+        if not self.included:
+            return self.tiers
+        rest = self.tiers or (Tier(None, self.per_unit),)
+        return (Tier(self.included, FREE_TIER_AMOUNT), *rest)
+
+    def to_document(self) -> Document:
+        doc: Document = {}
+        if self.per_unit is not None:
+            doc["unit_amount_decimal"] = decimal_to_json(self.per_unit)
+        if self.tiers_mode is not None:
+            doc["tiers_mode"] = self.tiers_mode.value
+            doc["tiers"] = [tier.to_document() for tier in self.tiers]
+        if self.package is not None:
+            doc["package"] = self.package.to_document()
+        if self.included:
+            doc["included"] = self.included
+        doc["currency"] = self.currency
+        return doc
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
 from pathlib import Path as FilePath
 from typing import Any, TypeVar
 
 import yaml
 
+from meterline.catalog import _pricing as pricing
 from meterline.catalog import _reading as rd
 from meterline.catalog._reading import Context, Entry, Invalid, Path
 from meterline.catalog.errors import CatalogError
@@ -137,6 +137,7 @@ def _catalog(ctx: Context, data: object) -> Catalog:
     raw_meters, raw_features, raw_plans = (_section(top, s) for s in SECTIONS[:3])
     ctx.meters = tuple(_declared(ctx, "meters", raw_meters))
     ctx.features = _feature_kinds(raw_features, _declared(ctx, "features", raw_features))
+    ctx.feature_meters = _feature_meters(raw_features, ctx.features)
     ctx.plans = tuple(_declared(ctx, "plans", raw_plans))
     _check_default_plan(ctx, raw_plans)
     return Catalog(
@@ -181,6 +182,17 @@ def _feature_kinds(raws: list[object], first: dict[str, int]) -> dict[str, Featu
         valid = isinstance(kind, str) and kind in FeatureKind._value2member_map_
         kinds[key] = FeatureKind(kind) if valid and isinstance(kind, str) else None
     return kinds
+
+
+def _feature_meters(raws: list[object], kinds: Mapping[str, FeatureKind | None]) -> dict[str, str]:
+    """The meter each declared metered feature counts (as written; checked elsewhere)."""
+    meters: dict[str, str] = {}
+    for raw in raws:
+        if isinstance(raw, dict) and kinds.get(str(raw.get("key"))) is FeatureKind.METERED:
+            meter = raw.get("meter")
+            if isinstance(meter, str):
+                meters.setdefault(str(raw["key"]), meter)
+    return meters
 
 
 def _each(
@@ -258,13 +270,15 @@ def _plan(ctx: Context, raw: object, path: Path) -> Plan | None:
     price = _price(ctx, fields["price"], (*path, "price")) if "price" in fields else None
     metered = _metered_prices(ctx, fields.get("metered_prices"), (*path, "metered_prices"))
     _check_currencies(ctx, path, price, metered)
+    features = _plan_features(ctx, fields.get("features"), (*path, "features"))
+    pricing.check_included(ctx, path, metered, features)
     plan = Plan(
         key=entry.get("key", rd.key, ""),
         default=entry.get("default", rd.boolean, False),
         name=entry.get("name", rd.name, None),
         price=price,
         metered_prices=metered,
-        features=_plan_features(ctx, fields.get("features"), (*path, "features")),
+        features=features,
     )
     return None if entry.failed else plan
 
@@ -294,12 +308,8 @@ def _metered_prices(ctx: Context, raw: object, path: Path) -> dict[str, MeteredP
         if key not in ctx.meters:
             ctx.fail((*path, key), _unknown("meter", key, ctx.meters))
             continue
-        entry = Entry(ctx, value, (*path, key), ("unit_amount_decimal", "currency"))
-        price = MeteredPrice(
-            unit_amount_decimal=entry.get("unit_amount_decimal", rd.unit_amount_decimal, Decimal()),
-            currency=entry.get("currency", rd.currency, ""),
-        )
-        if not entry.failed:
+        price = pricing.metered_price(ctx, value, (*path, key))
+        if price is not None:
             prices[key] = price
     return prices
 

@@ -8,7 +8,10 @@ sync twice (or after a crash half-way) never makes duplicates:
   `ml_<tenant id>_<plan key>_<meter key>` for a metered price. Prices are immutable in Stripe: a
   changed amount creates a new price that takes over the lookup key (`transfer_lookup_key`), and
   the old one is archived (subscriptions on it keep working and still map to the plan through
-  its `metadata.meterline_plan`).
+  its `metadata.meterline_plan`). A metered price is per unit, tiered (graduated or volume, the
+  catalog's `included` units as a free first tier) or per unit with `transform_quantity` (a
+  package); see `metered_price_params`. Tiers are read back with `expand[]=data.tiers`, as Stripe
+  returns them only when expanded, so an unchanged tiered price is recognised and kept.
 
 Aggregation -> meter formula: sum -> sum, count -> sum (counts are pushed as values),
 max -> last, latest -> last. Meters dropped from the catalog are left alone (data is never
@@ -27,7 +30,17 @@ from typing import Any
 import stripe
 from psycopg_pool import ConnectionPool
 
-from meterline.catalog import Aggregation, Catalog, CatalogDiff, CatalogRepository, Meter, Plan
+from meterline.catalog import (
+    Aggregation,
+    Catalog,
+    CatalogDiff,
+    CatalogRepository,
+    Meter,
+    MeteredPrice,
+    Plan,
+    Tier,
+)
+from meterline.catalog.model import decimal_to_json
 
 FORMULA = {
     Aggregation.SUM: "sum",
@@ -238,7 +251,7 @@ class CatalogSync:
         wanted: dict[str, Any] = {
             "product": product,
             "currency": metered.currency,
-            "unit_amount_decimal": format(metered.unit_amount_decimal, "f"),
+            **metered_price_params(metered),
             "recurring": {"interval": interval, "usage_type": "metered", "meter": meter_id},
         }
         key = price_lookup_key(tenant_id, plan.key, meter)
@@ -248,7 +261,8 @@ class CatalogSync:
     def _price(
         self, key: str, wanted: dict[str, Any], plan: Plan, what: str, report: SyncReport
     ) -> str:
-        listed = self._client.v1.prices.list({"lookup_keys": [key], "limit": 1}).data
+        query = {"lookup_keys": [key], "limit": 1, "expand": ["data.tiers"]}
+        listed = self._client.v1.prices.list(query).data  # type: ignore[arg-type]
         current = listed[0] if listed else None
         if current is not None and _same_price(current, wanted):
             report.note("unchanged", what, current.id)
@@ -266,19 +280,43 @@ class CatalogSync:
         return str(created.id)
 
 
+def metered_price_params(price: MeteredPrice) -> dict[str, Any]:
+    """Stripe's create parameters for the amounts of a catalog metered price.
+
+    Included units become a free first graduated tier; a package is a per-unit price with
+    `transform_quantity`; decimal amounts go as exact strings.
+    """
+    mode = price.stripe_tiers_mode
+    if mode is not None:
+        tiers = [_tier_params(tier) for tier in price.stripe_tiers()]
+        return {"billing_scheme": "tiered", "tiers_mode": mode.value, "tiers": tiers}
+    if price.package is not None:
+        package = price.package
+        return {
+            "billing_scheme": "per_unit",
+            "unit_amount_decimal": decimal_to_json(package.amount_decimal),
+            "transform_quantity": {"divide_by": package.divide_by, "round": package.round.value},
+        }
+    assert price.per_unit is not None
+    return {"billing_scheme": "per_unit", "unit_amount_decimal": decimal_to_json(price.per_unit)}
+
+
+def _tier_params(tier: Tier) -> dict[str, Any]:
+    params: dict[str, Any] = {"up_to": "inf" if tier.up_to is None else tier.up_to}
+    if tier.unit_amount_decimal is not None:
+        params["unit_amount_decimal"] = decimal_to_json(tier.unit_amount_decimal)
+    if tier.flat_amount_decimal is not None:
+        params["flat_amount_decimal"] = decimal_to_json(tier.flat_amount_decimal)
+    return params
+
+
 def _same_price(price: stripe.Price, wanted: dict[str, Any]) -> bool:
     recurring = price.recurring
     if recurring is None or not price.active:
         return False
-    amount = wanted.get("unit_amount")
-    same_amount = (
-        price.unit_amount == amount
-        if amount is not None
-        else _decimal_equal(price.unit_amount_decimal, wanted["unit_amount_decimal"])
-    )
     want = wanted["recurring"]
     return (
-        same_amount
+        _amounts_of(price) == _wanted_amounts(wanted)
         and price.currency == wanted["currency"]
         and price.product == wanted["product"]
         and recurring.interval == want["interval"]
@@ -287,11 +325,48 @@ def _same_price(price: stripe.Price, wanted: dict[str, Any]) -> bool:
     )
 
 
-def _decimal_equal(a: object, b: str) -> bool:
+_Amounts = tuple[object, ...]
+
+
+def _amounts_of(price: stripe.Price) -> _Amounts:
+    """What a Stripe price charges, in a form comparable with `_wanted_amounts`."""
+    if price.billing_scheme == "tiered":
+        tiers = tuple(
+            (t.up_to, _decimal(t.unit_amount_decimal), _decimal(t.flat_amount_decimal))
+            for t in getattr(price, "tiers", None) or ()
+        )
+        return ("tiered", price.tiers_mode, tiers)
+    transform = getattr(price, "transform_quantity", None)
+    package = (transform.divide_by, transform.round) if transform is not None else None
+    return ("per_unit", _decimal(price.unit_amount_decimal), package)
+
+
+def _wanted_amounts(wanted: dict[str, Any]) -> _Amounts:
+    if wanted.get("billing_scheme") == "tiered":
+        tiers = tuple(
+            (
+                None if t["up_to"] == "inf" else t["up_to"],
+                _decimal(t.get("unit_amount_decimal")),
+                _decimal(t.get("flat_amount_decimal")),
+            )
+            for t in wanted["tiers"]
+        )
+        return ("tiered", wanted["tiers_mode"], tiers)
+    transform = wanted.get("transform_quantity")
+    package = (transform["divide_by"], transform["round"]) if transform else None
+    amount = wanted.get("unit_amount_decimal", wanted.get("unit_amount"))
+    return ("per_unit", _decimal(amount), package)
+
+
+def _decimal(value: object) -> Decimal | None:
+    """An amount as an exact `Decimal`; absent counts as 0 (it charges nothing); unreadable is
+    `None`, which matches no wanted amount, so such a price is replaced."""
+    if value is None:
+        return Decimal(0)
     try:
-        return Decimal(str(a)) == Decimal(b)
+        return Decimal(str(value))
     except InvalidOperation:
-        return False
+        return None
 
 
 @dataclass(frozen=True)

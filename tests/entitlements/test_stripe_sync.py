@@ -61,20 +61,35 @@ def test_catalog_sync_is_idempotent(api: Api) -> None:
     assert {m.default_aggregation.formula for m in meters} == {"sum"}
     assert len(client.v1.prices.list({"limit": 100}).data) == 3
     assert len(client.v1.products.list({"limit": 100}).data) == 2
+    metered = client.v1.prices.retrieve(
+        after["metered_price", "power/api_calls"], {"expand": ["tiers"]}
+    )
+    assert (metered.billing_scheme, metered.tiers_mode) == ("tiered", "graduated")
+    assert [(t.up_to, str(t.unit_amount_decimal)) for t in metered.tiers] == [
+        (100_000, "0"),
+        (None, "0.05"),
+    ]
 
 
 def test_changed_price_moves_the_lookup_key(api: Api) -> None:
     client = api.stripe.client()
     doc = example_catalog().to_document()
     doc["plans"][1]["price"]["amount"] = 1200
+    doc["plans"][2]["metered_prices"]["api_calls"]["unit_amount_decimal"] = "0.04"
     with api.client("admin") as admin:
         answer = admin.put("/v1/admin/catalog", json=doc)
         assert answer.status_code == 200, answer.text
         assert any(
             line.startswith("updated") and "price basic" in line for line in answer.json()["stripe"]
         )
+        assert any(
+            "updated" in line and "power/api_calls" in line for line in answer.json()["stripe"]
+        )
     new_id = api.price("basic")
     assert client.v1.prices.retrieve(new_id).unit_amount == 1200
+    key = f"ml_{api.tenant_id}_power_api_calls"
+    (tiered,) = client.v1.prices.list({"lookup_keys": [key], "expand": ["data.tiers"]}).data
+    assert str(tiered.tiers[1].unit_amount_decimal) == "0.04"
     active = client.v1.prices.list({"active": True, "limit": 100}).data
     assert len(active) == 3
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import httpx
 import pytest
 import stripe
@@ -9,6 +11,15 @@ import stripe
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support
+
+PER_UNIT = {"product_data": {"name": "x"}, "currency": "usd", "unit_amount": 1000}
+TIERED = {
+    "product_data": {"name": "x"},
+    "currency": "usd",
+    "billing_scheme": "tiered",
+    "tiers_mode": "graduated",
+    "tiers": [{"up_to": 5, "unit_amount": 500}, {"up_to": "inf", "unit_amount": 400}],
+}
 
 
 def test_customer_lifecycle(stripe_client: stripe.StripeClient) -> None:
@@ -92,6 +103,28 @@ def test_search_by_metadata(stripe_client: stripe.StripeClient) -> None:
         stripe_client.v1.products.search({"query": "name~'x'"})
 
 
+def test_tiered_and_package_prices(stripe_client: stripe.StripeClient) -> None:
+    tiers = [
+        {"up_to": 5, "unit_amount_decimal": "0.5", "flat_amount": 100},
+        {"up_to": "inf", "unit_amount": 3},
+    ]
+    created = stripe_client.v1.prices.create({**TIERED, "tiers": tiers, "lookup_key": "t"})
+    assert created.billing_scheme == "tiered" and created.tiers_mode == "graduated"
+    assert "tiers" not in created and created.unit_amount is None
+    listed = stripe_client.v1.prices.list({"lookup_keys": ["t"], "expand": ["data.tiers"]}).data
+    shown = [
+        (t.up_to, t.unit_amount, t.unit_amount_decimal, t.flat_amount) for t in listed[0].tiers
+    ]
+    assert shown == [(5, None, Decimal("0.5"), 100), (None, 3, Decimal(3), None)]
+    fetched = stripe_client.v1.prices.retrieve(created.id, {"expand": ["tiers"]})
+    assert [t.up_to for t in fetched.tiers] == [5, None]
+    package = stripe_client.v1.prices.create(
+        {**PER_UNIT, "transform_quantity": {"divide_by": 60, "round": "up"}}
+    )
+    assert package.transform_quantity.divide_by == 60 and package.transform_quantity.round == "up"
+    assert stripe_client.v1.prices.retrieve(package.id).transform_quantity.round == "up"
+
+
 @pytest.mark.parametrize(
     ("params", "param"),
     [
@@ -120,6 +153,57 @@ def test_search_by_metadata(stripe_client: stripe.StripeClient) -> None:
             {"product_data": {"name": "x"}, "currency": "usd", "unit_amount_decimal": "abc"},
             "unit_amount_decimal",
         ),
+        (
+            {
+                "product_data": {"name": "x"},
+                "currency": "usd",
+                "unit_amount_decimal": "0.1234567890123",
+            },
+            "unit_amount_decimal",
+        ),
+        (
+            {
+                "product_data": {"name": "x"},
+                "currency": "usd",
+                "unit_amount": 1,
+                "unit_amount_decimal": "1",
+            },
+            "unit_amount",
+        ),
+        ({**TIERED, "tiers_mode": None}, "tiers_mode"),
+        ({**TIERED, "tiers_mode": "stairs"}, "tiers_mode"),
+        ({**TIERED, "tiers": None}, "tiers"),
+        ({**TIERED, "unit_amount": 5}, "unit_amount"),
+        ({**TIERED, "transform_quantity": {"divide_by": 2, "round": "up"}}, "transform_quantity"),
+        ({**TIERED, "tiers": [{"up_to": 5, "unit_amount": 1}]}, "tiers[0][up_to]"),
+        ({**TIERED, "tiers": [{"unit_amount": 1}]}, "tiers[0][up_to]"),
+        ({**TIERED, "tiers": [{"up_to": "inf"}]}, "tiers[0]"),
+        (
+            {**TIERED, "tiers": [{"up_to": "inf", "flat_amount": 1, "flat_amount_decimal": "1"}]},
+            "tiers[0][flat_amount]",
+        ),
+        (
+            {
+                **TIERED,
+                "tiers": [
+                    {"up_to": 5, "unit_amount": 1},
+                    {"up_to": 5, "unit_amount": 1},
+                    {"up_to": "inf", "unit_amount": 1},
+                ],
+            },
+            "tiers",
+        ),
+        ({**PER_UNIT, "tiers_mode": "volume"}, "tiers_mode"),
+        ({**PER_UNIT, "transform_quantity": {"round": "up"}}, "transform_quantity[divide_by]"),
+        (
+            {**PER_UNIT, "transform_quantity": {"divide_by": 0, "round": "up"}},
+            "transform_quantity[divide_by]",
+        ),
+        (
+            {**PER_UNIT, "transform_quantity": {"divide_by": 2, "round": "half"}},
+            "transform_quantity[round]",
+        ),
+        ({**PER_UNIT, "billing_scheme": "package"}, "billing_scheme"),
     ],
 )
 def test_price_validation(stripe_client: stripe.StripeClient, params: dict, param: str) -> None:

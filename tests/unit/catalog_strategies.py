@@ -18,14 +18,18 @@ from meterline.catalog import (
     MeteredEntitlement,
     MeteredPrice,
     Overage,
+    Package,
     PastDuePolicy,
     PaymentPolicies,
     Plan,
     PlanEntitlement,
     Price,
     ResetPeriod,
+    Rounding,
     StaticEntitlement,
     StaticValue,
+    Tier,
+    TiersMode,
 )
 
 _TEXT = st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs"))
@@ -43,6 +47,42 @@ fractional_limits = st.decimals(min_value=0, max_value=10**9, places=3).filter(
 limits = st.none() | st.integers(0, 10**15) | fractional_limits
 currencies = st.sampled_from(["usd", "eur", "gbp"])
 unit_amounts = st.decimals(min_value=0, max_value=10**4, places=6).map(lambda d: Decimal(str(d)))
+
+
+amounts = st.none() | unit_amounts
+
+
+@st.composite
+def tier_lists(draw: st.DrawFn, above: int = 0) -> tuple[Tier, ...]:
+    """Strictly increasing bounds above `above`, then the `inf` tier; each tier charges."""
+    bounds = draw(st.lists(st.integers(above + 1, 10**7), unique=True, max_size=3))
+    tiers = []
+    for up_to in [*sorted(bounds), None]:
+        unit, flat = draw(amounts), draw(amounts)
+        tiers.append(
+            Tier(up_to, unit if unit is not None or flat is not None else Decimal(0), flat)
+        )
+    return tuple(tiers)
+
+
+@st.composite
+def metered_prices(draw: st.DrawFn, currency: str, may_include: bool) -> MeteredPrice:
+    """Any form: per unit, graduated or volume tiers, or a package. Free units (`included`, or a
+    free first graduated tier) only when `may_include`: limits on the meter must match them."""
+    included = draw(st.integers(0, 10**6)) if may_include else 0
+    form = draw(st.sampled_from(["per_unit", "graduated", "volume", "package"]))
+    if form == "per_unit":
+        return MeteredPrice(currency, per_unit=draw(unit_amounts), included=included)
+    if form == "package":
+        package = st.builds(Package, st.integers(1, 10**4), st.sampled_from(Rounding), unit_amounts)
+        return MeteredPrice(currency, package=draw(package))
+    mode = TiersMode(form)
+    kept = included if mode is TiersMode.GRADUATED else 0
+    tiers = draw(tier_lists(kept))
+    if not may_include:
+        first = tiers[0]
+        tiers = (Tier(first.up_to, first.unit_amount_decimal, Decimal(1)), *tiers[1:])
+    return MeteredPrice(currency, tiers=tiers, tiers_mode=mode, included=kept)
 
 
 @st.composite
@@ -90,14 +130,21 @@ def plans(
     granted = (
         draw(st.lists(st.sampled_from(declared), unique_by=lambda f: f.key)) if declared else []
     )
+    features = {f.key: draw(entitlements(f)) for f in granted}
+    limited = {f.meter for f in granted if _limited(features[f.key])}
     return Plan(
         key=key,
         default=default,
         name=draw(names),
         price=price,
-        metered_prices={m: MeteredPrice(draw(unit_amounts), currency) for m in priced},
-        features={f.key: draw(entitlements(f)) for f in granted},
+        metered_prices={m: draw(metered_prices(currency, m not in limited)) for m in priced},
+        features=features,
     )
+
+
+def _limited(entitlement: PlanEntitlement) -> bool:
+    """A metered limit: a price on its meter includes nothing (the contradiction rules)."""
+    return isinstance(entitlement, MeteredEntitlement) and entitlement.limit is not None
 
 
 @st.composite

@@ -1,11 +1,14 @@
-"""Customers, products and prices (including metered prices bound to a billing meter)."""
+"""Customers, products and prices (including metered prices bound to a billing meter).
+
+What a price charges (per unit, tiers, `transform_quantity`) is read and shown by `pricing`.
+"""
 
 from __future__ import annotations
 
 import copy
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from . import pricing
 from .core import Call, Emulator
 from .errors import invalid, missing_param
 from .forms import Params, string_map
@@ -183,7 +186,6 @@ def create_price(emu: Emulator, call: Call) -> JSON:
         "id": new_id("price", 24),
         "object": "price",
         "active": p.bool("active", True),
-        "billing_scheme": "per_unit",
         "created": emu.now(),
         "currency": p.req("currency").lower(),
         "livemode": False,
@@ -192,13 +194,17 @@ def create_price(emu: Emulator, call: Call) -> JSON:
         "nickname": p.str("nickname"),
         "product": product_id,
         "tax_behavior": "unspecified",
-        **_amounts(p),
+        **pricing.amount_fields(p),
         **_recurring(emu, p.sub("recurring")),
     }
     _claim_lookup_key(emu, price, p)
     emu.store.put("price", price)
     emu.emit("price.created", price)
-    return price
+    return _price_view(emu, price, p)
+
+
+def _price_view(emu: Emulator, price: JSON, p: Params, field: str = "tiers") -> JSON:
+    return pricing.view(price, pricing.expands(p, field), emu.config)
 
 
 def _price_product(emu: Emulator, p: Params) -> str:
@@ -210,23 +216,6 @@ def _price_product(emu: Emulator, p: Params) -> str:
     if "name" not in data:
         raise missing_param("product")
     return str(_new_product(emu, new_id("prod", 14), data)["id"])
-
-
-def _amounts(p: Params) -> JSON:
-    amount = p.int("unit_amount")
-    decimal_text = p.str("unit_amount_decimal")
-    if amount is None and decimal_text is None:
-        raise missing_param("unit_amount")
-    if decimal_text is not None:
-        try:
-            value = Decimal(decimal_text)
-        except InvalidOperation:
-            raise invalid("Invalid decimal: unit_amount_decimal", "unit_amount_decimal") from None
-        return {
-            "unit_amount": int(value) if value == value.to_integral() else None,
-            "unit_amount_decimal": decimal_text,
-        }
-    return {"unit_amount": amount, "unit_amount_decimal": str(amount)}
 
 
 def _recurring(emu: Emulator, r: Params) -> JSON:
@@ -272,8 +261,8 @@ def _claim_lookup_key(emu: Emulator, price: JSON, p: Params) -> None:
 
 
 def retrieve_price(emu: Emulator, call: Call) -> JSON:
-    """GET /v1/prices/{id}."""
-    return emu.store.get("price", call.arg("id"))
+    """GET /v1/prices/{id} (`expand[]=tiers` shows the tiers)."""
+    return _price_view(emu, emu.store.get("price", call.arg("id")), call.params)
 
 
 def update_price(emu: Emulator, call: Call) -> JSON:
@@ -285,7 +274,7 @@ def update_price(emu: Emulator, call: Call) -> JSON:
     price["metadata"] = merge_metadata(price["metadata"], call.params)
     _claim_lookup_key(emu, price, call.params)
     emu.emit("price.updated", price, _changed(previous, price))
-    return price
+    return _price_view(emu, price, call.params)
 
 
 def list_prices(emu: Emulator, call: Call) -> JSON:
@@ -299,7 +288,7 @@ def list_prices(emu: Emulator, call: Call) -> JSON:
     }
     keys = set(p.list("lookup_keys"))
     items = [
-        price
+        _price_view(emu, price, p, "data.tiers")
         for price in newest_first(emu.store.table("price").values())
         if all(v is None or price.get(k) == v for k, v in wanted.items())
         and (not keys or price.get("lookup_key") in keys)
@@ -308,5 +297,7 @@ def list_prices(emu: Emulator, call: Call) -> JSON:
 
 
 def search_prices(emu: Emulator, call: Call) -> JSON:
-    """GET /v1/prices/search."""
-    return _search(emu, "price", call, "/v1/prices/search")
+    """GET /v1/prices/search (`expand[]=data.tiers` shows the tiers)."""
+    found = _search(emu, "price", call, "/v1/prices/search")
+    found["data"] = [_price_view(emu, price, call.params, "data.tiers") for price in found["data"]]
+    return found

@@ -57,6 +57,11 @@ class EmulatorConfig:
     last_tie_break: str = "latest_received"
     idempotency_ttl_seconds: int = DAY
     max_logged_requests: int = 10_000
+    amount_rounding: str = "half_up"
+    round_each_tier: bool = False
+    tier_flat_amount_at_zero_usage: bool = True
+    package_line_quantity: str = "usage"
+    unexpanded_tiers: str = "omit"
     api_version: str = API_VERSION
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
 
@@ -75,4 +80,12 @@ class EmulatorConfig:
             problems.append(f"last_tie_break must be one of {', '.join(LAST_TIE_BREAKS)}")
         if self.max_significant_digits < 1:
             problems.append("max_significant_digits must be >= 1")
+        choices = (
+            ("amount_rounding", self.amount_rounding, ("half_up", "half_even")),
+            ("package_line_quantity", self.package_line_quantity, ("usage", "packages")),
+            ("unexpanded_tiers", self.unexpanded_tiers, ("omit", "null")),
+        )
+        for name, value, allowed in choices:
+            if value not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}")
         return problems

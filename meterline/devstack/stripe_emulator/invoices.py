@@ -11,10 +11,10 @@ invoice makes the subscription `active` again.
 from __future__ import annotations
 
 import copy
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Literal
 
-from . import meters, periods, subscriptions
+from . import meters, periods, pricing, subscriptions
 from .core import Call, Emulator
 from .errors import invalid
 from .listing import newest_first, paginate
@@ -72,14 +72,14 @@ def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
     start, end = item["current_period_start"], item["current_period_end"]
     if price["recurring"]["usage_type"] == "metered":
         quantity = _usage(emu, price, sub["customer"], start, end)
-        return [_line(item, sub, quantity, start, end)]
+        return [_line(emu, item, sub, quantity, start, end)]
     if sub["cancel_at_period_end"]:
         return []
     recurring = price["recurring"]
     next_period = periods.period(
         item["_anchor"], recurring["interval"], recurring["interval_count"], item["_index"] + 1
     )
-    return [_line(item, sub, Decimal(item["quantity"] or 1), *next_period)]
+    return [_line(emu, item, sub, Decimal(item["quantity"] or 1), *next_period)]
 
 
 def _usage(emu: Emulator, price: JSON, customer: str, start: int, end: int) -> Decimal:
@@ -91,14 +91,15 @@ def _usage(emu: Emulator, price: JSON, customer: str, start: int, end: int) -> D
     return Decimal(str(meters.aggregate(formula, events, emu.config.last_tie_break)))
 
 
-def _line(item: JSON, sub: JSON, quantity: Decimal, start: int, end: int) -> JSON:
+def _line(emu: Emulator, item: JSON, sub: JSON, usage: Decimal, start: int, end: int) -> JSON:
+    """One line: `usage` priced as the item's price says (per unit, tiers or packages)."""
     price = item["price"]
-    unit = Decimal(price["unit_amount_decimal"])
-    amount = int((unit * quantity).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    charged = pricing.line_amount(price, usage, emu.config)
+    quantity = charged.quantity
     return {
         "id": new_id("il", 24),
         "object": "line_item",
-        "amount": amount,
+        "amount": charged.amount,
         "currency": price["currency"],
         "description": price.get("nickname") or f"{quantity} x {price['product']}",
         "livemode": False,
