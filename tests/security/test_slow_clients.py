@@ -1,16 +1,17 @@
-"""Slow and oversized clients against a running ingest process: they lose their connections at
-the transport's deadlines and limits, hold no request slot, and another tenant's events are
-answered 202 meanwhile. The latencies are printed (`-s`), never asserted: the reliability run
-measures them; here the promise is "served, not refused"."""
+"""Slow, oversized and flooding clients against a running ingest process: slow ones lose their
+connections at the transport's deadlines and limits and hold no request slot, a flooding tenant
+gets its share and 429, and another tenant's events are answered 202 meanwhile. The latencies
+are printed (`-s`), never asserted: the promise tested is "served, not refused"."""
 
 from __future__ import annotations
 
 import socket
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -60,6 +61,37 @@ def _one_event(client: httpx.Client, key: str, i: int) -> tuple[int, float]:
     return r.status_code, time.perf_counter() - started
 
 
+@contextmanager
+def _flood(url: str, key: str, connections: int = 8) -> Iterator[list[int]]:
+    """Another tenant sending 1,000-event batches on `connections` connections, as fast as
+    ingest answers, while the block runs; yields the statuses it got."""
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def send(worker: int) -> None:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
+            n = 0
+            while not stop.is_set():
+                batch = [
+                    {"id": f"flood-{worker}-{n}-{i}", "customer": "f", "meter": "api_calls"}
+                    for i in range(1000)
+                ]
+                statuses.append(http.post("/v1/events", content=orjson.dumps(batch)).status_code)
+                n += 1
+
+    threads = [threading.Thread(target=send, args=(w,), daemon=True) for w in range(connections)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+
+
 def _p99(seconds: list[float]) -> float:
     return statistics.quantiles(seconds, n=100)[98] if len(seconds) > 1 else seconds[0]
 
@@ -84,12 +116,15 @@ def test_slow_bodies_and_slowloris_hold_no_slot_and_lose_their_connections(
             sock = stack.enter_context(socket.create_connection(_address(url), timeout=10))
             sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: t\r\n")
             slow.append(sock)
-        loaded = [_one_event(client, keys.acme_ingest, 100 + i) for i in range(30)]
+        with _flood(url, keys.globex_ingest) as flooded:
+            loaded = [_one_event(client, keys.acme_ingest, 100 + i) for i in range(30)]
         print(
             f"\nquiet p99 {_p99([t for _, t in quiet]) * 1000:.1f} ms; under {SLOW_BODIES} slow "
-            f"bodies and {SLOWLORIS} slowloris: p99 {_p99([t for _, t in loaded]) * 1000:.1f} ms"
+            f"bodies, {SLOWLORIS} slowloris and another tenant's flood of 1,000-event batches "
+            f"({sorted(set(flooded))}): p99 {_p99([t for _, t in loaded]) * 1000:.1f} ms"
         )
         assert {s for s, _ in loaded} == {202}, loaded
+        assert flooded and set(flooded) <= {202, 429}
         time.sleep(DEADLINE_S + 1)
         cut = 0
         for sock in slow:
