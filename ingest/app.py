@@ -72,6 +72,7 @@ def create_app(deps: Dependencies) -> FastAPI:
         version="1.0.0",
         description="Usage events in; acknowledged by Kafka before any 202.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect would reflect the request's Host header
     )
     app.add_exception_handler(MeterlineError, _domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(ClientDisconnect, _disconnected)
