@@ -32,6 +32,7 @@ bench: $(STAMP)
 
 reliability: $(STAMP)
 	$(BIN)/python -m bench.reliability
+	$(BIN)/pytest -q -s tests/security/test_slow_clients.py  # prints the probes' latencies
 
 clean:
 	rm -rf $(VENV) .meterline .pytest_cache .mypy_cache .ruff_cache
