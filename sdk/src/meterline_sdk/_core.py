@@ -6,9 +6,11 @@ Kept free of I/O so the threaded and the asyncio client behave the same way.
 from __future__ import annotations
 
 import enum
+import os
 import random
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import uuid_utils
 
 Event = dict[str, Any]
 
@@ -67,7 +68,7 @@ def new_event(
     else:
         ms = int(timestamp)
     event: Event = {
-        "id": id if id is not None else str(uuid_utils.uuid7()),
+        "id": id if id is not None else uuid7(),
         "customer": customer,
         "meter": meter,
         "value": value,
@@ -76,6 +77,18 @@ def new_event(
     if properties:
         event["properties"] = dict(properties)
     return event
+
+
+def uuid7() -> str:
+    """A random UUIDv7 (RFC 9562): 48 bits of epoch milliseconds, then 74 random bits.
+
+    Written here rather than imported so the SDK depends on httpx and orjson alone.
+    """
+    ms = time.time_ns() // 1_000_000 & (1 << 48) - 1
+    value = ms << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76
+    value = value & ~(0x3 << 62) | 0x2 << 62
+    return str(uuid.UUID(int=value))
 
 
 class EventBuffer:

@@ -1,0 +1,36 @@
+"""The pure parts the clients share: event ids and the event shape."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from meterline_sdk._core import new_event, uuid7
+
+
+def test_uuid7_carries_the_time_the_version_and_the_variant() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [uuid.UUID(uuid7()) for _ in range(10_000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    assert {(u.version, u.variant) for u in ids} == {(7, uuid.RFC_4122)}
+    assert all(before <= u.int >> 80 <= after for u in ids)
+
+
+def test_the_timestamp_is_fixed_at_record_time_in_epoch_milliseconds() -> None:
+    at = datetime(2026, 11, 21, 10, 15, tzinfo=timezone(timedelta(hours=2)))
+    event = new_event("c", "m", 2, "e1", at, {"k": "v"})
+    assert event == {
+        "id": "e1",
+        "customer": "c",
+        "meter": "m",
+        "value": 2,
+        "timestamp": int(datetime(2026, 11, 21, 8, 15, tzinfo=UTC).timestamp() * 1000),
+        "properties": {"k": "v"},
+    }
+    assert new_event("c", "m", 1, None, 5, None)["timestamp"] == 5
+    with pytest.raises(ValueError, match="time zone"):
+        new_event("c", "m", 1, None, datetime(2026, 1, 1), None)
