@@ -11,6 +11,7 @@ so nothing of the server is importable there.
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -72,6 +73,8 @@ def link(names: set[str], into: Path) -> Path:
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(a fresh virtualenv's python with the SDK wheel installed, a copy of sdk/)."""
+    if importlib.util.find_spec("flit_core") is None:
+        pytest.fail("flit-core (the SDK's build backend, dev extra) is missing: make install")
     root = tmp_path_factory.mktemp("sdk-alone")
     source = root / "sdk"
     shutil.copytree(
