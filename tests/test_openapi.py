@@ -11,11 +11,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 
 import openapi
 from meterline.http.openapi import declare_bearer, operation_id
+from tests.entitlements.conftest import Api, api_env  # noqa: F401 (api_env, api: fixtures)
+from tests.entitlements.conftest import api as api
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = list(openapi.SERVICES)
@@ -90,3 +94,19 @@ def test_two_routes_sharing_an_operation_id_are_refused() -> None:
     declare_bearer(app)
     with pytest.raises(ValueError, match="operation id 'same' of GET /v1/b"):
         app.openapi()
+
+
+@pytest.mark.integration
+def test_the_entitlements_api_refuses_the_operations_declared_bearer_without_a_key(
+    api: Api,
+) -> None:
+    """The declaration is true: without a key, a declared operation answers 401 (or 422: some
+    routes validate their input before their key), and the one authenticated otherwise (the
+    signed webhook) never answers 401."""
+    doc = orjson.loads(openapi.committed("entitlements"))
+    with httpx.Client(base_url=api.url, timeout=10) as http:
+        for path, method, op in operations(doc):
+            url = re.sub(r"\{[^}]+\}", "x", path)
+            status = http.request(method.upper(), url, json={}).status_code
+            allowed = {401, 422} if "security" in op else set(range(200, 600)) - {401}
+            assert status in allowed, (method, path, status)
