@@ -10,7 +10,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -82,13 +81,23 @@ def new_event(
 def uuid7() -> str:
     """A random UUIDv7 (RFC 9562): 48 bits of epoch milliseconds, then 74 random bits.
 
-    Written here rather than imported so the SDK depends on httpx and orjson alone.
+    Written here rather than imported so the SDK depends on httpx and orjson alone. The bits
+    come from a generator of this module's own, seeded from the OS at import and again in
+    every forked child, so an app's `random.seed(...)` cannot make two processes draw the
+    same ids (which the server would drop as duplicates).
     """
-    ms = time.time_ns() // 1_000_000 & (1 << 48) - 1
-    value = ms << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76
-    value = value & ~(0x3 << 62) | 0x2 << 62
-    return str(uuid.UUID(int=value))
+    ms = time.time_ns() // 1_000_000 & _MS
+    value = (ms << 80 | _random.getrandbits(80)) & _CLEAR | _SET
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+_MS = (1 << 48) - 1
+_CLEAR = ~(0xF << 76 | 0x3 << 62)
+_SET = 0x7 << 76 | 0x2 << 62
+"""The version (7) and variant (0b10) bits, cleared then set."""
 
 
 class EventBuffer:
