@@ -41,12 +41,12 @@ from bench.harness import BenchContext, Figure, repeat
 from bench.loadgen import encode_request
 from bench.openloop import offer
 from meterline.catalog import Aggregation, PostgresCatalogRepository, load_catalog
-from meterline.client.entitlements import Entitlements
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.tenants import PostgresTenantRepository
 from meterline.view import RedisUsageView
 from meterline.view.rebuild import rebuild
+from meterline_sdk.entitlements import Entitlements
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTIONS = 64

@@ -24,6 +24,7 @@ from entitlements_api.metrics import Metrics
 from entitlements_api.responses import OrjsonResponse, json_response
 from entitlements_api.wiring import Dependencies
 from meterline.errors import FieldError, MeterlineError, RetryLater, ValidationFailed
+from meterline.http.openapi import api_version, declare_bearer, operation_id, paths
 from meterline.inputs import friendly_message
 
 log = logging.getLogger("entitlements_api")
@@ -51,11 +52,12 @@ def create_app(deps: Dependencies) -> FastAPI:
 
     app = FastAPI(
         title="Meterline entitlements",
-        version="1",
+        version=api_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
         redirect_slashes=False,
+        generate_unique_id_function=operation_id,
     )
     app.state.deps = deps
     _errors(app, deps)
@@ -63,6 +65,7 @@ def create_app(deps: Dependencies) -> FastAPI:
     _health(app, deps)
     for module in (decisions, usage, admin, webhook):
         app.include_router(module.router)
+    declare_bearer(app, public=paths(webhook.router))
     return app
 
 

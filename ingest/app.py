@@ -31,6 +31,7 @@ from ingest.sinks import Sink
 from meterline.clock import Clock, SystemClock
 from meterline.errors import MeterlineError
 from meterline.events import DEFAULT_LATENESS_MS
+from meterline.http.openapi import api_version, declare_bearer, operation_id
 
 log = logging.getLogger("ingest.app")
 Check = Callable[[], Awaitable[bool]]
@@ -69,14 +70,16 @@ def create_app(deps: Dependencies) -> FastAPI:
 
     app = FastAPI(
         title="Meterline ingest",
-        version="1.0.0",
+        version=api_version(),
         description="Usage events in; acknowledged by Kafka before any 202.",
         lifespan=lifespan,
         redirect_slashes=False,  # a redirect would reflect the request's Host header
+        generate_unique_id_function=operation_id,
     )
     app.add_exception_handler(MeterlineError, _domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(ClientDisconnect, _disconnected)
     _routes(app, deps)
+    declare_bearer(app)
     return app
 
 

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from meterline.errors import FieldError, MeterlineError, ValidationFailed
+from meterline.http.openapi import api_version, declare_bearer, hide, operation_id
 from meterline.inputs import FREE_TEXT, Day, Instant, friendly_message
 from meterline.tenants import Principal
 from reporter import web
@@ -47,13 +48,20 @@ class RunBody(BaseModel):
 
 
 def create_app(reporter: Reporter) -> FastAPI:
-    app = FastAPI(title="Meterline reporter", version="1", redirect_slashes=False)
+    app = FastAPI(
+        title="Meterline reporter",
+        version=api_version(),
+        generate_unique_id_function=operation_id,
+        redirect_slashes=False,
+    )
     app.state.reporter = reporter
     app.add_exception_handler(MeterlineError, _domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     _operations(app, reporter)
     _finance_api(app, reporter)
     web.mount(app, reporter)
+    hide(app, "/finance")
+    declare_bearer(app)
     return app
 
 

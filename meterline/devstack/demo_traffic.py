@@ -10,8 +10,8 @@ import random
 import threading
 
 from meterline.cli.common import out
-from meterline.client import Meterline
 from meterline.devstack.demo import DemoContext
+from meterline_sdk import Meterline
 
 CUSTOMERS = [f"cust_{i}" for i in range(1, 6)]
 EVENTS_PER_SECOND = 20

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from meterline.client import Meterline
+from meterline_sdk import Meterline
 from tests.fixtures.services import Topics
 from tests.ingest.support import ingest_process, read_topic, seed
 

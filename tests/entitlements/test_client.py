@@ -1,57 +1,15 @@
-"""The app-side client: cache, fail-open/fail-closed, and the FastAPI dependency."""
+"""The SDK's entitlements client and FastAPI dependency against the real API (the SDK's
+unit tests, with scripted answers, are in sdk/tests)."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from meterline.client.entitlements import UNAVAILABLE, Entitlements, EntitlementsError
-from meterline.client.fastapi import install, require_feature
-from tests.entitlements.conftest import Api, free_port
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def down() -> str:
-    return f"http://127.0.0.1:{free_port()}"
-
-
-def test_unreachable_service_fails_closed_unless_the_feature_fails_open() -> None:
-    with Entitlements(down(), "k", fail_open=["search"], timeout=0.5) as client:
-        closed = client.check("c1", "export")
-        assert (closed.has_access, closed.reason, closed.fallback) == (False, UNAVAILABLE, True)
-        assert client.check("c1", "search").has_access is True
-        assert client.consume("c1", "export", 1, "e1").has_access is False
-
-
-def test_a_stale_answer_beats_the_fail_mode() -> None:
-    calls = {"n": 0}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls["n"] += 1
-        if calls["n"] > 1:
-            return httpx.Response(503, json={"error": "unavailable"})
-        return httpx.Response(
-            200, json={"feature": "export", "has_access": True, "reason": "included"}
-        )
-
-    clock = Clock()
-    client = Entitlements(
-        "http://x", "k", ttl=5, transport=httpx.MockTransport(handler), clock=clock
-    )
-    assert client.check("c1", "export").has_access
-    assert client.check("c1", "export").has_access and calls["n"] == 1
-    clock.t = 10
-    stale = client.check("c1", "export")
-    assert (stale.has_access, stale.stale, calls["n"]) == (True, True, 2)
+from meterline_sdk.entitlements import Entitlements, EntitlementsError
+from meterline_sdk.fastapi import install, require_feature
+from tests.entitlements.conftest import Api
 
 
 def test_client_against_the_api(api: Api) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from meterline.client._core import (
+from meterline_sdk._core import (
     Answer,
     ClientStats,
     DropPolicy,

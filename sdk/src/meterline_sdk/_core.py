@@ -6,6 +6,7 @@ Kept free of I/O so the threaded and the asyncio client behave the same way.
 from __future__ import annotations
 
 import enum
+import os
 import random
 import threading
 import time
@@ -16,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import uuid_utils
 
 Event = dict[str, Any]
 
@@ -67,7 +67,7 @@ def new_event(
     else:
         ms = int(timestamp)
     event: Event = {
-        "id": id if id is not None else str(uuid_utils.uuid7()),
+        "id": id if id is not None else uuid7(),
         "customer": customer,
         "meter": meter,
         "value": value,
@@ -76,6 +76,28 @@ def new_event(
     if properties:
         event["properties"] = dict(properties)
     return event
+
+
+def uuid7() -> str:
+    """A random UUIDv7 (RFC 9562): 48 bits of epoch milliseconds, then 74 random bits.
+
+    Written here rather than imported so the SDK depends on httpx and orjson alone. The bits
+    come from a generator of this module's own, seeded from the OS at import and again in
+    every forked child, so an app's `random.seed(...)` cannot make two processes draw the
+    same ids (which the server would drop as duplicates).
+    """
+    ms = time.time_ns() // 1_000_000 & _MS
+    value = (ms << 80 | _random.getrandbits(80)) & _CLEAR | _SET
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+_MS = (1 << 48) - 1
+_CLEAR = ~(0xF << 76 | 0x3 << 62)
+_SET = 0x7 << 76 | 0x2 << 62
+"""The version (7) and variant (0b10) bits, cleared then set."""
 
 
 class EventBuffer:

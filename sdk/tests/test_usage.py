@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 
-from meterline.client import AsyncMeterline, DropPolicy, Meterline
+from meterline_sdk import AsyncMeterline, DropPolicy, Meterline
 
 Script = Callable[[list[dict[str, object]], int], httpx.Response]
 

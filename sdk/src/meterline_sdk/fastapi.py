@@ -9,7 +9,10 @@
 A customer without access gets `403 {"error": "upgrade_required", "message", "upgrade_url",
 "feature", "reason"}`. The customer comes from `customer(request)`; by default
 `request.state.customer` (set by the app's own auth), else the `X-Customer-Id` header.
-`install` registers the 403 handler and the client (`app.state.entitlements`).
+`install` registers the 403 handler and the client (`app.state.entitlements`), either an
+`Entitlements` (a cache miss is checked in a worker thread) or an `AsyncEntitlements`.
+
+FastAPI is an optional dependency: `pip install "meterline-sdk[fastapi]"`.
 """
 
 from __future__ import annotations
@@ -18,10 +21,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from starlette.responses import JSONResponse, Response
+from meterline_sdk.entitlements import AsyncEntitlements, Entitlement, Entitlements
 
-from meterline.client.entitlements import Entitlement, Entitlements
+try:
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+except ImportError as missing:
+    raise ImportError(
+        'meterline_sdk.fastapi needs FastAPI: pip install "meterline-sdk[fastapi]"'
+    ) from missing
 
 CustomerOf = Callable[[Request], str | None]
 
@@ -45,7 +53,10 @@ class UpgradeRequired(Exception):
         }
 
 
-def install(app: FastAPI, client: Entitlements) -> None:
+Client = Entitlements | AsyncEntitlements
+
+
+def install(app: FastAPI, client: Client) -> None:
     """Attach `client` to `app` and answer `UpgradeRequired` with the 403 body."""
     app.state.entitlements = client
 
@@ -71,7 +82,7 @@ def require_feature(
     route the `Entitlement` when used as a parameter. Refuses with UpgradeRequired (403)."""
 
     async def check(request: Request) -> Entitlement:
-        client: Entitlements = request.app.state.entitlements
+        client: Client = request.app.state.entitlements
         who = customer(request)
         if not who:
             decision = Entitlement(feature, False, "no_customer")
@@ -84,7 +95,9 @@ def require_feature(
     return Depends(check)
 
 
-async def _check(client: Entitlements, customer: str, feature: str) -> Entitlement:
+async def _check(client: Client, customer: str, feature: str) -> Entitlement:
+    if isinstance(client, AsyncEntitlements):
+        return await client.check(customer, feature)
     found = client.cached(customer, feature)
     if found is not None:
         return found
