@@ -14,11 +14,10 @@ from confluent_kafka import Message
 
 from aggregator.columns import EventKey, Events, decode_columns
 from meterline.catalog.model import Aggregation
-from meterline.events import PoisonMessage, decode_event
+from meterline.events import RESERVATION_PROPERTY, PoisonMessage, decode_event
 from meterline.kafka.dlq import DeadLetter
 from meterline.view.model import MINUTE_MS, Delta, ReservationKey
 
-RESERVATION_PROPERTY = "meterline_reservation"
 AggregationOf = Callable[[int, str], Aggregation]
 
 

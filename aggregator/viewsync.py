@@ -6,13 +6,18 @@ Postgres, and a rebuild by another process is waited for. A partition's stream i
 topic's incarnation, so a topic that starts again at offset 0 starts a stream of its own. A
 watermark ahead of Postgres means an operator moved a position back (`meterline offsets
 reset`): the view is rebuilt too, or it would skip what is read again.
+
+Readiness does not wait for a batch: RESERVE refuses while the view is empty or rebuilding, so
+in a quiet system after a Redis flush or restart no consume publishes anything and no batch
+would ever come to rebuild it. `keep_current` checks it with one Redis call, which the worker
+runs on its committer thread about once a second while that thread is free.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from aggregator.metrics import AggregatorMetrics
 from aggregator.retry import Retrier
@@ -66,6 +71,24 @@ class ViewSync:
     def rebuild(self) -> None:
         self._retrier.call(self._rebuild, "redis")
         self._metrics.rebuilds.inc()
+
+    def keep_current(
+        self,
+        positions: Mapping[int, int],
+        incarnation: str | None,
+        stored: Callable[[], dict[str, int]],
+    ) -> None:
+        """Rebuild if the view is not ready, or if it differs from Postgres on one of
+        `positions` (partition -> committed position; a differing watermark is checked against
+        Postgres first). Costs one Redis call when the view agrees with `positions`."""
+        marks = self._retrier.call(self._view.watermarks, "redis")
+        if marks is not None and all(
+            marks.get(stream_name(self._group, self._topic, p, incarnation)) == at
+            for p, at in positions.items()
+        ):
+            return
+        offsets = self._retrier.call(stored, "postgres")
+        self.ensure_current(offsets, list(positions), incarnation)
 
     def ensure_current(
         self, stored: dict[str, int], partitions: Sequence[int], incarnation: str | None = None

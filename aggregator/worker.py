@@ -31,6 +31,11 @@ its start. In the same incarnation, a batch that does not start at its position,
 position beyond the log's end, stops that partition (paused, `/readyz` fails, counted, logged)
 until an operator moves the stored position (`meterline offsets reset`), which the worker sees
 within `LAG_EVERY_S`.
+
+The view's readiness is checked at start-up, at assignment, by every batch's apply, and every
+`VIEW_EVERY_S` while the committer is free (one Redis call, on the committer thread so it never
+races a batch): a view flushed in a quiet system is rebuilt without waiting for a batch, which
+would never come while RESERVE refuses every consume (`ViewSync.keep_current`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from meterline.kafka.dlq import DeadLetterPublisher
 log = logging.getLogger(__name__)
 ConsumerFactory = Callable[[Positions, Revoked], PositionedConsumer]
 LAG_EVERY_S = 2.0
+VIEW_EVERY_S = 1.0
 _NO_EVENTS = Events()
 
 
@@ -96,7 +102,7 @@ class Worker:
         self._buffer: list[Message] = []
         self._to_check: list[int] = []
         self._to_resync: set[int] = set()
-        self._lag_at = 0.0
+        self._lag_at = self._view_at = 0.0
         self._consumer: PositionedConsumer | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="committer")
         self._pending: Future[None] | None = None
@@ -181,6 +187,21 @@ class Worker:
                 self._check_resolved(consumer)
             else:
                 self._learn_incarnation(consumer)
+        if time.monotonic() - self._view_at > VIEW_EVERY_S and not self._committing():
+            self._check_view()
+
+    def _check_view(self) -> None:
+        """Hand the committer a check of the view against the committed positions of the
+        partitions being read (it rebuilds a view that is empty or differs). Not while a
+        resync is due: the positions are then not what Postgres holds."""
+        self._view_at = time.monotonic()
+        if self._to_resync:
+            return
+        self._wait_for_committer()
+        at = {p: o for p, o in self._positions.items() if o is not None and p not in self._halted}
+        p = self._p
+        check = p.view_sync.keep_current
+        self._pending = self._committer.submit(check, at, p.writer.incarnation, p.stored_offsets)
 
     def _submit(self, consumer: PositionedConsumer, prepared: Prepared, started: float) -> None:
         """Hand a batch to the committer once the batch before it is done. A batch of a

@@ -26,11 +26,11 @@ from typing import Annotated, Any, cast
 import msgspec
 import orjson
 
-from meterline.entitlements import RESERVATION_PROPERTY
 from meterline.events import (
     MAX_ID_LEN,
     MAX_PROPERTIES,
     MAX_VALUE,
+    RESERVATION_PROPERTY,
     SCHEMA_VERSION,
     EncodedEvents,
     Rules,

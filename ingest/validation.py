@@ -16,9 +16,15 @@ from typing import Any
 from ingest.body import Format, decode
 from ingest.cloudevents import rename, to_native
 from ingest.columns import Native, accept_columns, from_json, from_ndjson, from_values
-from meterline.entitlements import RESERVATION_PROPERTY
 from meterline.errors import FieldError, ValidationFailed
-from meterline.events import MAX_ID_LEN, EncodedEvents, Rules, UsageEvent, validate_event
+from meterline.events import (
+    MAX_ID_LEN,
+    RESERVATION_PROPERTY,
+    EncodedEvents,
+    Rules,
+    UsageEvent,
+    validate_event,
+)
 from meterline.kafka.config import MESSAGE_MAX_BYTES, MESSAGE_OVERHEAD
 
 COLUMNS_FROM = 2

@@ -26,6 +26,10 @@ MAX_PROPERTIES = 32
 MAX_VALUE = 1e15
 DEFAULT_LATENESS_MS = 35 * 86_400_000
 MAX_FUTURE_MS = 5 * 60_000
+RESERVATION_PROPERTY = "meterline_reservation"
+"""The property that marks an event an entitlement consume published under a reservation: only
+the entitlements service sets it (ingest refuses it), and the aggregator removes the reservation
+when it counts the event."""
 EVENT_FIELDS = frozenset({"id", "customer", "meter", "value", "timestamp", "properties"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -48,7 +48,6 @@ from meterline.entitlements.repository import (
     check_grant,
 )
 from meterline.entitlements.service import (
-    RESERVATION_PROPERTY,
     EntitlementService,
     PlanData,
     Publisher,
@@ -58,7 +57,6 @@ from meterline.entitlements.usage import FallbackUsage, RollupUsage, UsageReader
 
 __all__ = [
     "GRANT_KINDS",
-    "RESERVATION_PROPERTY",
     "SUBSCRIPTION_SOURCES",
     "SUBSCRIPTION_STATUSES",
     "AnswerStore",

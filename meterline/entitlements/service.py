@@ -28,10 +28,9 @@ from meterline.entitlements.repository import (
 )
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, MeterlineError, NotFound, ValidationFailed
-from meterline.events import MAX_ID_LEN, MAX_VALUE, UsageEvent
+from meterline.events import MAX_ID_LEN, MAX_VALUE, RESERVATION_PROPERTY, UsageEvent
 from meterline.view import UsageView, ViewNotReady
 
-RESERVATION_PROPERTY = "meterline_reservation"
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
 _TENANT = ""
 _PROBE = "\x00probe"

@@ -5,20 +5,30 @@ A dead letter keeps the original key and value unchanged; its headers say why an
 `meterline-reason`, `meterline-source-topic`, `meterline-source-partition`,
 `meterline-source-offset`. Publishing is synchronous: `publish` returns once the broker has
 acknowledged every letter, so a consumer may then move its offsets past them.
+
+The producer is idempotent, so a broker that lost its state (a restarted memory-only broker)
+leaves it retrying for ever; it is a `RenewingProducer`, replaced as the ingest publisher's is
+(`meterline.kafka.producer`). A call whose letters were on the replaced producer raises
+Unavailable (their fate unknown): the caller publishes them again, on the new producer.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from meterline.errors import Unavailable
 from meterline.kafka.config import consumer_config, producer_config
+from meterline.kafka.producer import Delivery, RenewingProducer
+
+POLL_S = 0.1
+"""How long the poller thread waits for reports and statistics in one round."""
 
 REASON = "meterline-reason"
 
@@ -43,36 +53,60 @@ class DeadLetter:
         ]
 
 
+Message = tuple[str, bytes | None, bytes | None, list[tuple[str, str | bytes | None]] | None]
+"""(topic, value, key, headers)"""
+
+
 class DeadLetterPublisher:
+    """Publishes letters and replays; safe from several threads. A thread of its own serves the
+    producer's reports and statistics (which tell a stuck producer) until `close`."""
+
     def __init__(self, bootstrap: str, topic: str, **overrides: Any) -> None:
         self.topic = topic
-        self._producer = Producer(producer_config(bootstrap, **{"linger.ms": 1, **overrides}))
+        self._stop = threading.Event()
+        config = producer_config(bootstrap, **{"linger.ms": 1, **overrides})
+        self._producers = RenewingProducer(config, self._stop)
+        self._poller = threading.Thread(target=self._poll, name="kafka-dlq", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producers.serve(POLL_S)
 
     def publish(self, letters: Sequence[DeadLetter], timeout_s: float = 15.0) -> None:
         """Block until every letter is acknowledged; raise Unavailable otherwise."""
-        errors: list[str] = []
-
-        def report(err: KafkaError | None, _msg: object) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        for letter in letters:
-            self._producer.produce(
-                self.topic, letter.value, letter.key, headers=letter.headers(), on_delivery=report
-            )
-        left = self._producer.flush(timeout_s)
-        if left or errors:
-            raise Unavailable(f"dead-letter topic did not acknowledge: {errors or left}")
+        self._send([(self.topic, d.value, d.key, d.headers()) for d in letters], timeout_s)
 
     def republish(self, topic: str, letters: Sequence[DeadLetter], timeout_s: float = 15.0) -> None:
         """Send the letters' original key and value to `topic` (a replay); blocks until acked."""
-        for letter in letters:
-            self._producer.produce(topic, letter.value, letter.key)
-        if self._producer.flush(timeout_s):
-            raise Unavailable(f"topic {topic} did not acknowledge the replay")
+        self._send([(topic, d.value, d.key, None) for d in letters], timeout_s)
 
-    def close(self) -> None:
-        self._producer.flush(5.0)
+    def _send(self, messages: Sequence[Message], timeout_s: float) -> None:
+        """Produce every message and wait for their reports; Unavailable if one is refused or
+        purged (its producer was replaced), or not acknowledged within `timeout_s`."""
+        gen = self._producers.current
+        if gen.dead:
+            self._producers.renew(gen)
+            gen = self._producers.current
+        delivery = Delivery(len(messages))
+        try:
+            for topic, value, key, headers in messages:
+                gen.producer.produce(topic, value, key, headers=headers, on_delivery=delivery)
+        except (BufferError, KafkaException, RuntimeError) as exc:  # full, fatal, or retired
+            raise Unavailable(f"the dead-letter producer refused a message: {exc}") from None
+        where = ", ".join(sorted({m[0] for m in messages}))
+        if not delivery.done.wait(timeout_s):
+            raise Unavailable(f"{where} did not acknowledge within {timeout_s} s")
+        if delivery.error is not None:
+            raise Unavailable(f"{where} did not acknowledge: {delivery.error}")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush what is queued (up to `timeout_s`) and stop."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._poller.join(1.0)
+        self._producers.close(timeout_s)
 
 
 def read_dead_letters(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iterator[DeadLetter]:

@@ -36,6 +36,8 @@ for 9 minutes after a broker restart). The statistics show it: the epoch climbs 
 acknowledged (`_Progress`). The calls in flight on the old producer are answered Unavailable
 (their messages purged: fate unknown, the client retries the same ids and the ledger drops any
 copy); new calls go to the new producer, which asks the broker for a fresh id.
+`RenewingProducer` is that mechanism on its own: the dead-letter publisher (`meterline.kafka.dlq`)
+uses it too.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -83,7 +85,7 @@ Events = Sequence[UsageEvent] | EncodedEvents
 """What `publish` takes: event objects, or events already encoded (ingest's hot path)."""
 
 
-class _Delivery:
+class Delivery:
     """Counts the delivery reports of one blocking publish call. (Reports may be served on
     two threads at once: `next` on a count is one step under the interpreter lock, where
     `pending -= 1` would be three.)"""
@@ -209,27 +211,110 @@ class _Generation:
             self.dead = self.dead or f"fatal error: {err}"
 
 
+class RenewingProducer:
+    """A librdkafka producer replaced by a new one when it can no longer deliver (see the module
+    docstring), for any publisher of this package.
+
+    `current` is the producer to produce on. Whoever polls it (`serve`, or its owner's own poll)
+    and finds it dead calls `renew`: a new producer takes its place, and a thread of its own
+    purges the dead one's messages, serves their reports (each with a purge error, so their
+    callers are answered), calls `on_reports` after each poll and closes it. None is renewed
+    once `stopping` is set; `close` then flushes the last one.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        stopping: threading.Event,
+        on_reports: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._config = {"statistics.interval.ms": STATS_INTERVAL_MS, **config}
+        self._stopping = stopping
+        self._on_reports = on_reports
+        self._gen = _Generation(self._config)
+        self._renewing = threading.Lock()
+        self._retiring: list[threading.Thread] = []
+
+    @property
+    def current(self) -> _Generation:
+        return self._gen
+
+    def serve(self, timeout: float) -> None:
+        """Poll the current producer for up to `timeout` s (its reports and statistics), then
+        `on_reports`; renew it if it is dead. A callback that raised is logged."""
+        gen = self._gen
+        try:
+            gen.poll(timeout)
+        except Exception:  # a callback raised: keep serving the others
+            log.exception("a Kafka callback failed")
+        self._on_reports()
+        if gen.dead:
+            self.renew(gen)
+
+    def renew(self, dead: _Generation) -> None:
+        """Put a new producer in place of `dead` (once, whoever finds it first; not after
+        `stopping`), and retire `dead` on a thread of its own. Creating one takes ~2 ms."""
+        with self._renewing:
+            if self._gen is not dead or self._stopping.is_set():
+                return
+            self._gen = _Generation(self._config)
+            retire = threading.Thread(
+                target=self._retire, args=(dead,), name="kafka-retire", daemon=True
+            )
+            self._retiring.append(retire)
+        log.warning("Kafka producer replaced", extra={"reason": dead.dead})
+        retire.start()
+
+    def _retire(self, dead: _Generation) -> None:
+        """Purge `dead`'s messages and serve their reports, for `RETIRE_GRACE_S` at least and
+        until none is left; then close it."""
+        producer = dead.producer
+        start = time.monotonic()
+        while True:
+            producer.purge()
+            try:
+                dead.poll(0.01)
+            except Exception:  # a callback raised: keep serving the others
+                log.exception("a Kafka callback failed")
+            self._on_reports()
+            elapsed = time.monotonic() - start
+            if elapsed > RETIRE_LIMIT_S or (elapsed > RETIRE_GRACE_S and not len(producer)):
+                break
+        with contextlib.suppress(KafkaException):  # its fatal error, raised again
+            producer.close()
+
+    def close(self, timeout: float) -> int:
+        """Once `stopping` is set: flush the last producer (up to `timeout`) and close it, and
+        wait for the retired ones; returns how many messages were left undelivered."""
+        with self._renewing:  # none is renewed after the stop
+            producer = self._gen.producer
+        left = _drain(producer, timeout)
+        self._on_reports()  # reports served by flush resume their callers too
+        with contextlib.suppress(KafkaException):  # a fatal error, raised again
+            producer.close()
+        for retire in self._retiring:
+            retire.join(RETIRE_LIMIT_S)
+        return left
+
+
 class EventPublisher:
     """One producer per process; `publish` is safe from many threads, `publish_async` from
     any number of loops.
 
     A background thread polls for delivery reports while no event loop does, until `close`.
-    Whoever polls and finds the producer dead replaces it (`_renew`); a thread of its own then
-    answers the old producer's calls in flight and closes it (`_retire`).
+    Whoever polls and finds the producer dead replaces it (`RenewingProducer.renew`); a thread
+    of its own then answers the old producer's calls in flight and closes it.
     """
 
     def __init__(self, bootstrap: str, topic: str, **overrides: Any) -> None:
         self.topic = topic
-        stats = {"statistics.interval.ms": STATS_INTERVAL_MS}
-        self._config = producer_config(bootstrap, **stats, **overrides)
-        self._gen = _Generation(self._config)
-        self._renewing = threading.Lock()
-        self._retiring: list[threading.Thread] = []
         self._finished: deque[_AsyncDelivery] = deque()  # filled by whoever serves reports
         # The loops that serve reports: their async calls in flight, and their next poll round.
         self._serving: dict[asyncio.AbstractEventLoop, int] = {}
         self._rounds: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
         self._stop = threading.Event()
+        config = producer_config(bootstrap, **overrides)
+        self._producers = RenewingProducer(config, self._stop, self._wake)
         self._polling = threading.Lock()  # a loop's poll round, against `close`
         self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
         self._poller.start()
@@ -241,14 +326,7 @@ class EventPublisher:
             if any(loop.is_running() for loop in list(self._serving)):
                 self._stop.wait(THREAD_IDLE_S)
                 continue
-            gen = self._gen
-            try:
-                gen.poll(THREAD_IDLE_S)
-            except Exception:  # a callback raised: keep serving the others
-                log.exception("a Kafka callback failed")
-            self._wake()
-            if gen.dead:
-                self._renew(gen)
+            self._producers.serve(THREAD_IDLE_S)
 
     def _poll_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """One poll round on `loop`; the next one follows while it has calls in flight, even
@@ -262,7 +340,7 @@ class EventPublisher:
                 gen.poll(0)
             self._wake(loop)
             if gen.dead:
-                self._renew(gen)
+                self._producers.renew(gen)
         finally:
             if loop in self._serving and not self._stop.is_set():
                 self._rounds[loop] = loop.call_later(LOOP_POLL_S, self._poll_on, loop)
@@ -282,37 +360,9 @@ class EventPublisher:
         del self._serving[loop]
         self._rounds.pop(loop).cancel()
 
-    def _renew(self, dead: _Generation) -> None:
-        """Put a new producer in place of `dead` (once, whoever finds it first; not after
-        `close`), and retire `dead` on a thread of its own. Creating one takes ~2 ms."""
-        with self._renewing:
-            if self._gen is not dead or self._stop.is_set():
-                return
-            self._gen = _Generation(self._config)
-            retire = threading.Thread(
-                target=self._retire, args=(dead,), name="kafka-retire", daemon=True
-            )
-            self._retiring.append(retire)
-        log.warning("Kafka producer replaced", extra={"reason": dead.dead})
-        retire.start()
-
-    def _retire(self, dead: _Generation) -> None:
-        """Purge `dead`'s messages and serve their reports (each call in flight on it raises
-        Unavailable), for `RETIRE_GRACE_S` at least and until none is left; then close it."""
-        producer = dead.producer
-        start = time.monotonic()
-        while True:
-            producer.purge()
-            try:
-                dead.poll(0.01)
-            except Exception:  # a callback raised: keep serving the others
-                log.exception("a Kafka callback failed")
-            self._wake()
-            elapsed = time.monotonic() - start
-            if elapsed > RETIRE_LIMIT_S or (elapsed > RETIRE_GRACE_S and not len(producer)):
-                break
-        with contextlib.suppress(KafkaException):  # its fatal error, raised again
-            producer.close()
+    @property
+    def _gen(self) -> _Generation:
+        return self._producers.current
 
     @property
     def ready(self) -> bool:
@@ -354,7 +404,7 @@ class EventPublisher:
         topic, values, keys = self.topic, events.values, events.keys
         gen = self._gen
         if gen.dead:
-            self._renew(gen)
+            self._producers.renew(gen)
             gen = self._gen
         producer = gen.producer
         try:
@@ -379,14 +429,14 @@ class EventPublisher:
         """The error for a produce call librdkafka refused; a fatal refusal retires `gen`."""
         if _fatal(err):
             gen.dead = gen.dead or f"fatal error: {err}"
-            self._renew(gen)
+            self._producers.renew(gen)
             return Unavailable(RESET, 2)
         return Unavailable(f"the producer refused the events: {err}", 2)
 
     def publish(self, events: Events, timeout: float = 10.0) -> None:
         """Block until every event is acknowledged; raise TooManyRequests or Unavailable.
         Not on an event loop's thread: it would block the loop (use `publish_async`)."""
-        delivery = _Delivery(len(events))
+        delivery = Delivery(len(events))
         self._produce_all(_encoded(events), delivery)
         if not delivery.done.wait(timeout):
             raise Unavailable("the broker did not acknowledge in time", 2)
@@ -439,15 +489,7 @@ class EventPublisher:
         with self._polling:  # a loop's poll round in progress ends first, and none starts
             self._stop.set()
         self._poller.join(1.0)
-        with self._renewing:  # none is renewed after the stop
-            producer = self._gen.producer
-        left = _drain(producer, timeout)
-        self._wake()  # reports served by flush resume their callers too
-        with contextlib.suppress(KafkaException):  # a fatal error, raised again
-            producer.close()
-        for retire in self._retiring:
-            retire.join(RETIRE_LIMIT_S)
-        return left
+        return self._producers.close(timeout)
 
 
 def _drain(producer: Producer, timeout: float) -> int:

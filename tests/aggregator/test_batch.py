@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from aggregator.batch import decode_batch, first_of_each, reservations, to_deltas, unique_events
 from aggregator.columns import Events, decode_columns
 from meterline.catalog.model import Aggregation
-from meterline.events import PoisonMessage, UsageEvent, decode_event, encode_event
+from meterline.events import (
+    RESERVATION_PROPERTY,
+    PoisonMessage,
+    UsageEvent,
+    decode_event,
+    encode_event,
+)
 from meterline.view.model import MINUTE_MS, fold, merge
 
 AGGS = {"s": Aggregation.SUM, "c": Aggregation.COUNT, "m": Aggregation.MAX, "l": Aggregation.LATEST}
@@ -87,7 +93,7 @@ def message(partition: int, offset: int, value: bytes | None, key: bytes | None 
 
 
 def test_decode_splits_poison_and_tracks_ends() -> None:
-    good = UsageEvent(1, "a", "c", "m", 1.0, T0, T0, {"meterline_reservation": True})
+    good = UsageEvent(1, "a", "c", "m", 1.0, T0, T0, {RESERVATION_PROPERTY: True})
     messages = [
         message(0, 5, encode_event(good)),
         message(0, 6, b"nope"),

@@ -131,6 +131,9 @@ class NoView:
     def ensure_current(self, *_: Any) -> None:
         pass
 
+    def keep_current(self, *_: Any) -> None:
+        pass
+
 
 class NoDeadLetters:
     def publish(self, letters: Any) -> None:

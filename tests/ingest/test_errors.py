@@ -13,8 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from meterline.devstack.broker import broker_process
 from meterline.devstack.process import ManagedProcess
-from meterline.entitlements import RESERVATION_PROPERTY
-from meterline.events import UsageEvent, encode_event
+from meterline.events import RESERVATION_PROPERTY, UsageEvent, encode_event
 from meterline.kafka import ensure_topics
 from meterline.kafka.config import MESSAGE_MAX_BYTES, MESSAGE_OVERHEAD
 from meterline.tenants import PostgresTenantRepository

@@ -37,9 +37,15 @@ from ingest.validation import validate_body
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.dedupe import RedisDeduper
-from meterline.entitlements import RESERVATION_PROPERTY
 from meterline.errors import ValidationFailed
-from meterline.events import MAX_FUTURE_MS, EncodedEvents, Rules, UsageEvent, encode_event
+from meterline.events import (
+    MAX_FUTURE_MS,
+    RESERVATION_PROPERTY,
+    EncodedEvents,
+    Rules,
+    UsageEvent,
+    encode_event,
+)
 from meterline.events import validate_event as validate
 from meterline.kafka.config import MESSAGE_MAX_BYTES, MESSAGE_OVERHEAD
 from meterline.redis import connect_async
