@@ -3,13 +3,14 @@
 from meterline.view.memory import MemoryUsageView
 from meterline.view.model import Delta, Reservation, ReservationKey, UsageView
 from meterline.view.redis_view import RedisUsageView
-from meterline.view.sync import ApplyOutcome, Gate, SyncedView, stream_name
+from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView, stream_name
 
 __all__ = [
     "ApplyOutcome",
     "Delta",
     "Gate",
     "MemoryUsageView",
+    "PendingReservation",
     "RedisUsageView",
     "Reservation",
     "ReservationKey",

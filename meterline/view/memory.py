@@ -1,6 +1,6 @@
 """`MemoryUsageView`: the view in process memory, for unit tests and tools without Redis.
 
-Same contract as the Redis view, with one simplification: buckets never expire (reservations do).
+Same contract as the Redis view, with one simplification: buckets never expire.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from meterline.view.model import (
     fold,
     merge,
 )
-from meterline.view.sync import ApplyOutcome, Gate, SyncedView
+from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
 
 Series = tuple[int, str, str]  # (tenant_id, customer, meter)
 Bucket = tuple[float, int]  # (value, latest_ms)
@@ -33,7 +33,6 @@ Bucket = tuple[float, int]  # (value, latest_ms)
 class _Pending:
     amount: float
     at_ms: int
-    expires_ms: int
 
 
 @dataclass
@@ -140,6 +139,12 @@ class MemoryUsageView(SyncedView):
                 for event_id in m.pending
             ]
 
+    def restore_reservations(self, pending: Sequence[PendingReservation]) -> None:
+        with self._lock:
+            for p in pending:
+                m = self._series[(p.key.tenant_id, p.key.customer, p.key.meter)]
+                m.pending.setdefault(p.key.event_id, _Pending(p.amount, p.at_ms))
+
     def remove_reservations(self, keys: Sequence[ReservationKey]) -> None:
         with self._lock:
             for k in keys:
@@ -193,7 +198,7 @@ class MemoryUsageView(SyncedView):
         limit: float | None,
         start_ms: int,
         end_ms: int,
-        ttl_s: int,
+        at_ms: int,
     ) -> Reservation:
         now = self._clock.now_ms()
         key = (tenant_id, customer, meter)
@@ -207,7 +212,7 @@ class MemoryUsageView(SyncedView):
                 return Reservation(True, used + pending, pending)
             granted = limit is None or used + pending + amount <= limit
             if granted:
-                m.pending[event_id] = _Pending(amount, now, now + ttl_s * 1000)
+                m.pending[event_id] = _Pending(amount, at_ms)
             return Reservation(granted, used + pending, pending)
 
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:
@@ -218,7 +223,5 @@ class MemoryUsageView(SyncedView):
 
 
 def _expire(m: _Meter, now_ms: int) -> None:
-    for event_id in [e for e, p in m.pending.items() if p.expires_ms <= now_ms]:
-        del m.pending[event_id]
     for event_id in [e for e, t in m.counted.items() if t <= now_ms]:
         del m.counted[event_id]

@@ -110,12 +110,14 @@ class UsageView(abc.ABC):
         limit: float | None,
         start_ms: int,
         end_ms: int,
-        ttl_s: int,
+        at_ms: int,
     ) -> Reservation:
-        """Atomically: used = usage over the period + pending reservations made in it; grant iff
-        `used + amount <= limit` (`None` is unlimited) and, when granted, hold `amount` pending
-        under `event_id` until the event is counted, released, or `ttl_s` passes. Reserving an
-        `event_id` that is already pending (or already counted) grants again and adds nothing."""
+        """Atomically: used = usage over the period + pending reservations made in it (whose
+        `at_ms` falls in it); grant iff `used + amount <= limit` (`None` is unlimited) and, when
+        granted, hold `amount` pending under `event_id` at `at_ms` (the event's timestamp) until
+        the event is counted or released: a reservation never lapses while its event waits to
+        be counted. Reserving an `event_id` that is already pending (or already counted) grants
+        again and adds nothing."""
 
     @abc.abstractmethod
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:

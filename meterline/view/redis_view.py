@@ -38,7 +38,7 @@ from meterline.view.model import (
     cover,
     floor_to,
 )
-from meterline.view.sync import ApplyOutcome, Gate, SyncedView
+from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
 
 AGG_CODE = {
     Aggregation.SUM: "s",
@@ -176,14 +176,14 @@ class RedisUsageView(SyncedView):
         limit: float | None,
         start_ms: int,
         end_ms: int,
-        ttl_s: int,
+        at_ms: int,
     ) -> Reservation:
         rkey = self._keys.reservations(tenant_id, customer, meter)
         spec = self._period_spec(tenant_id, customer, meter, start_ms, end_ms)
         lo, hi = floor_to(start_ms, 3_600_000), floor_to(end_ms, 3_600_000)
         limit_arg = "" if limit is None else repr(float(limit))
         now = self._clock.now_ms()
-        args = [event_id, repr(float(amount)), limit_arg, now, ttl_s * 1000, lo, hi, *spec]
+        args = [event_id, repr(float(amount)), limit_arg, now, at_ms, lo, hi, *spec]
         granted, used, pending = self._reserve(keys=[rkey, rkey + ":c"], args=args)
         return Reservation(bool(int(granted)), float(used), float(pending))
 
@@ -235,6 +235,14 @@ class RedisUsageView(SyncedView):
             for event_id in self._r.hkeys(raw):
                 found.append(ReservationKey(*parsed, _text(event_id)))
         return found
+
+    def restore_reservations(self, pending: Sequence[PendingReservation]) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        for p in pending:
+            k = p.key
+            rkey = self._keys.reservations(k.tenant_id, k.customer, k.meter)
+            pipe.hsetnx(rkey, k.event_id, f"{float(p.amount)!r}|{p.at_ms}")
+        pipe.execute()
 
     def remove_reservations(self, keys: Sequence[ReservationKey]) -> None:
         pipe = self._r.pipeline(transaction=False)

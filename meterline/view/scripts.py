@@ -132,26 +132,26 @@ return num(v)
 """
 )
 
-# KEYS: pending hash, counted zset. ARGV: event id, amount, limit ('' = none), now_ms, ttl_ms,
-#   period start_ms, period end_ms, then the usage spec of the period (summed).
+# KEYS: pending hash, counted zset. ARGV: event id, amount, limit ('' = none), now_ms, at_ms (the
+#   reservation's time: its event's timestamp), period start_ms, period end_ms, then the usage
+#   spec of the period (summed).
+# A pending entry is `amount|at_ms` and stays until its event is counted (APPLY), it is released,
+# or a rebuild finds its event counted: it never lapses while the aggregator lags. (Entries
+# written before this layout carry a third field, an expiry, which is ignored.)
 # Returns {granted 0|1, used (usage + pending) as string, pending as string}.
 RESERVE = (
     _COMMON
     + r"""
 local id, amount, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local now, ttl, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local used = read_usage('s', ARGV, 8)
 local pending, exists = 0, false
 local all = redis.call('HGETALL', KEYS[1])
 for j = 1, #all, 2 do
-  local a, at, exp = string.match(all[j + 1], '^([^|]+)|([^|]+)|([^|]+)$')
-  if tonumber(exp) <= now then
-    redis.call('HDEL', KEYS[1], all[j])
-  else
-    if all[j] == id then exists = true end
-    local t = tonumber(at)
-    if t >= lo and t < hi then pending = pending + tonumber(a) end
-  end
+  local a, at = string.match(all[j + 1], '^([^|]+)|([^|]+)')
+  if all[j] == id then exists = true end
+  local t = tonumber(at)
+  if t >= lo and t < hi then pending = pending + tonumber(a) end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if exists or redis.call('ZSCORE', KEYS[2], id) then
@@ -160,9 +160,7 @@ end
 if limit and used + pending + amount > limit then
   return {0, num(used + pending), num(pending)}
 end
-redis.call('HSET', KEYS[1], id, ARGV[2] .. '|' .. ARGV[4] .. '|' .. num(now + ttl))
-local left = redis.call('PTTL', KEYS[1])
-if left < ttl * 2 then redis.call('PEXPIRE', KEYS[1], ttl * 2) end
+redis.call('HSET', KEYS[1], id, ARGV[2] .. '|' .. ARGV[5])
 return {1, num(used + pending), num(pending)}
 """
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from meterline.entitlements import (
     PostgresSubscriptionRepository,
     Subscription,
 )
+from meterline.entitlements.repository import Answer, Claim, ConsumeEvent
 from meterline.errors import Conflict, NotFound, ValidationFailed
 from meterline.postgres import open_pool
 from meterline.tenants import PostgresTenantRepository
@@ -110,7 +112,24 @@ def test_grants(repos: dict[str, Any]) -> None:
 
 def test_answers_first_wins(repos: dict[str, Any]) -> None:
     t, answers = repos["tenant"], repos["answers"]
+    event = ConsumeEvent("c", "api_calls", 2.0, 1_000)
     assert answers.get(t, "e1") is None
-    assert answers.put(t, "e1", 200, {"granted": True}) == (200, {"granted": True})
-    assert answers.put(t, "e1", 403, {"granted": False}) == (200, {"granted": True})
-    assert answers.get(t, "e1") == (200, {"granted": True})
+    assert answers.claim(t, "e1", event, 30.0) == Claim(event, None, owner=True)
+    other = ConsumeEvent("c", "api_calls", 9.0, 2_000)
+    assert answers.claim(t, "e1", other, 30.0) == Claim(event, None, owner=False)
+    assert answers.get(t, "e1") is None
+    granted = Answer(200, {"granted": True}, published=False)
+    assert answers.decide(t, "e1", granted) == granted
+    assert answers.decide(t, "e1", Answer(403, {"granted": False})) == granted
+    assert answers.claim(t, "e1", other, 30.0) == Claim(event, granted, owner=False)
+    answers.mark_published(t, "e1")
+    assert answers.get(t, "e1") == Answer(200, {"granted": True}, published=True)
+
+
+def test_a_lapsed_claim_is_taken_over_with_the_first_event(repos: dict[str, Any]) -> None:
+    t, answers = repos["tenant"], repos["answers"]
+    event = ConsumeEvent("c", "api_calls", 2.0, 1_000)
+    assert answers.claim(t, "e2", event, 0.0).owner
+    time.sleep(0.01)
+    later = ConsumeEvent("c", "api_calls", 5.0, 9_000)
+    assert answers.claim(t, "e2", later, 0.001) == Claim(event, None, owner=True)

@@ -27,9 +27,11 @@ from tests.entitlements.catalogs import small_catalog
 class Publisher:
     def __init__(self) -> None:
         self.events: list[UsageEvent] = []
+        self.attempts: list[int] = []
         self.fail = False
 
     def publish(self, events: list[UsageEvent], timeout: float = 10.0) -> None:
+        self.attempts.extend(e.timestamp_ms for e in events)
         if self.fail:
             raise Unavailable("the broker did not acknowledge in time")
         self.events.extend(events)
@@ -77,15 +79,23 @@ def test_consume_publishes_an_ordinary_event_and_replays_answers(parts: dict[str
     assert service.check(1, "c1", "api_calls").used == 40
 
 
-def test_a_failed_publish_releases_the_reservation(parts: dict[str, object]) -> None:
-    service, publisher = parts["service"], parts["publisher"]
+def test_a_failed_publish_keeps_the_reservation_and_the_retry_republishes_it(
+    parts: dict[str, object],
+) -> None:
+    service, publisher, clock = parts["service"], parts["publisher"], parts["clock"]
     assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    assert isinstance(clock, FakeClock)
     publisher.fail = True
     with pytest.raises(Unavailable):
         service.consume(1, "c1", "api_calls", 50, "e1")
-    assert service.check(1, "c1", "api_calls").used == 0
+    assert service.check(1, "c1", "api_calls").used == 50
+    assert service.consume(1, "c1", "api_calls", 1, "e2")[0] == 403
     publisher.fail = False
-    assert service.consume(1, "c1", "api_calls", 50, "e1")[0] == 200
+    clock.advance(120)
+    status, body = service.consume(1, "c1", "api_calls", 7, "e1")
+    assert (status, body["used"]) == (200, 50)
+    (event,) = publisher.events
+    assert (event.id, event.value, event.timestamp_ms) == ("e1", 50.0, publisher.attempts[0])
 
 
 def test_consume_rejects_bad_input_and_unknown_features(parts: dict[str, object]) -> None:

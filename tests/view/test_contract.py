@@ -18,6 +18,7 @@ from meterline.view import (
     Delta,
     Gate,
     MemoryUsageView,
+    PendingReservation,
     RedisUsageView,
     ReservationKey,
     SyncedView,
@@ -26,6 +27,7 @@ from meterline.view.model import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, fold, mer
 
 # Redis expires keys by the real clock, so the test's times stay near now.
 T0 = floor_to(to_ms(datetime.now(UTC)), HOUR_MS) - 2 * HOUR_MS
+NOW = T0 + 30 * MINUTE_MS
 ViewFactory = Callable[[], SyncedView]
 
 
@@ -114,7 +116,7 @@ def test_recent_minutes(view: SyncedView, clock: FakeClock) -> None:
 
 def test_reserve_grants_up_to_the_limit(view: SyncedView) -> None:
     view.apply([delta(T0, 6)], [])
-    args = (T0, T0 + DAY_MS, 60)
+    args = (T0, T0 + DAY_MS, NOW)
     first = view.reserve(1, "c1", "m", "e1", 3, 10, *args)
     assert (first.granted, first.used, first.pending) == (True, 6, 0)
     refused = view.reserve(1, "c1", "m", "e2", 2, 10, *args)
@@ -126,7 +128,7 @@ def test_reserve_grants_up_to_the_limit(view: SyncedView) -> None:
 
 
 def test_apply_swaps_pending_for_usage_atomically(view: SyncedView) -> None:
-    args = (T0, T0 + DAY_MS, 60)
+    args = (T0, T0 + DAY_MS, NOW)
     assert view.reserve(1, "c1", "m", "e1", 4, 5, *args).granted
     view.apply([delta(T0 + MINUTE_MS, 4)], [ReservationKey(1, "c1", "m", "e1")])
     r = view.reserve(1, "c1", "m", "e2", 1, 5, *args)
@@ -135,14 +137,33 @@ def test_apply_swaps_pending_for_usage_atomically(view: SyncedView) -> None:
     assert not view.reserve(1, "c1", "m", "e3", 1, 5, *args).granted
 
 
-def test_release_and_expiry(view: SyncedView, clock: FakeClock) -> None:
+def test_release_and_no_lapse(view: SyncedView, clock: FakeClock) -> None:
     args = (T0, T0 + DAY_MS)
-    assert view.reserve(1, "c1", "m", "e1", 5, 5, *args, 60).granted
-    assert not view.reserve(1, "c1", "m", "e2", 5, 5, *args, 60).granted
+    assert view.reserve(1, "c1", "m", "e1", 5, 5, *args, NOW).granted
+    assert not view.reserve(1, "c1", "m", "e2", 5, 5, *args, NOW).granted
     view.release(1, "c1", "m", "e1")
-    assert view.reserve(1, "c1", "m", "e2", 5, 5, *args, 10).granted
-    clock.advance(11)
-    assert view.reserve(1, "c1", "m", "e3", 5, 5, *args, 10).granted
+    assert view.reserve(1, "c1", "m", "e2", 5, 5, *args, NOW).granted
+    clock.advance(2 * 3600)
+    refused = view.reserve(1, "c1", "m", "e3", 5, 5, *args, NOW)
+    assert (refused.granted, refused.pending) == (False, 5)
+
+
+def test_a_reservation_counts_in_the_period_of_its_event(view: SyncedView) -> None:
+    assert view.reserve(1, "c1", "m", "e1", 5, None, T0, T0 + DAY_MS, T0 - MINUTE_MS).granted
+    assert view.reserve(1, "c1", "m", "e2", 1, 1, T0, T0 + DAY_MS, NOW).pending == 0
+
+
+def test_restored_reservations_count_and_never_replace(view: SyncedView) -> None:
+    key = ReservationKey(1, "c1", "m", "e1")
+    assert view.reserve(1, "c1", "m", "e1", 2, None, T0, T0 + DAY_MS, NOW).granted
+    view.restore_reservations(
+        [
+            PendingReservation(key, 9, NOW),
+            PendingReservation(ReservationKey(1, "c1", "m", "e2"), 3, NOW),
+        ]
+    )
+    r = view.reserve(1, "c1", "m", "e3", 1, 5, T0, T0 + DAY_MS, NOW)
+    assert (r.granted, r.pending) == (False, 5)
 
 
 def test_gated_apply(view: SyncedView) -> None:
@@ -158,7 +179,7 @@ def test_gated_apply(view: SyncedView) -> None:
 
 def test_rebuild_cycle(view: SyncedView) -> None:
     view.apply([delta(T0, 1)], [])
-    assert view.reserve(1, "c1", "m", "e1", 1, None, T0, T0 + DAY_MS, 60).granted
+    assert view.reserve(1, "c1", "m", "e1", 1, None, T0, T0 + DAY_MS, NOW).granted
     token = view.begin_rebuild(30)
     assert token is not None and view.begin_rebuild(30) is None
     assert view.watermarks() is None
