@@ -3,7 +3,7 @@
 The rule that makes "answered = counted" hold for both: an id belongs to whoever used it
 first. A consume refuses (409) an `event_id` that ingest holds (the ledger counted it, or
 ingest's dedupe store remembers accepting it), and marks the dedupe store with the ids it
-publishes, so ingest answers a later event with that id as a duplicate (`"duplicates": 1`)
+grants, so ingest answers a later event with that id as a duplicate (`"duplicates": 1`)
 instead of accepting what the ledger would drop.
 
 `IngestedIds` is the interface; `LedgerIngestedIds` asks the ledger and ingest's dedupe store
@@ -39,8 +39,8 @@ class IngestedIds(abc.ABC):
 
     @abc.abstractmethod
     def mark(self, tenant_id: int, event_id: str) -> None:
-        """Make ingest treat `event_id` as taken (call once its event is published); never
-        raises (the dedupe store is advisory: a missed mark only lets the ledger decide)."""
+        """Make ingest treat `event_id` as taken (call once the grant is stored); never raises
+        (the dedupe store is advisory: a missed mark only lets the ledger decide)."""
 
 
 class MemoryIngestedIds(IngestedIds):

@@ -303,10 +303,13 @@ class EntitlementService:
 
     def _publish(self, tenant_id: int, event_id: str, event: ConsumeEvent) -> None:
         """Publish the granted event (again, after an unknown fate); Unavailable on failure,
-        with the reservation kept: the message may still be delivered."""
+        with the reservation kept: the message may still be delivered. The id is marked in
+        ingest's dedupe store first: the grant is already stored, so the id is the consume's
+        even if this publish fails (its retry publishes it)."""
         e, now, props = event, self._clock.now_ms(), {RESERVATION_PROPERTY: True}
         ts = e.event_ms
         usage = UsageEvent(tenant_id, event_id, e.customer, e.meter, e.amount, ts, now, props)
+        self._ingested.mark(tenant_id, event_id)
         try:
             self._publisher.publish([usage], self.options.publish_timeout)
         except MeterlineError:
@@ -314,7 +317,6 @@ class EntitlementService:
         except Exception as error:
             raise Unavailable("the usage was not acknowledged; retry with the event_id") from error
         self._answers.mark_published(tenant_id, event_id)
-        self._ingested.mark(tenant_id, event_id)
 
 
 _FIELDS = {"id": "event_id", "customer": "customer", "value": "amount", "meter": "feature"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -15,19 +14,13 @@ import httpx
 import psycopg
 import pytest
 import redis
-from fastapi.testclient import TestClient
 
-from ingest.app import create_server as create_ingest
-from ingest.service import Sections
-from ingest.service import build as build_ingest
-from ingest.settings import IngestSettings
 from meterline.catalog.model import Aggregation
 from meterline.clock import to_ms
 from meterline.errors import Unavailable
 from meterline.events import UsageEvent
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
-from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
 from meterline.view import RedisUsageView
 from meterline.view.rebuild import rebuild
 from tests.entitlements.conftest import Api
@@ -49,9 +42,11 @@ def used(api: Api, customer: str) -> float:
 
 
 def rebuild_view(api: Api) -> None:
+    """Rebuild the view (or wait for the aggregator's rebuild, when one runs)."""
     view = RedisUsageView(redis_connect(api.env["METERLINE_REDIS_URL"]), "ml")
     with open_pool(api.env["METERLINE_DATABASE_URL"], max_size=2) as pool:
-        assert rebuild(view, pool, lambda _t, _m: Aggregation.SUM) is not None
+        rebuild(view, pool, lambda _t, _m: Aggregation.SUM)
+    assert view.watermarks() is not None
 
 
 def counted(api: Api, customer: str) -> list[tuple[str, float, int]]:
@@ -145,20 +140,6 @@ def test_a_publish_timeout_keeps_the_reservation_and_the_retry_republishes_it(ap
 
 def topic(api: Api) -> str:
     return api.env["METERLINE_KAFKA_TOPIC"]
-
-
-@pytest.fixture
-def ingest(api: Api) -> Iterator[httpx.Client]:
-    env = api.env
-    sections = Sections(
-        IngestSettings(),
-        KafkaSettings(bootstrap=env["METERLINE_KAFKA_BOOTSTRAP"], topic=topic(api)),
-        DatabaseSettings(url=env["METERLINE_DATABASE_URL"]),
-        RedisSettings(url=env["METERLINE_REDIS_URL"]),
-    )
-    with TestClient(create_ingest(build_ingest(sections))) as client:
-        client.headers["Authorization"] = f"Bearer {api.keys['ingest']}"
-        yield client
 
 
 def send(ingest: httpx.Client, event_id: str, value: float, **extra: Any) -> httpx.Response:
