@@ -215,9 +215,6 @@ class EntitlementService:
         meter = self._metered(tenant_id, feature)
         first = self._consume_event(tenant_id, customer, meter, amount, event_id)
         assert isinstance(event_id, str)
-        stored = self._answers.get(tenant_id, event_id)
-        if stored is not None and stored.published:
-            return stored.status, stored.body
         claim = self._claim(tenant_id, event_id, first)
         answer = claim.answer or self._decide_claimed(tenant_id, feature, event_id, claim.event)
         if answer.status == 200 and not answer.published:

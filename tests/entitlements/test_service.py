@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -18,6 +19,7 @@ from meterline.entitlements import (
     Subscription,
     ViewUsage,
 )
+from meterline.entitlements.repository import ConsumeEvent
 from meterline.errors import NotFound, Unavailable, ValidationFailed
 from meterline.events import UsageEvent
 from meterline.view import MemoryUsageView
@@ -47,8 +49,9 @@ def parts() -> dict[str, object]:
     publisher = Publisher()
     subs = MemorySubscriptionRepository()
     grants = MemoryGrantRepository(customers)
+    answers = MemoryAnswerStore()
     service = EntitlementService(
-        catalogs, subs, grants, ViewUsage(view), view, publisher, MemoryAnswerStore(), clock
+        catalogs, subs, grants, ViewUsage(view), view, publisher, answers, clock
     )
     return {
         "service": service,
@@ -57,6 +60,7 @@ def parts() -> dict[str, object]:
         "grants": grants,
         "customers": customers,
         "clock": clock,
+        "answers": answers,
     }
 
 
@@ -91,11 +95,28 @@ def test_a_failed_publish_keeps_the_reservation_and_the_retry_republishes_it(
     assert service.check(1, "c1", "api_calls").used == 50
     assert service.consume(1, "c1", "api_calls", 1, "e2")[0] == 403
     publisher.fail = False
-    clock.advance(120)
+    clock.advance(13 * 3600)  # the retry is on the next UTC day: the event keeps its first time
     status, body = service.consume(1, "c1", "api_calls", 7, "e1")
     assert (status, body["used"]) == (200, 50)
     (event,) = publisher.events
     assert (event.id, event.value, event.timestamp_ms) == ("e1", 50.0, publisher.attempts[0])
+
+
+def test_a_concurrent_consume_waits_for_the_first_answer_or_takes_over_a_lapsed_claim(
+    parts: dict[str, object],
+) -> None:
+    service, publisher, answers = parts["service"], parts["publisher"], parts["answers"]
+    assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    assert isinstance(answers, MemoryAnswerStore)
+    first = ConsumeEvent("c1", "api_calls", 9.0, 1_000)
+    assert answers.claim(1, "e1", first, 30.0).owner
+    service.options = replace(service.options, claim_wait_s=0.05)
+    with pytest.raises(Unavailable):
+        service.consume(1, "c1", "api_calls", 2, "e1")
+    service.options = replace(service.options, claim_lease_s=0.0)
+    status, body = service.consume(1, "c1", "api_calls", 2, "e1")
+    assert (status, body["used"]) == (200, 9)
+    assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(9.0, 1_000)]
 
 
 def test_consume_rejects_bad_input_and_unknown_features(parts: dict[str, object]) -> None:
