@@ -125,5 +125,6 @@ async def consume(
         deps.metrics.consumes.labels("failed").inc()
         raise
     deps.metrics.consumes.labels("granted" if status == 200 else "refused").inc()
-    deps.metrics.decisions.labels(str(answer.get("reason"))).inc()
+    if "reason" in answer:
+        deps.metrics.decisions.labels(str(answer["reason"])).inc()
     return json_response(answer, status)

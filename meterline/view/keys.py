@@ -7,7 +7,7 @@ tag, so one customer's keys share a Redis Cluster slot.
 - `<p>:v:{t/c}:<meter>:z<YYYYMMDD>`: sorted set of the day's minutes (member and score = the
   minute's epoch ms); `<p>:v:{t/c}:<meter>:m<YYYYMMDD>`: hash minute -> value (and `minute@`).
   Expire `minute_grace_days` after the day ends.
-- `<p>:r:{t/c}:<meter>`: hash of pending reservations, event id -> `amount|at_ms|expires_ms`;
+- `<p>:r:{t/c}:<meter>`: hash of pending reservations, event id -> `amount|at_ms` (never expires);
   `...:c` a sorted set of counted reservation ids (score: when to forget them).
 - `<p>:meta:ready`, `<p>:meta:rebuild` (the rebuild flag), `<p>:meta:wm` (watermarks).
 """
