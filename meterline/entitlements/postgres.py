@@ -198,6 +198,14 @@ WHERE tenant_id = %s AND event_id = %s AND status IS NULL
   AND claimed_at < now() - make_interval(secs => %s)
 RETURNING 1
 """
+_PENDING = """
+SELECT coalesce(sum(a.amount), 0) FROM entitlement_answers a
+WHERE a.status = 200 AND a.tenant_id = %s AND a.customer = %s AND a.meter = %s
+  AND a.event_ms >= %s AND a.event_ms < %s
+  AND NOT EXISTS (
+    SELECT 1 FROM usage_events e WHERE e.tenant_id = a.tenant_id AND e.event_id = a.event_id
+  )
+"""
 _DECIDE = """
 UPDATE entitlement_answers SET status = %s, body = %s, published = %s
 WHERE tenant_id = %s AND event_id = %s AND status IS NULL RETURNING 1
@@ -252,3 +260,10 @@ class PostgresAnswerStore(AnswerStore):
                 "WHERE tenant_id = %s AND event_id = %s",
                 (tenant_id, event_id),
             )
+
+    def pending(
+        self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
+    ) -> float:
+        with self._pool.connection() as conn:
+            row = conn.execute(_PENDING, (tenant_id, customer, meter, start_ms, end_ms)).fetchone()
+        return 0.0 if row is None else float(row[0])

@@ -164,6 +164,14 @@ class AnswerStore(abc.ABC):
     def mark_published(self, tenant_id: int, event_id: str) -> None:
         """Record that the granted event of `event_id` was acknowledged by the broker."""
 
+    @abc.abstractmethod
+    def pending(
+        self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
+    ) -> float:
+        """The amounts granted to the customer's meter for events timed in [start, end) that
+        the ledger does not hold yet (read while the view is not ready). The memory store has
+        no ledger: it counts every grant."""
+
 
 class MemoryCustomerRepository(CustomerRepository):
     def __init__(self) -> None:
@@ -290,6 +298,19 @@ class MemoryAnswerStore(AnswerStore):
             row = self._rows[tenant_id, event_id]
             if row.answer is not None:
                 row.answer = replace(row.answer, published=True)
+
+    def pending(
+        self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
+    ) -> float:
+        return sum(
+            row.event.amount
+            for (t, _id), row in list(self._rows.items())
+            if t == tenant_id
+            and (row.event.customer, row.event.meter) == (customer, meter)
+            and start_ms <= row.event.event_ms < end_ms
+            and row.answer is not None
+            and row.answer.status == 200
+        )
 
 
 @dataclass

@@ -195,9 +195,17 @@ class EntitlementService:
         probe = self._view.reserve(tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, 0)
         if self._usage.view_ready():
             return probe.used
-        return probe.pending + self._usage.used(
-            tenant_id, customer, meter, found.aggregation, period
-        )
+        return self._not_ready_used(tenant_id, customer, meter, period)
+
+    def _not_ready_used(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
+        """Counted usage from the rollups plus the pending grants Postgres records: what the
+        view holds once rebuilt. (Reservations held in Redis since it was flushed are among
+        those grants too, so they are not added again.)"""
+        found = self.catalog(tenant_id).meter(meter)
+        assert found is not None
+        counted = self._usage.used(tenant_id, customer, meter, found.aggregation, period)
+        start, end = to_ms(period.start), to_ms(period.end)
+        return counted + self._answers.pending(tenant_id, customer, meter, start, end)
 
     def consume(
         self, tenant_id: int, customer: str, feature: str, amount: object, event_id: object
@@ -279,8 +287,7 @@ class EntitlementService:
         counted = 0.0
         customer, amount = event.customer, event.amount
         if limit is not None and not self._usage.view_ready():
-            aggregation = self.catalog(tenant_id).meter(meter).aggregation  # type: ignore[union-attr]
-            counted = self._usage.used(tenant_id, customer, meter, aggregation, period)
+            counted = self._not_ready_used(tenant_id, customer, meter, period)
             limit -= counted
         start, end = to_ms(period.start), to_ms(period.end)
         held = self._view.reserve(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +24,10 @@ from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.view import RedisUsageView
 from meterline.view.rebuild import rebuild
-from tests.entitlements.conftest import Api
+from tests.entitlements.catalogs import example_catalog
+from tests.entitlements.conftest import Api, serve_api
 from tests.entitlements.test_concurrency import RunAggregator
+from tests.fixtures.stripe import StripeEmulatorHandle
 from tests.ingest.support import read_topic
 
 pytestmark = pytest.mark.integration
@@ -89,6 +92,27 @@ def test_pending_reservations_survive_a_redis_flush_and_rebuild(api: Api) -> Non
     over = consume(api, "f1", {"amount": 11, "event_id": "f1-b"})
     assert over.status_code == 403, over.text
     assert consume(api, "f1", {"amount": 10, "event_id": "f1-c"}).status_code == 200
+
+
+@pytest.fixture
+def api_no_ready_cache(
+    api_env: dict[str, str], stripe_emulator: StripeEmulatorHandle
+) -> Iterator[Api]:
+    """The API whose view-readiness answer is never cached (it sees a flush at once)."""
+    yield from serve_api(api_env, stripe_emulator, example_catalog(), view_ready_ttl=0.0)
+
+
+def test_pending_reservations_count_while_the_flushed_view_waits_for_its_rebuild(
+    api_no_ready_cache: Api,
+) -> None:
+    api = api_no_ready_cache
+    assert consume(api, "f3", {"amount": 40, "event_id": "f3-a"}).status_code == 200
+    redis.Redis.from_url(api.env["METERLINE_REDIS_URL"]).flushall()
+    assert used(api, "f3") == 40
+    assert consume(api, "f3", {"amount": 11, "event_id": "f3-b"}).status_code == 403
+    assert consume(api, "f3", {"amount": 10, "event_id": "f3-c"}).status_code == 200
+    rebuild_view(api)
+    assert used(api, "f3") == 50
 
 
 def test_a_reservation_never_lapses_while_its_event_is_not_counted(api: Api) -> None:

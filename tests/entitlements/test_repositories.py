@@ -133,3 +133,18 @@ def test_a_lapsed_claim_is_taken_over_with_the_first_event(repos: dict[str, Any]
     time.sleep(0.01)
     later = ConsumeEvent("c", "api_calls", 5.0, 9_000)
     assert answers.claim(t, "e2", later, 0.001) == Claim(event, None, owner=True)
+
+
+def test_pending_is_the_granted_amounts_of_the_period(repos: dict[str, Any]) -> None:
+    t, answers = repos["tenant"], repos["answers"]
+    for event_id, amount, at, status in [
+        ("p1", 2.0, 1_000, 200),
+        ("p2", 3.0, 1_500, 200),
+        ("p3", 4.0, 1_500, 403),
+        ("p4", 5.0, 5_000, 200),
+    ]:
+        assert answers.claim(t, event_id, ConsumeEvent("c", "m", amount, at), 30.0).owner
+        answers.decide(t, event_id, Answer(status, {}))
+    assert answers.claim(t, "p5", ConsumeEvent("c", "m", 7.0, 1_000), 30.0).owner
+    assert answers.pending(t, "c", "m", 1_000, 5_000) == 5.0
+    assert answers.pending(t, "c", "other", 0, 10_000) == 0.0

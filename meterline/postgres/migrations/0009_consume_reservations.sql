@@ -15,6 +15,8 @@ ALTER TABLE entitlement_answers
     ADD COLUMN claimed_at timestamptz,
     ADD COLUMN published  boolean NOT NULL DEFAULT true;
 
--- The rebuild reads granted answers of recent events and keeps those not yet counted.
-CREATE INDEX entitlement_answers_granted ON entitlement_answers (event_ms)
+-- Granted answers whose events the ledger does not hold yet are the pending reservations:
+-- read per (customer, meter, period) while the Redis view is not ready, and all of them by a
+-- rebuild.
+CREATE INDEX entitlement_answers_granted ON entitlement_answers (tenant_id, customer, meter, event_ms)
     WHERE status = 200 AND event_ms IS NOT NULL;
