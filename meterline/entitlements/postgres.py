@@ -199,11 +199,13 @@ WHERE tenant_id = %s AND event_id = %s AND status IS NULL
 RETURNING 1
 """
 _PENDING = """
-SELECT coalesce(sum(a.amount), 0) FROM entitlement_answers a
+SELECT a.event_id, a.amount FROM entitlement_answers a
 WHERE a.status = 200 AND a.tenant_id = %s AND a.customer = %s AND a.meter = %s
   AND a.event_ms >= %s AND a.event_ms < %s
   AND NOT EXISTS (
-    SELECT 1 FROM usage_events e WHERE e.tenant_id = a.tenant_id AND e.event_id = a.event_id
+    SELECT 1 FROM usage_events e
+    WHERE e.tenant_id = a.tenant_id AND e.event_id = a.event_id
+      AND e.day = (to_timestamp(a.event_ms / 1000.0) AT TIME ZONE 'UTC')::date
   )
 """
 _DECIDE = """
@@ -263,7 +265,7 @@ class PostgresAnswerStore(AnswerStore):
 
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> float:
+    ) -> dict[str, float]:
+        args = (tenant_id, customer, meter, start_ms, end_ms)
         with self._pool.connection() as conn:
-            row = conn.execute(_PENDING, (tenant_id, customer, meter, start_ms, end_ms)).fetchone()
-        return 0.0 if row is None else float(row[0])
+            return {str(e): float(a) for e, a in conn.execute(_PENDING, args)}

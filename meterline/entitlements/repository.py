@@ -167,10 +167,10 @@ class AnswerStore(abc.ABC):
     @abc.abstractmethod
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> float:
-        """The amounts granted to the customer's meter for events timed in [start, end) that
-        the ledger does not hold yet (read while the view is not ready). The memory store has
-        no ledger: it counts every grant."""
+    ) -> dict[str, float]:
+        """The granted amount per event id of the customer's meter, for events timed in
+        [start, end) that the ledger does not hold yet (read while the view is not ready). The
+        memory store has no ledger: it returns every grant."""
 
 
 class MemoryCustomerRepository(CustomerRepository):
@@ -301,16 +301,16 @@ class MemoryAnswerStore(AnswerStore):
 
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> float:
-        return sum(
-            row.event.amount
-            for (t, _id), row in list(self._rows.items())
+    ) -> dict[str, float]:
+        return {
+            event_id: row.event.amount
+            for (t, event_id), row in list(self._rows.items())
             if t == tenant_id
             and (row.event.customer, row.event.meter) == (customer, meter)
             and start_ms <= row.event.event_ms < end_ms
             and row.answer is not None
             and row.answer.status == 200
-        )
+        }
 
 
 @dataclass

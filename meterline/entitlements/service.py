@@ -35,7 +35,7 @@ from meterline.entitlements.repository import (
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
 from meterline.events import Rules, UsageEvent, validate_event
-from meterline.view import UsageView
+from meterline.view import SyncedView
 
 RESERVATION_PROPERTY = "meterline_reservation"
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
@@ -76,7 +76,7 @@ class EntitlementService:
         subscriptions: SubscriptionRepository,
         grants: GrantRepository,
         usage: UsageReader,
-        view: UsageView,
+        view: SyncedView,
         publisher: Publisher,
         answers: AnswerStore,
         clock: Clock | None = None,
@@ -185,27 +185,30 @@ class EntitlementService:
 
         For additive meters one `reserve` probe answers both: with amount 0 and limit -1 it can
         never grant, so it records nothing and returns usage + pending. When the view is not
-        ready the counted part comes from the rollups instead.
+        ready the counted part comes from the rollups, and the grants a flush took from the
+        view are read from Postgres (`_unrestored`).
         """
         found = self.catalog(tenant_id).meter(meter)
         assert found is not None
         if found.aggregation not in (Aggregation.SUM, Aggregation.COUNT):
             return self._usage.used(tenant_id, customer, meter, found.aggregation, period)
         start, end = to_ms(period.start), to_ms(period.end)
-        probe = self._view.reserve(tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, 0)
         if self._usage.view_ready():
+            probe = self._view.reserve(tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, 0)
             return probe.used
-        return self._not_ready_used(tenant_id, customer, meter, period)
-
-    def _not_ready_used(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
-        """Counted usage from the rollups plus the pending grants Postgres records: what the
-        view holds once rebuilt. (Reservations held in Redis since it was flushed are among
-        those grants too, so they are not added again.)"""
-        found = self.catalog(tenant_id).meter(meter)
-        assert found is not None
+        lost = self._unrestored(tenant_id, customer, meter, period)
+        probe = self._view.reserve(tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, 0)
         counted = self._usage.used(tenant_id, customer, meter, found.aggregation, period)
+        return counted + probe.pending + lost
+
+    def _unrestored(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
+        """The pending grants Postgres records that the view does not hold (a flush lost them
+        and no rebuild restored them yet). The view's ids are read first: a grant made between
+        the two reads is then counted twice (never zero times) by the caller's `reserve`."""
+        held = self._view.held_ids(tenant_id, customer, meter)
         start, end = to_ms(period.start), to_ms(period.end)
-        return counted + self._answers.pending(tenant_id, customer, meter, start, end)
+        grants = self._answers.pending(tenant_id, customer, meter, start, end)
+        return sum(amount for event_id, amount in grants.items() if event_id not in held)
 
     def consume(
         self, tenant_id: int, customer: str, feature: str, amount: object, event_id: object
@@ -287,7 +290,9 @@ class EntitlementService:
         counted = 0.0
         customer, amount = event.customer, event.amount
         if limit is not None and not self._usage.view_ready():
-            counted = self._not_ready_used(tenant_id, customer, meter, period)
+            aggregation = self.catalog(tenant_id).meter(meter).aggregation  # type: ignore[union-attr]
+            counted = self._usage.used(tenant_id, customer, meter, aggregation, period)
+            counted += self._unrestored(tenant_id, customer, meter, period)
             limit -= counted
         start, end = to_ms(period.start), to_ms(period.end)
         held = self._view.reserve(

@@ -139,6 +139,11 @@ class MemoryUsageView(SyncedView):
                 for event_id in m.pending
             ]
 
+    def held_ids(self, tenant_id: int, customer: str, meter: str) -> set[str]:
+        with self._lock:
+            m = self._series.get((tenant_id, customer, meter))
+            return set() if m is None else set(m.pending)
+
     def restore_reservations(self, pending: Sequence[PendingReservation]) -> None:
         with self._lock:
             for p in pending:

@@ -39,12 +39,17 @@ SELECT tenant_id, customer, meter, (extract(epoch FROM bucket) * 1000)::bigint, 
        count, (extract(epoch FROM latest_ts) * 1000)::bigint
 FROM usage_rollups_minute WHERE bucket >= to_timestamp(%s / 1000.0)
 """
+# A consume's event is timed when its answer is claimed (`created_at`), so the index on
+# `created_at` bounds the scan; the ledger is probed in the day partition of the event's time.
 _GRANTED = """
 SELECT a.tenant_id, a.customer, a.meter, a.event_id, a.amount, a.event_ms
 FROM entitlement_answers a
-WHERE a.status = 200 AND a.event_ms IS NOT NULL AND a.event_ms >= %s
+WHERE a.created_at >= to_timestamp(%(since)s / 1000.0) - interval '1 day'
+  AND a.status = 200 AND a.event_ms >= %(since)s
   AND NOT EXISTS (
-    SELECT 1 FROM usage_events e WHERE e.tenant_id = a.tenant_id AND e.event_id = a.event_id
+    SELECT 1 FROM usage_events e
+    WHERE e.tenant_id = a.tenant_id AND e.event_id = a.event_id
+      AND e.day = (to_timestamp(a.event_ms / 1000.0) AT TIME ZONE 'UTC')::date
   )
 """
 _COUNTED = """
@@ -126,7 +131,7 @@ def _delta(row: tuple[Any, ...], aggregation_of: AggregationOf) -> Delta:
 def _restore_reservations(view: SyncedView, conn: psycopg.Connection[Any], since: int) -> int:
     pending = [
         PendingReservation(ReservationKey(t, c, m, e), float(a), int(at))
-        for t, c, m, e, a, at in conn.execute(_GRANTED, (since,))
+        for t, c, m, e, a, at in conn.execute(_GRANTED, {"since": since})
     ]
     for start in range(0, len(pending), _CHUNK):
         view.restore_reservations(pending[start : start + _CHUNK])

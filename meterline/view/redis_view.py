@@ -236,6 +236,10 @@ class RedisUsageView(SyncedView):
                 found.append(ReservationKey(*parsed, _text(event_id)))
         return found
 
+    def held_ids(self, tenant_id: int, customer: str, meter: str) -> set[str]:
+        rkey = self._keys.reservations(tenant_id, customer, meter)
+        return {_text(k) for k in self._r.hkeys(rkey)}
+
     def restore_reservations(self, pending: Sequence[PendingReservation]) -> None:
         pipe = self._r.pipeline(transaction=False)
         for p in pending:

@@ -93,6 +93,10 @@ class SyncedView(UsageView):
         """Every pending reservation (for the rebuild to drop those already counted)."""
 
     @abc.abstractmethod
+    def held_ids(self, tenant_id: int, customer: str, meter: str) -> set[str]:
+        """The event ids of one (customer, meter)'s pending reservations."""
+
+    @abc.abstractmethod
     def restore_reservations(self, pending: Sequence[PendingReservation]) -> None:
         """Hold each of these reservations unless one is held under its event id already
         (a rebuild restoring what Postgres records after Redis lost it)."""

@@ -146,5 +146,5 @@ def test_pending_is_the_granted_amounts_of_the_period(repos: dict[str, Any]) -> 
         assert answers.claim(t, event_id, ConsumeEvent("c", "m", amount, at), 30.0).owner
         answers.decide(t, event_id, Answer(status, {}))
     assert answers.claim(t, "p5", ConsumeEvent("c", "m", 7.0, 1_000), 30.0).owner
-    assert answers.pending(t, "c", "m", 1_000, 5_000) == 5.0
-    assert answers.pending(t, "c", "other", 0, 10_000) == 0.0
+    assert answers.pending(t, "c", "m", 1_000, 5_000) == {"p1": 2.0, "p2": 3.0}
+    assert answers.pending(t, "c", "other", 0, 10_000) == {}

@@ -164,6 +164,7 @@ def test_restored_reservations_count_and_never_replace(view: SyncedView) -> None
     )
     r = view.reserve(1, "c1", "m", "e3", 1, 5, T0, T0 + DAY_MS, NOW)
     assert (r.granted, r.pending) == (False, 5)
+    assert view.held_ids(1, "c1", "m") == {"e1", "e2"} and view.held_ids(1, "c2", "m") == set()
 
 
 def test_gated_apply(view: SyncedView) -> None:
