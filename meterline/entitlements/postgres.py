@@ -245,6 +245,14 @@ class PostgresAnswerStore(AnswerStore):
             taken = lapsed and conn.execute(_TAKE_OVER, (tenant_id, event_id, lease_s)).fetchone()
             return Claim(stored, None, owner=bool(taken))
 
+    def abandon(self, tenant_id: int, event_id: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE entitlement_answers SET claimed_at = '-infinity' "
+                "WHERE tenant_id = %s AND event_id = %s AND status IS NULL",
+                (tenant_id, event_id),
+            )
+
     def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
         a = answer
         with self._pool.connection() as conn:

@@ -7,6 +7,7 @@ test suite runs against both. Every method is tenant-scoped: a tenant never sees
 from __future__ import annotations
 
 import abc
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -157,6 +158,11 @@ class AnswerStore(abc.ABC):
         crashed or stalls) is taken over by the next caller, with the event first stored."""
 
     @abc.abstractmethod
+    def abandon(self, tenant_id: int, event_id: str) -> None:
+        """Give up an undecided claim: the next `claim` takes it over at once, with the event
+        first stored. No-op once answered."""
+
+    @abc.abstractmethod
     def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
         """Store `answer` unless one is stored already; return the stored one (first wins)."""
 
@@ -285,6 +291,12 @@ class MemoryAnswerStore(AnswerStore):
                 row.claimed_at = now
                 return Claim(row.event, None, owner=True)
             return Claim(row.event, None, owner=False)
+
+    def abandon(self, tenant_id: int, event_id: str) -> None:
+        with self._lock:
+            row = self._rows.get((tenant_id, event_id))
+            if row is not None and row.answer is None:
+                row.claimed_at = -math.inf
 
     def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
         with self._lock:

@@ -13,6 +13,7 @@ the same event again. See README.md ("Consume") for why each step is where it is
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -227,7 +228,7 @@ class EntitlementService:
         first = self._consume_event(tenant_id, customer, meter, amount, event_id)
         assert isinstance(event_id, str)
         claim = self._claim(tenant_id, event_id, first)
-        answer = claim.answer or self._decide_claimed(tenant_id, feature, event_id, claim.event)
+        answer = claim.answer or self._decide_or_abandon(tenant_id, feature, event_id, claim.event)
         if answer.status == 200 and not answer.published:
             self._publish(tenant_id, event_id, claim.event)
         return answer.status, answer.body
@@ -262,6 +263,18 @@ class EntitlementService:
             if time.monotonic() > deadline:
                 raise Unavailable("another consume of this event_id is still deciding; retry")
             time.sleep(0.005)
+
+    def _decide_or_abandon(
+        self, tenant_id: int, feature: str, event_id: str, event: ConsumeEvent
+    ) -> Answer:
+        """Decide a claimed id; on any error give the claim up at once (its event kept), so the
+        client's retry takes it over instead of waiting for the lease to lapse."""
+        try:
+            return self._decide_claimed(tenant_id, feature, event_id, event)
+        except Exception:
+            with suppress(Exception):
+                self._answers.abandon(tenant_id, event_id)
+            raise
 
     def _decide_claimed(
         self, tenant_id: int, feature: str, event_id: str, event: ConsumeEvent

@@ -148,3 +148,15 @@ def test_pending_is_the_granted_amounts_of_the_period(repos: dict[str, Any]) -> 
     assert answers.claim(t, "p5", ConsumeEvent("c", "m", 7.0, 1_000), 30.0).owner
     assert answers.pending(t, "c", "m", 1_000, 5_000) == {"p1": 2.0, "p2": 3.0}
     assert answers.pending(t, "c", "other", 0, 10_000) == {}
+
+
+def test_an_abandoned_claim_is_taken_over_at_once(repos: dict[str, Any]) -> None:
+    t, answers = repos["tenant"], repos["answers"]
+    event = ConsumeEvent("c", "api_calls", 2.0, 1_000)
+    assert answers.claim(t, "e3", event, 30.0).owner
+    answers.abandon(t, "e3")
+    later = ConsumeEvent("c", "api_calls", 5.0, 9_000)
+    assert answers.claim(t, "e3", later, 30.0) == Claim(event, None, owner=True)
+    assert answers.decide(t, "e3", Answer(403, {})) == Answer(403, {})
+    answers.abandon(t, "e3")
+    assert answers.claim(t, "e3", later, 30.0) == Claim(event, Answer(403, {}), owner=False)

@@ -119,6 +119,23 @@ def test_a_concurrent_consume_waits_for_the_first_answer_or_takes_over_a_lapsed_
     assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(9.0, 1_000)]
 
 
+def test_a_failed_decision_gives_the_claim_up_for_the_retry(parts: dict[str, object]) -> None:
+    service, clock = parts["service"], parts["clock"]
+    assert isinstance(service, EntitlementService) and isinstance(clock, FakeClock)
+    first_ms = clock.now_ms()
+    healthy = service._view
+    service._view = None  # type: ignore[assignment]  # any error while deciding
+    with pytest.raises(AttributeError):
+        service.consume(1, "c1", "api_calls", 5, "e1")
+    service._view = healthy
+    clock.advance(60)
+    status, body = service.consume(1, "c1", "api_calls", 7, "e1")
+    assert (status, body["used"]) == (200, 5)
+    publisher = parts["publisher"]
+    assert isinstance(publisher, Publisher)
+    assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(5.0, first_ms)]
+
+
 def test_consume_rejects_bad_input_and_unknown_features(parts: dict[str, object]) -> None:
     service = parts["service"]
     assert isinstance(service, EntitlementService)
