@@ -18,7 +18,8 @@ import abc
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from psycopg_pool import ConnectionPool
@@ -38,9 +39,10 @@ class IngestedIds(abc.ABC):
         Raises the store's error when the ledger cannot answer."""
 
     @abc.abstractmethod
-    def mark(self, tenant_id: int, event_id: str) -> None:
-        """Make ingest treat `event_id` as taken (call once the grant is stored); never raises
-        (the dedupe store is advisory: a missed mark only lets the ledger decide)."""
+    def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
+        """Start making ingest treat `event_id` as taken (call once the grant is stored);
+        returns a callable that waits until the mark is written. Neither raises (the dedupe
+        store is advisory: a missed mark only lets the ledger decide)."""
 
 
 class MemoryIngestedIds(IngestedIds):
@@ -50,8 +52,9 @@ class MemoryIngestedIds(IngestedIds):
     def held(self, tenant_id: int, event_id: str) -> bool:
         return (tenant_id, event_id) in self.ids
 
-    def mark(self, tenant_id: int, event_id: str) -> None:
+    def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
         self.ids.add((tenant_id, event_id))
+        return lambda: None
 
 
 class LoopThread:
@@ -64,7 +67,11 @@ class LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run `coro` on the loop and wait; raises its error, or TimeoutError."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.submit(coro).result(timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Start `coro` on the loop; never blocks."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -85,20 +92,24 @@ class LedgerIngestedIds(IngestedIds):
         self._timeout = timeout_s
 
     def held(self, tenant_id: int, event_id: str) -> bool:
-        if self._seen(tenant_id, event_id):
-            return True
+        seen = self._loop.submit(self._deduper.seen(tenant_id, [event_id]))
         with self._pool.connection() as conn:
-            return conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None
-
-    def _seen(self, tenant_id: int, event_id: str) -> bool:
+            if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
+                return True
         try:
-            return self._loop.run(self._deduper.seen(tenant_id, [event_id]), self._timeout)[0]
+            return seen.result(self._timeout)[0]
         except Exception:
-            log.warning("dedupe store did not answer; the ledger decides", exc_info=True)
+            log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
             return False
 
-    def mark(self, tenant_id: int, event_id: str) -> None:
-        try:
-            self._loop.run(self._deduper.mark(tenant_id, [event_id]), self._timeout)
-        except Exception:
-            log.warning("dedupe store did not take a consume's id", exc_info=True)
+    def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
+        """Sent at once and waited for later, so the mark overlaps the publish."""
+        done = self._loop.submit(self._deduper.mark(tenant_id, [event_id]))
+
+        def wait() -> None:
+            try:
+                done.result(self._timeout)
+            except Exception:
+                log.warning("dedupe store did not take a consume's id", exc_info=True)
+
+        return wait

@@ -331,13 +331,15 @@ class EntitlementService:
         e, now, props = event, self._clock.now_ms(), {RESERVATION_PROPERTY: True}
         ts = e.event_ms
         usage = UsageEvent(tenant_id, event_id, e.customer, e.meter, e.amount, ts, now, props)
-        self._ingested.mark(tenant_id, event_id)
+        marked = self._ingested.mark(tenant_id, event_id)
         try:
             self._publisher.publish([usage], self.options.publish_timeout)
         except MeterlineError:
             raise
         except Exception as error:
             raise Unavailable("the usage was not acknowledged; retry with the event_id") from error
+        finally:
+            marked()
         self._answers.mark_published(tenant_id, event_id)
 
 
