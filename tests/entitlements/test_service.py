@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -18,6 +19,7 @@ from meterline.entitlements import (
     Subscription,
     ViewUsage,
 )
+from meterline.entitlements.repository import ConsumeEvent
 from meterline.errors import NotFound, Unavailable, ValidationFailed
 from meterline.events import UsageEvent
 from meterline.view import MemoryUsageView
@@ -27,9 +29,11 @@ from tests.entitlements.catalogs import small_catalog
 class Publisher:
     def __init__(self) -> None:
         self.events: list[UsageEvent] = []
+        self.attempts: list[int] = []
         self.fail = False
 
     def publish(self, events: list[UsageEvent], timeout: float = 10.0) -> None:
+        self.attempts.extend(e.timestamp_ms for e in events)
         if self.fail:
             raise Unavailable("the broker did not acknowledge in time")
         self.events.extend(events)
@@ -45,8 +49,9 @@ def parts() -> dict[str, object]:
     publisher = Publisher()
     subs = MemorySubscriptionRepository()
     grants = MemoryGrantRepository(customers)
+    answers = MemoryAnswerStore()
     service = EntitlementService(
-        catalogs, subs, grants, ViewUsage(view), view, publisher, MemoryAnswerStore(), clock
+        catalogs, subs, grants, ViewUsage(view), view, publisher, answers, clock
     )
     return {
         "service": service,
@@ -55,6 +60,7 @@ def parts() -> dict[str, object]:
         "grants": grants,
         "customers": customers,
         "clock": clock,
+        "answers": answers,
     }
 
 
@@ -77,15 +83,57 @@ def test_consume_publishes_an_ordinary_event_and_replays_answers(parts: dict[str
     assert service.check(1, "c1", "api_calls").used == 40
 
 
-def test_a_failed_publish_releases_the_reservation(parts: dict[str, object]) -> None:
-    service, publisher = parts["service"], parts["publisher"]
+def test_a_failed_publish_keeps_the_reservation_and_the_retry_republishes_it(
+    parts: dict[str, object],
+) -> None:
+    service, publisher, clock = parts["service"], parts["publisher"], parts["clock"]
     assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    assert isinstance(clock, FakeClock)
     publisher.fail = True
     with pytest.raises(Unavailable):
         service.consume(1, "c1", "api_calls", 50, "e1")
-    assert service.check(1, "c1", "api_calls").used == 0
+    assert service.check(1, "c1", "api_calls").used == 50
+    assert service.consume(1, "c1", "api_calls", 1, "e2")[0] == 403
     publisher.fail = False
-    assert service.consume(1, "c1", "api_calls", 50, "e1")[0] == 200
+    clock.advance(13 * 3600)  # the retry is on the next UTC day: the event keeps its first time
+    status, body = service.consume(1, "c1", "api_calls", 7, "e1")
+    assert (status, body["used"]) == (200, 50)
+    (event,) = publisher.events
+    assert (event.id, event.value, event.timestamp_ms) == ("e1", 50.0, publisher.attempts[0])
+
+
+def test_a_concurrent_consume_waits_for_the_first_answer_or_takes_over_a_lapsed_claim(
+    parts: dict[str, object],
+) -> None:
+    service, publisher, answers = parts["service"], parts["publisher"], parts["answers"]
+    assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    assert isinstance(answers, MemoryAnswerStore)
+    first = ConsumeEvent("c1", "api_calls", 9.0, 1_000)
+    assert answers.claim(1, "e1", first, 30.0).owner
+    service.options = replace(service.options, claim_wait_s=0.05)
+    with pytest.raises(Unavailable):
+        service.consume(1, "c1", "api_calls", 2, "e1")
+    service.options = replace(service.options, claim_lease_s=0.0)
+    status, body = service.consume(1, "c1", "api_calls", 2, "e1")
+    assert (status, body["used"]) == (200, 9)
+    assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(9.0, 1_000)]
+
+
+def test_a_failed_decision_gives_the_claim_up_for_the_retry(parts: dict[str, object]) -> None:
+    service, clock = parts["service"], parts["clock"]
+    assert isinstance(service, EntitlementService) and isinstance(clock, FakeClock)
+    first_ms = clock.now_ms()
+    healthy = service._view
+    service._view = None  # type: ignore[assignment]  # any error while deciding
+    with pytest.raises(AttributeError):
+        service.consume(1, "c1", "api_calls", 5, "e1")
+    service._view = healthy
+    clock.advance(60)
+    status, body = service.consume(1, "c1", "api_calls", 7, "e1")
+    assert (status, body["used"]) == (200, 5)
+    publisher = parts["publisher"]
+    assert isinstance(publisher, Publisher)
+    assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(5.0, first_ms)]
 
 
 def test_consume_rejects_bad_input_and_unknown_features(parts: dict[str, object]) -> None:
