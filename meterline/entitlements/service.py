@@ -218,7 +218,7 @@ class EntitlementService:
         lost = self._unrestored(tenant_id, customer, meter, period)
         found = self.catalog(tenant_id).meter(meter)
         assert found is not None
-        return lost + self._usage.used(tenant_id, customer, meter, found.aggregation, period)
+        return lost + self._usage.settled(tenant_id, customer, meter, found.aggregation, period)
 
     def _unrestored(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
         """The pending grants Postgres records that the view does not hold (a flush lost them

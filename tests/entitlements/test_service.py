@@ -7,22 +7,25 @@ from datetime import UTC, datetime
 
 import pytest
 
-from meterline.catalog import MemoryCatalogRepository
-from meterline.clock import FakeClock
+from meterline.catalog import Aggregation, MemoryCatalogRepository
+from meterline.clock import FakeClock, to_ms
 from meterline.entitlements import (
     EntitlementService,
+    FallbackUsage,
     MemoryAnswerStore,
     MemoryCustomerRepository,
     MemoryGrantRepository,
     MemorySubscriptionRepository,
     NewGrant,
+    RollupUsage,
     Subscription,
     ViewUsage,
 )
 from meterline.entitlements.repository import ConsumeEvent
 from meterline.errors import NotFound, Unavailable, ValidationFailed
 from meterline.events import UsageEvent
-from meterline.view import MemoryUsageView
+from meterline.usage import MemoryUsageQuery
+from meterline.view import Delta, MemoryUsageView
 from tests.entitlements.catalogs import small_catalog
 
 
@@ -168,3 +171,23 @@ def test_changes_invalidate_cached_plan_data(parts: dict[str, object]) -> None:
     grants.add(1, NewGrant("c1", "api_calls", "top_up", 500, since))  # type: ignore[attr-defined]
     service.invalidate(1, "c1")
     assert service.check(1, "c1", "api_calls").limit == 1500
+
+
+def test_a_view_found_not_ready_is_decided_from_the_rollups_whatever_readiness_was_cached() -> None:
+    clock = FakeClock(datetime(2026, 11, 18, 12, tzinfo=UTC))
+    catalogs = MemoryCatalogRepository()
+    catalogs.apply(1, small_catalog())
+    view, rollups = MemoryUsageView(clock), MemoryUsageQuery()
+    usage = FallbackUsage(view, ViewUsage(view), RollupUsage(rollups), ready_ttl=60.0)
+    subs, grants = MemorySubscriptionRepository(), MemoryGrantRepository(MemoryCustomerRepository())
+    service = EntitlementService(
+        catalogs, subs, grants, usage, view, Publisher(), MemoryAnswerStore(), clock
+    )
+    minute = clock.now().replace(minute=0)
+    rollups.add(1, "c1", "api_calls", Aggregation.SUM, minute, 40.0, 1, clock.now_ms())
+    view.apply([Delta(1, "c1", "api_calls", Aggregation.SUM, to_ms(minute), 40.0, 1, 0)], [])
+    assert usage.view_ready()  # cached for a minute
+    view.flush()
+    assert service.check(1, "c1", "api_calls").used == 40
+    assert service.consume(1, "c1", "api_calls", 11, "e1")[0] == 403
+    assert service.consume(1, "c1", "api_calls", 10, "e2")[0] == 200
