@@ -64,6 +64,7 @@ def parts() -> dict[str, object]:
         "customers": customers,
         "clock": clock,
         "answers": answers,
+        "view": view,
     }
 
 
@@ -191,3 +192,30 @@ def test_a_view_found_not_ready_is_decided_from_the_rollups_whatever_readiness_w
     assert service.check(1, "c1", "api_calls").used == 40
     assert service.consume(1, "c1", "api_calls", 11, "e1")[0] == 403
     assert service.consume(1, "c1", "api_calls", 10, "e2")[0] == 200
+
+
+def test_a_consume_in_a_periods_last_seconds_is_stamped_and_held_at_its_attributed_instant(
+    parts: dict[str, object],
+) -> None:
+    """A billing period ending at 12:00:30: the minute 12:00 belongs to the next period, so a
+    consume at 12:00:10 is attributed to 11:59:59.999, and its retry a minute later (the next
+    period by then) publishes that same instant and keeps the reservation in its period."""
+    service, publisher, clock = parts["service"], parts["publisher"], parts["clock"]
+    subs, view = parts["subs"], parts["view"]
+    assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    assert isinstance(clock, FakeClock) and isinstance(view, MemoryUsageView)
+    start = datetime(2026, 10, 18, 12, 0, 30, tzinfo=UTC)
+    end = datetime(2026, 11, 18, 12, 0, 30, tzinfo=UTC)
+    subs.put(Subscription(1, "c1", "power", current_period_start=start, current_period_end=end))  # type: ignore[attr-defined]
+    clock.advance(10)
+    publisher.fail = True
+    with pytest.raises(Unavailable):
+        service.consume(1, "c1", "api_calls", 5, "e1")
+    at = to_ms(end) - 30_001
+    assert publisher.attempts == [at]
+    publisher.fail = False
+    clock.advance(60)
+    assert service.consume(1, "c1", "api_calls", 5, "e1")[0] == 200
+    assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(5.0, at)]
+    held = view.reserve(1, "c1", "api_calls", "probe", 0, -1, to_ms(start), to_ms(end), at)
+    assert held.pending == 5
