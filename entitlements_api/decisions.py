@@ -10,6 +10,7 @@ from starlette.responses import Response
 from entitlements_api.access import deps_of, principal
 from entitlements_api.responses import json_response
 from entitlements_api.schemas import (
+    ConsumeConflictOut,
     ConsumeIn,
     ConsumeOut,
     CustomerPath,
@@ -82,10 +83,18 @@ async def one_entitlement(
     responses={
         200: {"model": ConsumeOut, "description": "granted"},
         403: {"model": ConsumeOut, "description": "refused (or the key lacks the scope)"},
+        409: {
+            "model": ConsumeConflictOut,
+            "description": "the event_id is already used by an ingested event (kept as the answer)",
+        },
         401: ERRORS[401],
         404: ERRORS[404],
         422: ERRORS[422],
-        503: {"model": ErrorOut, "description": "the usage could not be published; retry"},
+        503: {
+            "model": ErrorOut,
+            "description": "the granted usage was not acknowledged yet, or another consume of "
+            "this event_id is still deciding: retry with the same event_id",
+        },
     },
 )
 async def consume(
@@ -97,8 +106,12 @@ async def consume(
     """Grant `amount` of a metered feature if it fits the limit (scope `ingest` or `admin`).
 
     Under any concurrency the granted total never exceeds a blocking limit. Granted usage enters
-    the pipeline as an ordinary usage event whose id is `event_id`. The same `event_id` again
-    returns the first answer, unchanged."""
+    the pipeline as an ordinary usage event whose id is `event_id`, timestamped at the first
+    attempt. The same `event_id` again returns the first answer, unchanged (concurrent repeats
+    wait for it). `event_id`, the customer and `amount` are checked as ingest checks an event's
+    id, customer and value. An id that ingest already used answers 409; after a consume, ingest
+    answers an event with its id as a duplicate. A 503 keeps the reservation: retry with the
+    same `event_id` (the same event is published again and counted once)."""
     who = principal(request, "ingest", "admin")
     deps = deps_of(request)
     try:
@@ -109,5 +122,6 @@ async def consume(
         deps.metrics.consumes.labels("failed").inc()
         raise
     deps.metrics.consumes.labels("granted" if status == 200 else "refused").inc()
-    deps.metrics.decisions.labels(str(answer.get("reason"))).inc()
+    if "reason" in answer:
+        deps.metrics.decisions.labels(str(answer["reason"])).inc()
     return json_response(answer, status)

@@ -53,15 +53,37 @@ class EntitlementsOut(BaseModel):
 
 
 class ConsumeIn(BaseModel):
+    """Values are passed through as sent and checked by ingest's own event validation
+    (`meterline.events.validate_event`), so consume accepts exactly what ingest accepts; the
+    schema below documents those rules."""
+
     model_config = ConfigDict(extra="forbid")
-    amount: float = Field(1, gt=0, le=1e15, description="units to consume")
-    event_id: str = Field(
-        min_length=1, max_length=128, description="idempotency key; the usage event's id"
+    amount: Any = Field(
+        1,
+        description="units to consume: a JSON number (never a string or a boolean), 0 to 1e15",
+        json_schema_extra={"type": "number", "minimum": 0, "maximum": 1e15},
+    )
+    event_id: Any = Field(
+        description="idempotency key and the usage event's id (one id space with ingest's ids): "
+        "1 to 128 characters, no control characters",
+        json_schema_extra={
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001f\\u007f]+$",
+        },
     )
 
 
 class ConsumeOut(DecisionOut):
     granted: bool
+    event_id: str
+
+
+class ConsumeConflictOut(BaseModel):
+    error: Literal["conflict"]
+    message: str
+    granted: Literal[False]
     event_id: str
 
 

@@ -25,9 +25,13 @@ class EntitlementsSettings(BaseSettings):
         description="at most this many seconds a plain check's decision stays cached "
         "(90-100%, jittered; refreshed ahead in its last tenth; 0: off)",
     )
-    reservation_ttl_s: int = Field(
-        3600, ge=10, description="a pending reservation lapses after this (safety net)"
+    dedupe_window_s: float = Field(
+        3600.0,
+        gt=0,
+        description="ingest's dedupe window (must equal METERLINE_INGEST_DEDUPE_WINDOW_S): "
+        "consume reads and marks ingest's dedupe store, whose key layout depends on it",
     )
+    dedupe_timeout_s: float = Field(0.5, gt=0)
     publish_timeout: float = Field(10.0, gt=0)
     view_ready_ttl: float = Field(1.0, ge=0)
     webhook_tolerance_s: int = Field(300, ge=1)

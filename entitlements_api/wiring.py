@@ -17,6 +17,7 @@ from entitlements_api.settings import EntitlementsSettings
 from meterline.auth import Authenticator
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
+from meterline.dedupe import RedisDeduper
 from meterline.entitlements import (
     CustomerRepository,
     EntitlementService,
@@ -31,10 +32,12 @@ from meterline.entitlements import (
     SubscriptionRepository,
     ViewUsage,
 )
+from meterline.entitlements.ids import LedgerIngestedIds, LoopThread
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
+from meterline.redis import connect_async as redis_connect_async
 from meterline.settings import Settings
 from meterline.stripe import (
     CatalogSync,
@@ -98,11 +101,15 @@ def build(
     customers = PostgresCustomerRepository(pool)
     grants = PostgresGrantRepository(pool)
     catalogs = PostgresCatalogRepository(pool)
-    options = ServiceOptions(
-        own.plan_cache_ttl, own.decision_cache_ttl, own.reservation_ttl_s, own.publish_timeout
+    options = ServiceOptions(own.plan_cache_ttl, own.decision_cache_ttl, own.publish_timeout)
+    loop = LoopThread()
+    deduper = RedisDeduper(
+        redis_connect_async(settings.redis.url), settings.redis.key_prefix, own.dedupe_window_s
     )
+    ingested = LedgerIngestedIds(pool, deduper, loop, own.dedupe_timeout_s)
+    answers = PostgresAnswerStore(pool)
     service = EntitlementService(
-        catalogs, subs, grants, usage, view, publisher, PostgresAnswerStore(pool), clock, options
+        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested
     )
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
@@ -132,6 +139,8 @@ def build(
             reads.close,
             client.close,
             lambda: publisher.close(own.drain_seconds),
+            loop.close,
+            lambda: loop.run(deduper.close(), 5.0),
         ],
     )
 

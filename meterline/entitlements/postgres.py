@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from meterline.entitlements.model import Customer, Grant, Subscription
 from meterline.entitlements.repository import (
+    Answer,
     AnswerStore,
+    Claim,
+    ConsumeEvent,
     CustomerRepository,
     GrantRepository,
     NewGrant,
@@ -182,32 +183,95 @@ class PostgresGrantRepository(GrantRepository):
         return Grant(*row)
 
 
+_CLAIM = """
+INSERT INTO entitlement_answers (tenant_id, event_id, customer, meter, amount, event_ms, claimed_at)
+VALUES (%s, %s, %s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING 1
+"""
+_READ = """
+SELECT status, body, published, customer, meter, amount, event_ms,
+       claimed_at < now() - make_interval(secs => %s)
+FROM entitlement_answers WHERE tenant_id = %s AND event_id = %s
+"""
+_TAKE_OVER = """
+UPDATE entitlement_answers SET claimed_at = now()
+WHERE tenant_id = %s AND event_id = %s AND status IS NULL
+  AND claimed_at < now() - make_interval(secs => %s)
+RETURNING 1
+"""
+_PENDING = """
+SELECT a.event_id, a.amount FROM entitlement_answers a
+WHERE a.status = 200 AND a.tenant_id = %s AND a.customer = %s AND a.meter = %s
+  AND a.event_ms >= %s AND a.event_ms < %s
+  AND NOT EXISTS (
+    SELECT 1 FROM usage_event_ids i WHERE i.tenant_id = a.tenant_id AND i.event_id = a.event_id
+  )
+"""
+_DECIDE = """
+UPDATE entitlement_answers SET status = %s, body = %s, published = %s
+WHERE tenant_id = %s AND event_id = %s AND status IS NULL RETURNING 1
+"""
+
+
 class PostgresAnswerStore(AnswerStore):
-    """Answers in `entitlement_answers`; first insert wins (`ON CONFLICT DO NOTHING`)."""
+    """Answers and claims in `entitlement_answers` (migrations 0004 and 0009). Rows answered
+    before migration 0009 have no event columns: they are answers and nothing else."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
-    def get(self, tenant_id: int, event_id: str) -> tuple[int, dict[str, Any]] | None:
+    def get(self, tenant_id: int, event_id: str) -> Answer | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT status, body FROM entitlement_answers "
-                "WHERE tenant_id = %s AND event_id = %s",
+                "SELECT status, body, published FROM entitlement_answers "
+                "WHERE tenant_id = %s AND event_id = %s AND status IS NOT NULL",
                 (tenant_id, event_id),
             ).fetchone()
-        return None if row is None else (int(row[0]), dict(row[1]))
+        return None if row is None else Answer(int(row[0]), dict(row[1]), bool(row[2]))
 
-    def put(
-        self, tenant_id: int, event_id: str, status: int, body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
+    def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
+        e = event
         with self._pool.connection() as conn:
-            row = conn.execute(
-                "INSERT INTO entitlement_answers (tenant_id, event_id, status, body) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING status",
-                (tenant_id, event_id, status, Jsonb(body)),
-            ).fetchone()
-        if row is not None:
-            return status, body
+            new = (tenant_id, event_id, e.customer, e.meter, e.amount, e.event_ms)
+            if conn.execute(_CLAIM, new).fetchone() is not None:
+                return Claim(event, None, owner=True)
+            row = conn.execute(_READ, (lease_s, tenant_id, event_id)).fetchone()
+            assert row is not None
+            status, body, published, customer, meter, amount, event_ms, lapsed = row
+            stored = event if event_ms is None else ConsumeEvent(customer, meter, amount, event_ms)
+            if status is not None:
+                return Claim(stored, Answer(int(status), dict(body), bool(published)), False)
+            taken = lapsed and conn.execute(_TAKE_OVER, (tenant_id, event_id, lease_s)).fetchone()
+            return Claim(stored, None, owner=bool(taken))
+
+    def abandon(self, tenant_id: int, event_id: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE entitlement_answers SET claimed_at = '-infinity' "
+                "WHERE tenant_id = %s AND event_id = %s AND status IS NULL",
+                (tenant_id, event_id),
+            )
+
+    def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
+        a = answer
+        with self._pool.connection() as conn:
+            args = (a.status, Jsonb(a.body), a.published, tenant_id, event_id)
+            if conn.execute(_DECIDE, args).fetchone() is not None:
+                return answer
         stored = self.get(tenant_id, event_id)
         assert stored is not None
         return stored
+
+    def mark_published(self, tenant_id: int, event_id: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE entitlement_answers SET published = true "
+                "WHERE tenant_id = %s AND event_id = %s",
+                (tenant_id, event_id),
+            )
+
+    def pending(
+        self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
+    ) -> dict[str, float]:
+        args = (tenant_id, customer, meter, start_ms, end_ms)
+        with self._pool.connection() as conn:
+            return {str(e): float(a) for e, a in conn.execute(_PENDING, args)}

@@ -7,7 +7,9 @@ test suite runs against both. Every method is tenant-scoped: a tenant never sees
 from __future__ import annotations
 
 import abc
+import math
 import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -104,18 +106,77 @@ class GrantRepository(abc.ABC):
         """Void a grant from now on (kept for history); raises NotFound."""
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumeEvent:
+    """The usage one consume asks for, fixed by its first attempt: every retry of its
+    `event_id` reserves and publishes exactly this (same amount, same timestamp)."""
+
+    customer: str
+    meter: str
+    amount: float
+    event_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A stored answer; `published` is False while a granted event's publish has not been
+    acknowledged (its fate unknown): the reservation stays and a retry publishes again."""
+
+    status: int
+    body: dict[str, Any]
+    published: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `AnswerStore.claim` found for an event id.
+
+    `answer` set: answered already. Else `owner` True: this caller holds the claim and decides
+    `event` (its own, or the first attempt's when it took over a lapsed claim); `owner` False:
+    another caller holds a live claim (wait for its answer)."""
+
+    event: ConsumeEvent
+    answer: Answer | None
+    owner: bool
+
+
 class AnswerStore(abc.ABC):
-    """The first answer of each consume `event_id`, so a repeat gets exactly that answer."""
+    """One answer per consume `event_id`, so every repeat gets exactly the first answer.
+
+    A consume first `claim`s its id (the event it asks for is stored with the claim), then
+    `decide`s it; a granted answer is stored before its event is published and marked
+    `published` after the broker acknowledged it. Granted answers whose events the ledger
+    does not hold yet are the pending reservations a view rebuild restores."""
 
     @abc.abstractmethod
-    def get(self, tenant_id: int, event_id: str) -> tuple[int, dict[str, Any]] | None:
-        """The stored (HTTP status, body), or None."""
+    def get(self, tenant_id: int, event_id: str) -> Answer | None:
+        """The stored answer, or None (unknown or only claimed)."""
 
     @abc.abstractmethod
-    def put(
-        self, tenant_id: int, event_id: str, status: int, body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
-        """Store unless one is stored already; return the answer that is stored (first wins)."""
+    def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
+        """Claim `event_id` for `event`. A claim left undecided for `lease_s` (its holder
+        crashed or stalls) is taken over by the next caller, with the event first stored."""
+
+    @abc.abstractmethod
+    def abandon(self, tenant_id: int, event_id: str) -> None:
+        """Give up an undecided claim: the next `claim` takes it over at once, with the event
+        first stored. No-op once answered."""
+
+    @abc.abstractmethod
+    def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
+        """Store `answer` unless one is stored already; return the stored one (first wins)."""
+
+    @abc.abstractmethod
+    def mark_published(self, tenant_id: int, event_id: str) -> None:
+        """Record that the granted event of `event_id` was acknowledged by the broker."""
+
+    @abc.abstractmethod
+    def pending(
+        self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
+    ) -> dict[str, float]:
+        """The granted amount per event id of the customer's meter, for events timed in
+        [start, end) that the ledger does not hold yet (read while the view is not ready). The
+        memory store has no ledger: it returns every grant."""
 
 
 class MemoryCustomerRepository(CustomerRepository):
@@ -210,14 +271,62 @@ class MemoryGrantRepository(GrantRepository):
 
 class MemoryAnswerStore(AnswerStore):
     def __init__(self) -> None:
-        self._rows: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
+        self._rows: dict[tuple[int, str], _Row] = {}
         self._lock = threading.Lock()
 
-    def get(self, tenant_id: int, event_id: str) -> tuple[int, dict[str, Any]] | None:
-        return self._rows.get((tenant_id, event_id))
+    def get(self, tenant_id: int, event_id: str) -> Answer | None:
+        row = self._rows.get((tenant_id, event_id))
+        return None if row is None else row.answer
 
-    def put(
-        self, tenant_id: int, event_id: str, status: int, body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
+    def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
+        now = time.monotonic()
         with self._lock:
-            return self._rows.setdefault((tenant_id, event_id), (status, body))
+            row = self._rows.get((tenant_id, event_id))
+            if row is None:
+                self._rows[tenant_id, event_id] = _Row(event, now)
+                return Claim(event, None, owner=True)
+            if row.answer is not None:
+                return Claim(row.event, row.answer, owner=False)
+            if row.claimed_at + lease_s <= now:
+                row.claimed_at = now
+                return Claim(row.event, None, owner=True)
+            return Claim(row.event, None, owner=False)
+
+    def abandon(self, tenant_id: int, event_id: str) -> None:
+        with self._lock:
+            row = self._rows.get((tenant_id, event_id))
+            if row is not None and row.answer is None:
+                row.claimed_at = -math.inf
+
+    def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
+        with self._lock:
+            row = self._rows[tenant_id, event_id]
+            if row.answer is None:
+                row.answer = answer
+            return row.answer
+
+    def mark_published(self, tenant_id: int, event_id: str) -> None:
+        with self._lock:
+            row = self._rows[tenant_id, event_id]
+            if row.answer is not None:
+                row.answer = replace(row.answer, published=True)
+
+    def pending(
+        self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
+    ) -> dict[str, float]:
+        return {
+            event_id: row.event.amount
+            for (t, event_id), row in list(self._rows.items())
+            if t == tenant_id
+            and (row.event.customer, row.event.meter) == (customer, meter)
+            and start_ms <= row.event.event_ms < end_ms
+            and row.answer is not None
+            and row.answer.status == 200
+        }
+
+
+@dataclass
+class _Row:
+    event: ConsumeEvent
+    claimed_at: float
+    answer: Answer | None = None

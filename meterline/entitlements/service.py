@@ -1,35 +1,42 @@
 """The entitlement service: checks and consumes, over the repositories, the view and Kafka.
 
 `check` answers from cached plan data and the usage of the feature's period (decisions of plain
-checks are cached for a fraction of a second). `consume` is the atomic check-and-record: the
-view's `reserve` (one Lua step) grants against the limit counting usage plus pending
-reservations, the granted amount is published as an ordinary usage event (id = the request's
-`event_id`, property `meterline_reservation`), and the answer is stored so the same `event_id`
-gets the same answer again. If publishing fails the reservation is released and the error
-raised (nothing is stored: the client retries with the same `event_id`).
+checks are cached for a fraction of a second). `consume` is the atomic check-and-record: it
+claims its `event_id` in Postgres (with the event it asks for: amount and first timestamp),
+refuses an id ingest already holds (409), lets the view's `reserve` (one Lua step) grant against
+the limit counting usage plus pending reservations, stores the answer, then publishes the
+granted amount as an ordinary usage event (id = `event_id`, property `meterline_reservation`).
+A publish whose fate is unknown keeps the reservation and the stored answer; the retry publishes
+the same event again. See README.md ("Consume") for why each step is where it is.
 """
 
 from __future__ import annotations
 
-import math
+import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from meterline.catalog import Aggregation, Catalog, CatalogRepository, FeatureKind
-from meterline.clock import Clock, SystemClock, to_ms
+from meterline.clock import Clock, SystemClock, from_ms, to_ms
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.decide import Evaluation, decide, evaluate
+from meterline.entitlements.ids import IngestedIds, MemoryIngestedIds
 from meterline.entitlements.model import Decision, Grant, Reason, Subscription
 from meterline.entitlements.periods import Period
 from meterline.entitlements.repository import (
+    Answer,
     AnswerStore,
+    Claim,
+    ConsumeEvent,
     GrantRepository,
     SubscriptionRepository,
 )
 from meterline.entitlements.usage import UsageReader
-from meterline.errors import FieldError, MeterlineError, NotFound, ValidationFailed
-from meterline.events import MAX_ID_LEN, MAX_VALUE, RESERVATION_PROPERTY, UsageEvent
-from meterline.view import UsageView, ViewNotReady
+from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
+from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
+from meterline.view import Reservation, SyncedView, ViewNotReady, attributed_ms
 
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
 _TENANT = ""
@@ -51,10 +58,15 @@ class PlanData:
 
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
+    """`claim_lease_s`: a consume's claim on its event_id left undecided this long (its holder
+    crashed) is taken over by a retry; `claim_wait_s`: how long a concurrent consume of the same
+    event_id waits for the first one's answer before answering 503."""
+
     plan_ttl: float = 30.0
     decision_ttl: float = 1.0
-    reservation_ttl_s: int = 3600
     publish_timeout: float = 10.0
+    claim_lease_s: float = 30.0
+    claim_wait_s: float = 2.0
 
 
 class EntitlementService:
@@ -64,11 +76,12 @@ class EntitlementService:
         subscriptions: SubscriptionRepository,
         grants: GrantRepository,
         usage: UsageReader,
-        view: UsageView,
+        view: SyncedView,
         publisher: Publisher,
         answers: AnswerStore,
         clock: Clock | None = None,
         options: ServiceOptions | None = None,
+        ingested: IngestedIds | None = None,
     ) -> None:
         self._catalogs = catalogs
         self._subs = subscriptions
@@ -77,6 +90,7 @@ class EntitlementService:
         self._view = view
         self._publisher = publisher
         self._answers = answers
+        self._ingested = ingested or MemoryIngestedIds()
         self._clock = clock or SystemClock()
         self.options = options or ServiceOptions()
         self._plans: CustomerCache[Any] = CustomerCache(self.options.plan_ttl, jitter=JITTER)
@@ -146,12 +160,15 @@ class EntitlementService:
         features = self.catalog(tenant_id).features
         return [self.check(tenant_id, customer, f.key) for f in features]
 
-    def _evaluate(self, tenant_id: int, customer: str, feature: str) -> Evaluation:
+    def _evaluate(
+        self, tenant_id: int, customer: str, feature: str, at: datetime | None = None
+    ) -> Evaluation:
         data = self.plan_data(tenant_id, customer)
         found = data.catalog.feature(feature)
         if found is None:
             raise NotFound(f"unknown feature {feature[:64]!r}: not in this tenant's catalog")
-        return evaluate(data.catalog, found, data.subscription, data.grants, self._clock.now())
+        now = at or self._clock.now()
+        return evaluate(data.catalog, found, data.subscription, data.grants, now)
 
     def _decide(
         self, tenant_id: int, customer: str, feature: str, amount: float | None
@@ -168,7 +185,8 @@ class EntitlementService:
 
         For additive meters one `reserve` probe answers both: with amount 0 and limit -1 it can
         never grant, so it records nothing and returns usage + pending. When the view is not
-        ready the counted part comes from the rollups instead.
+        ready (`ViewNotReady`, decided inside the same script) the probe is asked again with
+        what Postgres counts that the view may lack (`_counted_elsewhere`).
         """
         found = self.catalog(tenant_id).meter(meter)
         assert found is not None
@@ -176,76 +194,179 @@ class EntitlementService:
             return self._usage.used(tenant_id, customer, meter, found.aggregation, period)
         start, end = to_ms(period.start), to_ms(period.end)
         try:
-            probe = self._view.reserve(tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, 1)
-        except ViewNotReady as not_ready:
-            counted = self._usage.used(tenant_id, customer, meter, found.aggregation, period)
-            return not_ready.pending + counted
-        return probe.used
+            return self._probe(tenant_id, customer, meter, start, end, None).used
+        except ViewNotReady:
+            counted = self._counted_elsewhere(tenant_id, customer, meter, period)
+            return self._probe(tenant_id, customer, meter, start, end, counted).used
+
+    def _probe(
+        self, tenant_id: int, customer: str, meter: str, start: int, end: int, counted: float | None
+    ) -> Reservation:
+        """A `reserve` that can never grant (amount 0, limit -1): it records nothing and
+        answers usage + pending, atomically with the view's readiness."""
+        return self._view.reserve(
+            tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, start, counted
+        )
+
+    def _counted_elsewhere(
+        self, tenant_id: int, customer: str, meter: str, period: Period
+    ) -> float:
+        """What a view that is not ready may lack: the pending grants Postgres records that it
+        does not hold (`_unrestored`), then the rollups of the period. Read in that order, an
+        event counted between the two reads is counted twice, never zero times."""
+        lost = self._unrestored(tenant_id, customer, meter, period)
+        found = self.catalog(tenant_id).meter(meter)
+        assert found is not None
+        return lost + self._usage.settled(tenant_id, customer, meter, found.aggregation, period)
+
+    def _unrestored(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
+        """The pending grants Postgres records that the view does not hold (a flush lost them
+        and no rebuild restored them yet). The view's ids are read first: a grant made between
+        the two reads is then counted twice (never zero times) by the caller's `reserve`."""
+        held = self._view.held_ids(tenant_id, customer, meter)
+        start, end = to_ms(period.start), to_ms(period.end)
+        grants = self._answers.pending(tenant_id, customer, meter, start, end)
+        return sum(amount for event_id, amount in grants.items() if event_id not in held)
 
     def consume(
-        self, tenant_id: int, customer: str, feature: str, amount: float, event_id: str
+        self, tenant_id: int, customer: str, feature: str, amount: object, event_id: object
     ) -> tuple[int, dict[str, Any]]:
-        """(200, granted decision) or (403, refused decision); the first answer per event_id."""
-        _check_consume(amount, event_id)
-        stored = self._answers.get(tenant_id, event_id)
-        if stored is not None:
-            return stored
-        ev = self._evaluate(tenant_id, customer, feature)
-        if ev.feature.kind is not FeatureKind.METERED:
+        """(200, granted decision), (403, refused decision) or (409, the id is ingest's); every
+        repeat of an `event_id` gets its first answer, whatever amount it asks.
+
+        `event_id`, `customer` and `amount` are checked exactly as ingest checks an event's
+        `id`, `customer` and `value` (ValidationFailed, 422, naming each bad field). Raises
+        Unavailable (503) when the granted event's publish was not acknowledged (its fate is
+        unknown: the reservation and the answer stay, and a retry with the same `event_id`
+        publishes the same event again, same timestamp), or when another consume of the same
+        `event_id` is still deciding after `claim_wait_s`. Blocks on Redis, Postgres, Kafka.
+        """
+        meter = self._metered(tenant_id, feature)
+        first = self._consume_event(tenant_id, customer, feature, meter, amount, event_id)
+        assert isinstance(event_id, str)
+        claim = self._claim(tenant_id, event_id, first)
+        answer = claim.answer or self._decide_or_abandon(tenant_id, feature, event_id, claim.event)
+        if answer.status == 200 and not answer.published:
+            self._publish(tenant_id, event_id, claim.event)
+        return answer.status, answer.body
+
+    def _metered(self, tenant_id: int, feature: str) -> str:
+        found = self.catalog(tenant_id).feature(feature)
+        if found is None:
+            raise NotFound(f"unknown feature {feature[:64]!r}: not in this tenant's catalog")
+        if found.kind is not FeatureKind.METERED or found.meter is None:
             raise ValidationFailed([FieldError("feature", "only metered features are consumed")])
-        if ev.terms is None or ev.period is None:
-            return self._answer(tenant_id, event_id, decide(ev), granted=False)
-        decision = self._reserve(tenant_id, customer, ev, amount, event_id)
-        self._decisions.invalidate(tenant_id, customer)
-        return self._answer(tenant_id, event_id, decision, granted=decision.has_access)
+        return found.meter
 
-    def _reserve(
-        self, tenant_id: int, customer: str, ev: Evaluation, amount: float, event_id: str
-    ) -> Decision:
-        terms, period, meter = ev.terms, ev.period, ev.feature.meter
-        assert terms is not None and period is not None and meter is not None
-        blocking = terms.limit is not None and terms.overage.value == "block"
-        limit = terms.limit if blocking else None
-        start, end = to_ms(period.start), to_ms(period.end)
-        ttl = self.options.reservation_ttl_s
-        held = self._view.reserve(
-            tenant_id, customer, meter, event_id, amount, limit, start, end, ttl
-        )
-        used = held.used
-        decision = decide(ev, used, amount)
-        if not held.granted:
-            return replace(decision, has_access=False, reason=Reason.LIMIT_EXCEEDED)
-        self._publish(tenant_id, customer, meter, event_id, amount, held.at_ms)
-        return replace(decision, used=used + amount)
-
-    def _publish(
-        self, tenant_id: int, customer: str, meter: str, event_id: str, amount: float, at_ms: int
-    ) -> None:
-        """Publish the granted usage stamped `at_ms`, the instant the view attributed it to, so
-        it is counted in the period it was checked against."""
+    def _consume_event(
+        self,
+        tenant_id: int,
+        customer: str,
+        feature: str,
+        meter: str,
+        amount: object,
+        event_id: object,
+    ) -> ConsumeEvent:
+        """The event this consume asks for, validated by ingest's own rules, timed at the
+        instant its usage is attributed to (`attributed_ms`: now clamped into the minutes of
+        the feature's period). The claim stores that instant as the event's first timestamp,
+        so every retry reserves at it and publishes it, and the event counts in the minute
+        and period its reservation was checked against."""
         now = self._clock.now_ms()
-        props = {RESERVATION_PROPERTY: True}
-        event = UsageEvent(tenant_id, event_id, customer, meter, amount, at_ms, now, props)
+        raw = {"id": event_id, "customer": customer, "meter": meter, "value": amount}
+        checked = validate_event(raw, tenant_id, Rules(now, (meter,)))
+        if isinstance(checked, list):
+            raise ValidationFailed([FieldError(_FIELDS[e.field], e.message) for e in checked])
+        period = self._evaluate(tenant_id, checked.customer, feature, from_ms(now)).period
+        at = now if period is None else attributed_ms(now, to_ms(period.start), to_ms(period.end))
+        return ConsumeEvent(checked.customer, meter, checked.value, at)
+
+    def _claim(self, tenant_id: int, event_id: str, first: ConsumeEvent) -> Claim:
+        """Claim `event_id`, or wait (polling) for the answer of the consume that holds it."""
+        deadline = time.monotonic() + self.options.claim_wait_s
+        lease = self.options.claim_lease_s
+        while True:
+            claim = self._answers.claim(tenant_id, event_id, first, lease)
+            if claim.owner or claim.answer is not None:
+                return claim
+            if time.monotonic() > deadline:
+                raise Unavailable("another consume of this event_id is still deciding; retry")
+            time.sleep(0.005)
+
+    def _decide_or_abandon(
+        self, tenant_id: int, feature: str, event_id: str, event: ConsumeEvent
+    ) -> Answer:
+        """Decide a claimed id; on any error give the claim up at once (its event kept), so the
+        client's retry takes it over instead of waiting for the lease to lapse."""
         try:
-            self._publisher.publish([event], self.options.publish_timeout)
-        except (MeterlineError, Exception):
-            self._view.release(tenant_id, customer, meter, event_id)
+            return self._decide_claimed(tenant_id, feature, event_id, event)
+        except Exception:
+            with suppress(Exception):
+                self._answers.abandon(tenant_id, event_id)
             raise
 
-    def _answer(
-        self, tenant_id: int, event_id: str, decision: Decision, granted: bool
-    ) -> tuple[int, dict[str, Any]]:
+    def _decide_claimed(
+        self, tenant_id: int, feature: str, event_id: str, event: ConsumeEvent
+    ) -> Answer:
+        if self._ingested.held(tenant_id, event_id):
+            message = f"event_id {event_id!r} is already used by an ingested event"
+            body = {"error": "conflict", "message": message, "granted": False, "event_id": event_id}
+            return self._answers.decide(tenant_id, event_id, Answer(409, body))
+        ev = self._evaluate(tenant_id, event.customer, feature, from_ms(event.event_ms))
+        if ev.terms is None or ev.period is None:
+            return self._store(tenant_id, event_id, decide(ev), granted=False)
+        decision = self._reserve(tenant_id, ev, event, event_id)
+        self._decisions.invalidate(tenant_id, event.customer)
+        answer = self._store(tenant_id, event_id, decision, granted=decision.has_access)
+        if decision.has_access and answer.status != 200:
+            self._view.release(tenant_id, event.customer, event.meter, event_id)
+        return answer
+
+    def _reserve(
+        self, tenant_id: int, ev: Evaluation, event: ConsumeEvent, event_id: str
+    ) -> Decision:
+        terms, period, meter = ev.terms, ev.period, event.meter
+        assert terms is not None and period is not None
+        blocking = terms.limit is not None and terms.overage.value == "block"
+        limit = terms.limit if blocking else None
+        customer, amount = event.customer, event.amount
+        start, end = to_ms(period.start), to_ms(period.end)
+        ask = (tenant_id, customer, meter, event_id, amount, limit, start, end, event.event_ms)
+        try:
+            held = self._view.reserve(*ask)
+        except ViewNotReady:
+            held = self._view.reserve(
+                *ask, counted=self._counted_elsewhere(tenant_id, customer, meter, period)
+            )
+        decision = decide(ev, held.used, amount)
+        if not held.granted:
+            return replace(decision, has_access=False, reason=Reason.LIMIT_EXCEEDED)
+        return replace(decision, used=held.used + amount)
+
+    def _store(self, tenant_id: int, event_id: str, decision: Decision, granted: bool) -> Answer:
+        """Store the answer (first wins); a granted one is stored before its publish."""
         body = {**decision.as_dict(), "granted": granted, "event_id": event_id}
-        return self._answers.put(tenant_id, event_id, 200 if granted else 403, body)
+        answer = Answer(200 if granted else 403, body, published=not granted)
+        return self._answers.decide(tenant_id, event_id, answer)
+
+    def _publish(self, tenant_id: int, event_id: str, event: ConsumeEvent) -> None:
+        """Publish the granted event (again, after an unknown fate); Unavailable on failure,
+        with the reservation kept: the message may still be delivered. The id is marked in
+        ingest's dedupe store first: the grant is already stored, so the id is the consume's
+        even if this publish fails (its retry publishes it)."""
+        e, now, props = event, self._clock.now_ms(), {RESERVATION_PROPERTY: True}
+        ts = e.event_ms
+        usage = UsageEvent(tenant_id, event_id, e.customer, e.meter, e.amount, ts, now, props)
+        marked = self._ingested.mark(tenant_id, event_id)
+        try:
+            self._publisher.publish([usage], self.options.publish_timeout)
+        except MeterlineError:
+            raise
+        except Exception as error:
+            raise Unavailable("the usage was not acknowledged; retry with the event_id") from error
+        finally:
+            marked()
+        self._answers.mark_published(tenant_id, event_id)
 
 
-def _check_consume(amount: float, event_id: str) -> None:
-    errors = []
-    if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount):
-        errors.append(FieldError("amount", "must be a finite number"))
-    elif not 0 < amount <= MAX_VALUE:
-        errors.append(FieldError("amount", "must be greater than 0 and at most 1e15"))
-    if not isinstance(event_id, str) or not 1 <= len(event_id) <= MAX_ID_LEN:
-        errors.append(FieldError("event_id", f"must be 1 to {MAX_ID_LEN} characters"))
-    if errors:
-        raise ValidationFailed(errors)
+_FIELDS = {"id": "event_id", "customer": "customer", "value": "amount", "meter": "feature"}

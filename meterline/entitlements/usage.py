@@ -53,6 +53,14 @@ class UsageReader(abc.ABC):
     ) -> float:
         """The meter's value over the minutes of `period`, reservations not included."""
 
+    def settled(
+        self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
+    ) -> float:
+        """`used` as the system of record holds it, read now: never from the view nor from a
+        cache. What a decision reads once the view itself said it is not ready (a cached
+        readiness, or a value cached a moment ago, could miss usage the flush took)."""
+        return self.used(tenant_id, customer, meter, aggregation, period)
+
     def view_ready(self) -> bool:
         """Whether the real-time view holds the counted usage (reservations rely on it)."""
         return True
@@ -125,8 +133,13 @@ class FallbackUsage(UsageReader):
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
-        value = self._fallback.used(tenant_id, customer, meter, aggregation, period)
+        value = self.settled(tenant_id, customer, meter, aggregation, period)
         if len(self._fallen) > 100_000:
             self._fallen.clear()
         self._fallen[key] = (now + self._ttl, value)
         return value
+
+    def settled(
+        self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
+    ) -> float:
+        return self._fallback.used(tenant_id, customer, meter, aggregation, period)

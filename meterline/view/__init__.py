@@ -8,10 +8,11 @@ from meterline.view.model import (
     ReservationKey,
     UsageView,
     ViewNotReady,
+    attributed_ms,
     minute_range,
 )
 from meterline.view.redis_view import RedisUsageView
-from meterline.view.sync import ApplyOutcome, Gate, SyncedView, stream_name
+from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView, stream_name
 
 __all__ = [
     "ApplyOutcome",
@@ -19,12 +20,14 @@ __all__ = [
     "Delta",
     "Gate",
     "MemoryUsageView",
+    "PendingReservation",
     "RedisUsageView",
     "Reservation",
     "ReservationKey",
     "SyncedView",
     "UsageView",
     "ViewNotReady",
+    "attributed_ms",
     "minute_range",
     "stream_name",
 ]

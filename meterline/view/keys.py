@@ -10,7 +10,8 @@ tag, so one customer's keys share a Redis Cluster slot.
 - `<p>:v:{t/c}:<meter>:e`: the series' settled epoch, moved forward by every delta whose minute
   the view no longer answers itself (`Horizon`); readers that fold in an archived value from
   Postgres check it in the same script, so a late event never leaves them a stale number.
-- `<p>:r:{t/c}:<meter>`: hash of pending reservations, event id -> `amount|at_ms|expires_ms`;
+- `<p>:r:{t/c}:<meter>`: hash of pending reservations, event id -> `amount|at_ms` (never expires;
+  `at_ms` is the attributed instant its event carries);
   `...:c` a sorted set of counted reservation ids (score: when to forget them).
 - `<p>:meta:ready`, `<p>:meta:rebuild` (the rebuild flag), `<p>:meta:wm` (watermarks).
 

@@ -1,7 +1,7 @@
 """`MemoryUsageView`: the view in process memory, for unit tests and tools without Redis.
 
-Same contract as the Redis view, with one simplification: minute buckets never expire
-(reservations do), so it needs no archive for old parts of a period.
+Same contract as the Redis view, with one simplification: minute buckets never expire, so it
+needs no archive for old parts of a period.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from meterline.view.model import (
     merge,
     minute_range,
 )
-from meterline.view.sync import ApplyOutcome, Gate, SyncedView
+from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
 
 Series = tuple[int, str, str]  # (tenant_id, customer, meter)
 Bucket = tuple[float, int]  # (value, latest_ms)
@@ -36,7 +36,6 @@ Bucket = tuple[float, int]  # (value, latest_ms)
 class _Pending:
     amount: float
     at_ms: int
-    expires_ms: int
 
 
 @dataclass
@@ -139,6 +138,17 @@ class MemoryUsageView(SyncedView):
                 for event_id in m.pending
             ]
 
+    def held_ids(self, tenant_id: int, customer: str, meter: str) -> set[str]:
+        with self._lock:
+            m = self._series.get((tenant_id, customer, meter))
+            return set() if m is None else set(m.pending)
+
+    def restore_reservations(self, pending: Sequence[PendingReservation]) -> None:
+        with self._lock:
+            for p in pending:
+                m = self._series[(p.key.tenant_id, p.key.customer, p.key.meter)]
+                m.pending.setdefault(p.key.event_id, _Pending(p.amount, p.at_ms))
+
     def remove_reservations(self, keys: Sequence[ReservationKey]) -> None:
         with self._lock:
             for k in keys:
@@ -192,24 +202,27 @@ class MemoryUsageView(SyncedView):
         limit: float | None,
         start_ms: int,
         end_ms: int,
-        ttl_s: int,
+        at_ms: int,
+        counted: float | None = None,
     ) -> Reservation:
         now = self._clock.now_ms()
         key = (tenant_id, customer, meter)
-        at = attributed_ms(now, start_ms, end_ms)
+        at = attributed_ms(at_ms, start_ms, end_ms)
         lo, hi = minute_range(start_ms, end_ms)
         with self._lock:
             m = self._series[key]
             _expire(m, now)
             pending = sum(p.amount for p in m.pending.values() if lo <= p.at_ms < hi)
-            if not self._ready or self._flag is not None:
-                raise ViewNotReady(pending)
             used = self._usage(key, Aggregation.SUM, start_ms, end_ms)
+            if not self._ready or self._flag is not None:
+                if counted is None:
+                    raise ViewNotReady(pending)
+                used += counted
             if event_id in m.pending or event_id in m.counted:
                 return Reservation(True, used + pending, pending, at)
             granted = limit is None or used + pending + amount <= limit
             if granted:
-                m.pending[event_id] = _Pending(amount, at, now + ttl_s * 1000)
+                m.pending[event_id] = _Pending(amount, at)
             return Reservation(granted, used + pending, pending, at)
 
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:
@@ -220,7 +233,5 @@ class MemoryUsageView(SyncedView):
 
 
 def _expire(m: _Meter, now_ms: int) -> None:
-    for event_id in [e for e, p in m.pending.items() if p.expires_ms <= now_ms]:
-        del m.pending[event_id]
     for event_id in [e for e, t in m.counted.items() if t <= now_ms]:
         del m.counted[event_id]

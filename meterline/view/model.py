@@ -147,17 +147,21 @@ class UsageView(abc.ABC):
         limit: float | None,
         start_ms: int,
         end_ms: int,
-        ttl_s: int,
+        at_ms: int,
+        counted: float | None = None,
     ) -> Reservation:
         """Atomically: used = usage over the period's minutes + pending reservations attributed
         to them; grant iff `used + amount <= limit` (`None` is unlimited) and, when granted,
-        hold `amount` pending under `event_id`, attributed to `attributed_ms(now)`, until the
-        event is counted, released, or `ttl_s` passes. Reserving an `event_id` that is already
-        pending (or already counted) grants again and adds nothing.
+        hold `amount` pending under `event_id`, attributed to `attributed_ms(at_ms)` (the
+        instant its event carries), until the event is counted or released: a reservation
+        never lapses while its event waits to be counted. Reserving an `event_id` that is
+        already pending (or already counted) grants again and adds nothing.
 
-        Raises `ViewNotReady` (503) when the view is empty or rebuilding: the check of
-        readiness is part of the same atomic step, so no grant is ever made against a partial
-        view."""
+        Readiness is part of the same atomic step. While the view is empty or rebuilding it
+        raises `ViewNotReady` (503) when `counted` is None, so no grant is ever made against a
+        partial view alone; with `counted` (the usage Postgres holds that the view may lack:
+        the caller's rollups and unrestored grants) it decides against `counted` plus whatever
+        the view holds, never less than the truth."""
 
     @abc.abstractmethod
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:

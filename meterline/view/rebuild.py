@@ -2,8 +2,14 @@
 
 `rebuild(view, pool, aggregation_of)` runs the protocol of `meterline.view.sync`: take the flag,
 read the minute rollups still covered by live keys and every stored offset from ONE
-repeatable-read snapshot, load them, drop the pending reservations whose events the ledger
-already holds, then store the offsets as watermarks and mark the view ready.
+repeatable-read snapshot, load them, restore the pending reservations Postgres records (granted
+consume answers whose events the ledger does not hold yet: Redis never holds their only copy),
+drop the pending reservations whose events the ledger already holds, then store the offsets as
+watermarks and mark the view ready.
+
+Restoring adds what is missing and never replaces: a consume granted while the rebuild runs
+keeps its reservation. An event counted after the snapshot is in a batch past the snapshot's
+offsets, applied after the rebuild, and that apply removes its reservation.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.catalog.model import Aggregation
-from meterline.view.model import DAY_MS, Delta
-from meterline.view.sync import SyncedView, stream_name
+from meterline.view.model import DAY_MS, Delta, ReservationKey
+from meterline.view.sync import PendingReservation, SyncedView, stream_name
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,18 @@ SELECT tenant_id, customer, meter, (extract(epoch FROM bucket) * 1000)::bigint, 
        count, (extract(epoch FROM latest_ts) * 1000)::bigint
 FROM usage_rollups_minute WHERE bucket >= to_timestamp(%s / 1000.0)
 """
+# A consume's event is timed when its answer is claimed (`created_at`), so the index on
+# `created_at` bounds the scan; whether its event is counted is the identity table's answer
+# (`usage_event_ids`, whatever the event's day).
+_GRANTED = """
+SELECT a.tenant_id, a.customer, a.meter, a.event_id, a.amount, a.event_ms
+FROM entitlement_answers a
+WHERE a.created_at >= to_timestamp(%(since)s / 1000.0) - interval '1 day'
+  AND a.status = 200 AND a.event_ms >= %(since)s
+  AND NOT EXISTS (
+    SELECT 1 FROM usage_event_ids i WHERE i.tenant_id = a.tenant_id AND i.event_id = a.event_id
+  )
+"""
 _COUNTED = """
 SELECT tenant_id, event_id FROM usage_event_ids
 WHERE (tenant_id, event_id) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))
@@ -44,6 +62,7 @@ class RebuildReport:
     rows: int
     streams: int
     reservations_dropped: int
+    reservations_restored: int
     seconds: float
 
 
@@ -91,11 +110,12 @@ def _rebuild(
                     view.load(token, [_delta(r, aggregation_of) for r in chunk])
                     rows += len(chunk)
                     view.extend_rebuild(token, flag_ttl_s)
+            restored = _restore_reservations(view, conn, since)
             dropped = _drop_counted_reservations(view, conn)
         conn.isolation_level = None
     if not view.finish_rebuild(token, marks):
         raise RuntimeError("the rebuild lost its flag before finishing (it took too long)")
-    report = RebuildReport(rows, len(marks), dropped, time.monotonic() - started)
+    report = RebuildReport(rows, len(marks), dropped, restored, time.monotonic() - started)
     log.info("view rebuilt", extra={"report": report.__dict__})
     return report
 
@@ -105,6 +125,16 @@ def _delta(row: tuple[Any, ...], aggregation_of: AggregationOf) -> Delta:
     return Delta(
         tenant, customer, meter, aggregation_of(tenant, meter), minute, value, count, latest
     )
+
+
+def _restore_reservations(view: SyncedView, conn: psycopg.Connection[Any], since: int) -> int:
+    pending = [
+        PendingReservation(ReservationKey(t, c, m, e), float(a), int(at))
+        for t, c, m, e, a, at in conn.execute(_GRANTED, {"since": since})
+    ]
+    for start in range(0, len(pending), _CHUNK):
+        view.restore_reservations(pending[start : start + _CHUNK])
+    return len(pending)
 
 
 def _drop_counted_reservations(view: SyncedView, conn: psycopg.Connection[Any]) -> int:

@@ -48,7 +48,7 @@ from meterline.view.model import (
     floor_to,
     minute_range,
 )
-from meterline.view.sync import ApplyOutcome, Gate, SyncedView
+from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
 
 AGG_CODE = {
     Aggregation.SUM: "s",
@@ -236,7 +236,8 @@ class RedisUsageView(SyncedView):
         limit: float | None,
         start_ms: int,
         end_ms: int,
-        ttl_s: int,
+        at_ms: int,
+        counted: float | None = None,
     ) -> Reservation:
         series = (tenant_id, customer, meter)
         rkey = self._keys.reservations(*series)
@@ -246,11 +247,13 @@ class RedisUsageView(SyncedView):
         lo, hi = minute_range(start_ms, end_ms)
         limit_arg = "" if limit is None else repr(float(limit))
         now = self._clock.now_ms()
-        at = attributed_ms(now, start_ms, end_ms)
-        head: list[Any] = [event_id, repr(float(amount)), limit_arg, now, ttl_s * 1000, lo, hi, at]
+        at = attributed_ms(at_ms, start_ms, end_ms)
+        extra = "" if counted is None else repr(float(counted))
+        head: list[Any] = [event_id, repr(float(amount)), limit_arg, now, at, lo, hi]
         for _ in range(_ATTEMPTS):
             epoch, base, _ts = self._archive_part(series, Aggregation.SUM, ranges)
-            code, used, pending = self._reserve(keys=keys, args=[*head, epoch, base, *spec])
+            args = [*head, epoch, base, extra, *spec]
+            code, used, pending = self._reserve(keys=keys, args=args)
             if int(code) == -1:
                 raise ViewNotReady(float(pending))
             if int(code) >= 0:
@@ -306,6 +309,18 @@ class RedisUsageView(SyncedView):
             for event_id in self._r.hkeys(raw):
                 found.append(ReservationKey(*parsed, _text(event_id)))
         return found
+
+    def held_ids(self, tenant_id: int, customer: str, meter: str) -> set[str]:
+        rkey = self._keys.reservations(tenant_id, customer, meter)
+        return {_text(k) for k in self._r.hkeys(rkey)}
+
+    def restore_reservations(self, pending: Sequence[PendingReservation]) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        for p in pending:
+            k = p.key
+            rkey = self._keys.reservations(k.tenant_id, k.customer, k.meter)
+            pipe.hsetnx(rkey, k.event_id, f"{float(p.amount)!r}|{p.at_ms}")
+        pipe.execute()
 
     def remove_reservations(self, keys: Sequence[ReservationKey]) -> None:
         pipe = self._r.pipeline(transaction=False)

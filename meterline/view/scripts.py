@@ -151,33 +151,34 @@ return num(v)
 )
 
 # KEYS: pending hash, counted zset, ready marker, rebuild flag, epoch key.
-# ARGV: event id, amount, limit ('' = none), now_ms, ttl_ms, the period's minutes lo and hi
-#   (ms), the instant to attribute the reservation to, expected epoch ('' = no archived part),
-#   archived usage ('' = none), then the usage spec of the period (summed).
+# ARGV: event id, amount, limit ('' = none), now_ms, at_ms (the instant the reservation is
+#   attributed to, inside the period's minutes: its event carries it), the period's minutes lo
+#   and hi (ms), expected epoch ('' = no archived part), archived usage ('' = none), usage
+#   counted elsewhere ('' = the view must be ready), then the usage spec of the period (summed).
+# A pending entry is `amount|at_ms` and stays until its event is counted (APPLY), it is
+# released, or a rebuild finds its event counted: it never lapses while the aggregator lags.
+# (Entries written before this layout carry a third field, an expiry, which is ignored.)
 # Returns {code, used (usage + pending) as string, pending as string}; code 1 granted,
-#   0 refused, -1 not ready (empty or rebuilding), -2 stale archived usage (read it again).
+#   0 refused, -1 not ready (empty or rebuilding, and nothing counted elsewhere was given),
+#   -2 stale archived usage (read it again).
 RESERVE = (
     _COMMON
     + r"""
 local id, amount, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local now, ttl, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local pending, exists = 0, false
 local all = redis.call('HGETALL', KEYS[1])
 for j = 1, #all, 2 do
-  local a, at, exp = string.match(all[j + 1], '^([^|]+)|([^|]+)|([^|]+)$')
-  if tonumber(exp) <= now then
-    redis.call('HDEL', KEYS[1], all[j])
-  else
-    if all[j] == id then exists = true end
-    local t = tonumber(at)
-    if t >= lo and t < hi then pending = pending + tonumber(a) end
-  end
+  local a, at = string.match(all[j + 1], '^([^|]+)|([^|]+)')
+  if all[j] == id then exists = true end
+  local t = tonumber(at)
+  if t >= lo and t < hi then pending = pending + tonumber(a) end
 end
-if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[4]) == 1 then
-  return {-1, '0', num(pending)}
-end
-if ARGV[9] ~= '' and epoch_of(KEYS[5]) ~= ARGV[9] then return {-2, '0', '0'} end
-local used = read_usage('s', ARGV, 11, ARGV[10], '0')
+local ready = redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[4]) == 0
+if not ready and ARGV[10] == '' then return {-1, '0', num(pending)} end
+if ARGV[8] ~= '' and epoch_of(KEYS[5]) ~= ARGV[8] then return {-2, '0', '0'} end
+local used = read_usage('s', ARGV, 11, ARGV[9], '0')
+if not ready then used = used + tonumber(ARGV[10]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if exists or redis.call('ZSCORE', KEYS[2], id) then
   return {1, num(used + pending), num(pending)}
@@ -185,9 +186,7 @@ end
 if limit and used + pending + amount > limit then
   return {0, num(used + pending), num(pending)}
 end
-redis.call('HSET', KEYS[1], id, ARGV[2] .. '|' .. ARGV[8] .. '|' .. num(now + ttl))
-local left = redis.call('PTTL', KEYS[1])
-if left < ttl * 2 then redis.call('PEXPIRE', KEYS[1], ttl * 2) end
+redis.call('HSET', KEYS[1], id, ARGV[2] .. '|' .. ARGV[5])
 return {1, num(used + pending), num(pending)}
 """
 )

@@ -35,6 +35,15 @@ class Gate:
     next_offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class PendingReservation:
+    """A granted consume whose event is not counted yet, as Postgres records it."""
+
+    key: ReservationKey
+    amount: float
+    at_ms: int
+
+
 def stream_name(group: str, topic: str, partition: int, incarnation: str | None = None) -> str:
     """A partition's stream; one per incarnation of the topic, so a topic that starts again
     from offset 0 is not gated by the watermark of the log it replaced."""
@@ -85,6 +94,15 @@ class SyncedView(UsageView):
     @abc.abstractmethod
     def pending_reservations(self) -> list[ReservationKey]:
         """Every pending reservation (for the rebuild to drop those already counted)."""
+
+    @abc.abstractmethod
+    def held_ids(self, tenant_id: int, customer: str, meter: str) -> set[str]:
+        """The event ids of one (customer, meter)'s pending reservations."""
+
+    @abc.abstractmethod
+    def restore_reservations(self, pending: Sequence[PendingReservation]) -> None:
+        """Hold each of these reservations unless one is held under its event id already
+        (a rebuild restoring what Postgres records after Redis lost it)."""
 
     @abc.abstractmethod
     def remove_reservations(self, keys: Sequence[ReservationKey]) -> None:

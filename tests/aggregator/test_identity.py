@@ -260,8 +260,10 @@ def test_a_rebuild_drops_the_reservations_of_counted_ids(
 ) -> None:
     # The rebuild finds counted ids by (tenant, id), now in `usage_event_ids`.
     view = redis_view(redis_url)
+    token = view.begin_rebuild(30)  # an empty view is exact once marked ready
+    assert token is not None and view.finish_rebuild(token, {})
     for i in ("counted", "pending"):
-        view.reserve(1, "c1", "calls", i, 1.0, None, MIDNIGHT, MIDNIGHT + DAY, 3600)
+        view.reserve(1, "c1", "calls", i, 1.0, None, MIDNIGHT, MIDNIGHT + DAY, NOW)
     counted = UsageEvent(1, "counted", "c1", "calls", 1.0, NOW, NOW)
     writer.commit(prepare(one_partition([counted], 1)), {0: None}, aggregation_of)
     report = rebuild(view, pool, aggregation_of)

@@ -13,17 +13,22 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from entitlements_api.app import create_server
 from entitlements_api.fastpath import CheckFastPath
 from entitlements_api.protocol import protocol_for
 from entitlements_api.settings import EntitlementsSettings
 from entitlements_api.wiring import Dependencies, build
+from ingest.app import create_server as create_ingest
+from ingest.service import Sections
+from ingest.service import build as build_ingest
+from ingest.settings import IngestSettings
 from meterline.catalog import Catalog
 from meterline.clock import from_ms
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
-from meterline.settings import load_settings
+from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings, load_settings
 from meterline.stripe import CatalogSync, PostgresStripeObjectRepository, apply_and_sync
 from meterline.tenants import PostgresTenantRepository
 from meterline.view import RedisUsageView
@@ -153,7 +158,7 @@ def api_env(service_env: dict[str, str], stripe_emulator: StripeEmulatorHandle) 
 
 def mark_view_ready(env: dict[str, str]) -> None:
     """The view of an empty database is exact once marked ready, as the aggregator's rebuild
-    marks it in a running stack; until then RESERVE refuses every consume (503)."""
+    marks it in a running stack; until then every decision falls back to Postgres."""
     redis_settings = load_settings(env).redis
     view = RedisUsageView(redis_connect(redis_settings.url), redis_settings.key_prefix)
     token = view.begin_rebuild(30)
@@ -180,3 +185,20 @@ def api(api_env: dict[str, str], stripe_emulator: StripeEmulatorHandle) -> Itera
     """The API with tenant `acme` on the example catalog (Free / Basic / Power), synced to the
     emulator; the decision cache is off so every check reads the usage."""
     yield from serve_api(api_env, stripe_emulator, example_catalog())
+
+
+@pytest.fixture
+def ingest(api: Api) -> Iterator[httpx.Client]:
+    """The ingest app (in process) on the API's Postgres, Redis and topic, with its ingest key."""
+    env = api.env
+    sections = Sections(
+        IngestSettings(),
+        KafkaSettings(
+            bootstrap=env["METERLINE_KAFKA_BOOTSTRAP"], topic=env["METERLINE_KAFKA_TOPIC"]
+        ),
+        DatabaseSettings(url=env["METERLINE_DATABASE_URL"]),
+        RedisSettings(url=env["METERLINE_REDIS_URL"]),
+    )
+    with TestClient(create_ingest(build_ingest(sections))) as client:
+        client.headers["Authorization"] = f"Bearer {api.keys['ingest']}"
+        yield client

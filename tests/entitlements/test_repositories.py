@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from meterline.entitlements import (
     PostgresSubscriptionRepository,
     Subscription,
 )
+from meterline.entitlements.repository import Answer, Claim, ConsumeEvent
 from meterline.errors import Conflict, NotFound, ValidationFailed
 from meterline.postgres import open_pool
 from meterline.tenants import PostgresTenantRepository
@@ -110,7 +112,66 @@ def test_grants(repos: dict[str, Any]) -> None:
 
 def test_answers_first_wins(repos: dict[str, Any]) -> None:
     t, answers = repos["tenant"], repos["answers"]
+    event = ConsumeEvent("c", "api_calls", 2.0, 1_000)
     assert answers.get(t, "e1") is None
-    assert answers.put(t, "e1", 200, {"granted": True}) == (200, {"granted": True})
-    assert answers.put(t, "e1", 403, {"granted": False}) == (200, {"granted": True})
-    assert answers.get(t, "e1") == (200, {"granted": True})
+    assert answers.claim(t, "e1", event, 30.0) == Claim(event, None, owner=True)
+    other = ConsumeEvent("c", "api_calls", 9.0, 2_000)
+    assert answers.claim(t, "e1", other, 30.0) == Claim(event, None, owner=False)
+    assert answers.get(t, "e1") is None
+    granted = Answer(200, {"granted": True}, published=False)
+    assert answers.decide(t, "e1", granted) == granted
+    assert answers.decide(t, "e1", Answer(403, {"granted": False})) == granted
+    assert answers.claim(t, "e1", other, 30.0) == Claim(event, granted, owner=False)
+    answers.mark_published(t, "e1")
+    assert answers.get(t, "e1") == Answer(200, {"granted": True}, published=True)
+
+
+def test_a_lapsed_claim_is_taken_over_with_the_first_event(repos: dict[str, Any]) -> None:
+    t, answers = repos["tenant"], repos["answers"]
+    event = ConsumeEvent("c", "api_calls", 2.0, 1_000)
+    assert answers.claim(t, "e2", event, 0.0).owner
+    time.sleep(0.01)
+    later = ConsumeEvent("c", "api_calls", 5.0, 9_000)
+    assert answers.claim(t, "e2", later, 0.001) == Claim(event, None, owner=True)
+
+
+def test_pending_is_the_granted_amounts_of_the_period(repos: dict[str, Any]) -> None:
+    t, answers = repos["tenant"], repos["answers"]
+    for event_id, amount, at, status in [
+        ("p1", 2.0, 1_000, 200),
+        ("p2", 3.0, 1_500, 200),
+        ("p3", 4.0, 1_500, 403),
+        ("p4", 5.0, 5_000, 200),
+    ]:
+        assert answers.claim(t, event_id, ConsumeEvent("c", "m", amount, at), 30.0).owner
+        answers.decide(t, event_id, Answer(status, {}))
+    assert answers.claim(t, "p5", ConsumeEvent("c", "m", 7.0, 1_000), 30.0).owner
+    assert answers.pending(t, "c", "m", 1_000, 5_000) == {"p1": 2.0, "p2": 3.0}
+    assert answers.pending(t, "c", "other", 0, 10_000) == {}
+
+
+def test_an_abandoned_claim_is_taken_over_at_once(repos: dict[str, Any]) -> None:
+    t, answers = repos["tenant"], repos["answers"]
+    event = ConsumeEvent("c", "api_calls", 2.0, 1_000)
+    assert answers.claim(t, "e3", event, 30.0).owner
+    answers.abandon(t, "e3")
+    later = ConsumeEvent("c", "api_calls", 5.0, 9_000)
+    assert answers.claim(t, "e3", later, 30.0) == Claim(event, None, owner=True)
+    assert answers.decide(t, "e3", Answer(403, {})) == Answer(403, {})
+    answers.abandon(t, "e3")
+    assert answers.claim(t, "e3", later, 30.0) == Claim(event, Answer(403, {}), owner=False)
+
+
+def test_a_grant_whose_id_is_counted_on_any_day_is_not_pending(pg_conninfo: str) -> None:
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        t = PostgresTenantRepository(pool).create_tenant("acme").id
+        answers = PostgresAnswerStore(pool)
+        for event_id in ("p1", "p2"):
+            assert answers.claim(t, event_id, ConsumeEvent("c", "m", 2.0, 1_000), 30.0).owner
+            answers.decide(t, event_id, Answer(200, {}))
+        with pool.connection() as conn:  # counted, its ledger row on a later day than its time
+            conn.execute(
+                "INSERT INTO usage_event_ids (tenant_id, event_id, day) VALUES (%s, 'p1', %s)",
+                (t, datetime(1970, 1, 2, tzinfo=UTC).date()),
+            )
+        assert answers.pending(t, "c", "m", 0, 5_000) == {"p2": 2.0}

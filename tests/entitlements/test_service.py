@@ -2,34 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from meterline.catalog import MemoryCatalogRepository
-from meterline.clock import FakeClock
+from meterline.catalog import Aggregation, MemoryCatalogRepository
+from meterline.clock import FakeClock, to_ms
 from meterline.entitlements import (
     EntitlementService,
+    FallbackUsage,
     MemoryAnswerStore,
     MemoryCustomerRepository,
     MemoryGrantRepository,
     MemorySubscriptionRepository,
     NewGrant,
+    RollupUsage,
     Subscription,
     ViewUsage,
 )
+from meterline.entitlements.repository import ConsumeEvent
 from meterline.errors import NotFound, Unavailable, ValidationFailed
 from meterline.events import UsageEvent
-from meterline.view import MemoryUsageView
+from meterline.usage import MemoryUsageQuery
+from meterline.view import Delta, MemoryUsageView
 from tests.entitlements.catalogs import small_catalog
 
 
 class Publisher:
     def __init__(self) -> None:
         self.events: list[UsageEvent] = []
+        self.attempts: list[int] = []
         self.fail = False
 
     def publish(self, events: list[UsageEvent], timeout: float = 10.0) -> None:
+        self.attempts.extend(e.timestamp_ms for e in events)
         if self.fail:
             raise Unavailable("the broker did not acknowledge in time")
         self.events.extend(events)
@@ -45,8 +52,9 @@ def parts() -> dict[str, object]:
     publisher = Publisher()
     subs = MemorySubscriptionRepository()
     grants = MemoryGrantRepository(customers)
+    answers = MemoryAnswerStore()
     service = EntitlementService(
-        catalogs, subs, grants, ViewUsage(view), view, publisher, MemoryAnswerStore(), clock
+        catalogs, subs, grants, ViewUsage(view), view, publisher, answers, clock
     )
     return {
         "service": service,
@@ -55,6 +63,8 @@ def parts() -> dict[str, object]:
         "grants": grants,
         "customers": customers,
         "clock": clock,
+        "answers": answers,
+        "view": view,
     }
 
 
@@ -77,15 +87,57 @@ def test_consume_publishes_an_ordinary_event_and_replays_answers(parts: dict[str
     assert service.check(1, "c1", "api_calls").used == 40
 
 
-def test_a_failed_publish_releases_the_reservation(parts: dict[str, object]) -> None:
-    service, publisher = parts["service"], parts["publisher"]
+def test_a_failed_publish_keeps_the_reservation_and_the_retry_republishes_it(
+    parts: dict[str, object],
+) -> None:
+    service, publisher, clock = parts["service"], parts["publisher"], parts["clock"]
     assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    assert isinstance(clock, FakeClock)
     publisher.fail = True
     with pytest.raises(Unavailable):
         service.consume(1, "c1", "api_calls", 50, "e1")
-    assert service.check(1, "c1", "api_calls").used == 0
+    assert service.check(1, "c1", "api_calls").used == 50
+    assert service.consume(1, "c1", "api_calls", 1, "e2")[0] == 403
     publisher.fail = False
-    assert service.consume(1, "c1", "api_calls", 50, "e1")[0] == 200
+    clock.advance(13 * 3600)  # the retry is on the next UTC day: the event keeps its first time
+    status, body = service.consume(1, "c1", "api_calls", 7, "e1")
+    assert (status, body["used"]) == (200, 50)
+    (event,) = publisher.events
+    assert (event.id, event.value, event.timestamp_ms) == ("e1", 50.0, publisher.attempts[0])
+
+
+def test_a_concurrent_consume_waits_for_the_first_answer_or_takes_over_a_lapsed_claim(
+    parts: dict[str, object],
+) -> None:
+    service, publisher, answers = parts["service"], parts["publisher"], parts["answers"]
+    assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    assert isinstance(answers, MemoryAnswerStore)
+    first = ConsumeEvent("c1", "api_calls", 9.0, 1_000)
+    assert answers.claim(1, "e1", first, 30.0).owner
+    service.options = replace(service.options, claim_wait_s=0.05)
+    with pytest.raises(Unavailable):
+        service.consume(1, "c1", "api_calls", 2, "e1")
+    service.options = replace(service.options, claim_lease_s=0.0)
+    status, body = service.consume(1, "c1", "api_calls", 2, "e1")
+    assert (status, body["used"]) == (200, 9)
+    assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(9.0, 1_000)]
+
+
+def test_a_failed_decision_gives_the_claim_up_for_the_retry(parts: dict[str, object]) -> None:
+    service, clock = parts["service"], parts["clock"]
+    assert isinstance(service, EntitlementService) and isinstance(clock, FakeClock)
+    first_ms = clock.now_ms()
+    healthy = service._view
+    service._view = None  # type: ignore[assignment]  # any error while deciding
+    with pytest.raises(AttributeError):
+        service.consume(1, "c1", "api_calls", 5, "e1")
+    service._view = healthy
+    clock.advance(60)
+    status, body = service.consume(1, "c1", "api_calls", 7, "e1")
+    assert (status, body["used"]) == (200, 5)
+    publisher = parts["publisher"]
+    assert isinstance(publisher, Publisher)
+    assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(5.0, first_ms)]
 
 
 def test_consume_rejects_bad_input_and_unknown_features(parts: dict[str, object]) -> None:
@@ -120,3 +172,50 @@ def test_changes_invalidate_cached_plan_data(parts: dict[str, object]) -> None:
     grants.add(1, NewGrant("c1", "api_calls", "top_up", 500, since))  # type: ignore[attr-defined]
     service.invalidate(1, "c1")
     assert service.check(1, "c1", "api_calls").limit == 1500
+
+
+def test_a_view_found_not_ready_is_decided_from_the_rollups_whatever_readiness_was_cached() -> None:
+    clock = FakeClock(datetime(2026, 11, 18, 12, tzinfo=UTC))
+    catalogs = MemoryCatalogRepository()
+    catalogs.apply(1, small_catalog())
+    view, rollups = MemoryUsageView(clock), MemoryUsageQuery()
+    usage = FallbackUsage(view, ViewUsage(view), RollupUsage(rollups), ready_ttl=60.0)
+    subs, grants = MemorySubscriptionRepository(), MemoryGrantRepository(MemoryCustomerRepository())
+    service = EntitlementService(
+        catalogs, subs, grants, usage, view, Publisher(), MemoryAnswerStore(), clock
+    )
+    minute = clock.now().replace(minute=0)
+    rollups.add(1, "c1", "api_calls", Aggregation.SUM, minute, 40.0, 1, clock.now_ms())
+    view.apply([Delta(1, "c1", "api_calls", Aggregation.SUM, to_ms(minute), 40.0, 1, 0)], [])
+    assert usage.view_ready()  # cached for a minute
+    view.flush()
+    assert service.check(1, "c1", "api_calls").used == 40
+    assert service.consume(1, "c1", "api_calls", 11, "e1")[0] == 403
+    assert service.consume(1, "c1", "api_calls", 10, "e2")[0] == 200
+
+
+def test_a_consume_in_a_periods_last_seconds_is_stamped_and_held_at_its_attributed_instant(
+    parts: dict[str, object],
+) -> None:
+    """A billing period ending at 12:00:30: the minute 12:00 belongs to the next period, so a
+    consume at 12:00:10 is attributed to 11:59:59.999, and its retry a minute later (the next
+    period by then) publishes that same instant and keeps the reservation in its period."""
+    service, publisher, clock = parts["service"], parts["publisher"], parts["clock"]
+    subs, view = parts["subs"], parts["view"]
+    assert isinstance(service, EntitlementService) and isinstance(publisher, Publisher)
+    assert isinstance(clock, FakeClock) and isinstance(view, MemoryUsageView)
+    start = datetime(2026, 10, 18, 12, 0, 30, tzinfo=UTC)
+    end = datetime(2026, 11, 18, 12, 0, 30, tzinfo=UTC)
+    subs.put(Subscription(1, "c1", "power", current_period_start=start, current_period_end=end))  # type: ignore[attr-defined]
+    clock.advance(10)
+    publisher.fail = True
+    with pytest.raises(Unavailable):
+        service.consume(1, "c1", "api_calls", 5, "e1")
+    at = to_ms(end) - 30_001
+    assert publisher.attempts == [at]
+    publisher.fail = False
+    clock.advance(60)
+    assert service.consume(1, "c1", "api_calls", 5, "e1")[0] == 200
+    assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(5.0, at)]
+    held = view.reserve(1, "c1", "api_calls", "probe", 0, -1, to_ms(start), to_ms(end), at)
+    assert held.pending == 5

@@ -50,7 +50,7 @@ def test_200_consumers_in_the_last_minutes_of_a_period_ending_at_37(redis_url: s
 
     def consume(i: int) -> tuple[str, int] | None:
         barrier.wait()
-        r = view.reserve(1, "c", "m", f"e{i}", 1, LIMIT, start, end, 3600)
+        r = view.reserve(1, "c", "m", f"e{i}", 1, LIMIT, start, end, clock.now_ms())
         return (f"e{i}", r.at_ms) if r.granted else None
 
     with ThreadPoolExecutor(CONSUMERS) as threads:
@@ -60,4 +60,4 @@ def test_200_consumers_in_the_last_minutes_of_a_period_ending_at_37(redis_url: s
         d = Delta(1, "c", "m", Aggregation.SUM, floor_to(at, MINUTE_MS), 1.0, 1, at)
         view.apply([d], [ReservationKey(1, "c", "m", event_id)])
     assert view.usage(1, "c", "m", Aggregation.SUM, start, end) == LIMIT
-    assert not view.reserve(1, "c", "m", "late", 1, LIMIT, start, end, 3600).granted
+    assert not view.reserve(1, "c", "m", "late", 1, LIMIT, start, end, clock.now_ms()).granted

@@ -13,12 +13,15 @@ from meterline.view import (
     ApplyOutcome,
     Delta,
     Gate,
+    PendingReservation,
     ReservationKey,
     SyncedView,
     ViewNotReady,
 )
 from meterline.view.model import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, fold, merge
 from tests.view.support import T0, Rig, RigFactory
+
+NOW = T0 + 30 * MINUTE_MS
 
 
 def delta(minute_ms: int, value: float, agg: Aggregation = Aggregation.SUM, **kw: object) -> Delta:
@@ -79,7 +82,7 @@ def test_recent_minutes(view: SyncedView, clock: FakeClock) -> None:
 
 def test_reserve_grants_up_to_the_limit(view: SyncedView) -> None:
     view.apply([delta(T0, 6)], [])
-    args = (T0, T0 + DAY_MS, 60)
+    args = (T0, T0 + DAY_MS, NOW)
     first = view.reserve(1, "c1", "m", "e1", 3, 10, *args)
     assert (first.granted, first.used, first.pending) == (True, 6, 0)
     refused = view.reserve(1, "c1", "m", "e2", 2, 10, *args)
@@ -91,7 +94,7 @@ def test_reserve_grants_up_to_the_limit(view: SyncedView) -> None:
 
 
 def test_apply_swaps_pending_for_usage_atomically(view: SyncedView) -> None:
-    args = (T0, T0 + DAY_MS, 60)
+    args = (T0, T0 + DAY_MS, NOW)
     assert view.reserve(1, "c1", "m", "e1", 4, 5, *args).granted
     view.apply([delta(T0 + MINUTE_MS, 4)], [ReservationKey(1, "c1", "m", "e1")])
     r = view.reserve(1, "c1", "m", "e2", 1, 5, *args)
@@ -100,14 +103,37 @@ def test_apply_swaps_pending_for_usage_atomically(view: SyncedView) -> None:
     assert not view.reserve(1, "c1", "m", "e3", 1, 5, *args).granted
 
 
-def test_release_and_expiry(view: SyncedView, clock: FakeClock) -> None:
+def test_release_and_no_lapse(view: SyncedView, clock: FakeClock) -> None:
     args = (T0, T0 + DAY_MS)
-    assert view.reserve(1, "c1", "m", "e1", 5, 5, *args, 60).granted
-    assert not view.reserve(1, "c1", "m", "e2", 5, 5, *args, 60).granted
+    assert view.reserve(1, "c1", "m", "e1", 5, 5, *args, NOW).granted
+    assert not view.reserve(1, "c1", "m", "e2", 5, 5, *args, NOW).granted
     view.release(1, "c1", "m", "e1")
-    assert view.reserve(1, "c1", "m", "e2", 5, 5, *args, 10).granted
-    clock.advance(11)
-    assert view.reserve(1, "c1", "m", "e3", 5, 5, *args, 10).granted
+    assert view.reserve(1, "c1", "m", "e2", 5, 5, *args, NOW).granted
+    clock.advance(2 * 3600)
+    refused = view.reserve(1, "c1", "m", "e3", 5, 5, *args, NOW)
+    assert (refused.granted, refused.pending) == (False, 5)
+
+
+def test_a_reservation_counts_in_the_period_of_its_event(view: SyncedView) -> None:
+    before = view.reserve(1, "c1", "m", "e1", 5, None, T0 - DAY_MS, T0, T0 - MINUTE_MS)
+    assert before.granted and before.at_ms == T0 - MINUTE_MS
+    assert view.reserve(1, "c1", "m", "e2", 1, 1, T0, T0 + DAY_MS, NOW).pending == 0
+    clamped = view.reserve(1, "c1", "m", "e3", 1, None, T0, T0 + DAY_MS, T0 - MINUTE_MS)
+    assert clamped.at_ms == T0
+
+
+def test_restored_reservations_count_and_never_replace(view: SyncedView) -> None:
+    key = ReservationKey(1, "c1", "m", "e1")
+    assert view.reserve(1, "c1", "m", "e1", 2, None, T0, T0 + DAY_MS, NOW).granted
+    view.restore_reservations(
+        [
+            PendingReservation(key, 9, NOW),
+            PendingReservation(ReservationKey(1, "c1", "m", "e2"), 3, NOW),
+        ]
+    )
+    r = view.reserve(1, "c1", "m", "e3", 1, 5, T0, T0 + DAY_MS, NOW)
+    assert (r.granted, r.pending) == (False, 5)
+    assert view.held_ids(1, "c1", "m") == {"e1", "e2"} and view.held_ids(1, "c2", "m") == set()
 
 
 def test_gated_apply(view: SyncedView) -> None:
@@ -123,7 +149,7 @@ def test_gated_apply(view: SyncedView) -> None:
 
 def test_rebuild_cycle(view: SyncedView) -> None:
     view.apply([delta(T0, 1)], [])
-    assert view.reserve(1, "c1", "m", "e1", 1, None, T0, T0 + DAY_MS, 60).granted
+    assert view.reserve(1, "c1", "m", "e1", 1, None, T0, T0 + DAY_MS, NOW).granted
     token = view.begin_rebuild(30)
     assert token is not None and view.begin_rebuild(30) is None
     assert view.watermarks() is None
@@ -167,9 +193,9 @@ def _month_later(ms: int, months: int = 1) -> int:
     return to_ms(add_months(from_ms(ms), months))
 
 
-def _consume(rig: Rig, event_id: str, limit: float, start: int, end: int) -> bool:
-    """Reserve one unit and, when granted, count its event at the instant it was given."""
-    r = rig.view.reserve(1, "c1", "m", event_id, 1, limit, start, end, 3600)
+def _consume(rig: Rig, clock: FakeClock, event_id: str, limit: float, start: int, end: int) -> bool:
+    """Reserve one unit now and, when granted, count its event at the instant it was given."""
+    r = rig.view.reserve(1, "c1", "m", event_id, 1, limit, start, end, clock.now_ms())
     if r.granted:
         counted = [ReservationKey(1, "c1", "m", event_id)]
         rig.record([delta(floor_to(r.at_ms, MINUTE_MS), 1, latest_ms=r.at_ms)], counted)
@@ -183,16 +209,16 @@ def test_a_ragged_period_counts_its_first_and_last_partial_hours(
     start = T0 + 3 * HOUR_MS + 12 * MINUTE_MS + 30_000
     end = _month_later(start)
     clock._ms = start + 5 * MINUTE_MS
-    assert _consume(rig, "e1", 3, start, end) and _consume(rig, "e2", 3, start, end)
+    assert _consume(rig, clock, "e1", 3, start, end) and _consume(rig, clock, "e2", 3, start, end)
     clock._ms = end - 10 * MINUTE_MS
     assert rig.view.usage(1, "c1", "m", Aggregation.SUM, start, end) == 2
-    assert rig.view.reserve(1, "c1", "m", "e3", 1, 3, start, end, 3600).granted
-    assert not rig.view.reserve(1, "c1", "m", "e4", 1, 3, start, end, 3600).granted
+    assert rig.view.reserve(1, "c1", "m", "e3", 1, 3, start, end, clock.now_ms()).granted
+    assert not rig.view.reserve(1, "c1", "m", "e4", 1, 3, start, end, clock.now_ms()).granted
     clock._ms = end - 10_000
-    last = rig.view.reserve(1, "c1", "m", "e5", 1, 3, start, end, 3600)
+    last = rig.view.reserve(1, "c1", "m", "e5", 1, 3, start, end, clock.now_ms())
     assert not last.granted and last.used == 3
     clock._ms = end + 5_000
-    nxt = rig.view.reserve(1, "c1", "m", "e6", 1, 3, end, _month_later(end), 3600)
+    nxt = rig.view.reserve(1, "c1", "m", "e6", 1, 3, end, _month_later(end), clock.now_ms())
     assert nxt.granted and nxt.used == 0
 
 
@@ -202,13 +228,13 @@ def test_the_minute_holding_a_boundary_belongs_to_the_later_period(
     start = T0 + 3 * HOUR_MS + 12 * MINUTE_MS + 30_000
     end = _month_later(start)
     clock._ms = end - 10_000
-    granted = rig.view.reserve(1, "c1", "m", "e1", 1, 1, start, end, 3600)
+    granted = rig.view.reserve(1, "c1", "m", "e1", 1, 1, start, end, clock.now_ms())
     assert granted.granted and granted.at_ms == floor_to(end, MINUTE_MS) - 1
     rig.record([delta(floor_to(end, MINUTE_MS), 7)])
     assert rig.view.usage(1, "c1", "m", Aggregation.SUM, start, end) == 0
     assert rig.view.usage(1, "c1", "m", Aggregation.SUM, end, _month_later(end)) == 7
     clock._ms = end + 1_000
-    later = rig.view.reserve(1, "c1", "m", "e2", 1, 10, end, _month_later(end), 3600)
+    later = rig.view.reserve(1, "c1", "m", "e2", 1, 10, end, _month_later(end), clock.now_ms())
     assert later.used == 7 and later.at_ms == end + 1_000
 
 
@@ -221,23 +247,23 @@ def test_a_yearly_period_counts_its_first_months(rig: Rig, clock: FakeClock) -> 
     rig.record([delta(start + DAY_MS, 5), delta(_month_later(start, 4), 1)])
     rig.record([delta(floor_to(now, MINUTE_MS), 1)])
     assert rig.view.usage(1, "c1", "m", Aggregation.SUM, start, end) == 9
-    assert not rig.view.reserve(1, "c1", "m", "e1", 2, 10, start, end, 3600).granted
-    assert rig.view.reserve(1, "c1", "m", "e2", 1, 10, start, end, 3600).granted
+    assert not rig.view.reserve(1, "c1", "m", "e1", 2, 10, start, end, clock.now_ms()).granted
+    assert rig.view.reserve(1, "c1", "m", "e2", 1, 10, start, end, clock.now_ms()).granted
 
 
 def test_a_late_event_in_an_archived_part_counts_at_once(rig: Rig, clock: FakeClock) -> None:
     start = _month_later(clock.now_ms(), -1) + 7 * MINUTE_MS
     end = _month_later(start)
     rig.record([delta(floor_to(start, MINUTE_MS) + MINUTE_MS, 4)])
-    assert rig.view.reserve(1, "c1", "m", "e1", 1, 6, start, end, 3600).used == 4
+    assert rig.view.reserve(1, "c1", "m", "e1", 1, 6, start, end, clock.now_ms()).used == 4
     rig.record([delta(floor_to(start, MINUTE_MS) + 2 * MINUTE_MS, 1)])
     rig.record([delta(floor_to(start + 3 * DAY_MS, MINUTE_MS), 1)])
-    refused = rig.view.reserve(1, "c1", "m", "e2", 1, 6, start, end, 3600)
+    refused = rig.view.reserve(1, "c1", "m", "e2", 1, 6, start, end, clock.now_ms())
     assert (refused.granted, refused.used) == (False, 7)
 
 
 def test_reserve_is_refused_while_the_view_is_not_ready(rig: Rig, clock: FakeClock) -> None:
-    args = (T0, T0 + DAY_MS, 60)
+    args = (T0, T0 + DAY_MS, NOW)
     assert rig.view.reserve(1, "c1", "m", "e1", 1, 5, *args).granted
     rig.flush()
     with pytest.raises(ViewNotReady):
@@ -249,3 +275,21 @@ def test_reserve_is_refused_while_the_view_is_not_ready(rig: Rig, clock: FakeClo
     assert refused.value.status == 503
     assert rig.view.finish_rebuild(token, {})
     assert rig.view.reserve(1, "c1", "m", "e4", 1, 5, *args).granted
+
+
+def test_a_view_not_ready_decides_against_the_usage_counted_elsewhere(rig: Rig) -> None:
+    args = (T0, T0 + DAY_MS, NOW)
+    rig.record([delta(T0, 2)])
+    assert rig.view.reserve(1, "c1", "m", "e1", 1, 10, *args).granted
+    rig.flush()
+    refused = rig.view.reserve(1, "c1", "m", "e2", 6, 10, *args, counted=5)
+    assert (refused.granted, refused.used, refused.pending) == (False, 5, 0)
+    assert rig.view.reserve(1, "c1", "m", "e3", 5, 10, *args, counted=5).granted
+    token = rig.view.begin_rebuild(30)
+    assert token is not None
+    rig.view.load(token, [delta(T0, 2)])
+    partial = rig.view.reserve(1, "c1", "m", "e4", 2, 10, *args, counted=2)
+    assert (partial.granted, partial.used, partial.pending) == (False, 9, 5)
+    assert rig.view.finish_rebuild(token, {})
+    ready = rig.view.reserve(1, "c1", "m", "e5", 1, 10, *args, counted=100)
+    assert (ready.granted, ready.used) == (True, 7)

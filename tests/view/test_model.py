@@ -27,7 +27,7 @@ from tests.view.support import Rig, RigFactory
 
 RUNS = int(os.environ.get("METERLINE_MODEL_RUNS", "3"))
 STEPS = int(os.environ.get("METERLINE_MODEL_STEPS", "40"))
-DAY_S = 86_400  # reservations are held 400 days: their lapse is not modelled here
+DAY_S = 86_400
 
 
 def _months_later(ms: int, months: int) -> int:
@@ -105,7 +105,7 @@ class Run:
         amount = self.rng.randint(1, 5)
         before = o.used() + o.held()
         got = self.rig.view.reserve(
-            1, "c", "m", event_id, amount, o.limit, o.start, o.end, 400 * DAY_S
+            1, "c", "m", event_id, amount, o.limit, o.start, o.end, self.clock.now_ms()
         )
         again = event_id in o.pending or event_id in o.counted
         assert got.used == before

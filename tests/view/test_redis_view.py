@@ -24,4 +24,4 @@ def test_a_period_older_than_the_keys_without_an_archive_is_not_answered(redis_u
     with pytest.raises(ViewNotReady):
         view.usage(1, "c", "m", Aggregation.SUM, start, end)
     with pytest.raises(ViewNotReady):
-        view.reserve(1, "c", "m", "e1", 1, 10, start, end, 60)
+        view.reserve(1, "c", "m", "e1", 1, 10, start, end, now)
