@@ -41,7 +41,8 @@ def close_period(
     period_end = max(item["current_period_end"] for item in items)
     if emu.clock.now() < period_end:
         emu.clock.advance(period_end - emu.clock.now())
-    lines = [line for item in items for line in _lines(emu, sub, item)]
+    retired = sub.pop("_retired", [])
+    lines = [line for item in retired + items for line in _lines(emu, sub, item)]
     period_start = min(item["current_period_start"] for item in items)
     ending = bool(sub["cancel_at_period_end"])
     if not ending:
@@ -71,7 +72,8 @@ def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
     price = item["price"]
     start, end = item["current_period_start"], item["current_period_end"]
     if price["recurring"]["usage_type"] == "metered":
-        quantity = _usage(emu, price, sub["customer"], start, end)
+        window = max(start, item.get("_billed_from", start)), item.get("_billed_until", end)
+        quantity = _usage(emu, price, sub["customer"], *window)
         return [_line(item, sub, quantity, start, end)]
     if sub["cancel_at_period_end"]:
         return []
