@@ -70,10 +70,12 @@ def _advance_items(sub: JSON, items: list[JSON]) -> None:
 
 def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
     price = item["price"]
-    start, end = item["current_period_start"], item["current_period_end"]
+    start: int = item["current_period_start"]
+    end: int = item["current_period_end"]
     if price["recurring"]["usage_type"] == "metered":
-        window = max(start, item.get("_billed_from", start)), item.get("_billed_until", end)
-        quantity = _usage(emu, price, sub["customer"], *window)
+        since: int = max(start, item.get("_billed_from", start))
+        until: int = item.get("_billed_until", end)
+        quantity = _usage(emu, price, sub["customer"], since, until)
         return [_line(item, sub, quantity, start, end)]
     if sub["cancel_at_period_end"]:
         return []
