@@ -30,12 +30,13 @@ from meterline.clock import Clock
 from meterline.stripe.meter_events import same_under_quantum
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Discrepancy, ReconciliationStore
+from reporter.contexts import ContextHistory, load_history
 from reporter.ledger import LedgerRow, ReportLedger
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier
 from reporter.push import UNCONFIRMED_HORIZON
 from reporter.rollups import period_maxima, slot_usage
-from reporter.scope import BilledCustomer, BilledMeter, TenantScope, load_scope, tenant_ids
+from reporter.scope import BilledMeter, tenant_ids
 from reporter.settings import ReporterSettings
 from reporter.slots import HOUR, floor_hour
 
@@ -159,7 +160,9 @@ class Reconciler:
     def _tenant(self, tenant_id: int, window: tuple[datetime, datetime], trigger: str) -> RunResult:
         run_id = self._store.start_run(tenant_id, window, trigger)
         try:
-            found, hours, ours, theirs = self._compare(load_scope(self._pool, tenant_id), window)
+            with self._pool.connection() as conn:
+                history = load_history(conn, tenant_id)
+            found, hours, ours, theirs = self._compare(history, window)
         except Exception as exc:
             self._store.finish_run(run_id, 0, Decimal(0), Decimal(0), 0, str(exc) or repr(exc))
             self._metrics.reconcile_runs.labels("failed").inc()
@@ -176,25 +179,25 @@ class Reconciler:
         return RunResult(tenant_id, run_id, window, hours, found, opened)
 
     def _compare(
-        self, scope: TenantScope, window: tuple[datetime, datetime]
+        self, history: ContextHistory, window: tuple[datetime, datetime]
     ) -> tuple[list[Discrepancy], int, Decimal, Decimal]:
         figures: dict[PairKey, dict[datetime, HourFigures]] = defaultdict(dict)
-        self._add_ours(scope, window, figures)
-        self._add_sent(scope, window, figures)
-        pairs = list(scope.pairs())
+        self._add_ours(history, window, figures)
+        self._add_sent(history, window, figures)
+        pairs = sorted(_billed_pairs(history, window))
         with ThreadPoolExecutor(self._settings.summary_workers) as pool:
-            answers = pool.map(lambda p: self._stripe(p[0], p[1], window), pairs)
-            for (customer, meter), stripe in zip(pairs, answers, strict=True):
+            answers = pool.map(lambda p: self._stripe(p[2], p[3], window), pairs)
+            for (customer, meter, _, _), stripe in zip(pairs, answers, strict=True):
                 for hour, value in stripe.items():
-                    _hour(figures, (customer.customer, meter.key), hour).stripe = value
+                    _hour(figures, (customer, meter), hour).stripe += value
         found: list[Discrepancy] = []
         hours = 0
         ours = theirs = Decimal(0)
         for (customer_key, meter_key), by_hour in sorted(figures.items()):
-            billed = scope.meter(customer_key, meter_key)
-            if billed is None:
-                continue
             for hour, f in sorted(by_hour.items()):
+                billed = _billed_in(history, customer_key, meter_key, hour)
+                if billed is None:
+                    continue
                 hours += 1
                 ours += f.ours
                 theirs += f.stripe
@@ -203,15 +206,15 @@ class Reconciler:
 
     def _add_ours(
         self,
-        scope: TenantScope,
+        history: ContextHistory,
         window: tuple[datetime, datetime],
         figures: dict[PairKey, dict[datetime, HourFigures]],
     ) -> None:
         with self._pool.connection() as conn:
-            usage = slot_usage(conn, scope.tenant_id, window[0], window[1])
-            usage = period_maxima(conn, scope, usage, window[0], window[0])
+            usage = slot_usage(conn, history.tenant_id, window[0], window[1])
+            usage = period_maxima(conn, history.scope(), usage, window[0], window[0])
         for u in sorted(usage, key=lambda u: u.start):
-            meter = scope.meter(u.customer, u.meter)
+            meter = history.meter(u.customer, u.meter, u.start)
             if meter is None:
                 continue
             f = _hour(figures, (u.customer, u.meter), floor_hour(u.start))
@@ -220,27 +223,54 @@ class Reconciler:
 
     def _add_sent(
         self,
-        scope: TenantScope,
+        history: ContextHistory,
         window: tuple[datetime, datetime],
         figures: dict[PairKey, dict[datetime, HourFigures]],
     ) -> None:
-        rows = self._ledger.tenant_window(scope.tenant_id, window[0], window[1])
+        rows = self._ledger.tenant_window(history.tenant_id, window[0], window[1])
         retrying_since = self._clock.now() - UNCONFIRMED_HORIZON
         for row in rows:
-            meter = scope.meter(row.customer, row.meter)
+            meter = _billed_in(history, row.customer, row.meter, floor_hour(row.slot_start))
             if meter is None or row.status == "canceled":
                 continue
             f = _hour(figures, (row.customer, row.meter), floor_hour(row.slot_start))
             _add_row(f, row, meter.formula, retrying_since)
 
     def _stripe(
-        self, customer: BilledCustomer, meter: BilledMeter, window: tuple[datetime, datetime]
+        self, stripe_customer: str, meter_id: str, window: tuple[datetime, datetime]
     ) -> dict[datetime, Decimal]:
         start, end = int(window[0].timestamp()), int(window[1].timestamp())
-        values = self._summaries.hourly(
-            meter.stripe_meter_id, customer.stripe_customer_id, start, end
-        )
+        values = self._summaries.hourly(meter_id, stripe_customer, start, end)
         return {datetime.fromtimestamp(h, UTC): v for h, v in values.items()}
+
+
+def _billed_pairs(
+    history: ContextHistory, window: tuple[datetime, datetime]
+) -> set[tuple[str, str, str, str]]:
+    """(customer, meter, Stripe customer, Stripe meter) of every context in force during
+    `window` that bills the meter: one summaries call each."""
+    out = set()
+    for customer, contexts in history.contexts.items():
+        for n, c in enumerate(contexts):
+            until = contexts[n + 1].since if n + 1 < len(contexts) else window[1]
+            if c.since < window[1] and until > window[0]:
+                out |= {(customer, k, c.stripe_customer_id, m.stripe_meter_id)
+                        for k, m in c.meters.items()}  # fmt: skip
+    return out
+
+
+def _billed_in(
+    history: ContextHistory, customer: str, meter: str, hour: datetime
+) -> BilledMeter | None:
+    """The meter as billed during `hour`: by the context at its start, else by one that
+    begins within it."""
+    found = history.meter(customer, meter, hour)
+    if found is not None:
+        return found
+    for c in history.contexts.get(customer, ()):
+        if hour < c.since < hour + HOUR and meter in c.meters:
+            return c.meters[meter]
+    return None
 
 
 def _add_row(f: HourFigures, row: LedgerRow, formula: str, retrying_since: datetime) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from meterline.catalog.model import Aggregation, Catalog
+from meterline.catalog.model import Aggregation, Catalog, Plan
 from meterline.catalog.repository import PostgresCatalogRepository
 
 # Catalog aggregation -> Stripe meter formula (interface 4 of the design).
@@ -84,7 +84,7 @@ def load_scope(pool: ConnectionPool, tenant_id: int) -> TenantScope:
         return scope
     catalog = current[1]
     with pool.connection() as conn:
-        meters = _stripe_meters(conn, tenant_id)
+        meters = stripe_meters(conn, tenant_id)
         rows = _customers(conn, tenant_id)
     for row in rows:
         customer = _billed(catalog, meters, row)
@@ -93,7 +93,7 @@ def load_scope(pool: ConnectionPool, tenant_id: int) -> TenantScope:
     return scope
 
 
-def _stripe_meters(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, tuple[str, str]]:
+def stripe_meters(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, tuple[str, str]]:
     rows = conn.execute(
         "SELECT key, stripe_id, event_name FROM stripe_objects "
         "WHERE tenant_id = %s AND kind = 'meter' AND event_name IS NOT NULL",
@@ -119,6 +119,16 @@ def _billed(
     plan = catalog.plan(plan_key) if plan_key else catalog.default_plan
     if plan is None:
         return None
+    billed = billed_meters(catalog, meters, plan)
+    if not billed:
+        return None
+    return BilledCustomer(customer, stripe_id, plan.key, billed, start, end)
+
+
+def billed_meters(
+    catalog: Catalog, meters: dict[str, tuple[str, str]], plan: Plan
+) -> dict[str, BilledMeter]:
+    """The meters `plan` bills that have a Stripe meter, with their prices."""
     billed: dict[str, BilledMeter] = {}
     for key, price in plan.metered_prices.items():
         meter = catalog.meter(key)
@@ -133,6 +143,4 @@ def _billed(
             price.unit_amount_decimal,
             price.currency,
         )
-    if not billed:
-        return None
-    return BilledCustomer(customer, stripe_id, plan.key, billed, start, end)
+    return billed
