@@ -98,8 +98,9 @@ class ReportLedger:
             for r in rows:
                 copy.write_row(_tuple(r))
 
-    def settle(self, results: Sequence[SendResult]) -> None:
-        """Record Stripe's answers: landed events become `sent`, refused ones `rejected`."""
+    def settle(self, results: Sequence[SendResult], at: datetime | None = None) -> None:
+        """Record Stripe's answers: landed events become `sent`, refused ones `rejected`;
+        `sent_at` is `at` (the reporter's clock), else Postgres's."""
         if not results:
             return
         idents = [r.identifier for r in results]
@@ -107,10 +108,11 @@ class ReportLedger:
         errors = [r.error for r in results]
         with self._pool.connection() as conn:
             conn.execute(
-                "UPDATE report_ledger l SET status = u.status, error = u.error, sent_at = now() "
+                "UPDATE report_ledger l SET status = u.status, error = u.error, "
+                "sent_at = coalesce(%s::timestamptz, now()) "
                 "FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(identifier, status, error) "
                 "WHERE l.identifier = u.identifier AND l.status = 'pending'",
-                (idents, statuses, errors),
+                (at, idents, statuses, errors),
             )
 
     def pending(self, tenants: Sequence[int] | None = None, limit: int = 10_000) -> list[LedgerRow]:

@@ -220,7 +220,7 @@ class Pusher:
     def _settle(
         self, results: Sequence[SendResult], rows: Sequence[LedgerRow], report: PushReport
     ) -> None:
-        self._ledger.settle(results)
+        self._ledger.settle(results, self._clock.now())
         by_id = {r.identifier: r for r in rows}
         rejected = []
         for result in results:

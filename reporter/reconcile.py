@@ -23,11 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.clock import Clock
-from meterline.stripe.meter_events import same_under_quantum
+from meterline.stripe.meter_events import STRIPE_PAST_WINDOW_S, same_under_quantum
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.contexts import ContextHistory, load_history
@@ -157,6 +159,26 @@ class Reconciler:
         self._metrics.open_alerts.set(self._store.open_count())
         return results
 
+    def run_due(self, day: date, trigger: str = "scheduled") -> list[RunResult]:
+        """The nightly run: `day` and, per tenant, every day touched since the tenant's last
+        nightly run (`touched_days`), oldest first. Raises only for Postgres failures."""
+        results = []
+        for tenant_id in tenant_ids(self._pool):
+            with self._pool.connection() as conn:
+                scanned_to, days = touched_days(conn, tenant_id, STRIPE_PAST_WINDOW_S)
+            for d in sorted(days | {day}):
+                window = self.window(d)
+                if window[1] > window[0]:
+                    results.append(self._tenant(tenant_id, window, trigger))
+            with self._pool.connection() as conn:
+                conn.execute(
+                    "INSERT INTO report_reconcile_marks (tenant_id, scanned_to) VALUES (%s, %s) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET scanned_to = EXCLUDED.scanned_to",
+                    (tenant_id, scanned_to),
+                )
+        self._metrics.open_alerts.set(self._store.open_count())
+        return results
+
     def _tenant(self, tenant_id: int, window: tuple[datetime, datetime], trigger: str) -> RunResult:
         run_id = self._store.start_run(tenant_id, window, trigger)
         try:
@@ -183,7 +205,7 @@ class Reconciler:
     ) -> tuple[list[Discrepancy], int, Decimal, Decimal]:
         figures: dict[PairKey, dict[datetime, HourFigures]] = defaultdict(dict)
         self._add_ours(history, window, figures)
-        self._add_sent(history, window, figures)
+        rows = self._add_sent(history, window, figures)
         pairs = sorted(_billed_pairs(history, window))
         with ThreadPoolExecutor(self._settings.summary_workers) as pool:
             answers = pool.map(lambda p: self._stripe(p[2], p[3], window), pairs)
@@ -202,7 +224,36 @@ class Reconciler:
                 ours += f.ours
                 theirs += f.stripe
                 found.extend(_discrepancies(customer_key, billed, hour, f))
+        found.extend(self._after_finalized(history, rows))
         return found, hours, ours, theirs
+
+    def _after_finalized(
+        self, history: ContextHistory, rows: Sequence[LedgerRow]
+    ) -> list[Discrepancy]:
+        """Usage Stripe received after the invoice of its period was finalized: Stripe's
+        summaries hold it, the invoice never will. Only rows received after their period's
+        end are candidates, and only their customers' invoices are read (one call each)."""
+        with self._pool.connection() as conn:
+            bounds = _all_boundaries(conn, history.tenant_id)
+        late = [r for r in rows if _after_period_end(r, bounds.get(r.customer, ()))]
+        invoices = {c: self._summaries.finalized(c) for c in {r.stripe_customer_id for r in late}}
+        units: dict[tuple[str, str, datetime], Decimal] = defaultdict(Decimal)
+        for r in late:
+            at = int(r.slot_start.timestamp())
+            sent = int(r.sent_at.timestamp()) if r.sent_at else at
+            if any(s <= at < e and sent > f for s, e, f in invoices[r.stripe_customer_id]):
+                units[(r.customer, r.meter, floor_hour(r.slot_start))] += r.value
+        out = []
+        for (customer, meter, hour), value in sorted(units.items()):
+            billed = _billed_in(history, customer, meter, hour)
+            out.append(Discrepancy(
+                "after_invoice_finalized", customer, meter, hour, hour + HOUR, value, value,
+                value, value, billed.unit_amount_decimal if billed else None,
+                billed.currency if billed else None,
+                "Stripe received this usage after the period's invoice was finalized: it is "
+                "not on the invoice; bill it by hand (invoice item) or write it off",
+            ))  # fmt: skip
+        return out
 
     def _add_ours(
         self,
@@ -226,7 +277,7 @@ class Reconciler:
         history: ContextHistory,
         window: tuple[datetime, datetime],
         figures: dict[PairKey, dict[datetime, HourFigures]],
-    ) -> None:
+    ) -> list[LedgerRow]:
         rows = self._ledger.tenant_window(history.tenant_id, window[0], window[1])
         retrying_since = self._clock.now() - UNCONFIRMED_HORIZON
         for row in rows:
@@ -235,6 +286,7 @@ class Reconciler:
                 continue
             f = _hour(figures, (row.customer, row.meter), floor_hour(row.slot_start))
             _add_row(f, row, meter.formula, retrying_since)
+        return rows
 
     def _stripe(
         self, stripe_customer: str, meter_id: str, window: tuple[datetime, datetime]
@@ -242,6 +294,50 @@ class Reconciler:
         start, end = int(window[0].timestamp()), int(window[1].timestamp())
         values = self._summaries.hourly(meter_id, stripe_customer, start, end)
         return {datetime.fromtimestamp(h, UTC): v for h, v in values.items()}
+
+
+def touched_days(
+    conn: psycopg.Connection[Any], tenant_id: int, horizon_s: int
+) -> tuple[datetime, set[date]]:
+    """(now, the UTC days that received events or ledger rows since the tenant's mark, within
+    Stripe's window): the days whose figures may have changed since they were reconciled.
+    Postgres's clock, which stamps both. No mark yet: no days (the first run sets it)."""
+    row = conn.execute(
+        "SELECT now(), (SELECT scanned_to FROM report_reconcile_marks WHERE tenant_id = %s)",
+        (tenant_id,),
+    ).fetchone()
+    assert row is not None
+    now, mark = row
+    if mark is None:
+        return now, set()
+    floor = now - timedelta(seconds=horizon_s)
+    rows = conn.execute(
+        "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM usage_events "
+        "WHERE tenant_id = %(t)s AND received_at >= %(mark)s AND received_at < %(now)s "
+        "AND day >= %(floor)s::date AND ts >= %(floor)s "
+        "UNION SELECT DISTINCT (slot_start AT TIME ZONE 'UTC')::date FROM report_ledger "
+        "WHERE tenant_id = %(t)s AND created_at >= %(mark)s AND created_at < %(now)s "
+        "AND slot_start >= %(floor)s",
+        {"t": tenant_id, "mark": mark, "now": now, "floor": floor},
+    ).fetchall()
+    return now, {r[0] for r in rows}
+
+
+def _all_boundaries(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, list[datetime]]:
+    out: dict[str, list[datetime]] = {}
+    for customer, at in conn.execute(
+        "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s", (tenant_id,)
+    ).fetchall():
+        out.setdefault(customer, []).append(at)
+    return out
+
+
+def _after_period_end(row: LedgerRow, bounds: Sequence[datetime]) -> bool:
+    ends = [b for b in bounds if b > row.slot_start]
+    return (
+        row.status == "sent" and row.sent_at is not None and bool(ends)
+        and row.sent_at > min(ends)
+    )  # fmt: skip
 
 
 def _billed_pairs(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 
 from psycopg_pool import ConnectionPool
 
@@ -23,7 +24,7 @@ from meterline.stripe.ratelimit import TokenBucket
 from meterline.stripe.sending import RetryingSender
 from meterline.stripe.summaries import StripeSummaryReader, SummaryReader
 from meterline.tenants import PostgresTenantRepository
-from reporter.alerts import ReconciliationStore
+from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.faults import CrashingSender
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier, NullNotifier, WebhookNotifier
@@ -70,6 +71,20 @@ class Reporter:
 
     def reconcile(self, day: date, trigger: str = "scheduled") -> list[RunResult]:
         return self.reconciler.run(day, trigger)
+
+    def reconcile_nightly(self, day: date) -> list[RunResult]:
+        """`day` and every day touched by late events or corrections since the last night."""
+        return self.reconciler.run_due(day)
+
+    def flush_blocked(self, tenant_id: int, customer: str, at: datetime) -> None:
+        """The period-end flush of boundary `at` ran before the aggregator was past it."""
+        detail = (
+            "the period-end flush ran before the aggregator was past this boundary: usage it "
+            "had not committed yet goes out with later pushes, possibly after the invoice"
+        )
+        found = Discrepancy("flush_blocked", customer, "*", at, at, Decimal(0), Decimal(0),
+                            None, Decimal(0), detail=detail)  # fmt: skip
+        self.store.record(tenant_id, None, [found])
 
     def close(self) -> None:
         self.pool.close()
