@@ -39,6 +39,7 @@ from meterline.stripe.meter_events import (
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.boundaries import BoundaryKeeper
 from reporter.contexts import ContextHistory
+from reporter.lag import LagGauge
 from reporter.ledger import LedgerRow, Reported, ReportLedger, SlotKey
 from reporter.metrics import ReporterMetrics
 from reporter.rollups import SlotUsage, late_hours, period_maxima, slot_usage
@@ -85,9 +86,11 @@ class Pusher:
         clock: Clock,
         store: ReconciliationStore,
         metrics: ReporterMetrics,
+        lag: LagGauge | None = None,
     ) -> None:
         self._pool = pool
         self._sender = sender
+        self._lag = lag
         self._settings = settings
         self._clock = clock
         self._store = store
@@ -181,6 +184,16 @@ class Pusher:
         report.too_late += too_late
         self._metrics.events.labels("too_late").inc(too_late)
         self._send([r for r in plan.rows if r.status == "pending"], report)
+        self._probe(history, plan.rows)
+
+    def _probe(self, history: ContextHistory, rows: Sequence[LedgerRow]) -> None:
+        """Offer the run's last sum row to the lag gauge (it keeps one probe open)."""
+        sums = [r for r in rows if r.status == "pending"]
+        for row in reversed(sums):
+            meter = history.meter(row.customer, row.meter, row.slot_start)
+            if self._lag is not None and meter is not None and meter.formula == "sum":
+                self._lag.probe(row, meter.stripe_meter_id)
+                return
 
     def _usage(
         self, scope: TenantScope, since: datetime, until: datetime, now: datetime

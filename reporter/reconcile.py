@@ -33,6 +33,7 @@ from meterline.stripe.meter_events import STRIPE_PAST_WINDOW_S, same_under_quant
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.contexts import ContextHistory, load_history
+from reporter.lag import LagGauge
 from reporter.ledger import LedgerRow, ReportLedger
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier
@@ -129,6 +130,7 @@ class Reconciler:
         store: ReconciliationStore,
         metrics: ReporterMetrics,
         notifier: Notifier,
+        lag: LagGauge | None = None,
     ) -> None:
         self._pool = pool
         self._summaries = summaries
@@ -137,12 +139,15 @@ class Reconciler:
         self._store = store
         self._metrics = metrics
         self._notifier = notifier
+        self._lag = lag
         self._ledger = ReportLedger(pool)
 
     def window(self, day: date) -> tuple[datetime, datetime]:
-        """The day's hours that Stripe has had time to summarize."""
+        """The day's hours that Stripe has had time to summarize: ended the lag allowance ago
+        (measured by the lag gauge, else `stripe_lag_s`)."""
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        settled = floor_hour(self._clock.now() - timedelta(seconds=self._settings.stripe_lag_s))
+        lag = self._lag.allowance_s() if self._lag else self._settings.stripe_lag_s
+        settled = floor_hour(self._clock.now() - timedelta(seconds=lag))
         return start, min(start + timedelta(days=1), settled)
 
     def run(

@@ -11,7 +11,9 @@ A background thread wakes every `tick_s` seconds and decides, from the injectabl
   partition that event came through; see the README's known limits). A boundary not passed
   within `flush_wait_s` (30 min, inside Stripe's hour of grace) calls `on_blocked` — an alert —
   and is flushed anyway: what was committed is better on the invoice than not;
-- once a day at `reconcile_hour_utc`, a reconciliation of the previous UTC day.
+- once a day at `reconcile_hour_utc`, a reconciliation of the previous UTC day (and of the
+  days touched since the last one);
+- `on_tick` every tick (the lag gauge reads Stripe's summary of its open probe).
 A failing job is logged and retried on its next occasion; it never stops the thread.
 `stop()` lets a job in progress finish (SIGTERM drains).
 """
@@ -41,6 +43,7 @@ class Scheduler:
         reconcile: Callable[[date], object],
         tick_s: float = 15.0,
         on_blocked: Callable[[int, str, datetime], object] | None = None,
+        on_tick: Callable[[], object] | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -55,6 +58,7 @@ class Scheduler:
         self._last_reconciled: date | None = None
         self._waiting: list[tuple[int, str, datetime]] = []
         self._on_blocked = on_blocked or (lambda tenant, customer, at: None)
+        self._on_tick = on_tick or (lambda: None)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="reporter-scheduler", daemon=True)
@@ -76,6 +80,7 @@ class Scheduler:
     def tick(self) -> None:
         """Run whatever is due now (public for tests, which drive it with a fake clock)."""
         now = self._clock.now()
+        self._on_tick()
         self._boundary_passed(now)
         if self._push_due(now) | self._flush_due(now):
             self._push()

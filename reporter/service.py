@@ -26,6 +26,7 @@ from meterline.stripe.summaries import StripeSummaryReader, SummaryReader
 from meterline.tenants import PostgresTenantRepository
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.faults import CrashingSender
+from reporter.lag import LagGauge
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier, NullNotifier, WebhookNotifier
 from reporter.push import Pusher, PushReport
@@ -48,17 +49,19 @@ class Reporter:
     store: ReconciliationStore = field(init=False)
     pusher: Pusher = field(init=False)
     reconciler: Reconciler = field(init=False)
+    lag: LagGauge = field(init=False)
     repairs: Repairs = field(init=False)
     auth: Authenticator = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = ReconciliationStore(self.pool)
+        self.lag = LagGauge(self.pool, self.summaries, self.clock, self.settings.stripe_lag_s)
         self.pusher = Pusher(
-            self.pool, self.sender, self.settings, self.clock, self.store, self.metrics
+            self.pool, self.sender, self.settings, self.clock, self.store, self.metrics, self.lag
         )
         self.reconciler = Reconciler(
             self.pool, self.summaries, self.settings, self.clock, self.store, self.metrics,
-            self.notifier,
+            self.notifier, self.lag,
         )  # fmt: skip
         self.repairs = Repairs(self.pool, self.sender, self.summaries, self.push_tenant, self.clock)
         self.auth = Authenticator(PostgresTenantRepository(self.pool))

@@ -3,6 +3,7 @@ after its invoice was finalized is an alert of its own, with the money."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -82,3 +83,43 @@ def test_usage_received_after_its_invoice_was_finalized_raises_its_own_alert(
     (result,) = reporter.reconcile(late.date(), "manual")
     got = [(d.kind, d.window_start, d.difference, d.money_minor) for d in result.discrepancies]
     assert got == [("after_invoice_finalized", floor_hour(late), Decimal(6), Decimal(3))]
+
+
+def test_the_lag_allowance_follows_the_measured_processing_delay(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control, emulator = stripe_emulator.control, stripe_emulator.emulator
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for(stripe_lag_s=0))
+    config = emulator.config
+    emulator.config = replace(config, meter_processing_delay=3600)
+    try:
+        start = floor_hour(clock.now())
+        _move(control, clock, start + timedelta(hours=3, minutes=5) - clock.now())
+        add_usage(world, c.key, start + timedelta(hours=2, minutes=1), 4)
+        assert reporter.push().delivered == 1
+        for _ in range(3):  # Stripe has not summarized it yet: the probe stays open
+            _move(control, clock, timedelta(minutes=15))
+            reporter.lag.resolve()
+        assert reporter.lag.allowance_s() == 0
+        _move(control, clock, timedelta(minutes=16))
+        reporter.lag.resolve()
+        assert reporter.lag.allowance_s() == 2 * 3660 + 60
+
+        add_usage(world, c.key, start + timedelta(hours=3, minutes=10), 9)
+        _move(control, clock, timedelta(minutes=1))
+        assert reporter.push().delivered == 1  # hour 3 sent at 4:07, summarized at 5:07
+        _move(control, clock, timedelta(minutes=10))
+        day = (start + timedelta(hours=3)).date()
+        assert reporter.reconciler.window(day)[1] <= start + timedelta(hours=3)  # not hour 3
+        results = reporter.reconcile(day, "manual")
+        assert [d for r in results for d in r.discrepancies] == []
+    finally:
+        emulator.config = config
+
+
+def _move(control, clock, delta):
+    control.advance_clock(delta.total_seconds())
+    clock.advance(delta.total_seconds())

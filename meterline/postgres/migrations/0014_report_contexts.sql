@@ -21,6 +21,18 @@ CREATE TABLE report_reconcile_marks (
     scanned_to timestamptz NOT NULL
 );
 
+-- Probes of Stripe's processing delay (reporter/lag.py): an hour whose summary must show
+-- `expected`, sent at `sent_at`, first seen by a summary at `seen_at`.
+CREATE TABLE report_lag_probes (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stripe_meter_id    text NOT NULL,
+    stripe_customer_id text NOT NULL,
+    hour               timestamptz NOT NULL,
+    expected           numeric NOT NULL,
+    sent_at            timestamptz NOT NULL,
+    seen_at            timestamptz
+);
+
 ALTER TABLE reconciliation_alerts DROP CONSTRAINT reconciliation_alerts_kind_check;
 ALTER TABLE reconciliation_alerts ADD CONSTRAINT reconciliation_alerts_kind_check
     CHECK (kind IN ('missing_in_stripe', 'extra_in_stripe', 'value_mismatch', 'not_reported',
