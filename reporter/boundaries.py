@@ -62,37 +62,69 @@ class BoundaryKeeper:
     def sync(self, tenant_id: int) -> ContextHistory:
         """Record the tenant's new contexts and boundaries (see the module); the history after.
 
-        Raises only for Postgres failures; a refused cancel becomes a moved boundary.
+        Reads the ledger once for every hour a new boundary could split, then only the hours
+        that hold pushed rows; writes everything in one transaction. Raises only for Postgres
+        failures; a refused cancel becomes a moved boundary.
         """
         current = load_current(self._pool, tenant_id)
         with self._pool.connection() as conn:
             history = load_history(conn, tenant_id)
             bounds = _boundaries(conn, tenant_id)
-        alerts: list[Discrepancy] = []
         now_minute = ceil_minute(self._clock.now())
+        contexts: list[Context] = []
+        wanted: list[tuple[Context, datetime, bool]] = []
         for state in current:
             customer = state.context.customer
-            mine = bounds.setdefault(customer, [])
             latest = history.latest(customer)
-            changes: list[tuple[datetime, bool]] = []
             if latest is None:
-                self._insert_context(tenant_id, state.context, EPOCH)
+                contexts.append(replace(state.context, since=EPOCH))
             elif not latest.same_terms(state.context):
                 at = min(max(state.changed_at, latest.since + MINUTE), now_minute)
-                changes.append((at, True))
-            changes += [(ceil_minute(b), False) for b in state.period if b is not None]
-            for at, is_context in sorted(changes, key=lambda c: c[0]):
-                if at in mine and not is_context:
-                    continue
-                placed = at if at in mine else self._place(history, customer, at, mine, alerts)
-                self._insert_boundary(tenant_id, customer, placed)
+                wanted.append((state.context, at, True))
+            periods = {ceil_minute(b) for b in state.period if b is not None}
+            wanted += [(state.context, at, False) for at in periods - set(bounds.get(customer, ()))]
+        splits = [(c.customer, at) for c, at, _ in wanted if floor_hour(at) < at <= now_minute]
+        pushed = self._pushed_hours(tenant_id, splits)
+        alerts: list[Discrepancy] = []
+        added: list[tuple[str, datetime]] = []
+        for context, at, is_context in sorted(wanted, key=lambda w: (w[0].customer, w[1])):
+            mine = bounds.setdefault(context.customer, [])
+            placed = at
+            if at not in mine and (context.customer, floor_hour(at)) in pushed:
+                placed = self._place(history, context.customer, at, mine, alerts)
+            if placed not in mine:
                 mine.append(placed)
-                if is_context:
-                    self._insert_context(tenant_id, state.context, placed)
+                added.append((context.customer, placed))
+            if is_context:
+                contexts.append(replace(context, since=placed))
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO report_boundaries (tenant_id, customer, at) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                [(tenant_id, customer, at) for customer, at in added],
+            )
+            insert(conn, tenant_id, contexts)
         if alerts:
             self._store.record(tenant_id, None, alerts)
         with self._pool.connection() as conn:
             return load_history(conn, tenant_id)
+
+    def _pushed_hours(
+        self, tenant_id: int, splits: list[tuple[str, datetime]]
+    ) -> set[tuple[str, datetime]]:
+        """The (customer, hour) of `splits` whose hour holds rows Stripe has or may have."""
+        if not splits:
+            return set()
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT l.customer, p.hour FROM report_ledger l "
+                "JOIN unnest(%s::text[], %s::timestamptz[]) AS p(customer, hour) "
+                "ON l.customer = p.customer AND l.slot_start >= p.hour "
+                "AND l.slot_start < p.hour + interval '1 hour' "
+                "WHERE l.tenant_id = %s AND l.status IN ('sent', 'pending')",
+                ([c for c, _ in splits], [floor_hour(at) for _, at in splits], tenant_id),
+            ).fetchall()
+        return {(r[0], r[1]) for r in rows}
 
     def _place(
         self,
@@ -167,18 +199,6 @@ class BoundaryKeeper:
                 (tenant_id, customer, meter, start, end),
             ).fetchone()
         return Decimal(row[0]) if row else Decimal(0)
-
-    def _insert_boundary(self, tenant_id: int, customer: str, at: datetime) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO report_boundaries (tenant_id, customer, at) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (tenant_id, customer, at),
-            )
-
-    def _insert_context(self, tenant_id: int, context: Context, since: datetime) -> None:
-        with self._pool.connection() as conn:
-            insert(conn, tenant_id, replace(context, since=since))
 
 
 def _boundaries(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, list[datetime]]:

@@ -18,6 +18,7 @@ split).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -117,14 +118,16 @@ def load_history(conn: psycopg.Connection[Any], tenant_id: int) -> ContextHistor
     return history
 
 
-def insert(conn: psycopg.Connection[Any], tenant_id: int, context: Context) -> None:
-    conn.execute(
-        "INSERT INTO report_contexts (tenant_id, customer, since, plan, stripe_customer_id, "
-        "stripe_subscription_id, meters) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT DO NOTHING",
-        (tenant_id, context.customer, context.since, context.plan, context.stripe_customer_id,
-         context.subscription, json.dumps(_encode(context.meters))),
-    )  # fmt: skip
+def insert(conn: psycopg.Connection[Any], tenant_id: int, contexts: Sequence[Context]) -> None:
+    """Record `contexts` (on `conn`, in its transaction); an existing (customer, since) stays."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO report_contexts (tenant_id, customer, since, plan, stripe_customer_id, "
+            "stripe_subscription_id, meters) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            [(tenant_id, c.customer, c.since, c.plan, c.stripe_customer_id, c.subscription,
+              json.dumps(_encode(c.meters))) for c in contexts],
+        )  # fmt: skip
 
 
 def load_current(pool: ConnectionPool, tenant_id: int) -> list[Current]:
