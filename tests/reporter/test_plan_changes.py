@@ -45,7 +45,7 @@ def _with_basic(world, client):
 
 
 def _move_to(control, clock, when: datetime) -> None:
-    control.advance_clock(when.timestamp() - control.now())
+    control.advance_clock(max(0.0, when.timestamp() - control.now()))
     clock.set(when)
 
 
