@@ -165,13 +165,14 @@ class Reconciler:
         return results
 
     def run_due(self, day: date, trigger: str = "scheduled") -> list[RunResult]:
-        """The nightly run: `day` and, per tenant, every day touched since the tenant's last
-        nightly run (`touched_days`), oldest first. Raises only for Postgres failures."""
+        """The nightly run: `day` and, per tenant, every earlier day touched since the
+        tenant's last nightly run (`touched_days`), oldest first; later days wait for their own
+        night. Raises only for Postgres failures."""
         results = []
         for tenant_id in tenant_ids(self._pool):
             with self._pool.connection() as conn:
                 scanned_to, days = touched_days(conn, tenant_id, STRIPE_PAST_WINDOW_S)
-            for d in sorted(days | {day}):
+            for d in sorted({d for d in days if d < day} | {day}):
                 window = self.window(d)
                 if window[1] > window[0]:
                     results.append(self._tenant(tenant_id, window, trigger))
