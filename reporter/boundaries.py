@@ -179,6 +179,8 @@ class BoundaryKeeper:
         context = history.at(customer, rows[0].slot_start)
         for meter in sorted({r.meter for r in rows}):
             units = self._units(history.tenant_id, customer, meter, at, end)
+            if units == 0:
+                continue
             billed = None if context is None else context.meters.get(meter)
             out.append(Discrepancy(
                 "split_after_push", customer, meter, at, end, units, Decimal(0), None, units,
