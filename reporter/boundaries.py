@@ -106,8 +106,9 @@ class BoundaryKeeper:
             insert(conn, tenant_id, contexts)
         if alerts:
             self._store.record(tenant_id, None, alerts)
-        with self._pool.connection() as conn:
-            return load_history(conn, tenant_id)
+        for context in contexts:
+            history.add(context)
+        return history
 
     def _pushed_hours(
         self, tenant_id: int, splits: list[tuple[str, datetime]]

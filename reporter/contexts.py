@@ -82,6 +82,13 @@ class ContextHistory:
         context = self.at(customer, when)
         return None if context is None else context.meters.get(meter)
 
+    def add(self, context: Context) -> None:
+        """Insert `context` in its customer's history, in `since` order."""
+        mine = self.contexts.setdefault(context.customer, [])
+        mine.append(context)
+        if len(mine) > 1 and mine[-2].since > context.since:
+            mine.sort(key=lambda c: c.since)
+
     def latest(self, customer: str) -> Context | None:
         found = self.contexts.get(customer)
         return found[-1] if found else None
@@ -106,15 +113,19 @@ class ContextHistory:
 
 
 def load_history(conn: psycopg.Connection[Any], tenant_id: int) -> ContextHistory:
+    """The tenant's recorded contexts; identical meter sets are decoded once."""
     rows = conn.execute(
-        "SELECT customer, since, plan, stripe_customer_id, stripe_subscription_id, meters "
+        "SELECT customer, since, plan, stripe_customer_id, stripe_subscription_id, meters::text "
         "FROM report_contexts WHERE tenant_id = %s ORDER BY customer, since",
         (tenant_id,),
     ).fetchall()
     history = ContextHistory(tenant_id)
-    for customer, since, plan, stripe_id, sub, meters in rows:
-        context = Context(customer, since, plan, stripe_id, sub, _meters(meters))
-        history.contexts.setdefault(customer, []).append(context)
+    decoded: dict[str, dict[str, BilledMeter]] = {}
+    for customer, since, plan, stripe_id, sub, raw in rows:
+        meters = decoded.get(raw)
+        if meters is None:
+            meters = decoded[raw] = _meters(json.loads(raw))
+        history.add(Context(customer, since, plan, stripe_id, sub, meters))
     return history
 
 
@@ -148,10 +159,15 @@ def load_current(pool: ConnectionPool, tenant_id: int) -> list[Current]:
             (tenant_id,),
         ).fetchall()
     out = []
+    by_plan: dict[str, dict[str, BilledMeter]] = {}
     for customer, stripe_id, plan_key, status, sub, start, end, changed in rows:
         ended = status in ENDED
         plan = None if ended else (catalog.plan(plan_key) if plan_key else catalog.default_plan)
-        billed = {} if plan is None else billed_meters(catalog, meters, plan)
+        billed: dict[str, BilledMeter] = {}
+        if plan is not None:
+            if plan.key not in by_plan:
+                by_plan[plan.key] = billed_meters(catalog, meters, plan)
+            billed = by_plan[plan.key]
         context = Context(customer, EPOCH, plan.key if billed and plan else None, stripe_id, sub,
                           billed)  # fmt: skip
         out.append(Current(context, ceil_minute(changed), (start, end)))
