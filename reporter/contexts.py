@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 from meterline.catalog.model import Aggregation
 from meterline.catalog.repository import PostgresCatalogRepository
 from reporter.scope import BilledCustomer, BilledMeter, TenantScope, billed_meters, stripe_meters
-from reporter.slots import ceil_minute
+from reporter.slots import HOUR, ceil_minute
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ENDED = ("canceled", "incomplete_expired")
@@ -112,12 +112,16 @@ class ContextHistory:
         return scope
 
 
-def load_history(conn: psycopg.Connection[Any], tenant_id: int) -> ContextHistory:
-    """The tenant's recorded contexts; identical meter sets are decoded once."""
+def load_history(
+    conn: psycopg.Connection[Any], tenant_id: int, customer: str | None = None
+) -> ContextHistory:
+    """The tenant's recorded contexts (one customer's when given); identical meter sets are
+    decoded once."""
     rows = conn.execute(
         "SELECT customer, since, plan, stripe_customer_id, stripe_subscription_id, meters::text "
-        "FROM report_contexts WHERE tenant_id = %s ORDER BY customer, since",
-        (tenant_id,),
+        "FROM report_contexts WHERE tenant_id = %s AND (%s::text IS NULL OR customer = %s) "
+        "ORDER BY customer, since",
+        (tenant_id, customer, customer),
     ).fetchall()
     history = ContextHistory(tenant_id)
     decoded: dict[str, dict[str, BilledMeter]] = {}
@@ -127,6 +131,20 @@ def load_history(conn: psycopg.Connection[Any], tenant_id: int) -> ContextHistor
             meters = decoded[raw] = _meters(json.loads(raw))
         history.add(Context(customer, since, plan, stripe_id, sub, meters))
     return history
+
+
+def billed_at(
+    pool: ConnectionPool, tenant_id: int, customer: str, meter: str, when: datetime
+) -> tuple[Context, BilledMeter] | None:
+    """The context that billed `customer`'s `meter` at `when` (or within the hour that starts
+    there), and the meter as it billed it; None when no context did."""
+    with pool.connection() as conn:
+        history = load_history(conn, tenant_id, customer)
+    for context in history.contexts.get(customer, ()):
+        in_force = context is history.at(customer, when)
+        if meter in context.meters and (in_force or when <= context.since < when + HOUR):
+            return context, context.meters[meter]
+    return None
 
 
 def insert(conn: psycopg.Connection[Any], tenant_id: int, contexts: Sequence[Context]) -> None:

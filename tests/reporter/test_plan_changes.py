@@ -193,3 +193,33 @@ def test_a_boundary_learned_past_the_cancel_window_keeps_the_hour_whole_and_aler
     ]
     (result,) = reporter.reconcile(hour.date(), "manual")
     assert result.discrepancies == []
+
+
+def test_an_hour_billed_before_a_downgrade_to_free_is_still_reconciled_and_repaired(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control, emulator = stripe_emulator.control, stripe_emulator.emulator
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=2)
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"
+    add_usage(world, c.key, hour + timedelta(minutes=10), 9)
+    _webhook(world, c.key, "free", "active", hour + timedelta(minutes=30))
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().delivered == 1
+
+    (sent,) = [r for r in emulator.store.meter_events if r["event_name"] == world.event_name]
+    sent["status"] = "dropped"
+    emulator.store.identifiers.pop(sent["identifier"])
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert [(d.kind, d.difference) for d in result.discrepancies] == [
+        ("missing_in_stripe", Decimal(-9))
+    ]
+    (alert,) = reporter.store.alerts(world.tenant_id, "open")
+    assert reporter.repairs.offers(alert) == ["resend"]
+    assert "1 delivered" in reporter.repairs.apply(alert, "resend", "key_test")
+    (after,) = reporter.reconcile(hour.date(), "manual")
+    assert after.discrepancies == []
