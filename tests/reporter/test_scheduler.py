@@ -10,7 +10,7 @@ from meterline.clock import FakeClock
 from meterline.postgres import open_pool
 from meterline.postgres.partitions import create_day_partition
 from reporter.scheduler import Scheduler
-from tests.reporter.support import settings_for
+from tests.reporter.support import emulator_clock, make_world, reporter_for, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +95,17 @@ def test_the_period_close_flush_waits_for_the_aggregator_and_alerts_when_it_cann
         clock.advance(17 * 60)  # flush_wait_s after the second boundary
         scheduler.tick()
         assert len(pushes) == 4 and blocked == [(1, "d", second)]
+
+
+def test_a_blocked_flush_is_an_alert_of_its_own(pg_conninfo, stripe_emulator, stripe_client):
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    reporter = reporter_for(world, stripe_client, emulator_clock(stripe_emulator.control))
+    reporter.flush_blocked(world.tenant_id, c.key, c.period_end)
+    (alert,) = reporter.store.alerts(world.tenant_id, "open")
+    assert (alert.kind, alert.customer, alert.meter, alert.window_start) == (
+        "flush_blocked",
+        c.key,
+        "*",
+        c.period_end,
+    )
