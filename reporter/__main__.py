@@ -35,7 +35,7 @@ def main() -> int:
         return 2
     scheduler = Scheduler(
         own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile_nightly,
-        on_blocked=reporter.flush_blocked, on_tick=reporter.lag.resolve,
+        on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
     )  # fmt: skip
     config = uvicorn.Config(
         create_app(reporter),

@@ -22,6 +22,7 @@ the push's hot path.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -59,17 +60,18 @@ class BoundaryKeeper:
         self._store = store
         self._ledger = ReportLedger(pool)
 
-    def sync(self, tenant_id: int) -> ContextHistory:
+    def sync(self, tenant_id: int, customers: Sequence[str] | None = None) -> ContextHistory:
         """Record the tenant's new contexts and boundaries (see the module); the history after.
 
         Reads the ledger once for every hour a new boundary could split, then only the hours
-        that hold pushed rows; writes everything in one transaction. Raises only for Postgres
-        failures; a refused cancel becomes a moved boundary.
+        that hold pushed rows; writes everything in one transaction. `customers`: only theirs
+        (the history returned is then theirs only). Raises only for Postgres failures; a
+        refused cancel becomes a moved boundary.
         """
-        current = load_current(self._pool, tenant_id)
+        current = load_current(self._pool, tenant_id, customers)
         with self._pool.connection() as conn:
-            history = load_history(conn, tenant_id)
-            bounds = _boundaries(conn, tenant_id)
+            history = load_history(conn, tenant_id, customers)
+            bounds = _boundaries(conn, tenant_id, customers)
         now_minute = ceil_minute(self._clock.now())
         contexts: list[Context] = []
         wanted: list[tuple[Context, datetime, bool]] = []
@@ -204,9 +206,14 @@ class BoundaryKeeper:
         return Decimal(row[0]) if row else Decimal(0)
 
 
-def _boundaries(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, list[datetime]]:
+def _boundaries(
+    conn: psycopg.Connection[Any], tenant_id: int, customers: Sequence[str] | None
+) -> dict[str, list[datetime]]:
+    only = None if customers is None else list(customers)
     rows = conn.execute(
-        "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s", (tenant_id,)
+        "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s "
+        "AND (%s::text[] IS NULL OR customer = ANY(%s))",
+        (tenant_id, only, only),
     ).fetchall()
     out: dict[str, list[datetime]] = {}
     for customer, at in rows:

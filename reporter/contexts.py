@@ -113,15 +113,16 @@ class ContextHistory:
 
 
 def load_history(
-    conn: psycopg.Connection[Any], tenant_id: int, customer: str | None = None
+    conn: psycopg.Connection[Any], tenant_id: int, customers: Sequence[str] | None = None
 ) -> ContextHistory:
-    """The tenant's recorded contexts (one customer's when given); identical meter sets are
-    decoded once."""
+    """The tenant's recorded contexts (only `customers`' when given); identical meter sets
+    are decoded once."""
+    only = None if customers is None else list(customers)
     rows = conn.execute(
         "SELECT customer, since, plan, stripe_customer_id, stripe_subscription_id, meters::text "
-        "FROM report_contexts WHERE tenant_id = %s AND (%s::text IS NULL OR customer = %s) "
+        "FROM report_contexts WHERE tenant_id = %s AND (%s::text[] IS NULL OR customer = ANY(%s)) "
         "ORDER BY customer, since",
-        (tenant_id, customer, customer),
+        (tenant_id, only, only),
     ).fetchall()
     history = ContextHistory(tenant_id)
     decoded: dict[str, dict[str, BilledMeter]] = {}
@@ -139,7 +140,7 @@ def billed_at(
     """The context that billed `customer`'s `meter` at `when` (or within the hour that starts
     there), and the meter as it billed it; None when no context did."""
     with pool.connection() as conn:
-        history = load_history(conn, tenant_id, customer)
+        history = load_history(conn, tenant_id, [customer])
     for context in history.contexts.get(customer, ()):
         in_force = context is history.at(customer, when)
         if meter in context.meters and (in_force or when <= context.since < when + HOUR):
@@ -159,8 +160,12 @@ def insert(conn: psycopg.Connection[Any], tenant_id: int, contexts: Sequence[Con
         )  # fmt: skip
 
 
-def load_current(pool: ConnectionPool, tenant_id: int) -> list[Current]:
-    """Every customer with a Stripe id, with the context its subscription gives it now."""
+def load_current(
+    pool: ConnectionPool, tenant_id: int, customers: Sequence[str] | None = None
+) -> list[Current]:
+    """Every customer with a Stripe id (of `customers` when given), with the context its
+    subscription gives it now."""
+    only = None if customers is None else list(customers)
     found = PostgresCatalogRepository(pool).current(tenant_id)
     if found is None:
         return []
@@ -173,8 +178,9 @@ def load_current(pool: ConnectionPool, tenant_id: int) -> list[Current]:
             "coalesce(to_timestamp(s.stripe_event_created), s.updated_at, c.created_at) "
             "FROM customers c LEFT JOIN subscriptions s "
             "ON s.tenant_id = c.tenant_id AND s.customer = c.id "
-            "WHERE c.tenant_id = %s AND c.stripe_customer_id IS NOT NULL",
-            (tenant_id,),
+            "WHERE c.tenant_id = %s AND c.stripe_customer_id IS NOT NULL "
+            "AND (%s::text[] IS NULL OR c.id = ANY(%s))",
+            (tenant_id, only, only),
         ).fetchall()
     out = []
     by_plan: dict[str, dict[str, BilledMeter]] = {}

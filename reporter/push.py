@@ -98,6 +98,7 @@ class Pusher:
         self._ledger = ReportLedger(pool)
         self._batch = settings.push_batch
         self._keeper = BoundaryKeeper(pool, sender, clock, store)
+        self._changes_seen: datetime | None = None
 
     def run(
         self, tenants: Sequence[int] | None = None, flush_until: datetime | None = None
@@ -135,6 +136,27 @@ class Pusher:
             finally:
                 if held:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+    def sync_changed(self) -> int:
+        """Record the contexts of customers whose subscription changed since the last call
+        (between pushes, so two changes an hour apart both leave a context); skipped while a
+        push runs, which records them itself. Returns how many customers were looked at."""
+        with self._lock() as held:
+            if not held:
+                return 0
+            with self._pool.connection() as conn:
+                row = conn.execute("SELECT now()").fetchone()
+                assert row is not None
+                now, since = row[0], self._changes_seen
+                changed = conn.execute(
+                    "SELECT tenant_id, array_agg(customer) FROM subscriptions "
+                    "WHERE updated_at >= %s GROUP BY 1",
+                    (since or now,),
+                ).fetchall()
+            self._changes_seen = now
+            for tenant_id, customers in changed:
+                self._keeper.sync(tenant_id, customers)
+            return sum(len(c) for _, c in changed)
 
     def _resend_pending(self, report: PushReport, tenants: Sequence[int] | None) -> None:
         rows = self._ledger.pending(tenants)

@@ -13,7 +13,7 @@ A background thread wakes every `tick_s` seconds and decides, from the injectabl
   and is flushed anyway: what was committed is better on the invoice than not;
 - once a day at `reconcile_hour_utc`, a reconciliation of the previous UTC day (and of the
   days touched since the last one);
-- `on_tick` every tick (the lag gauge reads Stripe's summary of its open probe).
+- `on_tick` every tick (contexts of changed subscriptions; the lag gauge's probe).
 A failing job is logged and retried on its next occasion; it never stops the thread.
 `stop()` lets a job in progress finish (SIGTERM drains).
 """

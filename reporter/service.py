@@ -79,6 +79,12 @@ class Reporter:
         """`day` and every day touched by late events or corrections since the last night."""
         return self.reconciler.run_due(day)
 
+    def tick(self) -> None:
+        """The scheduler's every-tick work: contexts of subscriptions that changed, and the
+        lag gauge's probe."""
+        self.pusher.sync_changed()
+        self.lag.resolve()
+
     def flush_blocked(self, tenant_id: int, customer: str, at: datetime) -> None:
         """The period-end flush of boundary `at` ran before the aggregator was past it."""
         detail = (

@@ -223,3 +223,41 @@ def test_an_hour_billed_before_a_downgrade_to_free_is_still_reconciled_and_repai
     assert "1 delivered" in reporter.repairs.apply(alert, "resend", "key_test")
     (after,) = reporter.reconcile(hour.date(), "manual")
     assert after.discrepancies == []
+
+
+def test_a_downgrade_undone_within_the_hour_bills_the_minutes_between_at_the_lower_price(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    basic_price = _with_basic(world, stripe_client)
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=3)
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"
+    reporter.tick()
+    item = stripe_client.v1.subscriptions.retrieve(c.subscription)["items"]["data"][0]
+    power_price = item["price"]["id"]
+    for minute, value in ((8, 8), (20, 5), (45, 6)):
+        add_usage(world, c.key, hour + timedelta(minutes=minute), value)
+    for minute, plan, price in ((10, "basic", basic_price), (40, "power", power_price)):
+        _move_to(control, clock, hour + timedelta(minutes=minute))
+        stripe_client.v1.subscriptions.update(
+            c.subscription, {"items": [{"id": item["id"], "price": price}]}
+        )
+        _webhook(world, c.key, plan, "active", hour + timedelta(minutes=minute))
+        _move_to(control, clock, hour + timedelta(minutes=minute, seconds=15))
+        reporter.tick()  # the scheduler's tick records the context between two pushes
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().status == "ok"
+
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+    invoice = control.close_period(c.subscription)
+    assert _metered_lines(stripe_client, invoice) == [
+        ("0.2", Decimal(5), 1),
+        ("0.5", Decimal(6), 3),
+        ("0.5", Decimal(8), 4),
+    ]
