@@ -22,6 +22,7 @@ from tests.reporter.test_plan_changes import _move_to, _webhook, _with_basic
 pytestmark = pytest.mark.integration
 PRICES = {"power": Decimal("0.5"), "basic": Decimal("0.2")}  # cents a call, the price list
 HOURS = 8
+HOUR = timedelta(hours=1)
 DEDUPE = timedelta(hours=23)  # Stripe cancels within 24 h of receipt; the reporter keeps 1 h
 
 
@@ -56,22 +57,29 @@ def _cents(units: int, price: Decimal) -> int:
     return int((units * price).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+def _push_after(when: datetime) -> datetime:
+    """The first push at or after `when` (pushes run at every hh:05)."""
+    push = when.replace(minute=5, second=0, microsecond=0)
+    return push if push >= when else push + timedelta(hours=1)
+
+
 def _split(story: Story) -> datetime | None:
     """Where the invoice splits the usage: the change, rounded up to the minute (the minute
-    that holds it bills on the old plan); but when Stripe's webhook came after the change's
-    hour was billed and too late to take it back, at the end of that hour."""
+    that holds it bills on the old plan); but when the change's hour was billed whole before
+    the webhook came, and its first event went to Stripe more than the dedupe margin before
+    the push that learned of the change (too late to take back), at the end of that hour."""
     if story.change is None:
         return None
     _, at, delay = story.change
     minute = at.replace(second=0) + timedelta(minutes=1) if at.second else at
     hour_end = at.replace(minute=0, second=0) + timedelta(hours=1)
-    last_push = (at + delay - timedelta(minutes=5)).replace(minute=5, second=0)
-    billed = any(
-        hour_end - timedelta(hours=1) <= ts < hour_end and ts + late < last_push
-        for ts, _, late in story.events
-    )
-    late_by = at + delay - (hour_end + timedelta(minutes=5))
-    return hour_end if billed and late_by > DEDUPE and minute < hour_end else minute
+    received = [ts + late for ts, _, late in story.events if hour_end - HOUR <= ts < hour_end]
+    if not received or minute == hour_end:
+        return minute
+    first_sent = _push_after(max(hour_end, min(received)))
+    learned = _push_after(at + delay)
+    too_late = first_sent < learned and learned - first_sent > DEDUPE
+    return hour_end if too_late else minute
 
 
 def _moved(story: Story) -> int:
