@@ -29,7 +29,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.clock import Clock
-from meterline.stripe.meter_events import STRIPE_PAST_WINDOW_S, same_under_quantum
+from meterline.stripe.meter_events import (
+    STRIPE_PAST_WINDOW_S,
+    TransientStripeError,
+    same_under_quantum,
+)
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.contexts import ContextHistory, load_history
@@ -242,7 +246,7 @@ class Reconciler:
         with self._pool.connection() as conn:
             bounds = _all_boundaries(conn, history.tenant_id)
         late = [r for r in rows if _after_period_end(r, bounds.get(r.customer, ()))]
-        invoices = {c: self._summaries.finalized(c) for c in {r.stripe_customer_id for r in late}}
+        invoices = {c: self._finalized(c) for c in {r.stripe_customer_id for r in late}}
         units: dict[tuple[str, str, datetime], Decimal] = defaultdict(Decimal)
         for r in late:
             at = int(r.slot_start.timestamp())
@@ -260,6 +264,16 @@ class Reconciler:
                 "not on the invoice; bill it by hand (invoice item) or write it off",
             ))  # fmt: skip
         return out
+
+    def _finalized(self, stripe_customer: str) -> list[tuple[int, int, int]]:
+        """The customer's finalized invoices; none when Stripe cannot answer now, so one
+        listing failing never fails the run (this run then misses that customer's
+        `after_invoice_finalized` alerts; the warning says so)."""
+        try:
+            return self._summaries.finalized(stripe_customer)
+        except TransientStripeError as exc:
+            log.warning("invoices of %s not read: %s", stripe_customer, exc)
+            return []
 
     def _add_ours(
         self,
