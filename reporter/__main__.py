@@ -33,7 +33,10 @@ def main() -> int:
     except ConfigError as exc:
         print(f"reporter: {exc.message}", file=sys.stderr)
         return 2
-    scheduler = Scheduler(own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile)
+    scheduler = Scheduler(
+        own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile_nightly,
+        on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
+    )  # fmt: skip
     config = uvicorn.Config(
         create_app(reporter),
         host=service.host,

@@ -30,6 +30,9 @@ KINDS = (
     "not_reported",
     "too_late_for_stripe",
     "rejected_by_stripe",
+    "split_after_push",
+    "after_invoice_finalized",
+    "flush_blocked",
 )
 STATUSES = ("open", "acknowledged", "resolved")
 

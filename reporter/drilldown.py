@@ -13,9 +13,9 @@ from psycopg_pool import ConnectionPool
 from meterline.stripe.meter_events import PermanentStripeError, TransientStripeError
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Alert
+from reporter.contexts import billed_at
 from reporter.ledger import ReportLedger
 from reporter.rollups import events_behind, slot_usage
-from reporter.scope import load_scope
 from reporter.slots import HOUR, floor_hour
 
 AROUND = timedelta(hours=2)
@@ -81,11 +81,10 @@ def drill_down(pool: ConnectionPool, summaries: SummaryReader, alert: Alert) -> 
 def _stripe(
     pool: ConnectionPool, summaries: SummaryReader, alert: Alert, start: datetime, end: datetime
 ) -> tuple[dict[datetime, Decimal] | None, str | None]:
-    scope = load_scope(pool, alert.tenant_id)
-    customer = scope.customers.get(alert.customer)
-    meter = scope.meter(alert.customer, alert.meter)
-    if customer is None or meter is None:
-        return None, "the customer or meter is no longer billed through Stripe"
+    found = billed_at(pool, alert.tenant_id, alert.customer, alert.meter, start)
+    if found is None:
+        return None, "the customer or meter was not billed through Stripe then"
+    customer, meter = found
     try:
         values = summaries.hourly(
             meter.stripe_meter_id,

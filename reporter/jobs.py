@@ -1,7 +1,10 @@
 """One-shot jobs: `python -m reporter.jobs push` and `python -m reporter.jobs reconcile [--date D]`.
 
 `meterline report run` and `meterline reconcile run` run these (the CLI never imports the
-service). Exit codes: 0 done, 1 done but incomplete (Stripe unavailable: rows left pending,
+service). `reconcile` without `--date` is the nightly run: yesterday and every earlier day
+touched since the last one (the production CronJob).
+
+Exit codes: 0 done, 1 done but incomplete (Stripe unavailable: rows left pending,
 or a tenant's reconciliation failed), 2 bad settings or arguments.
 """
 
@@ -30,17 +33,19 @@ def push(reporter: Reporter) -> int:
     return 0 if report.status in ("ok", "skipped") else 1
 
 
-def reconcile(reporter: Reporter, day: date) -> int:
-    results = reporter.reconcile(day, trigger="manual")
+def reconcile(reporter: Reporter, day: date, nightly: bool = False) -> int:
+    """One day, or (`nightly`) the day and every earlier day touched since the last night."""
+    results = reporter.reconcile_nightly(day) if nightly else reporter.reconcile(day, "manual")
     if not results:
         print(f"nothing to reconcile for {day}: its hours have not settled in Stripe yet")
         return 0
     failed = 0
     for r in results:
-        run = reporter.store.runs(r.tenant_id, 1)[0]
+        run = next(x for x in reporter.store.runs(r.tenant_id, len(results)) if x.id == r.run_id)
         failed += run.status == "failed"
         print(
-            f"tenant {r.tenant_id} run {r.run_id} {run.status}: {r.hours_checked} hour(s) checked, "
+            f"tenant {r.tenant_id} {r.window[0].date()} run {r.run_id} {run.status}: "
+            f"{r.hours_checked} hour(s) checked, "
             f"{len(r.discrepancies)} discrepancy(ies), {len(r.opened)} new alert(s)"
         )
     return 1 if failed else 0
@@ -62,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.job == "push":
             return push(reporter)
-        day = args.date or reporter.clock.now().date() - timedelta(days=1)
-        return reconcile(reporter, day)
+        if args.date is not None:
+            return reconcile(reporter, args.date)
+        return reconcile(reporter, reporter.clock.now().date() - timedelta(days=1), nightly=True)
     finally:
         reporter.close()
 

@@ -98,8 +98,9 @@ class ReportLedger:
             for r in rows:
                 copy.write_row(_tuple(r))
 
-    def settle(self, results: Sequence[SendResult]) -> None:
-        """Record Stripe's answers: landed events become `sent`, refused ones `rejected`."""
+    def settle(self, results: Sequence[SendResult], at: datetime | None = None) -> None:
+        """Record Stripe's answers: landed events become `sent`, refused ones `rejected`;
+        `sent_at` is `at` (the reporter's clock), else Postgres's."""
         if not results:
             return
         idents = [r.identifier for r in results]
@@ -107,10 +108,11 @@ class ReportLedger:
         errors = [r.error for r in results]
         with self._pool.connection() as conn:
             conn.execute(
-                "UPDATE report_ledger l SET status = u.status, error = u.error, sent_at = now() "
+                "UPDATE report_ledger l SET status = u.status, error = u.error, "
+                "sent_at = coalesce(%s::timestamptz, now()) "
                 "FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(identifier, status, error) "
                 "WHERE l.identifier = u.identifier AND l.status = 'pending'",
-                (idents, statuses, errors),
+                (at, idents, statuses, errors),
             )
 
     def pending(self, tenants: Sequence[int] | None = None, limit: int = 10_000) -> list[LedgerRow]:
@@ -130,6 +132,13 @@ class ReportLedger:
             "WHERE tenant_id = %s AND customer = %s AND meter = %s AND slot_start >= %s "
             "AND slot_start < %s ORDER BY slot_start, revision",
             (tenant_id, customer, meter, start, end),
+        )
+
+    def slot(self, tenant_id: int, customer: str, start: datetime) -> list[LedgerRow]:
+        """Every row of one customer's slots starting at `start`, all meters."""
+        return self._select(
+            "WHERE tenant_id = %s AND customer = %s AND slot_start = %s ORDER BY meter, revision",
+            (tenant_id, customer, start),
         )
 
     def tenant_window(self, tenant_id: int, start: datetime, end: datetime) -> list[LedgerRow]:

@@ -37,12 +37,15 @@ from meterline.stripe.meter_events import (
     same_under_quantum,
 )
 from reporter.alerts import Discrepancy, ReconciliationStore
+from reporter.boundaries import BoundaryKeeper
+from reporter.contexts import ContextHistory
+from reporter.lag import LagGauge
 from reporter.ledger import LedgerRow, Reported, ReportLedger, SlotKey
 from reporter.metrics import ReporterMetrics
 from reporter.rollups import SlotUsage, late_hours, period_maxima, slot_usage
-from reporter.scope import TenantScope, load_scope, tenant_ids
+from reporter.scope import TenantScope, tenant_ids
 from reporter.settings import ReporterSettings
-from reporter.slots import HOUR, ceil_minute, floor_hour, floor_minute, identifier, slot_end
+from reporter.slots import HOUR, floor_hour, floor_minute, identifier, slot_end
 
 log = logging.getLogger("reporter.push")
 LOCK_KEY = 7_301_001
@@ -83,15 +86,19 @@ class Pusher:
         clock: Clock,
         store: ReconciliationStore,
         metrics: ReporterMetrics,
+        lag: LagGauge | None = None,
     ) -> None:
         self._pool = pool
         self._sender = sender
+        self._lag = lag
         self._settings = settings
         self._clock = clock
         self._store = store
         self._metrics = metrics
         self._ledger = ReportLedger(pool)
         self._batch = settings.push_batch
+        self._keeper = BoundaryKeeper(pool, sender, clock, store)
+        self._changes_seen: datetime | None = None
 
     def run(
         self, tenants: Sequence[int] | None = None, flush_until: datetime | None = None
@@ -130,6 +137,27 @@ class Pusher:
                 if held:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
+    def sync_changed(self) -> int:
+        """Record the contexts of customers whose subscription changed since the last call
+        (between pushes, so two changes an hour apart both leave a context); skipped while a
+        push runs, which records them itself. Returns how many customers were looked at."""
+        with self._lock() as held:
+            if not held:
+                return 0
+            with self._pool.connection() as conn:
+                row = conn.execute("SELECT now()").fetchone()
+                assert row is not None
+                now, since = row[0], self._changes_seen
+                changed = conn.execute(
+                    "SELECT tenant_id, array_agg(customer) FROM subscriptions "
+                    "WHERE updated_at >= %s GROUP BY 1",
+                    (since or now,),
+                ).fetchall()
+            self._changes_seen = now
+            for tenant_id, customers in changed:
+                self._keeper.sync(tenant_id, customers)
+            return sum(len(c) for _, c in changed)
+
     def _resend_pending(self, report: PushReport, tenants: Sequence[int] | None) -> None:
         rows = self._ledger.pending(tenants)
         horizon = self._clock.now() - UNCONFIRMED_HORIZON
@@ -152,14 +180,13 @@ class Pusher:
     def _push_tenant(
         self, tenant_id: int, report: PushReport, flush_until: datetime | None = None
     ) -> None:
-        scope = load_scope(self._pool, tenant_id)
-        if not scope.customers:
+        history = self._keeper.sync(tenant_id)
+        if not history.contexts:
             return
-        self._record_boundaries(scope)
         now = self._clock.now()
         until = flush_until or floor_minute(now - timedelta(seconds=self._settings.settle_s))
         since = floor_hour(until - timedelta(hours=self._settings.lookback_hours))
-        usage = self._usage(scope, since, until, now)
+        usage = self._usage(history.scope(), since, until, now)
         if not usage:
             return
         oldest = min([since, *(u.start for u in usage)])
@@ -169,7 +196,7 @@ class Pusher:
         )
         boundaries = self._boundaries(tenant_id)
         plan = plan_revisions(
-            scope, usage, reported, boundaries, until, floor, flush_until is not None
+            history, usage, reported, boundaries, until, floor, flush_until is not None
         )
         report.slots += len(plan.rows)
         self._ledger.add(plan.rows)
@@ -179,6 +206,16 @@ class Pusher:
         report.too_late += too_late
         self._metrics.events.labels("too_late").inc(too_late)
         self._send([r for r in plan.rows if r.status == "pending"], report)
+        self._probe(history, plan.rows)
+
+    def _probe(self, history: ContextHistory, rows: Sequence[LedgerRow]) -> None:
+        """Offer the run's last sum row to the lag gauge (it keeps one probe open)."""
+        sums = [r for r in rows if r.status == "pending"]
+        for row in reversed(sums):
+            meter = history.meter(row.customer, row.meter, row.slot_start)
+            if self._lag is not None and meter is not None and meter.formula == "sum":
+                self._lag.probe(row, meter.stripe_meter_id)
+                return
 
     def _usage(
         self, scope: TenantScope, since: datetime, until: datetime, now: datetime
@@ -191,20 +228,6 @@ class Pusher:
             for hour in late:
                 usage.extend(slot_usage(conn, tenant_id, hour, hour + HOUR))
             return period_maxima(conn, scope, usage, min([since, *late]), since)
-
-    def _record_boundaries(self, scope: TenantScope) -> None:
-        rows = [
-            (scope.tenant_id, c.customer, ceil_minute(at))
-            for c in scope.customers.values()
-            for at in (c.period_start, c.period_end)
-            if at is not None
-        ]
-        with self._pool.connection() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO report_boundaries (tenant_id, customer, at) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                rows,
-            )
 
     def _boundaries(self, tenant_id: int) -> dict[str, list[datetime]]:
         out: dict[str, list[datetime]] = {}
@@ -232,7 +255,7 @@ class Pusher:
     def _settle(
         self, results: Sequence[SendResult], rows: Sequence[LedgerRow], report: PushReport
     ) -> None:
-        self._ledger.settle(results)
+        self._ledger.settle(results, self._clock.now())
         by_id = {r.identifier: r for r in rows}
         rejected = []
         for result in results:
@@ -249,7 +272,7 @@ class Pusher:
 
 
 def plan_revisions(
-    scope: TenantScope,
+    history: ContextHistory,
     usage: Sequence[SlotUsage],
     reported: dict[SlotKey, Reported],
     boundaries: dict[str, list[datetime]],
@@ -259,16 +282,20 @@ def plan_revisions(
 ) -> Plan:
     """New ledger revisions for every complete slot whose value differs from what is reported.
 
-    Only complete slots (ended by `until`) unless `partial`. See `revision_value` for what a
+    Each slot is billed by its own context (`history.at(customer, slot start)`): the plan,
+    price and Stripe customer in force when its usage happened; a slot whose context bills
+    nothing for the meter is not sent. Only complete slots (ended by `until`) unless
+    `partial`. See `revision_value` for what a
     revision carries. A decrease of a sum meter is never sent (Stripe sums cannot go down
     without a cancel): it raises a `value_mismatch` alert for a person to decide. Pure: reads
     nothing, writes nothing.
     """
     plan = Plan()
     for u in usage:
-        meter = scope.meter(u.customer, u.meter)
+        context = history.at(u.customer, u.start)
+        meter = None if context is None else context.meters.get(u.meter)
         complete = slot_end(u.start, boundaries.get(u.customer, ())) <= until
-        if meter is None or not (complete or partial):
+        if context is None or meter is None or not (complete or partial):
             continue
         prev = reported.get((u.customer, u.meter, u.start))
         value = u.value(meter.aggregation)
@@ -281,12 +308,11 @@ def plan_revisions(
             plan.alerts.append(_decrease_alert(u, meter, summed, value, window))
             continue
         too_late = u.start < stripe_floor
-        customer = scope.customers[u.customer]
         revision = (prev.revision if prev else 0) + 1
         row = LedgerRow(
-            scope.tenant_id, u.customer, u.meter, u.start, revision,
-            identifier(scope.tenant_id, u.customer, u.meter, u.start, revision),
-            meter.event_name, customer.stripe_customer_id, delta, value,
+            history.tenant_id, u.customer, u.meter, u.start, revision,
+            identifier(history.tenant_id, u.customer, u.meter, u.start, revision),
+            meter.event_name, context.stripe_customer_id, delta, value,
             "rejected" if too_late else "pending",
             "too_late_for_stripe" if too_late else None,
         )  # fmt: skip

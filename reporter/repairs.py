@@ -42,9 +42,9 @@ from meterline.stripe.meter_events import (
 )
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Alert, insert_repair
+from reporter.contexts import billed_at
 from reporter.ledger import LedgerRow, ReportLedger, mark_canceled, mark_received
 from reporter.push import PushReport
-from reporter.scope import load_scope
 from reporter.slots import HOUR, floor_hour
 
 ACTIONS = ("resend", "push", "cancel")
@@ -109,9 +109,11 @@ class Repairs:
 
     def _stripe_now(self, alert: Alert, row: LedgerRow) -> tuple[Decimal, str]:
         """Stripe's figure for the alert's hour, read now, and the meter's formula."""
-        meter = load_scope(self._pool, alert.tenant_id).meter(alert.customer, alert.meter)
-        if meter is None:
-            raise Conflict(f"{alert.customer} is no longer billed for {alert.meter}")
+        found = billed_at(self._pool, alert.tenant_id, alert.customer, alert.meter,
+                          floor_hour(alert.window_start))  # fmt: skip
+        if found is None:
+            raise Conflict(f"{alert.customer} was not billed for {alert.meter} then")
+        meter = found[1]
         start = int(floor_hour(alert.window_start).timestamp())
         try:
             hours = self._summaries.hourly(

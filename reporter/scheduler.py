@@ -3,9 +3,17 @@
 A background thread wakes every `tick_s` seconds and decides, from the injectable clock:
 - a push when the push interval has passed (aligned on the interval, plus `settle_s`, so the
   hourly push runs at hh:02 by default);
-- a push when a billing-period boundary passed `settle_s` ago (the period's last slot goes to
-  Stripe within minutes, well before Stripe finalizes the invoice, an hour after period end);
-- once a day at `reconcile_hour_utc`, a reconciliation of the previous UTC day.
+- a push when a billing-period boundary passed `settle_s` ago and the aggregator is past it
+  (the period's last slot goes to Stripe within minutes, well before Stripe finalizes the
+  invoice, an hour after period end). *Past the boundary* means Postgres holds an event the
+  aggregator committed that ingest received at or after the boundary: Kafka partitions are
+  consumed in receive order, so everything received before it is committed too (for the
+  partition that event came through; see the README's known limits). A boundary not passed
+  within `flush_wait_s` (30 min, inside Stripe's hour of grace) calls `on_blocked` — an alert —
+  and is flushed anyway: what was committed is better on the invoice than not;
+- once a day at `reconcile_hour_utc`, a reconciliation of the previous UTC day (and of the
+  days touched since the last one);
+- `on_tick` every tick (contexts of changed subscriptions; the lag gauge's probe).
 A failing job is logged and retried on its next occasion; it never stops the thread.
 `stop()` lets a job in progress finish (SIGTERM drains).
 """
@@ -34,6 +42,8 @@ class Scheduler:
         push: Callable[[], object],
         reconcile: Callable[[date], object],
         tick_s: float = 15.0,
+        on_blocked: Callable[[int, str, datetime], object] | None = None,
+        on_tick: Callable[[], object] | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -46,6 +56,9 @@ class Scheduler:
         self._last_push_slot: int | None = None
         self._last_boundary_check: datetime | None = None
         self._last_reconciled: date | None = None
+        self._waiting: list[tuple[int, str, datetime]] = []
+        self._on_blocked = on_blocked or (lambda tenant, customer, at: None)
+        self._on_tick = on_tick or (lambda: None)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="reporter-scheduler", daemon=True)
@@ -67,7 +80,9 @@ class Scheduler:
     def tick(self) -> None:
         """Run whatever is due now (public for tests, which drive it with a fake clock)."""
         now = self._clock.now()
-        if self._push_due(now) or self._boundary_passed(now):
+        self._on_tick()
+        self._boundary_passed(now)
+        if self._push_due(now) | self._flush_due(now):
             self._push()
         if self._reconcile_due(now):
             self._reconcile(now.date() - timedelta(days=1))
@@ -81,17 +96,47 @@ class Scheduler:
         self._last_push_slot = slot
         return True
 
-    def _boundary_passed(self, now: datetime) -> bool:
+    def _boundary_passed(self, now: datetime) -> None:
+        """Queue the boundaries that passed `settle_s` ago since the last tick."""
         cutoff = now - timedelta(seconds=self._settings.settle_s)
         previous, self._last_boundary_check = self._last_boundary_check, cutoff
         if previous is None:
-            return False
+            return
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT tenant_id, customer, at FROM report_boundaries "
+                "WHERE at > %s AND at <= %s ORDER BY at",
+                (previous, cutoff),
+            ).fetchall()
+        self._waiting += [(r[0], r[1], r[2]) for r in rows]
+
+    def _flush_due(self, now: datetime) -> bool:
+        """True when a queued boundary is past the aggregator, or waited `flush_wait_s`
+        (then `on_blocked` is called for it first)."""
+        due = False
+        passed: dict[datetime, bool] = {}
+        for key in list(self._waiting):
+            tenant, customer, at = key
+            if at not in passed:
+                passed[at] = self._aggregator_past(at)
+            if passed[at]:
+                due = True
+                self._waiting.remove(key)
+            elif now >= at + timedelta(seconds=self._settings.flush_wait_s):
+                log.warning("aggregator not past %s after %d s", at, self._settings.flush_wait_s)
+                self._on_blocked(tenant, customer, at)
+                due = True
+                self._waiting.remove(key)
+        return due
+
+    def _aggregator_past(self, at: datetime) -> bool:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT 1 FROM report_boundaries WHERE at > %s AND at <= %s LIMIT 1",
-                (previous, cutoff),
+                "SELECT EXISTS (SELECT 1 FROM usage_events WHERE received_at >= %s "
+                "AND day >= %s::date)",
+                (at, at - timedelta(days=1)),
             ).fetchone()
-        return row is not None
+        return bool(row and row[0])
 
     def _reconcile_due(self, now: datetime) -> bool:
         if now.hour < self._settings.reconcile_hour_utc:

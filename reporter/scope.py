@@ -1,10 +1,10 @@
-"""Who is billed for what: customers with a Stripe id whose plan has a metered price.
+"""What a plan bills: its metered prices, each with the meter's Stripe meter and formula.
 
-A tenant's scope is read from Postgres: the current catalog (plans and their
-`metered_prices`), each customer's plan (its subscription, else the catalog's default plan),
-the customer's Stripe id and current billing period, and each meter's Stripe meter
-(`stripe_objects`, kind 'meter'). A meter without a Stripe meter is left out (the catalog has
-not been synced yet); nothing is reported for it.
+`billed_meters` reads a plan's `metered_prices` against the catalog and each meter's Stripe
+meter (`stripe_objects`, kind 'meter'). A meter without a Stripe meter is left out (the
+catalog has not been synced yet); nothing is reported for it. Who is billed by which plan
+when is `contexts.py`'s business; `TenantScope` gathers every meter a customer's contexts
+billed, for `rollups.period_maxima`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from meterline.catalog.model import Aggregation, Catalog
-from meterline.catalog.repository import PostgresCatalogRepository
+from meterline.catalog.model import Aggregation, Catalog, Plan
 
 # Catalog aggregation -> Stripe meter formula (interface 4 of the design).
 FORMULA = {
@@ -76,24 +75,7 @@ def tenant_ids(pool: ConnectionPool) -> list[int]:
         return [r[0] for r in conn.execute("SELECT id FROM tenants ORDER BY id").fetchall()]
 
 
-def load_scope(pool: ConnectionPool, tenant_id: int) -> TenantScope:
-    """The tenant's billable (customer, meter) pairs; empty before its first catalog."""
-    current = PostgresCatalogRepository(pool).current(tenant_id)
-    scope = TenantScope(tenant_id)
-    if current is None:
-        return scope
-    catalog = current[1]
-    with pool.connection() as conn:
-        meters = _stripe_meters(conn, tenant_id)
-        rows = _customers(conn, tenant_id)
-    for row in rows:
-        customer = _billed(catalog, meters, row)
-        if customer is not None:
-            scope.customers[customer.customer] = customer
-    return scope
-
-
-def _stripe_meters(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, tuple[str, str]]:
+def stripe_meters(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, tuple[str, str]]:
     rows = conn.execute(
         "SELECT key, stripe_id, event_name FROM stripe_objects "
         "WHERE tenant_id = %s AND kind = 'meter' AND event_name IS NOT NULL",
@@ -102,23 +84,10 @@ def _stripe_meters(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, t
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def _customers(conn: psycopg.Connection[Any], tenant_id: int) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        "SELECT c.id, c.stripe_customer_id, s.plan, s.current_period_start, "
-        "s.current_period_end FROM customers c "
-        "LEFT JOIN subscriptions s ON s.tenant_id = c.tenant_id AND s.customer = c.id "
-        "WHERE c.tenant_id = %s AND c.stripe_customer_id IS NOT NULL",
-        (tenant_id,),
-    ).fetchall()
-
-
-def _billed(
-    catalog: Catalog, meters: dict[str, tuple[str, str]], row: tuple[Any, ...]
-) -> BilledCustomer | None:
-    customer, stripe_id, plan_key, start, end = row
-    plan = catalog.plan(plan_key) if plan_key else catalog.default_plan
-    if plan is None:
-        return None
+def billed_meters(
+    catalog: Catalog, meters: dict[str, tuple[str, str]], plan: Plan
+) -> dict[str, BilledMeter]:
+    """The meters `plan` bills that have a Stripe meter, with their prices."""
     billed: dict[str, BilledMeter] = {}
     for key, price in plan.metered_prices.items():
         meter = catalog.meter(key)
@@ -133,6 +102,4 @@ def _billed(
             price.unit_amount_decimal,
             price.currency,
         )
-    if not billed:
-        return None
-    return BilledCustomer(customer, stripe_id, plan.key, billed, start, end)
+    return billed

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 
 from psycopg_pool import ConnectionPool
 
@@ -23,8 +24,9 @@ from meterline.stripe.ratelimit import TokenBucket
 from meterline.stripe.sending import RetryingSender
 from meterline.stripe.summaries import StripeSummaryReader, SummaryReader
 from meterline.tenants import PostgresTenantRepository
-from reporter.alerts import ReconciliationStore
+from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.faults import CrashingSender
+from reporter.lag import LagGauge
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier, NullNotifier, WebhookNotifier
 from reporter.push import Pusher, PushReport
@@ -47,17 +49,19 @@ class Reporter:
     store: ReconciliationStore = field(init=False)
     pusher: Pusher = field(init=False)
     reconciler: Reconciler = field(init=False)
+    lag: LagGauge = field(init=False)
     repairs: Repairs = field(init=False)
     auth: Authenticator = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = ReconciliationStore(self.pool)
+        self.lag = LagGauge(self.pool, self.summaries, self.clock, self.settings.stripe_lag_s)
         self.pusher = Pusher(
-            self.pool, self.sender, self.settings, self.clock, self.store, self.metrics
+            self.pool, self.sender, self.settings, self.clock, self.store, self.metrics, self.lag
         )
         self.reconciler = Reconciler(
             self.pool, self.summaries, self.settings, self.clock, self.store, self.metrics,
-            self.notifier,
+            self.notifier, self.lag,
         )  # fmt: skip
         self.repairs = Repairs(self.pool, self.sender, self.summaries, self.push_tenant, self.clock)
         self.auth = Authenticator(PostgresTenantRepository(self.pool))
@@ -70,6 +74,26 @@ class Reporter:
 
     def reconcile(self, day: date, trigger: str = "scheduled") -> list[RunResult]:
         return self.reconciler.run(day, trigger)
+
+    def reconcile_nightly(self, day: date) -> list[RunResult]:
+        """`day` and every day touched by late events or corrections since the last night."""
+        return self.reconciler.run_due(day)
+
+    def tick(self) -> None:
+        """The scheduler's every-tick work: contexts of subscriptions that changed, and the
+        lag gauge's probe."""
+        self.pusher.sync_changed()
+        self.lag.resolve()
+
+    def flush_blocked(self, tenant_id: int, customer: str, at: datetime) -> None:
+        """The period-end flush of boundary `at` ran before the aggregator was past it."""
+        detail = (
+            "the period-end flush ran before the aggregator was past this boundary: usage it "
+            "had not committed yet goes out with later pushes, possibly after the invoice"
+        )
+        found = Discrepancy("flush_blocked", customer, "*", at, at, Decimal(0), Decimal(0),
+                            None, Decimal(0), detail=detail)  # fmt: skip
+        self.store.record(tenant_id, None, [found])
 
     def close(self) -> None:
         self.pool.close()

@@ -17,9 +17,11 @@ class ReporterSettings(BaseSettings):
     (`late_scan_s`). `stripe_window_margin_s`: usage older than Stripe's 35 days minus this
     margin is never sent and raises a `too_late_for_stripe` alert. `stripe_lag_s`: hours that
     ended more recently than this are not reconciled (Stripe summarizes asynchronously).
-    `crash_after_send` is a fault-injection hook for tests only: the probability that the
-    process kills itself with SIGKILL right after a Stripe call, before the ledger update
-    (`crash_seed` makes the draws repeatable).
+    `flush_wait_s`: how long the period-end flush waits for the aggregator to pass a boundary
+    before it alerts (`flush_blocked`) and flushes anyway. `crash_after_send` is a
+    fault-injection hook for tests only: the probability that the process kills itself with
+    SIGKILL right after a Stripe call, before the ledger update (`crash_seed` makes the draws
+    repeatable).
 
     /finance sessions: `cookie_secure` is `auto` (the cookie is `Secure` when the request came
     over HTTPS, directly or with `X-Forwarded-Proto: https`), `true` or `false`. A session
@@ -46,6 +48,7 @@ class ReporterSettings(BaseSettings):
     retry_max_s: float = 30.0
     reconcile_hour_utc: int = 2
     stripe_lag_s: int = 900
+    flush_wait_s: int = 1800
     scheduler_enabled: bool = True
     notify_webhook_url: str | None = None
     public_url: str = ""

@@ -36,6 +36,11 @@ class SummaryReader(abc.ABC):
         unknown meter or misaligned window.
         """
 
+    @abc.abstractmethod
+    def finalized(self, stripe_customer_id: str) -> list[tuple[int, int, int]]:
+        """The customer's finalized invoices as (period start, period end, finalized at), Unix
+        seconds. Raises as `hourly`."""
+
 
 class StripeSummaryReader(SummaryReader):
     """Reads summaries through the SDK (auto-paginating); `on_request` observes latency."""
@@ -77,12 +82,30 @@ class StripeSummaryReader(SummaryReader):
             self._on_request("event_summaries", time.perf_counter() - began)
         return out
 
+    def finalized(self, stripe_customer_id: str) -> list[tuple[int, int, int]]:
+        self._limiter.acquire()
+        began = time.perf_counter()
+        try:
+            page = self._client.v1.invoices.list({"customer": stripe_customer_id, "limit": 100})
+            return [
+                (int(i.period_start), int(i.period_end), int(i.status_transitions.finalized_at))
+                for i in page.auto_paging_iter()
+                if i.status_transitions and i.status_transitions.finalized_at
+            ]
+        except stripe.InvalidRequestError as exc:
+            raise PermanentStripeError(f"invoices of {stripe_customer_id}: {exc}") from None
+        except stripe.StripeError as exc:
+            raise TransientStripeError(f"invoices of {stripe_customer_id}: {exc}") from None
+        finally:
+            self._on_request("invoices", time.perf_counter() - began)
+
 
 @dataclass
 class MemorySummaryReader(SummaryReader):
     """Summaries from a dict `values[(meter_id, customer, hour_start)]`, for unit tests."""
 
     values: dict[tuple[str, str, int], Decimal] = field(default_factory=dict)
+    invoices: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
 
     def add(self, meter_id: str, customer: str, timestamp: int, value: Decimal) -> None:
         hour = timestamp - timestamp % HOUR
@@ -97,3 +120,6 @@ class MemorySummaryReader(SummaryReader):
             for (m, c, hour), value in self.values.items()
             if m == meter_id and c == stripe_customer_id and start <= hour < end
         }
+
+    def finalized(self, stripe_customer_id: str) -> list[tuple[int, int, int]]:
+        return list(self.invoices.get(stripe_customer_id, ()))

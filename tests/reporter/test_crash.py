@@ -93,6 +93,9 @@ def test_cli_commands_run_the_jobs(pg_conninfo, stripe_emulator, stripe_client, 
         [*meterline, "reconcile", "run", "--date", day], env=env, capture_output=True, text=True
     )
     assert checked.returncode == 0 and "0 discrepancy(ies)" in checked.stdout, checked.stderr
+    nightly = subprocess.run([*meterline, "reconcile", "run"], env=env, capture_output=True,
+                             text=True)  # fmt: skip
+    assert nightly.returncode == 0 and f"{day} run" in nightly.stdout, nightly.stderr
     bad = subprocess.run([*meterline, "reconcile", "run", "--date", "yesterday"], env=env,
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr

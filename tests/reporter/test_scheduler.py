@@ -8,8 +8,9 @@ import pytest
 
 from meterline.clock import FakeClock
 from meterline.postgres import open_pool
+from meterline.postgres.partitions import create_day_partition
 from reporter.scheduler import Scheduler
-from tests.reporter.support import settings_for
+from tests.reporter.support import emulator_clock, make_world, reporter_for, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,7 @@ def test_pushes_hourly_after_period_ends_and_reconciles_nightly(pg_conninfo):
                 "INSERT INTO report_boundaries VALUES (1, 'c', %s)",
                 (clock.now() + timedelta(minutes=10),),
             )
+        _received(pool, clock.now() + timedelta(minutes=11))
         clock.advance(600)
         scheduler.tick()
         assert len(pushes) == 2
@@ -45,3 +47,65 @@ def test_pushes_hourly_after_period_ends_and_reconciles_nightly(pg_conninfo):
         clock.advance(86_400)
         scheduler.tick()
         assert days[-1] == datetime(2026, 11, 21).date() and len(days) == 2
+
+
+def _received(pool, at):
+    """An event the aggregator committed, received by ingest at `at`."""
+    with pool.connection() as conn:
+        create_day_partition(conn, at.date())
+        conn.execute(
+            "INSERT INTO usage_events (tenant_id, event_id, day, customer, meter, ts, value, "
+            "received_at) VALUES (1, %s, %s, 'c', 'api_calls', %s, 1, %s)",
+            (f"evt_{at.timestamp()}", at.date(), at, at),
+        )
+
+
+def test_the_period_close_flush_waits_for_the_aggregator_and_alerts_when_it_cannot(pg_conninfo):
+    clock = FakeClock(datetime(2026, 11, 21, 3, 30, tzinfo=UTC))
+    pushes, blocked = [], []
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        settings = settings_for(push_interval_s=3600, settle_s=120, flush_wait_s=1800)
+        scheduler = Scheduler(
+            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None,
+            on_blocked=lambda tenant, customer, at: blocked.append((tenant, customer, at)),
+        )  # fmt: skip
+        scheduler.tick()
+        assert len(pushes) == 1
+        first = clock.now() + timedelta(minutes=5)
+        second = clock.now() + timedelta(minutes=20)
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO report_boundaries VALUES (1, 'c', %s), (1, 'd', %s)", (first, second)
+            )
+        _received(pool, first - timedelta(seconds=1))  # before the boundary: not past it
+        clock.advance(8 * 60)
+        scheduler.tick()
+        assert len(pushes) == 1  # settle_s passed, but the aggregator is not past the boundary
+        _received(pool, first + timedelta(minutes=4))
+        clock.advance(60)
+        scheduler.tick()
+        assert len(pushes) == 2 and blocked == []
+
+        clock.advance(20 * 60)  # the second boundary passed settle_s ago; nothing received since
+        scheduler.tick()
+        assert len(pushes) == 2
+        clock.advance(5 * 60)
+        scheduler.tick()
+        assert len(pushes) == 3 and blocked == []  # the hourly push at 04:04, not the flush
+        clock.advance(17 * 60)  # flush_wait_s after the second boundary
+        scheduler.tick()
+        assert len(pushes) == 4 and blocked == [(1, "d", second)]
+
+
+def test_a_blocked_flush_is_an_alert_of_its_own(pg_conninfo, stripe_emulator, stripe_client):
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    reporter = reporter_for(world, stripe_client, emulator_clock(stripe_emulator.control))
+    reporter.flush_blocked(world.tenant_id, c.key, c.period_end)
+    (alert,) = reporter.store.alerts(world.tenant_id, "open")
+    assert (alert.kind, alert.customer, alert.meter, alert.window_start) == (
+        "flush_blocked",
+        c.key,
+        "*",
+        c.period_end,
+    )

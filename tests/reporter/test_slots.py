@@ -9,11 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meterline.catalog.model import Aggregation
+from reporter.contexts import EPOCH, Context, ContextHistory
 from reporter.ledger import Reported
 from reporter.push import plan_revisions
 from reporter.reconcile import HourFigures, classify
 from reporter.rollups import SlotUsage
-from reporter.scope import BilledCustomer, BilledMeter, TenantScope
+from reporter.scope import BilledMeter
 from reporter.slots import ceil_minute, floor_hour, identifier, slot_end, slot_start
 
 T0 = datetime(2026, 11, 21, 10, tzinfo=UTC)
@@ -77,7 +78,20 @@ def test_classify_is_silent_exactly_when_all_three_agree(ours, sent, stripe):
 
 def _scope(aggregation=Aggregation.SUM):
     meter = BilledMeter("api_calls", aggregation, "ev", "mtr_1", Decimal("0.5"), "usd")
-    return TenantScope(1, {"c": BilledCustomer("c", "cus_1", "power", {"api_calls": meter})})
+    context = Context("c", EPOCH, "power", "cus_1", "sub_1", {"api_calls": meter})
+    return ContextHistory(1, {"c": [context]})
+
+
+def test_a_slot_is_billed_by_the_context_in_force_at_its_start():
+    power = BilledMeter("api_calls", Aggregation.SUM, "ev", "mtr_1", Decimal("0.5"), "usd")
+    change = T0 + timedelta(minutes=20)
+    history = ContextHistory(1, {"c": [
+        Context("c", EPOCH, "power", "cus_1", "sub_1", {"api_calls": power}),
+        Context("c", change, None, "cus_1", "sub_1", {}),
+    ]})  # fmt: skip
+    usage = [_usage(T0, 10), _usage(change, 4)]
+    plan = plan_revisions(history, usage, {}, {"c": [change]}, T0 + timedelta(hours=1), T0)
+    assert [(r.slot_start, r.value) for r in plan.rows] == [(T0, Decimal(10))]
 
 
 def _usage(start, total):

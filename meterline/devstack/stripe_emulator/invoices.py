@@ -41,7 +41,8 @@ def close_period(
     period_end = max(item["current_period_end"] for item in items)
     if emu.clock.now() < period_end:
         emu.clock.advance(period_end - emu.clock.now())
-    lines = [line for item in items for line in _lines(emu, sub, item)]
+    retired = sub.pop("_retired", [])
+    lines = [line for item in retired + items for line in _lines(emu, sub, item)]
     period_start = min(item["current_period_start"] for item in items)
     ending = bool(sub["cancel_at_period_end"])
     if not ending:
@@ -69,9 +70,12 @@ def _advance_items(sub: JSON, items: list[JSON]) -> None:
 
 def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
     price = item["price"]
-    start, end = item["current_period_start"], item["current_period_end"]
+    start: int = item["current_period_start"]
+    end: int = item["current_period_end"]
     if price["recurring"]["usage_type"] == "metered":
-        quantity = _usage(emu, price, sub["customer"], start, end)
+        since: int = max(start, item.get("_billed_from", start))
+        until: int = item.get("_billed_until", end)
+        quantity = _usage(emu, price, sub["customer"], since, until)
         return [_line(emu, item, sub, quantity, start, end)]
     if sub["cancel_at_period_end"]:
         return []

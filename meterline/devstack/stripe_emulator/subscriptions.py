@@ -182,18 +182,30 @@ def _update_item(emu: Emulator, sub: JSON, spec: Params) -> None:
         if item is None:
             raise invalid(f"No such subscription item: '{item_id}'", "items", "resource_missing")
         if spec.bool("deleted", False):
+            retire(emu, sub, item)
             items.remove(item)
         else:
-            _change_item(emu, item, spec)
+            _change_item(emu, sub, item, spec)
     if not items:
         raise invalid("A subscription must keep at least one item.", "items")
     sub["items"] = _items_envelope(sub["id"], items)
 
 
-def _change_item(emu: Emulator, item: JSON, spec: Params) -> None:
+def retire(emu: Emulator, sub: JSON, item: JSON) -> None:
+    """Keep a metered item's usage so far for the period's invoice (billing_mode=flexible:
+    removing a metered price bills the usage reported until then); the item, or the price
+    that replaces it, bills only usage from now on (`_billed_from`)."""
+    if item["price"]["recurring"]["usage_type"] != "metered":
+        return
+    sub.setdefault("_retired", []).append({**copy.deepcopy(item), "_billed_until": emu.now()})
+    item["_billed_from"] = emu.now()
+
+
+def _change_item(emu: Emulator, sub: JSON, item: JSON, spec: Params) -> None:
     price_id = spec.str("price")
     if price_id is not None and price_id != item["price"]["id"]:
         price = emu.store.get("price", price_id, param="items[0][price]")
+        retire(emu, sub, item)
         old, new = item["price"]["recurring"], price.get("recurring") or {}
         if (old["interval"], old["interval_count"]) != (
             new.get("interval"),
@@ -236,6 +248,8 @@ def cancel_now(emu: Emulator, sub: JSON) -> JSON:
     """Move `sub` to canceled and fire customer.subscription.deleted."""
     before = copy.deepcopy(sub)
     now = emu.now()
+    for item in items_list(sub):
+        retire(emu, sub, item)
     sub.update(status="canceled", canceled_at=now, ended_at=now)
     emit_updated(emu, before, sub, "deleted")
     return sub

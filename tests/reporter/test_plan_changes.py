@@ -1,0 +1,263 @@
+"""Plan changes and boundaries learned late, through Postgres, the reporter and the emulator.
+
+A slot is billed by the context in force when its usage happened; an hour already pushed is
+never split again: it is canceled within Stripe's window, or kept whole with an alert."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from meterline.catalog.parse import parse_catalog
+from meterline.catalog.repository import PostgresCatalogRepository
+from reporter.slots import floor_hour
+from tests.reporter.support import (
+    add_usage,
+    catalog_with,
+    emulator_clock,
+    make_world,
+    reporter_for,
+    settings_for,
+    stripe_totals,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _with_basic(world, client):
+    """A `basic` plan billing api_calls at 0.2 cents, in the catalog and in Stripe."""
+    catalog = catalog_with({"api_calls": "sum"})
+    basic = {
+        "key": "basic",
+        "price": {"amount": 900, "currency": "usd", "interval": "month"},
+        "metered_prices": {"api_calls": {"unit_amount_decimal": "0.2", "currency": "usd"}},
+        "features": {"api_calls": {"limit": 50000, "reset": "billing_period", "overage": "allow"}},
+    }
+    catalog["plans"] = [*catalog["plans"], basic]
+    PostgresCatalogRepository(world.pool).apply(world.tenant_id, parse_catalog(catalog))
+    price = client.v1.prices.create({
+        "currency": "usd", "unit_amount_decimal": "0.2", "product_data": {"name": "basic"},
+        "recurring": {"interval": "month", "usage_type": "metered", "meter": world.meter_id},
+    })  # fmt: skip
+    return price.id
+
+
+def _move_to(control, clock, when: datetime) -> None:
+    control.advance_clock(max(0.0, when.timestamp() - control.now()))
+    clock.set(when)
+
+
+def _webhook(world, customer, plan, status, at: datetime) -> None:
+    """What the subscription webhook leaves in Postgres (the change dated by its event)."""
+    with world.pool.connection() as conn:
+        conn.execute(
+            "UPDATE subscriptions SET plan = %s, status = %s, stripe_event_created = %s, "
+            "updated_at = now() WHERE tenant_id = %s AND customer = %s",
+            (plan, status, int(at.timestamp()), world.tenant_id, customer),
+        )
+
+
+def _metered_lines(client, invoice):
+    lines = client.v1.invoices.line_items.list(invoice["id"]).data
+    found = [(str(line["pricing"]["unit_amount_decimal"]), line) for line in lines]
+    return sorted(
+        (price, Decimal(str(line["quantity"])), line["amount"])
+        for price, line in found
+        if price in ("0.5", "0.2")
+    )
+
+
+def test_a_mid_hour_downgrade_bills_each_side_at_its_own_plan(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    basic_price = _with_basic(world, stripe_client)
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=3)
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"  # contexts recorded while on power
+
+    add_usage(world, c.key, hour + timedelta(minutes=10), 8)
+    change = hour + timedelta(minutes=25)
+    _move_to(control, clock, change)
+    sub = stripe_client.v1.subscriptions.retrieve(c.subscription)
+    item = sub["items"]["data"][0]["id"]
+    stripe_client.v1.subscriptions.update(
+        c.subscription, {"items": [{"id": item, "price": basic_price}]}
+    )
+    _webhook(world, c.key, "basic", "active", change)
+    add_usage(world, c.key, hour + timedelta(minutes=40), 5)
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().status == "ok"
+
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+    invoice = control.close_period(c.subscription)
+    assert _metered_lines(stripe_client, invoice) == [
+        ("0.2", Decimal(5), 1),
+        ("0.5", Decimal(8), 4),
+    ]
+
+
+def test_a_mid_hour_cancellation_drops_nothing_before_it(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=2)
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"
+
+    add_usage(world, c.key, hour + timedelta(minutes=10), 9)
+    change = hour + timedelta(minutes=30)
+    _move_to(control, clock, change)
+    stripe_client.v1.subscriptions.cancel(c.subscription)
+    _webhook(world, c.key, "power", "canceled", change)
+    add_usage(world, c.key, hour + timedelta(minutes=45), 4)  # after it: billed by no one
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().status == "ok"
+
+    assert stripe_totals(control, world.event_name) == {c.stripe_id: Decimal(9)}
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+    assert reporter.store.alerts(world.tenant_id) == []
+
+
+def _late_boundary_world(pg_conninfo, stripe_client, control):
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    basic_price = _with_basic(world, stripe_client)
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=3)
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"
+    add_usage(world, c.key, hour + timedelta(minutes=10), 8)
+    change = hour + timedelta(minutes=25)
+    _move_to(control, clock, change)
+    item = stripe_client.v1.subscriptions.retrieve(c.subscription)["items"]["data"][0]["id"]
+    stripe_client.v1.subscriptions.update(
+        c.subscription, {"items": [{"id": item, "price": basic_price}]}
+    )
+    add_usage(world, c.key, hour + timedelta(minutes=40), 6)
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().delivered == 1  # the whole hour, 14 units, before the webhook
+    return world, c, clock, reporter, hour, change
+
+
+def test_a_boundary_learned_within_the_cancel_window_nets_the_pushed_hour_out(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world, c, clock, reporter, hour, change = _late_boundary_world(
+        pg_conninfo, stripe_client, control
+    )
+    _move_to(control, clock, hour + timedelta(hours=3, minutes=5))  # the webhook, 2 h 40 late
+    _webhook(world, c.key, "basic", "active", change)
+    assert reporter.push().status == "ok"
+
+    assert stripe_totals(control, world.event_name) == {c.stripe_id: Decimal(14)}
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+    assert reporter.store.alerts(world.tenant_id) == []
+    invoice = control.close_period(c.subscription)
+    assert _metered_lines(stripe_client, invoice) == [
+        ("0.2", Decimal(6), 1),
+        ("0.5", Decimal(8), 4),
+    ]
+
+
+def test_a_boundary_learned_past_the_cancel_window_keeps_the_hour_whole_and_alerts(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world, c, clock, reporter, hour, change = _late_boundary_world(
+        pg_conninfo, stripe_client, control
+    )
+    _move_to(control, clock, hour + timedelta(hours=30))  # the webhook, a day late
+    _webhook(world, c.key, "basic", "active", change)
+    assert reporter.push().status == "ok"
+
+    assert stripe_totals(control, world.event_name) == {c.stripe_id: Decimal(14)}
+    alerts = reporter.store.alerts(world.tenant_id, "open")
+    assert [(a.kind, a.our_units, a.difference, a.money_minor) for a in alerts] == [
+        ("split_after_push", Decimal(6), Decimal(6), Decimal(3))
+    ]
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+
+
+def test_an_hour_billed_before_a_downgrade_to_free_is_still_reconciled_and_repaired(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control, emulator = stripe_emulator.control, stripe_emulator.emulator
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=2)
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"
+    add_usage(world, c.key, hour + timedelta(minutes=10), 9)
+    _webhook(world, c.key, "free", "active", hour + timedelta(minutes=30))
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().delivered == 1
+
+    (sent,) = [r for r in emulator.store.meter_events if r["event_name"] == world.event_name]
+    sent["status"] = "dropped"
+    emulator.store.identifiers.pop(sent["identifier"])
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert [(d.kind, d.difference) for d in result.discrepancies] == [
+        ("missing_in_stripe", Decimal(-9))
+    ]
+    (alert,) = reporter.store.alerts(world.tenant_id, "open")
+    assert reporter.repairs.offers(alert) == ["resend"]
+    assert "1 delivered" in reporter.repairs.apply(alert, "resend", "key_test")
+    (after,) = reporter.reconcile(hour.date(), "manual")
+    assert after.discrepancies == []
+
+
+def test_a_downgrade_undone_within_the_hour_bills_the_minutes_between_at_the_lower_price(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    basic_price = _with_basic(world, stripe_client)
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=3)
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"
+    reporter.tick()
+    item = stripe_client.v1.subscriptions.retrieve(c.subscription)["items"]["data"][0]
+    power_price = item["price"]["id"]
+    for minute, value in ((8, 8), (20, 5), (45, 6)):
+        add_usage(world, c.key, hour + timedelta(minutes=minute), value)
+    for minute, plan, price in ((10, "basic", basic_price), (40, "power", power_price)):
+        _move_to(control, clock, hour + timedelta(minutes=minute))
+        stripe_client.v1.subscriptions.update(
+            c.subscription, {"items": [{"id": item["id"], "price": price}]}
+        )
+        _webhook(world, c.key, plan, "active", hour + timedelta(minutes=minute))
+        _move_to(control, clock, hour + timedelta(minutes=minute, seconds=15))
+        reporter.tick()  # the scheduler's tick records the context between two pushes
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().status == "ok"
+
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+    invoice = control.close_period(c.subscription)
+    assert _metered_lines(stripe_client, invoice) == [
+        ("0.2", Decimal(5), 1),
+        ("0.5", Decimal(6), 3),
+        ("0.5", Decimal(8), 4),
+    ]
