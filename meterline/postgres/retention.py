@@ -27,6 +27,7 @@ from meterline.postgres.partitions import drop_partitions_before, partitions_bef
 
 DAY_MS = 86_400_000
 STRIPE_WEBHOOK_RETRY_DAYS = 3
+EVERYTHING = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RetentionSettings(BaseSettings):
@@ -156,7 +157,7 @@ def billing_floor(conn: psycopg.Connection[Any], now: datetime) -> datetime | No
     An open period (a subscription whose `current_period_end` is after `now`) reads from its
     `current_period_start`. A tenant billed through Stripe (a subscription with a Stripe id)
     still has a reconciliation due for everything after the end of its last finished run; one
-    that never finished a run holds everything back (`datetime.min` in UTC)."""
+    that never finished a run holds everything back (`EVERYTHING`)."""
     row = conn.execute(
         "SELECT min(current_period_start) FROM subscriptions "
         "WHERE current_period_start IS NOT NULL AND current_period_end > %s",
@@ -164,7 +165,7 @@ def billing_floor(conn: psycopg.Connection[Any], now: datetime) -> datetime | No
     ).fetchone()
     floors = [row[0]] if row and row[0] is not None else []
     for (upto,) in conn.execute(_RECONCILED).fetchall():
-        floors.append(upto if upto is not None else datetime.min.replace(tzinfo=UTC))
+        floors.append(upto if upto is not None else EVERYTHING)
     return min(floors, default=None)
 
 
