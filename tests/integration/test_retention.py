@@ -360,3 +360,11 @@ def meterline(*args: str, url: str, **env: str) -> subprocess.CompletedProcess[s
 def table_sizes(conn: psycopg.Connection[Any]) -> dict[str, int]:
     tables = [*EXPECTED, "usage_event_ids", "reconciliation_repairs", "usage_rollups_minute"]
     return {t: int(scalar(conn, f"SELECT count(*) FROM {t}")) for t in tables}
+
+
+def test_the_last_finished_reconciliation_of_a_tenant_is_kept(conn: Any) -> None:
+    seed(conn)
+    execute(conn, "DELETE FROM reconciliation_runs WHERE window_end > %s", ago(60))
+    reconciliation(conn, ago(410), status="failed")
+    run(conn, DEFAULTS, NOW)
+    assert keys(conn, "reconciliation_runs", "window_end") == {ago(420), ago(430)}
