@@ -22,12 +22,22 @@ from psycopg import sql
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from meterline.errors import MeterlineError
 from meterline.events import DEFAULT_LATENESS_MS
 from meterline.postgres.partitions import drop_partitions_before, partitions_before
 
 DAY_MS = 86_400_000
 STRIPE_WEBHOOK_RETRY_DAYS = 3
 EVERYTHING = datetime(1970, 1, 1, tzinfo=UTC)
+LOCK_TIMEOUT = "10s"
+
+
+class RetentionBusy(MeterlineError):
+    """A ledger partition stayed locked by another session past `lock_timeout`: nothing was
+    lost (ids go before their partition), and the next run picks it up."""
+
+    status = 503
+    code = "retention_busy"
 
 
 class RetentionSettings(BaseSettings):
@@ -185,10 +195,14 @@ def run(
 ) -> list[Outcome]:
     """Apply every rule on `conn` (autocommit: each batch commits alone), the ledger first.
     With `dry_run`, count what would go and delete nothing. Safe to run again at any time,
-    after a failure too; a second run at the same `now` finds nothing more. Raises psycopg
-    errors (a ledger partition another session keeps locked for `lock_timeout` among them)."""
+    after a failure too; a second run at the same `now` finds nothing more. Raises
+    `RetentionBusy` when a ledger partition stays locked by another session for
+    `LOCK_TIMEOUT`, ValueError for a connection outside autocommit (one transaction would hold
+    every lock to the end), and psycopg errors for Postgres failures."""
+    if not conn.autocommit:
+        raise ValueError("retention.run needs an autocommit connection")
     floor = billing_floor(conn, now)
-    conn.execute("SET lock_timeout = '10s'")
+    conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'".encode())
     outcomes = [_ledger(conn, _cutoff(now, settings.ledger_days, floor), dry_run)]
     for rule in RULES:
         cutoff = _cutoff(now, rule.days(settings), floor if rule.billing else None)
@@ -210,7 +224,12 @@ def _ledger(conn: psycopg.Connection[Any], cutoff: datetime, dry_run: bool) -> O
     names = partitions_before(conn, day)
     rows = sum(_partition_rows(conn, name) for name in names)
     if not dry_run:
-        names = drop_partitions_before(conn, day)
+        try:
+            names = drop_partitions_before(conn, day)
+        except psycopg.errors.LockNotAvailable:
+            raise RetentionBusy(
+                f"a ledger partition before {day} is locked by another session; run again"
+            ) from None
     return Outcome("usage_events", cutoff, rows, tuple(names))
 
 

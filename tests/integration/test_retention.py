@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from meterline.errors import ConfigError
+from meterline.postgres import retention
 from meterline.postgres.partitions import PartitionManager, partition_name
 from meterline.postgres.retention import Outcome, RetentionSettings, run
 from meterline.settings import load_section
@@ -368,3 +369,23 @@ def test_the_last_finished_reconciliation_of_a_tenant_is_kept(conn: Any) -> None
     reconciliation(conn, ago(410), status="failed")
     run(conn, DEFAULTS, NOW)
     assert keys(conn, "reconciliation_runs", "window_end") == {ago(420), ago(430)}
+
+
+def test_a_locked_partition_stops_the_run_and_the_next_run_drops_it(
+    conn: Any, pg_conninfo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(conn)
+    monkeypatch.setattr(retention, "LOCK_TIMEOUT", "200ms")
+    old = partition_name(ago(50).date())
+    with psycopg.connect(pg_conninfo) as other:
+        other.execute(f"LOCK TABLE {old} IN ACCESS SHARE MODE".encode())
+        with pytest.raises(retention.RetentionBusy, match="locked by another session"):
+            run(conn, DEFAULTS, NOW)
+    assert old in keys(conn, "pg_tables", "tablename")
+    assert run(conn, DEFAULTS, NOW)[0].partitions == (old,)
+    assert keys(conn, "usage_event_ids", "event_id") == {"new-event"}
+
+
+def test_a_run_refuses_a_connection_outside_autocommit(pg_conninfo: str) -> None:
+    with psycopg.connect(pg_conninfo) as c, pytest.raises(ValueError, match="autocommit"):
+        run(c, DEFAULTS, NOW)
