@@ -6,6 +6,7 @@ finds nothing more; unsafe settings are refused."""
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -62,13 +63,15 @@ def tenant(conn: psycopg.Connection[Any]) -> None:
     )
 
 
-def report_row(conn: psycopg.Connection[Any], ident: str, slot: datetime, status: str) -> None:
+def report_row(
+    conn: psycopg.Connection[Any], ident: str, slot: datetime, status: str, revision: int = 1
+) -> None:
     execute(
         conn,
         "INSERT INTO report_ledger (tenant_id, customer, meter, slot_start, revision, identifier, "
         "event_name, stripe_customer_id, value, total, status) "
-        "VALUES (1, 'c1', 'api_calls', %s, 1, %s, 'api_calls', 'cus_1', 1, 1, %s)",
-        slot, ident, status,
+        "VALUES (1, 'c1', 'api_calls', %s, %s, %s, 'api_calls', 'cus_1', 1, 1, %s)",
+        slot, revision, ident, status,
     )  # fmt: skip
 
 
@@ -389,3 +392,87 @@ def test_a_locked_partition_stops_the_run_and_the_next_run_drops_it(
 def test_a_run_refuses_a_connection_outside_autocommit(pg_conninfo: str) -> None:
     with psycopg.connect(pg_conninfo) as c, pytest.raises(ValueError, match="autocommit"):
         run(c, DEFAULTS, NOW)
+
+
+@pytest.mark.parametrize("seed_value", range(6))
+def test_random_histories_keep_exactly_what_an_independent_oracle_keeps(
+    conn: Any, seed_value: int
+) -> None:
+    """Random ledger days, report rows, alerts, periods and reconciliations; the oracle below
+    decides what stays from the rules as written in the README, sharing no code with them."""
+    rng = random.Random(seed_value)
+    settings = RetentionSettings(
+        ledger_days=rng.randint(36, 120),
+        report_days=rng.randint(36, 500),
+        alerts_days=rng.randint(36, 500),
+    )
+    tenant(conn)
+    execute(conn, "INSERT INTO customers (tenant_id, id) VALUES (1, 'c2')")
+    floors: list[datetime] = []
+    if rng.random() < 0.5:
+        start = ago(rng.randint(1, 400))
+        floors.append(start)
+        subscription(conn, "c1", None, start, ago(-rng.randint(1, 30)))
+    if rng.random() < 0.5:
+        subscription(conn, "c2", "sub_2", ago(90), ago(60))
+        ends = []
+        for _ in range(rng.randint(0, 3)):
+            end, status = ago(rng.randint(1, 300)), rng.choice(["ok", "alerts", "failed"])
+            reconciliation(conn, end, status)
+            ends += [end] if status != "failed" else []
+        floors.append(max(ends, default=datetime(1970, 1, 1, tzinfo=UTC)))
+    floor = min(floors, default=None)
+    events = {f"e{i}": ago(rng.uniform(0, 150)) for i in range(40)}
+    for ident, at in events.items():
+        event(conn, ident, at)
+    alerts = []
+    for _ in range(rng.randint(0, 6)):
+        status = rng.choice(["open", "acknowledged", "resolved"])
+        window = ago(rng.randint(0, 800)).replace(minute=0)
+        updated = ago(rng.randint(0, 800))
+        alerts.append((alert(conn, status, window, updated), status, window, updated))
+    reports = {}
+    for i in range(60):
+        near_alert = [a[2] + timedelta(hours=rng.choice([-1, 0, 1])) for a in alerts]
+        slot = rng.choice(near_alert or [NOW]) if rng.random() < 0.3 else None
+        slot = slot or ago(rng.randint(0, 800)).replace(minute=0)
+        status = rng.choice(["pending", "sent", "sent", "rejected", "canceled"])
+        report_row(conn, f"r{i}", slot, status, revision=i + 1)
+        reports[f"r{i}"] = (slot, status)
+
+    run(conn, settings, NOW)
+
+    def cutoff(days: int) -> datetime:
+        return min(ago(days), floor) if floor is not None else ago(days)
+
+    ledger_day = cutoff(settings.ledger_days).date()
+    assert keys(conn, "usage_event_ids", "event_id") == {
+        i for i, at in events.items() if at.date() >= ledger_day
+    }
+    live_windows = [(w, w + timedelta(hours=1)) for _, s, w, _ in alerts if s != "resolved"]
+    assert keys(conn, "report_ledger", "identifier") == {
+        i
+        for i, (slot, status) in reports.items()
+        if status == "pending"
+        or slot >= cutoff(settings.report_days)
+        or any(lo <= slot < hi for lo, hi in live_windows)
+    }
+    assert keys(conn, "reconciliation_alerts", "id") == {
+        i for i, s, _, updated in alerts if s != "resolved" or updated >= ago(settings.alerts_days)
+    }
+
+
+def subscription(
+    conn: psycopg.Connection[Any],
+    customer: str,
+    stripe_id: str | None,
+    start: datetime,
+    end: datetime,
+) -> None:
+    execute(
+        conn,
+        "INSERT INTO subscriptions (tenant_id, customer, source, plan, status, "
+        "stripe_subscription_id, current_period_start, current_period_end) "
+        "VALUES (1, %s, %s, 'basic', 'active', %s, %s, %s)",
+        *(customer, "stripe" if stripe_id else "manual", stripe_id, start, end),
+    )
