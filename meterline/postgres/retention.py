@@ -101,8 +101,10 @@ def _at_least(name: str, value: int, minimum: int, why: str) -> str:
 @dataclass(frozen=True, slots=True)
 class RowRule:
     """Rows of `table` (alias `t`) matching `where` leave; `where` reads `%(cutoff)s`, which is
-    now minus `days(settings)`, or the billing floor when `billing` and that is earlier.
-    `delete`, when given, replaces the plain batched delete (it must honour `%(batch)s`)."""
+    now minus `days(settings)`, or the billing floor when `billing` and that is earlier, and
+    may read `%(alerts_cutoff)s` (the alerts' own), so that a dry run counts a row that a run
+    frees by deleting what the rules before it delete. `delete`, when given, replaces the plain
+    batched delete (it must honour `%(batch)s`)."""
 
     table: str
     where: str
@@ -127,7 +129,9 @@ WITH doomed AS (
 )
 DELETE FROM reconciliation_alerts WHERE id IN (SELECT id FROM doomed)"""
 _OLD_RUN = """t.started_at < %(cutoff)s
-    AND NOT EXISTS (SELECT 1 FROM reconciliation_alerts a WHERE a.run_id = t.id)
+    AND NOT EXISTS (
+        SELECT 1 FROM reconciliation_alerts a WHERE a.run_id = t.id
+        AND NOT (a.status = 'resolved' AND a.updated_at < %(alerts_cutoff)s))
     AND t.id <> ALL(ARRAY(
         SELECT DISTINCT ON (tenant_id) id FROM reconciliation_runs
         WHERE status IN ('ok', 'alerts') ORDER BY tenant_id, window_end DESC, id DESC))"""
@@ -204,11 +208,11 @@ def run(
     floor = billing_floor(conn, now)
     conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'".encode())
     outcomes = [_ledger(conn, _cutoff(now, settings.ledger_days, floor), dry_run)]
+    alerts_cutoff = _cutoff(now, settings.alerts_days, None)
     for rule in RULES:
         cutoff = _cutoff(now, rule.days(settings), floor if rule.billing else None)
-        rows = (
-            _count(conn, rule, cutoff) if dry_run else _delete(conn, rule, cutoff, settings.batch)
-        )
+        params = {"cutoff": cutoff, "alerts_cutoff": alerts_cutoff, "batch": settings.batch}
+        rows = _count(conn, rule, params) if dry_run else _delete(conn, rule, params)
         outcomes.append(Outcome(rule.table, cutoff, rows))
     return outcomes
 
@@ -238,20 +242,20 @@ def _partition_rows(conn: psycopg.Connection[Any], name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _count(conn: psycopg.Connection[Any], rule: RowRule, cutoff: datetime) -> int:
+def _count(conn: psycopg.Connection[Any], rule: RowRule, params: dict[str, Any]) -> int:
     statement = f"SELECT count(*) FROM {rule.table} t WHERE {rule.where}"
-    row = conn.execute(statement.encode(), {"cutoff": cutoff}).fetchone()
+    row = conn.execute(statement.encode(), params).fetchone()
     return int(row[0]) if row else 0
 
 
-def _delete(conn: psycopg.Connection[Any], rule: RowRule, cutoff: datetime, batch: int) -> int:
+def _delete(conn: psycopg.Connection[Any], rule: RowRule, params: dict[str, Any]) -> int:
     statement = rule.delete or (
         f"DELETE FROM {rule.table} WHERE ctid = ANY(ARRAY("
         f"SELECT t.ctid FROM {rule.table} t WHERE {rule.where} LIMIT %(batch)s))"
     )
     deleted = 0
     while True:
-        cur = conn.execute(statement.encode(), {"cutoff": cutoff, "batch": batch})
+        cur = conn.execute(statement.encode(), params)
         deleted += cur.rowcount
-        if cur.rowcount < batch:
+        if cur.rowcount < params["batch"]:
             return deleted

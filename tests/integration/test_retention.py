@@ -218,6 +218,13 @@ def test_ledger_partitions_leave_with_their_ids(conn: Any) -> None:
 
 def test_dry_run_counts_what_a_run_deletes_and_deletes_nothing(conn: Any) -> None:
     seed(conn)
+    freed = reconciliation(conn, ago(440))
+    execute(
+        conn,
+        "UPDATE reconciliation_alerts SET run_id = %s "
+        "WHERE status = 'resolved' AND updated_at < %s",
+        freed, ago(400),
+    )  # fmt: skip
     before = table_sizes(conn)
     dry = run(conn, DEFAULTS, NOW, dry_run=True)
     assert table_sizes(conn) == before
