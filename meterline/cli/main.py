@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from meterline.cli import admin, billing, catalog, dev, offsets, serve, usage
+from meterline.cli import admin, billing, catalog, dev, offsets, retention, serve, usage
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Meterline usage metering.")
 app.add_typer(dev.app, name="dev")
-for module in (admin, serve, catalog, usage, billing, offsets):
+for module in (admin, serve, catalog, usage, billing, offsets, retention):
     module.register(app)
 
 

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings
 
 from meterline import settings as shared_settings
 from meterline.devstack.stack import SERVICES
+from meterline.postgres.retention import RetentionSettings
 
 from .tools import ROOT
 
@@ -66,6 +67,8 @@ SHARED_SECTIONS: list[type[BaseSettings]] = [
     shared_settings.StripeSettings,
     shared_settings.ServiceSettings,
 ]
+# Sections read by scheduled commands rather than by a service (`meterline retention run`).
+JOB_SECTIONS: list[type[BaseSettings]] = [RetentionSettings]
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, bool]:
@@ -118,7 +121,7 @@ def settings_of(service: Service) -> dict[str, bool]:
 def all_known_settings() -> set[str]:
     """Every METERLINE_* variable any settings class in the code reads."""
     known: set[str] = set()
-    for cls in SHARED_SECTIONS:
+    for cls in [*SHARED_SECTIONS, *JOB_SECTIONS]:
         known |= set(env_names(cls))
     for service in SERVICE_LIST:
         for cls in service_sections(service.module):

@@ -10,8 +10,16 @@ import pytest
 
 from meterline.devstack.stripe_emulator.__main__ import parse_args
 from meterline.settings import TOPIC_DLQ, TOPIC_USAGE
+from reporter.settings import ReporterSettings
 
-from .codebase import BY_MODULE, SERVICE_LIST, Service, all_known_settings, settings_of
+from .codebase import (
+    BY_MODULE,
+    SERVICE_LIST,
+    Service,
+    all_known_settings,
+    cli_command,
+    settings_of,
+)
 from .tools import DEPLOY, ROOT, load_yaml, run, tool
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -178,3 +186,26 @@ def test_observability_profile_mounts_existing_files() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name}: {source}"
+
+
+def test_retention_runs_daily_after_reconciliation() -> None:
+    retention = services()["retention"]
+    assert retention["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    assert retention["init"] is True, "sh as PID 1 would ignore SIGTERM"
+    assert {"cpus", "memory"} <= set(retention["deploy"]["resources"]["limits"])
+    shell, flag, script = retention["command"]
+    assert (shell, flag) == ("sh", "-c")
+    script = interpolate(script, {})
+    assert script.startswith("while :; do sleep $(( (86400 + 4 * 3600 - $(date +%s) % 86400)")
+    assert script.endswith("; meterline retention run; done")
+    assert cli_command("retention", "run") is not None
+    reconcile_hour = ReporterSettings().reconcile_hour_utc
+    assert reconcile_hour < 4, "retention runs after the reporter's nightly reconciliation"
+
+
+def test_retention_window_matches_ingest_lateness() -> None:
+    env = environment(services()["retention"])
+    unknown = {k for k in env if k.startswith("METERLINE_")} - all_known_settings()
+    assert not unknown, f"no settings class reads {sorted(unknown)}"
+    ingest = environment(services()["ingest"]).get("METERLINE_INGEST_LATENESS_DAYS", "35")
+    assert env.get("METERLINE_RETENTION_LATENESS_DAYS", "35") == ingest

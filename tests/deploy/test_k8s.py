@@ -239,6 +239,20 @@ def test_reconciliation_cronjob_runs_meterline_reconcile() -> None:
     assert cli_command("reconcile", "run") is not None, "the reporter registers `reconcile run`"
 
 
+def test_retention_cronjob_runs_meterline_retention_daily_after_reconciliation() -> None:
+    cron = one("overlays/production", "CronJob", "meterline-retention")
+    reconcile = one("overlays/production", "CronJob", "meterline-reconcile")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["timeZone"] == "Etc/UTC"
+    minute, hour, *every_day = cron["spec"]["schedule"].split()
+    assert every_day == ["*", "*", "*"]
+    assert (int(hour), int(minute)) > tuple(
+        int(f) for f in reversed(reconcile["spec"]["schedule"].split()[:2])
+    ), "retention runs after the night's reconciliation"
+    assert container(cron)["command"] == ["meterline", "retention", "run"]
+    assert cli_command("retention", "run") is not None
+
+
 def test_service_monitor_scrapes_every_service() -> None:
     (monitor,) = find("overlays/production", "ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -312,3 +326,10 @@ def test_the_base_needs_no_operator_crds() -> None:
     KEDA: their resources come from optional components."""
     kinds = {d["kind"] for d in manifests("base")}
     assert not kinds & {"ServiceMonitor", "PrometheusRule", "ScaledObject"}, kinds
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_retention_window_matches_ingest_lateness(kustomization: str) -> None:
+    given = config(kustomization)
+    ingest = given.get("METERLINE_INGEST_LATENESS_DAYS", "35")
+    assert given.get("METERLINE_RETENTION_LATENESS_DAYS", "35") == ingest
