@@ -51,6 +51,7 @@ NOW = 1_800_000_000_000
 RULES = Rules(now_ms=NOW, meters={"api_calls": "value", "tokens": "value", "": "value"})
 DAY = 86_400_000
 WIRE_INTS = st.integers(-(2**63), 2**64 - 1)  # what orjson reads as integers
+INT64 = st.integers(-(2**63), 2**63 - 1)  # what a property may hold
 
 texts = st.text(max_size=130) | st.sampled_from(["e1", "x" * 128, "x" * 129, "a\x00b", "é\u00a0"])
 numbers = (
@@ -90,7 +91,7 @@ common_events = st.fixed_dictionaries(
         "timestamp": st.integers(NOW - 35 * DAY, NOW + MAX_FUTURE_MS)
         | st.sampled_from(["2027-01-15T08:00:00Z", "2027-01-15T08:00:00.5+02:00"]),
         "properties": st.none()
-        | st.dictionaries(st.text(max_size=5), WIRE_INTS | st.text(), max_size=32),
+        | st.dictionaries(st.text(max_size=5), INT64 | st.text(), max_size=32),
     },
 )
 # A common event with one field set to anything at all (or a field added).
@@ -176,14 +177,15 @@ def _agrees(natives: list[Native] | None, checked: list[UsageEvent] | None) -> b
 @pytest.mark.parametrize("fmt", [Format.JSON, Format.NDJSON])
 def test_properties_too_deep_for_msgspec_are_refused_as_bad_input(fmt: Format) -> None:
     """msgspec gives up (RecursionError) on properties ~1,000 levels deep, which orjson still
-    reads: the body goes the slow way and is refused by name, not answered 500."""
+    reads: the body goes the slow way and is refused by name, not answered 500 (and with the
+    body as a whole, whose keys cannot be checked that deep)."""
     deep = b'{"x":' * 1000 + b"1" + b"}" * 1000
     good = b'{"id":"e1","customer":"c","meter":"api_calls"}'
     bad = b'{"id":"e2","customer":"c","meter":"api_calls","properties":%s}' % deep
     body = b"[%s,%s]" % (good, bad) if fmt is Format.JSON else b"%s\n%s" % (good, bad)
     with pytest.raises(ValidationFailed) as refused:
         validate_body(body, fmt, 7, RULES, {}, 1000)
-    assert [(e.field, e.index) for e in refused.value.errors] == [("properties", 1)]
+    assert ("properties", 1) in [(e.field, e.index) for e in refused.value.errors]
 
 
 def _room(event: dict[str, Any], tenant: int = 7) -> int:
