@@ -336,7 +336,7 @@ def bodies_with_repeats(draw: st.DrawFn) -> tuple[bytes, set[tuple[int, str]]]:
             else None
         )
         if inner is not None:
-            raw = {**raw, "properties": json.loads("{}")}
+            top = None if top == "properties" else top
             written_props = _written(props, inner, spaced, escaped)
             text = _written(
                 {k: v for k, v in raw.items() if k != "properties"}, top, spaced, escaped

@@ -106,7 +106,7 @@ BAD_FIELDS: list[tuple[str, object]] = [
     ("timestamp", "2027-01-15T08:00:00.Z"),
     ("timestamp", "2027-01-15T08:00:00.1234567890Z"),
     ("timestamp", "2027-01-15 08:00:00Z"),
-    ("timestamp", "２０２７-01-15T08:00:00Z"),
+    ("timestamp", "\uff12\uff10\uff12\uff17-01-15T08:00:00Z"),  # full-width digits
     # integers past the signed 64-bit range (issue 21)
     ("properties", {"n": 2**63}),
     ("properties", {"n": -(2**63) - 1}),
