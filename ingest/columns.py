@@ -165,7 +165,8 @@ def _keys_all_kept(
     joined, meters, distinct_meters = texts
     keys = len(meters) * _FIELDS_ALWAYS_PRESENT
     keys += _given(*amounts, ABSENT_VALUE) + _given(*stamps[:2], None) + _given(props, None, None)
-    colons = _colons(joined) + sum(meters.count(m) * m.count(":") for m in distinct_meters)
+    colons = _colons(joined)
+    colons += sum(meters.count(m) * m.count(":") for m in distinct_meters if ":" in m)
     colons += _colons(stamps[2])
     if isinstance(extras, list):  # `,"properties":{...}` per non-empty properties, else ""
         colons += _colons("".join(extras)) - (len(extras) - extras.count(""))
