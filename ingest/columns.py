@@ -33,6 +33,7 @@ from typing import Annotated, Any, cast
 import msgspec
 import orjson
 
+from ingest.body import BACKSLASH
 from meterline.entitlements import RESERVATION_PROPERTY
 from meterline.events import (
     MAX_ID_LEN,
@@ -160,7 +161,7 @@ def _keys_all_kept(
     extras: Iterable[str],
 ) -> bool:
     """Whether the structs hold every key of `source` (see the module docstring)."""
-    if b"\\" in source and b"\\u003" in source:
+    if BACKSLASH in source and b"\\u003" in source:
         return False
     joined, meters, distinct_meters = texts
     keys = len(meters) * _FIELDS_ALWAYS_PRESENT
