@@ -169,7 +169,7 @@ def keys_all_kept(body: bytes, values: object) -> bool:
         return False
     try:
         written = orjson.dumps(values)
-    except TypeError:  # an integer past 64 bits or nesting orjson does not write: refused anyway
+    except TypeError:  # an integer past 64 bits, nesting orjson does not write: read again
         return False
     return body.count(b":") == written.count(b":")
 

@@ -44,10 +44,11 @@ def validate_body(
     bad field of every event, PayloadTooLarge for more than `max_events` events.
 
     A native batch of `COLUMNS_FROM` events or more is decoded and checked as columns first
-    (ingest/columns.py); anything else, or a batch that path does not take, is decoded with
-    orjson and checked event by event. Each error carries the event's index in the request (0
-    for a single event). CloudEvents errors name the CloudEvents attribute (`subject`, `type`,
-    `time`, `data`).
+    (ingest/columns.py); anything else, or a batch that path does not take, is decoded again
+    (ingest/body.py), its repeated keys looked for, and checked event by event. Each error
+    carries the event's index in the request (0 for a single event). CloudEvents errors name
+    the CloudEvents attribute (`subject`, `type`, `time`, `data`); a repeated key is named by
+    its path in the CloudEvent as sent.
     """
     cloud = fmt.is_cloudevents
     fast = _columnar(_typed(body, fmt), tenant_id, rules, max_events, body)
