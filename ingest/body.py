@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -120,7 +121,8 @@ def _json(body: bytes) -> Any:
     try:
         return _loads(body)
     except _NOT_JSON as exc:
-        raise ValidationFailed([FieldError("", f"the body is not valid JSON: {exc}")]) from None
+        errors = _out_of_range(body, None) or [FieldError("", f"the body is not valid JSON: {exc}")]
+        raise ValidationFailed(errors) from None
 
 
 def _ndjson(body: bytes) -> list[Any]:
@@ -132,11 +134,59 @@ def _ndjson(body: bytes) -> list[Any]:
         try:
             values.append(_loads(line))
         except _NOT_JSON as exc:
-            errors.append(FieldError("", f"line is not valid JSON: {exc}", len(values)))
+            index = len(values)
+            errors += _out_of_range(line, index) or [
+                FieldError("", f"line is not valid JSON: {exc}", index)
+            ]
             values.append(None)
     if errors:
         raise ValidationFailed(errors)
     return values
+
+
+OUT_OF_RANGE = (
+    "a number out of range: past a double's (±1.8e308), or an integer of over 4,300 digits"
+)
+_TOO_LONG = object()
+
+
+def _out_of_range(text: bytes, index: int | None) -> list[FieldError]:
+    """Each number of `text` that no decoder here reads (`1e400`, an integer of thousands of
+    digits), by event index and path; [] when `text` is not JSON for another reason. Both
+    decoders refuse the whole body for them, naming neither the event nor the field; the
+    standard library reads them (as infinity, or through `parse_int`) and so can say where."""
+    try:
+        doc = json.loads(text, parse_int=_integer, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return []
+    if index is None and isinstance(doc, list):
+        found = [(i, path) for i, event in enumerate(doc) for path in _unreadable(event)]
+    else:
+        found = [(index or 0, path) for path in _unreadable(doc)]
+    return [FieldError(path, OUT_OF_RANGE, i) for i, path in found]
+
+
+def _integer(digits: str) -> object:
+    return _TOO_LONG if len(digits.lstrip("-")) > 4300 else int(digits)  # msgspec's limit
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(constant)  # NaN and Infinity are no JSON
+
+
+def _unreadable(doc: object) -> list[str]:
+    paths: list[str] = []
+    stack: list[tuple[str, object]] = [("", doc)]
+    while stack:
+        path, value = stack.pop()
+        prefix = f"{path}." if path else ""
+        if isinstance(value, dict):
+            stack.extend((prefix + k, v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{prefix}{i}", v) for i, v in reversed(list(enumerate(value))))
+        elif value is _TOO_LONG or (isinstance(value, float) and not math.isfinite(value)):
+            paths.append(path)
+    return paths
 
 
 BACKSLASH = ord("\\")

@@ -213,7 +213,7 @@ def _timestamps(
     if kinds == {int}:
         stamps = cast(list[int], col)
     else:
-        if written and _RFC3339_LINES.fullmatch(written + "\n") is None:
+        if str in kinds and _RFC3339_LINES.fullmatch(written + "\n") is None:
             return None
         parsed = [now if v is None else _ms(v) for v in col]
         if None in parsed:

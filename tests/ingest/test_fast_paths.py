@@ -128,6 +128,7 @@ EDGES: list[tuple[str, object]] = [
     ("timestamp", NOW + MAX_FUTURE_MS),
     ("timestamp", "2027-01-15T08:05:00.001Z"),
     ("timestamp", None),
+    ("timestamp", ""),  # the only text among integers: no RFC 3339 line to match
     ("properties", None),
     ("properties", {}),
     ("properties", {str(i): i for i in range(32)}),
@@ -463,6 +464,35 @@ def test_strict_values_in_a_body_are_refused_alike_by_both_paths(text: bytes, fi
     assert _outcome(array, Format.JSON) == _outcome(b" " + array, Format.JSON) == [(1, field)]
     assert _outcome(bad, Format.JSON) == [(0, field)]
     assert _outcome(b"%s\n%s" % (good, bad), Format.NDJSON) == [(1, field)]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "body", "expected"),
+    [
+        (
+            Format.JSON,
+            b'[{"id":"a"},{"id":"b","properties":{"x":[1,-1e400]}}]',
+            [(1, "properties.x.1")],
+        ),
+        (
+            Format.JSON,
+            b'{"id":"a","customer":"c","meter":"api_calls","value":1e999}',
+            [(0, "value")],
+        ),
+        (
+            Format.NDJSON,
+            b'{"id":"a"}\n{"properties":{"n":' + b"9" * 4301 + b"}}",
+            [(1, "properties.n")],
+        ),
+        (Format.CLOUDEVENTS_BATCH, b'[{"id":"a"},{"data":{"v":1e400}}]', [(1, "data.v")]),
+    ],
+)
+def test_numbers_no_decoder_reads_are_refused_by_index_and_field(
+    fmt: Format, body: bytes, expected: list[tuple[int, str]]
+) -> None:
+    assert _outcome(body, fmt) == expected
+    if fmt is Format.JSON:
+        assert _outcome(b" " + body, fmt) == expected
 
 
 @pytest.mark.parametrize("char", ["\u2028", "\u2029", "\u0085", "\u200b", "\u202e", "\ufeff"])
