@@ -10,10 +10,23 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from meterline.events import RFC3339_DATE_TIME
+
+_TEXT_RULE = (
+    "No control (Cc), format (Cf), surrogate (Cs), line separator (Zl, U+2028) or paragraph "
+    "separator (Zp, U+2029) characters."
+)
 _ID = {"type": "string", "minLength": 1, "maxLength": 128}
 _TIME = {
     "oneOf": [
-        {"type": "string", "format": "date-time", "description": "RFC 3339 with an offset"},
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": f"^{RFC3339_DATE_TIME}$",
+            "description": "RFC 3339 date-time: 2026-11-21T10:15:00Z or with an offset "
+            "(+01:00), at most nine digits of fraction; no week or ordinal dates, no missing "
+            "offset or seconds, no leap second",
+        },
         {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
     ]
 }
@@ -24,8 +37,11 @@ EVENT: dict[str, Any] = {
     "required": ["id", "customer", "meter"],
     "additionalProperties": False,
     "properties": {
-        "id": {**_ID, "description": "Idempotency key, unique per tenant (UUIDv7 is ideal)."},
-        "customer": {**_ID, "description": "The tenant's own customer id."},
+        "id": {
+            **_ID,
+            "description": "Idempotency key, unique per tenant (UUIDv7 is ideal). " + _TEXT_RULE,
+        },
+        "customer": {**_ID, "description": "The tenant's own customer id. " + _TEXT_RULE},
         "meter": {"type": "string", "minLength": 1, "description": "A meter of the catalog."},
         "value": {"type": "number", "minimum": 0, "maximum": 1e15, "default": 1},
         "timestamp": {
@@ -37,7 +53,9 @@ EVENT: dict[str, Any] = {
             "type": "object",
             "maxProperties": 32,
             "description": "Free-form context kept with the event; nested at most 254 levels "
-            "deep (deeper values cannot be written back as JSON: 422).",
+            "deep (deeper values cannot be written back as JSON: 422); integers within the "
+            "signed 64-bit range; the key `meterline_reservation` is reserved (422); the event "
+            "must fit in one Kafka message (`MESSAGE_MAX_BYTES`, 422 naming `properties`).",
         },
     },
 }
@@ -54,8 +72,12 @@ CLOUDEVENT: dict[str, Any] = {
         "source": {"type": "string", "minLength": 1},
         "type": {"type": "string", "minLength": 1, "description": "The meter key."},
         "subject": {**_ID, "description": "The customer."},
-        "time": {"type": "string", "format": "date-time"},
-        "data": {"type": "object"},
+        "time": _TIME["oneOf"][0],
+        "data": {
+            "description": "An object (the value under the meter's value_property, else "
+            "`value`; the rest become properties, with their rules) or a number.",
+            "oneOf": [{"type": "object"}, {"type": "number", "minimum": 0}],
+        },
     },
 }
 EXAMPLE_EVENT = {
@@ -141,7 +163,16 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     403: _problem("The key lacks the `ingest` scope."),
     413: _problem("Body over 1 MiB or more than 1,000 events."),
     415: _problem("Content-Type is not one of the accepted media types."),
-    422: {"model": Invalid, "description": "Every bad field of every bad event; none accepted."},
+    422: {
+        "model": Invalid,
+        "description": "Every bad field of every bad event, by index and field; none accepted. "
+        "Besides the schema's rules: a key repeated in any JSON object, at any depth (field: "
+        "its path, e.g. `properties.model`); a timestamp that is not an RFC 3339 date-time; "
+        "control, format, surrogate or line/paragraph separator characters in `id`, "
+        "`customer` or `meter`; an integer in `properties` outside the signed 64-bit range; a "
+        "number too large for a double (the body is refused as not JSON); the reserved "
+        "property `meterline_reservation`; an event too large for one Kafka message.",
+    },
     429: _problem("Over the tenant's events/s, or ingest is at capacity.", retry=True),
     503: _problem("The broker did not acknowledge in time; retry the same ids.", retry=True),
 }

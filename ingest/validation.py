@@ -1,6 +1,8 @@
 """A request's body validated as one batch: all valid, or every problem at once.
 
-Beyond the event's own rules (`validate_event`), ingest refuses two things, on every path:
+Beyond the event's own rules (`validate_event`), ingest refuses three things, on every path:
+- a key repeated within one JSON object, at any depth (`repeated_keys`): JSON decoders keep the
+  last one, so what was counted could differ from what another reader of the same body sees;
 - the property `RESERVATION_PROPERTY`, which marks the events an entitlement consume publishes:
   an ingest event carrying it could pose as a consume's reservation;
 - an event whose Kafka message would exceed `MESSAGE_MAX_BYTES` (the producer's own limit):
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ingest.body import Format, decode
+from ingest.body import Format, decode, repeated_keys
 from ingest.cloudevents import rename, to_native
 from ingest.columns import Native, accept_columns, from_json, from_ndjson, from_values
 from meterline.errors import FieldError, ValidationFailed
@@ -48,20 +50,22 @@ def validate_body(
     bad field of every event, PayloadTooLarge for more than `max_events` events.
 
     A native batch of `COLUMNS_FROM` events or more is decoded and checked as columns first
-    (ingest/columns.py); anything else, or a batch that path does not take, is decoded with
-    orjson and checked event by event. Each error carries the event's index in the request (0
-    for a single event). CloudEvents errors name the CloudEvents attribute (`subject`, `type`,
-    `time`, `data`).
+    (ingest/columns.py); anything else, or a batch that path does not take, is decoded again
+    (ingest/body.py), its repeated keys looked for, and checked event by event. Each error
+    carries the event's index in the request (0 for a single event). CloudEvents errors name
+    the CloudEvents attribute (`subject`, `type`, `time`, `data`); a repeated key is named by
+    its path in the CloudEvent as sent.
     """
     cloud = fmt.is_cloudevents
-    fast = _columnar(_typed(body, fmt), tenant_id, rules, max_events)
+    fast = _columnar(_typed(body, fmt), tenant_id, rules, max_events, body)
     if fast is not None:
         return _fitting(fast, cloud)
     values, _ = decode(body, fmt, max_events)
+    repeated = repeated_keys(body, fmt, values)
     natives = values
     if cloud:
         natives = [to_native(raw, value_properties, i) for i, raw in enumerate(values)]
-        if len(natives) >= COLUMNS_FROM:
+        if len(natives) >= COLUMNS_FROM and not repeated:
             fast = _columnar(from_values(natives), tenant_id, rules, max_events)
             if fast is not None:
                 return _fitting(fast, cloud)
@@ -78,9 +82,15 @@ def validate_body(
         else:
             problems = result + problems
         errors.extend(rename(problems) if cloud else problems)
+    if repeated:
+        errors = sorted(repeated + errors, key=_index)
     if errors:
         raise ValidationFailed(errors)
     return _fitting(EncodedEvents.of(events), cloud)
+
+
+def _index(error: FieldError) -> int:
+    return error.index or 0
 
 
 def _reserved(raw: dict[str, Any], index: int, cloud: bool) -> list[FieldError]:
@@ -122,8 +132,12 @@ def _typed(body: bytes, fmt: Format) -> list[Native] | None:
 
 
 def _columnar(
-    natives: list[Native] | None, tenant_id: int, rules: Rules, max_events: int
+    natives: list[Native] | None,
+    tenant_id: int,
+    rules: Rules,
+    max_events: int,
+    source: bytes | None = None,
 ) -> EncodedEvents | None:
     if natives is None or not COLUMNS_FROM <= len(natives) <= max_events:
         return None
-    return accept_columns(natives, tenant_id, rules)
+    return accept_columns(natives, tenant_id, rules, source)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,24 @@ the entitlements service sets it (ingest refuses it), and the aggregator removes
 when it counts the event."""
 EVENT_FIELDS = frozenset({"id", "customer", "meter", "value", "timestamp", "properties"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories an id, customer or meter may not hold: controls (C0, DEL and C1, so every
+line break: LF, CR, VT, FF, NEL), format characters (invisible: zero-width spaces and joiners,
+bidirectional overrides, the BOM, the soft hyphen), surrogates (unpaired ones; JSON decoders
+refuse them, other callers may not) and the line and paragraph separators U+2028 and U+2029.
+Other spaces (U+00A0, U+3000), private-use and unassigned code points are kept: they are
+visible or harmless, and refusing unassigned ones would tie the rule to a Unicode version."""
+_D2 = "[0-9][0-9]"  # spelt out: a third faster in `re` than [0-9]{2}
+RFC3339_DATE_TIME = (
+    f"{_D2}{_D2}-{_D2}-{_D2}[Tt]{_D2}:{_D2}:{_D2}"
+    + r"(?:\.[0-9]{1,9})?"
+    + f"(?:[Zz]|[+-]{_D2}:{_D2})"
+)
+"""RFC 3339's `date-time` (section 5.6; `T` and `Z` in either case), with at most nine digits
+of a second's fraction. `datetime.fromisoformat` alone takes far more of ISO 8601 (week and
+ordinal dates, basic format, offsets without minutes or with seconds, a comma before the
+fraction); no leap second (`:60`) either, which `datetime` cannot hold."""
+_RFC3339 = re.compile(RFC3339_DATE_TIME)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -140,16 +159,34 @@ def _text(v: object, field: str, bad: Any) -> str | None:
         bad(field, "required, a string" if v is None else "must be a string")
     elif not 1 <= len(v) <= MAX_ID_LEN:
         bad(field, f"must be 1 to {MAX_ID_LEN} characters")
-    elif _CONTROL.search(v):
-        bad(field, "must not contain control characters")
+    elif (refused := refused_character(v)) is not None:
+        bad(field, refused)
     else:
         return v
+    return None
+
+
+def refused_character(text: str) -> str | None:
+    """Why `text` may not be an id, customer or meter (its first character of a
+    `REFUSED_CATEGORIES` category), or None. Printable text holds none, and `str.isprintable`
+    (in C) settles the common case; the categories are looked up only for the rest."""
+    if text.isprintable():
+        return None
+    for c in text:
+        category = unicodedata.category(c)
+        if category in REFUSED_CATEGORIES:
+            return (
+                f"must not contain U+{ord(c):04X} (category {category}: control, format, "
+                "surrogate, line or paragraph separator characters are refused)"
+            )
     return None
 
 
 def _meter(v: object, rules: Rules, bad: Any) -> str | None:
     if not isinstance(v, str) or not v:
         bad("meter", "required, a string")
+    elif (refused := refused_character(v)) is not None:
+        bad("meter", refused)
     elif v not in rules.meters:
         bad("meter", f"unknown meter {v[:64]!r}: not in this tenant's catalog")
     else:
@@ -174,7 +211,11 @@ def _timestamp(v: object, rules: Rules, bad: Any) -> int | None:
         return rules.now_ms
     ms = parse_timestamp(v)
     if ms is None:
-        bad("timestamp", "must be an RFC 3339 time with an offset, or epoch milliseconds")
+        bad(
+            "timestamp",
+            "must be an RFC 3339 date-time (2026-11-21T10:15:00Z, 2026-11-21T11:15:00.5+01:00)"
+            " or epoch milliseconds",
+        )
     elif ms < rules.now_ms - rules.lateness_ms:
         bad("timestamp", f"older than the lateness window ({rules.lateness_ms // 86_400_000} days)")
     elif ms > rules.now_ms + rules.future_ms:
@@ -185,18 +226,23 @@ def _timestamp(v: object, rules: Rules, bad: Any) -> int | None:
 
 
 def parse_timestamp(v: object) -> int | None:
-    """Epoch milliseconds from an RFC 3339 string with an offset or an integer; else None."""
+    """Epoch milliseconds from an RFC 3339 `date-time` string (`RFC3339_DATE_TIME`) or an
+    integer; else None."""
     if isinstance(v, bool):
         return None
     if isinstance(v, int):
         return v if 0 <= v < 10**14 else None
-    if not isinstance(v, str) or not 20 <= len(v) <= 40:
+    if not isinstance(v, str) or _RFC3339.fullmatch(v) is None:
         return None
+    return rfc3339_ms(v)
+
+
+def rfc3339_ms(v: str) -> int | None:
+    """Epoch milliseconds of a string already matched by `RFC3339_DATE_TIME`, or None for a
+    date or time that does not exist (February 30th, hour 24, a leap second)."""
     try:
-        when = datetime.fromisoformat(v.replace("z", "Z"))
+        when = datetime.fromisoformat(v[:-1] + "Z" if v[-1] == "z" else v)
     except ValueError:
-        return None
-    if when.tzinfo is None or "T" not in v.upper():
         return None
     return int(when.timestamp() * 1000)
 
@@ -208,22 +254,51 @@ def _properties(v: object, bad: Any) -> dict[str, Any] | None:
         bad("properties", "must be an object")
     elif len(v) > MAX_PROPERTIES:
         bad("properties", f"at most {MAX_PROPERTIES} keys")
-    elif not _encodable(v):
-        bad("properties", "nested too deeply to encode")
+    elif (problem := _unencodable(v)) is not None:
+        bad("properties", problem)
     else:
         return v or None
     return None
 
 
-def _encodable(properties: dict[str, Any]) -> bool:
-    """Whether orjson can write `properties` back where `encode_event` puts them, one level
-    inside the event: it reads JSON nested 1,024 levels deep but writes at most 254, so a deeper
-    value, valid on the way in, could not go to Kafka."""
+INT64 = range(-(2**63), 2**63)
+"""The integers a property may hold: JSON decoders read larger ones exactly (msgspec) or turn
+them into floats (orjson, past 64 bits), and a consumer in another language may do either."""
+
+
+def _unencodable(properties: dict[str, Any]) -> str | None:
+    """Why `properties` cannot go to Kafka as they are, or None: an integer outside `INT64`, or
+    nesting deeper than orjson writes where `encode_event` puts them, one level inside the event
+    (it reads JSON nested 1,024 levels deep but writes at most 254). One orjson call settles the
+    common case: it refuses integers past 53 bits, and only then are the values looked at."""
+    try:
+        orjson.dumps({"properties": properties}, option=orjson.OPT_STRICT_INTEGER)
+    except TypeError:
+        pass
+    else:
+        return None
+    path = _outside_int64(properties)
+    if path is not None:
+        return f"{path} is an integer outside the signed 64-bit range"
     try:
         orjson.dumps({"properties": properties})
     except TypeError:
-        return False
-    return True
+        return "nested too deeply to encode"
+    return None
+
+
+def _outside_int64(properties: dict[str, Any]) -> str | None:
+    """The path (`properties.a.0`) of the first integer outside `INT64`, or None."""
+    stack: list[tuple[str, object]] = [("properties", properties)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}", v) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, int) and value not in INT64:
+            return path
+    return None
 
 
 def encode_event(e: UsageEvent) -> bytes:

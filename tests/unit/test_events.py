@@ -22,8 +22,8 @@ from meterline.events import (
 
 NOW = 1_800_000_000_000
 RULES = Rules(now_ms=NOW, meters={"api_calls", "tokens"})
-ids = st.text(min_size=1, max_size=128).filter(
-    lambda s: not any(ord(c) < 32 or ord(c) == 127 for c in s)
+ids = st.text(
+    st.characters(exclude_categories=("Cc", "Cf", "Cs", "Zl", "Zp")), min_size=1, max_size=128
 )
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
 
@@ -85,6 +85,33 @@ BAD_FIELDS: list[tuple[str, object]] = [
     ("properties", nested(300)),  # orjson reads 1,024 levels, writes 254
     ("properties", nested(253)),  # 254 once written inside the event
     ("tenant", "other"),
+    # Unicode line and paragraph separators, other controls, format characters (issue 21)
+    ("id", "a\u2028b"),
+    ("customer", "c\u2029"),
+    ("id", "next\x85line"),
+    ("customer", "\u202eevil"),
+    ("id", "zero\u200bwidth"),
+    ("customer", "\ufeffbom"),
+    ("id", "lone\ud800"),
+    ("meter", "api_calls\u200d"),
+    # ISO 8601 forms that are not RFC 3339 date-times (issue 21), each inside the window
+    ("timestamp", "2027-W02-5T08:00:00Z"),
+    ("timestamp", "2027-015T08:00:00Z"),
+    ("timestamp", "20270115T080000Z"),
+    ("timestamp", "2027-01-15T08:00Z"),
+    ("timestamp", "2027-01-15T08:00:00+0100"),
+    ("timestamp", "2027-01-15T08:00:00+01"),
+    ("timestamp", "2027-01-15T08:00:00+01:00:00"),
+    ("timestamp", "2027-01-15T08:00:00,5Z"),
+    ("timestamp", "2027-01-15T08:00:00.Z"),
+    ("timestamp", "2027-01-15T08:00:00.1234567890Z"),
+    ("timestamp", "2027-01-15 08:00:00Z"),
+    ("timestamp", "\uff12\uff10\uff12\uff17-01-15T08:00:00Z"),  # full-width digits
+    # integers past the signed 64-bit range (issue 21)
+    ("properties", {"n": 2**63}),
+    ("properties", {"n": -(2**63) - 1}),
+    ("properties", {"a": [1, {"n": 2**64}]}),
+    ("properties", {"n": 10**30}),
 ]
 
 
@@ -103,6 +130,37 @@ def test_every_bad_field_is_reported_at_once(a: tuple[str, object], b: tuple[str
     errors = validate_event(raw, 1, RULES)
     assert isinstance(errors, list)
     assert {e.field for e in errors} == {a[0], b[0]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id", "é\u00a0nbsp"),
+        ("customer", "👩‍💻"[0]),
+        ("id", "\ue000private"),
+        ("customer", "日本\u3000語"),
+        ("timestamp", "2027-01-15t08:00:00z"),
+        ("timestamp", "2027-01-15T09:00:00.123456789+01:00"),
+        ("timestamp", "2027-01-15T08:00:00-00:00"),
+        ("properties", {"max": 2**63 - 1, "min": -(2**63), "big": 2**53 + 1}),
+    ],
+)
+def test_edge_values_just_inside_the_rules_are_accepted(field: str, value: object) -> None:
+    raw = {"id": "e1", "customer": "c1", "meter": "api_calls", field: value}
+    assert isinstance(validate_event(raw, 1, RULES), UsageEvent)
+
+
+def test_a_refused_character_is_named_with_its_category() -> None:
+    errors = validate_event({"id": "a\u2028", "customer": "c", "meter": "tokens"}, 1, RULES)
+    assert isinstance(errors, list)
+    assert "U+2028 (category Zl" in errors[0].message
+
+
+def test_an_integer_past_64_bits_is_named_by_its_path() -> None:
+    raw = {"id": "e", "customer": "c", "meter": "tokens", "properties": {"a": [0, {"n": 2**63}]}}
+    errors = validate_event(raw, 1, RULES)
+    assert isinstance(errors, list)
+    assert [(e.field, e.message.split()[0]) for e in errors] == [("properties", "properties.a.1.n")]
 
 
 def test_a_non_object_is_one_error() -> None:
@@ -132,6 +190,12 @@ def test_negative_zero_is_normalized_to_zero() -> None:
         ("2026-11-21T10:15:00.250Z", 1_795_256_100_250),
         ("2026-11-21", None),
         ("2026-11-21T10:15:00", None),
+        ("2026-W47-6T10:15:00Z", None),
+        ("2026-11-21T10:15:00+0100", None),
+        ("2026-11-21T10:15:60Z", None),
+        ("2026-02-30T10:15:00Z", None),
+        ("2026-11-21t10:15:00z", 1_795_256_100_000),
+        ("2026-11-21T10:15:00.123456789Z", 1_795_256_100_123),
     ],
 )
 def test_rfc3339_parsing(text: str, ms: int | None) -> None:
