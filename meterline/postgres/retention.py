@@ -62,6 +62,7 @@ class RetentionSettings(BaseSettings):
     webhook_events_days: int = 30
     webhook_rejects_days: int = 90
     sessions_days: int = 7
+    lag_probes_days: int = 30
     batch: int = 5_000
 
     @model_validator(mode="after")
@@ -88,6 +89,7 @@ class RetentionSettings(BaseSettings):
             ),
             _at_least("webhook_rejects_days", self.webhook_rejects_days, 7, "a week"),
             _at_least("sessions_days", self.sessions_days, 1, "a day"),
+            _at_least("lag_probes_days", self.lag_probes_days, 1, "a day"),
             _at_least("batch", self.batch, 100, "100 rows"),
         ]
 
@@ -120,6 +122,9 @@ _OPEN_ALERT_WINDOW = """NOT EXISTS (
 _LATEST_BOUNDARY = """t.at < (
     SELECT max(b.at) FROM report_boundaries b
     WHERE b.tenant_id = t.tenant_id AND b.customer = t.customer AND b.at <= %(cutoff)s)"""
+_LATEST_CONTEXT = """t.since < (
+    SELECT max(c.since) FROM report_contexts c
+    WHERE c.tenant_id = t.tenant_id AND c.customer = t.customer AND c.since <= %(cutoff)s)"""
 _RESOLVED_ALERT = "t.status = 'resolved' AND t.updated_at < %(cutoff)s"
 _DELETE_ALERTS = f"""
 WITH doomed AS (
@@ -148,6 +153,8 @@ RULES: tuple[RowRule, ...] = (
         billing=True,
     ),
     RowRule("report_boundaries", _LATEST_BOUNDARY, lambda s: s.report_days, billing=True),
+    RowRule("report_contexts", _LATEST_CONTEXT, lambda s: s.report_days, billing=True),
+    RowRule("report_lag_probes", "t.sent_at < %(cutoff)s", lambda s: s.lag_probes_days),
     RowRule(
         "reconciliation_alerts", _RESOLVED_ALERT, lambda s: s.alerts_days, delete=_DELETE_ALERTS
     ),

@@ -147,6 +147,19 @@ def seed(conn: psycopg.Connection[Any], now: datetime = NOW) -> None:
     report_row(conn, "new-sent", ago(399, now), "sent")
     for at in (ago(500, now), ago(450, now), ago(10, now)):
         execute(conn, "INSERT INTO report_boundaries VALUES (1, 'c1', %s)", at)
+        execute(
+            conn,
+            "INSERT INTO report_contexts (tenant_id, customer, since, plan, stripe_customer_id, "
+            "meters) VALUES (1, 'c1', %s, 'basic', 'cus_1', '{}')",
+            at,
+        )
+    for days in (31, 29):
+        execute(
+            conn,
+            "INSERT INTO report_lag_probes (stripe_meter_id, stripe_customer_id, hour, expected, "
+            "sent_at) VALUES ('mtr', 'cus_1', %s, 1, %s)",
+            ago(days, now), ago(days, now),
+        )  # fmt: skip
     old_run = reconciliation(conn, ago(420, now))
     kept_run = reconciliation(conn, ago(430, now))
     alert(conn, "open", ago(500, now), ago(500, now))
@@ -180,6 +193,8 @@ EXPECTED = {
     "finance_sessions": 1,
     "report_ledger": 1,
     "report_boundaries": 1,
+    "report_contexts": 1,
+    "report_lag_probes": 1,
     "reconciliation_alerts": 1,
     "reconciliation_runs": 1,
 }
@@ -200,6 +215,8 @@ def test_each_table_loses_rows_past_retention_and_keeps_the_rest(conn: Any) -> N
         "new-sent",
     }
     assert keys(conn, "report_boundaries", "at") == {ago(450), ago(10)}
+    assert keys(conn, "report_contexts", "since") == {ago(450), ago(10)}  # the one in force stays
+    assert keys(conn, "report_lag_probes", "sent_at") == {ago(29)}
     assert keys(conn, "reconciliation_alerts", "status") == {"open", "resolved"}
     assert keys(conn, "reconciliation_alerts", "updated_at") == {ago(500), ago(399)}
     assert scalar(conn, "SELECT count(*) FROM reconciliation_repairs") == 0
