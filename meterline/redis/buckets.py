@@ -5,7 +5,8 @@ pass into debt while the bucket is positive (a 1,000-event batch on a slow tenan
 is in debt nothing is taken and the caller is told how long to wait, so the long-run rate never
 exceeds the configured one. Time is Redis's own (`TIME`), so replicas with skewed clocks share
 one bucket correctly. The bucket's key carries the tenant as its hash tag (Redis Cluster) and
-expires after a minute unused (a full bucket is what a missing key means anyway).
+expires after a minute unused, or once its debt is repaid if that is later (a full bucket is
+what a missing key means, so a bucket in debt must outlive its debt).
 Works on Redis 6.2 (a script, not a function; effects replication makes `TIME` safe).
 """
 
@@ -30,7 +31,8 @@ if tokens <= 0 then
   return tostring((1 - tokens) / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - want), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], 60000)
+local repaid_ms = math.ceil((1 - (tokens - want)) * 1000 / rate)
+redis.call('PEXPIRE', KEYS[1], math.max(60000, repaid_ms + 1000))
 return '0'
 """
 

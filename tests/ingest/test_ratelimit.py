@@ -85,3 +85,21 @@ def test_each_process_limits_alone_while_redis_is_away() -> None:
         await gone.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_bucket_in_debt_outlives_its_debt(redis_url: str) -> None:
+    """A slow tenant's large batch leaves its bucket in debt for longer than a minute: the key
+    must not expire before the debt is repaid, or the tenant would start over full."""
+
+    async def scenario() -> tuple[float, int]:
+        client = connect_async(redis_url)
+        store = RedisBucketStore(client, "debt")
+        assert await store.lease(11, 5.0, 1000) == 0  # 5 - 1000: 199 s of debt
+        ttl = await client.pttl("debt:rl:{11}")
+        wait = await store.lease(11, 5.0, 1)
+        await client.aclose()
+        return wait, ttl
+
+    wait, ttl = asyncio.run(scenario())
+    assert wait > 190
+    assert ttl > 199_000
