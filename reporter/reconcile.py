@@ -122,6 +122,7 @@ class RunResult:
     hours_checked: int
     discrepancies: list[Discrepancy]
     opened: list[int]
+    finished: bool = True
 
 
 class Reconciler:
@@ -171,15 +172,20 @@ class Reconciler:
     def run_due(self, day: date, trigger: str = "scheduled") -> list[RunResult]:
         """The nightly run: `day` and, per tenant, every earlier day touched since the
         tenant's last nightly run (`touched_days`), oldest first; later days wait for their own
-        night. Raises only for Postgres failures."""
+        night. The tenant's mark moves only when all its runs finished, so the days of a failed
+        night are found again. Raises only for Postgres failures."""
         results = []
         for tenant_id in tenant_ids(self._pool):
             with self._pool.connection() as conn:
                 scanned_to, days = touched_days(conn, tenant_id, STRIPE_PAST_WINDOW_S)
-            for d in sorted({d for d in days if d < day} | {day}):
-                window = self.window(d)
-                if window[1] > window[0]:
-                    results.append(self._tenant(tenant_id, window, trigger))
+            tenant_results = [
+                self._tenant(tenant_id, window, trigger)
+                for window in map(self.window, sorted({d for d in days if d < day} | {day}))
+                if window[1] > window[0]
+            ]
+            results += tenant_results
+            if not all(r.finished for r in tenant_results):
+                continue
             with self._pool.connection() as conn:
                 conn.execute(
                     "INSERT INTO report_reconcile_marks (tenant_id, scanned_to) VALUES (%s, %s) "
@@ -199,7 +205,7 @@ class Reconciler:
             self._store.finish_run(run_id, 0, Decimal(0), Decimal(0), 0, str(exc) or repr(exc))
             self._metrics.reconcile_runs.labels("failed").inc()
             log.exception("reconciliation of tenant %s failed", tenant_id)
-            return RunResult(tenant_id, run_id, window, 0, [], [])
+            return RunResult(tenant_id, run_id, window, 0, [], [], finished=False)
         opened, seen = self._store.record(tenant_id, run_id, found)
         self._store.clear(tenant_id, run_id, window, seen)
         self._store.finish_run(run_id, hours, ours, theirs, len(found))
@@ -316,12 +322,20 @@ class Reconciler:
         return {datetime.fromtimestamp(h, UTC): v for h, v in values.items()}
 
 
+COMMIT_MARGIN = timedelta(hours=6)
+"""How long after ingest received an event its ledger row may be committed and still be found
+by the nightly scan of touched days (an aggregator backlog longer than this escapes it)."""
+
+
 def touched_days(
     conn: psycopg.Connection[Any], tenant_id: int, horizon_s: int
 ) -> tuple[datetime, set[date]]:
     """(now, the UTC days that received events or ledger rows since the tenant's mark, within
     Stripe's window): the days whose figures may have changed since they were reconciled.
-    Postgres's clock, which stamps both. No mark yet: no days (the first run sets it)."""
+    Events are found by the time ingest received them, which comes before their ledger row is
+    committed; the scan therefore reaches `COMMIT_MARGIN` before the mark, so an event the
+    aggregator committed up to that long after receiving it is not missed (reconciling a day
+    again is harmless). No mark yet: no days (the first run sets it)."""
     row = conn.execute(
         "SELECT now(), (SELECT scanned_to FROM report_reconcile_marks WHERE tenant_id = %s)",
         (tenant_id,),
@@ -338,7 +352,7 @@ def touched_days(
         "UNION SELECT DISTINCT (slot_start AT TIME ZONE 'UTC')::date FROM report_ledger "
         "WHERE tenant_id = %(t)s AND created_at >= %(mark)s AND created_at < %(now)s "
         "AND slot_start >= %(floor)s",
-        {"t": tenant_id, "mark": mark, "now": now, "floor": floor},
+        {"t": tenant_id, "mark": mark - COMMIT_MARGIN, "now": now, "floor": floor},
     ).fetchall()
     return now, {r[0] for r in rows}
 

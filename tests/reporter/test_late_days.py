@@ -58,6 +58,55 @@ def test_a_late_event_three_days_back_is_reconciled_in_the_next_nightly_run(
     assert [a.status for a in reporter.store.alerts(world.tenant_id)] == ["resolved"]
 
 
+def test_an_event_committed_after_the_mark_but_received_before_it_is_found(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    """The aggregator commits an event after ingest received it: an event received before a
+    night's mark and committed after it must still send its day to the next night."""
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    clock = emulator_clock(stripe_emulator.control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for(lookback_hours=24 * 5))
+    old, yesterday = _day_at(clock, 3, 10), _day_at(clock, 1, 10)
+    add_usage(world, c.key, yesterday + timedelta(minutes=5), 7)
+    assert reporter.push().status == "ok"
+    reporter.reconcile_nightly(yesterday.date())  # sets the mark
+    add_usage(world, c.key, old + timedelta(minutes=20), 3)
+    with world.pool.connection() as conn:  # received an hour before the mark, committed now
+        conn.execute(
+            "UPDATE usage_events SET received_at = received_at - interval '1 hour' "
+            "WHERE tenant_id = %s AND ts = %s",
+            (world.tenant_id, old + timedelta(minutes=20)),
+        )
+    again = reporter.reconcile_nightly(yesterday.date())
+    assert old.date() in [r.window[0].date() for r in again]
+
+
+def test_a_failed_night_leaves_its_mark_so_the_next_finds_its_days(
+    pg_conninfo, stripe_emulator, stripe_client, monkeypatch
+):
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    clock = emulator_clock(stripe_emulator.control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for(lookback_hours=24 * 5))
+    old, yesterday = _day_at(clock, 3, 10), _day_at(clock, 1, 10)
+    add_usage(world, c.key, yesterday + timedelta(minutes=5), 7)
+    assert reporter.push().status == "ok"
+    reporter.reconcile_nightly(yesterday.date())  # sets the mark
+    add_usage(world, c.key, old + timedelta(minutes=20), 3)
+
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("Stripe is down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(reporter.reconciler, "_compare", fail)
+        failed = reporter.reconcile_nightly(yesterday.date())
+    assert failed and not any(r.finished for r in failed)
+    again = reporter.reconcile_nightly(yesterday.date())
+    assert old.date() in [r.window[0].date() for r in again]
+    assert all(r.finished for r in again)
+
+
 def test_usage_received_after_its_invoice_was_finalized_raises_its_own_alert(
     pg_conninfo, stripe_emulator, stripe_client
 ):
