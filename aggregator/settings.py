@@ -13,9 +13,7 @@ class AggregatorSettings(BaseSettings):
     group_id: str = "meterline-aggregator"
     port: int = Field(8004, ge=0, le=65535)
     batch_size: int = Field(20_000, ge=1, le=200_000)
-    """A batch closes at this many records (20,000: less CPU per event than 10,000 for the
-    aggregator and Postgres alike; a batch's commit, which a rebalance waits for, is ~0.25-0.4 s
-    at full load)..."""
+    """A batch closes at this many records (why 20,000: aggregator/README.md, settings)."""
     batch_ms: int = Field(100, ge=1, le=60_000)
     """...or this long after its first record, whichever comes first."""
     stall_s: float = Field(30.0, gt=0)

@@ -1,12 +1,13 @@
 """Expensive reads on a lane of their own, so that they can never delay entitlement checks.
 
-A usage series can cover 10,000 windows; 64 of them at once used to take every thread of the
-default executor and every connection of the shared pool, and a cached check of another tenant
-went from 2 ms to 11 s. `ReadLane` runs such reads (the query and the building of the answer's
-bytes) on `workers` threads of its own, with connections of their own (`wiring.build` gives the
-series query a pool of `workers` connections), holds at most `per_tenant` of one tenant's reads
-at a time and `capacity` in all, and answers 429 with Retry-After beyond either: a tenant that
-floods gets its share, the others theirs, and the checks keep their threads and connections.
+A usage series can cover 10,000 windows; many of them at once used to take every thread of the
+default executor and every connection of the shared pool, and stall every other tenant's checks
+(figures: bench/README.md, "Security probes"). `ReadLane` runs such reads (the query and the
+building of the answer's bytes) on `workers` threads of its own, with connections of their own
+(`wiring.build` gives the series query a pool of `workers` connections), holds at most
+`per_tenant` of one tenant's reads at a time and `capacity` in all, and answers 429 with
+Retry-After beyond either: a tenant that floods gets its share, the others theirs, and the
+checks keep their threads and connections.
 """
 
 from __future__ import annotations

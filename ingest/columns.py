@@ -5,8 +5,7 @@ a dict and an orjson call each). Here msgspec decodes a JSON array (or each NDJS
 into `Native` structs and checks each field's type, length and bounds as it goes, in C; the
 rules left (printable text, known meters, the time window, properties that orjson can write) take
 one builtin call per rule and column; and each Kafka value is written with one string format,
-byte for byte what `encode_event` writes. About 1 µs an event in all (microbenchmark, 100-event
-batches, against ~1.7 µs for orjson and checks on dicts).
+byte for byte what `encode_event` writes (its cost: ingest/README.md).
 
 It accepts only batches whose every event `validate_event` accepts, and writes them byte for byte
 as `encode_event` would. For any other batch it returns None: a bad event, one that ingest
@@ -48,7 +47,7 @@ from meterline.events import (
 
 ABSENT_VALUE = -1.0
 """`Native.value` when the event has none (a value sent is never negative): the key count needs
-to know. (msgspec's `UNSET` would say so too, but its unions made decoding ~20% slower.)"""
+to know. (msgspec's `UNSET` would say so too, at a higher decoding cost: ingest/README.md.)"""
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from meterline.events import RFC3339_DATE_TIME
+from meterline.events import RESERVATION_PROPERTY, RFC3339_DATE_TIME
 
 _TEXT_RULE = (
     "No control (Cc), format (Cf), surrogate (Cs), line separator (Zl, U+2028) or paragraph "
@@ -54,7 +54,7 @@ EVENT: dict[str, Any] = {
             "maxProperties": 32,
             "description": "Free-form context kept with the event; nested at most 254 levels "
             "deep (deeper values cannot be written back as JSON: 422); integers within the "
-            "signed 64-bit range; the key `meterline_reservation` is reserved (422); the event "
+            f"signed 64-bit range; the key `{RESERVATION_PROPERTY}` is reserved (422); the event "
             "must fit in one Kafka message (`MESSAGE_MAX_BYTES`, 422 naming `properties`).",
         },
     },
@@ -171,7 +171,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "control, format, surrogate or line/paragraph separator characters in `id`, "
         "`customer` or `meter`; an integer in `properties` outside the signed 64-bit range; a "
         "number too large for a double (the body is refused as not JSON); the reserved "
-        "property `meterline_reservation`; an event too large for one Kafka message.",
+        f"property `{RESERVATION_PROPERTY}`; an event too large for one Kafka message.",
     },
     429: _problem("Over the tenant's events/s, or ingest is at capacity.", retry=True),
     503: _problem("The broker did not acknowledge in time; retry the same ids.", retry=True),

@@ -17,7 +17,8 @@ class IngestSettings(BaseSettings):
     """A request body larger than this is refused with 413 while it is read."""
     max_batch_events: int = Field(1000, ge=1)
     lateness_days: int = Field(35, ge=1)
-    """Events older than this are refused (the ledger keeps this many days)."""
+    """Events older than this are refused (the ledger keeps them longer: retention's
+    `METERLINE_RETENTION_LEDGER_DAYS`, which must exceed this by a day)."""
     dedupe_window_s: float = Field(3600.0, gt=0)
     """How long the Redis fast path remembers ids (the ledger is the final word beyond it)."""
     dedupe_timeout_s: float = Field(0.5, gt=0)

@@ -30,9 +30,8 @@ from meterline.events import (
 from meterline.kafka.config import MESSAGE_MAX_BYTES, MESSAGE_OVERHEAD
 
 COLUMNS_FROM = 2
-"""Batches of at least this many events are checked as columns first. Measured on the bench
-machine: two events 8.0 µs as columns against 9.2 event by event, four 9.7 against 15.4; one
-event 8.0 against 5.6."""
+"""Batches of at least this many events are checked as columns first: from two events on, the
+columns cost less than event by event (figures: ingest/README.md)."""
 VALUE_ROOM = MESSAGE_MAX_BYTES - MESSAGE_OVERHEAD - len(f"{2**63}/") - 4 * MAX_ID_LEN
 """Every Kafka value up to this long fits in a message, whatever its key (a tenant id and a
 customer of at most 128 characters): one length per event, checked on bytes already built."""

@@ -93,15 +93,6 @@ class ContextHistory:
         found = self.contexts.get(customer)
         return found[-1] if found else None
 
-    def max_keys(self) -> set[str]:
-        return {
-            m.key
-            for history in self.contexts.values()
-            for c in history
-            for m in c.meters.values()
-            if m.aggregation is Aggregation.MAX
-        }
-
     def scope(self) -> TenantScope:
         """Every meter any context of a customer billed (for `period_maxima`'s meter keys)."""
         scope = TenantScope(self.tenant_id)
