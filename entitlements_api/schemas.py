@@ -5,12 +5,13 @@ Responses are written with orjson directly on the hot path; these models documen
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from meterline.entitlements import Reason
+from meterline.events import refused_character
 from meterline.inputs import FREE_TEXT, IDENTIFIER, Instant
 
 MAX_CUSTOMER = 128
@@ -93,11 +94,21 @@ class ErrorOut(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+def _event_customer(value: str) -> str:
+    """A customer id its events can carry: the event contract's character rule
+    (`meterline.events.refused_character`), so no customer is created that ingest refuses."""
+    problem = refused_character(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(
+    id: Annotated[str, AfterValidator(_event_customer)] = Field(
         min_length=1, max_length=MAX_CUSTOMER, pattern=IDENTIFIER,
-        description="the tenant's own customer id",
+        description="the tenant's own customer id (the characters events may carry: "
+        "no control, format or separator character)",
     )  # fmt: skip
     name: str | None = Field(None, max_length=256, pattern=FREE_TEXT)
     email: str | None = Field(None, max_length=256, pattern=IDENTIFIER)

@@ -80,6 +80,16 @@ def test_a_nul_in_a_new_customer_is_refused(api: Api, field: str) -> None:
     assert "must not contain control characters" in answer.text
 
 
+@pytest.mark.parametrize("customer", ["a\u200bb", "line\u2028break", "bidi\u202e"])
+def test_a_customer_its_events_could_not_carry_is_refused(api: Api, customer: str) -> None:
+    """The admin API and ingest apply one character rule to customer ids, so no customer is
+    created whose every event ingest would refuse."""
+    with api.client("admin") as http:
+        answer = http.post("/v1/admin/customers", json={"id": customer})
+    assert_refused(answer, "id")
+    assert "category" in answer.text
+
+
 def test_a_nul_in_a_grant_note_is_refused(api: Api) -> None:
     api.customer("c1")
     grant = {"feature": "api_calls", "kind": "credit", "amount": 5, "note": "x\x00"}
