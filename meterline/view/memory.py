@@ -213,11 +213,12 @@ class MemoryUsageView(SyncedView):
             m = self._series[key]
             _expire(m, now)
             pending = sum(p.amount for p in m.pending.values() if lo <= p.at_ms < hi)
-            used = self._usage(key, Aggregation.SUM, start_ms, end_ms)
-            if not self._ready or self._flag is not None:
-                if counted is None:
-                    raise ViewNotReady(pending)
-                used += counted
+            if self._ready and self._flag is None:
+                used = self._usage(key, Aggregation.SUM, start_ms, end_ms)
+            elif counted is None:
+                raise ViewNotReady(pending)
+            else:
+                used = counted
             if event_id in m.pending or event_id in m.counted:
                 return Reservation(True, used + pending, pending, at)
             granted = limit is None or used + pending + amount <= limit

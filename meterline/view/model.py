@@ -159,9 +159,9 @@ class UsageView(abc.ABC):
 
         Readiness is part of the same atomic step. While the view is empty or rebuilding it
         raises `ViewNotReady` (503) when `counted` is None, so no grant is ever made against a
-        partial view alone; with `counted` (the usage Postgres holds that the view may lack:
-        the caller's rollups and unrestored grants) it decides against `counted` plus whatever
-        the view holds, never less than the truth."""
+        partial view alone; with `counted` (what Postgres holds: the caller's rollups and the
+        grants Redis does not hold) it decides against `counted` and the pending reservations
+        Redis holds, instead of the partial view."""
 
     @abc.abstractmethod
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:

@@ -176,9 +176,13 @@ for j = 1, #all, 2 do
 end
 local ready = redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[4]) == 0
 if not ready and ARGV[10] == '' then return {-1, '0', num(pending)} end
-if ARGV[8] ~= '' and epoch_of(KEYS[5]) ~= ARGV[8] then return {-2, '0', '0'} end
-local used = read_usage('s', ARGV, 11, ARGV[9], '0')
-if not ready then used = used + tonumber(ARGV[10]) end
+local used
+if ready then
+  if ARGV[8] ~= '' and epoch_of(KEYS[5]) ~= ARGV[8] then return {-2, '0', '0'} end
+  used = read_usage('s', ARGV, 11, ARGV[9], '0')
+else
+  used = tonumber(ARGV[10])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if exists or redis.call('ZSCORE', KEYS[2], id) then
   return {1, num(used + pending), num(pending)}
