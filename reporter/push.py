@@ -49,6 +49,8 @@ from reporter.slots import HOUR, floor_hour, floor_minute, identifier, slot_end
 
 log = logging.getLogger("reporter.push")
 LOCK_KEY = 7_301_001
+CHANGE_OVERLAP = timedelta(seconds=30)
+"""How far before the last look `sync_changed` looks again (transactions in flight then)."""
 UNCONFIRMED_HORIZON = timedelta(hours=23)
 
 
@@ -140,7 +142,10 @@ class Pusher:
     def sync_changed(self) -> int:
         """Record the contexts of customers whose subscription changed since the last call
         (between pushes, so two changes an hour apart both leave a context); skipped while a
-        push runs, which records them itself. Returns how many customers were looked at."""
+        push runs, which records them itself. A writer stamps `updated_at` when its transaction
+        starts, which may be before the last call although it committed after: the window
+        reaches `CHANGE_OVERLAP` further back (recording a context again changes nothing).
+        Returns how many customers were looked at."""
         with self._lock() as held:
             if not held:
                 return 0
@@ -151,7 +156,7 @@ class Pusher:
                 changed = conn.execute(
                     "SELECT tenant_id, array_agg(customer) FROM subscriptions "
                     "WHERE updated_at >= %s GROUP BY 1",
-                    (since or now,),
+                    ((since or now) - CHANGE_OVERLAP,),
                 ).fetchall()
             self._changes_seen = now
             for tenant_id, customers in changed:

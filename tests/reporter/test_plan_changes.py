@@ -261,3 +261,23 @@ def test_a_downgrade_undone_within_the_hour_bills_the_minutes_between_at_the_low
         ("0.5", Decimal(6), 3),
         ("0.5", Decimal(8), 4),
     ]
+
+
+def test_a_change_stamped_before_the_last_look_but_committed_after_is_recorded(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    """Writers stamp `updated_at` when their transaction starts: a change committed after the
+    scheduler's last look, stamped before it, is still picked up by the next look."""
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    clock = emulator_clock(stripe_emulator.control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    assert reporter.push().status == "ok"
+    reporter.pusher.sync_changed()  # the last look
+    with world.pool.connection() as conn:
+        conn.execute(
+            "UPDATE subscriptions SET updated_at = now() - interval '10 seconds' "
+            "WHERE tenant_id = %s AND customer = %s",
+            (world.tenant_id, c.key),
+        )
+    assert reporter.pusher.sync_changed() == 1
