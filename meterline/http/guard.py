@@ -13,8 +13,9 @@ others need. `guarded(protocol, limits)` puts `GuardMixin` in front of a protoco
   `body_timeout_s` of the head's end. Past either deadline the client gets 408 and the
   connection is closed;
 - a head larger than `max_header_bytes` gets 431, and a body larger than `max_body_bytes` (as
-  declared by Content-Length, or as it arrives) 413, and the connection is closed: nothing
-  past the limit is buffered;
+  declared by Content-Length, or as it arrives) 413, and the connection is ended: nothing past
+  the limit is buffered (what the client still sends is read and dropped for a few seconds, so
+  that it can read the answer, then the socket closes);
 - a connection opened while `max_connections` are open is closed at once. Connections waiting
   for their head hold no request slot (services count requests in progress, not connections),
   so idle or slow connections cannot refuse service to others; this cap only bounds memory and
@@ -90,9 +91,10 @@ class GuardMixin:
     def connection_made(self, transport: asyncio.Transport) -> None:
         proto: Any = self
         super().connection_made(transport)  # type: ignore[misc]
-        self._head_bytes = self._body_bytes = 0
+        self._head_bytes = self._body_bytes = self._raw_head = 0
+        self._in_head = True
         self._deadline: asyncio.TimerHandle | None = None
-        self._refused = False
+        self._refused, self._lingered = False, 0
         if len(proto.connections) > self.guard_limits.max_connections:
             transport.close()
             return
@@ -106,7 +108,8 @@ class GuardMixin:
         if self._refused:
             return
         super().on_message_begin()  # type: ignore[misc]
-        self._head_bytes = self._body_bytes = 0
+        self._head_bytes = self._body_bytes = self._raw_head = 0
+        self._in_head = True
         if self._deadline is None:
             self._arm(self.guard_limits.header_timeout_s, "head")
 
@@ -119,6 +122,7 @@ class GuardMixin:
             super().on_header(name, value)  # type: ignore[misc]
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         if self._refused:
             return
         declared = _content_length(self._headers())
@@ -142,6 +146,16 @@ class GuardMixin:
             return
         self._disarm()
         super().on_message_complete()  # type: ignore[misc]
+
+    def _count_raw_head(self, size: int) -> None:
+        """Count a chunk that left a request's head unfinished: the parser keeps an unfinished
+        header value to itself, and the callbacks see it only once it ends."""
+        if not self._in_head or self._refused:
+            return
+        self._raw_head += size
+        if self._raw_head > self.guard_limits.max_header_bytes:
+            limit = self.guard_limits.max_header_bytes
+            self._refuse(431, "headers_too_large", f"the request head is larger than {limit} bytes")
 
     def _head_fits(self, size: int) -> bool:
         """Count `size` bytes of head; False (and the request refused) once past the limit,
@@ -184,10 +198,24 @@ class GuardMixin:
             408, "request_timeout", f"the request {part} did not arrive within {limit:g} s"
         )
 
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)  # type: ignore[misc]
+            self._count_raw_head(len(data))
+            return
+        self._lingered += len(data)
+        if self._lingered > LINGER_BYTES:
+            getattr(self, "transport").close()  # noqa: B009
+
     def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answer `status` unless a response has begun, then close the connection."""
+        """Answer `status` unless a response has begun, then end the connection: the
+        application's request, if any, sees a disconnect; our side is shut for writing, and
+        what the client still sends is read and dropped for up to `LINGER_S` and
+        `LINGER_BYTES` before the socket closes. Closing at once, with the client's bytes
+        unread, would reset the connection, and a client still sending its body would lose
+        the answer (a lingering close, as web servers do)."""
         proto: Any = self
-        self._refused = True
+        self._refused, self._lingered = True, 0
         self._disarm()
         transport: asyncio.Transport = proto.transport
         if transport.is_closing():
@@ -196,7 +224,20 @@ class GuardMixin:
         started = cycle is not None and not cycle.response_complete and _response_started(cycle)
         if not started:
             transport.write(_answer(status, code, message))
-        transport.close()
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if started or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._deadline = proto.loop.call_later(LINGER_S, transport.close)
+
+
+LINGER_S = 5.0
+"""How long a refused connection is still read (and dropped) before it closes."""
+LINGER_BYTES = 16 * 2**20
+"""How much a refused connection may still send before it closes (reset) at once."""
 
 
 def _response_started(cycle: object) -> bool:

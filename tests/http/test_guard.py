@@ -192,3 +192,24 @@ def test_bodies_at_the_limit_are_served(size: int) -> None:
         sock.sendall(post(b"b" * size))
         (response,), _ = read_responses(sock, 1)
         assert response.endswith(b"\r\n\r\n%d" % size)
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_answer() -> None:
+    """The refusal comes while the client is still sending: the server reads and drops the
+    rest (a lingering close) instead of resetting the connection under it."""
+    with serve() as (port, app), connect(port) as sock:
+        body = b"x" * 2_500_000
+        sock.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(body)
+        status, rest = answer_and_close(sock)
+        assert status == 413 and rest == b""
+        assert app.calls == 0
+
+
+def test_a_header_value_that_never_ends_is_refused_at_the_head_limit() -> None:
+    """The parser keeps an unfinished header value to itself: the limit counts raw bytes too."""
+    with serve() as (port, app), connect(port) as sock:
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000)
+        status, _ = answer_and_close(sock)
+        assert status == 431
+        assert app.calls == 0
