@@ -14,6 +14,13 @@ def deps_of(request: Request) -> Dependencies:
     return deps
 
 
+def key_first(request: Request) -> None:
+    """A dependency of every authenticated route: the key is checked before the request's
+    parameters and body, so a request without a valid key gets 401, never a 422 that would
+    tell an anonymous caller how the API validates its input."""
+    deps_of(request).auth.known(request.headers.get("authorization"))
+
+
 def principal(request: Request, *scopes: str) -> Principal:
     """The key's principal if it holds any of `scopes`; 401 for a bad key, 403 otherwise."""
     auth = deps_of(request).auth

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from entitlements_api import admin, decisions, usage, webhook
+from entitlements_api.access import key_first
 from entitlements_api.fastpath import CheckFastPath
 from entitlements_api.metrics import Metrics
 from entitlements_api.responses import OrjsonResponse, json_response
@@ -63,8 +64,9 @@ def create_app(deps: Dependencies) -> FastAPI:
     _errors(app, deps)
     _observe(app, deps)
     _health(app, deps)
-    for module in (decisions, usage, admin, webhook):
-        app.include_router(module.router)
+    for module in (decisions, usage, admin):
+        app.include_router(module.router, dependencies=[Depends(key_first)])
+    app.include_router(webhook.router)
     declare_bearer(app, public=paths(webhook.router))
     return app
 

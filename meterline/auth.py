@@ -60,6 +60,14 @@ class Authenticator:
         self._lock = threading.Lock()
         self._ids = KeyIds(repo, self._clock)
 
+    def known(self, authorization: str | None) -> Principal:
+        """The principal behind a live key, whatever its scopes; Unauthorized (401) for a
+        missing, malformed, unknown or revoked key."""
+        found = self._lookup(_bearer(authorization))
+        if found is None:
+            raise Unauthorized("unknown or revoked API key")
+        return found
+
     def principal(self, authorization: str | None, scope: str) -> Principal:
         """The principal behind an `Authorization: Bearer` header that holds `scope`.
 

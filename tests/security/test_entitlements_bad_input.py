@@ -226,3 +226,21 @@ def test_without_a_webhook_secret_every_delivery_is_refused(api: Api) -> None:
         api.url + "/v1/stripe/webhook", content=b"{}", headers={"stripe-signature": header}
     )
     assert answer.status_code == 404 and "METERLINE_STRIPE_WEBHOOK_SECRET" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/admin/customers", {"id": "x\x00"}),
+        ("GET", "/v1/usage?meter=api_calls&from=nope&to=nope", None),
+        ("POST", "/v1/customers/c1/entitlements/api_calls/consume", {"amount": "five"}),
+    ],
+)
+def test_a_request_without_a_valid_key_gets_401_before_any_validation(
+    api: Api, method: str, path: str, body: object
+) -> None:
+    """An anonymous caller learns nothing of how input is validated: 401 comes first."""
+    with httpx.Client(base_url=api.url, timeout=10) as http:
+        for headers in ({}, {"Authorization": "Bearer mlk_not_a_key"}):
+            answer = http.request(method, path, json=body, headers=headers)
+            assert answer.status_code == 401, (path, headers, answer.text)
