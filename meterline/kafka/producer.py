@@ -9,11 +9,8 @@ every `LOOP_POLL_S`, and resumes its own calls directly; otherwise (blocking cal
 publisher) a poller thread does, and resumes the async calls a poll round completed with one
 cross-thread wake-up per loop. Why the loop polls: confluent-kafka takes the interpreter lock
 once per delivered message, so a poller thread served a 100-event request's reports in 100
-hand-offs of the lock with a busy loop, each a wait of up to the switch interval (5 ms). Measured
-on ingest at 1,000 100-event requests/s offered (2026-12-04, alternating pairs): request p50
-14.7-18.2 -> 9.2-12.8 ms and CPU per event 5-15% lower (3 pairs); the produce stage's p99
-21.8-52.2 -> 13.4-14.1 ms (instrumented, 2 pairs). At saturation (closed loop) 8 pairs showed
-no clear difference either way.
+hand-offs of the lock with a busy loop, each a wait of up to the switch interval (5 ms). What
+serving reports on the loop gained is measured in ingest/README.md.
 
 The idempotent producer can deliver only once the broker gave it a producer id. librdkafka asks
 for one when a broker connection is up, and retries every 500 ms before that, so a message
