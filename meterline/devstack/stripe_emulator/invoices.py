@@ -75,7 +75,8 @@ def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
     if price["recurring"]["usage_type"] == "metered":
         since: int = max(start, item.get("_billed_from", start))
         until: int = item.get("_billed_until", end)
-        quantity = _usage(emu, price, sub["customer"], since, until)
+        trial = item["_index"] < 0  # usage accrued during a trial is not charged
+        quantity = Decimal(0) if trial else _usage(emu, price, sub["customer"], since, until)
         return [_line(emu, item, sub, quantity, start, end)]
     if sub["cancel_at_period_end"]:
         return []

@@ -23,8 +23,12 @@ JSON = dict[str, Any]
 LIVE = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
 
 
-def make_item(emu: Emulator, sub_id: str, spec: Params, anchor: int) -> JSON:
-    """A subscription item for `spec` (`price`, `quantity`, `metadata`) anchored at `anchor`."""
+def make_item(
+    emu: Emulator, sub_id: str, spec: Params, anchor: int, trial_start: int | None = None
+) -> JSON:
+    """A subscription item for `spec` (`price`, `quantity`, `metadata`) anchored at `anchor`.
+    With `trial_start`, its current period is the trial, `trial_start` to `anchor` (index -1),
+    as Stripe runs trials; the first paid period starts at the anchor."""
     price_id = spec.str("price")
     if price_id is None:
         raise missing_param("items[0][price]")
@@ -41,7 +45,8 @@ def make_item(emu: Emulator, sub_id: str, spec: Params, anchor: int) -> JSON:
         "quantity": None if metered else spec.int("quantity", 1),
         "subscription": sub_id,
         "_anchor": anchor,
-        "_index": 0,
+        "_index": 0 if trial_start is None else -1,
+        "_trial_start": trial_start,
     }
     set_period(item)
     return item
@@ -50,9 +55,12 @@ def make_item(emu: Emulator, sub_id: str, spec: Params, anchor: int) -> JSON:
 def set_period(item: JSON) -> None:
     """Refresh `current_period_start/end` from the item's anchor and index."""
     recurring = item["price"]["recurring"]
-    start, end = periods.period(
-        item["_anchor"], recurring["interval"], recurring["interval_count"], item["_index"]
-    )
+    if item["_index"] < 0:
+        start, end = item["_trial_start"], item["_anchor"]
+    else:
+        start, end = periods.period(
+            item["_anchor"], recurring["interval"], recurring["interval_count"], item["_index"]
+        )
     item["current_period_start"], item["current_period_end"] = start, end
 
 
@@ -74,7 +82,8 @@ def create(emu: Emulator, call: Call) -> JSON:
     trial_end = _trial_end(p, now)
     sub_id = new_id("sub", 24)
     anchor = trial_end or now
-    items = [make_item(emu, sub_id, Params(spec), anchor) for spec in specs]
+    trial_start = now if trial_end else None
+    items = [make_item(emu, sub_id, Params(spec), anchor, trial_start) for spec in specs]
     sub = _subscription(emu, sub_id, customer["id"], items, p, trial_end)
     emu.store.put("subscription", sub)
     emu.emit("customer.subscription.created", sub)
@@ -176,7 +185,9 @@ def _update_item(emu: Emulator, sub: JSON, spec: Params) -> None:
     items = items_list(sub)
     item_id = spec.str("id")
     if item_id is None:
-        items.append(make_item(emu, sub["id"], spec, emu.now()))
+        trialing = sub["status"] == "trialing"
+        anchor, trial_start = (sub["trial_end"], emu.now()) if trialing else (emu.now(), None)
+        items.append(make_item(emu, sub["id"], spec, anchor, trial_start))
     else:
         item = next((i for i in items if i["id"] == item_id), None)
         if item is None:
