@@ -88,6 +88,11 @@ class EmulatorControl:
         """Pay an open invoice (the subscription becomes active)."""
         return dict(self._call("POST", f"/invoices/{invoice}/pay"))
 
+    def complete_checkout(self, session: str, email: str | None = None) -> JSON:
+        """The customer completes Checkout Session `session` (pays or sets up a card)."""
+        body = {} if email is None else {"email": email}
+        return dict(self._call("POST", f"/checkout/sessions/{session}/complete", body))
+
     def set_faults(self, **settings: Any) -> JSON:
         """Replace fault settings: seed, rate_429, rate_500, rate_500_after, latency_ms,
         drop_meter_events, paths."""

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import invoices
+from . import checkout, invoices
 from .config import WebhookConfig
 from .core import Emulator, public
 from .errors import StripeError
@@ -148,6 +148,17 @@ def pay_invoice(emu: Emulator, request: Request, body: JSON) -> JSON:
     return invoices.pay(emu, emu.store.get("invoice", request.path_params["id"]))
 
 
+def complete_checkout(emu: Emulator, request: Request, body: JSON) -> JSON:
+    """POST /_emulator/checkout/sessions/{id}/complete `{"email"?}`: the customer paid."""
+    email = body.get("email")
+    if email is not None and not isinstance(email, str):
+        raise ControlError(400, "email must be a string")
+    try:
+        return checkout.complete(emu, request.path_params["id"], email)
+    except ValueError as exc:
+        raise ControlError(409, str(exc)) from None
+
+
 def get_faults(emu: Emulator, request: Request, body: JSON) -> JSON:
     """GET /_emulator/faults: settings and what was injected so far."""
     return {**emu.faults.settings.to_json(), "injected": emu.faults.injected}
@@ -254,6 +265,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         ("/_emulator/subscriptions/{id}/fail_payment", ["POST"], fail_payment),
         ("/_emulator/invoices/{id}/finalize", ["POST"], finalize_invoice),
         ("/_emulator/invoices/{id}/pay", ["POST"], pay_invoice),
+        ("/_emulator/checkout/sessions/{id}/complete", ["POST"], complete_checkout),
         ("/_emulator/faults", ["GET"], get_faults),
         ("/_emulator/faults", ["POST", "DELETE"], set_faults),
         ("/_emulator/webhook_endpoints", ["POST"], add_endpoint),

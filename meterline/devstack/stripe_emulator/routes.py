@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import catalog, events, invoices, meters, sessions, subscriptions
+from . import catalog, checkout, events, invoices, meters, sessions, subscriptions
 from .core import Call, Emulator
 
 Handler = Callable[[Emulator, Call], dict[str, Any]]
@@ -39,6 +39,11 @@ TABLE: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/subscriptions/{id}/resume", subscriptions.resume),
     ("GET", "/v1/subscription_items", subscriptions.list_items),
     ("GET", "/v1/subscription_items/{id}", subscriptions.retrieve_item),
+    ("POST", "/v1/checkout/sessions", checkout.create),
+    ("GET", "/v1/checkout/sessions", checkout.list_sessions),
+    ("GET", "/v1/checkout/sessions/{id}", checkout.retrieve),
+    ("GET", "/v1/checkout/sessions/{id}/line_items", checkout.line_items),
+    ("POST", "/v1/checkout/sessions/{id}/expire", checkout.expire),
     ("GET", "/v1/invoices", invoices.list_invoices),
     ("GET", "/v1/invoices/{id}", invoices.retrieve),
     ("GET", "/v1/invoices/{id}/lines", invoices.list_lines),
