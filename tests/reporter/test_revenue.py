@@ -26,6 +26,7 @@ BASIC = Item(900, 1, "month")
 PRO = Item(4900, 1, "month")
 PRO_YEARLY = Item(49000, 1, "year")
 WEEKLY = Item(300, 1, "week")
+FOREVER_20 = Discount("forever", Decimal(20))
 MONTHS = [f"2025-{m:02d}" for m in (11, 12)] + [f"2026-{m:02d}" for m in range(1, 13)]
 
 
@@ -51,9 +52,9 @@ HISTORY = [
     state("2026-10-20", "B", "b1", "active", Item(4900, 2, "month")),  # expansion 9800 - 900
     # C: yearly Pro, 20% off forever; past due (still counts), unpaid (churn), back on monthly
     # Pro with a one-time coupon (not a lower MRR).
-    state("2026-01-08", "C", "c1", "active", PRO_YEARLY, discount=Discount("forever", Decimal(20))),
-    state("2026-06-01", "C", "c1", "past_due", PRO_YEARLY, discount=Discount("forever", Decimal(20))),
-    state("2026-06-20", "C", "c1", "unpaid", PRO_YEARLY, discount=Discount("forever", Decimal(20))),
+    state("2026-01-08", "C", "c1", "active", PRO_YEARLY, discount=FOREVER_20),
+    state("2026-06-01", "C", "c1", "past_due", PRO_YEARLY, discount=FOREVER_20),
+    state("2026-06-20", "C", "c1", "unpaid", PRO_YEARLY, discount=FOREVER_20),
     state("2026-10-05", "C", "c2", "active", PRO, discount=Discount("once", Decimal(50))),
     # D: 5 seats, then 8, a second subscription, the seats canceled.
     state("2026-03-01", "D", "d1", "active", Item(1000, 5, "month")),  # new 5000
@@ -104,7 +105,7 @@ def test_movements_by_month_and_arr() -> None:
     for month, figures in expected.items():
         row = rows[month]
         got = (row.start_mrr, row.new, row.expansion, row.contraction, row.churn)
-        assert got + (row.reactivation, row.end_mrr) == figures, month
+        assert (*got, row.reactivation, row.end_mrr) == figures, month
     # The customers at the end: B 9,800 + C 4,900 + D 900 + F 700 = 16,300.
     assert rows["2026-12"].arr == 16300 * 12 == 195600
 
