@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import catalog, subscriptions
+from . import catalog, payment_methods, subscriptions
 from .core import Call, Emulator, current_request
 from .errors import invalid, missing_param, not_found
 from .forms import Params
@@ -200,19 +200,25 @@ def _expired(emu: Emulator, session: JSON) -> JSON:
     return session
 
 
-def complete(emu: Emulator, session_id: str, email: str | None = None) -> JSON:
-    """The customer paid (or set up a card): make what the session sells, then send
-    `checkout.session.completed`. Raises ValueError for a session that is not open."""
+def complete(
+    emu: Emulator, session_id: str, email: str | None = None, card: str = "pm_card_visa"
+) -> JSON:
+    """The customer paid (or set up a card) with the test card `card`: make what the session
+    sells, save the card (the customer's default when it had none), then send
+    `checkout.session.completed`. Raises ValueError for a session that is not open and
+    StripeError 402 for a card that is declined."""
     session = _current(emu, emu.store.get("checkout.session", session_id))
     if session["status"] != "open":
         raise ValueError(f"the session is {session['status']}, not open")
+    method = payment_methods.resolve(emu, card)
     if session["customer"] is None:
         made = catalog.create_customer(
             emu,
             Call("POST", "/v1/customers", Params({"email": email or session["customer_email"]})),
         )
         session["customer"] = made["id"]
-    _fulfil(emu, session)
+    _save_card(emu, session["customer"], method)
+    _fulfil(emu, session, method)
     session["status"], session["url"] = "complete", None
     if session["mode"] != "setup":
         session["payment_status"] = "paid" if session["amount_total"] else "no_payment_required"
@@ -220,7 +226,14 @@ def complete(emu: Emulator, session_id: str, email: str | None = None) -> JSON:
     return session
 
 
-def _fulfil(emu: Emulator, session: JSON) -> None:
+def _save_card(emu: Emulator, customer_id: str, method: JSON) -> None:
+    payment_methods.attach_to(emu, method, customer_id)
+    customer = emu.store.get("customer", customer_id)
+    if not (customer.get("invoice_settings") or {}).get("default_payment_method"):
+        payment_methods.set_default(emu, customer, method["id"])
+
+
+def _fulfil(emu: Emulator, session: JSON, method: JSON) -> None:
     if session["mode"] == "subscription":
         items = [
             {
@@ -236,7 +249,11 @@ def _fulfil(emu: Emulator, session: JSON) -> None:
     elif session["mode"] == "payment":
         session["payment_intent"] = _payment_intent(emu, session)["id"]
     else:
-        session["setup_intent"] = new_id("seti", 24)
+        params = {"customer": session["customer"], "payment_method": method["id"], "confirm": True}
+        intent = payment_methods.create_setup_intent(
+            emu, Call("POST", "/v1/setup_intents", Params(params))
+        )
+        session["setup_intent"] = intent["id"]
 
 
 def _payment_intent(emu: Emulator, session: JSON) -> JSON:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import checkout, invoices
+from . import checkout, invoices, payment_methods
 from .config import WebhookConfig
 from .core import Emulator, public
 from .errors import StripeError
@@ -149,12 +149,15 @@ def pay_invoice(emu: Emulator, request: Request, body: JSON) -> JSON:
 
 
 def complete_checkout(emu: Emulator, request: Request, body: JSON) -> JSON:
-    """POST /_emulator/checkout/sessions/{id}/complete `{"email"?}`: the customer paid."""
-    email = body.get("email")
+    """POST /_emulator/checkout/sessions/{id}/complete `{"email"?, "payment_method"?}`: the
+    customer paid with a test card (`pm_card_visa` by default)."""
+    email, card = body.get("email"), body.get("payment_method", "pm_card_visa")
     if email is not None and not isinstance(email, str):
         raise ControlError(400, "email must be a string")
+    if card not in payment_methods.CARDS and card not in payment_methods.DECLINES:
+        raise ControlError(400, "payment_method must be a test card id such as pm_card_visa")
     try:
-        return checkout.complete(emu, request.path_params["id"], email)
+        return checkout.complete(emu, request.path_params["id"], email, card)
     except ValueError as exc:
         raise ControlError(409, str(exc)) from None
 
