@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import control, hosted, routes
+from . import control, hosted, portal, routes
 from .config import EmulatorConfig
 from .core import Call, Emulator, current_request, public
 from .errors import StripeError, invalid, unauthorized
@@ -241,7 +241,7 @@ def create_app(config: EmulatorConfig | None = None, emulator: Emulator | None =
             await emu.webhooks.close()
             emu.persist()
 
-    pages = [*control.routes(emu), *hosted.routes(emu), *api_routes(emu)]
+    pages = [*control.routes(emu), *hosted.routes(emu), *portal.routes(emu), *api_routes(emu)]
     app = Starlette(routes=pages, lifespan=lifespan)
     app.state.emulator = emu
     return app

@@ -15,6 +15,7 @@ from . import (
     invoices,
     meters,
     payment_methods,
+    portal,
     sessions,
     subscriptions,
 )
@@ -58,6 +59,7 @@ TABLE: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/setup_intents/{id}", payment_methods.retrieve_setup_intent),
     ("POST", "/v1/setup_intents/{id}/confirm", payment_methods.confirm_setup_intent),
     ("POST", "/v1/setup_intents/{id}/cancel", payment_methods.cancel_setup_intent),
+    ("POST", "/v1/billing_portal/sessions", portal.create),
     ("POST", "/v1/checkout/sessions", checkout.create),
     ("GET", "/v1/checkout/sessions", checkout.list_sessions),
     ("GET", "/v1/checkout/sessions/{id}", checkout.retrieve),
