@@ -10,6 +10,7 @@ from typing import Any
 
 from . import (
     catalog,
+    changes,
     checkout,
     events,
     invoices,
@@ -44,7 +45,7 @@ TABLE: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/subscriptions", subscriptions.create),
     ("GET", "/v1/subscriptions", subscriptions.list_subscriptions),
     ("GET", "/v1/subscriptions/{id}", subscriptions.retrieve),
-    ("POST", "/v1/subscriptions/{id}", subscriptions.update),
+    ("POST", "/v1/subscriptions/{id}", changes.update),
     ("DELETE", "/v1/subscriptions/{id}", subscriptions.cancel),
     ("POST", "/v1/subscriptions/{id}/pause", subscriptions.pause),
     ("POST", "/v1/subscriptions/{id}/resume", subscriptions.resume),
@@ -65,6 +66,7 @@ TABLE: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/checkout/sessions/{id}", checkout.retrieve),
     ("GET", "/v1/checkout/sessions/{id}/line_items", checkout.line_items),
     ("POST", "/v1/checkout/sessions/{id}/expire", checkout.expire),
+    ("POST", "/v1/invoices/create_preview", changes.preview),
     ("GET", "/v1/invoices", invoices.list_invoices),
     ("GET", "/v1/invoices/{id}", invoices.retrieve),
     ("GET", "/v1/invoices/{id}/lines", invoices.list_lines),
