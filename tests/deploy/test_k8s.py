@@ -34,7 +34,11 @@ from .tools import K8S, render
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 KUSTOMIZATIONS = ["base", "overlays/dev", "overlays/production", "overlays/production-keda"]
 OVERLAYS = KUSTOMIZATIONS[1:]
-CRD_SCHEMAS = {"ServiceMonitor": "servicemonitor.json", "ScaledObject": "scaledobject.json"}
+CRD_SCHEMAS = {
+    "ServiceMonitor": "servicemonitor.json",
+    "ScaledObject": "scaledobject.json",
+    "PrometheusRule": "prometheusrule.json",
+}
 SECRET = "meterline-secrets"
 WORKLOADS = {"Deployment", "Job", "CronJob"}
 SCHEMAS = K8S.parents[1] / "tests" / "deploy" / "schemas"
@@ -364,8 +368,8 @@ def test_a_new_digest_in_the_production_overlay_renders(
 ) -> None:
     """The upgrade step of deploy/README.md: set the new digest (and tag) in production's
     `images:` entry; every workload of production and production-keda then runs it."""
-    tree = tmp_path / "k8s"
-    shutil.copytree(K8S, tree)
+    tree = tmp_path / "deploy" / "k8s"
+    shutil.copytree(K8S.parent, tree.parent)  # the monitoring component reads deploy/grafana
     path = tree / "overlays" / "production" / "kustomization.yaml"
     overlay = yaml.safe_load(path.read_text())
     (entry,) = [i for i in overlay["images"] if i["name"] == "meterline"]
