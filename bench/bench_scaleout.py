@@ -8,6 +8,12 @@ so the group join and the last partition's tail count in neither. The note gives
 process's share of the counted events: a ratio near 1 with a 50/50 share means the processes
 compete for the same cores or the same Postgres, not that one sat idle.
 
+The 1-process runs also measure what Postgres writes per event counted, for sizing
+(deploy/README.md): `postgres.wal_bytes_per_event` (WAL generated, from
+`pg_current_wal_lsn()`) and `postgres.storage_bytes_per_event` (growth of the database:
+ledger, event ids, rollups and their indexes). Both depend on the workload's shape: here 500
+customers x 2 meters over one hour of event times, about 10 events per rollup row.
+
 `ingest.scaleout_ratio` is the rate of 2 `python -m ingest` processes over 1, closed loop,
 100-event batches, the load generator's connections spread evenly over the processes' ports,
 both on the same fresh broker and topic.
@@ -50,22 +56,45 @@ def _aggregator_figures(ctx: BenchContext) -> list[Figure]:
     n = max(ctx.scale(600_000), MIN_EVENTS)
     rates: dict[int, list[float]] = {k: [] for k in PROCESSES}
     shares: list[float] = []
+    written: list[tuple[float, float]] = []
     for _ in range(ctx.runs):
         for k in PROCESSES:
             # A tenant per run: the pre-filled ids repeat, and a tenant's repeats are duplicates.
             tenant = agg._tenant(ctx.urls["postgres"], uuid.uuid4().hex[:8])
             tag, topic = agg._filled_topic(ctx, tenant, n)
+            before = _postgres_written(ctx.urls["postgres"])
             rate, share = _aggregators_rate(ctx, tag, topic, n, k)
             rates[k].append(rate)
             if k == 2:
                 shares.append(share)
+            else:
+                after = _postgres_written(ctx.urls["postgres"])
+                written.append(((after[0] - before[0]) / n, (after[1] - before[1]) / n))
     ratios = [two / one for one, two in zip(rates[1], rates[2], strict=True)]
     note = f"{n} events, 4 partitions; busier process's share {max(shares):.0%}"
     return [
         Figure.of("aggregator.scaleout_1", rates[1], "events/s", note="1 process, steady window"),
         Figure.of("aggregator.scaleout_2", rates[2], "events/s", note="2 processes, one group"),
         Figure.of("aggregator.scaleout_ratio", ratios, "x", note=note),
+        Figure.of("postgres.wal_bytes_per_event", [w for w, _ in written], "bytes"),
+        Figure.of(
+            "postgres.storage_bytes_per_event",
+            [d for _, d in written],
+            "bytes",
+            note="database growth per event counted, indexes and rollups included",
+        ),
     ]
+
+
+def _postgres_written(postgres: str) -> tuple[int, int]:
+    """(WAL position in bytes, database size in bytes) now."""
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # dirty pages counted in the size, not left in memory
+        row = conn.execute(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_database_size(current_database())"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def _aggregators_rate(
@@ -77,6 +106,7 @@ def _aggregators_rate(
         procs = list(pool.map(lambda _: agg._aggregator(ctx, tag, topic, group), range(k)))
     try:
         rate = _steady_rate(ctx.urls["postgres"], group, n)
+        _wait_all(ctx.urls["postgres"], group, n)
         counted = [_counted(p) for p in procs]
         return rate, max(counted) / max(1.0, sum(counted))
     finally:
@@ -96,6 +126,12 @@ def _steady_rate(postgres: str, group: str, n: int) -> float:
         end = time.perf_counter()
     assert start is not None, "the group committed nothing"
     return (done - start[1]) / (end - start[0])
+
+
+def _wait_all(postgres: str, group: str, n: int) -> None:
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        while agg._consumed(conn, group) < n:
+            time.sleep(0.05)
 
 
 def _counted(proc: ManagedProcess) -> float:
