@@ -373,8 +373,12 @@ def test_dev_values_are_refused_outside_the_dev_profile(
 def test_the_guard_compares_every_dev_value_and_guards_every_reader() -> None:
     """Each value of dev.env reaches the check, and every service given one of them (or the
     Postgres it initialises) starts only after the check passed."""
-    checked = set(services()[GUARD]["environment"])
-    assert set(dev_env()) <= checked
+    svc = services()[GUARD]
+    source, target, mode = svc["volumes"][0].split(":")
+    assert (ROOT / source).resolve() == DEV_ENV and mode == "ro"
+    assert svc["environment"]["DEV_ENV"] == target
+    assert "profiles" not in svc, "the check runs in every profile"
+    assert set(dev_env()) <= set(svc["environment"])
     dev_keys = set(dev_env()) - {"COMPOSE_PROFILES"}
     for name, svc in services().items():
         raw = " ".join(str(v) for v in svc.get("environment", {}).values())
