@@ -59,9 +59,7 @@ def _aggregator_figures(ctx: BenchContext) -> list[Figure]:
     written: list[tuple[float, float]] = []
     for _ in range(ctx.runs):
         for k in PROCESSES:
-            # A tenant per run: the pre-filled ids repeat, and a tenant's repeats are duplicates.
-            tenant = agg._tenant(ctx.urls["postgres"], uuid.uuid4().hex[:8])
-            tag, topic = agg._filled_topic(ctx, tenant, n)
+            tag, topic, _ = agg.filled_topic(ctx, n)  # a tenant of its own: new events
             before = _postgres_written(ctx.urls["postgres"])
             rate, share = _aggregators_rate(ctx, tag, topic, n, k)
             rates[k].append(rate)
@@ -103,7 +101,7 @@ def _aggregators_rate(
     """(events/s over the steady window, the busier process's share of the counted events)."""
     group = f"bench-scale-{tag}"
     with ThreadPoolExecutor(k) as pool:
-        procs = list(pool.map(lambda _: agg._aggregator(ctx, tag, topic, group), range(k)))
+        procs = list(pool.map(lambda _: agg.start_aggregator(ctx, tag, topic, group), range(k)))
     try:
         rate = _steady_rate(ctx.urls["postgres"], group, n)
         _wait_all(ctx.urls["postgres"], group, n)
@@ -119,7 +117,7 @@ def _steady_rate(postgres: str, group: str, n: int) -> float:
     low, high = n // 10, n * 9 // 10
     start: tuple[float, int] | None = None
     with psycopg.connect(postgres, autocommit=True) as conn:
-        while (done := agg._consumed(conn, group)) < high:
+        while (done := agg.consumed(conn, group)) < high:
             if start is None and done >= low:
                 start = (time.perf_counter(), done)
             time.sleep(0.02)
@@ -130,7 +128,7 @@ def _steady_rate(postgres: str, group: str, n: int) -> float:
 
 def _wait_all(postgres: str, group: str, n: int) -> None:
     with psycopg.connect(postgres, autocommit=True) as conn:
-        while agg._consumed(conn, group) < n:
+        while agg.consumed(conn, group) < n:
             time.sleep(0.05)
 
 
