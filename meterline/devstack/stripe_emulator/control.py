@@ -102,13 +102,16 @@ def clock(emu: Emulator, request: Request, body: JSON) -> JSON:
 
 
 def advance(emu: Emulator, request: Request, body: JSON) -> JSON:
-    """POST /_emulator/clock/advance `{"seconds", "close_due_periods": false}`."""
+    """POST /_emulator/clock/advance `{"seconds", "close_due_periods": false}`: automatic
+    payment retries that came due are made, then due periods closed when asked."""
     seconds = _number(body, "seconds")
     if seconds < 0:
         raise ControlError(400, "seconds must be >= 0")
     emu.clock.advance(seconds)
+    retried = invoices.retry_due(emu)
     closed = _close_due(emu) if _flag(body, "close_due_periods", False) else []
-    return {"now": emu.clock.now(), "offset": emu.clock.offset, "invoices": closed}
+    now, offset = emu.clock.now(), emu.clock.offset
+    return {"now": now, "offset": offset, "invoices": closed, "retried": retried}
 
 
 def _close_due(emu: Emulator) -> list[JSON]:

@@ -14,9 +14,10 @@ import copy
 from decimal import Decimal
 from typing import Any, Literal
 
-from . import meters, periods, pricing, subscriptions
+from . import meters, payment_methods, periods, pricing, subscriptions
+from .config import DAY
 from .core import Call, Emulator
-from .errors import invalid
+from .errors import StripeError, invalid
 from .listing import newest_first, paginate
 from .state import new_id
 
@@ -156,6 +157,7 @@ def new_invoice(
         "amount_paid": 0,
         "amount_remaining": total,
         "attempt_count": 0,
+        "next_payment_attempt": None,
         "attempted": False,
         "billing_reason": reason,
         "collection_method": "charge_automatically",
@@ -199,9 +201,48 @@ def finalize_invoice(emu: Emulator, invoice: JSON, payment: Payment = "succeed")
     invoice["number"] = f"EMU-{len(emu.store.table('invoice')):06d}"
     invoice["status_transitions"]["finalized_at"] = emu.now()
     emu.emit("invoice.finalized", invoice)
-    if payment == "succeed":
-        return pay(emu, invoice)
-    return fail(emu, invoice)
+    if payment == "fail":
+        return fail(emu, invoice)
+    return collect(emu, invoice)
+
+
+def collect(emu: Emulator, invoice: JSON) -> JSON:
+    """An automatic payment attempt with the customer's default card: paid, or declined."""
+    if payment_methods.charge_fails(emu, invoice["customer"]):
+        return decline(emu, invoice)
+    return pay(emu, invoice)
+
+
+def decline(emu: Emulator, invoice: JSON) -> JSON:
+    """A declined automatic attempt: the next one is scheduled `payment_retry_days` later
+    (`past_due` meanwhile); after the last, the subscription becomes `final_payment_failure`."""
+    invoice["attempt_count"] += 1
+    invoice["attempted"] = True
+    schedule = emu.config.payment_retry_days
+    spent = invoice["attempt_count"] > len(schedule)
+    next_at = None if spent else emu.now() + int(schedule[invoice["attempt_count"] - 1] * DAY)
+    invoice["next_payment_attempt"] = next_at
+    emu.emit("invoice.payment_failed", invoice, {"attempt_count": invoice["attempt_count"] - 1})
+    if not spent:
+        _set_status(emu, invoice, "past_due", ("active", "trialing", "past_due"))
+    elif emu.config.final_payment_failure == "unpaid":
+        _set_status(emu, invoice, "unpaid", ("active", "trialing", "past_due"))
+    else:
+        sub = _subscription_of(emu, invoice)
+        if sub is not None and sub["status"] != "canceled":
+            subscriptions.cancel_now(emu, sub)
+    return invoice
+
+
+def retry_due(emu: Emulator) -> list[JSON]:
+    """Every automatic retry whose `next_payment_attempt` has come, oldest first."""
+    now = emu.now()
+    due = [
+        i
+        for i in emu.store.table("invoice").values()
+        if i["status"] == "open" and (i.get("next_payment_attempt") or now + 1) <= now
+    ]
+    return [collect(emu, i) for i in sorted(due, key=lambda i: i["next_payment_attempt"])]
 
 
 def pay(emu: Emulator, invoice: JSON) -> JSON:
@@ -215,6 +256,7 @@ def pay(emu: Emulator, invoice: JSON) -> JSON:
         status="paid", amount_paid=invoice["amount_due"], amount_remaining=0, attempted=True
     )
     invoice["attempt_count"] += 1
+    invoice["next_payment_attempt"] = None
     invoice["status_transitions"]["paid_at"] = emu.now()
     emu.emit("invoice.paid", invoice, previous)
     _set_status(emu, invoice, "active", ("past_due", "unpaid"))
@@ -237,9 +279,12 @@ def fail(emu: Emulator, invoice: JSON, final: bool = False, unpaid_after: int = 
     return invoice
 
 
+def _subscription_of(emu: Emulator, invoice: JSON) -> JSON | None:
+    return emu.store.find("subscription", invoice["parent"]["subscription_details"]["subscription"])
+
+
 def _set_status(emu: Emulator, invoice: JSON, status: str, allowed_from: tuple[str, ...]) -> None:
-    sub_id = invoice["parent"]["subscription_details"]["subscription"]
-    sub = emu.store.find("subscription", sub_id)
+    sub = _subscription_of(emu, invoice)
     if sub is None or sub["status"] not in allowed_from or sub["status"] == status:
         return
     before = copy.deepcopy(sub)
@@ -285,5 +330,15 @@ def list_lines(emu: Emulator, call: Call) -> JSON:
 
 
 def pay_endpoint(emu: Emulator, call: Call) -> JSON:
-    """POST /v1/invoices/{id}/pay: always succeeds in the emulator."""
-    return pay(emu, retrieve(emu, call))
+    """POST /v1/invoices/{id}/pay with the customer's default card: a card that fails charges
+    answers 402 (a manual attempt does not count in `attempt_count`, as Stripe says)."""
+    invoice = retrieve(emu, call)
+    if invoice["status"] == "open" and payment_methods.charge_fails(emu, invoice["customer"]):
+        raise StripeError(
+            402,
+            "Your card was declined.",
+            type_="card_error",
+            code="card_declined",
+            decline_code="generic_decline",
+        )
+    return pay(emu, invoice)
