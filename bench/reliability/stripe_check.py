@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from bench.reliability.ledger import Key
 from bench.runner import CATALOG, ROOT
 from meterline.catalog import PostgresCatalogRepository, load_catalog
-from meterline.devstack.stack import DevStack
 from meterline.entitlements.postgres import PostgresCustomerRepository
 from meterline.postgres import open_pool
 from meterline.settings import StripeSettings
@@ -31,6 +30,7 @@ from meterline.stripe.catalog_sync import (
 from meterline.stripe.client import stripe_client
 from meterline.stripe.subscriptions import ensure_stripe_customer
 from meterline.stripe.summaries import StripeSummaryReader
+from meterline_devstack.stack import DevStack
 
 HOUR_S = 3600
 BILLED_PLAN = "power"

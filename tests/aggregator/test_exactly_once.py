@@ -73,7 +73,7 @@ def test_duplicates_and_poison(
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meterline.cli.main", *args],
+        [sys.executable, "-m", "meterline_ops.main", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psycopg
 
-from meterline.devstack.process import ManagedProcess, free_port
 from meterline.errors import ConfigError
+from meterline_devstack.process import ManagedProcess, free_port
 
 SERVICE_USER = "meterline-pg"
 DATABASE = "meterline"

@@ -1,4 +1,4 @@
-"""`python -m meterline.devstack.stripe_emulator --host 127.0.0.1 --port 12111 ...`."""
+"""`python -m stripe_emulator --host 127.0.0.1 --port 12111 ...`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .server import DEFAULT_HOST, DEFAULT_PORT, run
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; every option has a default suitable for development."""
     parser = argparse.ArgumentParser(
-        prog="python -m meterline.devstack.stripe_emulator",
+        prog="python -m stripe_emulator",
         description="Run the Meterline Stripe emulator.",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (loopback)")

@@ -12,19 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meterline.catalog import load_catalog
-from meterline.cli.catalog import apply_catalog
-from meterline.cli.common import out
-from meterline.devstack.stack import DevStack
 from meterline.errors import Conflict
 from meterline.postgres import open_pool
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack.stack import DevStack
+from meterline_ops.catalog import apply_catalog
+from meterline_ops.common import out
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "deploy" / "catalog.example.yaml"
 STEPS = [
-    "meterline.devstack.demo_traffic",
-    "meterline.devstack.demo_entitlements",
-    "meterline.devstack.demo_billing",
+    "meterline_devstack.demo_traffic",
+    "meterline_devstack.demo_entitlements",
+    "meterline_devstack.demo_billing",
 ]
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import redis
 
-from meterline.devstack.process import ManagedProcess, free_port
 from meterline.errors import ConfigError
+from meterline_devstack.process import ManagedProcess, free_port
 
 
 def redis_binary() -> str:

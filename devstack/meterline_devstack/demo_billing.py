@@ -22,12 +22,12 @@ from typing import Any
 
 import httpx
 
-from meterline.cli.common import out
-from meterline.devstack.demo import DemoContext
-from meterline.devstack.stripe_emulator import EmulatorControl
 from meterline.postgres import connect
 from meterline.settings import StripeSettings, load_section
 from meterline.stripe import stripe_client
+from meterline_devstack.demo import DemoContext
+from meterline_ops.common import out
+from stripe_emulator import EmulatorControl
 
 EVENTS = 25
 

@@ -39,6 +39,6 @@ def serve(service: Service) -> None:
 
 
 def stripe_emulator(ctx: typer.Context) -> None:
-    """Run the Stripe emulator (options: `python -m meterline.devstack.stripe_emulator --help`)."""
+    """Run the Stripe emulator (options: `python -m stripe_emulator --help`)."""
     sys.argv = ["stripe-emulator", *ctx.args]
-    runpy.run_module("meterline.devstack.stripe_emulator", run_name="__main__", alter_sys=True)
+    runpy.run_module("stripe_emulator", run_name="__main__", alter_sys=True)

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 
-from meterline.cli.common import out
-from meterline.devstack.demo import DemoContext
-from meterline.devstack.stack import DEV_WEBHOOK_SECRET
-from meterline.devstack.stripe_emulator import EmulatorControl
 from meterline.settings import StripeSettings, load_section
 from meterline.stripe import price_lookup_key, stripe_client
+from meterline_devstack.demo import DemoContext
+from meterline_devstack.stack import DEV_WEBHOOK_SECRET
+from meterline_ops.common import out
+from stripe_emulator import EmulatorControl
 
 
 def run(ctx: DemoContext) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from meterline.cli.common import friendly, out
-from meterline.devstack.stack import DevStack, run_until_signal
 from meterline.settings import stack_home
+from meterline_devstack.stack import DevStack, run_until_signal
+from meterline_ops.common import friendly, out
 
 app = typer.Typer(no_args_is_help=True, help="The embedded development stack.")
 
@@ -38,7 +38,7 @@ def _announce(stack: DevStack) -> None:
 
 
 def _announce_then_demo(stack: DevStack) -> None:
-    from meterline.devstack.demo import run_demo
+    from meterline_devstack.demo import run_demo
 
     _announce(stack)
     run_demo(stack)

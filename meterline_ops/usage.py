@@ -15,7 +15,6 @@ from rich.table import Table
 
 from meterline.catalog.model import Aggregation
 from meterline.catalog.repository import PostgresCatalogRepository
-from meterline.cli.common import database, friendly, out
 from meterline.clock import SystemClock, from_ms
 from meterline.errors import FieldError, ValidationFailed
 from meterline.events import parse_timestamp
@@ -27,6 +26,7 @@ from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
 from meterline.view.rebuild import rebuild
 from meterline.view.verify import verify
+from meterline_ops.common import database, friendly, out
 
 
 class WindowName(StrEnum):

@@ -7,11 +7,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from meterline.cli.common import database, friendly, out
 from meterline.errors import FieldError, ValidationFailed
 from meterline.kafka.admin import TopicIncarnation, log_bounds
 from meterline.offsets import set_position, stored_positions
 from meterline.settings import KafkaSettings, load_section
+from meterline_ops.common import database, friendly, out
 
 GROUP = typer.Option(
     "meterline-aggregator", envvar="METERLINE_AGGREGATOR_GROUP_ID", help="Consumer group."

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import httpx
 
-from meterline.devstack.broker import broker_process
-from meterline.devstack.containers import Container, docker_answers, start_container
-from meterline.devstack.postgres import postgres_process
-from meterline.devstack.process import ManagedProcess, free_port, port_open
-from meterline.devstack.redis import redis_process
 from meterline.kafka import ensure_topics
 from meterline.postgres import apply_migrations, connect
 from meterline.settings import TOPIC_DLQ, TOPIC_USAGE
 from meterline.stackfile import Stack, remove_stack, write_stack
+from meterline_devstack.broker import broker_process
+from meterline_devstack.containers import Container, docker_answers, start_container
+from meterline_devstack.postgres import postgres_process
+from meterline_devstack.process import ManagedProcess, free_port, port_open
+from meterline_devstack.redis import redis_process
 
 # The webhook secret of the stack's own emulator (settings have no default secret).
 DEV_WEBHOOK_SECRET = "whsec_meterline_dev"
@@ -56,7 +56,7 @@ class ServiceSpec:
 
 
 SERVICES = [
-    ServiceSpec("stripe", "meterline.devstack.stripe_emulator", "", 12111, "/_emulator/health"),
+    ServiceSpec("stripe", "stripe_emulator", "", 12111, "/_emulator/health"),
     ServiceSpec("ingest", "ingest", "METERLINE_INGEST_PORT", 8001),
     ServiceSpec("entitlements", "entitlements_api", "METERLINE_ENTITLEMENTS_PORT", 8002),
     ServiceSpec("reporter", "reporter", "METERLINE_REPORTER_PORT", 8003),

@@ -14,7 +14,6 @@ import typer
 from psycopg_pool import ConnectionPool
 
 from meterline.catalog import Catalog, PostgresCatalogRepository, load_catalog
-from meterline.cli.common import database, friendly, out
 from meterline.entitlements import NewGrant, PostgresCustomerRepository, PostgresGrantRepository
 from meterline.errors import ConfigError, FieldError, ValidationFailed
 from meterline.settings import StripeSettings, load_section
@@ -27,6 +26,7 @@ from meterline.stripe import (
     stripe_client,
 )
 from meterline.tenants import PostgresTenantRepository
+from meterline_ops.common import database, friendly, out
 
 
 def register(app: typer.Typer) -> None:

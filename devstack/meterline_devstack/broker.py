@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meterline.devstack.process import ManagedProcess, free_port, port_open
+from meterline_devstack.process import ManagedProcess, free_port, port_open
 
 
 def tansu_binary() -> str:

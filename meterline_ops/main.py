@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterline.cli import admin, billing, catalog, dev, offsets, retention, serve, usage
+from meterline_ops import admin, billing, catalog, dev, offsets, retention, serve, usage
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Meterline usage metering.")
 app.add_typer(dev.app, name="dev")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import typer
 
-from meterline.cli.common import database_url, friendly, out
 from meterline.clock import SystemClock
 from meterline.postgres import connect
 from meterline.postgres.retention import Outcome, RetentionSettings, run
 from meterline.settings import load_section
+from meterline_ops.common import database_url, friendly, out
 
 
 def register(app: typer.Typer) -> None:

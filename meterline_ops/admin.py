@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from meterline.cli.common import database, database_url, friendly, out, settings
 from meterline.postgres import apply_migrations, connect
 from meterline.tenants import PostgresTenantRepository
+from meterline_ops.common import database, database_url, friendly, out, settings
 
 
 def register(app: typer.Typer) -> None:
