@@ -1,13 +1,10 @@
 """`meterline report run` and `meterline reconcile run [--date D]` (the reporter's jobs).
 
-The commands run `python -m reporter.jobs` in-process through runpy, like `meterline serve`:
-`meterline` never imports a service.
+The commands run the reporter's one-shot jobs (`reporter.jobs`, also `python -m reporter.jobs`).
 """
 
 from __future__ import annotations
 
-import runpy
-import sys
 from datetime import datetime
 
 import typer
@@ -45,8 +42,10 @@ def reconcile_run(
 
 
 def _job(args: list[str]) -> None:
-    sys.argv = ["reporter.jobs", *args]
+    from reporter import jobs  # the reporter's world loads only for these two commands
+
     try:
-        runpy.run_module("reporter.jobs", run_name="__main__", alter_sys=True)
-    except SystemExit as exc:
-        raise typer.Exit(int(exc.code or 0)) from None
+        code = jobs.main(args)
+    except SystemExit as exc:  # argparse's answer to bad arguments
+        code = int(exc.code or 0)
+    raise typer.Exit(code)

@@ -11,20 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from psycopg_pool import ConnectionPool
 
-from meterline.catalog import Catalog, PostgresCatalogRepository, load_catalog
+from meterline.catalog import PostgresCatalogRepository, load_catalog
 from meterline.entitlements import NewGrant, PostgresCustomerRepository, PostgresGrantRepository
-from meterline.errors import ConfigError, FieldError, ValidationFailed
+from meterline.errors import FieldError, ValidationFailed
 from meterline.settings import StripeSettings, load_section
-from meterline.stripe import (
-    ApplyResult,
-    CatalogSync,
-    PostgresStripeObjectRepository,
-    apply_and_sync,
-    ensure_stripe_customer,
-    stripe_client,
-)
+from meterline.stripe import apply_catalog, ensure_stripe_customer, stripe_client
 from meterline.tenants import PostgresTenantRepository
 from meterline_ops.common import database, friendly, out
 
@@ -39,25 +31,6 @@ def register(app: typer.Typer) -> None:
     grants = typer.Typer(no_args_is_help=True, help="Credits, top-ups and overrides.")
     grants.command("add")(grants_add)
     app.add_typer(grants, name="grants")
-
-
-def apply_catalog(
-    pool: ConnectionPool, tenant_id: int, catalog: Catalog, stripe: bool = True
-) -> ApplyResult:
-    """Store the catalog and sync it to Stripe (when `stripe` and Stripe is configured).
-
-    The function `meterline catalog apply` and the demo share.
-    """
-    sync = _stripe_sync(pool) if stripe else None
-    return apply_and_sync(PostgresCatalogRepository(pool), sync, tenant_id, catalog)
-
-
-def _stripe_sync(pool: ConnectionPool) -> CatalogSync | None:
-    try:
-        settings = load_section(StripeSettings)
-    except ConfigError:
-        return None
-    return CatalogSync(stripe_client(settings), PostgresStripeObjectRepository(pool))
 
 
 @friendly

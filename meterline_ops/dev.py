@@ -1,4 +1,8 @@
-"""`meterline dev up`: the whole pipeline on this machine, with or without the demo."""
+"""`meterline dev up`: the whole pipeline on this machine, with or without the demo.
+
+The dev stack is a development tool (the `meterline-devstack` distribution in devstack/), not
+part of the production install: without it the command says how to install it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from pathlib import Path
 import typer
 
 from meterline.settings import stack_home
-from meterline_devstack.stack import DevStack, run_until_signal
-from meterline_ops.common import friendly, out
+from meterline_ops.common import friendly
+from meterline_ops.serve import NOT_INSTALLED
 
 app = typer.Typer(no_args_is_help=True, help="The embedded development stack.")
 
@@ -25,20 +29,12 @@ def up(
     ),
 ) -> None:
     """Start Kafka, Postgres, Redis, the Stripe emulator and every service; Ctrl-C stops all."""
+    try:
+        from meterline_devstack.demo import announce, announce_then_demo
+        from meterline_devstack.stack import DevStack, run_until_signal
+    except ImportError:
+        typer.echo(NOT_INSTALLED.format(what="the dev stack"), err=True)
+        raise typer.Exit(2) from None
     stack = DevStack(home or stack_home())
     os.environ["METERLINE_HOME"] = str(stack.home.resolve())
-    run_until_signal(stack, _announce_then_demo if demo else _announce)
-
-
-def _announce(stack: DevStack) -> None:
-    out("Meterline is running:")
-    for name, url in stack.urls.items():
-        out(f"  {name:<13} {url}")
-    out(f"stack file: {stack.home / 'stack.json'}   (Ctrl-C stops everything)")
-
-
-def _announce_then_demo(stack: DevStack) -> None:
-    from meterline_devstack.demo import run_demo
-
-    _announce(stack)
-    run_demo(stack)
+    run_until_signal(stack, announce_then_demo if demo else announce)

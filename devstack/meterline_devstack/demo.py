@@ -7,6 +7,7 @@ leave a background thread running (the steady traffic) until the stack stops.
 from __future__ import annotations
 
 import importlib
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,9 @@ from pathlib import Path
 from meterline.catalog import load_catalog
 from meterline.errors import Conflict
 from meterline.postgres import open_pool
+from meterline.stripe import apply_catalog
 from meterline.tenants import PostgresTenantRepository
 from meterline_devstack.stack import DevStack
-from meterline_ops.catalog import apply_catalog
-from meterline_ops.common import out
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "deploy" / "catalog.example.yaml"
@@ -34,6 +34,23 @@ class DemoContext:
     tenant: str = "demo"
     tenant_id: int = 0
     keys: dict[str, str] = field(default_factory=dict)  # scope -> API key
+
+
+def out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def announce(stack: DevStack) -> None:
+    """Print every URL of the running stack."""
+    out("Meterline is running:")
+    for name, url in stack.urls.items():
+        out(f"  {name:<13} {url}")
+    out(f"stack file: {stack.home / 'stack.json'}   (Ctrl-C stops everything)")
+
+
+def announce_then_demo(stack: DevStack) -> None:
+    announce(stack)
+    run_demo(stack)
 
 
 def run_demo(stack: DevStack) -> None:

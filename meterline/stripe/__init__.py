@@ -3,6 +3,7 @@
 Only this package talks to Stripe. See README.md here.
 """
 
+from meterline.stripe.catalog_apply import apply_catalog
 from meterline.stripe.catalog_sync import (
     FORMULA,
     ApplyResult,
@@ -45,6 +46,7 @@ __all__ = [
     "SyncReport",
     "WebhookEventStore",
     "apply_and_sync",
+    "apply_catalog",
     "ensure_stripe_customer",
     "meter_event_name",
     "parse_event",
