@@ -70,4 +70,3 @@ def test_production_wheel_holds_no_dev_stack_or_emulator(production_wheel: zipfi
 def test_production_requirements_carry_no_dev_servers(production_wheel: zipfile.ZipFile) -> None:
     runtime = [r for r in requirements(production_wheel) if "extra ==" not in r]
     assert not [r for r in runtime if r.startswith(DEV_SERVERS)]
-
