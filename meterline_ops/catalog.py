@@ -16,7 +16,12 @@ from meterline.catalog import PostgresCatalogRepository, load_catalog
 from meterline.entitlements import NewGrant, PostgresCustomerRepository, PostgresGrantRepository
 from meterline.errors import FieldError, ValidationFailed
 from meterline.settings import StripeSettings, load_section
-from meterline.stripe import apply_catalog, ensure_stripe_customer, stripe_client
+from meterline.stripe import (
+    PostgresStripeObjectRepository,
+    apply_catalog,
+    ensure_stripe_customer,
+    stripe_client,
+)
 from meterline.tenants import PostgresTenantRepository
 from meterline_ops.common import database, friendly, out
 
@@ -43,7 +48,8 @@ def catalog_apply(
     catalog = load_catalog(file)
     with database() as pool:
         tenant_id = PostgresTenantRepository(pool).get_tenant(tenant).id
-        result = apply_catalog(pool, tenant_id, catalog, stripe)
+        objects = PostgresStripeObjectRepository(pool)
+        result = apply_catalog(PostgresCatalogRepository(pool), objects, tenant_id, catalog, stripe)
     for line in result.diff.lines() if not result.diff.is_empty else []:
         out(line)
     state = "unchanged" if result.diff.is_empty else "applied"

@@ -12,10 +12,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meterline.catalog import load_catalog
+from meterline.catalog import PostgresCatalogRepository, load_catalog
 from meterline.errors import Conflict
 from meterline.postgres import open_pool
-from meterline.stripe import apply_catalog
+from meterline.stripe import PostgresStripeObjectRepository, apply_catalog
 from meterline.tenants import PostgresTenantRepository
 from meterline_devstack.stack import DevStack
 
@@ -75,7 +75,8 @@ def prepare(stack: DevStack) -> DemoContext:
             ctx.tenant_id = tenants.get_tenant(ctx.tenant).id
         for scope in ("ingest", "read", "admin"):
             ctx.keys[scope] = tenants.create_key(ctx.tenant, [scope])[1]
-        diff = apply_catalog(pool, ctx.tenant_id, load_catalog(CATALOG)).diff
+        catalogs, objects = PostgresCatalogRepository(pool), PostgresStripeObjectRepository(pool)
+        diff = apply_catalog(catalogs, objects, ctx.tenant_id, load_catalog(CATALOG)).diff
     out(
         f"demo tenant {ctx.tenant!r}: catalog {CATALOG.name} "
         + ("unchanged" if diff.is_empty else "applied")

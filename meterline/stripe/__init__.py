@@ -9,7 +9,6 @@ from meterline.stripe.catalog_sync import (
     ApplyResult,
     CatalogSync,
     MemoryStripeObjectRepository,
-    PostgresStripeObjectRepository,
     StripeObject,
     StripeObjectRepository,
     SyncReport,
@@ -18,11 +17,11 @@ from meterline.stripe.catalog_sync import (
     price_lookup_key,
 )
 from meterline.stripe.client import stripe_client
+from meterline.stripe.postgres import PostgresStripeObjectRepository, PostgresWebhookEventStore
 from meterline.stripe.subscriptions import SubscriptionSync, ensure_stripe_customer, to_subscription
 from meterline.stripe.webhook_events import (
     InvalidWebhook,
     MemoryWebhookEventStore,
-    PostgresWebhookEventStore,
     RejectedWebhook,
     StripeEvent,
     WebhookEventStore,
