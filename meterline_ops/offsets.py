@@ -9,7 +9,7 @@ from rich.table import Table
 
 from meterline.errors import FieldError, ValidationFailed
 from meterline.kafka.admin import TopicIncarnation, log_bounds
-from meterline.offsets import set_position, stored_positions
+from meterline.postgres.offsets import set_position, stored_positions
 from meterline.settings import KafkaSettings, load_section
 from meterline_ops.common import database, friendly, out
 

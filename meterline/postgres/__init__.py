@@ -1,4 +1,4 @@
-"""Postgres adapter: connections, the migration runner and ledger partitions (psycopg 3)."""
+"""Postgres adapter: connections, migrations, ledger partitions, retention, stored positions."""
 
 from meterline.postgres.connect import connect, open_pool
 from meterline.postgres.migrate import apply_migrations, pending_migrations

@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 from meterline.kafka.admin import TopicIncarnation
 from meterline.kafka.consumer import PositionedConsumer
 from meterline.kafka.dlq import DeadLetter, DeadLetterPublisher, read_dead_letters
-from meterline.offsets import set_position, stored_positions
+from meterline.postgres.offsets import set_position, stored_positions
 from tests.aggregator.support import (
     Aggregator,
     consumed,
