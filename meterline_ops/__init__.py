@@ -1,1 +1,1 @@
-"""The `meterline` command line (typer)."""
+"""Operations: the `meterline` command line (typer); it may import the services."""
