@@ -1,15 +1,13 @@
 """The `make run` demo: a tenant with keys and the demo catalog, then each service's demo step.
 
-Each step module exposes `run(ctx: DemoContext) -> None`; steps print what they show and may
-leave a background thread running (the steady traffic) until the stack stops.
+Each step is a `run(ctx: DemoContext) -> None` (demo_context.py); steps print what they show
+and may leave a background thread running (the steady traffic) until the stack stops.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from meterline.catalog import PostgresCatalogRepository, load_catalog
@@ -17,27 +15,17 @@ from meterline.errors import Conflict
 from meterline.postgres import open_pool
 from meterline.stripe import PostgresStripeObjectRepository, apply_catalog
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack import demo_billing, demo_entitlements, demo_traffic
+from meterline_devstack.demo_context import DemoContext, out
 from meterline_devstack.stack import DevStack
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "deploy" / "catalog.example.yaml"
-STEPS = [
-    "meterline_devstack.demo_traffic",
-    "meterline_devstack.demo_entitlements",
-    "meterline_devstack.demo_billing",
+STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
+    ("traffic", demo_traffic.run),
+    ("entitlements", demo_entitlements.run),
+    ("billing", demo_billing.run),
 ]
-
-
-@dataclass
-class DemoContext:
-    stack: DevStack
-    tenant: str = "demo"
-    tenant_id: int = 0
-    keys: dict[str, str] = field(default_factory=dict)  # scope -> API key
-
-
-def out(line: str) -> None:
-    sys.stdout.write(line + "\n")
 
 
 def announce(stack: DevStack) -> None:
@@ -56,11 +44,11 @@ def announce_then_demo(stack: DevStack) -> None:
 def run_demo(stack: DevStack) -> None:
     """Prepare, then run each step; a failing step is reported and the stack keeps running."""
     ctx = prepare(stack)
-    for name in STEPS:
+    for name, step in STEPS:
         try:
-            importlib.import_module(name).run(ctx)
+            step(ctx)
         except Exception:
-            out(f"demo step {name.rsplit('.', 1)[1]} failed (the stack keeps running):")
+            out(f"demo step demo_{name} failed (the stack keeps running):")
             traceback.print_exc()
 
 

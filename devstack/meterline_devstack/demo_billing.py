@@ -25,7 +25,7 @@ import httpx
 from meterline.postgres import connect
 from meterline.settings import StripeSettings, load_section
 from meterline.stripe import stripe_client
-from meterline_devstack.demo import DemoContext, out
+from meterline_devstack.demo_context import DemoContext, out
 from stripe_emulator import EmulatorControl
 
 EVENTS = 25

@@ -15,7 +15,7 @@ import httpx
 
 from meterline.settings import StripeSettings, load_section
 from meterline.stripe import price_lookup_key, stripe_client
-from meterline_devstack.demo import DemoContext, out
+from meterline_devstack.demo_context import DemoContext, out
 from meterline_devstack.stack import DEV_WEBHOOK_SECRET
 from stripe_emulator import EmulatorControl
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 
-from meterline_devstack.demo import DemoContext, out
+from meterline_devstack.demo_context import DemoContext, out
 from meterline_sdk import Meterline
 
 CUSTOMERS = [f"cust_{i}" for i in range(1, 6)]
