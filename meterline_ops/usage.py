@@ -24,8 +24,8 @@ from meterline.settings import KafkaSettings, RedisSettings, load_section
 from meterline.tenants import PostgresTenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
-from meterline.view.rebuild import rebuild
-from meterline.view.verify import verify
+from meterline.view.postgres.rebuild import rebuild
+from meterline.view.postgres.verify import verify
 from meterline_ops.common import database, friendly, out
 
 

@@ -15,8 +15,8 @@ from psycopg_pool import ConnectionPool
 
 from meterline.clock import SystemClock
 from meterline.kafka.dlq import DeadLetter, DeadLetterPublisher, read_dead_letters
-from meterline.view.rebuild import stored_offsets
-from meterline.view.verify import verify
+from meterline.view.postgres.rebuild import stored_offsets
+from meterline.view.postgres.verify import verify
 from tests.aggregator.support import (
     Aggregator,
     aggregation_of,

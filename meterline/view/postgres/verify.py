@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from meterline.catalog.model import Aggregation
 from meterline.view.model import DAY_MS, HOUR_MS, month_start, next_month
-from meterline.view.rebuild import LOOKBACK_DAYS, stored_offsets
+from meterline.view.postgres.rebuild import LOOKBACK_DAYS, stored_offsets
 from meterline.view.sync import SyncedView
 
 AggregationOf = Callable[[int, str], Aggregation]
