@@ -377,7 +377,7 @@ def meterline(*args: str, url: str, **env: str) -> subprocess.CompletedProcess[s
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "meterline.cli.main", *args],
+        [sys.executable, "-m", "meterline_ops.main", *args],
         env=full_env,
         capture_output=True,
         text=True,
