@@ -20,12 +20,14 @@ from pydantic import BaseModel, Field
 from meterline.errors import FieldError, MeterlineError, ValidationFailed
 from meterline.http.openapi import api_version, declare_bearer, hide, operation_id
 from meterline.inputs import FREE_TEXT, Day, Instant, friendly_message
+from meterline.notify.dispatcher import observe as observe_webhooks
 from meterline.tenants import Principal
 from reporter import web
 from reporter.alerts import to_csv
 from reporter.auth import authorize
 from reporter.drilldown import drill_down
 from reporter.service import Reporter
+from reporter.webhooks_api import mount as mount_webhooks
 
 log = logging.getLogger("reporter.api")
 FUTURE = dt.timedelta(minutes=5)
@@ -59,6 +61,7 @@ def create_app(reporter: Reporter) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     _operations(app, reporter)
     _finance_api(app, reporter)
+    mount_webhooks(app, Admin)
     web.mount(app, reporter)
     hide(app, "/finance")
     declare_bearer(app)
@@ -94,6 +97,7 @@ def _operations(app: FastAPI, reporter: Reporter) -> None:
     @app.get("/metrics")
     def metrics() -> Response:
         reporter.metrics.open_alerts.set(reporter.store.open_count())
+        observe_webhooks(reporter.pool, reporter.webhook_metrics)
         return Response(generate_latest(reporter.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
