@@ -14,7 +14,8 @@ class WebhookSettings(BaseSettings):
     `dispatcher_enabled`: the reporter runs the dispatcher (`workers` threads, each sending one
     delivery at a time; idle workers look again every `poll_s`). `timeout_s`: one request's
     limit (the spec recommends 15 to 30 s). `retry_delays_s`, `retry_jitter`: the schedule
-    (`meterline.notify.schedule`; tests shorten it). An endpoint is disabled after
+    (`meterline.notify.schedule`; tests shorten it: `METERLINE_WEBHOOK_RETRY_DELAYS_S=0.1,0.1`).
+    An endpoint is disabled after
     `disable_after_failures` failed attempts in a row spanning at least `disable_after_s`
     (both must hold; a `410 Gone` disables at once). `allow_private_urls`: accept endpoint URLs
     on loopback, private, link-local and other non-public addresses (the dev stack and the tests
@@ -38,6 +39,14 @@ class WebhookSettings(BaseSettings):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("retry_delays_s", mode="before")
+    @classmethod
+    def _seconds_list(cls, v: object) -> object:
+        """The environment gives `5,300,1800` (or `[5, 300, 1800]`)."""
+        if isinstance(v, str):
+            return tuple(x for x in v.strip().strip("[]").replace(" ", "").split(",") if x)
         return v
 
     @field_validator("retry_delays_s")
