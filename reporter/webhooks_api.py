@@ -17,6 +17,7 @@ from meterline.notify.deliveries import DeliveryLog
 from meterline.notify.endpoints import DEFAULT_OVERLAP_S, EndpointChange, EndpointStore
 from meterline.notify.events import EVENT_TYPES
 from meterline.notify.urls import MAX_URL
+from reporter.auth import Admin
 
 _TYPES = Field(
     default=None,
@@ -59,13 +60,13 @@ def _stores(request: Request) -> tuple[EndpointStore, DeliveryLog]:
     return reporter.endpoints, reporter.delivery_log
 
 
-def mount(app: FastAPI, admin: Any) -> None:
-    """Add the /v1/webhooks routes; `admin` is the dependency type of an admin principal."""
-    _endpoint_routes(app, admin)
-    _delivery_routes(app, admin)
+def mount(app: FastAPI) -> None:
+    """Add the /v1/webhooks routes."""
+    _endpoint_routes(app)
+    _delivery_routes(app)
 
 
-def _endpoint_routes(app: FastAPI, Admin: Any) -> None:
+def _endpoint_routes(app: FastAPI) -> None:
     @app.get("/v1/webhooks/event-types")
     def webhook_event_types(who: Admin) -> dict[str, Any]:
         """The event types an endpoint can subscribe to."""
@@ -115,7 +116,7 @@ def _endpoint_routes(app: FastAPI, Admin: Any) -> None:
         return {"data": _stores(request)[0].secrets(who.tenant_id, endpoint_id)}
 
 
-def _delivery_routes(app: FastAPI, Admin: Any) -> None:
+def _delivery_routes(app: FastAPI) -> None:
     @app.get("/v1/webhooks/endpoints/{endpoint_id}/deliveries")
     def list_webhook_deliveries(
         who: Admin,
