@@ -51,6 +51,10 @@ class RotateBody(BaseModel):
     )
 
 
+EndpointId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MessageId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_]+$")]
+
+
 def _change(body: EndpointBody | EndpointPatch) -> EndpointChange:
     return EndpointChange(body.url, body.description, body.event_types, body.enabled)
 
@@ -83,26 +87,28 @@ def _endpoint_routes(app: FastAPI) -> None:
         return {"data": [e.as_dict() for e in _stores(request)[0].all(who.tenant_id)]}
 
     @app.get("/v1/webhooks/endpoints/{endpoint_id}")
-    def get_webhook_endpoint(who: Admin, endpoint_id: int, request: Request) -> dict[str, Any]:
+    def get_webhook_endpoint(
+        who: Admin, endpoint_id: EndpointId, request: Request
+    ) -> dict[str, Any]:
         return _stores(request)[0].get(who.tenant_id, endpoint_id).as_dict()
 
     @app.patch("/v1/webhooks/endpoints/{endpoint_id}")
     def update_webhook_endpoint(
-        who: Admin, endpoint_id: int, body: EndpointPatch, request: Request
+        who: Admin, endpoint_id: EndpointId, body: EndpointPatch, request: Request
     ) -> dict[str, Any]:
         """Change the fields given."""
         store = _stores(request)[0]
         return store.update(who.tenant_id, endpoint_id, _change(body)).as_dict()
 
     @app.delete("/v1/webhooks/endpoints/{endpoint_id}", status_code=204)
-    def delete_webhook_endpoint(who: Admin, endpoint_id: int, request: Request) -> Response:
+    def delete_webhook_endpoint(who: Admin, endpoint_id: EndpointId, request: Request) -> Response:
         """Delete the endpoint with its secrets and delivery log."""
         _stores(request)[0].delete(who.tenant_id, endpoint_id)
         return Response(status_code=204)
 
     @app.post("/v1/webhooks/endpoints/{endpoint_id}/rotate-secret")
     def rotate_webhook_secret(
-        who: Admin, endpoint_id: int, request: Request, body: RotateBody | None = None
+        who: Admin, endpoint_id: EndpointId, request: Request, body: RotateBody | None = None
     ) -> dict[str, Any]:
         """A new secret; during the overlap every live secret signs (space-separated
         signatures in `webhook-signature`)."""
@@ -111,7 +117,9 @@ def _endpoint_routes(app: FastAPI) -> None:
         return {"secret": secret, "overlap_s": overlap}
 
     @app.get("/v1/webhooks/endpoints/{endpoint_id}/secrets")
-    def list_webhook_secrets(who: Admin, endpoint_id: int, request: Request) -> dict[str, Any]:
+    def list_webhook_secrets(
+        who: Admin, endpoint_id: EndpointId, request: Request
+    ) -> dict[str, Any]:
         """The secrets that sign now, newest first."""
         return {"data": _stores(request)[0].secrets(who.tenant_id, endpoint_id)}
 
@@ -120,7 +128,7 @@ def _delivery_routes(app: FastAPI) -> None:
     @app.get("/v1/webhooks/endpoints/{endpoint_id}/deliveries")
     def list_webhook_deliveries(
         who: Admin,
-        endpoint_id: int,
+        endpoint_id: EndpointId,
         request: Request,
         status: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -131,7 +139,7 @@ def _delivery_routes(app: FastAPI) -> None:
 
     @app.post("/v1/webhooks/endpoints/{endpoint_id}/messages/{msg_id}/replay", status_code=202)
     def replay_webhook_message(
-        who: Admin, endpoint_id: int, msg_id: Annotated[str, Path(max_length=64)],
+        who: Admin, endpoint_id: EndpointId, msg_id: MessageId,
         request: Request,
     ) -> dict[str, Any]:  # fmt: skip
         """Send a message to the endpoint again, with a fresh retry schedule."""

@@ -34,6 +34,8 @@ def check_url(url: str, allow_private: bool, field: str = "url") -> str:
 def url_problem(url: str, allow_private: bool) -> str | None:
     if len(url) > MAX_URL:
         return f"at most {MAX_URL} characters"
+    if any(c <= " " or c == "\x7f" for c in url):
+        return "must not contain spaces or control characters"
     try:
         parts = urlsplit(url)
         host = parts.hostname

@@ -91,6 +91,7 @@ def test_another_tenants_endpoint_is_not_found(api):
         ({"url": "not a url"}, "url", "http:// or https://"),
         ({"url": "https://user:pw@example.com/"}, "url", "credentials"),
         ({"url": "https://example.com:99999/"}, "url", "not a valid URL"),
+        ({"url": "https://exa\x00mple.com/"}, "url", "control characters"),
         ({"url": "https://example.com", "event_types": ["nope"]}, "event_types.0", "unknown"),
         ({"url": "https://example.com", "colour": "red"}, "colour", ""),
         ({}, "url", ""),
@@ -163,6 +164,8 @@ def test_the_delivery_log_and_replay(api):
         assert missing.status_code == 404
         bad = client.get(f"{url}/deliveries?status=lost", headers=h)
         assert bad.status_code == 422
+        assert client.get(f"{BASE}/{2**63}", headers=h).status_code == 422
+        assert client.post(f"{url}/messages/msg%00x/replay", headers=h).status_code == 422
     finally:
         receiver.stop()
 
