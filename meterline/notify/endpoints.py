@@ -122,8 +122,10 @@ class EndpointStore:
             row = conn.execute(
                 f"UPDATE webhook_endpoints SET url = coalesce(%s, url), "
                 f"description = coalesce(%s, description), "
-                f"event_types = coalesce(%s, event_types), enabled = coalesce(%s, enabled), "
-                f"disabled_reason = CASE WHEN %s IS NOT NULL THEN NULL ELSE disabled_reason END, "
+                f"event_types = coalesce(%s::text[], event_types), "
+                f"enabled = coalesce(%s::boolean, enabled), "
+                f"disabled_reason = CASE WHEN %s::boolean IS NOT NULL THEN NULL "
+                f"ELSE disabled_reason END, "
                 f"failure_streak = CASE WHEN %s THEN 0 ELSE failure_streak END, "
                 f"failing_since = CASE WHEN %s THEN NULL ELSE failing_since END, "
                 f"updated_at = now() WHERE tenant_id = %s AND id = %s RETURNING {_COLS}".encode(),

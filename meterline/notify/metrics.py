@@ -14,31 +14,34 @@ class WebhookMetrics:
         # Delivery attempts by outcome: succeeded, failed (non-2xx or network error; retried),
         # exhausted (the last attempt of the schedule failed), refused (URL not allowed).
         self.attempts = Counter(
-            "meterline_webhook_attempts", "Webhook delivery attempts", ["outcome"], registry=r
+            "meterline_reporter_webhook_attempts",
+            "Webhook delivery attempts",
+            ["outcome"],
+            registry=r,
         )
         # Latency of each attempt that reached the receiver.
         self.latency = Histogram(
-            "meterline_webhook_attempt_seconds",
+            "meterline_reporter_webhook_attempt_seconds",
             "Webhook attempt latency",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
         # Endpoints the dispatcher disabled (a run of failures, or 410 Gone).
         self.disabled = Counter(
-            "meterline_webhook_endpoints_disabled",
+            "meterline_reporter_webhook_endpoints_disabled",
             "Webhook endpoints disabled by the dispatcher",
             registry=r,
         )
         # Endpoints now disabled by the dispatcher (not by their owner), read at each scrape:
         # the alert fires while any is left disabled.
         self.disabled_now = Gauge(
-            "meterline_webhook_endpoints_auto_disabled",
+            "meterline_reporter_webhook_endpoints_auto_disabled",
             "Webhook endpoints currently disabled after failures",
             registry=r,
         )
         # Age in seconds of the oldest due pending delivery of an enabled endpoint, per scrape.
         self.oldest_due = Gauge(
-            "meterline_webhook_oldest_due_seconds",
+            "meterline_reporter_webhook_oldest_due_seconds",
             "Age of the oldest due webhook delivery",
             registry=r,
         )

@@ -67,6 +67,9 @@ def test_create_list_update_delete(api):
     patched = client.patch(url, json={"enabled": False, "event_types": []}, headers=h).json()
     assert patched["enabled"] is False and patched["event_types"] == []
     assert patched["url"] == body["url"]
+    moved = client.patch(url, json={"url": "https://b.example.com/"}, headers=h).json()
+    assert moved["url"] == "https://b.example.com/" and moved["enabled"] is False
+    assert moved["event_types"] == []
     assert client.delete(url, headers=h).status_code == 204
     assert client.get(url, headers=h).status_code == 404
 
@@ -88,7 +91,8 @@ def test_another_tenants_endpoint_is_not_found(api):
     ("body", "field", "words"),
     [
         ({"url": "ftp://example.com/x"}, "url", "http:// or https://"),
-        ({"url": "not a url"}, "url", "http:// or https://"),
+        ({"url": "not a url"}, "url", "spaces"),
+        ({"url": "//example.com/x"}, "url", "http:// or https://"),
         ({"url": "https://user:pw@example.com/"}, "url", "credentials"),
         ({"url": "https://example.com:99999/"}, "url", "not a valid URL"),
         ({"url": "https://exa\x00mple.com/"}, "url", "control characters"),

@@ -129,7 +129,8 @@ def test_retries_end_after_the_schedule_and_replay_sends_again(setup):
         assert receiver.requests[-1].msg_id == msg_id
         assert setup.statuses() == {"succeeded": 2}
         exhausted = {"outcome": "exhausted"}
-        assert setup.registry.get_sample_value("meterline_webhook_attempts_total", exhausted) == 1
+        attempts = "meterline_reporter_webhook_attempts_total"
+        assert setup.registry.get_sample_value(attempts, exhausted) == 1
     finally:
         receiver.stop()
 
@@ -146,7 +147,8 @@ def test_a_run_of_failures_disables_the_endpoint_and_counts_it(setup):
         endpoint = setup.endpoints.get(setup.tenant_id, endpoint_id)
         assert not endpoint.enabled and endpoint.disabled_reason == "3 failed attempts in a row"
         assert len(receiver.requests) == 3  # nothing is sent to a disabled endpoint
-        assert setup.registry.get_sample_value("meterline_webhook_endpoints_disabled_total") == 1
+        disabled = "meterline_reporter_webhook_endpoints_disabled_total"
+        assert setup.registry.get_sample_value(disabled) == 1
         setup.publish("cust_9", 9)  # still queued for it, sent once it is enabled again
         assert setup.statuses() == {"pending": 6}
         setup.endpoints.update(setup.tenant_id, endpoint_id, EndpointChange(enabled=True))
