@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import Webhook
 
 from meterline.notify.deliveries import DeliveryLog
 from meterline.notify.endpoints import EndpointChange
+from meterline_sdk.webhooks import ReplayGuard, WebhookVerificationError, verify
 from tests.notify.support import Received, Receiver, make_setup, wait_until
 
 pytestmark = pytest.mark.integration
@@ -227,3 +228,26 @@ def test_a_private_address_is_refused_at_send_time_unless_allowed(setup, receive
     assert receiver.requests == []
     attempt = setup_log(setup).deliveries(setup.tenant_id, endpoint_id)[0]["attempt_log"][0]
     assert attempt["error"].startswith("RefusedAddress") and not attempt["succeeded"]
+
+
+def test_the_sdk_helper_accepts_real_deliveries_and_detects_forged_and_replayed_ones(
+    setup, receiver
+):
+    _, secret = setup.endpoint(receiver.url)
+    setup.publish("cust_0", 1)
+    setup.dispatcher().drain()
+    real = receiver.requests[0]
+    guard = ReplayGuard()
+    assert guard.verify(real.body, real.headers, secret)["data"]["n"] == 1
+    with pytest.raises(WebhookVerificationError) as replayed:
+        guard.verify(real.body, real.headers, secret)  # the same request sent again
+    assert replayed.value.reason == "replayed"
+    forged = real.body.replace(b'"n":1', b'"n":2')
+    assert forged != real.body
+    with pytest.raises(WebhookVerificationError) as bad:
+        verify(forged, real.headers, secret)
+    assert bad.value.reason == "bad_signature"
+    later = int(real.headers["webhook-timestamp"]) + 301
+    with pytest.raises(WebhookVerificationError) as old:
+        verify(real.body, real.headers, secret, now=lambda: later)
+    assert old.value.reason == "too_old"
