@@ -34,7 +34,11 @@ def main() -> int:
         logging.config.dictConfig(log_config("reporter", service.log_level))
         database, webhooks = load_section(DatabaseSettings), load_section(WebhookSettings)
         reporter = build(database, load_section(StripeSettings), own, webhooks=webhooks)
-        dispatcher, dispatch_pool = open_dispatcher(database, webhooks, reporter.webhook_metrics)
+        dispatching = (
+            open_dispatcher(database, webhooks, reporter.webhook_metrics)
+            if webhooks.dispatcher_enabled
+            else None
+        )
     except ConfigError as exc:
         print(f"reporter: {exc.message}", file=sys.stderr)
         return 2
@@ -54,14 +58,15 @@ def main() -> int:
     )
     if own.scheduler_enabled:
         scheduler.start()
-    if webhooks.dispatcher_enabled:
-        dispatcher.start()
+    if dispatching:
+        dispatching[0].start()
     try:
         uvicorn.Server(config).run()
     finally:
         scheduler.stop()
-        dispatcher.stop()
-        dispatch_pool.close()
+        if dispatching:
+            dispatching[0].stop()
+            dispatching[1].close()
         reporter.close()
     return 0
 
