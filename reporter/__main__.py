@@ -2,8 +2,8 @@
 
 On SIGTERM uvicorn stops accepting connections and lets in-flight requests finish; then the
 scheduler is stopped — a push or reconciliation in progress finishes first (its ledger rows
-are durable either way) — then the webhook dispatcher (attempts in flight are settled; an
-unsettled one is sent again later), and the pools are closed.
+are durable either way) — then the webhook dispatcher (an attempt cut short was never settled
+and is sent again later, with the same `webhook-id`), and the pools are closed.
 """
 
 from __future__ import annotations

@@ -108,7 +108,9 @@ class Dispatcher:
         try:
             check_resolved(job.url, self._settings.allow_private_urls)
             response = self._post(job)
-        except (RefusedAddress, httpx.HTTPError) as exc:
+        except (RefusedAddress, httpx.HTTPError, httpx.InvalidURL, UnicodeError, OSError) as exc:
+            # recorded as a failed attempt: an exception escaping would roll the claim back
+            # and the same delivery would be claimed again at once, with nothing logged
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
             return self._failed(job, started, t0, None, error, None)
         code = response.status_code
