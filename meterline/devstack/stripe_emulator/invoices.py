@@ -41,13 +41,13 @@ def close_period(
     period_end = max(item["current_period_end"] for item in items)
     if emu.clock.now() < period_end:
         emu.clock.advance(period_end - emu.clock.now())
-    retired = sub.pop("_retired", [])
-    lines = [line for item in retired + items for line in _lines(emu, sub, item)]
+    lines = sub.pop("_pending_prorations", []) + next_lines(emu, sub)
+    sub.pop("_retired", None)
     period_start = min(item["current_period_start"] for item in items)
     ending = bool(sub["cancel_at_period_end"])
     if not ending:
         _advance_items(sub, items)
-    invoice = _invoice(emu, sub, lines, period_start, period_end)
+    invoice = new_invoice(emu, sub, lines, period_start, period_end, "subscription_cycle")
     emu.store.put("invoice", invoice)
     sub["latest_invoice"] = invoice["id"]
     emu.emit("invoice.created", invoice)
@@ -59,6 +59,15 @@ def close_period(
     if finalize:
         finalize_invoice(emu, invoice, payment)
     return invoice
+
+
+def next_lines(emu: Emulator, sub: JSON) -> list[JSON]:
+    """The lines closing the current period now would bill: metered usage of the period
+    (items removed during it too), licensed items in advance for the next period."""
+    retired = sub.get("_retired", [])
+    return [
+        line for item in retired + subscriptions.items_list(sub) for line in _lines(emu, sub, item)
+    ]
 
 
 def _advance_items(sub: JSON, items: list[JSON]) -> None:
@@ -75,7 +84,8 @@ def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
     if price["recurring"]["usage_type"] == "metered":
         since: int = max(start, item.get("_billed_from", start))
         until: int = item.get("_billed_until", end)
-        quantity = _usage(emu, price, sub["customer"], since, until)
+        trial = item["_index"] < 0  # usage accrued during a trial is not charged
+        quantity = Decimal(0) if trial else _usage(emu, price, sub["customer"], since, until)
         return [_line(emu, item, sub, quantity, start, end)]
     if sub["cancel_at_period_end"]:
         return []
@@ -97,13 +107,19 @@ def _usage(emu: Emulator, price: JSON, customer: str, start: int, end: int) -> D
 
 def _line(emu: Emulator, item: JSON, sub: JSON, usage: Decimal, start: int, end: int) -> JSON:
     """One line: `usage` priced as the item's price says (per unit, tiers or packages)."""
+    charged = pricing.line_amount(item["price"], usage, emu.config)
+    return line(emu, item, sub, charged.amount, charged.quantity, start, end)
+
+
+def line(
+    emu: Emulator, item: JSON, sub: JSON, amount: int, quantity: Decimal, start: int, end: int
+) -> JSON:
+    """An invoice line of `item` charging `amount` for `quantity` over [start, end]."""
     price = item["price"]
-    charged = pricing.line_amount(price, usage, emu.config)
-    quantity = charged.quantity
     return {
         "id": new_id("il", 24),
         "object": "line_item",
-        "amount": charged.amount,
+        "amount": amount,
         "currency": price["currency"],
         "description": price.get("nickname") or f"{quantity} x {price['product']}",
         "livemode": False,
@@ -125,7 +141,10 @@ def _line(emu: Emulator, item: JSON, sub: JSON, usage: Decimal, start: int, end:
     }
 
 
-def _invoice(emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int) -> JSON:
+def new_invoice(
+    emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int, reason: str
+) -> JSON:
+    """A draft invoice of `sub` holding `lines` (not stored)."""
     invoice_id = new_id("in", 24)
     total = sum(line["amount"] for line in lines)
     for line in lines:
@@ -138,7 +157,7 @@ def _invoice(emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int) 
         "amount_remaining": total,
         "attempt_count": 0,
         "attempted": False,
-        "billing_reason": "subscription_cycle",
+        "billing_reason": reason,
         "collection_method": "charge_automatically",
         "created": emu.now(),
         "currency": sub["currency"],

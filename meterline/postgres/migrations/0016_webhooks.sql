@@ -43,6 +43,7 @@ CREATE TABLE webhook_messages (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX webhook_messages_tenant ON webhook_messages (tenant_id, id);
+CREATE INDEX webhook_messages_created ON webhook_messages (created_at);  -- retention
 
 CREATE TABLE webhook_deliveries (
     id               bigserial PRIMARY KEY,
