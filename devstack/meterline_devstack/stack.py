@@ -125,6 +125,8 @@ class DevStack:
             "METERLINE_REDIS_URL": self.urls["redis"],
             "METERLINE_KAFKA_BOOTSTRAP": self.urls["kafka"],
             "METERLINE_HOME": str(self.home.resolve()),
+            # webhook receivers of a dev stack run on this machine (loopback)
+            "METERLINE_WEBHOOK_ALLOW_PRIVATE_URLS": "true",
         }
         if "stripe" in self.urls:
             env["METERLINE_STRIPE_API_BASE"] = self.urls["stripe"]

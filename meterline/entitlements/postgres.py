@@ -26,6 +26,8 @@ from meterline.entitlements.repository import (
     check_grant,
 )
 from meterline.errors import Conflict, NotFound
+from meterline.notify.announce import subscription_changed
+from meterline.notify.outbox import publish
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ class PostgresSubscriptionRepository(SubscriptionRepository):
         return None if row is None else Subscription(*row)
 
     def put(self, sub: Subscription) -> None:
+        """Write `sub`; a change of plan, status or period is announced (`subscription.changed`)
+        in the same transaction."""
         values = (
             sub.tenant_id,
             sub.customer,
@@ -131,18 +135,41 @@ class PostgresSubscriptionRepository(SubscriptionRepository):
             sub.cancel_at_period_end,
             sub.stripe_event_created,
         )
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, conn.transaction():
+            before = _locked_subscription(conn, sub.tenant_id, sub.customer)
             try:
                 conn.execute(_UPSERT_SUB, values)
             except psycopg.errors.ForeignKeyViolation:
                 raise NotFound(f"no customer {sub.customer!r}") from None
+            _announce(conn, before, sub)
 
     def delete(self, tenant_id: int, customer: str) -> None:
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, conn.transaction():
+            before = _locked_subscription(conn, tenant_id, customer)
             conn.execute(
                 "DELETE FROM subscriptions WHERE tenant_id = %s AND customer = %s",
                 (tenant_id, customer),
             )
+            _announce(conn, before, None)
+
+
+def _locked_subscription(
+    conn: psycopg.Connection, tenant_id: int, customer: str
+) -> Subscription | None:
+    row = conn.execute(
+        f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE tenant_id = %s AND customer = %s "
+        "FOR UPDATE",
+        (tenant_id, customer),
+    ).fetchone()
+    return None if row is None else Subscription(*row)
+
+
+def _announce(
+    conn: psycopg.Connection, before: Subscription | None, after: Subscription | None
+) -> None:
+    notification = subscription_changed(before, after)
+    if notification is not None:
+        publish(conn, notification)
 
 
 _GRANT_COLUMNS = (

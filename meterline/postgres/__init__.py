@@ -1,6 +1,9 @@
 """Postgres adapter: connections, migrations, ledger partitions, retention, stored positions."""
 
+from typing import Any
+
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from meterline.postgres.connect import connect, open_pool
 from meterline.postgres.migrate import apply_migrations, pending_migrations
@@ -8,4 +11,7 @@ from meterline.postgres.migrate import apply_migrations, pending_migrations
 # The driver's errors that mean Postgres cannot answer now (retry later), not a bad statement.
 OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
 
-__all__ = ["OUTAGES", "apply_migrations", "connect", "open_pool", "pending_migrations"]
+# A pool of connections, for code outside the repositories that hands one to them.
+Pool = ConnectionPool[Any]
+
+__all__ = ["OUTAGES", "Pool", "apply_migrations", "connect", "open_pool", "pending_migrations"]
