@@ -18,18 +18,26 @@ import abc
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from psycopg_pool import ConnectionPool
 
-from meterline.dedupe import Deduper
+from meterline.dedupe import Deduper, HeldIds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _IN_LEDGER = "SELECT 1 FROM usage_event_ids WHERE tenant_id = %s AND event_id = %s"
+_GRANTED = """
+SELECT event_id FROM entitlement_answers
+WHERE tenant_id = %s AND event_id = ANY(%s) AND status = 200
+"""
+_GRANTED_WITHIN = """
+SELECT event_id FROM entitlement_answers
+WHERE tenant_id = %s AND status = 200 AND created_at >= now() - make_interval(secs => %s)
+"""
 
 
 class IngestedIds(abc.ABC):
@@ -98,7 +106,7 @@ class LedgerIngestedIds(IngestedIds):
             if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
                 return True
         try:
-            return seen.result(self._timeout)[0]
+            return bool(seen.result(self._timeout)[0])
         except Exception:
             log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
             return False
@@ -114,3 +122,19 @@ class LedgerIngestedIds(IngestedIds):
                 log.warning("dedupe store did not take a consume's id", exc_info=True)
 
         return wait
+
+
+class GrantedIds(HeldIds):
+    """The ids consume granted (`entitlement_answers`): ingest's durable record of the ids it
+    must answer as duplicates when its dedupe store may have lost their marks."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    def held(self, tenant_id: int, ids: Sequence[str]) -> set[str]:
+        with self._pool.connection() as conn:
+            return {str(r[0]) for r in conn.execute(_GRANTED, (tenant_id, list(ids)))}
+
+    def within(self, tenant_id: int, seconds: float) -> list[str]:
+        with self._pool.connection() as conn:
+            return [str(r[0]) for r in conn.execute(_GRANTED_WITHIN, (tenant_id, seconds))]

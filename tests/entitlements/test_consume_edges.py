@@ -233,3 +233,15 @@ def test_concurrent_consumes_of_one_event_id_get_the_first_answer(api: Api) -> N
         rows = wait_counted(api, "k1", 1)
     assert [v for _e, v, _t in rows] == [won]
     assert used(api, "k1") == won
+
+
+def test_ingest_refuses_a_consume_id_after_a_redis_flush(api: Api, ingest: httpx.Client) -> None:
+    """The dedupe store is derived state: after a flush, ingest asks Postgres whether a missed
+    id is a consume's, so an event reusing it is a duplicate, not accepted and then dropped."""
+    assert consume(api, "s1", {"amount": 3, "event_id": "y-1"}).status_code == 200
+    redis.Redis.from_url(api.env["METERLINE_REDIS_URL"]).flushall()
+    assert send(ingest, "y-1", 7).json() == {"accepted": 0, "duplicates": 1}
+    assert send(ingest, "y-2", 5).json() == {"accepted": 1, "duplicates": 0}
+    with RunAggregator(api.env):
+        rows = wait_counted(api, "s1", 2)
+    assert {e: v for e, v, _ts in rows} == {"y-1": 3.0, "y-2": 5.0}
