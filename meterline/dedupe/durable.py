@@ -70,9 +70,9 @@ class DurableIdsDeduper(Deduper):
 
     async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool | None]:
         flags = await self._inner.seen(tenant_id, ids)
-        unknown = [i for i, flag in zip(ids, flags, strict=True) if flag is None]
-        if not unknown:
+        if None not in flags:  # an intact store: the usual case, one scan in C
             return flags
+        unknown = [i for i, flag in zip(ids, flags, strict=True) if flag is None]
         self._restore_soon(tenant_id)
         held = await asyncio.to_thread(self._record.held, tenant_id, unknown)
         return [i in held if f is None else f for i, f in zip(ids, flags, strict=True)]
