@@ -161,7 +161,7 @@ class Model:
         self.real = service._publisher
         self.flaky = service._publisher = Flaky(self.real, self.rng)
         self.oracle = Oracle(draw_cycles(self.rng, self.clock.now_ms()))
-        self.ids = [f"m{seed}-{n}" for n in range(24)]
+        self.ids = [f"m{seed}-{n}" for n in range(16 + STEPS // 4)]  # shared, often reused
         self.agg: Aggregator | None = None
         self.down_for = 0
         self.timing: dict[str, float] = {}
