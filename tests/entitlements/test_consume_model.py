@@ -26,7 +26,7 @@ most), so the view's minute horizon, which the aggregator and the API compute pe
 disagrees on a minute that receives events.
 
 Size: METERLINE_MODEL_PIPELINE_SEEDS (comma-separated) x METERLINE_MODEL_PIPELINE_STEPS (a
-reduced 1 x 30 in `make test`; `make reliability` runs scenario 9 at full size). With
+reduced 1 x 24 in `make test`; `make reliability` runs scenario 9 at full size). With
 METERLINE_MODEL_PIPELINE_REPORT set, each run appends its figures there as a JSON line.
 """
 
@@ -68,7 +68,7 @@ from tests.fixtures.stripe import StripeEmulatorHandle
 
 pytestmark = pytest.mark.integration
 SEEDS = [int(s) for s in os.environ.get("METERLINE_MODEL_PIPELINE_SEEDS", "19").split(",")]
-STEPS = int(os.environ.get("METERLINE_MODEL_PIPELINE_STEPS", "30"))
+STEPS = int(os.environ.get("METERLINE_MODEL_PIPELINE_STEPS", "24"))
 REPORT = os.environ.get("METERLINE_MODEL_PIPELINE_REPORT", "")
 DAY_MS = 86_400_000
 MAX_AHEAD_MS = 2 * DAY_MS
