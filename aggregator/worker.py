@@ -356,7 +356,7 @@ class Worker:
             p.metrics.events.labels("dead_letter").inc(len(batch.poison))
             self._publish_letters()
         p.hooks.at("after_commit")
-        self._apply_view(done)
+        self._apply_view(batch, done)
         self._record(batch, done, started)
         p.hooks.at("between_batches")
 
@@ -371,9 +371,12 @@ class Worker:
         p.retrier.call(lambda: w.forget_letters(letters), "postgres", w.reset)
         p.metrics.dead_letters.inc(len(letters))
 
-    def _apply_view(self, done: Committed) -> None:
+    def _apply_view(self, batch: Batch, done: Committed) -> None:
+        """Apply each partition's deltas, and drop the pending reservations of every
+        consume's event in the batch: new or a copy, its identity is counted now (a copy whose
+        id another event took first would otherwise hold its reservation for ever)."""
         for part, end in done.ends.items():
-            counted = reservations(done.new_events.get(part, _NO_EVENTS))
+            counted = reservations(batch.events.get(part, _NO_EVENTS))
             deltas = done.deltas.get(part, [])
             previous = done.previous[part]
             self._p.view_sync.apply(part, previous, end, deltas, counted, done.incarnation)

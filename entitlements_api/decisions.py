@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
@@ -115,8 +116,11 @@ async def consume(
     who = principal(request, "ingest", "admin")
     deps = deps_of(request)
     try:
-        status, answer = await asyncio.to_thread(
-            deps.service.consume, who.tenant_id, customer, feature, body.amount, body.event_id
+        status, answer = await asyncio.get_running_loop().run_in_executor(
+            deps.consume_lane,
+            partial(deps.service.consume, who.tenant_id, customer, feature),
+            body.amount,
+            body.event_id,
         )
     except Exception:
         deps.metrics.consumes.labels("failed").inc()

@@ -37,4 +37,10 @@ class EntitlementsSettings(BaseSettings):
     webhook_tolerance_s: int = Field(300, ge=1)
     auth_cache_ttl: float = Field(30.0, ge=0)
     pool_size: int = Field(8, ge=1)
+    consume_threads: int = Field(
+        32,
+        ge=1,
+        description="threads that run consumes (each waits on Postgres, Redis and the broker's "
+        "acknowledgement; the default executor has only cores + 4)",
+    )
     drain_seconds: float = Field(10.0, ge=0)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,8 @@ class Dependencies:
     metrics: Metrics = field(default_factory=Metrics)
     ready_checks: dict[str, Callable[[], object]] = field(default_factory=dict)
     closers: list[Callable[[], object]] = field(default_factory=list)
+    consume_lane: Executor | None = None
+    """Where consumes run (None: the event loop's default executor)."""
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
@@ -91,6 +94,7 @@ def build(
     """
     clock = clock or SystemClock()
     pool = open_pool(settings.database.url, max_size=own.pool_size, name="entitlements")
+    lane = ThreadPoolExecutor(own.consume_threads, thread_name_prefix="consume")
     client = redis_connect(settings.redis.url)
     query = UsageQuery(pool)
     view = RedisUsageView(client, settings.redis.key_prefix, clock=clock, archive=query)
@@ -134,7 +138,9 @@ def build(
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,
         ready_checks=_ready_checks(pool, client),
+        consume_lane=lane,
         closers=[
+            lambda: lane.shutdown(wait=False),
             pool.close,
             read_pool.close,
             reads.close,

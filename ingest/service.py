@@ -16,7 +16,14 @@ from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.settings import IngestSettings
 from ingest.sinks import AdmissionSink, DedupingSink, PublishingSink, Sink, TimedSink
 from meterline.catalog import PostgresCatalogRepository
-from meterline.dedupe import BoundedDeduper, CoalescingDeduper, Deduper, RedisDeduper
+from meterline.dedupe import (
+    BoundedDeduper,
+    CoalescingDeduper,
+    Deduper,
+    DurableIdsDeduper,
+    RedisDeduper,
+)
+from meterline.entitlements.postgres import GrantedIds
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
 from meterline.redis import connect, connect_async
@@ -67,7 +74,8 @@ def build(sections: Sections) -> Dependencies:
     connect(sections.redis.url).close()
     client = connect_async(sections.redis.url)
     redis_deduper = RedisDeduper(client, sections.redis.key_prefix, s.dedupe_window_s)
-    deduper = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
+    bounded = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
+    deduper = DurableIdsDeduper(bounded, redis_deduper, GrantedIds(pool))
     store = RedisBucketStore(client, sections.redis.key_prefix)
     buckets = TokenBuckets(s.tenant_rate, s.tenant_rates, store, lease_s=RATE_LEASE_S)
     tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}

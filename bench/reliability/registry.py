@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from bench.reliability import scenarios
 from bench.reliability.fuzz import fuzzing
+from bench.reliability.model import pipeline_model
 from bench.reliability.world import Result, World
 
 SCENARIOS: dict[int, Callable[[World], Result]] = {
@@ -17,5 +18,6 @@ SCENARIOS: dict[int, Callable[[World], Result]] = {
     6: scenarios.redis_flush,
     7: scenarios.overload,
     8: fuzzing,
+    9: pipeline_model,
 }
 CI_SCENARIOS = [1, 2, 3, 6, 8]
