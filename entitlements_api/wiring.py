@@ -36,6 +36,7 @@ from meterline.entitlements.ids import LedgerIngestedIds, LoopThread
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.redis import connect_async as redis_connect_async
 from meterline.settings import Settings
@@ -84,12 +85,14 @@ class Dependencies:
 def build(
     settings: Settings, own: EntitlementsSettings, clock: Clock | None = None
 ) -> Dependencies:
-    """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable.
+    """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable
+    or the schema is older than the code.
 
     `clock` (tests) drives decisions, reservations and grace periods alike.
     """
     clock = clock or SystemClock()
     pool = open_pool(settings.database.url, max_size=own.pool_size, name="entitlements")
+    require_current_schema_in(pool, "entitlements_api")
     client = redis_connect(settings.redis.url)
     query = UsageQuery(pool)
     view = RedisUsageView(client, settings.redis.key_prefix, clock=clock, archive=query)

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from meterline.auth import Authenticator
 from meterline.clock import Clock, SystemClock
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.settings import DatabaseSettings, StripeSettings
 from meterline.stripe.client import stripe_client
 from meterline.stripe.meter_events import MeterEventSender, StripeMeterEventSender
@@ -140,8 +141,10 @@ def build(
         if settings.notify_webhook_url
         else NullNotifier()
     )
+    pool = open_pool(database.url, max_size=pool_size or database.pool_size, name="reporter")
+    require_current_schema_in(pool, "reporter")
     return Reporter(
-        pool=open_pool(database.url, max_size=pool_size or database.pool_size, name="reporter"),
+        pool=pool,
         settings=settings,
         clock=clock or SystemClock(),
         sender=sender_chain(stripe, settings, metrics),
