@@ -18,6 +18,7 @@ from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
+from reporter.leadership import Leadership, connector
 from reporter.scheduler import Scheduler
 from reporter.service import build
 from reporter.settings import ReporterSettings
@@ -33,9 +34,13 @@ def main() -> int:
     except ConfigError as exc:
         print(f"reporter: {exc.message}", file=sys.stderr)
         return 2
+    leadership = Leadership(
+        connector(load_section(DatabaseSettings).url), reporter.metrics.scheduler_active.set
+    )
     scheduler = Scheduler(
         own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile_nightly,
-        on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
+        tick_s=own.tick_s, on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
+        leader=leadership,
     )  # fmt: skip
     config = uvicorn.Config(
         create_app(reporter),
@@ -53,6 +58,7 @@ def main() -> int:
         uvicorn.Server(config).run()
     finally:
         scheduler.stop()
+        leadership.release()
         reporter.close()
     return 0
 
