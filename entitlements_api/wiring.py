@@ -33,6 +33,7 @@ from meterline.entitlements import (
     ViewUsage,
 )
 from meterline.entitlements.ids import LedgerIngestedIds, LoopThread
+from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
@@ -111,9 +112,12 @@ def build(
     )
     ingested = LedgerIngestedIds(pool, deduper, loop, own.dedupe_timeout_s)
     answers = PostgresAnswerStore(pool)
+    channel = f"{settings.redis.key_prefix}:entitlements:changes"
+    feed = RedisChangeFeed(client, settings.redis.url, channel, own.fallback_cache_ttl)
     service = EntitlementService(
-        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested
+        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested, feed
     )
+    feed.listen(service)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
     events = PostgresWebhookEventStore(pool)
@@ -137,6 +141,7 @@ def build(
         clock=clock,
         ready_checks=_ready_checks(pool, client),
         closers=[
+            feed.close,
             pool.close,
             read_pool.close,
             reads.close,
