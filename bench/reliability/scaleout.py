@@ -1,0 +1,433 @@
+"""Scale-out: two replicas of every service on one broker, Postgres and Redis.
+
+Two ingest, two aggregators (one consumer group on a 4-partition topic), two entitlements APIs
+and two reporters run as processes of their own, on a database, topic and Redis key prefix
+of their own. In order:
+1. load: events for billed customers (in hours that have ended, so the reporter pushes them)
+   sent to both ingest replicas, resent until acknowledged; one aggregator is SIGKILLed
+   halfway. Every acknowledged event must be counted once: 0 lost, 0 double-counted
+   (the ledger, and the minute rollups' counts and sums per customer);
+2. limits across replicas: a consume on entitlements A uses a free customer's limit up; a
+   plain check on B, whose caches would keep the old answer for 30 s, must refuse within
+   100 ms, and a consume on B is refused;
+3. one scheduler: exactly one reporter has pushed, and Stripe holds what Postgres counted;
+   then the active reporter is SIGKILLed right after more usage is sent: the other takes the
+   schedule over (within 30 s) and pushes it, and no meter event identifier reaches Stripe
+   twice.
+
+`tests/reliability/test_scaleout.py` runs it reduced in `make test`; `python -m bench.reliability
+--scenario 9` (`make reliability`) runs it at full size; figures in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.reliability.replicas import Replica, stop_all
+from bench.reliability.stripe_check import _SUBSCRIBE, BILLED_PLAN
+from bench.runner import CATALOG
+from meterline.catalog import PostgresCatalogRepository, load_catalog
+from meterline.devstack.stripe_emulator import EmulatorControl
+from meterline.entitlements.postgres import PostgresCustomerRepository
+from meterline.postgres import open_pool
+from meterline.settings import StripeSettings
+from meterline.stripe.catalog_sync import (
+    CatalogSync,
+    PostgresStripeObjectRepository,
+    apply_and_sync,
+)
+from meterline.stripe.client import stripe_client
+from meterline.stripe.subscriptions import ensure_stripe_customer
+from meterline.tenants import PostgresTenantRepository
+
+CACHED_S = "30"
+FREE_LIMIT = 50  # the example catalog's free plan: api_calls, 50 a week, blocked beyond
+CHECK = "/v1/customers/{}/entitlements/api_calls"
+PUSHES = "meterline_reporter_push_runs_total"
+ACTIVE = "meterline_reporter_scheduler_active"
+
+
+@dataclass(frozen=True)
+class Size:
+    events: int
+    batch: int
+    senders: int
+    customers: int
+
+
+FULL = Size(events=200_000, batch=500, senders=4, customers=40)
+REDUCED = Size(events=3_000, batch=250, senders=2, customers=6)
+
+
+@dataclass(frozen=True)
+class Backing:
+    """Where the replicas run: a migrated database of their own, a 4-partition topic, Redis
+    (with a key prefix of their own) and the Stripe emulator."""
+
+    database_url: str
+    kafka: str
+    topic: str
+    dlq_topic: str
+    redis_url: str
+    redis_prefix: str
+    stripe_url: str
+    stripe_key: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "METERLINE_DATABASE_URL": self.database_url,
+            "METERLINE_KAFKA_BOOTSTRAP": self.kafka,
+            "METERLINE_KAFKA_TOPIC": self.topic,
+            "METERLINE_KAFKA_DLQ_TOPIC": self.dlq_topic,
+            "METERLINE_REDIS_URL": self.redis_url,
+            "METERLINE_REDIS_KEY_PREFIX": self.redis_prefix,
+            "METERLINE_STRIPE_API_BASE": self.stripe_url,
+            "METERLINE_STRIPE_API_KEY": self.stripe_key,
+            "METERLINE_STRIPE_WEBHOOK_SECRET": "whsec_scaleout_test_only",
+        }
+
+
+@dataclass
+class Figures:
+    sent: int = 0
+    counted: int = 0
+    lost: int = 0
+    doubled: int = 0
+    wrong_totals: int = 0
+    load_s: float = 0.0
+    settle_s: float = 0.0
+    refused_on_b_ms: float | None = None
+    consume_on_b: int | None = None
+    pushing_replicas: int = 0
+    handover_s: float | None = None
+    pushed_twice: int = 0
+    stripe_equal: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.sent > 0
+            and self.lost == 0
+            and self.doubled == 0
+            and self.wrong_totals == 0
+            and self.refused_on_b_ms is not None
+            and self.refused_on_b_ms < 100
+            and self.consume_on_b == 403
+            and self.pushing_replicas == 1
+            and self.handover_s is not None
+            and self.handover_s < 30
+            and self.pushed_twice == 0
+            and self.stripe_equal
+        )
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.sent:,} events sent in {self.load_s:.1f} s "
+            f"({self.sent / max(self.load_s, 1e-9):,.0f}/s), all counted {self.settle_s:.1f} s "
+            f"after: {self.lost} lost, {self.doubled} doubled, {self.wrong_totals} wrong totals",
+            f"consume on A refused on B after {self.refused_on_b_ms} ms; consume on B: "
+            f"{self.consume_on_b}",
+            f"reporters that pushed: {self.pushing_replicas}; handover after SIGKILL: "
+            f"{self.handover_s if self.handover_s is None else round(self.handover_s, 1)} s; "
+            f"identifiers pushed twice: {self.pushed_twice}; "
+            f"Stripe = Postgres: {self.stripe_equal}",
+            *self.notes,
+        ]
+
+
+@dataclass
+class Setup:
+    tenant_id: int
+    keys: dict[str, str]
+    billed: list[str]
+    event_name: str
+
+
+class ScaleOut:
+    def __init__(self, backing: Backing, logs: Path, size: Size) -> None:
+        self.backing, self.logs, self.size = backing, logs, size
+        self.figures = Figures()
+        self._ids = iter(range(10**12))
+
+    def run(self) -> Figures:
+        setup = self._prepare()
+        env = self._env()
+        made = {
+            kind: [Replica(kind, f"{kind}-{n}", env, self.logs) for n in "ab"]
+            for kind in ("aggregator", "ingest", "entitlements_api", "reporter")
+        }
+        everyone = [r for group in made.values() for r in group]
+        try:
+            _start(everyone)
+            self._load(setup, made["ingest"], made["aggregator"])
+            self._limits(setup, made["entitlements_api"])
+            self._reporters(setup, made["ingest"], made["reporter"])
+        finally:
+            stop_all(everyone)
+        return self.figures
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **self.backing.env(),
+            "METERLINE_AGGREGATOR_BATCH_MS": "50",
+            "METERLINE_ENTITLEMENTS_DECISION_CACHE_TTL": CACHED_S,
+            "METERLINE_ENTITLEMENTS_PLAN_CACHE_TTL": CACHED_S,
+            "METERLINE_REPORTER_TICK_S": "0.5",
+            "METERLINE_REPORTER_PUSH_INTERVAL_S": "10",
+            "METERLINE_REPORTER_STRIPE_LAG_S": "0",
+        }
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _prepare(self) -> Setup:
+        b = self.backing
+        client = stripe_client(StripeSettings(api_base=b.stripe_url, api_key=b.stripe_key))
+        billed = [f"billed-{i:03d}" for i in range(self.size.customers)]
+        with open_pool(b.database_url, max_size=2) as pool:
+            tenants = PostgresTenantRepository(pool)
+            tenant_id = tenants.create_tenant("scaleout").id
+            keys = {s: tenants.create_key("scaleout", [s])[1] for s in ("ingest", "read", "admin")}
+            keys["app"] = tenants.create_key("scaleout", ["read", "ingest"])[1]
+            sync = CatalogSync(client, PostgresStripeObjectRepository(pool))
+            apply_and_sync(PostgresCatalogRepository(pool), sync, tenant_id, load_catalog(CATALOG))
+            repo = PostgresCustomerRepository(pool)
+            for customer in billed:
+                repo.create(tenant_id, customer, None, None)
+                ensure_stripe_customer(client, repo, tenant_id, customer)
+            with pool.connection() as conn:
+                conn.execute(_SUBSCRIBE, (tenant_id, BILLED_PLAN, tenant_id))
+                row = conn.execute(
+                    "SELECT event_name FROM stripe_objects WHERE tenant_id = %s "
+                    "AND kind = 'meter' AND key = 'api_calls'",
+                    (tenant_id,),
+                ).fetchone()
+        assert row is not None, "the catalog sync made no Stripe meter for api_calls"
+        return Setup(tenant_id, keys, billed, str(row[0]))
+
+    # -- 1. load, with an aggregator SIGKILLed -------------------------------------------------
+
+    def _load(self, setup: Setup, ingest: list[Replica], aggregators: list[Replica]) -> None:
+        f, size = self.figures, self.size
+        expected: Counter[str] = Counter()
+        batches = []
+        for start in range(0, size.events, size.batch):
+            batch = [
+                self._event(setup, i) for i in range(start, min(size.events, start + size.batch))
+            ]
+            for e in batch:
+                expected[e["customer"]] += e["value"]
+            batches.append(batch)
+        sent = [0]
+        lock = threading.Lock()
+
+        def send(n: int) -> None:
+            _post_until_accepted(ingest[n % 2], setup.keys["ingest"], batches[n])
+            with lock:
+                sent[0] += 1
+                if sent[0] == len(batches) // 2:
+                    aggregators[0].kill()
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(size.senders) as pool:
+            list(pool.map(send, range(len(batches))))
+        f.load_s = time.monotonic() - began
+        f.sent = size.events
+        f.notes.append("aggregator-a SIGKILLed halfway through the load")
+        counted = self._wait_counted(setup.tenant_id, size.events, timeout=120 + size.events / 2000)
+        f.settle_s = time.monotonic() - began - f.load_s
+        self._compare(setup.tenant_id, counted, expected)
+
+    def _event(self, setup: Setup, i: int) -> dict[str, Any]:
+        hours_ago = 1 + i % 3  # in hours that have ended: the reporter pushes them
+        when = datetime.now(UTC).replace(minute=7, second=0, microsecond=0)
+        when -= timedelta(hours=hours_ago)
+        return {
+            "id": f"so-{i:09d}",
+            "customer": setup.billed[i % len(setup.billed)],
+            "meter": "api_calls",
+            "value": 1 + i % 5,
+            "timestamp": when.isoformat().replace("+00:00", "Z"),
+        }
+
+    def _wait_counted(self, tenant_id: int, n: int, timeout: float) -> int:
+        _wait_for(lambda: self._ledger(tenant_id), lambda c: c >= n, timeout)
+        time.sleep(1.0)  # anything beyond n (double-counted) would show by now
+        return self._ledger(tenant_id)
+
+    def _ledger(self, tenant_id: int) -> int:
+        with psycopg.connect(self.backing.database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM usage_events WHERE tenant_id = %s", (tenant_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _compare(self, tenant_id: int, counted: int, expected: Counter[str]) -> None:
+        f = self.figures
+        f.counted = counted
+        f.lost = max(0, f.sent - counted)
+        with psycopg.connect(self.backing.database_url) as conn:
+            rows = conn.execute(
+                "SELECT customer, sum(count), sum(value)::float8 FROM usage_rollups_minute "
+                "WHERE tenant_id = %s AND meter = 'api_calls' GROUP BY customer",
+                (tenant_id,),
+            ).fetchall()
+        in_rollups = sum(int(n) for _, n, _ in rows)
+        f.doubled = max(0, counted - f.sent) + max(0, in_rollups - f.sent)
+        totals = {c: v for c, _, v in rows}
+        f.wrong_totals = sum(1 for c, v in expected.items() if totals.get(c) != float(v))
+
+    # -- 2. limits across entitlements replicas ----------------------------------------------
+
+    def _limits(self, setup: Setup, replicas: list[Replica]) -> None:
+        a, b = replicas
+        key, customer = setup.keys["app"], "free-001"
+        with _client(a, key) as on_a, _client(b, key) as on_b:
+            before = on_b.get(CHECK.format(customer)).json()  # cached on b for 30 s
+            if before.get("remaining") != FREE_LIMIT:
+                self.figures.notes.append(f"unexpected first check on B: {before}")
+            body = {"amount": FREE_LIMIT, "event_id": "so-consume-1"}
+            used = on_a.post(CHECK.format(customer) + "/consume", json=body)
+            if used.status_code != 200:
+                self.figures.notes.append(f"consume on A: {used.status_code} {used.text[:200]}")
+                return
+            began = time.monotonic()
+            refused = _wait_for(
+                lambda: on_b.get(CHECK.format(customer)).json()["has_access"],
+                lambda has: has is False,
+                timeout=5,
+            )
+            if refused is False:
+                self.figures.refused_on_b_ms = round((time.monotonic() - began) * 1000, 1)
+            body = {"amount": 1, "event_id": "so-consume-2"}
+            self.figures.consume_on_b = on_b.post(
+                CHECK.format(customer) + "/consume", json=body
+            ).status_code
+
+    # -- 3. one reporter scheduler, failover --------------------------------------------------
+
+    def _reporters(self, setup: Setup, ingest: list[Replica], reporters: list[Replica]) -> None:
+        f = self.figures
+        stripe_equal = self._stripe_equals_postgres(setup)
+        if not _wait_for(stripe_equal, bool, timeout=90):
+            f.notes.append("Stripe did not reach Postgres's totals before the handover")
+            return
+        f.pushing_replicas = sum(1 for r in reporters if r.metric(PUSHES) > 0)
+        active = [r for r in reporters if r.metric(ACTIVE) == 1]
+        if len(active) != 1:
+            f.notes.append(f"{len(active)} reporters active")
+            return
+        (leader,) = active
+        (standby,) = [r for r in reporters if r is not leader]
+        late = [self._event(setup, self.size.events + i) for i in range(len(setup.billed))]
+        for e in late:
+            e["timestamp"] = e["timestamp"].replace(":07:", ":31:")  # new minutes, same hours
+        _post_until_accepted(ingest[0], setup.keys["ingest"], late)
+        killed = time.monotonic()
+        leader.kill()
+        if _wait_for(lambda: standby.metric(PUSHES), lambda n: n > 0, timeout=30):
+            f.handover_s = time.monotonic() - killed
+        f.stripe_equal = bool(_wait_for(stripe_equal, bool, timeout=90))
+        sent = Counter(self._identifiers(setup.event_name))
+        f.pushed_twice = sum(1 for n in sent.values() if n > 1)
+        f.notes.append(f"{sum(sent.values())} meter events sent to Stripe")
+
+    def _stripe_equals_postgres(self, setup: Setup) -> Callable[[], bool]:
+        def check() -> bool:
+            with EmulatorControl(self.backing.stripe_url) as control:
+                events = control.meter_events(event_name=setup.event_name, status="accepted")
+            in_stripe = sum(float(e["value"]) for e in events)
+            with psycopg.connect(self.backing.database_url) as conn:
+                row = conn.execute(
+                    "SELECT coalesce(sum(value), 0)::float8 FROM usage_rollups_minute "
+                    "WHERE tenant_id = %s AND meter = 'api_calls' AND customer LIKE 'billed-%%'",
+                    (setup.tenant_id,),
+                ).fetchone()
+            return row is not None and in_stripe == row[0] > 0
+
+        return check
+
+    def _identifiers(self, event_name: str) -> list[str]:
+        with EmulatorControl(self.backing.stripe_url) as control:
+            requests = control.requests(path="/v1/billing/meter_events")
+        params = [r.get("params") or {} for r in requests]
+        return [p["identifier"] for p in params if p.get("event_name") == event_name]
+
+
+def _start(replicas: list[Replica]) -> None:
+    """Start every replica at once (each waits for its own health)."""
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        list(pool.map(Replica.start, replicas))
+
+
+def _client(replica: Replica, key: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"}
+    return httpx.Client(base_url=replica.url, headers=headers, timeout=10)
+
+
+def _post_until_accepted(replica: Replica, key: str, events: list[dict[str, Any]]) -> None:
+    """Send `events` until ingest answers 202, resending the same ids after any failure."""
+    with _client(replica, key) as http:
+        for attempt in range(600):
+            try:
+                answer = http.post("/v1/events", json=events)
+                if answer.status_code == 202:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(min(1.0, 0.05 * (attempt + 1)))
+    raise RuntimeError(f"ingest {replica.name} never accepted a batch")
+
+
+def _wait_for(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float) -> Any:
+    """Poll `read()` until `done` holds for it; its last value (falsy on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005 if timeout <= 5 else 0.25)
+
+
+@contextmanager
+def fresh_backing(
+    postgres_url: str, kafka: str, redis_url: str, stripe_url: str, stripe_key: str
+) -> Iterator[Backing]:
+    """A migrated database, a 4-partition topic and a Redis key prefix of their own, on the
+    given servers; the database is dropped afterwards."""
+    from meterline.kafka import ensure_topics
+    from meterline.postgres import apply_migrations
+
+    suffix = uuid.uuid4().hex[:10]
+    name = f"scaleout_{suffix}"
+    admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        with psycopg.connect(url) as conn:
+            apply_migrations(conn)
+            # tenant ids of their own: Stripe meters are named after them, on a shared emulator
+            start = 1_000_000 + int(suffix[:5], 16)
+            conn.execute("SELECT setval(pg_get_serial_sequence('tenants', 'id'), %s)", (start,))
+        topic, dlq = f"scaleout.{suffix}.usage", f"scaleout.{suffix}.dlq"
+        ensure_topics(kafka, [topic, dlq], partitions=4)
+        yield Backing(url, kafka, topic, dlq, redis_url, f"so{suffix}", stripe_url, stripe_key)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
