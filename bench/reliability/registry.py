@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from bench.reliability import scenarios
 from bench.reliability.fuzz import fuzzing
+from bench.reliability.scaleout import scale_out
 from bench.reliability.world import Result, World
 
 SCENARIOS: dict[int, Callable[[World], Result]] = {
@@ -17,5 +18,7 @@ SCENARIOS: dict[int, Callable[[World], Result]] = {
     6: scenarios.redis_flush,
     7: scenarios.overload,
     8: fuzzing,
+    9: scale_out,
 }
 CI_SCENARIOS = [1, 2, 3, 6, 8]
+"""Scenario 9 runs reduced in `make test` on its own (tests/reliability/test_scaleout.py)."""

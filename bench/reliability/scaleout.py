@@ -38,12 +38,13 @@ import psycopg
 
 from bench.reliability.replicas import Replica, stop_all
 from bench.reliability.stripe_check import _SUBSCRIBE, BILLED_PLAN
+from bench.reliability.world import Result, World
 from bench.runner import CATALOG
 from meterline.catalog import PostgresCatalogRepository, load_catalog
 from meterline.devstack.stripe_emulator import EmulatorControl
 from meterline.entitlements.postgres import PostgresCustomerRepository
 from meterline.postgres import open_pool
-from meterline.settings import StripeSettings
+from meterline.settings import EMULATOR_API_KEY, StripeSettings
 from meterline.stripe.catalog_sync import (
     CatalogSync,
     PostgresStripeObjectRepository,
@@ -431,3 +432,24 @@ def fresh_backing(
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def scale_out(world: World) -> Result:
+    """9: scale-out: 2 ingest, 2 aggregators (4 partitions), 2 entitlements, 2 reporters."""
+    result = Result(9, "scale-out, 2 of each")
+    urls = world.stack.urls
+    if "stripe" not in urls:
+        result.notes.append("needs the Stripe emulator (the reporters push to it)")
+        return result
+    size = REDUCED if world.ci else FULL
+    logs = world.stack.home / "logs" / "scaleout"
+    with fresh_backing(
+        urls["postgres"], urls["kafka"], urls["redis"], urls["stripe"], EMULATOR_API_KEY
+    ) as backing:
+        figures = ScaleOut(backing, logs, size).run()
+    result.sent = result.acked = figures.sent
+    result.counted, result.lost, result.doubled = figures.counted, figures.lost, figures.doubled
+    result.recovery_s = figures.handover_s
+    result.ok = figures.ok
+    result.notes += figures.lines()
+    return result
