@@ -7,9 +7,11 @@ of their own. In order:
    sent to both ingest replicas, resent until acknowledged; one aggregator is SIGKILLed
    halfway. Every acknowledged event must be counted once: 0 lost, 0 double-counted
    (the ledger, and the minute rollups' counts and sums per customer);
+   and the Kafka group's committed offsets equal the positions in Postgres (what KEDA reads);
 2. limits across replicas: a consume on entitlements A uses a free customer's limit up; a
    plain check on B, whose caches would keep the old answer for 30 s, must refuse within
-   100 ms, and a consume on B is refused;
+   100 ms, and a consume on B is refused; an admin grant made through A is in B's answer
+   within 100 ms;
 3. one scheduler: exactly one reporter has pushed, and Stripe holds what Postgres counted;
    then the active reporter is SIGKILLed right after more usage is sent: the other takes the
    schedule over (within 30 s) and pushes it, and no meter event identifier reaches Stripe
@@ -43,6 +45,8 @@ from bench.runner import CATALOG
 from meterline.catalog import PostgresCatalogRepository, load_catalog
 from meterline.devstack.stripe_emulator import EmulatorControl
 from meterline.entitlements.postgres import PostgresCustomerRepository
+from meterline.kafka.admin import group_offsets
+from meterline.offsets import stored_positions
 from meterline.postgres import open_pool
 from meterline.settings import EMULATOR_API_KEY, StripeSettings
 from meterline.stripe.catalog_sync import (
@@ -55,8 +59,10 @@ from meterline.stripe.subscriptions import ensure_stripe_customer
 from meterline.tenants import PostgresTenantRepository
 
 CACHED_S = "30"
+FREE_CUSTOMER = "free-001"
 FREE_LIMIT = 50  # the example catalog's free plan: api_calls, 50 a week, blocked beyond
 CHECK = "/v1/customers/{}/entitlements/api_calls"
+GROUP = "meterline-aggregator"  # the aggregators' default group, which KEDA reads
 PUSHES = "meterline_reporter_push_runs_total"
 ACTIVE = "meterline_reporter_scheduler_active"
 
@@ -110,8 +116,10 @@ class Figures:
     wrong_totals: int = 0
     load_s: float = 0.0
     settle_s: float = 0.0
+    group_behind: int | None = None
     refused_on_b_ms: float | None = None
     consume_on_b: int | None = None
+    grant_on_b_ms: float | None = None
     pushing_replicas: int = 0
     handover_s: float | None = None
     pushed_twice: int = 0
@@ -125,9 +133,12 @@ class Figures:
             and self.lost == 0
             and self.doubled == 0
             and self.wrong_totals == 0
+            and self.group_behind == 0
             and self.refused_on_b_ms is not None
             and self.refused_on_b_ms < 100
             and self.consume_on_b == 403
+            and self.grant_on_b_ms is not None
+            and self.grant_on_b_ms < 100
             and self.pushing_replicas == 1
             and self.handover_s is not None
             and self.handover_s < 30
@@ -140,8 +151,9 @@ class Figures:
             f"{self.sent:,} events sent in {self.load_s:.1f} s "
             f"({self.sent / max(self.load_s, 1e-9):,.0f}/s), all counted {self.settle_s:.1f} s "
             f"after: {self.lost} lost, {self.doubled} doubled, {self.wrong_totals} wrong totals",
+            f"Kafka group offsets behind the positions in Postgres: {self.group_behind}",
             f"consume on A refused on B after {self.refused_on_b_ms} ms; consume on B: "
-            f"{self.consume_on_b}",
+            f"{self.consume_on_b}; grant on A seen on B after {self.grant_on_b_ms} ms",
             f"reporters that pushed: {self.pushing_replicas}; handover after SIGKILL: "
             f"{self.handover_s if self.handover_s is None else round(self.handover_s, 1)} s; "
             f"identifiers pushed twice: {self.pushed_twice}; "
@@ -216,6 +228,7 @@ class ScaleOut:
                     "AND kind = 'meter' AND key = 'api_calls'",
                     (tenant_id,),
                 ).fetchone()
+            repo.create(tenant_id, FREE_CUSTOMER, None, None)  # on the default (free) plan
         assert row is not None, "the catalog sync made no Stripe meter for api_calls"
         return Setup(tenant_id, keys, billed, str(row[0]))
 
@@ -251,6 +264,16 @@ class ScaleOut:
         counted = self._wait_counted(setup.tenant_id, size.events, timeout=120 + size.events / 2000)
         f.settle_s = time.monotonic() - began - f.load_s
         self._compare(setup.tenant_id, counted, expected)
+        f.group_behind = _wait_for(self._group_behind, lambda n: n == 0, timeout=20)
+
+    def _group_behind(self) -> int:
+        """How many partitions' offsets in the Kafka group differ from Postgres's positions
+        (what lag monitors and KEDA would get wrong)."""
+        b, group = self.backing, GROUP
+        with open_pool(b.database_url, max_size=1) as pool:
+            stored = {s.partition: s.next_offset for s in stored_positions(pool, group, b.topic)}
+        shown = group_offsets(b.kafka, group, b.topic, sorted(stored))
+        return sum(1 for p, o in stored.items() if shown.get(p) != o)
 
     def _event(self, setup: Setup, i: int) -> dict[str, Any]:
         hours_ago = 1 + i % 3  # in hours that have ended: the reporter pushes them
@@ -295,7 +318,7 @@ class ScaleOut:
 
     def _limits(self, setup: Setup, replicas: list[Replica]) -> None:
         a, b = replicas
-        key, customer = setup.keys["app"], "free-001"
+        key, customer = setup.keys["app"], FREE_CUSTOMER
         with _client(a, key) as on_a, _client(b, key) as on_b:
             before = on_b.get(CHECK.format(customer)).json()  # cached on b for 30 s
             if before.get("remaining") != FREE_LIMIT:
@@ -317,6 +340,28 @@ class ScaleOut:
             self.figures.consume_on_b = on_b.post(
                 CHECK.format(customer) + "/consume", json=body
             ).status_code
+        self._grant(setup, a, b, customer)
+
+    def _grant(self, setup: Setup, a: Replica, b: Replica, customer: str) -> None:
+        """An admin grant made through A is in B's answer within 100 ms."""
+        grant = {"feature": "api_calls", "kind": "top_up", "amount": 10}
+        with _client(a, setup.keys["admin"]) as admin, _client(b, setup.keys["read"]) as on_b:
+            before = on_b.get(CHECK.format(customer)).json()  # cached on b
+            if before.get("limit") != FREE_LIMIT:
+                self.figures.notes.append(f"unexpected check on B before the grant: {before}")
+            added = admin.post(f"/v1/admin/customers/{customer}/grants", json=grant)
+            if added.status_code != 201:
+                self.figures.notes.append(f"grant on A: {added.status_code} {added.text[:200]}")
+                return
+            began = time.monotonic()
+            limit = FREE_LIMIT + 10
+            seen = _wait_for(
+                lambda: on_b.get(CHECK.format(customer)).json()["limit"],
+                lambda found: found == limit,
+                timeout=5,
+            )
+            if seen == limit:
+                self.figures.grant_on_b_ms = round((time.monotonic() - began) * 1000, 1)
 
     # -- 3. one reporter scheduler, failover --------------------------------------------------
 

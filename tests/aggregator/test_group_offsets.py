@@ -21,7 +21,7 @@ from tests.aggregator.support import (
 )
 from tests.fixtures.services import Topics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 PARTITIONS = [0, 1, 2, 3]
 
 

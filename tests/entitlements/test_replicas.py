@@ -16,7 +16,7 @@ from tests.entitlements.catalogs import example_catalog
 from tests.entitlements.conftest import make_tenant, mark_view_ready
 from tests.fixtures.stripe import StripeEmulatorHandle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 CHECK = "/v1/customers/{}/entitlements/api_calls"
 CACHED_S = "30"  # a stale answer would outlive every wait below
 CHANNEL = "ml:entitlements:changes"

@@ -38,8 +38,10 @@ def test_two_of_everything_lose_nothing_count_once_share_limits_and_push_once(
     report = "\n".join(figures.lines())
     assert figures.sent == REDUCED.events, report
     assert figures.lost == 0 and figures.doubled == 0 and figures.wrong_totals == 0, report
+    assert figures.group_behind == 0, report  # KEDA sees the true lag
     assert figures.refused_on_b_ms is not None and figures.refused_on_b_ms < 100, report
     assert figures.consume_on_b == 403, report
+    assert figures.grant_on_b_ms is not None and figures.grant_on_b_ms < 100, report
     assert figures.pushing_replicas == 1, report
     assert figures.handover_s is not None and figures.handover_s < 30, report
     assert figures.pushed_twice == 0 and figures.stripe_equal, report
