@@ -58,11 +58,11 @@ from meterline.stripe.client import stripe_client
 from meterline.stripe.subscriptions import ensure_stripe_customer
 from meterline.tenants import PostgresTenantRepository
 
+PARTITIONS = 4
 CACHED_S = "30"
 FREE_CUSTOMER = "free-001"
 FREE_LIMIT = 50  # the example catalog's free plan: api_calls, 50 a week, blocked beyond
 CHECK = "/v1/customers/{}/entitlements/api_calls"
-GROUP = "meterline-aggregator"  # the aggregators' default group, which KEDA reads
 PUSHES = "meterline_reporter_push_runs_total"
 ACTIVE = "meterline_reporter_scheduler_active"
 
@@ -92,9 +92,11 @@ class Backing:
     redis_prefix: str
     stripe_url: str
     stripe_key: str
+    group: str = "meterline-aggregator"
 
     def env(self) -> dict[str, str]:
         return {
+            "METERLINE_AGGREGATOR_GROUP_ID": self.group,
             "METERLINE_DATABASE_URL": self.database_url,
             "METERLINE_KAFKA_BOOTSTRAP": self.kafka,
             "METERLINE_KAFKA_TOPIC": self.topic,
@@ -174,7 +176,7 @@ class ScaleOut:
     def __init__(self, backing: Backing, logs: Path, size: Size) -> None:
         self.backing, self.logs, self.size = backing, logs, size
         self.figures = Figures()
-        self._ids = iter(range(10**12))
+        self._killed: list[Replica] = []
 
     def run(self) -> Figures:
         setup = self._prepare()
@@ -190,8 +192,15 @@ class ScaleOut:
             self._limits(setup, made["entitlements_api"])
             self._reporters(setup, made["ingest"], made["reporter"])
         finally:
+            self._note_deaths(everyone)
             stop_all(everyone)
         return self.figures
+
+    def _note_deaths(self, replicas: list[Replica]) -> None:
+        """Name each replica that exited without being killed, with its last log lines."""
+        for r in replicas:
+            if not r.alive() and r not in self._killed:
+                self.figures.notes.append(f"{r.name} exited: {r.process.tail(5)}")
 
     def _env(self) -> dict[str, str]:
         return {
@@ -253,6 +262,7 @@ class ScaleOut:
             with lock:
                 sent[0] += 1
                 if sent[0] == len(batches) // 2:
+                    self._killed.append(aggregators[0])
                     aggregators[0].kill()
 
         began = time.monotonic()
@@ -269,11 +279,11 @@ class ScaleOut:
     def _group_behind(self) -> int:
         """How many partitions' offsets in the Kafka group differ from Postgres's positions
         (what lag monitors and KEDA would get wrong)."""
-        b, group = self.backing, GROUP
+        b, group, partitions = self.backing, self.backing.group, range(PARTITIONS)
         with open_pool(b.database_url, max_size=1) as pool:
             stored = {s.partition: s.next_offset for s in stored_positions(pool, group, b.topic)}
-        shown = group_offsets(b.kafka, group, b.topic, sorted(stored))
-        return sum(1 for p, o in stored.items() if shown.get(p) != o)
+        shown = group_offsets(b.kafka, group, b.topic, list(partitions))
+        return sum(1 for p in partitions if stored.get(p) is None or shown.get(p) != stored[p])
 
     def _event(self, setup: Setup, i: int) -> dict[str, Any]:
         hours_ago = 1 + i % 3  # in hours that have ended: the reporter pushes them
@@ -383,6 +393,7 @@ class ScaleOut:
             e["timestamp"] = e["timestamp"].replace(":07:", ":31:")  # new minutes, same hours
         _post_until_accepted(ingest[0], setup.keys["ingest"], late)
         killed = time.monotonic()
+        self._killed.append(leader)
         leader.kill()
         if _wait_for(lambda: standby.metric(PUSHES), lambda n: n > 0, timeout=30):
             f.handover_s = time.monotonic() - killed
@@ -472,8 +483,9 @@ def fresh_backing(
             start = 1_000_000 + int(suffix[:5], 16)
             conn.execute("SELECT setval(pg_get_serial_sequence('tenants', 'id'), %s)", (start,))
         topic, dlq = f"scaleout.{suffix}.usage", f"scaleout.{suffix}.dlq"
-        ensure_topics(kafka, [topic, dlq], partitions=4)
-        yield Backing(url, kafka, topic, dlq, redis_url, f"so{suffix}", stripe_url, stripe_key)
+        ensure_topics(kafka, [topic, dlq], partitions=PARTITIONS)
+        prefix, group = f"so{suffix}", f"scaleout-{suffix}"  # shared with no other consumer
+        yield Backing(url, kafka, topic, dlq, redis_url, prefix, stripe_url, stripe_key, group)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -33,6 +33,7 @@ def test_two_of_everything_lose_nothing_count_once_share_limits_and_push_once(
         "ml",
         stripe_emulator.url,
         stripe_emulator.api_key,
+        group=f"group-of-{kafka_topics.usage}",
     )
     figures = ScaleOut(backing, tmp_path, REDUCED).run()
     report = "\n".join(figures.lines())
