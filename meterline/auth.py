@@ -1,6 +1,6 @@
 """API-key authentication for the HTTP services, cached so the hot path skips Postgres.
 
-A revoked key keeps working for at most `ttl` seconds (60 s by default), the promise the
+A revoked key keeps working for at most `ttl` seconds (30 s by default), the promise the
 services make; unknown keys are cached too (shorter). Caching refusals alone would not stop a
 flood of *different* bad keys, each one a lookup of its secret: so a key is looked up only if it
 has the form keys are made in and its id is one of the live key ids this process knows

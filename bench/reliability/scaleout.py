@@ -18,7 +18,7 @@ of their own. In order:
    twice.
 
 `tests/reliability/test_scaleout.py` runs it reduced in `make test`; `python -m bench.reliability
---scenario 9` (`make reliability`) runs it at full size; figures in bench/README.md.
+--scenario 9` (`make reliability`) runs it at full size; figures in bench/HISTORY.md.
 """
 
 from __future__ import annotations

@@ -119,10 +119,10 @@ _OPEN_ALERT_WINDOW = """NOT EXISTS (
     SELECT 1 FROM reconciliation_alerts a
     WHERE a.status <> 'resolved' AND a.tenant_id = t.tenant_id AND a.customer = t.customer
       AND a.meter = t.meter AND t.slot_start >= a.window_start AND t.slot_start < a.window_end)"""
-_LATEST_BOUNDARY = """t.at < (
+_LATEST_BOUNDARY = """t.at < %(cutoff)s AND t.at < (
     SELECT max(b.at) FROM report_boundaries b
     WHERE b.tenant_id = t.tenant_id AND b.customer = t.customer AND b.at <= %(cutoff)s)"""
-_LATEST_CONTEXT = """t.since < (
+_LATEST_CONTEXT = """t.since < %(cutoff)s AND t.since < (
     SELECT max(c.since) FROM report_contexts c
     WHERE c.tenant_id = t.tenant_id AND c.customer = t.customer AND c.since <= %(cutoff)s)"""
 _RESOLVED_ALERT = "t.status = 'resolved' AND t.updated_at < %(cutoff)s"

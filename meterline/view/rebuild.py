@@ -150,14 +150,6 @@ def _drop_counted_reservations(view: SyncedView, conn: psycopg.Connection[Any]) 
     return len(done)
 
 
-def stale_streams(view: SyncedView, stored: dict[str, int]) -> list[str] | None:
-    """The streams whose watermark is behind Postgres; `None` when the view is not ready."""
-    marks = view.watermarks()
-    if marks is None:
-        return None
-    return [s for s, offset in stored.items() if marks.get(s, -1) < offset]
-
-
 def stored_offsets(pool: ConnectionPool[Any]) -> dict[str, int]:
     with pool.connection() as conn:
         return _marks(conn)

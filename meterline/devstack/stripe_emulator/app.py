@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import control, routes
+from . import control, hosted, portal, routes
 from .config import EmulatorConfig
 from .core import Call, Emulator, current_request, public
 from .errors import StripeError, invalid, unauthorized
@@ -60,6 +60,7 @@ class ApiEndpoint:
             "method": request.method,
             "path": request.url.path,
             "at": self.emu.clock.now(),
+            "base": str(request.base_url).rstrip("/"),
         }
         token = current_request.set(entry)
         try:
@@ -240,6 +241,7 @@ def create_app(config: EmulatorConfig | None = None, emulator: Emulator | None =
             await emu.webhooks.close()
             emu.persist()
 
-    app = Starlette(routes=[*control.routes(emu), *api_routes(emu)], lifespan=lifespan)
+    pages = [*control.routes(emu), *hosted.routes(emu), *portal.routes(emu), *api_routes(emu)]
+    app = Starlette(routes=pages, lifespan=lifespan)
     app.state.emulator = emu
     return app

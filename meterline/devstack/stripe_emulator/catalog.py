@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from . import pricing
+from . import payment_methods, pricing
 from .core import Call, Emulator
 from .errors import invalid, missing_param
 from .forms import Params, string_map
@@ -57,8 +57,15 @@ def create_customer(emu: Emulator, call: Call) -> JSON:
         "description": p.str("description"),
         "metadata": merge_metadata({}, p),
         "delinquent": False,
+        "invoice_settings": {"default_payment_method": None},
     }
     emu.store.put("customer", customer)
+    method = p.str("payment_method")
+    if method is not None:
+        payment_methods.attach_to(emu, payment_methods.resolve(emu, method), customer["id"])
+    default = p.sub("invoice_settings").str("default_payment_method")
+    if default is not None:
+        payment_methods.set_default(emu, customer, default)
     emu.emit("customer.created", customer)
     return customer
 
@@ -74,6 +81,9 @@ def update_customer(emu: Emulator, call: Call) -> JSON:
     previous = copy.deepcopy(customer)
     _apply_fields(customer, call.params, ("email", "name", "description"))
     customer["metadata"] = merge_metadata(customer["metadata"], call.params)
+    settings = call.params.sub("invoice_settings")
+    if "default_payment_method" in settings:
+        payment_methods.set_default(emu, customer, settings.str("default_payment_method"))
     emu.emit("customer.updated", customer, _changed(previous, customer))
     return customer
 

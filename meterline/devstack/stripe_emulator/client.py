@@ -88,6 +88,15 @@ class EmulatorControl:
         """Pay an open invoice (the subscription becomes active)."""
         return dict(self._call("POST", f"/invoices/{invoice}/pay"))
 
+    def complete_checkout(
+        self, session: str, email: str | None = None, payment_method: str = "pm_card_visa"
+    ) -> JSON:
+        """The customer completes Checkout Session `session` with a test card."""
+        body: JSON = {"payment_method": payment_method}
+        if email is not None:
+            body["email"] = email
+        return dict(self._call("POST", f"/checkout/sessions/{session}/complete", body))
+
     def set_faults(self, **settings: Any) -> JSON:
         """Replace fault settings: seed, rate_429, rate_500, rate_500_after, latency_ms,
         drop_meter_events, paths."""

@@ -39,6 +39,10 @@ class EmulatorConfig:
     window holds no event; `summaries_newest_first` orders them as Stripe's example does.
     `last_tie_break` decides which of several events with the same timestamp a `last` meter
     bills: `latest_received` or `earliest_received` (Stripe does not document it).
+    `payment_retry_days` spaces the automatic retries of a failed invoice (days after the
+    previous attempt; Stripe's default policy is "4 retries over 21 days", its spacing is not
+    documented); once they are spent the subscription becomes `final_payment_failure`
+    (`unpaid` or `canceled`, a Stripe setting).
     """
 
     seed: int = 0
@@ -56,6 +60,8 @@ class EmulatorConfig:
     summaries_newest_first: bool = True
     last_tie_break: str = "latest_received"
     idempotency_ttl_seconds: int = DAY
+    payment_retry_days: tuple[float, ...] = (3.0, 5.0, 6.0, 7.0)
+    final_payment_failure: str = "unpaid"
     max_logged_requests: int = 10_000
     amount_rounding: str = "half_up"
     round_each_tier: bool = False
@@ -78,12 +84,15 @@ class EmulatorConfig:
             problems.append("webhooks.duplicate_rate must be within [0, 1]")
         if self.last_tie_break not in LAST_TIE_BREAKS:
             problems.append(f"last_tie_break must be one of {', '.join(LAST_TIE_BREAKS)}")
+        if any(days <= 0 for days in self.payment_retry_days):
+            problems.append("payment_retry_days must all be > 0")
         if self.max_significant_digits < 1:
             problems.append("max_significant_digits must be >= 1")
         choices = (
             ("amount_rounding", self.amount_rounding, ("half_up", "half_even")),
             ("package_line_quantity", self.package_line_quantity, ("usage", "packages")),
             ("unexpanded_tiers", self.unexpanded_tiers, ("omit", "null")),
+            ("final_payment_failure", self.final_payment_failure, ("unpaid", "canceled")),
         )
         for name, value, allowed in choices:
             if value not in allowed:

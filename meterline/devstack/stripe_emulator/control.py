@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import invoices
+from . import checkout, invoices, payment_methods
 from .config import WebhookConfig
 from .core import Emulator, public
 from .errors import StripeError
@@ -102,13 +102,16 @@ def clock(emu: Emulator, request: Request, body: JSON) -> JSON:
 
 
 def advance(emu: Emulator, request: Request, body: JSON) -> JSON:
-    """POST /_emulator/clock/advance `{"seconds", "close_due_periods": false}`."""
+    """POST /_emulator/clock/advance `{"seconds", "close_due_periods": false}`: automatic
+    payment retries that came due are made, then due periods closed when asked."""
     seconds = _number(body, "seconds")
     if seconds < 0:
         raise ControlError(400, "seconds must be >= 0")
     emu.clock.advance(seconds)
+    retried = invoices.retry_due(emu)
     closed = _close_due(emu) if _flag(body, "close_due_periods", False) else []
-    return {"now": emu.clock.now(), "offset": emu.clock.offset, "invoices": closed}
+    now, offset = emu.clock.now(), emu.clock.offset
+    return {"now": now, "offset": offset, "invoices": closed, "retried": retried}
 
 
 def _close_due(emu: Emulator) -> list[JSON]:
@@ -146,6 +149,20 @@ def finalize_invoice(emu: Emulator, request: Request, body: JSON) -> JSON:
 def pay_invoice(emu: Emulator, request: Request, body: JSON) -> JSON:
     """POST /_emulator/invoices/{id}/pay."""
     return invoices.pay(emu, emu.store.get("invoice", request.path_params["id"]))
+
+
+def complete_checkout(emu: Emulator, request: Request, body: JSON) -> JSON:
+    """POST /_emulator/checkout/sessions/{id}/complete `{"email"?, "payment_method"?}`: the
+    customer paid with a test card (`pm_card_visa` by default)."""
+    email, card = body.get("email"), body.get("payment_method", "pm_card_visa")
+    if email is not None and not isinstance(email, str):
+        raise ControlError(400, "email must be a string")
+    if card not in payment_methods.CARDS and card not in payment_methods.DECLINES:
+        raise ControlError(400, "payment_method must be a test card id such as pm_card_visa")
+    try:
+        return checkout.complete(emu, request.path_params["id"], email, card)
+    except ValueError as exc:
+        raise ControlError(409, str(exc)) from None
 
 
 def get_faults(emu: Emulator, request: Request, body: JSON) -> JSON:
@@ -254,6 +271,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         ("/_emulator/subscriptions/{id}/fail_payment", ["POST"], fail_payment),
         ("/_emulator/invoices/{id}/finalize", ["POST"], finalize_invoice),
         ("/_emulator/invoices/{id}/pay", ["POST"], pay_invoice),
+        ("/_emulator/checkout/sessions/{id}/complete", ["POST"], complete_checkout),
         ("/_emulator/faults", ["GET"], get_faults),
         ("/_emulator/faults", ["POST", "DELETE"], set_faults),
         ("/_emulator/webhook_endpoints", ["POST"], add_endpoint),

@@ -25,6 +25,7 @@ class StripeError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
         saved: bool = False,
+        decline_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -34,6 +35,7 @@ class StripeError(Exception):
         self.param = param
         self.headers = headers or {}
         self.saved = saved
+        self.decline_code = decline_code
 
     def body(self) -> dict[str, Any]:
         """The JSON error envelope."""
@@ -43,6 +45,8 @@ class StripeError(Exception):
             error["doc_url"] = DOC_URL + self.code
         if self.param:
             error["param"] = self.param
+        if self.decline_code:
+            error["decline_code"] = self.decline_code
         return {"error": error}
 
 

@@ -14,9 +14,10 @@ import copy
 from decimal import Decimal
 from typing import Any, Literal
 
-from . import meters, periods, pricing, subscriptions
+from . import meters, payment_methods, periods, pricing, subscriptions
+from .config import DAY
 from .core import Call, Emulator
-from .errors import invalid
+from .errors import StripeError, invalid
 from .listing import newest_first, paginate
 from .state import new_id
 
@@ -41,13 +42,13 @@ def close_period(
     period_end = max(item["current_period_end"] for item in items)
     if emu.clock.now() < period_end:
         emu.clock.advance(period_end - emu.clock.now())
-    retired = sub.pop("_retired", [])
-    lines = [line for item in retired + items for line in _lines(emu, sub, item)]
+    lines = sub.pop("_pending_prorations", []) + next_lines(emu, sub)
+    sub.pop("_retired", None)
     period_start = min(item["current_period_start"] for item in items)
     ending = bool(sub["cancel_at_period_end"])
     if not ending:
         _advance_items(sub, items)
-    invoice = _invoice(emu, sub, lines, period_start, period_end)
+    invoice = new_invoice(emu, sub, lines, period_start, period_end, "subscription_cycle")
     emu.store.put("invoice", invoice)
     sub["latest_invoice"] = invoice["id"]
     emu.emit("invoice.created", invoice)
@@ -59,6 +60,15 @@ def close_period(
     if finalize:
         finalize_invoice(emu, invoice, payment)
     return invoice
+
+
+def next_lines(emu: Emulator, sub: JSON) -> list[JSON]:
+    """The lines closing the current period now would bill: metered usage of the period
+    (items removed during it too), licensed items in advance for the next period."""
+    retired = sub.get("_retired", [])
+    return [
+        line for item in retired + subscriptions.items_list(sub) for line in _lines(emu, sub, item)
+    ]
 
 
 def _advance_items(sub: JSON, items: list[JSON]) -> None:
@@ -75,7 +85,8 @@ def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
     if price["recurring"]["usage_type"] == "metered":
         since: int = max(start, item.get("_billed_from", start))
         until: int = item.get("_billed_until", end)
-        quantity = _usage(emu, price, sub["customer"], since, until)
+        trial = item["_index"] < 0  # usage accrued during a trial is not charged
+        quantity = Decimal(0) if trial else _usage(emu, price, sub["customer"], since, until)
         return [_line(emu, item, sub, quantity, start, end)]
     if sub["cancel_at_period_end"]:
         return []
@@ -97,13 +108,19 @@ def _usage(emu: Emulator, price: JSON, customer: str, start: int, end: int) -> D
 
 def _line(emu: Emulator, item: JSON, sub: JSON, usage: Decimal, start: int, end: int) -> JSON:
     """One line: `usage` priced as the item's price says (per unit, tiers or packages)."""
+    charged = pricing.line_amount(item["price"], usage, emu.config)
+    return line(emu, item, sub, charged.amount, charged.quantity, start, end)
+
+
+def line(
+    emu: Emulator, item: JSON, sub: JSON, amount: int, quantity: Decimal, start: int, end: int
+) -> JSON:
+    """An invoice line of `item` charging `amount` for `quantity` over [start, end]."""
     price = item["price"]
-    charged = pricing.line_amount(price, usage, emu.config)
-    quantity = charged.quantity
     return {
         "id": new_id("il", 24),
         "object": "line_item",
-        "amount": charged.amount,
+        "amount": amount,
         "currency": price["currency"],
         "description": price.get("nickname") or f"{quantity} x {price['product']}",
         "livemode": False,
@@ -125,7 +142,10 @@ def _line(emu: Emulator, item: JSON, sub: JSON, usage: Decimal, start: int, end:
     }
 
 
-def _invoice(emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int) -> JSON:
+def new_invoice(
+    emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int, reason: str
+) -> JSON:
+    """A draft invoice of `sub` holding `lines` (not stored)."""
     invoice_id = new_id("in", 24)
     total = sum(line["amount"] for line in lines)
     for line in lines:
@@ -137,8 +157,9 @@ def _invoice(emu: Emulator, sub: JSON, lines: list[JSON], start: int, end: int) 
         "amount_paid": 0,
         "amount_remaining": total,
         "attempt_count": 0,
+        "next_payment_attempt": None,
         "attempted": False,
-        "billing_reason": "subscription_cycle",
+        "billing_reason": reason,
         "collection_method": "charge_automatically",
         "created": emu.now(),
         "currency": sub["currency"],
@@ -180,9 +201,48 @@ def finalize_invoice(emu: Emulator, invoice: JSON, payment: Payment = "succeed")
     invoice["number"] = f"EMU-{len(emu.store.table('invoice')):06d}"
     invoice["status_transitions"]["finalized_at"] = emu.now()
     emu.emit("invoice.finalized", invoice)
-    if payment == "succeed":
-        return pay(emu, invoice)
-    return fail(emu, invoice)
+    if payment == "fail":
+        return fail(emu, invoice)
+    return collect(emu, invoice)
+
+
+def collect(emu: Emulator, invoice: JSON) -> JSON:
+    """An automatic payment attempt with the customer's default card: paid, or declined."""
+    if payment_methods.charge_fails(emu, invoice["customer"]):
+        return decline(emu, invoice)
+    return pay(emu, invoice)
+
+
+def decline(emu: Emulator, invoice: JSON) -> JSON:
+    """A declined automatic attempt: the next one is scheduled `payment_retry_days` later
+    (`past_due` meanwhile); after the last, the subscription becomes `final_payment_failure`."""
+    invoice["attempt_count"] += 1
+    invoice["attempted"] = True
+    schedule = emu.config.payment_retry_days
+    spent = invoice["attempt_count"] > len(schedule)
+    next_at = None if spent else emu.now() + int(schedule[invoice["attempt_count"] - 1] * DAY)
+    invoice["next_payment_attempt"] = next_at
+    emu.emit("invoice.payment_failed", invoice, {"attempt_count": invoice["attempt_count"] - 1})
+    if not spent:
+        _set_status(emu, invoice, "past_due", ("active", "trialing", "past_due"))
+    elif emu.config.final_payment_failure == "unpaid":
+        _set_status(emu, invoice, "unpaid", ("active", "trialing", "past_due"))
+    else:
+        sub = _subscription_of(emu, invoice)
+        if sub is not None and sub["status"] != "canceled":
+            subscriptions.cancel_now(emu, sub)
+    return invoice
+
+
+def retry_due(emu: Emulator) -> list[JSON]:
+    """Every automatic retry whose `next_payment_attempt` has come, oldest first."""
+    now = emu.now()
+    due = [
+        i
+        for i in emu.store.table("invoice").values()
+        if i["status"] == "open" and (i.get("next_payment_attempt") or now + 1) <= now
+    ]
+    return [collect(emu, i) for i in sorted(due, key=lambda i: i["next_payment_attempt"])]
 
 
 def pay(emu: Emulator, invoice: JSON) -> JSON:
@@ -196,6 +256,7 @@ def pay(emu: Emulator, invoice: JSON) -> JSON:
         status="paid", amount_paid=invoice["amount_due"], amount_remaining=0, attempted=True
     )
     invoice["attempt_count"] += 1
+    invoice["next_payment_attempt"] = None
     invoice["status_transitions"]["paid_at"] = emu.now()
     emu.emit("invoice.paid", invoice, previous)
     _set_status(emu, invoice, "active", ("past_due", "unpaid"))
@@ -218,9 +279,12 @@ def fail(emu: Emulator, invoice: JSON, final: bool = False, unpaid_after: int = 
     return invoice
 
 
+def _subscription_of(emu: Emulator, invoice: JSON) -> JSON | None:
+    return emu.store.find("subscription", invoice["parent"]["subscription_details"]["subscription"])
+
+
 def _set_status(emu: Emulator, invoice: JSON, status: str, allowed_from: tuple[str, ...]) -> None:
-    sub_id = invoice["parent"]["subscription_details"]["subscription"]
-    sub = emu.store.find("subscription", sub_id)
+    sub = _subscription_of(emu, invoice)
     if sub is None or sub["status"] not in allowed_from or sub["status"] == status:
         return
     before = copy.deepcopy(sub)
@@ -266,5 +330,15 @@ def list_lines(emu: Emulator, call: Call) -> JSON:
 
 
 def pay_endpoint(emu: Emulator, call: Call) -> JSON:
-    """POST /v1/invoices/{id}/pay: always succeeds in the emulator."""
-    return pay(emu, retrieve(emu, call))
+    """POST /v1/invoices/{id}/pay with the customer's default card: a card that fails charges
+    answers 402 (a manual attempt does not count in `attempt_count`, as Stripe says)."""
+    invoice = retrieve(emu, call)
+    if invoice["status"] == "open" and payment_methods.charge_fails(emu, invoice["customer"]):
+        raise StripeError(
+            402,
+            "Your card was declined.",
+            type_="card_error",
+            code="card_declined",
+            decline_code="generic_decline",
+        )
+    return pay(emu, invoice)

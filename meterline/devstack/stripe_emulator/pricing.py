@@ -186,12 +186,12 @@ def line_amount(price: JSON, quantity: Decimal, config: EmulatorConfig) -> LineA
     unit = Decimal(price["unit_amount_decimal"])
     transform = price.get("transform_quantity")
     if transform is None:
-        return LineAmount(_round(unit * quantity, config), quantity)
+        return LineAmount(round_amount(unit * quantity, config), quantity)
     packages = (quantity / transform["divide_by"]).to_integral_value(
         PACKAGE_ROUNDING[transform["round"]]
     )
     shown = packages if config.package_line_quantity == "packages" else quantity
-    return LineAmount(_round(unit * packages, config), shown)
+    return LineAmount(round_amount(unit * packages, config), shown)
 
 
 def _tier_parts(price: JSON, quantity: Decimal, config: EmulatorConfig) -> list[Decimal]:
@@ -221,9 +221,10 @@ def _amount(tier: JSON, kind: str) -> Decimal:
 
 def _round_parts(parts: list[Decimal], config: EmulatorConfig) -> int:
     if config.round_each_tier:
-        return sum((_round(part, config) for part in parts), 0)
-    return _round(sum(parts, Decimal(0)), config)
+        return sum((round_amount(part, config) for part in parts), 0)
+    return round_amount(sum(parts, Decimal(0)), config)
 
 
-def _round(amount: Decimal, config: EmulatorConfig) -> int:
+def round_amount(amount: Decimal, config: EmulatorConfig) -> int:
+    """`amount` in minor units, rounded as `amount_rounding` says."""
     return int(amount.quantize(Decimal(1), rounding=ROUNDING[config.amount_rounding]))

@@ -23,8 +23,12 @@ JSON = dict[str, Any]
 LIVE = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
 
 
-def make_item(emu: Emulator, sub_id: str, spec: Params, anchor: int) -> JSON:
-    """A subscription item for `spec` (`price`, `quantity`, `metadata`) anchored at `anchor`."""
+def make_item(
+    emu: Emulator, sub_id: str, spec: Params, anchor: int, trial_start: int | None = None
+) -> JSON:
+    """A subscription item for `spec` (`price`, `quantity`, `metadata`) anchored at `anchor`.
+    With `trial_start`, its current period is the trial, `trial_start` to `anchor` (index -1),
+    as Stripe runs trials; the first paid period starts at the anchor."""
     price_id = spec.str("price")
     if price_id is None:
         raise missing_param("items[0][price]")
@@ -41,7 +45,8 @@ def make_item(emu: Emulator, sub_id: str, spec: Params, anchor: int) -> JSON:
         "quantity": None if metered else spec.int("quantity", 1),
         "subscription": sub_id,
         "_anchor": anchor,
-        "_index": 0,
+        "_index": 0 if trial_start is None else -1,
+        "_trial_start": trial_start,
     }
     set_period(item)
     return item
@@ -50,9 +55,12 @@ def make_item(emu: Emulator, sub_id: str, spec: Params, anchor: int) -> JSON:
 def set_period(item: JSON) -> None:
     """Refresh `current_period_start/end` from the item's anchor and index."""
     recurring = item["price"]["recurring"]
-    start, end = periods.period(
-        item["_anchor"], recurring["interval"], recurring["interval_count"], item["_index"]
-    )
+    if item["_index"] < 0:
+        start, end = item["_trial_start"], item["_anchor"]
+    else:
+        start, end = periods.period(
+            item["_anchor"], recurring["interval"], recurring["interval_count"], item["_index"]
+        )
     item["current_period_start"], item["current_period_end"] = start, end
 
 
@@ -74,7 +82,8 @@ def create(emu: Emulator, call: Call) -> JSON:
     trial_end = _trial_end(p, now)
     sub_id = new_id("sub", 24)
     anchor = trial_end or now
-    items = [make_item(emu, sub_id, Params(spec), anchor) for spec in specs]
+    trial_start = now if trial_end else None
+    items = [make_item(emu, sub_id, Params(spec), anchor, trial_start) for spec in specs]
     sub = _subscription(emu, sub_id, customer["id"], items, p, trial_end)
     emu.store.put("subscription", sub)
     emu.emit("customer.subscription.created", sub)
@@ -151,14 +160,13 @@ def _status_matches(actual: str, wanted: str | None) -> bool:
     return wanted == "all" or actual == wanted
 
 
-def update(emu: Emulator, call: Call) -> JSON:
-    """POST /v1/subscriptions/{id}: items (change price, quantity, add, delete), metadata,
-    `cancel_at_period_end`, `cancel_at`, `pause_collection`. Fires customer.subscription.updated."""
-    sub = _live(emu, call.arg("id"))
-    before = copy.deepcopy(sub)
-    p = call.params
+def apply_update(emu: Emulator, sub: JSON, p: Params) -> list[tuple[JSON | None, JSON | None]]:
+    """Apply items (change price, quantity, add, delete), metadata, `cancel_at_period_end`,
+    `cancel_at`, `pause_collection` to `sub`; fires nothing. Answers each item changed as
+    (before, after), `None` for an item added or deleted."""
+    changed = []
     for spec in p.list("items"):
-        _update_item(emu, sub, Params(spec))
+        changed.append(_update_item(emu, sub, Params(spec)))
     sub["cancel_at_period_end"] = p.bool("cancel_at_period_end", sub["cancel_at_period_end"])
     if "cancel_at" in p:
         sub["cancel_at"] = p.int("cancel_at")
@@ -168,27 +176,34 @@ def update(emu: Emulator, call: Call) -> JSON:
         sub["pause_collection"] = behavior and {"behavior": behavior, "resumes_at": None}
     if "metadata" in p:
         sub["metadata"] = merge_metadata(sub["metadata"], p)
-    emit_updated(emu, before, sub)
-    return sub
+    return changed
 
 
-def _update_item(emu: Emulator, sub: JSON, spec: Params) -> None:
+def _update_item(emu: Emulator, sub: JSON, spec: Params) -> tuple[JSON | None, JSON | None]:
     items = items_list(sub)
     item_id = spec.str("id")
+    before: JSON | None = None
+    after: JSON | None = None
     if item_id is None:
-        items.append(make_item(emu, sub["id"], spec, emu.now()))
+        trialing = sub["status"] == "trialing"
+        anchor, trial_start = (sub["trial_end"], emu.now()) if trialing else (emu.now(), None)
+        after = make_item(emu, sub["id"], spec, anchor, trial_start)
+        items.append(after)
     else:
         item = next((i for i in items if i["id"] == item_id), None)
         if item is None:
             raise invalid(f"No such subscription item: '{item_id}'", "items", "resource_missing")
+        before = copy.deepcopy(item)
         if spec.bool("deleted", False):
             retire(emu, sub, item)
             items.remove(item)
         else:
             _change_item(emu, sub, item, spec)
+            after = item
     if not items:
         raise invalid("A subscription must keep at least one item.", "items")
     sub["items"] = _items_envelope(sub["id"], items)
+    return before, after
 
 
 def retire(emu: Emulator, sub: JSON, item: JSON) -> None:
@@ -228,7 +243,7 @@ def emit_updated(emu: Emulator, before: JSON, after: JSON, kind: str = "updated"
     emu.emit(f"customer.subscription.{kind}", after, previous)
 
 
-def _live(emu: Emulator, sub_id: str) -> JSON:
+def live(emu: Emulator, sub_id: str) -> JSON:
     sub = emu.store.get("subscription", sub_id)
     if sub["status"] in ("canceled", "incomplete_expired"):
         raise invalid(
@@ -240,7 +255,7 @@ def _live(emu: Emulator, sub_id: str) -> JSON:
 
 def cancel(emu: Emulator, call: Call) -> JSON:
     """DELETE /v1/subscriptions/{id}: canceled now; fires customer.subscription.deleted."""
-    sub = _live(emu, call.arg("id"))
+    sub = live(emu, call.arg("id"))
     return cancel_now(emu, sub)
 
 
@@ -257,7 +272,7 @@ def cancel_now(emu: Emulator, sub: JSON) -> JSON:
 
 def pause(emu: Emulator, call: Call) -> JSON:
     """POST /v1/subscriptions/{id}/pause: status `paused`; fires .paused and .updated."""
-    sub = _live(emu, call.arg("id"))
+    sub = live(emu, call.arg("id"))
     if sub["status"] == "paused":
         raise invalid(f"Subscription {sub['id']} is already paused.", "id")
     before = copy.deepcopy(sub)
@@ -270,7 +285,7 @@ def pause(emu: Emulator, call: Call) -> JSON:
 def resume(emu: Emulator, call: Call) -> JSON:
     """POST /v1/subscriptions/{id}/resume: active again with new periods from now
     (`billing_cycle_anchor=unchanged` keeps them); fires .resumed and .updated."""
-    sub = _live(emu, call.arg("id"))
+    sub = live(emu, call.arg("id"))
     if sub["status"] != "paused":
         raise invalid(f"Subscription {sub['id']} is not paused.", "id")
     before = copy.deepcopy(sub)
