@@ -298,8 +298,10 @@ class ScaleOut:
         }
 
     def _wait_counted(self, tenant_id: int, n: int, timeout: float) -> int:
+        """The ledger's count once it reached `n` (and a second more, so that anything counted
+        twice would show), or when `timeout` passed."""
         _wait_for(lambda: self._ledger(tenant_id), lambda c: c >= n, timeout)
-        time.sleep(1.0)  # anything beyond n (double-counted) would show by now
+        time.sleep(1.0)
         return self._ledger(tenant_id)
 
     def _ledger(self, tenant_id: int) -> int:
@@ -392,6 +394,8 @@ class ScaleOut:
         for e in late:
             e["timestamp"] = e["timestamp"].replace(":07:", ":31:")  # new minutes, same hours
         _post_until_accepted(ingest[0], setup.keys["ingest"], late)
+        # counted before the kill, so the next leader's first push carries them
+        self._wait_counted(setup.tenant_id, self.size.events + len(late), timeout=60)
         killed = time.monotonic()
         self._killed.append(leader)
         leader.kill()
