@@ -25,20 +25,30 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 from bench.reliability.replicas import Replica, stop_all
+from bench.reliability.scaleout_parts import (
+    FULL,
+    PARTITIONS,
+    REDUCED,
+    Backing,
+    Figures,
+    Size,
+    fresh_backing,
+    http_client,
+    post_until_accepted,
+    start_all,
+    wait_for,
+)
 from bench.reliability.stripe_check import _SUBSCRIBE, BILLED_PLAN
 from bench.reliability.world import Result, World
 from bench.runner import CATALOG
@@ -58,110 +68,12 @@ from meterline.stripe.client import stripe_client
 from meterline.stripe.subscriptions import ensure_stripe_customer
 from meterline.tenants import PostgresTenantRepository
 
-PARTITIONS = 4
 CACHED_S = "30"
 FREE_CUSTOMER = "free-001"
 FREE_LIMIT = 50  # the example catalog's free plan: api_calls, 50 a week, blocked beyond
 CHECK = "/v1/customers/{}/entitlements/api_calls"
 PUSHES = "meterline_reporter_push_runs_total"
 ACTIVE = "meterline_reporter_scheduler_active"
-
-
-@dataclass(frozen=True)
-class Size:
-    events: int
-    batch: int
-    senders: int
-    customers: int
-
-
-FULL = Size(events=200_000, batch=500, senders=4, customers=40)
-REDUCED = Size(events=3_000, batch=250, senders=2, customers=6)
-
-
-@dataclass(frozen=True)
-class Backing:
-    """Where the replicas run: a migrated database of their own, a 4-partition topic, Redis
-    (with a key prefix of their own) and the Stripe emulator."""
-
-    database_url: str
-    kafka: str
-    topic: str
-    dlq_topic: str
-    redis_url: str
-    redis_prefix: str
-    stripe_url: str
-    stripe_key: str
-    group: str = "meterline-aggregator"
-
-    def env(self) -> dict[str, str]:
-        return {
-            "METERLINE_AGGREGATOR_GROUP_ID": self.group,
-            "METERLINE_DATABASE_URL": self.database_url,
-            "METERLINE_KAFKA_BOOTSTRAP": self.kafka,
-            "METERLINE_KAFKA_TOPIC": self.topic,
-            "METERLINE_KAFKA_DLQ_TOPIC": self.dlq_topic,
-            "METERLINE_REDIS_URL": self.redis_url,
-            "METERLINE_REDIS_KEY_PREFIX": self.redis_prefix,
-            "METERLINE_STRIPE_API_BASE": self.stripe_url,
-            "METERLINE_STRIPE_API_KEY": self.stripe_key,
-            "METERLINE_STRIPE_WEBHOOK_SECRET": "whsec_scaleout_test_only",
-        }
-
-
-@dataclass
-class Figures:
-    sent: int = 0
-    counted: int = 0
-    lost: int = 0
-    doubled: int = 0
-    wrong_totals: int = 0
-    load_s: float = 0.0
-    settle_s: float = 0.0
-    group_behind: int | None = None
-    refused_on_b_ms: float | None = None
-    consume_on_b: int | None = None
-    grant_on_b_ms: float | None = None
-    pushing_replicas: int = 0
-    handover_s: float | None = None
-    pushed_twice: int = 0
-    stripe_equal: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.sent > 0
-            and self.lost == 0
-            and self.doubled == 0
-            and self.wrong_totals == 0
-            and self.group_behind == 0
-            and self.refused_on_b_ms is not None
-            and self.refused_on_b_ms < 100
-            and self.consume_on_b == 403
-            and self.grant_on_b_ms is not None
-            and self.grant_on_b_ms < 100
-            and self.pushing_replicas == 1
-            and self.handover_s is not None
-            and self.handover_s < 30
-            and self.pushed_twice == 0
-            and self.stripe_equal
-        )
-
-    def lines(self) -> list[str]:
-        return [
-            f"{self.sent:,} events sent in {self.load_s:.1f} s "
-            f"({self.sent / max(self.load_s, 1e-9):,.0f}/s), all counted {self.settle_s:.1f} s "
-            f"after: {self.lost} lost, {self.doubled} doubled, {self.wrong_totals} wrong totals",
-            f"Kafka group offsets behind the positions in Postgres: {self.group_behind}",
-            f"consume on A refused on B after {self.refused_on_b_ms} ms; consume on B: "
-            f"{self.consume_on_b}; grant on A seen on B after {self.grant_on_b_ms} ms",
-            f"reporters that pushed: {self.pushing_replicas}; handover after SIGKILL: "
-            f"{self.handover_s if self.handover_s is None else round(self.handover_s, 1)} s; "
-            f"identifiers pushed twice: {self.pushed_twice}; "
-            f"Stripe = Postgres: {self.stripe_equal}",
-            *self.notes,
-        ]
 
 
 @dataclass
@@ -187,7 +99,7 @@ class ScaleOut:
         }
         everyone = [r for group in made.values() for r in group]
         try:
-            _start(everyone)
+            start_all(everyone)
             self._load(setup, made["ingest"], made["aggregator"])
             self._limits(setup, made["entitlements_api"])
             self._reporters(setup, made["ingest"], made["reporter"])
@@ -258,7 +170,7 @@ class ScaleOut:
         lock = threading.Lock()
 
         def send(n: int) -> None:
-            _post_until_accepted(ingest[n % 2], setup.keys["ingest"], batches[n])
+            post_until_accepted(ingest[n % 2], setup.keys["ingest"], batches[n])
             with lock:
                 sent[0] += 1
                 if sent[0] == len(batches) // 2:
@@ -274,7 +186,7 @@ class ScaleOut:
         counted = self._wait_counted(setup.tenant_id, size.events, timeout=120 + size.events / 2000)
         f.settle_s = time.monotonic() - began - f.load_s
         self._compare(setup.tenant_id, counted, expected)
-        f.group_behind = _wait_for(self._group_behind, lambda n: n == 0, timeout=20)
+        f.group_behind = wait_for(self._group_behind, lambda n: n == 0, timeout=20)
 
     def _group_behind(self) -> int:
         """How many partitions' offsets in the Kafka group differ from Postgres's positions
@@ -300,7 +212,7 @@ class ScaleOut:
     def _wait_counted(self, tenant_id: int, n: int, timeout: float) -> int:
         """The ledger's count once it reached `n` (and a second more, so that anything counted
         twice would show), or when `timeout` passed."""
-        _wait_for(lambda: self._ledger(tenant_id), lambda c: c >= n, timeout)
+        wait_for(lambda: self._ledger(tenant_id), lambda c: c >= n, timeout)
         time.sleep(1.0)
         return self._ledger(tenant_id)
 
@@ -331,7 +243,7 @@ class ScaleOut:
     def _limits(self, setup: Setup, replicas: list[Replica]) -> None:
         a, b = replicas
         key, customer = setup.keys["app"], FREE_CUSTOMER
-        with _client(a, key) as on_a, _client(b, key) as on_b:
+        with http_client(a, key) as on_a, http_client(b, key) as on_b:
             before = on_b.get(CHECK.format(customer)).json()  # cached on b for 30 s
             if before.get("remaining") != FREE_LIMIT:
                 self.figures.notes.append(f"unexpected first check on B: {before}")
@@ -341,7 +253,7 @@ class ScaleOut:
                 self.figures.notes.append(f"consume on A: {used.status_code} {used.text[:200]}")
                 return
             began = time.monotonic()
-            refused = _wait_for(
+            refused = wait_for(
                 lambda: on_b.get(CHECK.format(customer)).json()["has_access"],
                 lambda has: has is False,
                 timeout=5,
@@ -357,7 +269,10 @@ class ScaleOut:
     def _grant(self, setup: Setup, a: Replica, b: Replica, customer: str) -> None:
         """An admin grant made through A is in B's answer within 100 ms."""
         grant = {"feature": "api_calls", "kind": "top_up", "amount": 10}
-        with _client(a, setup.keys["admin"]) as admin, _client(b, setup.keys["read"]) as on_b:
+        with (
+            http_client(a, setup.keys["admin"]) as admin,
+            http_client(b, setup.keys["read"]) as on_b,
+        ):
             before = on_b.get(CHECK.format(customer)).json()  # cached on b
             if before.get("limit") != FREE_LIMIT:
                 self.figures.notes.append(f"unexpected check on B before the grant: {before}")
@@ -367,7 +282,7 @@ class ScaleOut:
                 return
             began = time.monotonic()
             limit = FREE_LIMIT + 10
-            seen = _wait_for(
+            seen = wait_for(
                 lambda: on_b.get(CHECK.format(customer)).json()["limit"],
                 lambda found: found == limit,
                 timeout=5,
@@ -380,7 +295,7 @@ class ScaleOut:
     def _reporters(self, setup: Setup, ingest: list[Replica], reporters: list[Replica]) -> None:
         f = self.figures
         stripe_equal = self._stripe_equals_postgres(setup)
-        if not _wait_for(stripe_equal, bool, timeout=90):
+        if not wait_for(stripe_equal, bool, timeout=90):
             f.notes.append("Stripe did not reach Postgres's totals before the handover")
             return
         f.pushing_replicas = sum(1 for r in reporters if r.metric(PUSHES) > 0)
@@ -393,15 +308,15 @@ class ScaleOut:
         late = [self._event(setup, self.size.events + i) for i in range(len(setup.billed))]
         for e in late:
             e["timestamp"] = e["timestamp"].replace(":07:", ":31:")  # new minutes, same hours
-        _post_until_accepted(ingest[0], setup.keys["ingest"], late)
+        post_until_accepted(ingest[0], setup.keys["ingest"], late)
         # counted before the kill, so the next leader's first push carries them
         self._wait_counted(setup.tenant_id, self.size.events + len(late), timeout=60)
         killed = time.monotonic()
         self._killed.append(leader)
         leader.kill()
-        if _wait_for(lambda: standby.metric(PUSHES), lambda n: n > 0, timeout=30):
+        if wait_for(lambda: standby.metric(PUSHES), lambda n: n > 0, timeout=30):
             f.handover_s = time.monotonic() - killed
-        f.stripe_equal = bool(_wait_for(stripe_equal, bool, timeout=90))
+        f.stripe_equal = bool(wait_for(stripe_equal, bool, timeout=90))
         sent = Counter(self._identifiers(setup.event_name))
         f.pushed_twice = sum(1 for n in sent.values() if n > 1)
         f.notes.append(f"{sum(sent.values())} meter events sent to Stripe")
@@ -426,73 +341,6 @@ class ScaleOut:
             requests = control.requests(path="/v1/billing/meter_events")
         params = [r.get("params") or {} for r in requests]
         return [p["identifier"] for p in params if p.get("event_name") == event_name]
-
-
-def _start(replicas: list[Replica]) -> None:
-    """Start every replica at once (each waits for its own health)."""
-    with ThreadPoolExecutor(len(replicas)) as pool:
-        list(pool.map(Replica.start, replicas))
-
-
-def _client(replica: Replica, key: str) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {key}"}
-    return httpx.Client(base_url=replica.url, headers=headers, timeout=10)
-
-
-def _post_until_accepted(replica: Replica, key: str, events: list[dict[str, Any]]) -> None:
-    """Send `events` until ingest answers 202, resending the same ids after any failure."""
-    with _client(replica, key) as http:
-        for attempt in range(600):
-            try:
-                answer = http.post("/v1/events", json=events)
-                if answer.status_code == 202:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(min(1.0, 0.05 * (attempt + 1)))
-    raise RuntimeError(f"ingest {replica.name} never accepted a batch")
-
-
-def _wait_for(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float) -> Any:
-    """Poll `read()` until `done` holds for it; its last value (falsy on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.005 if timeout <= 5 else 0.25)
-
-
-@contextmanager
-def fresh_backing(
-    postgres_url: str, kafka: str, redis_url: str, stripe_url: str, stripe_key: str
-) -> Iterator[Backing]:
-    """A migrated database, a 4-partition topic and a Redis key prefix of their own, on the
-    given servers; the database is dropped afterwards."""
-    from meterline.kafka import ensure_topics
-    from meterline.postgres import apply_migrations
-
-    suffix = uuid.uuid4().hex[:10]
-    name = f"scaleout_{suffix}"
-    admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        with psycopg.connect(url) as conn:
-            apply_migrations(conn)
-            # tenant ids of their own: Stripe meters are named after them, on a shared emulator
-            start = 1_000_000 + int(suffix[:5], 16)
-            conn.execute("SELECT setval(pg_get_serial_sequence('tenants', 'id'), %s)", (start,))
-        topic, dlq = f"scaleout.{suffix}.usage", f"scaleout.{suffix}.dlq"
-        ensure_topics(kafka, [topic, dlq], partitions=PARTITIONS)
-        prefix, group = f"so{suffix}", f"scaleout-{suffix}"  # shared with no other consumer
-        yield Backing(url, kafka, topic, dlq, redis_url, prefix, stripe_url, stripe_key, group)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def scale_out(world: World) -> Result:
