@@ -20,7 +20,8 @@ A failing job is logged and retried on its next occasion; it never stops the thr
 With several replicas, `leader` (reporter/leadership.py) says on each tick whether this one runs
 the schedule; the others tick idle. A replica that becomes the leader starts as a fresh
 scheduler would: its first tick pushes (the report ledger makes that push send only what the
-previous leader had not).
+previous leader had not), and it queues again the boundaries of the last `flush_wait_s` whose
+period-end flush may still be waiting for the aggregator.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class Scheduler:
         leading, was = self._leader(), self._leading
         self._leading = leading
         if leading and not was:
-            self._last_push_slot = None
+            self._last_push_slot = self._last_boundary_check = None
+            self._waiting = []
         return leading
 
     def tick(self) -> None:
@@ -118,8 +120,8 @@ class Scheduler:
         """Queue the boundaries that passed `settle_s` ago since the last tick."""
         cutoff = now - timedelta(seconds=self._settings.settle_s)
         previous, self._last_boundary_check = self._last_boundary_check, cutoff
-        if previous is None:
-            return
+        if previous is None:  # a fresh start or a new leader: look back at what may be due
+            previous = cutoff - timedelta(seconds=self._lookback_s())
         with self._pool.connection() as conn:
             rows = conn.execute(
                 "SELECT tenant_id, customer, at FROM report_boundaries "
@@ -127,6 +129,13 @@ class Scheduler:
                 (previous, cutoff),
             ).fetchall()
         self._waiting += [(r[0], r[1], r[2]) for r in rows]
+
+    def _lookback_s(self) -> float:
+        """How far a fresh scheduler looks back for boundaries: those whose flush may still be
+        waiting for the aggregator (the replica before it died, or this process restarted,
+        before flushing them), and none whose wait already ended (those were flushed or
+        alerted on)."""
+        return max(0, self._settings.flush_wait_s - self._settings.settle_s)
 
     def _flush_due(self, now: datetime) -> bool:
         """True when a queued boundary is past the aggregator, or waited `flush_wait_s`

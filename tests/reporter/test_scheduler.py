@@ -140,3 +140,29 @@ def _until(check, timeout=5.0):
     while not check():
         assert time.monotonic() < deadline
         time.sleep(0.005)
+
+
+def test_a_fresh_scheduler_flushes_a_boundary_that_passed_before_it_started(pg_conninfo):
+    """A new leader (or a restarted reporter) still flushes a period that ended before its
+    first tick, once the aggregator is past it, not only at the next hourly push."""
+    clock = FakeClock(datetime(2026, 11, 21, 1, 10, tzinfo=UTC))
+    pushes = []
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO report_boundaries VALUES (1, 'c', %s)",
+                (clock.now() - timedelta(minutes=5),),
+            )
+        settings = settings_for(push_interval_s=3600, settle_s=120, reconcile_hour_utc=23)
+        scheduler = Scheduler(
+            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None
+        )
+        scheduler.tick()
+        assert len(pushes) == 1  # a fresh scheduler pushes at once; the aggregator is not past
+        clock.advance(60)
+        scheduler.tick()
+        assert len(pushes) == 1
+        _received(pool, clock.now() - timedelta(minutes=2))  # now it is
+        clock.advance(15)
+        scheduler.tick()
+        assert len(pushes) == 2  # flushed now, not at 02:02
