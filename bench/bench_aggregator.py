@@ -33,7 +33,6 @@ from meterline.catalog.model import Aggregation
 from meterline.catalog.parse import parse_catalog
 from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.clock import SystemClock
-from meterline.devstack.process import ManagedProcess, free_port
 from meterline.events import UsageEvent, decode_event
 from meterline.kafka import ensure_topics
 from meterline.kafka.consumer import PositionedConsumer
@@ -42,6 +41,7 @@ from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.tenants import PostgresTenantRepository
 from meterline.view import RedisUsageView
+from meterline_devstack.process import ManagedProcess, free_port
 
 FRESHNESS_RATE = 10_000
 # Events per sustained run, at least five of the aggregator's 20,000-event batches even in

@@ -38,11 +38,11 @@ from bench.harness import BenchContext, Figure
 from bench.loadgen import encode_request
 from bench.openloop import OpenLoopResult, offer
 from meterline.catalog import PostgresCatalogRepository, parse_catalog
-from meterline.devstack.broker import broker_process
-from meterline.devstack.process import ManagedProcess, free_port, port_open
 from meterline.kafka import ensure_topics
 from meterline.postgres import open_pool
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack.broker import broker_process
+from meterline_devstack.process import ManagedProcess, free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 SINGLE_CONNECTIONS = 64
@@ -209,7 +209,7 @@ def _tenant(postgres: str) -> str:
 @contextmanager
 def fresh_ingest(ctx: BenchContext, home: Path) -> Iterator[tuple[int, int]]:
     """Ingest on a broker of its own, started for this run: (port, process group). The embedded
-    broker slows down with the record batches it holds (meterline/devstack/broker.py), so a
+    broker slows down with the record batches it holds (devstack/meterline_devstack/broker.py), so a
     fresh one per run keeps each run independent of what ran before it (earlier runs, and the
     modules before this one)."""
     broker, bootstrap = broker_process(home / "broker")

@@ -38,9 +38,9 @@ import psycopg
 from bench import bench_aggregator as agg
 from bench import bench_ingest as ing
 from bench.harness import BenchContext, Figure
-from meterline.devstack.broker import broker_process
-from meterline.devstack.process import ManagedProcess
 from meterline.kafka import ensure_topics
+from meterline_devstack.broker import broker_process
+from meterline_devstack.process import ManagedProcess
 
 PROCESSES = (1, 2)
 # Enough events that the steady window (10% to 90%) lasts seconds even for two processes.

@@ -18,7 +18,7 @@ from meterline.errors import Forbidden, Unauthorized
 from meterline.tenants import Principal, TenantRepository
 
 KEY_FORM = re.compile(r"mlk_(key_[0-9a-f]{16})_[A-Za-z0-9_-]{43}")
-"""The form of every key `meterline.tenants.new_key` makes; group 1 is the key's id."""
+"""The form of every key `meterline.tenants.model.new_key` makes; group 1 is the key's id."""
 
 
 class KeyIds:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from meterline.devstack.process import ManagedProcess, free_port
+from meterline_devstack.process import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT_SETTING = {

@@ -53,11 +53,10 @@ from bench.reliability.stripe_check import _SUBSCRIBE, BILLED_PLAN
 from bench.reliability.world import Result, World
 from bench.runner import CATALOG
 from meterline.catalog import PostgresCatalogRepository, load_catalog
-from meterline.devstack.stripe_emulator import EmulatorControl
 from meterline.entitlements.postgres import PostgresCustomerRepository
 from meterline.kafka.admin import group_offsets
-from meterline.offsets import stored_positions
 from meterline.postgres import open_pool
+from meterline.postgres.offsets import stored_positions
 from meterline.settings import EMULATOR_API_KEY, StripeSettings
 from meterline.stripe.catalog_sync import (
     CatalogSync,
@@ -67,6 +66,7 @@ from meterline.stripe.catalog_sync import (
 from meterline.stripe.client import stripe_client
 from meterline.stripe.subscriptions import ensure_stripe_customer
 from meterline.tenants import PostgresTenantRepository
+from stripe_emulator import EmulatorControl
 
 CACHED_S = "30"
 FREE_CUSTOMER = "free-001"

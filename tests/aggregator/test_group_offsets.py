@@ -9,7 +9,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from meterline.kafka.admin import group_offsets
-from meterline.offsets import stored_positions
+from meterline.postgres.offsets import stored_positions
 from tests.aggregator.support import (
     Aggregator,
     consumed,

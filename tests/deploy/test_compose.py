@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from meterline.devstack.stripe_emulator.__main__ import parse_args
 from meterline.settings import TOPIC_DLQ, TOPIC_USAGE
 from reporter.settings import ReporterSettings
+from stripe_emulator.__main__ import parse_args
 
 from .codebase import (
     BY_MODULE,
@@ -240,7 +240,7 @@ def test_stripe_emulator_in_the_dev_profile() -> None:
     emulator = services()["stripe-emulator"]
     assert emulator["profiles"] == ["dev"]
     command = emulator["command"]
-    assert command[:3] == ["python", "-m", "meterline.devstack.stripe_emulator"]
+    assert command[:3] == ["python", "-m", "stripe_emulator"]
     args = parse_args(command[3:])
     assert (args.host, args.port) == ("0.0.0.0", 12111)
     dev_base = environment(services()["ingest"], dev_env())["METERLINE_STRIPE_API_BASE"]

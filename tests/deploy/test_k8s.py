@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from aggregator.settings import AggregatorSettings
-from meterline.devstack.stripe_emulator.__main__ import parse_args
 from meterline.settings import TOPIC_USAGE
+from stripe_emulator.__main__ import parse_args
 
 from .codebase import (
     BY_MODULE,
@@ -278,7 +278,7 @@ def test_service_monitor_scrapes_every_service() -> None:
 
 def test_dev_overlay_runs_the_stripe_emulator() -> None:
     c = container(one("overlays/dev", "Deployment", "stripe-emulator"))
-    assert c["command"][:3] == ["python", "-m", "meterline.devstack.stripe_emulator"]
+    assert c["command"][:3] == ["python", "-m", "stripe_emulator"]
     args = parse_args(c["command"][3:])
     base = config("overlays/dev")["METERLINE_STRIPE_API_BASE"]
     assert base == f"http://stripe-emulator:{args.port}"

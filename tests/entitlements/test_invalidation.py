@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from meterline.devstack.redis import redis_process
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.invalidation import (
     Change,
@@ -20,6 +19,7 @@ from meterline.entitlements.invalidation import (
     RedisChangeFeed,
 )
 from meterline.redis import connect
+from meterline_devstack.redis import redis_process
 
 FALLBACK = 0.25
 CHANNEL = "ml:entitlements:changes"

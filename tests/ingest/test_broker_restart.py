@@ -23,12 +23,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meterline.devstack.broker import broker_process
-from meterline.devstack.process import ManagedProcess
 from meterline.errors import Unavailable
 from meterline.events import UsageEvent
 from meterline.kafka import ensure_topics
 from meterline.kafka.producer import EventPublisher
+from meterline_devstack.broker import broker_process
+from meterline_devstack.process import ManagedProcess
 from tests.fixtures.services import Topics
 from tests.ingest.support import bearer, ingest_process, read_topic, seed
 

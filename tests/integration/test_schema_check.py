@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from meterline.devstack.process import free_port
 from meterline.postgres.migrate import available_migrations
 from meterline.postgres.schema import SchemaBehind, require_current_schema
+from meterline_devstack.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NEWEST = available_migrations()[-1]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator import EmulatorControlError
+from stripe_emulator import EmulatorControlError
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support

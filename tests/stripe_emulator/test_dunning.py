@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator import EmulatorConfig, EmulatorControl, EmulatorServer
+from stripe_emulator import EmulatorConfig, EmulatorControl, EmulatorServer
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 DAY = 86_400

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator import EmulatorControlError
-from meterline.devstack.stripe_emulator.periods import boundary, index_at
+from stripe_emulator import EmulatorControlError
+from stripe_emulator.periods import boundary, index_at
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support
