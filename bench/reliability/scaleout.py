@@ -58,12 +58,9 @@ from meterline.kafka.admin import group_offsets
 from meterline.postgres import open_pool
 from meterline.postgres.offsets import stored_positions
 from meterline.settings import EMULATOR_API_KEY, StripeSettings
-from meterline.stripe.catalog_sync import (
-    CatalogSync,
-    PostgresStripeObjectRepository,
-    apply_and_sync,
-)
+from meterline.stripe.catalog_sync import CatalogSync, apply_and_sync
 from meterline.stripe.client import stripe_client
+from meterline.stripe.postgres import PostgresStripeObjectRepository
 from meterline.stripe.subscriptions import ensure_stripe_customer
 from meterline.tenants import PostgresTenantRepository
 from stripe_emulator import EmulatorControl
