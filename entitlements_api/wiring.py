@@ -34,10 +34,12 @@ from meterline.entitlements import (
     ViewUsage,
 )
 from meterline.entitlements.ids import LoopThread
+from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.redis import connect_async as redis_connect_async
 from meterline.settings import Settings
@@ -88,12 +90,14 @@ class Dependencies:
 def build(
     settings: Settings, own: EntitlementsSettings, clock: Clock | None = None
 ) -> Dependencies:
-    """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable.
+    """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable
+    or the schema is older than the code.
 
     `clock` (tests) drives decisions, reservations and grace periods alike.
     """
     clock = clock or SystemClock()
     pool = open_pool(settings.database.url, max_size=own.pool_size, name="entitlements")
+    require_current_schema_in(pool, "entitlements_api")
     lane = ThreadPoolExecutor(own.consume_threads, thread_name_prefix="consume")
     client = redis_connect(settings.redis.url)
     query = UsageQuery(pool)
@@ -113,9 +117,12 @@ def build(
     )
     ingested = LedgerIngestedIds(pool, deduper, loop, own.dedupe_timeout_s)
     answers = PostgresAnswerStore(pool)
+    channel = f"{settings.redis.key_prefix}:entitlements:changes"
+    feed = RedisChangeFeed(client, settings.redis.url, channel, own.fallback_cache_ttl)
     service = EntitlementService(
-        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested
+        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested, feed
     )
+    feed.listen(service)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
     events = PostgresWebhookEventStore(pool)
@@ -141,6 +148,7 @@ def build(
         consume_lane=lane,
         closers=[
             lambda: lane.shutdown(wait=False),
+            feed.close,
             pool.close,
             read_pool.close,
             reads.close,

@@ -26,6 +26,7 @@ from meterline.dedupe import (
 from meterline.entitlements.postgres import GrantedIds
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect, connect_async
 from meterline.redis.buckets import RedisBucketStore
 from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
@@ -66,11 +67,13 @@ def sink_chain(
 
 
 def build(sections: Sections) -> Dependencies:
-    """Connect to Postgres and Redis (ConfigError if one is unreachable) and to the broker:
+    """Connect to Postgres and Redis (ConfigError if one is unreachable, or the schema is older
+    than the code) and to the broker:
     wait up to `PRODUCER_WAIT_S` for the producer's id; without it ingest starts anyway, not
     ready (`/readyz`), and its requests wait for the broker as long as `PRODUCE_TIMEOUT_S`."""
     s = sections.ingest
     pool = open_pool(sections.database.url, max_size=4, name="ingest")
+    require_current_schema_in(pool, "ingest")
     connect(sections.redis.url).close()
     client = connect_async(sections.redis.url)
     redis_deduper = RedisDeduper(client, sections.redis.key_prefix, s.dedupe_window_s)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from bench.reliability import scenarios
 from bench.reliability.fuzz import fuzzing
 from bench.reliability.model import pipeline_model
+from bench.reliability.scaleout import scale_out
 from bench.reliability.world import Result, World
 
 SCENARIOS: dict[int, Callable[[World], Result]] = {
@@ -19,5 +20,8 @@ SCENARIOS: dict[int, Callable[[World], Result]] = {
     7: scenarios.overload,
     8: fuzzing,
     9: pipeline_model,
+    10: scale_out,
 }
 CI_SCENARIOS = [1, 2, 3, 6, 8]
+"""Scenarios 9 and 10 run reduced in `make test` on their own
+(tests/entitlements/test_consume_model.py, tests/reliability/test_scaleout.py)."""
