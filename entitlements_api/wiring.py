@@ -39,6 +39,8 @@ from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.redis import connect_async as redis_connect_async
+from meterline.revenue import RevenueListener
+from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.settings import Settings
 from meterline.stripe import (
     CatalogSync,
@@ -73,6 +75,7 @@ class Dependencies:
     metrics: Metrics = field(default_factory=Metrics)
     ready_checks: dict[str, Callable[[], object]] = field(default_factory=dict)
     closers: list[Callable[[], object]] = field(default_factory=list)
+    revenue: RevenueListener | None = None
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
@@ -128,6 +131,7 @@ def build(
         stripe=sc,
         stripe_objects=objects,
         subscription_sync=sync,
+        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool)),
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
         reads=reads,
