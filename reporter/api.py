@@ -21,7 +21,7 @@ from meterline.errors import FieldError, MeterlineError, ValidationFailed
 from meterline.http.openapi import api_version, declare_bearer, hide, operation_id
 from meterline.inputs import FREE_TEXT, Day, Instant, friendly_message
 from meterline.tenants import Principal
-from reporter import web
+from reporter import revenue_api, web
 from reporter.alerts import to_csv
 from reporter.auth import authorize
 from reporter.drilldown import drill_down
@@ -59,6 +59,7 @@ def create_app(reporter: Reporter) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     _operations(app, reporter)
     _finance_api(app, reporter)
+    revenue_api.mount(app, reporter)
     web.mount(app, reporter)
     hide(app, "/finance")
     declare_bearer(app)
