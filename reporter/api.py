@@ -21,7 +21,7 @@ from meterline.errors import FieldError, MeterlineError, ValidationFailed
 from meterline.http.openapi import api_version, declare_bearer, hide, operation_id
 from meterline.inputs import FREE_TEXT, Day, Instant, friendly_message
 from meterline.tenants import Principal
-from reporter import revenue_api, web
+from reporter import revenue_api, revenue_web, web
 from reporter.alerts import to_csv
 from reporter.auth import authorize
 from reporter.drilldown import drill_down
@@ -61,6 +61,7 @@ def create_app(reporter: Reporter) -> FastAPI:
     _finance_api(app, reporter)
     revenue_api.mount(app, reporter)
     web.mount(app, reporter)
+    revenue_web.mount(app, reporter)
     hide(app, "/finance")
     declare_bearer(app)
     return app
