@@ -4,8 +4,9 @@
 reads the subscription snapshot the event carries (`data.object`, the state at the event's
 `created` time: the history, not just the latest state), maps the Stripe customer to the
 tenant's customer, and keeps the state once per event id (a redelivery changes nothing). A
-subscription of a Stripe customer Meterline does not know is ignored. Events of other types
-are ignored.
+subscription of a Stripe customer Meterline does not know (or naming none) is ignored, and so
+are events of other types. A snapshot of a known customer that cannot be read raises
+`BadSubscription`: the webhook answers 400 and keeps the body, like any unusable event.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class RevenueListener:
         snapshot cannot be read."""
         if event.type not in STATE_EVENTS:
             return False
-        customer = self._customers.by_stripe_id(customer_of(event.object))
+        stripe_id = customer_of(event.object)
+        customer = None if stripe_id is None else self._customers.by_stripe_id(stripe_id)
         if customer is None:
             return False
         state = subscription_state(event.object, customer.id, event.created)

@@ -43,11 +43,12 @@ def subscription_state(obj: JSON, customer: str, at: int) -> SubscriptionState:
     )
 
 
-def customer_of(obj: JSON) -> str:
-    """The Stripe customer id a subscription object names."""
+def customer_of(obj: JSON) -> str | None:
+    """The Stripe customer id a subscription object names (None when it names none)."""
     found = obj.get("customer")
-    holder = found if isinstance(found, dict) else obj
-    return _text(holder, "id" if isinstance(found, dict) else "customer")
+    if isinstance(found, dict):
+        found = found.get("id")
+    return found if isinstance(found, str) and found else None
 
 
 def _text(doc: JSON, field: str) -> str:

@@ -40,15 +40,15 @@ def rebuilt_states(
     end) for each subscription whose creation is no longer listed. `customers` maps Stripe
     customer ids to the tenant's customer ids."""
     kept = [
-        (e.id, subscription_state(e.object, customers[customer_of(e.object)], e.created))
+        (e.id, subscription_state(e.object, customers[owner], e.created))
         for e in events
-        if e.type in STATE_EVENTS and customer_of(e.object) in customers
+        if e.type in STATE_EVENTS and (owner := customer_of(e.object) or "") in customers
     ]
     created = {e.subscription_id for e in events if e.type == "customer.subscription.created"}
     for obj in subscriptions:
-        owner = customers.get(customer_of(obj))
-        if owner is not None and obj.get("id") not in created:
-            kept.extend(_rebuilt(obj, owner))
+        tenant_customer = customers.get(customer_of(obj) or "")
+        if tenant_customer is not None and obj.get("id") not in created:
+            kept.extend(_rebuilt(obj, tenant_customer))
     return kept
 
 

@@ -15,12 +15,19 @@ them through the emulator would close C's yearly period and move the clock a yea
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+import orjson
 import pytest
+import stripe
 from fastapi.testclient import TestClient
 
 from meterline.entitlements.postgres import PostgresCustomerRepository
@@ -187,3 +194,67 @@ def _assert_api_matches(http: TestClient, expected: list[Any], months: list[str]
     assert {(c["currency"], c["cohort"]): c["mrr"] for c in body["cohorts"]} == cohorts(
         found, months
     )
+
+
+def test_an_unreadable_snapshot_is_refused_and_kept(api: Api) -> None:
+    cus = api.customer("Z")
+    obj = {
+        "id": "sub_z",
+        "object": "subscription",
+        "customer": cus,
+        "status": "active",
+        "currency": "usd",
+        "items": {"data": [{"price": {"recurring": {"interval": "fortnight"}}}]},
+    }
+    body = orjson.dumps(
+        {
+            "id": "evt_z",
+            "object": "event",
+            "created": int(time.time()),
+            "type": "customer.subscription.updated",
+            "data": {"object": obj},
+        }
+    )
+    header = stripe.WebhookSignature.generate_signature_header(body.decode(), WEBHOOK_SECRET)
+    answer = httpx.post(
+        api.url + "/v1/stripe/webhook",
+        content=body,
+        headers={"stripe-signature": header},
+        timeout=30,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].startswith("items.data[0].price.recurring.interval:")
+    (kept,) = api.deps.subscription_sync.rejected()
+    assert kept.event_id == "evt_z"
+    with open_pool(api.env["METERLINE_DATABASE_URL"], max_size=1) as pool:
+        assert PostgresRevenueEventStore(pool).states(api.tenant_id) == []
+
+
+def test_the_rebuild_command_reads_stripe(api: Api) -> None:
+    client = api.stripe.client()
+    price = client.v1.prices.create(
+        {"unit_amount": 2500, "currency": "usd", "recurring": {"interval": "month"},
+         "product_data": {"name": "team"}}
+    )  # fmt: skip
+    sub = client.v1.subscriptions.create(
+        {"customer": api.customer("R"), "items": [{"price": price.id, "quantity": 2}]}
+    )
+    client.v1.subscriptions.cancel(sub.id)  # no endpoint registered: no webhook was kept
+    env = {**os.environ, **api.env}
+    done = subprocess.run(
+        [sys.executable, "-m", "meterline_ops.main", "revenue", "rebuild", "--tenant", "acme"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("2 (2 from Stripe events, 0 rebuilt from subscriptions)")
+    with open_pool(api.env["METERLINE_DATABASE_URL"], max_size=1) as pool:
+        states = PostgresRevenueEventStore(pool).states(api.tenant_id)
+    assert [(s.customer, s.status, s.items[0].quantity) for s in states] == [
+        ("R", "active", 2),
+        ("R", "canceled", 2),
+    ]
+    unknown = subprocess.run(
+        [sys.executable, "-m", "meterline_ops.main", "revenue", "rebuild", "--tenant", "nobody"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "nobody" in unknown.stderr

@@ -71,3 +71,4 @@ def test_a_bad_field_is_named(obj: dict[str, Any], field: str) -> None:
 def test_the_customer_id_may_be_expanded() -> None:
     assert customer_of(sub()) == "cus_1"
     assert customer_of(sub() | {"customer": {"id": "cus_2"}}) == "cus_2"
+    assert customer_of(sub() | {"customer": None}) is None
