@@ -24,6 +24,7 @@ from meterline.revenue.store import RevenueEventStore
 from meterline.tenants import Principal
 from reporter import revenue_report as report
 from reporter.auth import authorize
+from reporter.revenue_schemas import MovementsOut, MrrOut, RetentionOut, answers
 
 MonthQuery = Query(description="a month as YYYY-MM")
 
@@ -43,7 +44,7 @@ def mount(app: FastAPI, reporter: Any, store: RevenueEventStore | None = None) -
     def this_month() -> str:
         return str(reporter.clock.now().strftime("%Y-%m"))
 
-    @app.get("/v1/revenue/mrr", tags=["revenue"])
+    @app.get("/v1/revenue/mrr", tags=["revenue"], responses=answers(MrrOut))
     def mrr(
         who: Reader,
         start: Annotated[
@@ -60,7 +61,7 @@ def mount(app: FastAPI, reporter: Any, store: RevenueEventStore | None = None) -
             return _csv_file("mrr", report.MRR_COLUMNS, rows)
         return {"from": months[0], "to": last, "data": rows}
 
-    @app.get("/v1/revenue/movements", tags=["revenue"])
+    @app.get("/v1/revenue/movements", tags=["revenue"], responses=answers(MovementsOut))
     def month_movements(
         who: Reader, month: Annotated[str | None, MonthQuery] = None, format: str = "json"
     ) -> Any:
@@ -71,7 +72,7 @@ def mount(app: FastAPI, reporter: Any, store: RevenueEventStore | None = None) -
             return _csv_file(f"movements-{chosen}", report.MOVEMENT_COLUMNS, rows)
         return {"month": chosen, "data": rows, "totals": report.movement_totals(rows)}
 
-    @app.get("/v1/revenue/retention", tags=["revenue"])
+    @app.get("/v1/revenue/retention", tags=["revenue"], responses=answers(RetentionOut))
     def retention(
         who: Reader, month: Annotated[str | None, MonthQuery] = None, format: str = "json"
     ) -> Any:

@@ -15,6 +15,7 @@ from meterline.revenue import SubscriptionState
 from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.tenants import PostgresTenantRepository
 from reporter.api import create_app
+from reporter.revenue_schemas import MovementsOut, MrrOut, RetentionOut
 from tests.reporter.support import emulator_clock, make_world, reporter_for
 from tests.reporter.test_revenue import HISTORY
 
@@ -124,3 +125,9 @@ def test_a_read_scope_is_needed(finance: Finance) -> None:
     assert finance[0].get("/v1/revenue/mrr").status_code == 401
     assert get(finance, "/v1/revenue/mrr", "ingest").status_code == 403
     assert get(finance, "/v1/revenue/mrr").status_code == 200
+
+
+def test_answers_match_their_documented_schemas(finance: Finance) -> None:
+    MrrOut.model_validate(get(finance, "/v1/revenue/mrr?from=2025-11&to=2026-12").json())
+    MovementsOut.model_validate(get(finance, "/v1/revenue/movements?month=2026-10").json())
+    RetentionOut.model_validate(get(finance, "/v1/revenue/retention?month=2026-12").json())
