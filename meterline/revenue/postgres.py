@@ -42,7 +42,7 @@ class PostgresRevenueEventStore(RevenueEventStore):
         with self._pool.connection() as conn:
             rows = conn.execute(
                 "SELECT at, customer, subscription, status, currency, items, discount "
-                "FROM revenue_events WHERE tenant_id = %s ORDER BY at, event_id",
+                "FROM revenue_events WHERE tenant_id = %s ORDER BY at, seq",
                 (tenant_id,),
             ).fetchall()
         return [_state(*r) for r in rows]

@@ -26,7 +26,8 @@ class RevenueEventStore(abc.ABC):
 
     @abc.abstractmethod
     def states(self, tenant_id: int) -> list[SubscriptionState]:
-        """The tenant's states in time order (ties by event id)."""
+        """The tenant's states in time order; states of the same second in the order they were
+        added (Stripe's `created` has whole seconds)."""
 
 
 class MemoryRevenueEventStore(RevenueEventStore):
@@ -45,4 +46,4 @@ class MemoryRevenueEventStore(RevenueEventStore):
 
     def states(self, tenant_id: int) -> list[SubscriptionState]:
         mine = self._rows.get(tenant_id, {})
-        return [s for _, s in sorted(mine.items(), key=lambda kv: (kv[1].at, kv[0]))]
+        return sorted(mine.values(), key=lambda s: s.at)  # stable: insertion order within a tie

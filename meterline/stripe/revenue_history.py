@@ -2,8 +2,9 @@
 
 `subscription_history(client, customers)` lists the `customer.subscription.*` events Stripe
 still keeps (Stripe keeps events for 30 days; the emulator keeps all), as `StripeEvent`s in
-the order they happened, and the current object of every subscription of the given Stripe
-customers (`status=all`, canceled ones included). Only these customers' events are kept.
+the order they happened (within a second, Stripe's list order), and the current object of
+every subscription of the given Stripe customers (`status=all`, canceled ones included).
+Only these customers' events are kept.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def subscription_history(
             {"customer": customer, "status": "all", "limit": 100}
         ).auto_paging_iter()
     ]
-    return sorted(mine, key=lambda e: (e.created, e.id)), subs
+    # Stripe lists newest first, also within a second: reversed, the order they happened.
+    return sorted(reversed(mine), key=lambda e: e.created), subs
 
 
 def _event(doc: JSON) -> StripeEvent:

@@ -63,3 +63,12 @@ def test_replace_swaps_one_tenants_states(store: tuple[RevenueEventStore, int, i
     events.replace(tenant, [("rebuild:s1:start", state(4, discount=Discount("once")))])
     assert events.states(tenant) == [state(4, discount=Discount("once"))]
     assert len(events.states(other)) == 1
+
+
+def test_states_of_one_second_keep_the_order_they_were_added(
+    store: tuple[RevenueEventStore, int, int],
+) -> None:
+    events, tenant, _ = store
+    events.add(tenant, "evt_z", state(2))  # created, then updated within the same second
+    events.add(tenant, "evt_a", state(2, status="canceled"))
+    assert [s.status for s in events.states(tenant)] == ["active", "canceled"]

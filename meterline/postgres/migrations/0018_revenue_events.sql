@@ -14,6 +14,9 @@ CREATE TABLE revenue_events (
     items        jsonb NOT NULL,
     discount     jsonb,
     recorded_at  timestamptz NOT NULL DEFAULT now(),
+    -- Arrival order: Stripe's `created` has whole seconds, so events of one second are read
+    -- in the order they were kept (a rebuild keeps them in Stripe's own order).
+    seq          bigserial NOT NULL,
     PRIMARY KEY (tenant_id, event_id)
 );
-CREATE INDEX revenue_events_at ON revenue_events (tenant_id, at);
+CREATE INDEX revenue_events_at ON revenue_events (tenant_id, at, seq);
