@@ -5,11 +5,12 @@ listener reads it (same event id, so a rebuild and the webhooks agree row for ro
 keeps events for 30 days, so a subscription whose `customer.subscription.created` event is no
 longer listed gets a start rebuilt from its current object: its items at `start_date`, as
 `trialing` until `trial_end` when it had a trial, then `active`; and `canceled` at `ended_at`
-when it has ended. What changed in between before the listed events (plan or quantity
-changes, a past-due spell) is not known from the object, so such a start shows today's items:
-kept webhooks are the exact record, a rebuild is the best Stripe can still say. Invoices are
-not read: a licensed line bills the coming period and prorations split changes across
-invoices, so they would add no state the events and the objects do not give.
+when it has ended (one that never started, `incomplete` or `incomplete_expired`, keeps that
+status alone). What changed before the listed events (plan or quantity changes, a past-due
+spell) is not known from the object, so such a start shows today's items: kept webhooks are
+the exact record, a rebuild is the best Stripe can still say. Invoices are not read: a
+licensed line bills the coming period and prorations split changes across invoices, so they
+would add no state the events and the objects do not give.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from meterline.revenue.store import RevenueEventStore
 from meterline.stripe.webhook_events import StripeEvent
 
 JSON = dict[str, Any]
+NEVER_PAID = frozenset({"incomplete", "incomplete_expired"})
 # Stripe customer ids -> (their subscription events, oldest first; their subscriptions now):
 # `meterline.stripe.revenue_history.subscription_history` bound to a client.
 History = Callable[[Collection[str]], tuple[list[StripeEvent], list[JSON]]]
@@ -57,6 +59,8 @@ def _rebuilt(obj: JSON, customer: str) -> list[tuple[str, SubscriptionState]]:
     trial_end, ended = _seconds(obj, "trial_end"), _seconds(obj, "ended_at")
     now = subscription_state(obj, customer, start)
     sub = now.subscription
+    if now.status in NEVER_PAID:  # it never started: nothing to rebuild but what it is
+        return [(f"rebuild:{sub}:start", now)]
     trialing = trial_end is not None and trial_end > start
     found = [(f"rebuild:{sub}:start", replace(now, status="trialing" if trialing else "active"))]
     if trialing and trial_end is not None and (ended is None or trial_end < ended):

@@ -84,10 +84,12 @@ def test_rebuild_keeps_listed_events_and_rebuilds_older_subscriptions() -> None:
         event("evt_u", sub("sub_old", "past_due"), at=T0 + 50 * DAY),
         event("evt_x", sub("sub_x", customer="cus_other"), "customer.subscription.created"),
     ]
+    never = sub("sub_never", "incomplete_expired", start_date=T0, ended_at=T0 + DAY)
     old = sub("sub_old", "canceled", start_date=T0, trial_end=T0 + 14 * DAY, ended_at=T0 + 60 * DAY)
-    found = rebuilt_states(listed, [sub("sub_new", start_date=T0 + 40 * DAY), old], known)
+    found = rebuilt_states(listed, [sub("sub_new", start_date=T0 + 40 * DAY), old, never], known)
     got = sorted((s.at.date().isoformat(), s.subscription, s.status, e) for e, s in found)
     assert got == [
+        ("2026-01-01", "sub_never", "incomplete_expired", "rebuild:sub_never:start"),
         ("2026-01-01", "sub_old", "trialing", "rebuild:sub_old:start"),
         ("2026-01-15", "sub_old", "active", "rebuild:sub_old:trial_end"),
         ("2026-02-10", "sub_new", "active", "evt_c"),  # its creation is listed: events only
