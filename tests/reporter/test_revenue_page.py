@@ -63,6 +63,12 @@ def test_revenue_tab_charts_and_drills_down(served: tuple[str, str]) -> None:
         expect(drill.locator("tbody tr")).to_contain_text("89.00 USD")  # 9,800 - 900
         page.screenshot(path=str(OUTPUT / "finance-revenue-drilldown.png"), full_page=True)
 
+        page.fill("#from", "2026-09")
+        page.fill("#to", "2026-12")
+        page.get_by_role("button", name="Show").click()
+        expect(page.locator("table.months tbody tr")).to_have_count(4)
+        expect(page.locator("[data-testid=bars-usd] rect.seg")).to_have_count(6)
+
         page.goto(f"{url}/finance/revenue?{RANGE}&month=2026-12")
         expect(page.locator("#drill tbody tr")).to_have_count(2)  # E churns, D contracts
         page.goto(f"{url}/finance/revenue?month=2026-13")
