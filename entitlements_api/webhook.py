@@ -50,6 +50,8 @@ async def stripe_webhook(request: Request) -> Response:
     try:
         event = parse_event(payload)
         outcome = await asyncio.to_thread(deps.subscription_sync.handle, event)
+        if deps.revenue is not None:  # the state it shows, kept as a revenue event
+            await asyncio.to_thread(deps.revenue.on_event, event)
     except InvalidWebhook as exc:
         deps.metrics.webhooks.labels("rejected").inc()
         await asyncio.to_thread(deps.subscription_sync.reject, payload, exc)

@@ -42,6 +42,8 @@ from meterline.postgres import open_pool
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.redis import connect_async as redis_connect_async
+from meterline.revenue import RevenueListener
+from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.settings import Settings
 from meterline.stripe import (
     CatalogSync,
@@ -78,6 +80,7 @@ class Dependencies:
     closers: list[Callable[[], object]] = field(default_factory=list)
     consume_lane: Executor | None = None
     """Where consumes run (None: the event loop's default executor)."""
+    revenue: RevenueListener | None = None
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
@@ -139,6 +142,7 @@ def build(
         stripe=sc,
         stripe_objects=objects,
         subscription_sync=sync,
+        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool)),
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
         reads=reads,

@@ -18,10 +18,10 @@ from meterline.errors import ConfigError
 from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
 from meterline.notify.settings import WebhookSettings
+from meterline.postgres.leadership import Leadership, connector
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
 from reporter.dispatch import open_dispatcher
-from reporter.leadership import Leadership, connector
 from reporter.scheduler import Scheduler
 from reporter.service import build
 from reporter.settings import ReporterSettings

@@ -17,9 +17,9 @@ A background thread wakes every `tick_s` seconds and decides, from the injectabl
 A failing job is logged and retried on its next occasion; it never stops the thread.
 `stop()` lets a job in progress finish (SIGTERM drains).
 
-With several replicas, `leader` (reporter/leadership.py) says on each tick whether this one runs
-the schedule; the others tick idle. A replica that becomes the leader starts as a fresh
-scheduler would: its first tick pushes (the report ledger makes that push send only what the
+With several replicas, `leader` (meterline/postgres/leadership.py) says on each tick whether
+this one runs the schedule; the others tick idle. A replica that becomes the leader starts as a
+fresh scheduler would: its first tick pushes (the report ledger makes that push send only what the
 previous leader had not), and it queues again the boundaries of the last `flush_wait_s` whose
 period-end flush may still be waiting for the aggregator.
 """

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from bench.reliability.replicas import Replica, stop_all
-from reporter.leadership import LEADER_KEY, Leadership, connector
+from meterline.postgres.leadership import LEADER_KEY, Leadership, connector
 from tests.reporter.support import add_usage, emulator_clock, make_world, stripe_totals
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-log = logging.getLogger("reporter.leadership")
+log = logging.getLogger("meterline.postgres.leadership")
 
 LEADER_KEY = 7_301_002
 """The advisory lock of the scheduler's leadership (the push lock is 7_301_001)."""
