@@ -75,10 +75,16 @@ async def read_request(
     chunks: AsyncIterator[bytes],
 ) -> Request:
     """The first half of `accept`, paced by the client: who sends, in which format, the body."""
-    principal = await deps.keys.principal(authorization)
-    fmt = body_format(content_type)
+    principal, fmt = await read_head(deps, authorization, content_type)
     body = await read_limited(chunks, deps.max_body_bytes, content_length)
     return Request(principal, fmt, body)
+
+
+async def read_head(
+    deps: Dependencies, authorization: str | None, content_type: str | None
+) -> tuple[Principal, Format]:
+    """Who sends (401, 403) and in which format (415): what is known before the body."""
+    return await deps.keys.principal(authorization), body_format(content_type)
 
 
 async def record(deps: Dependencies, request: Request) -> bytes:
@@ -103,6 +109,10 @@ def error_answer(exc: MeterlineError) -> Answer:
 
 
 OVERLOADED = TooManyRequests("ingest is at capacity; retry shortly", retry_after=1)
+OVER_SHARE = TooManyRequests(
+    "ingest is busy and this tenant sent more than its share of its recent work; retry shortly",
+    retry_after=1,
+)
 
 
 class EventsEndpoint:
@@ -144,12 +154,17 @@ class EventsEndpoint:
     ) -> Answer:
         auth, ctype, length = _headers(raw_headers)
         try:
-            request = await read_request(self.deps, auth, ctype, length, chunks)
+            principal, fmt = await read_head(self.deps, auth, ctype)
+            tenant = principal.tenant_id
+            if not self.deps.fairness.admit(tenant, _declared(length)):
+                self.deps.metrics.over_share.inc()
+                return error_answer(OVER_SHARE)
+            body = await read_limited(chunks, self.deps.max_body_bytes, length)
         except MeterlineError as exc:
             return error_answer(exc)
         except ClientDisconnect:
             return DISCONNECTED
-        limit, tenant = self.deps.concurrency, request.principal.tenant_id
+        request, limit = Request(principal, fmt, body), self.deps.concurrency
         if not limit.try_enter(tenant):
             return error_answer(OVERLOADED)
         started = time.perf_counter()
@@ -180,6 +195,11 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, st
 
 
 _WANTED = frozenset({b"authorization", b"content-type", b"content-length"})
+
+
+def _declared(content_length: str | None) -> int:
+    """The body's declared length; 0 when it is not declared (chunked)."""
+    return int(content_length) if content_length is not None and content_length.isdigit() else 0
 
 
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
