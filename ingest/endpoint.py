@@ -121,7 +121,9 @@ class EventsEndpoint:
     so the server answers 500 and logs it. A request takes one of `deps.concurrency`'s slots
     only once its body is in hand (its head and body arrive within the transport's deadlines,
     `meterline.http.guard`), so a client slow to send holds no slot; beyond the limit of
-    requests in progress it is answered 429 with Retry-After."""
+    requests in progress it is answered 429 with Retry-After. Before its body is read, a
+    request of a tenant above its share of ingest's recent work may be refused (429) by
+    `deps.fairness` (ingest/fairness.py), so a flood does not take the CPU others need."""
 
     def __init__(self, app: ASGIApp, deps: Dependencies) -> None:
         self.app, self.deps = app, deps
@@ -155,26 +157,42 @@ class EventsEndpoint:
         auth, ctype, length = _headers(raw_headers)
         try:
             principal, fmt = await read_head(self.deps, auth, ctype)
-            tenant = principal.tenant_id
-            if not self.deps.fairness.admit(tenant, _declared(length)):
-                self.deps.metrics.over_share.inc()
-                return error_answer(OVER_SHARE)
+        except MeterlineError as exc:
+            return error_answer(exc)
+        fairness, tenant = self.deps.fairness, principal.tenant_id
+        if not fairness.admit(tenant, _declared(length)):
+            self.deps.metrics.over_share.inc()
+            return error_answer(OVER_SHARE)
+        try:
+            return await self._serve(principal, fmt, length, chunks)
+        finally:
+            fairness.done(tenant)
+
+    async def _serve(
+        self,
+        principal: Principal,
+        fmt: Format,
+        length: str | None,
+        chunks: AsyncIterator[bytes],
+    ) -> Answer:
+        """Read the body, then take a place and record it."""
+        try:
             body = await read_limited(chunks, self.deps.max_body_bytes, length)
         except MeterlineError as exc:
             return error_answer(exc)
         except ClientDisconnect:
             return DISCONNECTED
-        request, limit = Request(principal, fmt, body), self.deps.concurrency
+        limit, tenant = self.deps.concurrency, principal.tenant_id
         if not limit.try_enter(tenant):
             return error_answer(OVERLOADED)
         started = time.perf_counter()
         try:
-            body = await record(self.deps, request)
+            answer = await record(self.deps, Request(principal, fmt, body))
         except MeterlineError as exc:
             return error_answer(exc)
         finally:
             limit.leave(tenant, time.perf_counter() - started)
-        return 202, body, {}
+        return 202, answer, {}
 
     def _requests(self, status: int) -> Counter:
         found = self._by_status.get(status)

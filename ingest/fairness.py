@@ -12,11 +12,15 @@ waits behind its parsing, validation and produce calls however few places it hol
   `HALF_LIFE_S`: a request counts `REQUEST_BYTES` (the fixed cost of a request: its head,
   authentication, the answer, a round trip to Redis and one to the broker, expressed as the
   bytes of batch body that cost as much CPU) plus its body's declared length.
-- `FairAdmission.admit` lets every request in while the lag is within `target_s`. Past it, a
-  request is refused (429, Retry-After) when its tenant's recent work, counting this request,
-  is above an equal share of all tenants' recent work (the total divided by the tenants active
-  recently). A tenant alone is never refused here (its share is everything), and a tenant
-  sending little keeps its latency while a flood is cut back to what the loop can carry.
+- `FairAdmission.admit` refuses a request (429, Retry-After) when its tenant's recent work,
+  counting this request, is above an equal share of all tenants' recent work (the total
+  divided by the tenants active recently, with a slack of a quarter), and either the loop
+  lags more than `target_s` or the tenant already has `OVER_SHARE_PLACES` requests in
+  progress. Otherwise the request is served. The lag bounds how busy a flood keeps the loop; the places bound how many of its
+  batches another tenant's request can find in front of it at once (each is parsed and
+  validated in one step of several milliseconds). A tenant alone is never refused here (its
+  share is everything), and a tenant sending little keeps its latency while a flood is cut
+  back to what the loop can carry.
 
 The check comes once the key is known and before the body is read (from Content-Length), so
 a refusal costs the tenant's request nearly nothing. Not thread-safe: one event loop owns it.
@@ -34,6 +38,11 @@ HALF_LIFE_S = 1.0
 REQUEST_BYTES = 2_000
 """A request's fixed cost, in bytes of batch body of the same CPU (a single event costs ingest
 about as much CPU as ~20 events of a batch, ~70 bytes each)."""
+OVER_SHARE_PLACES = 2
+"""Requests in progress a tenant above its share may have (from admission to the answer)."""
+SHARE_SLACK = 1.25
+"""A tenant is above its share past 1.25 times an equal share: tenants sending alike, whose
+work differs only by when it was recorded, are not refused."""
 ACTIVE_BYTES = 100.0
 """A tenant whose recent work has faded below this is no longer counted as active."""
 
@@ -83,8 +92,9 @@ class TenantWork:
         self._work[tenant] = (self._at(tenant, now) + amount, now)
 
     def over_share(self, tenant: int, amount: float) -> bool:
-        """True when `tenant`'s recent work plus `amount` is above an equal share of every
-        tenant's (counting it as active); forgets the tenants no longer active."""
+        """True when `tenant`'s recent work plus `amount` is above `SHARE_SLACK` times an
+        equal share of every tenant's (counting it as active); forgets the tenants no longer
+        active."""
         now = self._now()
         values = {t: self._at(t, now) for t in self._work}
         for t in [t for t, v in values.items() if v < ACTIVE_BYTES]:
@@ -92,7 +102,7 @@ class TenantWork:
         mine = values.get(tenant, 0.0) + amount
         total = sum(values.values()) + amount
         tenants = len(values) + (tenant not in values)
-        return mine * tenants > total
+        return mine * tenants > SHARE_SLACK * total
 
     def _at(self, tenant: int, now: float) -> float:
         value, at = self._work.get(tenant, (0.0, now))
@@ -112,13 +122,26 @@ class FairAdmission:
         self.target_s = target_s
         self.lag = lag or LoopLag()
         self.work = work or TenantWork()
+        self._in_progress: dict[int, int] = {}  # tenant -> admitted requests not yet answered
 
     def admit(self, tenant: int, declared_bytes: int) -> bool:
         """Whether `tenant`'s request, declaring `declared_bytes` of body, may be read and
-        served now; an admitted request's cost is recorded."""
+        served now. An admitted request's cost is recorded and it counts as in progress until
+        the caller calls `done`."""
         self.lag.ensure_running()
         cost = REQUEST_BYTES + declared_bytes
-        if self.lag.lag > self.target_s and self.work.over_share(tenant, cost):
+        held = self._in_progress.get(tenant, 0)
+        pressed = held >= OVER_SHARE_PLACES or self.lag.lag > self.target_s
+        if pressed and self.work.over_share(tenant, cost):
             return False
         self.work.add(tenant, cost)
+        self._in_progress[tenant] = held + 1
         return True
+
+    def done(self, tenant: int) -> None:
+        """An admitted request of `tenant` has been answered."""
+        held = self._in_progress[tenant] - 1
+        if held:
+            self._in_progress[tenant] = held
+        else:
+            del self._in_progress[tenant]
