@@ -16,11 +16,11 @@ waits behind its parsing, validation and produce calls however few places it hol
   counting this request, is above an equal share of all tenants' recent work (the total
   divided by the tenants active recently, with a slack of a quarter), and either the loop
   lags more than `target_s` or the tenant already has `OVER_SHARE_PLACES` requests in
-  progress. Otherwise the request is served. The lag bounds how busy a flood keeps the loop; the places bound how many of its
-  batches another tenant's request can find in front of it at once (each is parsed and
-  validated in one step of several milliseconds). A tenant alone is never refused here (its
-  share is everything), and a tenant sending little keeps its latency while a flood is cut
-  back to what the loop can carry.
+  progress. Otherwise the request is served. The lag bounds how busy a flood keeps the loop;
+  the places bound how many of its batches another tenant's request can find in front of it
+  at once (each is parsed and validated in one step of several milliseconds). A tenant alone
+  is never refused here (its share is everything), and a tenant sending little keeps its
+  latency while a flood is cut back to what the loop can carry.
 
 The check comes once the key is known and before the body is read (from Content-Length), so
 a refusal costs the tenant's request nearly nothing. Not thread-safe: one event loop owns it.
