@@ -159,40 +159,39 @@ class EventsEndpoint:
             principal, fmt = await read_head(self.deps, auth, ctype)
         except MeterlineError as exc:
             return error_answer(exc)
-        fairness, tenant = self.deps.fairness, principal.tenant_id
-        if not fairness.admit(tenant, _declared(length)):
-            self.deps.metrics.over_share.inc()
-            return error_answer(OVER_SHARE)
-        try:
-            return await self._serve(principal, fmt, length, chunks)
-        finally:
-            fairness.done(tenant)
-
-    async def _serve(
-        self,
-        principal: Principal,
-        fmt: Format,
-        length: str | None,
-        chunks: AsyncIterator[bytes],
-    ) -> Answer:
-        """Read the body, then take a place and record it."""
+        if not self.deps.fairness.admit(principal.tenant_id, _declared(length)):
+            return self._over_share()
         try:
             body = await read_limited(chunks, self.deps.max_body_bytes, length)
         except MeterlineError as exc:
             return error_answer(exc)
         except ClientDisconnect:
             return DISCONNECTED
-        limit, tenant = self.deps.concurrency, principal.tenant_id
-        if not limit.try_enter(tenant):
-            return error_answer(OVERLOADED)
-        started = time.perf_counter()
+        return await self._serve(Request(principal, fmt, body))
+
+    async def _serve(self, request: Request) -> Answer:
+        """Take a place (fair share, then the limit of requests in progress) and record."""
+        fairness, limit = self.deps.fairness, self.deps.concurrency
+        tenant = request.principal.tenant_id
+        if not fairness.enter(tenant):
+            return self._over_share()
         try:
-            answer = await record(self.deps, Request(principal, fmt, body))
-        except MeterlineError as exc:
-            return error_answer(exc)
+            if not limit.try_enter(tenant):
+                return error_answer(OVERLOADED)
+            started = time.perf_counter()
+            try:
+                answer = await record(self.deps, request)
+            except MeterlineError as exc:
+                return error_answer(exc)
+            finally:
+                limit.leave(tenant, time.perf_counter() - started)
+            return 202, answer, {}
         finally:
-            limit.leave(tenant, time.perf_counter() - started)
-        return 202, answer, {}
+            fairness.leave(tenant)
+
+    def _over_share(self) -> Answer:
+        self.deps.metrics.over_share.inc()
+        return error_answer(OVER_SHARE)
 
     def _requests(self, status: int) -> Counter:
         found = self._by_status.get(status)

@@ -15,8 +15,10 @@ waits behind its parsing, validation and produce calls however few places it hol
 - `FairAdmission.admit` refuses a request (429, Retry-After) when its tenant's recent work,
   counting this request, is above an equal share of all tenants' recent work (the total
   divided by the tenants active recently, with a slack of a quarter), and either the loop
-  lags more than `target_s` or the tenant already has `OVER_SHARE_PLACES` requests in
-  progress. Otherwise the request is served. The lag bounds how busy a flood keeps the loop;
+  lags more than `target_s` or the tenant already has `OVER_SHARE_PLACES` requests being
+  served (bodies in hand: a client slow to send counts for nothing). `enter` checks the places
+  again once the body is in hand, as requests admitted together arrive together.
+  Otherwise the request is served. The lag bounds how busy a flood keeps the loop;
   the places bound how many of its batches another tenant's request can find in front of it
   at once (each is parsed and validated in one step of several milliseconds). A tenant alone
   is never refused here (its share is everything), and a tenant sending little keeps its
@@ -39,7 +41,7 @@ REQUEST_BYTES = 2_000
 """A request's fixed cost, in bytes of batch body of the same CPU (a single event costs ingest
 about as much CPU as ~20 events of a batch, ~70 bytes each)."""
 OVER_SHARE_PLACES = 2
-"""Requests in progress a tenant above its share may have (from admission to the answer)."""
+"""Requests being served (body in hand, not yet answered) a tenant above its share may have."""
 SHARE_SLACK = 1.25
 """A tenant is above its share past 1.25 times an equal share: tenants sending alike, whose
 work differs only by when it was recorded, are not refused."""
@@ -122,26 +124,34 @@ class FairAdmission:
         self.target_s = target_s
         self.lag = lag or LoopLag()
         self.work = work or TenantWork()
-        self._in_progress: dict[int, int] = {}  # tenant -> admitted requests not yet answered
+        self._serving: dict[int, int] = {}  # tenant -> requests with bodies in hand
 
     def admit(self, tenant: int, declared_bytes: int) -> bool:
-        """Whether `tenant`'s request, declaring `declared_bytes` of body, may be read and
-        served now. An admitted request's cost is recorded and it counts as in progress until
-        the caller calls `done`."""
+        """Whether `tenant`'s request, declaring `declared_bytes` of body, may be read; an
+        admitted request's cost is recorded."""
         self.lag.ensure_running()
         cost = REQUEST_BYTES + declared_bytes
-        held = self._in_progress.get(tenant, 0)
-        pressed = held >= OVER_SHARE_PLACES or self.lag.lag > self.target_s
+        pressed = self.lag.lag > self.target_s or self._full(tenant)
         if pressed and self.work.over_share(tenant, cost):
             return False
         self.work.add(tenant, cost)
-        self._in_progress[tenant] = held + 1
         return True
 
-    def done(self, tenant: int) -> None:
-        """An admitted request of `tenant` has been answered."""
-        held = self._in_progress[tenant] - 1
+    def enter(self, tenant: int) -> bool:
+        """Whether an admitted request of `tenant`, its body now in hand, may be served; if
+        so it counts as being served until the caller calls `leave`."""
+        if self._full(tenant) and self.work.over_share(tenant, 0):
+            return False
+        self._serving[tenant] = self._serving.get(tenant, 0) + 1
+        return True
+
+    def leave(self, tenant: int) -> None:
+        """A request of `tenant` that `enter` let in has been answered."""
+        held = self._serving[tenant] - 1
         if held:
-            self._in_progress[tenant] = held
+            self._serving[tenant] = held
         else:
-            del self._in_progress[tenant]
+            del self._serving[tenant]
+
+    def _full(self, tenant: int) -> bool:
+        return self._serving.get(tenant, 0) >= OVER_SHARE_PLACES

@@ -77,8 +77,8 @@ def test_while_the_loop_lags_the_heaviest_tenant_is_refused_and_the_lightest_ser
     lag = FixedLag(0.0)
     fair = FairAdmission(0.002, lag, TenantWork(Clock()))
     for _ in range(20):  # a flood, one request at a time, while the loop keeps up
-        assert fair.admit(1, 70_000)
-        fair.done(1)
+        assert fair.admit(1, 70_000) and fair.enter(1)
+        fair.leave(1)
     assert fair.admit(2, 70)
     lag.lag = 0.010
     assert not fair.admit(1, 70_000)
@@ -88,16 +88,27 @@ def test_while_the_loop_lags_the_heaviest_tenant_is_refused_and_the_lightest_ser
     assert fair.admit(1, 70_000)
 
 
-def test_a_tenant_above_its_share_has_at_most_two_requests_in_progress() -> None:
+def test_a_tenant_above_its_share_has_at_most_two_requests_served_at_once() -> None:
+    assert OVER_SHARE_PLACES == 2
     fair = FairAdmission(0.002, FixedLag(0.0), TenantWork(Clock()))
-    assert all(fair.admit(1, 70_000) for _ in range(10))  # alone: never over its share
-    for _ in range(10):
-        fair.done(1)
-    assert fair.admit(2, 70)  # another tenant is active: the flood is far above half
-    assert [fair.admit(1, 70_000) for _ in range(3)] == [True] * OVER_SHARE_PLACES + [False]
-    fair.done(1)
-    assert fair.admit(1, 70_000)  # a place given back is taken again
-    assert all(fair.admit(2, 70) for _ in range(10))  # the other tenant, under its share
+    for _ in range(10):  # alone: never over its share
+        assert fair.admit(1, 70_000) and fair.enter(1)
+    for _ in range(8):
+        fair.leave(1)
+    assert fair.admit(2, 70) and fair.enter(2)  # another tenant is active: the flood is above
+    assert not fair.admit(1, 70_000)  # two served: refused before its body is read
+    fair.leave(1)
+    assert fair.admit(1, 70_000) and fair.admit(1, 70_000)  # one place free: both read
+    assert fair.enter(1)
+    assert not fair.enter(1)  # and the second refused once its body is in hand
+    assert all(fair.admit(2, 70) and fair.enter(2) for _ in range(10))  # under its share
+
+
+def test_a_client_slow_to_send_takes_no_place() -> None:
+    fair = FairAdmission(0.002, FixedLag(0.0), TenantWork(Clock()))
+    assert fair.admit(2, 70)
+    assert all(fair.admit(1, 70_000) for _ in range(10))  # bodies still arriving
+    assert fair.enter(1) and fair.enter(1)
 
 
 def test_an_admitted_request_is_charged_its_fixed_cost_and_declared_length() -> None:

@@ -18,9 +18,11 @@ import httpx
 import orjson
 import psutil
 import pytest
+from psycopg_pool import ConnectionPool
 
 from meterline.devstack.process import ManagedProcess, free_port
 from meterline.devstack.stack import DevStack
+from meterline.tenants import PostgresTenantRepository
 from tests.ingest.support import ROOT, Seeded, ingest_process, seed
 from tests.security import probes
 
@@ -28,6 +30,15 @@ SLOW_BODIES = 128
 SLOWLORIS = 2000
 DEADLINE_S = 3
 PROBE_EVENTS = 300
+
+
+@pytest.fixture
+def slow_key(pg_conninfo: str) -> str:
+    """An ingest key of a third tenant, whose clients send their bodies slowly."""
+    with ConnectionPool(pg_conninfo, min_size=1, max_size=1) as pool:
+        tenants = PostgresTenantRepository(pool)
+        tenants.create_tenant("initech")
+        return tenants.create_key("initech", ["ingest"])[1]
 
 
 @pytest.fixture
@@ -84,14 +95,15 @@ class Probe:
         )
 
 
-def _probe(url: str, keys: Seeded, events: int, cores: probes.Cores) -> Probe:
-    """Another tenant's `events` single events alone, then under every attack at once: the
-    slow clients (reopened as they are cut) and a flood on 8 connections, both on the cores
-    `cores.rest`. The attacks last at least `DEADLINE_S` + 1 s, so every slow client is cut."""
+def _probe(url: str, keys: Seeded, slow_key: str, events: int, cores: probes.Cores) -> Probe:
+    """A tenant's `events` single events alone, then under every attack at once: a second
+    tenant's slow bodies (`slow_key`) and keyless slowloris heads, reopened as they are cut,
+    and a third tenant's flood on 8 connections, all on the cores `cores.rest`. The attacks
+    last at least `DEADLINE_S` + 1 s, so every slow client is cut."""
     tenant = probes.Tenant(url, keys.acme_ingest)
     tenant.series("warm", 20)
     quiet_statuses, quiet = tenant.series("quiet", events)
-    slow_args = [url, keys.globex_ingest, str(SLOW_BODIES), str(SLOWLORIS)]
+    slow_args = [url, slow_key, str(SLOW_BODIES), str(SLOWLORIS)]
     with (
         probes.attacker("slowclients", slow_args, cores.rest) as slow,
         probes.attacker("flood", [url, keys.globex_ingest, "8"], cores.rest) as flood,
@@ -111,20 +123,20 @@ def _assert_served_not_refused(probe: Probe) -> None:
 
 
 def test_another_tenant_is_served_under_slow_clients_slowloris_and_a_flood(
-    ingest: tuple[str, Seeded, ManagedProcess],
+    ingest: tuple[str, Seeded, ManagedProcess], slow_key: str
 ) -> None:
     """Slow bodies and slowloris heads hold no request slot and are cut at the deadlines
     (408); a flooding tenant gets 202 and 429; another tenant's events are all answered 202
     meanwhile. Latency is measured, not asserted: the `reliability` form prints it."""
     url, keys, _ = ingest
-    probe = _probe(url, keys, 30, probes.Cores(probes.ALL_CPUS, probes.ALL_CPUS))
+    probe = _probe(url, keys, slow_key, 30, probes.Cores(probes.ALL_CPUS, probes.ALL_CPUS))
     print("\n" + probe.line())
     _assert_served_not_refused(probe)
 
 
 @pytest.mark.reliability
 def test_another_tenants_p99_under_every_probe_at_once(
-    ingest: tuple[str, Seeded, ManagedProcess], backing: DevStack
+    ingest: tuple[str, Seeded, ManagedProcess], slow_key: str, backing: DevStack
 ) -> None:
     """Issue 21's figure: another tenant's single-event p99 under 128 slow bodies, 2,000
     slowloris connections and one tenant's flood, against its quiet p99, with ingest alone on
@@ -136,7 +148,7 @@ def test_another_tenants_p99_under_every_probe_at_once(
     others = [p.pid for p in backing.processes.values() if p.pid] + [os.getpid()]
     with probes.pinned([proc.pid], cores.ingest), probes.pinned(others, cores.rest):
         load_before = os.getloadavg()[0]
-        probe = _probe(url, keys, PROBE_EVENTS, cores)
+        probe = _probe(url, keys, slow_key, PROBE_EVENTS, cores)
         load_after = os.getloadavg()[0]
     print(
         f"\n{cores}; load average {load_before:.1f} before, {load_after:.1f} after\n" + probe.line()
