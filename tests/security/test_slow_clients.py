@@ -1,7 +1,9 @@
 """Slow, oversized and flooding clients against a running ingest process: slow ones lose their
 connections at the transport's deadlines and limits and hold no request slot, a flooding tenant
 gets its share and 429, and another tenant's events are answered 202 meanwhile. The latencies
-are printed (`-s`), never asserted: the promise tested is "served, not refused"."""
+are printed (`-s`), never asserted: the promise tested is "served, not refused". The full-size
+measurement (marker `reliability`, run by `make reliability` only) pins ingest to one core and
+the attackers, this process and the backing services to the other (tests/security/probes.py)."""
 
 from __future__ import annotations
 
