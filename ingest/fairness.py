@@ -25,7 +25,9 @@ waits behind its parsing, validation and produce calls however few places it hol
   latency while a flood is cut back to what the loop can carry.
 
 The check comes once the key is known and before the body is read (from Content-Length), so
-a refusal costs the tenant's request nearly nothing. Not thread-safe: one event loop owns it.
+a refused request costs ingest no decoding, validation, Redis or broker work (the transport
+reads its body and drops it). Deciding reads every active tenant's work, only while the loop
+lags or the tenant's places are full. Not thread-safe: one event loop owns it.
 """
 
 from __future__ import annotations
@@ -52,23 +54,27 @@ ACTIVE_BYTES = 100.0
 class LoopLag:
     """How late the running event loop is: a timer due every `interval_s` measures the delay
     in front of each of its runs; `lag` is its exponentially smoothed value (weight `alpha`
-    per run). Started on first use from the loop (`ensure_running`); `stop` ends it."""
+    per run). Started on first use from a loop (`ensure_running`), and again from a new loop
+    (tests run an app on several); `stop` ends it."""
 
     def __init__(self, interval_s: float = 0.005, alpha: float = 0.3) -> None:
         self.interval_s, self.alpha = interval_s, alpha
         self.lag = 0.0
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._due = 0.0
 
     def ensure_running(self) -> None:
-        if self._handle is None:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self.stop()
+            self._loop, self.lag = loop, 0.0
             self._schedule(loop, loop.time())
 
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
-            self._handle = None
+        self._handle = self._loop = None
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         self._due = now + self.interval_s

@@ -138,6 +138,25 @@ def test_the_loop_lag_follows_a_blocked_loop_and_falls_back_when_it_is_free() ->
     assert idle < 0.02 < 0.03 < blocked
 
 
+def test_the_loop_lag_starts_again_on_a_new_loop() -> None:
+    lag = LoopLag(interval_s=0.002, alpha=1.0)
+
+    async def blocked() -> float:
+        lag.ensure_running()
+        time.sleep(0.05)
+        await asyncio.sleep(0.001)
+        return lag.lag
+
+    async def idle() -> float:
+        lag.ensure_running()
+        await asyncio.sleep(0.02)
+        return lag.lag
+
+    assert asyncio.run(blocked()) > 0.03
+    assert asyncio.run(idle()) < 0.02  # measured on the new loop, not frozen at the old value
+    lag.stop()
+
+
 def _endpoint(fair: FairAdmission, meters: Any, metrics: IngestMetrics) -> EventsEndpoint:
     deps = Dependencies(
         keys=AnyKey(),
