@@ -5,7 +5,16 @@ names them (`make reliability` runs `-m reliability`), never in `make test`."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+# The processes the tests start import this checkout, the dev stack's distribution included.
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), str(ROOT / "devstack"), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 pytest_plugins = [
     "tests.fixtures.services",

@@ -22,9 +22,9 @@ import psutil
 import pytest
 from psycopg_pool import ConnectionPool
 
-from meterline.devstack.process import ManagedProcess, free_port
-from meterline.devstack.stack import DevStack
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack.process import ManagedProcess, free_port
+from meterline_devstack.stack import DevStack
 from tests.ingest.support import ROOT, Seeded, ingest_process, seed
 from tests.security import probes
 
