@@ -103,6 +103,8 @@ class TenantWork:
         """True when `tenant`'s recent work plus `amount` is above `SHARE_SLACK` times an
         equal share of every tenant's (counting it as active); forgets the tenants no longer
         active."""
+        if not self._work.keys() - {tenant}:
+            return False  # alone (a single tenant's requests take this path: keep it cheap)
         now = self._now()
         values = {t: self._at(t, now) for t in self._work}
         for t in [t for t, v in values.items() if v < ACTIVE_BYTES]:
