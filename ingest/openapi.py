@@ -173,7 +173,11 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "number too large for a double (the body is refused as not JSON); the reserved "
         f"property `{RESERVATION_PROPERTY}`; an event too large for one Kafka message.",
     },
-    429: _problem("Over the tenant's events/s, or ingest is at capacity.", retry=True),
+    429: _problem(
+        "Over the tenant's events/s; ingest at capacity; or ingest busy and the tenant above "
+        "its share of ingest's recent work (refused before the body is read).",
+        retry=True,
+    ),
     503: _problem("The broker did not acknowledge in time; retry the same ids.", retry=True),
 }
 

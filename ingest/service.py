@@ -11,6 +11,7 @@ from psycopg_pool import ConnectionPool
 from ingest.app import Dependencies
 from ingest.caches import KeyCache, MeterCache
 from ingest.concurrency import ConcurrencyLimit
+from ingest.fairness import FairAdmission
 from ingest.metrics import IngestMetrics
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.settings import IngestSettings
@@ -89,6 +90,8 @@ def build(sections: Sections) -> Dependencies:
     metrics.watch_queue(publisher.queue_depth)
     concurrency = ConcurrencyLimit(s.max_active_requests, s.target_latency_s)
     metrics.watch_concurrency(lambda: concurrency.limit)
+    fairness = FairAdmission(s.target_loop_lag_s)
+    metrics.watch_loop_lag(lambda: fairness.lag.lag)
 
     async def shutdown() -> None:
         left = await asyncio.to_thread(publisher.close, s.graceful_timeout_s)
@@ -109,6 +112,7 @@ def build(sections: Sections) -> Dependencies:
         max_body_bytes=s.max_body_bytes,
         max_batch_events=s.max_batch_events,
         concurrency=concurrency,
+        fairness=fairness,
         lateness_ms=s.lateness_days * 86_400_000,
         shutdown=shutdown,
     )
