@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from meterline.catalog.model import Catalog, Document
 
-Section = Literal["meter", "feature", "plan", "policy"]
+Section = Literal["meter", "feature", "plan", "policy", "credit_pack"]
 _BARE = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
@@ -118,6 +118,7 @@ def _sections(catalog: Catalog) -> dict[Section, dict[str, Document]]:
         "feature": {f.key: f.to_document() for f in catalog.features},
         "plan": {p.key: p.to_document() for p in catalog.plans},
         "policy": catalog.payment_policies.to_document(),
+        "credit_pack": {p.key: p.to_document() for p in catalog.credit_packs},
     }
 
 
