@@ -15,6 +15,8 @@ from entitlements_api.metrics import Metrics
 from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
 from meterline.auth import Authenticator
+from meterline.billing import BillingCheckout, CheckoutPorts, PostgresFulfilmentRepository
+from meterline.billing.webhooks import BillingWebhooks, EventHandler
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
 from meterline.dedupe import RedisDeduper
@@ -45,8 +47,10 @@ from meterline.stripe import (
     PostgresWebhookEventStore,
     StripeObjectRepository,
     SubscriptionSync,
+    ensure_stripe_customer,
     stripe_client,
 )
+from meterline.stripe.checkout import StripeCheckout
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
@@ -66,6 +70,8 @@ class Dependencies:
     subscription_sync: SubscriptionSync
     usage_query: SeriesQuery | None
     webhook_secret: str | None
+    billing: BillingCheckout | None = None
+    stripe_events: EventHandler | None = None
     reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
     clock: Clock = field(default_factory=SystemClock)
@@ -75,6 +81,10 @@ class Dependencies:
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
+
+    def webhook_handler(self) -> EventHandler:
+        """What handles a verified Stripe event: billing around the subscription sync."""
+        return self.stripe_events or self.subscription_sync
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -116,6 +126,16 @@ def build(
     events = PostgresWebhookEventStore(pool)
     sync = SubscriptionSync(sc, customers, subs, objects, events, service.invalidate, clock)
     tenants = PostgresTenantRepository(pool)
+    ports = CheckoutPorts(
+        catalog_of=service.catalog,
+        customers=customers,
+        subscriptions=subs,
+        objects=objects,
+        stripe_customer=lambda t, c: ensure_stripe_customer(sc, customers, t, c),
+        sync_subscription=sync.sync,
+        fulfilments=PostgresFulfilmentRepository(pool),
+    )
+    billing = BillingCheckout(ports, StripeCheckout(sc))
     return Dependencies(
         service=service,
         catalogs=catalogs,
@@ -129,6 +149,8 @@ def build(
         subscription_sync=sync,
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
+        billing=billing,
+        stripe_events=BillingWebhooks(billing, sync),
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,

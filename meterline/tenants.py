@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
 
-SCOPES = ("ingest", "read", "admin")
+SCOPES = ("ingest", "read", "admin", "billing")
 _TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 

@@ -1,0 +1,101 @@
+"""Checkout fulfilment, once per session: the record of each fulfilled session and its grants.
+
+`FulfilmentRepository.fulfil(...)` writes the session's record and the grants it gives in one
+transaction, and does nothing when the session already has a record, so a webhook delivered
+twice, late, or racing another delivery of the same session gives the credits once.
+The Postgres version (`checkout_fulfilments`, migration 0016) and the in-memory one pass the
+same contract tests.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from meterline.entitlements import GrantRepository, NewGrant
+from meterline.entitlements.postgres import insert_grant
+
+
+@dataclass(frozen=True, slots=True)
+class Fulfilment:
+    """A fulfilled session: `kind` plan | credit_pack, `item` the plan or pack key."""
+
+    session_id: str
+    tenant_id: int
+    customer: str
+    kind: str
+    item: str
+    grant_ids: tuple[int, ...] = ()
+
+
+class FulfilmentRepository(abc.ABC):
+    @abc.abstractmethod
+    def fulfil(self, record: Fulfilment, grants: list[NewGrant]) -> bool:
+        """Store `record` and add `grants` atomically; False (and nothing written) when the
+        session was already fulfilled."""
+
+    @abc.abstractmethod
+    def get(self, session_id: str) -> Fulfilment | None: ...
+
+
+class MemoryFulfilmentRepository(FulfilmentRepository):
+    def __init__(self, grants: GrantRepository) -> None:
+        self._grants = grants
+        self._rows: dict[str, Fulfilment] = {}
+        self._lock = threading.Lock()
+
+    def fulfil(self, record: Fulfilment, grants: list[NewGrant]) -> bool:
+        with self._lock:
+            if record.session_id in self._rows:
+                return False
+            ids = tuple(self._grants.add(record.tenant_id, g).id for g in grants)
+            self._rows[record.session_id] = _with_grants(record, ids)
+            return True
+
+    def get(self, session_id: str) -> Fulfilment | None:
+        return self._rows.get(session_id)
+
+
+class PostgresFulfilmentRepository(FulfilmentRepository):
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def fulfil(self, record: Fulfilment, grants: list[NewGrant]) -> bool:
+        r = record
+        with self._pool.connection() as conn, conn.transaction():
+            claimed = conn.execute(
+                "INSERT INTO checkout_fulfilments (session_id, tenant_id, customer, kind, item) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING RETURNING 1",
+                (r.session_id, r.tenant_id, r.customer, r.kind, r.item),
+            ).fetchone()
+            if claimed is None:
+                return False
+            ids = [insert_grant(conn, r.tenant_id, g).id for g in grants]
+            conn.execute(
+                "UPDATE checkout_fulfilments SET grant_ids = %s WHERE session_id = %s",
+                (ids, r.session_id),
+            )
+        return True
+
+    def get(self, session_id: str) -> Fulfilment | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT session_id, tenant_id, customer, kind, item, grant_ids "
+                "FROM checkout_fulfilments WHERE session_id = %s",
+                (session_id,),
+            ).fetchone()
+        return None if row is None else _row(row)
+
+
+def _row(row: Any) -> Fulfilment:
+    return Fulfilment(row[0], row[1], row[2], row[3], row[4], tuple(row[5]))
+
+
+def _with_grants(record: Fulfilment, ids: tuple[int, ...]) -> Fulfilment:
+    return Fulfilment(
+        record.session_id, record.tenant_id, record.customer, record.kind, record.item, ids
+    )
