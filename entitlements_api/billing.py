@@ -8,17 +8,27 @@ leaked billing key cannot rewrite prices or mint keys. The customer is created o
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from entitlements_api.access import deps_of, principal
-from entitlements_api.billing_schemas import CheckoutIn, CheckoutOut
+from entitlements_api.billing_schemas import (
+    CheckoutIn,
+    CheckoutOut,
+    PendingOut,
+    PlanChangeIn,
+    PlanChangeOut,
+    PlanPreviewOut,
+)
 from entitlements_api.responses import json_response
 from entitlements_api.schemas import CustomerPath, ErrorOut
-from meterline.billing import BillingCheckout, CheckoutRequest
+from meterline.billing import BillingCheckout, CheckoutRequest, PlanChanges
+from meterline.billing.plan_change import ChangePreview
 from meterline.errors import NotFound
+from meterline.stripe.plan_changes import InvoicePreview
 
 router = APIRouter(prefix="/v1/customers", tags=["billing"])
 SCOPES = ("billing", "admin")
@@ -36,6 +46,13 @@ def _billing(request: Request) -> BillingCheckout:
     if billing is None:
         raise NotFound("Stripe is not configured")
     return billing
+
+
+def _plans(request: Request) -> PlanChanges:
+    plans = deps_of(request).plan_changes
+    if plans is None:
+        raise NotFound("Stripe is not configured")
+    return plans
 
 
 @router.post(
@@ -62,3 +79,88 @@ async def start_checkout(
         "item": body.plan or body.credit_pack,
     }
     return json_response(out, 201)
+
+
+@router.post(
+    "/{customer}/plan/preview",
+    summary="Preview a plan change: due today (prorations) and the next invoice",
+    responses={200: {"model": PlanPreviewOut}, **ERRORS},
+)
+async def preview_plan_change(
+    request: Request, body: PlanChangeIn, customer: str = CustomerPath
+) -> Response:
+    """An upgrade (a higher base price) takes effect now: `due_today` is the prorated charge
+    with its lines. A downgrade takes effect at the period end (`effective_at`). Pass the
+    answer's `proration_date` to `POST .../plan` to be charged exactly `due_today`."""
+    who = principal(request, *SCOPES)
+    found = await asyncio.to_thread(
+        _plans(request).preview, who.tenant_id, customer, body.plan, body.proration_date
+    )
+    return json_response(_preview_out(found))
+
+
+@router.post(
+    "/{customer}/plan",
+    summary="Change the plan: an upgrade now (prorated), a downgrade at the period end",
+    responses={200: {"model": PlanChangeOut}, **ERRORS},
+)
+async def change_plan(
+    request: Request, body: PlanChangeIn, customer: str = CustomerPath
+) -> Response:
+    """An upgrade invoices its prorations at once and the plan applies before the answer; a
+    downgrade is scheduled (pending until `effective_at`, see `GET .../plan/pending`). 409
+    without a Stripe subscription (start a checkout) or for the current plan."""
+    who = principal(request, *SCOPES)
+    result = await asyncio.to_thread(
+        _plans(request).change, who.tenant_id, customer, body.plan, body.proration_date
+    )
+    body_out = asdict(result)
+    return json_response(body_out)
+
+
+@router.get(
+    "/{customer}/plan/pending",
+    summary="The plan change scheduled for the period end, if any",
+    responses={200: {"model": PendingOut}, **ERRORS},
+)
+async def pending_change(request: Request, customer: str = CustomerPath) -> Response:
+    who = principal(request, *SCOPES)
+    found = await asyncio.to_thread(_plans(request).pending, who.tenant_id, customer)
+    return json_response({"pending_change": None if found is None else asdict(found)})
+
+
+@router.delete(
+    "/{customer}/plan/pending",
+    summary="Drop the scheduled plan change (the current plan goes on)",
+    status_code=204,
+    responses=ERRORS,
+)
+async def drop_pending_change(request: Request, customer: str = CustomerPath) -> Response:
+    who = principal(request, *SCOPES)
+    await asyncio.to_thread(_plans(request).cancel_pending, who.tenant_id, customer)
+    return Response(status_code=204)
+
+
+def _preview_out(found: ChangePreview) -> dict[str, Any]:
+    return {
+        "plan": found.plan,
+        "direction": found.direction,
+        "proration_date": found.proration_date,
+        "effective_at": found.effective_at,
+        "due_today": _invoice_preview(found.due_today, found.proration_date),
+        "next_invoice": _invoice_preview(
+            found.next_invoice, found.next_invoice.next_payment_attempt
+        ),
+    }
+
+
+def _invoice_preview(preview: InvoicePreview | None, date: int | None) -> dict[str, Any] | None:
+    if preview is None:
+        return None
+    lines = [asdict(line) for line in preview.lines]
+    return {
+        "amount_due": preview.amount_due,
+        "currency": preview.currency,
+        "date": date,
+        "lines": lines,
+    }

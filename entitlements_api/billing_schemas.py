@@ -53,3 +53,97 @@ class CheckoutOut(BaseModel):
     url: str = Field(description="send the user here; Stripe's hosted Checkout page")
     kind: str = Field(description="plan | credit_pack")
     item: str = Field(description="the plan or credit pack key")
+
+
+class PlanChangeIn(BaseModel):
+    """The plan to move to; `proration_date` (Unix seconds, in the current period) is the one a
+    preview answered, so the change charges exactly what the preview showed."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"plan": "power", "proration_date": 1796036400}]},
+    )
+    plan: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER)
+    proration_date: int | None = Field(None, ge=0, le=2**40)
+
+
+class LineOut(BaseModel):
+    description: str
+    amount: int = Field(description="minor units; negative for a credit")
+    proration: bool
+    period_start: int
+    period_end: int
+
+
+class InvoicePreviewOut(BaseModel):
+    amount_due: int
+    currency: str
+    date: int | None = Field(description="when it is charged (Unix seconds)")
+    lines: list[LineOut]
+
+
+class PlanPreviewOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "plan": "power",
+                    "direction": "upgrade",
+                    "proration_date": 1796036400,
+                    "effective_at": 1796036400,
+                    "due_today": {
+                        "amount_due": 2533,
+                        "currency": "usd",
+                        "date": 1796036400,
+                        "lines": [
+                            {"description": "Unused time on basic", "amount": -465,
+                             "proration": True, "period_start": 1796036400,
+                             "period_end": 1797242400},
+                            {"description": "Remaining time on power", "amount": 2998,
+                             "proration": True, "period_start": 1796036400,
+                             "period_end": 1797242400},
+                        ],
+                    },
+                    "next_invoice": {"amount_due": 4900, "currency": "usd",
+                                     "date": 1797242400, "lines": []},
+                }
+            ]
+        }
+    )  # fmt: skip
+    plan: str
+    direction: str = Field(description="upgrade (now, prorated) | downgrade (at the period end)")
+    proration_date: int
+    effective_at: int
+    due_today: InvoicePreviewOut | None = Field(description="null for a downgrade")
+    next_invoice: InvoicePreviewOut
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    status: str
+    amount_due: int
+    amount_paid: int
+    currency: str
+    hosted_invoice_url: str | None
+    created: int
+
+
+class PlanChangeOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"plan": "basic", "direction": "downgrade", "effective_at": 1797242400,
+                 "invoice": None}
+            ]
+        }
+    )  # fmt: skip
+    plan: str
+    direction: str
+    effective_at: int
+    invoice: InvoiceOut | None = Field(description="the proration invoice of an upgrade")
+
+
+class PendingOut(BaseModel):
+    pending_change: dict[str, object] | None = Field(
+        description='{"plan", "effective_at"} of a downgrade scheduled for the period end'
+    )

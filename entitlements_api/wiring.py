@@ -15,7 +15,12 @@ from entitlements_api.metrics import Metrics
 from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
 from meterline.auth import Authenticator
-from meterline.billing import BillingCheckout, CheckoutPorts, PostgresFulfilmentRepository
+from meterline.billing import (
+    BillingCheckout,
+    CheckoutPorts,
+    PlanChanges,
+    PostgresFulfilmentRepository,
+)
 from meterline.billing.webhooks import BillingWebhooks, EventHandler
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
@@ -51,6 +56,7 @@ from meterline.stripe import (
     stripe_client,
 )
 from meterline.stripe.checkout import StripeCheckout
+from meterline.stripe.plan_changes import StripePlanChanges
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
@@ -71,6 +77,7 @@ class Dependencies:
     usage_query: SeriesQuery | None
     webhook_secret: str | None
     billing: BillingCheckout | None = None
+    plan_changes: PlanChanges | None = None
     stripe_events: EventHandler | None = None
     reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
@@ -136,6 +143,7 @@ def build(
         fulfilments=PostgresFulfilmentRepository(pool),
     )
     billing = BillingCheckout(ports, StripeCheckout(sc))
+    plans = PlanChanges(service.catalog, subs, objects, StripePlanChanges(sc), sync.sync, clock)
     return Dependencies(
         service=service,
         catalogs=catalogs,
@@ -150,6 +158,7 @@ def build(
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
         billing=billing,
+        plan_changes=plans,
         stripe_events=BillingWebhooks(billing, sync),
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,

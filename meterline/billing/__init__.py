@@ -11,13 +11,18 @@ from meterline.billing.fulfilments import (
     MemoryFulfilmentRepository,
     PostgresFulfilmentRepository,
 )
+from meterline.billing.plan_change import ChangePreview, ChangeResult, PendingChange, PlanChanges
 
 __all__ = [
     "BillingCheckout",
+    "ChangePreview",
+    "ChangeResult",
     "CheckoutPorts",
     "CheckoutRequest",
     "Fulfilment",
     "FulfilmentRepository",
     "MemoryFulfilmentRepository",
+    "PendingChange",
+    "PlanChanges",
     "PostgresFulfilmentRepository",
 ]
