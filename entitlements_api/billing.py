@@ -11,21 +11,26 @@ import asyncio
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from entitlements_api.access import deps_of, principal
 from entitlements_api.billing_schemas import (
+    CardsOut,
     CheckoutIn,
     CheckoutOut,
     PendingOut,
     PlanChangeIn,
     PlanChangeOut,
     PlanPreviewOut,
+    PortalIn,
+    SetupIntentOut,
+    SubscriptionStateOut,
+    UrlOut,
 )
 from entitlements_api.responses import json_response
 from entitlements_api.schemas import CustomerPath, ErrorOut
-from meterline.billing import BillingCheckout, CheckoutRequest, PlanChanges
+from meterline.billing import BillingAccount, BillingCheckout, CheckoutRequest, PlanChanges
 from meterline.billing.plan_change import ChangePreview
 from meterline.errors import NotFound
 from meterline.stripe.plan_changes import InvoicePreview
@@ -46,6 +51,13 @@ def _billing(request: Request) -> BillingCheckout:
     if billing is None:
         raise NotFound("Stripe is not configured")
     return billing
+
+
+def _account(request: Request) -> BillingAccount:
+    account = deps_of(request).billing_account
+    if account is None:
+        raise NotFound("Stripe is not configured")
+    return account
 
 
 def _plans(request: Request) -> PlanChanges:
@@ -164,3 +176,101 @@ def _invoice_preview(preview: InvoicePreview | None, date: int | None) -> dict[s
         "date": date,
         "lines": lines,
     }
+
+
+MethodPath = Path(min_length=1, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$")
+
+
+async def _cancel(request: Request, customer: str, cancel: bool) -> Response:
+    who = principal(request, *SCOPES)
+    sub = await asyncio.to_thread(_account(request).cancel, who.tenant_id, customer, cancel)
+    state = sub.as_dict()
+    keys = ("plan", "status", "cancel_at_period_end", "current_period_end")
+    return json_response({k: state[k] for k in keys})
+
+
+@router.post(
+    "/{customer}/subscription/cancel",
+    summary="Cancel at the period end (the plan goes on until then)",
+    responses={200: {"model": SubscriptionStateOut}, **ERRORS},
+)
+async def cancel_at_period_end(request: Request, customer: str = CustomerPath) -> Response:
+    """The subscription ends at `current_period_end`; the plan then falls back as the catalog's
+    `canceled` payment policy says. A scheduled downgrade is dropped. 409 without a live
+    Stripe subscription."""
+    return await _cancel(request, customer, True)
+
+
+@router.post(
+    "/{customer}/subscription/resume",
+    summary="Undo a cancel at the period end",
+    responses={200: {"model": SubscriptionStateOut}, **ERRORS},
+)
+async def resume(request: Request, customer: str = CustomerPath) -> Response:
+    return await _cancel(request, customer, False)
+
+
+@router.post(
+    "/{customer}/portal",
+    summary="A Stripe customer portal link (short-lived: create it when the user clicks)",
+    responses={200: {"model": UrlOut}, **ERRORS},
+)
+async def portal(request: Request, body: PortalIn, customer: str = CustomerPath) -> Response:
+    who = principal(request, *SCOPES)
+    url = await asyncio.to_thread(
+        _account(request).portal_url, who.tenant_id, customer, body.return_url
+    )
+    return json_response({"url": url})
+
+
+@router.post(
+    "/{customer}/payment_methods/setup_intent",
+    summary="A SetupIntent to add a card with Stripe.js",
+    status_code=201,
+    responses={201: {"model": SetupIntentOut}, **ERRORS},
+)
+async def setup_intent(request: Request, customer: str = CustomerPath) -> Response:
+    who = principal(request, *SCOPES)
+    intent = await asyncio.to_thread(_account(request).setup_intent, who.tenant_id, customer)
+    return json_response(asdict(intent), 201)
+
+
+@router.get(
+    "/{customer}/payment_methods",
+    summary="The customer's cards, the default one marked",
+    responses={200: {"model": CardsOut}, **ERRORS},
+)
+async def payment_methods(request: Request, customer: str = CustomerPath) -> Response:
+    who = principal(request, *SCOPES)
+    cards = await asyncio.to_thread(_account(request).cards, who.tenant_id, customer)
+    return json_response({"data": [asdict(c) for c in cards]})
+
+
+@router.post(
+    "/{customer}/payment_methods/{method}/default",
+    summary="Make a card the default for invoices",
+    status_code=204,
+    responses=ERRORS,
+)
+async def set_default_method(
+    request: Request, customer: str = CustomerPath, method: str = MethodPath
+) -> Response:
+    """404 when the card is not the customer's."""
+    who = principal(request, *SCOPES)
+    await asyncio.to_thread(_account(request).set_default, who.tenant_id, customer, method)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{customer}/payment_methods/{method}",
+    summary="Detach a card (permanent)",
+    status_code=204,
+    responses=ERRORS,
+)
+async def detach_method(
+    request: Request, customer: str = CustomerPath, method: str = MethodPath
+) -> Response:
+    """404 when the card is not the customer's."""
+    who = principal(request, *SCOPES)
+    await asyncio.to_thread(_account(request).detach, who.tenant_id, customer, method)
+    return Response(status_code=204)

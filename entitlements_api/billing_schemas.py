@@ -147,3 +147,68 @@ class PendingOut(BaseModel):
     pending_change: dict[str, object] | None = Field(
         description='{"plan", "effective_at"} of a downgrade scheduled for the period end'
     )
+
+
+class PortalIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"return_url": "https://app.example/billing"}]},
+    )
+    return_url: str = Field(max_length=2048, pattern=URL_PATTERN)
+
+
+class UrlOut(BaseModel):
+    url: str
+
+
+class SetupIntentOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "seti_1",
+                    "client_secret": "seti_1_secret_x",
+                    "status": "requires_payment_method",
+                }
+            ]
+        }
+    )
+    id: str
+    client_secret: str | None = Field(description="for Stripe.js confirmSetup; do not store it")
+    status: str
+
+
+class CardOut(BaseModel):
+    id: str
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+    default: bool
+
+
+class CardsOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"data": [{"id": "pm_1", "brand": "visa", "last4": "4242", "exp_month": 12,
+                           "exp_year": 2030, "default": True}]}
+            ]
+        }
+    )  # fmt: skip
+    data: list[CardOut]
+
+
+class SubscriptionStateOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"plan": "basic", "status": "active", "cancel_at_period_end": True,
+                 "current_period_end": "2026-12-31T00:00:00Z"}
+            ]
+        }
+    )  # fmt: skip
+    plan: str
+    status: str
+    cancel_at_period_end: bool
+    current_period_end: str | None

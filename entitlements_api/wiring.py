@@ -16,6 +16,7 @@ from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
 from meterline.auth import Authenticator
 from meterline.billing import (
+    BillingAccount,
     BillingCheckout,
     CheckoutPorts,
     PlanChanges,
@@ -57,6 +58,7 @@ from meterline.stripe import (
 )
 from meterline.stripe.checkout import StripeCheckout
 from meterline.stripe.plan_changes import StripePlanChanges
+from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
@@ -78,6 +80,7 @@ class Dependencies:
     webhook_secret: str | None
     billing: BillingCheckout | None = None
     plan_changes: PlanChanges | None = None
+    billing_account: BillingAccount | None = None
     stripe_events: EventHandler | None = None
     reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
@@ -143,6 +146,7 @@ def build(
         fulfilments=PostgresFulfilmentRepository(pool),
     )
     billing = BillingCheckout(ports, StripeCheckout(sc))
+    account = BillingAccount(subs, ports.stripe_customer, StripeSelfService(sc), sync.sync)
     plans = PlanChanges(service.catalog, subs, objects, StripePlanChanges(sc), sync.sync, clock)
     return Dependencies(
         service=service,
@@ -159,6 +163,7 @@ def build(
         webhook_secret=settings.stripe.webhook_secret,
         billing=billing,
         plan_changes=plans,
+        billing_account=account,
         stripe_events=BillingWebhooks(billing, sync),
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,

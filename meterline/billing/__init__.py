@@ -4,6 +4,7 @@ The Stripe calls are in `meterline.stripe`; the HTTP routes in `entitlements_api
 See README.md here.
 """
 
+from meterline.billing.account import BillingAccount
 from meterline.billing.checkout import BillingCheckout, CheckoutPorts, CheckoutRequest
 from meterline.billing.fulfilments import (
     Fulfilment,
@@ -14,6 +15,7 @@ from meterline.billing.fulfilments import (
 from meterline.billing.plan_change import ChangePreview, ChangeResult, PendingChange, PlanChanges
 
 __all__ = [
+    "BillingAccount",
     "BillingCheckout",
     "ChangePreview",
     "ChangeResult",
