@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from entitlements_api.access import deps_of, principal
 from entitlements_api.billing_schemas import (
+    BillingOut,
     CardsOut,
     CheckoutIn,
     CheckoutOut,
@@ -30,7 +31,12 @@ from entitlements_api.billing_schemas import (
 )
 from entitlements_api.responses import json_response
 from entitlements_api.schemas import CustomerPath, ErrorOut
-from meterline.billing import BillingAccount, BillingCheckout, CheckoutRequest, PlanChanges
+from meterline.billing import (
+    BillingAccount,
+    BillingCheckout,
+    CheckoutRequest,
+    PlanChanges,
+)
 from meterline.billing.plan_change import ChangePreview
 from meterline.errors import NotFound
 from meterline.stripe.plan_changes import InvoicePreview
@@ -274,3 +280,20 @@ async def detach_method(
     who = principal(request, *SCOPES)
     await asyncio.to_thread(_account(request).detach, who.tenant_id, customer, method)
     return Response(status_code=204)
+
+
+@router.get(
+    "/{customer}/billing",
+    summary="Everything a billing dashboard shows, in one call",
+    responses={200: {"model": BillingOut}, **ERRORS},
+)
+async def billing_overview(request: Request, customer: str = CustomerPath) -> Response:
+    """Plan and status, period, pending change, cancel_at_period_end, each metered feature's
+    usage against its limit, the upcoming invoice with the metered cost so far, recent invoices
+    with their hosted links, and the default card's brand and last 4. 404 for an unknown
+    customer."""
+    who = principal(request, *SCOPES)
+    overview = deps_of(request).billing_overview
+    if overview is None:
+        raise NotFound("Stripe is not configured")
+    return json_response(await asyncio.to_thread(overview.get, who.tenant_id, customer))

@@ -212,3 +212,58 @@ class SubscriptionStateOut(BaseModel):
     status: str
     cancel_at_period_end: bool
     current_period_end: str | None
+
+
+class FeatureUsageOut(BaseModel):
+    feature: str
+    used: float | None
+    limit: float | None = Field(description="plan + grants; null: unlimited")
+    remaining: float | None
+    overage: str | None
+    period: dict[str, str] | None
+    has_access: bool
+
+
+class UpcomingInvoiceOut(InvoicePreviewOut):
+    metered_so_far: int = Field(description="the metered lines of the upcoming invoice, so far")
+
+
+class BillingOut(BaseModel):
+    """One answer for a billing dashboard."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer": "cust_42",
+                    "plan": "power",
+                    "subscription": {"plan": "power", "status": "active",
+                                     "current_period_start": "2026-12-01T00:00:00Z",
+                                     "current_period_end": "2027-01-01T00:00:00Z",
+                                     "cancel_at_period_end": False},
+                    "pending_change": {"plan": "basic", "effective_at": 1798761600},
+                    "features": [{"feature": "api_calls", "used": 120000, "limit": 100000,
+                                  "remaining": 0, "overage": "allow",
+                                  "period": {"start": "2026-12-01T00:00:00Z",
+                                             "end": "2027-01-01T00:00:00Z"},
+                                  "has_access": True}],
+                    "upcoming_invoice": {"amount_due": 5900, "currency": "usd",
+                                         "date": 1798761600, "metered_so_far": 1000,
+                                         "lines": []},
+                    "invoices": [{"id": "in_1", "status": "paid", "amount_due": 4900,
+                                  "amount_paid": 4900, "currency": "usd",
+                                  "hosted_invoice_url": "https://invoice.stripe.com/i/in_1",
+                                  "created": 1796083200}],
+                    "default_payment_method": {"id": "pm_1", "brand": "visa", "last4": "4242"},
+                }
+            ]
+        }
+    )  # fmt: skip
+    customer: str
+    plan: str | None = Field(description="the plan that applies now (after payment policies)")
+    subscription: dict[str, object] | None
+    pending_change: dict[str, object] | None
+    features: list[FeatureUsageOut]
+    upcoming_invoice: UpcomingInvoiceOut | None
+    invoices: list[InvoiceOut]
+    default_payment_method: dict[str, str | None] | None

@@ -18,6 +18,7 @@ from meterline.auth import Authenticator
 from meterline.billing import (
     BillingAccount,
     BillingCheckout,
+    BillingOverview,
     CheckoutPorts,
     PlanChanges,
     PostgresFulfilmentRepository,
@@ -81,6 +82,7 @@ class Dependencies:
     billing: BillingCheckout | None = None
     plan_changes: PlanChanges | None = None
     billing_account: BillingAccount | None = None
+    billing_overview: BillingOverview | None = None
     stripe_events: EventHandler | None = None
     reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
@@ -146,8 +148,12 @@ def build(
         fulfilments=PostgresFulfilmentRepository(pool),
     )
     billing = BillingCheckout(ports, StripeCheckout(sc))
-    account = BillingAccount(subs, ports.stripe_customer, StripeSelfService(sc), sync.sync)
-    plans = PlanChanges(service.catalog, subs, objects, StripePlanChanges(sc), sync.sync, clock)
+    self_service, plan_stripe = StripeSelfService(sc), StripePlanChanges(sc)
+    account = BillingAccount(subs, ports.stripe_customer, self_service, sync.sync)
+    plans = PlanChanges(service.catalog, subs, objects, plan_stripe, sync.sync, clock)
+    overview = BillingOverview(
+        service.check_all, customers, subs, objects, plans, plan_stripe, self_service
+    )
     return Dependencies(
         service=service,
         catalogs=catalogs,
@@ -164,6 +170,7 @@ def build(
         billing=billing,
         plan_changes=plans,
         billing_account=account,
+        billing_overview=overview,
         stripe_events=BillingWebhooks(billing, sync),
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,

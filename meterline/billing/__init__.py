@@ -12,11 +12,13 @@ from meterline.billing.fulfilments import (
     MemoryFulfilmentRepository,
     PostgresFulfilmentRepository,
 )
+from meterline.billing.overview import BillingOverview
 from meterline.billing.plan_change import ChangePreview, ChangeResult, PendingChange, PlanChanges
 
 __all__ = [
     "BillingAccount",
     "BillingCheckout",
+    "BillingOverview",
     "ChangePreview",
     "ChangeResult",
     "CheckoutPorts",

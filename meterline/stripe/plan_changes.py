@@ -46,6 +46,7 @@ class PreviewLine:
     proration: bool
     period_start: int
     period_end: int
+    price: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,15 @@ class StripePlanChanges:
             return None
         return int(later[0]["start_date"]), [str(i["price"]) for i in later[0]["items"]]
 
+    def upcoming(self, sub_id: str) -> InvoicePreview:
+        """The subscription's next invoice as it stands (metered usage so far included)."""
+        params = {"subscription": sub_id}
+        return _preview(self._client.v1.invoices.create_preview(params).to_dict())  # type: ignore[arg-type]
+
+    def recent_invoices(self, customer: str, limit: int = 10) -> list[InvoiceSummary]:
+        listed = self._client.v1.invoices.list({"customer": customer, "limit": limit})
+        return [invoice_summary(i.to_dict()) for i in listed.data]
+
     def release(self, sub: JSON) -> None:
         if sub.get("schedule"):
             self._client.v1.subscription_schedules.release(str(sub["schedule"]))
@@ -160,6 +170,7 @@ def _line(line: JSON) -> PreviewLine:
         proration=bool(details.get("proration")),
         period_start=int(line["period"]["start"]),
         period_end=int(line["period"]["end"]),
+        price=((line.get("pricing") or {}).get("price_details") or {}).get("price"),
     )
 
 
