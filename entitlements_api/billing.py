@@ -25,6 +25,9 @@ from entitlements_api.billing_schemas import (
     PlanChangeOut,
     PlanPreviewOut,
     PortalIn,
+    SeatsIn,
+    SeatsOut,
+    SeatsPreviewOut,
     SetupIntentOut,
     SubscriptionStateOut,
     UrlOut,
@@ -36,6 +39,7 @@ from meterline.billing import (
     BillingCheckout,
     CheckoutRequest,
     PlanChanges,
+    Seats,
 )
 from meterline.billing.plan_change import ChangePreview
 from meterline.errors import NotFound
@@ -297,3 +301,49 @@ async def billing_overview(request: Request, customer: str = CustomerPath) -> Re
     if overview is None:
         raise NotFound("Stripe is not configured")
     return json_response(await asyncio.to_thread(overview.get, who.tenant_id, customer))
+
+
+def _seats(request: Request) -> Seats:
+    seats = deps_of(request).seats
+    if seats is None:
+        raise NotFound("Stripe is not configured")
+    return seats
+
+
+@router.post(
+    "/{customer}/seats/preview",
+    summary="Preview a change of seats (prorated)",
+    responses={200: {"model": SeatsPreviewOut}, **ERRORS},
+)
+async def preview_seats(request: Request, body: SeatsIn, customer: str = CustomerPath) -> Response:
+    """For a plan with a `seats` feature: the base price's quantity. 409 below `in_use`."""
+    who = principal(request, *SCOPES)
+    found = await asyncio.to_thread(
+        _seats(request).preview, who.tenant_id, customer, body.seats, body.in_use,
+        body.proration_date,
+    )  # fmt: skip
+    nxt = found.next_invoice
+    return json_response(
+        {
+            "seats": found.seats,
+            "current": found.current,
+            "proration_date": found.proration_date,
+            "due_today": _invoice_preview(found.due_today, found.proration_date),
+            "next_invoice": _invoice_preview(nxt, nxt.next_payment_attempt),
+        }
+    )
+
+
+@router.post(
+    "/{customer}/seats",
+    summary="Change the seats now: added seats charged prorated, removed ones credited",
+    responses={200: {"model": SeatsOut}, **ERRORS},
+)
+async def change_seats(request: Request, body: SeatsIn, customer: str = CustomerPath) -> Response:
+    """Never below the seats in use (`in_use`, reported by the app): 409 saying both numbers."""
+    who = principal(request, *SCOPES)
+    done = await asyncio.to_thread(
+        _seats(request).change, who.tenant_id, customer, body.seats, body.in_use,
+        body.proration_date,
+    )  # fmt: skip
+    return json_response(asdict(done))

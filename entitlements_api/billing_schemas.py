@@ -267,3 +267,32 @@ class BillingOut(BaseModel):
     upcoming_invoice: UpcomingInvoiceOut | None
     invoices: list[InvoiceOut]
     default_payment_method: dict[str, str | None] | None
+
+
+class SeatsIn(BaseModel):
+    """`in_use`: the seats taken now, as the app counts them; `seats` may not go below it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"seats": 8, "in_use": 5, "proration_date": 1796036400}]},
+    )
+    seats: int = Field(ge=1, le=100_000)
+    in_use: int = Field(ge=0, le=100_000)
+    proration_date: int | None = Field(None, ge=0, le=2**40)
+
+
+class SeatsPreviewOut(BaseModel):
+    seats: int
+    current: int
+    proration_date: int
+    due_today: InvoicePreviewOut | None = Field(description="null when seats go down")
+    next_invoice: InvoicePreviewOut
+
+
+class SeatsOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"seats": 8, "previous": 5, "invoice": None}]}
+    )
+    seats: int
+    previous: int
+    invoice: InvoiceOut | None = Field(description="the prorated charge of added seats")

@@ -22,6 +22,7 @@ from meterline.billing import (
     CheckoutPorts,
     PlanChanges,
     PostgresFulfilmentRepository,
+    Seats,
 )
 from meterline.billing.webhooks import BillingWebhooks, EventHandler
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
@@ -83,6 +84,7 @@ class Dependencies:
     plan_changes: PlanChanges | None = None
     billing_account: BillingAccount | None = None
     billing_overview: BillingOverview | None = None
+    seats: Seats | None = None
     stripe_events: EventHandler | None = None
     reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
@@ -171,6 +173,7 @@ def build(
         plan_changes=plans,
         billing_account=account,
         billing_overview=overview,
+        seats=Seats(service.catalog, subs, plan_stripe, sync.sync, clock),
         stripe_events=BillingWebhooks(billing, sync),
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,

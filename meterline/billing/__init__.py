@@ -14,6 +14,7 @@ from meterline.billing.fulfilments import (
 )
 from meterline.billing.overview import BillingOverview
 from meterline.billing.plan_change import ChangePreview, ChangeResult, PendingChange, PlanChanges
+from meterline.billing.seats import Seats
 
 __all__ = [
     "BillingAccount",
@@ -29,4 +30,5 @@ __all__ = [
     "PendingChange",
     "PlanChanges",
     "PostgresFulfilmentRepository",
+    "Seats",
 ]

@@ -135,13 +135,7 @@ class PlanChanges:
         return target, self._stripe.subscription(stored.stripe_subscription_id), current
 
     def _proration_date(self, sub: JSON, given: int | None) -> int:
-        at = self._clock.now_ms() // 1000 if given is None else given
-        start, end = _period_start(sub), _period_end(sub)
-        if not start <= at <= end:
-            raise ValidationFailed(
-                [FieldError("proration_date", f"must lie in the current period [{start}, {end}]")]
-            )
-        return at
+        return proration_date(sub, given, self._clock)
 
     def _prices(self, tenant_id: int, target: Plan) -> tuple[str, set[str]]:
         """The plan's base price id and its metered price ids in Stripe."""
@@ -192,6 +186,17 @@ def _is_upgrade(current: Plan, target: Plan) -> bool:
     now = current.price.amount if current.price else 0
     assert target.price is not None
     return target.price.amount > now
+
+
+def proration_date(sub: JSON, given: int | None, clock: Clock) -> int:
+    """`given` (or now) when it lies in the subscription's current period; else a 422 naming
+    `proration_date`."""
+    at = clock.now_ms() // 1000 if given is None else given
+    start, end = _period_start(sub), _period_end(sub)
+    if not start <= at <= end:
+        problem = f"must lie in the current period [{start}, {end}]"
+        raise ValidationFailed([FieldError("proration_date", problem)])
+    return at
 
 
 def _period_start(sub: JSON) -> int:

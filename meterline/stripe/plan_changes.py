@@ -89,9 +89,15 @@ class StripePlanChanges:
 
     def upgrade(self, sub_id: str, changes: list[ItemChange], proration_date: int) -> str | None:
         """Change the items now and invoice the prorations at once; the invoice id."""
+        return self.update_items(sub_id, changes, "always_invoice", proration_date)
+
+    def update_items(
+        self, sub_id: str, changes: list[ItemChange], behavior: str, proration_date: int
+    ) -> str | None:
+        """Change the items now with `proration_behavior`; the latest invoice id."""
         params = {
             "items": [c.params() for c in changes],
-            "proration_behavior": "always_invoice",
+            "proration_behavior": behavior,
             "proration_date": proration_date,
         }
         sub = self._client.v1.subscriptions.update(sub_id, params)  # type: ignore[arg-type]

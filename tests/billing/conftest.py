@@ -29,8 +29,12 @@ CANCEL = "https://app.example/pricing"
 
 
 def billing_catalog() -> Catalog:
+    """The example catalog, a credit pack, and per-seat pricing on Basic (a `seats` feature)."""
     doc: dict[str, Any] = example_catalog().to_document()
     doc["credit_packs"] = [PACK]
+    doc["meters"].append({"key": "seats", "aggregation": "latest"})
+    doc["features"].append({"key": "seats", "kind": "metered", "meter": "seats"})
+    doc["plans"][1]["features"]["seats"] = {"limit": None}
     return catalog_from_document(doc)
 
 
