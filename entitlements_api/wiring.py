@@ -24,7 +24,8 @@ from meterline.billing import (
     PostgresFulfilmentRepository,
     Seats,
 )
-from meterline.billing.webhooks import BillingWebhooks, EventHandler
+from meterline.billing.over_limit import OverLimitPolicy
+from meterline.billing.webhooks import BillingWebhooks, EventHandler, PlanWatch
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
 from meterline.dedupe import RedisDeduper
@@ -150,6 +151,8 @@ def build(
         fulfilments=PostgresFulfilmentRepository(pool),
     )
     billing = BillingCheckout(ports, StripeCheckout(sc))
+    over_limit = OverLimitPolicy(service.catalog, service.check_all, grants, service.invalidate)
+    watch = PlanWatch(customers, subs, over_limit)
     self_service, plan_stripe = StripeSelfService(sc), StripePlanChanges(sc)
     account = BillingAccount(subs, ports.stripe_customer, self_service, sync.sync)
     plans = PlanChanges(service.catalog, subs, objects, plan_stripe, sync.sync, clock)
@@ -174,7 +177,7 @@ def build(
         billing_account=account,
         billing_overview=overview,
         seats=Seats(service.catalog, subs, plan_stripe, sync.sync, clock),
-        stripe_events=BillingWebhooks(billing, sync),
+        stripe_events=BillingWebhooks(billing, sync, watch),
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,

@@ -63,7 +63,6 @@ class BillingCheckout:
         catalog = self._p.catalog_of(tenant_id)
         if (req.plan is None) == (req.credit_pack is None):
             raise ValidationFailed([FieldError("plan", "give exactly one of plan, credit_pack")])
-        self._p.customers.ensure(tenant_id, customer)
         metadata = {"meterline_tenant": str(tenant_id), "meterline_customer": customer}
         if req.plan is not None:
             prices, kind, item, mode = self._plan_prices(tenant_id, catalog, req.plan)
@@ -73,6 +72,7 @@ class BillingCheckout:
             prices, kind, item, mode = self._pack_prices(tenant_id, catalog, req.credit_pack)
             metadata["meterline_credits"] = credits_to_metadata(catalog, req.credit_pack)
         metadata |= {"meterline_kind": kind, "meterline_item": item}
+        self._p.customers.ensure(tenant_id, customer)
         stripe_customer = self._p.stripe_customer(tenant_id, customer)
         order = CheckoutOrder(
             stripe_customer, mode, prices, req.success_url, req.cancel_url, metadata

@@ -1,4 +1,5 @@
-"""Validation of the `credit_packs` section: one-time purchases that add credits to features.
+"""Validation of the billing sections: `credit_packs` (one-time purchases that add credits to
+features) and `plan_changes` (`over_limit: block | allow_until_reset`, default block).
 
 ```yaml
 credit_packs:
@@ -15,7 +16,14 @@ from __future__ import annotations
 
 from meterline.catalog import _reading as rd
 from meterline.catalog._reading import Context, Entry, Invalid, Path
-from meterline.catalog.model import CreditPack, FeatureKind, Limit, OneTimePrice
+from meterline.catalog.model import (
+    CreditPack,
+    FeatureKind,
+    Limit,
+    OneTimePrice,
+    OverLimit,
+    PlanChangePolicy,
+)
 
 
 def credit_pack(ctx: Context, raw: object, path: Path) -> CreditPack | None:
@@ -69,3 +77,11 @@ def _amount(value: object) -> Limit:
     if amount is None or amount <= 0:
         raise Invalid(problem)
     return amount
+
+
+def plan_changes(ctx: Context, raw: object) -> PlanChangePolicy:
+    if raw is None:
+        return PlanChangePolicy()
+    entry = Entry(ctx, raw, ("plan_changes",), optional=("over_limit",))
+    policy = PlanChangePolicy(entry.get("over_limit", rd.choice(OverLimit), OverLimit.BLOCK))
+    return PlanChangePolicy() if entry.failed else policy

@@ -391,6 +391,22 @@ class PaymentPolicies:
 PAYMENT_STATES: tuple[str, ...] = ("past_due", "unpaid", "canceled", "paused")
 
 
+class OverLimit(enum.StrEnum):
+    """After a downgrade, usage already past the new plan's limits: `block` new usage until the
+    feature's next reset, or `allow_until_reset` (access stays open until then)."""
+
+    BLOCK = "block"
+    ALLOW_UNTIL_RESET = "allow_until_reset"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChangePolicy:
+    over_limit: OverLimit = OverLimit.BLOCK
+
+    def to_document(self) -> Document:
+        return {"over_limit": self.over_limit.value}
+
+
 @dataclass(frozen=True, slots=True)
 class OneTimePrice:
     """A one-time price in the currency's minor units (Stripe: a price without `recurring`)."""
@@ -437,6 +453,7 @@ class Catalog:
     plans: tuple[Plan, ...] = ()
     payment_policies: PaymentPolicies = field(default_factory=PaymentPolicies)
     credit_packs: tuple[CreditPack, ...] = ()
+    plan_changes: PlanChangePolicy = field(default_factory=PlanChangePolicy)
     _meters: Mapping[str, Meter] = field(init=False, repr=False, compare=False)
     _features: Mapping[str, Feature] = field(init=False, repr=False, compare=False)
     _plans: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
@@ -475,4 +492,6 @@ class Catalog:
         }
         if self.credit_packs:
             doc["credit_packs"] = [p.to_document() for p in self.credit_packs]
+        if self.plan_changes != PlanChangePolicy():
+            doc["plan_changes"] = self.plan_changes.to_document()
         return doc

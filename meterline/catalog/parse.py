@@ -43,7 +43,7 @@ from meterline.catalog.model import (
 )
 from meterline.errors import FieldError
 
-SECTIONS = ("meters", "features", "plans", "payment_policies", "credit_packs")
+SECTIONS = ("meters", "features", "plans", "payment_policies", "credit_packs", "plan_changes")
 MAX_NESTING = 32
 T = TypeVar("T")
 
@@ -149,6 +149,7 @@ def _catalog(ctx: Context, data: object) -> Catalog:
         plans=_each(ctx, "plans", raw_plans, _plan),
         payment_policies=_policies(ctx, top.fields.get("payment_policies")),
         credit_packs=_each(ctx, "credit_packs", raw_packs, packs.credit_pack),
+        plan_changes=packs.plan_changes(ctx, top.fields.get("plan_changes")),
     )
 
 

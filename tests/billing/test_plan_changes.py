@@ -121,3 +121,31 @@ def test_bad_changes_are_refused_naming_the_field(
 def test_a_customer_without_a_subscription_is_sent_to_checkout(api: Api) -> None:
     answer = _post(api, "/v1/customers/nobody/plan/preview", {"plan": "power"})
     assert answer.status_code == 409 and "checkout" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(("policy", "open_after"), [("block", False), ("allow_until_reset", True)])
+def test_usage_over_the_new_limits_follows_the_catalog_policy(
+    api: Api, policy: str, open_after: bool
+) -> None:
+    doc = api.deps.catalogs.current(api.tenant_id)[1].to_document()  # type: ignore[index]
+    doc["plan_changes"] = {"over_limit": policy}
+    with api.client("admin") as http:
+        http.put("/v1/admin/catalog", json=doc).raise_for_status()
+    _subscribe(api, "u5", "power")
+    changed = _post(api, "/v1/customers/u5/plan", {"plan": "basic"}).json()
+    _advance(api, changed["effective_at"] - api.stripe.control.now() - 60)
+    with api.client("ingest") as http:
+        used = {"amount": 1500, "event_id": "u5-1"}
+        answer = http.post("/v1/customers/u5/entitlements/api_calls/consume", json=used)
+        assert answer.status_code == 200, answer.text
+    _advance(api, 63)
+    deadline = time.monotonic() + 5
+    while decision(api, "u5", "api_calls")["plan"] != "basic":
+        assert time.monotonic() < deadline, "the downgrade did not apply"
+        time.sleep(0.05)
+    d = decision(api, "u5", "api_calls")
+    assert (d["has_access"], d["used"]) == (open_after, 1500)
+    with api.client("admin") as http:
+        grants = http.get("/v1/admin/customers/u5/grants").json()["data"]
+    overrides = [(g["kind"], g["expires_at"]) for g in grants]
+    assert overrides == ([("override", d["period"]["end"])] if open_after else [])

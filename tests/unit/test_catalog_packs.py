@@ -83,3 +83,16 @@ def test_the_diff_shows_pack_changes() -> None:
     assert diff_catalogs(old, new).lines() == [
         "~ credit_pack k10: credits.api_calls 10000 -> 20000"
     ]
+
+
+def test_the_plan_change_policy() -> None:
+    doc = catalog_with()
+    assert parse_catalog(doc).plan_changes.over_limit.value == "block"
+    allowing = parse_catalog({**doc, "plan_changes": {"over_limit": "allow_until_reset"}})
+    assert allowing.plan_changes.over_limit.value == "allow_until_reset"
+    assert catalog_from_document(allowing.to_document()) == allowing
+    assert diff_catalogs(parse_catalog(doc), allowing).lines() == ["+ plan_change over_limit"]
+    assert problems({**doc, "plan_changes": {"over_limit": "maybe", "x": 1}}) == {
+        "plan_changes.over_limit": "must be one of block, allow_until_reset",
+        "plan_changes.x": "unknown key; expected one of over_limit",
+    }
