@@ -138,7 +138,7 @@ class GrantIn(BaseModel):
 
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scopes: list[Literal["ingest", "read", "admin"]] = Field(min_length=1)
+    scopes: list[Literal["ingest", "read", "admin", "billing"]] = Field(min_length=1)
 
 
 class CatalogApplyOut(BaseModel):

@@ -16,6 +16,17 @@ from entitlements_api.metrics import Metrics
 from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
 from meterline.auth import Authenticator
+from meterline.billing import (
+    BillingAccount,
+    BillingCheckout,
+    BillingOverview,
+    CheckoutPorts,
+    PlanChanges,
+    PostgresFulfilmentRepository,
+    Seats,
+)
+from meterline.billing.over_limit import OverLimitPolicy
+from meterline.billing.webhooks import BillingWebhooks, EventHandler, PlanWatch
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
 from meterline.dedupe import RedisDeduper
@@ -51,8 +62,12 @@ from meterline.stripe import (
     PostgresWebhookEventStore,
     StripeObjectRepository,
     SubscriptionSync,
+    ensure_stripe_customer,
     stripe_client,
 )
+from meterline.stripe.checkout import StripeCheckout
+from meterline.stripe.plan_changes import StripePlanChanges
+from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
@@ -72,6 +87,12 @@ class Dependencies:
     subscription_sync: SubscriptionSync
     usage_query: SeriesQuery | None
     webhook_secret: str | None
+    billing: BillingCheckout | None = None
+    plan_changes: PlanChanges | None = None
+    billing_account: BillingAccount | None = None
+    billing_overview: BillingOverview | None = None
+    seats: Seats | None = None
+    stripe_events: EventHandler | None = None
     reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
     clock: Clock = field(default_factory=SystemClock)
@@ -84,6 +105,10 @@ class Dependencies:
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
+
+    def webhook_handler(self) -> EventHandler:
+        """What handles a verified Stripe event: billing around the subscription sync."""
+        return self.stripe_events or self.subscription_sync
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -131,6 +156,24 @@ def build(
     events = PostgresWebhookEventStore(pool)
     sync = SubscriptionSync(sc, customers, subs, objects, events, service.invalidate, clock)
     tenants = PostgresTenantRepository(pool)
+    ports = CheckoutPorts(
+        catalog_of=service.catalog,
+        customers=customers,
+        subscriptions=subs,
+        objects=objects,
+        stripe_customer=lambda t, c: ensure_stripe_customer(sc, customers, t, c),
+        sync_subscription=sync.sync,
+        fulfilments=PostgresFulfilmentRepository(pool),
+    )
+    billing = BillingCheckout(ports, StripeCheckout(sc))
+    over_limit = OverLimitPolicy(service.catalog, service.check_all, grants, service.invalidate)
+    watch = PlanWatch(customers, subs, over_limit)
+    self_service, plan_stripe = StripeSelfService(sc), StripePlanChanges(sc)
+    account = BillingAccount(subs, ports.stripe_customer, self_service, sync.sync)
+    plans = PlanChanges(service.catalog, subs, objects, plan_stripe, sync.sync, clock)
+    overview = BillingOverview(
+        service.check_all, customers, subs, objects, plans, plan_stripe, self_service
+    )
     return Dependencies(
         service=service,
         catalogs=catalogs,
@@ -145,6 +188,12 @@ def build(
         revenue=RevenueListener(customers, PostgresRevenueEventStore(pool)),
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
+        billing=billing,
+        plan_changes=plans,
+        billing_account=account,
+        billing_overview=overview,
+        seats=Seats(service.catalog, subs, plan_stripe, sync.sync, clock),
+        stripe_events=BillingWebhooks(billing, sync, watch),
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,

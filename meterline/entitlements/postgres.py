@@ -186,26 +186,31 @@ _GRANT_COLUMNS = (
 )
 
 
+def insert_grant(conn: psycopg.Connection[Any], tenant_id: int, grant: NewGrant) -> Grant:
+    """Insert one checked grant on `conn` (inside the caller's transaction, if any)."""
+    check_grant(grant)
+    g = grant
+    extra = (g.expires_at, g.note)
+    try:
+        row = conn.execute(
+            "INSERT INTO grants (tenant_id, customer, feature, kind, amount, effective_at, "
+            "expires_at, note) VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s) "
+            f"RETURNING {_GRANT_COLUMNS}",
+            (tenant_id, g.customer, g.feature, g.kind, g.amount, g.effective_at, *extra),
+        ).fetchone()
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFound(f"no customer {g.customer!r}") from None
+    assert row is not None
+    return Grant(*row)
+
+
 class PostgresGrantRepository(GrantRepository):
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
     def add(self, tenant_id: int, grant: NewGrant) -> Grant:
-        check_grant(grant)
-        g = grant
-        extra = (g.expires_at, g.note)
         with self._pool.connection() as conn:
-            try:
-                row = conn.execute(
-                    "INSERT INTO grants (tenant_id, customer, feature, kind, amount, effective_at, "
-                    "expires_at, note) VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s) "
-                    f"RETURNING {_GRANT_COLUMNS}",
-                    (tenant_id, g.customer, g.feature, g.kind, g.amount, g.effective_at, *extra),
-                ).fetchone()
-            except psycopg.errors.ForeignKeyViolation:
-                raise NotFound(f"no customer {g.customer!r}") from None
-        assert row is not None
-        return Grant(*row)
+            return insert_grant(conn, tenant_id, grant)
 
     def list(self, tenant_id: int, customer: str, include_voided: bool = False) -> list[Grant]:
         with self._pool.connection() as conn:
