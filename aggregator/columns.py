@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from meterline.events import MAX_ID_LEN, MAX_VALUE, SCHEMA_VERSION, UsageEvent
+from meterline.events import MAX_ID_LEN, SCHEMA_VERSION, UsageEvent
+from meterline.values import MAX_VALUE
 from meterline.view.model import DAY_MS
 
 EventKey = tuple[int, str]  # (tenant_id, event id): an event's identity, whatever its time
