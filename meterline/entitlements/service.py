@@ -37,7 +37,7 @@ from meterline.entitlements.repository import (
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
 from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
-from meterline.values import exact_sum, to_decimal
+from meterline.values import exact_sum, to_decimal, value_problem
 from meterline.view import Reservation, SyncedView, ViewNotReady, attributed_ms
 
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
@@ -135,6 +135,8 @@ class EntitlementService:
     ) -> Decision:
         """The decision for one feature now (NotFound for a feature not in the catalog)."""
         if amount is not None:
+            if (problem := value_problem(amount)) is not None:
+                raise ValidationFailed([FieldError("amount", problem)])
             return self._decide(tenant_id, customer, feature, to_decimal(amount))
         return self._decisions.get_or_load(
             tenant_id, customer, feature, lambda: self._decide(tenant_id, customer, feature, None)
