@@ -63,14 +63,23 @@ def value_problem(v: object) -> str | None:
         return "must be finite"
     if not 0 <= v <= MAX_VALUE:
         return "must be between 0 and 1e15"
-    exact = to_decimal(v)
-    _sign, digits, exponent = _EXACT.normalize(exact).as_tuple()
-    assert isinstance(exponent, int)
-    if -exponent > FRACTION_DIGITS:
+    places, significant = shape(to_decimal(v))
+    if places > FRACTION_DIGITS:
         return f"at most {FRACTION_DIGITS} decimal places ({RULE})"
-    if len(digits) > SIGNIFICANT_DIGITS:
+    if significant > SIGNIFICANT_DIGITS:
         return f"at most {SIGNIFICANT_DIGITS} significant digits ({RULE})"
     return None
+
+
+def shape(d: Decimal) -> tuple[int, int]:
+    """(decimal places, significant digits) of a finite `d`, trailing zeros aside; exact at any
+    size (no context rounds it)."""
+    _sign, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)
+    text = "".join(map(str, digits)).lstrip("0")
+    kept = text.rstrip("0")
+    exponent += len(text) - len(kept)
+    return max(0, -exponent), len(kept)
 
 
 def fits(v: float) -> bool:
