@@ -93,7 +93,7 @@ def fits(v: float) -> bool:
 def to_decimal(v: float | int | Decimal) -> Decimal:
     """The exact decimal a value stands for: a float's shortest text (exact under the rule)."""
     if isinstance(v, float):
-        return Decimal(repr(v))
+        return Decimal(int(v)) if v.is_integer() else Decimal(repr(v))
     return v if isinstance(v, Decimal) else Decimal(v)
 
 
