@@ -105,8 +105,11 @@ def exact(v: float | int | Decimal | None) -> Decimal | None:
 def micros(v: float | int | Decimal) -> int:
     """`v` in millionths: exact for a value under the rule. (A value outside it, only in a
     message written before the rule, is taken to the nearest millionth, half to even.)"""
-    exact = _EXACT.quantize(to_decimal(v), _MICRO)
-    return int(_EXACT.scaleb(exact, FRACTION_DIGITS))
+    scaled = _EXACT.scaleb(to_decimal(v), FRACTION_DIGITS)  # exact: only the exponent moves
+    whole = int(scaled)
+    if whole == scaled:
+        return whole
+    return int(_EXACT.scaleb(_EXACT.quantize(to_decimal(v), _MICRO), FRACTION_DIGITS))
 
 
 def from_micros(n: int) -> Decimal:
