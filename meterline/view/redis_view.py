@@ -343,7 +343,11 @@ def _chunks(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
 
 
 def _units(quantity: Decimal | float) -> str:
-    """A quantity as the scripts hold it: whole millionths, as a digit string."""
+    """A quantity as the scripts hold it: whole millionths, as a digit string. A delta's value
+    (`from_micros`: six places, written plainly) is read off its text, once per delta."""
+    text = str(quantity)
+    if len(text) > 7 and text[-7] == "." and isinstance(quantity, Decimal):
+        return text.replace(".", "").lstrip("0") or "0"
     return str(micros(quantity))
 
 
