@@ -78,6 +78,8 @@ def shape(d: Decimal) -> tuple[int, int]:
     assert isinstance(exponent, int)
     text = "".join(map(str, digits)).lstrip("0")
     kept = text.rstrip("0")
+    if not kept:
+        return 0, 0  # zero, however written
     exponent += len(text) - len(kept)
     return max(0, -exponent), len(kept)
 

@@ -57,6 +57,12 @@ def test_the_fast_check_agrees_with_the_rule(v: float) -> None:
     assert fits(v) == (value_problem(v) is None)
 
 
+def test_zero_however_written_is_a_value() -> None:
+    assert value_problem(Decimal("0.0000000000")) is None
+    assert value_problem(Decimal("1.50000000000")) is None
+    assert value_problem(Decimal("1.0000001")) is not None
+
+
 def test_sums_are_exact_past_15_digits() -> None:
     assert exact_sum([0.1] * 10) == 1
     assert exact_sum([1e15] * 10 + [3]) == Decimal("10000000000000003")
