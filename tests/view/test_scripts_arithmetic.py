@@ -18,7 +18,7 @@ numbers = (
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(a=numbers, b=numbers)
 def test_add_and_less_are_exact_at_any_size(redis_url: str, a: int, b: int) -> None:
