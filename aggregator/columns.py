@@ -46,7 +46,7 @@ class Events:
     id: list[str] = field(default_factory=list)
     customer: list[str] = field(default_factory=list)
     meter: list[str] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)  # exact decimals as doubles: to_deltas
     ts_ms: list[int] = field(default_factory=list)
     received_ms: list[int] = field(default_factory=list)
     properties: list[dict[str, Any] | None] = field(default_factory=list)

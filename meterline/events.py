@@ -55,7 +55,9 @@ _RFC3339 = re.compile(RFC3339_DATE_TIME)
 
 @dataclass(frozen=True, slots=True, init=False)
 class UsageEvent:
-    """One normalized usage event. Times are epoch milliseconds, UTC."""
+    """One normalized usage event. Times are epoch milliseconds, UTC. `value` is the double
+    that carries a value under the rule of `meterline.values` exactly (its shortest text is the
+    decimal sent); arithmetic on values goes through that module, never on the doubles."""
 
     tenant_id: int
     id: str
