@@ -65,7 +65,8 @@ class ConsumeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount: Any = Field(
         1,
-        description=f"units to consume: a JSON number (never a string or a boolean), {RULE}",
+        description=f"units to consume: a JSON number (never a string or a boolean), {RULE}; "
+        "only features on a sum or count meter are consumed, and on a count meter it is 1",
         json_schema_extra={"type": "number", "minimum": 0, "maximum": 1e15},
     )
     event_id: Any = Field(
