@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from meterline.view.rebuild import stored_offsets
 
 from meterline.catalog import load_catalog
 from meterline.catalog.model import Aggregation
@@ -21,6 +20,7 @@ from meterline.clock import to_ms
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.view import RedisUsageView
+from meterline.view.postgres.rebuild import stored_offsets
 from tests.aggregator.support import wait_for
 from tests.entitlements.conftest import Api, serve_api
 from tests.entitlements.test_concurrency import RunAggregator
