@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -28,6 +29,7 @@ from meterline.entitlements.repository import (
 from meterline.errors import Conflict, NotFound
 from meterline.notify.announce import subscription_changed
 from meterline.notify.outbox import publish
+from meterline.values import dumps, exact, loads
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +183,7 @@ def _announce(
 
 
 _GRANT_COLUMNS = (
-    "id, tenant_id, customer, feature, kind, amount::float8, effective_at, expires_at, note, "
-    "voided_at"
+    "id, tenant_id, customer, feature, kind, amount, effective_at, expires_at, note, voided_at"
 )
 
 
@@ -196,7 +197,7 @@ def insert_grant(conn: psycopg.Connection[Any], tenant_id: int, grant: NewGrant)
             "INSERT INTO grants (tenant_id, customer, feature, kind, amount, effective_at, "
             "expires_at, note) VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s) "
             f"RETURNING {_GRANT_COLUMNS}",
-            (tenant_id, g.customer, g.feature, g.kind, g.amount, g.effective_at, *extra),
+            (tenant_id, g.customer, g.feature, g.kind, exact(g.amount), g.effective_at, *extra),
         ).fetchone()
     except psycopg.errors.ForeignKeyViolation:
         raise NotFound(f"no customer {g.customer!r}") from None
@@ -238,7 +239,7 @@ INSERT INTO entitlement_answers (tenant_id, event_id, customer, meter, amount, e
 VALUES (%s, %s, %s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING 1
 """
 _READ = """
-SELECT status, body, published, customer, meter, amount, event_ms,
+SELECT status, body::text, published, customer, meter, amount, event_ms,
        claimed_at < now() - make_interval(secs => %s)
 FROM entitlement_answers WHERE tenant_id = %s AND event_id = %s
 """
@@ -272,11 +273,11 @@ class PostgresAnswerStore(AnswerStore):
     def get(self, tenant_id: int, event_id: str) -> Answer | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT status, body, published FROM entitlement_answers "
+                "SELECT status, body::text, published FROM entitlement_answers "
                 "WHERE tenant_id = %s AND event_id = %s AND status IS NOT NULL",
                 (tenant_id, event_id),
             ).fetchone()
-        return None if row is None else Answer(int(row[0]), dict(row[1]), bool(row[2]))
+        return None if row is None else Answer(int(row[0]), loads(row[1]), bool(row[2]))
 
     def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
         e = event
@@ -289,7 +290,7 @@ class PostgresAnswerStore(AnswerStore):
             status, body, published, customer, meter, amount, event_ms, lapsed = row
             stored = event if event_ms is None else ConsumeEvent(customer, meter, amount, event_ms)
             if status is not None:
-                return Claim(stored, Answer(int(status), dict(body), bool(published)), False)
+                return Claim(stored, Answer(int(status), loads(body), bool(published)), False)
             taken = lapsed and conn.execute(_TAKE_OVER, (tenant_id, event_id, lease_s)).fetchone()
             return Claim(stored, None, owner=bool(taken))
 
@@ -304,7 +305,7 @@ class PostgresAnswerStore(AnswerStore):
     def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
         a = answer
         with self._pool.connection() as conn:
-            args = (a.status, Jsonb(a.body), a.published, tenant_id, event_id)
+            args = (a.status, Jsonb(a.body, dumps=_dumps), a.published, tenant_id, event_id)
             if conn.execute(_DECIDE, args).fetchone() is not None:
                 return answer
         stored = self.get(tenant_id, event_id)
@@ -321,10 +322,10 @@ class PostgresAnswerStore(AnswerStore):
 
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> dict[str, float]:
+    ) -> dict[str, Decimal]:
         args = (tenant_id, customer, meter, start_ms, end_ms)
         with self._pool.connection() as conn:
-            return {str(e): float(a) for e, a in conn.execute(_PENDING, args)}
+            return {str(e): Decimal(a) for e, a in conn.execute(_PENDING, args)}
 
 
 class LedgerIngestedIds(IngestedIds):
@@ -379,3 +380,8 @@ class GrantedIds(HeldIds):
     def within(self, tenant_id: int, seconds: float) -> list[str]:
         with self._pool.connection() as conn:
             return [str(r[0]) for r in conn.execute(_GRANTED_WITHIN, (tenant_id, seconds))]
+
+
+def _dumps(doc: object) -> str:
+    """An answer's JSON with its quantities exact (`meterline.values`)."""
+    return dumps(doc).decode()

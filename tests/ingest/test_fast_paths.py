@@ -52,6 +52,7 @@ from meterline.redis import connect_async
 from meterline.tenants import MemoryTenantRepository
 from tests.ingest.support import CATALOG
 from tests.unit.test_events import BAD_FIELDS, nested
+from tests.unit.value_strategies import rule_floats
 
 NOW = 1_800_000_000_000
 RULES = Rules(now_ms=NOW, meters={"api_calls": "value", "tokens": "value", "": "value"})
@@ -95,7 +96,7 @@ common_events = st.fixed_dictionaries(
         "meter": st.sampled_from(["api_calls", "tokens"]),
     },
     optional={
-        "value": st.integers(0, 10**15) | st.floats(0, 1e15),
+        "value": st.integers(0, 10**15) | rule_floats(),
         "timestamp": st.integers(NOW - 35 * DAY, NOW + MAX_FUTURE_MS)
         | st.sampled_from(["2027-01-15T08:00:00Z", "2027-01-15T08:00:00.5+02:00"]),
         "properties": st.dictionaries(st.text(max_size=5), SAFE_INTS | st.text(), max_size=32),
