@@ -34,8 +34,10 @@ from meterline.entitlements import (
 )
 from meterline.entitlements.ids import LoopThread
 from meterline.entitlements.postgres import LedgerIngestedIds
+from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
+from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.redis import connect_async as redis_connect_async
@@ -109,8 +111,9 @@ def build(
     )
     ingested = LedgerIngestedIds(pool, deduper, loop, own.dedupe_timeout_s)
     answers = PostgresAnswerStore(pool)
+    notifier = Notifier(PostgresNoticeLedger(pool))
     service = EntitlementService(
-        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested
+        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested, notifier
     )
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)

@@ -281,7 +281,7 @@ class MeteredEntitlement:
 
     def to_json(self) -> Document:
         limit = limit_to_json(self.limit)
-        doc = {"limit": limit, "reset": self.reset.value, "overage": self.overage.value}
+        doc: Document = {"limit": limit, "reset": self.reset.value, "overage": self.overage.value}
         if self.notify_at is not None:
             doc["notify_at"] = [limit_to_json(p) for p in self.notify_at]
         return doc

@@ -33,6 +33,7 @@ from meterline.entitlements.repository import (
     GrantRepository,
     SubscriptionRepository,
 )
+from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
 from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
@@ -82,6 +83,7 @@ class EntitlementService:
         clock: Clock | None = None,
         options: ServiceOptions | None = None,
         ingested: IngestedIds | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._catalogs = catalogs
         self._subs = subscriptions
@@ -91,6 +93,7 @@ class EntitlementService:
         self._publisher = publisher
         self._answers = answers
         self._ingested = ingested or MemoryIngestedIds()
+        self._notifier = notifier
         self._clock = clock or SystemClock()
         self.options = options or ServiceOptions()
         self._plans: CustomerCache[Any] = CustomerCache(self.options.plan_ttl, jitter=JITTER)
@@ -246,7 +249,24 @@ class EntitlementService:
         answer = claim.answer or self._decide_or_abandon(tenant_id, feature, event_id, claim.event)
         if answer.status == 200 and not answer.published:
             self._publish(tenant_id, event_id, claim.event)
+        self._announce(tenant_id, claim.event.customer, answer)
         return answer.status, answer.body
+
+    def _announce(self, tenant_id: int, customer: str, answer: Answer) -> None:
+        """Record the thresholds and limit notices the answer shows (`thresholds.py`), on every
+        answer, repeats included: a notice lost to a failure here is written by the retry.
+        Unavailable when they cannot be recorded (the answer stands; retry the event_id)."""
+        if self._notifier is None or answer.status not in (200, 403):
+            return
+        plan = self.catalog(tenant_id).plan(answer.body.get("plan") or "")
+        percents = plan.thresholds(answer.body["feature"]) if plan else ()
+        try:
+            self._notifier.announce(tenant_id, customer, answer.body, percents)
+        except MeterlineError:
+            raise
+        except Exception as error:
+            message = "the answer's notices were not recorded; retry the event_id"
+            raise Unavailable(message) from error
 
     def _metered(self, tenant_id: int, feature: str) -> str:
         found = self.catalog(tenant_id).feature(feature)
