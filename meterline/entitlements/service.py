@@ -12,13 +12,14 @@ the same event again. See README.md ("Consume") for why each step is where it is
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from meterline.catalog import Aggregation, Catalog, CatalogRepository, FeatureKind
+from meterline.catalog import Aggregation, Catalog, CatalogRepository, FeatureKind, Limit
 from meterline.clock import Clock, SystemClock, from_ms, to_ms
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.decide import Evaluation, decide, evaluate
@@ -39,6 +40,7 @@ from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, 
 from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
 from meterline.view import Reservation, SyncedView, ViewNotReady, attributed_ms
 
+log = logging.getLogger(__name__)
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
 _TENANT = ""
 _PROBE = "\x00probe"
@@ -181,7 +183,24 @@ class EntitlementService:
             return decide(ev)
         meter = ev.feature.meter
         assert meter is not None
-        return decide(ev, self._current(tenant_id, customer, meter, ev.period), amount)
+        decision = decide(ev, self._current(tenant_id, customer, meter, ev.period), amount)
+        if amount is None and self._notifier is not None:
+            self._announce_checked(tenant_id, customer, decision)
+        return decision
+
+    def _announce_checked(self, tenant_id: int, customer: str, decision: Decision) -> None:
+        """A plain check sees usage consumes never did (ingested events): announce the
+        thresholds it shows. A failure only logs: the next check that decides tries again."""
+        assert self._notifier is not None
+        body = decision.as_dict()
+        try:
+            self._notifier.announce(tenant_id, customer, body, self._percents(tenant_id, body))
+        except Exception:
+            log.warning("could not record the notices of a check", exc_info=True)
+
+    def _percents(self, tenant_id: int, body: dict[str, Any]) -> tuple[Limit, ...]:
+        plan = self.catalog(tenant_id).plan(body.get("plan") or "")
+        return plan.thresholds(body["feature"]) if plan else ()
 
     def _current(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
         """Counted usage plus pending reservations of the period.
@@ -258,8 +277,7 @@ class EntitlementService:
         Unavailable when they cannot be recorded (the answer stands; retry the event_id)."""
         if self._notifier is None or answer.status not in (200, 403):
             return
-        plan = self.catalog(tenant_id).plan(answer.body.get("plan") or "")
-        percents = plan.thresholds(answer.body["feature"]) if plan else ()
+        percents = self._percents(tenant_id, answer.body)
         try:
             self._notifier.announce(tenant_id, customer, answer.body, percents)
         except MeterlineError:

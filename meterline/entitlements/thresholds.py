@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
 
 from meterline.catalog import Limit
 from meterline.notify.events import Notification
@@ -28,6 +28,7 @@ from meterline.notify.events import Notification
 LIMIT_EXCEEDED = "limit_exceeded"
 EXCEEDED_TYPE, REACHED_TYPE = "entitlement.limit_exceeded", "entitlement.threshold_reached"
 MEMO_SIZE = 100_000
+NoticeKey: TypeAlias = tuple[int, str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class Notice:
     notification: Notification
 
     @property
-    def key(self) -> tuple[int, str, str, str, str]:
+    def key(self) -> NoticeKey:
         return self.tenant_id, self.customer, self.feature, self.period_start, self.notice
 
 
@@ -51,13 +52,20 @@ def notices(
     tenant_id: int, customer: str, body: Mapping[str, Any], percents: Sequence[Limit]
 ) -> list[Notice]:
     """The notices a consume's answer body shows (empty for an unlimited feature)."""
+    return [notice(tenant_id, customer, body, name) for name in reached(body, percents)]
+
+
+def reached(body: Mapping[str, Any], percents: Sequence[Limit]) -> list[str]:
+    """The names of the notices `body` shows: `threshold:<p>` ascending, then `limit_exceeded`."""
     limit, used, period = body.get("limit"), body.get("used"), body.get("period")
     if limit is None or used is None or not period:
         return []
-    found = [_threshold(tenant_id, customer, body, p) for p in percents if _reached(used, limit, p)]
-    if _exceeded(body):
-        found.append(_notice(tenant_id, customer, body, LIMIT_EXCEEDED, {}))
-    return found
+    names = [f"threshold:{p}" for p in percents if _reached(used, limit, p)]
+    return [*names, LIMIT_EXCEEDED] if _exceeded(body) else names
+
+
+def key_of(tenant_id: int, customer: str, body: Mapping[str, Any], name: str) -> NoticeKey:
+    return tenant_id, customer, body["feature"], body["period"]["start"], name
 
 
 def _reached(used: float, limit: float, percent: Limit) -> bool:
@@ -74,25 +82,23 @@ def _exceeded(body: Mapping[str, Any]) -> bool:
     return body.get("overage") == "allow" and _exact(body["used"]) > _exact(body["limit"])
 
 
-def _threshold(tenant_id: int, customer: str, body: Mapping[str, Any], p: Limit) -> Notice:
-    shown = float(p) if isinstance(p, Decimal) else p
-    return _notice(tenant_id, customer, body, f"threshold:{p}", {"threshold": shown})
-
-
-def _notice(
-    tenant_id: int, customer: str, body: Mapping[str, Any], notice: str, extra: dict[str, Any]
-) -> Notice:
+def notice(tenant_id: int, customer: str, body: Mapping[str, Any], name: str) -> Notice:
+    """The notice `name` of `body`, with the notification it announces (id from its key)."""
     feature, period = body["feature"], body["period"]
-    kind = EXCEEDED_TYPE if notice == LIMIT_EXCEEDED else REACHED_TYPE
+    extra: dict[str, Any] = {}
+    if name.startswith("threshold:"):
+        percent = Decimal(name.removeprefix("threshold:"))
+        extra["threshold"] = int(percent) if percent == int(percent) else float(percent)
     data = {
         "customer": customer, "feature": feature, **extra, "used": body["used"],
         "limit": body["limit"], "overage": body.get("overage"), "plan": body.get("plan"),
         "period": {"start": period["start"], "end": period["end"]},
     }  # fmt: skip
+    kind = EXCEEDED_TYPE if name == LIMIT_EXCEEDED else REACHED_TYPE
     at = datetime.fromisoformat(body["as_of"])
-    key = "\x1f".join((customer, feature, period["start"], notice))
+    key = "\x1f".join((customer, feature, period["start"], name))
     notification = Notification(tenant_id, kind, at, data, customer, key=key)
-    return Notice(tenant_id, customer, feature, period["start"], notice, notification)
+    return Notice(tenant_id, customer, feature, period["start"], name, notification)
 
 
 class NoticeLedger(abc.ABC):
@@ -108,7 +114,7 @@ class MemoryNoticeLedger(NoticeLedger):
     """The in-memory twin: `announced` lists the notifications in the order recorded."""
 
     def __init__(self) -> None:
-        self._keys: set[tuple[int, str, str, str, str]] = set()
+        self._keys: set[NoticeKey] = set()
         self._lock = threading.Lock()
         self.announced: list[Notification] = []
 
@@ -125,21 +131,22 @@ class Notifier:
 
     def __init__(self, ledger: NoticeLedger, memo_size: int = MEMO_SIZE) -> None:
         self._ledger = ledger
-        self._known: OrderedDict[tuple[int, str, str, str, str], None] = OrderedDict()
+        self._known: OrderedDict[NoticeKey, None] = OrderedDict()
         self._memo_size = memo_size
         self._lock = threading.Lock()
 
     def announce(
         self, tenant_id: int, customer: str, body: Mapping[str, Any], percents: Sequence[Limit]
     ) -> None:
-        found = notices(tenant_id, customer, body, percents)
+        names = reached(body, percents)
         with self._lock:
-            unknown = [n for n in found if n.key not in self._known]
+            unknown = [n for n in names if key_of(tenant_id, customer, body, n) not in self._known]
         if unknown:
-            self._ledger.record(unknown)
-            self._remember(n.key for n in unknown)
+            found = [notice(tenant_id, customer, body, name) for name in unknown]
+            self._ledger.record(found)
+            self._remember(n.key for n in found)
 
-    def _remember(self, keys: Iterable[tuple[int, str, str, str, str]]) -> None:
+    def _remember(self, keys: Iterable[NoticeKey]) -> None:
         with self._lock:
             for key in keys:
                 self._known[key] = None

@@ -5,16 +5,19 @@ verified with the SDK's `meterline_sdk.webhooks.verify`."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from meterline.catalog import load_catalog
 from meterline.notify.postgres.endpoints import EndpointStore
 from meterline_sdk.webhooks import verify
 from tests.entitlements.conftest import Api, serve_api
+from tests.entitlements.test_concurrency import RunAggregator
 from tests.fixtures.stripe import StripeEmulatorHandle
 from tests.notify.support import Receiver, Setup
 
@@ -137,4 +140,22 @@ def test_thresholds_count_grants_and_are_announced_when_a_grant_runs_out(api: Ap
         "entitlement.threshold_reached:80": 1,
         "entitlement.threshold_reached:100": 1,
         "entitlement.limit_exceeded:": 1,
+    }
+
+
+def test_a_check_announces_the_thresholds_of_ingested_usage(
+    api: Api, hooks, ingest: httpx.Client
+) -> None:
+    event = {"id": "i1", "customer": "ingested", "meter": "api_calls", "value": 85}
+    assert ingest.post("/v1/events", json=event).status_code == 202
+    with RunAggregator(api.env), api.client() as http:
+        deadline = time.monotonic() + 90
+        while http.get("/v1/customers/ingested/entitlements/api_calls").json()["used"] < 85:
+            assert time.monotonic() < deadline, "the aggregator did not count the event"
+            time.sleep(0.3)
+        for _ in range(3):
+            http.get("/v1/customers/ingested/entitlements/api_calls").raise_for_status()
+    assert notices(delivered(hooks), "ingested") == {
+        "entitlement.threshold_reached:50": 1,
+        "entitlement.threshold_reached:80": 1,
     }
