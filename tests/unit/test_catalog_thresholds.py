@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from meterline.catalog import CatalogError, parse_catalog
+from meterline.catalog.diff import diff_catalogs
 
 
 def document(plan_notify: object = None, feature_notify: object = None) -> dict[str, Any]:
@@ -77,3 +78,11 @@ def test_only_metered_features_take_thresholds() -> None:
     doc = document()
     doc["plans"][0]["features"]["sso"] = {"enabled": True, "notify_at": [50]}
     assert "plans[0].features.sso" in problems(doc)
+
+
+def test_a_threshold_change_shows_in_the_diff() -> None:
+    before, after = parse_catalog(document()), parse_catalog(document([50, 80], [90]))
+    assert diff_catalogs(before, after).lines() == [
+        "~ plan basic: features.calls.notify_at (none) -> [90]",
+        "~ plan basic: notify_at (none) -> [50, 80]",
+    ]
