@@ -1,7 +1,8 @@
-"""Entitlement notices: which thresholds a consume's answer reached, announced once each.
+"""Entitlement notices: which thresholds an answer reached, announced once each.
 
-`notices(tenant_id, customer, body, percents)` reads a consume's stored answer (the decision
-body: `used` after the grant, `limit` of plan + grants, `period`, `overage`, `reason`) and
+`notices(tenant_id, customer, body, percents)` reads a decision body (a consume's stored
+answer: `used` after the grant, `limit` of plan + grants, `period`, `overage`, `reason`,
+`granted`; or a plain check's decision, which has no `granted`) and
 returns every notice it shows: `threshold:<p>` for each catalog percentage `p` that `used`
 has reached, and `limit_exceeded` for a blocking refusal or an `allow` overage past the limit.
 It returns all reached ones, not only those this consume crossed, so a retry, a limit that
@@ -51,7 +52,7 @@ class Notice:
 def notices(
     tenant_id: int, customer: str, body: Mapping[str, Any], percents: Sequence[Limit]
 ) -> list[Notice]:
-    """The notices a consume's answer body shows (empty for an unlimited feature)."""
+    """The notices a decision body shows (empty for an unlimited feature)."""
     return [notice(tenant_id, customer, body, name) for name in reached(body, percents)]
 
 
