@@ -33,6 +33,7 @@ bench: $(STAMP)
 
 reliability: $(STAMP)
 	$(BIN)/python -m bench.reliability
+	$(BIN)/pytest -q -m reliability  # the scale-out pieces one by one, with real processes
 	$(BIN)/pytest -q -s tests/security/test_slow_clients.py  # prints the probes' latencies
 	METERLINE_RELIABILITY_WEBHOOK_KILLS=25 $(BIN)/pytest -q tests/notify/test_crash.py
 

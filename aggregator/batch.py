@@ -156,7 +156,8 @@ def _fold_into(cur: list[float], value: float, ts: int) -> None:
 
 
 def reservations(events: Events) -> list[ReservationKey]:
-    """Counted events that an entitlement check granted through a reservation."""
+    """The reservations of the consumes' events among `events` (a committed batch's: each
+    one's identity is counted, by it or by an earlier copy)."""
     props = events.properties
     if not any(props):  # the usual batch: no event has properties
         return []

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +34,14 @@ from meterline.entitlements import (
     ViewUsage,
 )
 from meterline.entitlements.ids import LoopThread
+from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.redis import connect_async as redis_connect_async
 from meterline.settings import Settings
@@ -75,6 +78,8 @@ class Dependencies:
     metrics: Metrics = field(default_factory=Metrics)
     ready_checks: dict[str, Callable[[], object]] = field(default_factory=dict)
     closers: list[Callable[[], object]] = field(default_factory=list)
+    consume_lane: Executor | None = None
+    """Where consumes run (None: the event loop's default executor)."""
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
@@ -87,12 +92,15 @@ class Dependencies:
 def build(
     settings: Settings, own: EntitlementsSettings, clock: Clock | None = None
 ) -> Dependencies:
-    """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable.
+    """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable
+    or the schema is older than the code.
 
     `clock` (tests) drives decisions, reservations and grace periods alike.
     """
     clock = clock or SystemClock()
     pool = open_pool(settings.database.url, max_size=own.pool_size, name="entitlements")
+    require_current_schema_in(pool, "entitlements_api")
+    lane = ThreadPoolExecutor(own.consume_threads, thread_name_prefix="consume")
     client = redis_connect(settings.redis.url)
     query = UsageQuery(pool)
     view = RedisUsageView(client, settings.redis.key_prefix, clock=clock, archive=query)
@@ -111,10 +119,14 @@ def build(
     )
     ingested = LedgerIngestedIds(pool, deduper, loop, own.dedupe_timeout_s)
     answers = PostgresAnswerStore(pool)
+    channel = f"{settings.redis.key_prefix}:entitlements:changes"
+    feed = RedisChangeFeed(client, settings.redis.url, channel, own.fallback_cache_ttl)
     notifier = Notifier(PostgresNoticeLedger(pool))
     service = EntitlementService(
-        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested, notifier
+        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested, feed,
+        notifier,
     )
+    feed.listen(service)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
     events = PostgresWebhookEventStore(pool)
@@ -137,7 +149,10 @@ def build(
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,
         ready_checks=_ready_checks(pool, client),
+        consume_lane=lane,
         closers=[
+            lambda: lane.shutdown(wait=False),
+            feed.close,
             pool.close,
             read_pool.close,
             reads.close,

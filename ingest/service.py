@@ -16,9 +16,17 @@ from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.settings import IngestSettings
 from ingest.sinks import AdmissionSink, DedupingSink, PublishingSink, Sink, TimedSink
 from meterline.catalog import PostgresCatalogRepository
-from meterline.dedupe import BoundedDeduper, CoalescingDeduper, Deduper, RedisDeduper
+from meterline.dedupe import (
+    BoundedDeduper,
+    CoalescingDeduper,
+    Deduper,
+    DurableIdsDeduper,
+    RedisDeduper,
+)
+from meterline.entitlements.postgres import GrantedIds
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect, connect_async
 from meterline.redis.buckets import RedisBucketStore
 from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
@@ -59,15 +67,18 @@ def sink_chain(
 
 
 def build(sections: Sections) -> Dependencies:
-    """Connect to Postgres and Redis (ConfigError if one is unreachable) and to the broker:
+    """Connect to Postgres and Redis (ConfigError if one is unreachable, or the schema is older
+    than the code) and to the broker:
     wait up to `PRODUCER_WAIT_S` for the producer's id; without it ingest starts anyway, not
     ready (`/readyz`), and its requests wait for the broker as long as `PRODUCE_TIMEOUT_S`."""
     s = sections.ingest
     pool = open_pool(sections.database.url, max_size=4, name="ingest")
+    require_current_schema_in(pool, "ingest")
     connect(sections.redis.url).close()
     client = connect_async(sections.redis.url)
     redis_deduper = RedisDeduper(client, sections.redis.key_prefix, s.dedupe_window_s)
-    deduper = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
+    bounded = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
+    deduper = DurableIdsDeduper(bounded, redis_deduper, GrantedIds(pool))
     store = RedisBucketStore(client, sections.redis.key_prefix)
     buckets = TokenBuckets(s.tenant_rate, s.tenant_rates, store, lease_s=RATE_LEASE_S)
     tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}

@@ -21,6 +21,7 @@ from meterline.notify.settings import WebhookSettings
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
 from reporter.dispatch import open_dispatcher
+from reporter.leadership import Leadership, connector
 from reporter.scheduler import Scheduler
 from reporter.service import build
 from reporter.settings import ReporterSettings
@@ -42,9 +43,11 @@ def main() -> int:
     except ConfigError as exc:
         print(f"reporter: {exc.message}", file=sys.stderr)
         return 2
+    leadership = Leadership(connector(database.url), reporter.metrics.scheduler_active.set)
     scheduler = Scheduler(
         own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile_nightly,
-        on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
+        tick_s=own.tick_s, on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
+        leader=leadership,
     )  # fmt: skip
     config = uvicorn.Config(
         create_app(reporter),
@@ -67,6 +70,7 @@ def main() -> int:
         if dispatching:
             dispatching[0].stop()
             dispatching[1].close()
+        leadership.release()
         reporter.close()
     return 0
 

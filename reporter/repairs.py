@@ -3,7 +3,7 @@ at any time: each re-reads Stripe's summary of the window immediately before act
 only what Stripe does not hold.
 
 - `resend` (missing_in_stripe): our events of the window that Stripe lacks, with their own
-  identifiers and a fresh Idempotency-Key. An event Stripe received within `DEDUPE_HORIZON`
+  identifiers and a fresh Idempotency-Key. An event Stripe received within `STRIPE_DEDUPE_HORIZON`
   (23 h, inside Stripe's 24 h identifier dedupe) is resent whenever the window is short:
   Stripe answers "already exists" if it holds it, however late its summary is. An older
   event is resent only when the fresh summary proves Stripe lacks it: Stripe holds nothing of
@@ -26,7 +26,6 @@ automatic repair: finance resolves it with a note (credit note, manual invoice i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from decimal import Decimal
 
 from psycopg_pool import ConnectionPool
@@ -34,6 +33,7 @@ from psycopg_pool import ConnectionPool
 from meterline.clock import Clock
 from meterline.errors import Conflict, FieldError, Unavailable, ValidationFailed
 from meterline.stripe.meter_events import (
+    STRIPE_DEDUPE_HORIZON,
     Delivery,
     MeterEventSender,
     PermanentStripeError,
@@ -48,7 +48,6 @@ from reporter.push import PushReport
 from reporter.slots import HOUR, floor_hour
 
 ACTIONS = ("resend", "push", "cancel")
-DEDUPE_HORIZON = timedelta(hours=23)
 
 
 class Repairs:
@@ -125,7 +124,7 @@ class Repairs:
 
     def _recent(self, row: LedgerRow) -> bool:
         received = row.sent_at or row.created_at
-        return received is not None and received > self._clock.now() - DEDUPE_HORIZON
+        return received is not None and received > self._clock.now() - STRIPE_DEDUPE_HORIZON
 
     def _resend(
         self, alert: Alert, rows: list[LedgerRow], held: Decimal, last: bool, actor: str

@@ -4,14 +4,14 @@ the ingested ids as the ledger and ingest's dedupe store hold them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from meterline.dedupe import Deduper
+from meterline.dedupe import Deduper, HeldIds
 from meterline.entitlements.ids import IngestedIds, LoopThread
 from meterline.entitlements.model import Customer, Grant, Subscription
 from meterline.entitlements.repository import (
@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 
 _CUSTOMER_COLUMNS = "tenant_id, id, stripe_customer_id, name, email"
 _IN_LEDGER = "SELECT 1 FROM usage_event_ids WHERE tenant_id = %s AND event_id = %s"
+_GRANTED = """
+SELECT event_id FROM entitlement_answers
+WHERE tenant_id = %s AND event_id = ANY(%s) AND status = 200
+"""
+_GRANTED_WITHIN = """
+SELECT event_id FROM entitlement_answers
+WHERE tenant_id = %s AND status = 200 AND created_at >= now() - make_interval(secs => %s)
+"""
 
 
 class PostgresCustomerRepository(CustomerRepository):
@@ -334,7 +342,7 @@ class LedgerIngestedIds(IngestedIds):
             if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
                 return True
         try:
-            return seen.result(self._timeout)[0]
+            return bool(seen.result(self._timeout)[0])
         except Exception:
             log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
             return False
@@ -350,3 +358,19 @@ class LedgerIngestedIds(IngestedIds):
                 log.warning("dedupe store did not take a consume's id", exc_info=True)
 
         return wait
+
+
+class GrantedIds(HeldIds):
+    """The ids consume granted (`entitlement_answers`): ingest's durable record of the ids it
+    must answer as duplicates when its dedupe store may have lost their marks."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    def held(self, tenant_id: int, ids: Sequence[str]) -> set[str]:
+        with self._pool.connection() as conn:
+            return {str(r[0]) for r in conn.execute(_GRANTED, (tenant_id, list(ids)))}
+
+    def within(self, tenant_id: int, seconds: float) -> list[str]:
+        with self._pool.connection() as conn:
+            return [str(r[0]) for r in conn.execute(_GRANTED_WITHIN, (tenant_id, seconds))]

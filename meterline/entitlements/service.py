@@ -24,6 +24,7 @@ from meterline.clock import Clock, SystemClock, from_ms, to_ms
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.decide import Evaluation, decide, evaluate
 from meterline.entitlements.ids import IngestedIds, MemoryIngestedIds
+from meterline.entitlements.invalidation import Change, ChangeFeed, LocalFeed
 from meterline.entitlements.model import Decision, Grant, Reason, Subscription
 from meterline.entitlements.periods import Period
 from meterline.entitlements.repository import (
@@ -85,6 +86,7 @@ class EntitlementService:
         clock: Clock | None = None,
         options: ServiceOptions | None = None,
         ingested: IngestedIds | None = None,
+        changes: ChangeFeed | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         self._catalogs = catalogs
@@ -102,11 +104,30 @@ class EntitlementService:
         self._decisions: CustomerCache[Decision] = CustomerCache(
             self.options.decision_ttl, jitter=JITTER
         )
+        self._changes = changes or LocalFeed()
 
     def invalidate(self, tenant_id: int, customer: str | None = None) -> None:
-        """Forget cached plan data and decisions of one customer (or of the whole tenant)."""
-        self._plans.invalidate(tenant_id, customer)
-        self._decisions.invalidate(tenant_id, customer)
+        """Forget cached plan data and decisions of one customer (or of the whole tenant),
+        here and in every other replica. Call it once the change is durable."""
+        self._changed(Change(tenant_id, customer))
+
+    def _changed(self, change: Change) -> None:
+        self.forget(change)
+        self._changes.publish(change)
+
+    def forget(self, change: Change) -> None:
+        """Drop what `change` makes stale from this replica's caches (what another told)."""
+        if change.plans:
+            self._plans.invalidate(change.tenant_id, change.customer)
+        self._decisions.invalidate(change.tenant_id, change.customer)
+
+    def clear(self) -> None:
+        self._plans.clear()
+        self._decisions.clear()
+
+    def cap_ttl(self, seconds: float | None) -> None:
+        self._plans.cap_ttl(seconds)
+        self._decisions.cap_ttl(seconds)
 
     def catalog(self, tenant_id: int) -> Catalog:
         """The tenant's current catalog; NotFound before its first `catalog apply`."""
@@ -363,7 +384,7 @@ class EntitlementService:
         if ev.terms is None or ev.period is None:
             return self._store(tenant_id, event_id, decide(ev), granted=False)
         decision = self._reserve(tenant_id, ev, event, event_id)
-        self._decisions.invalidate(tenant_id, event.customer)
+        self._changed(Change(tenant_id, event.customer, plans=False))
         answer = self._store(tenant_id, event_id, decision, granted=decision.has_access)
         if decision.has_access and answer.status != 200:
             self._view.release(tenant_id, event.customer, event.meter, event_id)
