@@ -122,10 +122,8 @@ def build(
     channel = f"{settings.redis.key_prefix}:entitlements:changes"
     feed = RedisChangeFeed(client, settings.redis.url, channel, own.fallback_cache_ttl)
     notifier = Notifier(PostgresNoticeLedger(pool))
-    service = EntitlementService(
-        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested, feed,
-        notifier,
-    )
+    parts = (catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested)
+    service = EntitlementService(*parts, feed, notifier)
     feed.listen(service)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
