@@ -213,15 +213,17 @@ class EntitlementService:
         """A plain check sees usage consumes never did (ingested events): announce the
         thresholds it shows. A failure only logs: the next check that decides tries again."""
         assert self._notifier is not None
-        body = decision.as_dict()
+        percents = self._thresholds(tenant_id, decision.plan, decision.feature)
+        if not percents and decision.overage != "allow":
+            return  # nothing to announce: skip building the body
         try:
-            self._notifier.announce(tenant_id, customer, body, self._percents(tenant_id, body))
+            self._notifier.announce(tenant_id, customer, decision.as_dict(), percents)
         except Exception:
             log.warning("could not record the notices of a check", exc_info=True)
 
-    def _percents(self, tenant_id: int, body: dict[str, Any]) -> tuple[Limit, ...]:
-        plan = self.catalog(tenant_id).plan(body.get("plan") or "")
-        return plan.thresholds(body["feature"]) if plan else ()
+    def _thresholds(self, tenant_id: int, plan_key: str | None, feature: str) -> tuple[Limit, ...]:
+        plan = self.catalog(tenant_id).plan(plan_key or "")
+        return plan.thresholds(feature) if plan else ()
 
     def _current(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
         """Counted usage plus pending reservations of the period.
@@ -298,7 +300,7 @@ class EntitlementService:
         Unavailable when they cannot be recorded (the answer stands; retry the event_id)."""
         if self._notifier is None or answer.status not in (200, 403):
             return
-        percents = self._percents(tenant_id, answer.body)
+        percents = self._thresholds(tenant_id, answer.body.get("plan"), answer.body["feature"])
         try:
             self._notifier.announce(tenant_id, customer, answer.body, percents)
         except MeterlineError:
