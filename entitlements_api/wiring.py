@@ -47,8 +47,10 @@ from meterline.entitlements import (
 from meterline.entitlements.ids import LoopThread
 from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
+from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
+from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
@@ -147,9 +149,9 @@ def build(
     answers = PostgresAnswerStore(pool)
     channel = f"{settings.redis.key_prefix}:entitlements:changes"
     feed = RedisChangeFeed(client, settings.redis.url, channel, own.fallback_cache_ttl)
-    service = EntitlementService(
-        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested, feed
-    )
+    notifier = Notifier(PostgresNoticeLedger(pool))
+    parts = (catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested)
+    service = EntitlementService(*parts, feed, notifier)
     feed.listen(service)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)

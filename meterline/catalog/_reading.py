@@ -238,6 +238,23 @@ def limit(value: object) -> Limit | None:
     return value if isinstance(value, int) else _integral_or_decimal(number)
 
 
+MAX_THRESHOLDS = 10
+MAX_THRESHOLD_PERCENT = 1000
+
+
+def threshold(value: object, previous: Limit | None) -> Limit:
+    """One `notify_at` percentage: > 0, <= 1000, greater than the one before it."""
+    try:
+        percent = limit(value)
+    except Invalid:
+        percent = None
+    if percent is None or not 0 < percent <= MAX_THRESHOLD_PERCENT:
+        raise Invalid(f"must be a percentage of the limit, > 0 and <= {MAX_THRESHOLD_PERCENT}")
+    if previous is not None and percent <= previous:
+        raise Invalid(f"must be greater than {previous} (ascending, no repeats)")
+    return percent
+
+
 def static_value(value: object) -> StaticValue:
     if isinstance(value, str) and len(value) <= MAX_STATIC_STRING_LENGTH:
         return value

@@ -264,11 +264,16 @@ class MeteredPrice:
 
 @dataclass(frozen=True, slots=True)
 class MeteredEntitlement:
-    """A metered feature in a plan: `limit` units per `reset` period; `None` means unlimited."""
+    """A metered feature in a plan: `limit` units per `reset` period; `None` means unlimited.
+
+    `notify_at`: the percentages of the limit announced by `entitlement.threshold_reached`;
+    `None` takes the plan's `notify_at`, `()` announces none.
+    """
 
     limit: Limit | None = None
     reset: ResetPeriod = ResetPeriod.BILLING_PERIOD
     overage: Overage = Overage.BLOCK
+    notify_at: tuple[Limit, ...] | None = None
 
     @property
     def unlimited(self) -> bool:
@@ -276,7 +281,10 @@ class MeteredEntitlement:
 
     def to_json(self) -> Document:
         limit = limit_to_json(self.limit)
-        return {"limit": limit, "reset": self.reset.value, "overage": self.overage.value}
+        doc: Document = {"limit": limit, "reset": self.reset.value, "overage": self.overage.value}
+        if self.notify_at is not None:
+            doc["notify_at"] = [limit_to_json(p) for p in self.notify_at]
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +317,7 @@ class Plan:
     `features` maps a feature key to its entitlement; a feature absent from it is not in the plan
     (a static feature with a declared `value` excepted). `metered_prices` maps a meter key to its
     per-unit price. The default plan is the plan of customers with no subscription.
+    `notify_at` is the thresholds (percent of the limit) of its metered features that set none.
     """
 
     key: str
@@ -317,6 +326,7 @@ class Plan:
     price: Price | None = None
     metered_prices: Mapping[str, MeteredPrice] = field(default_factory=dict)
     features: Mapping[str, PlanEntitlement] = field(default_factory=dict)
+    notify_at: tuple[Limit, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metered_prices", _frozen(self.metered_prices))
@@ -325,6 +335,13 @@ class Plan:
     @property
     def display_name(self) -> str:
         return self.name or self.key
+
+    def thresholds(self, feature: str) -> tuple[Limit, ...]:
+        """The percentages of `feature`'s limit to announce: its own, else the plan's."""
+        own = self.features.get(feature)
+        if isinstance(own, MeteredEntitlement) and own.notify_at is not None:
+            return own.notify_at
+        return self.notify_at
 
     def to_document(self) -> Document:
         doc: Document = {"key": self.key, "default": self.default}
@@ -335,6 +352,8 @@ class Plan:
         if self.metered_prices:
             doc["metered_prices"] = {k: p.to_document() for k, p in self.metered_prices.items()}
         doc["features"] = {k: e.to_json() for k, e in self.features.items()}
+        if self.notify_at:
+            doc["notify_at"] = [limit_to_json(p) for p in self.notify_at]
         return doc
 
 

@@ -29,6 +29,7 @@ from meterline.catalog.model import (
     Feature,
     FeatureKind,
     Interval,
+    Limit,
     Meter,
     MeteredEntitlement,
     MeteredPrice,
@@ -269,7 +270,7 @@ def _check_feature_kind(entry: Entry, kind: FeatureKind) -> None:
 
 
 def _plan(ctx: Context, raw: object, path: Path) -> Plan | None:
-    optional = ("default", "name", "price", "metered_prices", "features")
+    optional = ("default", "name", "price", "metered_prices", "features", "notify_at")
     entry = Entry(ctx, raw, path, ("key",), optional)
     fields = entry.fields
     price = _price(ctx, fields["price"], (*path, "price")) if "price" in fields else None
@@ -284,6 +285,7 @@ def _plan(ctx: Context, raw: object, path: Path) -> Plan | None:
         price=price,
         metered_prices=metered,
         features=features,
+        notify_at=_notify_at(entry) or (),
     )
     return None if entry.failed else plan
 
@@ -362,13 +364,32 @@ def _metered_entitlement(ctx: Context, raw: object, path: Path) -> MeteredEntitl
         shape = "{limit, reset, overage}"
         ctx.fail(path, f"must be a mapping {shape} ({path[-1]} is a metered feature)")
         return None
-    entry = Entry(ctx, raw, path, optional=("limit", "reset", "overage"))
+    entry = Entry(ctx, raw, path, optional=("limit", "reset", "overage", "notify_at"))
     entitlement = MeteredEntitlement(
         limit=entry.get("limit", rd.limit, None),
         reset=entry.get("reset", rd.choice(ResetPeriod), ResetPeriod.BILLING_PERIOD),
         overage=entry.get("overage", rd.choice(Overage), Overage.BLOCK),
+        notify_at=_notify_at(entry),
     )
     return None if entry.failed else entitlement
+
+
+def _notify_at(entry: Entry) -> tuple[Limit, ...] | None:
+    """An entry's `notify_at` (None when absent); each bad percentage fails at its index."""
+    if not entry.has("notify_at"):
+        return None
+    raw, path = entry.fields["notify_at"], (*entry.path, "notify_at")
+    if not isinstance(raw, list) or len(raw) > rd.MAX_THRESHOLDS:
+        shape = f"a list of at most {rd.MAX_THRESHOLDS} percentages of the limit"
+        entry.ctx.fail(path, f"must be {shape} like [50, 80, 100], not {rd.type_name(raw)}")
+        return None
+    percents: list[Limit] = []
+    for index, value in enumerate(raw):
+        try:
+            percents.append(rd.threshold(value, percents[-1] if percents else None))
+        except Invalid as problem:
+            entry.ctx.fail((*path, index), str(problem))
+    return tuple(percents)
 
 
 def _is_default(raw: object) -> bool:

@@ -12,6 +12,7 @@ the same event again. See README.md ("Consume") for why each step is where it is
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from meterline.catalog import Aggregation, Catalog, CatalogRepository, FeatureKind
+from meterline.catalog import Aggregation, Catalog, CatalogRepository, FeatureKind, Limit
 from meterline.clock import Clock, SystemClock, from_ms, to_ms
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.decide import Evaluation, decide, evaluate
@@ -35,12 +36,14 @@ from meterline.entitlements.repository import (
     GrantRepository,
     SubscriptionRepository,
 )
+from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
 from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
 from meterline.values import exact_sum, to_decimal, value_problem
 from meterline.view import Reservation, SyncedView, ViewNotReady, attributed_ms
 
+log = logging.getLogger(__name__)
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
 _TENANT = ""
 _PROBE = "\x00probe"
@@ -86,6 +89,7 @@ class EntitlementService:
         options: ServiceOptions | None = None,
         ingested: IngestedIds | None = None,
         changes: ChangeFeed | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._catalogs = catalogs
         self._subs = subscriptions
@@ -95,6 +99,7 @@ class EntitlementService:
         self._publisher = publisher
         self._answers = answers
         self._ingested = ingested or MemoryIngestedIds()
+        self._notifier = notifier
         self._clock = clock or SystemClock()
         self.options = options or ServiceOptions()
         self._plans: CustomerCache[Any] = CustomerCache(self.options.plan_ttl, jitter=JITTER)
@@ -203,7 +208,26 @@ class EntitlementService:
             return decide(ev)
         meter = ev.feature.meter
         assert meter is not None
-        return decide(ev, self._current(tenant_id, customer, meter, ev.period), amount)
+        decision = decide(ev, self._current(tenant_id, customer, meter, ev.period), amount)
+        if amount is None and self._notifier is not None:
+            self._announce_checked(tenant_id, customer, decision)
+        return decision
+
+    def _announce_checked(self, tenant_id: int, customer: str, decision: Decision) -> None:
+        """A plain check sees usage consumes never did (ingested events): announce the
+        thresholds it shows. A failure only logs: the next check that decides tries again."""
+        assert self._notifier is not None
+        percents = self._thresholds(tenant_id, decision.plan, decision.feature)
+        if not percents and decision.overage != "allow":
+            return  # nothing to announce: skip building the body
+        try:
+            self._notifier.announce(tenant_id, customer, decision.as_dict(), percents)
+        except Exception:
+            log.warning("could not record the notices of a check", exc_info=True)
+
+    def _thresholds(self, tenant_id: int, plan_key: str | None, feature: str) -> tuple[Limit, ...]:
+        plan = self.catalog(tenant_id).plan(plan_key or "")
+        return plan.thresholds(feature) if plan else ()
 
     def _current(self, tenant_id: int, customer: str, meter: str, period: Period) -> Decimal:
         """Counted usage plus pending reservations of the period.
@@ -278,7 +302,23 @@ class EntitlementService:
         answer = claim.answer or self._decide_or_abandon(tenant_id, feature, event_id, claim.event)
         if answer.status == 200 and not answer.published:
             self._publish(tenant_id, event_id, claim.event)
+        self._announce(tenant_id, claim.event.customer, answer)
         return answer.status, answer.body
+
+    def _announce(self, tenant_id: int, customer: str, answer: Answer) -> None:
+        """Record the thresholds and limit notices the answer shows (`thresholds.py`), on every
+        answer, repeats included: a notice lost to a failure here is written by the retry.
+        Unavailable when they cannot be recorded (the answer stands; retry the event_id)."""
+        if self._notifier is None or answer.status not in (200, 403):
+            return
+        percents = self._thresholds(tenant_id, answer.body.get("plan"), answer.body["feature"])
+        try:
+            self._notifier.announce(tenant_id, customer, answer.body, percents)
+        except MeterlineError:
+            raise
+        except Exception as error:
+            message = "the answer's notices were not recorded; retry the event_id"
+            raise Unavailable(message) from error
 
     def _metered(self, tenant_id: int, feature: str) -> str:
         found = self.catalog(tenant_id).feature(feature)

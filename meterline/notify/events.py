@@ -26,6 +26,8 @@ EVENT_TYPES: dict[str, str] = {
     "reconciliation.alert_resolved": "a reconciliation alert was resolved (by finance or a run)",
     "dlq.event_dead_lettered": "the aggregator sent a message it can never count to the DLQ",
     "subscription.changed": "a customer's plan, status or billing period changed",
+    "entitlement.threshold_reached": "a customer's usage of a feature reached a catalog threshold",
+    "entitlement.limit_exceeded": "a consume was refused at a limit, or overage passed it",
 }
 
 

@@ -104,6 +104,13 @@ def features(draw: st.DrawFn, key: str, meter_keys: list[str]) -> Feature:
     return Feature(key=key, kind=kind, meter=meter, value=value, name=draw(names))
 
 
+thresholds = st.lists(
+    st.integers(1, 1000) | st.decimals("0.5", "999.5", places=1).filter(lambda d: d % 1 != 0),
+    max_size=10,
+    unique=True,
+).map(lambda ps: tuple(sorted(ps)))
+
+
 def entitlements(feature: Feature) -> st.SearchStrategy[PlanEntitlement]:
     if feature.kind is FeatureKind.METERED:
         return st.builds(
@@ -111,6 +118,7 @@ def entitlements(feature: Feature) -> st.SearchStrategy[PlanEntitlement]:
             limit=limits,
             reset=st.sampled_from(ResetPeriod),
             overage=st.sampled_from(Overage),
+            notify_at=st.none() | thresholds,
         )
     if feature.kind is FeatureKind.BOOLEAN:
         return st.builds(BooleanEntitlement, st.booleans())
@@ -139,6 +147,7 @@ def plans(
         price=price,
         metered_prices={m: draw(metered_prices(currency, m not in limited)) for m in priced},
         features=features,
+        notify_at=draw(thresholds),
     )
 
 

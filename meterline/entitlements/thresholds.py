@@ -1,0 +1,155 @@
+"""Entitlement notices: which thresholds an answer reached, announced once each.
+
+`notices(tenant_id, customer, body, percents)` reads a decision body (a consume's stored
+answer: `used` after the grant, `limit` of plan + grants, `period`, `overage`, `reason`,
+`granted`; or a plain check's decision, which has no `granted`) and
+returns every notice it shows: `threshold:<p>` for each catalog percentage `p` that `used`
+has reached, and `limit_exceeded` for a blocking refusal or an `allow` overage past the limit.
+It returns all reached ones, not only those this consume crossed, so a retry, a limit that
+dropped (a credit grant that expired) or a racing consume's lost notice is made up by the
+next answer; the `NoticeLedger` keeps each one to a single announcement per period (in
+Postgres a primary key, written in the outbox's transaction). `Notifier` remembers what it
+recorded, so an answer whose notices are all known costs no round trip.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeAlias
+
+from meterline.catalog import Limit
+from meterline.notify.events import Notification
+
+LIMIT_EXCEEDED = "limit_exceeded"
+EXCEEDED_TYPE, REACHED_TYPE = "entitlement.limit_exceeded", "entitlement.threshold_reached"
+MEMO_SIZE = 100_000
+NoticeKey: TypeAlias = tuple[int, str, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One announcement: its unique key (tenant, customer, feature, period start, notice) and
+    the notification written for it."""
+
+    tenant_id: int
+    customer: str
+    feature: str
+    period_start: str
+    notice: str
+    notification: Notification
+
+    @property
+    def key(self) -> NoticeKey:
+        return self.tenant_id, self.customer, self.feature, self.period_start, self.notice
+
+
+def notices(
+    tenant_id: int, customer: str, body: Mapping[str, Any], percents: Sequence[Limit]
+) -> list[Notice]:
+    """The notices a decision body shows (empty for an unlimited feature)."""
+    return [notice(tenant_id, customer, body, name) for name in reached(body, percents)]
+
+
+def reached(body: Mapping[str, Any], percents: Sequence[Limit]) -> list[str]:
+    """The names of the notices `body` shows: `threshold:<p>` ascending, then `limit_exceeded`."""
+    limit, used, period = body.get("limit"), body.get("used"), body.get("period")
+    if limit is None or used is None or not period:
+        return []
+    names = [f"threshold:{p}" for p in percents if _reached(used, limit, p)]
+    return [*names, LIMIT_EXCEEDED] if _exceeded(body) else names
+
+
+def key_of(tenant_id: int, customer: str, body: Mapping[str, Any], name: str) -> NoticeKey:
+    return tenant_id, customer, body["feature"], body["period"]["start"], name
+
+
+def _reached(used: float, limit: float, percent: Limit) -> bool:
+    return limit > 0 and _exact(used) * 100 >= _exact(limit) * Decimal(percent)
+
+
+def _exact(number: float) -> Decimal:
+    return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+
+
+def _exceeded(body: Mapping[str, Any]) -> bool:
+    if body.get("granted") is False:
+        return body.get("reason") == "limit_exceeded"
+    return body.get("overage") == "allow" and _exact(body["used"]) > _exact(body["limit"])
+
+
+def notice(tenant_id: int, customer: str, body: Mapping[str, Any], name: str) -> Notice:
+    """The notice `name` of `body`, with the notification it announces (id from its key)."""
+    feature, period = body["feature"], body["period"]
+    extra: dict[str, Any] = {}
+    if name.startswith("threshold:"):
+        percent = Decimal(name.removeprefix("threshold:"))
+        extra["threshold"] = int(percent) if percent == int(percent) else float(percent)
+    data = {
+        "customer": customer, "feature": feature, **extra, "used": body["used"],
+        "limit": body["limit"], "overage": body.get("overage"), "plan": body.get("plan"),
+        "period": {"start": period["start"], "end": period["end"]},
+    }  # fmt: skip
+    kind = EXCEEDED_TYPE if name == LIMIT_EXCEEDED else REACHED_TYPE
+    at = datetime.fromisoformat(body["as_of"])
+    key = "\x1f".join((customer, feature, period["start"], name))
+    notification = Notification(tenant_id, kind, at, data, customer, key=key)
+    return Notice(tenant_id, customer, feature, period["start"], name, notification)
+
+
+class NoticeLedger(abc.ABC):
+    """Each notice announced once: `record` writes the notices not recorded before, each with
+    its outbox message, atomically; a notice already recorded (by anyone) writes nothing."""
+
+    @abc.abstractmethod
+    def record(self, found: Sequence[Notice]) -> int:
+        """Record `found`; the number that were new (and so announced)."""
+
+
+class MemoryNoticeLedger(NoticeLedger):
+    """The in-memory twin: `announced` lists the notifications in the order recorded."""
+
+    def __init__(self) -> None:
+        self._keys: set[NoticeKey] = set()
+        self._lock = threading.Lock()
+        self.announced: list[Notification] = []
+
+    def record(self, found: Sequence[Notice]) -> int:
+        with self._lock:
+            new = [n for n in found if n.key not in self._keys]
+            self._keys.update(n.key for n in new)
+            self.announced.extend(n.notification for n in new)
+        return len(new)
+
+
+class Notifier:
+    """`announce` a consume's answer: records its notices not yet known to this process."""
+
+    def __init__(self, ledger: NoticeLedger, memo_size: int = MEMO_SIZE) -> None:
+        self._ledger = ledger
+        self._known: OrderedDict[NoticeKey, None] = OrderedDict()
+        self._memo_size = memo_size
+        self._lock = threading.Lock()
+
+    def announce(
+        self, tenant_id: int, customer: str, body: Mapping[str, Any], percents: Sequence[Limit]
+    ) -> None:
+        names = reached(body, percents)
+        with self._lock:
+            unknown = [n for n in names if key_of(tenant_id, customer, body, n) not in self._known]
+        if unknown:
+            found = [notice(tenant_id, customer, body, name) for name in unknown]
+            self._ledger.record(found)
+            self._remember(n.key for n in found)
+
+    def _remember(self, keys: Iterable[NoticeKey]) -> None:
+        with self._lock:
+            for key in keys:
+                self._known[key] = None
+            while len(self._known) > self._memo_size:
+                self._known.popitem(last=False)
