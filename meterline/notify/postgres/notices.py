@@ -1,4 +1,4 @@
-"""The Postgres `NoticeLedger` (migration 0017): a notice's row and its outbox message in one
+"""The Postgres `NoticeLedger` (migration 0020): a notice's row and its outbox message in one
 transaction, the row's primary key deciding which of racing writers announces it."""
 
 from __future__ import annotations
