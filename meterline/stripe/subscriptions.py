@@ -22,6 +22,7 @@ there) is the earliest `created` among the events that show the subscription pas
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -51,8 +52,9 @@ def ensure_stripe_customer(
 ) -> str:
     """The customer's Stripe id, creating the Stripe customer on first need.
 
-    The create carries an Idempotency-Key derived from (tenant, customer), so concurrent or
-    retried calls make one Stripe customer. Raises NotFound for an unknown customer.
+    The create carries an Idempotency-Key derived from (tenant, customer) by a hash (a header
+    holds latin-1 only, a customer id any printable text), so concurrent or retried calls make
+    one Stripe customer. Raises NotFound for an unknown customer.
     """
     found = customers.get(tenant_id, customer)
     if found is None:
@@ -66,7 +68,8 @@ def ensure_stripe_customer(
         params["name"] = found.name
     if found.email:
         params["email"] = found.email
-    key = f"meterline-customer-{tenant_id}-{customer}"[:255]
+    digest = hashlib.sha256(customer.encode()).hexdigest()
+    key = f"meterline-customer-{tenant_id}-{digest}"
     created = client.v1.customers.create(params, {"idempotency_key": key})  # type: ignore[arg-type]
     customers.set_stripe_id(tenant_id, customer, created.id)
     return str(created.id)
