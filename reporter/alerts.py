@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from meterline import csv_export
 from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
 from meterline.inputs import FREE_TEXT, MESSAGES, is_free_text
+from reporter.money import priced
 
 KINDS = (
     "missing_in_stripe",
@@ -51,9 +52,14 @@ class Discrepancy:
     unit_amount_decimal: Decimal | None = None
     currency: str | None = None
     detail: str | None = None
+    money: Decimal | None = None  # set by `reporter.money.priced` from the frozen price
 
     @property
     def money_minor(self) -> Decimal | None:
+        """The money at stake: priced on the period's invoice when known (`money`), else at
+        the marginal unit price."""
+        if self.money is not None:
+            return self.money
         if self.unit_amount_decimal is None:
             return None
         return abs(self.difference) * self.unit_amount_decimal
@@ -161,7 +167,7 @@ class ReconciliationStore:
         opened: list[int] = []
         touched: set[int] = set()
         with self._pool.connection() as conn, conn.transaction():
-            for d in found:
+            for d in priced(conn, tenant_id, found):
                 if _resolved_same(conn, tenant_id, d):
                     continue
                 row = conn.execute(_UPSERT, _alert_params(tenant_id, run_id, d)).fetchone()
