@@ -49,7 +49,8 @@ def clean_run(sim: Sim) -> list[str]:
     alerts = sim.reporter.store.alerts(sim.tenant_id, "open")
     want = {c.story.key for c in sim.customers.values() if moved(c.story, sim.pushes)}
     if {a.customer for a in alerts} != want or {a.kind for a in alerts} - {"split_after_push"}:
-        problems.append(f"alerts {[(a.kind, a.customer) for a in alerts]}, want splits {want}")
+        found = [(a.kind, a.customer, a.detail) for a in alerts]
+        problems.append(f"alerts {found}, want splits {want}")
     return problems
 
 

@@ -193,8 +193,9 @@ class Sim:
     def play(self, actions: list[tuple[datetime, int, str, Any]], kills: int) -> None:
         """Every action at its time; `kills` of the pushes run in a child that may SIGKILL
         itself after a Stripe answer; the emulator fails some meter-event calls meanwhile."""
-        pushes = [a for a in actions if a[2] == "push"]
-        killing = {id(a) for a in self.rng.sample(pushes, min(kills, len(pushes)))}
+        received = [a[0] for a in actions if a[2] == "usage"]
+        busy = [a for a in actions if a[2] == "push" and min(received) < a[0] <= max(received)]
+        killing = {id(a) for a in self.rng.sample(busy, min(kills, len(busy)))}
         paths = ["/v1/billing/meter_events", "/v1/billing/meter_event_adjustments"]
         seed = self.rng.randrange(1 << 30)
         self.control.set_faults(seed=seed, rate_429=0.08, rate_500=0.03, paths=paths)
@@ -210,23 +211,23 @@ class Sim:
 
     def push(self, crash: bool = False) -> None:
         self.figures.pushes += 1
-        if crash and self._child_push():
-            return
-        assert self.reporter.push().status == "ok"
+        if crash:
+            self._child_push()
+        else:
+            assert self.reporter.push().status == "ok"
 
-    def _child_push(self) -> bool:
+    def _child_push(self) -> None:
         """A push in a child process that SIGKILLs itself after a Stripe answer with
-        probability 0.5; True when it finished or was killed (the next push resends)."""
+        probability 0.9 (the next push resends what it left pending)."""
         done = subprocess.run(
             [sys.executable, "-m", CHILD, self.conninfo, self.emulator_url, self.api_key,
-             str(self.clock.now_ms()), str(self.rng.randrange(1 << 30)), "0.5"],
+             str(self.clock.now_ms()), str(self.rng.randrange(1 << 30)), "0.9"],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         if done.returncode == -9:
             self.figures.kills += 1
-            return True
-        assert done.returncode == 0, done.stderr[-2000:]
-        return True
+        else:
+            assert done.returncode == 0, done.stderr[-2000:]
 
     def _usage(self, arg: tuple[str, datetime, int]) -> None:
         """One event through the aggregator's writer, received now (simulated time)."""
