@@ -90,7 +90,9 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
                ) -> None:  # fmt: skip
     """Events and the change's moment, once the period end is known. `pushes` are the push
     times: an event of the first period reaches the ledger before the last push that comes
-    before its invoice is finalized."""
+    before its invoice is finalized. No change falls in the hour between a period's end and
+    its invoice: the emulator invoices a period when it is closed, not at its end, so a
+    change then would reach back into the closed period."""
     story.period_end = period_end
     last_push = max(p for p in pushes if p < period_end + GRACE - timedelta(minutes=1))
     start = period_end - BEFORE
@@ -106,6 +108,8 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
     if story.change is not None:
         kind, _, delay = story.change
         at = start + timedelta(seconds=rng.randrange(1800, span - 1800))
+        if period_end <= at <= period_end + GRACE:  # see `add_events`
+            at += GRACE + timedelta(minutes=1)
         if at < period_end and delay < DEDUPE and at + delay >= last_push:
             delay = last_push - at - timedelta(seconds=1)  # learned before the invoice
         story.change = (kind, at, max(delay, timedelta(0)))
