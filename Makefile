@@ -32,6 +32,7 @@ bench: $(STAMP)
 
 reliability: $(STAMP)
 	$(BIN)/python -m bench.reliability
+	METERLINE_ORACLE_CUSTOMERS=550 $(BIN)/pytest -q -s --timeout=7200 tests/reporter/test_money_oracle.py  # the money oracle at full size
 	$(BIN)/pytest -q -s tests/security/test_slow_clients.py  # prints the probes' latencies
 
 clean:
