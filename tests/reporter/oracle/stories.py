@@ -21,6 +21,7 @@ from tests.reporter.oracle.calculator import ceil_minute, cents, units_between
 
 PRICES = {
     "unit": {"unit_amount_decimal": "0.5"},
+    "incl": {"included": 80, "unit_amount_decimal": "0.35"},
     "grad": {
         "included": 50,
         "tiers_mode": "graduated",
