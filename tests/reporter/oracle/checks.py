@@ -75,7 +75,7 @@ def invoice_problems(sim: Sim) -> list[str]:
                 got, want = charged(sim, c.invoices[period]), invoice(c.story, sim.pushes, period)
                 if got != want:
                     problems.append(f"{c.story.key} invoice {period}: {got} != {want}")
-            elif c.story.canceled and _started_before_cancel(c, period):
+            elif _ended_by_cancel(c, period):
                 sim.figures.periods_checked_by_units += 1
                 problems += _held_problems(sim, c, period)
             else:
@@ -84,12 +84,17 @@ def invoice_problems(sim: Sim) -> list[str]:
     return problems
 
 
-def _started_before_cancel(c: Customer, period: int) -> bool:
-    assert c.story.change is not None and c.story.period_end is not None
-    return period == 1 or c.story.change[1] >= c.story.period_end
+def _ended_by_cancel(c: Customer, period: int) -> bool:
+    """A cancellation ended this period before its invoice (it started before the cancel)."""
+    story = c.story
+    if not story.canceled or story.change is None or story.period_end is None:
+        return False
+    return period == 1 or story.change[1] >= story.period_end
 
 
 def _held_problems(sim: Sim, c: Customer, period: int) -> list[str]:
+    """Stripe holds, stamped in the period before the cancellation, exactly the usage of the
+    period before the split (the minute of the cancel, or the end of its hour if too late)."""
     story = c.story
     assert story.change is not None and story.period_end is not None
     at, end = story.change[1].timestamp(), story.period_end.timestamp()
@@ -98,10 +103,10 @@ def _held_problems(sim: Sim, c: Customer, period: int) -> list[str]:
         event_name=meter_event_name(sim.tenant_id, METER), customer=c.stripe_id, status="accepted"
     )
     held = sum(Decimal(e["value"]) for e in events if lo <= e["timestamp"] < hi)
-    edge = ceil_minute(story.period_end)
-    cut = split(story, sim.pushes)
-    want = units_between(story.usage(), None if period == 1 else edge,
-                         min(edge, cut) if period == 1 and cut else cut)  # fmt: skip
+    edge, cut = ceil_minute(story.period_end), split(story, sim.pushes)
+    assert cut is not None
+    start, stop = (None, min(edge, cut)) if period == 1 else (edge, cut)
+    want = units_between(story.usage(), start, stop)
     return [] if held == want else [f"{story.key} period {period} held {held} != {want}"]
 
 
