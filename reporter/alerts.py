@@ -4,9 +4,10 @@ An alert is one discrepancy for one customer, meter and window (an hour): its ki
 (rollups), the units we sent, Stripe's units, the difference (Stripe minus what it should
 hold) and the money: what the period's invoice is off by at the frozen price (`money.py`).
 A discrepancy found again by a later run updates the live (open or acknowledged) alert of the
-same kind, customer, meter and window instead of adding a second one; one that finance resolved is not raised again while its difference is
-unchanged. Status moves open -> acknowledged -> resolved (or open -> resolved), each time with
-an optional note; a resolved alert cannot change again.
+same kind, customer, meter and window instead of adding a second one; one that finance
+resolved is not raised again while its difference is unchanged. Status moves open ->
+acknowledged -> resolved (or open -> resolved), each time with an optional note; a resolved
+alert cannot change again.
 """
 
 from __future__ import annotations
