@@ -5,9 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meterline.catalog.amounts import difference_amount, line_amount
 from meterline.catalog.model import MeteredPrice, Package, Rounding, Tier, TiersMode
+from tests.reporter.oracle.calculator import cents
+from tests.unit.catalog_strategies import metered_prices
 
 D = Decimal
 VOLUME = MeteredPrice(
@@ -45,3 +49,9 @@ def test_included_units_are_free_and_a_difference_inside_them_costs_nothing():
     assert line_amount(power, D(100_040)) == 2
     assert difference_amount(power, D(60_000), D(20_000)) == 0
     assert difference_amount(power, D(100_040), D(99_000)) == 2
+
+
+@given(metered_prices("usd", may_include=True), st.integers(1, 10**8))
+def test_the_line_amount_agrees_with_the_money_oracles_own_calculator(price, units):
+    """Two implementations of Stripe's rules, written apart (tests/reporter/oracle)."""
+    assert line_amount(price, D(units)) == cents(price.to_document(), units)
