@@ -146,7 +146,7 @@ class Sim:
         )
         item = sub["items"]["data"][0]
         period = (_utc(item["current_period_start"]), _utc(item["current_period_end"]))
-        story.period_end = period[1]
+        story.period_start, story.period_end = period
         with self.pool.connection() as conn:
             conn.execute(
                 "INSERT INTO customers (tenant_id, id, stripe_customer_id) VALUES (%s, %s, %s)",
@@ -192,34 +192,42 @@ class Sim:
         return sorted(actions, key=lambda a: (a[0], a[1]))
 
     def play(self, actions: list[tuple[datetime, int, str, Any]], kills: int) -> None:
-        """Every action at its time; `kills` of the pushes run in a child that may SIGKILL
-        itself after a Stripe answer; the emulator fails some meter-event calls meanwhile."""
+        """Every action at its time. Pushes while usage arrives run, at random, in a child
+        that SIGKILLs itself after a Stripe answer, until `kills` of them died (a child push
+        that had nothing to send, or was spared, passes its turn to the next busy push); the
+        emulator fails some meter-event calls meanwhile."""
         received = [a[0] for a in actions if a[2] == "usage"]
         busy = [a for a in actions if a[2] == "push" and min(received) < a[0] <= max(received)]
-        killing = {id(a) for a in self.rng.sample(busy, min(kills, len(busy)))}
+        chosen = {id(a) for a in self.rng.sample(busy, min(kills, len(busy)))}
         paths = ["/v1/billing/meter_events", "/v1/billing/meter_event_adjustments"]
         seed = self.rng.randrange(1 << 30)
         self.control.set_faults(seed=seed, rate_429=0.08, rate_500=0.03, paths=paths)
+        owed = 0
         for action in actions:
             when, _, what, arg = action
             self.move_to(max(when, self.clock.now()))
             if what == "push":
-                self.push(crash=id(action) in killing)
+                owed += id(action) in chosen
+                crash = owed > 0 and self.figures.kills < kills and when <= max(received)
+                killed = self.push(crash)
+                owed -= killed
             elif what != "start":
                 getattr(self, f"_{what}")(arg)
         self.figures.stripe_faults = len(self.control.faults().get("injected", []))
         self.control.clear_faults()
 
-    def push(self, crash: bool = False) -> None:
+    def push(self, crash: bool = False) -> bool:
+        """One push (in a child when `crash`); True when the child was killed."""
         self.figures.pushes += 1
         if crash and self._child_push():
-            return
+            return False
         for _ in range(100):  # a killed child's push lock goes with its Postgres session
             status = self.reporter.push().status
             if status != "skipped":
                 break
             time.sleep(0.05)
         assert status == "ok", status
+        return crash
 
     def _child_push(self) -> bool:
         """A push in a child process that SIGKILLs itself after a Stripe answer with

@@ -62,7 +62,8 @@ class Story:
     offset: timedelta  # anchor after the first customer's creation
     events: list[Event] = field(default_factory=list)
     change: tuple[str, datetime, timedelta] | None = None  # (new plan | "cancel", at, delay)
-    period_end: datetime | None = None  # the first period's end, from Stripe
+    period_start: datetime | None = None  # the first period, from Stripe
+    period_end: datetime | None = None
 
     @property
     def canceled(self) -> bool:
@@ -102,8 +103,9 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
         ts = start + timedelta(seconds=rng.randrange(span), microseconds=rng.randrange(10**6))
         late = rng.choice([timedelta(0)] * 5 + [timedelta(minutes=rng.randint(1, 150))])
         story.events.append(_event(ts, rng.randint(1, 60), ts + late, period_end, last_push))
-    if rng.random() < 0.25:  # weeks late, within Stripe's 35 days
-        ts = period_end - timedelta(days=rng.uniform(1, 25))
+    if rng.random() < 0.25:  # weeks late: from the period's first day (Stripe keeps 35)
+        assert story.period_start is not None
+        ts = story.period_start + timedelta(days=rng.uniform(0.01, 1))
         received = start + timedelta(seconds=rng.randrange(int(BEFORE.total_seconds()) - 600))
         story.events.append(Event(ts, rng.randint(1, 60), received))
     if story.change is not None:
