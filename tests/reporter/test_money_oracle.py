@@ -1,7 +1,7 @@
 """The money oracle: a seeded, randomized simulation of customer-periods through Postgres, the
 aggregator's writer, the reporter (some pushes SIGKILLed) and the Stripe emulator (answering
 429s and 500s), with every pricing kind, plan changes and cancellations at random seconds,
-anchors off the hour, events hours to weeks late and webhooks up to a day late.
+anchors off the hour, events hours to a month late and webhooks up to a day late.
 
 An independent calculator (tests/reporter/oracle/calculator.py, sharing no code with
 reporter/) says what each invoice must charge; every invoice must equal it to the cent.

@@ -2,7 +2,7 @@
 
 A story is one customer across the end of its first billing period: an anchor at a random
 second (so periods end off the hour), a plan with one of the catalog's pricing kinds, events
-around the period end (some a few hours late, some up to weeks late, all reaching Stripe
+around the period end (some a few hours late, some a month late, all reaching Stripe
 before the invoice of their period is finalized), and at most one plan change or
 cancellation at a random second, whose webhook may come hours or a day late. Expectations
 follow the contract alone: usage of [ceil_minute(start), ceil_minute(end)) bills on a
@@ -103,7 +103,7 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
         ts = start + timedelta(seconds=rng.randrange(span), microseconds=rng.randrange(10**6))
         late = rng.choice([timedelta(0)] * 5 + [timedelta(minutes=rng.randint(1, 150))])
         story.events.append(_event(ts, rng.randint(1, 60), ts + late, period_end, last_push))
-    if rng.random() < 0.25:  # weeks late: from the period's first day (Stripe keeps 35)
+    if rng.random() < 0.25:  # a month late: from the period's first day (Stripe keeps 35)
         assert story.period_start is not None
         ts = story.period_start + timedelta(days=rng.uniform(0.01, 1))
         received = start + timedelta(seconds=rng.randrange(int(BEFORE.total_seconds()) - 600))
