@@ -4,6 +4,9 @@
 #   meterline migrate | meterline reconcile run | meterline report run
 # Settings (and every secret) come from the environment at run time; none is baked in.
 # Build: docker build -t meterline:$(git rev-parse --short HEAD) .
+# The image holds the production set only (pyproject's dependencies; no dev stack, no emulator).
+# The Stripe emulator, a dev tool, has its own target (compose's dev profile, the k8s dev overlay):
+#   docker build --target stripe-emulator -t meterline-stripe-emulator:local .
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -15,15 +18,30 @@ ENV PATH=/opt/meterline/bin:$PATH
 WORKDIR /src
 # Dependencies first, pinned by the constraints file, so code changes reuse this layer.
 COPY pyproject.toml constraints.txt README.md ./
-RUN mkdir -p meterline ingest aggregator reporter entitlements_api \
+RUN mkdir -p meterline meterline_ops ingest aggregator reporter entitlements_api \
     && pip install -c constraints.txt . \
     && pip uninstall -y meterline
 COPY meterline ./meterline
+COPY meterline_ops ./meterline_ops
 COPY ingest ./ingest
 COPY aggregator ./aggregator
 COPY reporter ./reporter
 COPY entitlements_api ./entitlements_api
 RUN pip install --no-deps -c constraints.txt .
+
+FROM build AS stripe-emulator-build
+COPY devstack ./devstack
+# The emulator needs nothing beyond the production set; the dev stack's server binaries stay out.
+RUN pip install --no-deps -c constraints.txt ./devstack
+
+FROM ${PYTHON_IMAGE} AS stripe-emulator
+ENV PATH=/opt/meterline/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+COPY --from=stripe-emulator-build /opt/meterline /opt/meterline
+USER 10001:10001
+EXPOSE 12111
+CMD ["python", "-m", "stripe_emulator", "--host", "0.0.0.0", "--port", "12111"]
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="meterline" \

@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck bench reliability install clean
 
-$(STAMP): pyproject.toml sdk/pyproject.toml constraints.txt
+$(STAMP): pyproject.toml sdk/pyproject.toml devstack/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e './sdk[fastapi]' -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e './sdk[fastapi]' -e ./devstack -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,12 +20,13 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -34,6 +35,7 @@ reliability: $(STAMP)
 	$(BIN)/python -m bench.reliability
 	METERLINE_ORACLE_CUSTOMERS=550 $(BIN)/pytest -q -s --timeout=7200 tests/reporter/test_money_oracle.py  # the money oracle at full size
 	$(BIN)/pytest -q -s tests/security/test_slow_clients.py  # prints the probes' latencies
+	METERLINE_RELIABILITY_WEBHOOK_KILLS=25 $(BIN)/pytest -q tests/notify/test_crash.py
 
 clean:
 	rm -rf $(VENV) .meterline .pytest_cache .mypy_cache .ruff_cache

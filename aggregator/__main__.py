@@ -43,7 +43,7 @@ from meterline.settings import (
     load_section,
 )
 from meterline.view import RedisUsageView
-from meterline.view.rebuild import rebuild, stored_offsets
+from meterline.view.postgres.rebuild import rebuild, stored_offsets
 
 log = logging.getLogger("aggregator")
 

@@ -15,7 +15,8 @@
 4. each partition's stored offset moves from where this consumer's position says it is to the
    batch's end; if the stored offset is anywhere else, another consumer owns the partition
    (this one is a zombie) and the transaction aborts with `Fenced`;
-5. the batch's dead letters are recorded in `dead_letter_outbox` (published after the commit).
+5. the batch's dead letters are recorded in `dead_letter_outbox` (published after the commit)
+   and announced to webhooks (`dlq.event_dead_lettered`, `meterline.notify`).
 
 Stored offsets belong to one incarnation of the topic (`LedgerWriter.incarnation`, see
 `meterline.kafka.admin.topic_incarnation`): a row of another incarnation is no position at all
@@ -35,6 +36,8 @@ from aggregator.batch import AggregationOf, Batch, to_deltas, unique_events
 from aggregator.columns import EventKey, Events
 from meterline.catalog.model import Aggregation
 from meterline.kafka.dlq import DeadLetter
+from meterline.notify.announce import dead_lettered
+from meterline.notify.outbox import publish
 from meterline.postgres.partitions import PartitionManager
 from meterline.view.model import DAY_MS, Delta
 
@@ -397,3 +400,8 @@ class LedgerWriter:
                     for x in letters
                 ],
             )
+        for x in letters:  # announced to webhooks in the same transaction
+            found = dead_lettered(x.key, x.value, x.reason, self._topic, head[2],
+                                  x.source_partition, x.source_offset)  # fmt: skip
+            if found is not None:
+                publish(self._conn, found)

@@ -15,8 +15,6 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-import psycopg
-import redis
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -27,18 +25,13 @@ from tenacity import (
 
 from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
+from meterline import postgres, redis
 from meterline.errors import Unavailable
 from meterline.kafka.consumer import KafkaFailure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-OUTAGES = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    redis.RedisError,
-    Unavailable,
-    KafkaFailure,
-)
+OUTAGES = (*postgres.OUTAGES, *redis.OUTAGES, Unavailable, KafkaFailure)
 
 
 class ShuttingDown(Exception):

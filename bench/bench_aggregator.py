@@ -33,7 +33,6 @@ from meterline.catalog.model import Aggregation
 from meterline.catalog.parse import parse_catalog
 from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.clock import SystemClock
-from meterline.devstack.process import ManagedProcess, free_port
 from meterline.events import UsageEvent, decode_event
 from meterline.kafka import ensure_topics
 from meterline.kafka.consumer import PositionedConsumer
@@ -42,6 +41,7 @@ from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.tenants import PostgresTenantRepository
 from meterline.view import RedisUsageView
+from meterline_devstack.process import ManagedProcess, free_port
 
 FRESHNESS_RATE = 10_000
 # Events per sustained run, at least five of the aggregator's 20,000-event batches even in
@@ -52,12 +52,11 @@ FRESHNESS_SECONDS = 30
 
 def run(ctx: BenchContext) -> list[Figure]:
     n = max(ctx.scale(200_000), MIN_EVENTS)
-    tenant = _tenant(ctx.urls["postgres"], uuid.uuid4().hex[:8])
-    topics = [_filled_topic(ctx, tenant, n) for _ in range(ctx.runs)]
-    tag, topic = topics[0]
+    topics = [filled_topic(ctx, n) for _ in range(ctx.runs)]
+    tag, topic, tenant = topics[0]
     bare = _bare_rate(ctx.urls["kafka"], topic, n, lambda ms: [decode_event(m.value()) for m in ms])
     bare_columns = _bare_rate(ctx.urls["kafka"], topic, n, lambda ms: decode_batch(ms, topic))
-    runs = [_aggregator_rate(ctx, t, tp, n) for t, tp in topics]  # each on a topic of its own
+    runs = [_aggregator_rate(ctx, t, tp, n) for t, tp, _ in topics]  # each on a topic of its own
     rates, cpu, pg = zip(*runs, strict=True)
     pg_cpu = [us for us in pg if us is not None]  # none when Postgres is not the stack's own
     p50, p99 = _freshness(ctx, tag, topic, tenant, n)
@@ -141,13 +140,15 @@ def _events(tenant: int, start: int, n: int, prefix: str) -> list[UsageEvent]:
     ]
 
 
-def _filled_topic(ctx: BenchContext, tenant: int, n: int) -> tuple[str, str]:
-    """(tag, topic) of a new topic holding `n` events (and its dead-letter topic)."""
+def filled_topic(ctx: BenchContext, n: int) -> tuple[str, str, int]:
+    """(tag, topic, tenant) of a new topic holding `n` events of a new tenant (and its
+    dead-letter topic): each run counts new events, never the ledger's duplicate path."""
     tag = uuid.uuid4().hex[:8]
+    tenant = _tenant(ctx.urls["postgres"], tag)
     topic = f"bench.{tag}.usage"
     ensure_topics(ctx.urls["kafka"], [topic, f"bench.{tag}.dlq"], 4)
     _prefill(ctx.urls["kafka"], topic, tenant, n)
-    return tag, topic
+    return tag, topic, tenant
 
 
 def _prefill(bootstrap: str, topic: str, tenant: int, n: int) -> None:
@@ -180,7 +181,7 @@ def _bare_rate(
     return n / (time.perf_counter() - (started or time.perf_counter()))
 
 
-def _aggregator(ctx: BenchContext, tag: str, topic: str, group: str) -> ManagedProcess:
+def start_aggregator(ctx: BenchContext, tag: str, topic: str, group: str) -> ManagedProcess:
     port = free_port()
     env = {
         "METERLINE_DATABASE_URL": ctx.urls["postgres"],
@@ -206,7 +207,7 @@ def _aggregator(ctx: BenchContext, tag: str, topic: str, group: str) -> ManagedP
     return proc
 
 
-def _consumed(conn: psycopg.Connection[tuple[object, ...]], group: str) -> int:
+def consumed(conn: psycopg.Connection[tuple[object, ...]], group: str) -> int:
     """Events the group has committed. One open connection serves every poll: a connection per
     poll would fork a Postgres backend 50 times a second, CPU taken from what is measured."""
     row = conn.execute(
@@ -222,12 +223,12 @@ def _aggregator_rate(
     """(events/s, CPU µs per event of the aggregator process and of the Postgres server, None
     when Postgres is not the stack's own process), from the aggregator's first commit on."""
     group = f"bench-agg-{tag}"
-    proc = _aggregator(ctx, tag, topic, group)
+    proc = start_aggregator(ctx, tag, topic, group)
     postgres = ctx.extra["stack"].processes.get("postgres")
     conn = psycopg.connect(ctx.urls["postgres"], autocommit=True)
     try:
         first, t0, cpu0, pg0 = 0, 0.0, 0.0, {}
-        while (done := _consumed(conn, group)) < n:
+        while (done := consumed(conn, group)) < n:
             if done and not first:
                 first, t0, cpu0 = done, time.perf_counter(), _cpu_s(proc.pid)
                 pg0 = _tree_cpu_s(postgres.pid) if postgres else {}
@@ -271,14 +272,14 @@ def _freshness(
     ctx: BenchContext, tag: str, topic: str, tenant: int, prefilled: int
 ) -> tuple[float, float]:
     group = f"bench-fresh-{tag}"
-    proc = _aggregator(ctx, tag, topic, group)
+    proc = start_aggregator(ctx, tag, topic, group)
     view = RedisUsageView(redis_connect(ctx.urls["redis"]), f"b{tag}")
     stop = threading.Event()
     load = threading.Thread(target=_steady, args=(ctx.urls["kafka"], topic, tenant, stop))
     try:
         time.sleep(3)  # the aggregator catches up with the pre-filled topic first
         with psycopg.connect(ctx.urls["postgres"], autocommit=True) as conn:
-            while _consumed(conn, group) < prefilled:
+            while consumed(conn, group) < prefilled:
                 time.sleep(0.1)
         load.start()
         time.sleep(2)  # measure the steady state, not the steady stream's start

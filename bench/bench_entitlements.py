@@ -45,7 +45,7 @@ from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.tenants import PostgresTenantRepository
 from meterline.view import RedisUsageView
-from meterline.view.rebuild import rebuild
+from meterline.view.postgres.rebuild import rebuild
 from meterline_sdk.entitlements import Entitlements
 
 ROOT = Path(__file__).resolve().parents[1]

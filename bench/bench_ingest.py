@@ -38,11 +38,11 @@ from bench.harness import BenchContext, Figure
 from bench.loadgen import encode_request
 from bench.openloop import OpenLoopResult, offer
 from meterline.catalog import PostgresCatalogRepository, parse_catalog
-from meterline.devstack.broker import broker_process
-from meterline.devstack.process import ManagedProcess, free_port, port_open
 from meterline.kafka import ensure_topics
 from meterline.postgres import open_pool
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack.broker import broker_process
+from meterline_devstack.process import ManagedProcess, free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 SINGLE_CONNECTIONS = 64
@@ -117,7 +117,12 @@ async def _connection(
 
 
 async def _load(
-    port: int, key: str, make: Callable[..., bytes], conns: int, secs: float, server: int | None
+    ports: list[int],
+    key: str,
+    make: Callable[..., bytes],
+    conns: int,
+    secs: float,
+    server: int | None,
 ) -> Load:
     run = uuid.uuid4().hex[:8]
     start = time.perf_counter() + 0.5  # warm-up excluded
@@ -133,7 +138,10 @@ async def _load(
 
     await asyncio.gather(
         measure_server(),
-        *(_connection(port, key, _bodies(make, c, run), until, start, out) for c in range(conns)),
+        *(
+            _connection(ports[c % len(ports)], key, _bodies(make, c, run), until, start, out)
+            for c in range(conns)
+        ),
     )
     out.cpu_seconds = time.process_time() - cpu
     out.seconds = secs
@@ -146,17 +154,19 @@ def _bodies(make: Callable[..., bytes], conn: int, run: str) -> Callable[[int], 
 
 
 def load(
-    port: int,
+    port: int | list[int],
     key: str,
     make: Callable[..., bytes],
     conns: int,
     secs: float,
     server: int | None = None,
 ) -> Load:
-    """A closed-loop run; `server` is the process group whose CPU to measure."""
+    """A closed-loop run, its connections spread evenly over `port` when it is a list of
+    servers' ports; `server` is the process group whose CPU to measure."""
     import uvloop
 
-    return uvloop.run(_load(port, key, make, conns, secs, server))
+    ports = port if isinstance(port, list) else [port]
+    return uvloop.run(_load(ports, key, make, conns, secs, server))
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -199,7 +209,7 @@ def _tenant(postgres: str) -> str:
 @contextmanager
 def fresh_ingest(ctx: BenchContext, home: Path) -> Iterator[tuple[int, int]]:
     """Ingest on a broker of its own, started for this run: (port, process group). The embedded
-    broker slows down with the record batches it holds (meterline/devstack/broker.py), so a
+    broker slows down with the record batches it holds (devstack/meterline_devstack/broker.py), so a
     fresh one per run keeps each run independent of what ran before it (earlier runs, and the
     modules before this one)."""
     broker, bootstrap = broker_process(home / "broker")
@@ -215,9 +225,13 @@ def fresh_ingest(ctx: BenchContext, home: Path) -> Iterator[tuple[int, int]]:
         broker.stop()
 
 
-def _ingest(ctx: BenchContext, home: Path, bootstrap: str) -> tuple[ManagedProcess, int]:
-    topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
-    ensure_topics(bootstrap, [topic], 4)
+def _ingest(
+    ctx: BenchContext, home: Path, bootstrap: str, topic: str | None = None
+) -> tuple[ManagedProcess, int]:
+    """An ingest process producing to `topic` (else to a new topic of its own): (it, its port)."""
+    if topic is None:
+        topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
+        ensure_topics(bootstrap, [topic], 4)
     port = free_port()
     env = {
         "METERLINE_DATABASE_URL": ctx.urls["postgres"],
@@ -231,7 +245,7 @@ def _ingest(ctx: BenchContext, home: Path, bootstrap: str) -> tuple[ManagedProce
         "METERLINE_HOME": str(home),
     }
     argv = [sys.executable, "-m", "ingest"]
-    return _process("ingest", argv, home, port, env), port
+    return _process(f"ingest-{port}", argv, home, port, env), port
 
 
 def _bare(home: Path) -> tuple[ManagedProcess, int]:

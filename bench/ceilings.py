@@ -24,11 +24,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench import workload
 from bench.harness import BenchContext, Figure, rate, repeat
 from bench.loadgen import LoadResult, encode_request, hammer
-from meterline.devstack.process import ManagedProcess, free_port, port_open
 from meterline.events import UsageEvent, decode_event, encode_event
 from meterline.kafka import consumer_config, ensure_topics, producer_config
 from meterline.postgres import connect
 from meterline.redis import connect as redis_connect
+from meterline_devstack.process import ManagedProcess, free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 100

@@ -22,11 +22,11 @@ from typing import Any
 from bench.harness import BenchContext, Figure
 from bench.report import Failure, Report
 from meterline.catalog import PostgresCatalogRepository, load_catalog
-from meterline.devstack.process import free_port, port_open
-from meterline.devstack.stack import SERVICES, DevStack
 from meterline.errors import ConfigError, Conflict
 from meterline.postgres import open_pool
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack.process import free_port, port_open
+from meterline_devstack.stack import SERVICES, DevStack
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent

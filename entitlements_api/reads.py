@@ -2,7 +2,7 @@
 
 A usage series can cover 10,000 windows; many of them at once used to take every thread of the
 default executor and every connection of the shared pool, and stall every other tenant's checks
-(figures: bench/README.md, "Security probes"). `ReadLane` runs such reads (the query and the
+(figures: bench/HISTORY.md, "security probes"). `ReadLane` runs such reads (the query and the
 building of the answer's bytes) on `workers` threads of its own, with connections of their own
 (`wiring.build` gives the series query a pool of `workers` connections), holds at most
 `per_tenant` of one tenant's reads at a time and `capacity` in all, and answers 429 with

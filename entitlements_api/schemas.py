@@ -61,7 +61,8 @@ class ConsumeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount: Any = Field(
         1,
-        description="units to consume: a JSON number (never a string or a boolean), 0 to 1e15",
+        description="units to consume: a JSON number (never a string or a boolean), 0 to 1e15; "
+        "only features on a sum or count meter are consumed, and on a count meter it is 1",
         json_schema_extra={"type": "number", "minimum": 0, "maximum": 1e15},
     )
     event_id: Any = Field(

@@ -32,7 +32,8 @@ from meterline.entitlements import (
     SubscriptionRepository,
     ViewUsage,
 )
-from meterline.entitlements.ids import LedgerIngestedIds, LoopThread
+from meterline.entitlements.ids import LoopThread
+from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool

@@ -1,3 +1,3 @@
-"""Meterline's shared kernel: event model, settings, adapters, catalog, CLI and devstack."""
+"""Meterline's kernel: the domain (events, catalog, entitlements, usage) and its adapters."""
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """API-key authentication for the HTTP services, cached so the hot path skips Postgres.
 
-A revoked key keeps working for at most `ttl` seconds (60 s by default), the promise the
+A revoked key keeps working for at most `ttl` seconds (30 s by default), the promise the
 services make; unknown keys are cached too (shorter). Caching refusals alone would not stop a
 flood of *different* bad keys, each one a lookup of its secret: so a key is looked up only if it
 has the form keys are made in and its id is one of the live key ids this process knows
@@ -18,7 +18,7 @@ from meterline.errors import Forbidden, Unauthorized
 from meterline.tenants import Principal, TenantRepository
 
 KEY_FORM = re.compile(r"mlk_(key_[0-9a-f]{16})_[A-Za-z0-9_-]{43}")
-"""The form of every key `meterline.tenants.new_key` makes; group 1 is the key's id."""
+"""The form of every key `meterline.tenants.model.new_key` makes; group 1 is the key's id."""
 
 
 class KeyIds:

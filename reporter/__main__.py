@@ -2,7 +2,8 @@
 
 On SIGTERM uvicorn stops accepting connections and lets in-flight requests finish; then the
 scheduler is stopped — a push or reconciliation in progress finishes first (its ledger rows
-are durable either way) — and the pool is closed.
+are durable either way) — then the webhook dispatcher (an attempt cut short was never settled
+and is sent again later, with the same `webhook-id`), and the pools are closed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from meterline.errors import ConfigError
 from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
+from meterline.notify.settings import WebhookSettings
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
+from reporter.dispatch import open_dispatcher
 from reporter.scheduler import Scheduler
 from reporter.service import build
 from reporter.settings import ReporterSettings
@@ -29,7 +32,13 @@ def main() -> int:
         own = load_section(ReporterSettings)
         http = load_section(HttpSettings)
         logging.config.dictConfig(log_config("reporter", service.log_level))
-        reporter = build(load_section(DatabaseSettings), load_section(StripeSettings), own)
+        database, webhooks = load_section(DatabaseSettings), load_section(WebhookSettings)
+        reporter = build(database, load_section(StripeSettings), own, webhooks=webhooks)
+        dispatching = (
+            open_dispatcher(database, webhooks, reporter.webhook_metrics)
+            if webhooks.dispatcher_enabled
+            else None
+        )
     except ConfigError as exc:
         print(f"reporter: {exc.message}", file=sys.stderr)
         return 2
@@ -49,10 +58,15 @@ def main() -> int:
     )
     if own.scheduler_enabled:
         scheduler.start()
+    if dispatching:
+        dispatching[0].start()
     try:
         uvicorn.Server(config).run()
     finally:
         scheduler.stop()
+        if dispatching:
+            dispatching[0].stop()
+            dispatching[1].close()
         reporter.close()
     return 0
 

@@ -7,14 +7,16 @@ A discrepancy found again by a later run updates the live (open or acknowledged)
 same kind, customer, meter and window instead of adding a second one; one that finance
 resolved is not raised again while its difference is unchanged. Status moves open ->
 acknowledged -> resolved (or open -> resolved), each time with an optional note; a resolved
-alert cannot change again.
+alert cannot change again. Opening an alert and resolving one (by finance or by a run) is
+announced to webhooks (`reconciliation.alert_raised`, `reconciliation.alert_resolved`) in
+the transaction of the change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +25,8 @@ from psycopg_pool import ConnectionPool
 from meterline import csv_export
 from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
 from meterline.inputs import FREE_TEXT, MESSAGES, is_free_text
+from meterline.notify.events import Notification
+from meterline.notify.outbox import publish
 from reporter.money import priced
 
 KINDS = (
@@ -176,22 +180,26 @@ class ReconciliationStore:
                 touched.add(int(row[0]))
                 if row[1]:
                     opened.append(int(row[0]))
+                    publish(conn, raised(tenant_id, int(row[0]), d))
         return opened, touched
 
     def clear(
         self, tenant_id: int, run_id: int, window: tuple[datetime, datetime], seen: set[int]
     ) -> int:
         """Resolve live reconciliation alerts of the window that this run no longer found."""
-        with self._pool.connection() as conn:
-            cur = conn.execute(
+        note = f"cleared automatically: run {run_id} found no discrepancy"
+        with self._pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
                 "UPDATE reconciliation_alerts SET status = 'resolved', updated_at = now(), "
                 "note = coalesce(note || ' / ', '') || %s "
                 "WHERE tenant_id = %s AND status <> 'resolved' AND kind = ANY(%s) "
-                "AND window_start >= %s AND window_start < %s AND NOT (id = ANY(%s))",
-                (f"cleared automatically: run {run_id} found no discrepancy", tenant_id,
-                 list(KINDS[:4]), window[0], window[1], list(seen)),
-            )  # fmt: skip
-        return cur.rowcount
+                "AND window_start >= %s AND window_start < %s AND NOT (id = ANY(%s)) "
+                f"RETURNING {_ALERT_COLS}",
+                (note, tenant_id, list(KINDS[:4]), window[0], window[1], list(seen)),
+            ).fetchall()  # fmt: skip
+            for row in rows:
+                publish(conn, resolved(Alert(*row), "reconciliation"))
+        return len(rows)
 
     def alerts(
         self, tenant_id: int, status: str | None = None, kind: str | None = None, limit: int = 500
@@ -234,14 +242,19 @@ class ReconciliationStore:
         current = self.alert(tenant_id, alert_id)
         if current.status == "resolved":
             raise Conflict(f"alert {alert_id} is already resolved")
-        with self._pool.connection() as conn:
-            conn.execute(
+        with self._pool.connection() as conn, conn.transaction():
+            row = conn.execute(
                 "UPDATE reconciliation_alerts SET status = %s, updated_at = now(), "
                 "note = CASE WHEN %s::text IS NULL OR %s = '' THEN note "
-                "ELSE coalesce(note || ' / ', '') || %s END WHERE id = %s",
+                f"ELSE coalesce(note || ' / ', '') || %s END WHERE id = %s "
+                f"AND status <> 'resolved' RETURNING {_ALERT_COLS}",
                 (status, note, note, note, alert_id),
-            )
-        return self.alert(tenant_id, alert_id)
+            ).fetchone()
+            if row is None:
+                raise Conflict(f"alert {alert_id} is already resolved")
+            if status == "resolved":
+                publish(conn, resolved(Alert(*row), "finance"))
+        return Alert(*row)
 
     def totals(self, tenant_id: int) -> dict[str, Any]:
         """Open and acknowledged alerts: count and money at risk per currency."""
@@ -312,6 +325,30 @@ def to_csv(alerts: Sequence[Alert]) -> str:
     neutralised against formula injection (`meterline.csv_export`)."""
     rows = ([a.as_dict()[c] for c in CSV_COLUMNS] for a in alerts)
     return csv_export.to_csv(CSV_COLUMNS, rows)
+
+
+def raised(tenant_id: int, alert_id: int, d: Discrepancy) -> Notification:
+    """`reconciliation.alert_raised` for a newly opened alert."""
+    data = {"alert_id": alert_id, **{f.name: getattr(d, f.name) for f in fields(Discrepancy)},
+            "money_minor": d.money_minor}  # fmt: skip
+    return Notification(tenant_id, "reconciliation.alert_raised", datetime.now(UTC),
+                        _plain(data), d.customer, key=f"alert:{alert_id}:raised")  # fmt: skip
+
+
+def resolved(alert: Alert, by: str) -> Notification:
+    """`reconciliation.alert_resolved`; `by` is `finance` or `reconciliation` (a later run
+    no longer found the discrepancy)."""
+    shown = alert.as_dict()
+    data = {"alert_id": alert.id, "resolved_by": by,
+            **{k: shown[k] for k in ("kind", "customer", "meter", "window_start", "window_end",
+                                     "difference", "note")}}  # fmt: skip
+    return Notification(alert.tenant_id, "reconciliation.alert_resolved", datetime.now(UTC),
+                        data, alert.customer, key=f"alert:{alert.id}:resolved")  # fmt: skip
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat().replace("+00:00", "Z") if isinstance(v, datetime) else v
+            for k, v in data.items()}  # fmt: skip
 
 
 _UPSERT = """

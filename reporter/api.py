@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,12 +20,13 @@ from pydantic import BaseModel, Field
 from meterline.errors import FieldError, MeterlineError, ValidationFailed
 from meterline.http.openapi import api_version, declare_bearer, hide, operation_id
 from meterline.inputs import FREE_TEXT, Day, Instant, friendly_message
-from meterline.tenants import Principal
+from meterline.notify.dispatcher import observe as observe_webhooks
 from reporter import web
 from reporter.alerts import to_csv
-from reporter.auth import authorize
+from reporter.auth import Admin, Reader
 from reporter.drilldown import drill_down
 from reporter.service import Reporter
+from reporter.webhooks_api import mount as mount_webhooks
 
 log = logging.getLogger("reporter.api")
 FUTURE = dt.timedelta(minutes=5)
@@ -59,22 +60,11 @@ def create_app(reporter: Reporter) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     _operations(app, reporter)
     _finance_api(app, reporter)
+    mount_webhooks(app)
     web.mount(app, reporter)
     hide(app, "/finance")
     declare_bearer(app)
     return app
-
-
-def principal(scope: str) -> Any:
-    def dependency(request: Request) -> Principal:
-        reporter: Reporter = request.app.state.reporter
-        return authorize(reporter.auth, request.headers.get("authorization"), scope)
-
-    return Depends(dependency)
-
-
-Reader = Annotated[Principal, principal("read")]
-Admin = Annotated[Principal, principal("admin")]
 
 
 def _operations(app: FastAPI, reporter: Reporter) -> None:
@@ -94,6 +84,7 @@ def _operations(app: FastAPI, reporter: Reporter) -> None:
     @app.get("/metrics")
     def metrics() -> Response:
         reporter.metrics.open_alerts.set(reporter.store.open_count())
+        observe_webhooks(reporter.pool, reporter.webhook_metrics)
         return Response(generate_latest(reporter.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

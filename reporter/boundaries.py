@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from meterline.clock import Clock
 from meterline.stripe.meter_events import (
+    STRIPE_DEDUPE_HORIZON,
     MeterEventSender,
     PermanentStripeError,
     TransientStripeError,
@@ -43,7 +44,6 @@ from reporter.ledger import LedgerRow, ReportLedger
 from reporter.slots import MINUTE, ceil_minute, floor_hour, slot_end, slot_start
 
 log = logging.getLogger("reporter.boundaries")
-CANCEL_WINDOW = timedelta(hours=23)
 
 
 class BoundaryKeeper:
@@ -154,7 +154,7 @@ class BoundaryKeeper:
         return end
 
     def _cancel(self, rows: list[LedgerRow]) -> bool:
-        horizon = self._clock.now() - CANCEL_WINDOW
+        horizon = self._clock.now() - STRIPE_DEDUPE_HORIZON
         if any(r.status != "sent" or r.sent_at is None or r.sent_at < horizon for r in rows):
             return False
         done: list[str] = []

@@ -1,8 +1,8 @@
 """One-shot jobs: `python -m reporter.jobs push` and `python -m reporter.jobs reconcile [--date D]`.
 
-`meterline report run` and `meterline reconcile run` run these (the CLI never imports the
-service). `reconcile` without `--date` is the nightly run: yesterday and every earlier day
-touched since the last one (the production CronJob).
+`meterline report run` and `meterline reconcile run` run these. `reconcile` without `--date` is
+the nightly run: yesterday and every earlier day touched since the last one (the production
+CronJob).
 
 Exit codes: 0 done, 1 done but incomplete (Stripe unavailable: rows left pending,
 or a tenant's reconciliation failed), 2 bad settings or arguments.

@@ -20,11 +20,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from meterline.catalog.amounts import difference_amount
-from reporter.contexts import ContextHistory, load_history
-from reporter.rollups import slot_usage
+from reporter.contexts import EPOCH, ContextHistory, load_history
+from reporter.rollups import customer_boundaries, period_start, slot_usage
 from reporter.scope import BilledMeter, period_price
 
 if TYPE_CHECKING:  # alerts.py prices what it records: imported for types only
@@ -34,14 +32,13 @@ LACKING = ("after_invoice_finalized",)  # kinds whose difference the invoice lac
 Period = tuple[str, str, datetime, datetime | None]
 
 
-def priced(
-    conn: psycopg.Connection[Any], tenant_id: int, found: Sequence[Discrepancy]
-) -> list[Discrepancy]:
-    """`found`, each with its money (when a context billed its meter then)."""
+def priced(conn: Any, tenant_id: int, found: Sequence[Discrepancy]) -> list[Discrepancy]:
+    """`found`, each with its money (when a context billed its meter then), read on `conn`
+    (a Postgres connection)."""
     if not found:
         return []
     history = load_history(conn, tenant_id, sorted({d.customer for d in found}))
-    bounds = _boundaries(conn, tenant_id, sorted({d.customer for d in found}))
+    bounds = customer_boundaries(conn, tenant_id, {d.customer for d in found})
     expected: dict[Period, Decimal] = {}
     out = []
     for d in found:
@@ -70,30 +67,15 @@ def _period(history: ContextHistory, bounds: dict[str, list[datetime]], d: Discr
     """The invoice period holding the alert's start: between the customer's boundaries and
     context changes around it (from the UTC month's start when none is known before it)."""
     at = d.window_start
-    changes = [c.since for c in history.contexts.get(d.customer, ())]
-    marks = sorted({*bounds.get(d.customer, ()), *changes})
-    month = datetime(at.year, at.month, 1, tzinfo=UTC)
-    start = max([m for m in marks if m <= at], default=month)
+    changes = [c.since for c in history.contexts.get(d.customer, ()) if c.since > EPOCH]
+    marks = {*bounds.get(d.customer, ()), *changes}
+    start = period_start(at, marks)
     end = min([m for m in marks if m > at], default=None)
     return d.customer, d.meter, start, end
 
 
-def _our_units(
-    conn: psycopg.Connection[Any], tenant_id: int, meter: BilledMeter, period: Period
-) -> Decimal:
+def _our_units(conn: Any, tenant_id: int, meter: BilledMeter, period: Period) -> Decimal:
     customer, key, start, end = period
     until = end or datetime(9999, 1, 1, tzinfo=UTC)
     usage = slot_usage(conn, tenant_id, start, until, customer=customer, meter=key)
     return sum((u.value(meter.aggregation) for u in usage), Decimal(0))
-
-
-def _boundaries(
-    conn: psycopg.Connection[Any], tenant_id: int, customers: list[str]
-) -> dict[str, list[datetime]]:
-    out: dict[str, list[datetime]] = {}
-    for customer, at in conn.execute(
-        "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s AND customer = ANY(%s)",
-        (tenant_id, customers),
-    ).fetchall():
-        out.setdefault(customer, []).append(at)
-    return out

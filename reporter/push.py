@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from meterline.clock import Clock
 from meterline.stripe.meter_events import (
+    STRIPE_DEDUPE_HORIZON,
     STRIPE_PAST_WINDOW_S,
     Delivery,
     MeterEventSender,
@@ -51,7 +52,6 @@ log = logging.getLogger("reporter.push")
 LOCK_KEY = 7_301_001
 CHANGE_OVERLAP = timedelta(seconds=30)
 """How far before the last look `sync_changed` looks again (transactions in flight then)."""
-UNCONFIRMED_HORIZON = timedelta(hours=23)
 
 
 @dataclass
@@ -165,7 +165,7 @@ class Pusher:
 
     def _resend_pending(self, report: PushReport, tenants: Sequence[int] | None) -> None:
         rows = self._ledger.pending(tenants)
-        horizon = self._clock.now() - UNCONFIRMED_HORIZON
+        horizon = self._clock.now() - STRIPE_DEDUPE_HORIZON
         stale = [r for r in rows if r.created_at is not None and r.created_at < horizon]
         if stale:
             self._give_up(stale)

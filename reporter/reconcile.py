@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from meterline.clock import Clock
 from meterline.stripe.meter_events import (
+    STRIPE_DEDUPE_HORIZON,
     STRIPE_PAST_WINDOW_S,
     TransientStripeError,
     same_under_quantum,
@@ -41,7 +42,6 @@ from reporter.lag import LagGauge
 from reporter.ledger import LedgerRow, ReportLedger
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier
-from reporter.push import UNCONFIRMED_HORIZON
 from reporter.rollups import period_maxima, slot_usage
 from reporter.scope import BilledMeter, tenant_ids
 from reporter.settings import ReporterSettings
@@ -305,7 +305,7 @@ class Reconciler:
         figures: dict[PairKey, dict[datetime, HourFigures]],
     ) -> list[LedgerRow]:
         rows = self._ledger.tenant_window(history.tenant_id, window[0], window[1])
-        retrying_since = self._clock.now() - UNCONFIRMED_HORIZON
+        retrying_since = self._clock.now() - STRIPE_DEDUPE_HORIZON
         for row in rows:
             meter = _billed_in(history, row.customer, row.meter, floor_hour(row.slot_start))
             if meter is None or row.status == "canceled":

@@ -5,7 +5,7 @@ window's rows went to (a change within the hour can move a customer to another S
 customer), and each group of rows is judged against its own figure.
 
 - `resend` (missing_in_stripe): our events of the window that Stripe lacks, with their own
-  identifiers and a fresh Idempotency-Key. An event Stripe received within `DEDUPE_HORIZON`
+  identifiers and a fresh Idempotency-Key. An event Stripe received within `STRIPE_DEDUPE_HORIZON`
   (23 h, inside Stripe's 24 h identifier dedupe) is resent whenever the window is short:
   Stripe answers "already exists" if it holds it, however late its summary is. An older
   event is resent only when the fresh summary proves Stripe lacks it: Stripe holds nothing of
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from psycopg_pool import ConnectionPool
@@ -37,6 +37,7 @@ from psycopg_pool import ConnectionPool
 from meterline.clock import Clock
 from meterline.errors import Conflict, FieldError, Unavailable, ValidationFailed
 from meterline.stripe.meter_events import (
+    STRIPE_DEDUPE_HORIZON,
     Delivery,
     MeterEventSender,
     PermanentStripeError,
@@ -51,7 +52,6 @@ from reporter.push import PushReport
 from reporter.slots import HOUR, floor_hour
 
 ACTIONS = ("resend", "push", "cancel")
-DEDUPE_HORIZON = timedelta(hours=23)
 
 
 @dataclass
@@ -150,7 +150,7 @@ class Repairs:
 
     def _recent(self, row: LedgerRow) -> bool:
         received = row.sent_at or row.created_at
-        return received is not None and received > self._clock.now() - DEDUPE_HORIZON
+        return received is not None and received > self._clock.now() - STRIPE_DEDUPE_HORIZON
 
     def _resend(self, alert: Alert, held: list[Held], actor: str) -> str:
         chosen = [row for h in held for row in self._missing(h.rows, h.units, h.last)]

@@ -19,14 +19,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.catalog.model import Aggregation, Catalog, MeteredPrice, Plan
-
-# Catalog aggregation -> Stripe meter formula (interface 4 of the design).
-FORMULA = {
-    Aggregation.SUM: "sum",
-    Aggregation.COUNT: "sum",
-    Aggregation.MAX: "last",
-    Aggregation.LATEST: "last",
-}
+from meterline.stripe import FORMULA
 
 
 @dataclass(frozen=True, slots=True)

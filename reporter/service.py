@@ -16,6 +16,10 @@ from psycopg_pool import ConnectionPool
 
 from meterline.auth import Authenticator
 from meterline.clock import Clock, SystemClock
+from meterline.notify.metrics import WebhookMetrics
+from meterline.notify.postgres.deliveries import DeliveryLog
+from meterline.notify.postgres.endpoints import EndpointStore
+from meterline.notify.settings import WebhookSettings
 from meterline.postgres import open_pool
 from meterline.settings import DatabaseSettings, StripeSettings
 from meterline.stripe.client import stripe_client
@@ -46,14 +50,21 @@ class Reporter:
     summaries: SummaryReader
     metrics: ReporterMetrics
     notifier: Notifier
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings.model_construct)
     store: ReconciliationStore = field(init=False)
     pusher: Pusher = field(init=False)
     reconciler: Reconciler = field(init=False)
     lag: LagGauge = field(init=False)
     repairs: Repairs = field(init=False)
     auth: Authenticator = field(init=False)
+    endpoints: EndpointStore = field(init=False)
+    delivery_log: DeliveryLog = field(init=False)
+    webhook_metrics: WebhookMetrics = field(init=False)
 
     def __post_init__(self) -> None:
+        self.endpoints = EndpointStore(self.pool, self.webhooks.allow_private_urls)
+        self.delivery_log = DeliveryLog(self.pool)
+        self.webhook_metrics = WebhookMetrics(self.metrics.registry)
         self.store = ReconciliationStore(self.pool)
         self.lag = LagGauge(self.pool, self.summaries, self.clock, self.settings.stripe_lag_s)
         self.pusher = Pusher(
@@ -129,6 +140,7 @@ def build(
     settings: ReporterSettings,
     clock: Clock | None = None,
     pool_size: int | None = None,
+    webhooks: WebhookSettings | None = None,
 ) -> Reporter:
     metrics = ReporterMetrics()
     client = stripe_client(stripe.model_copy(update={"max_network_retries": 0}))
@@ -148,4 +160,5 @@ def build(
         summaries=summaries,
         metrics=metrics,
         notifier=notifier,
+        webhooks=webhooks or WebhookSettings.model_construct(),
     )

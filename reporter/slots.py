@@ -65,8 +65,3 @@ def identifier(tenant_id: int, customer: str, meter: str, start: datetime, revis
     digest = hashlib.sha256(f"{tenant_id}\x00{customer}\x00{meter}".encode()).hexdigest()[:24]
     stamp = start.astimezone(UTC).strftime("%Y%m%d%H%M")
     return f"ml-{tenant_id}-{stamp}-{digest}-r{revision}"
-
-
-def day_bounds(day: datetime) -> tuple[datetime, datetime]:
-    start = day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return start, start + timedelta(days=1)

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from bench.reliability.sampler import Sampler
-from meterline.devstack.process import ManagedProcess
-from meterline.devstack.stack import DevStack
 from meterline.errors import ConfigError
+from meterline_devstack.process import ManagedProcess
+from meterline_devstack.stack import DevStack
 
 
 class Faults(Sampler):

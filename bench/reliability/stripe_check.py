@@ -19,18 +19,15 @@ from collections.abc import Iterable
 from bench.reliability.ledger import Key
 from bench.runner import CATALOG, ROOT
 from meterline.catalog import PostgresCatalogRepository, load_catalog
-from meterline.devstack.stack import DevStack
 from meterline.entitlements.postgres import PostgresCustomerRepository
 from meterline.postgres import open_pool
 from meterline.settings import StripeSettings
-from meterline.stripe.catalog_sync import (
-    CatalogSync,
-    PostgresStripeObjectRepository,
-    apply_and_sync,
-)
+from meterline.stripe.catalog_sync import CatalogSync, apply_and_sync
 from meterline.stripe.client import stripe_client
+from meterline.stripe.postgres import PostgresStripeObjectRepository
 from meterline.stripe.subscriptions import ensure_stripe_customer
 from meterline.stripe.summaries import StripeSummaryReader
+from meterline_devstack.stack import DevStack
 
 HOUR_S = 3600
 BILLED_PLAN = "power"

@@ -21,12 +21,12 @@ from bench.reliability.observe import Observer, view_window, wait_until
 from bench.reliability.traffic import Plan, Stats, Traffic
 from bench.runner import CATALOG
 from meterline.catalog import PostgresCatalogRepository, load_catalog
-from meterline.devstack.stack import DevStack
 from meterline.errors import Conflict
 from meterline.kafka import ensure_topics
 from meterline.postgres import open_pool
 from meterline.settings import TOPIC_USAGE
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack.stack import DevStack
 
 METERS = ("api_calls", "tokens")
 
@@ -105,7 +105,7 @@ class World:
         batches a partition holds: after a million or so events in ingest's small batches a
         fetch takes seconds, and the aggregator falls behind for good whatever the scenario
         does (this was the scenario-5 "stall" after scenarios 1-4). See
-        `meterline/devstack/broker.py`."""
+        `devstack/meterline_devstack/broker.py`."""
         suffix = f"{label}-{uuid.uuid4().hex[:6]}"
         topic = f"{TOPIC_USAGE}.{suffix}"
         ensure_topics(self.stack.urls["kafka"], [topic], self.stack.partitions)

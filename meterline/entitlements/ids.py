@@ -6,30 +6,22 @@ ingest's dedupe store remembers accepting it), and marks the dedupe store with t
 grants, so ingest answers a later event with that id as a duplicate (`"duplicates": 1`)
 instead of accepting what the ledger would drop.
 
-`IngestedIds` is the interface; `LedgerIngestedIds` asks the ledger and ingest's dedupe store
-(`meterline.dedupe`, the same store and key layout as ingest, reached through an event loop
-running in a thread because the store's client is asynchronous); `MemoryIngestedIds` is for
-unit tests.
+`IngestedIds` is the interface; `LedgerIngestedIds` (in postgres.py) asks the ledger and
+ingest's dedupe store (`meterline.dedupe`, the same store and key layout as ingest, reached
+through an event loop running in a thread, `LoopThread`, because the store's client is
+asynchronous); `MemoryIngestedIds` is for unit tests.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import logging
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from psycopg_pool import ConnectionPool
-
-from meterline.dedupe import Deduper
-
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_IN_LEDGER = "SELECT 1 FROM usage_event_ids WHERE tenant_id = %s AND event_id = %s"
 
 
 class IngestedIds(abc.ABC):
@@ -76,41 +68,3 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
-
-
-class LedgerIngestedIds(IngestedIds):
-    """The ledger's identities (`usage_event_ids`) and ingest's dedupe store; `deduper` runs
-    on `loop`.
-
-    A dedupe store that fails or times out (`timeout_s`) counts as "not seen", as in ingest."""
-
-    def __init__(
-        self, pool: ConnectionPool[Any], deduper: Deduper, loop: LoopThread, timeout_s: float
-    ) -> None:
-        self._pool = pool
-        self._deduper = deduper
-        self._loop = loop
-        self._timeout = timeout_s
-
-    def held(self, tenant_id: int, event_id: str) -> bool:
-        seen = self._loop.submit(self._deduper.seen(tenant_id, [event_id]))
-        with self._pool.connection() as conn:
-            if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
-                return True
-        try:
-            return seen.result(self._timeout)[0]
-        except Exception:
-            log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
-            return False
-
-    def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
-        """Sent at once and waited for later, so the mark overlaps the publish."""
-        done = self._loop.submit(self._deduper.mark(tenant_id, [event_id]))
-
-        def wait() -> None:
-            try:
-                done.result(self._timeout)
-            except Exception:
-                log.warning("dedupe store did not take a consume's id", exc_info=True)
-
-        return wait

@@ -1,11 +1,18 @@
-"""Postgres versions of the entitlement repositories (tables of migrations 0002 and 0004)."""
+"""Postgres versions of the entitlement repositories (tables of migrations 0002 and 0004), and
+the ingested ids as the ledger and ingest's dedupe store hold them."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from meterline.dedupe import Deduper
+from meterline.entitlements.ids import IngestedIds, LoopThread
 from meterline.entitlements.model import Customer, Grant, Subscription
 from meterline.entitlements.repository import (
     Answer,
@@ -19,8 +26,13 @@ from meterline.entitlements.repository import (
     check_grant,
 )
 from meterline.errors import Conflict, NotFound
+from meterline.notify.announce import subscription_changed
+from meterline.notify.outbox import publish
+
+log = logging.getLogger(__name__)
 
 _CUSTOMER_COLUMNS = "tenant_id, id, stripe_customer_id, name, email"
+_IN_LEDGER = "SELECT 1 FROM usage_event_ids WHERE tenant_id = %s AND event_id = %s"
 
 
 class PostgresCustomerRepository(CustomerRepository):
@@ -108,6 +120,8 @@ class PostgresSubscriptionRepository(SubscriptionRepository):
         return None if row is None else Subscription(*row)
 
     def put(self, sub: Subscription) -> None:
+        """Write `sub`; a change of plan, status or period is announced (`subscription.changed`)
+        in the same transaction."""
         values = (
             sub.tenant_id,
             sub.customer,
@@ -121,18 +135,41 @@ class PostgresSubscriptionRepository(SubscriptionRepository):
             sub.cancel_at_period_end,
             sub.stripe_event_created,
         )
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, conn.transaction():
+            before = _locked_subscription(conn, sub.tenant_id, sub.customer)
             try:
                 conn.execute(_UPSERT_SUB, values)
             except psycopg.errors.ForeignKeyViolation:
                 raise NotFound(f"no customer {sub.customer!r}") from None
+            _announce(conn, before, sub)
 
     def delete(self, tenant_id: int, customer: str) -> None:
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, conn.transaction():
+            before = _locked_subscription(conn, tenant_id, customer)
             conn.execute(
                 "DELETE FROM subscriptions WHERE tenant_id = %s AND customer = %s",
                 (tenant_id, customer),
             )
+            _announce(conn, before, None)
+
+
+def _locked_subscription(
+    conn: psycopg.Connection, tenant_id: int, customer: str
+) -> Subscription | None:
+    row = conn.execute(
+        f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE tenant_id = %s AND customer = %s "
+        "FOR UPDATE",
+        (tenant_id, customer),
+    ).fetchone()
+    return None if row is None else Subscription(*row)
+
+
+def _announce(
+    conn: psycopg.Connection, before: Subscription | None, after: Subscription | None
+) -> None:
+    notification = subscription_changed(before, after)
+    if notification is not None:
+        publish(conn, notification)
 
 
 _GRANT_COLUMNS = (
@@ -275,3 +312,41 @@ class PostgresAnswerStore(AnswerStore):
         args = (tenant_id, customer, meter, start_ms, end_ms)
         with self._pool.connection() as conn:
             return {str(e): float(a) for e, a in conn.execute(_PENDING, args)}
+
+
+class LedgerIngestedIds(IngestedIds):
+    """The ledger's identities (`usage_event_ids`) and ingest's dedupe store; `deduper` runs
+    on `loop`.
+
+    A dedupe store that fails or times out (`timeout_s`) counts as "not seen", as in ingest."""
+
+    def __init__(
+        self, pool: ConnectionPool[Any], deduper: Deduper, loop: LoopThread, timeout_s: float
+    ) -> None:
+        self._pool = pool
+        self._deduper = deduper
+        self._loop = loop
+        self._timeout = timeout_s
+
+    def held(self, tenant_id: int, event_id: str) -> bool:
+        seen = self._loop.submit(self._deduper.seen(tenant_id, [event_id]))
+        with self._pool.connection() as conn:
+            if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
+                return True
+        try:
+            return seen.result(self._timeout)[0]
+        except Exception:
+            log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
+            return False
+
+    def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
+        """Sent at once and waited for later, so the mark overlaps the publish."""
+        done = self._loop.submit(self._deduper.mark(tenant_id, [event_id]))
+
+        def wait() -> None:
+            try:
+                done.result(self._timeout)
+            except Exception:
+                log.warning("dedupe store did not take a consume's id", exc_info=True)
+
+        return wait

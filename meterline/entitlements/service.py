@@ -188,10 +188,9 @@ class EntitlementService:
         ready (`ViewNotReady`, decided inside the same script) the probe is asked again with
         what Postgres counts that the view may lack (`_counted_elsewhere`).
         """
-        found = self.catalog(tenant_id).meter(meter)
-        assert found is not None
-        if found.aggregation not in (Aggregation.SUM, Aggregation.COUNT):
-            return self._usage.used(tenant_id, customer, meter, found.aggregation, period)
+        aggregation = self._aggregation(tenant_id, meter)
+        if aggregation not in (Aggregation.SUM, Aggregation.COUNT):
+            return self._usage.used(tenant_id, customer, meter, aggregation, period)
         start, end = to_ms(period.start), to_ms(period.end)
         try:
             return self._probe(tenant_id, customer, meter, start, end, None).used
@@ -215,9 +214,8 @@ class EntitlementService:
         does not hold (`_unrestored`), then the rollups of the period. Read in that order, an
         event counted between the two reads is counted twice, never zero times."""
         lost = self._unrestored(tenant_id, customer, meter, period)
-        found = self.catalog(tenant_id).meter(meter)
-        assert found is not None
-        return lost + self._usage.settled(tenant_id, customer, meter, found.aggregation, period)
+        aggregation = self._aggregation(tenant_id, meter)
+        return lost + self._usage.settled(tenant_id, customer, meter, aggregation, period)
 
     def _unrestored(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
         """The pending grants Postgres records that the view does not hold (a flush lost them
@@ -256,7 +254,16 @@ class EntitlementService:
             raise NotFound(f"unknown feature {feature[:64]!r}: not in this tenant's catalog")
         if found.kind is not FeatureKind.METERED or found.meter is None:
             raise ValidationFailed([FieldError("feature", "only metered features are consumed")])
+        if self._aggregation(tenant_id, found.meter) not in (Aggregation.SUM, Aggregation.COUNT):
+            raise ValidationFailed(
+                [FieldError("feature", "only features on a sum or count meter are consumed")]
+            )
         return found.meter
+
+    def _aggregation(self, tenant_id: int, meter: str) -> Aggregation:
+        found = self.catalog(tenant_id).meter(meter)
+        assert found is not None, "the catalog refuses a feature on an unknown meter"
+        return found.aggregation
 
     def _consume_event(
         self,
@@ -277,6 +284,8 @@ class EntitlementService:
         checked = validate_event(raw, tenant_id, Rules(now, (meter,)))
         if isinstance(checked, list):
             raise ValidationFailed([FieldError(_FIELDS[e.field], e.message) for e in checked])
+        if checked.value != 1 and self._aggregation(tenant_id, meter) is Aggregation.COUNT:
+            raise ValidationFailed([FieldError("amount", "must be 1: a count meter counts events")])
         period = self._evaluate(tenant_id, checked.customer, feature, from_ms(now)).period
         at = now if period is None else attributed_ms(now, to_ms(period.start), to_ms(period.end))
         return ConsumeEvent(checked.customer, meter, checked.value, at)

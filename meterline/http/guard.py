@@ -19,7 +19,8 @@ others need. `guarded(protocol, limits)` puts `GuardMixin` in front of a protoco
 - a connection opened while `max_connections` are open is closed at once. Connections waiting
   for their head hold no request slot (services count requests in progress, not connections),
   so idle or slow connections cannot refuse service to others; this cap only bounds memory and
-  file descriptors. Per-client connection limits belong to the load balancer (deploy/README.md).
+  file descriptors. Per-client connection limits belong to the load balancer
+  (deploy/k8s/components/ingress).
 
 The refusal is written by the protocol, so no application task is started for a refused request
 or, when it comes mid-body, the task sees the client as disconnected.

@@ -1,6 +1,17 @@
-"""Postgres adapter: connections, the migration runner and ledger partitions (psycopg 3)."""
+"""Postgres adapter: connections, migrations, ledger partitions, retention, stored positions."""
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
 
 from meterline.postgres.connect import connect, open_pool
 from meterline.postgres.migrate import apply_migrations, pending_migrations
 
-__all__ = ["apply_migrations", "connect", "open_pool", "pending_migrations"]
+# The driver's errors that mean Postgres cannot answer now (retry later), not a bad statement.
+OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+
+# A pool of connections, for code outside the repositories that hands one to them.
+Pool = ConnectionPool[Any]
+
+__all__ = ["OUTAGES", "Pool", "apply_migrations", "connect", "open_pool", "pending_migrations"]

@@ -28,6 +28,7 @@ from meterline.postgres.partitions import drop_partitions_before, partitions_bef
 
 DAY_MS = 86_400_000
 STRIPE_WEBHOOK_RETRY_DAYS = 3
+WEBHOOK_RETRY_DAYS = 4  # meterline.notify.schedule: 75 h 35 min, stretched by up to 20 %
 EVERYTHING = datetime(1970, 1, 1, tzinfo=UTC)
 LOCK_TIMEOUT = "10s"
 
@@ -63,6 +64,7 @@ class RetentionSettings(BaseSettings):
     webhook_rejects_days: int = 90
     sessions_days: int = 7
     lag_probes_days: int = 30
+    webhook_messages_days: int = 30
     batch: int = 5_000
 
     @model_validator(mode="after")
@@ -90,6 +92,12 @@ class RetentionSettings(BaseSettings):
             _at_least("webhook_rejects_days", self.webhook_rejects_days, 7, "a week"),
             _at_least("sessions_days", self.sessions_days, 1, "a day"),
             _at_least("lag_probes_days", self.lag_probes_days, 1, "a day"),
+            _at_least(
+                "webhook_messages_days",
+                self.webhook_messages_days,
+                WEBHOOK_RETRY_DAYS + 1,
+                "the webhook retry schedule with its jitter + 1 day",
+            ),
             _at_least("batch", self.batch, 100, "100 rows"),
         ]
 
@@ -119,10 +127,10 @@ _OPEN_ALERT_WINDOW = """NOT EXISTS (
     SELECT 1 FROM reconciliation_alerts a
     WHERE a.status <> 'resolved' AND a.tenant_id = t.tenant_id AND a.customer = t.customer
       AND a.meter = t.meter AND t.slot_start >= a.window_start AND t.slot_start < a.window_end)"""
-_LATEST_BOUNDARY = """t.at < (
+_LATEST_BOUNDARY = """t.at < %(cutoff)s AND t.at < (
     SELECT max(b.at) FROM report_boundaries b
     WHERE b.tenant_id = t.tenant_id AND b.customer = t.customer AND b.at <= %(cutoff)s)"""
-_LATEST_CONTEXT = """t.since < (
+_LATEST_CONTEXT = """t.since < %(cutoff)s AND t.since < (
     SELECT max(c.since) FROM report_contexts c
     WHERE c.tenant_id = t.tenant_id AND c.customer = t.customer AND c.since <= %(cutoff)s)"""
 _RESOLVED_ALERT = "t.status = 'resolved' AND t.updated_at < %(cutoff)s"
@@ -140,6 +148,16 @@ _OLD_RUN = """t.started_at < %(cutoff)s
     AND t.id <> ALL(ARRAY(
         SELECT DISTINCT ON (tenant_id) id FROM reconciliation_runs
         WHERE status IN ('ok', 'alerts') ORDER BY tenant_id, window_end DESC, id DESC))"""
+
+_SETTLED_MESSAGE = """t.created_at < %(cutoff)s AND NOT EXISTS (
+    SELECT 1 FROM webhook_deliveries d WHERE d.message_id = t.id AND d.status = 'pending')"""
+_DELETE_MESSAGES = f"""
+WITH doomed AS (
+    SELECT t.id FROM webhook_messages t WHERE {_SETTLED_MESSAGE} LIMIT %(batch)s
+), deliveries AS (
+    DELETE FROM webhook_deliveries WHERE message_id IN (SELECT id FROM doomed)
+)
+DELETE FROM webhook_messages WHERE id IN (SELECT id FROM doomed)"""
 
 RULES: tuple[RowRule, ...] = (
     RowRule("entitlement_answers", "t.created_at < %(cutoff)s", lambda s: s.answers_days),
@@ -159,6 +177,14 @@ RULES: tuple[RowRule, ...] = (
         "reconciliation_alerts", _RESOLVED_ALERT, lambda s: s.alerts_days, delete=_DELETE_ALERTS
     ),
     RowRule("reconciliation_runs", _OLD_RUN, lambda s: s.runs_days),
+    # outbound webhooks: a message leaves with its deliveries and their attempt log once no
+    # delivery of it is pending (a disabled endpoint's waiting deliveries keep theirs)
+    RowRule(
+        "webhook_messages",
+        _SETTLED_MESSAGE,
+        lambda s: s.webhook_messages_days,
+        delete=_DELETE_MESSAGES,
+    ),
 )
 
 

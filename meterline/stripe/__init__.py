@@ -3,12 +3,12 @@
 Only this package talks to Stripe. See README.md here.
 """
 
+from meterline.stripe.catalog_apply import apply_catalog
 from meterline.stripe.catalog_sync import (
     FORMULA,
     ApplyResult,
     CatalogSync,
     MemoryStripeObjectRepository,
-    PostgresStripeObjectRepository,
     StripeObject,
     StripeObjectRepository,
     SyncReport,
@@ -17,11 +17,11 @@ from meterline.stripe.catalog_sync import (
     price_lookup_key,
 )
 from meterline.stripe.client import stripe_client
+from meterline.stripe.postgres import PostgresStripeObjectRepository, PostgresWebhookEventStore
 from meterline.stripe.subscriptions import SubscriptionSync, ensure_stripe_customer, to_subscription
 from meterline.stripe.webhook_events import (
     InvalidWebhook,
     MemoryWebhookEventStore,
-    PostgresWebhookEventStore,
     RejectedWebhook,
     StripeEvent,
     WebhookEventStore,
@@ -45,6 +45,7 @@ __all__ = [
     "SyncReport",
     "WebhookEventStore",
     "apply_and_sync",
+    "apply_catalog",
     "ensure_stripe_customer",
     "meter_event_name",
     "parse_event",

@@ -28,7 +28,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import stripe
-from psycopg_pool import ConnectionPool
 
 from meterline.catalog import (
     Aggregation,
@@ -93,48 +92,6 @@ class MemoryStripeObjectRepository(StripeObjectRepository):
     def by_stripe_id(self, stripe_id: str) -> tuple[int, StripeObject] | None:
         found = [(t, o) for (t, _, _), o in self._rows.items() if o.stripe_id == stripe_id]
         return found[0] if found else None
-
-
-class PostgresStripeObjectRepository(StripeObjectRepository):
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
-
-    def get(self, tenant_id: int, kind: str, key: str) -> StripeObject | None:
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT kind, key, stripe_id, event_name FROM stripe_objects "
-                "WHERE tenant_id = %s AND kind = %s AND key = %s",
-                (tenant_id, kind, key),
-            ).fetchone()
-        return None if row is None else StripeObject(*row)
-
-    def put(self, tenant_id: int, obj: StripeObject) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO stripe_objects (tenant_id, kind, key, stripe_id, event_name) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id, kind, key) DO UPDATE SET "
-                "stripe_id = EXCLUDED.stripe_id, event_name = EXCLUDED.event_name, "
-                "updated_at = now()",
-                (tenant_id, obj.kind, obj.key, obj.stripe_id, obj.event_name),
-            )
-
-    def all(self, tenant_id: int) -> list[StripeObject]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT kind, key, stripe_id, event_name FROM stripe_objects "
-                "WHERE tenant_id = %s ORDER BY kind, key",
-                (tenant_id,),
-            ).fetchall()
-        return [StripeObject(*r) for r in rows]
-
-    def by_stripe_id(self, stripe_id: str) -> tuple[int, StripeObject] | None:
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT tenant_id, kind, key, stripe_id, event_name FROM stripe_objects "
-                "WHERE stripe_id = %s LIMIT 1",
-                (stripe_id,),
-            ).fetchone()
-        return None if row is None else (row[0], StripeObject(*row[1:]))
 
 
 @dataclass

@@ -22,7 +22,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import TypeVar
@@ -33,6 +33,9 @@ from meterline.stripe.ratelimit import RateLimiter, Unlimited
 
 STREAM_BATCH = 100
 STRIPE_PAST_WINDOW_S = 35 * 86_400
+# Stripe dedupes identifiers for about 24 h and cancels an event within 24 h of its receipt;
+# Meterline acts on either only within 23 h, an hour's margin for clocks and slow answers.
+STRIPE_DEDUPE_HORIZON = timedelta(hours=23)
 STRIPE_SIGNIFICANT_DIGITS = 15
 DUPLICATE_MESSAGE = "already exists with identifier"
 T = TypeVar("T")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 import stripe
@@ -98,28 +97,3 @@ class StripeSummaryReader(SummaryReader):
             raise TransientStripeError(f"invoices of {stripe_customer_id}: {exc}") from None
         finally:
             self._on_request("invoices", time.perf_counter() - began)
-
-
-@dataclass
-class MemorySummaryReader(SummaryReader):
-    """Summaries from a dict `values[(meter_id, customer, hour_start)]`, for unit tests."""
-
-    values: dict[tuple[str, str, int], Decimal] = field(default_factory=dict)
-    invoices: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
-
-    def add(self, meter_id: str, customer: str, timestamp: int, value: Decimal) -> None:
-        hour = timestamp - timestamp % HOUR
-        key = (meter_id, customer, hour)
-        self.values[key] = self.values.get(key, Decimal(0)) + value
-
-    def hourly(
-        self, meter_id: str, stripe_customer_id: str, start: int, end: int
-    ) -> dict[int, Decimal]:
-        return {
-            hour: value
-            for (m, c, hour), value in self.values.items()
-            if m == meter_id and c == stripe_customer_id and start <= hour < end
-        }
-
-    def finalized(self, stripe_customer_id: str) -> list[tuple[int, int, int]]:
-        return list(self.invoices.get(stripe_customer_id, ()))

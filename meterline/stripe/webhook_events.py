@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from psycopg_pool import ConnectionPool
 
 from meterline.errors import MeterlineError
 from meterline.inputs import has_control
@@ -172,50 +171,6 @@ class MemoryWebhookEventStore(WebhookEventStore):
         return found[:limit]
 
 
-class PostgresWebhookEventStore(WebhookEventStore):
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
-
-    def record(self, event_id: str, type_: str, created: int) -> bool:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO stripe_webhook_events (event_id, type, created) VALUES (%s, %s, %s) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                (event_id, type_, created),
-            )
-            row = conn.execute(
-                "SELECT processed_at FROM stripe_webhook_events WHERE event_id = %s", (event_id,)
-            ).fetchone()
-        return row is None or row[0] is None
-
-    def processed(self, event_id: str) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = %s",
-                (event_id,),
-            )
-
-    def reject(self, payload: bytes, event_id: str | None, reason: str) -> None:
-        digest = hashlib.sha256(payload).digest()
-        with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO stripe_webhook_rejects (body_sha256, event_id, size, body, reason) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (body_sha256) DO UPDATE SET "
-                "attempts = stripe_webhook_rejects.attempts + 1, last_seen = now(), "
-                "reason = EXCLUDED.reason",
-                (digest, event_id, len(payload), payload[:KEPT_BYTES], _printable(reason)),
-            )
-
-    def rejected(self, limit: int = 100) -> list[RejectedWebhook]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT encode(body_sha256, 'hex'), event_id, size, reason, attempts, "
-                "first_seen, last_seen FROM stripe_webhook_rejects "
-                "ORDER BY last_seen DESC LIMIT %s",
-                (limit,),
-            ).fetchall()
-        return [RejectedWebhook(*r) for r in rows]
-
-
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
+    """`text` with every control character replaced by `?` (for stored reasons)."""
     return "".join("?" if has_control(c) else c for c in text)

@@ -21,13 +21,13 @@ from meterline.catalog.model import Aggregation
 from meterline.catalog.parse import parse_catalog
 from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.clock import SystemClock
-from meterline.devstack.process import ManagedProcess, free_port
 from meterline.events import UsageEvent
 from meterline.kafka.producer import EventPublisher
 from meterline.redis import connect as redis_connect
 from meterline.tenants import PostgresTenantRepository
 from meterline.view import RedisUsageView, SyncedView
 from meterline.view.model import MINUTE_MS, merge
+from meterline_devstack.process import ManagedProcess, free_port
 
 METERS = {
     "calls": Aggregation.SUM,

@@ -15,8 +15,8 @@ from psycopg_pool import ConnectionPool
 
 from meterline.clock import SystemClock
 from meterline.kafka.dlq import DeadLetter, DeadLetterPublisher, read_dead_letters
-from meterline.view.rebuild import stored_offsets
-from meterline.view.verify import verify
+from meterline.view.postgres.rebuild import stored_offsets
+from meterline.view.postgres.verify import verify
 from tests.aggregator.support import (
     Aggregator,
     aggregation_of,
@@ -73,7 +73,7 @@ def test_duplicates_and_poison(
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meterline.cli.main", *args],
+        [sys.executable, "-m", "meterline_ops.main", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

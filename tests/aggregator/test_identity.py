@@ -29,8 +29,8 @@ from meterline.postgres.partitions import (
     forget_ids,
     partition_name,
 )
-from meterline.view.rebuild import rebuild, stored_offsets
-from meterline.view.verify import verify
+from meterline.view.postgres.rebuild import rebuild, stored_offsets
+from meterline.view.postgres.verify import verify
 from tests.aggregator.support import (
     Aggregator,
     aggregation_of,

@@ -20,11 +20,11 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from meterline.clock import SystemClock
-from meterline.devstack.broker import broker_process
-from meterline.devstack.process import ManagedProcess
 from meterline.kafka import ensure_topics
-from meterline.view.rebuild import stored_offsets
-from meterline.view.verify import verify
+from meterline.view.postgres.rebuild import stored_offsets
+from meterline.view.postgres.verify import verify
+from meterline_devstack.broker import broker_process
+from meterline_devstack.process import ManagedProcess
 from tests.aggregator.support import (
     Aggregator,
     aggregation_of,

@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 from meterline.kafka.admin import TopicIncarnation
 from meterline.kafka.consumer import PositionedConsumer
 from meterline.kafka.dlq import DeadLetter, DeadLetterPublisher, read_dead_letters
-from meterline.offsets import set_position, stored_positions
+from meterline.postgres.offsets import set_position, stored_positions
 from tests.aggregator.support import (
     Aggregator,
     consumed,
@@ -36,7 +36,7 @@ GROUP = "meterline-aggregator"
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meterline.cli.main", *args],
+        [sys.executable, "-m", "meterline_ops.main", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -25,7 +25,7 @@ from psycopg_pool import ConnectionPool
 from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
 from aggregator.retry import Retrier
-from meterline.devstack.process import free_port
+from meterline_devstack.process import free_port
 from tests.aggregator.support import (
     Aggregator,
     consumed,

@@ -11,7 +11,7 @@ from psycopg_pool import ConnectionPool
 
 from meterline.clock import SystemClock
 from meterline.view.model import DAY_MS
-from meterline.view.rebuild import stored_offsets
+from meterline.view.postgres.rebuild import stored_offsets
 from tests.aggregator.support import (
     Aggregator,
     consumed,

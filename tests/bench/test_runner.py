@@ -57,3 +57,8 @@ def test_failures_are_reported_and_the_run_goes_on() -> None:
 def test_a_module_past_its_budget_is_abandoned() -> None:
     outcome = run_module("fakebench.slow", BenchContext({}), budget=0.2)
     assert outcome.figures == [] and outcome.error and "abandoned" in outcome.error
+
+
+def test_the_scale_out_bench_is_selected_by_its_name() -> None:
+    """`python -m bench --only scaleout` runs the two scale-out ratios alone."""
+    assert selected(discover(), ["scaleout"]) == ["bench.bench_scaleout"]

@@ -21,15 +21,15 @@ import typer
 from pydantic_settings import BaseSettings
 
 from meterline import settings as shared_settings
-from meterline.devstack.stack import SERVICES
 from meterline.postgres.retention import RetentionSettings
+from meterline_devstack.stack import SERVICES
 
 from .tools import ROOT
 
 
 @dataclass(frozen=True)
 class Service:
-    """A deployable service as `meterline dev up` knows it (meterline/devstack/stack.py)."""
+    """A deployable service as `meterline dev up` knows it (meterline_devstack/stack.py)."""
 
     name: str
     module: str
@@ -140,7 +140,7 @@ def serves_path(service: Service, path: str) -> bool:
 
 def cli_command(*path: str) -> Any:
     """The `meterline` click command at `path`, e.g. ("reconcile", "run"), or None."""
-    from meterline.cli.main import app
+    from meterline_ops.main import app
 
     command: Any = typer.main.get_command(app)
     for name in path:

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from meterline.devstack.stripe_emulator.__main__ import parse_args
 from meterline.settings import TOPIC_DLQ, TOPIC_USAGE
 from reporter.settings import ReporterSettings
+from stripe_emulator.__main__ import parse_args
 
 from .codebase import (
     BY_MODULE,
@@ -24,7 +27,17 @@ from .tools import DEPLOY, ROOT, load_yaml, run, tool
 
 COMPOSE = ROOT / "docker-compose.yml"
 CLUSTER_ENV = DEPLOY / "compose" / "kafka-cluster.env"
-VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+DEV_ENV = DEPLOY / "compose" / "dev.env"
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?)([-?])([^}]*))?\}")
+GUARD = "secrets-check"
+
+
+class MissingVariables(Exception):
+    """What compose refuses to start without (`${VAR:?message}` with VAR unset or empty)."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__(", ".join(sorted(names)))
+        self.names = names
 
 
 def compose() -> dict[str, Any]:
@@ -37,19 +50,75 @@ def services() -> dict[str, dict[str, Any]]:
     return found
 
 
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's `${VAR:-default}` substitution, `$$` being a literal `$`."""
-    return VARIABLE.sub(lambda m: env.get(m.group(1)) or m.group(2) or "", value).replace("$$", "$")
+def interpolate(value: str, env: dict[str, str], missing: set[str] | None = None) -> str:
+    """Compose's interpolation: `${VAR}`, `${VAR:-default}` / `${VAR-default}`, and
+    `${VAR:?message}` / `${VAR?message}`, which stop compose when VAR is unset (or empty, with
+    the colon): raises MissingVariables, or adds to `missing` when given. `$$` is a `$`."""
+    absent: set[str] = set()
+
+    def substitute(m: re.Match[str]) -> str:
+        name, colon, op, arg = m.groups()
+        given = env.get(name)
+        unset = given is None or (bool(colon) and given == "")
+        if op == "?" and unset:
+            absent.add(name)
+        return arg if op == "-" and unset else (given or "")
+
+    result = VARIABLE.sub(substitute, value).replace("$$", "$")
+    if absent and missing is None:
+        raise MissingVariables(absent)
+    (missing if missing is not None else absent).update(absent)
+    return result
 
 
-def environment(service: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, str]:
-    raw = service.get("environment", {})
-    return {k: interpolate(str(v), env or {}) for k, v in raw.items()}
+def render(env: dict[str, str]) -> dict[str, Any]:
+    """The whole file interpolated as `docker compose config` would, with `env` (the shell and
+    the env files compose read); MissingVariables names every required variable absent."""
+    missing: set[str] = set()
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            return interpolate(node, env, missing)
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        return node
+
+    doc: dict[str, Any] = walk(compose())
+    if missing:
+        raise MissingVariables(missing)
+    return doc
+
+
+def env_file(path: Path) -> dict[str, str]:
+    pairs = [line.split("=", 1) for line in path.read_text().splitlines()]
+    return {k: v for k, v in (p for p in pairs if len(p) == 2 and not p[0].startswith("#"))}
+
+
+def compose_env(*files: Path, shell: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables compose interpolates with: `.env` only when no `--env-file` is given,
+    else only the files given (later ones win), and the shell's over both."""
+    read = files or [p for p in (ROOT / ".env",) if p.exists()]
+    merged: dict[str, str] = {}
+    for path in read:
+        merged.update(env_file(path))
+    return {**merged, **(shell or {})}
+
+
+def dev_env() -> dict[str, str]:
+    return env_file(DEV_ENV)
 
 
 def cluster_env() -> dict[str, str]:
-    pairs = [line.split("=", 1) for line in CLUSTER_ENV.read_text().splitlines()]
-    return {k: v for k, v in (p for p in pairs if len(p) == 2 and not p[0].startswith("#"))}
+    return env_file(CLUSTER_ENV)
+
+
+def environment(service: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as compose gives it; with no `env`, a laptop's (dev.env)."""
+    raw = service.get("environment", {})
+    given = dev_env() if env is None else env
+    return {k: interpolate(str(v), given) for k, v in raw.items()}
 
 
 def compose_name(service: Service) -> str:
@@ -120,7 +189,7 @@ def test_topics_are_created_with_the_configured_replication() -> None:
     assert "--replication-factor" in script and "min.insync.replicas" in script
     resolved = environment(init, cluster_env())
     assert (resolved["REPLICATION_FACTOR"], resolved["MIN_INSYNC_REPLICAS"]) == ("3", "2")
-    assert environment(init)["REPLICATION_FACTOR"] == "1"
+    assert environment(init, {})["REPLICATION_FACTOR"] == "1"
 
 
 def test_migrations_run_once_before_the_services() -> None:
@@ -171,11 +240,16 @@ def test_stripe_emulator_in_the_dev_profile() -> None:
     emulator = services()["stripe-emulator"]
     assert emulator["profiles"] == ["dev"]
     command = emulator["command"]
-    assert command[:3] == ["python", "-m", "meterline.devstack.stripe_emulator"]
+    assert command[:3] == ["python", "-m", "stripe_emulator"]
     args = parse_args(command[3:])
     assert (args.host, args.port) == ("0.0.0.0", 12111)
-    default_base = environment(services()["ingest"])["METERLINE_STRIPE_API_BASE"]
-    assert default_base == "http://stripe-emulator:12111"
+    dev_base = environment(services()["ingest"], dev_env())["METERLINE_STRIPE_API_BASE"]
+    assert dev_base == f"http://stripe-emulator:{args.port}"
+    assert dev_env()["COMPOSE_PROFILES"].split(",") == ["dev"]
+    production = {k: "a-real-secret" for k in dev_env() if k != "COMPOSE_PROFILES"}
+    production.pop("METERLINE_STRIPE_API_BASE")
+    base = environment(services()["ingest"], production)["METERLINE_STRIPE_API_BASE"]
+    assert base == "https://api.stripe.com"
 
 
 def test_observability_profile_mounts_existing_files() -> None:
@@ -190,7 +264,8 @@ def test_observability_profile_mounts_existing_files() -> None:
 
 def test_retention_runs_daily_after_reconciliation() -> None:
     retention = services()["retention"]
-    assert retention["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    done = {"condition": "service_completed_successfully"}
+    assert retention["depends_on"] == {"migrate": done, GUARD: done}
     assert retention["init"] is True, "sh as PID 1 would ignore SIGTERM"
     assert {"cpus", "memory"} <= set(retention["deploy"]["resources"]["limits"])
     shell, flag, script = retention["command"]
@@ -209,3 +284,104 @@ def test_retention_window_matches_ingest_lateness() -> None:
     assert not unknown, f"no settings class reads {sorted(unknown)}"
     ingest = environment(services()["ingest"]).get("METERLINE_INGEST_LATENESS_DAYS", "35")
     assert env.get("METERLINE_RETENTION_LATENESS_DAYS", "35") == ingest
+
+
+SECRETS = {
+    "POSTGRES_PASSWORD",
+    "METERLINE_STRIPE_API_KEY",
+    "METERLINE_STRIPE_WEBHOOK_SECRET",
+    "GRAFANA_ADMIN_PASSWORD",
+}
+
+
+def production_secrets() -> dict[str, str]:
+    return {name: f"real-{name.lower()}" for name in SECRETS}
+
+
+@pytest.mark.parametrize(
+    ("files", "why"),
+    [
+        ((), "no .env, nothing in the environment"),
+        ((CLUSTER_ENV,), "--env-file kafka-cluster.env: .env is not read"),
+    ],
+)
+def test_compose_stops_without_the_secrets(files: tuple[Path, ...], why: str) -> None:
+    """No secret has a default: compose names each one missing instead of starting with a
+    laptop's values."""
+    with pytest.raises(MissingVariables) as refused:
+        render(compose_env(*files))
+    assert refused.value.names == SECRETS, why
+
+
+def test_no_dev_value_is_a_default() -> None:
+    """The public values live in dev.env alone, never as a `${VAR:-default}` of the file."""
+    defaults = {
+        m.group(4)
+        for m in VARIABLE.finditer(COMPOSE.read_text())
+        if m.group(3) == "-" and m.group(4)
+    }
+    dev_values = {v for k, v in dev_env().items() if k not in {"COMPOSE_PROFILES"}}
+    assert not defaults & dev_values
+
+
+def test_the_cluster_profile_starts_with_secrets_from_the_environment() -> None:
+    secrets = production_secrets()
+    doc = render(compose_env(CLUSTER_ENV, shell=secrets))
+    env = doc["services"]["ingest"]["environment"]
+    assert env["METERLINE_KAFKA_BOOTSTRAP"] == cluster_env()["METERLINE_KAFKA_BOOTSTRAP"]
+    assert env["METERLINE_STRIPE_API_KEY"] == secrets["METERLINE_STRIPE_API_KEY"]
+    assert secrets["POSTGRES_PASSWORD"] in env["METERLINE_DATABASE_URL"]
+
+
+def guard(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the `secrets-check` service's script here, with the environment compose would give
+    it (the mounted dev.env read from the repository)."""
+    svc = services()[GUARD]
+    assert svc["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = svc["command"]
+    given = {**environment(svc, env), "DEV_ENV": str(DEV_ENV), "PATH": os.environ["PATH"]}
+    return subprocess.run(
+        ["/bin/sh", "-c", interpolate(script, {})], env=given, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("profiles", "dev_keys", "refused"),
+    [
+        ("dev", "all", False),
+        ("dev,observability", "all", False),
+        ("", "all", True),
+        ("observability", "all", True),
+        ("kafka-cluster", ["GRAFANA_ADMIN_PASSWORD"], True),
+        ("kafka-cluster", ["METERLINE_STRIPE_API_BASE"], True),
+        ("", [], False),
+        ("observability,kafka-cluster", [], False),
+    ],
+)
+def test_dev_values_are_refused_outside_the_dev_profile(
+    profiles: str, dev_keys: str | list[str], refused: bool
+) -> None:
+    dev = {k: v for k, v in dev_env().items() if k != "COMPOSE_PROFILES"}
+    chosen = dev if dev_keys == "all" else {k: dev[k] for k in dev_keys}
+    env = {**production_secrets(), **chosen, "COMPOSE_PROFILES": profiles}
+    result = guard(env)
+    assert (result.returncode != 0) == refused, result.stderr
+    for key in chosen if refused else []:
+        assert key in result.stderr
+
+
+def test_the_guard_compares_every_dev_value_and_guards_every_reader() -> None:
+    """Each value of dev.env reaches the check, and every service given one of them (or the
+    Postgres it initialises) starts only after the check passed."""
+    svc = services()[GUARD]
+    source, target, mode = svc["volumes"][0].split(":")
+    assert (ROOT / source).resolve() == DEV_ENV and mode == "ro"
+    assert svc["environment"]["DEV_ENV"] == target
+    assert "profiles" not in svc, "the check runs in every profile"
+    assert set(dev_env()) <= set(svc["environment"])
+    dev_keys = set(dev_env()) - {"COMPOSE_PROFILES"}
+    for name, svc in services().items():
+        raw = " ".join(str(v) for v in svc.get("environment", {}).values())
+        if name != GUARD and any(f"${{{key}" in raw for key in dev_keys):
+            condition = svc["depends_on"][GUARD]["condition"]
+            assert condition == "service_completed_successfully", name

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from meterline.devstack.stripe_emulator.__main__ import parse_args
 from meterline.settings import TOPIC_USAGE
+from stripe_emulator.__main__ import parse_args
 
 from .codebase import (
     BY_MODULE,
@@ -32,8 +34,13 @@ from .tools import K8S, render
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 KUSTOMIZATIONS = ["base", "overlays/dev", "overlays/production", "overlays/production-keda"]
 OVERLAYS = KUSTOMIZATIONS[1:]
-CRD_SCHEMAS = {"ServiceMonitor": "servicemonitor.json", "ScaledObject": "scaledobject.json"}
+CRD_SCHEMAS = {
+    "ServiceMonitor": "servicemonitor.json",
+    "ScaledObject": "scaledobject.json",
+    "PrometheusRule": "prometheusrule.json",
+}
 SECRET = "meterline-secrets"
+WORKLOADS = {"Deployment", "Job", "CronJob"}
 SCHEMAS = K8S.parents[1] / "tests" / "deploy" / "schemas"
 
 
@@ -265,7 +272,7 @@ def test_service_monitor_scrapes_every_service() -> None:
 
 def test_dev_overlay_runs_the_stripe_emulator() -> None:
     c = container(one("overlays/dev", "Deployment", "stripe-emulator"))
-    assert c["command"][:3] == ["python", "-m", "meterline.devstack.stripe_emulator"]
+    assert c["command"][:3] == ["python", "-m", "stripe_emulator"]
     args = parse_args(c["command"][3:])
     base = config("overlays/dev")["METERLINE_STRIPE_API_BASE"]
     assert base == f"http://stripe-emulator:{args.port}"
@@ -333,3 +340,42 @@ def test_retention_window_matches_ingest_lateness(kustomization: str) -> None:
     given = config(kustomization)
     ingest = given.get("METERLINE_INGEST_LATENESS_DAYS", "35")
     assert given.get("METERLINE_RETENTION_LATENESS_DAYS", "35") == ingest
+
+
+def _production_image_entry() -> dict[str, str]:
+    overlay = yaml.safe_load((K8S / "overlays" / "production" / "kustomization.yaml").read_text())
+    (entry,) = [i for i in overlay["images"] if i["name"] == "meterline"]
+    found: dict[str, str] = entry
+    return found
+
+
+@pytest.mark.parametrize("kustomization", ["overlays/production", "overlays/production-keda"])
+def test_production_runs_the_image_pinned_by_digest(kustomization: str) -> None:
+    """A tag can be moved; a digest names exactly the image that was tested."""
+    entry = _production_image_entry()
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", entry.get("digest", "")), entry
+    workloads = [d for d in manifests(kustomization) if d["kind"] in WORKLOADS]
+    images = {container(w)["image"] for w in workloads}
+    assert images == {f"{entry['newName']}:{entry['newTag']}@{entry['digest']}"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"digest": "sha256:" + "cd" * 32}, {"newTag": "9.9.9", "digest": "sha256:" + "ef" * 32}],
+)
+def test_a_new_digest_in_the_production_overlay_renders(
+    tmp_path: Path, change: dict[str, str]
+) -> None:
+    """The upgrade step of deploy/README.md: set the new digest (and tag) in production's
+    `images:` entry; every workload of production and production-keda then runs it."""
+    tree = tmp_path / "deploy" / "k8s"
+    shutil.copytree(K8S.parent, tree.parent)  # the monitoring component reads deploy/grafana
+    path = tree / "overlays" / "production" / "kustomization.yaml"
+    overlay = yaml.safe_load(path.read_text())
+    (entry,) = [i for i in overlay["images"] if i["name"] == "meterline"]
+    entry.update(change)
+    path.write_text(yaml.safe_dump(overlay))
+    expected = f"{entry['newName']}:{entry['newTag']}@{entry['digest']}"
+    for name in ("production", "production-keda"):
+        workloads = [d for d in render(tree / "overlays" / name) if d["kind"] in WORKLOADS]
+        assert {container(w)["image"] for w in workloads} == {expected}, name

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from .codebase import BY_MODULE, SERVICE_LIST, defined_metrics, metric_base, owner_of_metric
-from .tools import DEPLOY, ROOT, load_yaml
+from .monitoring import PROMETHEUS_RULE, REGENERATE, RULES, rendered
+from .tools import DEPLOY, K8S, ROOT, load_yaml, render
 
-RULES = DEPLOY / "prometheus" / "rules" / "meterline.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "meterline.json"
 METRIC = re.compile(r"\bmeterline_[a-z0-9_]+")
 
@@ -124,3 +124,24 @@ def test_every_service_exports_process_metrics(metrics: str) -> None:
     exported = generate_latest(registry).decode()
     for wanted in ("process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"):
         assert f"\n{wanted}" in exported or exported.startswith(wanted), (metrics, wanted)
+
+
+def test_the_prometheus_rule_is_generated_from_the_rules_file() -> None:
+    """One source: compose's Prometheus loads the rules file, the operator the PrometheusRule
+    made from it."""
+    assert PROMETHEUS_RULE.read_text() == rendered(), f"stale: run `{REGENERATE}`"
+
+
+def test_the_monitoring_component_carries_the_rules_and_the_dashboard() -> None:
+    docs = render(K8S / "overlays" / "production")
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["spec"]["groups"] == load_yaml(RULES)["groups"]
+    (board,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard")
+    ]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert board["metadata"]["name"] == "meterline-grafana-dashboard", "no hash: replaced in place"
+    (text,) = board["data"].values()
+    assert json.loads(text) == dashboard()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from meterline.cli.main import app
 from meterline.postgres import open_pool
 from meterline.tenants import PostgresTenantRepository
+from meterline_ops.main import app
 from tests.entitlements.catalogs import EXAMPLE
 from tests.fixtures.stripe import StripeEmulatorHandle
 

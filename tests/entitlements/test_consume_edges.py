@@ -23,7 +23,7 @@ from meterline.events import UsageEvent
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.view import RedisUsageView
-from meterline.view.rebuild import rebuild
+from meterline.view.postgres.rebuild import rebuild
 from tests.entitlements.catalogs import example_catalog
 from tests.entitlements.conftest import Api, serve_api
 from tests.entitlements.test_concurrency import RunAggregator

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from meterline.devstack import demo_entitlements
-from meterline.devstack.demo import DemoContext
+from meterline_devstack import demo_entitlements
+from meterline_devstack.demo_context import DemoContext
 from tests.entitlements.conftest import WEBHOOK_SECRET, Api
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from meterline.catalog import Aggregation, MemoryCatalogRepository
+from meterline.catalog import Aggregation, MemoryCatalogRepository, load_catalog
 from meterline.clock import FakeClock, to_ms
 from meterline.entitlements import (
     EntitlementService,
@@ -65,6 +65,7 @@ def parts() -> dict[str, object]:
         "clock": clock,
         "answers": answers,
         "view": view,
+        "catalogs": catalogs,
     }
 
 
@@ -219,3 +220,43 @@ def test_a_consume_in_a_periods_last_seconds_is_stamped_and_held_at_its_attribut
     assert [(e.value, e.timestamp_ms) for e in publisher.events] == [(5.0, at)]
     held = view.reserve(1, "c1", "api_calls", "probe", 0, -1, to_ms(start), to_ms(end), at)
     assert held.pending == 5
+
+
+ADDITIVE_YAML = """
+meters:
+  - {key: calls, aggregation: count}
+  - {key: peak, aggregation: max}
+  - {key: last, aggregation: latest}
+features:
+  - {key: calls, kind: metered, meter: calls}
+  - {key: peak, kind: metered, meter: peak}
+  - {key: last, kind: metered, meter: last}
+plans:
+  - key: free
+    default: true
+    features:
+      calls: {limit: 2, reset: month, overage: block}
+      peak: {limit: 10, reset: month, overage: block}
+      last: {limit: 10, reset: month, overage: block}
+"""
+
+
+def test_consume_reserves_only_what_its_event_will_count(parts: dict[str, object]) -> None:
+    """A consume's reservation is released by its event being counted, so it must reserve what
+    that event adds: its amount on a sum meter, 1 on a count meter; a max or latest meter has no
+    amount to add (a reservation of 7 on a max meter would be counted as 7 used)."""
+    service, catalogs = parts["service"], parts["catalogs"]
+    assert isinstance(service, EntitlementService)
+    assert isinstance(catalogs, MemoryCatalogRepository)
+    catalogs.apply(1, load_catalog(ADDITIVE_YAML))
+    service.invalidate(1)
+    for feature in ("peak", "last"):
+        with pytest.raises(ValidationFailed) as refused:
+            service.consume(1, "c1", feature, 7, f"{feature}-1")
+        assert [e.field for e in refused.value.errors] == ["feature"]
+    with pytest.raises(ValidationFailed) as refused:
+        service.consume(1, "c1", "calls", 3, "calls-1")
+    assert [e.field for e in refused.value.errors] == ["amount"]
+    assert service.consume(1, "c1", "calls", 1, "calls-2")[1]["used"] == 1
+    assert service.consume(1, "c1", "calls", 1, "calls-3")[1]["used"] == 2
+    assert service.consume(1, "c1", "calls", 1, "calls-4")[0] == 403

@@ -16,8 +16,8 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from meterline.devstack.process import free_port
 from meterline.http.guard import Limits, guarded
+from meterline_devstack.process import free_port
 from tests.fixtures.http import read_responses
 
 LIMITS = Limits(

@@ -16,10 +16,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg_pool import ConnectionPool
 
 from meterline.catalog import PostgresCatalogRepository, parse_catalog
-from meterline.devstack.process import ManagedProcess, free_port
 from meterline.events import UsageEvent, decode_event
 from meterline.kafka import consumer_config
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack.process import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = {

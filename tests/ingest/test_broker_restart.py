@@ -23,12 +23,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meterline.devstack.broker import broker_process
-from meterline.devstack.process import ManagedProcess
 from meterline.errors import Unavailable
 from meterline.events import UsageEvent
 from meterline.kafka import ensure_topics
 from meterline.kafka.producer import EventPublisher
+from meterline_devstack.broker import broker_process
+from meterline_devstack.process import ManagedProcess
 from tests.fixtures.services import Topics
 from tests.ingest.support import bearer, ingest_process, read_topic, seed
 
@@ -163,7 +163,7 @@ def test_ingest_answers_202_again_after_a_broker_restart_and_loses_no_accepted_e
     assert firsts, f"no 202 within {RECOVERY_S} s of the broker being back; statuses {statuses}"
     print(f"first 202 {min(firsts) - back:.2f} s after the broker was back; statuses {statuses}")
     assert min(firsts) - back < RECOVERY_S
-    assert set(statuses) <= {202, 503}
+    assert set(statuses) <= {202, 429, 503}  # 429: shed while slow (a loaded machine), retried
     accepted = {i for _, _, status, ids in after if status == 202 for i in ids}
     got = read_topic(own_broker.bootstrap, own_broker.topic, len(accepted))
     assert accepted <= {e.id for e in got}

@@ -17,10 +17,10 @@ from meterline.dedupe import (
     MemoryDeduper,
     RedisDeduper,
 )
-from meterline.devstack.process import free_port
 from meterline.events import EncodedEvents, UsageEvent
 from meterline.redis import connect_async
 from meterline.tenants import Principal
+from meterline_devstack.process import free_port
 
 
 def _deduper(kind: str, request: pytest.FixtureRequest, window: float) -> Deduper:

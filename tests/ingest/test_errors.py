@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
-from meterline.devstack.broker import broker_process
-from meterline.devstack.process import ManagedProcess
 from meterline.events import RESERVATION_PROPERTY, UsageEvent, encode_event
 from meterline.kafka import ensure_topics
 from meterline.kafka.config import MESSAGE_MAX_BYTES, MESSAGE_OVERHEAD
 from meterline.tenants import PostgresTenantRepository
+from meterline_devstack.broker import broker_process
+from meterline_devstack.process import ManagedProcess
 from tests.fixtures.services import Topics
 from tests.ingest.support import Seeded, bearer, read_topic
 from tests.unit.test_events import nested

@@ -27,9 +27,9 @@ from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.sinks import MemorySink, Outcome, Sink
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
-from meterline.devstack.process import free_port
 from meterline.events import EncodedEvents
 from meterline.tenants import MemoryTenantRepository, Principal
+from meterline_devstack.process import free_port
 from tests.fixtures.http import read_responses
 from tests.ingest.support import CATALOG
 

@@ -18,7 +18,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from meterline.devstack.process import free_port
 from meterline.errors import TooManyRequests, Unavailable
 from meterline.events import UsageEvent
 from meterline.kafka.config import consumer_config
@@ -31,6 +30,7 @@ from meterline.kafka.producer import (
     _Progress,
     _refused,
 )
+from meterline_devstack.process import free_port
 from tests.fixtures.services import Topics
 from tests.ingest.support import read_topic
 

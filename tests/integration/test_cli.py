@@ -11,14 +11,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from meterline.devstack.stack import DevStack
 from meterline.postgres.migrate import available_migrations
+from meterline_devstack.stack import DevStack
 
 
 def meterline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "METERLINE_HOME": "/nonexistent", **env}
     return subprocess.run(
-        [sys.executable, "-m", "meterline.cli.main", *args],
+        [sys.executable, "-m", "meterline_ops.main", *args],
         env=full_env,
         capture_output=True,
         text=True,

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from meterline.devstack.stack import SERVICES
 from meterline.stackfile import Stack, read_stack
+from meterline_devstack.stack import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def home() -> Iterator[Path]:
 def test_dev_up_supervises_and_ctrl_c_leaves_no_process(home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERLINE_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meterline.cli.main", "dev", "up", "--no-demo", "--home", str(home)],
+        [sys.executable, "-m", "meterline_ops.main", "dev", "up", "--no-demo", "--home", str(home)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -173,6 +173,35 @@ def seed(conn: psycopg.Connection[Any], now: datetime = NOW) -> None:
     alert(conn, "resolved", ago(405, now), ago(399, now))
     reconciliation(conn, ago(1, now))
     assert old_run < kept_run
+    webhooks(conn, now)
+
+
+def webhooks(conn: psycopg.Connection[Any], now: datetime) -> None:
+    """Messages of 31 days: one settled ('old-sent', goes with its delivery and attempt), one
+    still pending ('old-pending', kept); one of 29 days ('new-sent', kept)."""
+    endpoint = scalar(
+        conn, "INSERT INTO webhook_endpoints (tenant_id, url) VALUES (1, 'https://x') RETURNING id"
+    )
+    for msg_id, days, status in (("old-sent", 31, "succeeded"), ("old-pending", 31, "pending"),
+                                 ("new-sent", 29, "succeeded")):  # fmt: skip
+        message = scalar(
+            conn,
+            "INSERT INTO webhook_messages (msg_id, tenant_id, event_type, ordering_key, body, "
+            "created_at) VALUES (%s, 1, 'subscription.changed', 'c1', '{}', %s) RETURNING id",
+            msg_id, ago(days, now),
+        )  # fmt: skip
+        delivery = scalar(
+            conn,
+            "INSERT INTO webhook_deliveries (message_id, endpoint_id, ordering_key, status) "
+            "VALUES (%s, %s, 'c1', %s) RETURNING id",
+            message, endpoint, status,
+        )  # fmt: skip
+        execute(
+            conn,
+            "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, latency_ms, "
+            "succeeded) VALUES (%s, 1, %s, 5, true)",
+            delivery, ago(days, now),
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -197,6 +226,7 @@ EXPECTED = {
     "report_lag_probes": 1,
     "reconciliation_alerts": 1,
     "reconciliation_runs": 1,
+    "webhook_messages": 1,
 }
 
 
@@ -209,6 +239,8 @@ def test_each_table_loses_rows_past_retention_and_keeps_the_rest(conn: Any) -> N
     assert keys(conn, "stripe_webhook_events", "event_id") == {"new-hook"}
     assert keys(conn, "stripe_webhook_rejects", "event_id") == {"new-reject"}
     assert keys(conn, "finance_sessions", "last_seen_at") == {ago(7)}
+    assert keys(conn, "webhook_messages", "msg_id") == {"old-pending", "new-sent"}
+    assert int(scalar(conn, "SELECT count(*) FROM webhook_attempts")) == 2
     assert keys(conn, "report_ledger", "identifier") == {
         "old-pending",
         "old-in-open-alert",
@@ -377,7 +409,7 @@ def meterline(*args: str, url: str, **env: str) -> subprocess.CompletedProcess[s
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "meterline.cli.main", *args],
+        [sys.executable, "-m", "meterline_ops.main", *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -500,3 +532,20 @@ def subscription(
         "VALUES (1, %s, %s, 'basic', 'active', %s, %s, %s)",
         *(customer, "stripe" if stripe_id else "manual", stripe_id, start, end),
     )
+
+
+@pytest.mark.parametrize("rule", retention.RULES, ids=lambda r: r.table)
+def test_each_rule_finds_its_rows_through_an_index(conn: Any, rule: retention.RowRule) -> None:
+    """Retention runs on tables that grow without bound: a rule that scans its whole table
+    every night gets slower every night. With sequential scans priced out, the planner still
+    picks one when no index serves the rule's condition."""
+    seed(conn)
+    execute(conn, f"ANALYZE {rule.table}")
+    conn.execute(b"SET enable_seqscan = off")
+    try:
+        params = {"cutoff": ago(30), "alerts_cutoff": ago(30), "batch": 100}
+        statement = f"EXPLAIN SELECT t.ctid FROM {rule.table} t WHERE {rule.where} LIMIT 100"
+        plan = "\n".join(r[0] for r in conn.execute(statement.encode(), params).fetchall())
+    finally:
+        conn.execute(b"RESET enable_seqscan")
+    assert f"Seq Scan on {rule.table} t" not in plan, plan

@@ -85,7 +85,7 @@ def test_cli_commands_run_the_jobs(pg_conninfo, stripe_emulator, stripe_client, 
         "METERLINE_STRIPE_API_BASE": stripe_emulator.url,
         "METERLINE_STRIPE_API_KEY": stripe_emulator.api_key,
     }
-    meterline = [sys.executable, "-m", "meterline.cli.main"]
+    meterline = [sys.executable, "-m", "meterline_ops.main"]
     pushed = subprocess.run([*meterline, "report", "run"], env=env, capture_output=True, text=True)
     assert pushed.returncode == 0 and "1 delivered" in pushed.stdout, pushed.stderr
     day = (clock.now() - timedelta(days=1)).date().isoformat()

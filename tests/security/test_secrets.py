@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from meterline.devstack.stack import DEV_WEBHOOK_SECRET, DevStack
 from meterline.errors import ConfigError
 from meterline.settings import load_settings
+from meterline_devstack.stack import DEV_WEBHOOK_SECRET, DevStack
 
 BACKING = {
     "METERLINE_HOME": "/nonexistent",
@@ -36,7 +36,7 @@ def run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedPro
 
 
 def test_config_check_refuses_real_stripe_without_its_secrets() -> None:
-    result = run("meterline.cli.main", "config", "check", env=REAL)
+    result = run("meterline_ops.main", "config", "check", env=REAL)
     assert result.returncode != 0, result.stdout
     assert "METERLINE_STRIPE_WEBHOOK_SECRET is not set" in result.stderr
     assert "METERLINE_STRIPE_API_KEY is not set" in result.stderr

@@ -19,7 +19,7 @@ import orjson
 import psutil
 import pytest
 
-from meterline.devstack.process import ManagedProcess, free_port
+from meterline_devstack.process import ManagedProcess, free_port
 from tests.ingest.support import ROOT, Seeded, ingest_process, seed
 
 SLOW_BODIES = 128

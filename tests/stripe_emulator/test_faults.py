@@ -7,8 +7,8 @@ import time
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator import EmulatorControlError
-from meterline.devstack.stripe_emulator.faults import FaultInjector, FaultSettings
+from stripe_emulator import EmulatorControlError
+from stripe_emulator.faults import FaultInjector, FaultSettings
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support

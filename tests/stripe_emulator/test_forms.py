@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from meterline.devstack.stripe_emulator.errors import StripeError
-from meterline.devstack.stripe_emulator.forms import Params, decode_form
+from stripe_emulator.errors import StripeError
+from stripe_emulator.forms import Params, decode_form
 
 
 def test_brackets_nest_and_indexes_become_lists() -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator import EmulatorConfig, EmulatorControl, EmulatorServer
+from stripe_emulator import EmulatorConfig, EmulatorControl, EmulatorServer
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support

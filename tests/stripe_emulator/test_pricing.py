@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from meterline.catalog import MemoryCatalogRepository, load_catalog, parse_catalog
-from meterline.devstack.stripe_emulator import EmulatorConfig, pricing
 from meterline.stripe.catalog_sync import (
     CatalogSync,
     MemoryStripeObjectRepository,
@@ -22,6 +21,7 @@ from meterline.stripe.catalog_sync import (
     meter_event_name,
     price_lookup_key,
 )
+from stripe_emulator import EmulatorConfig, pricing
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "catalog.example.yaml"

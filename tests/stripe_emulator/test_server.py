@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator import (
+from stripe_emulator import (
     EmulatorConfig,
     EmulatorControl,
     EmulatorServer,
     create_app,
 )
-from meterline.devstack.stripe_emulator.__main__ import main, parse_args
+from stripe_emulator.__main__ import main, parse_args
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support

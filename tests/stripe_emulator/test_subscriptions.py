@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator import EmulatorControlError
-from meterline.devstack.stripe_emulator.periods import boundary, index_at
+from stripe_emulator import EmulatorControlError
+from stripe_emulator.periods import boundary, index_at
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support
@@ -61,15 +61,40 @@ def test_create_validation(stripe_client: stripe.StripeClient) -> None:
 
 
 def test_trial(stripe_client: stripe.StripeClient, stripe_emulator: StripeEmulatorHandle) -> None:
+    """The trial is the current period (shared/STRIPE-BILLING.md, g): it runs from the creation
+    to `trial_end`; usage during it is not charged; at its end the subscription turns active
+    and its first paid period starts at `trial_end`, billed in advance for the licensed price."""
     meter = support.meter(stripe_client)
     cus = support.customer(stripe_client)
-    base, _ = support.metered_plan(stripe_client, meter.id)
+    base, usage = support.metered_plan(stripe_client, meter.id)
     sub = stripe_client.v1.subscriptions.create(
-        {"customer": cus.id, "items": [{"price": base.id}], "trial_period_days": 14}
+        {
+            "customer": cus.id,
+            "items": [{"price": base.id}, {"price": usage.id}],
+            "trial_period_days": 14,
+        }
     )
-    assert sub.status == "trialing" and sub.trial_end == sub["items"].data[0].current_period_start
-    stripe_emulator.control.close_period(sub.id)
-    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+    assert sub.status == "trialing" and sub.trial_end == sub.trial_start + 14 * 86_400
+    for item in sub["items"].data:
+        assert (item.current_period_start, item.current_period_end) == (
+            sub.trial_start,
+            sub.trial_end,
+        )
+    support.send(stripe_client, cus.id, "10")
+    invoice = stripe_emulator.control.close_period(sub.id)
+    lines = {
+        line.pricing.price_details.price: line for line in invoice_lines(stripe_client, invoice)
+    }
+    assert lines[usage.id].amount == 0
+    assert lines[base.id].amount == 900 and lines[base.id].period.start == sub.trial_end
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert after.status == "active"
+    assert after["items"].data[0].current_period_start == sub.trial_end
+    assert after["items"].data[0].current_period_end == boundary(sub.trial_end, "month", 1, 1)
+
+
+def invoice_lines(client: stripe.StripeClient, invoice: dict[str, Any]) -> list[Any]:
+    return list(client.v1.invoices.retrieve(invoice["id"]).lines.data)
 
 
 def test_upgrade_changes_item_price(

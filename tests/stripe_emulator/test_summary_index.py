@@ -7,13 +7,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from meterline.devstack.stripe_emulator import EmulatorConfig
-from meterline.devstack.stripe_emulator.core import Call, Emulator
-from meterline.devstack.stripe_emulator.faults import FaultSettings
-from meterline.devstack.stripe_emulator.forms import Params
-from meterline.devstack.stripe_emulator.meter_events import cancel, ingest
-from meterline.devstack.stripe_emulator.meters import aggregate, create_meter, list_summaries
-from meterline.devstack.stripe_emulator.state import Store
+from stripe_emulator import EmulatorConfig
+from stripe_emulator.core import Call, Emulator
+from stripe_emulator.faults import FaultSettings
+from stripe_emulator.forms import Params
+from stripe_emulator.meter_events import cancel, ingest
+from stripe_emulator.meters import aggregate, create_meter, list_summaries
+from stripe_emulator.state import Store
 
 JSON = dict[str, Any]
 HOUR = 3600

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator.clock import to_rfc3339
+from stripe_emulator.clock import to_rfc3339
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support

@@ -7,7 +7,7 @@ import socket
 import pytest
 import stripe
 
-from meterline.devstack.stripe_emulator import EmulatorControlError
+from stripe_emulator import EmulatorControlError
 from tests.fixtures.stripe import StripeEmulatorHandle
 
 from . import support

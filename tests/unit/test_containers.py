@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meterline.devstack.containers import docker_answers
+from meterline_devstack.containers import docker_answers
 
 
 def serve_once(path: Path, reply: bytes) -> threading.Thread:

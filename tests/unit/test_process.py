@@ -8,8 +8,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from meterline.devstack.process import ManagedProcess
 from meterline.errors import ConfigError
+from meterline_devstack.process import ManagedProcess
 
 
 def test_a_process_that_is_never_ready_is_stopped(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The Meterline Python SDK: emit usage (`Meterline`, `AsyncMeterline`) and check entitlements
 (`Entitlements`, `AsyncEntitlements`); the FastAPI dependency is
-`meterline_sdk.fastapi.require_feature` (the `fastapi` extra)."""
+`meterline_sdk.fastapi.require_feature` (the `fastapi` extra); receivers of Meterline's
+webhooks verify them with `meterline_sdk.webhooks.verify`."""
 
 from meterline_sdk._core import ClientStats, DropPolicy
 from meterline_sdk.entitlements import (

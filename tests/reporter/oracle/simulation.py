@@ -34,7 +34,8 @@ from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.clock import FakeClock
 from meterline.events import UsageEvent
 from meterline.postgres import connect, open_pool
-from meterline.stripe.catalog_sync import CatalogSync, PostgresStripeObjectRepository
+from meterline.stripe.catalog_sync import CatalogSync
+from meterline.stripe.postgres import PostgresStripeObjectRepository
 from reporter.service import Reporter
 from tests.reporter.oracle.calculator import ceil_minute
 from tests.reporter.oracle.stories import GRACE, PRICES, Story, add_events, draw

@@ -1,0 +1,1 @@
+"""The development stack behind `meterline dev up`: embedded backing services, the demo."""

@@ -1,1 +1,0 @@
-"""The `meterline` command line (typer)."""

@@ -1,0 +1,1 @@
+"""Outbound webhooks (Standard Webhooks): the outbox, endpoints, signing and the dispatcher."""

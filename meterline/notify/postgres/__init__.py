@@ -1,0 +1,1 @@
+"""The outbound webhooks' Postgres repositories: endpoints and secrets, deliveries and attempts."""

@@ -1,0 +1,1 @@
+"""The view's Postgres side: rebuilding it exactly from the rollups, and comparing the two."""

@@ -1,0 +1,1 @@
+"""Operations: the `meterline` command line (typer); it may import the services."""
