@@ -41,17 +41,35 @@ def reconcile(sim: Sim, days: list[date]) -> list[Any]:
 def clean_run(sim: Sim) -> list[str]:
     """Problems of the clean run: reconciliation must find nothing, and the only alerts are
     the `split_after_push` of changes learned too late to cancel (one per such customer)."""
-    problems = [
-        f"{day}: {r.discrepancies}"
-        for day, r in ((r.window[0].date(), r) for r in reconcile(sim, days_with_usage(sim)))
-        if r.discrepancies
-    ]
+    found = [d for r in reconcile(sim, days_with_usage(sim)) for d in r.discrepancies]
+    problems = [f"{d}\n  {_story_of(sim, d.customer)}" for d in found]
     alerts = sim.reporter.store.alerts(sim.tenant_id, "open")
     want = {c.story.key for c in sim.customers.values() if moved(c.story, sim.pushes)}
     if {a.customer for a in alerts} != want or {a.kind for a in alerts} - {"split_after_push"}:
         found = [(a.kind, a.customer, a.detail) for a in alerts]
         problems.append(f"alerts {found}, want splits {want}")
     return problems
+
+
+def _story_of(sim: Sim, key: str) -> str:
+    """What a failure report needs to replay a customer: its story, rows and boundaries."""
+    story = sim.customers[key].story
+    with sim.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT slot_start, revision, value, status, created_at, sent_at FROM report_ledger "
+            "WHERE tenant_id = %s AND customer = %s ORDER BY slot_start, revision",
+            (sim.tenant_id, key),
+        ).fetchall()
+        bounds = conn.execute(
+            "SELECT at FROM report_boundaries WHERE tenant_id = %s AND customer = %s ORDER BY at",
+            (sim.tenant_id, key),
+        ).fetchall()
+        contexts = conn.execute(
+            "SELECT since, plan FROM report_contexts WHERE tenant_id = %s AND customer = %s "
+            "ORDER BY since",
+            (sim.tenant_id, key),
+        ).fetchall()
+    return f"{story}\n  rows {rows}\n  bounds {bounds}\n  contexts {contexts}"
 
 
 def charged(sim: Sim, found: dict[str, Any]) -> dict[str, int]:
