@@ -190,8 +190,8 @@ def _apply(sim: Sim, rng: random.Random, fault: Fault, records: list[dict[str, A
         return [_expect(c, "extra_in_stripe", hour, value)]
     if fault.kind == "change":
         k = Decimal(rng.randint(1, 9))
-        r["value"] = str(value + k)
         kind = "extra_in_stripe" if k in _values(records, hour) else "value_mismatch"
+        r["value"] = str(value + k)
         return [_expect(c, kind, hour, k)]
     later = _values(records, hour + HOUR)
     r["timestamp"] += 3600
