@@ -33,8 +33,7 @@ bench: $(STAMP)
 
 reliability: $(STAMP)
 	$(BIN)/python -m bench.reliability
-	METERLINE_ORACLE_CUSTOMERS=550 $(BIN)/pytest -q -s --timeout=7200 tests/reporter/test_money_oracle.py  # the money oracle at full size
-	$(BIN)/pytest -q -s tests/security/test_slow_clients.py  # prints the probes' latencies
+	$(BIN)/pytest -q -s -m reliability  # full-size pieces: scale-out processes, the probes' p99 ratio, the money oracle
 	METERLINE_RELIABILITY_WEBHOOK_KILLS=25 $(BIN)/pytest -q tests/notify/test_crash.py
 
 clean:

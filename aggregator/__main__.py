@@ -2,7 +2,8 @@
 
 Postgres being down is an outage at any time, start-up included: the process serves HTTP at
 once and waits for Postgres with the same retries as later on, rather than exiting (a crash loop
-under a supervisor that makes no progress either). Only a malformed URL is a configuration error.
+under a supervisor that makes no progress either). Only a malformed URL, or a schema older than
+the code (checked as soon as Postgres answers), is a configuration error: exit status 2.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aggregator.faults import hooks_from_spec
 from aggregator.ledger import LedgerWriter
 from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
-from aggregator.retry import Retrier
+from aggregator.retry import Retrier, ShuttingDown
 from aggregator.settings import AggregatorSettings
 from aggregator.viewsync import ViewSync
 from aggregator.worker import Worker, WorkerParts
@@ -34,6 +35,7 @@ from meterline.errors import ConfigError
 from meterline.kafka.admin import TopicIncarnation
 from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
+from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.settings import (
     DatabaseSettings,
@@ -114,7 +116,13 @@ def main() -> int:
     _settle_garbage_collector()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
+        retrier.call(lambda: require_current_schema_in(pool, "aggregator"), "postgres")
         Worker(parts).run()
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except ShuttingDown:
+        return 0
     finally:
         server.shutdown()
         parts.dlq.close()

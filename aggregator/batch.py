@@ -16,6 +16,7 @@ from aggregator.columns import EventKey, Events, decode_columns
 from meterline.catalog.model import Aggregation
 from meterline.events import RESERVATION_PROPERTY, PoisonMessage, decode_event
 from meterline.kafka.dlq import DeadLetter
+from meterline.values import MICROS, from_micros, micros
 from meterline.view.model import MINUTE_MS, Delta, ReservationKey
 
 AggregationOf = Callable[[int, str], Aggregation]
@@ -101,20 +102,24 @@ def first_of_each(keys: Sequence[EventKey], seen: set[EventKey]) -> list[bool]:
 def to_deltas(events: Events, aggregation_of: AggregationOf) -> list[Delta]:
     """Fold counted events into one delta per (tenant, customer, meter, minute of event time).
 
-    Events are folded in order, so sums come out bit for bit as a plain left fold would. Sums
+    Exact: values are added and compared as whole millionths (`meterline.values.micros`,
+    computed once per distinct value), and each delta's value is the exact `Decimal`. Sums
     (the usual aggregation) are folded inline; the others through `_fold_into`."""
     minutes = [t - t % MINUTE_MS for t in events.ts_ms]
     keys = zip(events.tenant, events.customer, events.meter, minutes, strict=True)
-    acc: dict[tuple[int, str, str, int], list[float]] = {}
+    in_micros = {v: micros(v) for v in set(events.value)}
+    acc: dict[tuple[int, str, str, int], list[int]] = {}
     aggs: dict[tuple[int, str], Aggregation] = {}
     get = acc.get
-    for key, value, ts in zip(keys, events.value, events.ts_ms, strict=True):
+    for key, value, ts in zip(
+        keys, map(in_micros.__getitem__, events.value), events.ts_ms, strict=True
+    ):
         cur = get(key)
         if cur is None:
             agg = aggs.get((key[0], key[2]))
             if agg is None:
                 agg = aggs[(key[0], key[2])] = aggregation_of(key[0], key[2])
-            acc[key] = [1.0 if agg is Aggregation.COUNT else value, 1, ts, _CODE[agg]]
+            acc[key] = [MICROS if agg is Aggregation.COUNT else value, 1, ts, _CODE[agg]]
         elif cur[3] == _SUM:
             cur[0] += value
             cur[1] += 1
@@ -123,13 +128,13 @@ def to_deltas(events: Events, aggregation_of: AggregationOf) -> list[Delta]:
         else:
             _fold_into(cur, value, ts)
     return [
-        Delta(t, c, m, aggs[(t, m)], minute, v, int(n), int(ts))
+        Delta(t, c, m, aggs[(t, m)], minute, from_micros(v), n, ts)
         for (t, c, m, minute), (v, n, ts, _) in acc.items()
     ]
 
 
-# The fold of each aggregation, as a number stored in the accumulator (floats only, for mypy).
-_SUM, _COUNT, _MAX, _LATEST = 0.0, 1.0, 2.0, 3.0
+# The fold of each aggregation, as a code stored in the accumulator.
+_SUM, _COUNT, _MAX, _LATEST = 0, 1, 2, 3
 _CODE = {
     Aggregation.SUM: _SUM,
     Aggregation.COUNT: _COUNT,
@@ -138,13 +143,14 @@ _CODE = {
 }
 
 
-def _fold_into(cur: list[float], value: float, ts: int) -> None:
-    """Fold one event into an accumulator `[value, count, latest_ms, fold code]`."""
+def _fold_into(cur: list[int], value: int, ts: int) -> None:
+    """Fold one event (`value` in millionths) into an accumulator `[value in millionths,
+    count, latest_ms, fold code]`."""
     code = cur[3]
     if code == _SUM:
         cur[0] += value
     elif code == _COUNT:
-        cur[0] += 1.0
+        cur[0] += MICROS
     elif code == _MAX:
         if value > cur[0]:
             cur[0] = value
@@ -156,7 +162,8 @@ def _fold_into(cur: list[float], value: float, ts: int) -> None:
 
 
 def reservations(events: Events) -> list[ReservationKey]:
-    """Counted events that an entitlement check granted through a reservation."""
+    """The reservations of the consumes' events among `events` (a committed batch's: each
+    one's identity is counted, by it or by an earlier copy)."""
     props = events.properties
     if not any(props):  # the usual batch: no event has properties
         return []

@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from meterline.events import MAX_ID_LEN, MAX_VALUE, SCHEMA_VERSION, UsageEvent
+from meterline.events import MAX_ID_LEN, SCHEMA_VERSION, UsageEvent
+from meterline.values import MAX_VALUE
 from meterline.view.model import DAY_MS
 
 EventKey = tuple[int, str]  # (tenant_id, event id): an event's identity, whatever its time
@@ -45,7 +46,7 @@ class Events:
     id: list[str] = field(default_factory=list)
     customer: list[str] = field(default_factory=list)
     meter: list[str] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)  # exact decimals as doubles: to_deltas
     ts_ms: list[int] = field(default_factory=list)
     received_ms: list[int] = field(default_factory=list)
     properties: list[dict[str, Any] | None] = field(default_factory=list)

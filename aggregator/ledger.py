@@ -161,7 +161,7 @@ def rollup_block(deltas: Sequence[Delta]) -> str | None:
     block = "".join(
         [
             f"{_CODE[d.aggregation]}\t{d.tenant_id}\t{d.customer}\t{d.meter}\t{d.minute_ms}\t"
-            f"{d.value!r}\t{d.count}\t{d.latest_ms}\n"
+            f"{d.value}\t{d.count}\t{d.latest_ms}\n"
             for d in deltas
         ]
     )
@@ -186,7 +186,7 @@ def _rollup_row(d: Delta) -> tuple[object, ...]:
         d.customer,
         d.meter,
         d.minute_ms,
-        repr(d.value),
+        str(d.value),
         d.count,
         d.latest_ms,
     )

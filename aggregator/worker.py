@@ -32,6 +32,9 @@ position beyond the log's end, stops that partition (paused, `/readyz` fails, co
 until an operator moves the stored position (`meterline offsets reset`), which the worker sees
 within `LAG_EVERY_S`.
 
+After each commit the same positions are committed to Kafka's consumer group, for lag monitors
+and autoscalers only (`visible_offsets.py`): the worker never reads them back.
+
 The view's readiness is checked at start-up, at assignment, by every batch's apply, and every
 `VIEW_EVERY_S` while the committer is free (one Redis call, on the committer thread so it never
 races a batch): a view flushed in a quiet system is rebuilt without waiting for a batch, which
@@ -45,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
@@ -57,6 +60,7 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.progress import Progress
 from aggregator.retry import Retrier, ShuttingDown
 from aggregator.viewsync import ViewSync
+from aggregator.visible_offsets import VisibleOffsets
 from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
 
@@ -84,6 +88,7 @@ class WorkerParts:
     hooks: Hooks
     stopping: threading.Event
     incarnation: Callable[[], str | None] = lambda: None
+    visible: VisibleOffsets = field(default_factory=VisibleOffsets)
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Worker:
             while not p.stopping.is_set():
                 self._step(self._consumer)
             self._wait_for_committer()
+            p.visible.flush(self._consumer)
         except ShuttingDown:
             log.info("shutting down during an outage; uncommitted work is read again later")
         finally:
@@ -157,6 +163,8 @@ class Worker:
 
     def _on_revoke(self, partitions: list[int]) -> None:
         self._wait_for_committer()  # finish the batch in flight while these are still ours
+        if self._consumer is not None:
+            self._p.visible.flush(self._consumer, partitions)
         lost = set(partitions)
         self._buffer = [m for m in self._buffer if m.partition() not in lost]
         self._to_resync -= lost
@@ -181,6 +189,7 @@ class Worker:
         if records:
             prepared = prepare(decode_batch(records, self._p.topic))
             self._submit(consumer, prepared, time.monotonic())
+        self._p.visible.flush(consumer)
         if time.monotonic() - self._lag_at > LAG_EVERY_S:
             self._update_lag(consumer)
             if self._halted:
@@ -352,11 +361,12 @@ class Worker:
             p.metrics.fenced.inc()
             self._to_resync.update(batch.partitions)
             return
+        p.visible.committed(done.ends)
         if batch.poison:
             p.metrics.events.labels("dead_letter").inc(len(batch.poison))
             self._publish_letters()
         p.hooks.at("after_commit")
-        self._apply_view(done)
+        self._apply_view(batch, done)
         self._record(batch, done, started)
         p.hooks.at("between_batches")
 
@@ -371,9 +381,12 @@ class Worker:
         p.retrier.call(lambda: w.forget_letters(letters), "postgres", w.reset)
         p.metrics.dead_letters.inc(len(letters))
 
-    def _apply_view(self, done: Committed) -> None:
+    def _apply_view(self, batch: Batch, done: Committed) -> None:
+        """Apply each partition's deltas, and drop the pending reservations of every
+        consume's event in the batch: new or a copy, its identity is counted now (a copy whose
+        id another event took first would otherwise hold its reservation for ever)."""
         for part, end in done.ends.items():
-            counted = reservations(done.new_events.get(part, _NO_EVENTS))
+            counted = reservations(batch.events.get(part, _NO_EVENTS))
             deltas = done.deltas.get(part, [])
             previous = done.previous[part]
             self._p.view_sync.apply(part, previous, end, deltas, counted, done.incarnation)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
@@ -63,9 +64,9 @@ async def one_entitlement(
 ) -> Response:
     """Whether the customer may use the feature now, and why (scope `read`). Always 200: the
     answer is in `has_access` and `reason`. Plain checks may be up to the decision cache's TTL
-    (1 s by default) behind; use consume for an exact, atomic check-and-record. Caches are
-    per process: a change made through this process (consume, webhook, admin call) is seen at
-    once, one made through another replica within the plan and decision TTLs.
+    (1 s by default) behind; use consume for an exact, atomic check-and-record. A change made
+    through any replica (consume, webhook, admin call) drops the cached answers of every
+    replica at once (Redis pub/sub; within 1 s while a replica's subscription is down).
 
     Served by `fastpath.CheckFastPath` when there is no `amount` and the check succeeds; this
     route answers the rest, and documents both. Decisions that read the usage (Redis, or
@@ -115,8 +116,11 @@ async def consume(
     who = principal(request, "ingest", "admin")
     deps = deps_of(request)
     try:
-        status, answer = await asyncio.to_thread(
-            deps.service.consume, who.tenant_id, customer, feature, body.amount, body.event_id
+        status, answer = await asyncio.get_running_loop().run_in_executor(
+            deps.consume_lane,
+            partial(deps.service.consume, who.tenant_id, customer, feature),
+            body.amount,
+            body.event_id,
         )
     except Exception:
         deps.metrics.consumes.labels("failed").inc()

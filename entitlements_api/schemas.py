@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from meterline.entitlements import Reason
 from meterline.events import refused_character
 from meterline.inputs import FREE_TEXT, IDENTIFIER, Instant
+from meterline.values import RULE
 
 MAX_CUSTOMER = 128
 CustomerPath = Path(
@@ -35,7 +36,10 @@ class DecisionOut(BaseModel):
     kind: Literal["metered", "boolean", "static"]
     has_access: bool
     reason: Reason = Field(description="why; one of the documented closed set")
-    limit: float | None = Field(description="effective limit (plan + grants); null: unlimited")
+    limit: float | None = Field(
+        description="effective limit (plan + grants); null: unlimited. Quantities are exact "
+        "decimal JSON numbers (more than 15 digits when a sum needs them)"
+    )
     used: float | None = Field(description="usage in the period, pending reservations included")
     remaining: float | None
     overage: Literal["block", "allow"] | None
@@ -61,7 +65,7 @@ class ConsumeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount: Any = Field(
         1,
-        description="units to consume: a JSON number (never a string or a boolean), 0 to 1e15; "
+        description=f"units to consume: a JSON number (never a string or a boolean), {RULE}; "
         "only features on a sum or count meter are consumed, and on a count meter it is 1",
         json_schema_extra={"type": "number", "minimum": 0, "maximum": 1e15},
     )
@@ -130,7 +134,9 @@ class GrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     feature: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER)
     kind: Literal["credit", "top_up", "override"]
-    amount: float | None = Field(None, ge=0, le=1e15, description="null with override: unlimited")
+    amount: float | None = Field(
+        None, ge=0, le=1e15, description=f"{RULE}; null with override: unlimited"
+    )
     effective_at: Instant | None = None
     expires_at: Instant | None = None
     note: str | None = Field(None, max_length=1000, pattern=FREE_TEXT)
@@ -138,7 +144,7 @@ class GrantIn(BaseModel):
 
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scopes: list[Literal["ingest", "read", "admin"]] = Field(min_length=1)
+    scopes: list[Literal["ingest", "read", "admin", "billing"]] = Field(min_length=1)
 
 
 class CatalogApplyOut(BaseModel):

@@ -17,13 +17,19 @@ class EntitlementsSettings(BaseSettings):
         30.0,
         ge=0,
         description="at most this many seconds plan data stays cached (90-100%, jittered); "
-        "per process: other processes see this one's changes when their entry expires",
+        "every replica drops an entry as soon as any replica changes it (Redis pub/sub)",
     )
     decision_cache_ttl: float = Field(
         1.0,
         ge=0,
         description="at most this many seconds a plain check's decision stays cached "
         "(90-100%, jittered; refreshed ahead in its last tenth; 0: off)",
+    )
+    fallback_cache_ttl: float = Field(
+        1.0,
+        ge=0,
+        description="while this replica cannot hear the others' changes (Redis pub/sub down), "
+        "cached plan data and decisions live at most this many seconds",
     )
     dedupe_window_s: float = Field(
         3600.0,
@@ -37,4 +43,10 @@ class EntitlementsSettings(BaseSettings):
     webhook_tolerance_s: int = Field(300, ge=1)
     auth_cache_ttl: float = Field(30.0, ge=0)
     pool_size: int = Field(8, ge=1)
+    consume_threads: int = Field(
+        32,
+        ge=1,
+        description="threads that run consumes (each waits on Postgres, Redis and the broker's "
+        "acknowledgement; the default executor has only cores + 4)",
+    )
     drain_seconds: float = Field(10.0, ge=0)

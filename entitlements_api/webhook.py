@@ -39,8 +39,9 @@ log = logging.getLogger("entitlements_api.webhook")
     responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 503: {"model": ErrorOut}},
 )
 async def stripe_webhook(request: Request) -> Response:
-    """Handles customer.subscription.created|updated|deleted|paused|resumed, invoice.paid and
-    invoice.payment_failed; other event types are acknowledged and ignored."""
+    """Handles customer.subscription.created|updated|deleted|paused|resumed, invoice.paid,
+    invoice.payment_failed and checkout.session.completed (billing fulfilment); other event
+    types are acknowledged and ignored."""
     deps = deps_of(request)
     payload = await request.body()
     problem = _verify(deps, payload, request.headers.get("stripe-signature"))
@@ -49,7 +50,9 @@ async def stripe_webhook(request: Request) -> Response:
         return json_response({"error": "invalid_webhook", "message": problem}, 400)
     try:
         event = parse_event(payload)
-        outcome = await asyncio.to_thread(deps.subscription_sync.handle, event)
+        outcome = await asyncio.to_thread(deps.webhook_handler().handle, event)
+        if deps.revenue is not None:  # the state it shows, kept as a revenue event
+            await asyncio.to_thread(deps.revenue.on_event, event)
     except InvalidWebhook as exc:
         deps.metrics.webhooks.labels("rejected").inc()
         await asyncio.to_thread(deps.subscription_sync.reject, payload, exc)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,17 @@ from entitlements_api.metrics import Metrics
 from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
 from meterline.auth import Authenticator
+from meterline.billing import (
+    BillingAccount,
+    BillingCheckout,
+    BillingOverview,
+    CheckoutPorts,
+    PlanChanges,
+    PostgresFulfilmentRepository,
+    Seats,
+)
+from meterline.billing.over_limit import OverLimitPolicy
+from meterline.billing.webhooks import BillingWebhooks, EventHandler, PlanWatch
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
 from meterline.dedupe import RedisDeduper
@@ -33,12 +45,16 @@ from meterline.entitlements import (
     ViewUsage,
 )
 from meterline.entitlements.ids import LoopThread
+from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.redis import connect_async as redis_connect_async
+from meterline.revenue import RevenueListener
+from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.settings import Settings
 from meterline.stripe import (
     CatalogSync,
@@ -46,8 +62,12 @@ from meterline.stripe import (
     PostgresWebhookEventStore,
     StripeObjectRepository,
     SubscriptionSync,
+    ensure_stripe_customer,
     stripe_client,
 )
+from meterline.stripe.checkout import StripeCheckout
+from meterline.stripe.plan_changes import StripePlanChanges
+from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
@@ -67,15 +87,28 @@ class Dependencies:
     subscription_sync: SubscriptionSync
     usage_query: SeriesQuery | None
     webhook_secret: str | None
+    billing: BillingCheckout | None = None
+    plan_changes: PlanChanges | None = None
+    billing_account: BillingAccount | None = None
+    billing_overview: BillingOverview | None = None
+    seats: Seats | None = None
+    stripe_events: EventHandler | None = None
     reads: ReadLane = field(default_factory=ReadLane)
     webhook_tolerance_s: int = 300
     clock: Clock = field(default_factory=SystemClock)
     metrics: Metrics = field(default_factory=Metrics)
     ready_checks: dict[str, Callable[[], object]] = field(default_factory=dict)
     closers: list[Callable[[], object]] = field(default_factory=list)
+    consume_lane: Executor | None = None
+    """Where consumes run (None: the event loop's default executor)."""
+    revenue: RevenueListener | None = None
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
+
+    def webhook_handler(self) -> EventHandler:
+        """What handles a verified Stripe event: billing around the subscription sync."""
+        return self.stripe_events or self.subscription_sync
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -85,12 +118,15 @@ class Dependencies:
 def build(
     settings: Settings, own: EntitlementsSettings, clock: Clock | None = None
 ) -> Dependencies:
-    """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable.
+    """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable
+    or the schema is older than the code.
 
     `clock` (tests) drives decisions, reservations and grace periods alike.
     """
     clock = clock or SystemClock()
     pool = open_pool(settings.database.url, max_size=own.pool_size, name="entitlements")
+    require_current_schema_in(pool, "entitlements_api")
+    lane = ThreadPoolExecutor(own.consume_threads, thread_name_prefix="consume")
     client = redis_connect(settings.redis.url)
     query = UsageQuery(pool)
     view = RedisUsageView(client, settings.redis.key_prefix, clock=clock, archive=query)
@@ -109,14 +145,35 @@ def build(
     )
     ingested = LedgerIngestedIds(pool, deduper, loop, own.dedupe_timeout_s)
     answers = PostgresAnswerStore(pool)
+    channel = f"{settings.redis.key_prefix}:entitlements:changes"
+    feed = RedisChangeFeed(client, settings.redis.url, channel, own.fallback_cache_ttl)
     service = EntitlementService(
-        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested
+        catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested, feed
     )
+    feed.listen(service)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
     events = PostgresWebhookEventStore(pool)
     sync = SubscriptionSync(sc, customers, subs, objects, events, service.invalidate, clock)
     tenants = PostgresTenantRepository(pool)
+    ports = CheckoutPorts(
+        catalog_of=service.catalog,
+        customers=customers,
+        subscriptions=subs,
+        objects=objects,
+        stripe_customer=lambda t, c: ensure_stripe_customer(sc, customers, t, c),
+        sync_subscription=sync.sync,
+        fulfilments=PostgresFulfilmentRepository(pool),
+    )
+    billing = BillingCheckout(ports, StripeCheckout(sc))
+    over_limit = OverLimitPolicy(service.catalog, service.check_all, grants, service.invalidate)
+    watch = PlanWatch(customers, subs, over_limit)
+    self_service, plan_stripe = StripeSelfService(sc), StripePlanChanges(sc)
+    account = BillingAccount(subs, ports.stripe_customer, self_service, sync.sync)
+    plans = PlanChanges(service.catalog, subs, objects, plan_stripe, sync.sync, clock)
+    overview = BillingOverview(
+        service.check_all, customers, subs, objects, plans, plan_stripe, self_service
+    )
     return Dependencies(
         service=service,
         catalogs=catalogs,
@@ -128,13 +185,23 @@ def build(
         stripe=sc,
         stripe_objects=objects,
         subscription_sync=sync,
+        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool)),
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
+        billing=billing,
+        plan_changes=plans,
+        billing_account=account,
+        billing_overview=overview,
+        seats=Seats(service.catalog, subs, plan_stripe, sync.sync, clock),
+        stripe_events=BillingWebhooks(billing, sync, watch),
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,
         ready_checks=_ready_checks(pool, client),
+        consume_lane=lane,
         closers=[
+            lambda: lane.shutdown(wait=False),
+            feed.close,
             pool.close,
             read_pool.close,
             reads.close,

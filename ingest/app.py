@@ -26,6 +26,7 @@ from ingest import openapi
 from ingest.caches import KeyCache, MeterCache
 from ingest.concurrency import ConcurrencyLimit
 from ingest.endpoint import DISCONNECTED, EventsEndpoint, accept, error_answer
+from ingest.fairness import FairAdmission
 from ingest.metrics import IngestMetrics
 from ingest.sinks import Sink
 from meterline.clock import Clock, SystemClock
@@ -49,6 +50,7 @@ class Dependencies:
     max_body_bytes: int = 1_048_576
     max_batch_events: int = 1000
     concurrency: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit(128, 0.5))
+    fairness: FairAdmission = field(default_factory=lambda: FairAdmission(0.002))
     lateness_ms: int = DEFAULT_LATENESS_MS
     clock: Clock = field(default_factory=SystemClock)
     shutdown: Callable[[], Awaitable[None]] | None = None

@@ -36,7 +36,6 @@ from ingest.body import BACKSLASH
 from meterline.events import (
     MAX_ID_LEN,
     MAX_PROPERTIES,
-    MAX_VALUE,
     RESERVATION_PROPERTY,
     RFC3339_DATE_TIME,
     SCHEMA_VERSION,
@@ -44,6 +43,7 @@ from meterline.events import (
     Rules,
     rfc3339_ms,
 )
+from meterline.values import MAX_VALUE, fits
 
 ABSENT_VALUE = -1.0
 """`Native.value` when the event has none (a value sent is never negative): the key count needs
@@ -125,6 +125,8 @@ def accept_columns(
         return None
     amounts = [e.value for e in natives]
     distinct_amounts = set(amounts)
+    if not all(map(fits, distinct_amounts)):  # ABSENT_VALUE (-1.0) fits too
+        return None
     if source is not None and not _keys_all_kept(
         source,
         (texts, meters, distinct_meters),

@@ -75,10 +75,16 @@ async def read_request(
     chunks: AsyncIterator[bytes],
 ) -> Request:
     """The first half of `accept`, paced by the client: who sends, in which format, the body."""
-    principal = await deps.keys.principal(authorization)
-    fmt = body_format(content_type)
+    principal, fmt = await read_head(deps, authorization, content_type)
     body = await read_limited(chunks, deps.max_body_bytes, content_length)
     return Request(principal, fmt, body)
+
+
+async def read_head(
+    deps: Dependencies, authorization: str | None, content_type: str | None
+) -> tuple[Principal, Format]:
+    """Who sends (401, 403) and in which format (415): what is known before the body."""
+    return await deps.keys.principal(authorization), body_format(content_type)
 
 
 async def record(deps: Dependencies, request: Request) -> bytes:
@@ -103,6 +109,10 @@ def error_answer(exc: MeterlineError) -> Answer:
 
 
 OVERLOADED = TooManyRequests("ingest is at capacity; retry shortly", retry_after=1)
+OVER_SHARE = TooManyRequests(
+    "ingest is busy and this tenant sent more than its share of its recent work; retry shortly",
+    retry_after=1,
+)
 
 
 class EventsEndpoint:
@@ -111,7 +121,9 @@ class EventsEndpoint:
     so the server answers 500 and logs it. A request takes one of `deps.concurrency`'s slots
     only once its body is in hand (its head and body arrive within the transport's deadlines,
     `meterline.http.guard`), so a client slow to send holds no slot; beyond the limit of
-    requests in progress it is answered 429 with Retry-After."""
+    requests in progress it is answered 429 with Retry-After. Before its body is read, a
+    request of a tenant above its share of ingest's recent work may be refused (429) by
+    `deps.fairness` (ingest/fairness.py), so a flood does not take the CPU others need."""
 
     def __init__(self, app: ASGIApp, deps: Dependencies) -> None:
         self.app, self.deps = app, deps
@@ -144,22 +156,42 @@ class EventsEndpoint:
     ) -> Answer:
         auth, ctype, length = _headers(raw_headers)
         try:
-            request = await read_request(self.deps, auth, ctype, length, chunks)
+            principal, fmt = await read_head(self.deps, auth, ctype)
+        except MeterlineError as exc:
+            return error_answer(exc)
+        if not self.deps.fairness.admit(principal.tenant_id, _declared(length)):
+            return self._over_share()
+        try:
+            body = await read_limited(chunks, self.deps.max_body_bytes, length)
         except MeterlineError as exc:
             return error_answer(exc)
         except ClientDisconnect:
             return DISCONNECTED
-        limit, tenant = self.deps.concurrency, request.principal.tenant_id
-        if not limit.try_enter(tenant):
-            return error_answer(OVERLOADED)
-        started = time.perf_counter()
+        return await self._serve(Request(principal, fmt, body))
+
+    async def _serve(self, request: Request) -> Answer:
+        """Take a place (fair share, then the limit of requests in progress) and record."""
+        fairness, limit = self.deps.fairness, self.deps.concurrency
+        tenant = request.principal.tenant_id
+        if not fairness.enter(tenant):
+            return self._over_share()
         try:
-            body = await record(self.deps, request)
-        except MeterlineError as exc:
-            return error_answer(exc)
+            if not limit.try_enter(tenant):
+                return error_answer(OVERLOADED)
+            started = time.perf_counter()
+            try:
+                answer = await record(self.deps, request)
+            except MeterlineError as exc:
+                return error_answer(exc)
+            finally:
+                limit.leave(tenant, time.perf_counter() - started)
+            return 202, answer, {}
         finally:
-            limit.leave(tenant, time.perf_counter() - started)
-        return 202, body, {}
+            fairness.leave(tenant)
+
+    def _over_share(self) -> Answer:
+        self.deps.metrics.over_share.inc()
+        return error_answer(OVER_SHARE)
 
     def _requests(self, status: int) -> Counter:
         found = self._by_status.get(status)
@@ -180,6 +212,11 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, st
 
 
 _WANTED = frozenset({b"authorization", b"content-type", b"content-length"})
+
+
+def _declared(content_length: str | None) -> int:
+    """The body's declared length; 0 when it is not declared (chunked)."""
+    return int(content_length) if content_length is not None and content_length.isdigit() else 0
 
 
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:

@@ -51,6 +51,14 @@ class IngestMetrics:
         self.concurrency_limit = Gauge(
             "meterline_ingest_concurrency_limit", "Requests admitted at once", registry=r
         )
+        # How late ingest's event loop runs a timer, smoothed (ingest/fairness.py).
+        self.loop_lag = Gauge(
+            "meterline_ingest_event_loop_lag_seconds", "Event loop lag", registry=r
+        )
+        # Requests refused unread while the loop lagged: their tenant was above its share.
+        self.over_share = Counter(
+            "meterline_ingest_refused_over_share", "Requests refused above a fair share", registry=r
+        )
         # Dedupe fast-path calls that failed or timed out (events then pass to the ledger).
         self.dedupe_errors = Counter(
             "meterline_ingest_dedupe_errors", "Dedupe store failures", registry=r
@@ -59,6 +67,10 @@ class IngestMetrics:
     def watch_concurrency(self, limit: Callable[[], float]) -> None:
         """Read the limit of requests in progress (ingest/concurrency.py) at each scrape."""
         self.concurrency_limit.set_function(limit)
+
+    def watch_loop_lag(self, lag: Callable[[], float]) -> None:
+        """Read the event loop's lag (ingest/fairness.py) at each scrape."""
+        self.loop_lag.set_function(lag)
 
     def watch_in_flight(self, count: Callable[[], int]) -> None:
         """Read the events in flight at each scrape (not set twice per request)."""

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from meterline.events import RESERVATION_PROPERTY, RFC3339_DATE_TIME
+from meterline.values import RULE
 
 _TEXT_RULE = (
     "No control (Cc), format (Cf), surrogate (Cs), line separator (Zl, U+2028) or paragraph "
@@ -43,7 +44,13 @@ EVENT: dict[str, Any] = {
         },
         "customer": {**_ID, "description": "The tenant's own customer id. " + _TEXT_RULE},
         "meter": {"type": "string", "minLength": 1, "description": "A meter of the catalog."},
-        "value": {"type": "number", "minimum": 0, "maximum": 1e15, "default": 1},
+        "value": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1e15,
+            "default": 1,
+            "description": f"exact: {RULE} (else 422)",
+        },
         "timestamp": {
             **_TIME,
             "description": "When the usage happened (default: receive time); at most 35 days "
@@ -173,7 +180,11 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "number too large for a double (the body is refused as not JSON); the reserved "
         f"property `{RESERVATION_PROPERTY}`; an event too large for one Kafka message.",
     },
-    429: _problem("Over the tenant's events/s, or ingest is at capacity.", retry=True),
+    429: _problem(
+        "Over the tenant's events/s; ingest at capacity; or ingest busy and the tenant above "
+        "its share of ingest's recent work (refused before the body is read).",
+        retry=True,
+    ),
     503: _problem("The broker did not acknowledge in time; retry the same ids.", retry=True),
 }
 

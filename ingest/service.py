@@ -11,14 +11,23 @@ from psycopg_pool import ConnectionPool
 from ingest.app import Dependencies
 from ingest.caches import KeyCache, MeterCache
 from ingest.concurrency import ConcurrencyLimit
+from ingest.fairness import FairAdmission
 from ingest.metrics import IngestMetrics
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.settings import IngestSettings
 from ingest.sinks import AdmissionSink, DedupingSink, PublishingSink, Sink, TimedSink
 from meterline.catalog import PostgresCatalogRepository
-from meterline.dedupe import BoundedDeduper, CoalescingDeduper, Deduper, RedisDeduper
+from meterline.dedupe import (
+    BoundedDeduper,
+    CoalescingDeduper,
+    Deduper,
+    DurableIdsDeduper,
+    RedisDeduper,
+)
+from meterline.entitlements.postgres import GrantedIds
 from meterline.kafka.producer import EventPublisher
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect, connect_async
 from meterline.redis.buckets import RedisBucketStore
 from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
@@ -59,15 +68,18 @@ def sink_chain(
 
 
 def build(sections: Sections) -> Dependencies:
-    """Connect to Postgres and Redis (ConfigError if one is unreachable) and to the broker:
+    """Connect to Postgres and Redis (ConfigError if one is unreachable, or the schema is older
+    than the code) and to the broker:
     wait up to `PRODUCER_WAIT_S` for the producer's id; without it ingest starts anyway, not
     ready (`/readyz`), and its requests wait for the broker as long as `PRODUCE_TIMEOUT_S`."""
     s = sections.ingest
     pool = open_pool(sections.database.url, max_size=4, name="ingest")
+    require_current_schema_in(pool, "ingest")
     connect(sections.redis.url).close()
     client = connect_async(sections.redis.url)
     redis_deduper = RedisDeduper(client, sections.redis.key_prefix, s.dedupe_window_s)
-    deduper = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
+    bounded = CoalescingDeduper(BoundedDeduper(redis_deduper, s.dedupe_timeout_s))
+    deduper = DurableIdsDeduper(bounded, redis_deduper, GrantedIds(pool))
     store = RedisBucketStore(client, sections.redis.key_prefix)
     buckets = TokenBuckets(s.tenant_rate, s.tenant_rates, store, lease_s=RATE_LEASE_S)
     tuning = {"linger.ms": s.linger_ms, "queue.buffering.max.messages": s.producer_queue_max}
@@ -78,6 +90,8 @@ def build(sections: Sections) -> Dependencies:
     metrics.watch_queue(publisher.queue_depth)
     concurrency = ConcurrencyLimit(s.max_active_requests, s.target_latency_s)
     metrics.watch_concurrency(lambda: concurrency.limit)
+    fairness = FairAdmission(s.target_loop_lag_s)
+    metrics.watch_loop_lag(lambda: fairness.lag.lag)
 
     async def shutdown() -> None:
         left = await asyncio.to_thread(publisher.close, s.graceful_timeout_s)
@@ -98,6 +112,7 @@ def build(sections: Sections) -> Dependencies:
         max_body_bytes=s.max_body_bytes,
         max_batch_events=s.max_batch_events,
         concurrency=concurrency,
+        fairness=fairness,
         lateness_ms=s.lateness_days * 86_400_000,
         shutdown=shutdown,
     )

@@ -38,6 +38,10 @@ class IngestSettings(BaseSettings):
     target_latency_s: float = Field(0.5, gt=0)
     """The time from a request's last body byte to its answer that ingest aims to stay under;
     the limit of requests in progress shrinks while answers take longer (ingest/concurrency.py)."""
+    target_loop_lag_s: float = Field(0.002, gt=0)
+    """While ingest's event loop runs later than this, tenants above their share of its recent
+    work get 429 before their bodies are read, so the others keep their latency
+    (ingest/fairness.py)."""
     auth_cache_s: float = Field(15.0, gt=0, le=30)
     catalog_cache_s: float = Field(10.0, gt=0)
     producer_queue_max: int = Field(200_000, ge=1)

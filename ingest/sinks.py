@@ -103,7 +103,7 @@ class DedupingSink(Sink):
         await self._mark(tenant, fresh.ids)
         return Outcome(accepted, len(events) - accepted)
 
-    async def _seen(self, tenant: int, ids: list[str]) -> list[bool]:
+    async def _seen(self, tenant: int, ids: list[str]) -> list[bool | None]:
         try:
             return await self._deduper.seen(tenant, ids)
         except Exception as exc:  # advisory store: any failure means "nothing seen"

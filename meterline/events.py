@@ -20,11 +20,11 @@ from typing import Any, NamedTuple
 import orjson
 
 from meterline.errors import FieldError
+from meterline.values import MAX_VALUE, to_decimal, value_problem
 
 SCHEMA_VERSION = 1
 MAX_ID_LEN = 128
 MAX_PROPERTIES = 32
-MAX_VALUE = 1e15
 DEFAULT_LATENESS_MS = 35 * 86_400_000
 MAX_FUTURE_MS = 5 * 60_000
 RESERVATION_PROPERTY = "meterline_reservation"
@@ -55,7 +55,9 @@ _RFC3339 = re.compile(RFC3339_DATE_TIME)
 
 @dataclass(frozen=True, slots=True, init=False)
 class UsageEvent:
-    """One normalized usage event. Times are epoch milliseconds, UTC."""
+    """One normalized usage event. Times are epoch milliseconds, UTC. `value` is the double
+    that carries a value under the rule of `meterline.values` exactly (its shortest text is the
+    decimal sent); arithmetic on values goes through that module, never on the doubles."""
 
     tenant_id: int
     id: str
@@ -195,15 +197,12 @@ def _meter(v: object, rules: Rules, bad: Any) -> str | None:
 
 
 def _value(v: object, bad: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        bad("value", "must be a number")
-    elif isinstance(v, float) and not math.isfinite(v):
-        bad("value", "must be finite")
-    elif not 0 <= v <= MAX_VALUE:
-        bad("value", "must be between 0 and 1e15")
-    else:
-        return float(v) or 0.0  # -0.0 is normalized to 0.0
-    return None
+    """The value under the rule of `meterline.values`, as the double that carries it exactly."""
+    problem = value_problem(v)
+    if problem is not None:
+        bad("value", problem)
+        return None
+    return float(to_decimal(v)) or 0.0  # type: ignore[arg-type]  # -0.0 is normalized to 0.0
 
 
 def _timestamp(v: object, rules: Rules, bad: Any) -> int | None:

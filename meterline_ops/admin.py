@@ -57,7 +57,7 @@ def tenants_create(name: str) -> None:
 @friendly
 def keys_create(
     tenant: str = typer.Option(..., help="Tenant name."),
-    scope: list[str] = typer.Option(..., help="ingest, read or admin; repeat for several."),
+    scope: list[str] = typer.Option(..., help="ingest, read, admin, billing; repeat for several."),
 ) -> None:
     """Create an API key. The key is printed alone on the last line, once."""
     with database() as pool:

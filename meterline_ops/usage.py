@@ -23,6 +23,7 @@ from meterline.redis import connect as redis_connect
 from meterline.settings import KafkaSettings, RedisSettings, load_section
 from meterline.tenants import PostgresTenantRepository
 from meterline.usage import UsageQuery
+from meterline.values import plain
 from meterline.view import RedisUsageView
 from meterline.view.postgres.rebuild import rebuild
 from meterline.view.postgres.verify import verify
@@ -99,10 +100,10 @@ def usage_query(
     table = Table(
         "start", "end", "value", "count", title=f"{meter} ({customer or 'all customers'})"
     )
-    for p in doc["series"]:
-        table.add_row(p["start"], p["end"], f"{p['value']:g}", str(p["count"]))
+    for p, point in zip(doc["series"], series.points, strict=True):
+        table.add_row(p["start"], p["end"], plain(point.value), str(p["count"]))
     Console().print(table)
-    out(f"total {doc['total']:g}")
+    out(f"total {plain(series.total)}")
 
 
 def _view(pool: ConnectionPool[Any] | None = None) -> RedisUsageView:

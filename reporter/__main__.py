@@ -18,6 +18,7 @@ from meterline.errors import ConfigError
 from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
 from meterline.notify.settings import WebhookSettings
+from meterline.postgres.leadership import Leadership, connector
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
 from reporter.dispatch import open_dispatcher
@@ -42,9 +43,11 @@ def main() -> int:
     except ConfigError as exc:
         print(f"reporter: {exc.message}", file=sys.stderr)
         return 2
+    leadership = Leadership(connector(database.url), reporter.metrics.scheduler_active.set)
     scheduler = Scheduler(
         own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile_nightly,
-        on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
+        tick_s=own.tick_s, on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
+        leader=leadership,
     )  # fmt: skip
     config = uvicorn.Config(
         create_app(reporter),
@@ -67,6 +70,7 @@ def main() -> int:
         if dispatching:
             dispatching[0].stop()
             dispatching[1].close()
+        leadership.release()
         reporter.close()
     return 0
 

@@ -21,7 +21,7 @@ from meterline.errors import FieldError, MeterlineError, ValidationFailed
 from meterline.http.openapi import api_version, declare_bearer, hide, operation_id
 from meterline.inputs import FREE_TEXT, Day, Instant, friendly_message
 from meterline.notify.dispatcher import observe as observe_webhooks
-from reporter import web
+from reporter import revenue_api, revenue_web, web
 from reporter.alerts import to_csv
 from reporter.auth import Admin, Reader
 from reporter.drilldown import drill_down
@@ -61,7 +61,9 @@ def create_app(reporter: Reporter) -> FastAPI:
     _operations(app, reporter)
     _finance_api(app, reporter)
     mount_webhooks(app)
+    revenue_api.mount(app, reporter)
     web.mount(app, reporter)
+    revenue_web.mount(app, reporter)
     hide(app, "/finance")
     declare_bearer(app)
     return app

@@ -47,6 +47,11 @@ class ReporterMetrics:
             ["job"],
             registry=r,
         )
+        # 1 while this replica runs the schedule (holds the leadership), else 0; summed over
+        # the replicas it is 1, or 0 for at most a tick during a handover.
+        self.scheduler_active = Gauge(
+            "meterline_reporter_scheduler_active", "This replica runs the schedule", registry=r
+        )
         # Reconciliation alerts currently open (all tenants).
         self.open_alerts = Gauge("meterline_reporter_open_alerts", "Open alerts", registry=r)
 

@@ -30,6 +30,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+# The states come from the kernel (the webhook listener writes them); re-exported here.
+from meterline.revenue.model import Discount as Discount
+from meterline.revenue.model import Item as Item
+from meterline.revenue.model import SubscriptionState as SubscriptionState
+
 COUNTED = frozenset({"active", "past_due"})
 _MONTHS_PER = {
     "month": Decimal(1),
@@ -45,36 +50,6 @@ class Kind(enum.StrEnum):
     CONTRACTION = "contraction"
     CHURN = "churn"
     REACTIVATION = "reactivation"
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One licensed (not metered) price on a subscription."""
-
-    unit_amount: int  # minor units per interval
-    quantity: int
-    interval: str  # day, week, month, year
-    interval_count: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Discount:
-    duration: str  # once, repeating, forever
-    percent_off: Decimal | None = None
-    amount_off: int | None = None  # minor units per interval, on the whole subscription
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionState:
-    """A subscription as Stripe described it at `at` (each webhook or sync gives one)."""
-
-    at: datetime
-    customer: str
-    subscription: str
-    status: str
-    currency: str
-    items: tuple[Item, ...]
-    discount: Discount | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,12 @@ A background thread wakes every `tick_s` seconds and decides, from the injectabl
 - `on_tick` every tick (contexts of changed subscriptions; the lag gauge's probe).
 A failing job is logged and retried on its next occasion; it never stops the thread.
 `stop()` lets a job in progress finish (SIGTERM drains).
+
+With several replicas, `leader` (meterline/postgres/leadership.py) says on each tick whether
+this one runs the schedule; the others tick idle. A replica that becomes the leader starts as a
+fresh scheduler would: its first tick pushes (the report ledger makes that push send only what the
+previous leader had not), and it queues again the boundaries of the last `flush_wait_s` whose
+period-end flush may still be waiting for the aggregator.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Scheduler:
         tick_s: float = 15.0,
         on_blocked: Callable[[int, str, datetime], object] | None = None,
         on_tick: Callable[[], object] | None = None,
+        leader: Callable[[], bool] | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -61,6 +68,8 @@ class Scheduler:
         self._waiting: list[Waiting] = []
         self._on_blocked = on_blocked or (lambda tenant, customer, at: None)
         self._on_tick = on_tick or (lambda: None)
+        self._leader = leader or (lambda: True)
+        self._leading = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="reporter-scheduler", daemon=True)
@@ -74,10 +83,21 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tick()
+                if self._lead():
+                    self.tick()
             except Exception:
                 log.exception("scheduled job failed")
             self._stop.wait(self._tick)
+
+    def _lead(self) -> bool:
+        """Whether this replica runs the schedule now; on becoming the leader, the next push
+        is due at once."""
+        leading, was = self._leader(), self._leading
+        self._leading = leading
+        if leading and not was:
+            self._last_push_slot = self._last_boundary_check = None
+            self._waiting = []
+        return leading
 
     def tick(self) -> None:
         """Run whatever is due now (public for tests, which drive it with a fake clock)."""
@@ -102,8 +122,8 @@ class Scheduler:
         """Queue the boundaries that passed `settle_s` ago since the last tick."""
         cutoff = now - timedelta(seconds=self._settings.settle_s)
         previous, self._last_boundary_check = self._last_boundary_check, cutoff
-        if previous is None:
-            return
+        if previous is None:  # a fresh start or a new leader: look back at what may be due
+            previous = cutoff - timedelta(seconds=self._lookback_s())
         with self._pool.connection() as conn:
             rows = conn.execute(
                 "SELECT tenant_id, customer, at FROM report_boundaries "
@@ -111,6 +131,13 @@ class Scheduler:
                 (previous, cutoff),
             ).fetchall()
         self._waiting += [(r[0], r[1], r[2]) for r in rows]
+
+    def _lookback_s(self) -> float:
+        """How far a fresh scheduler looks back for boundaries: those whose flush may still be
+        waiting for the aggregator (the replica before it died, or this process restarted,
+        before flushing them), and none whose wait already ended (those were flushed or
+        alerted on)."""
+        return max(0, self._settings.flush_wait_s - self._settings.settle_s)
 
     def _flush_due(self, now: datetime) -> bool:
         """True when a queued boundary's customer is past the aggregator, or the boundary

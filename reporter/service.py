@@ -21,6 +21,7 @@ from meterline.notify.postgres.deliveries import DeliveryLog
 from meterline.notify.postgres.endpoints import EndpointStore
 from meterline.notify.settings import WebhookSettings
 from meterline.postgres import open_pool
+from meterline.postgres.schema import require_current_schema_in
 from meterline.settings import DatabaseSettings, StripeSettings
 from meterline.stripe.client import stripe_client
 from meterline.stripe.meter_events import MeterEventSender, StripeMeterEventSender
@@ -152,8 +153,10 @@ def build(
         if settings.notify_webhook_url
         else NullNotifier()
     )
+    pool = open_pool(database.url, max_size=pool_size or database.pool_size, name="reporter")
+    require_current_schema_in(pool, "reporter")
     return Reporter(
-        pool=open_pool(database.url, max_size=pool_size or database.pool_size, name="reporter"),
+        pool=pool,
         settings=settings,
         clock=clock or SystemClock(),
         sender=sender_chain(stripe, settings, metrics),

@@ -18,10 +18,11 @@ class ReporterSettings(BaseSettings):
     margin is never sent and raises a `too_late_for_stripe` alert. `stripe_lag_s`: hours that
     ended more recently than this are not reconciled (Stripe summarizes asynchronously).
     `flush_wait_s`: how long the period-end flush waits for the aggregator to pass a boundary
-    before it alerts (`flush_blocked`) and flushes anyway. `crash_after_send` is a
-    fault-injection hook for tests only: the probability that the process kills itself with
-    SIGKILL right after a Stripe call, before the ledger update (`crash_seed` makes the draws
-    repeatable).
+    before it alerts (`flush_blocked`) and flushes anyway. `tick_s`: how often the scheduler
+    wakes, and so how soon a standby replica takes the schedule over from a dead leader.
+    `crash_after_send` is a fault-injection hook for tests only: the probability that the
+    process kills itself with SIGKILL right after a Stripe call, before the ledger update
+    (`crash_seed` makes the draws repeatable).
 
     /finance sessions: `cookie_secure` is `auto` (the cookie is `Secure` when the request came
     over HTTPS, directly or with `X-Forwarded-Proto: https`), `true` or `false`. A session
@@ -50,6 +51,7 @@ class ReporterSettings(BaseSettings):
     stripe_lag_s: int = 900
     flush_wait_s: int = 1800
     scheduler_enabled: bool = True
+    tick_s: float = 15.0
     notify_webhook_url: str | None = None
     public_url: str = ""
     cookie_secure: Literal["auto"] | bool = "auto"
@@ -63,6 +65,8 @@ class ReporterSettings(BaseSettings):
         problems = []
         if self.push_interval_s < 10:
             problems.append("push_interval_s must be >= 10")
+        if not 0.1 <= self.tick_s <= 60:
+            problems.append("tick_s must be within [0.1, 60]")
         if not 0 <= self.reconcile_hour_utc <= 23:
             problems.append("reconcile_hour_utc must be within 0..23")
         if not 0.0 <= self.crash_after_send <= 1.0:

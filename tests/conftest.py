@@ -1,4 +1,9 @@
-"""Test session set-up: fixtures live in tests/fixtures and are loaded as plugins."""
+"""Test session set-up: fixtures live in tests/fixtures and are loaded as plugins.
+
+Tests marked `reliability` are full-size measurements: pyproject.toml's `addopts` leaves them
+out (`-m 'not reliability'`); `make reliability` runs them (`-m reliability`)."""
+
+from __future__ import annotations
 
 import os
 from pathlib import Path

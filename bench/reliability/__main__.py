@@ -70,7 +70,7 @@ def table(results: list[Result]) -> Table:
 def main(
     ci: Annotated[bool, typer.Option(help="Scenarios 1-3, 6, 8 at reduced size.")] = False,
     scenario: Annotated[
-        list[int] | None, typer.Option(help="Run only these scenarios (1-8).")
+        list[int] | None, typer.Option(help="Run only these scenarios (1-9).")
     ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the stack's folder (logs) afterwards.")] = False,
 ) -> None:
@@ -78,7 +78,7 @@ def main(
     numbers = scenario or (CI_SCENARIOS if ci else sorted(SCENARIOS))
     unknown = [n for n in numbers if n not in SCENARIOS]
     if unknown:
-        raise typer.BadParameter(f"no scenario {unknown}; choose among 1-8")
+        raise typer.BadParameter(f"no scenario {unknown}; choose among 1-9")
     _raise_open_files_limit()
     home = ROOT / ".meterline" / f"reliability-{os.getpid()}"
     limits = orjson.loads(os.environ.get("METERLINE_INGEST_TENANT_RATES") or "{}")

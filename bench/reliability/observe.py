@@ -80,7 +80,7 @@ class Observer:
             client.close()
         except redis.RedisError:
             return None
-        return {k: v for k, v in found.items() if v}
+        return {k: float(v) for k, v in found.items() if v}
 
 
 def view_window(first_ms: int, last_ms: int) -> tuple[int, int]:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from bench.reliability import scenarios
 from bench.reliability.fuzz import fuzzing
+from bench.reliability.model import pipeline_model
+from bench.reliability.scaleout import scale_out
 from bench.reliability.world import Result, World
 
 SCENARIOS: dict[int, Callable[[World], Result]] = {
@@ -17,5 +19,9 @@ SCENARIOS: dict[int, Callable[[World], Result]] = {
     6: scenarios.redis_flush,
     7: scenarios.overload,
     8: fuzzing,
+    9: pipeline_model,
+    10: scale_out,
 }
 CI_SCENARIOS = [1, 2, 3, 6, 8]
+"""Scenarios 9 and 10 run reduced in `make test` on their own
+(tests/entitlements/test_consume_model.py, tests/reliability/test_scaleout.py)."""

@@ -14,7 +14,7 @@ import copy
 from decimal import Decimal
 from typing import Any, Literal
 
-from . import meters, payment_methods, periods, pricing, subscriptions
+from . import meters, payment_methods, periods, pricing, schedules, subscriptions
 from .config import DAY
 from .core import Call, Emulator
 from .errors import StripeError, invalid
@@ -42,6 +42,8 @@ def close_period(
     period_end = max(item["current_period_end"] for item in items)
     if emu.clock.now() < period_end:
         emu.clock.advance(period_end - emu.clock.now())
+    schedules.enter_next_phase(emu, sub, period_end)
+    items = subscriptions.items_list(sub)
     lines = sub.pop("_pending_prorations", []) + next_lines(emu, sub)
     sub.pop("_retired", None)
     period_start = min(item["current_period_start"] for item in items)

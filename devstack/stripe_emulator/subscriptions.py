@@ -118,6 +118,7 @@ def _subscription(
         "livemode": False,
         "metadata": p.dict("metadata"),
         "pause_collection": None,
+        "schedule": None,
         "start_date": now,
         "status": "trialing" if trial_end else "active",
         "trial_end": trial_end,

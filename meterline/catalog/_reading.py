@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from meterline.catalog.model import KEY_PATTERN, FeatureKind, Limit, StaticValue
 from meterline.errors import FieldError
+from meterline.values import FRACTION_DIGITS, shape
 
 T = TypeVar("T")
 E = TypeVar("E", bound=StrEnum)
@@ -232,6 +233,8 @@ def limit(value: object) -> Limit | None:
         number = _finite_decimal(value)
     if number is None or number < 0:
         raise Invalid("must be a number >= 0, or null for unlimited")
+    if shape(number)[0] > FRACTION_DIGITS:
+        raise Invalid(f"at most {FRACTION_DIGITS} decimal places, as usage values")
     return value if isinstance(value, int) else _integral_or_decimal(number)
 
 

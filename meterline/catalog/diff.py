@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from meterline.catalog.model import Catalog, Document
+from meterline.catalog.model import Catalog, Document, OverLimit
 
-Section = Literal["meter", "feature", "plan", "policy"]
+Section = Literal["meter", "feature", "plan", "policy", "credit_pack", "plan_change"]
 _BARE = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
@@ -118,7 +118,15 @@ def _sections(catalog: Catalog) -> dict[Section, dict[str, Document]]:
         "feature": {f.key: f.to_document() for f in catalog.features},
         "plan": {p.key: p.to_document() for p in catalog.plans},
         "policy": catalog.payment_policies.to_document(),
+        "credit_pack": {p.key: p.to_document() for p in catalog.credit_packs},
+        "plan_change": _plan_changes(catalog),
     }
+
+
+def _plan_changes(catalog: Catalog) -> dict[str, Document]:
+    """The plan-change policy as an entry, left out while it is the default (block)."""
+    policy = catalog.plan_changes.over_limit
+    return {} if policy is OverLimit.BLOCK else {"over_limit": {"policy": policy.value}}
 
 
 def _diff_section(

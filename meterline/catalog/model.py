@@ -391,6 +391,59 @@ class PaymentPolicies:
 PAYMENT_STATES: tuple[str, ...] = ("past_due", "unpaid", "canceled", "paused")
 
 
+class OverLimit(enum.StrEnum):
+    """After a downgrade, usage already past the new plan's limits: `block` new usage until the
+    feature's next reset, or `allow_until_reset` (access stays open until then)."""
+
+    BLOCK = "block"
+    ALLOW_UNTIL_RESET = "allow_until_reset"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChangePolicy:
+    over_limit: OverLimit = OverLimit.BLOCK
+
+    def to_document(self) -> Document:
+        return {"over_limit": self.over_limit.value}
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimePrice:
+    """A one-time price in the currency's minor units (Stripe: a price without `recurring`)."""
+
+    amount: int
+    currency: str
+
+    def to_document(self) -> Document:
+        return {"amount": self.amount, "currency": self.currency}
+
+
+@dataclass(frozen=True, slots=True)
+class CreditPack:
+    """A pay-as-you-go purchase: `credits` maps a metered feature to the units a purchase adds
+    (each becomes a credit grant of the buyer once the payment completes)."""
+
+    key: str
+    price: OneTimePrice
+    credits: Mapping[str, Limit]
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "credits", _frozen(self.credits))
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.key
+
+    def to_document(self) -> Document:
+        doc: Document = {"key": self.key}
+        if self.name is not None:
+            doc["name"] = self.name
+        doc["price"] = self.price.to_document()
+        doc["credits"] = {k: limit_to_json(v) for k, v in self.credits.items()}
+        return doc
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     """A tenant's whole catalog. Sections keep the order of the file; keys are unique in each."""
@@ -399,14 +452,18 @@ class Catalog:
     features: tuple[Feature, ...] = ()
     plans: tuple[Plan, ...] = ()
     payment_policies: PaymentPolicies = field(default_factory=PaymentPolicies)
+    credit_packs: tuple[CreditPack, ...] = ()
+    plan_changes: PlanChangePolicy = field(default_factory=PlanChangePolicy)
     _meters: Mapping[str, Meter] = field(init=False, repr=False, compare=False)
     _features: Mapping[str, Feature] = field(init=False, repr=False, compare=False)
     _plans: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
+    _packs: Mapping[str, CreditPack] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_meters", _frozen({m.key: m for m in self.meters}))
         object.__setattr__(self, "_features", _frozen({f.key: f for f in self.features}))
         object.__setattr__(self, "_plans", _frozen({p.key: p for p in self.plans}))
+        object.__setattr__(self, "_packs", _frozen({p.key: p for p in self.credit_packs}))
 
     def meter(self, key: str) -> Meter | None:
         return self._meters.get(key)
@@ -417,6 +474,9 @@ class Catalog:
     def plan(self, key: str) -> Plan | None:
         return self._plans.get(key)
 
+    def credit_pack(self, key: str) -> CreditPack | None:
+        return self._packs.get(key)
+
     @property
     def default_plan(self) -> Plan | None:
         """The plan of customers with no subscription; `None` only when there are no plans."""
@@ -424,9 +484,14 @@ class Catalog:
 
     def to_document(self) -> Document:
         """The JSON-ready form, itself a valid catalog file; see `catalog_from_document`."""
-        return {
+        doc: Document = {
             "meters": [m.to_document() for m in self.meters],
             "features": [f.to_document() for f in self.features],
             "plans": [p.to_document() for p in self.plans],
             "payment_policies": self.payment_policies.to_document(),
         }
+        if self.credit_packs:
+            doc["credit_packs"] = [p.to_document() for p in self.credit_packs]
+        if self.plan_changes != PlanChangePolicy():
+            doc["plan_changes"] = self.plan_changes.to_document()
+        return doc

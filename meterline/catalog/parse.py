@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from meterline.catalog import _packs as packs
 from meterline.catalog import _pricing as pricing
 from meterline.catalog import _reading as rd
 from meterline.catalog._reading import Context, Entry, Invalid, Path
@@ -42,7 +43,7 @@ from meterline.catalog.model import (
 )
 from meterline.errors import FieldError
 
-SECTIONS = ("meters", "features", "plans", "payment_policies")
+SECTIONS = ("meters", "features", "plans", "payment_policies", "credit_packs", "plan_changes")
 MAX_NESTING = 32
 T = TypeVar("T")
 
@@ -140,11 +141,15 @@ def _catalog(ctx: Context, data: object) -> Catalog:
     ctx.feature_meters = _feature_meters(raw_features, ctx.features)
     ctx.plans = tuple(_declared(ctx, "plans", raw_plans))
     _check_default_plan(ctx, raw_plans)
+    raw_packs = _section(top, "credit_packs")
+    _declared(ctx, "credit_packs", raw_packs)
     return Catalog(
         meters=_each(ctx, "meters", raw_meters, _meter),
         features=_each(ctx, "features", raw_features, _feature),
         plans=_each(ctx, "plans", raw_plans, _plan),
         payment_policies=_policies(ctx, top.fields.get("payment_policies")),
+        credit_packs=_each(ctx, "credit_packs", raw_packs, packs.credit_pack),
+        plan_changes=packs.plan_changes(ctx, top.fields.get("plan_changes")),
     )
 
 

@@ -3,7 +3,17 @@
 from meterline.dedupe.base import Deduper
 from meterline.dedupe.bounded import BoundedDeduper
 from meterline.dedupe.coalesce import CoalescingDeduper
+from meterline.dedupe.durable import DurableIdsDeduper, HeldIds, MemoryHeldIds
 from meterline.dedupe.memory import MemoryDeduper
 from meterline.dedupe.redis_store import RedisDeduper
 
-__all__ = ["BoundedDeduper", "CoalescingDeduper", "Deduper", "MemoryDeduper", "RedisDeduper"]
+__all__ = [
+    "BoundedDeduper",
+    "CoalescingDeduper",
+    "Deduper",
+    "DurableIdsDeduper",
+    "HeldIds",
+    "MemoryDeduper",
+    "MemoryHeldIds",
+    "RedisDeduper",
+]

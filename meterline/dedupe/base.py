@@ -19,8 +19,10 @@ class Deduper(abc.ABC):
     window_s: float
 
     @abc.abstractmethod
-    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool]:
+    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool | None]:
         """For each id, whether it was marked within the window: one round trip per call.
+        `None` means "not held, but the store may have lost it" (Redis was emptied within the
+        window): callers treat it as not seen, or ask a durable record (`DurableIdsDeduper`).
 
         Raises the store's error when it cannot answer; callers then treat every id as unseen.
         """
@@ -31,7 +33,7 @@ class Deduper(abc.ABC):
 
     async def exchange(
         self, tenant_id: int, mark_ids: Sequence[str], seen_ids: Sequence[str]
-    ) -> list[bool]:
+    ) -> list[bool | None]:
         """`mark(mark_ids)` then `seen(seen_ids)`, in one round trip where the store can.
 
         Raises like either; when it raises, the marks may or may not have been written (a

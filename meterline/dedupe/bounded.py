@@ -22,7 +22,7 @@ class BoundedDeduper(Deduper):
         self.window_s = inner.window_s
         self._inner, self._timeout = inner, timeout_s
 
-    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool]:
+    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool | None]:
         async with asyncio.timeout(self._timeout):
             return await self._inner.seen(tenant_id, ids)
 
@@ -32,7 +32,7 @@ class BoundedDeduper(Deduper):
 
     async def exchange(
         self, tenant_id: int, mark_ids: Sequence[str], seen_ids: Sequence[str]
-    ) -> list[bool]:
+    ) -> list[bool | None]:
         async with asyncio.timeout(self._timeout):
             return await self._inner.exchange(tenant_id, mark_ids, seen_ids)
 

@@ -23,9 +23,9 @@ class _Queue:
     """What waits for the next store call of one tenant."""
 
     marks: list[str] = field(default_factory=list)
-    marked: list[asyncio.Future[list[bool]]] = field(default_factory=list)
+    marked: list[asyncio.Future[list[bool | None]]] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
-    checked: list[tuple[int, asyncio.Future[list[bool]]]] = field(default_factory=list)
+    checked: list[tuple[int, asyncio.Future[list[bool | None]]]] = field(default_factory=list)
     drainer: asyncio.Task[None] | None = None
 
     def __bool__(self) -> bool:
@@ -40,7 +40,7 @@ class CoalescingDeduper(Deduper):
         self._inner = inner
         self._queues: dict[int, _Queue] = {}
 
-    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool]:
+    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool | None]:
         queue, future = self._join(tenant_id)
         queue.checks.extend(ids)
         queue.checked.append((len(ids), future))
@@ -52,7 +52,7 @@ class CoalescingDeduper(Deduper):
         queue.marked.append(future)
         await future
 
-    def _join(self, tenant_id: int) -> tuple[_Queue, asyncio.Future[list[bool]]]:
+    def _join(self, tenant_id: int) -> tuple[_Queue, asyncio.Future[list[bool | None]]]:
         loop = asyncio.get_running_loop()
         queue = self._queues.get(tenant_id)
         if queue is None:  # nothing in flight for this tenant: start draining
@@ -81,7 +81,7 @@ class CoalescingDeduper(Deduper):
         await self._inner.close()
 
 
-def _answer(batch: _Queue, flags: list[bool]) -> None:
+def _answer(batch: _Queue, flags: list[bool | None]) -> None:
     for future in batch.marked:
         if not future.done():
             future.set_result([])

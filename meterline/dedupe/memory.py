@@ -17,7 +17,7 @@ class MemoryDeduper(Deduper):
         self._expiry: dict[tuple[int, str], int] = {}
         self._purge_at = 1024
 
-    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool]:
+    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool | None]:
         now = self._clock.now_ms()
         return [self._expiry.get((tenant_id, i), 0) > now for i in ids]
 

@@ -42,8 +42,9 @@ BUCKETS = 9
 
 # KEYS[1]: the tenant's key prefix. ARGV: the number of ids to mark, those ids joined by "\n",
 # the bucket width (ms), the number of buckets to check, the number of ids to check, those ids
-# joined by "\n". Marks, then returns one '0'/'1' flag per checked id. unpack() takes at most
-# a few thousand values, hence the chunks.
+# joined by "\n". Marks, then returns one flag per checked id: '1' seen, '0' not seen, '2' not
+# seen by a store that may have lost it (its `intact` key: see `RedisDeduper`). unpack() takes
+# at most a few thousand values, hence the chunks.
 _EXCHANGE = """
 local head = KEYS[1]
 local function split(count, packed)
@@ -60,7 +61,18 @@ local function chunked(ids, fn)
 end
 local width, count = tonumber(ARGV[3]), tonumber(ARGV[4])
 local time = redis.call('TIME')
-local now = math.floor((time[1] * 1000 + math.floor(time[2] / 1000)) / width)
+local now_ms = time[1] * 1000 + math.floor(time[2] / 1000)
+local now = math.floor(now_ms / width)
+local intact = redis.call('GET', head .. 'intact')
+if not intact then
+  intact = string.format('%d', now_ms)
+  redis.call('SET', head .. 'intact', intact)
+end
+if intact ~= 'all' and now_ms - tonumber(intact) >= width * (count - 1) then
+  intact = 'all'
+  redis.call('SET', head .. 'intact', intact)
+end
+local miss = intact == 'all' and '0' or '2'
 local marks = split(ARGV[1], ARGV[2])
 if #marks > 0 then
   local key = head .. now
@@ -81,13 +93,28 @@ for bucket = now - count + 1, now do
   end
 end
 local out = {}
-for i = 1, #checks do out[i] = seen[i] and '1' or '0' end
+for i = 1, #checks do out[i] = seen[i] and '1' or miss end
 return table.concat(out)
+"""
+
+# KEYS[1]: the tenant's `intact` key. ARGV[1]: the value read before a restore began.
+_DECLARE_INTACT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], 'all')
+return 1
 """
 
 
 class RedisDeduper(Deduper):
     """`client` comes from `meterline.redis.connect_async`.
+
+    Loss: Redis may be flushed or restarted empty, and ids marked before are then forgotten.
+    Each tenant has an `intact` key, `<prefix>:ddb:{<tenant>}:intact`: `all` when the store holds
+    every id marked within the window, else the Redis time (ms) from which it remembers. A call
+    that finds it missing (a loss, or a tenant's first call) writes that time; once a window
+    has passed since, or once `declare_intact` confirms a restore, it is `all` again. Until
+    then a check answers `None` rather than False for an id it does not hold: callers for
+    whom a forgotten id matters ask the durable record (`meterline.dedupe.durable`).
 
     Ids must not contain a newline (ingest's never hold control characters); a call with one
     raises ValueError, which callers treat like any store failure (every id unseen).
@@ -98,12 +125,13 @@ class RedisDeduper(Deduper):
         self._client = client
         self._prefix = prefix
         self._exchange: Any = client.register_script(_EXCHANGE)
+        self._declare: Any = client.register_script(_DECLARE_INTACT)
         self._width_ms = max(1, math.ceil(window_s * 1000 / (BUCKETS - 1)))
 
     def _head(self, tenant_id: int) -> bytes:
         return f"{self._prefix}:ddb:{{{tenant_id}}}:".encode()
 
-    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool]:
+    async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool | None]:
         return await self.exchange(tenant_id, (), ids) if ids else []
 
     async def mark(self, tenant_id: int, ids: Sequence[str]) -> None:
@@ -112,7 +140,7 @@ class RedisDeduper(Deduper):
 
     async def exchange(
         self, tenant_id: int, mark_ids: Sequence[str], seen_ids: Sequence[str]
-    ) -> list[bool]:
+    ) -> list[bool | None]:
         marks, checks = _packed(mark_ids), _packed(seen_ids)
         args = [len(mark_ids), marks, self._width_ms, BUCKETS, len(seen_ids), checks]
         flags = await self._exchange(keys=[self._head(tenant_id)], args=args)
@@ -120,7 +148,20 @@ class RedisDeduper(Deduper):
             flags = flags.encode()
         if not isinstance(flags, bytes) or len(flags) != len(seen_ids):
             raise redis.ResponseError(f"unexpected answer to the dedupe script: {flags!r:.80}")
-        return [flag == 49 for flag in flags]  # b"1"
+        return [_FLAGS[flag] for flag in flags]
+
+    async def intact_since(self, tenant_id: int) -> str | None:
+        """`None` when the store holds every id of the tenant marked within the window, else
+        the value to give `declare_intact` once the ids it may have lost are marked again."""
+        raw = await self._client.get(self._head(tenant_id) + b"intact")
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        return None if text == "all" else (text or "")
+
+    async def declare_intact(self, tenant_id: int, since: str) -> bool:
+        """Record that the ids lost before `since` (from `intact_since`) are marked again;
+        False (nothing written) when the store was emptied again meanwhile."""
+        key = self._head(tenant_id) + b"intact"
+        return bool(await self._declare(keys=[key], args=[since]))
 
     async def ping(self) -> bool:
         try:
@@ -130,6 +171,9 @@ class RedisDeduper(Deduper):
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+_FLAGS: dict[int, bool | None] = {49: True, 48: False, 50: None}  # b"1", b"0", b"2"
 
 
 def _packed(ids: Sequence[str]) -> bytes:

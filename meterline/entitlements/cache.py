@@ -2,8 +2,9 @@
 
 `CustomerCache` keeps values per (tenant, customer) with a TTL; `invalidate(tenant, customer)`
 drops one customer's entries, `invalidate(tenant)` a whole tenant's (a catalog change). This
-process invalidates on every change it makes (webhook, admin call, consume); the TTL bounds how
-long a change made by another process can go unseen.
+process invalidates on every change it makes (webhook, admin call, consume) and tells the other
+replicas (`invalidation.py`); the TTL bounds how long a change goes unseen when that fails, and
+`cap_ttl` shortens it while a replica cannot hear the others.
 
 Two uses in the service: plan data (catalog, subscription, grants; TTL ~30 s) and decisions of
 plain checks (TTL ~1 s, so a hot check costs no Redis round trip; a consume invalidates its
@@ -48,6 +49,7 @@ class CustomerCache(Generic[V]):
         self._data: dict[int, dict[str, dict[Hashable, tuple[float, V]]]] = {}
         self._lock = threading.Lock()
         self._generation = 0
+        self._cap: float | None = None
 
     @property
     def generation(self) -> int:
@@ -74,9 +76,10 @@ class CustomerCache(Generic[V]):
     ) -> None:
         """Keep `value` unless something was invalidated since `generation` was read (the
         value may predate that change)."""
-        if self._ttl <= 0:
+        ttl = self._ttl if self._cap is None else min(self._ttl, self._cap)
+        if ttl <= 0:
             return
-        expires = self._clock() + self._ttl * (1 - self._jitter * self._rng())
+        expires = self._clock() + ttl * (1 - self._jitter * self._rng())
         with self._lock:
             if generation != self._generation:
                 return
@@ -104,6 +107,11 @@ class CustomerCache(Generic[V]):
                 self._data.pop(tenant_id, None)
             else:
                 self._data.get(tenant_id, {}).pop(customer, None)
+
+    def cap_ttl(self, seconds: float | None) -> None:
+        """Keep new entries at most `seconds` (None: the TTL again); entries already held
+        keep their expiry (clear them too when they must go)."""
+        self._cap = seconds
 
     def clear(self) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from meterline.catalog import (
     BooleanEntitlement,
@@ -39,6 +40,7 @@ from meterline.entitlements.model import (
     Subscription,
 )
 from meterline.entitlements.periods import Period, billing_period, calendar_period
+from meterline.values import exact_sum, to_decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,7 @@ class Terms:
     """What one feature gives the customer: `limit` None is unlimited; `meter` for metered."""
 
     kind: FeatureKind
-    limit: float | None = None
+    limit: Decimal | None = None
     reset: ResetPeriod = ResetPeriod.BILLING_PERIOD
     overage: Overage = Overage.BLOCK
     value: StaticValue | None = None
@@ -117,16 +119,16 @@ def _metered_terms(
     feature: Feature, entitlement: MeteredEntitlement | None, grants: list[Grant]
 ) -> Terms | None:
     overrides = [g for g in grants if g.kind == "override"]
-    credits = sum(g.amount or 0.0 for g in grants if g.kind != "override")
+    credits = exact_sum(g.amount or 0 for g in grants if g.kind != "override")
     if entitlement is None and not grants:
         return None
     base = entitlement or MeteredEntitlement(limit=0)
-    limit: float | None = None if base.limit is None else float(base.limit)
+    limit = None if base.limit is None else to_decimal(base.limit)
     if overrides:
         amounts = [g.amount for g in overrides]
-        limit = None if None in amounts else max(float(a or 0.0) for a in amounts)
+        limit = None if None in amounts else max(to_decimal(a or 0) for a in amounts)
     if limit is not None:
-        limit += credits
+        limit = exact_sum((limit, credits))
     return Terms(FeatureKind.METERED, limit, base.reset, base.overage, meter=feature.meter)
 
 
@@ -155,7 +157,7 @@ def evaluate(
     return Evaluation(feature, choice, terms, period, now)
 
 
-def decide(ev: Evaluation, used: float | None = None, amount: float | None = None) -> Decision:
+def decide(ev: Evaluation, used: Decimal | None = None, amount: Decimal | None = None) -> Decision:
     """The decision for `ev` given the period's `used` total and the `amount` asked for.
 
     Without an amount (a plain check), a metered feature has access while `used < limit`;
@@ -169,9 +171,9 @@ def decide(ev: Evaluation, used: float | None = None, amount: float | None = Non
         reason = Reason.PAYMENT_GRACE if choice.state is PaymentState.GRACE else Reason.INCLUDED
         kind = terms.kind.value
         return replace(base, has_access=True, reason=reason, kind=kind, value=terms.value)
-    used = used or 0.0
+    used = used or Decimal(0)
     fits = terms.limit is None or (
-        used + amount <= terms.limit if amount is not None else used < terms.limit
+        exact_sum((used, amount)) <= terms.limit if amount is not None else used < terms.limit
     )
     reason = _metered_reason(terms, choice, fits)
     return replace(

@@ -8,9 +8,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from meterline.entitlements.periods import Period, iso
+from meterline.values import from_micros, json_number, micros
 
 
 class Reason(enum.StrEnum):
@@ -127,7 +129,7 @@ class Grant:
     customer: str
     feature: str
     kind: str
-    amount: float | None
+    amount: Decimal | None
     effective_at: datetime
     expires_at: datetime | None = None
     note: str | None = None
@@ -144,7 +146,7 @@ class Grant:
             "customer": self.customer,
             "feature": self.feature,
             "kind": self.kind,
-            "amount": self.amount,
+            "amount": json_number(self.amount),
             "effective_at": iso(self.effective_at),
             "expires_at": _iso(self.expires_at),
             "note": self.note,
@@ -162,8 +164,8 @@ class Decision:
     plan: str | None
     as_of: datetime
     kind: str = "metered"
-    limit: float | None = None
-    used: float | None = None
+    limit: Decimal | None = None
+    used: Decimal | None = None
     overage: str | None = None
     period: Period | None = None
     value: Any = None
@@ -173,10 +175,10 @@ class Decision:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def remaining(self) -> float | None:
+    def remaining(self) -> Decimal | None:
         if self.limit is None or self.used is None:
             return None
-        return max(0.0, self.limit - self.used)
+        return max(Decimal(0), from_micros(micros(self.limit) - micros(self.used)))
 
     def as_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -205,7 +207,5 @@ def _iso(when: datetime | None) -> str | None:
     return None if when is None else iso(when)
 
 
-def _number(x: float | None) -> float | int | None:
-    if x is None:
-        return None
-    return int(x) if float(x).is_integer() else x
+def _number(x: Decimal | None) -> Any:
+    return json_number(x)

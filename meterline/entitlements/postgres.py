@@ -4,14 +4,15 @@ the ingested ids as the ledger and ingest's dedupe store hold them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from meterline.dedupe import Deduper
+from meterline.dedupe import Deduper, HeldIds
 from meterline.entitlements.ids import IngestedIds, LoopThread
 from meterline.entitlements.model import Customer, Grant, Subscription
 from meterline.entitlements.repository import (
@@ -28,11 +29,20 @@ from meterline.entitlements.repository import (
 from meterline.errors import Conflict, NotFound
 from meterline.notify.announce import subscription_changed
 from meterline.notify.outbox import publish
+from meterline.values import dumps, exact, loads
 
 log = logging.getLogger(__name__)
 
 _CUSTOMER_COLUMNS = "tenant_id, id, stripe_customer_id, name, email"
 _IN_LEDGER = "SELECT 1 FROM usage_event_ids WHERE tenant_id = %s AND event_id = %s"
+_GRANTED = """
+SELECT event_id FROM entitlement_answers
+WHERE tenant_id = %s AND event_id = ANY(%s) AND status = 200
+"""
+_GRANTED_WITHIN = """
+SELECT event_id FROM entitlement_answers
+WHERE tenant_id = %s AND status = 200 AND created_at >= now() - make_interval(secs => %s)
+"""
 
 
 class PostgresCustomerRepository(CustomerRepository):
@@ -173,9 +183,26 @@ def _announce(
 
 
 _GRANT_COLUMNS = (
-    "id, tenant_id, customer, feature, kind, amount::float8, effective_at, expires_at, note, "
-    "voided_at"
+    "id, tenant_id, customer, feature, kind, amount, effective_at, expires_at, note, voided_at"
 )
+
+
+def insert_grant(conn: psycopg.Connection[Any], tenant_id: int, grant: NewGrant) -> Grant:
+    """Insert one checked grant on `conn` (inside the caller's transaction, if any)."""
+    check_grant(grant)
+    g = grant
+    extra = (g.expires_at, g.note)
+    try:
+        row = conn.execute(
+            "INSERT INTO grants (tenant_id, customer, feature, kind, amount, effective_at, "
+            "expires_at, note) VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s) "
+            f"RETURNING {_GRANT_COLUMNS}",
+            (tenant_id, g.customer, g.feature, g.kind, exact(g.amount), g.effective_at, *extra),
+        ).fetchone()
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFound(f"no customer {g.customer!r}") from None
+    assert row is not None
+    return Grant(*row)
 
 
 class PostgresGrantRepository(GrantRepository):
@@ -183,21 +210,8 @@ class PostgresGrantRepository(GrantRepository):
         self._pool = pool
 
     def add(self, tenant_id: int, grant: NewGrant) -> Grant:
-        check_grant(grant)
-        g = grant
-        extra = (g.expires_at, g.note)
         with self._pool.connection() as conn:
-            try:
-                row = conn.execute(
-                    "INSERT INTO grants (tenant_id, customer, feature, kind, amount, effective_at, "
-                    "expires_at, note) VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s) "
-                    f"RETURNING {_GRANT_COLUMNS}",
-                    (tenant_id, g.customer, g.feature, g.kind, g.amount, g.effective_at, *extra),
-                ).fetchone()
-            except psycopg.errors.ForeignKeyViolation:
-                raise NotFound(f"no customer {g.customer!r}") from None
-        assert row is not None
-        return Grant(*row)
+            return insert_grant(conn, tenant_id, grant)
 
     def list(self, tenant_id: int, customer: str, include_voided: bool = False) -> list[Grant]:
         with self._pool.connection() as conn:
@@ -225,7 +239,7 @@ INSERT INTO entitlement_answers (tenant_id, event_id, customer, meter, amount, e
 VALUES (%s, %s, %s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING 1
 """
 _READ = """
-SELECT status, body, published, customer, meter, amount, event_ms,
+SELECT status, body::text, published, customer, meter, amount, event_ms,
        claimed_at < now() - make_interval(secs => %s)
 FROM entitlement_answers WHERE tenant_id = %s AND event_id = %s
 """
@@ -259,11 +273,11 @@ class PostgresAnswerStore(AnswerStore):
     def get(self, tenant_id: int, event_id: str) -> Answer | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT status, body, published FROM entitlement_answers "
+                "SELECT status, body::text, published FROM entitlement_answers "
                 "WHERE tenant_id = %s AND event_id = %s AND status IS NOT NULL",
                 (tenant_id, event_id),
             ).fetchone()
-        return None if row is None else Answer(int(row[0]), dict(row[1]), bool(row[2]))
+        return None if row is None else Answer(int(row[0]), loads(row[1]), bool(row[2]))
 
     def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
         e = event
@@ -276,7 +290,7 @@ class PostgresAnswerStore(AnswerStore):
             status, body, published, customer, meter, amount, event_ms, lapsed = row
             stored = event if event_ms is None else ConsumeEvent(customer, meter, amount, event_ms)
             if status is not None:
-                return Claim(stored, Answer(int(status), dict(body), bool(published)), False)
+                return Claim(stored, Answer(int(status), loads(body), bool(published)), False)
             taken = lapsed and conn.execute(_TAKE_OVER, (tenant_id, event_id, lease_s)).fetchone()
             return Claim(stored, None, owner=bool(taken))
 
@@ -291,7 +305,7 @@ class PostgresAnswerStore(AnswerStore):
     def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
         a = answer
         with self._pool.connection() as conn:
-            args = (a.status, Jsonb(a.body), a.published, tenant_id, event_id)
+            args = (a.status, Jsonb(a.body, dumps=_dumps), a.published, tenant_id, event_id)
             if conn.execute(_DECIDE, args).fetchone() is not None:
                 return answer
         stored = self.get(tenant_id, event_id)
@@ -308,10 +322,10 @@ class PostgresAnswerStore(AnswerStore):
 
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> dict[str, float]:
+    ) -> dict[str, Decimal]:
         args = (tenant_id, customer, meter, start_ms, end_ms)
         with self._pool.connection() as conn:
-            return {str(e): float(a) for e, a in conn.execute(_PENDING, args)}
+            return {str(e): Decimal(a) for e, a in conn.execute(_PENDING, args)}
 
 
 class LedgerIngestedIds(IngestedIds):
@@ -334,7 +348,7 @@ class LedgerIngestedIds(IngestedIds):
             if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
                 return True
         try:
-            return seen.result(self._timeout)[0]
+            return bool(seen.result(self._timeout)[0])
         except Exception:
             log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
             return False
@@ -350,3 +364,24 @@ class LedgerIngestedIds(IngestedIds):
                 log.warning("dedupe store did not take a consume's id", exc_info=True)
 
         return wait
+
+
+class GrantedIds(HeldIds):
+    """The ids consume granted (`entitlement_answers`): ingest's durable record of the ids it
+    must answer as duplicates when its dedupe store may have lost their marks."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    def held(self, tenant_id: int, ids: Sequence[str]) -> set[str]:
+        with self._pool.connection() as conn:
+            return {str(r[0]) for r in conn.execute(_GRANTED, (tenant_id, list(ids)))}
+
+    def within(self, tenant_id: int, seconds: float) -> list[str]:
+        with self._pool.connection() as conn:
+            return [str(r[0]) for r in conn.execute(_GRANTED_WITHIN, (tenant_id, seconds))]
+
+
+def _dumps(doc: object) -> str:
+    """An answer's JSON with its quantities exact (`meterline.values`)."""
+    return dumps(doc).decode()

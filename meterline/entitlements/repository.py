@@ -12,10 +12,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from meterline.entitlements.model import GRANT_KINDS, Customer, Grant, Subscription
 from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
+from meterline.values import exact, value_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,7 @@ class NewGrant:
     customer: str
     feature: str
     kind: str
-    amount: float | None = None
+    amount: Decimal | float | None = None
     effective_at: datetime | None = None
     expires_at: datetime | None = None
     note: str | None = None
@@ -38,8 +40,8 @@ def check_grant(g: NewGrant) -> None:
         errors.append(FieldError("kind", f"must be one of {', '.join(GRANT_KINDS)}"))
     if g.amount is None and g.kind != "override":
         errors.append(FieldError("amount", "required for credits and top-ups"))
-    if g.amount is not None and not 0 <= g.amount <= 1e15:
-        errors.append(FieldError("amount", "must be between 0 and 1e15"))
+    if g.amount is not None and (problem := value_problem(g.amount)) is not None:
+        errors.append(FieldError("amount", problem))
     if g.expires_at and g.effective_at and g.expires_at <= g.effective_at:
         errors.append(FieldError("expires_at", "must be after effective_at"))
     if errors:
@@ -113,7 +115,7 @@ class ConsumeEvent:
 
     customer: str
     meter: str
-    amount: float
+    amount: Decimal
     event_ms: int
 
 
@@ -173,7 +175,7 @@ class AnswerStore(abc.ABC):
     @abc.abstractmethod
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> dict[str, float]:
+    ) -> dict[str, Decimal]:
         """The granted amount per event id of the customer's meter, for events timed in
         [start, end) that the ledger does not hold yet (read while the view is not ready). The
         memory store has no ledger: it returns every grant."""
@@ -243,7 +245,7 @@ class MemoryGrantRepository(GrantRepository):
                 grant.customer,
                 grant.feature,
                 grant.kind,
-                grant.amount,
+                exact(grant.amount),
                 grant.effective_at or datetime.now(UTC),
                 grant.expires_at,
                 grant.note,
@@ -313,7 +315,7 @@ class MemoryAnswerStore(AnswerStore):
 
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> dict[str, float]:
+    ) -> dict[str, Decimal]:
         return {
             event_id: row.event.amount
             for (t, event_id), row in list(self._rows.items())

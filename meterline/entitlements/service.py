@@ -16,6 +16,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from meterline.catalog import Aggregation, Catalog, CatalogRepository, FeatureKind
@@ -23,6 +24,7 @@ from meterline.clock import Clock, SystemClock, from_ms, to_ms
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.decide import Evaluation, decide, evaluate
 from meterline.entitlements.ids import IngestedIds, MemoryIngestedIds
+from meterline.entitlements.invalidation import Change, ChangeFeed, LocalFeed
 from meterline.entitlements.model import Decision, Grant, Reason, Subscription
 from meterline.entitlements.periods import Period
 from meterline.entitlements.repository import (
@@ -36,6 +38,7 @@ from meterline.entitlements.repository import (
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
 from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
+from meterline.values import exact_sum, to_decimal, value_problem
 from meterline.view import Reservation, SyncedView, ViewNotReady, attributed_ms
 
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
@@ -82,6 +85,7 @@ class EntitlementService:
         clock: Clock | None = None,
         options: ServiceOptions | None = None,
         ingested: IngestedIds | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self._catalogs = catalogs
         self._subs = subscriptions
@@ -97,11 +101,30 @@ class EntitlementService:
         self._decisions: CustomerCache[Decision] = CustomerCache(
             self.options.decision_ttl, jitter=JITTER
         )
+        self._changes = changes or LocalFeed()
 
     def invalidate(self, tenant_id: int, customer: str | None = None) -> None:
-        """Forget cached plan data and decisions of one customer (or of the whole tenant)."""
-        self._plans.invalidate(tenant_id, customer)
-        self._decisions.invalidate(tenant_id, customer)
+        """Forget cached plan data and decisions of one customer (or of the whole tenant),
+        here and in every other replica. Call it once the change is durable."""
+        self._changed(Change(tenant_id, customer))
+
+    def _changed(self, change: Change) -> None:
+        self.forget(change)
+        self._changes.publish(change)
+
+    def forget(self, change: Change) -> None:
+        """Drop what `change` makes stale from this replica's caches (what another told)."""
+        if change.plans:
+            self._plans.invalidate(change.tenant_id, change.customer)
+        self._decisions.invalidate(change.tenant_id, change.customer)
+
+    def clear(self) -> None:
+        self._plans.clear()
+        self._decisions.clear()
+
+    def cap_ttl(self, seconds: float | None) -> None:
+        self._plans.cap_ttl(seconds)
+        self._decisions.cap_ttl(seconds)
 
     def catalog(self, tenant_id: int) -> Catalog:
         """The tenant's current catalog; NotFound before its first `catalog apply`."""
@@ -129,11 +152,13 @@ class EntitlementService:
         return data if data.catalog is catalog else load()
 
     def check(
-        self, tenant_id: int, customer: str, feature: str, amount: float | None = None
+        self, tenant_id: int, customer: str, feature: str, amount: Decimal | float | None = None
     ) -> Decision:
         """The decision for one feature now (NotFound for a feature not in the catalog)."""
         if amount is not None:
-            return self._decide(tenant_id, customer, feature, amount)
+            if (problem := value_problem(amount)) is not None:
+                raise ValidationFailed([FieldError("amount", problem)])
+            return self._decide(tenant_id, customer, feature, to_decimal(amount))
         return self._decisions.get_or_load(
             tenant_id, customer, feature, lambda: self._decide(tenant_id, customer, feature, None)
         )
@@ -171,7 +196,7 @@ class EntitlementService:
         return evaluate(data.catalog, found, data.subscription, data.grants, now)
 
     def _decide(
-        self, tenant_id: int, customer: str, feature: str, amount: float | None
+        self, tenant_id: int, customer: str, feature: str, amount: Decimal | None
     ) -> Decision:
         ev = self._evaluate(tenant_id, customer, feature)
         if ev.terms is None or ev.period is None or ev.terms.meter is None:
@@ -180,7 +205,7 @@ class EntitlementService:
         assert meter is not None
         return decide(ev, self._current(tenant_id, customer, meter, ev.period), amount)
 
-    def _current(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
+    def _current(self, tenant_id: int, customer: str, meter: str, period: Period) -> Decimal:
         """Counted usage plus pending reservations of the period.
 
         For additive meters one `reserve` probe answers both: with amount 0 and limit -1 it can
@@ -199,32 +224,39 @@ class EntitlementService:
             return self._probe(tenant_id, customer, meter, start, end, counted).used
 
     def _probe(
-        self, tenant_id: int, customer: str, meter: str, start: int, end: int, counted: float | None
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        start: int,
+        end: int,
+        counted: Decimal | None,
     ) -> Reservation:
         """A `reserve` that can never grant (amount 0, limit -1): it records nothing and
         answers usage + pending, atomically with the view's readiness."""
         return self._view.reserve(
-            tenant_id, customer, meter, _PROBE, 0.0, -1.0, start, end, start, counted
+            tenant_id, customer, meter, _PROBE, Decimal(0), Decimal(-1), start, end, start, counted
         )
 
     def _counted_elsewhere(
         self, tenant_id: int, customer: str, meter: str, period: Period
-    ) -> float:
+    ) -> Decimal:
         """What a view that is not ready may lack: the pending grants Postgres records that it
         does not hold (`_unrestored`), then the rollups of the period. Read in that order, an
         event counted between the two reads is counted twice, never zero times."""
         lost = self._unrestored(tenant_id, customer, meter, period)
         aggregation = self._aggregation(tenant_id, meter)
-        return lost + self._usage.settled(tenant_id, customer, meter, aggregation, period)
+        settled = self._usage.settled(tenant_id, customer, meter, aggregation, period)
+        return exact_sum((lost, settled))
 
-    def _unrestored(self, tenant_id: int, customer: str, meter: str, period: Period) -> float:
+    def _unrestored(self, tenant_id: int, customer: str, meter: str, period: Period) -> Decimal:
         """The pending grants Postgres records that the view does not hold (a flush lost them
         and no rebuild restored them yet). The view's ids are read first: a grant made between
         the two reads is then counted twice (never zero times) by the caller's `reserve`."""
         held = self._view.held_ids(tenant_id, customer, meter)
         start, end = to_ms(period.start), to_ms(period.end)
         grants = self._answers.pending(tenant_id, customer, meter, start, end)
-        return sum(amount for event_id, amount in grants.items() if event_id not in held)
+        return exact_sum(amount for event_id, amount in grants.items() if event_id not in held)
 
     def consume(
         self, tenant_id: int, customer: str, feature: str, amount: object, event_id: object
@@ -288,7 +320,7 @@ class EntitlementService:
             raise ValidationFailed([FieldError("amount", "must be 1: a count meter counts events")])
         period = self._evaluate(tenant_id, checked.customer, feature, from_ms(now)).period
         at = now if period is None else attributed_ms(now, to_ms(period.start), to_ms(period.end))
-        return ConsumeEvent(checked.customer, meter, checked.value, at)
+        return ConsumeEvent(checked.customer, meter, to_decimal(checked.value), at)
 
     def _claim(self, tenant_id: int, event_id: str, first: ConsumeEvent) -> Claim:
         """Claim `event_id`, or wait (polling) for the answer of the consume that holds it."""
@@ -325,7 +357,7 @@ class EntitlementService:
         if ev.terms is None or ev.period is None:
             return self._store(tenant_id, event_id, decide(ev), granted=False)
         decision = self._reserve(tenant_id, ev, event, event_id)
-        self._decisions.invalidate(tenant_id, event.customer)
+        self._changed(Change(tenant_id, event.customer, plans=False))
         answer = self._store(tenant_id, event_id, decision, granted=decision.has_access)
         if decision.has_access and answer.status != 200:
             self._view.release(tenant_id, event.customer, event.meter, event_id)
@@ -350,7 +382,7 @@ class EntitlementService:
         decision = decide(ev, held.used, amount)
         if not held.granted:
             return replace(decision, has_access=False, reason=Reason.LIMIT_EXCEEDED)
-        return replace(decision, used=held.used + amount)
+        return replace(decision, used=exact_sum((held.used, amount)))
 
     def _store(self, tenant_id: int, event_id: str, decision: Decision, granted: bool) -> Answer:
         """Store the answer (first wins); a granted one is stored before its publish."""
@@ -365,7 +397,8 @@ class EntitlementService:
         even if this publish fails (its retry publishes it)."""
         e, now, props = event, self._clock.now_ms(), {RESERVATION_PROPERTY: True}
         ts = e.event_ms
-        usage = UsageEvent(tenant_id, event_id, e.customer, e.meter, e.amount, ts, now, props)
+        value = float(e.amount)  # exact: the amount passed the value rule
+        usage = UsageEvent(tenant_id, event_id, e.customer, e.meter, value, ts, now, props)
         marked = self._ingested.mark(tenant_id, event_id)
         try:
             self._publisher.publish([usage], self.options.publish_timeout)

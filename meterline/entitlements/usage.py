@@ -13,6 +13,7 @@ import abc
 import threading
 import time
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from meterline.catalog import Aggregation
@@ -43,19 +44,19 @@ class SeriesQuery(Protocol):
         aggregation: Aggregation,
         start_ms: int,
         end_ms: int,
-    ) -> float: ...
+    ) -> Decimal: ...
 
 
 class UsageReader(abc.ABC):
     @abc.abstractmethod
     def used(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
-    ) -> float:
+    ) -> Decimal:
         """The meter's value over the minutes of `period`, reservations not included."""
 
     def settled(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
-    ) -> float:
+    ) -> Decimal:
         """`used` as the system of record holds it, read now: never from the view nor from a
         cache. What a decision reads once the view itself said it is not ready (a cached
         readiness, or a value cached a moment ago, could miss usage the flush took)."""
@@ -74,7 +75,7 @@ class ViewUsage(UsageReader):
 
     def used(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
-    ) -> float:
+    ) -> Decimal:
         start, end = to_ms(period.start), to_ms(period.end)
         return self._view.usage(tenant_id, customer, meter, aggregation, start, end)
 
@@ -88,7 +89,7 @@ class RollupUsage(UsageReader):
 
     def used(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
-    ) -> float:
+    ) -> Decimal:
         start, end = to_ms(period.start), to_ms(period.end)
         return self._query.period_value(tenant_id, customer, meter, aggregation, start, end)
 
@@ -107,7 +108,7 @@ class FallbackUsage(UsageReader):
         self._fallback = fallback
         self._ttl = ready_ttl
         self._checked = (0.0, False)
-        self._fallen: dict[tuple[object, ...], tuple[float, float]] = {}
+        self._fallen: dict[tuple[object, ...], tuple[float, Decimal]] = {}
         self._lock = threading.Lock()
 
     def view_ready(self) -> bool:
@@ -125,7 +126,7 @@ class FallbackUsage(UsageReader):
 
     def used(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
-    ) -> float:
+    ) -> Decimal:
         if self.view_ready():
             return self._primary.used(tenant_id, customer, meter, aggregation, period)
         key = (tenant_id, customer, meter, period.start, period.end)
@@ -141,5 +142,5 @@ class FallbackUsage(UsageReader):
 
     def settled(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, period: Period
-    ) -> float:
+    ) -> Decimal:
         return self._fallback.used(tenant_id, customer, meter, aggregation, period)

@@ -79,3 +79,19 @@ def log_bounds(
         raise Unavailable(f"cannot read the bounds of {topic}[{partition}]: {exc}") from None
     finally:
         consumer.close()
+
+
+def group_offsets(
+    bootstrap: str, group: str, topic: str, partitions: list[int], timeout: float = 10.0
+) -> dict[int, int | None]:
+    """The next offsets `group` has committed to Kafka for each partition (None: none yet),
+    as lag monitors see them. Raises Unavailable."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        found = consumer.committed(tps, timeout=timeout)
+    except KafkaException as exc:
+        raise Unavailable(f"cannot read the offsets of group {group}: {exc}") from None
+    finally:
+        consumer.close()
+    return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found}

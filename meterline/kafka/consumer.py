@@ -12,7 +12,9 @@
 - `pause(partition)` stops fetching a partition until `resume(partition, offset)`; a partition
   paused while it is being assigned (from the positions callback) is paused as soon as it is.
 
-Both callbacks run inside `poll()`, on the caller's thread. Offsets are never committed to Kafka.
+Both callbacks run inside `poll()`, on the caller's thread. Kafka's committed offsets are never
+read: `show_positions` commits offsets to the group for others to see (lag monitors and
+autoscalers), not to resume from.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class PositionedConsumer:
         self._revoked = revoked
         self._assigned: set[int] = set()
         self._paused: set[int] = set()
-        self._consumer = Consumer(consumer_config(bootstrap, group, **overrides))
+        config = consumer_config(bootstrap, group, on_commit=_commit_failed, **overrides)
+        self._consumer = Consumer(config)
         self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     @property
@@ -152,12 +155,28 @@ class PositionedConsumer:
         finally:
             probe.close()
 
+    def show_positions(self, offsets: dict[int, int]) -> None:
+        """Commit these next offsets to the consumer group without waiting for the broker
+        (lag monitors read them; this consumer never does). A failed commit is logged and
+        otherwise ignored: the next one replaces it."""
+        tps = [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("could not commit offsets to the group", extra={"error": str(exc)})
+
     def close(self) -> None:
         """Leave the group (the partitions are reassigned at once) and free the client."""
         self._consumer.close()
 
 
 _PROBE = {"auto.offset.reset": "error", "enable.partition.eof": False}
+
+
+def _commit_failed(err: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+    """confluent-kafka's report of an asynchronous commit (served inside `poll()`)."""
+    if err is not None and err.code() != KafkaError._NO_OFFSET:
+        log.warning("committing offsets to the group failed", extra={"error": str(err)})
 
 
 def _target(offset: int | None) -> int:

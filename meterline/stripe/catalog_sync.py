@@ -16,7 +16,7 @@ sync twice (or after a crash half-way) never makes duplicates:
 Aggregation -> meter formula: sum -> sum, count -> sum (counts are pushed as values),
 max -> last, latest -> last. Meters dropped from the catalog are left alone (data is never
 deleted). The Stripe ids are stored in `stripe_objects` (kind meter | product | price |
-metered_price; key = meter key, plan key, or plan/meter).
+metered_price; key = meter key, plan key, or plan/meter). Credit packs: see `pack_sync`.
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ from meterline.catalog import (
     Catalog,
     CatalogDiff,
     CatalogRepository,
+    CreditPack,
     Meter,
     MeteredPrice,
     Plan,
     Tier,
 )
 from meterline.catalog.model import decimal_to_json
+from meterline.stripe.pack_sync import PackSync
 
 FORMULA = {
     Aggregation.SUM: "sum",
@@ -138,7 +140,18 @@ class CatalogSync:
                 self._base_price(tenant_id, plan, product, report)
             for meter_key in plan.metered_prices:
                 self._metered_price(tenant_id, plan, meter_key, product, meters[meter_key], report)
+        for pack in catalog.credit_packs:
+            self._pack(tenant_id, pack, report)
         return report
+
+    def _pack(self, tenant_id: int, pack: CreditPack, report: SyncReport) -> None:
+        packs = PackSync(self._client)
+        product, verb = packs.product(tenant_id, pack)
+        report.note(verb, f"product pack {pack.key}", product)
+        price, verb = packs.price(tenant_id, pack, product)
+        report.note(verb, f"price pack {pack.key}", price)
+        self._objects.put(tenant_id, StripeObject("pack_product", pack.key, product))
+        self._objects.put(tenant_id, StripeObject("pack_price", pack.key, price))
 
     def _meter(self, tenant_id: int, meter: Meter, report: SyncReport) -> str:
         name = meter_event_name(tenant_id, meter.key)

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
 
-SCOPES = ("ingest", "read", "admin")
+SCOPES = ("ingest", "read", "admin", "billing")
 _TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 

@@ -6,6 +6,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from meterline.catalog.model import Aggregation
 from meterline.clock import to_ms
@@ -16,9 +17,10 @@ from meterline.usage.model import (
     aligned_range,
     dense,
 )
+from meterline.values import exact_sum
 from meterline.view.model import merge
 
-Bucket = tuple[float, int, int]  # (value, count, latest_ms)
+Bucket = tuple[Decimal, int, int]  # (value, count, latest_ms)
 
 
 class MemoryUsageQuery(UsageStore):
@@ -33,7 +35,7 @@ class MemoryUsageQuery(UsageStore):
         meter: str,
         aggregation: Aggregation,
         minute: datetime,
-        value: float,
+        value: Decimal,
         count: int,
         latest_ms: int,
     ) -> None:
@@ -67,15 +69,17 @@ class MemoryUsageQuery(UsageStore):
                     w = lo + ((minute - lo) // step) * step
                     per[(c, w)].append(b)
                     whole[c].append(b)
-        found: dict[datetime, tuple[float, int]] = {}
+        found: dict[datetime, tuple[Decimal, int]] = {}
         for (_, w), buckets in per.items():
             v, n = _fold(aggregation, buckets)
             old_v, old_n = found.get(w, (None, 0))
             found[w] = (_across(aggregation, old_v, v), old_n + n)
-        total: float | None = None
+        total: Decimal | None = None
         for buckets in whole.values():
             total = _across(aggregation, total, _fold(aggregation, buckets)[0])
-        return UsageSeries(customer, meter, window, dense(lo, hi, window, found), total or 0.0)
+        return UsageSeries(
+            customer, meter, window, dense(lo, hi, window, found), total or Decimal(0)
+        )
 
     def fold_ranges(
         self,
@@ -84,7 +88,7 @@ class MemoryUsageQuery(UsageStore):
         meter: str,
         aggregation: Aggregation,
         ranges: Sequence[tuple[int, int]],
-    ) -> tuple[float, int] | None:
+    ) -> tuple[Decimal, int] | None:
         with self._lock:
             buckets = [
                 b
@@ -97,16 +101,16 @@ class MemoryUsageQuery(UsageStore):
         return _fold(aggregation, buckets)[0], max(b[2] for b in buckets)
 
 
-def _fold(aggregation: Aggregation, buckets: list[Bucket]) -> tuple[float, int]:
+def _fold(aggregation: Aggregation, buckets: list[Bucket]) -> tuple[Decimal, int]:
     count = sum(b[1] for b in buckets)
     if aggregation is Aggregation.MAX:
         return max(b[0] for b in buckets), count
     if aggregation is Aggregation.LATEST:
         return max(buckets, key=lambda b: (b[2], b[0]))[0], count
-    return sum(b[0] for b in buckets), count
+    return exact_sum(b[0] for b in buckets), count
 
 
-def _across(aggregation: Aggregation, old: float | None, new: float) -> float:
+def _across(aggregation: Aggregation, old: Decimal | None, new: Decimal) -> Decimal:
     if old is None:
         return new
-    return max(old, new) if aggregation is Aggregation.MAX else old + new
+    return max(old, new) if aggregation is Aggregation.MAX else exact_sum((old, new))

@@ -19,10 +19,12 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from meterline.catalog.model import Aggregation
 from meterline.errors import FieldError, ValidationFailed
+from meterline.values import json_number
 from meterline.view.model import fold, minute_range
 
 Window = Literal["minute", "hour", "day"]
@@ -39,14 +41,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class UsagePoint:
     start: datetime
     end: datetime
-    value: float
+    value: Decimal
     count: int
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "start": iso(self.start),
             "end": iso(self.end),
-            "value": self.value,
+            "value": json_number(self.value),
             "count": self.count,
         }
 
@@ -57,7 +59,7 @@ class UsageSeries:
     meter: str
     window: str
     points: tuple[UsagePoint, ...]
-    total: float
+    total: Decimal
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,7 +67,7 @@ class UsageSeries:
             "meter": self.meter,
             "window": self.window,
             "series": [p.as_dict() for p in self.points],
-            "total": self.total,
+            "total": json_number(self.total),
         }
 
 
@@ -93,7 +95,7 @@ class UsageStore(abc.ABC):
         meter: str,
         aggregation: Aggregation,
         ranges: Sequence[tuple[int, int]],
-    ) -> tuple[float, int] | None:
+    ) -> tuple[Decimal, int] | None:
         """(value, latest_ms) of one customer's minute buckets inside any of the half-open
         [lo, hi) ranges (epoch ms), folded by `aggregation`; `None` when there is none."""
 
@@ -105,7 +107,7 @@ class UsageStore(abc.ABC):
         aggregation: Aggregation,
         start_ms: int,
         end_ms: int,
-    ) -> float:
+    ) -> Decimal:
         """The meter's value over the period [start, end) by the shared minute rule."""
         found = self.fold_ranges(
             tenant_id, customer, meter, aggregation, [minute_range(start_ms, end_ms)]
@@ -140,14 +142,14 @@ def aligned_range(start: datetime, end: datetime, window: str) -> tuple[datetime
 
 
 def dense(
-    lo: datetime, hi: datetime, window: str, found: dict[datetime, tuple[float, int]]
+    lo: datetime, hi: datetime, window: str, found: dict[datetime, tuple[Decimal, int]]
 ) -> tuple[UsagePoint, ...]:
     """Every window from lo to hi, zero where `found` has none."""
     step = WINDOWS[window]
     points = []
     cur = lo
     while cur < hi:
-        value, count = found.get(cur, (0.0, 0))
+        value, count = found.get(cur, (Decimal(0), 0))
         points.append(UsagePoint(cur, cur + step, value, count))
         cur += step
     return tuple(points)

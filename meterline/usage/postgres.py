@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
@@ -48,8 +49,8 @@ SELECT {fold} FROM per_customer
 
 # One customer's buckets inside any of the ranges (epoch ms), every fold at once.
 _RANGES = """
-SELECT SUM(value)::float8, MAX(value)::float8,
-       ((array_agg(value ORDER BY latest_ts DESC, value DESC))[1])::float8,
+SELECT SUM(value), MAX(value),
+       ((array_agg(value ORDER BY latest_ts DESC, value DESC))[1]),
        (extract(epoch FROM MAX(latest_ts)) * 1000)::bigint
 FROM usage_rollups_minute
 WHERE tenant_id = %(tenant)s AND customer = %(customer)s AND meter = %(meter)s AND ({ranges})
@@ -99,8 +100,8 @@ class UsageQuery(UsageStore):
             total_row = conn.execute(
                 sql.SQL(_TOTAL).format(customer=where, fold=fold), params
             ).fetchone()
-        found = {w: (float(v), int(c)) for w, v, c in rows}
-        total = float(total_row[0]) if total_row and total_row[0] is not None else 0.0
+        found = {w: (Decimal(v), int(c)) for w, v, c in rows}
+        total = Decimal(total_row[0]) if total_row and total_row[0] is not None else Decimal(0)
         return UsageSeries(customer, meter, window, dense(lo, hi, window, found), total)
 
     def fold_ranges(
@@ -110,7 +111,7 @@ class UsageQuery(UsageStore):
         meter: str,
         aggregation: Aggregation,
         ranges: Sequence[tuple[int, int]],
-    ) -> tuple[float, int] | None:
+    ) -> tuple[Decimal, int] | None:
         if not ranges:
             return None
         where = sql.SQL(" OR ").join(
@@ -122,4 +123,4 @@ class UsageQuery(UsageStore):
             row = conn.execute(sql.SQL(_RANGES).format(ranges=where), params).fetchone()
         if row is None or row[0] is None:
             return None
-        return float(row[_COLUMN[aggregation]]), int(row[3])
+        return Decimal(row[_COLUMN[aggregation]]), int(row[3])

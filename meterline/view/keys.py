@@ -10,10 +10,15 @@ tag, so one customer's keys share a Redis Cluster slot.
 - `<p>:v:{t/c}:<meter>:e`: the series' settled epoch, moved forward by every delta whose minute
   the view no longer answers itself (`Horizon`); readers that fold in an archived value from
   Postgres check it in the same script, so a late event never leaves them a stale number.
-- `<p>:r:{t/c}:<meter>`: hash of pending reservations, event id -> `amount|at_ms` (never expires;
-  `at_ms` is the attributed instant its event carries);
+- `<p>:r6:{t/c}:<meter>`: hash of pending reservations, event id -> `amount|at_ms` (never
+  expires; `amount` in millionths, `at_ms` the attributed instant its event carries);
   `...:c` a sorted set of counted reservation ids (score: when to forget them).
-- `<p>:meta:ready`, `<p>:meta:rebuild` (the rebuild flag), `<p>:meta:wm` (watermarks).
+- `<p>:meta:ready6`, `<p>:meta:rebuild` (the rebuild flag), `<p>:meta:wm` (watermarks).
+
+Every quantity is a whole number of millionths written as a digit string (`meterline.values`;
+the scripts add them exactly: `scripts`). The `6` in the ready marker and the reservations'
+prefix marks that format: a view written before it (binary floats) has no such marker, so it
+reads as empty and is rebuilt from Postgres, reservations included, in the new format.
 
 A rebuild must load every rollup from `Horizon.fields_ms` on (with the default 40 days of month
 grace, at most 70 days back; `rebuild.LOOKBACK_DAYS` is 75).
@@ -34,14 +39,18 @@ def _day(day_index: int) -> datetime:
     return datetime.fromtimestamp(day_index * 86_400, UTC)
 
 
+FORMAT = "6"
+"""The quantity format of the layout: millionths as digit strings (see the module docstring)."""
+
+
 class KeyLayout:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.ready = f"{prefix}:meta:ready"
+        self.ready = f"{prefix}:meta:ready{FORMAT}"
         self.rebuild = f"{prefix}:meta:rebuild"
         self.watermarks = f"{prefix}:meta:wm"
         self.view_pattern = f"{prefix}:v:*"
-        self.reservation_pattern = f"{prefix}:r:*"
+        self.reservation_pattern = f"{prefix}:r{FORMAT}:*"
 
     def series(self, tenant_id: int, customer: str, meter: str) -> str:
         return f"{self.prefix}:v:{hash_tag(tenant_id, customer)}:{meter}"
@@ -57,7 +66,7 @@ class KeyLayout:
         return series + zset, series + minutes
 
     def reservations(self, tenant_id: int, customer: str, meter: str) -> str:
-        return f"{self.prefix}:r:{hash_tag(tenant_id, customer)}:{meter}"
+        return f"{self.prefix}:r{FORMAT}:{hash_tag(tenant_id, customer)}:{meter}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +152,7 @@ def minute_expiry_s(ms: int, grace_days: int) -> int:
 
 def parse_reservation_key(prefix: str, key: str) -> tuple[int, str, str] | None:
     """(tenant_id, customer, meter) of a reservation hash key; `None` for other keys."""
-    head = f"{prefix}:r:{{"
+    head = f"{prefix}:r{FORMAT}:{{"
     if not key.startswith(head) or key.endswith(":c"):
         return None
     tag, sep, meter = key[len(head) :].rpartition("}:")

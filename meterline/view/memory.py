@@ -11,9 +11,11 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from meterline.catalog.model import Aggregation
 from meterline.clock import Clock, SystemClock
+from meterline.values import exact_sum
 from meterline.view.model import (
     MINUTE_MS,
     Delta,
@@ -29,12 +31,12 @@ from meterline.view.model import (
 from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
 
 Series = tuple[int, str, str]  # (tenant_id, customer, meter)
-Bucket = tuple[float, int]  # (value, latest_ms)
+Bucket = tuple[Decimal, int]  # (value, latest_ms)
 
 
 @dataclass
 class _Pending:
-    amount: float
+    amount: Decimal
     at_ms: int
 
 
@@ -164,14 +166,14 @@ class MemoryUsageView(SyncedView):
         aggregation: Aggregation,
         start_ms: int,
         end_ms: int,
-    ) -> float:
+    ) -> Decimal:
         with self._lock:
             return self._usage((tenant_id, customer, meter), aggregation, start_ms, end_ms)
 
-    def _usage(self, key: Series, aggregation: Aggregation, start_ms: int, end_ms: int) -> float:
+    def _usage(self, key: Series, aggregation: Aggregation, start_ms: int, end_ms: int) -> Decimal:
         m = self._series.get(key)
         if m is None:
-            return 0.0
+            return Decimal(0)
         lo, hi = minute_range(start_ms, end_ms)
         return fold(aggregation, (b for t, b in m.minutes.items() if lo <= t < hi))
 
@@ -183,13 +185,13 @@ class MemoryUsageView(SyncedView):
         aggregation: Aggregation,
         minutes: int,
         now_ms: int,
-    ) -> float:
+    ) -> Decimal:
         hi = floor_to(now_ms, MINUTE_MS)
         lo = hi - (minutes - 1) * MINUTE_MS
         with self._lock:
             m = self._series.get((tenant_id, customer, meter))
             if m is None:
-                return 0.0
+                return Decimal(0)
             return fold(aggregation, (b for t, b in m.minutes.items() if lo <= t <= hi))
 
     def reserve(
@@ -198,12 +200,12 @@ class MemoryUsageView(SyncedView):
         customer: str,
         meter: str,
         event_id: str,
-        amount: float,
-        limit: float | None,
+        amount: Decimal,
+        limit: Decimal | None,
         start_ms: int,
         end_ms: int,
         at_ms: int,
-        counted: float | None = None,
+        counted: Decimal | None = None,
     ) -> Reservation:
         now = self._clock.now_ms()
         key = (tenant_id, customer, meter)
@@ -212,19 +214,20 @@ class MemoryUsageView(SyncedView):
         with self._lock:
             m = self._series[key]
             _expire(m, now)
-            pending = sum(p.amount for p in m.pending.values() if lo <= p.at_ms < hi)
+            pending = exact_sum(p.amount for p in m.pending.values() if lo <= p.at_ms < hi)
             if self._ready and self._flag is None:
                 used = self._usage(key, Aggregation.SUM, start_ms, end_ms)
             elif counted is None:
                 raise ViewNotReady(pending)
             else:
                 used = counted
+            held = exact_sum((used, pending))
             if event_id in m.pending or event_id in m.counted:
-                return Reservation(True, used + pending, pending, at)
-            granted = limit is None or used + pending + amount <= limit
+                return Reservation(True, held, pending, at)
+            granted = limit is None or exact_sum((held, amount)) <= limit
             if granted:
                 m.pending[event_id] = _Pending(amount, at)
-            return Reservation(granted, used + pending, pending, at)
+            return Reservation(granted, held, pending, at)
 
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:
         with self._lock:

@@ -23,11 +23,13 @@ import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Protocol
 
 from meterline.catalog.model import Aggregation
 from meterline.errors import Unavailable
+from meterline.values import exact_sum
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -41,6 +43,7 @@ class Delta:
     `value` is already folded with the meter's aggregation: the sum of values (sum), the number
     of events (count), the largest value (max), or the value of the event with the latest event
     time (latest; ties broken by the larger value). `latest_ms` is the latest event time in it.
+    Quantities are exact decimals (`meterline.values`), here and in every reader of the view.
     """
 
     tenant_id: int
@@ -48,7 +51,7 @@ class Delta:
     meter: str
     aggregation: Aggregation
     minute_ms: int
-    value: float
+    value: Decimal
     count: int
     latest_ms: int
 
@@ -69,8 +72,8 @@ class Reservation:
     `at_ms` is the instant the reserved usage is attributed to (see `attributed_ms`)."""
 
     granted: bool
-    used: float
-    pending: float
+    used: Decimal
+    pending: Decimal
     at_ms: int
 
 
@@ -79,7 +82,7 @@ class ViewNotReady(Unavailable):
     `pending` is the period's pending reservations, which survive both."""
 
     def __init__(
-        self, pending: float = 0.0, why: str = "the usage view is empty or being rebuilt"
+        self, pending: Decimal = Decimal(0), why: str = "the usage view is empty or being rebuilt"
     ) -> None:
         super().__init__(f"{why}; retry shortly", 1)
         self.pending = pending
@@ -93,7 +96,7 @@ class Archive(Protocol):
 
     def fold_ranges(
         self, tenant_id: int, customer: str, meter: str, aggregation: Aggregation, ranges: Ranges
-    ) -> tuple[float, int] | None:
+    ) -> tuple[Decimal, int] | None:
         """(value, latest_ms) folded over the minute buckets inside any of the half-open
         [lo, hi) ranges (epoch ms, minute-aligned); `None` when there is none."""
 
@@ -121,7 +124,7 @@ class UsageView(abc.ABC):
         aggregation: Aggregation,
         start_ms: int,
         end_ms: int,
-    ) -> float:
+    ) -> Decimal:
         """The meter's value over the minutes of [start, end) (`minute_range`); 0 without usage."""
 
     @abc.abstractmethod
@@ -133,7 +136,7 @@ class UsageView(abc.ABC):
         aggregation: Aggregation,
         minutes: int,
         now_ms: int,
-    ) -> float:
+    ) -> Decimal:
         """The value over the last `minutes` minute buckets, the one holding `now_ms` included."""
 
     @abc.abstractmethod
@@ -143,12 +146,12 @@ class UsageView(abc.ABC):
         customer: str,
         meter: str,
         event_id: str,
-        amount: float,
-        limit: float | None,
+        amount: Decimal,
+        limit: Decimal | None,
         start_ms: int,
         end_ms: int,
         at_ms: int,
-        counted: float | None = None,
+        counted: Decimal | None = None,
     ) -> Reservation:
         """Atomically: used = usage over the period's minutes + pending reservations attributed
         to them; grant iff `used + amount <= limit` (`None` is unlimited) and, when granted,
@@ -230,21 +233,21 @@ def _cover(cur: int, end: int) -> tuple[Span, ...]:
     return tuple(spans)
 
 
-def fold(aggregation: Aggregation, values: Iterable[tuple[float, int]]) -> float:
+def fold(aggregation: Aggregation, values: Iterable[tuple[Decimal, int]]) -> Decimal:
     """Fold (value, latest_ms) pairs of disjoint buckets into one number; 0 when empty."""
     items = list(values)
     if not items:
-        return 0.0
+        return Decimal(0)
     if aggregation is Aggregation.MAX:
         return max(v for v, _ in items)
     if aggregation is Aggregation.LATEST:
         return max(items, key=lambda it: (it[1], it[0]))[0]
-    return sum(v for v, _ in items)
+    return exact_sum(v for v, _ in items)
 
 
 def merge(
-    aggregation: Aggregation, old: tuple[float, int] | None, new: tuple[float, int]
-) -> tuple[float, int]:
+    aggregation: Aggregation, old: tuple[Decimal, int] | None, new: tuple[Decimal, int]
+) -> tuple[Decimal, int]:
     """Merge one bucket's (value, latest_ms) with a delta's; associative and commutative."""
     if old is None:
         return new
@@ -252,4 +255,4 @@ def merge(
         return max(old[0], new[0]), max(old[1], new[1])
     if aggregation is Aggregation.LATEST:
         return max(old, new, key=lambda it: (it[1], it[0]))
-    return old[0] + new[0], max(old[1], new[1])
+    return exact_sum((old[0], new[0])), max(old[1], new[1])

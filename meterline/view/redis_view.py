@@ -18,6 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ import redis
 
 from meterline.catalog.model import Aggregation
 from meterline.clock import Clock, SystemClock
+from meterline.values import from_micros, micros
 from meterline.view import scripts
 from meterline.view.keys import (
     Horizon,
@@ -135,7 +137,7 @@ class RedisUsageView(SyncedView):
             zkey,
             mkey,
             str(d.minute_ms),
-            repr(float(d.value)),
+            _units(d.value),
             str(d.latest_ms),
             str(month_expiry_s(d.minute_ms, self._month_grace)),
             str(minute_exp) if minute_exp * 1000 > now_ms else "0",
@@ -153,7 +155,7 @@ class RedisUsageView(SyncedView):
         aggregation: Aggregation,
         start_ms: int,
         end_ms: int,
-    ) -> float:
+    ) -> Decimal:
         series = (tenant_id, customer, meter)
         spec, ranges = self._period_plan(series, start_ms, end_ms)
         epoch_key = self._keys.epoch_key(self._keys.series(*series))
@@ -162,7 +164,7 @@ class RedisUsageView(SyncedView):
             args = [AGG_CODE[aggregation], epoch, base, base_ts, *spec]
             out = self._usage(keys=[epoch_key], args=args)
             if not isinstance(out, list):
-                return float(out)
+                return _quantity(out)
             self._forget(series, aggregation, ranges)
         raise ViewNotReady(why="late events keep arriving in this period's archived part")
 
@@ -196,7 +198,7 @@ class RedisUsageView(SyncedView):
         raw = self._r.get(self._keys.epoch_key(self._keys.series(*series)))
         epoch = "0" if raw is None else _text(raw)
         found = self._archive.fold_ranges(*series, aggregation, ranges)
-        part = (epoch, "", "") if found is None else (epoch, repr(found[0]), str(found[1]))
+        part = (epoch, "", "") if found is None else (epoch, _units(found[0]), str(found[1]))
         if len(self._archived) > 100_000:
             self._archived.clear()
         self._archived[cache_key] = (time.monotonic() + ARCHIVE_CACHE_S, part)
@@ -215,16 +217,16 @@ class RedisUsageView(SyncedView):
         aggregation: Aggregation,
         minutes: int,
         now_ms: int,
-    ) -> float:
+    ) -> Decimal:
         if minutes <= 0:
-            return 0.0
+            return Decimal(0)
         hi = floor_to(now_ms, MINUTE_MS)
         lo = hi - (minutes - 1) * MINUTE_MS
         series = self._keys.series(tenant_id, customer, meter)
         keys: list[str] = []
         for day in range(floor_to(lo, DAY_MS), hi + 1, DAY_MS):
             keys.extend(self._keys.minute_keys(series, day))
-        return float(self._recent(keys=keys, args=[AGG_CODE[aggregation], lo, hi]))
+        return _quantity(self._recent(keys=keys, args=[AGG_CODE[aggregation], lo, hi]))
 
     def reserve(
         self,
@@ -232,12 +234,12 @@ class RedisUsageView(SyncedView):
         customer: str,
         meter: str,
         event_id: str,
-        amount: float,
-        limit: float | None,
+        amount: Decimal,
+        limit: Decimal | None,
         start_ms: int,
         end_ms: int,
         at_ms: int,
-        counted: float | None = None,
+        counted: Decimal | None = None,
     ) -> Reservation:
         series = (tenant_id, customer, meter)
         rkey = self._keys.reservations(*series)
@@ -245,19 +247,19 @@ class RedisUsageView(SyncedView):
         keys.append(self._keys.epoch_key(self._keys.series(*series)))
         spec, ranges = self._period_plan(series, start_ms, end_ms)
         lo, hi = minute_range(start_ms, end_ms)
-        limit_arg = "" if limit is None else repr(float(limit))
+        limit_arg = "" if limit is None else "-" if limit < 0 else _units(limit)
         now = self._clock.now_ms()
         at = attributed_ms(at_ms, start_ms, end_ms)
-        extra = "" if counted is None else repr(float(counted))
-        head: list[Any] = [event_id, repr(float(amount)), limit_arg, now, at, lo, hi]
+        extra = "" if counted is None else _units(counted)
+        head: list[Any] = [event_id, _units(amount), limit_arg, now, at, lo, hi]
         for _ in range(_ATTEMPTS):
             epoch, base, _ts = self._archive_part(series, Aggregation.SUM, ranges)
             args = [*head, epoch, base, extra, *spec]
             code, used, pending = self._reserve(keys=keys, args=args)
             if int(code) == -1:
-                raise ViewNotReady(float(pending))
+                raise ViewNotReady(_quantity(pending))
             if int(code) >= 0:
-                return Reservation(int(code) == 1, float(used), float(pending), at)
+                return Reservation(int(code) == 1, _quantity(used), _quantity(pending), at)
             self._forget(series, Aggregation.SUM, ranges)
         raise ViewNotReady(why="late events keep arriving in this period's archived part")
 
@@ -319,7 +321,7 @@ class RedisUsageView(SyncedView):
         for p in pending:
             k = p.key
             rkey = self._keys.reservations(k.tenant_id, k.customer, k.meter)
-            pipe.hsetnx(rkey, k.event_id, f"{float(p.amount)!r}|{p.at_ms}")
+            pipe.hsetnx(rkey, k.event_id, f"{_units(p.amount)}|{p.at_ms}")
         pipe.execute()
 
     def remove_reservations(self, keys: Sequence[ReservationKey]) -> None:
@@ -338,6 +340,20 @@ def _chunks(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def _units(quantity: Decimal | float) -> str:
+    """A quantity as the scripts hold it: whole millionths, as a digit string. A delta's value
+    (`from_micros`: six places, written plainly) is read off its text, once per delta."""
+    text = str(quantity)
+    if len(text) > 7 and text[-7] == "." and isinstance(quantity, Decimal):
+        return text.replace(".", "").lstrip("0") or "0"
+    return str(micros(quantity))
+
+
+def _quantity(raw: bytes | str) -> Decimal:
+    """A quantity the scripts return (millionths as a digit string), exact."""
+    return from_micros(int(raw))
 
 
 def _text(raw: bytes | str) -> str:

@@ -1,8 +1,15 @@
 """The view's Lua scripts (Redis 6.2: loaded once, called with EVALSHA).
 
 Key names are computed by Python and passed in ARGV, so one call can carry a whole batch.
-Numbers go back to Python as strings formatted with 17 significant digits: a Lua number
-returned as is would be truncated to an integer by Redis.
+
+Quantities (values, sums, amounts, limits) are whole numbers of millionths written as decimal
+digit strings (`meterline.values`), stored as such in Redis and added and compared by `add` and
+`less` digit by digit: a Lua number is a double, exact only below 2^53, and ten events of 1e15
+plus one of 3 are 10^22 + 3*10^6 millionths. `add` takes the short cut of doubles while both
+terms have at most 15 digits (their sum stays below 2^53); sums into hash fields go through
+HINCRBY (exact 64-bit integers, in C) and fall back to `add` only past 2^63. Times and epochs
+are integers far below 2^53 and stay Lua numbers. Every quantity goes back to Python as its
+digit string.
 """
 
 from __future__ import annotations
@@ -12,16 +19,41 @@ from __future__ import annotations
 _COMMON = r"""
 local function num(x) return string.format('%.17g', x) end
 
-local function merge_field(key, f, agg, v, vs, ts, tss)
+-- Non-negative integers as digit strings without leading zeros ('0' for zero).
+local function add(a, b)
+  if #a < 16 and #b < 16 then return string.format('%.0f', tonumber(a) + tonumber(b)) end
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local x = i > 0 and tonumber(string.sub(a, math.max(1, i - 6), i)) or 0
+    local y = j > 0 and tonumber(string.sub(b, math.max(1, j - 6), j)) or 0
+    local s = x + y + carry
+    carry = math.floor(s / 10000000)
+    table.insert(out, 1, string.format('%07d', s - carry * 10000000))
+    i, j = i - 7, j - 7
+  end
+  local text = string.gsub(table.concat(out), '^0+', '')
+  if text == '' then return '0' end
+  return text
+end
+
+local function less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
+local function merge_field(key, f, agg, vs, ts, tss)
   if agg == 's' or agg == 'c' then
-    redis.call('HINCRBYFLOAT', key, f, vs)
+    local r = redis.pcall('HINCRBY', key, f, vs)
+    if type(r) == 'table' and r.err then  -- past 2^63 (or held as a longer digit string)
+      redis.call('HSET', key, f, add(redis.call('HGET', key, f) or '0', vs))
+    end
   elseif agg == 'm' then
     local cur = redis.call('HGET', key, f)
-    if not cur or tonumber(cur) < v then redis.call('HSET', key, f, vs) end
+    if not cur or less(cur, vs) then redis.call('HSET', key, f, vs) end
   else
     local cur = redis.call('HMGET', key, f, f .. '@')
     local cts = tonumber(cur[2])
-    if not cts or ts > cts or (ts == cts and v > tonumber(cur[1])) then
+    if not cts or ts > cts or (ts == cts and less(cur[1], vs)) then
       redis.call('HSET', key, f, vs, f .. '@', tss)
     end
   end
@@ -31,9 +63,9 @@ end
 -- `base_v` is not ''; spec starts at args[i]: n_keys, then per key (key, n_fields, fields...).
 -- Returns the folded value.
 local function read_usage(agg, args, i, base_v, base_ts)
-  local total, best_ts, seen = 0, nil, false
+  local total, best_ts, seen = '0', nil, false
   if base_v and base_v ~= '' then
-    total, best_ts, seen = tonumber(base_v), tonumber(base_ts), true
+    total, best_ts, seen = base_v, tonumber(base_ts), true
   end
   local nkeys = tonumber(args[i]); i = i + 1
   for _ = 1, nkeys do
@@ -48,13 +80,13 @@ local function read_usage(agg, args, i, base_v, base_ts)
       local vals = redis.call('HMGET', key, unpack(fields))
       local step = (agg == 'l') and 2 or 1
       for j = 1, #vals, step do
-        local v = tonumber(vals[j])
+        local v = vals[j]
         if v then
-          if agg == 's' or agg == 'c' then total = total + v
-          elseif agg == 'm' then if not seen or v > total then total = v end
+          if agg == 's' or agg == 'c' then total = add(total, v)
+          elseif agg == 'm' then if not seen or less(total, v) then total = v end
           else
             local ts = tonumber(vals[j + 1]) or 0
-            if not seen or ts > (best_ts or 0) or (ts == best_ts and v > total) then
+            if not seen or ts > (best_ts or 0) or (ts == best_ts and less(total, v)) then
               total, best_ts = v, ts
             end
           end
@@ -76,7 +108,7 @@ end
 # ARGV: mode ('gated' | 'load' | 'plain'), token (load) or watermark field (gated),
 #   previous offset ('' = none), next offset, n_deltas, n_reservations, now_ms, counted_ttl_ms,
 #   the deltas as one JSON array of arrays of 11 strings: agg, month key, day field, hour field,
-#   zset key, minute hash key, minute_ms, value, latest_ms, month expire-at (s), minute
+#   zset key, minute hash key, minute_ms, value (millionths), latest_ms, month expire-at (s), minute
 #   expire-at (s, '0' = skip), epoch key to move forward ('' = the minute is within the horizon),
 #   then 2 per counted reservation: reservation key, event id.
 # Returns 'applied' | 'skipped' | 'rebuilding' | 'empty' | 'gap'.
@@ -108,15 +140,15 @@ end
 if outcome == 'applied' and nd > 0 then
   for _, d in ipairs(cjson.decode(ARGV[9])) do
     local agg, mkey = d[1], d[2]
-    local v, ts = tonumber(d[8]), tonumber(d[9])
+    local ts = tonumber(d[9])
     local vs, tss = d[8], d[9]
-    merge_field(mkey, 'T', agg, v, vs, ts, tss)
-    merge_field(mkey, d[3], agg, v, vs, ts, tss)
-    merge_field(mkey, d[4], agg, v, vs, ts, tss)
+    merge_field(mkey, 'T', agg, vs, ts, tss)
+    merge_field(mkey, d[3], agg, vs, ts, tss)
+    merge_field(mkey, d[4], agg, vs, ts, tss)
     expire_at(mkey, d[10])
     if d[11] ~= '0' then
       redis.call('ZADD', d[5], d[7], d[7])
-      merge_field(d[6], d[7], agg, v, vs, ts, tss)
+      merge_field(d[6], d[7], agg, vs, ts, tss)
       expire_at(d[5], d[11])
       expire_at(d[6], d[11])
     end
@@ -146,52 +178,56 @@ USAGE = (
     + r"""
 if ARGV[2] ~= '' and epoch_of(KEYS[1]) ~= ARGV[2] then return {'stale'} end
 local v = read_usage(ARGV[1], ARGV, 5, ARGV[3], ARGV[4])
-return num(v)
+return v
 """
 )
 
 # KEYS: pending hash, counted zset, ready marker, rebuild flag, epoch key.
-# ARGV: event id, amount, limit ('' = none), now_ms, at_ms (the instant the reservation is
-#   attributed to, inside the period's minutes: its event carries it), the period's minutes lo
-#   and hi (ms), expected epoch ('' = no archived part), archived usage ('' = none), usage
-#   counted elsewhere ('' = the view must be ready), then the usage spec of the period (summed).
+# ARGV: event id, amount, limit ('' = none, '-' = grant nothing: a probe), now_ms, at_ms (the
+#   instant the reservation is attributed to, inside the period's minutes: its event carries
+#   it), the period's minutes lo and hi (ms), expected epoch ('' = no archived part), archived
+#   usage ('' = none), usage counted elsewhere ('' = the view must be ready), then the usage
+#   spec of the period (summed).
 # A pending entry is `amount|at_ms` and stays until its event is counted (APPLY), it is
 # released, or a rebuild finds its event counted: it never lapses while the aggregator lags.
 # (Entries written before this layout carry a third field, an expiry, which is ignored.)
-# Returns {code, used (usage + pending) as string, pending as string}; code 1 granted,
+# Quantities (amount, limit, archived and counted usage, the pending entries' amounts) are
+# millionths as digit strings (see the module docstring).
+# Returns {code, used (usage + pending), pending}; code 1 granted,
 #   0 refused, -1 not ready (empty or rebuilding, and nothing counted elsewhere was given),
 #   -2 stale archived usage (read it again).
 RESERVE = (
     _COMMON
     + r"""
-local id, amount, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local id, amount, limit = ARGV[1], ARGV[2], ARGV[3]
 local now, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local pending, exists = 0, false
+local pending, exists = '0', false
 local all = redis.call('HGETALL', KEYS[1])
 for j = 1, #all, 2 do
   local a, at = string.match(all[j + 1], '^([^|]+)|([^|]+)')
   if all[j] == id then exists = true end
   local t = tonumber(at)
-  if t >= lo and t < hi then pending = pending + tonumber(a) end
+  if t >= lo and t < hi then pending = add(pending, a) end
 end
 local ready = redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[4]) == 0
-if not ready and ARGV[10] == '' then return {-1, '0', num(pending)} end
+if not ready and ARGV[10] == '' then return {-1, '0', pending} end
 local used
 if ready then
   if ARGV[8] ~= '' and epoch_of(KEYS[5]) ~= ARGV[8] then return {-2, '0', '0'} end
   used = read_usage('s', ARGV, 11, ARGV[9], '0')
 else
-  used = tonumber(ARGV[10])
+  used = ARGV[10]
 end
+local held = add(used, pending)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if exists or redis.call('ZSCORE', KEYS[2], id) then
-  return {1, num(used + pending), num(pending)}
+  return {1, held, pending}
 end
-if limit and used + pending + amount > limit then
-  return {0, num(used + pending), num(pending)}
+if limit == '-' or (limit ~= '' and less(limit, add(held, amount))) then
+  return {0, held, pending}
 end
-redis.call('HSET', KEYS[1], id, ARGV[2] .. '|' .. ARGV[5])
-return {1, num(used + pending), num(pending)}
+redis.call('HSET', KEYS[1], id, amount .. '|' .. ARGV[5])
+return {1, held, pending}
 """
 )
 
@@ -211,7 +247,7 @@ for k = 1, #KEYS, 2 do
 end
 table.insert(spec, 1, tostring(n))
 local v = read_usage(agg, spec, 1, '', '')
-return num(v)
+return v
 """
 )
 

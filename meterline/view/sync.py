@@ -21,6 +21,7 @@ import abc
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from meterline.view.model import Delta, ReservationKey, UsageView
 
@@ -40,7 +41,7 @@ class PendingReservation:
     """A granted consume whose event is not counted yet, as Postgres records it."""
 
     key: ReservationKey
-    amount: float
+    amount: Decimal
     at_ms: int
 
 

@@ -7,10 +7,11 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
-from meterline_sdk._core import new_event, uuid7
+from meterline_sdk._core import encode, new_event, uuid7
 
 
 def test_uuid7_carries_the_time_the_version_and_the_variant() -> None:
@@ -54,3 +55,10 @@ def test_the_timestamp_is_fixed_at_record_time_in_epoch_milliseconds() -> None:
     assert new_event("c", "m", 1, None, 5, None)["timestamp"] == 5
     with pytest.raises(ValueError, match="time zone"):
         new_event("c", "m", 1, None, datetime(2026, 1, 1), None)
+
+
+def test_a_decimal_value_is_sent_as_its_exact_digits() -> None:
+    event = new_event("c", "m", Decimal("0.1"), "e1", 1, None)
+    big = new_event("c", "m", Decimal("123456789012345.6"), "e2", 1, None)
+    assert encode([event, big]).count(b'"value":0.1,') == 1
+    assert b'"value":123456789012345.6,' in encode([big])

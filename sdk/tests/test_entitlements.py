@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -141,3 +142,15 @@ def test_a_non_json_error_body_is_kept_as_text() -> None:
     with pytest.raises(EntitlementsError) as err:
         client.consume("c1", "export", 1, "e1")
     assert err.value.body == "bad gateway config"
+
+
+@KINDS
+def test_quantities_are_read_exactly_past_15_digits(kind: str) -> None:
+    body = (
+        b'{"feature": "calls", "has_access": true, "reason": "within_limit", '
+        b'"limit": 10000000000000005, "used": 10000000000000003.5, "remaining": 1.5}'
+    )
+    service = Service(httpx.Response(200, content=body))
+    found = Both(kind, "http://x/", service).check("c1", "calls")
+    assert found.used == Decimal("10000000000000003.5")
+    assert (found.limit, found.remaining) == (Decimal(10000000000000005), Decimal("1.5"))

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from meterline.events import UsageEvent
 from meterline.kafka.producer import EventPublisher
 from meterline.redis import connect as redis_connect
 from meterline.tenants import PostgresTenantRepository
+from meterline.values import to_decimal
 from meterline.view import RedisUsageView, SyncedView
 from meterline.view.model import MINUTE_MS, merge
 from meterline_devstack.process import ManagedProcess, free_port
@@ -45,7 +47,9 @@ def setup_tenant(pool: ConnectionPool, name: str = "acme") -> int:
     return tenant.id
 
 
-Expected = dict[tuple[str, str, int], tuple[float, int]]  # (customer, meter, minute) -> (v, n)
+Expected = dict[
+    tuple[str, str, int], tuple[Decimal | float, int]
+]  # (customer, meter, minute) -> (v, n)
 
 
 @dataclass
@@ -61,7 +65,7 @@ def make_stream(tenant_id: int, n_unique: int, dup_rate: float = 0.05, seed: int
     rng = random.Random(seed)
     now = SystemClock().now_ms()
     stream = Stream(unique=n_unique)
-    latest: dict[tuple[str, str, int], tuple[float, int]] = {}
+    latest: dict[tuple[str, str, int], tuple[Decimal, int]] = {}
     for i in range(n_unique):
         meter = rng.choice(list(METERS))
         e = UsageEvent(
@@ -77,10 +81,10 @@ def make_stream(tenant_id: int, n_unique: int, dup_rate: float = 0.05, seed: int
         minute = e.timestamp_ms - e.timestamp_ms % MINUTE_MS
         key = (e.customer, e.meter, minute)
         agg = METERS[meter]
-        value = 1.0 if agg is Aggregation.COUNT else e.value
+        value = Decimal(1) if agg is Aggregation.COUNT else to_decimal(e.value)
         old = latest.get(key)
         latest[key] = merge(agg, old, (value, e.timestamp_ms))
-        stream.expected[key] = (latest[key][0], stream.expected.get(key, (0.0, 0))[1] + 1)
+        stream.expected[key] = (latest[key][0], stream.expected.get(key, (0, 0))[1] + 1)
     _add_duplicates(stream, rng, dup_rate)
     return stream
 

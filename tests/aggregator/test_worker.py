@@ -38,6 +38,7 @@ class FakeConsumer:
         self._paused: set[int] = set()
         self._jump_at = jump_at  # partition 0 starts again at 0 there once (an offset reset)
         self.seeks: list[tuple[int, int | None]] = []
+        self.shown: list[dict[int, int]] = []  # offsets committed to the group, in order
 
     @property
     def assigned(self) -> frozenset[int]:
@@ -76,6 +77,10 @@ class FakeConsumer:
 
     def beyond_end(self, positions: dict[int, int]) -> dict[int, int]:
         return {p: len(self._records[p]) for p, o in positions.items() if o > len(self._records[p])}
+
+    def show_positions(self, offsets: dict[int, int]) -> None:
+        assert offsets.keys() <= self.assigned
+        self.shown.append(dict(offsets))
 
     def close(self) -> None:
         pass
@@ -253,3 +258,19 @@ def test_a_batch_not_starting_at_its_position_stops_the_partition_until_it_is_mo
     assert (0, 150) in consumer.seeks and writer.stored[0] == PER_PARTITION
     assert covered_once(writer.ranges[1])
     assert "halted" not in progress.status()[1]
+
+
+def test_the_group_is_shown_each_committed_position_and_ends_at_the_last() -> None:
+    stopping = threading.Event()
+    writer = FencingWriter(stopping, steal_at=0)
+    consumer = run_worker(writer, stopping)
+    ranges = writer.ranges
+    committed = {p: {end for _, end, who in ranges[p] if who == "worker"} for p in PARTITIONS}
+    assert consumer.shown, "nothing was committed to the group"
+    for shown in consumer.shown:
+        assert all(offset in committed[p] for p, offset in shown.items())
+    last: dict[int, int] = {}
+    for shown in consumer.shown:
+        assert all(offset > last.get(p, -1) for p, offset in shown.items())  # never backwards
+        last.update(shown)
+    assert last == dict.fromkeys(PARTITIONS, PER_PARTITION)

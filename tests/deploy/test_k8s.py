@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from aggregator.settings import AggregatorSettings
 from meterline.settings import TOPIC_USAGE
 from stripe_emulator.__main__ import parse_args
 
@@ -26,7 +27,6 @@ from .codebase import (
     all_known_settings,
     cli_command,
     serves_path,
-    service_sections,
     settings_of,
 )
 from .tools import K8S, render
@@ -184,15 +184,21 @@ def test_keda_scales_the_aggregator_on_its_consumer_lag() -> None:
         trigger["metadata"]["bootstrapServers"]
         == config(kustomization)["METERLINE_KAFKA_BOOTSTRAP"]
     )
-    aggregator = BY_MODULE["aggregator"]
-    aggregator.require()
-    groups = [
-        info.default
-        for cls in service_sections("aggregator")
-        for name, info in cls.model_fields.items()
-        if "group" in name and isinstance(info.default, str)
+    # The group whose committed offsets KEDA reads is the one the aggregator consumes in and
+    # commits its positions to after each Postgres commit (tests/aggregator/test_group_offsets.py).
+    assert trigger["metadata"]["consumerGroup"] == aggregator_group(kustomization)
+
+
+def aggregator_group(kustomization: str) -> str:
+    """The consumer group the rendered aggregator runs in: its container's env, else the
+    ConfigMap, else the setting's default."""
+    (container,) = one(kustomization, "Deployment", "aggregator")["spec"]["template"]["spec"][
+        "containers"
     ]
-    assert trigger["metadata"]["consumerGroup"] in groups, f"aggregator groups: {groups}"
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    name = "METERLINE_AGGREGATOR_GROUP_ID"
+    default = AggregatorSettings.model_fields["group_id"].default
+    return str(env.get(name) or config(kustomization).get(name) or default)
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)

@@ -1,5 +1,6 @@
 """200 concurrent consumers against a limit of 1,000: exactly 1,000 granted, and the pipeline
-(the real aggregator, as a subprocess) later counts exactly 1,000."""
+(the real aggregator, as a subprocess) later counts exactly 1,000; and 200 in the last minutes of
+a period that ends at :37, against a limit of 57."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from tests.entitlements.conftest import Api, free_port
+from meterline.catalog import load_catalog
+from meterline.clock import from_ms
+from meterline.entitlements import add_months
+from meterline.entitlements.periods import iso
+from tests.entitlements.conftest import Api, free_port, serve_api
+from tests.fixtures.stripe import StripeEmulatorHandle
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +30,7 @@ CONSUMERS = 200
 PER_CONSUMER = 6
 
 
-async def hammer(api: Api) -> Counter[int]:
+async def hammer(api: Api, per_consumer: int = PER_CONSUMER) -> Counter[int]:
     headers = {"Authorization": f"Bearer {api.keys['ingest']}"}
     limits = httpx.Limits(max_connections=CONSUMERS)
     url = "/v1/customers/hot/entitlements/api_calls/consume"
@@ -33,7 +40,7 @@ async def hammer(api: Api) -> Counter[int]:
 
         async def consumer(n: int) -> list[int]:
             codes = []
-            for k in range(PER_CONSUMER):
+            for k in range(per_consumer):
                 codes.append(await send(url, {"amount": 1, "event_id": f"c{n}-{k}"}))
             return codes
 
@@ -108,3 +115,50 @@ def wait_for_ledger(db: str, expected: int, timeout: float = 90) -> tuple[int, f
             return found
         time.sleep(0.5)
     return found
+
+
+RAGGED = """
+meters:
+  - {key: api_calls, aggregation: sum}
+features:
+  - {key: api_calls, kind: metered, meter: api_calls}
+plans:
+  - key: free
+    default: true
+    features:
+      api_calls: {limit: 57, reset: billing_period, overage: block}
+"""
+RAGGED_LIMIT = 57
+
+
+@pytest.fixture
+def ragged_api(api_env: dict[str, str], stripe_emulator: StripeEmulatorHandle) -> Iterator[Api]:
+    yield from serve_api(api_env, stripe_emulator, load_catalog(RAGGED))
+
+
+def test_200_consumers_in_the_last_minutes_of_a_period_ending_at_37(ragged_api: Api) -> None:
+    """Over HTTP and through the real aggregator: a monthly period ending at :37 (its last
+    37 minutes are read minute by minute), the clock 3 minutes before its end, 200 concurrent
+    consumers of 1 unit: exactly the limit granted, and exactly that counted."""
+    api = ragged_api
+    now = api.clock.now_ms()
+    end = (now // 3_600_000 + 1) * 3_600_000 + 37 * 60_000
+    start = int(add_months(from_ms(end), -1).timestamp() * 1000)
+    api.clock.advance((end - 3 * 60_000 - now) / 1000)
+    with api.client("admin") as admin:
+        admin.post("/v1/admin/customers", json={"id": "hot"}).raise_for_status()
+        period = {
+            "current_period_start": iso(from_ms(start)),
+            "current_period_end": iso(from_ms(end)),
+        }
+        admin.put(
+            "/v1/admin/customers/hot/subscription", json={"plan": "free", **period}
+        ).raise_for_status()
+    codes = asyncio.run(hammer(api, per_consumer=1))
+    assert codes == {200: RAGGED_LIMIT, 403: CONSUMERS - RAGGED_LIMIT}
+    db = api.env["METERLINE_DATABASE_URL"]
+    with RunAggregator(api.env):
+        assert wait_for_ledger(db, RAGGED_LIMIT) == (RAGGED_LIMIT, float(RAGGED_LIMIT))
+    with api.client() as http:
+        check = http.get("/v1/customers/hot/entitlements/api_calls").json()
+    assert (check["used"], check["period"]["end"]) == (RAGGED_LIMIT, iso(from_ms(end)))

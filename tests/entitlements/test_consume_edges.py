@@ -24,6 +24,7 @@ from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.view import RedisUsageView
 from meterline.view.postgres.rebuild import rebuild
+from tests.aggregator.support import publish
 from tests.entitlements.catalogs import example_catalog
 from tests.entitlements.conftest import Api, serve_api
 from tests.entitlements.test_concurrency import RunAggregator
@@ -233,3 +234,33 @@ def test_concurrent_consumes_of_one_event_id_get_the_first_answer(api: Api) -> N
         rows = wait_counted(api, "k1", 1)
     assert [v for _e, v, _t in rows] == [won]
     assert used(api, "k1") == won
+
+
+def test_ingest_refuses_a_consume_id_after_a_redis_flush(api: Api, ingest: httpx.Client) -> None:
+    """The dedupe store is derived state: after a flush, ingest asks Postgres whether a missed
+    id is a consume's, so an event reusing it is a duplicate, not accepted and then dropped."""
+    assert consume(api, "s1", {"amount": 3, "event_id": "y-1"}).status_code == 200
+    redis.Redis.from_url(api.env["METERLINE_REDIS_URL"]).flushall()
+    assert send(ingest, "y-1", 7).json() == {"accepted": 0, "duplicates": 1}
+    assert send(ingest, "y-2", 5).json() == {"accepted": 1, "duplicates": 0}
+    with RunAggregator(api.env):
+        rows = wait_counted(api, "s1", 2)
+    assert {e: v for e, v, _ts in rows} == {"y-1": 3.0, "y-2": 5.0}
+
+
+def test_a_reservation_is_pruned_when_another_copy_of_its_id_was_counted(api: Api) -> None:
+    """An event with the consume's id reached the ledger first (ingest accepted it just before
+    the consume marked the id): the consume's own event is then a duplicate, and its pending
+    reservation must still go, or it holds the customer's limit for ever."""
+    first = UsageEvent(api.tenant_id, "r1-a", "r1", "api_calls", 7.0, int(time.time() * 1000), 0)
+    publish(api.env["METERLINE_KAFKA_BOOTSTRAP"], topic(api), [first])
+    assert consume(api, "r1", {"amount": 3, "event_id": "r1-a"}).status_code == 200
+    with RunAggregator(api.env):
+        rows = wait_counted(api, "r1", 1)
+        assert [v for _e, v, _t in rows] == [7.0]
+        deadline = time.monotonic() + 30
+        while used(api, "r1") != 7 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert used(api, "r1") == 7
+    view = RedisUsageView(redis_connect(api.env["METERLINE_REDIS_URL"]), "ml")
+    assert view.held_ids(api.tenant_id, "r1", "api_calls") == set()

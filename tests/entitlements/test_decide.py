@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -145,7 +146,8 @@ statuses = st.sampled_from(
     ["active", "trialing", "past_due", "canceled", "unpaid", "paused", "incomplete"]
 )
 features = st.sampled_from(["api_calls", "export", "support", "sso"])
-amounts = st.one_of(st.none(), st.floats(0.001, 1e6))
+amounts = st.one_of(st.none(), st.decimals(Decimal("0.001"), 10**6, places=6))
+quantities = st.decimals(0, 2 * 10**5, places=6)  # used: exact, as every reader gives it
 
 
 @st.composite
@@ -156,9 +158,9 @@ def subscriptions(draw: st.DrawFn) -> Subscription | None:
     return sub(draw(plans), draw(statuses), past_due_since=NOW - timedelta(days=days))
 
 
-@given(subscriptions(), features, st.floats(0, 2e5), amounts)
+@given(subscriptions(), features, quantities, amounts)
 def test_reason_is_from_the_closed_set_and_agrees_with_access(
-    s: Subscription | None, feature: str, used: float, amount: float | None
+    s: Subscription | None, feature: str, used: Decimal, amount: Decimal | None
 ) -> None:
     d = check(feature, s, used=used, amount=amount)
     assert d.reason in set(Reason)
@@ -167,21 +169,21 @@ def test_reason_is_from_the_closed_set_and_agrees_with_access(
     assert body["reason"] == d.reason.value and body["has_access"] == d.has_access
 
 
-@given(subscriptions(), st.floats(0, 2e5), amounts)
+@given(subscriptions(), quantities, amounts)
 def test_a_blocking_limit_is_never_passed(
-    s: Subscription | None, used: float, amount: float | None
+    s: Subscription | None, used: Decimal, amount: Decimal | None
 ) -> None:
     d = check("api_calls", s, used=used, amount=amount)
     if d.overage == "block" and d.limit is not None and d.has_access:
         assert used + (amount or 0) <= d.limit
         assert amount is not None or used < d.limit
     if d.limit is not None and d.remaining is not None:
-        assert d.remaining == max(0.0, d.limit - used)
+        assert d.remaining == max(0, d.limit - used)
 
 
-@given(subscriptions(), st.floats(0, 2e5), st.floats(0, 1e5))
+@given(subscriptions(), quantities, st.decimals(0, 10**5, places=6))
 def test_a_credit_never_takes_access_away(
-    s: Subscription | None, used: float, credit: float
+    s: Subscription | None, used: Decimal, credit: Decimal
 ) -> None:
     without = check("api_calls", s, used=used)
     with_credit = check("api_calls", s, [grant("credit", credit)], used=used)

@@ -21,6 +21,7 @@ from meterline.entitlements import (
     Subscription,
     ViewUsage,
 )
+from meterline.entitlements.invalidation import MemoryChangeHub
 from meterline.entitlements.repository import ConsumeEvent
 from meterline.errors import NotFound, Unavailable, ValidationFailed
 from meterline.events import UsageEvent
@@ -260,3 +261,30 @@ def test_consume_reserves_only_what_its_event_will_count(parts: dict[str, object
     assert service.consume(1, "c1", "calls", 1, "calls-2")[1]["used"] == 1
     assert service.consume(1, "c1", "calls", 1, "calls-3")[1]["used"] == 2
     assert service.consume(1, "c1", "calls", 1, "calls-4")[0] == 403
+
+
+def test_a_change_through_one_replica_drops_the_other_replicas_cached_answers(
+    parts: dict[str, object],
+) -> None:
+    """Two services on shared repositories and view (two replicas) and one change feed: what
+    one changes (a subscription a webhook synced, a consume) the other answers at once."""
+    hub = MemoryChangeHub()
+    a, b = _replica(parts, hub), _replica(parts, hub)
+    assert b.check(1, "c1", "api_calls").limit == 50  # cached on b
+    parts["subs"].put(Subscription(1, "c1", "basic"))  # type: ignore[attr-defined]
+    a.invalidate(1, "c1")  # what SubscriptionSync and the admin routes call after a change
+    assert b.check(1, "c1", "api_calls").limit == 1000
+    assert b.check(1, "c1", "api_calls").used == 0  # cached on b
+    status, _ = a.consume(1, "c1", "api_calls", 400, "e1")
+    assert status == 200
+    assert b.check(1, "c1", "api_calls").used == 400
+
+
+def _replica(parts: dict[str, object], hub: MemoryChangeHub) -> EntitlementService:
+    p, feed = parts, hub.feed()
+    service = EntitlementService(
+        p["catalogs"], p["subs"], p["grants"], ViewUsage(p["view"]), p["view"],  # type: ignore[arg-type]
+        p["publisher"], p["answers"], p["clock"], changes=feed,  # type: ignore[arg-type]
+    )  # fmt: skip
+    feed.listen(service)
+    return service

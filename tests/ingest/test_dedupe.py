@@ -14,7 +14,9 @@ from meterline.dedupe import (
     BoundedDeduper,
     CoalescingDeduper,
     Deduper,
+    DurableIdsDeduper,
     MemoryDeduper,
+    MemoryHeldIds,
     RedisDeduper,
 )
 from meterline.events import EncodedEvents, UsageEvent
@@ -31,14 +33,20 @@ def _deduper(kind: str, request: pytest.FixtureRequest, window: float) -> Dedupe
     return CoalescingDeduper(redis_deduper) if kind == "coalesced" else redis_deduper
 
 
+def _fresh_miss(kind: str) -> bool | None:
+    """A Redis store's answer for an id it does not hold during its first window (it cannot
+    tell a new tenant from a lost one: `None`); the memory store never loses anything."""
+    return False if kind == "memory" else None
+
+
 @pytest.mark.parametrize("kind", ["memory", "redis", "coalesced"])
 def test_marked_ids_are_seen_per_tenant(kind: str, request: pytest.FixtureRequest) -> None:
     async def scenario() -> None:
-        d = _deduper(kind, request, 60)
-        assert await d.seen(1, ["a", "b"]) == [False, False]
+        d, miss = _deduper(kind, request, 60), _fresh_miss(kind)
+        assert await d.seen(1, ["a", "b"]) == [miss, miss]
         await d.mark(1, ["a"])
-        assert await d.seen(1, ["a", "b", "a"]) == [True, False, True]
-        assert await d.seen(2, ["a"]) == [False]
+        assert await d.seen(1, ["a", "b", "a"]) == [True, miss, True]
+        assert await d.seen(2, ["a"]) == [miss]
         assert await d.seen(1, []) == []
         assert await d.ping()
         await d.close()
@@ -152,12 +160,12 @@ def test_a_stuck_store_lets_every_waiting_request_through() -> None:
 @pytest.mark.parametrize("kind", ["memory", "redis", "coalesced"])
 def test_exchange_marks_before_it_checks(kind: str, request: pytest.FixtureRequest) -> None:
     async def scenario() -> None:
-        d = _deduper(kind, request, 60)
-        assert await d.exchange(1, ["a", "b"], ["b", "c", "a"]) == [True, False, True]
-        assert await d.exchange(1, [], ["c", "b"]) == [False, True]
+        d, miss = _deduper(kind, request, 60), _fresh_miss(kind)
+        assert await d.exchange(1, ["a", "b"], ["b", "c", "a"]) == [True, miss, True]
+        assert await d.exchange(1, [], ["c", "b"]) == [miss, True]
         assert await d.exchange(1, ["c"], []) == []
         assert await d.seen(1, ["c"]) == [True]
-        assert await d.exchange(2, [], ["a"]) == [False]
+        assert await d.exchange(2, [], ["a"]) == [miss]
         await d.close()
 
     asyncio.run(scenario())
@@ -190,7 +198,7 @@ def test_the_redis_script_survives_a_script_flush(redis_url: str) -> None:
         d = RedisDeduper(connect_async(redis_url), f"rf{uuid.uuid4().hex[:6]}", 60)
         await d.mark(1, ["a"])
         redis.Redis.from_url(redis_url).script_flush()
-        assert await d.seen(1, ["a", "b"]) == [True, False]
+        assert await d.seen(1, ["a", "b"]) == [True, None]  # a new store: not yet intact
         await d.close()
 
     asyncio.run(scenario())
@@ -215,8 +223,58 @@ def test_a_call_cut_off_mid_reply_never_hands_its_reply_to_the_next(redis_url: s
         redis.Redis.from_url(redis_url).client_pause(300)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(d.seen(1, ["a"]), 0.05)  # answered "1" after the pause
-        assert await d.seen(1, ["b"]) == [False]
+        assert await d.seen(1, ["b"]) == [None]
+        assert await d.seen(1, ["a", "b"]) == [True, None]
+        await d.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_redis_store_says_when_it_may_have_lost_ids(redis_url: str) -> None:
+    """Misses are `None` from a loss (or a tenant's first call) until a window has passed or a
+    restore is declared; a declaration made before another loss is refused."""
+
+    async def scenario() -> None:
+        d = RedisDeduper(connect_async(redis_url), f"lo{uuid.uuid4().hex[:6]}", 60)
+        await d.mark(1, ["a"])
+        assert await d.seen(1, ["a", "b"]) == [True, None]
+        since = await d.intact_since(1)
+        assert since is not None and await d.declare_intact(1, since)
+        assert await d.intact_since(1) is None
         assert await d.seen(1, ["a", "b"]) == [True, False]
+        redis.Redis.from_url(redis_url).flushall()
+        assert await d.seen(1, ["a", "b"]) == [None, None]
+        stale = await d.intact_since(1)
+        redis.Redis.from_url(redis_url).flushall()
+        assert await d.seen(1, ["b"]) == [None]
+        assert stale is not None and not await d.declare_intact(1, stale)
+        await d.close()
+        short = RedisDeduper(connect_async(redis_url), f"lw{uuid.uuid4().hex[:6]}", 0.2)
+        assert await short.seen(1, ["b"]) == [None]
+        await asyncio.sleep(0.25)
+        assert await short.seen(1, ["b"]) == [False]
+        await short.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_durable_record_answers_what_a_lost_store_forgot(redis_url: str) -> None:
+    """Over a flushed Redis store: ids the record holds are seen, others are not, and the
+    store is restored in the background (then intact, answering alone)."""
+
+    async def scenario() -> None:
+        store = RedisDeduper(connect_async(redis_url), f"du{uuid.uuid4().hex[:6]}", 60)
+        record = MemoryHeldIds()
+        record.ids[1] = {"granted-1", "granted-2"}
+        d = DurableIdsDeduper(CoalescingDeduper(store), store, record)
+        assert await d.seen(1, ["granted-1", "new"]) == [True, False]
+        for _ in range(100):
+            if await store.intact_since(1) is None:
+                break
+            await asyncio.sleep(0.02)
+        assert await store.seen(1, ["granted-1", "granted-2", "new"]) == [True, True, False]
+        record.ids[1] = set()  # the store alone answers now
+        assert await d.seen(1, ["granted-2", "new"]) == [True, False]
         await d.close()
 
     asyncio.run(scenario())

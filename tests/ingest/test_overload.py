@@ -4,6 +4,7 @@ for a request whose body is in hand, so clients slow to send hold none."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from ingest.app import Dependencies
 from ingest.concurrency import ConcurrencyLimit
 from ingest.endpoint import EventsEndpoint
+from ingest.fairness import FairAdmission
 from meterline.tenants import Principal
 
 
@@ -46,7 +48,13 @@ class BlockedMeters:
 
 
 def _endpoint(limit: ConcurrencyLimit, meters: Any) -> EventsEndpoint:
-    deps = Dependencies(keys=AnyKey(), meters=meters, sink=None, concurrency=limit)  # type: ignore[arg-type]
+    deps = Dependencies(
+        keys=AnyKey(),
+        meters=meters,
+        sink=None,  # type: ignore[arg-type]
+        concurrency=limit,
+        fairness=FairAdmission(math.inf),  # places alone: not refused for the loop's lag
+    )
     return EventsEndpoint(_downstream, deps)
 
 

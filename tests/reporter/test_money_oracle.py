@@ -9,7 +9,8 @@ Reconciliation must find nothing on the clean run, then every fault injected int
 records (dropped, duplicated, changed, shifted) with its kind and money.
 
 Reduced here (`METERLINE_ORACLE_CUSTOMERS`, default 24: about 45 customer-periods); `make
-reliability` runs it at full size (550 customers, over 1,000 customer-periods).
+reliability` runs it at full size (`test_the_oracle_at_full_size`, marked `reliability`: 550
+customers, over 1,000 customer-periods).
 `METERLINE_ORACLE_SEED` picks another draw.
 """
 
@@ -35,8 +36,18 @@ def _size(name: str, default: int) -> int:
 
 
 def test_invoices_equal_the_oracle_to_the_cent(pg_conninfo, stripe_emulator, stripe_client):
+    _oracle(pg_conninfo, stripe_emulator, stripe_client, _size("CUSTOMERS", 24))
+
+
+@pytest.mark.reliability
+@pytest.mark.timeout(3600)
+def test_the_oracle_at_full_size(pg_conninfo, stripe_emulator, stripe_client):
+    """Over 1,000 customer-periods (`make reliability`)."""
+    _oracle(pg_conninfo, stripe_emulator, stripe_client, _size("CUSTOMERS_FULL", 550))
+
+
+def _oracle(pg_conninfo, stripe_emulator, stripe_client, n: int) -> None:
     started = time.monotonic()
-    n = _size("CUSTOMERS", 24)
     rng = random.Random(_size("SEED", 20))
     sim = Sim.start(pg_conninfo, stripe_emulator, stripe_client, rng)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -134,3 +135,59 @@ def test_the_flush_waits_for_the_customer_whose_period_ended_not_for_any_event(p
         clock.advance(60)
         scheduler.tick()
         assert len(pushes) == 2 and blocked == []
+
+
+def test_a_standby_runs_nothing_and_pushes_at_once_when_it_becomes_the_leader(pg_conninfo):
+    clock = FakeClock(datetime(2026, 11, 21, 1, 30, tzinfo=UTC))
+    pushes, leading = [], [False]
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        settings = settings_for(push_interval_s=3600, reconcile_hour_utc=0)
+        scheduler = Scheduler(
+            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None,
+            tick_s=0.01, leader=lambda: leading[0],
+        )  # fmt: skip
+        scheduler.start()
+        try:
+            _until(lambda: scheduler._leading is False)
+            assert pushes == []
+            leading[0] = True
+            _until(lambda: len(pushes) == 1)
+            leading[0] = False
+            _until(lambda: scheduler._leading is False)
+            leading[0] = True  # a leader again within the same hour: it pushes again at once
+            _until(lambda: len(pushes) == 2)
+        finally:
+            scheduler.stop()
+
+
+def _until(check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_a_fresh_scheduler_flushes_a_boundary_that_passed_before_it_started(pg_conninfo):
+    """A new leader (or a restarted reporter) still flushes a period that ended before its
+    first tick, once the aggregator is past it, not only at the next hourly push."""
+    clock = FakeClock(datetime(2026, 11, 21, 1, 10, tzinfo=UTC))
+    pushes = []
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO report_boundaries VALUES (1, 'c', %s)",
+                (clock.now() - timedelta(minutes=5),),
+            )
+        settings = settings_for(push_interval_s=3600, settle_s=120, reconcile_hour_utc=23)
+        scheduler = Scheduler(
+            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None
+        )
+        scheduler.tick()
+        assert len(pushes) == 1  # a fresh scheduler pushes at once; the aggregator is not past
+        clock.advance(60)
+        scheduler.tick()
+        assert len(pushes) == 1
+        _received(pool, clock.now() - timedelta(minutes=2))  # now it is
+        clock.advance(15)
+        scheduler.tick()
+        assert len(pushes) == 2  # flushed now, not at 02:02

@@ -1,30 +1,46 @@
 """Slow, oversized and flooding clients against a running ingest process: slow ones lose their
 connections at the transport's deadlines and limits and hold no request slot, a flooding tenant
 gets its share and 429, and another tenant's events are answered 202 meanwhile. The latencies
-are printed (`-s`), never asserted: the promise tested is "served, not refused"."""
+are printed (`-s`), never asserted: the promise tested is "served, not refused". The full-size
+measurement (marker `reliability`, run by `make reliability` only) pins ingest to one core and
+the attackers, this process and the backing services to the other (tests/security/probes.py)."""
 
 from __future__ import annotations
 
+import os
 import socket
-import statistics
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import psutil
 import pytest
+from psycopg_pool import ConnectionPool
 
+from meterline.tenants import PostgresTenantRepository
 from meterline_devstack.process import ManagedProcess, free_port
+from meterline_devstack.stack import DevStack
 from tests.ingest.support import ROOT, Seeded, ingest_process, seed
+from tests.security import probes
 
 SLOW_BODIES = 128
 SLOWLORIS = 2000
 DEADLINE_S = 3
+PROBE_EVENTS = 300
+
+
+@pytest.fixture
+def slow_key(pg_conninfo: str) -> str:
+    """An ingest key of a third tenant, whose clients send their bodies slowly."""
+    with ConnectionPool(pg_conninfo, min_size=1, max_size=1) as pool:
+        tenants = PostgresTenantRepository(pool)
+        tenants.create_tenant("initech")
+        return tenants.create_key("initech", ["ingest"])[1]
 
 
 @pytest.fixture
@@ -61,80 +77,83 @@ def _one_event(client: httpx.Client, key: str, i: int) -> tuple[int, float]:
     return r.status_code, time.perf_counter() - started
 
 
-@contextmanager
-def _flood(url: str, key: str, connections: int = 8) -> Iterator[list[int]]:
-    """Another tenant sending 1,000-event batches on `connections` connections, as fast as
-    ingest answers, while the block runs; yields the statuses it got."""
-    statuses: list[int] = []
-    stop = threading.Event()
+@dataclass(frozen=True)
+class Probe:
+    """What another tenant measured before and during the attacks, and what the attackers saw."""
 
-    def send(worker: int) -> None:
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
-            n = 0
-            while not stop.is_set():
-                batch = [
-                    {"id": f"flood-{worker}-{n}-{i}", "customer": "f", "meter": "api_calls"}
-                    for i in range(1000)
-                ]
-                statuses.append(http.post("/v1/events", content=orjson.dumps(batch)).status_code)
-                n += 1
+    quiet: list[float]
+    loaded: list[float]
+    statuses: set[int]
+    flood: dict[str, int]
+    slow: dict[str, Any]
 
-    threads = [threading.Thread(target=send, args=(w,), daemon=True) for w in range(connections)]
-    for t in threads:
-        t.start()
-    time.sleep(1.0)
-    try:
-        yield statuses
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-
-
-def _p99(seconds: list[float]) -> float:
-    return statistics.quantiles(seconds, n=100)[98] if len(seconds) > 1 else seconds[0]
-
-
-def test_slow_bodies_and_slowloris_hold_no_slot_and_lose_their_connections(
-    ingest: tuple[str, Seeded, ManagedProcess],
-) -> None:
-    url, keys, _ = ingest
-    with httpx.Client(base_url=url, timeout=10) as client, ExitStack() as stack:
-        quiet = [_one_event(client, keys.acme_ingest, i) for i in range(30)]
-        assert {s for s, _ in quiet} == {202}
-        slow = []
-        for _ in range(SLOW_BODIES):  # another tenant's valid key: one byte of 100,000
-            sock = stack.enter_context(socket.create_connection(_address(url), timeout=10))
-            sock.sendall(
-                b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                b"Authorization: Bearer " + keys.globex_ingest.encode() + b"\r\n"
-                b"Content-Length: 100000\r\n\r\n["
-            )
-            slow.append(sock)
-        for _ in range(SLOWLORIS):  # no key at all: a head that never ends
-            sock = stack.enter_context(socket.create_connection(_address(url), timeout=10))
-            sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: t\r\n")
-            slow.append(sock)
-        with _flood(url, keys.globex_ingest) as flooded:
-            loaded = [_one_event(client, keys.acme_ingest, 100 + i) for i in range(30)]
-        print(
-            f"\nquiet p99 {_p99([t for _, t in quiet]) * 1000:.1f} ms; under {SLOW_BODIES} slow "
-            f"bodies, {SLOWLORIS} slowloris and another tenant's flood of 1,000-event batches "
-            f"({sorted(set(flooded))}): p99 {_p99([t for _, t in loaded]) * 1000:.1f} ms"
+    def line(self) -> str:
+        quiet, loaded = probes.p99(self.quiet), probes.p99(self.loaded)
+        return (
+            f"quiet p99 {quiet * 1000:.1f} ms, under {SLOW_BODIES} slow bodies, {SLOWLORIS} "
+            f"slowloris and another tenant's flood p99 {loaded * 1000:.1f} ms: "
+            f"{loaded / quiet:.2f}x ({len(self.quiet)} and {len(self.loaded)} events; "
+            f"statuses {sorted(self.statuses)}; flood {self.flood}; slow clients {self.slow})"
         )
-        assert {s for s, _ in loaded} == {202}, loaded
-        assert flooded and set(flooded) <= {202, 429}
-        time.sleep(DEADLINE_S + 1)
-        cut = 0
-        for sock in slow:
-            sock.settimeout(5)
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                data = b""
-            cut += data.startswith(b"HTTP/1.1 408") or data == b""
-        assert cut == len(slow)
+
+
+def _probe(url: str, keys: Seeded, slow_key: str, events: int, cores: probes.Cores) -> Probe:
+    """A tenant's `events` single events alone, then under every attack at once: a second
+    tenant's slow bodies (`slow_key`) and keyless slowloris heads, reopened as they are cut,
+    and a third tenant's flood on 8 connections, all on the cores `cores.rest`. The slow
+    clients stop only once each has been cut (at the deadlines, `DEADLINE_S`)."""
+    tenant = probes.Tenant(url, keys.acme_ingest)
+    tenant.series("warm", 20)
+    quiet_statuses, quiet = tenant.series("quiet", events)
+    slow_args = [url, slow_key, str(SLOW_BODIES), str(SLOWLORIS)]
+    with (
+        probes.attacker("slowclients", slow_args, cores.rest) as slow,
+        probes.attacker("flood", [url, keys.globex_ingest, "8"], cores.rest) as flood,
+    ):
+        statuses, loaded = tenant.series("loaded", events)
+    tenant.close()
+    return Probe(quiet, loaded, quiet_statuses | statuses, flood, slow)
+
+
+def _assert_served_not_refused(probe: Probe) -> None:
+    assert probe.statuses == {202}, probe.line()
+    assert probe.flood and set(probe.flood) <= {"202", "429"}, probe.flood
+    assert probe.slow["cut"] >= SLOW_BODIES + SLOWLORIS, probe.slow
+    assert set(probe.slow["answers"]) <= {"408", "429", "none"}, probe.slow
+
+
+def test_another_tenant_is_served_under_slow_clients_slowloris_and_a_flood(
+    ingest: tuple[str, Seeded, ManagedProcess], slow_key: str
+) -> None:
+    """Slow bodies and slowloris heads hold no request slot and are cut at the deadlines
+    (408); a flooding tenant gets 202 and 429; another tenant's events are all answered 202
+    meanwhile. Latency is measured, not asserted: the `reliability` form prints it."""
+    url, keys, _ = ingest
+    probe = _probe(url, keys, slow_key, 30, probes.Cores(probes.ALL_CPUS, probes.ALL_CPUS))
+    print("\n" + probe.line())
+    _assert_served_not_refused(probe)
+
+
+@pytest.mark.reliability
+def test_another_tenants_p99_under_every_probe_at_once(
+    ingest: tuple[str, Seeded, ManagedProcess], slow_key: str, backing: DevStack
+) -> None:
+    """Issue 21's figure: another tenant's single-event p99 under 128 slow bodies, 2,000
+    slowloris connections and one tenant's flood, against its quiet p99, with ingest alone on
+    one core and everything else on the other (printed; the bound of 2x is the coordinator's
+    to judge on a quiet machine). Served, not refused, is asserted."""
+    url, keys, proc = ingest
+    assert proc.pid is not None
+    cores = probes.Cores.split()
+    others = [p.pid for p in backing.processes.values() if p.pid] + [os.getpid()]
+    with probes.pinned([proc.pid], cores.ingest), probes.pinned(others, cores.rest):
+        load_before = os.getloadavg()[0]
+        probe = _probe(url, keys, slow_key, PROBE_EVENTS, cores)
+        load_after = os.getloadavg()[0]
+    print(
+        f"\n{cores}; load average {load_before:.1f} before, {load_after:.1f} after\n" + probe.line()
+    )
+    _assert_served_not_refused(probe)
 
 
 def test_oversized_heads_and_bodies_are_refused_unread(

@@ -19,6 +19,7 @@ from meterline.events import (
     parse_timestamp,
     validate_event,
 )
+from tests.unit.value_strategies import rule_floats
 
 NOW = 1_800_000_000_000
 RULES = Rules(now_ms=NOW, meters={"api_calls", "tokens"})
@@ -32,7 +33,7 @@ def valid_raw() -> st.SearchStrategy[dict[str, object]]:
     return st.fixed_dictionaries(
         {"id": ids, "customer": ids, "meter": st.sampled_from(["api_calls", "tokens"])},
         optional={
-            "value": st.integers(0, 10**15) | st.floats(0, 1e15),
+            "value": st.integers(0, 10**15) | rule_floats(),
             "timestamp": st.integers(NOW - 35 * 86_400_000, NOW + MAX_FUTURE_MS),
             "properties": st.dictionaries(st.text(max_size=10), json_scalars, max_size=32),
         },

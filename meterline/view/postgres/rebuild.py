@@ -24,6 +24,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.catalog.model import Aggregation
+from meterline.values import to_decimal
 from meterline.view.model import DAY_MS, Delta, ReservationKey
 from meterline.view.sync import PendingReservation, SyncedView, stream_name
 
@@ -35,7 +36,7 @@ _CHUNK = 5_000
 
 _OFFSETS = "SELECT consumer_group, topic, partition, incarnation, next_offset FROM consumer_offsets"
 _ROLLUPS = """
-SELECT tenant_id, customer, meter, (extract(epoch FROM bucket) * 1000)::bigint, value::float8,
+SELECT tenant_id, customer, meter, (extract(epoch FROM bucket) * 1000)::bigint, value,
        count, (extract(epoch FROM latest_ts) * 1000)::bigint
 FROM usage_rollups_minute WHERE bucket >= to_timestamp(%s / 1000.0)
 """
@@ -129,7 +130,7 @@ def _delta(row: tuple[Any, ...], aggregation_of: AggregationOf) -> Delta:
 
 def _restore_reservations(view: SyncedView, conn: psycopg.Connection[Any], since: int) -> int:
     pending = [
-        PendingReservation(ReservationKey(t, c, m, e), float(a), int(at))
+        PendingReservation(ReservationKey(t, c, m, e), to_decimal(a), int(at))
         for t, c, m, e, a, at in conn.execute(_GRANTED, {"since": since})
     ]
     for start in range(0, len(pending), _CHUNK):

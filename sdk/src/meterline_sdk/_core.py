@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -48,7 +49,7 @@ class ClientStats:
 def new_event(
     customer: str,
     meter: str,
-    value: float,
+    value: float | Decimal,
     id: str | None,
     timestamp: datetime | int | None,
     properties: Mapping[str, Any] | None,
@@ -189,4 +190,12 @@ def backoff(attempt: int, retry_after: float | None, base: float, cap: float) ->
 
 
 def encode(batch: list[Event]) -> bytes:
-    return orjson.dumps(batch)
+    """The batch as JSON; a `Decimal` value is written as its exact digits (the service refuses
+    one beyond its rule, 15 significant digits and 6 decimals, with a 422 naming it)."""
+    return orjson.dumps(batch, default=_exact_number)
+
+
+def _exact_number(obj: Any) -> Any:
+    if isinstance(obj, Decimal) and obj.is_finite():
+        return orjson.Fragment(format(obj, "f").encode())
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")

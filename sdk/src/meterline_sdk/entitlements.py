@@ -18,10 +18,12 @@ Choose per feature: a cheap, non-critical feature can fail open; a billable one 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -40,14 +42,15 @@ class EntitlementsError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Entitlement:
-    """A decision as the app sees it; `raw` is the service's whole answer."""
+    """A decision as the app sees it; `raw` is the service's whole answer. Quantities are exact
+    `Decimal`s (the service writes them as exact JSON numbers, read here digit for digit)."""
 
     feature: str
     has_access: bool
     reason: str
-    limit: float | None = None
-    used: float | None = None
-    remaining: float | None = None
+    limit: Decimal | None = None
+    used: Decimal | None = None
+    remaining: Decimal | None = None
     plan: str | None = None
     stale: bool = False
     fallback: bool = False
@@ -59,9 +62,9 @@ class Entitlement:
             feature=str(body.get("feature")),
             has_access=bool(body.get("has_access")),
             reason=str(body.get("reason")),
-            limit=body.get("limit"),
-            used=body.get("used"),
-            remaining=body.get("remaining"),
+            limit=_quantity(body.get("limit")),
+            used=_quantity(body.get("used")),
+            remaining=_quantity(body.get("remaining")),
             plan=body.get("plan"),
             raw=body,
         )
@@ -109,7 +112,7 @@ class _Decisions:
             return self._fail(feature) if last is None else dataclasses.replace(last[1], stale=True)
         if answer.status_code != 200:
             raise EntitlementsError(answer.status_code, _body(answer))
-        found = Entitlement.from_answer(answer.json())
+        found = Entitlement.from_answer(_exact_json(answer))
         with self._lock:
             self._cache[customer, feature] = (self._clock() + self.ttl, found)
         return found
@@ -262,6 +265,17 @@ def _dict(body: Any) -> dict[str, Any]:
 
 def _body(answer: httpx.Response) -> Any:
     try:
-        return answer.json()
+        return _exact_json(answer)
     except ValueError:
         return answer.text
+
+
+def _exact_json(answer: httpx.Response) -> Any:
+    """The answer's JSON with every number that has a fraction read as an exact `Decimal`."""
+    return json.loads(answer.content, parse_float=Decimal)
+
+
+def _quantity(x: Any) -> Decimal | None:
+    if x is None or isinstance(x, bool):
+        return None
+    return Decimal(repr(x)) if isinstance(x, float) else Decimal(x)

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -143,7 +144,7 @@ class Meterline:
         self,
         customer: str,
         meter: str,
-        value: float = 1,
+        value: float | Decimal = 1,
         id: str | None = None,
         timestamp: datetime | int | None = None,
         properties: Mapping[str, Any] | None = None,
@@ -263,7 +264,7 @@ class AsyncMeterline:
         self,
         customer: str,
         meter: str,
-        value: float = 1,
+        value: float | Decimal = 1,
         id: str | None = None,
         timestamp: datetime | int | None = None,
         properties: Mapping[str, Any] | None = None,

@@ -1,0 +1,49 @@
+"""Where revenue events are kept: one `SubscriptionState` per Stripe event id, per tenant.
+
+`RevenueEventStore` is the contract; `MemoryRevenueEventStore` beside it and
+`PostgresRevenueEventStore` (postgres.py, table `revenue_events`) implement it, and one
+contract suite runs on both (tests/revenue/test_store.py).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from meterline.revenue.model import SubscriptionState
+
+
+class RevenueEventStore(abc.ABC):
+    @abc.abstractmethod
+    def add(self, tenant_id: int, event_id: str, state: SubscriptionState) -> bool:
+        """Keep the state a webhook event showed; False when that event id is already kept
+        (a redelivery changes nothing)."""
+
+    @abc.abstractmethod
+    def replace(self, tenant_id: int, states: Sequence[tuple[str, SubscriptionState]]) -> None:
+        """Replace every state of the tenant with `states` (event id, state), atomically: a
+        reader sees the old rows or the new ones, never a mix. Used by the rebuild."""
+
+    @abc.abstractmethod
+    def states(self, tenant_id: int) -> list[SubscriptionState]:
+        """The tenant's states in time order; states of the same second in the order they were
+        added (Stripe's `created` has whole seconds)."""
+
+
+class MemoryRevenueEventStore(RevenueEventStore):
+    def __init__(self) -> None:
+        self._rows: dict[int, dict[str, SubscriptionState]] = {}
+
+    def add(self, tenant_id: int, event_id: str, state: SubscriptionState) -> bool:
+        mine = self._rows.setdefault(tenant_id, {})
+        if event_id in mine:
+            return False
+        mine[event_id] = state
+        return True
+
+    def replace(self, tenant_id: int, states: Sequence[tuple[str, SubscriptionState]]) -> None:
+        self._rows[tenant_id] = dict(states)
+
+    def states(self, tenant_id: int) -> list[SubscriptionState]:
+        mine = self._rows.get(tenant_id, {})
+        return sorted(mine.values(), key=lambda s: s.at)  # stable: insertion order within a tie
