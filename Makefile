@@ -33,7 +33,7 @@ bench: $(STAMP)
 
 reliability: $(STAMP)
 	$(BIN)/python -m bench.reliability
-	$(BIN)/pytest -q -s -m reliability  # full-size pieces: scale-out processes, the probes' p99 ratio
+	$(BIN)/pytest -q -s -m reliability  # full-size pieces: scale-out processes, the probes' p99 ratio, the money oracle
 	METERLINE_RELIABILITY_WEBHOOK_KILLS=25 $(BIN)/pytest -q tests/notify/test_crash.py
 
 clean:

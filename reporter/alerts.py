@@ -2,13 +2,14 @@
 
 An alert is one discrepancy for one customer, meter and window (an hour): its kind, our units
 (rollups), the units we sent, Stripe's units, the difference (Stripe minus what it should
-hold) and the money at the metered price. A discrepancy found again by a later run updates
-the live (open or acknowledged) alert of the same kind, customer, meter and window instead of
-adding a second one; one that finance resolved is not raised again while its difference is
-unchanged. Status moves open -> acknowledged -> resolved (or open -> resolved), each time with
-an optional note; a resolved alert cannot change again. Opening an alert and resolving one
-(by finance or by a run) is announced to webhooks (`reconciliation.alert_raised`,
-`reconciliation.alert_resolved`) in the transaction of the change.
+hold) and the money: what the period's invoice is off by at the frozen price (`money.py`).
+A discrepancy found again by a later run updates the live (open or acknowledged) alert of the
+same kind, customer, meter and window instead of adding a second one; one that finance
+resolved is not raised again while its difference is unchanged. Status moves open ->
+acknowledged -> resolved (or open -> resolved), each time with an optional note; a resolved
+alert cannot change again. Opening an alert and resolving one (by finance or by a run) is
+announced to webhooks (`reconciliation.alert_raised`, `reconciliation.alert_resolved`) in
+the transaction of the change.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from meterline.errors import Conflict, FieldError, NotFound, ValidationFailed
 from meterline.inputs import FREE_TEXT, MESSAGES, is_free_text
 from meterline.notify.events import Notification
 from meterline.notify.outbox import publish
+from reporter.money import priced
 
 KINDS = (
     "missing_in_stripe",
@@ -55,9 +57,14 @@ class Discrepancy:
     unit_amount_decimal: Decimal | None = None
     currency: str | None = None
     detail: str | None = None
+    money: Decimal | None = None  # set by `reporter.money.priced` from the frozen price
 
     @property
     def money_minor(self) -> Decimal | None:
+        """The money at stake: priced on the period's invoice when known (`money`), else at
+        the marginal unit price."""
+        if self.money is not None:
+            return self.money
         if self.unit_amount_decimal is None:
             return None
         return abs(self.difference) * self.unit_amount_decimal
@@ -165,7 +172,7 @@ class ReconciliationStore:
         opened: list[int] = []
         touched: set[int] = set()
         with self._pool.connection() as conn, conn.transaction():
-            for d in found:
+            for d in priced(conn, tenant_id, found):
                 if _resolved_same(conn, tenant_id, d):
                     continue
                 row = conn.execute(_UPSERT, _alert_params(tenant_id, run_id, d)).fetchone()

@@ -28,8 +28,16 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.catalog.model import Aggregation
+from meterline.catalog.parse import metered_price_from_document
 from meterline.catalog.repository import PostgresCatalogRepository
-from reporter.scope import BilledCustomer, BilledMeter, TenantScope, billed_meters, stripe_meters
+from reporter.scope import (
+    BilledCustomer,
+    BilledMeter,
+    TenantScope,
+    billed_meters,
+    same_prices,
+    stripe_meters,
+)
 from reporter.slots import HOUR, ceil_minute
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,12 +55,11 @@ class Context:
 
     def same_terms(self, other: Context) -> bool:
         """Same plan, Stripe customer, subscription and prices (whatever `since`)."""
-        return (self.plan, self.stripe_customer_id, self.subscription, self.meters) == (
+        return (self.plan, self.stripe_customer_id, self.subscription) == (
             other.plan,
             other.stripe_customer_id,
             other.subscription,
-            other.meters,
-        )
+        ) and same_prices(self.meters, other.meters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,20 +196,22 @@ def load_current(
     return out
 
 
-def _encode(meters: dict[str, BilledMeter]) -> dict[str, dict[str, str]]:
-    return {
-        k: {
+def _encode(meters: dict[str, BilledMeter]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for k, m in meters.items():
+        out[k] = {
             "aggregation": m.aggregation.value,
             "event_name": m.event_name,
             "stripe_meter_id": m.stripe_meter_id,
             "unit_amount_decimal": str(m.unit_amount_decimal),
             "currency": m.currency,
         }
-        for k, m in meters.items()
-    }
+        if m.price is not None:
+            out[k]["price"] = m.price.to_document()
+    return out
 
 
-def _meters(raw: dict[str, dict[str, str]]) -> dict[str, BilledMeter]:
+def _meters(raw: dict[str, dict[str, Any]]) -> dict[str, BilledMeter]:
     return {
         k: BilledMeter(
             k,
@@ -211,6 +220,7 @@ def _meters(raw: dict[str, dict[str, str]]) -> dict[str, BilledMeter]:
             v["stripe_meter_id"],
             Decimal(v["unit_amount_decimal"]),
             v["currency"],
+            metered_price_from_document(v["price"]) if "price" in v else None,
         )
         for k, v in raw.items()
     }

@@ -85,8 +85,10 @@ class ReportLedger:
             ).fetchall()
         return {(r[0], r[1], r[2]): Reported(r[3], r[4], r[5]) for r in rows}
 
-    def add(self, rows: Sequence[LedgerRow]) -> None:
-        """Insert rows in one committed transaction (COPY); they are durable on return."""
+    def add(self, rows: Sequence[LedgerRow], at: datetime | None = None) -> None:
+        """Insert rows in one committed transaction (COPY); they are durable on return. A row
+        without `created_at` is dated `at` (the reporter's clock, which judges how long a row
+        stayed unconfirmed), else now."""
         if not rows:
             return
         statement = f"COPY report_ledger ({_COLUMNS}) FROM STDIN".encode()
@@ -96,7 +98,7 @@ class ReportLedger:
             conn.cursor().copy(statement) as copy,
         ):
             for r in rows:
-                copy.write_row(_tuple(r))
+                copy.write_row(_tuple(r, at))
 
     def settle(self, results: Sequence[SendResult], at: datetime | None = None) -> None:
         """Record Stripe's answers: landed events become `sent`, refused ones `rejected`;
@@ -182,9 +184,9 @@ def _ids(tenants: Sequence[int] | None) -> list[int] | None:
     return None if tenants is None else list(tenants)
 
 
-def _tuple(r: LedgerRow) -> tuple[Any, ...]:
+def _tuple(r: LedgerRow, at: datetime | None) -> tuple[Any, ...]:
     return (
         r.tenant_id, r.customer, r.meter, r.slot_start, r.revision, r.identifier, r.event_name,
         r.stripe_customer_id, r.value, r.total, r.status, r.error,
-        r.created_at or datetime.now().astimezone(), r.sent_at,
+        r.created_at or at or datetime.now().astimezone(), r.sent_at,
     )  # fmt: skip

@@ -204,7 +204,7 @@ class Pusher:
             history, usage, reported, boundaries, until, floor, flush_until is not None
         )
         report.slots += len(plan.rows)
-        self._ledger.add(plan.rows)
+        self._ledger.add(plan.rows, self._clock.now())
         if plan.alerts:
             self._store.record(tenant_id, None, plan.alerts)
         too_late = sum(1 for r in plan.rows if r.status == "rejected")

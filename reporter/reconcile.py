@@ -10,7 +10,7 @@ asynchronous processing has caught up), for every billed customer and meter:
   counted apart);
 - *Stripe*: the meter's event summaries for the customer, grouped by hour.
 `classify` turns each hour's three figures into discrepancies (see its docstring). Each one
-becomes an alert with the money at the metered price; a run that finds nothing raises nothing
+becomes an alert with its money (`money.py`); a run that finds nothing raises nothing
 and clears the live alerts of its window that are no longer observed.
 """
 

@@ -1,6 +1,8 @@
 """Repairs finance can ask for on an alert. Never automatic, each one recorded, safe to click
 at any time: each re-reads Stripe's summary of the window immediately before acting and sends
-only what Stripe does not hold.
+only what Stripe does not hold. The summary is read for every Stripe customer and meter the
+window's rows went to (a change within the hour can move a customer to another Stripe
+customer), and each group of rows is judged against its own figure.
 
 - `resend` (missing_in_stripe): our events of the window that Stripe lacks, with their own
   identifiers and a fresh Idempotency-Key. An event Stripe received within `STRIPE_DEDUPE_HORIZON`
@@ -26,6 +28,8 @@ automatic repair: finance resolves it with a note (credit note, manual invoice i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from psycopg_pool import ConnectionPool
@@ -42,12 +46,22 @@ from meterline.stripe.meter_events import (
 )
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Alert, insert_repair
-from reporter.contexts import billed_at
+from reporter.contexts import load_history
 from reporter.ledger import LedgerRow, ReportLedger, mark_canceled, mark_received
 from reporter.push import PushReport
 from reporter.slots import HOUR, floor_hour
 
 ACTIONS = ("resend", "push", "cancel")
+
+
+@dataclass
+class Held:
+    """What Stripe holds of the alert's hour for one Stripe customer and meter (`units`, read
+    just now), and our rows that went there."""
+
+    units: Decimal
+    last: bool
+    rows: list[LedgerRow] = field(default_factory=list)
 
 
 class Repairs:
@@ -94,10 +108,10 @@ class Repairs:
         rows = self._window_rows(alert)
         if not rows:
             raise Conflict(f"alert {alert.id} has no sent events left to {action}")
-        held, formula = self._stripe_now(alert, rows[0])
+        held = self._stripe_now(alert, rows)
         if action == "resend":
-            return self._resend(alert, rows, held, formula == "last", actor)
-        return self._cancel(alert, rows, held, actor)
+            return self._resend(alert, held, actor)
+        return self._cancel(alert, held, actor)
 
     def _window_rows(self, alert: Alert) -> list[LedgerRow]:
         start = floor_hour(alert.window_start)
@@ -106,32 +120,43 @@ class Repairs:
         )
         return [r for r in rows if r.status in ("sent", "pending")]
 
-    def _stripe_now(self, alert: Alert, row: LedgerRow) -> tuple[Decimal, str]:
-        """Stripe's figure for the alert's hour, read now, and the meter's formula."""
-        found = billed_at(self._pool, alert.tenant_id, alert.customer, alert.meter,
-                          floor_hour(alert.window_start))  # fmt: skip
-        if found is None:
-            raise Conflict(f"{alert.customer} was not billed for {alert.meter} then")
-        meter = found[1]
-        start = int(floor_hour(alert.window_start).timestamp())
+    def _stripe_now(self, alert: Alert, rows: list[LedgerRow]) -> list[Held]:
+        """Stripe's figures for the alert's hour, read now: one per Stripe customer and meter
+        the window's rows went to (a context change within the hour may have moved the
+        customer to another Stripe customer or meter), each with its rows."""
+        start = floor_hour(alert.window_start)
+        with self._pool.connection() as conn:
+            history = load_history(conn, alert.tenant_id, [alert.customer])
+        groups: dict[tuple[str, str], Held] = {}
+        for row in rows:
+            meter = history.meter(alert.customer, alert.meter, row.slot_start)
+            if meter is None:
+                raise Conflict(f"{alert.customer} was not billed for {alert.meter} then")
+            key = (row.stripe_customer_id, meter.stripe_meter_id)
+            if key not in groups:
+                groups[key] = Held(self._summary(key, start), meter.formula == "last")
+            groups[key].rows.append(row)
+        return list(groups.values())
+
+    def _summary(self, key: tuple[str, str], hour: datetime) -> Decimal:
+        """What Stripe holds of `hour` for one (Stripe customer, Stripe meter), read now."""
+        stripe_customer, meter_id = key
+        start = int(hour.timestamp())
         try:
-            hours = self._summaries.hourly(
-                meter.stripe_meter_id, row.stripe_customer_id, start, start + 3600
-            )
+            hours = self._summaries.hourly(meter_id, stripe_customer, start, start + 3600)
         except (TransientStripeError, PermanentStripeError) as exc:
             raise Unavailable(f"Stripe's summary could not be read: {exc}", 60) from None
-        return hours.get(start, Decimal(0)), meter.formula
+        return hours.get(start, Decimal(0))
 
     def _recent(self, row: LedgerRow) -> bool:
         received = row.sent_at or row.created_at
         return received is not None and received > self._clock.now() - STRIPE_DEDUPE_HORIZON
 
-    def _resend(
-        self, alert: Alert, rows: list[LedgerRow], held: Decimal, last: bool, actor: str
-    ) -> str:
-        chosen = self._missing(rows, held, last)
+    def _resend(self, alert: Alert, held: list[Held], actor: str) -> str:
+        chosen = [row for h in held for row in self._missing(h.rows, h.units, h.last)]
         if not chosen:
-            outcome = f"Stripe already holds the window ({held} units): nothing sent"
+            units = sum((h.units for h in held), Decimal(0))
+            outcome = f"Stripe already holds the window ({units} units): nothing sent"
             self._record(alert, "resend", [], outcome, actor)
             return outcome
         failure = None
@@ -172,13 +197,15 @@ class Repairs:
             "24 h identifier dedupe: which of them it lacks cannot be told; nothing sent"
         )
 
-    def _cancel(self, alert: Alert, rows: list[LedgerRow], held: Decimal, actor: str) -> str:
-        sent = sum((r.value for r in rows), Decimal(0))
-        if not same_under_quantum(held, sent):
-            raise Conflict(
-                f"Stripe holds {held} units of the window, not the {sent} we sent (lost, or not "
-                "processed yet): a cancel would be partial; nothing canceled"
-            )
+    def _cancel(self, alert: Alert, held: list[Held], actor: str) -> str:
+        for h in held:
+            sent = sum((r.value for r in h.rows), Decimal(0))
+            if not same_under_quantum(h.units, sent):
+                raise Conflict(
+                    f"Stripe holds {h.units} units of the window, not the {sent} we sent (lost, "
+                    "or not processed yet): a cancel would be partial; nothing canceled"
+                )
+        rows = [row for h in held for row in h.rows]
         done: list[str] = []
         for row in rows:
             try:

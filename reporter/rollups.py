@@ -113,7 +113,7 @@ def period_maxima(
         mine += _slots(conn, extra, {**params, "customers": late, "meters": sorted(keys)})
     if not mine:
         return rest
-    bounds = _boundaries(conn, scope.tenant_id, {u.customer for u in mine})
+    bounds = customer_boundaries(conn, scope.tenant_id, {u.customer for u in mine})
     base = _maxima_before(conn, scope.tenant_id, mine, keys, lo, bounds)
     return rest + running_maxima(mine, base, bounds)
 
@@ -141,9 +141,10 @@ def period_start(when: datetime, boundaries: Iterable[datetime]) -> datetime:
     return max((b for b in boundaries if b <= when), default=month)
 
 
-def _boundaries(
+def customer_boundaries(
     conn: psycopg.Connection[Any], tenant_id: int, customers: set[str]
 ) -> dict[str, list[datetime]]:
+    """The recorded billing boundaries (`report_boundaries`) of these customers."""
     rows = conn.execute(
         "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s AND customer = ANY(%s)",
         (tenant_id, list(customers)),

@@ -4,13 +4,14 @@ A background thread wakes every `tick_s` seconds and decides, from the injectabl
 - a push when the push interval has passed (aligned on the interval, plus `settle_s`, so the
   hourly push runs at hh:02 by default);
 - a push when a billing-period boundary passed `settle_s` ago and the aggregator is past it
-  (the period's last slot goes to Stripe within minutes, well before Stripe finalizes the
-  invoice, an hour after period end). *Past the boundary* means Postgres holds an event the
-  aggregator committed that ingest received at or after the boundary: Kafka partitions are
-  consumed in receive order, so everything received before it is committed too (for the
-  partition that event came through; see the README's known limits). A boundary not passed
-  within `flush_wait_s` (30 min, inside Stripe's hour of grace) calls `on_blocked` — an alert —
-  and is flushed anyway: what was committed is better on the invoice than not;
+  for the customer whose period ended (the period's last slot goes to Stripe within minutes,
+  well before Stripe finalizes the invoice, an hour after period end). *Past the boundary*
+  means Postgres holds an event of that customer that ingest received at or after the
+  boundary: a customer's events share one Kafka key and partition, consumed in receive
+  order, so everything it sent before is committed too. A boundary not passed within
+  `flush_wait_s` (30 min, inside Stripe's hour of grace) is flushed anyway (a customer quiet
+  since its boundary cannot prove more); if the aggregator committed no event received after
+  the boundary at all, it is stalled or idle and `on_blocked` raises an alert first;
 - once a day at `reconcile_hour_utc`, a reconciliation of the previous UTC day (and of the
   days touched since the last one);
 - `on_tick` every tick (contexts of changed subscriptions; the lag gauge's probe).
@@ -37,6 +38,7 @@ from meterline.clock import Clock
 from reporter.settings import ReporterSettings
 
 log = logging.getLogger("reporter.scheduler")
+Waiting = tuple[int, str, datetime]  # (tenant, customer, boundary) queued for a flush
 
 
 class Scheduler:
@@ -63,7 +65,7 @@ class Scheduler:
         self._last_push_slot: int | None = None
         self._last_boundary_check: datetime | None = None
         self._last_reconciled: date | None = None
-        self._waiting: list[tuple[int, str, datetime]] = []
+        self._waiting: list[Waiting] = []
         self._on_blocked = on_blocked or (lambda tenant, customer, at: None)
         self._on_tick = on_tick or (lambda: None)
         self._leader = leader or (lambda: True)
@@ -138,25 +140,46 @@ class Scheduler:
         return max(0, self._settings.flush_wait_s - self._settings.settle_s)
 
     def _flush_due(self, now: datetime) -> bool:
-        """True when a queued boundary is past the aggregator, or waited `flush_wait_s`
-        (then `on_blocked` is called for it first)."""
+        """True when a queued boundary's customer is past the aggregator, or the boundary
+        waited `flush_wait_s` (then, if the aggregator is past it for no customer at all,
+        `on_blocked` is called for it first)."""
         due = False
-        passed: dict[datetime, bool] = {}
+        passed = self._customers_past(self._waiting)
         for key in list(self._waiting):
             tenant, customer, at = key
-            if at not in passed:
-                passed[at] = self._aggregator_past(at)
-            if passed[at]:
+            if key in passed:
                 due = True
                 self._waiting.remove(key)
             elif now >= at + timedelta(seconds=self._settings.flush_wait_s):
-                log.warning("aggregator not past %s after %d s", at, self._settings.flush_wait_s)
-                self._on_blocked(tenant, customer, at)
+                if not self._any_past(at):
+                    log.warning(
+                        "aggregator not past %s after %d s", at, self._settings.flush_wait_s
+                    )
+                    self._on_blocked(tenant, customer, at)
                 due = True
                 self._waiting.remove(key)
         return due
 
-    def _aggregator_past(self, at: datetime) -> bool:
+    def _customers_past(self, waiting: list[Waiting]) -> set[Waiting]:
+        """The boundaries whose customer has an event in Postgres that ingest received at or
+        after the boundary (one query for all). A customer's events share one Kafka key,
+        hence one partition, consumed in receive order: all it sent before is committed too.
+        Another customer's event proves nothing (its partition may be ahead of this one's)."""
+        if not waiting:
+            return set()
+        tenants, customers, ats = (list(column) for column in zip(*waiting, strict=True))
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT w.i FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) "
+                "WITH ORDINALITY AS w(t, c, at, i) WHERE EXISTS (SELECT 1 FROM usage_events e "
+                "WHERE e.tenant_id = w.t AND e.customer = w.c AND e.received_at >= w.at "
+                "AND e.day >= (w.at AT TIME ZONE 'UTC')::date - 1)",
+                (tenants, customers, ats),
+            ).fetchall()
+        return {waiting[r[0] - 1] for r in rows}
+
+    def _any_past(self, at: datetime) -> bool:
+        """Postgres holds some event received at or after `at`: the aggregator is moving."""
         with self._pool.connection() as conn:
             row = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM usage_events WHERE received_at >= %s "

@@ -18,13 +18,16 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from meterline.catalog.model import Aggregation, Catalog, Plan
+from meterline.catalog.model import Aggregation, Catalog, MeteredPrice, Plan
 from meterline.stripe import FORMULA
 
 
 @dataclass(frozen=True, slots=True)
 class BilledMeter:
-    """A meter as Stripe knows it, with the price of one unit in minor units."""
+    """A meter as Stripe knows it, with the price of one unit past every tier in minor units
+    (`unit_amount_decimal`, shown on alerts) and the whole metered `price` that prices a
+    period's invoice line (`None` for contexts recorded before prices were frozen whole:
+    they bill per unit at `unit_amount_decimal`)."""
 
     key: str
     aggregation: Aggregation
@@ -32,6 +35,7 @@ class BilledMeter:
     stripe_meter_id: str
     unit_amount_decimal: Decimal
     currency: str
+    price: MeteredPrice | None = field(default=None, compare=False)
 
     @property
     def formula(self) -> str:
@@ -94,5 +98,21 @@ def billed_meters(
             stripe_meter,
             price.unit_amount_decimal,
             price.currency,
+            price,
         )
     return billed
+
+
+def period_price(meter: BilledMeter) -> MeteredPrice:
+    """The price that bills `meter`'s period: the frozen one, else per unit."""
+    if meter.price is not None:
+        return meter.price
+    return MeteredPrice(meter.currency, per_unit=meter.unit_amount_decimal)
+
+
+def same_prices(a: dict[str, BilledMeter], b: dict[str, BilledMeter]) -> bool:
+    """The same meters at the same prices; a price not recorded (older contexts) matches any
+    price with its marginal amount, so an upgrade does not look like a price change."""
+    return a == b and all(
+        a[k].price is None or b[k].price is None or a[k].price == b[k].price for k in a
+    )

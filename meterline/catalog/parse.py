@@ -433,3 +433,12 @@ def _fallback(ctx: Context, parent: Entry, state: str) -> FallbackPolicy | None:
     entry = Entry(ctx, parent.fields[state], ("payment_policies", state), ("plan",))
     policy = FallbackPolicy(plan=entry.get("plan", _reference("plan", ctx.plans), ""))
     return None if entry.failed else policy
+
+
+def metered_price_from_document(document: Mapping[str, Any]) -> MeteredPrice:
+    """The inverse of `MeteredPrice.to_document()`, with the same validation as in a file."""
+    ctx = Context()
+    price = pricing.metered_price(ctx, dict(document), ("metered_price",))
+    if ctx.problems or price is None:
+        raise CatalogError([problem for _, problem in ctx.problems])
+    return price

@@ -129,3 +129,23 @@ def test_usage_older_than_stripe_window_raises_an_alert_and_is_not_sent(
     ]
     assert control.meter_events(event_name=world.event_name) == []
     assert reporter.push().slots == 0  # recorded once, not raised again every run
+
+
+def test_a_row_is_dated_by_the_reporters_clock_so_a_pending_row_is_resent(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    """The unconfirmed horizon is judged on the reporter's clock: a row must be dated by it
+    too, not by Postgres's, or a reporter whose clock runs ahead gives up on a fresh row."""
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    control.advance_clock(2 * 86_400)  # the reporter's (and Stripe's) time: two days ahead
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for(retry_max_attempts=2))
+    add_usage(world, c.key, clock.now() - timedelta(hours=2), 5)
+    control.set_faults(rate_500=1.0, paths=["/v1/billing/meter_events"])
+    assert reporter.push().left_pending == 1  # Stripe is down
+    control.clear_faults()
+
+    assert reporter.push().delivered == 1
+    assert reporter.store.alerts(world.tenant_id) == []

@@ -193,3 +193,52 @@ def test_a_cancel_that_stripe_fails_midway_leaves_the_ledger_equal_to_stripe(
     assert "failed" in logged["outcome"] and len(logged["identifiers"]) == 1
     (result,) = reporter.reconcile(h.date(), "manual")
     assert result.discrepancies == []
+
+
+def _move_to_new_stripe_customer(world: World, client, key: str, at: datetime) -> str:
+    """The customer is billed from `at` on by a new Stripe customer (its own subscription)."""
+    old = world.customers[key]
+    price = client.v1.subscriptions.retrieve(old.subscription)["items"]["data"][0]["price"]["id"]
+    customer = client.v1.customers.create({"email": f"{key}-2@example.com"})
+    sub = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price}]})
+    with world.pool.connection() as conn:
+        conn.execute(
+            "UPDATE customers SET stripe_customer_id = %s WHERE tenant_id = %s AND id = %s",
+            (customer.id, world.tenant_id, key),
+        )
+        conn.execute(
+            "UPDATE subscriptions SET stripe_subscription_id = %s, stripe_event_created = %s, "
+            "updated_at = now() WHERE tenant_id = %s AND customer = %s",
+            (sub.id, int(at.timestamp()), world.tenant_id, key),
+        )
+    return str(customer.id)
+
+
+def test_a_resend_reads_stripe_for_each_stripe_customer_of_the_window(
+    pg_conninfo, stripe_emulator, stripe_client, emulator
+):
+    control = stripe_emulator.control
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock)
+    (c,) = world.customers.values()
+    h = _yesterday_at(clock, 10)
+    assert reporter.push().status == "ok"  # the first context, on the first Stripe customer
+    add_usage(world, c.key, h + timedelta(minutes=5), 10)
+    second = _move_to_new_stripe_customer(world, stripe_client, c.key, h + timedelta(minutes=30))
+    add_usage(world, c.key, h + timedelta(minutes=40), 7)
+    assert reporter.push().delivered == 2  # one slot on each side of the change
+    with world.pool.connection() as conn:
+        (first_row,) = conn.execute(
+            "SELECT identifier FROM report_ledger WHERE tenant_id = %s ORDER BY slot_start LIMIT 1",
+            (world.tenant_id,),
+        ).fetchone()
+    _lose(emulator, first_row)  # Stripe lost the first customer's event
+    reporter.reconcile(h.date(), "manual")
+    alert = _only_alert(reporter, world, "missing_in_stripe")
+
+    _advance(control, clock, DAY_AND_A_HALF)  # both rows past Stripe's identifier dedupe
+    outcome = reporter.repairs.apply(alert, "resend", "key_test")
+
+    totals = stripe_totals(control, world.event_name)
+    assert totals == {c.stripe_id: Decimal(10), second: Decimal(7)}, outcome

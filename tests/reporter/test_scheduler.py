@@ -50,14 +50,14 @@ def test_pushes_hourly_after_period_ends_and_reconciles_nightly(pg_conninfo):
         assert days[-1] == datetime(2026, 11, 21).date() and len(days) == 2
 
 
-def _received(pool, at):
+def _received(pool, at, customer="c"):
     """An event the aggregator committed, received by ingest at `at`."""
     with pool.connection() as conn:
         create_day_partition(conn, at.date())
         conn.execute(
             "INSERT INTO usage_events (tenant_id, event_id, day, customer, meter, ts, value, "
-            "received_at) VALUES (1, %s, %s, 'c', 'api_calls', %s, 1, %s)",
-            (f"evt_{at.timestamp()}", at.date(), at, at),
+            "received_at) VALUES (1, %s, %s, %s, 'api_calls', %s, 1, %s)",
+            (f"evt_{customer}_{at.timestamp()}", at.date(), customer, at, at),
         )
 
 
@@ -110,6 +110,31 @@ def test_a_blocked_flush_is_an_alert_of_its_own(pg_conninfo, stripe_emulator, st
         "*",
         c.period_end,
     )
+
+
+def test_the_flush_waits_for_the_customer_whose_period_ended_not_for_any_event(pg_conninfo):
+    """Another customer's event past the boundary may have come through another partition:
+    it says nothing of this customer's events still in flight."""
+    clock = FakeClock(datetime(2026, 11, 22, 3, 30, tzinfo=UTC))
+    pushes, blocked = [], []
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        settings = settings_for(push_interval_s=3600, settle_s=120, flush_wait_s=1800)
+        scheduler = Scheduler(
+            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None,
+            on_blocked=lambda tenant, customer, at: blocked.append((tenant, customer, at)),
+        )  # fmt: skip
+        scheduler.tick()
+        boundary = clock.now() + timedelta(minutes=5)
+        with pool.connection() as conn:
+            conn.execute("INSERT INTO report_boundaries VALUES (1, 'e', %s)", (boundary,))
+        _received(pool, boundary + timedelta(seconds=30), customer="other")
+        clock.advance(8 * 60)
+        scheduler.tick()
+        assert len(pushes) == 1  # 'e' itself is not known to be past its boundary
+        _received(pool, boundary + timedelta(minutes=5), customer="e")
+        clock.advance(60)
+        scheduler.tick()
+        assert len(pushes) == 2 and blocked == []
 
 
 def test_a_standby_runs_nothing_and_pushes_at_once_when_it_becomes_the_leader(pg_conninfo):
