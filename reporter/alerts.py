@@ -10,6 +10,28 @@ acknowledged -> resolved (or open -> resolved), each time with an optional note;
 alert cannot change again. Opening an alert and resolving one (by finance or by a run) is
 announced to webhooks (`reconciliation.alert_raised`, `reconciliation.alert_resolved`) in
 the transaction of the change.
+
+The kinds (`KINDS`), when each is raised, and its difference:
+
+- `missing_in_stripe`: Stripe holds none of the hour, or lacks exactly one of our events;
+  difference Stripe - sent.
+- `extra_in_stripe`: Stripe holds usage we never sent, or exactly one event twice; Stripe - sent.
+- `value_mismatch`: any other Stripe != sent; Stripe - sent.
+- `not_reported`: ours != what the ledger accounted for; sent - ours.
+- `too_late_for_stripe`, `rejected_by_stripe`: raised by pushes.
+- `split_after_push`: a boundary learned after its hour was pushed, too late to cancel; the
+  units after it.
+- `after_invoice_finalized`: Stripe received the hour's usage after its period's invoice was
+  finalized; the units received late.
+- `flush_blocked`: the period-end flush ran before the aggregator was past the boundary
+  (meter `*`); 0.
+
+The first four are reconciliation's own (`reconcile.classify`): a live one of them that a
+later run over its window no longer observes is resolved automatically with a note (`clear`).
+New alerts are posted to `METERLINE_REPORTER_NOTIFY_WEBHOOK_URL` (Slack-compatible
+`{"text": ...}`, `notify.py`). Every CSV (the API's and `/finance/alerts.csv`) is written by
+`to_csv` through `meterline.csv_export`: a text cell starting with `=`, `+`, `-`, `@`, tab or
+CR gets a leading `'`, text is quoted, numbers bare.
 """
 
 from __future__ import annotations

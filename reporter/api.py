@@ -3,6 +3,17 @@
 API keys: `read` scope for GET endpoints, `admin` for anything that changes state (status
 changes, repairs, runs). Domain errors map to HTTP in one place (`_domain_error`); bad input
 is always a 4xx with a message, never a 500.
+
+Routes: `GET /v1/reconciliation/runs`, `POST /v1/reconciliation/runs {"date"}`,
+`GET /v1/reconciliation/alerts?status=open&kind=&format=json|csv`,
+`GET /v1/reconciliation/alerts.csv`, `GET /v1/reconciliation/alerts/{id}` (with drill-down and
+the repairs offered), `POST .../{id}/acknowledge|resolve {"note"}`, `POST .../{id}/repair
+{"action"}`, `POST /v1/reports/run {"flush_until"?}`; `/healthz`, `/readyz`, `/metrics`; the
+revenue routes (`revenue_api.py`) and the webhooks admin API (`webhooks_api.py`). A key
+without `read` (or `admin`) is told it lacks `read`. Bad input is a 422 naming the field
+(`meterline/inputs.py`): notes hold no control character but tabs and line breaks, `date` and
+`flush_until` lie in 1970-9000 (`flush_until` with a zone, at most 5 minutes ahead). No
+trailing-slash redirects: they echoed the Host header.
 """
 
 from __future__ import annotations

@@ -17,6 +17,16 @@ twice, so `BoundaryKeeper` first nets the pushed slot out:
 
 These cancels are Stripe calls per row, but only for the rare boundary learned late, never on
 the push's hot path.
+
+Known limits: a cancellation learned late nets out only the slot it splits. When the same hour
+holds a later boundary (a period end) and the slot after it was pushed before the
+cancellation was learned, that slot stays in Stripe (billed by no one: the subscription is
+canceled) and reconciliation counts it as sent in the hour while our side bills nothing from
+the cancellation on: `not_reported`. Found by the money oracle at full size; the oracle keeps
+such cancellations learned before the period end until it is fixed (net out every pushed slot
+of the hour after the boundary, and attribute rows by their slot's context). A
+`split_after_push` alert counts the units after the boundary as a sum, also for max and
+latest meters, where the money it shows is only an upper bound.
 """
 
 from __future__ import annotations

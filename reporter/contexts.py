@@ -13,6 +13,18 @@ subscription that has ended (canceled, incomplete_expired) bills nothing from th
 customer's first context covers all earlier usage (`EPOCH`). Recording a change is the
 business of `boundaries.py`, which may have to move it (an hour already pushed is never
 split).
+
+Contexts are recorded by each push and by each scheduler tick for the subscriptions whose row
+changed since the last tick (`Pusher.sync_changed`, under the push lock). A context change is
+also a boundary, so the hour of a mid-hour downgrade is two slots: the usage before goes out
+under the old context (Stripe bills it on the old item, by the event's timestamp), the usage
+after under the new one. Reconciliation reads the same history, hour by hour.
+
+Known limits: `subscriptions` holds only the current state, so two changes of one
+subscription within one tick (15 s) leave only the second. Reconciliation and repairs see a
+customer only once its first context is recorded. A change is dated by the newest Stripe
+event applied to the subscription; if a later event of the same subscription was applied
+before the change's webhook arrived, the change is dated later than it happened.
 """
 
 from __future__ import annotations

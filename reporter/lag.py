@@ -7,6 +7,9 @@ probe — one summaries call — and closes it once Stripe shows it: the delay i
 minus the send, to the tick. A probe not seen within a day is dropped (reconciliation raises
 what Stripe lacks). The allowance is twice the longest of the last `SAMPLES` delays plus a
 minute; before the first sample it is `stripe_lag_s`.
+
+Known limit: one probe is open at a time and the delay is measured to the scheduler's tick
+(15 s); a one-off slow summary doubles the allowance for the next 20 samples.
 """
 
 from __future__ import annotations

@@ -12,7 +12,53 @@ A push run, for each tenant:
 A slot older than Stripe's 35-day window is never sent: it is written to the ledger as
 `rejected` and raises a `too_late_for_stripe` alert, so it is never dropped silently. A slot is
 pushed once it has ended `settle_s` ago, so a period's last slot goes out minutes after the
-period ends. Only one push runs at a time (a Postgres advisory lock).
+period ends. Only one push runs at a time (a Postgres advisory lock). A run for some tenants
+(`POST /v1/reports/run` pushes the caller's) resends and pushes only those tenants' rows.
+
+Exactly once to Stripe, the rules and where each lives:
+1. Every push is a *slot*: one customer's meter for one UTC hour, split in two by a
+   billing-period boundary inside it; boundaries are minute-ceiled, so the usage of a period
+   [start, end) is the minute buckets in [ceil_minute(start), ceil_minute(end)), exactly
+   what the invoice bills (`slots.py`).
+2. A new revision is written to `report_ledger` as `pending` (committed) before the call, with
+   identifier `ml-<tenant>-<YYYYmmddHHMM>-<hash(customer, meter)>-r<revision>` and an
+   Idempotency-Key derived from it and the attempt number; revision `r` is stamped `r - 1`
+   seconds after the slot's start, capped at its 60th second (`slots.py`, `ledger.py`).
+3. Stripe's answer settles the row (`sent` or `rejected`). A crash in between leaves
+   `pending`; the next run resends the same identifier first: the first attempt replays
+   Stripe's saved answer, later ones meet the duplicate-identifier 400, and both mean
+   delivered. Rows unconfirmed for 23 h are not resent (Stripe dedupes for 24 h): they raise
+   an alert instead.
+4. Late events become correction revisions (the difference for sum and count meters, the new
+   value for max and latest, whose Stripe formula is `last`). A sum that *decreases* is never
+   sent: it raises `value_mismatch`.
+5. `max` meters: Stripe has no max formula, so a max slot's value is the period-to-date
+   maximum up to the slot's end (`rollups.period_maxima`) and the period's last event carries
+   the period's maximum; a late hour that raises it recomputes every later slot of its period.
+   A period starts at the customer's latest boundary in `report_boundaries` (else the UTC
+   month's start); a plan change is a boundary too.
+6. Values are quantized to Stripe's 15 significant digits, half to even
+   (`meterline.stripe.meter_events.quantize`); the ledger records the quantized value, so the
+   next correction of a sum slot carries the residue, and a slot equal to what was reported
+   under the 15-digit rule gets no new revision.
+7. Limits: token buckets below Stripe's (`meter_event_rate` 500/s, `stream_rate` 1,000
+   requests/s); 429, 5xx and network errors retried with exponential backoff and full jitter,
+   never sooner than `Retry-After` (`meterline/stripe/sending.py`); batches of
+   `stream_threshold` (200) events or more go through the v2 meter event stream (100 events a
+   request, its session token renewed when it expires), smaller ones through v1 for
+   synchronous validation (`meterline/stripe/meter_events.py`).
+8. Period end: the hourly push at hh:02 and a flush `settle_s` after each boundary once the
+   aggregator is past it for that customer (`scheduler.py`).
+9. A slot is billed by the billing context in force at its start (`contexts.py`).
+10. A pushed hour is never re-split: a boundary learned late cancels the pushed slot or is
+   moved to its end with a `split_after_push` alert (`boundaries.py`).
+
+Known limits: the v2 stream validates asynchronously, so an event Stripe later finds invalid
+shows up at reconciliation, not at push time. A last-value slot with more than 60 revisions
+stamps the later ones at its 60th second, where Stripe's tie-break decides again. A row
+pending across the upgrade that introduced revision stamps is resent with a new timestamp:
+Stripe's identifier dedupe still holds, but a replayed Idempotency-Key with the old parameters
+answers `idempotency_error`, which settles the row as rejected with an alert.
 """
 
 from __future__ import annotations

@@ -12,6 +12,26 @@ asynchronous processing has caught up), for every billed customer and meter:
 `classify` turns each hour's three figures into discrepancies (see its docstring). Each one
 becomes an alert with its money (`money.py`); a run that finds nothing raises nothing
 and clears the live alerts of its window that are no longer observed.
+
+When: nightly at `reconcile_hour_utc` (02:00) for the previous UTC day and every day touched
+since the tenant's last nightly run (`touched_days`: events received or ledger rows written
+since its mark in `report_reconcile_marks`, within Stripe's 35 days; events by their receive
+time, from `COMMIT_MARGIN` (6 h) before the mark, since a row is committed after its event was
+received; the mark moves only when every run of the tenant finished); or on demand
+(`meterline reconcile run --date D`, `POST /v1/reconciliation/runs`). Only hours that ended
+the lag allowance ago are compared: `lag.py` measures Stripe's processing delay. Rows still
+`pending` within their 23 h retry horizon are in flight; past it they count as sent, so a
+Stripe outage raises nothing. Figures are equal when they agree within one unit in their 15th
+significant digit (`quantum`): twice the quantizing error, which also covers Stripe's float
+`aggregated_value`. `after_invoice_finalized` reads invoices only for customers with rows
+received after their period's end (one `invoices.list` call each), never per row. The kinds
+of alert and their differences are tabled in `alerts.py`.
+
+Known limits: days touched are found by scanning the events received since 6 h before the
+mark in the last 35 day partitions (through the BRIN index on `received_at`), once a night,
+the same scan the push's late-hours query makes every hour; an aggregator backlog longer than
+6 h escapes it. Reconciliation makes one summaries call per (customer, meter) and day: 30,000
+calls for 10,000 customers x 3 meters, bounded by `summary_rate` and `summary_workers`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ a multi-row cancel anyway, the cancels it confirmed are recorded (with the failu
 push re-bills the difference; the ledger never disagrees with Stripe.
 Anything else (usage Stripe holds that we never sent, usage too old for Stripe) has no safe
 automatic repair: finance resolves it with a note (credit note, manual invoice item, ...).
+
+A resend marks the rows received now, which restarts their dedupe window.
 """
 
 from __future__ import annotations

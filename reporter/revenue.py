@@ -1,6 +1,6 @@
 """Recurring revenue from subscription history: MRR, its monthly movements, ARR, retention.
 
-Definitions (../shared/NOTIFY-REVENUE.md, section b; choices in reporter/README.md, "Revenue"):
+Definitions (../shared/NOTIFY-REVENUE.md, section b) and the choices taken where it leaves room:
 
 - A subscription's MRR is its recurring items' price * quantity normalised to a month (a year
   / 12, a week * 52 / 12, a day * 365 / 12, divided by the interval count), less a `forever`
@@ -19,6 +19,14 @@ Definitions (../shared/NOTIFY-REVENUE.md, section b; choices in reporter/README.
   the window is no loss (GRR = Σ min(S_c, E_c) / S, at most 100%).
 - A cohort is the customers whose first `new` movement falls in one month; its retention in a
   later month is their MRR at that month's end / the MRR they started with.
+
+Changes at one instant are one movement. The states are the revenue events of
+`meterline.revenue` (table `revenue_events`): each `customer.subscription.*` webhook's
+snapshot, kept once per event id by the entitlements API's webhook at the event's `created`
+time; `meterline revenue rebuild --tenant NAME` replaces them with what Stripe still lists
+(meterline/revenue/README.md). Tested on 14 months worked out by hand
+(tests/reporter/test_revenue.py). Not done: metered usage from closed invoices shown beside
+MRR, and currency conversion.
 """
 
 from __future__ import annotations

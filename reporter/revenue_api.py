@@ -7,6 +7,12 @@
 units of their currency; NRR and GRR are ratios (1.05 = 105%). Bad input is a 422 naming the
 field. The figures come from the tenant's revenue events (`meterline.revenue`) by the
 definitions of `reporter.revenue`.
+
+`mrr` gives each month per currency: start, new, expansion, contraction, churn, reactivation,
+end MRR and ARR (at most 120 months); `movements` each movement with its customer, and totals
+per kind with their customers; `retention` trailing NRR and GRR per currency, and cohorts by
+first month. Ratios are strings with six decimals (`"1.380282"` = 138.03%), null without a
+starting MRR. A bad month, range or format is a 422 naming `from`, `to`, `month` or `format`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,13 @@ this one runs the schedule; the others tick idle. A replica that becomes the lea
 fresh scheduler would: its first tick pushes (the report ledger makes that push send only what the
 previous leader had not), and it queues again the boundaries of the last `flush_wait_s` whose
 period-end flush may still be waiting for the aggregator.
+
+Known limit: "past the boundary" is proven only by the customer's own event received after
+it (another customer's event may come from a partition that is ahead, so it proves nothing).
+A customer quiet since its boundary waits `flush_wait_s` for its flush; if the aggregator
+still held that customer's events then, they go out with the next hourly push as a late
+correction (after finalization: an `after_invoice_finalized` alert). A tighter proof would
+need the aggregator to record, per partition, the newest receive time it committed.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ with the scopes the key holds now, in one statement that also records the reques
 Each session has its own CSRF token (a synchronizer token, derived from the session id by
 HMAC, so nothing more is stored): forms carry it, and a post without the token of the
 session that sent it changes nothing.
+
+Defaults: `METERLINE_REPORTER_SESSION_IDLE_S` 1 h, `_SESSION_MAX_S` 12 h (table
+`finance_sessions`, migration 0011). There is no auth cache in between: a lookup is one
+`UPDATE ... RETURNING` joining the key and its tenant. Rows are deleted a week after they
+expire (`KEEP_ENDED`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ token, or before sign-in a token the login page set in a cookie of its own (doub
 Forms are read with a byte limit before anything else. The boxes on a page show only fixed
 texts chosen by a code in the address (`?error=bad_key`, `?message=resolved`), never text
 taken from the address itself.
+
+The page boxes' codes (`bad_key`, `expired`, `resolved`, `signed_out`, ...) are looked up on the
+server; an unknown code shows nothing. The only redirect target accepted after sign-in is a
+plain `/finance/...` path (`NEXT_PAGE`). These pages are left out of openapi/reporter.json:
+they are HTML and form posts for a browser session, not an API.
 """
 
 from __future__ import annotations

@@ -9,6 +9,18 @@
   still needs the session's CSRF token.
 - `read_form`: a urlencoded form read with a byte limit, refused with 413 from its declared
   length before anything is read, or as soon as the bytes received pass the limit.
+
+Why and in detail: SameSite=Strict does not stop other origins of the same site (another port
+or subdomain), so every post (sign-in and sign-out included) is checked twice: an `Origin`
+(or `Referer`) that is not our host or `public_url`'s host, or is `null`, is a 403, and the
+form must carry its token (reporter/web.py). A refused post changes nothing. Forms are limited
+to 4 KiB at sign-in and 32 KiB elsewhere (`web.py`); a 413 closes the connection, so the rest
+of a body is never received (a 400 MiB chunked sign-in is cut after the few MiB in flight, and
+the reporter's RSS stays flat). The headers on every /finance answer: `Content-Security-Policy:
+default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors
+'none'; base-uri 'none'`, `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
+`Referrer-Policy: same-origin`, `Cross-Origin-Opener-Policy: same-origin`, and
+`Cache-Control: no-store` on everything but the static files.
 """
 
 from __future__ import annotations

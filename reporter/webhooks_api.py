@@ -3,6 +3,15 @@
 Every route needs the `admin` scope and acts on the key's tenant only (another tenant's
 endpoint is a 404). The work is done by `meterline.notify` (`EndpointStore`, `DeliveryLog`);
 this module only maps HTTP onto it. Bad input is a 422 naming the field.
+
+Routes: `GET /v1/webhooks/event-types`; `POST /v1/webhooks/endpoints {"url", "description"?,
+"event_types"?, "enabled"?}` (201, with the secret shown once); `GET`, `PATCH`, `DELETE
+/v1/webhooks/endpoints/{id}`; `POST .../{id}/rotate-secret {"overlap_s"?}`; `GET
+.../{id}/secrets`; `GET .../{id}/deliveries?status=&limit=` (newest first, each with its
+attempts: time, status code, latency, error); `POST .../{id}/messages/{msg_id}/replay` (202).
+A URL that is not http(s), carries credentials or names an internal address is a 422 on `url`
+(unless `METERLINE_WEBHOOK_ALLOW_PRIVATE_URLS`). Design, events and the retry schedule:
+meterline/notify/README.md.
 """
 
 from __future__ import annotations

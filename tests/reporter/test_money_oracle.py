@@ -10,8 +10,17 @@ records (dropped, duplicated, changed, shifted) with its kind and money.
 
 Reduced here (`METERLINE_ORACLE_CUSTOMERS`, default 24: about 45 customer-periods); `make
 reliability` runs it at full size (`test_the_oracle_at_full_size`, marked `reliability`: 550
-customers, over 1,000 customer-periods).
-`METERLINE_ORACLE_SEED` picks another draw.
+customers, over 1,000 customer-periods; `METERLINE_ORACLE_CUSTOMERS_FULL`).
+`METERLINE_ORACLE_SEED` picks another draw; `_KILLS` and `_FAULTS` change how many SIGKILLs
+and injected faults. Figures are in bench/HISTORY.md.
+
+Each first period is invoiced an hour after its end, the second at the end; a period a
+cancellation ended is checked by the units Stripe holds. The clean run's only alerts are the
+`split_after_push` of changes learned too late to cancel. Not covered: a change in the hour
+between a period's end and its invoice (the emulator invoices a period when it is closed, so
+the change would reach back into it), a cancellation learned after a period end in its own
+hour (a known limit, reporter/boundaries.py), and events that reach Stripe after the invoice
+(raised as `after_invoice_finalized` by reconciliation, tested in test_late_days.py).
 """
 
 from __future__ import annotations
