@@ -4,6 +4,13 @@ Every API request goes through `ApiEndpoint`: request id, Bearer auth, parameter
 (v1 form with bracket notation, v2 JSON), idempotency, added latency and injected faults,
 the handler, the error envelope, the request log and persistence. Handlers are synchronous
 and run on the event loop, so each one sees and leaves the store consistent.
+
+Auth: `Authorization: Bearer sk_test_...`; HTTP Basic with the key as the user name also works;
+any other key gets a 401 `authentication_error`. The v2 stream takes a session token instead
+(`sessions.py`). Errors are `{"error": {"type", "code", "message", "param", "doc_url"}}`; an
+unknown object is a 404 `resource_missing`, and so is an unknown `/v1` or `/v2` path. Every
+response has `Request-Id: req_...` and `Stripe-Version`. There are no rate limits except
+through fault injection (`faults.py`).
 """
 
 from __future__ import annotations

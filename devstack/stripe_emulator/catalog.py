@@ -1,6 +1,16 @@
 """Customers, products and prices (including metered prices bound to a billing meter).
 
 What a price charges (per unit, tiers, `transform_quantity`) is read and shown by `pricing`.
+
+- Customers: create, retrieve, update, delete (leaves a `deleted` stub), list (`email`),
+  search.
+- Products: create (an explicit `id` is kept), retrieve, update, list (`active`, `ids[]`),
+  search.
+- Prices: create with `product` or `product_data`, and
+  `recurring[interval|interval_count|usage_type|meter]`; a metered price needs an existing
+  meter; `lookup_key` must be unique unless `transfer_lookup_key=true`. Also retrieve, update,
+  list (`lookup_keys[]`, `product`, `active`, `type`, `currency`) and search.
+`expand[]` beyond a price's `tiers` is accepted and ignored.
 """
 
 from __future__ import annotations

@@ -5,6 +5,16 @@ A session is `open` until it is completed (`complete`, the subscription or payme
 customer created when none was given, `checkout.session.completed` sent) or expired (`expired`,
 `url` null, `checkout.session.expired` sent), by `POST .../expire` or once the emulator's clock
 passes `expires_at` (24 h by default, 30 min to 24 h when given).
+
+Create in `payment`, `subscription` or `setup` mode (`line_items`, `customer` or
+`customer_email`, `success_url`, `cancel_url`, `client_reference_id`, `metadata`,
+`subscription_data`, `expires_at`); retrieve, list, `.../line_items`, `.../expire`. Recurring
+prices only in subscription mode, one-time prices only in payment mode, no `quantity` on a
+metered price (a 400 naming the parameter). `url` is a hosted page on the emulator
+(`hosted.py`): paying there, or the control call `complete`, creates the customer if none was
+given, the subscription (subscription mode) or a succeeded PaymentIntent (payment mode); the
+page then redirects to `success_url` with `{CHECKOUT_SESSION_ID}` filled in. PaymentIntents
+exist only as Checkout makes them; charges and refunds are not emulated.
 """
 
 from __future__ import annotations

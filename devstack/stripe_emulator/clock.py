@@ -1,4 +1,8 @@
-"""The emulator clock: wall time plus an offset that only moves forward."""
+"""The emulator clock: wall time plus an offset that only moves forward.
+
+Timestamps, periods, windows, token expiry and signatures all use it. Use
+`/_emulator/clock/advance` instead of Stripe's test clocks.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The `/_emulator/...` control API for tests and demos (no auth; loopback only).
 
 Bodies and answers are JSON. Bad input is a 400 and an unknown object a 404, both as
-`{"error": {"message": ...}}`. Every endpoint is listed in the package README.
+`{"error": {"message": ...}}`. Every endpoint is listed in BEHAVIOUR.md beside this module.
 """
 
 from __future__ import annotations

@@ -1,4 +1,14 @@
-"""The `/v1/events` API over the events `Emulator.emit` records."""
+"""The `/v1/events` API over the events `Emulator.emit` records.
+
+Events recorded: `customer.created|updated|deleted`, `product.created|updated`,
+`price.created|updated`, `customer.subscription.created|updated|deleted|paused|resumed`,
+`subscription_schedule.created|updated|released|canceled|completed`,
+`checkout.session.completed|expired`, `payment_intent.succeeded`,
+`payment_method.attached|detached`, `setup_intent.created|succeeded|setup_failed|canceled`,
+`billing_portal.session.created`, `invoice.created|finalized|paid|payment_failed`. Listed by
+`GET /v1/events` (filters `type`, with `*` suffixes, `types[]` and `created`), read by
+`GET /v1/events/{id}`.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,12 @@
 Each concern draws from its own `random.Random` seeded from the configured seed, so the n-th
 eligible request always meets the same fate for a given seed and settings, whatever the
 meter-event drops or webhook jitter did before it. Reconfiguring re-seeds everything.
+
+The faults: 429 `rate_limit` (never saved under the Idempotency-Key); 500 before processing
+(not saved, so a retry can succeed); 500 after processing (the work is done, and the 500 is
+saved and replayed under the key); added latency; dropped meter events (answered 200 but never
+summarized; the identifier is not kept, so a resend repairs the loss). `paths` limits which
+path prefixes are affected.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ fingerprint of the method, path and parameters, and replayed with `Idempotent-Re
 Validation errors are not stored, so a corrected retry can succeed. The same key with other
 parameters is a 400 `idempotency_error`; the same key while the first request still runs is
 a 409. Entries expire after `idempotency_ttl_seconds` of emulator time.
+
+The default TTL is 24 h; an injected "500 after processing" is saved and replayed like a
+2xx, an injected 429 or "500 before processing" is not. The SDK raises the 400 as
+`IdempotencyError`.
 """
 
 from __future__ import annotations

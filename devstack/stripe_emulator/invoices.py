@@ -6,6 +6,20 @@ licensed items in advance for the new period; then it moves every item to its ne
 A failed payment leaves the invoice `open` and the subscription `past_due`; after
 `unpaid_after` failed attempts (or a final failure) it becomes `unpaid`. Paying an open
 invoice makes the subscription `active` again.
+
+Each invoice has `parent.subscription_details.subscription`, and each line `period{start,end}`,
+`quantity`, `amount` and `pricing.price_details`; amounts follow `pricing.py`. API:
+`GET /v1/invoices` (`customer`, `subscription`, `status`), `GET /v1/invoices/{id}`,
+`GET /v1/invoices/{id}/lines`, `POST /v1/invoices/{id}/pay` (402 with a failing card).
+
+Payment retries: a period's invoice is charged to the customer's default card at once; a card
+that fails charges (`pm_card_chargeCustomerFail`) leaves it `open` with `next_payment_attempt`
+`payment_retry_days` later (3, 5, 6, 7 days by default; "4 retries over 21 days" is all Stripe
+says, and Smart Retries' own choice of times is not emulated) and the subscription `past_due`;
+each retry is made when the clock is advanced past it (a new default card is charged then);
+after the last the subscription becomes `final_payment_failure` (`unpaid`, or `canceled`).
+Paying by hand with a failing card answers 402 and does not count as an attempt. There is no
+finalization grace period: close with `finalize=false`, then `/finalize`, to model one.
 """
 
 from __future__ import annotations

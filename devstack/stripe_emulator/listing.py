@@ -3,6 +3,11 @@
 Lists answer newest first (the reverse of creation order) unless the caller passes items in
 another order. `starting_after` and `ending_before` name an object id in the list; an unknown
 cursor is a 400, as in Stripe.
+
+Lists are `{"object": "list", "data", "has_more", "url"}` with `limit` (1-100),
+`starting_after` and `ending_before`, so the SDK's auto-pagination works. Search understands
+only `field:'value'` and `metadata['key']:'value'` clauses joined by `AND`, and returns a single
+page (no `page` pagination).
 """
 
 from __future__ import annotations

@@ -11,6 +11,17 @@ Every received event is recorded in `store.meter_events` with its fate: `accepte
 `dropped` (fault injection; the identifier is not registered, so a resend can repair it),
 `canceled`, or `invalid` (with `error`). Summaries see an event `meter_processing_delay`
 seconds after it was received.
+
+The synchronous 400s of v1 (and v2 `meter_events`): `event_name` or the payload keys missing;
+`identifier` longer than 100 characters; `timestamp` older than 35 days or more than 5 minutes
+ahead (codes `timestamp_too_far_in_past`, `timestamp_in_future`); a value with more than 15
+significant digits or not finite; an identifier already used within 24 h, answered "An event
+already exists with identifier X." with header `Stripe-Should-Retry: false`, so the SDK never
+retries it.
+
+Adjustments: `type=cancel` with `cancel[identifier]`, only within 24 h of receipt, else a 400
+`meter_event_adjustment_window_expired`; an unknown identifier or the wrong `event_name` is a
+400 too. Legacy usage records (removed in 2025-03-31.basil) are not emulated.
 """
 
 from __future__ import annotations

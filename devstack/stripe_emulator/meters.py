@@ -1,4 +1,22 @@
-"""Billing meters, their lifecycle, v1 meter events and adjustments, and event summaries."""
+"""Billing meters, their lifecycle, v1 meter events and adjustments, and event summaries.
+
+Meters: create (unique `event_name`, formula `sum|count|last`, custom `customer_mapping` and
+`value_settings` keys), retrieve, update `display_name`, list (`status`), deactivate and
+reactivate (a 400 when the meter already is in that state).
+
+Event summaries:
+- `customer`, `start_time` (inclusive) and `end_time` (exclusive) are required and must be
+  minute-aligned; with `value_grouping_window=hour|day`, hour- or UTC-day-aligned.
+- Summary ids are stable, so summaries paginate. Empty windows are omitted and the newest
+  comes first (`omit_empty_summaries` and `summaries_newest_first` change this).
+- Processing is asynchronous: an event, and a cancellation, reach summaries
+  `meter_processing_delay` seconds after receipt (default 0).
+- `last` takes the event with the latest timestamp. Stripe does not document which of several
+  events with the same timestamp wins: `last_tie_break` is `latest_received` (default) or
+  `earliest_received`, and invoices follow the same rule.
+- A call reads only that customer's events on that meter (an index beside `meter_events`, not
+  persisted), so reconciling many customers does not rescan every stored event.
+"""
 
 from __future__ import annotations
 

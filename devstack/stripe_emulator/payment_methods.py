@@ -5,6 +5,16 @@ with it makes a new `pm_...` object from it. The decline cards cannot be attache
 `card_error`, with their decline code); `pm_card_chargeCustomerFail` attaches, and every charge
 of it fails (`charge_fails`, read when an invoice is paid). A customer's default is
 `invoice_settings.default_payment_method`, which must be attached to it.
+
+The test ids are those of STRIPE-BILLING.md d: `pm_card_visa`, `pm_card_mastercard`,
+`pm_card_amex`, `pm_card_visa_debit`, `pm_card_chargeCustomerFail` and the decline cards.
+Attach (a test id makes a new `pm_...`), detach (permanent; clears the default), retrieve,
+list by customer and type, `GET /v1/customers/{id}/payment_methods`; the default may also be
+set at customer creation with `payment_method`. SetupIntents: create (`confirm`), retrieve,
+list, confirm, cancel; a confirmed one attaches its card to the customer; a decline leaves
+`requires_payment_method` with `last_setup_error`. Checkout saves the card it was paid with
+(the control call's `payment_method`, `pm_card_visa` by default) as the customer's default
+when it had none.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Billing Portal sessions (shared/STRIPE-BILLING.md, c): `POST /v1/billing_portal/sessions`
 answers a short-lived `url` on the emulator, whose page lists the customer's subscriptions and
 default card and links back to `return_url`. Sessions expire 5 minutes after creation when not
-visited (Stripe says only "short-lived"; the emulator picks 5 minutes)."""
+visited (Stripe says only "short-lived"; the emulator picks 5 minutes).
+
+Create takes `customer`, `return_url`, `flow_data[type]`, `configuration` and `locale`.
+"""
 
 from __future__ import annotations
 

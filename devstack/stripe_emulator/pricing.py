@@ -6,6 +6,28 @@ volume). Tiers are kept under the internal `_tiers` key and shown only when expa
 (`expand[]=tiers`, `expand[]=data.tiers` on lists), as Stripe does. The points the facts mark
 unverified follow `EmulatorConfig`: `amount_rounding`, `round_each_tier`,
 `tier_flat_amount_at_zero_usage`, `package_line_quantity`, `unexpanded_tiers`.
+
+- `billing_scheme=per_unit` (default): `unit_amount` or `unit_amount_decimal` (one, not both;
+  at most 12 decimal places; `unit_amount` is null for a non-integral decimal), optionally
+  `transform_quantity[divide_by|round]` (`divide_by` >= 1, `round` up or down).
+- `billing_scheme=tiered`: `tiers_mode` graduated or volume and `tiers[n][up_to]` (an integer
+  >= 1, strictly increasing, `inf` for the last tier only and required there) with
+  `unit_amount` or `unit_amount_decimal` and/or `flat_amount` or `flat_amount_decimal`.
+  Tiered prices refuse `unit_amount*` and `transform_quantity` ("Quantity transformation isn't
+  compatible with tiered pricing"). Every violation is a 400 naming the parameter.
+- Expanded tiers show the `inf` tier with `up_to: null`; unexpanded, the key is left out
+  (`unexpanded_tiers="null"` shows it as null instead). Amounts are strings on the wire.
+
+A line's amount for the quantity `q` (the period's usage, or a licensed quantity): per unit
+`q x unit`; with `transform_quantity`, `ceil` or `floor` of `q / divide_by` packages x unit;
+volume: the tier whose range holds `q` (the first tier whose `up_to >= q`) prices all of `q`,
+plus that tier's flat amount; graduated: each unit at its own tier, plus the flat amount of
+every tier with units in it. Fractional usage fills tiers continuously (the facts speak of
+whole units only). The line is rounded once to minor units. Settings: `amount_rounding`
+(`half_up`, the default, or `half_even`), `round_each_tier` (round each graduated tier before
+summing; default off), `tier_flat_amount_at_zero_usage` (the first tier's flat amount is
+charged when usage is 0; default on), `package_line_quantity` (a package line shows the usage,
+`usage`, the default, or the number of packages, `packages`).
 """
 
 from __future__ import annotations

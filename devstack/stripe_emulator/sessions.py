@@ -4,6 +4,13 @@ v2 bodies are JSON and timestamps RFC 3339 strings. The stream authenticates wit
 token (not the secret key): an unknown token is a 401 `authentication_error`, an expired one
 a 401 `temporary_session_expired` that the SDK raises as `TemporarySessionExpiredError`.
 The stream answers 200 `{}` and validates each event asynchronously.
+
+`POST /v2/billing/meter_event_session` returns a token valid for `session_ttl_seconds` (15
+minutes). `POST /v2/billing/meter_event_stream` takes at most 100 events; the results of its
+later validation are visible through the control API (`GET /_emulator/meter_events`). The
+expired-token error's code is `billing_meter_event_session_expired`. `POST
+/v2/billing/meter_events` validates synchronously, like v1; `POST
+/v2/billing/meter_event_adjustments` is emulated too. Thin (v2) events are not.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 All mutation happens on the server's event loop (handlers are synchronous functions called
 from async endpoints), so the store needs no locks. `save` writes the whole state atomically
 (temporary file, then rename) so a crash never leaves a torn file.
+
+With `--state-file`, the whole state (objects, meter events, sessions, idempotency keys,
+endpoints, deliveries, clock offset) is written after each mutating request and at shutdown,
+and loaded again at start. The request log is not saved.
 """
 
 from __future__ import annotations

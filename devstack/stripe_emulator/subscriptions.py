@@ -4,6 +4,18 @@ Each item carries its own `current_period_start/end`, computed from the item's
 billing-cycle anchor (`_anchor`) and period index (`_index`); underscore fields are internal
 and never leave the emulator. Periods move only when a period is closed (control API) or on
 resume, so the clock can be advanced freely without surprises.
+
+Create with `customer`, `items[n][price|quantity|metadata]`, `trial_period_days` or
+`trial_end`, and `metadata`. Month and year periods keep the anchor day, clamped to the end of
+short months. A trial is the current period (creation to `trial_end`; items added during it
+end with it), its usage is not charged, and the first paid period starts at `trial_end`
+(status `trialing` -> `active`). List by `customer`, `price` or `status`: canceled
+subscriptions are left out unless `status=all`. Updates are `changes.py`: an item's price or
+quantity, items added or deleted, `cancel_at_period_end`, `cancel_at`, `pause_collection`,
+`metadata`. Cancel (`DELETE`), `.../pause` and `.../resume` (new periods from now, unless
+`billing_cycle_anchor=unchanged`). `GET /v1/subscription_items` (`?subscription=`) and
+`GET /v1/subscription_items/{id}`. No automatic renewal when time passes: use the control
+API's `close_period`, or `clock/advance` with `close_due_periods`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ Deliveries run as tasks on the server's event loop. Each attempt is signed afres
 emulator clock (`Stripe-Signature: t=<emulator now>,v1=<hex>` per secret) and recorded in
 `store.deliveries`. A non-2xx answer or a connection error is retried after
 `retry_base_seconds * 2**(attempt-1)` real seconds, capped, up to `max_attempts` tries.
+
+Signatures are made with `stripe.WebhookSignature.generate_signature_header`, one `v1=` per
+secret for rotation. Options (`WebhookConfig`, also through `POST /_emulator/webhooks/options`):
+`out_of_order_jitter_seconds` (a seeded random delay, so deliveries can overtake each other)
+and `duplicate_rate` (a seeded chance of delivering an event twice). Endpoints are registered
+through the control API; `/v1/webhook_endpoints` is not emulated.
 """
 
 from __future__ import annotations
