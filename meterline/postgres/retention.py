@@ -33,6 +33,10 @@ EVERYTHING = datetime(1970, 1, 1, tzinfo=UTC)
 LOCK_TIMEOUT = "10s"
 
 
+NOTICE_PERIOD_DAYS = 366
+"""The longest period a limit resets on (`reset: year`, or a yearly billing period)."""
+
+
 class RetentionBusy(MeterlineError):
     """A ledger partition stayed locked by another session past `lock_timeout`: nothing was
     lost (ids go before their partition), and the next run picks it up."""
@@ -65,6 +69,7 @@ class RetentionSettings(BaseSettings):
     sessions_days: int = 7
     lag_probes_days: int = 30
     webhook_messages_days: int = 30
+    notices_days: int = 400
     batch: int = 5_000
 
     @model_validator(mode="after")
@@ -92,6 +97,12 @@ class RetentionSettings(BaseSettings):
             _at_least("webhook_rejects_days", self.webhook_rejects_days, 7, "a week"),
             _at_least("sessions_days", self.sessions_days, 1, "a day"),
             _at_least("lag_probes_days", self.lag_probes_days, 1, "a day"),
+            _at_least(
+                "notices_days",
+                self.notices_days,
+                NOTICE_PERIOD_DAYS + 1,
+                "the longest billing period (a leap year) + 1 day, or a notice is sent again",
+            ),
             _at_least(
                 "webhook_messages_days",
                 self.webhook_messages_days,
@@ -173,6 +184,8 @@ RULES: tuple[RowRule, ...] = (
     RowRule("report_boundaries", _LATEST_BOUNDARY, lambda s: s.report_days, billing=True),
     RowRule("report_contexts", _LATEST_CONTEXT, lambda s: s.report_days, billing=True),
     RowRule("report_lag_probes", "t.sent_at < %(cutoff)s", lambda s: s.lag_probes_days),
+    # a notice must outlive its period, or a check late in a yearly period announces it again
+    RowRule("entitlement_notices", "t.period_start < %(cutoff)s", lambda s: s.notices_days),
     RowRule(
         "reconciliation_alerts", _RESOLVED_ALERT, lambda s: s.alerts_days, delete=_DELETE_ALERTS
     ),

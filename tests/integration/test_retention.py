@@ -113,6 +113,14 @@ def seed(conn: psycopg.Connection[Any], now: datetime = NOW) -> None:
     tenant(conn)
     event(conn, "old-event", ago(50, now))
     event(conn, "new-event", ago(10, now))
+    for feature, days in (("old-notice", 401), ("new-notice", 399)):
+        execute(
+            conn,
+            "INSERT INTO entitlement_notices (tenant_id, customer, feature, period_start, notice) "
+            "VALUES (1, 'c1', %s, %s, 'threshold:80')",
+            feature,
+            ago(days, now),
+        )
     for ident, days in (("old-answer", 41), ("new-answer", 39)):
         execute(
             conn,
@@ -224,6 +232,7 @@ EXPECTED = {
     "report_boundaries": 1,
     "report_contexts": 1,
     "report_lag_probes": 1,
+    "entitlement_notices": 1,
     "reconciliation_alerts": 1,
     "reconciliation_runs": 1,
     "webhook_messages": 1,
@@ -236,6 +245,7 @@ def test_each_table_loses_rows_past_retention_and_keeps_the_rest(conn: Any) -> N
     assert keys(conn, "usage_event_ids", "event_id") == {"new-event"}
     assert keys(conn, "usage_events", "event_id") == {"new-event"}
     assert keys(conn, "entitlement_answers", "event_id") == {"new-answer"}
+    assert keys(conn, "entitlement_notices", "feature") == {"new-notice"}
     assert keys(conn, "stripe_webhook_events", "event_id") == {"new-hook"}
     assert keys(conn, "stripe_webhook_rejects", "event_id") == {"new-reject"}
     assert keys(conn, "finance_sessions", "last_seen_at") == {ago(7)}
