@@ -1,6 +1,7 @@
 """A stateful Stripe emulator that the official `stripe` SDK talks to over HTTP.
 
-See README.md in this package for what is emulated, what is not, and the control API.
+See README.md in this package; what each endpoint does is in its module, the control API and what
+is not emulated in BEHAVIOUR.md.
 """
 
 from .app import create_app

@@ -97,7 +97,7 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
     change then would reach back into the closed period. A cancellation shortly before a
     period end within the same hour is learned before that end: the reporter does not net out
     the slot after the period end pushed before it learned of the cancellation, and
-    reconciliation then reports it `not_reported` (reporter/README.md, known limits)."""
+    reconciliation then reports it `not_reported` (a known limit: reporter/boundaries.py)."""
     story.period_end = period_end
     last_push = max(p for p in pushes if p < period_end + GRACE - timedelta(minutes=1))
     start = period_end - BEFORE
