@@ -9,10 +9,9 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 
 import typer
-from psycopg_pool import ConnectionPool
 
 from meterline.errors import MeterlineError
-from meterline.postgres import open_pool
+from meterline.postgres import Pool, open_pool
 from meterline.settings import DatabaseSettings, Settings, load_section, load_settings
 
 P = ParamSpec("P")
@@ -49,7 +48,7 @@ def database_url() -> str:
 
 
 @contextmanager
-def database() -> Iterator[ConnectionPool]:
+def database() -> Iterator[Pool]:
     pool = open_pool(database_url(), max_size=2)
     try:
         yield pool

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import typer
-from psycopg_pool import ConnectionPool
 from rich.console import Console
 from rich.table import Table
 
@@ -19,6 +18,7 @@ from meterline.clock import SystemClock, from_ms
 from meterline.errors import FieldError, ValidationFailed
 from meterline.events import parse_timestamp
 from meterline.kafka.dlq import DeadLetterPublisher, read_dead_letters
+from meterline.postgres import Pool
 from meterline.redis import connect as redis_connect
 from meterline.settings import KafkaSettings, RedisSettings, load_section
 from meterline.tenants import PostgresTenantRepository
@@ -62,7 +62,7 @@ def _when(text: str, option: str) -> datetime:
     return from_ms(ms)
 
 
-def _aggregations(pool: ConnectionPool) -> Callable[[int, str], Aggregation]:
+def _aggregations(pool: Pool) -> Callable[[int, str], Aggregation]:
     repo = PostgresCatalogRepository(pool)
     cache: dict[int, dict[str, Aggregation]] = {}
 
@@ -106,7 +106,7 @@ def usage_query(
     out(f"total {plain(series.total)}")
 
 
-def _view(pool: ConnectionPool[Any] | None = None) -> RedisUsageView:
+def _view(pool: Pool | None = None) -> RedisUsageView:
     """The view; with `pool`, parts older than its keys are read from the rollups."""
     s = load_section(RedisSettings)
     archive = None if pool is None else UsageQuery(pool)

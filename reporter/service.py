@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
-from psycopg_pool import ConnectionPool
-
 from meterline.auth import Authenticator
 from meterline.clock import Clock, SystemClock
 from meterline.notify.metrics import WebhookMetrics
 from meterline.notify.postgres.deliveries import DeliveryLog
 from meterline.notify.postgres.endpoints import EndpointStore
 from meterline.notify.settings import WebhookSettings
-from meterline.postgres import open_pool
+from meterline.postgres import Pool, open_pool
 from meterline.postgres.schema import require_current_schema_in
 from meterline.settings import DatabaseSettings, StripeSettings
 from meterline.stripe.client import stripe_client
@@ -44,7 +42,7 @@ from reporter.settings import ReporterSettings
 class Reporter:
     """Everything the API, the scheduler and the CLI use."""
 
-    pool: ConnectionPool
+    pool: Pool
     settings: ReporterSettings
     clock: Clock
     sender: MeterEventSender
