@@ -81,7 +81,8 @@ def _close_and_compare(
     metered = [line for line in lines if _price_of(line) == price]
     quantity = sum((Decimal(str(line["quantity"])) for line in metered), Decimal(0))
     verdict = "equal" if quantity == counted else "DIFFERENT"
-    out(f"  invoice {invoice['id']}: metered API calls {quantity}; Postgres counted {counted}")
+    shown = f"{counted.normalize():f}"
+    out(f"  invoice {invoice['id']}: metered API calls {quantity}; Postgres counted {shown}")
     out(f"  -> {verdict}")
 
 
