@@ -29,6 +29,7 @@ from meterline.entitlements.repository import (
 from meterline.errors import Conflict, NotFound
 from meterline.notify.announce import subscription_changed
 from meterline.notify.outbox import publish
+from meterline.postgres import autocommitted
 from meterline.values import dumps, exact, loads
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class PostgresSubscriptionRepository(SubscriptionRepository):
         self._pool = pool
 
     def get(self, tenant_id: int, customer: str) -> Subscription | None:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             row = conn.execute(
                 f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE tenant_id = %s AND customer = %s",
                 (tenant_id, customer),
@@ -214,7 +215,7 @@ class PostgresGrantRepository(GrantRepository):
             return insert_grant(conn, tenant_id, grant)
 
     def list(self, tenant_id: int, customer: str, include_voided: bool = False) -> list[Grant]:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             rows = conn.execute(
                 f"SELECT {_GRANT_COLUMNS} FROM grants WHERE tenant_id = %s AND customer = %s "
                 "AND (%s OR voided_at IS NULL) ORDER BY id",
@@ -271,7 +272,7 @@ class PostgresAnswerStore(AnswerStore):
         self._pool = pool
 
     def get(self, tenant_id: int, event_id: str) -> Answer | None:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             row = conn.execute(
                 "SELECT status, body::text, published FROM entitlement_answers "
                 "WHERE tenant_id = %s AND event_id = %s AND status IS NOT NULL",
@@ -281,7 +282,7 @@ class PostgresAnswerStore(AnswerStore):
 
     def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
         e = event
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             new = (tenant_id, event_id, e.customer, e.meter, e.amount, e.event_ms)
             if conn.execute(_CLAIM, new).fetchone() is not None:
                 return Claim(event, None, owner=True)
@@ -295,7 +296,7 @@ class PostgresAnswerStore(AnswerStore):
             return Claim(stored, None, owner=bool(taken))
 
     def abandon(self, tenant_id: int, event_id: str) -> None:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             conn.execute(
                 "UPDATE entitlement_answers SET claimed_at = '-infinity' "
                 "WHERE tenant_id = %s AND event_id = %s AND status IS NULL",
@@ -304,7 +305,7 @@ class PostgresAnswerStore(AnswerStore):
 
     def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
         a = answer
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             args = (a.status, Jsonb(a.body, dumps=_dumps), a.published, tenant_id, event_id)
             if conn.execute(_DECIDE, args).fetchone() is not None:
                 return answer
@@ -313,7 +314,7 @@ class PostgresAnswerStore(AnswerStore):
         return stored
 
     def mark_published(self, tenant_id: int, event_id: str) -> None:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             conn.execute(
                 "UPDATE entitlement_answers SET published = true "
                 "WHERE tenant_id = %s AND event_id = %s",
@@ -344,7 +345,7 @@ class LedgerIngestedIds(IngestedIds):
 
     def held(self, tenant_id: int, event_id: str) -> bool:
         seen = self._loop.submit(self._deduper.seen(tenant_id, [event_id]))
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
                 return True
         try:
@@ -374,7 +375,7 @@ class GrantedIds(HeldIds):
         self._pool = pool
 
     def held(self, tenant_id: int, ids: Sequence[str]) -> set[str]:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             return {str(r[0]) for r in conn.execute(_GRANTED, (tenant_id, list(ids)))}
 
     def within(self, tenant_id: int, seconds: float) -> list[str]:
