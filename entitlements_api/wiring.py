@@ -29,7 +29,7 @@ from meterline.billing.over_limit import OverLimitPolicy
 from meterline.billing.webhooks import BillingWebhooks, EventHandler, PlanWatch
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
-from meterline.dedupe import RedisDeduper
+from meterline.dedupe import BlockingRedisDeduper
 from meterline.entitlements import (
     CustomerRepository,
     EntitlementService,
@@ -44,7 +44,6 @@ from meterline.entitlements import (
     SubscriptionRepository,
     ViewUsage,
 )
-from meterline.entitlements.ids import LoopThread
 from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
@@ -54,7 +53,6 @@ from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
-from meterline.redis import connect_async as redis_connect_async
 from meterline.revenue import RevenueListener
 from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.settings import Settings
@@ -141,11 +139,9 @@ def build(
     grants = PostgresGrantRepository(pool)
     catalogs = PostgresCatalogRepository(pool)
     options = ServiceOptions(own.plan_cache_ttl, own.decision_cache_ttl, own.publish_timeout)
-    loop = LoopThread()
-    deduper = RedisDeduper(
-        redis_connect_async(settings.redis.url), settings.redis.key_prefix, own.dedupe_window_s
-    )
-    ingested = LedgerIngestedIds(pool, deduper, loop, own.dedupe_timeout_s)
+    dedupe_client = redis_connect(settings.redis.url, timeout=own.dedupe_timeout_s)
+    deduper = BlockingRedisDeduper(dedupe_client, settings.redis.key_prefix, own.dedupe_window_s)
+    ingested = LedgerIngestedIds(pool, deduper)
     answers = PostgresAnswerStore(pool)
     channel = f"{settings.redis.key_prefix}:entitlements:changes"
     feed = RedisChangeFeed(client, settings.redis.url, channel, own.fallback_cache_ttl)
@@ -209,8 +205,7 @@ def build(
             reads.close,
             client.close,
             lambda: publisher.close(own.drain_seconds),
-            loop.close,
-            lambda: loop.run(deduper.close(), 5.0),
+            dedupe_client.close,
         ],
     )
 

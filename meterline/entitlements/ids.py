@@ -7,19 +7,16 @@ grants, so ingest answers a later event with that id as a duplicate (`"duplicate
 instead of accepting what the ledger would drop.
 
 `IngestedIds` is the interface; `LedgerIngestedIds` (in postgres.py) asks the ledger and
-ingest's dedupe store (`meterline.dedupe`, the same store and key layout as ingest, reached
-through an event loop running in a thread, `LoopThread`, because the store's client is
-asynchronous); `MemoryIngestedIds` is for unit tests.
+ingest's dedupe store (`meterline.dedupe`, the same store, script and key layout as ingest,
+through `BlockingRedisDeduper`: consumes run in threads, so a blocking client saves each call a
+hop to an event loop and back); `MemoryIngestedIds` is for unit tests.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import threading
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -47,24 +44,3 @@ class MemoryIngestedIds(IngestedIds):
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
         self.ids.add((tenant_id, event_id))
         return lambda: None
-
-
-class LoopThread:
-    """An asyncio event loop in a daemon thread, for calling async clients from threads."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        """Run `coro` on the loop and wait; raises its error, or TimeoutError."""
-        return self.submit(coro).result(timeout)
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        """Start `coro` on the loop; never blocks."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)

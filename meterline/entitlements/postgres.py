@@ -12,8 +12,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from meterline.dedupe import Deduper, HeldIds
-from meterline.entitlements.ids import IngestedIds, LoopThread
+from meterline.dedupe import BlockingRedisDeduper, HeldIds
+from meterline.entitlements.ids import IngestedIds
 from meterline.entitlements.model import Customer, Grant, Subscription
 from meterline.entitlements.repository import (
     Answer,
@@ -330,41 +330,37 @@ class PostgresAnswerStore(AnswerStore):
 
 
 class LedgerIngestedIds(IngestedIds):
-    """The ledger's identities (`usage_event_ids`) and ingest's dedupe store; `deduper` runs
-    on `loop`.
+    """The ledger's identities (`usage_event_ids`) and ingest's dedupe store, both asked from
+    the calling thread (a blocking client: no hop to an event loop).
 
-    A dedupe store that fails or times out (`timeout_s`) counts as "not seen", as in ingest."""
+    A dedupe store that fails or times out (its client's socket timeout) counts as "not seen",
+    as in ingest."""
 
-    def __init__(
-        self, pool: ConnectionPool[Any], deduper: Deduper, loop: LoopThread, timeout_s: float
-    ) -> None:
+    def __init__(self, pool: ConnectionPool[Any], deduper: BlockingRedisDeduper) -> None:
         self._pool = pool
         self._deduper = deduper
-        self._loop = loop
-        self._timeout = timeout_s
 
     def held(self, tenant_id: int, event_id: str) -> bool:
-        seen = self._loop.submit(self._deduper.seen(tenant_id, [event_id]))
         with autocommitted(self._pool) as conn:
             if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
                 return True
         try:
-            return bool(seen.result(self._timeout)[0])
+            return bool(self._deduper.seen(tenant_id, [event_id])[0])
         except Exception:
             log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
             return False
 
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
-        """Sent at once and waited for later, so the mark overlaps the publish."""
-        done = self._loop.submit(self._deduper.mark(tenant_id, [event_id]))
+        """Written at once (one Redis round trip); the waiter returned has nothing to wait."""
+        try:
+            self._deduper.mark(tenant_id, [event_id])
+        except Exception:
+            log.warning("dedupe store did not take a consume's id", exc_info=True)
+        return _written
 
-        def wait() -> None:
-            try:
-                done.result(self._timeout)
-            except Exception:
-                log.warning("dedupe store did not take a consume's id", exc_info=True)
 
-        return wait
+def _written() -> None:
+    pass
 
 
 class GrantedIds(HeldIds):

@@ -14,4 +14,12 @@ OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.Interf
 # A pool of connections, for code outside the repositories that hands one to them.
 Pool = ConnectionPool[Any]
 
-__all__ = ["OUTAGES", "Pool", "apply_migrations", "autocommitted", "connect", "open_pool", "pending_migrations"]
+__all__ = [
+    "OUTAGES",
+    "Pool",
+    "apply_migrations",
+    "autocommitted",
+    "connect",
+    "open_pool",
+    "pending_migrations",
+]
