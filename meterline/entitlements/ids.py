@@ -23,9 +23,11 @@ T = TypeVar("T")
 
 class IngestedIds(abc.ABC):
     @abc.abstractmethod
-    def held(self, tenant_id: int, event_id: str) -> bool:
+    def held(self, tenant_id: int, event_id: str, in_ledger: bool | None = None) -> bool:
         """Whether ingest already used `event_id` (counted, or accepted within its window).
-        Raises the store's error when the ledger cannot answer."""
+        `in_ledger`: what the ledger answered already, read after the id was claimed (the
+        claim's statement reads it: `Claim.in_ledger`); None: read it here. Raises the store's
+        error when the ledger cannot answer."""
 
     @abc.abstractmethod
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
@@ -38,8 +40,8 @@ class MemoryIngestedIds(IngestedIds):
     def __init__(self) -> None:
         self.ids: set[tuple[int, str]] = set()
 
-    def held(self, tenant_id: int, event_id: str) -> bool:
-        return (tenant_id, event_id) in self.ids
+    def held(self, tenant_id: int, event_id: str, in_ledger: bool | None = None) -> bool:
+        return bool(in_ledger) or (tenant_id, event_id) in self.ids
 
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
         self.ids.add((tenant_id, event_id))

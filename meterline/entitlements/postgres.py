@@ -236,8 +236,14 @@ class PostgresGrantRepository(GrantRepository):
 
 
 _CLAIM = """
-INSERT INTO entitlement_answers (tenant_id, event_id, customer, meter, amount, event_ms, claimed_at)
-VALUES (%s, %s, %s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING 1
+WITH claimed AS (
+  INSERT INTO entitlement_answers
+    (tenant_id, event_id, customer, meter, amount, event_ms, claimed_at)
+  VALUES (%(t)s, %(e)s, %(customer)s, %(meter)s, %(amount)s, %(ms)s, now())
+  ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM claimed),
+       EXISTS (SELECT 1 FROM usage_event_ids WHERE tenant_id = %(t)s AND event_id = %(e)s)
 """
 _READ = """
 SELECT status, body::text, published, customer, meter, amount, event_ms,
@@ -283,9 +289,11 @@ class PostgresAnswerStore(AnswerStore):
     def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
         e = event
         with autocommitted(self._pool) as conn:
-            new = (tenant_id, event_id, e.customer, e.meter, e.amount, e.event_ms)
-            if conn.execute(_CLAIM, new).fetchone() is not None:
-                return Claim(event, None, owner=True)
+            new = {"t": tenant_id, "e": event_id, "customer": e.customer, "meter": e.meter}
+            new |= {"amount": e.amount, "ms": e.event_ms}
+            won, in_ledger = conn.execute(_CLAIM, new).fetchone() or (False, False)
+            if won:
+                return Claim(event, None, owner=True, in_ledger=bool(in_ledger))
             row = conn.execute(_READ, (lease_s, tenant_id, event_id)).fetchone()
             assert row is not None
             status, body, published, customer, meter, amount, event_ms, lapsed = row
@@ -340,10 +348,12 @@ class LedgerIngestedIds(IngestedIds):
         self._pool = pool
         self._deduper = deduper
 
-    def held(self, tenant_id: int, event_id: str) -> bool:
-        with autocommitted(self._pool) as conn:
-            if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
-                return True
+    def held(self, tenant_id: int, event_id: str, in_ledger: bool | None = None) -> bool:
+        if in_ledger is None:
+            with autocommitted(self._pool) as conn:
+                in_ledger = conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None
+        if in_ledger:
+            return True
         try:
             return bool(self._deduper.seen(tenant_id, [event_id])[0])
         except Exception:
