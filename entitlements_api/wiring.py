@@ -201,6 +201,7 @@ def build(
             lambda: lane.shutdown(wait=False),
             feed.close,
             pool.close,
+            answers.close,  # closers run last first: before the pool closes
             read_pool.close,
             reads.close,
             client.close,

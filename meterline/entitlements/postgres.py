@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from meterline.dedupe import BlockingRedisDeduper, HeldIds
 from meterline.entitlements.ids import IngestedIds
 from meterline.entitlements.model import Customer, Grant, Subscription
+from meterline.entitlements.published import PublishedFlags
 from meterline.entitlements.repository import (
     Answer,
     AnswerStore,
@@ -276,6 +277,7 @@ class PostgresAnswerStore(AnswerStore):
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+        self._flags = PublishedFlags(pool)
 
     def get(self, tenant_id: int, event_id: str) -> Answer | None:
         with autocommitted(self._pool) as conn:
@@ -284,7 +286,12 @@ class PostgresAnswerStore(AnswerStore):
                 "WHERE tenant_id = %s AND event_id = %s AND status IS NOT NULL",
                 (tenant_id, event_id),
             ).fetchone()
-        return None if row is None else Answer(int(row[0]), loads(row[1]), bool(row[2]))
+        if row is None:
+            return None
+        return Answer(int(row[0]), loads(row[1]), self._published(row[2], tenant_id, event_id))
+
+    def _published(self, stored: object, tenant_id: int, event_id: str) -> bool:
+        return bool(stored) or self._flags.pending(tenant_id, event_id)
 
     def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
         e = event
@@ -299,7 +306,8 @@ class PostgresAnswerStore(AnswerStore):
             status, body, published, customer, meter, amount, event_ms, lapsed = row
             stored = event if event_ms is None else ConsumeEvent(customer, meter, amount, event_ms)
             if status is not None:
-                return Claim(stored, Answer(int(status), loads(body), bool(published)), False)
+                done = self._published(published, tenant_id, event_id)
+                return Claim(stored, Answer(int(status), loads(body), done), False)
             taken = lapsed and conn.execute(_TAKE_OVER, (tenant_id, event_id, lease_s)).fetchone()
             return Claim(stored, None, owner=bool(taken))
 
@@ -322,12 +330,12 @@ class PostgresAnswerStore(AnswerStore):
         return stored
 
     def mark_published(self, tenant_id: int, event_id: str) -> None:
-        with autocommitted(self._pool) as conn:
-            conn.execute(
-                "UPDATE entitlement_answers SET published = true "
-                "WHERE tenant_id = %s AND event_id = %s",
-                (tenant_id, event_id),
-            )
+        """Written in a batch shortly after (`published.py`); read as set here at once."""
+        self._flags.add(tenant_id, event_id)
+
+    def close(self) -> None:
+        """Write the published flags not written yet (before the pool closes)."""
+        self._flags.close()
 
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
