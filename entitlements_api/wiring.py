@@ -29,7 +29,7 @@ from meterline.billing.over_limit import OverLimitPolicy
 from meterline.billing.webhooks import BillingWebhooks, EventHandler, PlanWatch
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
-from meterline.dedupe import RedisDeduper
+from meterline.dedupe import BlockingRedisDeduper
 from meterline.entitlements import (
     CustomerRepository,
     EntitlementService,
@@ -44,7 +44,6 @@ from meterline.entitlements import (
     SubscriptionRepository,
     ViewUsage,
 )
-from meterline.entitlements.ids import LoopThread
 from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
@@ -54,7 +53,6 @@ from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
-from meterline.redis import connect_async as redis_connect_async
 from meterline.revenue import RevenueListener
 from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.settings import Settings
@@ -117,6 +115,12 @@ class Dependencies:
             close()
 
 
+CONSUME_PRODUCER = {"linger.ms": 1}
+"""The consume publisher's producer settings over `producer_config`'s: each consume waits for
+its own event's acknowledgement, so the 5 ms that ingest's producer lingers to batch a request's
+many events would be 5 ms added to every consume; 1 ms still batches concurrent consumes."""
+
+
 def build(
     settings: Settings, own: EntitlementsSettings, clock: Clock | None = None
 ) -> Dependencies:
@@ -132,7 +136,7 @@ def build(
     client = redis_connect(settings.redis.url)
     query = UsageQuery(pool)
     view = RedisUsageView(client, settings.redis.key_prefix, clock=clock, archive=query)
-    publisher = EventPublisher(settings.kafka.bootstrap, settings.kafka.topic)
+    publisher = EventPublisher(settings.kafka.bootstrap, settings.kafka.topic, **CONSUME_PRODUCER)
     reads = ReadLane()
     read_pool = open_pool(settings.database.url, max_size=reads.workers, name="entitlements-reads")
     usage = FallbackUsage(view, ViewUsage(view), RollupUsage(query), own.view_ready_ttl)
@@ -141,11 +145,9 @@ def build(
     grants = PostgresGrantRepository(pool)
     catalogs = PostgresCatalogRepository(pool)
     options = ServiceOptions(own.plan_cache_ttl, own.decision_cache_ttl, own.publish_timeout)
-    loop = LoopThread()
-    deduper = RedisDeduper(
-        redis_connect_async(settings.redis.url), settings.redis.key_prefix, own.dedupe_window_s
-    )
-    ingested = LedgerIngestedIds(pool, deduper, loop, own.dedupe_timeout_s)
+    dedupe_client = redis_connect(settings.redis.url, timeout=own.dedupe_timeout_s)
+    deduper = BlockingRedisDeduper(dedupe_client, settings.redis.key_prefix, own.dedupe_window_s)
+    ingested = LedgerIngestedIds(pool, deduper)
     answers = PostgresAnswerStore(pool)
     channel = f"{settings.redis.key_prefix}:entitlements:changes"
     feed = RedisChangeFeed(client, settings.redis.url, channel, own.fallback_cache_ttl)
@@ -205,12 +207,12 @@ def build(
             lambda: lane.shutdown(wait=False),
             feed.close,
             pool.close,
+            answers.close,  # closers run last first: before the pool closes
             read_pool.close,
             reads.close,
             client.close,
             lambda: publisher.close(own.drain_seconds),
-            loop.close,
-            lambda: loop.run(deduper.close(), 5.0),
+            dedupe_client.close,
         ],
     )
 

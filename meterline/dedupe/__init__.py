@@ -5,9 +5,10 @@ from meterline.dedupe.bounded import BoundedDeduper
 from meterline.dedupe.coalesce import CoalescingDeduper
 from meterline.dedupe.durable import DurableIdsDeduper, HeldIds, MemoryHeldIds
 from meterline.dedupe.memory import MemoryDeduper
-from meterline.dedupe.redis_store import RedisDeduper
+from meterline.dedupe.redis_store import BlockingRedisDeduper, RedisDeduper
 
 __all__ = [
+    "BlockingRedisDeduper",
     "BoundedDeduper",
     "CoalescingDeduper",
     "Deduper",

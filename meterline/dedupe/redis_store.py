@@ -129,7 +129,7 @@ class RedisDeduper(Deduper):
         self._width_ms = max(1, math.ceil(window_s * 1000 / (BUCKETS - 1)))
 
     def _head(self, tenant_id: int) -> bytes:
-        return f"{self._prefix}:ddb:{{{tenant_id}}}:".encode()
+        return _head(self._prefix, tenant_id)
 
     async def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool | None]:
         return await self.exchange(tenant_id, (), ids) if ids else []
@@ -141,14 +141,9 @@ class RedisDeduper(Deduper):
     async def exchange(
         self, tenant_id: int, mark_ids: Sequence[str], seen_ids: Sequence[str]
     ) -> list[bool | None]:
-        marks, checks = _packed(mark_ids), _packed(seen_ids)
-        args = [len(mark_ids), marks, self._width_ms, BUCKETS, len(seen_ids), checks]
+        args = _arguments(mark_ids, seen_ids, self._width_ms)
         flags = await self._exchange(keys=[self._head(tenant_id)], args=args)
-        if isinstance(flags, str):  # a client made with decode_responses
-            flags = flags.encode()
-        if not isinstance(flags, bytes) or len(flags) != len(seen_ids):
-            raise redis.ResponseError(f"unexpected answer to the dedupe script: {flags!r:.80}")
-        return [_FLAGS[flag] for flag in flags]
+        return _flags(flags, len(seen_ids))
 
     async def intact_since(self, tenant_id: int) -> str | None:
         """`None` when the store holds every id of the tenant marked within the window, else
@@ -171,6 +166,48 @@ class RedisDeduper(Deduper):
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class BlockingRedisDeduper:
+    """`RedisDeduper`'s `seen` and `mark` for threads, on a blocking client (`meterline.redis.
+    connect`): the same script, keys and answers, with no event loop to hop to. Consume, which
+    runs in threads, calls it once per request; its loss and `intact` rules are RedisDeduper's."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "ml", window_s: float = 3600.0):
+        self._prefix = prefix
+        self._width_ms = max(1, math.ceil(window_s * 1000 / (BUCKETS - 1)))
+        self._exchange: Any = client.register_script(_EXCHANGE)
+
+    def seen(self, tenant_id: int, ids: Sequence[str]) -> list[bool | None]:
+        return self.exchange(tenant_id, (), ids) if ids else []
+
+    def mark(self, tenant_id: int, ids: Sequence[str]) -> None:
+        if ids:
+            self.exchange(tenant_id, ids, ())
+
+    def exchange(
+        self, tenant_id: int, mark_ids: Sequence[str], seen_ids: Sequence[str]
+    ) -> list[bool | None]:
+        args = _arguments(mark_ids, seen_ids, self._width_ms)
+        flags = self._exchange(keys=[_head(self._prefix, tenant_id)], args=args)
+        return _flags(flags, len(seen_ids))
+
+
+def _head(prefix: str, tenant_id: int) -> bytes:
+    return f"{prefix}:ddb:{{{tenant_id}}}:".encode()
+
+
+def _arguments(mark_ids: Sequence[str], seen_ids: Sequence[str], width_ms: int) -> list[Any]:
+    marks, checks = _packed(mark_ids), _packed(seen_ids)
+    return [len(mark_ids), marks, width_ms, BUCKETS, len(seen_ids), checks]
+
+
+def _flags(flags: object, expected: int) -> list[bool | None]:
+    if isinstance(flags, str):  # a client made with decode_responses
+        flags = flags.encode()
+    if not isinstance(flags, bytes) or len(flags) != expected:
+        raise redis.ResponseError(f"unexpected answer to the dedupe script: {flags!r:.80}")
+    return [_FLAGS[flag] for flag in flags]
 
 
 _FLAGS: dict[int, bool | None] = {49: True, 48: False, 50: None}  # b"1", b"0", b"2"

@@ -7,28 +7,27 @@ grants, so ingest answers a later event with that id as a duplicate (`"duplicate
 instead of accepting what the ledger would drop.
 
 `IngestedIds` is the interface; `LedgerIngestedIds` (in postgres.py) asks the ledger and
-ingest's dedupe store (`meterline.dedupe`, the same store and key layout as ingest, reached
-through an event loop running in a thread, `LoopThread`, because the store's client is
-asynchronous); `MemoryIngestedIds` is for unit tests.
+ingest's dedupe store (`meterline.dedupe`, the same store, script and key layout as ingest,
+through `BlockingRedisDeduper`: consumes run in threads, so a blocking client saves each call a
+hop to an event loop and back); `MemoryIngestedIds` is for unit tests.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import threading
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
 class IngestedIds(abc.ABC):
     @abc.abstractmethod
-    def held(self, tenant_id: int, event_id: str) -> bool:
+    def held(self, tenant_id: int, event_id: str, in_ledger: bool | None = None) -> bool:
         """Whether ingest already used `event_id` (counted, or accepted within its window).
-        Raises the store's error when the ledger cannot answer."""
+        `in_ledger`: what the ledger answered already, read after the id was claimed (the
+        claim's statement reads it: `Claim.in_ledger`); None: read it here. Raises the store's
+        error when the ledger cannot answer."""
 
     @abc.abstractmethod
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
@@ -41,30 +40,9 @@ class MemoryIngestedIds(IngestedIds):
     def __init__(self) -> None:
         self.ids: set[tuple[int, str]] = set()
 
-    def held(self, tenant_id: int, event_id: str) -> bool:
-        return (tenant_id, event_id) in self.ids
+    def held(self, tenant_id: int, event_id: str, in_ledger: bool | None = None) -> bool:
+        return bool(in_ledger) or (tenant_id, event_id) in self.ids
 
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
         self.ids.add((tenant_id, event_id))
         return lambda: None
-
-
-class LoopThread:
-    """An asyncio event loop in a daemon thread, for calling async clients from threads."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        """Run `coro` on the loop and wait; raises its error, or TimeoutError."""
-        return self.submit(coro).result(timeout)
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        """Start `coro` on the loop; never blocks."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)

@@ -5,7 +5,8 @@ checks (~1 s). A change made through one replica — a consume, a Stripe webhook
 must reach the caches of all of them at once (within 100 ms): the replica that made it applies
 it to its own caches and publishes a `Change` once the change is durable; every other replica
 drops the matching entries when it hears it (`RedisChangeFeed`: one Redis pub/sub channel,
-one message per change, a few hundred microseconds from publish to delivery).
+one message per change, a few hundred microseconds from publish to delivery; changes told at
+once are sent together in one round trip by a sender thread).
 
 Pub/sub remembers nothing: a replica that is not subscribed (starting, or its connection
 dropped) misses what is published meanwhile. So while it is not subscribed its caches keep
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from meterline.redis.channel import ChannelListener, publish
+from meterline.redis.channel import ChannelListener, publish_all
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +115,40 @@ class _Listening:
 
 
 class RedisChangeFeed(_Listening):
-    """Changes on the Redis pub/sub channel `channel` (`<prefix>:entitlements:changes`)."""
+    """Changes on the Redis pub/sub channel `channel` (`<prefix>:entitlements:changes`).
+
+    `publish` never waits for Redis: a sender thread takes every change queued so far (equal
+    ones once) and publishes them in one round trip (one message each, as before), at once when
+    idle. So a consume, which tells a change on every grant, pays no round trip for it, and
+    under load many changes share one."""
 
     def __init__(self, client: Any, url: str, channel: str, fallback_ttl: float = 1.0) -> None:
         super().__init__(fallback_ttl)
         self._client, self._url, self._channel = client, url, channel
         self._listener: ChannelListener | None = None
+        self._queued: dict[Change, None] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._sender = threading.Thread(target=self._send, name="change-feed", daemon=True)
+        self._sender.start()
 
     def publish(self, change: Change) -> None:
-        publish(self._client, self._channel, encode(self.id, change))
+        with self._lock:
+            self._queued[change] = None
+        self._wake.set()
+
+    def _send(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                batch, self._queued = list(self._queued), {}
+            if batch:
+                publish_all(self._client, self._channel, [encode(self.id, c) for c in batch])
+            with self._lock:
+                if self._closed and not self._queued:
+                    return
 
     def listen(self, caches: Caches) -> None:
         super().listen(caches)
@@ -131,6 +157,10 @@ class RedisChangeFeed(_Listening):
         ).start()
 
     def close(self) -> None:
+        """Publish what is queued, then stop hearing."""
+        self._closed = True
+        self._wake.set()
+        self._sender.join(5)
         if self._listener is not None:
             self._listener.close()
 

@@ -12,9 +12,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from meterline.dedupe import Deduper, HeldIds
-from meterline.entitlements.ids import IngestedIds, LoopThread
+from meterline.dedupe import BlockingRedisDeduper, HeldIds
+from meterline.entitlements.ids import IngestedIds
 from meterline.entitlements.model import Customer, Grant, Subscription
+from meterline.entitlements.published import PublishedFlags
 from meterline.entitlements.repository import (
     Answer,
     AnswerStore,
@@ -29,6 +30,7 @@ from meterline.entitlements.repository import (
 from meterline.errors import Conflict, NotFound
 from meterline.notify.announce import subscription_changed
 from meterline.notify.outbox import publish
+from meterline.postgres import autocommitted
 from meterline.values import dumps, exact, loads
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,7 @@ class PostgresSubscriptionRepository(SubscriptionRepository):
         self._pool = pool
 
     def get(self, tenant_id: int, customer: str) -> Subscription | None:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             row = conn.execute(
                 f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE tenant_id = %s AND customer = %s",
                 (tenant_id, customer),
@@ -214,7 +216,7 @@ class PostgresGrantRepository(GrantRepository):
             return insert_grant(conn, tenant_id, grant)
 
     def list(self, tenant_id: int, customer: str, include_voided: bool = False) -> list[Grant]:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             rows = conn.execute(
                 f"SELECT {_GRANT_COLUMNS} FROM grants WHERE tenant_id = %s AND customer = %s "
                 "AND (%s OR voided_at IS NULL) ORDER BY id",
@@ -235,8 +237,14 @@ class PostgresGrantRepository(GrantRepository):
 
 
 _CLAIM = """
-INSERT INTO entitlement_answers (tenant_id, event_id, customer, meter, amount, event_ms, claimed_at)
-VALUES (%s, %s, %s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING 1
+WITH claimed AS (
+  INSERT INTO entitlement_answers
+    (tenant_id, event_id, customer, meter, amount, event_ms, claimed_at)
+  VALUES (%(t)s, %(e)s, %(customer)s, %(meter)s, %(amount)s, %(ms)s, now())
+  ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM claimed),
+       EXISTS (SELECT 1 FROM usage_event_ids WHERE tenant_id = %(t)s AND event_id = %(e)s)
 """
 _READ = """
 SELECT status, body::text, published, customer, meter, amount, event_ms,
@@ -269,33 +277,42 @@ class PostgresAnswerStore(AnswerStore):
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+        self._flags = PublishedFlags(pool)
 
     def get(self, tenant_id: int, event_id: str) -> Answer | None:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             row = conn.execute(
                 "SELECT status, body::text, published FROM entitlement_answers "
                 "WHERE tenant_id = %s AND event_id = %s AND status IS NOT NULL",
                 (tenant_id, event_id),
             ).fetchone()
-        return None if row is None else Answer(int(row[0]), loads(row[1]), bool(row[2]))
+        if row is None:
+            return None
+        return Answer(int(row[0]), loads(row[1]), self._published(row[2], tenant_id, event_id))
+
+    def _published(self, stored: object, tenant_id: int, event_id: str) -> bool:
+        return bool(stored) or self._flags.pending(tenant_id, event_id)
 
     def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
         e = event
-        with self._pool.connection() as conn:
-            new = (tenant_id, event_id, e.customer, e.meter, e.amount, e.event_ms)
-            if conn.execute(_CLAIM, new).fetchone() is not None:
-                return Claim(event, None, owner=True)
+        with autocommitted(self._pool) as conn:
+            new = {"t": tenant_id, "e": event_id, "customer": e.customer, "meter": e.meter}
+            new |= {"amount": e.amount, "ms": e.event_ms}
+            won, in_ledger = conn.execute(_CLAIM, new).fetchone() or (False, False)
+            if won:
+                return Claim(event, None, owner=True, in_ledger=bool(in_ledger))
             row = conn.execute(_READ, (lease_s, tenant_id, event_id)).fetchone()
             assert row is not None
             status, body, published, customer, meter, amount, event_ms, lapsed = row
             stored = event if event_ms is None else ConsumeEvent(customer, meter, amount, event_ms)
             if status is not None:
-                return Claim(stored, Answer(int(status), loads(body), bool(published)), False)
+                done = self._published(published, tenant_id, event_id)
+                return Claim(stored, Answer(int(status), loads(body), done), False)
             taken = lapsed and conn.execute(_TAKE_OVER, (tenant_id, event_id, lease_s)).fetchone()
             return Claim(stored, None, owner=bool(taken))
 
     def abandon(self, tenant_id: int, event_id: str) -> None:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             conn.execute(
                 "UPDATE entitlement_answers SET claimed_at = '-infinity' "
                 "WHERE tenant_id = %s AND event_id = %s AND status IS NULL",
@@ -304,7 +321,7 @@ class PostgresAnswerStore(AnswerStore):
 
     def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
         a = answer
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             args = (a.status, Jsonb(a.body, dumps=_dumps), a.published, tenant_id, event_id)
             if conn.execute(_DECIDE, args).fetchone() is not None:
                 return answer
@@ -313,12 +330,12 @@ class PostgresAnswerStore(AnswerStore):
         return stored
 
     def mark_published(self, tenant_id: int, event_id: str) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE entitlement_answers SET published = true "
-                "WHERE tenant_id = %s AND event_id = %s",
-                (tenant_id, event_id),
-            )
+        """Written in a batch shortly after (`published.py`); read as set here at once."""
+        self._flags.add(tenant_id, event_id)
+
+    def close(self) -> None:
+        """Write the published flags not written yet (before the pool closes)."""
+        self._flags.close()
 
     def pending(
         self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
@@ -329,41 +346,39 @@ class PostgresAnswerStore(AnswerStore):
 
 
 class LedgerIngestedIds(IngestedIds):
-    """The ledger's identities (`usage_event_ids`) and ingest's dedupe store; `deduper` runs
-    on `loop`.
+    """The ledger's identities (`usage_event_ids`) and ingest's dedupe store, both asked from
+    the calling thread (a blocking client: no hop to an event loop).
 
-    A dedupe store that fails or times out (`timeout_s`) counts as "not seen", as in ingest."""
+    A dedupe store that fails or times out (its client's socket timeout) counts as "not seen",
+    as in ingest."""
 
-    def __init__(
-        self, pool: ConnectionPool[Any], deduper: Deduper, loop: LoopThread, timeout_s: float
-    ) -> None:
+    def __init__(self, pool: ConnectionPool[Any], deduper: BlockingRedisDeduper) -> None:
         self._pool = pool
         self._deduper = deduper
-        self._loop = loop
-        self._timeout = timeout_s
 
-    def held(self, tenant_id: int, event_id: str) -> bool:
-        seen = self._loop.submit(self._deduper.seen(tenant_id, [event_id]))
-        with self._pool.connection() as conn:
-            if conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None:
-                return True
+    def held(self, tenant_id: int, event_id: str, in_ledger: bool | None = None) -> bool:
+        if in_ledger is None:
+            with autocommitted(self._pool) as conn:
+                in_ledger = conn.execute(_IN_LEDGER, (tenant_id, event_id)).fetchone() is not None
+        if in_ledger:
+            return True
         try:
-            return bool(seen.result(self._timeout)[0])
+            return bool(self._deduper.seen(tenant_id, [event_id])[0])
         except Exception:
             log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
             return False
 
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
-        """Sent at once and waited for later, so the mark overlaps the publish."""
-        done = self._loop.submit(self._deduper.mark(tenant_id, [event_id]))
+        """Written at once (one Redis round trip); the waiter returned has nothing to wait."""
+        try:
+            self._deduper.mark(tenant_id, [event_id])
+        except Exception:
+            log.warning("dedupe store did not take a consume's id", exc_info=True)
+        return _written
 
-        def wait() -> None:
-            try:
-                done.result(self._timeout)
-            except Exception:
-                log.warning("dedupe store did not take a consume's id", exc_info=True)
 
-        return wait
+def _written() -> None:
+    pass
 
 
 class GrantedIds(HeldIds):
@@ -374,7 +389,7 @@ class GrantedIds(HeldIds):
         self._pool = pool
 
     def held(self, tenant_id: int, ids: Sequence[str]) -> set[str]:
-        with self._pool.connection() as conn:
+        with autocommitted(self._pool) as conn:
             return {str(r[0]) for r in conn.execute(_GRANTED, (tenant_id, list(ids)))}
 
     def within(self, tenant_id: int, seconds: float) -> list[str]:

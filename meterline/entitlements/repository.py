@@ -10,7 +10,7 @@ import abc
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -135,11 +135,14 @@ class Claim:
 
     `answer` set: answered already. Else `owner` True: this caller holds the claim and decides
     `event` (its own, or the first attempt's when it took over a lapsed claim); `owner` False:
-    another caller holds a live claim (wait for its answer)."""
+    another caller holds a live claim (wait for its answer). `in_ledger`: whether the ledger
+    held the id when it was claimed, where the store read it in the claim's own statement (one
+    round trip for both); None: not read (`IngestedIds.held` reads it)."""
 
     event: ConsumeEvent
     answer: Answer | None
     owner: bool
+    in_ledger: bool | None = field(default=None, compare=False)
 
 
 class AnswerStore(abc.ABC):

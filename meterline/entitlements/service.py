@@ -299,7 +299,7 @@ class EntitlementService:
         first = self._consume_event(tenant_id, customer, feature, meter, amount, event_id)
         assert isinstance(event_id, str)
         claim = self._claim(tenant_id, event_id, first)
-        answer = claim.answer or self._decide_or_abandon(tenant_id, feature, event_id, claim.event)
+        answer = claim.answer or self._decide_or_abandon(tenant_id, feature, event_id, claim)
         if answer.status == 200 and not answer.published:
             self._publish(tenant_id, event_id, claim.event)
         self._announce(tenant_id, claim.event.customer, answer)
@@ -375,21 +375,20 @@ class EntitlementService:
             time.sleep(0.005)
 
     def _decide_or_abandon(
-        self, tenant_id: int, feature: str, event_id: str, event: ConsumeEvent
+        self, tenant_id: int, feature: str, event_id: str, claim: Claim
     ) -> Answer:
         """Decide a claimed id; on any error give the claim up at once (its event kept), so the
         client's retry takes it over instead of waiting for the lease to lapse."""
         try:
-            return self._decide_claimed(tenant_id, feature, event_id, event)
+            return self._decide_claimed(tenant_id, feature, event_id, claim)
         except Exception:
             with suppress(Exception):
                 self._answers.abandon(tenant_id, event_id)
             raise
 
-    def _decide_claimed(
-        self, tenant_id: int, feature: str, event_id: str, event: ConsumeEvent
-    ) -> Answer:
-        if self._ingested.held(tenant_id, event_id):
+    def _decide_claimed(self, tenant_id: int, feature: str, event_id: str, claim: Claim) -> Answer:
+        event = claim.event
+        if self._ingested.held(tenant_id, event_id, claim.in_ledger):
             message = f"event_id {event_id!r} is already used by an ingested event"
             body = {"error": "conflict", "message": message, "granted": False, "event_id": event_id}
             return self._answers.decide(tenant_id, event_id, Answer(409, body))

@@ -5,7 +5,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from meterline.postgres.connect import connect, open_pool
+from meterline.postgres.connect import autocommitted, connect, open_pool
 from meterline.postgres.migrate import apply_migrations, pending_migrations
 
 # The driver's errors that mean Postgres cannot answer now (retry later), not a bad statement.
@@ -14,4 +14,12 @@ OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.Interf
 # A pool of connections, for code outside the repositories that hands one to them.
 Pool = ConnectionPool[Any]
 
-__all__ = ["OUTAGES", "Pool", "apply_migrations", "connect", "open_pool", "pending_migrations"]
+__all__ = [
+    "OUTAGES",
+    "Pool",
+    "apply_migrations",
+    "autocommitted",
+    "connect",
+    "open_pool",
+    "pending_migrations",
+]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -28,3 +32,20 @@ def open_pool(
     pool = ConnectionPool(url, min_size=min_size, max_size=max_size, name=name, open=False)
     pool.open(wait=True, timeout=10)
     return pool
+
+
+@contextmanager
+def autocommitted(pool: ConnectionPool[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection in autocommit for the block: each statement is its own transaction,
+    one round trip (a connection outside autocommit sends BEGIN before the first statement and
+    COMMIT on return: three round trips for one statement). For blocks whose statements need no
+    common transaction; `conn.transaction()` still opens one inside."""
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            try:
+                conn.autocommit = False
+            except psycopg.Error:
+                conn.close()  # broken: the pool discards it rather than lend it in autocommit

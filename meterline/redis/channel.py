@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 
@@ -116,6 +116,20 @@ def publish(client: redis.Redis, channel: str, data: bytes) -> bool:
     """Publish `data`; False (logged) when Redis cannot take it now."""
     try:
         client.publish(channel, data)
+    except redis.RedisError as exc:
+        log.warning("pub/sub publish failed", extra={"channel": channel, "error": str(exc)})
+        return False
+    return True
+
+
+def publish_all(client: redis.Redis, channel: str, messages: Sequence[bytes]) -> bool:
+    """Publish `messages` in order, in one round trip (a pipeline of PUBLISH commands: each
+    subscriber still gets one message each); False (logged) when Redis cannot take them now."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for data in messages:
+            pipe.publish(channel, data)
+        pipe.execute()
     except redis.RedisError as exc:
         log.warning("pub/sub publish failed", extra={"channel": channel, "error": str(exc)})
         return False

@@ -9,9 +9,10 @@ from meterline.errors import ConfigError
 from meterline.urls import redact
 
 
-def connect(url: str, *, check: bool = True) -> redis.Redis:
-    """A client for `url`; with `check`, proves the server answers or raises ConfigError."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+def connect(url: str, *, check: bool = True, timeout: float = 10.0) -> redis.Redis:
+    """A client for `url` whose calls give up after `timeout` seconds; with `check`, proves the
+    server answers or raises ConfigError."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=timeout)
     if check:
         try:
             client.ping()

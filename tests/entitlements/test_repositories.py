@@ -175,3 +175,45 @@ def test_a_grant_whose_id_is_counted_on_any_day_is_not_pending(pg_conninfo: str)
                 (t, datetime(1970, 1, 2, tzinfo=UTC).date()),
             )
         assert answers.pending(t, "c", "m", 0, 5_000) == {"p2": 2.0}
+
+
+def _stored_published(pool: Any, tenant: int, event_id: str) -> bool:
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT published FROM entitlement_answers WHERE tenant_id = %s AND event_id = %s",
+            (tenant, event_id),
+        ).fetchone()
+    return bool(row[0])
+
+
+def test_published_flags_reach_postgres_in_a_batch_and_at_close(pg_conninfo: str) -> None:
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        t = PostgresTenantRepository(pool).create_tenant("acme").id
+        answers = PostgresAnswerStore(pool)
+        for event_id in ("f1", "f2"):
+            answers.claim(t, event_id, ConsumeEvent("c", "m", 1.0, 1_000), 30.0)
+            answers.decide(t, event_id, Answer(200, {}, published=False))
+        answers.mark_published(t, "f1")
+        deadline = time.monotonic() + 5
+        while not _stored_published(pool, t, "f1") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _stored_published(pool, t, "f1")
+        assert not _stored_published(pool, t, "f2")
+        answers.mark_published(t, "f2")
+        answers.close()
+        assert _stored_published(pool, t, "f2")
+        assert PostgresAnswerStore(pool).get(t, "f2") == Answer(200, {}, published=True)
+
+
+def test_a_claim_reads_whether_the_ledger_holds_its_id(pg_conninfo: str) -> None:
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        t = PostgresTenantRepository(pool).create_tenant("acme").id
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO usage_event_ids (tenant_id, event_id, day) VALUES (%s, 'l1', %s)",
+                (t, datetime(2026, 1, 2, tzinfo=UTC).date()),
+            )
+        answers = PostgresAnswerStore(pool)
+        event = ConsumeEvent("c", "m", 1.0, 1_000)
+        assert answers.claim(t, "l1", event, 30.0).in_ledger is True
+        assert answers.claim(t, "l2", event, 30.0).in_ledger is False
