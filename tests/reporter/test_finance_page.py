@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -29,11 +30,16 @@ OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 
 
 def _chromium() -> str:
-    """The system Chromium, installed from Debian's packages when missing (needs root)."""
+    """The system Chromium, installed from Debian's packages when missing (needs root). Test
+    processes running side by side (`make test` runs two) install it one at a time: apt takes
+    a lock of its own and fails at once when another install holds it."""
     if not Path(CHROMIUM).exists():
         assert os.geteuid() == 0, "install Chromium (`apt-get install chromium`) for this test"
-        for step in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            subprocess.run(step, check=True, capture_output=True, timeout=900)
+        with open(OUTPUT.parent / ".meterline-chromium.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not Path(CHROMIUM).exists():
+                for step in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+                    subprocess.run(step, check=True, capture_output=True, timeout=900)
     assert shutil.which(CHROMIUM), "the system Chromium is needed for the finance page test"
     return CHROMIUM
 
