@@ -9,6 +9,35 @@ parsing the same JSON, events/s), `ceiling.kafka_produce` and `ceiling.kafka_con
 (confluent-kafka against the broker, msg/s), `ceiling.pg_copy` (COPY of ledger rows, rows/s),
 `ceiling.redis_pipeline` (pipelined writes, ops/s). `SLOWEST` as a ceiling means "the slowest of
 the stages on the batched path" (all but `ceiling.http_single`): use it for end-to-end figures.
+
+`bench/bench_<name>.py` exposes `run(ctx: BenchContext) -> list[Figure]`. `ctx.urls` has
+`postgres`, `redis`, `kafka`, `stripe` and each running service (`ingest`, `entitlements`,
+`reporter`, `aggregator`); `ctx.extra` has `tenant` (`bench`), `tenant_id`, `keys` (scope → API
+key) with the demo catalog (`deploy/catalog.example.yaml`) applied, `stack` and `home`. Size the
+work with `ctx.scale(n)` (a tenth in `--quick`) and measure with `repeat(fn, ctx.runs)`, or make
+a figure of one value per run with `Figure.of(name, values, unit)`. Give each figure the ceiling
+that bounds it, by name:
+
+Figures whose name holds `end_to_end` or `e2e` get the slowest ceiling when they name none.
+Latency figures (ms, s) get no ratio.
+
+A module may measure its own ceiling in the same run: `bench_aggregator.py` reads its pre-filled
+topic bare twice, with `decode_event` per message (`aggregator.consume_decode`) and with the
+aggregator's column decode (`aggregator.consume_decode_columns`, the ceiling of
+`aggregator.sustained`), and reports where a sustained run's CPU goes:
+`aggregator.cpu_per_event` (the aggregator process, all threads) and
+`aggregator.postgres_cpu_per_event` (the embedded Postgres server and its backends; absent when
+Postgres comes from `METERLINE_DATABASE_URL`). These three are the median of `--runs` runs, each
+by a new aggregator process on a pre-filled topic of its own.
+
+To drive HTTP load from a module:
+
+reqs = [encode_request("POST", "/v1/events", body, headers={"Authorization": f"Bearer {key}"})]
+result = hammer("127.0.0.1", port, reqs, total=10_000, connections=32) result.rate,
+result.status_counts, result.percentile(0.99), result.cpu_share ```
+
+The load generator runs in the same 2 cores as what it measures; every HTTP figure's note says
+how much of the machine it took.
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ This subclasses uvicorn's `HttpToolsProtocol` and relies on its per-connection s
 `pipeline`, `flow`, `parser`, `url`, `headers`, `on_response_complete`); the tests in
 `tests/entitlements/test_protocol.py` run it in a real uvicorn server, so an upgrade of uvicorn
 that changes those fails them rather than the service.
+
+A cached check does not even reach ASGI: `python -m entitlements_api` serves with
+`protocol.CheckProtocol` (uvicorn's httptools protocol, subclassed), which answers it while
+parsing the request, with one write of the same bytes (`tests/entitlements/test_protocol.py`,
+real uvicorn, raw sockets: byte equality, pipelining order, everything else through ASGI). It
+relies on uvicorn internals, so those tests guard uvicorn upgrades.
 """
 
 from __future__ import annotations

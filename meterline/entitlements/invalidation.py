@@ -16,6 +16,20 @@ whatever it missed. Redis down means consume refuses anyway (its reservation liv
 
 `MemoryChangeHub` is the in-process twin (several services in one process, in tests), with the
 same contract: tests/entitlements/test_invalidation.py runs one suite against both.
+
+One worker per process, on purpose; scale out with replicas. Caches (auth, plan data, decisions)
+are per process; a change made through any replica (consume, webhook, admin call) is applied to
+its own caches and published on the Redis channel `<prefix>:entitlements:changes` once durable,
+and every replica drops the matching entries when it hears it
+(`meterline/entitlements/invalidation.py`): measured within 100 ms between two processes
+(`tests/entitlements/test_replicas.py`). Pub/sub keeps nothing for a replica that is not
+listening, so while its subscription is down (start-up, Redis restarting, a dropped connection)
+its caches keep entries at most `FALLBACK_CACHE_TTL` (1 s) and are emptied each time it
+subscribes again (every 0.5 s it retries). Keys (`AUTH_CACHE_TTL`) are not broadcast: a revoked
+key stops working within 30 s (plus the fast path's 1 s). On 2 cores a second worker does not
+pay: at 5,000 checks/s one process needs well under one core (a cached check ~65-80 µs of CPU; a
+decision that reads Redis a few hundred, once per hot key per TTL), and every worker would keep
+and re-decide its own copy of each hot decision, doubling that costly part.
 """
 
 from __future__ import annotations

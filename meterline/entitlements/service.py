@@ -8,6 +8,82 @@ the limit counting usage plus pending reservations, stores the answer, then publ
 granted amount as an ordinary usage event (id = `event_id`, property `meterline_reservation`).
 A publish whose fate is unknown keeps the reservation and the stored answer; the retry publishes
 the same event again. See README.md ("Consume") for why each step is where it is.
+
+Consume:
+
+One `event_id`, one answer, one event, counted once. In order:
+
+1. **Validate** with ingest's own `validate_event` (`event_id` as `id`, the customer, `amount` as
+   `value`): the same lengths, no control characters, `amount` a JSON number under the value
+   rule of `meterline/values.py` (0 to 1e15, at most 6 decimals and 15 significant digits; a
+   string or a boolean is refused). Limits, usage and amounts are exact decimals from here on:
+   `used + amount <= limit` never meets a binary float. Errors name `event_id`, `customer` and
+   `amount`. So nothing
+   consume grants can be sent to the dead-letter topic by the aggregator.
+2. **Claim** the id in `entitlement_answers` (migration 0009) together with the event it asks
+   for: customer, meter, amount and the timestamp of this first attempt, which is the instant
+   its usage is attributed to (`meterline.view.attributed_ms`: now clamped into the minutes of
+   the feature's period, see meterline/view/README.md "The period rule"). Every later attempt
+   with that id (a retry, a concurrent request with another amount) uses this stored event, so
+   a retry keeps its first timestamp (issue 19 item 1), reserves and publishes at that same
+   instant, and is counted in the minute and period it was checked against; and concurrent
+   consumes of one id cannot inflate `used`: the others poll for the first one's answer
+   (`claim_wait_s`, then 503). A
+   claim whose decision fails (Redis or Postgres error) is given up at once, and one left
+   undecided for `claim_lease_s` (its holder crashed) lapses: either way a retry takes it over,
+   with the stored event.
+3. **One id space with ingest**: an id ingest already holds (counted: in `usage_event_ids`, or
+   accepted within ingest's dedupe window) answers `409` (stored: every repeat gets it; the
+   claim's own statement reads the ledger, then the dedupe store is asked); once a
+   grant is stored, consume marks ingest's dedupe store with the id (before publishing, so a
+   publish of unknown fate is covered too), and ingest answers a later event with that id as a
+   duplicate. So what is answered is what is counted.
+4. **Reserve** (one Lua step in Redis) counts period usage + pending reservations and grants
+   iff the amount fits a blocking limit (unlimited / overage `allow` reserve without a limit).
+   The stored timestamp is the reservation's time (the period is evaluated at it), and the
+   reservation never lapses: it is removed when its id is counted (in the aggregator's Redis
+   step for the batch that holds its event, even when that event is a copy of one counted
+   first) or by a rebuild that finds it counted.
+5. **Store** the answer (first wins); a grant is stored *before* its publish, with
+   `published = false`. Granted answers whose ids are not counted (`usage_event_ids`, the
+   identity table, whatever the day of the event) are the pending
+   reservations: `meterline.view.postgres.rebuild` restores them into Redis after a flush, so Redis
+   never
+   holds their only copy.
+6. **Publish** the event (id = `event_id`, the stored timestamp, property
+   `meterline_reservation: true`), then mark the answer published (flags are written in
+   batches every 20 ms, `published.py`: a flag not written yet only makes a retry publish the
+   same event again, which the ledger counts once). A publish that fails or
+   times out answers 503 and keeps the reservation and the answer: the producer may still
+   deliver the message, so releasing would open an over-grant window and bill a request
+   answered 503. A retry with the same `event_id` publishes the same event again (the ledger
+   counts it once) and returns the stored answer.
+
+When the view is not ready (flushed, rebuilding) `reserve` says so from inside its script
+(`ViewNotReady`), never from a cached flag. The service then asks again with `counted`: the
+pending grants Postgres records that Redis does not hold (granted answers of the period whose
+ids are not counted, minus the ids in Redis's pending hash, read first), then the rollups'
+usage. The script decides against that and the pending reservations Redis holds (not the
+partial view), and plain checks read the same sum. So a flush never forgets a grant, even
+before the rebuild restores it, and no grant is made against a partial view; a grant or event
+that lands between the reads is counted twice for that one decision (it can only
+under-grant).
+
+The id space survives a Redis loss: ingest's dedupe store answers "not held, but I may have
+lost it" for an id it does not hold while it is not known to be intact (a per-tenant key in
+Redis, see meterline/dedupe), and ingest then asks Postgres whether consume granted that id
+(`GrantedIds`: `entitlement_answers`, status 200); it restores the store's consume ids in the
+background. Known limits: an ingest event with a consume's id sent after the dedupe window
+(`METERLINE_INGEST_DEDUPE_WINDOW_S`, 1 h by default; the entitlements setting
+`DEDUPE_WINDOW_S` must equal it), or while Redis is down, is answered as accepted and the
+ledger keeps the consume's event; so is an ingest event and a consume with one id that arrive
+at the same moment (the consume's reservation is then dropped when its copy reaches the
+aggregator). A consume after a Redis loss does not see an id ingest accepted and the
+aggregator has not counted yet. A granted answer whose publish never succeeds and is never
+retried holds its amount until its period ends (it can only under-grant).
+
+Plain checks read usage + pending with a `reserve` probe (amount 0, limit -1: never grants,
+records nothing) for additive meters, and `usage` for max/latest meters.
 """
 
 from __future__ import annotations

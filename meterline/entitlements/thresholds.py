@@ -10,6 +10,49 @@ dropped (a credit grant that expired) or a racing consume's lost notice is made 
 next answer; the `NoticeLedger` keeps each one to a single announcement per period (in
 Postgres a primary key, written in the outbox's transaction). `Notifier` remembers what it
 recorded, so an answer whose notices are all known costs no round trip.
+
+Thresholds:
+
+`entitlement.threshold_reached` (customer, feature, threshold, used, limit, period, plan,
+overage) is announced once per customer, feature, period and catalog percentage (`notify_at`,
+meterline/catalog/README.md); `entitlement.limit_exceeded` once per customer, feature and
+period, when a consume is refused at a blocking limit (a 403 `limit_exceeded`) or a granted
+`allow` consume takes usage past the limit.
+
+**Where detection runs: on the entitlements path, not in the aggregator.** Every consume
+answer (and every repeat of it) and every plain check the service decides (not cached) is
+read for the notices it shows: each percentage whose share of the *effective* limit (plan +
+grants, at that instant) `used` has reached. The reasons:
+- A threshold is a fraction of a limit, and the limit is a decision: plan after payment
+  policies, the subscription's billing period, grants valid at that instant. The
+  entitlements service holds all of it (cached per customer); the aggregator holds none, and
+  would have to load subscriptions and grants per customer of every batch, on the path whose
+  target is 100k events/s.
+- A consume sees its own reservation at once (`used` after the grant, from the Lua step), so
+  the 100% notice goes out with the grant that reaches it, before the event is even counted;
+  the aggregator would only see it after Kafka and a batch.
+- Usage that never passes a consume (ingested events) is seen by the next plain check the
+  service decides, and apps check on their request path; limits that move (a credit that
+  expires or is voided: "a grant running out") are seen the same way, since each answer
+  announces *all* reached notices, not only those it crossed.
+- The aggregator runs no threshold code, so its sustained rate is unchanged by construction
+  (bench/bench_thresholds.py prints what a consume pays instead).
+
+**Once, also when consumes race.** `Notifier` keeps the keys it recorded (bounded memo): an
+answer whose notices are all known costs no round trip. Unknown ones go to the
+`NoticeLedger`: in Postgres one transaction per answer inserts each notice into
+`entitlement_notices` (primary key tenant, customer, feature, period start, notice) with
+`INSERT … ON CONFLICT DO NOTHING RETURNING`, and writes the outbox message
+(`meterline.notify.outbox.publish`) only for the rows it inserted. Racing consumes each try;
+the key lets exactly one announce. The message id derives from the same key, so the
+dispatcher's receivers dedupe even a replay.
+
+**Failures.** Notices are written after the answer is stored and the event published. If
+writing them fails, a consume answers 503 (the answer stands; the retry with the same
+`event_id` returns it and writes the notices); a check only logs (the next deciding check
+writes them). Not covered: usage of a customer whose app never consumes nor checks after it
+(no decision is made to read it), and thresholds reached while the decision cache answers
+(announced at the next decision, within `decision_ttl`).
 """
 
 from __future__ import annotations
