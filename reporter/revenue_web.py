@@ -21,7 +21,7 @@ from reporter import revenue_charts as charts
 from reporter import revenue_report as report
 from reporter.revenue import Kind
 from reporter.sessions import SessionStore
-from reporter.web import _session, _signed_in_page
+from reporter.web import signed_in_page, signed_in_session
 
 
 def mount(app: FastAPI, reporter: Any) -> None:
@@ -40,12 +40,12 @@ def mount(app: FastAPI, reporter: Any) -> None:
         month: str | None = None,
         kind: str | None = None,
     ) -> HTMLResponse:
-        session = _session(request, sessions, "read")
+        session = signed_in_session(request, sessions, "read")
         last = report.month_arg("to", end, reporter.clock.now().strftime("%Y-%m"))
         months = report.month_range(report.month_arg("from", start, report.shift(last, -11)), last)
         chosen = report.month_arg("month", month, "") or None
         states = events.states(session.principal.tenant_id)
-        return _signed_in_page(
+        return signed_in_page(
             "revenue.html", session, "", months=months,
             currencies=_currencies(states, months), drill=_drill(states, chosen, _kind(kind)),
         )  # fmt: skip

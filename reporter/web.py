@@ -167,21 +167,21 @@ def _alert_pages(app: FastAPI, reporter: Any, sessions: SessionStore) -> None:
 
     @app.get("/finance", response_class=HTMLResponse)
     def overview(request: Request, message: str = "") -> HTMLResponse:
-        session = _session(request, sessions, "read")
+        session = signed_in_session(request, sessions, "read")
         tenant, store = session.principal.tenant_id, reporter.store
         live = [a.as_dict() for a in store.alerts(tenant) if a.status != "resolved"]
         resolved = [a.as_dict() for a in store.alerts(tenant, "resolved", limit=10)]
         runs = [r.as_dict() for r in store.runs(tenant, 30)]
-        return _signed_in_page(
+        return signed_in_page(
             "overview.html", session, message, live=live, resolved=resolved, runs=runs,
             totals=store.totals(tenant),
         )  # fmt: skip
 
     @app.get("/finance/alerts/{alert_id}", response_class=HTMLResponse)
     def detail(request: Request, alert_id: int, message: str = "") -> HTMLResponse:
-        session = _session(request, sessions, "read")
+        session = signed_in_session(request, sessions, "read")
         alert = reporter.store.alert(session.principal.tenant_id, alert_id)
-        return _signed_in_page(
+        return signed_in_page(
             "alert.html", session, message, alert=alert.as_dict(),
             drill=drill_down(reporter.pool, reporter.summaries, alert),
             offers=reporter.repairs.offers(alert), repairs=reporter.store.repairs(alert_id),
@@ -205,7 +205,7 @@ def _alert_pages(app: FastAPI, reporter: Any, sessions: SessionStore) -> None:
 
     @app.get("/finance/alerts.csv")
     def export(request: Request, status: str | None = None) -> Response:
-        session = _session(request, sessions, "read")
+        session = signed_in_session(request, sessions, "read")
         text = to_csv(reporter.store.alerts(session.principal.tenant_id, status or None))
         headers = {"Content-Disposition": 'attachment; filename="meterline-alerts.csv"'}
         return PlainTextResponse(text, media_type="text/csv", headers=headers)
@@ -234,7 +234,7 @@ def error_page(exc: MeterlineError) -> Response:
     return page
 
 
-def _session(request: Request, sessions: SessionStore, scope: str) -> Session:
+def signed_in_session(request: Request, sessions: SessionStore, scope: str) -> Session:
     session = sessions.resolve(request.cookies.get(COOKIE))
     if session is None:
         raise Unauthorized("please sign in with an API key")
@@ -259,7 +259,7 @@ async def _checked_form(
     without a live session, PayloadTooLarge past FORM_BYTES: all before anything changes.
     """
     check_origin(request, settings.public_url)
-    session = await run_in_threadpool(_session, request, sessions, scope)
+    session = await run_in_threadpool(signed_in_session, request, sessions, scope)
     form = await read_form(request, FORM_BYTES)
     if not _same(form.get("csrf"), session.csrf_token):
         raise Forbidden("this form expired or did not come from this page; open it again")
@@ -285,7 +285,7 @@ def _login_page(
     return response
 
 
-def _signed_in_page(name: str, session: Session, message: str, **context: Any) -> HTMLResponse:
+def signed_in_page(name: str, session: Session, message: str, **context: Any) -> HTMLResponse:
     who = session.principal
     return _page(
         name, who=who, csrf=session.csrf_token, notice=NOTICES.get(message),
