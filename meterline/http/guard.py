@@ -11,7 +11,8 @@ others need. `guarded(protocol, limits)` puts `GuardMixin` in front of a protoco
 - a request's head (request line and headers) must arrive within `header_timeout_s` of its
   first byte (of the connection's opening, for the first request); its body within
   `body_timeout_s` of the head's end. Past either deadline the client gets 408 and the
-  connection is closed;
+  connection is closed, at a random moment within a quarter of the deadline more
+  (`DEADLINE_SPREAD`), so that connections opened together are not all cut at once;
 - a head larger than `max_header_bytes` gets 431, and a body larger than `max_body_bytes` (as
   declared by Content-Length, or as it arrives) 413, and the connection is ended: nothing past
   the limit is buffered (what the client still sends is read and dropped for a few seconds, so
@@ -29,6 +30,7 @@ or, when it comes mid-body, the task sees the client as disconnected.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -179,9 +181,11 @@ class GuardMixin:
         return headers
 
     def _arm(self, seconds: float, part: str) -> None:
+        """Cut the connection `seconds` (up to `DEADLINE_SPREAD` more, at random) from now."""
         self._disarm()
         loop: asyncio.AbstractEventLoop = getattr(self, "loop")  # noqa: B009
-        self._deadline = loop.call_later(seconds, self._expired, part)
+        later = seconds * (1.0 + DEADLINE_SPREAD * random.random())
+        self._deadline = loop.call_later(later, self._expired, part)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -235,6 +239,12 @@ class GuardMixin:
         self._deadline = proto.loop.call_later(LINGER_S, transport.close)
 
 
+DEADLINE_SPREAD = 0.25
+"""A deadline falls due up to this fraction of it later, at random. Connections opened
+together (as an attacker opens them, or as they reconnect once cut) would otherwise be cut in
+the same turn of the event loop: 2,000 of them hold it for a few hundred milliseconds, and
+every request in progress waits that long. Spread over a quarter of the deadline, the same cuts
+interleave with other work; no client is cut before its deadline."""
 LINGER_S = 5.0
 """How long a refused connection is still read (and dropped) before it closes."""
 LINGER_BYTES = 16 * 2**20

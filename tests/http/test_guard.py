@@ -5,6 +5,7 @@ client down."""
 
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from meterline.http.guard import Limits, guarded
+from meterline.http.guard import DEADLINE_SPREAD, Limits, guarded
 from meterline_devstack.process import free_port
 from tests.fixtures.http import read_responses
 
@@ -121,6 +122,36 @@ def test_a_head_that_never_ends_is_cut_off_with_408() -> None:
         status, rest = answer_and_close(sock)
         assert status == 408 and rest == b""
         assert app.calls == 0
+
+
+def test_connections_opened_together_are_cut_spread_out_and_none_before_its_deadline() -> None:
+    """Cut all in one turn of the event loop, thousands of slow connections opened together
+    would hold it for every other request; their deadlines fall due spread over a quarter of
+    the deadline instead (`DEADLINE_SPREAD`), never earlier than it."""
+    with serve() as (port, _), ExitStack() as stack:
+        socks = [stack.enter_context(connect(port)) for _ in range(40)]
+        opened = time.monotonic()
+        for sock in socks:
+            sock.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\n")  # heads that never end
+        cut_after = sorted(at - opened for at in _answered_at(socks))
+    assert cut_after[0] >= LIMITS.header_timeout_s
+    assert cut_after[-1] <= LIMITS.header_timeout_s * (1 + DEADLINE_SPREAD) + 0.5
+    assert cut_after[-1] - cut_after[0] > 0.2 * DEADLINE_SPREAD * LIMITS.header_timeout_s
+
+
+def _answered_at(socks: list[socket.socket]) -> list[float]:
+    """When each socket first had something to read (its answer), in monotonic seconds."""
+    waiting = {sock.fileno(): sock for sock in socks}
+    times: list[float] = []
+    with selectors.DefaultSelector() as sel:
+        for sock in socks:
+            sel.register(sock, selectors.EVENT_READ)
+        while waiting:
+            for key, _ in sel.select(timeout=10) or pytest.fail("a slow head was never cut"):
+                times.append(time.monotonic())
+                sel.unregister(key.fileobj)
+                waiting.pop(key.fd)
+    return times
 
 
 def test_a_connection_that_sends_nothing_is_closed() -> None:
