@@ -11,7 +11,8 @@ waits behind its parsing, validation and produce calls however few places it hol
 - `TenantWork` keeps each tenant's recent work in bytes, decaying with a half-life of
   `HALF_LIFE_S`: a request counts `REQUEST_BYTES` (the fixed cost of a request: its head,
   authentication, the answer, a round trip to Redis and one to the broker, expressed as the
-  bytes of batch body that cost as much CPU) plus its body's declared length.
+  bytes of batch body that cost as much CPU) plus its body's declared length, whether it is
+  served or refused: the work a tenant asks for, so that a refused flood keeps its weight.
 - `FairAdmission.admit` refuses a request (429, Retry-After) when its tenant's recent work,
   counting this request, is above an equal share of all tenants' recent work (the total
   divided by the tenants active recently, with a slack of a quarter), and either the loop
@@ -19,8 +20,9 @@ waits behind its parsing, validation and produce calls however few places it hol
   served (bodies in hand: a client slow to send counts for nothing). `enter` checks the places
   again once the body is in hand, as requests admitted together arrive together.
   Otherwise the request is served. The lag bounds how busy a flood keeps the loop;
-  the places bound how many of its batches another tenant's request can find in front of it
-  at once (each is parsed and validated in one step of several milliseconds). A tenant alone
+  the place bounds how much of its work another tenant's request can find in front of it at
+  each step: one batch's parsing or produce call on the loop (a millisecond or more each),
+  one batch's dedupe script in Redis, one batch in the producer's queue. A tenant alone
   is never refused here (its share is everything), and a tenant sending little keeps its
   latency while a flood is cut back to what the loop can carry.
 
@@ -42,7 +44,7 @@ HALF_LIFE_S = 1.0
 REQUEST_BYTES = 2_000
 """A request's fixed cost, in bytes of batch body of the same CPU (a single event costs ingest
 about as much CPU as ~20 events of a batch, ~70 bytes each)."""
-OVER_SHARE_PLACES = 2
+OVER_SHARE_PLACES = 1
 """Requests being served (body in hand, not yet answered) a tenant above its share may have."""
 SHARE_SLACK = 1.25
 """A tenant is above its share past 1.25 times an equal share: tenants sending alike, whose
@@ -135,15 +137,16 @@ class FairAdmission:
         self._serving: dict[int, int] = {}  # tenant -> requests with bodies in hand
 
     def admit(self, tenant: int, declared_bytes: int) -> bool:
-        """Whether `tenant`'s request, declaring `declared_bytes` of body, may be read; an
-        admitted request's cost is recorded."""
+        """Whether `tenant`'s request, declaring `declared_bytes` of body, may be read. Its
+        cost is recorded either way: a tenant's weight is what it asks of ingest, so a flood
+        refused for as long as the loop lags stays the heaviest, rather than fading below the
+        tenants being served and being let in again."""
         self.lag.ensure_running()
         cost = REQUEST_BYTES + declared_bytes
         pressed = self.lag.lag > self.target_s or self._full(tenant)
-        if pressed and self.work.over_share(tenant, cost):
-            return False
+        refused = pressed and self.work.over_share(tenant, cost)
         self.work.add(tenant, cost)
-        return True
+        return not refused
 
     def enter(self, tenant: int) -> bool:
         """Whether an admitted request of `tenant`, its body now in hand, may be served; if
