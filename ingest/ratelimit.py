@@ -8,8 +8,12 @@ and any batch size is eventually accepted.
 The buckets live in Redis (`meterline.redis.buckets`), so the rate holds across replicas. A
 process takes tokens from there in slices (`lease_s` of the rate, or the request's size if
 larger) and serves requests from its slice, so Redis is asked about once per slice, not per
-request; tokens left in a slice that the process does not use within `lease_s` are dropped, so
-a tenant spread over many replicas may get slightly less than its rate, never more. While Redis
+request; tokens left in a slice that the process does not use within `SLICE_HOLD_S` are
+dropped, so a tenant spread over many replicas may get slightly less than its rate, never more
+(every token was taken from the shared bucket, and a process holds one slice at a time). The
+slice is kept a second rather than `lease_s`: a tenant sending a few events at a time would
+otherwise ask Redis every `lease_s`, a round trip on its request's path that waits behind
+whatever else Redis and ingest's loop are doing (a flood's dedupe scripts, say). While Redis
 does not answer, each process limits the tenant alone at the full rate (logged once), as ingest
 did before the buckets were shared: a Redis outage must not refuse events.
 """
@@ -29,6 +33,9 @@ from meterline.redis.buckets import BucketStoreDown
 from meterline.tenants import Principal
 
 log = logging.getLogger("ingest.ratelimit")
+
+SLICE_HOLD_S = 1.0
+"""How long a process may serve requests from a slice it took (the bucket's own depth)."""
 
 
 class BucketStore(Protocol):
@@ -92,7 +99,7 @@ class TokenBuckets:
         want = max(n, math.ceil(rate * self._lease_s))
         wait = await self._lease(tenant, rate, want)
         if wait == 0 and want > n:
-            self._slices[tenant] = (want - n, now + self._lease_s)
+            self._slices[tenant] = (want - n, now + SLICE_HOLD_S)
         return wait
 
     async def _lease(self, tenant: int, rate: float, want: int) -> float:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio
 
-from ingest.ratelimit import BucketStore, MemoryBucketStore, TokenBuckets
+from ingest.ratelimit import SLICE_HOLD_S, BucketStore, MemoryBucketStore, TokenBuckets
 from meterline.redis import connect_async
 from meterline.redis.buckets import RedisBucketStore
 from meterline.tenants import Principal
@@ -74,6 +74,34 @@ def test_two_processes_sharing_redis_stay_within_the_tenants_rate(redis_url: str
     accepted = asyncio.run(scenario())
     # At most one bucket (1,000) plus 1.5 s of refill, plus one slice per replica of slack.
     assert 1500 <= accepted <= rate + rate * seconds + 2 * 50 + 20
+
+
+class CountingStore(MemoryBucketStore):
+    def __init__(self, now: Callable[[], float]) -> None:
+        super().__init__(now)
+        self.leases = 0
+
+    async def lease(self, tenant_id: int, rate: float, want: int) -> float:
+        self.leases += 1
+        return await super().lease(tenant_id, rate, want)
+
+
+def test_a_tenant_sending_little_asks_the_store_about_once_a_second() -> None:
+    """One event every 60 ms for 3 s, against slices of 50 ms of a rate of 200,000/s: each
+    slice serves every request of the second after it was taken (asked per `lease_s`, the
+    store was asked for each request, a round trip on its path)."""
+    clock = [0.0]
+    store = CountingStore(lambda: clock[0])
+    buckets = TokenBuckets(200_000.0, store=store, lease_s=0.05, now=lambda: clock[0])
+
+    async def scenario() -> None:
+        for _ in range(50):
+            assert await buckets.take(ACME, 1) == 0
+            clock[0] += 0.06
+
+    asyncio.run(scenario())
+    assert SLICE_HOLD_S == 1.0
+    assert store.leases == 3
 
 
 def test_each_process_limits_alone_while_redis_is_away() -> None:
