@@ -16,20 +16,24 @@ waits behind its parsing, validation and produce calls however few places it hol
 - `FairAdmission.admit` refuses a request (429, Retry-After) when its tenant's recent work,
   counting this request, is above an equal share of all tenants' recent work (the total
   divided by the tenants active recently, with a slack of a quarter), and either the loop
-  lags more than `target_s` or the tenant already has `OVER_SHARE_PLACES` requests being
-  served (bodies in hand: a client slow to send counts for nothing). `enter` checks the places
-  again once the body is in hand, as requests admitted together arrive together.
-  Otherwise the request is served. The lag bounds how busy a flood keeps the loop;
-  the place bounds how much of its work another tenant's request can find in front of it at
-  each step: one batch's parsing or produce call on the loop (a millisecond or more each),
-  one batch's dedupe script in Redis, one batch in the producer's queue. A tenant alone
-  is never refused here (its share is everything), and a tenant sending little keeps its
-  latency while a flood is cut back to what the loop can carry.
+  lags more than `target_s`, the tenant already has `OVER_SHARE_PLACES` requests being
+  served (bodies in hand: a client slow to send counts for nothing), or it is resting: once
+  its requests being served are all answered, a tenant above its share rests
+  `OVER_SHARE_REST` times as long as they kept it busy, so with others active it is served
+  at most a quarter of the time. `enter` checks the places again once the body is in hand,
+  as requests admitted together arrive together. Otherwise the request is served.
+  The lag bounds how busy a flood keeps the loop; the place bounds how much of its work
+  another tenant's request can find in front of it at each step: one batch's parsing or
+  produce call on the loop (a millisecond or more each), one batch's dedupe script in Redis,
+  one batch in the producer's queue; the rest bounds how often there is any (the loop may not
+  lag at all: a flood's batches cost others their latency mostly through the shared Redis,
+  broker and producer queue). A tenant alone is never refused here (its share is
+  everything), and a tenant sending little keeps its latency while a flood is cut back.
 
 The check comes once the key is known and before the body is read (from Content-Length), so
 a refused request costs ingest no decoding, validation, Redis or broker work (the transport
 reads its body and drops it). Deciding reads every active tenant's work, only while the loop
-lags or the tenant's places are full. Not thread-safe: one event loop owns it.
+lags, the tenant's places are full or it rests. Not thread-safe: one event loop owns it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ OVER_SHARE_PLACES = 1
 SHARE_SLACK = 1.25
 """A tenant is above its share past 1.25 times an equal share: tenants sending alike, whose
 work differs only by when it was recorded, are not refused."""
+OVER_SHARE_REST = 3.0
+"""A tenant above its share, once its requests being served are all answered, is refused for
+this many times as long as they kept it busy: with others active, it is served at most a
+quarter of the time."""
 ACTIVE_BYTES = 100.0
 """A tenant whose recent work has faded below this is no longer counted as active."""
 
@@ -130,11 +138,15 @@ class FairAdmission:
         target_s: float,
         lag: LoopLag | None = None,
         work: TenantWork | None = None,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target_s = target_s
         self.lag = lag or LoopLag()
-        self.work = work or TenantWork()
+        self.work = work or TenantWork(now)
+        self._now = now
         self._serving: dict[int, int] = {}  # tenant -> requests with bodies in hand
+        self._busy_since: dict[int, float] = {}  # tenant -> when its requests began being served
+        self._rest_until: dict[int, float] = {}  # tenant above its share -> refused until
 
     def admit(self, tenant: int, declared_bytes: int) -> bool:
         """Whether `tenant`'s request, declaring `declared_bytes` of body, may be read. Its
@@ -143,7 +155,7 @@ class FairAdmission:
         tenants being served and being let in again."""
         self.lag.ensure_running()
         cost = REQUEST_BYTES + declared_bytes
-        pressed = self.lag.lag > self.target_s or self._full(tenant)
+        pressed = self.lag.lag > self.target_s or self._full(tenant) or self._resting(tenant)
         refused = pressed and self.work.over_share(tenant, cost)
         self.work.add(tenant, cost)
         return not refused
@@ -153,7 +165,10 @@ class FairAdmission:
         so it counts as being served until the caller calls `leave`."""
         if self._full(tenant) and self.work.over_share(tenant, 0):
             return False
-        self._serving[tenant] = self._serving.get(tenant, 0) + 1
+        held = self._serving.get(tenant, 0)
+        if not held:
+            self._busy_since[tenant] = self._now()
+        self._serving[tenant] = held + 1
         return True
 
     def leave(self, tenant: int) -> None:
@@ -161,8 +176,21 @@ class FairAdmission:
         held = self._serving[tenant] - 1
         if held:
             self._serving[tenant] = held
-        else:
-            del self._serving[tenant]
+            return
+        del self._serving[tenant]
+        now = self._now()
+        busy = now - self._busy_since.pop(tenant)
+        if self.work.over_share(tenant, 0):
+            self._rest_until[tenant] = now + OVER_SHARE_REST * busy
+
+    def _resting(self, tenant: int) -> bool:
+        until = self._rest_until.get(tenant)
+        if until is None:
+            return False
+        if self._now() < until:
+            return True
+        del self._rest_until[tenant]
+        return False
 
     def _full(self, tenant: int) -> bool:
         return self._serving.get(tenant, 0) >= OVER_SHARE_PLACES

@@ -15,6 +15,7 @@ from ingest.endpoint import EventsEndpoint
 from ingest.fairness import (
     ACTIVE_BYTES,
     OVER_SHARE_PLACES,
+    OVER_SHARE_REST,
     REQUEST_BYTES,
     FairAdmission,
     LoopLag,
@@ -112,7 +113,8 @@ def test_a_flood_refused_while_the_loop_lags_keeps_its_weight() -> None:
 
 def test_a_tenant_above_its_share_has_at_most_one_request_served_at_once() -> None:
     assert OVER_SHARE_PLACES == 1
-    fair = FairAdmission(0.002, FixedLag(0.0), TenantWork(Clock()))
+    clock = Clock()
+    fair = FairAdmission(0.002, FixedLag(0.0), TenantWork(clock), clock)
     for _ in range(10):  # alone: never over its share
         assert fair.admit(1, 70_000) and fair.enter(1)
     for _ in range(9):
@@ -124,6 +126,30 @@ def test_a_tenant_above_its_share_has_at_most_one_request_served_at_once() -> No
     assert fair.enter(1)
     assert not fair.enter(1)  # and the second refused once its body is in hand
     assert all(fair.admit(2, 70) and fair.enter(2) for _ in range(10))  # under its share
+
+
+def test_a_tenant_above_its_share_rests_three_times_as_long_as_it_was_served() -> None:
+    """With another tenant active, a flood whose request kept it busy 30 ms is refused for the
+    next 90 ms (`OVER_SHARE_REST`): it is served at most a quarter of the time. A tenant
+    within its share, or alone, never rests."""
+    assert OVER_SHARE_REST == 3.0
+    clock = Clock()
+    fair = FairAdmission(0.002, FixedLag(0.0), TenantWork(clock), clock)
+    assert fair.admit(1, 70_000) and fair.enter(1)
+    clock.t += 0.03
+    fair.leave(1)  # alone: no rest
+    assert fair.admit(2, 70) and fair.enter(2)
+    assert fair.admit(1, 70_000) and fair.enter(1)
+    clock.t += 0.03
+    fair.leave(1)  # above its share, another tenant active: rests 90 ms
+    clock.t += 0.089
+    assert not fair.admit(1, 70_000)
+    assert fair.admit(2, 70) and fair.enter(2)
+    fair.leave(2)
+    fair.leave(2)  # tenant 2 is within its share: it never rests
+    assert fair.admit(2, 70)
+    clock.t += 0.002
+    assert fair.admit(1, 70_000)
 
 
 def test_a_client_slow_to_send_takes_no_place() -> None:
