@@ -129,13 +129,13 @@ def test_connections_opened_together_are_cut_spread_out_and_none_before_its_dead
     would hold it for every other request; their deadlines fall due spread over a quarter of
     the deadline instead (`DEADLINE_SPREAD`), never earlier than it."""
     with serve() as (port, _), ExitStack() as stack:
+        opened = time.monotonic()  # before any connection: each deadline runs from its own
         socks = [stack.enter_context(connect(port)) for _ in range(40)]
-        opened = time.monotonic()
         for sock in socks:
             sock.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\n")  # heads that never end
         cut_after = sorted(at - opened for at in _answered_at(socks))
     assert cut_after[0] >= LIMITS.header_timeout_s
-    assert cut_after[-1] <= LIMITS.header_timeout_s * (1 + DEADLINE_SPREAD) + 0.5
+    assert cut_after[-1] <= LIMITS.header_timeout_s * (1 + DEADLINE_SPREAD) + 1.0
     assert cut_after[-1] - cut_after[0] > 0.2 * DEADLINE_SPREAD * LIMITS.header_timeout_s
 
 
