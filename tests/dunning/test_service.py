@@ -1,0 +1,116 @@
+"""The dunning service on in-memory twins: the whole walk, each step once under duplicate and
+reordered webhooks, a payment at any step, Stripe away during the job."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tests.dunning.support import DAY, T0, invoice, make_kit
+
+WALK = [
+    ("payment.failed", None), ("dunning.notice", "notice"),
+    ("payment.failed", None), ("dunning.reminder", "reminder"),
+    ("payment.failed", None), ("payment.failed", None),
+    ("dunning.final_warning", "final_warning"),
+    ("payment.failed", None), ("dunning.downgraded", "downgraded"),
+    ("dunning.recovery_offer", "recovery_offer"),
+    ("dunning.recovered", "recovered"),
+]  # fmt: skip
+
+
+def _walk(kit, twice: bool = False) -> None:
+    """Five failed attempts on the default schedule (days 0, 3, 8, 14, 21), the job run
+    every day, a payment on day 30."""
+    for day in range(31):
+        attempt = {0: 1, 3: 2, 8: 3, 14: 4, 21: 5}.get(day)
+        if attempt is not None:
+            for _ in range(2 if twice else 1):
+                kit.fail(attempt, "unpaid" if attempt == 5 else "past_due")
+        kit.clock_to(T0 + day * DAY + DAY / 2)
+        kit.dunning.run_due()
+        if twice:
+            kit.dunning.run_due()
+    kit.pay(T0 + 30 * DAY)
+    if twice:
+        kit.pay(T0 + 30 * DAY)
+
+
+def test_a_failure_walks_every_step_once_and_a_payment_restores():
+    kit = make_kit()
+    _walk(kit)
+    assert kit.published() == WALK
+    seq = kit.repo.get(1, "in_1")
+    assert seq is not None and seq.step == "recovered" and seq.restored
+    assert seq.downgraded_to == "free" and seq.plan == "basic"
+    assert seq.steps["reminder"] == T0 + 3 * DAY + DAY / 2
+    assert seq.steps["final_warning"] == T0 + 19 * DAY + DAY / 2  # 2 days before day 21
+    assert seq.steps["recovery_offer"] == T0 + 28 * DAY + DAY / 2  # 7 days after the downgrade
+    assert kit.dunning.current(1, "c1") is None, "an ended sequence is no longer shown"
+
+
+def test_every_webhook_delivered_twice_and_the_job_run_twice_change_nothing():
+    once, twice = make_kit(), make_kit()
+    _walk(once)
+    _walk(twice, twice=True)
+    assert twice.published() == once.published() == WALK
+
+
+def test_a_paid_invoice_reported_before_its_failure_starts_nothing():
+    kit = make_kit()
+    paid = replace(invoice(1), status="paid", next_payment_attempt=None)
+    kit.stripe_says(paid, "active")
+    kit.dunning.on_event(kit.event("invoice.paid", paid, T0 + DAY))
+    late = kit.event("invoice.payment_failed", invoice(1), T0)  # delivered late
+    kit.dunning.on_event(late)
+    assert kit.published() == [("payment.failed", None)]
+    assert kit.repo.get(1, "in_1") is None
+
+
+def test_the_status_change_to_unpaid_downgrades_when_the_final_failure_is_late():
+    kit = make_kit()
+    kit.fail(1)
+    kit.stripe_says(invoice(5), "unpaid")
+    kit.dunning.on_event(kit.event("customer.subscription.updated", invoice(5), T0 + 21 * DAY))
+    kit.fail(5, "unpaid")  # the invoice's own event, after
+    steps = [s for _t, s in kit.published() if s]
+    assert steps == ["notice", "downgraded"]
+
+
+def test_a_payment_before_the_reminder_ends_it_and_sends_no_reminder():
+    kit = make_kit()
+    kit.fail(1)
+    kit.pay(T0 + 2 * DAY)
+    kit.clock_to(T0 + 10 * DAY)
+    kit.dunning.run_due()
+    assert [s for _t, s in kit.published() if s] == ["notice", "recovered"]
+    seq = kit.repo.get(1, "in_1")
+    assert seq is not None and not seq.restored, "paid before any downgrade"
+
+
+def test_the_job_sees_a_payment_whose_webhook_has_not_come():
+    kit = make_kit()
+    kit.fail(1)
+    kit.invoices.now["in_1"] = replace(invoice(1), status="paid", next_payment_attempt=None)
+    kit.clock_to(T0 + 3 * DAY)
+    kit.dunning.run_due()
+    assert [s for _t, s in kit.published() if s] == ["notice", "recovered"]
+
+
+def test_stripe_away_during_the_job_delays_the_step_to_the_next_run():
+    kit = make_kit()
+    kit.fail(1)
+    kit.clock_to(T0 + 3 * DAY)
+    kit.invoices.down = True
+    assert kit.dunning.run_due() == 0
+    kit.invoices.down = False
+    assert kit.dunning.run_due() == 1
+    assert [s for _t, s in kit.published() if s] == ["notice", "reminder"]
+
+
+def test_no_timed_step_before_its_time():
+    kit = make_kit()
+    kit.fail(1)
+    kit.clock_to(T0 + 3 * DAY - DAY / 100)
+    assert kit.dunning.run_due() == 0
+    seq = kit.repo.get(1, "in_1")
+    assert seq is not None and seq.next_step(kit.policy) == ("reminder", T0 + 3 * DAY)
