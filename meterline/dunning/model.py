@@ -7,7 +7,7 @@ A sequence starts at an invoice's first failed payment and walks five steps, eac
 | `notice` | the first failure: a notice with the link that pays the invoice |
 | `reminder` | `reminder_after` (3 days) after the first failure: more urgent |
 | `final_warning` | `final_warning_before` (2 days) before the final automatic retry |
-| `downgraded` | the final retry failed (no retry scheduled, or the subscription `unpaid`/`canceled`): the catalog's fallback plan applies |
+| `downgraded` | the final retry failed (none scheduled, or `unpaid`/`canceled`): fallback plan |
 | `recovery_offer` | `recovery_after` (7 days) after the downgrade: paying restores the plan |
 
 A payment ends the sequence at any step (`recovered`, and the plan is restored because the

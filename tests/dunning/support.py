@@ -51,13 +51,13 @@ class Kit:
     policy: DunningPolicy
 
     def event(self, type_: str, facts: InvoiceFacts, at: datetime, n: int = 0) -> StripeEvent:
+        nxt = facts.next_payment_attempt
+        parent = {"subscription_details": {"subscription": facts.subscription_id}}
         obj = {"id": facts.id, "object": "invoice", "customer": facts.stripe_customer,
                "status": facts.status, "attempt_count": facts.attempt_count,
-               "next_payment_attempt": None if facts.next_payment_attempt is None
-               else int(facts.next_payment_attempt.timestamp()),
+               "next_payment_attempt": None if nxt is None else int(nxt.timestamp()),
                "hosted_invoice_url": facts.update_url, "amount_due": facts.amount_due,
-               "currency": facts.currency,
-               "parent": {"subscription_details": {"subscription": facts.subscription_id}}}  # fmt: skip
+               "currency": facts.currency, "parent": parent}  # fmt: skip
         return StripeEvent(f"evt_{type_}_{n}", type_, int(at.timestamp()), obj, "sub_1")
 
     def stripe_says(self, facts: InvoiceFacts, status: str) -> None:
