@@ -41,7 +41,7 @@ from meterline.dunning.model import (
     observe,
     take_due,
 )
-from meterline.dunning.notices import payment_failed, step_notification
+from meterline.dunning.notices import JSON, payment_failed, state, step_notification
 from meterline.dunning.repository import DunningRepository
 from meterline.entitlements import CustomerRepository, SubscriptionRepository
 from meterline.errors import Unavailable
@@ -99,6 +99,11 @@ class Dunning:
 
     def current(self, tenant_id: int, customer: str) -> Sequence | None:
         return self._p.repository.current(tenant_id, customer)
+
+    def shown(self, tenant_id: int, customer: str) -> JSON | None:
+        """The customer's open sequence as the billing API shows it (`notices.state`)."""
+        seq = self.current(tenant_id, customer)
+        return None if seq is None else state(seq, self._p.policy)
 
     def _observe(self, invoice_id: str, at: datetime, failed: InvoiceFacts | None = None) -> None:
         facts = self._p.invoices.facts(invoice_id)

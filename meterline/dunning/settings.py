@@ -19,10 +19,10 @@ from meterline.dunning.model import DunningPolicy
 class DunningSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="METERLINE_DUNNING_", extra="ignore", frozen=True)
 
-    reminder_after_days: float = Field(3.0, gt=0)
-    final_warning_before_days: float = Field(2.0, ge=0)
-    recovery_after_days: float = Field(7.0, gt=0)
-    retries: int = Field(4, ge=0, le=8)
+    reminder_after_days: float = Field(default=3.0, gt=0)
+    final_warning_before_days: float = Field(default=2.0, ge=0)
+    recovery_after_days: float = Field(default=7.0, gt=0)
+    retries: int = Field(default=4, ge=0, le=8)
 
     def policy(self) -> DunningPolicy:
         return DunningPolicy(
