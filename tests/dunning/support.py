@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -49,6 +50,8 @@ class Kit:
     subs: MemorySubscriptionRepository
     clock: FakeClock
     policy: DunningPolicy
+    tenant_id: int = 1
+    messages: Callable[[], list[tuple[str, str | None]]] | None = None
 
     def event(self, type_: str, facts: InvoiceFacts, at: datetime, n: int = 0) -> StripeEvent:
         nxt = facts.next_payment_attempt
@@ -63,7 +66,7 @@ class Kit:
     def stripe_says(self, facts: InvoiceFacts, status: str) -> None:
         """Stripe's invoice and the subscription status the sync stored."""
         self.invoices.now[facts.id] = facts
-        sub = self.subs.get(1, "c1")
+        sub = self.subs.get(self.tenant_id, "c1")
         assert sub is not None
         self.subs.put(replace(sub, status=status))
 
@@ -84,19 +87,27 @@ class Kit:
         self.clock.advance((at - self.clock.now()).total_seconds())
 
     def published(self) -> list[tuple[str, str | None]]:
-        """(event type, step) of every notification, in order; memory repository only."""
+        """(event type, step) of every notification written, in order."""
+        if self.messages is not None:
+            return self.messages()
         assert isinstance(self.repo, MemoryDunningRepository)
         return [(n.type, n.data.get("step")) for n in self.repo.published.values()]
 
 
-def make_kit(repo: DunningRepository | None = None, policy: DunningPolicy | None = None) -> Kit:
+def make_kit(
+    repo: DunningRepository | None = None,
+    policy: DunningPolicy | None = None,
+    tenant_id: int = 1,
+    messages: Callable[[], list[tuple[str, str | None]]] | None = None,
+) -> Kit:
+    """Customer `c1` of `tenant_id` (Stripe `cus_1`) on Basic, subscription `sub_1`."""
     policy = policy or DunningPolicy()
     repo = repo or MemoryDunningRepository(policy)
     customers, subs = MemoryCustomerRepository(), MemorySubscriptionRepository()
-    customers.create(1, "c1", None, None)
-    customers.set_stripe_id(1, "c1", "cus_1")
-    subs.put(Subscription(1, "c1", "basic", "active", "stripe", "sub_1"))
+    customers.create(tenant_id, "c1", None, None)
+    customers.set_stripe_id(tenant_id, "c1", "cus_1")
+    subs.put(Subscription(tenant_id, "c1", "basic", "active", "stripe", "sub_1"))
     invoices, clock = Invoices(), FakeClock(T0)
     catalog = example_catalog()
     ports = DunningPorts(repo, invoices, customers, subs, lambda _t: catalog, policy, clock)
-    return Kit(Dunning(ports), repo, invoices, subs, clock, policy)
+    return Kit(Dunning(ports), repo, invoices, subs, clock, policy, tenant_id, messages)
