@@ -86,15 +86,17 @@ class Dunning:
                 self._observe(invoice, at)
 
     def run_due(self) -> int:
-        """Take the timed steps that are due now; returns how many sequences moved."""
+        """Take the timed steps that are due now; returns how many sequences moved. A sequence
+        that fails (Stripe away, a database error) is logged and stays due for the next run."""
         now, moved = self._p.clock.now(), 0
         for tenant_id, invoice_id in self._p.repository.due(now):
             try:
                 facts = self._p.invoices.facts(invoice_id)
+                moved += self._timed(tenant_id, invoice_id, facts, now)
             except Unavailable as exc:
                 log.warning("dunning: invoice %s not read: %s", invoice_id, exc)
-                continue
-            moved += self._timed(tenant_id, invoice_id, facts, now)
+            except Exception:  # one sequence's failure must not hold back the others
+                log.exception("dunning: the due step of invoice %s failed", invoice_id)
         return moved
 
     def current(self, tenant_id: int, customer: str) -> Sequence | None:

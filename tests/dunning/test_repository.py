@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from meterline.dunning import DunningPolicy
+from meterline.dunning import postgres as dunning_postgres
 from meterline.dunning.postgres import PostgresDunningRepository
 from meterline.dunning.repository import MemoryDunningRepository
 from meterline.postgres import open_pool
@@ -95,3 +96,35 @@ def test_an_older_view_of_the_invoice_does_not_move_it_back(kit: Kit) -> None:
     kit.dunning.on_event(kit.event("invoice.payment_failed", invoice(1), T0))
     seq = kit.repo.get(kit.tenant_id, "in_1")
     assert seq is not None and seq.attempt_count == 2
+
+
+def test_a_crash_after_the_step_is_written_but_before_its_notice_loses_neither(
+    pg_conninfo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job dies between storing the reminder and writing its notification to the outbox:
+    the transaction ends with the connection, so the next run takes the step, once."""
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        with pool.connection() as conn:
+            row = conn.execute("INSERT INTO tenants (name) VALUES ('acme') RETURNING id")
+            tenant_id = row.fetchone()[0]  # type: ignore[index]
+        repo = PostgresDunningRepository(pool, POLICY)
+        kit = make_kit(repo, POLICY, tenant_id)
+        kit.fail(1)
+        kit.clock_to(T0 + 3 * DAY)
+        real = dunning_postgres.publish
+
+        def dying(conn: Any, notification: Any) -> None:
+            if notification.type == "dunning.reminder":
+                raise ConnectionError("killed after the upsert, before the outbox")
+            real(conn, notification)
+
+        monkeypatch.setattr(dunning_postgres, "publish", dying)
+        assert kit.dunning.run_due() == 0
+        seq = repo.get(tenant_id, "in_1")
+        assert seq is not None and "reminder" not in seq.steps
+        monkeypatch.setattr(dunning_postgres, "publish", real)
+        assert kit.dunning.run_due() == 1
+        assert kit.dunning.run_due() == 0
+        with pool.connection() as conn:
+            types = [t for (t,) in conn.execute("SELECT event_type FROM webhook_messages")]
+        assert sorted(types) == ["dunning.notice", "dunning.reminder", "payment.failed"]
