@@ -76,6 +76,15 @@ class PostgresDunningRepository(DunningRepository):
             ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
+    def has_open(self, invoice_id: str) -> bool:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM dunning_sequences "
+                "WHERE invoice_id = %s AND ended IS NULL)",
+                (invoice_id,),
+            ).fetchone()
+        return bool(row and row[0])
+
     def current(self, tenant_id: int, customer: str) -> Sequence | None:
         with self._pool.connection() as conn:
             row = conn.execute(

@@ -38,6 +38,10 @@ class DunningRepository(abc.ABC):
         """(tenant, invoice) of the subscription's sequences not ended."""
 
     @abc.abstractmethod
+    def has_open(self, invoice_id: str) -> bool:
+        """Whether the invoice has a sequence not ended (any tenant: Stripe ids are unique)."""
+
+    @abc.abstractmethod
     def current(self, tenant_id: int, customer: str) -> Sequence | None:
         """The customer's newest sequence not ended; None when there is none."""
 
@@ -76,6 +80,9 @@ class MemoryDunningRepository(DunningRepository):
             for key, s in self._rows.items()
             if s.subscription_id == subscription_id and s.ended is None
         ]
+
+    def has_open(self, invoice_id: str) -> bool:
+        return any(i == invoice_id and s.ended is None for (_t, i), s in self._rows.items())
 
     def current(self, tenant_id: int, customer: str) -> Sequence | None:
         mine = [

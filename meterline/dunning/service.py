@@ -6,7 +6,7 @@ transitions are idempotent, so a retry after a failure here (the webhook answers
 takes the missing steps. It re-fetches the invoice from Stripe:
 - `invoice.payment_failed` announces `payment.failed` for that attempt, then starts or moves
   the invoice's sequence (`notice` at the first failure, `downgraded` at the final one);
-- `invoice.paid` ends it (`recovered`);
+- `invoice.paid` ends it (`recovered`); without an open sequence it reads nothing from Stripe;
 - a subscription event re-reads each open sequence of the subscription (a status change to
   `unpaid` or `canceled` is the downgrade even when the invoice's own event is late).
 
@@ -80,7 +80,8 @@ class Dunning:
         if event.type == "invoice.payment_failed" and isinstance(event.object.get("id"), str):
             self._observe(event.object["id"], at, invoice_facts(event.object))
         elif event.type == "invoice.paid" and isinstance(event.object.get("id"), str):
-            self._observe(event.object["id"], at)
+            if self._p.repository.has_open(event.object["id"]):  # else nothing to end
+                self._observe(event.object["id"], at)
         elif event.type in SUBSCRIPTION_EVENTS and event.subscription_id is not None:
             for _tenant, invoice in self._p.repository.open_for(event.subscription_id):
                 self._observe(invoice, at)

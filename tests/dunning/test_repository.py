@@ -54,6 +54,7 @@ def test_what_is_due_open_and_shown(kit: Kit) -> None:
     assert kit.repo.due(T0 + 3 * DAY - DAY / 10) == []
     assert kit.repo.due(T0 + 3 * DAY) == [(t, "in_1")]
     assert kit.repo.open_for("sub_1") == [(t, "in_1")]
+    assert kit.repo.has_open("in_1") and not kit.repo.has_open("in_2")
     shown = kit.dunning.shown(t, "c1")
     assert shown is not None
     assert (shown["step"], shown["next_step"], shown["next_step_at"]) == (
@@ -62,6 +63,7 @@ def test_what_is_due_open_and_shown(kit: Kit) -> None:
     assert shown["update_url"] == "https://pay.example/in_1"
     kit.pay(T0 + DAY)
     assert kit.repo.open_for("sub_1") == [] and kit.repo.due(T0 + 99 * DAY) == []
+    assert not kit.repo.has_open("in_1")
     assert kit.dunning.shown(t, "c1") is None
 
 

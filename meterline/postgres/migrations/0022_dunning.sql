@@ -27,3 +27,4 @@ CREATE INDEX dunning_sequences_due ON dunning_sequences (next_step_at)
     WHERE next_step_at IS NOT NULL;
 CREATE INDEX dunning_sequences_customer ON dunning_sequences (tenant_id, customer, started_at);
 CREATE INDEX dunning_sequences_open ON dunning_sequences (subscription_id) WHERE ended IS NULL;
+CREATE INDEX dunning_sequences_open_invoice ON dunning_sequences (invoice_id) WHERE ended IS NULL;
