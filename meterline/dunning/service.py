@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -46,7 +46,6 @@ from meterline.dunning.repository import DunningRepository
 from meterline.entitlements import CustomerRepository, SubscriptionRepository
 from meterline.errors import Unavailable
 from meterline.notify.events import Notification
-from meterline.stripe.invoice_facts import invoice_facts
 from meterline.stripe.webhook_events import SUBSCRIPTION_EVENTS, StripeEvent
 
 log = logging.getLogger("meterline.dunning")
@@ -78,7 +77,7 @@ class Dunning:
         be read (nothing is stored, the webhook answers 503 and Stripe retries)."""
         at = datetime.fromtimestamp(event.created, UTC)
         if event.type == "invoice.payment_failed" and isinstance(event.object.get("id"), str):
-            self._observe(event.object["id"], at, invoice_facts(event.object))
+            self._observe(event.object["id"], at, event.object)
         elif event.type == "invoice.paid" and isinstance(event.object.get("id"), str):
             if self._p.repository.has_open(event.object["id"]):  # else nothing to end
                 self._observe(event.object["id"], at)
@@ -108,16 +107,18 @@ class Dunning:
         seq = self.current(tenant_id, customer)
         return None if seq is None else state(seq, self._p.policy)
 
-    def _observe(self, invoice_id: str, at: datetime, failed: InvoiceFacts | None = None) -> None:
+    def _observe(self, invoice_id: str, at: datetime, failed: JSON | None = None) -> None:
+        """`failed`: the body of the `invoice.payment_failed` being applied, announced."""
         facts = self._p.invoices.facts(invoice_id)
         if facts is None:
             return
         where = self._situation(facts)
         if where is None:
             return
-        announced = (
-            [] if failed is None else [payment_failed(where.tenant_id, where.customer, failed, at)]
-        )
+        announced = []
+        if failed is not None:
+            attempt = as_reported(facts, failed)
+            announced.append(payment_failed(where.tenant_id, where.customer, attempt, at))
 
         def change(seq: Sequence | None) -> tuple[Sequence | None, list[Notification]]:
             outcome = observe(seq, facts, where, at, self._p.policy)
@@ -161,6 +162,22 @@ class Dunning:
         fallback = fallback_plan(self._p.catalog_of(customer.tenant_id), status)
         plan = None if sub is None else sub.plan
         return Situation(customer.tenant_id, customer.id, status, plan, fallback)
+
+
+def as_reported(facts: InvoiceFacts, body: JSON) -> InvoiceFacts:
+    """The invoice as a failure's event reported it: its attempt count and next retry from
+    the body (so a late event announces its own attempt), the rest as Stripe says it now. A
+    body field of the wrong type is taken from Stripe's answer instead."""
+    count, nxt = body.get("attempt_count"), body.get("next_payment_attempt", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return facts
+    if nxt is None:
+        return replace(facts, attempt_count=count, next_payment_attempt=None)
+    if isinstance(nxt, bool) or not isinstance(nxt, int) or not 0 < nxt < 2**40:
+        return replace(facts, attempt_count=count)
+    return replace(
+        facts, attempt_count=count, next_payment_attempt=datetime.fromtimestamp(nxt, UTC)
+    )
 
 
 def fallback_plan(catalog: Catalog, status: str | None) -> str | None:

@@ -114,3 +114,25 @@ def test_no_timed_step_before_its_time():
     assert kit.dunning.run_due() == 0
     seq = kit.repo.get(1, "in_1")
     assert seq is not None and seq.next_step(kit.policy) == ("reminder", T0 + 3 * DAY)
+
+
+def test_a_late_failure_event_announces_its_own_attempt():
+    kit = make_kit()
+    kit.fail(1)
+    kit.stripe_says(invoice(3), "past_due")  # Stripe is at attempt 3 when attempt 2's event comes
+    kit.dunning.on_event(kit.event("invoice.payment_failed", invoice(2), T0 + 3 * DAY, 2))
+    kit.fail(3)
+    counts = [n.data["attempt_count"] for n in kit.repo.published.values()
+              if n.type == "payment.failed"]  # fmt: skip
+    assert counts == [1, 2, 3]
+
+
+def test_a_body_of_the_wrong_shape_is_announced_as_stripe_says_it():
+    kit = make_kit()
+    kit.stripe_says(invoice(1), "past_due")
+    event = kit.event("invoice.payment_failed", invoice(1), T0)
+    event.object.update(attempt_count="two", next_payment_attempt=[1])
+    kit.dunning.on_event(event)
+    failed = next(n for n in kit.repo.published.values() if n.type == "payment.failed")
+    assert failed.data["attempt_count"] == 1
+    assert failed.data["next_payment_attempt"] == "2027-03-04T12:00:00Z"
