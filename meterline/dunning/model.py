@@ -7,7 +7,7 @@ A sequence starts at an invoice's first failed payment and walks five steps, eac
 | `notice` | the first failure: a notice with the link that pays the invoice |
 | `reminder` | `reminder_after` (3 days) after the first failure: more urgent |
 | `final_warning` | `final_warning_before` (2 days) before the final automatic retry |
-| `downgraded` | the final retry failed (none scheduled, or `unpaid`/`canceled`): fallback plan |
+| `downgraded` | the final retry failed (or the subscription is `unpaid`/`canceled`) |
 | `recovery_offer` | `recovery_after` (7 days) after the downgrade: paying restores the plan |
 
 A payment ends the sequence at any step (`recovered`, and the plan is restored because the
@@ -22,7 +22,10 @@ downgrade) is skipped.
 
 Which retry is the final one is not on the invoice: Stripe's retry policy (its number of
 retries, `DunningPolicy.retries`) says it. When the invoice's `attempt_count` has reached it,
-the retry at `next_payment_attempt` is the final one.
+the retry at `next_payment_attempt` is the final one; when it is past it and no retry is
+scheduled, the final one failed. (No retry scheduled alone proves nothing: Stripe schedules
+none without a payment method, and still ends the subscription when its retry window ends,
+which the status change then tells.)
 """
 
 from __future__ import annotations
@@ -158,7 +161,8 @@ def observe(
     if "notice" not in current.steps:
         current = _take(current, "notice", at)
         taken.append("notice")
-    final = facts.next_payment_attempt is None or where.status in FINAL_STATUSES
+    spent = facts.next_payment_attempt is None and facts.attempt_count > policy.retries
+    final = spent or where.status in FINAL_STATUSES
     if final and "downgraded" not in current.steps:
         current = replace(_take(current, "downgraded", at), downgraded_to=where.fallback_plan)
         taken.append("downgraded")

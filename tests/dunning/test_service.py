@@ -136,3 +136,14 @@ def test_a_body_of_the_wrong_shape_is_announced_as_stripe_says_it():
     failed = next(n for n in kit.repo.published.values() if n.type == "payment.failed")
     assert failed.data["attempt_count"] == 1
     assert failed.data["next_payment_attempt"] == "2027-03-04T12:00:00Z"
+
+
+def test_no_retry_scheduled_before_the_policy_is_spent_is_not_the_final_failure():
+    """Stripe schedules no retry without a payment method; the status change ends it later."""
+    kit = make_kit()
+    kit.stripe_says(replace(invoice(1), next_payment_attempt=None), "past_due")
+    kit.dunning.on_event(kit.event("invoice.payment_failed", invoice(1), T0))
+    assert [s for _t, s in kit.published() if s] == ["notice"]
+    kit.stripe_says(replace(invoice(1), next_payment_attempt=None), "unpaid")
+    kit.dunning.on_event(kit.event("customer.subscription.updated", invoice(1), T0 + 21 * DAY))
+    assert [s for _t, s in kit.published() if s] == ["notice", "downgraded"]
