@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from meterline.catalog import catalog_from_document
+from meterline.dunning import fallback_plan
 from tests.dunning.support import DAY, T0, invoice, make_kit
+from tests.entitlements.catalogs import example_catalog
 
 WALK = [
     ("payment.failed", None), ("dunning.notice", "notice"),
@@ -147,3 +150,15 @@ def test_no_retry_scheduled_before_the_policy_is_spent_is_not_the_final_failure(
     kit.stripe_says(replace(invoice(1), next_payment_attempt=None), "unpaid")
     kit.dunning.on_event(kit.event("customer.subscription.updated", invoice(1), T0 + 21 * DAY))
     assert [s for _t, s in kit.published() if s] == ["notice", "downgraded"]
+
+
+def test_the_downgrade_plan_is_the_catalogs_policy_for_the_status():
+    doc = example_catalog().to_document()
+    doc["plans"].append({"key": "frozen", "features": {}})
+    doc["payment_policies"] = {"past_due": {"grace_days": 3, "then": "frozen"},
+                               "unpaid": {"plan": "frozen"}}  # fmt: skip
+    catalog = catalog_from_document(doc)
+    assert fallback_plan(catalog, "unpaid") == "frozen"
+    assert fallback_plan(catalog, "past_due") == "frozen"  # Stripe set to leave it past due
+    assert fallback_plan(catalog, "canceled") == "free", "no policy: the default plan"
+    assert fallback_plan(example_catalog(), "canceled") == "free"
