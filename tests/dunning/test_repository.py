@@ -4,8 +4,14 @@ what is open; what the API shows."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -125,6 +131,44 @@ def test_a_crash_after_the_step_is_written_but_before_its_notice_loses_neither(
         seq = repo.get(tenant_id, "in_1")
         assert seq is not None and "reminder" not in seq.steps
         monkeypatch.setattr(dunning_postgres, "publish", real)
+        assert kit.dunning.run_due() == 1
+        assert kit.dunning.run_due() == 0
+        with pool.connection() as conn:
+            types = [t for (t,) in conn.execute("SELECT event_type FROM webhook_messages")]
+        assert sorted(types) == ["dunning.notice", "dunning.reminder", "payment.failed"]
+
+
+def test_a_job_killed_inside_its_transaction_loses_and_doubles_nothing(
+    pg_conninfo: str, tmp_path: Path
+) -> None:
+    """SIGKILL of a real job process after it wrote the reminder and before its outbox row:
+    Postgres ends the transaction with the connection; the next run takes the step once."""
+    with open_pool(pg_conninfo, max_size=2) as pool:
+        with pool.connection() as conn:
+            row = conn.execute("INSERT INTO tenants (name) VALUES ('acme') RETURNING id")
+            tenant_id = row.fetchone()[0]  # type: ignore[index]
+        repo = PostgresDunningRepository(pool, POLICY)
+        kit = make_kit(repo, POLICY, tenant_id)
+        kit.fail(1)
+        marker = tmp_path / "marker"
+        root = Path(__file__).resolve().parents[2]
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.dunning.crash_child", pg_conninfo, str(tenant_id),
+             str(marker)],
+            cwd=root, env={**os.environ, "PYTHONPATH": f"{root}:{root / 'devstack'}"},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists():
+                assert child.poll() is None, "the job process ended before the step"
+                assert time.monotonic() < deadline, "the job process never reached the step"
+                time.sleep(0.05)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(30)
+        seq = repo.get(tenant_id, "in_1")
+        assert seq is not None and "reminder" not in seq.steps
+        kit.clock_to(T0 + 3 * DAY)
         assert kit.dunning.run_due() == 1
         assert kit.dunning.run_due() == 0
         with pool.connection() as conn:
