@@ -228,6 +228,45 @@ class UpcomingInvoiceOut(InvoicePreviewOut):
     metered_so_far: int = Field(description="the metered lines of the upcoming invoice, so far")
 
 
+class DunningOut(BaseModel):
+    """The dunning sequence of an unpaid invoice (meterline/dunning/README.md); the same shape
+    is the `data` of every `dunning.*` outbound event."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"invoice": "in_1", "subscription": "sub_1", "step": "reminder",
+                 "since": "2026-12-01T00:00:00Z",
+                 "steps": {"notice": "2026-12-01T00:00:00Z",
+                           "reminder": "2026-12-04T00:00:00Z"},
+                 "update_url": "https://invoice.stripe.com/i/in_1", "amount_due": 4900,
+                 "currency": "usd", "attempt_count": 2,
+                 "next_payment_attempt": "2026-12-09T00:00:00Z", "next_step": None,
+                 "next_step_at": None, "plan": "basic", "downgraded_to": None,
+                 "restored": False, "ended_at": None}
+            ]
+        }
+    )  # fmt: skip
+    invoice: str
+    subscription: str | None
+    step: str = Field(
+        description="started | notice | reminder | final_warning | downgraded | recovery_offer"
+    )
+    since: str = Field(description="the first failed payment")
+    steps: dict[str, str] = Field(description="each step taken, with when")
+    update_url: str | None = Field(description="the invoice's hosted page: paying it ends this")
+    amount_due: int
+    currency: str
+    attempt_count: int
+    next_payment_attempt: str | None = Field(description="Stripe's next automatic retry")
+    next_step: str | None
+    next_step_at: str | None
+    plan: str | None = Field(description="the plan when the payment failed")
+    downgraded_to: str | None = Field(description="the catalog's fallback plan, once downgraded")
+    restored: bool
+    ended_at: str | None
+
+
 class BillingOut(BaseModel):
     """One answer for a billing dashboard."""
 
@@ -255,6 +294,7 @@ class BillingOut(BaseModel):
                                   "hosted_invoice_url": "https://invoice.stripe.com/i/in_1",
                                   "created": 1796083200}],
                     "default_payment_method": {"id": "pm_1", "brand": "visa", "last4": "4242"},
+                    "dunning": None,
                 }
             ]
         }
@@ -267,6 +307,7 @@ class BillingOut(BaseModel):
     upcoming_invoice: UpcomingInvoiceOut | None
     invoices: list[InvoiceOut]
     default_payment_method: dict[str, str | None] | None
+    dunning: DunningOut | None = Field(description="an unpaid invoice's sequence; null: none")
 
 
 class SeatsIn(BaseModel):

@@ -40,8 +40,8 @@ log = logging.getLogger("entitlements_api.webhook")
 )
 async def stripe_webhook(request: Request) -> Response:
     """Handles customer.subscription.created|updated|deleted|paused|resumed, invoice.paid,
-    invoice.payment_failed and checkout.session.completed (billing fulfilment); other event
-    types are acknowledged and ignored."""
+    invoice.payment_failed (subscriptions, then dunning) and checkout.session.completed
+    (billing fulfilment); other event types are acknowledged and ignored."""
     deps = deps_of(request)
     payload = await request.body()
     problem = _verify(deps, payload, request.headers.get("stripe-signature"))

@@ -30,6 +30,8 @@ from meterline.billing.webhooks import BillingWebhooks, EventHandler, PlanWatch
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
 from meterline.dedupe import BlockingRedisDeduper
+from meterline.dunning import Dunning, DunningSettings, DunningWebhooks
+from meterline.dunning.build import build_dunning
 from meterline.entitlements import (
     CustomerRepository,
     EntitlementService,
@@ -66,6 +68,7 @@ from meterline.stripe import (
     stripe_client,
 )
 from meterline.stripe.checkout import StripeCheckout
+from meterline.stripe.invoice_facts import StripeInvoices
 from meterline.stripe.plan_changes import StripePlanChanges
 from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
@@ -102,6 +105,7 @@ class Dependencies:
     consume_lane: Executor | None = None
     """Where consumes run (None: the event loop's default executor)."""
     revenue: RevenueListener | None = None
+    dunning: Dunning | None = None
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
@@ -122,12 +126,15 @@ many events would be 5 ms added to every consume; 1 ms still batches concurrent 
 
 
 def build(
-    settings: Settings, own: EntitlementsSettings, clock: Clock | None = None
+    settings: Settings,
+    own: EntitlementsSettings,
+    clock: Clock | None = None,
+    dunning: DunningSettings | None = None,
 ) -> Dependencies:
     """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable
     or the schema is older than the code.
 
-    `clock` (tests) drives decisions, reservations and grace periods alike.
+    `clock` (tests) drives decisions, reservations, grace periods and dunning alike.
     """
     clock = clock or SystemClock()
     pool = open_pool(settings.database.url, max_size=own.pool_size, name="entitlements")
@@ -175,9 +182,14 @@ def build(
     self_service, plan_stripe = StripeSelfService(sc), StripePlanChanges(sc)
     account = BillingAccount(subs, ports.stripe_customer, self_service, sync.sync)
     plans = PlanChanges(service.catalog, subs, objects, plan_stripe, sync.sync, clock)
-    overview = BillingOverview(
-        service.check_all, customers, subs, objects, plans, plan_stripe, self_service
+    policy = (dunning or DunningSettings.model_construct()).policy()
+    dunning_service = build_dunning(
+        pool, StripeInvoices(sc), policy, clock, service.catalog, customers, subs
     )
+    overview = BillingOverview(
+        service.check_all, customers, subs, objects, plans, plan_stripe, self_service,
+        dunning_service.shown,
+    )  # fmt: skip
     return Dependencies(
         service=service,
         catalogs=catalogs,
@@ -197,7 +209,8 @@ def build(
         billing_account=account,
         billing_overview=overview,
         seats=Seats(service.catalog, subs, plan_stripe, sync.sync, clock),
-        stripe_events=BillingWebhooks(billing, sync, watch),
+        stripe_events=DunningWebhooks(BillingWebhooks(billing, sync, watch), dunning_service),
+        dunning=dunning_service,
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,

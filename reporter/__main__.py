@@ -14,6 +14,7 @@ import sys
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from meterline.dunning import DunningSettings
 from meterline.errors import ConfigError
 from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
@@ -34,7 +35,10 @@ def main() -> int:
         http = load_section(HttpSettings)
         logging.config.dictConfig(log_config("reporter", service.log_level))
         database, webhooks = load_section(DatabaseSettings), load_section(WebhookSettings)
-        reporter = build(database, load_section(StripeSettings), own, webhooks=webhooks)
+        reporter = build(
+            database, load_section(StripeSettings), own, webhooks=webhooks,
+            dunning=load_section(DunningSettings),
+        )  # fmt: skip
         dispatching = (
             open_dispatcher(database, webhooks, reporter.webhook_metrics)
             if webhooks.dispatcher_enabled

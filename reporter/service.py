@@ -14,6 +14,8 @@ from decimal import Decimal
 
 from meterline.auth import Authenticator
 from meterline.clock import Clock, SystemClock
+from meterline.dunning import Dunning, DunningSettings
+from meterline.dunning.build import build_dunning
 from meterline.notify.metrics import WebhookMetrics
 from meterline.notify.postgres.deliveries import DeliveryLog
 from meterline.notify.postgres.endpoints import EndpointStore
@@ -22,6 +24,7 @@ from meterline.postgres import Pool, open_pool
 from meterline.postgres.schema import require_current_schema_in
 from meterline.settings import DatabaseSettings, StripeSettings
 from meterline.stripe.client import stripe_client
+from meterline.stripe.invoice_facts import StripeInvoices
 from meterline.stripe.meter_events import MeterEventSender, StripeMeterEventSender
 from meterline.stripe.ratelimit import TokenBucket
 from meterline.stripe.sending import RetryingSender
@@ -50,6 +53,8 @@ class Reporter:
     metrics: ReporterMetrics
     notifier: Notifier
     webhooks: WebhookSettings = field(default_factory=WebhookSettings.model_construct)
+    dunning: Dunning | None = None
+    """Runs the dunning sequences' timed steps on each tick (None: not here)."""
     store: ReconciliationStore = field(init=False)
     pusher: Pusher = field(init=False)
     reconciler: Reconciler = field(init=False)
@@ -90,10 +95,12 @@ class Reporter:
         return self.reconciler.run_due(day)
 
     def tick(self) -> None:
-        """The scheduler's every-tick work: contexts of subscriptions that changed, and the
-        lag gauge's probe."""
+        """The scheduler's every-tick work: contexts of subscriptions that changed, the lag
+        gauge's probe, and the dunning steps that came due."""
         self.pusher.sync_changed()
         self.lag.resolve()
+        if self.dunning is not None:
+            self.dunning.run_due()
 
     def flush_blocked(self, tenant_id: int, customer: str, at: datetime) -> None:
         """The period-end flush of boundary `at` ran before the aggregator was past it."""
@@ -140,6 +147,7 @@ def build(
     clock: Clock | None = None,
     pool_size: int | None = None,
     webhooks: WebhookSettings | None = None,
+    dunning: DunningSettings | None = None,
 ) -> Reporter:
     metrics = ReporterMetrics()
     client = stripe_client(stripe.model_copy(update={"max_network_retries": 0}))
@@ -153,13 +161,16 @@ def build(
     )
     pool = open_pool(database.url, max_size=pool_size or database.pool_size, name="reporter")
     require_current_schema_in(pool, "reporter")
+    clock = clock or SystemClock()
+    policy = (dunning or DunningSettings.model_construct()).policy()
     return Reporter(
         pool=pool,
         settings=settings,
-        clock=clock or SystemClock(),
+        clock=clock,
         sender=sender_chain(stripe, settings, metrics),
         summaries=summaries,
         metrics=metrics,
         notifier=notifier,
         webhooks=webhooks or WebhookSettings.model_construct(),
+        dunning=build_dunning(pool, StripeInvoices(client), policy, clock),
     )
