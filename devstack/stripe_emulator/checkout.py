@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import catalog, payment_methods, subscriptions
+from . import catalog, first_invoice, payment_methods
 from .core import Call, Emulator, current_request
 from .errors import invalid, missing_param, not_found
 from .forms import Params
@@ -254,8 +254,8 @@ def _fulfil(emu: Emulator, session: JSON, method: JSON) -> None:
         ]
         extra = session["_subscription_data"]
         params = {"customer": session["customer"], "items": items, **extra}
-        sub = subscriptions.create(emu, Call("POST", "/v1/subscriptions", Params(params)))
-        session["subscription"] = sub["id"]
+        sub = first_invoice.create(emu, Call("POST", "/v1/subscriptions", Params(params)))
+        session["subscription"], session["invoice"] = sub["id"], sub["latest_invoice"]
     elif session["mode"] == "payment":
         session["payment_intent"] = _payment_intent(emu, session)["id"]
     else:
