@@ -5,7 +5,10 @@
 made (`subscriptions.create`), then its first invoice (`billing_reason: subscription_create`)
 holds each licensed item for the current period, in advance; metered items bill nothing yet
 (usage is billed in arrears when the period closes, `invoices.close_period`, which also bills
-the licensed items of the next period in advance). A trial's invoice holds the same lines for
+the licensed items of the next period in advance). The invoice's own `period_start` and
+`period_end` are both the creation time (Stripe: "the usage period during which invoice items
+were added ... looks back one period"; there is none yet); each line's `period` is the current
+period it pays for. A trial's invoice holds the same lines for
 0 ("an immediate invoice is still created, but for $0"). The invoice is finalized and charged
 to the customer's default card: paid, or, when the card fails charges
 (`pm_card_chargeCustomerFail`) or there is none and something is due, left `open` with the
@@ -39,9 +42,9 @@ def first_invoice(emu: Emulator, sub: JSON) -> JSON:
     """Invoice `sub`'s first period and attempt payment; answers the invoice."""
     items = subscriptions.items_list(sub)
     lines = [_line(emu, sub, item) for item in items if _licensed(item)]
-    start = min(item["current_period_start"] for item in items)
-    end = max(item["current_period_end"] for item in items)
-    invoice = invoices.new_invoice(emu, sub, lines, start, end, "subscription_create")
+    # an invoice's period is the usage period it looks back on: none yet, so both are now
+    now = emu.now()
+    invoice = invoices.new_invoice(emu, sub, lines, now, now, "subscription_create")
     emu.store.put("invoice", invoice)
     sub["latest_invoice"] = invoice["id"]
     emu.emit("invoice.created", invoice)

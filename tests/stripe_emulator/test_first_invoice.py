@@ -49,6 +49,7 @@ def test_creating_a_subscription_invoices_its_first_period_paid(
     (line,) = invoice.lines.data  # the licensed item in advance; metered usage is billed later
     item = sub["items"]["data"][0]
     assert (line.quantity, line.amount) == (2, 1800)
+    assert invoice.period_start == invoice.period_end == sub.created  # nothing to look back on
     assert (line.period.start, line.period.end) == (
         item["current_period_start"],
         item["current_period_end"],
