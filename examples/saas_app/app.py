@@ -178,7 +178,7 @@ def _routes(app: FastAPI) -> None:
         feature, amount = field(form, "feature"), number(form, "amount", 1, 100_000)
         decision = api.consume(me.id, feature, amount)
         if decision.has_access:
-            return go("/dashboard", f"Used {amount} {feature}: {decision.used} so far.")
+            return go("/dashboard", f"Recorded {amount}: {decision.used} used so far.")
         return go("/dashboard", f"Refused ({decision.reason}): upgrade for more {feature}.")
 
     @app.get("/plan/{plan}/preview", response_class=HTMLResponse)

@@ -37,10 +37,19 @@ def limit(entitlement: Any) -> str:
     if isinstance(entitlement, bool):
         return "included" if entitlement else "-"
     if isinstance(entitlement, dict):
-        cap = entitlement.get("limit")
-        per = str(entitlement.get("reset", "")).replace("billing_period", "period")
-        return "unlimited" if cap is None else f"{cap:,} per {per}".rstrip(" per")
+        cap, reset = entitlement.get("limit"), entitlement.get("reset")
+        if cap is None:
+            return "unlimited"
+        per = f" per {str(reset).replace('billing_period', 'period')}" if reset else ""
+        return f"{qty(cap)}{per}"
     return str(entitlement)
+
+
+def qty(value: Any) -> str:
+    """A usage quantity with thousands separators (`100,000`, `2.5`)."""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return f"{int(value):,}"
+    return str(value)
 
 
 def environment() -> Environment:
@@ -50,5 +59,5 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(money=money, day=day, limit=limit)
+    env.filters.update(money=money, day=day, limit=limit, qty=qty)
     return env
