@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def example_stack(
     app = f"http://127.0.0.1:{ports['app']}"
     procs = [
         _service("entitlements", "entitlements_api",
-                 {**env, "METERLINE_ENTITLEMENTS_PORT": str(ports["entitlements"])},
+                 {**env, "METERLINE_ENTITLEMENTS_PORT": str(ports["entitlements"]),
+                  "METERLINE_ENTITLEMENTS_DRAIN_SECONDS": "1"},
                  tmp_path, f"{entitlements}/healthz"),
         _service("aggregator", "aggregator",
                  {**env, "METERLINE_AGGREGATOR_PORT": str(ports["aggregator"])},
@@ -86,8 +88,9 @@ def example_stack(
         f"{entitlements}/v1/stripe/webhook", secret=WEBHOOK_SECRET
     )
     try:
-        for proc in procs:
-            proc.start(timeout=90)
+        with ThreadPoolExecutor(len(procs)) as starting:  # side by side: each waits for itself
+            for started in [starting.submit(proc.start, 90) for proc in procs]:
+                started.result()
         yield ExampleStack(app, entitlements, stripe_emulator)
     finally:
         for proc in reversed(procs):

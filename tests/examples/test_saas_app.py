@@ -38,6 +38,11 @@ def test_sign_up_checkout_use_upgrade_cancel(example_stack: ExampleStack) -> Non
         expect(plans.nth(1)).to_contain_text("$9.00 / month")
         expect(plans.nth(2)).to_contain_text("$49.00 / month")
         shot(page, "1-pricing")
+        page.get_by_role("link", name="Dashboard").click()  # not yet in Meterline: the Free plan
+        expect(page.get_by_test_id("plan")).to_have_text("Free")
+        expect(page.get_by_test_id("used-api_calls")).to_have_text("0")
+        expect(page.locator("table.invoices")).to_have_count(0)
+        page.get_by_role("link", name="Pricing").click()
 
         # checkout: Meterline's billing API -> the emulator's hosted page -> back to the app
         page.get_by_role("button", name="Choose Basic").click()
