@@ -12,8 +12,9 @@ Create in `payment`, `subscription` or `setup` mode (`line_items`, `customer` or
 prices only in subscription mode, one-time prices only in payment mode, no `quantity` on a
 metered price (a 400 naming the parameter). `url` is a hosted page on the emulator
 (`hosted.py`): paying there, or the control call `complete`, creates the customer if none was
-given, the subscription (subscription mode) or a succeeded PaymentIntent (payment mode); the
-page then redirects to `success_url` with `{CHECKOUT_SESSION_ID}` filled in. PaymentIntents
+given, the subscription and its first invoice (subscription mode: `subscription`, `invoice`;
+`first_invoice.py`) or a succeeded PaymentIntent (payment mode); the page then redirects to
+`success_url` with `{CHECKOUT_SESSION_ID}` filled in. PaymentIntents
 exist only as Checkout makes them; charges and refunds are not emulated.
 """
 
