@@ -5,6 +5,9 @@ account cookie."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -17,7 +20,14 @@ from .web import SignedOut, go, render
 
 
 def create_app(settings: Settings, meterline: Meterline | None = None) -> FastAPI:
-    app = FastAPI(title="Meterline example: a SaaS app", docs_url=None, redoc_url=None)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.meterline.close()
+
+    app = FastAPI(
+        title="Meterline example: a SaaS app", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.state.settings = settings
     app.state.meterline = meterline or Meterline(settings.entitlements_url, settings.api_key)
     app.state.cookies = Cookies(settings.cookie_secret)
