@@ -51,7 +51,9 @@ def signout() -> Response:
 def pricing(request: Request, me: Signed, api: Api) -> Response:
     overview = api.overview(me.id)
     current = overview["plan"] if overview else None
-    return render(request, "pricing.html", account=me, catalog=api.catalog(),
+    catalog = api.catalog()
+    names = {f["key"]: f["name"] for f in catalog["features"]}
+    return render(request, "pricing.html", account=me, catalog=catalog, names=names,
                   current=current, subscribed=subscribed(overview))  # fmt: skip
 
 
