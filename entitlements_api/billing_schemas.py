@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from meterline.inputs import IDENTIFIER
@@ -337,3 +339,60 @@ class SeatsOut(BaseModel):
     seats: int
     previous: int
     invoice: InvoiceOut | None = Field(description="the prorated charge of added seats")
+
+
+class PlanOut(BaseModel):
+    key: str
+    name: str
+    default: bool
+    price: dict[str, Any] | None = Field(description="amount (minor units), currency, interval")
+    metered_prices: dict[str, dict[str, Any]]
+    features: dict[str, Any] = Field(description="each feature's entitlement in the plan")
+
+
+class CreditPackOut(BaseModel):
+    key: str
+    name: str
+    price: dict[str, Any]
+    credits: dict[str, Any]
+
+
+class FeatureOut(BaseModel):
+    key: str
+    name: str
+    kind: str = Field(description="boolean | metered | static")
+    meter: str | None = Field(description="the meter of a metered feature (for GET /v1/usage)")
+
+
+class PlansOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "plans": [
+                        {"key": "free", "name": "Free", "default": True, "price": None,
+                         "metered_prices": {},
+                         "features": {"api_calls": {"limit": 50, "reset": "week",
+                                                    "overage": "block"}}},
+                        {"key": "basic", "name": "Basic", "default": False,
+                         "price": {"amount": 900, "currency": "usd", "interval": "month"},
+                         "metered_prices": {},
+                         "features": {"api_calls": {"limit": 1000, "reset": "month",
+                                                    "overage": "block"}}},
+                    ],
+                    "credit_packs": [
+                        {"key": "calls_10k", "name": "10,000 API calls",
+                         "price": {"amount": 1500, "currency": "usd"},
+                         "credits": {"api_calls": 10000}}
+                    ],
+                    "features": [
+                        {"key": "api_calls", "name": "API calls", "kind": "metered",
+                         "meter": "api_calls"}
+                    ],
+                }
+            ]
+        }
+    )  # fmt: skip
+    plans: list[PlanOut]
+    credit_packs: list[CreditPackOut]
+    features: list[FeatureOut]
