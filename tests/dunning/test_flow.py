@@ -160,7 +160,8 @@ def test_a_payment_failure_walks_the_whole_sequence_and_a_payment_restores_the_p
     first = world.billing("u1")["dunning"]
     invoice = api.stripe.client().v1.invoices.retrieve(first["invoice"])
     assert (first["step"], first["next_step"], first["attempt_count"]) == ("notice", "reminder", 1)
-    assert first["update_url"] == invoice.to_dict().get("hosted_invoice_url")
+    assert first["update_url"] == invoice.to_dict()["hosted_invoice_url"]
+    assert first["update_url"].startswith("http"), "a link the customer can follow to pay"
     assert decision(api, "u1", "api_calls")["plan"] == "basic", "within the grace"
     assert _walked(world) == [("payment.failed", None), ("dunning.notice", "notice")]
 
