@@ -48,9 +48,11 @@ from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import SeriesQuery
+from meterline.entitlements.usage_notices import USAGE_NOTICES_KEY, SweepThread, UsageNoticeSweep
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
+from meterline.postgres.leadership import Leadership, connector
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.revenue import RevenueListener
@@ -71,6 +73,7 @@ from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
+from meterline.view.touched import RedisTouched
 
 
 @dataclass
@@ -155,6 +158,7 @@ def build(
     parts = (catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested)
     service = EntitlementService(*parts, feed, notifier)
     feed.listen(service)
+    sweeper = _usage_notices(settings, own, service, client)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
     events = PostgresWebhookEventStore(pool)
@@ -205,6 +209,7 @@ def build(
         consume_lane=lane,
         closers=[
             lambda: lane.shutdown(wait=False),
+            *([sweeper.close] if sweeper else []),
             feed.close,
             pool.close,
             answers.close,  # closers run last first: before the pool closes
@@ -215,6 +220,23 @@ def build(
             dedupe_client.close,
         ],
     )
+
+
+def _usage_notices(
+    settings: Settings, own: EntitlementsSettings, service: EntitlementService, client: Any
+) -> SweepThread | None:
+    """The detector of thresholds reached by counted usage, on a thread, one replica at a
+    time (meterline/entitlements/usage_notices.py); None when turned off."""
+    if not own.usage_notices:
+        return None
+    leading = Leadership(connector(settings.database.url), key=USAGE_NOTICES_KEY, name="notices")
+    sweep = UsageNoticeSweep(
+        RedisTouched(client, settings.redis.key_prefix),
+        service.announce_usage,
+        leading=leading,
+        interval_s=own.usage_notice_interval_s,
+    )
+    return SweepThread(sweep, leading.release)
 
 
 def _ready_checks(pool: Any, client: Any) -> dict[str, Callable[[], object]]:

@@ -301,6 +301,33 @@ class EntitlementService:
         except Exception:
             log.warning("could not record the notices of a check", exc_info=True)
 
+    def announce_usage(self, tenant_id: int, customer: str) -> int:
+        """Decide now every feature of `customer` that can announce something (a limit with
+        `notify_at` percentages, or an `allow` overage) and record the notices each shows:
+        what the usage detector (`usage_notices.py`) does for a customer whose counted usage
+        changed. Decisions are made from the view, uncached, and not cached. Returns how many
+        features were decided; raises what reading the usage or recording raises (the detector
+        looks at the customer again). A tenant without a catalog announces nothing."""
+        if self._notifier is None:
+            return 0
+        try:
+            catalog = self.catalog(tenant_id)
+        except NotFound:
+            return 0
+        decided = 0
+        for feature in catalog.features:
+            ev = self._evaluate(tenant_id, customer, feature.key)
+            if ev.terms is None or ev.period is None or ev.feature.meter is None:
+                continue
+            plan = ev.choice.plan
+            percents = self._thresholds(tenant_id, plan.key if plan else None, feature.key)
+            if not percents and ev.terms.overage != "allow":
+                continue
+            used = self._current(tenant_id, customer, ev.feature.meter, ev.period)
+            self._notifier.announce(tenant_id, customer, decide(ev, used).as_dict(), percents)
+            decided += 1
+        return decided
+
     def _thresholds(self, tenant_id: int, plan_key: str | None, feature: str) -> tuple[Limit, ...]:
         plan = self.catalog(tenant_id).plan(plan_key or "")
         return plan.thresholds(feature) if plan else ()
