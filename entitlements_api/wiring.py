@@ -48,7 +48,7 @@ from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import SeriesQuery
-from meterline.entitlements.usage_notices import USAGE_NOTICES_KEY, SweepThread, UsageNoticeSweep
+from meterline.entitlements.usage_notices import SweepThread, UsageNoticeSweep, lock_key
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
@@ -229,9 +229,10 @@ def _usage_notices(
     time (meterline/entitlements/usage_notices.py); None when turned off."""
     if not own.usage_notices:
         return None
-    leading = Leadership(connector(settings.database.url), key=USAGE_NOTICES_KEY, name="notices")
+    prefix = settings.redis.key_prefix
+    leading = Leadership(connector(settings.database.url), key=lock_key(prefix), name="notices")
     sweep = UsageNoticeSweep(
-        RedisTouched(client, settings.redis.key_prefix),
+        RedisTouched(client, prefix),
         service.announce_usage,
         leading=leading,
         interval_s=own.usage_notice_interval_s,

@@ -25,7 +25,7 @@ whose usage keeps changing is decided about once a second, and a notice is annou
 about `interval_s` plus the aggregator's freshness of the event that reached it.
 
 **One active detector.** With several replicas, only the one holding a Postgres advisory lock
-(`meterline.postgres.leadership`, key `USAGE_NOTICES_KEY`) sweeps; another takes over within a
+(`meterline.postgres.leadership`, key `lock_key(prefix)`) sweeps; another takes over within a
 pass of the holder's death. Two overlapping briefly only repeat work: the ledger's primary key
 lets one of them announce.
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 
 from meterline.view.touched import Touch, TouchedCustomers
@@ -46,7 +47,14 @@ from meterline.view.touched import Touch, TouchedCustomers
 log = logging.getLogger(__name__)
 
 USAGE_NOTICES_KEY = 7_301_003
-"""The advisory lock of the one active detector (the reporter's scheduler holds 7_301_002)."""
+"""The advisory locks of the active detectors (the reporter's scheduler holds 7_301_002)."""
+
+
+def lock_key(prefix: str) -> int:
+    """The advisory lock of the one detector of the view under Redis key `prefix`: views that
+    share a database but not a prefix (tests, benches) each get their detector."""
+    return USAGE_NOTICES_KEY << 32 | zlib.crc32(prefix.encode())
+
 
 Announce = Callable[[int, str], object]
 

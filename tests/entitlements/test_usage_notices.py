@@ -36,7 +36,8 @@ class Rig:
     def __init__(self) -> None:
         self.clock = FakeClock(NOW)
         self.catalogs = MemoryCatalogRepository()
-        yaml = SMALL_YAML.replace("  - key: free\n", "  - key: free\n    notify_at: [50, 80, 100]\n")
+        free = "  - key: free\n"
+        yaml = SMALL_YAML.replace(free, free + "    notify_at: [50, 80, 100]\n")
         self.catalogs.apply(1, load_catalog(yaml))
         self.touched = MemoryTouched()
         self.view = MemoryUsageView(self.clock, touched=self.touched)
