@@ -69,6 +69,7 @@ from meterline.stripe import (
 )
 from meterline.stripe.checkout import StripeCheckout
 from meterline.stripe.plan_changes import StripePlanChanges
+from meterline.stripe.revenue_history import StripeInvoiceLines
 from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
@@ -193,7 +194,7 @@ def build(
         stripe=sc,
         stripe_objects=objects,
         subscription_sync=sync,
-        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool)),
+        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool), StripeInvoiceLines(sc)),
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
         billing=billing,
