@@ -8,11 +8,11 @@ longer listed gets a start rebuilt from its current object: its items at `start_
 when it has ended (one that never started, `incomplete` or `incomplete_expired`, keeps that
 status alone). What changed before the listed events (plan or quantity changes, a past-due
 spell) is not known from the object, so such a start shows today's items: kept webhooks are
-the exact record, a rebuild is the best Stripe can still say. Invoices are not read: a
-licensed line bills the coming period and prorations split changes across invoices, so they
-would add no state the events and the objects do not give. They are read for what they alone tell: the metered
-part of every closed invoice (`meterline.revenue.invoices`), replaced with the states in the
-same transaction.
+the exact record, a rebuild is the best Stripe can still say. Invoices are not read for
+states: a licensed line bills the coming period and prorations split changes across invoices,
+so they would add no state the events and the objects do not give. They are read for what
+they alone tell: the metered part of every closed invoice (`meterline.revenue.invoices`),
+replaced with the states in the same transaction.
 """
 
 from __future__ import annotations

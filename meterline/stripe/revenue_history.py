@@ -12,10 +12,9 @@ webhook listener alike.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection
 from typing import Any
-
-import threading
 
 import stripe
 
