@@ -210,7 +210,6 @@ def build(
         consume_lane=lane,
         closers=[
             lambda: lane.shutdown(wait=False),
-            *([sweeper.close] if sweeper else []),
             feed.close,
             pool.close,
             answers.close,  # closers run last first: before the pool closes
@@ -219,6 +218,7 @@ def build(
             client.close,
             lambda: publisher.close(own.drain_seconds),
             dedupe_client.close,
+            *([sweeper.close] if sweeper else []),  # first: it uses the pool and the client
         ],
     )
 
