@@ -112,7 +112,7 @@ from meterline.entitlements.repository import (
     GrantRepository,
     SubscriptionRepository,
 )
-from meterline.entitlements.thresholds import Notifier
+from meterline.entitlements.thresholds import Notifier, possible
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
 from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
@@ -305,7 +305,9 @@ class EntitlementService:
         """Decide now every feature of `customer` that can announce something (a limit with
         `notify_at` percentages, or an `allow` overage) and record the notices each shows:
         what the usage detector (`usage_notices.py`) does for a customer whose counted usage
-        changed. Decisions are made from the view, uncached, and not cached. Returns how many
+        changed. Decisions are made from the view, uncached, and not cached; a feature whose
+        every possible notice of the period this process already recorded is not decided (no
+        usage read: a customer past its last threshold costs nothing more). Returns how many
         features were decided; raises what reading the usage or recording raises (the detector
         looks at the customer again). A tenant without a catalog announces nothing."""
         if self._notifier is None:
@@ -321,7 +323,9 @@ class EntitlementService:
                 continue
             plan = ev.choice.plan
             percents = self._thresholds(tenant_id, plan.key if plan else None, feature.key)
-            if not percents and ev.terms.overage != "allow":
+            names = possible(percents, ev.terms.overage == "allow")
+            start = ev.period.as_dict()["start"]
+            if not names or self._notifier.knows((tenant_id, customer, feature.key, start), names):
                 continue
             used = self._current(tenant_id, customer, ev.feature.meter, ev.period)
             self._notifier.announce(tenant_id, customer, decide(ev, used).as_dict(), percents)

@@ -110,6 +110,13 @@ def reached(body: Mapping[str, Any], percents: Sequence[Limit]) -> list[str]:
     return [*names, LIMIT_EXCEEDED] if _exceeded(body) else names
 
 
+def possible(percents: Sequence[Limit], allow: bool) -> list[str]:
+    """Every notice a feature can still show a detector: its thresholds, and `limit_exceeded`
+    for an `allow` overage (a blocking limit is exceeded only by a refused consume)."""
+    names = [f"threshold:{p}" for p in percents]
+    return [*names, LIMIT_EXCEEDED] if allow else names
+
+
 def key_of(tenant_id: int, customer: str, body: Mapping[str, Any], name: str) -> NoticeKey:
     return tenant_id, customer, body["feature"], body["period"]["start"], name
 
@@ -191,6 +198,12 @@ class Notifier:
             found = [notice(tenant_id, customer, body, name) for name in unknown]
             self._ledger.record(found)
             self._remember(n.key for n in found)
+
+    def knows(self, key: tuple[int, str, str, str], names: Sequence[str]) -> bool:
+        """Whether this process recorded every notice `names` of (tenant, customer, feature,
+        period start): then no decision can show one left to announce."""
+        with self._lock:
+            return all((*key, name) in self._known for name in names)
 
     def _remember(self, keys: Iterable[NoticeKey]) -> None:
         with self._lock:

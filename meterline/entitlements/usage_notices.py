@@ -22,7 +22,12 @@ changed, never by the event rate.
 to its start (those touched during the pass wait for the next), `batch` at a time, decides
 them, and drops each one not touched again meanwhile (`TouchedCustomers.done`). So a customer
 whose usage keeps changing is decided about once a second, and a notice is announced within
-about `interval_s` plus the aggregator's freshness of the event that reached it.
+about `interval_s` plus the aggregator's freshness of the event that reached it. The detector
+shares the cores with everything else, so it never takes more than `max_share` (a quarter) of
+one: a pass that took `t` seconds is followed by a pause of at least `t * (1/max_share - 1)`;
+with very many active customers notices come later, never at the cost of checks. A feature
+whose every notice of the period is already recorded is not even decided
+(`EntitlementService.announce_usage`): a customer past its last threshold costs no read.
 
 **One active detector.** With several replicas, only the one holding a Postgres advisory lock
 (`meterline.postgres.leadership`, key `lock_key(prefix)`) sweeps; another takes over within a
@@ -71,12 +76,14 @@ class UsageNoticeSweep:
         leading: Callable[[], bool] = lambda: True,
         batch: int = 500,
         interval_s: float = 1.0,
+        max_share: float = 0.25,
     ) -> None:
         self._touched = touched
         self._announce = announce
         self._leading = leading
         self._batch = batch
         self.interval_s = interval_s
+        self._max_share = max_share
 
     def sweep(self) -> int:
         """One pass over the customers touched so far; how many were decided. Raises the
@@ -110,7 +117,11 @@ class UsageNoticeSweep:
                     self.sweep()
             except Exception:
                 log.warning("usage notices: the touched feed did not answer", exc_info=True)
-            stopping.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+            stopping.wait(self.pause_after(time.monotonic() - started))
+
+    def pause_after(self, took: float) -> float:
+        """How long to wait after a pass that took `took` seconds (see Pacing)."""
+        return max(self.interval_s - took, took * (1 / self._max_share - 1))
 
 
 class SweepThread:

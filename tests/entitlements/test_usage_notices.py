@@ -130,3 +130,27 @@ def test_the_detector_and_racing_consumes_announce_once(rig: Rig) -> None:
         ("entitlement.threshold_reached", 50), ("entitlement.threshold_reached", 80),
         ("entitlement.threshold_reached", 100), ("entitlement.limit_exceeded", None),
     ]  # fmt: skip
+
+
+def test_a_customer_past_its_last_threshold_is_not_decided_again(rig: Rig) -> None:
+    reads: list[str] = []
+    current = rig.service._current
+
+    def counting(*args: object) -> Decimal:
+        reads.append(str(args[1]))
+        return current(*args)  # type: ignore[arg-type]
+
+    rig.service._current = counting  # type: ignore[method-assign]
+    rig.count("c", 60)
+    rig.count("d", 10)
+    rig.sweep.sweep()
+    rig.count("c", 1)
+    rig.count("d", 1)
+    rig.sweep.sweep()
+    assert reads == ["c", "d", "d"]  # c's 50/80/100 are recorded: nothing left to read for
+
+
+def test_passes_take_at_most_a_quarter_of_a_core() -> None:
+    sweep = UsageNoticeSweep(MemoryTouched(), lambda _t, _c: None, interval_s=1.0)
+    assert sweep.pause_after(0.1) == pytest.approx(0.9)  # the interval
+    assert sweep.pause_after(2.0) == pytest.approx(6.0)  # 2 s of work, then 6 s of rest
