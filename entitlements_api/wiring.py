@@ -159,7 +159,8 @@ def build(
     parts = (catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested)
     service = EntitlementService(*parts, feed, notifier)
     feed.listen(service)
-    sweeper = _usage_notices(settings, own, service, client)
+    metrics = Metrics()
+    sweeper = _usage_notices(settings, own, service, client, metrics)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
     events = PostgresWebhookEventStore(pool)
@@ -206,6 +207,7 @@ def build(
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,
+        metrics=metrics,
         ready_checks=_ready_checks(pool, client),
         consume_lane=lane,
         closers=[
@@ -224,7 +226,11 @@ def build(
 
 
 def _usage_notices(
-    settings: Settings, own: EntitlementsSettings, service: EntitlementService, client: Any
+    settings: Settings,
+    own: EntitlementsSettings,
+    service: EntitlementService,
+    client: Any,
+    metrics: Metrics,
 ) -> SweepThread | None:
     """The detector of thresholds reached by counted usage, on a thread, one replica at a
     time (meterline/entitlements/usage_notices.py); None when turned off."""
@@ -237,6 +243,7 @@ def _usage_notices(
         service.announce_usage,
         leading=leading,
         interval_s=own.usage_notice_interval_s,
+        observe=metrics.usage_notice_pass,
     )
     return SweepThread(sweep, leading.release)
 

@@ -77,13 +77,16 @@ class UsageNoticeSweep:
         batch: int = 500,
         interval_s: float = 1.0,
         max_share: float = 0.25,
+        observe: Callable[[int, int], object] = lambda _decided, _backlog: None,
     ) -> None:
+        """`observe(decided, backlog)` is told after each pass (the service's metrics)."""
         self._touched = touched
         self._announce = announce
         self._leading = leading
         self._batch = batch
         self.interval_s = interval_s
         self._max_share = max_share
+        self._observe = observe
 
     def sweep(self) -> int:
         """One pass over the customers touched so far; how many were decided. Raises the
@@ -114,7 +117,7 @@ class UsageNoticeSweep:
             started = time.monotonic()
             try:
                 if self._leading():
-                    self.sweep()
+                    self._observe(self.sweep(), self._touched.backlog())
             except Exception:
                 log.warning("usage notices: the touched feed did not answer", exc_info=True)
             stopping.wait(self.pause_after(time.monotonic() - started))

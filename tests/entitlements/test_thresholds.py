@@ -215,3 +215,12 @@ def test_usage_only_ingested_is_announced_by_the_detector_once_each(
     }
     quiet = [e["data"] for e in events if e["data"]["customer"] == "quiet"]
     assert [d["used"] for d in quiet] == [55, 85, 105]  # what the view held when decided
+    metrics = httpx.get(api.url + "/metrics", timeout=10).text
+    decided = _sample(metrics, "meterline_entitlements_usage_notice_customers_total")
+    assert decided >= 4  # quiet's four batches at least
+    assert _sample(metrics, "meterline_entitlements_usage_notice_backlog") == 0
+
+
+def _sample(text: str, name: str) -> float:
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
