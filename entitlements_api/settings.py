@@ -59,3 +59,6 @@ class EntitlementsSettings(BaseSettings):
     usage_notice_interval_s: float = Field(
         1.0, gt=0, description="at most one pass over the marked customers this often"
     )
+    usage_notice_max_share: float = Field(
+        0.25, gt=0, le=1, description="the detector's passes take at most this share of a core"
+    )

@@ -243,6 +243,7 @@ def _usage_notices(
         service.announce_usage,
         leading=leading,
         interval_s=own.usage_notice_interval_s,
+        max_share=own.usage_notice_max_share,
         observe=metrics.usage_notice_pass,
     )
     return SweepThread(sweep, leading.release)
