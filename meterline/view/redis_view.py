@@ -51,7 +51,7 @@ from meterline.view.model import (
     minute_range,
 )
 from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
-from meterline.view.touched import SEQ_SUFFIX, TOUCHED_SUFFIX, members
+from meterline.view.touched import members
 
 AGG_CODE = {
     Aggregation.SUM: "s",
@@ -93,9 +93,10 @@ class RedisUsageView(SyncedView):
         self._month_grace = month_grace_days
         self._minute_grace = minute_grace_days
         self._counted_ttl_ms = counted_ttl_s * 1000
+        self._touched = touched  # the batch's customers marked for threshold detection
         self._apply_keys = [self._keys.ready, self._keys.rebuild, self._keys.watermarks]
-        if touched:  # the batch's customers marked for threshold detection (touched.py)
-            self._apply_keys += [prefix + TOUCHED_SUFFIX, prefix + SEQ_SUFFIX]
+        if touched:
+            self._apply_keys += [self._keys.touched, self._keys.touched_seq]
         self._apply = client.register_script(scripts.APPLY)
         self._usage = client.register_script(scripts.USAGE)
         self._reserve = client.register_script(scripts.RESERVE)
@@ -128,7 +129,7 @@ class RedisUsageView(SyncedView):
         return out.decode() if isinstance(out, bytes) else str(out)
 
     def _touched_arg(self, deltas: Sequence[Delta]) -> bytes:
-        if len(self._apply_keys) == 3 or not deltas:
+        if not self._touched or not deltas:
             return b""
         return orjson.dumps(members((d.tenant_id, d.customer) for d in deltas))
 

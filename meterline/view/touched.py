@@ -35,8 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-TOUCHED_SUFFIX = ":touched"
-SEQ_SUFFIX = ":touched:seq"
+from meterline.view.keys import KeyLayout
 
 # KEYS: the touched set. ARGV: pairs of member, score as `take` saw it.
 # Drops each member whose score is unchanged; returns how many it dropped.
@@ -145,7 +144,8 @@ class RedisTouched(TouchedCustomers):
 
     def __init__(self, client: Any, prefix: str = "ml") -> None:
         self._r = client
-        self.key, self._seq = prefix + TOUCHED_SUFFIX, prefix + SEQ_SUFFIX
+        layout = KeyLayout(prefix)
+        self.key, self._seq = layout.touched, layout.touched_seq
         self._done = client.register_script(DONE)
 
     def stamp(self) -> int:
