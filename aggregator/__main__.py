@@ -78,7 +78,7 @@ def main() -> int:
     server = http.serve(service.host, own.port, progress, metrics)
     pool = _pool(db.url)
     aggregation_of = AggregationCache(PostgresCatalogRepository(pool), own.catalog_ttl_s)
-    view = RedisUsageView(redis_connect(rds.url), rds.key_prefix)
+    view = RedisUsageView(redis_connect(rds.url), rds.key_prefix, touched=own.mark_touched)
     retrier = Retrier(metrics, stopping, progress=progress)
 
     def consumer(positions: Positions, revoked: Revoked) -> PositionedConsumer:

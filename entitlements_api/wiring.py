@@ -50,9 +50,11 @@ from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import SeriesQuery
+from meterline.entitlements.usage_notices import SweepThread, UsageNoticeSweep, lock_key
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
+from meterline.postgres.leadership import Leadership, connector
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.revenue import RevenueListener
@@ -70,10 +72,12 @@ from meterline.stripe import (
 from meterline.stripe.checkout import StripeCheckout
 from meterline.stripe.invoice_facts import StripeInvoices
 from meterline.stripe.plan_changes import StripePlanChanges
+from meterline.stripe.revenue_history import StripeInvoiceLines
 from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
+from meterline.view.touched import RedisTouched
 
 
 @dataclass
@@ -162,6 +166,8 @@ def build(
     parts = (catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested)
     service = EntitlementService(*parts, feed, notifier)
     feed.listen(service)
+    metrics = Metrics()
+    sweeper = _usage_notices(settings, own, service, client, metrics)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
     events = PostgresWebhookEventStore(pool)
@@ -201,7 +207,7 @@ def build(
         stripe=sc,
         stripe_objects=objects,
         subscription_sync=sync,
-        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool)),
+        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool), StripeInvoiceLines(sc)),
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
         billing=billing,
@@ -214,6 +220,7 @@ def build(
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,
+        metrics=metrics,
         ready_checks=_ready_checks(pool, client),
         consume_lane=lane,
         closers=[
@@ -226,8 +233,33 @@ def build(
             client.close,
             lambda: publisher.close(own.drain_seconds),
             dedupe_client.close,
+            *([sweeper.close] if sweeper else []),  # first: it uses the pool and the client
         ],
     )
+
+
+def _usage_notices(
+    settings: Settings,
+    own: EntitlementsSettings,
+    service: EntitlementService,
+    client: Any,
+    metrics: Metrics,
+) -> SweepThread | None:
+    """The detector of thresholds reached by counted usage, on a thread, one replica at a
+    time (meterline/entitlements/usage_notices.py); None when turned off."""
+    if not own.usage_notices:
+        return None
+    prefix = settings.redis.key_prefix
+    leading = Leadership(connector(settings.database.url), key=lock_key(prefix), name="notices")
+    sweep = UsageNoticeSweep(
+        RedisTouched(client, prefix),
+        service.announce_usage,
+        leading=leading,
+        interval_s=own.usage_notice_interval_s,
+        max_share=own.usage_notice_max_share,
+        observe=metrics.usage_notice_pass,
+    )
+    return SweepThread(sweep, leading.release)
 
 
 def _ready_checks(pool: Any, client: Any) -> dict[str, Callable[[], object]]:
