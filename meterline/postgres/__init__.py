@@ -11,11 +11,14 @@ from meterline.postgres.migrate import apply_migrations, pending_migrations
 # The driver's errors that mean Postgres cannot answer now (retry later), not a bad statement.
 OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
 
-# A pool of connections, for code outside the repositories that hands one to them.
+# A pool of connections, and one connection, for code outside the repositories that hands
+# them to the repositories (the names code outside them annotates with, instead of the driver's).
 Pool = ConnectionPool[Any]
+Connection = psycopg.Connection[Any]
 
 __all__ = [
     "OUTAGES",
+    "Connection",
     "Pool",
     "apply_migrations",
     "autocommitted",
