@@ -55,8 +55,8 @@ from confluent_kafka import Message
 from aggregator.batch import AggregationOf, Batch, decode_batch, reservations
 from aggregator.columns import Events
 from aggregator.faults import Hooks
-from aggregator.ledger import Committed, Fenced, LedgerWriter, Prepared, prepare
 from aggregator.metrics import AggregatorMetrics
+from aggregator.postgres.ledger import Committed, Fenced, LedgerWriter, Prepared, prepare
 from aggregator.progress import Progress
 from aggregator.retry import Retrier, ShuttingDown
 from aggregator.viewsync import ViewSync

@@ -50,7 +50,7 @@ from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
-from meterline.postgres import open_pool
+from meterline.postgres import Pool, open_pool, ping
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.revenue import RevenueListener
@@ -217,9 +217,5 @@ def build(
     )
 
 
-def _ready_checks(pool: Any, client: Any) -> dict[str, Callable[[], object]]:
-    def postgres() -> object:
-        with pool.connection() as conn:
-            return conn.execute("SELECT 1").fetchone()
-
-    return {"postgres": postgres, "redis": client.ping}
+def _ready_checks(pool: Pool, client: Any) -> dict[str, Callable[[], object]]:
+    return {"postgres": lambda: ping(pool, timeout=None), "redis": client.ping}

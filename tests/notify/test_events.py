@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from aggregator.batch import Batch
-from aggregator.ledger import LedgerWriter, prepare
+from aggregator.postgres.ledger import LedgerWriter, prepare
 from meterline.catalog.model import Aggregation
 from meterline.entitlements.model import Subscription
 from meterline.entitlements.postgres import (
