@@ -10,8 +10,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import stripe
-
 from entitlements_api.metrics import Metrics
 from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
@@ -60,6 +58,7 @@ from meterline.stripe import (
     CatalogSync,
     PostgresStripeObjectRepository,
     PostgresWebhookEventStore,
+    StripeClient,
     StripeObjectRepository,
     SubscriptionSync,
     ensure_stripe_customer,
@@ -82,7 +81,7 @@ class Dependencies:
     grants: GrantRepository
     tenants: TenantRepository
     auth: Authenticator
-    stripe: stripe.StripeClient | None
+    stripe: StripeClient | None
     stripe_objects: StripeObjectRepository
     subscription_sync: SubscriptionSync
     usage_query: SeriesQuery | None
