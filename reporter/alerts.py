@@ -163,21 +163,27 @@ class ReconciliationStore(Protocol):
 
     def record(
         self, tenant_id: int, run_id: int | None, found: Sequence[Discrepancy]
-    ) -> tuple[list[int], set[int]]: ...
+    ) -> tuple[list[int], set[int]]:
+        """Raise or refresh an alert per discrepancy, priced (`money.priced`); returns (new
+        ids, raised or refreshed ids)."""
 
     def clear(
         self, tenant_id: int, run_id: int, window: tuple[datetime, datetime], seen: set[int]
-    ) -> int: ...
+    ) -> int:
+        """Resolve the live alerts of reconciliation's own kinds in `window` that this run no
+        longer found (not in `seen`); returns how many."""
 
     def alerts(
         self, tenant_id: int, status: str | None = None, kind: str | None = None, limit: int = 500
-    ) -> list[Alert]: ...
+    ) -> list[Alert]:
+        """Unresolved first, then by money at stake; ValidationFailed for an unknown filter."""
 
     def alert(self, tenant_id: int, alert_id: int) -> Alert: ...
 
     def transition(self, tenant_id: int, alert_id: int, status: str, note: str | None) -> Alert: ...
 
-    def totals(self, tenant_id: int) -> dict[str, Any]: ...
+    def totals(self, tenant_id: int) -> dict[str, Any]:
+        """Open and acknowledged alerts: count and money at risk per currency."""
 
     def open_count(self) -> int: ...
 
