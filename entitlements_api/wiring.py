@@ -10,8 +10,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import stripe
-
 from entitlements_api.metrics import Metrics
 from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
@@ -53,7 +51,7 @@ from meterline.entitlements.usage import SeriesQuery
 from meterline.entitlements.usage_notices import SweepThread, UsageNoticeSweep, lock_key
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
-from meterline.postgres import open_pool
+from meterline.postgres import Pool, open_pool, ping
 from meterline.postgres.leadership import Leadership, connector
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
@@ -64,6 +62,7 @@ from meterline.stripe import (
     CatalogSync,
     PostgresStripeObjectRepository,
     PostgresWebhookEventStore,
+    StripeClient,
     StripeObjectRepository,
     SubscriptionSync,
     ensure_stripe_customer,
@@ -89,7 +88,7 @@ class Dependencies:
     grants: GrantRepository
     tenants: TenantRepository
     auth: Authenticator
-    stripe: stripe.StripeClient | None
+    stripe: StripeClient | None
     stripe_objects: StripeObjectRepository
     subscription_sync: SubscriptionSync
     usage_query: SeriesQuery | None
@@ -262,9 +261,5 @@ def _usage_notices(
     return SweepThread(sweep, leading.release)
 
 
-def _ready_checks(pool: Any, client: Any) -> dict[str, Callable[[], object]]:
-    def postgres() -> object:
-        with pool.connection() as conn:
-            return conn.execute("SELECT 1").fetchone()
-
-    return {"postgres": postgres, "redis": client.ping}
+def _ready_checks(pool: Pool, client: Any) -> dict[str, Callable[[], object]]:
+    return {"postgres": lambda: ping(pool, timeout=None), "redis": client.ping}

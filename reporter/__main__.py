@@ -23,6 +23,7 @@ from meterline.postgres.leadership import Leadership, connector
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
 from reporter.dispatch import open_dispatcher
+from reporter.postgres.flushes import PostgresFlushWatch
 from reporter.scheduler import Scheduler
 from reporter.service import build
 from reporter.settings import ReporterSettings
@@ -49,7 +50,8 @@ def main() -> int:
         return 2
     leadership = Leadership(connector(database.url), reporter.metrics.scheduler_active.set)
     scheduler = Scheduler(
-        own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile_nightly,
+        own, reporter.clock, PostgresFlushWatch(reporter.pool), reporter.push,
+        reporter.reconcile_nightly,
         tick_s=own.tick_s, on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
         leader=leadership,
     )  # fmt: skip

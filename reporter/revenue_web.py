@@ -20,6 +20,7 @@ from meterline.errors import FieldError, ValidationFailed
 from meterline.revenue.postgres import PostgresRevenueEventStore
 from reporter import revenue_charts as charts
 from reporter import revenue_report as report
+from reporter.postgres.sessions import PostgresSessionRows
 from reporter.revenue import Kind
 from reporter.sessions import SessionStore
 from reporter.web import signed_in_page, signed_in_session
@@ -29,7 +30,10 @@ def mount(app: FastAPI, reporter: Any) -> None:
     """Add GET /finance/revenue to `app`."""
     settings = reporter.settings
     sessions = SessionStore(
-        reporter.pool, reporter.clock, settings.session_idle_s, settings.session_max_s
+        PostgresSessionRows(reporter.pool),
+        reporter.clock,
+        settings.session_idle_s,
+        settings.session_max_s,
     )
     events = PostgresRevenueEventStore(reporter.pool)
 

@@ -35,6 +35,9 @@ from reporter.faults import CrashingSender
 from reporter.lag import LagGauge
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier, NullNotifier, WebhookNotifier
+from reporter.postgres.alerts import PostgresReconciliationStore
+from reporter.postgres.lag import PostgresLagProbes
+from reporter.postgres.repairs import PostgresRepairRecords
 from reporter.push import Pusher, PushReport
 from reporter.reconcile import Reconciler, RunResult
 from reporter.repairs import Repairs
@@ -69,8 +72,10 @@ class Reporter:
         self.endpoints = EndpointStore(self.pool, self.webhooks.allow_private_urls)
         self.delivery_log = DeliveryLog(self.pool)
         self.webhook_metrics = WebhookMetrics(self.metrics.registry)
-        self.store = ReconciliationStore(self.pool)
-        self.lag = LagGauge(self.pool, self.summaries, self.clock, self.settings.stripe_lag_s)
+        self.store = PostgresReconciliationStore(self.pool)
+        self.lag = LagGauge(
+            PostgresLagProbes(self.pool), self.summaries, self.clock, self.settings.stripe_lag_s
+        )
         self.pusher = Pusher(
             self.pool, self.sender, self.settings, self.clock, self.store, self.metrics, self.lag
         )
@@ -78,7 +83,10 @@ class Reporter:
             self.pool, self.summaries, self.settings, self.clock, self.store, self.metrics,
             self.notifier, self.lag,
         )  # fmt: skip
-        self.repairs = Repairs(self.pool, self.sender, self.summaries, self.push_tenant, self.clock)
+        self.repairs = Repairs(
+            PostgresRepairRecords(self.pool), self.sender, self.summaries, self.push_tenant,
+            self.clock,
+        )  # fmt: skip
         self.auth = Authenticator(PostgresTenantRepository(self.pool))
 
     def push(self) -> PushReport:

@@ -13,9 +13,8 @@ from reporter.contexts import EPOCH, Context, ContextHistory
 from reporter.ledger import Reported
 from reporter.push import plan_revisions
 from reporter.reconcile import HourFigures, classify
-from reporter.rollups import SlotUsage
 from reporter.scope import BilledMeter
-from reporter.slots import ceil_minute, floor_hour, identifier, slot_end, slot_start
+from reporter.slots import SlotUsage, ceil_minute, floor_hour, identifier, slot_end, slot_start
 
 T0 = datetime(2026, 11, 21, 10, tzinfo=UTC)
 minutes = st.integers(min_value=0, max_value=60 * 24 * 3)

@@ -2,7 +2,8 @@
 
 The checkout keeps them; a copy of it with a forbidden import added breaks the contract that
 names that import: a service importing another, the Postgres driver outside a repository, the
-kernel importing the operations package, an example app importing the kernel.
+kernel importing the operations package, the Kafka or Stripe client outside its adapter, an
+example app importing the kernel.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> str:
     (tree / "ingest" / "probe_sql.py").write_text("import psycopg\n")
     (tree / "meterline" / "probe_ops.py").write_text("import meterline_ops.main\n")
     (tree / "examples" / "probe_kernel.py").write_text("import meterline.catalog\n")
+    (tree / "aggregator" / "probe_kafka.py").write_text("import confluent_kafka\n")
+    (tree / "entitlements_api" / "probe_stripe.py").write_text("import stripe\n")
     result = lint_imports(tree)
     assert result.returncode != 0
     return result.stdout
@@ -80,3 +83,13 @@ def test_an_example_importing_the_kernel_breaks_lint(broken: str) -> None:
         "The example apps reach Meterline only through the SDK and its HTTP APIs BROKEN" in broken
     )
     assert "examples.probe_kernel -> meterline.catalog" in broken
+
+
+def test_the_kafka_client_outside_its_adapter_breaks_lint(broken: str) -> None:
+    assert "The Kafka client only in meterline.kafka BROKEN" in broken
+    assert "aggregator.probe_kafka -> confluent_kafka" in broken
+
+
+def test_the_stripe_library_outside_the_gateway_breaks_lint(broken: str) -> None:
+    assert "The Stripe library only in the gateway, meterline.stripe BROKEN" in broken
+    assert "entitlements_api.probe_stripe -> stripe" in broken

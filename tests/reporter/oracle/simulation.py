@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
 from aggregator.columns import Events
-from aggregator.ledger import LedgerWriter, prepare
+from aggregator.postgres.ledger import LedgerWriter, prepare
 from meterline.catalog.model import Aggregation
 from meterline.catalog.parse import parse_catalog
 from meterline.catalog.repository import PostgresCatalogRepository
