@@ -36,7 +36,8 @@ def test_all_lines_are_read_and_only_metered_ones_counted(
     payload = {"stripe_customer_id": customer, "value": "40"}
     client.v1.billing.meter_events.create({"event_name": "calls", "payload": payload})
     stripe_emulator.control.close_period(sub.id)
-    (invoice,) = [i for i in invoice_history(client, [customer]) if i["status"] == "paid"]
+    invoices = invoice_history(client, [customer])
+    (invoice,) = [i for i in invoices if i["billing_reason"] == "subscription_cycle"]
     assert len(invoice["lines"]["data"]) == 2  # 40 calls x 5, and 3 seats for the next month
     truncated = {**invoice, "lines": {"data": invoice["lines"]["data"][:1], "has_more": True}}
     lines = StripeInvoiceLines(client)
