@@ -94,10 +94,10 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
     times: an event of the first period reaches the ledger before the last push that comes
     before its invoice is finalized. No change falls in the hour between a period's end and
     its invoice: the emulator invoices a period when it is closed, not at its end, so a
-    change then would reach back into the closed period. A cancellation shortly before a
-    period end within the same hour is learned before that end: the reporter does not net out
-    the slot after the period end pushed before it learned of the cancellation, and
-    reconciliation then reports it `not_reported` (a known limit: reporter/boundaries.py)."""
+    change then would reach back into the closed period. A plan change before a period end
+    is learned before the period's invoice (or too late to cancel anything); a cancellation
+    leaves no invoice, so it may be learned at any time, also after the period end within its
+    own hour, once the slot after the end was pushed."""
     story.period_end = period_end
     last_push = max(p for p in pushes if p < period_end + GRACE - timedelta(minutes=1))
     start = period_end - BEFORE
@@ -116,11 +116,9 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
         at = start + timedelta(seconds=rng.randrange(1800, span - 1800))
         if period_end <= at <= period_end + GRACE:  # see `add_events`
             at += GRACE + timedelta(minutes=1)
-        if at < period_end and delay < DEDUPE and at + delay >= last_push:
+        invoiced = kind != "cancel" and at < period_end
+        if invoiced and delay < DEDUPE and at + delay >= last_push:
             delay = last_push - at - timedelta(seconds=1)  # learned before the invoice
-        edge = ceil_minute(period_end)
-        if kind == "cancel" and at < edge < at.replace(minute=0, second=0) + HOUR:
-            delay = min(delay, edge - at - timedelta(seconds=1))  # see `add_events`
         story.change = (kind, at, max(delay, timedelta(0)))
 
 
@@ -156,6 +154,19 @@ def split(story: Story, pushes: list[datetime]) -> datetime | None:
     learned = _push_after(at + delay, pushes)
     too_late = first_sent < learned and learned - first_sent > DEDUPE
     return slot_end if too_late else minute
+
+
+def learned_after_a_later_slot(story: Story, pushes: list[datetime]) -> bool:
+    """The change comes before a period end in the same hour and is learned after the slot
+    after that end was pushed: every pushed slot of the hour from the change on is netted out."""
+    if story.change is None or story.period_end is None:
+        return False
+    _, at, delay = story.change
+    hour_end = at.replace(minute=0, second=0, microsecond=0) + HOUR
+    pushed = [p for p in pushes if p >= hour_end]
+    return (
+        at < ceil_minute(story.period_end) < hour_end and bool(pushed) and at + delay > min(pushed)
+    )
 
 
 def moved(story: Story, pushes: list[datetime]) -> int:
