@@ -1,7 +1,8 @@
 """The money oracle: a seeded, randomized simulation of customer-periods through Postgres, the
 aggregator's writer, the reporter (some pushes SIGKILLed) and the Stripe emulator (answering
 429s and 500s), with every pricing kind, plan changes and cancellations at random seconds,
-anchors off the hour, events hours to a month late and webhooks up to a day late.
+anchors off the hour, events hours to a month late and webhooks up to a day late (changes
+learned after the slot past their period end in the same hour went out among them).
 
 An independent calculator (tests/reporter/oracle/calculator.py, sharing no code with
 reporter/) says what each invoice must charge; every invoice must equal it to the cent.
@@ -18,9 +19,8 @@ Each first period is invoiced an hour after its end, the second at the end; a pe
 cancellation ended is checked by the units Stripe holds. The clean run's only alerts are the
 `split_after_push` of changes learned too late to cancel. Not covered: a change in the hour
 between a period's end and its invoice (the emulator invoices a period when it is closed, so
-the change would reach back into it), a cancellation learned after a period end in its own
-hour (a known limit, reporter/boundaries.py), and events that reach Stripe after the invoice
-(raised as `after_invoice_finalized` by reconciliation, tested in test_late_days.py).
+the change would reach back into it), and events that reach Stripe after the invoice (raised
+as `after_invoice_finalized` by reconciliation, tested in test_late_days.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A story is one customer across the end of its first billing period: an anchor at
 second (so periods end off the hour), a plan with one of the catalog's pricing kinds, events
 around the period end (some a few hours late, some a month late, all reaching Stripe
 before the invoice of their period is finalized), and at most one plan change or
-cancellation at a random second, whose webhook may come hours or a day late. Expectations
+cancellation at a random second (a quarter of them in the hour that holds the period end,
+before it), whose webhook may come hours or a day late. Expectations
 follow the contract alone: usage of [ceil_minute(start), ceil_minute(end)) bills on a
 period's invoice; a change bills the minute that holds it on the old plan; an hour pushed
 whole before its change was learned, and too old to cancel by then (Stripe cancels within
@@ -64,6 +65,7 @@ class Story:
     change: tuple[str, datetime, timedelta] | None = None  # (new plan | "cancel", at, delay)
     period_start: datetime | None = None  # the first period, from Stripe
     period_end: datetime | None = None
+    near_end: bool = False  # the change falls in the hour of the period end, before it
 
     @property
     def canceled(self) -> bool:
@@ -74,12 +76,17 @@ class Story:
 
 
 def draw(rng: random.Random, n: int) -> list[Story]:
-    """`n` stories: plans, anchors within 150 minutes at random seconds, and changes."""
+    """`n` stories: plans, anchors within 150 minutes at random seconds, and changes; every
+    twelfth a cancellation in the hour of its period end, learned hours or a day late, with
+    usage after the end in that hour (the slots a late change must net out)."""
     stories = []
     for i in range(n):
         story = Story(f"cust_{i}", rng.choice(PLANS), timedelta(seconds=rng.randrange(150 * 60)))
         roll = rng.random()
-        if roll < 0.45:
+        if i % 12 == 11:
+            story.change = ("cancel", datetime.min, timedelta(seconds=rng.choice(DELAYS[-2:])))
+            story.near_end = True
+        elif roll < 0.45:
             new = rng.choice([p for p in PLANS if p != story.plan])
             story.change = (new, datetime.min, timedelta(seconds=rng.choice(DELAYS)))
         elif roll < 0.6:
@@ -112,14 +119,28 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
         received = start + timedelta(seconds=rng.randrange(int(BEFORE.total_seconds()) - 600))
         story.events.append(Event(ts, rng.randint(1, 60), received))
     if story.change is not None:
-        kind, _, delay = story.change
-        at = start + timedelta(seconds=rng.randrange(1800, span - 1800))
-        if period_end <= at <= period_end + GRACE:  # see `add_events`
-            at += GRACE + timedelta(minutes=1)
-        invoiced = kind != "cancel" and at < period_end
-        if invoiced and delay < DEDUPE and at + delay >= last_push:
-            delay = last_push - at - timedelta(seconds=1)  # learned before the invoice
-        story.change = (kind, at, max(delay, timedelta(0)))
+        _add_change(rng, story, start + timedelta(seconds=rng.randrange(1800, span - 1800)),
+                    last_push)  # fmt: skip
+
+
+def _add_change(rng: random.Random, story: Story, at: datetime, last_push: datetime) -> None:
+    """The change's moment (`at`, or one in the hour of the period end for a quarter of the
+    stories and those `near_end`) and when it is learned (see `add_events`)."""
+    assert story.change is not None and story.period_end is not None
+    kind, _, delay = story.change
+    period_end = story.period_end
+    hour = period_end.replace(minute=0, second=0)
+    if (story.near_end or rng.random() < 0.25) and period_end - hour > timedelta(minutes=1):
+        at = period_end - timedelta(seconds=rng.randrange(1, int((period_end - hour).seconds)))
+        if story.near_end:  # usage after the end in the same hour
+            ts = ceil_minute(period_end) + (hour + HOUR - ceil_minute(period_end)) * rng.random()
+            story.events.append(Event(ts, rng.randint(1, 60), ts))
+    if period_end <= at <= period_end + GRACE:  # see `add_events`
+        at += GRACE + timedelta(minutes=1)
+    invoiced = kind != "cancel" and at < period_end
+    if invoiced and delay < DEDUPE and at + delay >= last_push:
+        delay = last_push - at - timedelta(seconds=1)  # learned before the invoice
+    story.change = (kind, at, max(delay, timedelta(0)))
 
 
 def _event(ts: datetime, value: int, received: datetime, period_end: datetime,
