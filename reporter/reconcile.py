@@ -338,11 +338,13 @@ class Reconciler:
         rows = self._ledger.tenant_window(history.tenant_id, window[0], window[1])
         retrying_since = self._clock.now() - STRIPE_DEDUPE_HORIZON
         for row in rows:
-            meter = _billed_in(history, row.customer, row.meter, floor_hour(row.slot_start))
+            hour = floor_hour(row.slot_start)
+            own = history.meter(row.customer, row.meter, row.slot_start)
+            meter = own if own is not None else _billed_in(history, row.customer, row.meter, hour)
             if meter is None or row.status == "canceled":
                 continue
-            f = _hour(figures, (row.customer, row.meter), floor_hour(row.slot_start))
-            if history.meter(row.customer, row.meter, row.slot_start) is None:
+            f = _hour(figures, (row.customer, row.meter), hour)
+            if own is None:
                 _add_stray(f, row, meter.formula)
             else:
                 _add_row(f, row, meter.formula, retrying_since)
