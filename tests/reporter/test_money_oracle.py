@@ -10,7 +10,7 @@ Reconciliation must find nothing on the clean run, then every fault injected int
 records (dropped, duplicated, changed, shifted) with its kind and money.
 
 Reduced here (`METERLINE_ORACLE_CUSTOMERS`, default 24: about 45 customer-periods); `make
-reliability` runs it at full size (`test_the_oracle_at_full_size`, marked `reliability`: 550
+reliability` runs it at full size (`test_the_oracle_at_full_size`, marked `reliability`: 580
 customers, over 1,000 customer-periods; `METERLINE_ORACLE_CUSTOMERS_FULL`).
 `METERLINE_ORACLE_SEED` picks another draw; `_KILLS` and `_FAULTS` change how many SIGKILLs
 and injected faults. Figures are in bench/HISTORY.md.
@@ -52,7 +52,7 @@ def test_invoices_equal_the_oracle_to_the_cent(pg_conninfo, stripe_emulator, str
 @pytest.mark.timeout(3600)
 def test_the_oracle_at_full_size(pg_conninfo, stripe_emulator, stripe_client):
     """Over 1,000 customer-periods (`make reliability`)."""
-    _oracle(pg_conninfo, stripe_emulator, stripe_client, _size("CUSTOMERS_FULL", 550))
+    _oracle(pg_conninfo, stripe_emulator, stripe_client, _size("CUSTOMERS_FULL", 580))
 
 
 def _oracle(pg_conninfo, stripe_emulator, stripe_client, n: int) -> None:
