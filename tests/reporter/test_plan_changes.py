@@ -284,7 +284,9 @@ def test_a_change_stamped_before_the_last_look_but_committed_after_is_recorded(
     assert reporter.pusher.sync_changed() == 1
 
 
-def _cancel_before_a_period_end_world(pg_conninfo, stripe_client, control):
+def _cancel_before_a_period_end_world(
+    pg_conninfo, stripe_client, control, after=timedelta(minutes=25)
+):
     """A customer whose period ends at hh:40:30 (the boundary at hh:41), canceled at hh:25 with
     usage on both sides of the cancellation and after the period end, whose webhook has not
     come yet: the slot before the period end goes out with the flush at hh:44 and the slot
@@ -304,7 +306,7 @@ def _cancel_before_a_period_end_world(pg_conninfo, stripe_client, control):
     assert reporter.push().status == "ok"
     for minute, value in ((10, 8), (30, 3), (50, 6)):
         add_usage(world, c.key, hour + timedelta(minutes=minute), value)
-    change = hour + timedelta(minutes=25)
+    change = hour + after
     _move_to(control, clock, change)
     stripe_client.v1.subscriptions.cancel(c.subscription)
     _move_to(control, clock, hour + timedelta(minutes=44))  # the period-end flush
@@ -352,3 +354,23 @@ def test_a_cancellation_learned_too_late_to_cancel_keeps_the_pushed_slots_and_al
     ]
     (result,) = reporter.reconcile(hour.date(), "manual")
     assert result.discrepancies == []
+
+
+def test_a_cancellation_in_the_period_end_minute_learned_late_nets_out_the_slot_after_it(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    """The cancellation's boundary (hh:40:10, minute-ceiled) is the period end's: it splits
+    nothing, but the slot after it was pushed under the plan."""
+    control = stripe_emulator.control
+    world, c, clock, reporter, hour, change = _cancel_before_a_period_end_world(
+        pg_conninfo, stripe_client, control, timedelta(minutes=40, seconds=10)
+    )
+    _move_to(control, clock, hour + timedelta(hours=2, minutes=5))
+    _webhook(world, c.key, "power", "canceled", change)
+    assert reporter.push().status == "ok"
+
+    # the minute that holds the cancellation bills on the plan: the 11 units before the end
+    assert stripe_totals(control, world.event_name) == {c.stripe_id: Decimal(11)}
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+    assert reporter.store.alerts(world.tenant_id) == []
