@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -60,6 +61,22 @@ def test_classify_names_each_fault():
     assert classify(_f(15, 15, 10, [10, 5])) == [("missing_in_stripe", Decimal(-5), Decimal(10))]
     assert classify(_f(12, 10, 10)) == [("not_reported", Decimal(-2), Decimal(10))]
     assert classify(_f(12, 10, 10, unsent=2)) == []
+
+
+def test_stray_rows_are_compared_with_stripe_and_not_with_ours():
+    """A slot no context bills, pushed before the change was learned and too old to cancel:
+    Stripe holds it, ours and the ledger's account leave it out."""
+    f = HourFigures(Decimal(11), Decimal(11), stripe=Decimal(17), sent_values=[Decimal(11)])
+    f.sent_values.append(Decimal(6))
+    f.stray = Decimal(6)
+    assert classify(f) == []
+    f.stripe = Decimal(11)
+    assert classify(f) == [("missing_in_stripe", Decimal(-6), Decimal(11))]
+    last = HourFigures(Decimal(4), Decimal(4), stripe=Decimal(9), stray=Decimal(9))
+    assert classify(last, "last") == []
+    assert classify(replace(last, stray=None), "last") == [
+        ("value_mismatch", Decimal(5), Decimal(9))
+    ]
 
 
 @given(
