@@ -374,3 +374,48 @@ def test_a_cancellation_in_the_period_end_minute_learned_late_nets_out_the_slot_
     (result,) = reporter.reconcile(hour.date(), "manual")
     assert result.discrepancies == []
     assert reporter.store.alerts(world.tenant_id) == []
+
+
+def test_a_boundary_learned_too_late_alerts_last_value_meters_by_their_billed_values(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    """A max meter bills the period's maximum and a latest meter its last value: the pushed
+    hour bills the values after the cancellation on the old side, and the alert carries what
+    that side should bill and what it bills (hand-computed at 0.5 cents a unit)."""
+    control = stripe_emulator.control
+    world = make_world(
+        pg_conninfo, stripe_client, n_customers=1, meters={"seats": "max", "level": "latest"}
+    )
+    (c,) = world.customers.values()
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=3)
+    add_usage(world, c.key, hour - timedelta(minutes=50), 20, "seats")
+    add_usage(world, c.key, hour - timedelta(minutes=50), 5, "level")
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"  # the earlier hour; contexts recorded while on power
+
+    add_usage(world, c.key, hour + timedelta(minutes=10), 12, "seats")
+    add_usage(world, c.key, hour + timedelta(minutes=10), 8, "level")
+    change = hour + timedelta(minutes=25)
+    add_usage(world, c.key, hour + timedelta(minutes=40), 30, "seats")
+    add_usage(world, c.key, hour + timedelta(minutes=40), 2, "level")
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().delivered == 2  # the whole hour of both meters
+    _move_to(control, clock, hour + timedelta(hours=30))  # the webhook, a day late
+    _webhook(world, c.key, "power", "canceled", change)
+    assert reporter.push().status == "ok"
+
+    alerts = reporter.store.alerts(world.tenant_id, "open")
+    found = sorted(
+        (a.kind, a.meter, a.window_start, a.our_units, a.stripe_units, a.difference, a.money_minor)
+        for a in alerts
+    )
+    assert found == [
+        # the last value before the change is 8 (4 cents), the hour pushed ends on 2 (1 cent)
+        ("split_after_push", "level", change, Decimal(8), Decimal(2), Decimal(-6), Decimal(3)),
+        # the maximum before the change is 20 (10 cents), the hour pushed raised it to 30 (15)
+        ("split_after_push", "seats", change, Decimal(20), Decimal(30), Decimal(10), Decimal(5)),
+    ]
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
