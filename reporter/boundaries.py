@@ -11,9 +11,17 @@ twice, so `BoundaryKeeper` first nets the pushed slot out:
   recorded where it is and the next push sends both parts from scratch;
 - otherwise (a row pending, older than the window, or a cancel refused midway) the boundary
   is recorded at the slot's end instead, so the pushed slot stays whole on the side Stripe
-  billed it, and a `split_after_push` alert carries the usage after the true boundary and its
-  money. Cancels Stripe confirmed before a refusal are recorded; the push re-sends them as a
-  correction of the whole slot, so the ledger never disagrees with Stripe.
+  billed it, and a `split_after_push` alert per meter says what that side bills too much or
+  too little, with its money (`money.py`). Cancels Stripe confirmed before a refusal are
+  recorded; the push re-sends them as a correction of the whole slot, so the ledger never
+  disagrees with Stripe.
+
+What the alert counts follows the meter's aggregation (`_moved`). Sum and count: the usage
+after the true boundary, billed on the side before it. Max: that side bills the maximum of its
+period up to the slot's end, where it should bill the maximum up to the boundary; latest: the
+slot's last value, where it should bill the last value before the boundary. The alert's units
+are those two (ours: what it should bill; sent and Stripe's: what it bills), and its money the
+difference of their invoice lines; none is raised when they are equal.
 
 A context change also changes who bills the later slots of its hour (after a period end in
 the same hour, say), which may have been pushed under the old context before the change was
@@ -27,9 +35,6 @@ late leaves later slots to their context and nets out only the slot it splits.
 
 These cancels are Stripe calls per row, but only for the rare boundary learned late, never on
 the push's hot path.
-
-Known limit: a `split_after_push` alert counts the units after the boundary as a sum, also
-for max and latest meters, where the money it shows is only an upper bound.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from meterline.catalog.model import Aggregation
 from meterline.clock import Clock
 from meterline.stripe.meter_events import (
     STRIPE_DEDUPE_HORIZON,
@@ -54,6 +60,7 @@ from meterline.stripe.meter_events import (
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.contexts import EPOCH, Context, ContextHistory, insert, load_current, load_history
 from reporter.ledger import LedgerRow, ReportLedger
+from reporter.rollups import period_start
 from reporter.slots import HOUR, MINUTE, ceil_minute, floor_hour, slot_end, slot_start
 
 log = logging.getLogger("reporter.boundaries")
@@ -166,7 +173,7 @@ class BoundaryKeeper:
         placed = at
         if start < at and split and not self._cancel(split):
             placed = slot_end(start, bounds)
-            alerts.extend(self._moved(history, customer, split, at, placed))
+            alerts.extend(self._moved(history, customer, split, (at, placed), bounds))
         if is_context:
             for later in sorted({r.slot_start for r in live if r.slot_start >= placed}):
                 if not self._cancel([r for r in live if r.slot_start == later]):
@@ -196,18 +203,29 @@ class BoundaryKeeper:
         history: ContextHistory,
         customer: str,
         rows: list[LedgerRow],
-        at: datetime,
-        end: datetime,
+        cut: tuple[datetime, datetime],
+        bounds: list[datetime],
     ) -> list[Discrepancy]:
+        """The `split_after_push` alerts of the slot of `rows`, kept whole to `cut[1]` although
+        a boundary at `cut[0]` splits it: per meter, by its aggregation (see the module)."""
+        at, end = cut
         out = []
         context = history.at(customer, rows[0].slot_start)
+        since = period_start(rows[0].slot_start, bounds)
         for meter in sorted({r.meter for r in rows}):
-            units = self._units(history.tenant_id, customer, meter, at, end)
-            if units == 0:
-                continue
             billed = None if context is None else context.meters.get(meter)
+            if billed is not None and billed.formula == "last":
+                due, held = self._last_values(
+                    history.tenant_id, customer, meter, billed.aggregation, (since, at, end)
+                )
+                ours, sent, stripe, difference = due, held, held, held - due
+            else:
+                units = self._units(history.tenant_id, customer, meter, at, end)
+                ours, sent, stripe, difference = units, Decimal(0), None, units
+            if difference == 0:
+                continue
             out.append(Discrepancy(
-                "split_after_push", customer, meter, at, end, units, Decimal(0), None, units,
+                "split_after_push", customer, meter, at, end, ours, sent, stripe, difference,
                 billed.unit_amount_decimal if billed else None,
                 billed.currency if billed else None,
                 f"a billing boundary at {at.isoformat()} was learned after its hour was pushed "
@@ -225,6 +243,34 @@ class BoundaryKeeper:
                 (tenant_id, customer, meter, start, end),
             ).fetchone()
         return Decimal(row[0]) if row else Decimal(0)
+
+    def _last_values(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        span: tuple[datetime, datetime, datetime],
+    ) -> tuple[Decimal, Decimal]:
+        """For a max or latest meter and `span` = (period start, boundary, slot end): the value
+        its period bills up to the boundary and up to the slot's end (0 without usage), each
+        folded as `rollups.py` folds slots."""
+        since, at, end = span
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT max(value) FILTER (WHERE bucket < %(at)s), max(value), "
+                "(array_agg(value ORDER BY latest_ts DESC, bucket DESC) "
+                " FILTER (WHERE bucket < %(at)s))[1], "
+                "(array_agg(value ORDER BY latest_ts DESC, bucket DESC))[1] "
+                "FROM usage_rollups_minute WHERE tenant_id = %(tenant)s "
+                "AND customer = %(customer)s AND meter = %(meter)s "
+                "AND bucket >= %(since)s AND bucket < %(end)s",
+                {"tenant": tenant_id, "customer": customer, "meter": meter, "since": since,
+                 "at": at, "end": end},
+            ).fetchone()  # fmt: skip
+        assert row is not None  # an aggregate returns one row
+        due, held = row[:2] if aggregation is Aggregation.MAX else row[2:]
+        return Decimal(due or 0), Decimal(held or 0)
 
 
 def _boundaries(
