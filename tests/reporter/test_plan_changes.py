@@ -27,9 +27,14 @@ from tests.reporter.support import (
 pytestmark = pytest.mark.integration
 
 
-def _with_basic(world, client):
-    """A `basic` plan billing api_calls at 0.2 cents, in the catalog and in Stripe."""
+def _with_basic(world, client, included: int = 0):
+    """A `basic` plan billing api_calls at 0.2 cents, in the catalog and in Stripe; power's
+    price with `included` free units in the catalog (Stripe's stays per unit)."""
     catalog = catalog_with({"api_calls": "sum"})
+    if included:
+        power = catalog["plans"][1]
+        power["metered_prices"]["api_calls"]["included"] = included
+        power["features"]["api_calls"]["limit"] = included  # included units end at the limit
     basic = {
         "key": "basic",
         "price": {"amount": 900, "currency": "usd", "interval": "month"},
@@ -132,10 +137,10 @@ def test_a_mid_hour_cancellation_drops_nothing_before_it(
     assert reporter.store.alerts(world.tenant_id) == []
 
 
-def _late_boundary_world(pg_conninfo, stripe_client, control):
+def _late_boundary_world(pg_conninfo, stripe_client, control, included: int = 0):
     world = make_world(pg_conninfo, stripe_client, n_customers=1)
     (c,) = world.customers.values()
-    basic_price = _with_basic(world, stripe_client)
+    basic_price = _with_basic(world, stripe_client, included)
     clock = emulator_clock(control)
     reporter = reporter_for(world, stripe_client, clock, settings_for())
     hour = floor_hour(c.period_start) + timedelta(hours=3)
@@ -194,6 +199,26 @@ def test_a_boundary_learned_past_the_cancel_window_keeps_the_hour_whole_and_aler
     ]
     (result,) = reporter.reconcile(hour.date(), "manual")
     assert result.discrepancies == []
+
+
+def test_a_boundary_learned_too_late_prices_the_moved_units_on_the_side_that_billed_them(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    """Power includes 10 units: its side should bill the 8 before the change (0 cents) and
+    bills 14 (4 past the included, 2 cents); the money is that difference, not the price of 6
+    more units on top of the 14 (3 cents)."""
+    control = stripe_emulator.control
+    world, c, clock, reporter, hour, change = _late_boundary_world(
+        pg_conninfo, stripe_client, control, included=10
+    )
+    _move_to(control, clock, hour + timedelta(hours=30))  # the webhook, a day late
+    _webhook(world, c.key, "basic", "active", change)
+    assert reporter.push().status == "ok"
+
+    alerts = reporter.store.alerts(world.tenant_id, "open")
+    assert [(a.kind, a.our_units, a.difference, a.money_minor) for a in alerts] == [
+        ("split_after_push", Decimal(6), Decimal(6), Decimal(2))
+    ]
 
 
 def test_an_hour_billed_before_a_downgrade_to_free_is_still_reconciled_and_repaired(
