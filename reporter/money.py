@@ -6,10 +6,14 @@ tier that is wrong. It is priced as `line(expected) - line(held)` for the whole 
 (`meterline.catalog.amounts`), where *expected* is our usage of the period (the rollups from
 the period's start, the customer's latest boundary or context change at or before the alert,
 to the next one) and *held* is what the invoice bills instead: expected plus the alert's
-difference (minus it for `after_invoice_finalized`, usage the finalized invoice lacks). For
-last-value meters (max, latest) the invoice bills one value, and the alert's hour value
-stands for it: the money is what the invoice is off by if that hour carries the period's
-last value. Each alert is priced as if it were the period's only discrepancy.
+difference (minus it for `after_invoice_finalized`, usage the finalized invoice lacks). A
+`split_after_push` is the other way round: its period's rollups run to where the boundary was
+recorded, the end of the slot kept whole, so they are what the invoice bills (held), and
+expected is them less the units after the true boundary. For last-value meters (max, latest)
+the invoice bills one value, and the alert's hour value stands for it: the money is what the
+invoice is off by if that hour carries the period's last value (a `split_after_push` carries
+the values its period bills and should bill: `boundaries.py`). Each alert is priced as if it
+were the period's only discrepancy.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ if TYPE_CHECKING:  # alerts.py prices what it records: imported for types only
     from reporter.alerts import Discrepancy
 
 LACKING = ("after_invoice_finalized",)  # kinds whose difference the invoice lacks
+MOVED = ("split_after_push",)  # kinds whose difference the period's rollups already hold
 Period = tuple[str, str, datetime, datetime | None]
 
 
@@ -53,7 +58,7 @@ def priced(conn: Any, tenant_id: int, found: Sequence[Discrepancy]) -> list[Disc
         else:
             if period not in expected:
                 expected[period] = _our_units(conn, tenant_id, meter, period)
-            units = expected[period]
+            units = expected[period] - d.difference if d.kind in MOVED else expected[period]
         out.append(dataclasses.replace(d, money=money(meter, units, d)))
     return out
 
