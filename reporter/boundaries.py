@@ -207,31 +207,45 @@ class BoundaryKeeper:
         bounds: list[datetime],
     ) -> list[Discrepancy]:
         """The `split_after_push` alerts of the slot of `rows`, kept whole to `cut[1]` although
-        a boundary at `cut[0]` splits it: per meter, by its aggregation (see the module)."""
-        at, end = cut
-        out = []
-        context = history.at(customer, rows[0].slot_start)
-        since = period_start(rows[0].slot_start, bounds)
-        for meter in sorted({r.meter for r in rows}):
-            billed = None if context is None else context.meters.get(meter)
-            if billed is not None and billed.formula == "last":
-                due, held = self._last_values(
-                    history.tenant_id, customer, meter, billed.aggregation, (since, at, end)
-                )
-                ours, sent, stripe, difference = due, held, held, held - due
-            else:
-                units = self._units(history.tenant_id, customer, meter, at, end)
-                ours, sent, stripe, difference = units, Decimal(0), None, units
-            if difference == 0:
-                continue
-            out.append(Discrepancy(
-                "split_after_push", customer, meter, at, end, ours, sent, stripe, difference,
-                billed.unit_amount_decimal if billed else None,
-                billed.currency if billed else None,
-                f"a billing boundary at {at.isoformat()} was learned after its hour was pushed "
-                "and can no longer be canceled: this usage is billed on the side before it",
-            ))  # fmt: skip
-        return out
+        a boundary at `cut[0]` splits it: one per meter whose side before it bills what it
+        should not (see the module)."""
+        start = rows[0].slot_start
+        context = history.at(customer, start)
+        span = (period_start(start, bounds), *cut)
+        found = [
+            self._alert(history.tenant_id, customer, meter, context, span)
+            for meter in sorted({r.meter for r in rows})
+        ]
+        return [d for d in found if d.difference != 0]
+
+    def _alert(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        context: Context | None,
+        span: tuple[datetime, datetime, datetime],
+    ) -> Discrepancy:
+        """One meter's `split_after_push` by its aggregation, `span` being (period start,
+        boundary, slot end); its difference is 0 when the side before bills what it should."""
+        _, at, end = span
+        billed = None if context is None else context.meters.get(meter)
+        figures: tuple[Decimal, Decimal, Decimal | None, Decimal]
+        if billed is not None and billed.formula == "last":
+            due, held = self._last_values(tenant_id, customer, meter, billed.aggregation, span)
+            figures = (due, held, held, held - due)
+            billing = f"the side before it bills {held} where it should bill {due}"
+        else:
+            units = self._units(tenant_id, customer, meter, at, end)
+            figures = (units, Decimal(0), None, units)
+            billing = "this usage is billed on the side before it"
+        ours, sent, stripe, difference = figures
+        return Discrepancy(
+            "split_after_push", customer, meter, at, end, ours, sent, stripe, difference,
+            billed.unit_amount_decimal if billed else None, billed.currency if billed else None,
+            f"a billing boundary at {at.isoformat()} was learned after its hour was pushed "
+            f"and can no longer be canceled: {billing}",
+        )  # fmt: skip
 
     def _units(
         self, tenant_id: int, customer: str, meter: str, start: datetime, end: datetime
