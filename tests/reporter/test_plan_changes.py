@@ -406,10 +406,14 @@ def test_a_boundary_learned_too_late_alerts_last_value_meters_by_their_billed_va
 ):
     """A max meter bills the period's maximum and a latest meter its last value: the pushed
     hour bills the values after the cancellation on the old side, and the alert carries what
-    that side should bill and what it bills (hand-computed at 0.5 cents a unit)."""
+    that side should bill and what it bills (hand-computed at 0.5 cents a unit); none for a
+    max meter whose maximum the hour after the cancellation left as it was."""
     control = stripe_emulator.control
     world = make_world(
-        pg_conninfo, stripe_client, n_customers=1, meters={"seats": "max", "level": "latest"}
+        pg_conninfo,
+        stripe_client,
+        n_customers=1,
+        meters={"seats": "max", "level": "latest", "peak": "max"},
     )
     (c,) = world.customers.values()
     clock = emulator_clock(control)
@@ -422,11 +426,13 @@ def test_a_boundary_learned_too_late_alerts_last_value_meters_by_their_billed_va
 
     add_usage(world, c.key, hour + timedelta(minutes=10), 12, "seats")
     add_usage(world, c.key, hour + timedelta(minutes=10), 8, "level")
+    add_usage(world, c.key, hour + timedelta(minutes=10), 50, "peak")
     change = hour + timedelta(minutes=25)
     add_usage(world, c.key, hour + timedelta(minutes=40), 30, "seats")
     add_usage(world, c.key, hour + timedelta(minutes=40), 2, "level")
+    add_usage(world, c.key, hour + timedelta(minutes=40), 40, "peak")  # below the 50 before
     _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
-    assert reporter.push().delivered == 2  # the whole hour of both meters
+    assert reporter.push().delivered == 3  # the whole hour of each meter
     _move_to(control, clock, hour + timedelta(hours=30))  # the webhook, a day late
     _webhook(world, c.key, "power", "canceled", change)
     assert reporter.push().status == "ok"
