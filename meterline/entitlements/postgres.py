@@ -23,6 +23,7 @@ from meterline.entitlements.repository import (
     ConsumeEvent,
     CustomerRepository,
     GrantRepository,
+    IdEvent,
     NewGrant,
     SubscriptionRepository,
     check_grant,
@@ -270,6 +271,38 @@ UPDATE entitlement_answers SET status = %s, body = %s, published = %s
 WHERE tenant_id = %s AND event_id = %s AND status IS NULL RETURNING 1
 """
 
+_ASKED = """
+asked AS (
+  SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::numeric[],
+                       %s::bigint[]) AS a(tenant_id, event_id, customer, meter, amount, event_ms)
+)"""
+_CLAIM_MANY = f"""
+WITH {_ASKED},
+claimed AS (
+  INSERT INTO entitlement_answers
+    (tenant_id, event_id, customer, meter, amount, event_ms, claimed_at)
+  SELECT tenant_id, event_id, customer, meter, amount, event_ms, now() FROM asked
+  ON CONFLICT DO NOTHING RETURNING tenant_id, event_id
+)
+SELECT a.tenant_id, a.event_id,
+       EXISTS (SELECT 1 FROM claimed c WHERE (c.tenant_id, c.event_id) = (a.tenant_id, a.event_id)),
+       EXISTS (SELECT 1 FROM usage_event_ids i
+               WHERE i.tenant_id = a.tenant_id AND i.event_id = a.event_id)
+FROM asked a
+"""
+_DECIDE_MANY = """
+UPDATE entitlement_answers a SET status = v.status, body = v.body, published = v.published
+FROM unnest(%s::bigint[], %s::text[], %s::smallint[], %s::jsonb[], %s::boolean[])
+     AS v(tenant_id, event_id, status, body, published)
+WHERE a.tenant_id = v.tenant_id AND a.event_id = v.event_id AND a.status IS NULL
+RETURNING a.tenant_id, a.event_id
+"""
+_ABANDON_MANY = """
+UPDATE entitlement_answers a SET claimed_at = '-infinity'
+FROM unnest(%s::bigint[], %s::text[]) AS v(tenant_id, event_id)
+WHERE a.tenant_id = v.tenant_id AND a.event_id = v.event_id AND a.status IS NULL
+"""
+
 
 class PostgresAnswerStore(AnswerStore):
     """Answers and claims in `entitlement_answers` (migrations 0004 and 0009). Rows answered
@@ -311,6 +344,50 @@ class PostgresAnswerStore(AnswerStore):
             taken = lapsed and conn.execute(_TAKE_OVER, (tenant_id, event_id, lease_s)).fetchone()
             return Claim(stored, None, owner=bool(taken))
 
+    def claim_many(self, asks: Sequence[IdEvent], lease_s: float) -> list[Claim]:
+        """New ids claimed in one statement, in (tenant, event_id) order (concurrent batches
+        then lock their rows in the same order); ids claimed before are read one by one."""
+        order = sorted(asks, key=lambda ask: (ask[0], ask[1]))
+        columns: list[list[Any]] = [[], [], [], [], [], []]
+        for tenant_id, event_id, e in order:
+            row = (tenant_id, event_id, e.customer, e.meter, e.amount, e.event_ms)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        with autocommitted(self._pool) as conn:
+            found = {(t, e): (won, held) for t, e, won, held in conn.execute(_CLAIM_MANY, columns)}
+        claims = []
+        for tenant_id, event_id, event in asks:
+            won, held = found[tenant_id, event_id]
+            if won:
+                claims.append(Claim(event, None, owner=True, in_ledger=bool(held)))
+            else:
+                claims.append(self.claim(tenant_id, event_id, event, lease_s))
+        return claims
+
+    def decide_many(self, answers: Sequence[tuple[int, str, Answer]]) -> list[Answer]:
+        """Every answer stored in one statement; an id answered already is read back."""
+        columns: list[list[Any]] = [[], [], [], [], []]
+        for tenant_id, event_id, a in answers:
+            row = (tenant_id, event_id, a.status, _dumps(a.body), a.published)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        with autocommitted(self._pool) as conn:
+            stored = {(int(t), str(e)) for t, e in conn.execute(_DECIDE_MANY, columns)}
+        return [
+            answer if (t, event_id) in stored else self._stored(t, event_id)
+            for t, event_id, answer in answers
+        ]
+
+    def _stored(self, tenant_id: int, event_id: str) -> Answer:
+        stored = self.get(tenant_id, event_id)
+        assert stored is not None, "decide is called only on claimed ids"
+        return stored
+
+    def abandon_many(self, ids: Sequence[tuple[int, str]]) -> None:
+        tenants, event_ids = [t for t, _ in ids], [e for _, e in ids]
+        with autocommitted(self._pool) as conn:
+            conn.execute(_ABANDON_MANY, (tenants, event_ids))
+
     def abandon(self, tenant_id: int, event_id: str) -> None:
         with autocommitted(self._pool) as conn:
             conn.execute(
@@ -325,9 +402,7 @@ class PostgresAnswerStore(AnswerStore):
             args = (a.status, Jsonb(a.body, dumps=_dumps), a.published, tenant_id, event_id)
             if conn.execute(_DECIDE, args).fetchone() is not None:
                 return answer
-        stored = self.get(tenant_id, event_id)
-        assert stored is not None
-        return stored
+        return self._stored(tenant_id, event_id)
 
     def mark_published(self, tenant_id: int, event_id: str) -> None:
         """Written in a batch shortly after (`published.py`); read as set here at once."""
@@ -367,6 +442,35 @@ class LedgerIngestedIds(IngestedIds):
         except Exception:
             log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
             return False
+
+    def held_many(self, asks: Sequence[tuple[int, str, bool | None]]) -> list[bool]:
+        """Ids the ledger did not hold are asked of the dedupe store in one call per tenant."""
+        if any(in_ledger is None for _, _, in_ledger in asks):
+            return super().held_many(asks)
+        ask: dict[int, list[str]] = {}
+        for tenant_id, event_id, in_ledger in asks:
+            if not in_ledger:
+                ask.setdefault(tenant_id, []).append(event_id)
+        seen: set[tuple[int, str]] = set()
+        for tenant_id, ids in ask.items():
+            try:
+                flags = self._deduper.seen(tenant_id, ids)
+            except Exception:
+                log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
+                continue
+            seen.update((tenant_id, i) for i, flag in zip(ids, flags, strict=True) if flag)
+        return [bool(in_ledger) or (t, e) in seen for t, e, in_ledger in asks]
+
+    def mark_many(self, ids: Sequence[tuple[int, str]]) -> None:
+        """One dedupe store call per tenant."""
+        by_tenant: dict[int, list[str]] = {}
+        for tenant_id, event_id in ids:
+            by_tenant.setdefault(tenant_id, []).append(event_id)
+        for tenant_id, event_ids in by_tenant.items():
+            try:
+                self._deduper.mark(tenant_id, event_ids)
+            except Exception:
+                log.warning("dedupe store did not take a consume's id", exc_info=True)
 
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
         """Written at once (one Redis round trip); the waiter returned has nothing to wait."""

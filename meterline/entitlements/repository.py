@@ -10,6 +10,7 @@ import abc
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -119,6 +120,10 @@ class ConsumeEvent:
     event_ms: int
 
 
+IdEvent = tuple[int, str, ConsumeEvent]
+"""(tenant id, event_id, the event its consume asks for)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A stored answer; `published` is False while a granted event's publish has not been
@@ -174,6 +179,20 @@ class AnswerStore(abc.ABC):
     @abc.abstractmethod
     def mark_published(self, tenant_id: int, event_id: str) -> None:
         """Record that the granted event of `event_id` was acknowledged by the broker."""
+
+    def claim_many(self, asks: Sequence[IdEvent], lease_s: float) -> list[Claim]:
+        """`claim` of each (tenant, event_id, event), in order; the ids must be distinct. A
+        store that can claims them all in one step (Postgres: one statement for the new ids)."""
+        return [self.claim(t, event_id, event, lease_s) for t, event_id, event in asks]
+
+    def decide_many(self, answers: Sequence[tuple[int, str, Answer]]) -> list[Answer]:
+        """`decide` of each (tenant, event_id, answer), in order (first wins for each)."""
+        return [self.decide(t, event_id, answer) for t, event_id, answer in answers]
+
+    def abandon_many(self, ids: Sequence[tuple[int, str]]) -> None:
+        """`abandon` of each (tenant, event_id)."""
+        for t, event_id in ids:
+            self.abandon(t, event_id)
 
     @abc.abstractmethod
     def pending(
