@@ -49,4 +49,10 @@ class EntitlementsSettings(BaseSettings):
         description="threads that run consumes (each waits on Postgres, Redis and the broker's "
         "acknowledgement; the default executor has only cores + 4)",
     )
+    consume_batches: int = Field(
+        2,
+        ge=1,
+        description="batches of concurrent consumes decided at once; consumes that arrive "
+        "while they are are decided together in the next batch (entitlements_api/batching.py)",
+    )
     drain_seconds: float = Field(10.0, ge=0)
