@@ -63,6 +63,7 @@ alike; each retry publishes its own event again).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -99,6 +100,8 @@ Outcome = tuple[int, dict[str, Any]] | Exception
 """(status, body) of an answered consume, or the error it raised (each consume its own)."""
 OnOutcome = Callable[[int, Outcome], None]
 
+log = logging.getLogger(__name__)
+_MAX_CUSTOMER = 128  # ingest's bound on a customer id; longer ones are refused anyway
 _FIELDS = {"id": "event_id", "customer": "customer", "value": "amount", "meter": "feature"}
 
 
@@ -145,6 +148,7 @@ class Consumes:
             if on_outcome is not None:
                 on_outcome(index, outcome)
 
+        self._preload(asks)
         items, repeats = self._validated(asks, settle)
         waiting = self._claimed(items, settle)
         self._finish([i for i in items if i.index not in outcomes and i not in waiting], settle)
@@ -153,6 +157,19 @@ class Consumes:
         for index in repeats:
             settle(index, self.consume_many([asks[index]])[0])
         return [outcomes[i] for i in range(len(asks))]
+
+    def _preload(self, asks: Sequence[ConsumeAsk]) -> None:
+        """Plan data of the batch's customers not cached, read together per tenant (a
+        failure only logs: each consume then reads its own and meets the error itself)."""
+        by_tenant: dict[int, set[str]] = {}
+        for ask in asks:
+            if isinstance(ask.customer, str) and 0 < len(ask.customer) <= _MAX_CUSTOMER:
+                by_tenant.setdefault(ask.tenant_id, set()).add(ask.customer)
+        for tenant_id, customers in by_tenant.items():
+            try:
+                self._s.preload_plans(tenant_id, customers)
+            except Exception:
+                log.warning("plan data of a batch not read together", exc_info=True)
 
     def _validated(
         self, asks: Sequence[ConsumeAsk], settle: OnOutcome

@@ -23,6 +23,7 @@ from meterline.entitlements.repository import (
     ConsumeEvent,
     CustomerRepository,
     GrantRepository,
+    Grants,
     IdEvent,
     NewGrant,
     SubscriptionRepository,
@@ -132,6 +133,15 @@ class PostgresSubscriptionRepository(SubscriptionRepository):
             ).fetchone()
         return None if row is None else Subscription(*row)
 
+    def get_many(self, tenant_id: int, customers: Sequence[str]) -> dict[str, Subscription]:
+        with autocommitted(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_SUB_COLUMNS} FROM subscriptions "
+                "WHERE tenant_id = %s AND customer = ANY(%s)",
+                (tenant_id, list(customers)),
+            ).fetchall()
+        return {sub.customer: sub for sub in (Subscription(*r) for r in rows)}
+
     def put(self, sub: Subscription) -> None:
         """Write `sub`; a change of plan, status or period is announced (`subscription.changed`)
         in the same transaction."""
@@ -224,6 +234,18 @@ class PostgresGrantRepository(GrantRepository):
                 (tenant_id, customer, include_voided),
             ).fetchall()
         return [Grant(*r) for r in rows]
+
+    def list_many(self, tenant_id: int, customers: Sequence[str]) -> dict[str, Grants]:
+        found: dict[str, Grants] = {c: [] for c in customers}
+        with autocommitted(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE tenant_id = %s "
+                "AND customer = ANY(%s) AND voided_at IS NULL ORDER BY id",
+                (tenant_id, list(found)),
+            ).fetchall()
+        for grant in (Grant(*r) for r in rows):
+            found[grant.customer].append(grant)
+        return found
 
     def void(self, tenant_id: int, grant_id: int) -> Grant:
         with self._pool.connection() as conn:

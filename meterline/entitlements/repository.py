@@ -95,6 +95,14 @@ class SubscriptionRepository(abc.ABC):
     def delete(self, tenant_id: int, customer: str) -> None:
         """Back to the default plan (manual subscriptions only; Stripe ones end by webhook)."""
 
+    def get_many(self, tenant_id: int, customers: Sequence[str]) -> dict[str, Subscription]:
+        """The subscriptions of those of `customers` that have one (Postgres: one query)."""
+        found = {c: self.get(tenant_id, c) for c in customers}
+        return {c: sub for c, sub in found.items() if sub is not None}
+
+
+Grants = list[Grant]  # (named here: inside GrantRepository, `list` is its method)
+
 
 class GrantRepository(abc.ABC):
     @abc.abstractmethod
@@ -107,6 +115,10 @@ class GrantRepository(abc.ABC):
     @abc.abstractmethod
     def void(self, tenant_id: int, grant_id: int) -> Grant:
         """Void a grant from now on (kept for history); raises NotFound."""
+
+    def list_many(self, tenant_id: int, customers: Sequence[str]) -> dict[str, Grants]:
+        """`list` (without voided grants) of each customer (Postgres: one query)."""
+        return {c: self.list(tenant_id, c) for c in customers}
 
 
 @dataclass(frozen=True, slots=True)
