@@ -7,10 +7,8 @@ refuses an id ingest already holds (409), lets the view's `reserve` (one Lua ste
 the limit counting usage plus pending reservations, stores the answer, then publishes the
 granted amount as an ordinary usage event (id = `event_id`, property `meterline_reservation`).
 A publish whose fate is unknown keeps the reservation and the stored answer; the retry publishes
-the same event again. See README.md ("Consume") for why each step is where it is.
-
-Consume's steps, why each is where it is, and how concurrent consumes are decided in batches:
-`consume.py`'s docstring.
+the same event again. Consume's steps, why each is where it is, and how concurrent consumes
+are decided in batches (`consume_many`): `consume.py`'s docstring.
 
 When the view is not ready (flushed, rebuilding) `reserve` says so from inside its script
 (`ViewNotReady`), never from a cached flag. The service then asks again with `counted`: the
