@@ -11,7 +11,8 @@ At most `concurrency` batches are in flight. A consume that arrives while fewer 
 batch on the loop's next turn (with whatever else arrived in that turn), so a lone consume is
 not delayed; under load the batches grow by themselves with the arrival rate, and the cost per
 consume falls as the load rises. A batch holds at most `max_size` consumes. Each caller is
-answered as soon as its own outcome is known (`on_outcome`), not at the end of its batch.
+answered as soon as its own outcome is known (`on_outcomes`, one wake-up of the loop per group
+of outcomes), not at the end of its batch.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class ConsumeBatcher:
         futures = [future for _, future in batch]
         asks = [ask for ask, _ in batch]
 
-        def answer(index: int, outcome: Outcome) -> None:  # on the lane's thread
-            loop.call_soon_threadsafe(_resolve, futures[index], outcome)
+        def answer(known: list[tuple[int, Outcome]]) -> None:  # on the lane's thread
+            loop.call_soon_threadsafe(_resolve_all, futures, known)
 
         done = loop.run_in_executor(self._lane, self._service.consume_many, asks, answer)
         done.add_done_callback(lambda finished: self._finished(loop, futures, finished))
@@ -89,6 +90,13 @@ class ConsumeBatcher:
             if error is not None:
                 _resolve(future, error if isinstance(error, Exception) else RuntimeError(error))
         self._schedule(loop)
+
+
+def _resolve_all(
+    futures: Sequence[asyncio.Future[Answered]], known: list[tuple[int, Outcome]]
+) -> None:
+    for index, outcome in known:
+        _resolve(futures[index], outcome)
 
 
 def _resolve(future: asyncio.Future[Answered], outcome: Outcome) -> None:

@@ -56,7 +56,7 @@ concerned (each claim given up, reservations kept, as for one consume); a consum
 step fails (a feature the view is not ready for, an error of its own) fails alone. A repeat of
 an `event_id` within one batch is answered after the first, as a concurrent repeat; a consume
 whose id another caller holds waits for that answer only after the rest of its batch has been
-answered (`on_outcome`), so it never delays them. Publishing a batch at once means a failed or
+answered (`on_outcomes`), so it never delays them. Publishing a batch at once means a failed or
 timed-out publish answers 503 to every granted consume of the batch (their fates are unknown
 alike; each retry publishes its own event again).
 """
@@ -98,7 +98,9 @@ class ConsumeAsk:
 
 Outcome = tuple[int, dict[str, Any]] | Exception
 """(status, body) of an answered consume, or the error it raised (each consume its own)."""
-OnOutcome = Callable[[int, Outcome], None]
+_Settle = Callable[[int, Outcome], None]
+OnOutcomes = Callable[[list[tuple[int, Outcome]]], None]
+"""Told (index in the batch, outcome) of the consumes whose outcomes are known, in groups."""
 
 log = logging.getLogger(__name__)
 _MAX_CUSTOMER = 128  # ingest's bound on a customer id; longer ones are refused anyway
@@ -134,28 +136,37 @@ class Consumes:
         self._s = service
 
     def consume_many(
-        self, asks: Sequence[ConsumeAsk], on_outcome: OnOutcome | None = None
+        self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes | None = None
     ) -> list[Outcome]:
         """Each ask's outcome, in order: (200, granted decision), (403, refused decision),
         (409, the id is ingest's), or the error it raised (ValidationFailed, NotFound,
-        Unavailable, ...). `on_outcome(index, outcome)` is called as soon as each is known
-        (those that wait for another caller's claim come last). Blocks on Redis, Postgres and
-        Kafka; never raises for one ask's failure."""
+        Unavailable, ...). `on_outcomes` is told them in groups as soon as they are known:
+        the batch's, then each consume that waited for another caller's claim, then each
+        repeat of an id within the batch. Blocks on Redis, Postgres and Kafka; never raises
+        for one ask's failure."""
         outcomes: dict[int, Outcome] = {}
+        known: list[tuple[int, Outcome]] = []
 
         def settle(index: int, outcome: Outcome) -> None:
             outcomes[index] = outcome
-            if on_outcome is not None:
-                on_outcome(index, outcome)
+            known.append((index, outcome))
+
+        def tell() -> None:
+            if on_outcomes is not None and known:
+                on_outcomes(list(known))
+            known.clear()
 
         self._preload(asks)
         items, repeats = self._validated(asks, settle)
         waiting = self._claimed(items, settle)
         self._finish([i for i in items if i.index not in outcomes and i not in waiting], settle)
+        tell()
         for item in waiting:
             self._finish_waiting(item, settle)
+            tell()
         for index in repeats:
             settle(index, self.consume_many([asks[index]])[0])
+            tell()
         return [outcomes[i] for i in range(len(asks))]
 
     def _preload(self, asks: Sequence[ConsumeAsk]) -> None:
@@ -172,7 +183,7 @@ class Consumes:
                 log.warning("plan data of a batch not read together", exc_info=True)
 
     def _validated(
-        self, asks: Sequence[ConsumeAsk], settle: OnOutcome
+        self, asks: Sequence[ConsumeAsk], settle: _Settle
     ) -> tuple[list[_Item], list[int]]:
         """The valid asks as items (one per id), and the indexes of repeats of an id."""
         items, repeats, ids = [], [], set()
@@ -190,7 +201,7 @@ class Consumes:
             items.append(_Item(index, ask, ask.event_id, first))
         return items, repeats
 
-    def _claimed(self, items: list[_Item], settle: OnOutcome) -> list[_Item]:
+    def _claimed(self, items: list[_Item], settle: _Settle) -> list[_Item]:
         """Claim every item's id (one statement); returns those another caller holds."""
         asks: list[IdEvent] = [(i.ask.tenant_id, i.event_id, i.first) for i in items]
         lease = self._s.options.claim_lease_s
@@ -207,7 +218,7 @@ class Consumes:
                 waiting.append(item)
         return waiting
 
-    def _finish(self, items: list[_Item], settle: OnOutcome) -> None:
+    def _finish(self, items: list[_Item], settle: _Settle) -> None:
         """Decide the owned items, publish what is granted and unpublished, announce."""
         owned = [i for i in items if i.answer is None]
         for item, failure in self._decide_or_abandon(owned).items():
@@ -219,7 +230,7 @@ class Consumes:
             error: Exception | None = failed.get(item.index) or self._announce(item)
             settle(item.index, error or (item.answer.status, item.answer.body))
 
-    def _finish_waiting(self, item: _Item, settle: OnOutcome) -> None:
+    def _finish_waiting(self, item: _Item, settle: _Settle) -> None:
         """Wait for the claim's holder to answer (or its claim to lapse), then finish."""
         try:
             item.claim = self._wait(item)

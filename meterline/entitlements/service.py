@@ -49,7 +49,7 @@ from typing import Any, Protocol
 from meterline.catalog import Aggregation, Catalog, CatalogRepository, Limit
 from meterline.clock import Clock, SystemClock, to_ms
 from meterline.entitlements.cache import CustomerCache
-from meterline.entitlements.consume import ConsumeAsk, Consumes, OnOutcome, Outcome
+from meterline.entitlements.consume import ConsumeAsk, Consumes, OnOutcomes, Outcome
 from meterline.entitlements.decide import Evaluation, decide, evaluate
 from meterline.entitlements.ids import IngestedIds, MemoryIngestedIds
 from meterline.entitlements.invalidation import Change, ChangeFeed, LocalFeed
@@ -372,11 +372,11 @@ class EntitlementService:
         return outcome
 
     def consume_many(
-        self, asks: Sequence[ConsumeAsk], on_outcome: OnOutcome | None = None
+        self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes | None = None
     ) -> list[Outcome]:
         """`consume` of concurrent requests, decided together (`consume.py`): each its own
         outcome, (status, body) or the error `consume` would raise."""
-        return self._consumes.consume_many(asks, on_outcome)
+        return self._consumes.consume_many(asks, on_outcomes)
 
     def aggregation(self, tenant_id: int, meter: str) -> Aggregation:
         found = self.catalog(tenant_id).meter(meter)

@@ -14,7 +14,7 @@ import pytest
 
 from entitlements_api.batching import ConsumeBatcher
 from meterline.entitlements import EntitlementService
-from meterline.entitlements.consume import ConsumeAsk, OnOutcome, Outcome
+from meterline.entitlements.consume import ConsumeAsk, OnOutcomes, Outcome
 from meterline.errors import Unavailable
 
 
@@ -28,18 +28,18 @@ class Service:
         self.running = self.most = 0
         self._lock = threading.Lock()
 
-    def consume_many(self, asks: Sequence[ConsumeAsk], on_outcome: OnOutcome) -> list[Outcome]:
+    def consume_many(self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes) -> list[Outcome]:
         self.batches.append([a.event_id for a in asks])
         with self._lock:
             self.running += 1
             self.most = max(self.most, self.running)
         try:
-            return self._decide(asks, on_outcome)
+            return self._decide(asks, on_outcomes)
         finally:
             with self._lock:
                 self.running -= 1
 
-    def _decide(self, asks: Sequence[ConsumeAsk], on_outcome: OnOutcome) -> list[Outcome]:
+    def _decide(self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes) -> list[Outcome]:
         time.sleep(self.delay)
         if any(a.event_id == "boom" for a in asks):
             raise RuntimeError("the batch failed")
@@ -50,7 +50,7 @@ class Service:
             outcome: Outcome = (
                 Unavailable("retry") if a.event_id == "bad" else (200, {"id": a.event_id})
             )
-            on_outcome(i, outcome)
+            on_outcomes([(i, outcome)])
             outcomes.append(outcome)
         return outcomes
 
