@@ -118,7 +118,7 @@ class _Item:
     first: ConsumeEvent
     claim: Claim | None = None
     answer: Answer | None = None
-    evaluation: Evaluation | None = None
+    evaluation: Evaluation | None = None  # the feature at the event's time, once known
 
     @property
     def key(self) -> tuple[int, str]:
@@ -189,7 +189,7 @@ class Consumes:
         items, repeats, ids = [], [], set()
         for index, ask in enumerate(asks):
             try:
-                first = self._first_event(ask)
+                first, evaluation = self._first_event(ask)
             except Exception as error:
                 settle(index, error)
                 continue
@@ -198,7 +198,7 @@ class Consumes:
                 repeats.append(index)
                 continue
             ids.add((ask.tenant_id, ask.event_id))
-            items.append(_Item(index, ask, ask.event_id, first))
+            items.append(_Item(index, ask, ask.event_id, first, evaluation=evaluation))
         return items, repeats
 
     def _claimed(self, items: list[_Item], settle: _Settle) -> list[_Item]:
@@ -252,12 +252,13 @@ class Consumes:
             if time.monotonic() > deadline:
                 raise Unavailable("another consume of this event_id is still deciding; retry")
 
-    def _first_event(self, ask: ConsumeAsk) -> ConsumeEvent:
+    def _first_event(self, ask: ConsumeAsk) -> tuple[ConsumeEvent, Evaluation | None]:
         """The event this consume asks for, validated by ingest's own rules, timed at the
         instant its usage is attributed to (`attributed_ms`: now clamped into the minutes of
         the feature's period). The claim stores that instant as the event's first timestamp,
         so every retry reserves at it and publishes it, and the event counts in the minute
-        and period its reservation was checked against."""
+        and period its reservation was checked against. With it, the feature's evaluation at
+        that instant when it is now (None: evaluate at the event's time)."""
         tenant_id = ask.tenant_id
         meter = self._metered(tenant_id, ask.feature)
         now = self._s.clock.now_ms()
@@ -267,9 +268,11 @@ class Consumes:
             raise ValidationFailed([FieldError(_FIELDS[e.field], e.message) for e in checked])
         if checked.value != 1 and self._s.aggregation(tenant_id, meter) is Aggregation.COUNT:
             raise ValidationFailed([FieldError("amount", "must be 1: a count meter counts events")])
-        period = self._s.evaluate(tenant_id, checked.customer, ask.feature, from_ms(now)).period
+        ev = self._s.evaluate(tenant_id, checked.customer, ask.feature, from_ms(now))
+        period = ev.period
         at = now if period is None else attributed_ms(now, to_ms(period.start), to_ms(period.end))
-        return ConsumeEvent(checked.customer, meter, to_decimal(checked.value), at)
+        event = ConsumeEvent(checked.customer, meter, to_decimal(checked.value), at)
+        return event, ev if at == now else None
 
     def _metered(self, tenant_id: int, feature: str) -> str:
         found = self._s.catalog(tenant_id).feature(feature)
@@ -311,12 +314,7 @@ class Consumes:
                 answers[item] = _conflict(item.event_id)
                 continue
             try:
-                ev = self._s.evaluate(
-                    item.ask.tenant_id,
-                    item.event.customer,
-                    item.ask.feature,
-                    from_ms(item.event.event_ms),
-                )
+                ev = self._evaluation(item)
             except Exception as error:
                 failed[item] = error
                 continue
@@ -335,6 +333,17 @@ class Consumes:
             self._s.changed(Change(tenant_id, customer, plans=False))
         self._store(answers)
         return failed
+
+    def _evaluation(self, item: _Item) -> Evaluation:
+        """The feature's evaluation at the event's time: the one made while validating when
+        the event is this consume's own (a new claim, timed now), else made here."""
+        own = item.claim is not None and item.claim.event is item.first
+        if own and item.evaluation is not None:
+            return item.evaluation
+        e = item.event
+        return self._s.evaluate(
+            item.ask.tenant_id, e.customer, item.ask.feature, from_ms(e.event_ms)
+        )
 
     def _reserve(self, items: list[_Item]) -> dict[_Item, Decision | Exception]:
         """Every item's reservation in one `reserve_many`; an item the view is not ready for
