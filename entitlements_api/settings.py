@@ -46,8 +46,8 @@ class EntitlementsSettings(BaseSettings):
     consume_threads: int = Field(
         32,
         ge=1,
-        description="threads that run consumes (each waits on Postgres, Redis and the broker's "
-        "acknowledgement; the default executor has only cores + 4)",
+        description="threads that run batches of consumes (each waits on Postgres, Redis and "
+        "the broker's acknowledgement; at most CONSUME_BATCHES of them at once)",
     )
     consume_batches: int = Field(
         2,
