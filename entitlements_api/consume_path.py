@@ -11,7 +11,9 @@ calls (`decisions.consumed`: the same batcher, metrics and service) and answers 
 bytes are the route's. Anything else — a bad or missing key, a body the model would refuse
 (another key, no `event_id`, not JSON, JSON orjson does not read such as `NaN` or integers past
 64 bits), another content type — goes to the FastAPI app with the body replayed, which answers
-with the documented errors. The FastAPI route stays the documented reference (OpenAPI);
+with the documented errors. A key's principal is reused for PRINCIPAL_TTL seconds and fetched
+in a worker thread (`principals.RecentPrincipals`, as for checks), so the Authenticator's
+Postgres read never stalls the loop. The FastAPI route stays the documented reference (OpenAPI);
 `tests/entitlements/test_consume_path.py` compares the two answer for answer.
 """
 
