@@ -77,7 +77,13 @@ from meterline.entitlements.invalidation import Change
 from meterline.entitlements.model import Decision, Reason
 from meterline.entitlements.repository import Answer, Claim, ConsumeEvent, IdEvent
 from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
-from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
+from meterline.events import (
+    MAX_ID_LEN,
+    RESERVATION_PROPERTY,
+    Rules,
+    UsageEvent,
+    validate_event,
+)
 from meterline.values import exact_sum, to_decimal
 from meterline.view import Reservation, ReserveAsk, ViewNotReady, attributed_ms
 
@@ -103,7 +109,6 @@ OnOutcomes = Callable[[list[tuple[int, Outcome]]], None]
 """Told (index in the batch, outcome) of the consumes whose outcomes are known, in groups."""
 
 log = logging.getLogger(__name__)
-_MAX_CUSTOMER = 128  # ingest's bound on a customer id; longer ones are refused anyway
 _FIELDS = {"id": "event_id", "customer": "customer", "value": "amount", "meter": "feature"}
 
 
@@ -174,11 +179,13 @@ class Consumes:
         failure only logs: each consume then reads its own and meets the error itself)."""
         by_tenant: dict[int, set[str]] = {}
         for ask in asks:
-            if isinstance(ask.customer, str) and 0 < len(ask.customer) <= _MAX_CUSTOMER:
+            if isinstance(ask.customer, str) and 0 < len(ask.customer) <= MAX_ID_LEN:
                 by_tenant.setdefault(ask.tenant_id, set()).add(ask.customer)
         for tenant_id, customers in by_tenant.items():
             try:
                 self._s.preload_plans(tenant_id, customers)
+            except MeterlineError:
+                continue  # no catalog yet: each consume answers that itself
             except Exception:
                 log.warning("plan data of a batch not read together", exc_info=True)
 
