@@ -84,6 +84,7 @@ from meterline.events import (
     UsageEvent,
     validate_event,
 )
+from meterline.inputs import has_control
 from meterline.values import exact_sum, to_decimal
 from meterline.view import Reservation, ReserveAsk, ViewNotReady, attributed_ms
 
@@ -179,8 +180,9 @@ class Consumes:
         failure only logs: each consume then reads its own and meets the error itself)."""
         by_tenant: dict[int, set[str]] = {}
         for ask in asks:
-            if isinstance(ask.customer, str) and 0 < len(ask.customer) <= MAX_ID_LEN:
-                by_tenant.setdefault(ask.tenant_id, set()).add(ask.customer)
+            c = ask.customer
+            if isinstance(c, str) and 0 < len(c) <= MAX_ID_LEN and not has_control(c):
+                by_tenant.setdefault(ask.tenant_id, set()).add(c)
         for tenant_id, customers in by_tenant.items():
             try:
                 self._s.preload_plans(tenant_id, customers)
