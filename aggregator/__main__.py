@@ -15,15 +15,11 @@ import sys
 import threading
 from typing import Any
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
-
 from aggregator import http
 from aggregator.catalog_cache import AggregationCache
 from aggregator.faults import hooks_from_spec
-from aggregator.ledger import LedgerWriter
 from aggregator.metrics import AggregatorMetrics
+from aggregator.postgres.ledger import LedgerWriter
 from aggregator.progress import Progress
 from aggregator.retry import Retrier, ShuttingDown
 from aggregator.settings import AggregatorSettings
@@ -35,6 +31,7 @@ from meterline.errors import ConfigError
 from meterline.kafka.admin import TopicIncarnation
 from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
+from meterline.postgres import background_pool, check_url, connect_or_outage
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.settings import (
@@ -65,7 +62,7 @@ def main() -> int:
         service = load_section(ServiceSettings)
         own = load_section(AggregatorSettings)
         hooks = hooks_from_spec(own.crash_at)
-        _check_url(db.url)
+        check_url(db.url)
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -76,9 +73,9 @@ def main() -> int:
     metrics = AggregatorMetrics()
     progress = Progress(own.stall_s)
     server = http.serve(service.host, own.port, progress, metrics)
-    pool = _pool(db.url)
+    pool = background_pool(db.url, max_size=2, name="aggregator")
     aggregation_of = AggregationCache(PostgresCatalogRepository(pool), own.catalog_ttl_s)
-    view = RedisUsageView(redis_connect(rds.url), rds.key_prefix)
+    view = RedisUsageView(redis_connect(rds.url), rds.key_prefix, touched=own.mark_touched)
     retrier = Retrier(metrics, stopping, progress=progress)
 
     def consumer(positions: Positions, revoked: Revoked) -> PositionedConsumer:
@@ -92,7 +89,7 @@ def main() -> int:
         batch_size=own.batch_size,
         batch_ms=own.batch_ms,
         consumer_factory=consumer,
-        writer=LedgerWriter(lambda: _connect(db.url), own.group_id, kafka.topic),
+        writer=LedgerWriter(lambda: connect_or_outage(db.url), own.group_id, kafka.topic),
         dlq=DeadLetterPublisher(kafka.bootstrap, kafka.dlq_topic),
         view_sync=ViewSync(
             view,
@@ -139,29 +136,6 @@ def _settle_garbage_collector() -> None:
     instead of 46-76 ms. The thresholds stay Python's, so cycles are still collected soon."""
     gc.collect()
     gc.freeze()
-
-
-def _check_url(url: str) -> None:
-    """A malformed database URL is a configuration error (an unreachable server is not)."""
-    try:
-        conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"METERLINE_DATABASE_URL is not a valid Postgres URL: {exc}") from None
-
-
-def _pool(url: str) -> ConnectionPool:
-    """A pool that connects in the background: opening it never fails, and a connection that
-    cannot be had within `timeout` raises PoolTimeout (an OperationalError), which the
-    Retrier treats as an outage."""
-    pool = ConnectionPool(url, min_size=1, max_size=2, name="aggregator", open=False, timeout=5)
-    pool.open(wait=False)
-    return pool
-
-
-def _connect(url: str) -> psycopg.Connection[Any]:
-    """The ledger writer's connection. Unlike `meterline.postgres.connect`, an unreachable
-    server raises psycopg's OperationalError, an outage to retry, not a ConfigError."""
-    return psycopg.connect(url, connect_timeout=5)
 
 
 if __name__ == "__main__":

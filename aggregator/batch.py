@@ -10,11 +10,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 
-from confluent_kafka import Message
-
 from aggregator.columns import EventKey, Events, decode_columns
 from meterline.catalog.model import Aggregation
 from meterline.events import RESERVATION_PROPERTY, PoisonMessage, decode_event
+from meterline.kafka.consumer import Record
 from meterline.kafka.dlq import DeadLetter
 from meterline.values import MICROS, from_micros, micros
 from meterline.view.model import MINUTE_MS, Delta, ReservationKey
@@ -38,23 +37,23 @@ class Batch:
         return sorted(self.ends)
 
 
-def decode_batch(messages: Sequence[Message], topic: str) -> Batch:
+def decode_batch(messages: Sequence[Record], topic: str) -> Batch:
     """Decode every message; those that can never be processed become dead letters.
 
     Messages of one partition arrive in offset order, so a partition's last message holds its
     largest offset."""
-    parts = list(map(Message.partition, messages))
-    last: dict[int, int] = dict(zip(parts, map(Message.offset, messages), strict=True))  # type: ignore[arg-type]  # never None for a consumed message
+    parts = list(map(Record.partition, messages))
+    last: dict[int, int] = dict(zip(parts, map(Record.offset, messages), strict=True))  # type: ignore[arg-type]  # never None for a consumed message
     batch = Batch(ends={p: o + 1 for p, o in last.items()}, records=len(messages))
     for p in batch.partitions:
         mine = messages if len(last) == 1 else list(compress(messages, map(p.__eq__, parts)))
         batch.starts[p] = mine[0].offset()  # type: ignore[assignment]  # never None here
-        events = decode_columns(list(map(Message.value, mine)))
+        events = decode_columns(list(map(Record.value, mine)))
         batch.events[p] = events if events is not None else _one_by_one(mine, topic, batch)
     return batch
 
 
-def _one_by_one(messages: Sequence[Message], topic: str, batch: Batch) -> Events:
+def _one_by_one(messages: Sequence[Record], topic: str, batch: Batch) -> Events:
     """The slow path: `decode_event` per message; poison goes to `batch.poison`."""
     events = Events()
     for m in messages:

@@ -20,5 +20,9 @@ class AggregatorSettings(BaseSettings):
     """/readyz fails when there is lag and no batch committed for this long."""
     catalog_ttl_s: float = Field(30.0, ge=0)
     rebuild_ttl_s: int = Field(120, ge=5)
+    mark_touched: bool = True
+    """Mark each batch's customers in the view for threshold detection (meterline/view/
+    touched.py), in the same Redis call as the batch. Off only where no entitlements service
+    announces thresholds of ingested usage (bench/bench_thresholds.py compares the two)."""
     crash_at: str = ""
     """TEST HOOK ONLY: `point:probability[,point:probability]`; see faults.py."""

@@ -50,18 +50,16 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message
-
 from aggregator.batch import AggregationOf, Batch, decode_batch, reservations
 from aggregator.columns import Events
 from aggregator.faults import Hooks
-from aggregator.ledger import Committed, Fenced, LedgerWriter, Prepared, prepare
 from aggregator.metrics import AggregatorMetrics
+from aggregator.postgres.ledger import Committed, Fenced, LedgerWriter, Prepared, prepare
 from aggregator.progress import Progress
 from aggregator.retry import Retrier, ShuttingDown
 from aggregator.viewsync import ViewSync
 from aggregator.visible_offsets import VisibleOffsets
-from meterline.kafka.consumer import PositionedConsumer, Positions, Revoked
+from meterline.kafka.consumer import PositionedConsumer, Positions, Record, Revoked
 from meterline.kafka.dlq import DeadLetterPublisher
 
 log = logging.getLogger(__name__)
@@ -104,7 +102,7 @@ class Worker:
     def __init__(self, parts: WorkerParts) -> None:
         self._p = parts
         self._positions: dict[int, int | None] = {}
-        self._buffer: list[Message] = []
+        self._buffer: list[Record] = []
         self._to_check: list[int] = []
         self._to_resync: set[int] = set()
         self._lag_at = self._view_at = 0.0
@@ -243,7 +241,7 @@ class Worker:
         if pending is not None:
             pending.result()
 
-    def _collect(self, consumer: PositionedConsumer) -> list[Message]:
+    def _collect(self, consumer: PositionedConsumer) -> list[Record]:
         p = self._p
         self._buffer = []
         deadline: float | None = None
@@ -258,7 +256,7 @@ class Worker:
             mine = consumer.assigned
             if self._halted:
                 mine = mine - self._halted.keys()
-            if not mine.issuperset(map(Message.partition, got)):
+            if not mine.issuperset(map(Record.partition, got)):
                 got = [m for m in got if m.partition() in mine]
             self._buffer.extend(got)
             if not self._buffer:

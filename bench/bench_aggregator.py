@@ -56,7 +56,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     tag, topic, tenant = topics[0]
     bare = _bare_rate(ctx.urls["kafka"], topic, n, lambda ms: [decode_event(m.value()) for m in ms])
     bare_columns = _bare_rate(ctx.urls["kafka"], topic, n, lambda ms: decode_batch(ms, topic))
-    runs = [_aggregator_rate(ctx, t, tp, n) for t, tp, _ in topics]  # each on a topic of its own
+    runs = [aggregator_rate(ctx, t, tp, n) for t, tp, _ in topics]  # each on a topic of its own
     rates, cpu, pg = zip(*runs, strict=True)
     pg_cpu = [us for us in pg if us is not None]  # none when Postgres is not the stack's own
     p50, p99 = _freshness(ctx, tag, topic, tenant, n)
@@ -147,11 +147,11 @@ def filled_topic(ctx: BenchContext, n: int) -> tuple[str, str, int]:
     tenant = _tenant(ctx.urls["postgres"], tag)
     topic = f"bench.{tag}.usage"
     ensure_topics(ctx.urls["kafka"], [topic, f"bench.{tag}.dlq"], 4)
-    _prefill(ctx.urls["kafka"], topic, tenant, n)
+    prefill(ctx.urls["kafka"], topic, tenant, n)
     return tag, topic, tenant
 
 
-def _prefill(bootstrap: str, topic: str, tenant: int, n: int) -> None:
+def prefill(bootstrap: str, topic: str, tenant: int, n: int) -> None:
     pub = EventPublisher(bootstrap, topic, **{"linger.ms": 20})
     for i in range(0, n, 20_000):
         pub.publish(_events(tenant, i, min(20_000, n - i), "p"), timeout=120)
@@ -181,9 +181,13 @@ def _bare_rate(
     return n / (time.perf_counter() - (started or time.perf_counter()))
 
 
-def start_aggregator(ctx: BenchContext, tag: str, topic: str, group: str) -> ManagedProcess:
+def start_aggregator(
+    ctx: BenchContext, tag: str, topic: str, group: str, **more: str
+) -> ManagedProcess:
+    """An aggregator on `topic` (view prefix `b<tag>`); `more`: further environment."""
     port = free_port()
     env = {
+        **more,
         "METERLINE_DATABASE_URL": ctx.urls["postgres"],
         "METERLINE_REDIS_URL": ctx.urls["redis"],
         "METERLINE_KAFKA_BOOTSTRAP": ctx.urls["kafka"],
@@ -217,13 +221,14 @@ def consumed(conn: psycopg.Connection[tuple[object, ...]], group: str) -> int:
     return int(row[0]) if row else 0  # type: ignore[call-overload]  # a numeric sum
 
 
-def _aggregator_rate(
-    ctx: BenchContext, tag: str, topic: str, n: int
+def aggregator_rate(
+    ctx: BenchContext, tag: str, topic: str, n: int, **more: str
 ) -> tuple[float, float, float | None]:
     """(events/s, CPU µs per event of the aggregator process and of the Postgres server, None
-    when Postgres is not the stack's own process), from the aggregator's first commit on."""
+    when Postgres is not the stack's own process), from the aggregator's first commit on.
+    `more`: further environment of the aggregator."""
     group = f"bench-agg-{tag}"
-    proc = start_aggregator(ctx, tag, topic, group)
+    proc = start_aggregator(ctx, tag, topic, group, **more)
     postgres = ctx.extra["stack"].processes.get("postgres")
     conn = psycopg.connect(ctx.urls["postgres"], autocommit=True)
     try:

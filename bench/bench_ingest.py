@@ -197,7 +197,7 @@ def paced(
     return result, group_cpu_s(server) - before
 
 
-def _tenant(postgres: str) -> str:
+def tenant_key(postgres: str) -> str:
     """A fresh tenant with the bench catalog; returns its ingest key."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     with open_pool(postgres, max_size=1) as pool:
@@ -207,7 +207,9 @@ def _tenant(postgres: str) -> str:
 
 
 @contextmanager
-def fresh_ingest(ctx: BenchContext, home: Path) -> Iterator[tuple[int, int]]:
+def fresh_ingest(
+    ctx: BenchContext, home: Path, server: str = "uvicorn"
+) -> Iterator[tuple[int, int]]:
     """Ingest on a broker of its own, started for this run: (port, process group). The embedded
     broker slows down with the record batches it holds (devstack/meterline_devstack/broker.py), so a
     fresh one per run keeps each run independent of what ran before it (earlier runs, and the
@@ -215,7 +217,7 @@ def fresh_ingest(ctx: BenchContext, home: Path) -> Iterator[tuple[int, int]]:
     broker, bootstrap = broker_process(home / "broker")
     broker.start()
     try:
-        ingest, port = _ingest(ctx, home, bootstrap)
+        ingest, port = ingest_process(ctx, home, bootstrap, server=server)
         assert ingest.pid is not None
         try:
             yield port, ingest.pid
@@ -225,10 +227,15 @@ def fresh_ingest(ctx: BenchContext, home: Path) -> Iterator[tuple[int, int]]:
         broker.stop()
 
 
-def _ingest(
-    ctx: BenchContext, home: Path, bootstrap: str, topic: str | None = None
+def ingest_process(
+    ctx: BenchContext,
+    home: Path,
+    bootstrap: str,
+    topic: str | None = None,
+    server: str = "uvicorn",
 ) -> tuple[ManagedProcess, int]:
-    """An ingest process producing to `topic` (else to a new topic of its own): (it, its port)."""
+    """An ingest process producing to `topic` (else to a new topic of its own): (it, its port).
+    `server` "granian" serves the same ASGI app with granian (`bench/granian_ingest.py`)."""
     if topic is None:
         topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
         ensure_topics(bootstrap, [topic], 4)
@@ -244,8 +251,18 @@ def _ingest(
         "METERLINE_LOG_LEVEL": "warning",
         "METERLINE_HOME": str(home),
     }
-    argv = [sys.executable, "-m", "ingest"]
+    argv = [sys.executable, "-m", "ingest"] if server == "uvicorn" else granian_argv(port)
     return _process(f"ingest-{port}", argv, home, port, env), port
+
+
+def granian_argv(port: int) -> list[str]:
+    """Granian on one worker and one runtime thread (ingest's own process shape), uvloop."""
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host",
+        "127.0.0.1", "--port", str(port), "--workers", "1", "--runtime-threads", "1",
+        "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", "warning",
+        "--no-access-log", "bench.granian_ingest:app",
+    ]  # fmt: skip
 
 
 def _bare(home: Path) -> tuple[ManagedProcess, int]:
@@ -268,7 +285,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     secs = 1.5 if ctx.quick else 3.0
     # The run's own home (removed after the run unless --keep) holds the servers' logs.
     home = Path(ctx.extra.get("home", ROOT / ".meterline")) / "bench-ingest"
-    key = _tenant(ctx.urls["postgres"])
+    key = tenant_key(ctx.urls["postgres"])
     bare, bare_port = _bare(home)
     assert bare.pid is not None
     try:

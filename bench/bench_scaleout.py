@@ -143,7 +143,7 @@ def _counted(proc: ManagedProcess) -> float:
 def _ingest_figures(ctx: BenchContext) -> list[Figure]:
     secs = 1.5 if ctx.quick else 3.0
     home = Path(ctx.extra.get("home", ing.ROOT / ".meterline")) / "bench-scaleout"
-    key = ing._tenant(ctx.urls["postgres"])
+    key = ing.tenant_key(ctx.urls["postgres"])
     rates: dict[int, list[float]] = {k: [] for k in PROCESSES}
     for _ in range(ctx.runs):
         for k in PROCESSES:
@@ -164,7 +164,7 @@ def _ingest_rate(ctx: BenchContext, home: Path, key: str, k: int, secs: float) -
     try:
         topic = f"bench.scaleout.{uuid.uuid4().hex[:8]}"
         ensure_topics(bootstrap, [topic], 4)
-        procs = [ing._ingest(ctx, home, bootstrap, topic) for _ in range(k)]
+        procs = [ing.ingest_process(ctx, home, bootstrap, topic) for _ in range(k)]
         try:
             ports = [port for _, port in procs]
             result = ing.load(ports, key, ing.batch_body, ing.BATCH_CONNECTIONS, secs)

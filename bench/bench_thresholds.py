@@ -1,12 +1,22 @@
-"""What entitlement notices cost a consume (thresholds on), beside nothing (thresholds off).
+"""What thresholds cost: the aggregator's sustained rate with the detector of counted usage on
+beside off, and what a consume pays for its notices.
 
-Detection runs on the consume path (meterline/entitlements/README.md, "Thresholds"), not in
-the aggregator, so the aggregator's sustained rate is the same with thresholds on or off by
-construction: it runs no threshold code (`bench_aggregator`'s figure is the one for both).
-What a consume pays instead, measured here against the context's Postgres:
+Detection of ingested usage runs in the entitlements service, not in the aggregator
+(meterline/entitlements/usage_notices.py): the aggregator only marks each batch's customers in
+the view, inside the batch's existing Redis call (`METERLINE_AGGREGATOR_MARK_TOUCHED`), and the
+service's detector decides the marked customers about once a second. Both compete for the same
+2 cores, so the "on" run has both: an aggregator that marks, and a detector (the entitlements
+service's own, built in this process on the same Postgres and Redis prefix) deciding a catalog
+whose default plan announces at 50/80/100% of a limit that every customer passes. The "off" run
+has an aggregator that does not mark and no detector; "marked" marks with no detector. The
+three alternate, each on a pre-filled topic of its own (`bench_aggregator`'s 500 customers):
 
+- `thresholds.aggregator_off` / `_marked` / `_on`: sustained events/s not marking, marking
+  with no detector (the aggregator's own share), marking with the detector running;
+- `thresholds.aggregator_cpu_off` / `_marked` / `_on`: the aggregator process's CPU per event;
+- `thresholds.detector_cpu_per_event`: the detector thread's CPU per event counted meanwhile;
 - `thresholds_answer_us`: `Notifier.announce` on an answer whose notices this process already
-  recorded, the common case (no I/O: the answer is read, the memo says all known);
+  recorded, the common case on the consume path (no I/O);
 - `thresholds_notice_ms`: an answer with one new notice: one Postgres transaction writing the
   notice's row (ON CONFLICT DO NOTHING) and its outbox message. At most a few per customer,
   feature and period.
@@ -14,12 +24,24 @@ What a consume pays instead, measured here against the context's Postgres:
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+import uuid
+from pathlib import Path
 
+from bench import bench_aggregator as agg
 from bench.harness import BenchContext, Figure
+from entitlements_api.settings import EntitlementsSettings
+from entitlements_api.wiring import build
+from meterline.catalog.parse import parse_catalog
+from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.entitlements.thresholds import Notifier
+from meterline.kafka import ensure_topics
 from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import open_pool
+from meterline.settings import load_settings
+from meterline.tenants import PostgresTenantRepository
 
 PERCENTS = (50, 80, 100)
 
@@ -30,7 +52,96 @@ def _body(used: float, period_start: str) -> dict[str, object]:
             "as_of": "2026-12-06T10:00:00Z", "granted": True, "reason": "within_limit"}  # fmt: skip
 
 
+CATALOG = {
+    "meters": [{"key": "calls", "aggregation": "sum"}, {"key": "peak", "aggregation": "max"}],
+    "features": [{"key": "calls", "kind": "metered", "meter": "calls"}],
+    "plans": [
+        {"key": "free", "default": True, "notify_at": [50, 80, 100],
+         "features": {"calls": {"limit": 1000, "reset": "month", "overage": "block"}}},
+    ],
+}  # fmt: skip
+
+
 def run(ctx: BenchContext) -> list[Figure]:
+    return [*_aggregator_figures(ctx), *_consume_figures(ctx)]
+
+
+def _aggregator_figures(ctx: BenchContext) -> list[Figure]:
+    n = max(ctx.scale(200_000), agg.MIN_EVENTS)
+    off: list[tuple[float, float]] = []
+    marked: list[tuple[float, float]] = []
+    on: list[tuple[float, float, float]] = []
+    for _ in range(ctx.runs):  # alternating: off, marked only, on; each on a topic of its own
+        off.append(_timed(ctx, *_topic(ctx, n), n, "false"))
+        marked.append(_timed(ctx, *_topic(ctx, n), n, "true"))
+        on.append(_rate_on(ctx, n))
+    note = f"{n} events, 500 customers, limits with notify_at 50/80/100"
+    return [
+        Figure.of("thresholds.aggregator_off", [r for r, _ in off], "events/s",
+                  target=">= 100000", note=f"{note}; not marked, no detector"),
+        Figure.of("thresholds.aggregator_marked", [r for r, _ in marked], "events/s",
+                  target=">= 100000", note=f"{note}; marked, no detector"),
+        Figure.of("thresholds.aggregator_on", [r for r, _, _ in on], "events/s",
+                  target=">= 100000", note=f"{note}; marked, detector running"),
+        Figure.of("thresholds.aggregator_cpu_off", [c for _, c in off], "µs"),
+        Figure.of("thresholds.aggregator_cpu_marked", [c for _, c in marked], "µs"),
+        Figure.of("thresholds.aggregator_cpu_on", [c for _, c, _ in on], "µs"),
+        Figure.of("thresholds.detector_cpu_per_event", [d for _, _, d in on], "µs",
+                  note="the detector thread's CPU over the events counted meanwhile: it "
+                  "decides each changed customer about once a second, so it scales with "
+                  "customers, not events"),
+    ]  # fmt: skip
+
+
+def _topic(ctx: BenchContext, n: int) -> tuple[str, str]:
+    """(tag, topic) of a new topic holding `n` events of a new tenant with the catalog."""
+    tag = uuid.uuid4().hex[:8]
+    with open_pool(ctx.urls["postgres"], max_size=1) as pool:
+        tenant = PostgresTenantRepository(pool).create_tenant(f"bench-{tag}").id
+        PostgresCatalogRepository(pool).apply(tenant, parse_catalog(CATALOG))
+    topic = f"bench.{tag}.usage"
+    ensure_topics(ctx.urls["kafka"], [topic, f"bench.{tag}.dlq"], 4)
+    agg.prefill(ctx.urls["kafka"], topic, tenant, n)
+    return tag, topic
+
+
+def _rate_on(ctx: BenchContext, n: int) -> tuple[float, float, float]:
+    tag, topic = _topic(ctx, n)
+    deps = build(load_settings(_env(ctx, tag, topic)), EntitlementsSettings())
+    try:
+        (thread,) = [t for t in threading.enumerate() if t.name == "usage-notices"]
+        before = _thread_cpu_s(thread.native_id)
+        rate, cpu = _timed(ctx, tag, topic, n, "true")
+        detector = (_thread_cpu_s(thread.native_id) - before) / n * 1e6
+    finally:
+        deps.close()
+    return rate, cpu, detector
+
+
+def _timed(ctx: BenchContext, tag: str, topic: str, n: int, mark: str) -> tuple[float, float]:
+    rate, cpu, _ = agg.aggregator_rate(ctx, tag, topic, n, METERLINE_AGGREGATOR_MARK_TOUCHED=mark)
+    return rate, cpu
+
+
+def _env(ctx: BenchContext, tag: str, topic: str) -> dict[str, str]:
+    return {
+        "METERLINE_DATABASE_URL": ctx.urls["postgres"],
+        "METERLINE_REDIS_URL": ctx.urls["redis"],
+        "METERLINE_KAFKA_BOOTSTRAP": ctx.urls["kafka"],
+        "METERLINE_KAFKA_TOPIC": topic,
+        "METERLINE_STRIPE_API_BASE": ctx.urls["stripe"],
+        "METERLINE_REDIS_KEY_PREFIX": f"b{tag}",
+    }
+
+
+def _thread_cpu_s(native_id: int | None) -> float:
+    """User + system CPU seconds of one thread of this process (Linux /proc)."""
+    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _consume_figures(ctx: BenchContext) -> list[Figure]:
     tenant_id = int(ctx.extra["tenant_id"])
     with open_pool(ctx.urls["postgres"], max_size=2) as pool:
         notifier = Notifier(PostgresNoticeLedger(pool))

@@ -17,6 +17,7 @@ from entitlements_api.app import create_server
 from entitlements_api.protocol import protocol_for
 from entitlements_api.settings import EntitlementsSettings
 from entitlements_api.wiring import build
+from meterline.dunning import DunningSettings
 from meterline.errors import ConfigError
 from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
@@ -29,7 +30,7 @@ def main() -> int:
         own = load_section(EntitlementsSettings)
         http = load_section(HttpSettings)
         logging.config.dictConfig(log_config("entitlements_api", service.log_level))
-        deps = build(load_settings(), own)
+        deps = build(load_settings(), own, dunning=load_section(DunningSettings))
     except ConfigError as exc:
         print(f"entitlements_api: {exc.message}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from entitlements_api import admin, billing, decisions, usage, webhook
+from entitlements_api import admin, billing, decisions, plans, usage, webhook
 from entitlements_api.access import key_first
 from entitlements_api.consume_path import ConsumeFastPath
 from entitlements_api.fastpath import CheckFastPath
@@ -66,7 +66,7 @@ def create_app(deps: Dependencies) -> FastAPI:
     _errors(app, deps)
     _observe(app, deps)
     _health(app, deps)
-    for module in (decisions, usage, admin, billing):
+    for module in (decisions, usage, admin, billing, plans):
         app.include_router(module.router, dependencies=[Depends(key_first)])
     app.include_router(webhook.router)
     declare_bearer(app, public=paths(webhook.router))

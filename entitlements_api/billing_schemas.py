@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from meterline.inputs import IDENTIFIER
@@ -228,6 +230,45 @@ class UpcomingInvoiceOut(InvoicePreviewOut):
     metered_so_far: int = Field(description="the metered lines of the upcoming invoice, so far")
 
 
+class DunningOut(BaseModel):
+    """The dunning sequence of an unpaid invoice (meterline/dunning/README.md); the same shape
+    is the `data` of every `dunning.*` outbound event."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"invoice": "in_1", "subscription": "sub_1", "step": "reminder",
+                 "since": "2026-12-01T00:00:00Z",
+                 "steps": {"notice": "2026-12-01T00:00:00Z",
+                           "reminder": "2026-12-04T00:00:00Z"},
+                 "update_url": "https://invoice.stripe.com/i/in_1", "amount_due": 4900,
+                 "currency": "usd", "attempt_count": 2,
+                 "next_payment_attempt": "2026-12-09T00:00:00Z", "next_step": None,
+                 "next_step_at": None, "plan": "basic", "downgraded_to": None,
+                 "restored": False, "ended_at": None}
+            ]
+        }
+    )  # fmt: skip
+    invoice: str
+    subscription: str | None
+    step: str = Field(
+        description="started | notice | reminder | final_warning | downgraded | recovery_offer"
+    )
+    since: str = Field(description="the first failed payment")
+    steps: dict[str, str] = Field(description="each step taken, with when")
+    update_url: str | None = Field(description="the invoice's hosted page: paying it ends this")
+    amount_due: int
+    currency: str
+    attempt_count: int
+    next_payment_attempt: str | None = Field(description="Stripe's next automatic retry")
+    next_step: str | None
+    next_step_at: str | None
+    plan: str | None = Field(description="the plan when the payment failed")
+    downgraded_to: str | None = Field(description="the catalog's fallback plan, once downgraded")
+    restored: bool
+    ended_at: str | None
+
+
 class BillingOut(BaseModel):
     """One answer for a billing dashboard."""
 
@@ -255,6 +296,7 @@ class BillingOut(BaseModel):
                                   "hosted_invoice_url": "https://invoice.stripe.com/i/in_1",
                                   "created": 1796083200}],
                     "default_payment_method": {"id": "pm_1", "brand": "visa", "last4": "4242"},
+                    "dunning": None,
                 }
             ]
         }
@@ -267,6 +309,7 @@ class BillingOut(BaseModel):
     upcoming_invoice: UpcomingInvoiceOut | None
     invoices: list[InvoiceOut]
     default_payment_method: dict[str, str | None] | None
+    dunning: DunningOut | None = Field(description="an unpaid invoice's sequence; null: none")
 
 
 class SeatsIn(BaseModel):
@@ -296,3 +339,60 @@ class SeatsOut(BaseModel):
     seats: int
     previous: int
     invoice: InvoiceOut | None = Field(description="the prorated charge of added seats")
+
+
+class PlanOut(BaseModel):
+    key: str
+    name: str
+    default: bool
+    price: dict[str, Any] | None = Field(description="amount (minor units), currency, interval")
+    metered_prices: dict[str, dict[str, Any]]
+    features: dict[str, Any] = Field(description="each feature's entitlement in the plan")
+
+
+class CreditPackOut(BaseModel):
+    key: str
+    name: str
+    price: dict[str, Any]
+    credits: dict[str, Any]
+
+
+class FeatureOut(BaseModel):
+    key: str
+    name: str
+    kind: str = Field(description="boolean | metered | static")
+    meter: str | None = Field(description="the meter of a metered feature (for GET /v1/usage)")
+
+
+class PlansOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "plans": [
+                        {"key": "free", "name": "Free", "default": True, "price": None,
+                         "metered_prices": {},
+                         "features": {"api_calls": {"limit": 50, "reset": "week",
+                                                    "overage": "block"}}},
+                        {"key": "basic", "name": "Basic", "default": False,
+                         "price": {"amount": 900, "currency": "usd", "interval": "month"},
+                         "metered_prices": {},
+                         "features": {"api_calls": {"limit": 1000, "reset": "month",
+                                                    "overage": "block"}}},
+                    ],
+                    "credit_packs": [
+                        {"key": "calls_10k", "name": "10,000 API calls",
+                         "price": {"amount": 1500, "currency": "usd"},
+                         "credits": {"api_calls": 10000}}
+                    ],
+                    "features": [
+                        {"key": "api_calls", "name": "API calls", "kind": "metered",
+                         "meter": "api_calls"}
+                    ],
+                }
+            ]
+        }
+    )  # fmt: skip
+    plans: list[PlanOut]
+    credit_packs: list[CreditPackOut]
+    features: list[FeatureOut]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from meterline.metrics import service_registry
 
@@ -42,3 +42,19 @@ class Metrics:
         self.webhooks = Counter(
             "meterline_entitlements_webhooks_total", "Stripe webhooks", ["outcome"], registry=r
         )
+        # Customers whose counted usage the detector of thresholds decided (usage_notices.py).
+        self.usage_notice_customers = Counter(
+            "meterline_entitlements_usage_notice_customers_total",
+            "Touched customers decided for thresholds",
+            registry=r,
+        )
+        # Customers marked by the aggregator and not yet decided, after the detector's last pass.
+        self.usage_notice_backlog = Gauge(
+            "meterline_entitlements_usage_notice_backlog",
+            "Touched customers waiting for the threshold detector",
+            registry=r,
+        )
+
+    def usage_notice_pass(self, decided: int, backlog: int) -> None:
+        self.usage_notice_customers.inc(decided)
+        self.usage_notice_backlog.set(backlog)

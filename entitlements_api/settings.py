@@ -56,3 +56,15 @@ class EntitlementsSettings(BaseSettings):
         "while they are are decided together in the next batch (entitlements_api/batching.py)",
     )
     drain_seconds: float = Field(10.0, ge=0)
+    usage_notices: bool = Field(
+        True,
+        description="announce thresholds reached by counted usage no one checks: one replica "
+        "at a time decides the customers the aggregator marked (meterline/entitlements/"
+        "usage_notices.py)",
+    )
+    usage_notice_interval_s: float = Field(
+        1.0, gt=0, description="at most one pass over the marked customers this often"
+    )
+    usage_notice_max_share: float = Field(
+        0.25, gt=0, le=1, description="the detector's passes take at most this share of a core"
+    )

@@ -1,6 +1,6 @@
 """`POST /v1/stripe/webhook`: verified Stripe events update subscriptions.
 
-The signature is checked first (`stripe.WebhookSignature.verify_header`, tolerance 300 s by
+The signature is checked first (`meterline.stripe.signature_problem`, tolerance 300 s by
 default): a bad signature or a stale timestamp is a 400 and changes nothing, not even a record.
 The verified body is then parsed by `meterline.stripe.parse_event` (orjson: nesting deeper
 than 1,024 levels is refused without recursing). A signed body that is not a usable event (not
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import stripe
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -27,7 +26,7 @@ from entitlements_api.responses import json_response
 from entitlements_api.schemas import ErrorOut
 from entitlements_api.wiring import Dependencies
 from meterline.errors import NotFound
-from meterline.stripe import InvalidWebhook, parse_event
+from meterline.stripe import InvalidWebhook, StripeError, parse_event, signature_problem
 
 router = APIRouter(tags=["stripe"])
 log = logging.getLogger("entitlements_api.webhook")
@@ -40,8 +39,8 @@ log = logging.getLogger("entitlements_api.webhook")
 )
 async def stripe_webhook(request: Request) -> Response:
     """Handles customer.subscription.created|updated|deleted|paused|resumed, invoice.paid,
-    invoice.payment_failed and checkout.session.completed (billing fulfilment); other event
-    types are acknowledged and ignored."""
+    invoice.payment_failed (subscriptions, then dunning) and checkout.session.completed
+    (billing fulfilment); other event types are acknowledged and ignored."""
     deps = deps_of(request)
     payload = await request.body()
     problem = _verify(deps, payload, request.headers.get("stripe-signature"))
@@ -57,7 +56,7 @@ async def stripe_webhook(request: Request) -> Response:
         deps.metrics.webhooks.labels("rejected").inc()
         await asyncio.to_thread(deps.subscription_sync.reject, payload, exc)
         return json_response(exc.body(), exc.status)
-    except stripe.StripeError as exc:
+    except StripeError as exc:
         deps.metrics.webhooks.labels("failed").inc()
         log.warning("webhook processing failed", extra={"event_id": event.id, "error": str(exc)})
         body = {"error": "unavailable", "message": "Stripe could not be reached; retry"}
@@ -70,13 +69,4 @@ def _verify(deps: Dependencies, payload: bytes, header: str | None) -> str | Non
     """Why the signature does not hold, or None when it does; raises NotFound without a secret."""
     if not deps.webhook_secret:
         raise NotFound("Stripe webhooks are not configured (METERLINE_STRIPE_WEBHOOK_SECRET)")
-    try:
-        text = payload.decode("utf-8")
-        stripe.WebhookSignature.verify_header(
-            text, header or "", deps.webhook_secret, deps.webhook_tolerance_s
-        )
-    except UnicodeDecodeError:
-        return "the body is not UTF-8"
-    except stripe.SignatureVerificationError as exc:
-        return f"signature verification failed: {exc.user_message or exc}"
-    return None
+    return signature_problem(payload, header, deps.webhook_secret, deps.webhook_tolerance_s)

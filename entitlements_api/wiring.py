@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
 
-import stripe
-
 from entitlements_api.batching import ConsumeBatcher
 from entitlements_api.metrics import Metrics
 from entitlements_api.reads import ReadLane
@@ -33,6 +31,8 @@ from meterline.billing.webhooks import BillingWebhooks, EventHandler, PlanWatch
 from meterline.catalog import CatalogRepository, PostgresCatalogRepository
 from meterline.clock import Clock, SystemClock
 from meterline.dedupe import BlockingRedisDeduper
+from meterline.dunning import Dunning, DunningSettings, DunningWebhooks
+from meterline.dunning.build import build_dunning
 from meterline.entitlements import (
     CustomerRepository,
     EntitlementService,
@@ -51,9 +51,11 @@ from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage import SeriesQuery
+from meterline.entitlements.usage_notices import SweepThread, UsageNoticeSweep, lock_key
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
-from meterline.postgres import open_pool
+from meterline.postgres import Pool, open_pool, ping
+from meterline.postgres.leadership import Leadership, connector
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect as redis_connect
 from meterline.revenue import RevenueListener
@@ -63,17 +65,21 @@ from meterline.stripe import (
     CatalogSync,
     PostgresStripeObjectRepository,
     PostgresWebhookEventStore,
+    StripeClient,
     StripeObjectRepository,
     SubscriptionSync,
     ensure_stripe_customer,
     stripe_client,
 )
 from meterline.stripe.checkout import StripeCheckout
+from meterline.stripe.invoice_facts import StripeInvoices
 from meterline.stripe.plan_changes import StripePlanChanges
+from meterline.stripe.revenue_history import StripeInvoiceLines
 from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
 from meterline.usage import UsageQuery
 from meterline.view import RedisUsageView
+from meterline.view.touched import RedisTouched
 
 
 @dataclass
@@ -85,7 +91,7 @@ class Dependencies:
     grants: GrantRepository
     tenants: TenantRepository
     auth: Authenticator
-    stripe: stripe.StripeClient | None
+    stripe: StripeClient | None
     stripe_objects: StripeObjectRepository
     subscription_sync: SubscriptionSync
     usage_query: SeriesQuery | None
@@ -107,6 +113,7 @@ class Dependencies:
     consume_batches: int = 2
     """How many batches of consumes are decided at once (`batching.ConsumeBatcher`)."""
     revenue: RevenueListener | None = None
+    dunning: Dunning | None = None
     _batchers: WeakKeyDictionary[asyncio.AbstractEventLoop, ConsumeBatcher] = field(
         default_factory=WeakKeyDictionary, init=False, repr=False
     )
@@ -139,12 +146,15 @@ many events would be 5 ms added to every consume; 1 ms still batches concurrent 
 
 
 def build(
-    settings: Settings, own: EntitlementsSettings, clock: Clock | None = None
+    settings: Settings,
+    own: EntitlementsSettings,
+    clock: Clock | None = None,
+    dunning: DunningSettings | None = None,
 ) -> Dependencies:
     """Connect to Postgres, Redis, Kafka and Stripe; raises ConfigError when one is unreachable
     or the schema is older than the code.
 
-    `clock` (tests) drives decisions, reservations and grace periods alike.
+    `clock` (tests) drives decisions, reservations, grace periods and dunning alike.
     """
     clock = clock or SystemClock()
     pool = open_pool(settings.database.url, max_size=own.pool_size, name="entitlements")
@@ -172,6 +182,8 @@ def build(
     parts = (catalogs, subs, grants, usage, view, publisher, answers, clock, options, ingested)
     service = EntitlementService(*parts, feed, notifier)
     feed.listen(service)
+    metrics = Metrics()
+    sweeper = _usage_notices(settings, own, service, client, metrics)
     sc = stripe_client(settings.stripe)
     objects = PostgresStripeObjectRepository(pool)
     events = PostgresWebhookEventStore(pool)
@@ -192,9 +204,14 @@ def build(
     self_service, plan_stripe = StripeSelfService(sc), StripePlanChanges(sc)
     account = BillingAccount(subs, ports.stripe_customer, self_service, sync.sync)
     plans = PlanChanges(service.catalog, subs, objects, plan_stripe, sync.sync, clock)
-    overview = BillingOverview(
-        service.check_all, customers, subs, objects, plans, plan_stripe, self_service
+    policy = (dunning or DunningSettings.model_construct()).policy()
+    dunning_service = build_dunning(
+        pool, StripeInvoices(sc), policy, clock, service.catalog, customers, subs
     )
+    overview = BillingOverview(
+        service.check_all, customers, subs, objects, plans, plan_stripe, self_service,
+        dunning_service.shown,
+    )  # fmt: skip
     return Dependencies(
         service=service,
         catalogs=catalogs,
@@ -206,7 +223,7 @@ def build(
         stripe=sc,
         stripe_objects=objects,
         subscription_sync=sync,
-        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool)),
+        revenue=RevenueListener(customers, PostgresRevenueEventStore(pool), StripeInvoiceLines(sc)),
         usage_query=UsageQuery(read_pool),
         webhook_secret=settings.stripe.webhook_secret,
         billing=billing,
@@ -214,10 +231,12 @@ def build(
         billing_account=account,
         billing_overview=overview,
         seats=Seats(service.catalog, subs, plan_stripe, sync.sync, clock),
-        stripe_events=BillingWebhooks(billing, sync, watch),
+        stripe_events=DunningWebhooks(BillingWebhooks(billing, sync, watch), dunning_service),
+        dunning=dunning_service,
         reads=reads,
         webhook_tolerance_s=own.webhook_tolerance_s,
         clock=clock,
+        metrics=metrics,
         ready_checks=_ready_checks(pool, client),
         consume_lane=lane,
         consume_batches=own.consume_batches,
@@ -231,13 +250,34 @@ def build(
             client.close,
             lambda: publisher.close(own.drain_seconds),
             dedupe_client.close,
+            *([sweeper.close] if sweeper else []),  # first: it uses the pool and the client
         ],
     )
 
 
-def _ready_checks(pool: Any, client: Any) -> dict[str, Callable[[], object]]:
-    def postgres() -> object:
-        with pool.connection() as conn:
-            return conn.execute("SELECT 1").fetchone()
+def _usage_notices(
+    settings: Settings,
+    own: EntitlementsSettings,
+    service: EntitlementService,
+    client: Any,
+    metrics: Metrics,
+) -> SweepThread | None:
+    """The detector of thresholds reached by counted usage, on a thread, one replica at a
+    time (meterline/entitlements/usage_notices.py); None when turned off."""
+    if not own.usage_notices:
+        return None
+    prefix = settings.redis.key_prefix
+    leading = Leadership(connector(settings.database.url), key=lock_key(prefix), name="notices")
+    sweep = UsageNoticeSweep(
+        RedisTouched(client, prefix),
+        service.announce_usage,
+        leading=leading,
+        interval_s=own.usage_notice_interval_s,
+        max_share=own.usage_notice_max_share,
+        observe=metrics.usage_notice_pass,
+    )
+    return SweepThread(sweep, leading.release)
 
-    return {"postgres": postgres, "redis": client.ping}
+
+def _ready_checks(pool: Pool, client: Any) -> dict[str, Callable[[], object]]:
+    return {"postgres": lambda: ping(pool, timeout=None), "redis": client.ping}

@@ -6,8 +6,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from psycopg_pool import ConnectionPool
-
 from ingest.app import Dependencies
 from ingest.caches import KeyCache, MeterCache
 from ingest.concurrency import ConcurrencyLimit
@@ -26,7 +24,7 @@ from meterline.dedupe import (
 )
 from meterline.entitlements.postgres import GrantedIds
 from meterline.kafka.producer import EventPublisher
-from meterline.postgres import open_pool
+from meterline.postgres import open_pool, ping
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect, connect_async
 from meterline.redis.buckets import RedisBucketStore
@@ -107,7 +105,7 @@ def build(sections: Sections) -> Dependencies:
         checks={
             "broker": lambda: asyncio.to_thread(publisher.ping, 2.0),
             "redis": deduper.ping,
-            "postgres": lambda: asyncio.to_thread(_pg_ping, pool),
+            "postgres": lambda: asyncio.to_thread(ping, pool),
         },
         max_body_bytes=s.max_body_bytes,
         max_batch_events=s.max_batch_events,
@@ -116,8 +114,3 @@ def build(sections: Sections) -> Dependencies:
         lateness_ms=s.lateness_days * 86_400_000,
         shutdown=shutdown,
     )
-
-
-def _pg_ping(pool: ConnectionPool) -> bool:
-    with pool.connection(timeout=2.0) as conn:
-        return conn.execute("SELECT 1").fetchone() == (1,)

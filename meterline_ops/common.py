@@ -10,6 +10,8 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
+from meterline.catalog.model import Aggregation
+from meterline.catalog.repository import PostgresCatalogRepository
 from meterline.errors import MeterlineError
 from meterline.postgres import Pool, open_pool
 from meterline.settings import DatabaseSettings, Settings, load_section, load_settings
@@ -58,3 +60,19 @@ def database() -> Iterator[Pool]:
 
 def out(line: str) -> None:
     sys.stdout.write(line + "\n")
+
+
+def aggregations_of(pool: Pool) -> Callable[[int, str], Aggregation]:
+    """Each meter's aggregation by (tenant, meter), read once per tenant (sum if unknown)."""
+    repo = PostgresCatalogRepository(pool)
+    cache: dict[int, dict[str, Aggregation]] = {}
+
+    def aggregation_of(tenant_id: int, meter: str) -> Aggregation:
+        if tenant_id not in cache:
+            current = repo.current(tenant_id)
+            cache[tenant_id] = (
+                {} if current is None else {m.key: m.aggregation for m in current[1].meters}
+            )
+        return cache[tenant_id].get(meter, Aggregation.SUM)
+
+    return aggregation_of

@@ -16,7 +16,11 @@ from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.revenue.rebuild import rebuild_tenant
 from meterline.settings import StripeSettings, load_section
 from meterline.stripe import stripe_client
-from meterline.stripe.revenue_history import subscription_history
+from meterline.stripe.revenue_history import (
+    StripeInvoiceLines,
+    invoice_history,
+    subscription_history,
+)
 from meterline.tenants import PostgresTenantRepository
 from meterline_ops.common import database, friendly, out
 
@@ -33,14 +37,19 @@ def revenue_rebuild(tenant: str = typer.Option(..., help="Tenant name.")) -> Non
     client = stripe_client(load_section(StripeSettings))
     with database() as pool:
         tenant_id = PostgresTenantRepository(pool).get_tenant(tenant).id
+        invoices = (partial(invoice_history, client), StripeInvoiceLines(client))
+        store = PostgresRevenueEventStore(pool)
         states = rebuild_tenant(
             partial(subscription_history, client),
             PostgresCustomerRepository(pool),
-            PostgresRevenueEventStore(pool),
+            store,
             tenant_id,
+            invoices,
         )
+        closed = len(store.invoices(tenant_id))
     rebuilt = sum(1 for event_id, _ in states if event_id.startswith("rebuild:"))
     out(
         f"revenue events for {tenant}: {len(states)} "
-        f"({len(states) - rebuilt} from Stripe events, {rebuilt} rebuilt from subscriptions)"
+        f"({len(states) - rebuilt} from Stripe events, {rebuilt} rebuilt from subscriptions); "
+        f"closed invoices: {closed}"
     )

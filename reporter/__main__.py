@@ -14,6 +14,7 @@ import sys
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from meterline.dunning import DunningSettings
 from meterline.errors import ConfigError
 from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
@@ -22,6 +23,7 @@ from meterline.postgres.leadership import Leadership, connector
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
 from reporter.api import create_app
 from reporter.dispatch import open_dispatcher
+from reporter.postgres.flushes import PostgresFlushWatch
 from reporter.scheduler import Scheduler
 from reporter.service import build
 from reporter.settings import ReporterSettings
@@ -34,7 +36,10 @@ def main() -> int:
         http = load_section(HttpSettings)
         logging.config.dictConfig(log_config("reporter", service.log_level))
         database, webhooks = load_section(DatabaseSettings), load_section(WebhookSettings)
-        reporter = build(database, load_section(StripeSettings), own, webhooks=webhooks)
+        reporter = build(
+            database, load_section(StripeSettings), own, webhooks=webhooks,
+            dunning=load_section(DunningSettings),
+        )  # fmt: skip
         dispatching = (
             open_dispatcher(database, webhooks, reporter.webhook_metrics)
             if webhooks.dispatcher_enabled
@@ -45,7 +50,8 @@ def main() -> int:
         return 2
     leadership = Leadership(connector(database.url), reporter.metrics.scheduler_active.set)
     scheduler = Scheduler(
-        own, reporter.clock, reporter.pool, reporter.push, reporter.reconcile_nightly,
+        own, reporter.clock, PostgresFlushWatch(reporter.pool), reporter.push,
+        reporter.reconcile_nightly,
         tick_s=own.tick_s, on_blocked=reporter.flush_blocked, on_tick=reporter.tick,
         leader=leadership,
     )  # fmt: skip

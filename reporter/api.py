@@ -32,6 +32,7 @@ from meterline.errors import FieldError, MeterlineError, ValidationFailed
 from meterline.http.openapi import api_version, declare_bearer, hide, operation_id
 from meterline.inputs import FREE_TEXT, Day, Instant, friendly_message
 from meterline.notify.dispatcher import observe as observe_webhooks
+from meterline.postgres import ping
 from reporter import revenue_api, revenue_web, web
 from reporter.alerts import to_csv
 from reporter.auth import Admin, Reader
@@ -88,8 +89,7 @@ def _operations(app: FastAPI, reporter: Reporter) -> None:
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         try:
-            with reporter.pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
+            ping(reporter.pool)
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "postgres": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready"})

@@ -15,18 +15,21 @@ twice, so `BoundaryKeeper` first nets the pushed slot out:
   money. Cancels Stripe confirmed before a refusal are recorded; the push re-sends them as a
   correction of the whole slot, so the ledger never disagrees with Stripe.
 
+A context change also changes who bills the later slots of its hour (after a period end in
+the same hour, say), which may have been pushed under the old context before the change was
+learned: each is netted out by the same rule, so the push sends it again under its own
+context (or, after a cancellation, not at all). One that cannot be netted out is left in
+Stripe whole: its event is stamped after the change, so Stripe bills it by the terms in
+force then — the new plan's price, or nothing after a cancellation, as the contract wants;
+reconciliation, which attributes each ledger row to its own slot's context, counts it as
+Stripe's and not as ours to account for (`reconcile.py`, `stray`). A period boundary learned
+late leaves later slots to their context and nets out only the slot it splits.
+
 These cancels are Stripe calls per row, but only for the rare boundary learned late, never on
 the push's hot path.
 
-Known limits: a cancellation learned late nets out only the slot it splits. When the same hour
-holds a later boundary (a period end) and the slot after it was pushed before the
-cancellation was learned, that slot stays in Stripe (billed by no one: the subscription is
-canceled) and reconciliation counts it as sent in the hour while our side bills nothing from
-the cancellation on: `not_reported`. Found by the money oracle at full size; the oracle keeps
-such cancellations learned before the period end until it is fixed (net out every pushed slot
-of the hour after the boundary, and attribute rows by their slot's context). A
-`split_after_push` alert counts the units after the boundary as a sum, also for max and
-latest meters, where the money it shows is only an upper bound.
+Known limit: a `split_after_push` alert counts the units after the boundary as a sum, also
+for max and latest meters, where the money it shows is only an upper bound.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from meterline.stripe.meter_events import (
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.contexts import EPOCH, Context, ContextHistory, insert, load_current, load_history
 from reporter.ledger import LedgerRow, ReportLedger
-from reporter.slots import MINUTE, ceil_minute, floor_hour, slot_end, slot_start
+from reporter.slots import HOUR, MINUTE, ceil_minute, floor_hour, slot_end, slot_start
 
 log = logging.getLogger("reporter.boundaries")
 
@@ -102,8 +105,8 @@ class BoundaryKeeper:
         for context, at, is_context in sorted(wanted, key=lambda w: (w[0].customer, w[1])):
             mine = bounds.setdefault(context.customer, [])
             placed = at
-            if at not in mine and (context.customer, floor_hour(at)) in pushed:
-                placed = self._place(history, context.customer, at, mine, alerts)
+            if (context.customer, floor_hour(at)) in pushed and (is_context or at not in mine):
+                placed = self._place(history, context.customer, at, mine, alerts, is_context)
             if placed not in mine:
                 mine.append(placed)
                 added.append((context.customer, placed))
@@ -146,22 +149,30 @@ class BoundaryKeeper:
         at: datetime,
         bounds: list[datetime],
         alerts: list[Discrepancy],
+        is_context: bool,
     ) -> datetime:
-        """Where boundary `at` can go: `at`, after netting out the slot it splits, or the
-        end of that slot (with alerts) when the slot cannot be netted out."""
-        if at == floor_hour(at):
-            return at
-        start = slot_start(at, bounds)
-        end = slot_end(start, bounds)
+        """Where boundary `at` goes once the pushed slots of its hour it changes are netted
+        out (see the module): `at`, or the end of the slot it splits when that slot cannot be
+        netted out (with alerts). For a context change every later slot of the hour is netted
+        out too; one that cannot be is left to Stripe, which bills it by its timestamp."""
+        hour = floor_hour(at)
         live = [
             r
-            for r in self._ledger.slot(history.tenant_id, customer, start)
+            for r in self._ledger.customer_window(history.tenant_id, customer, hour, hour + HOUR)
             if r.status in ("sent", "pending")
         ]
-        if not live or self._cancel(live):
-            return at
-        alerts.extend(self._moved(history, customer, live, at, end))
-        return end
+        start = slot_start(at, bounds)
+        split = [r for r in live if r.slot_start == start]
+        placed = at
+        if start < at and split and not self._cancel(split):
+            placed = slot_end(start, bounds)
+            alerts.extend(self._moved(history, customer, split, at, placed))
+        if is_context:
+            for later in sorted({r.slot_start for r in live if r.slot_start >= placed}):
+                if not self._cancel([r for r in live if r.slot_start == later]):
+                    log.info("slot %s of %s kept in Stripe after a change learned late",
+                             later.isoformat(), customer)  # fmt: skip
+        return placed
 
     def _cancel(self, rows: list[LedgerRow]) -> bool:
         horizon = self._clock.now() - STRIPE_DEDUPE_HORIZON

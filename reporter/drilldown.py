@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
+from meterline.postgres import Pool
 from meterline.stripe.meter_events import PermanentStripeError, TransientStripeError
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Alert
 from reporter.contexts import billed_at
 from reporter.ledger import ReportLedger
-from reporter.rollups import events_behind, slot_usage
+from reporter.postgres.rollups import events_behind, slot_usage
 from reporter.slots import HOUR, floor_hour
 
 AROUND = timedelta(hours=2)
@@ -37,7 +36,7 @@ class HourRow:
         }
 
 
-def drill_down(pool: ConnectionPool, summaries: SummaryReader, alert: Alert) -> dict[str, Any]:
+def drill_down(pool: Pool, summaries: SummaryReader, alert: Alert) -> dict[str, Any]:
     """The alert's hours (two either side), ledger rows and counted events (at most 200)."""
     start = floor_hour(alert.window_start) - AROUND
     end = floor_hour(alert.window_start) + HOUR + AROUND
@@ -79,7 +78,7 @@ def drill_down(pool: ConnectionPool, summaries: SummaryReader, alert: Alert) -> 
 
 
 def _stripe(
-    pool: ConnectionPool, summaries: SummaryReader, alert: Alert, start: datetime, end: datetime
+    pool: Pool, summaries: SummaryReader, alert: Alert, start: datetime, end: datetime
 ) -> tuple[dict[datetime, Decimal] | None, str | None]:
     found = billed_at(pool, alert.tenant_id, alert.customer, alert.meter, start)
     if found is None:

@@ -15,9 +15,10 @@ Known limit: one probe is open at a time and the delay is measured to the schedu
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
-
-from psycopg_pool import ConnectionPool
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
 
 from meterline.clock import Clock
 from meterline.stripe.meter_events import (
@@ -27,74 +28,79 @@ from meterline.stripe.meter_events import (
 )
 from meterline.stripe.summaries import SummaryReader
 from reporter.ledger import LedgerRow
-from reporter.slots import HOUR, floor_hour
+from reporter.slots import floor_hour
 
 log = logging.getLogger("reporter.lag")
 SAMPLES = 20
 GIVE_UP = timedelta(days=1)
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """An open probe: Stripe's summary of `hour` must show at least `expected`."""
+
+    id: int
+    stripe_meter_id: str
+    stripe_customer_id: str
+    hour: datetime
+    expected: Decimal
+    sent_at: datetime
+
+
+class LagProbes(Protocol):
+    """Where probes are kept (`reporter/postgres/lag.py`)."""
+
+    def open(self, row: LedgerRow, stripe_meter_id: str, hour: datetime, now: datetime) -> None:
+        """Open a probe on `row`'s `hour` unless one is open or `row` is not sent; `expected`
+        is what the ledger says Stripe holds of the hour."""
+
+    def oldest_open(self) -> Probe | None: ...
+
+    def mark_seen(self, probe_id: int, at: datetime) -> None: ...
+
+    def drop(self, probe_id: int) -> None: ...
+
+    def delays_s(self, limit: int) -> list[float]:
+        """The `limit` newest delays (seen minus sent), in seconds."""
+
+
 class LagGauge:
     def __init__(
-        self, pool: ConnectionPool, summaries: SummaryReader, clock: Clock, default_s: int
+        self, probes: LagProbes, summaries: SummaryReader, clock: Clock, default_s: int
     ) -> None:
-        self._pool = pool
+        self._probes = probes
         self._summaries = summaries
         self._clock = clock
         self._default = default_s
 
     def probe(self, row: LedgerRow, stripe_meter_id: str) -> None:
         """Open a probe on `row`'s hour if none is open and `row` was delivered."""
-        hour = floor_hour(row.slot_start)
-        with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO report_lag_probes (stripe_meter_id, stripe_customer_id, hour, "
-                "expected, sent_at) "
-                "SELECT %(meter)s, %(customer)s, %(hour)s, coalesce(sum(value), 0), %(now)s "
-                "FROM report_ledger WHERE tenant_id = %(tenant)s AND customer = %(c)s "
-                "AND meter = %(m)s AND slot_start >= %(hour)s AND slot_start < %(end)s "
-                "AND status = 'sent' "
-                "HAVING bool_or(identifier = %(ident)s) "
-                "AND NOT EXISTS (SELECT 1 FROM report_lag_probes WHERE seen_at IS NULL)",
-                {"meter": stripe_meter_id, "customer": row.stripe_customer_id, "hour": hour,
-                 "end": hour + HOUR, "now": self._clock.now(), "tenant": row.tenant_id,
-                 "c": row.customer, "m": row.meter, "ident": row.identifier},
-            )  # fmt: skip
+        self._probes.open(row, stripe_meter_id, floor_hour(row.slot_start), self._clock.now())
 
     def resolve(self) -> None:
         """Close the open probe if Stripe's summary shows it now. Never raises for Stripe."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT id, stripe_meter_id, stripe_customer_id, hour, expected, sent_at "
-                "FROM report_lag_probes WHERE seen_at IS NULL ORDER BY id LIMIT 1"
-            ).fetchone()
-        if row is None:
+        probe = self._probes.oldest_open()
+        if probe is None:
             return
-        probe_id, meter, customer, hour, expected, sent_at = row
         now = self._clock.now()
-        start = int(hour.timestamp())
+        start = int(probe.hour.timestamp())
         try:
-            held = self._summaries.hourly(meter, customer, start, start + 3600).get(start)
+            summary = self._summaries.hourly(
+                probe.stripe_meter_id, probe.stripe_customer_id, start, start + 3600
+            )
         except (PermanentStripeError, TransientStripeError) as exc:
             log.info("lag probe not read: %s", exc)
             return
-        seen = held is not None and (held >= expected or same_under_quantum(held, expected))
-        with self._pool.connection() as conn:
-            if seen:
-                conn.execute(
-                    "UPDATE report_lag_probes SET seen_at = %s WHERE id = %s", (now, probe_id)
-                )
-            elif now - sent_at > GIVE_UP:
-                conn.execute("DELETE FROM report_lag_probes WHERE id = %s", (probe_id,))
+        held = summary.get(start)
+        expected = probe.expected
+        if held is not None and (held >= expected or same_under_quantum(held, expected)):
+            self._probes.mark_seen(probe.id, now)
+        elif now - probe.sent_at > GIVE_UP:
+            self._probes.drop(probe.id)
 
     def allowance_s(self) -> float:
         """Seconds to wait after an hour's end before reconciling it (see the module)."""
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT extract(epoch FROM seen_at - sent_at) FROM report_lag_probes "
-                "WHERE seen_at IS NOT NULL ORDER BY seen_at DESC LIMIT %s",
-                (SAMPLES,),
-            ).fetchall()
-        if not rows:
+        delays = self._probes.delays_s(SAMPLES)
+        if not delays:
             return float(self._default)
-        return 2 * max(max(float(r[0]) for r in rows), 0.0) + 60.0
+        return 2 * max(max(delays), 0.0) + 60.0

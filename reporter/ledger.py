@@ -136,11 +136,14 @@ class ReportLedger:
             (tenant_id, customer, meter, start, end),
         )
 
-    def slot(self, tenant_id: int, customer: str, start: datetime) -> list[LedgerRow]:
-        """Every row of one customer's slots starting at `start`, all meters."""
+    def customer_window(
+        self, tenant_id: int, customer: str, start: datetime, end: datetime
+    ) -> list[LedgerRow]:
+        """Every row of one customer's slots starting in [start, end), all meters."""
         return self._select(
-            "WHERE tenant_id = %s AND customer = %s AND slot_start = %s ORDER BY meter, revision",
-            (tenant_id, customer, start),
+            "WHERE tenant_id = %s AND customer = %s AND slot_start >= %s AND slot_start < %s "
+            "ORDER BY slot_start, meter, revision",
+            (tenant_id, customer, start, end),
         )
 
     def tenant_window(self, tenant_id: int, start: datetime, end: datetime) -> list[LedgerRow]:

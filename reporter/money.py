@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from meterline.catalog.amounts import difference_amount
 from reporter.contexts import EPOCH, ContextHistory, load_history
-from reporter.rollups import customer_boundaries, period_start, slot_usage
+from reporter.postgres.rollups import customer_boundaries, slot_usage
+from reporter.rollups import period_start
 from reporter.scope import BilledMeter, period_price
 
 if TYPE_CHECKING:  # alerts.py prices what it records: imported for types only

@@ -51,7 +51,8 @@ Exactly once to Stripe, the rules and where each lives:
    aggregator is past it for that customer (`scheduler.py`).
 9. A slot is billed by the billing context in force at its start (`contexts.py`).
 10. A pushed hour is never re-split: a boundary learned late cancels the pushed slot or is
-   moved to its end with a `split_after_push` alert (`boundaries.py`).
+   moved to its end with a `split_after_push` alert, and a context change learned late nets
+   out the later pushed slots of its hour too (`boundaries.py`).
 
 Known limits: the v2 stream validates asynchronously, so an event Stripe later finds invalid
 shows up at reconciliation, not at push time. A last-value slot with more than 60 revisions

@@ -7,7 +7,10 @@ asynchronous processing has caught up), for every billed customer and meter:
 - *sent*: what the report ledger says Stripe should hold (sent rows, and pending rows past
   their retry horizon; rows still pending within it are *in flight*, which Stripe may or may
   not hold yet; rows Stripe rejected or that were too late have their own alerts and are
-  counted apart);
+  counted apart). Each row is attributed to its own slot's context, as ours is: a row of a
+  slot no context bills (pushed before a cancellation was learned, too late to cancel:
+  `boundaries.py`) is *stray*, held by Stripe and billed by no invoice, so it is compared
+  with Stripe but not with ours;
 - *Stripe*: the meter's event summaries for the customer, grouped by hour.
 `classify` turns each hour's three figures into discrepancies (see its docstring). Each one
 becomes an alert with its money (`money.py`); a run that finds nothing raises nothing
@@ -75,7 +78,10 @@ PairKey = tuple[str, str]
 class HourFigures:
     """One hour's figures. `sent` is what Stripe confirmed (or what a row pending past its
     retry horizon should have left there); `in_flight` what pending rows still being retried
-    carry; for last-value meters each holds the newest value, not a sum."""
+    carry; `stray` what Stripe holds for slots of the hour no context bills (pushed before
+    the change that ended their billing was learned, too late to cancel: Stripe holds them,
+    no invoice bills them, and they are not ours to account for); for last-value meters each
+    holds the newest value, not a sum (`stray` only while a stray row is the hour's newest)."""
 
     ours: Decimal = Decimal(0)
     sent: Decimal = Decimal(0)
@@ -83,6 +89,7 @@ class HourFigures:
     stripe: Decimal = Decimal(0)
     sent_values: list[Decimal] = field(default_factory=list)
     in_flight: Decimal | None = None
+    stray: Decimal | None = None
 
     def accounted(self) -> Decimal:
         """What the ledger holds for the hour, whatever became of it at Stripe."""
@@ -115,10 +122,14 @@ def classify(f: HourFigures, formula: str = "sum") -> list[tuple[str, Decimal, D
 
 
 def _expected(f: HourFigures, formula: str) -> list[Decimal]:
-    """What Stripe may hold for the hour: confirmed only, then with what is in flight."""
+    """What Stripe may hold for the hour: confirmed only, then with what is in flight; stray
+    rows are held either way."""
+    if formula != "sum" and f.stray is not None:
+        return [f.stray]
+    held = f.sent + (f.stray or 0) if formula == "sum" else f.sent
     if f.in_flight is None:
-        return [f.sent]
-    return [f.sent, f.sent + f.in_flight if formula == "sum" else f.in_flight]
+        return [held]
+    return [held, held + f.in_flight if formula == "sum" else f.in_flight]
 
 
 def _newest(f: HourFigures) -> Decimal:
@@ -327,11 +338,16 @@ class Reconciler:
         rows = self._ledger.tenant_window(history.tenant_id, window[0], window[1])
         retrying_since = self._clock.now() - STRIPE_DEDUPE_HORIZON
         for row in rows:
-            meter = _billed_in(history, row.customer, row.meter, floor_hour(row.slot_start))
+            hour = floor_hour(row.slot_start)
+            own = history.meter(row.customer, row.meter, row.slot_start)
+            meter = own if own is not None else _billed_in(history, row.customer, row.meter, hour)
             if meter is None or row.status == "canceled":
                 continue
-            f = _hour(figures, (row.customer, row.meter), floor_hour(row.slot_start))
-            _add_row(f, row, meter.formula, retrying_since)
+            f = _hour(figures, (row.customer, row.meter), hour)
+            if own is None:
+                _add_stray(f, row, meter.formula)
+            else:
+                _add_row(f, row, meter.formula, retrying_since)
         return rows
 
     def _stripe(
@@ -423,10 +439,21 @@ def _billed_in(
     return None
 
 
+def _add_stray(f: HourFigures, row: LedgerRow, formula: str) -> None:
+    """A row of a slot no context bills (its own slot's context, like ours): compared with
+    Stripe only. Rejected rows are not in Stripe."""
+    if row.status == "rejected":
+        return
+    f.sent_values.append(row.value)
+    f.stray = (f.stray or 0) + row.value if formula == "sum" else row.value
+
+
 def _add_row(f: HourFigures, row: LedgerRow, formula: str, retrying_since: datetime) -> None:
     if row.status == "rejected":
         f.unsent = f.unsent + row.value if formula == "sum" else row.value
         return
+    if formula != "sum":
+        f.stray = None  # this later row is the hour's newest in Stripe
     f.sent_values.append(row.value)
     created = row.created_at
     if row.status == "pending" and created is not None and created >= retrying_since:

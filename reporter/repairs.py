@@ -33,8 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-
-from psycopg_pool import ConnectionPool
+from typing import Protocol
 
 from meterline.clock import Clock
 from meterline.errors import Conflict, FieldError, Unavailable, ValidationFailed
@@ -47,9 +46,9 @@ from meterline.stripe.meter_events import (
     same_under_quantum,
 )
 from meterline.stripe.summaries import SummaryReader
-from reporter.alerts import Alert, insert_repair
-from reporter.contexts import load_history
-from reporter.ledger import LedgerRow, ReportLedger, mark_canceled, mark_received
+from reporter.alerts import Alert
+from reporter.contexts import ContextHistory
+from reporter.ledger import LedgerRow
 from reporter.push import PushReport
 from reporter.slots import HOUR, floor_hour
 
@@ -66,17 +65,44 @@ class Held:
     rows: list[LedgerRow] = field(default_factory=list)
 
 
+class RepairRecords(Protocol):
+    """What repairs read and write in Postgres (`reporter/postgres/repairs.py`)."""
+
+    def window(
+        self, tenant_id: int, customer: str, meter: str, start: datetime, end: datetime
+    ) -> list[LedgerRow]:
+        """The report ledger's rows of the customer's meter in [start, end)."""
+
+    def history(self, tenant_id: int, customer: str) -> ContextHistory:
+        """The customer's billing contexts over time."""
+
+    def record(self, alert_id: int, repair: Repair, at: datetime) -> None:
+        """The ledger's new statuses (`repair.canceled` canceled, `repair.received` received
+        at `at`) and the repairs log entry, in one transaction."""
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One repair's log entry and the ledger rows it canceled or had Stripe receive."""
+
+    action: str
+    identifiers: Sequence[str]
+    outcome: str
+    actor: str
+    canceled: Sequence[str] = ()
+    received: Sequence[str] = ()
+
+
 class Repairs:
     def __init__(
         self,
-        pool: ConnectionPool,
+        records: RepairRecords,
         sender: MeterEventSender,
         summaries: SummaryReader,
         push: Callable[[int], PushReport],
         clock: Clock,
     ) -> None:
-        self._pool = pool
-        self._ledger = ReportLedger(pool)
+        self._records = records
         self._sender = sender
         self._summaries = summaries
         self._push = push
@@ -117,7 +143,7 @@ class Repairs:
 
     def _window_rows(self, alert: Alert) -> list[LedgerRow]:
         start = floor_hour(alert.window_start)
-        rows = self._ledger.window(
+        rows = self._records.window(
             alert.tenant_id, alert.customer, alert.meter, start, start + HOUR
         )
         return [r for r in rows if r.status in ("sent", "pending")]
@@ -127,8 +153,7 @@ class Repairs:
         the window's rows went to (a context change within the hour may have moved the
         customer to another Stripe customer or meter), each with its rows."""
         start = floor_hour(alert.window_start)
-        with self._pool.connection() as conn:
-            history = load_history(conn, alert.tenant_id, [alert.customer])
+        history = self._records.history(alert.tenant_id, alert.customer)
         groups: dict[tuple[str, str], Held] = {}
         for row in rows:
             meter = history.meter(alert.customer, alert.meter, row.slot_start)
@@ -235,10 +260,8 @@ class Repairs:
         received: Sequence[str] = (),
     ) -> None:
         """The ledger's new statuses and the repairs log entry, in one transaction."""
-        with self._pool.connection() as conn, conn.transaction():
-            mark_canceled(conn, canceled)
-            mark_received(conn, received, self._clock.now())
-            insert_repair(conn, alert.id, action, identifiers, outcome, actor)
+        repair = Repair(action, identifiers, outcome, actor, canceled, received)
+        self._records.record(alert.id, repair, self._clock.now())
 
 
 def _describe(report: PushReport) -> str:

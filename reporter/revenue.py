@@ -20,13 +20,18 @@ Definitions (../shared/NOTIFY-REVENUE.md, section b) and the choices taken where
 - A cohort is the customers whose first `new` movement falls in one month; its retention in a
   later month is their MRR at that month's end / the MRR they started with.
 
+- Metered usage is shown apart, never inside MRR or its movements: each month's metered
+  revenue is the sum, per currency, of the metered lines (less their discounts, before tax)
+  of the invoices that closed (were finalized) in that month, voided ones excluded; paid,
+  open and uncollectible ones count (billed, whatever its collection). An invoice closed on
+  2026-12-05 billing usage of Nov 5 - Dec 5 counts in December: the month it was billed.
+
 Changes at one instant are one movement. The states are the revenue events of
 `meterline.revenue` (table `revenue_events`): each `customer.subscription.*` webhook's
 snapshot, kept once per event id by the entitlements API's webhook at the event's `created`
 time; `meterline revenue rebuild --tenant NAME` replaces them with what Stripe still lists
 (meterline/revenue/README.md). Tested on 14 months worked out by hand
-(tests/reporter/test_revenue.py). Not done: metered usage from closed invoices shown beside
-MRR, and currency conversion.
+(tests/reporter/test_revenue.py). Not done: currency conversion.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from decimal import ROUND_HALF_UP, Decimal
 # The states come from the kernel (the webhook listener writes them); re-exported here.
 from meterline.revenue.model import Discount as Discount
 from meterline.revenue.model import Item as Item
+from meterline.revenue.model import MeteredInvoice as MeteredInvoice
 from meterline.revenue.model import SubscriptionState as SubscriptionState
 
 COUNTED = frozenset({"active", "past_due"})
@@ -258,3 +264,12 @@ def cohorts(found: Sequence[Movement], months: Sequence[str]) -> dict[tuple[str,
 def _shift(month: str, by: int) -> str:
     year, number = int(month[:4]), int(month[5:7]) - 1 + by
     return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
+
+
+def metered_by_month(invoices: Iterable[MeteredInvoice]) -> dict[tuple[str, str], int]:
+    """(month, currency) -> the metered revenue of the invoices that closed that month (voided
+    ones count 0). Kept apart from MRR: it is billed usage, not recurring revenue."""
+    found: dict[tuple[str, str], int] = defaultdict(int)
+    for invoice in invoices:
+        found[(month_key(invoice.at), invoice.currency)] += invoice.billed
+    return dict(found)

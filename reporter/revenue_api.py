@@ -9,10 +9,12 @@ field. The figures come from the tenant's revenue events (`meterline.revenue`) b
 definitions of `reporter.revenue`.
 
 `mrr` gives each month per currency: start, new, expansion, contraction, churn, reactivation,
-end MRR and ARR (at most 120 months); `movements` each movement with its customer, and totals
-per kind with their customers; `retention` trailing NRR and GRR per currency, and cohorts by
-first month. Ratios are strings with six decimals (`"1.380282"` = 138.03%), null without a
-starting MRR. A bad month, range or format is a 422 naming `from`, `to`, `month` or `format`.
+end MRR and ARR (at most 120 months), and `metered`: the metered usage billed on invoices
+closed that month, shown beside MRR and never counted in it, its movements or ARR;
+`movements` each movement with its customer, and totals per kind with their customers;
+`retention` trailing NRR and GRR per currency, and cohorts by first month. Ratios are strings
+with six decimals (`"1.380282"` = 138.03%), null without a starting MRR. A bad month, range or
+format is a 422 naming `from`, `to`, `month` or `format`.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ def mount(app: FastAPI, reporter: Any, store: RevenueEventStore | None = None) -
         end: Annotated[str | None, Query(alias="to", description="last month, YYYY-MM")] = None,
         format: str = "json",
     ) -> Any:
-        """MRR (start, movements by kind, end) and ARR per month and currency."""
+        """MRR (start, movements by kind, end) and ARR per month and currency, and the
+        metered usage billed on invoices closed that month (apart: never in MRR)."""
         last = report.month_arg("to", end, this_month())
         months = report.month_range(report.month_arg("from", start, report.shift(last, -11)), last)
-        rows = report.mrr_rows(events.states(who.tenant_id), months)
+        tenant = who.tenant_id
+        rows = report.mrr_rows(events.states(tenant), months, events.invoices(tenant))
         if _csv(format):
             return _csv_file("mrr", report.MRR_COLUMNS, rows)
         return {"from": months[0], "to": last, "data": rows}

@@ -18,8 +18,10 @@ from typing import Any
 from meterline.errors import FieldError, ValidationFailed
 from reporter.revenue import (
     Kind,
+    MeteredInvoice,
     SubscriptionState,
     cohorts,
+    metered_by_month,
     month_key,
     monthly,
     movements,
@@ -31,7 +33,7 @@ MAX_MONTHS = 120
 RATIO = Decimal("0.000001")
 MRR_COLUMNS = (
     "month", "currency", "start_mrr", "new", "expansion", "contraction", "churn",
-    "reactivation", "end_mrr", "arr",
+    "reactivation", "end_mrr", "arr", "metered",
 )  # fmt: skip
 MOVEMENT_COLUMNS = ("at", "customer", "currency", "kind", "amount", "mrr_before", "mrr_after")
 
@@ -62,9 +64,26 @@ def shift(month: str, by: int) -> str:
     return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
 
 
-def mrr_rows(states: Sequence[SubscriptionState], months: Sequence[str]) -> list[dict[str, Any]]:
-    """Per month and currency: start MRR, each movement's sum, end MRR and ARR."""
-    return [asdict(r) | {"arr": r.arr} for r in monthly(movements(states), months)]
+def mrr_rows(
+    states: Sequence[SubscriptionState],
+    months: Sequence[str],
+    invoices: Sequence[MeteredInvoice] = (),
+) -> list[dict[str, Any]]:
+    """Per month and currency: start MRR, each movement's sum, end MRR and ARR, and beside
+    them (never in them) the metered revenue of the invoices closed that month. A currency
+    billed only metered usage gets rows of 0 MRR."""
+    metered = metered_by_month(invoices)
+    rows = [asdict(r) | {"arr": r.arr} for r in monthly(movements(states), months)]
+    recurring = {r["currency"] for r in rows}
+    for currency in sorted({c for m, c in metered if m in months} - recurring):
+        rows += [_no_mrr(month, currency) for month in months]
+    rows.sort(key=lambda r: (r["currency"], r["month"]))
+    return [r | {"metered": metered.get((r["month"], r["currency"]), 0)} for r in rows]
+
+
+def _no_mrr(month: str, currency: str) -> dict[str, Any]:
+    zero = dict.fromkeys(MRR_COLUMNS[2:-1], 0)
+    return {"month": month, "currency": currency, **zero}
 
 
 def movement_rows(states: Sequence[SubscriptionState], month: str) -> list[dict[str, Any]]:

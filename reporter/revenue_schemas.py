@@ -17,6 +17,10 @@ class MrrMonth(BaseModel):
     reactivation: int
     end_mrr: int
     arr: int = Field(description="end MRR x 12")
+    metered: int = Field(
+        description="metered usage billed on the invoices closed (finalized) this month, less "
+        "discounts, voided ones excluded; minor units, not part of MRR or ARR"
+    )
 
 
 class MrrOut(BaseModel):

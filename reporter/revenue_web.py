@@ -1,5 +1,6 @@
 """The Revenue tab of /finance: MRR movements as stacked bars per month, the MRR and NRR
-lines, the month table, and a drill-down to the customers behind a movement.
+lines, the month table with the metered usage billed beside MRR (a column of its own, never
+in MRR), and a drill-down to the customers behind a movement.
 
 Server-rendered like the other /finance pages (reporter/web.py: same session, same headers,
 no script): the charts are inline SVG whose geometry comes from reporter/revenue_charts.py,
@@ -19,6 +20,7 @@ from meterline.errors import FieldError, ValidationFailed
 from meterline.revenue.postgres import PostgresRevenueEventStore
 from reporter import revenue_charts as charts
 from reporter import revenue_report as report
+from reporter.postgres.sessions import PostgresSessionRows
 from reporter.revenue import Kind
 from reporter.sessions import SessionStore
 from reporter.web import signed_in_page, signed_in_session
@@ -28,7 +30,10 @@ def mount(app: FastAPI, reporter: Any) -> None:
     """Add GET /finance/revenue to `app`."""
     settings = reporter.settings
     sessions = SessionStore(
-        reporter.pool, reporter.clock, settings.session_idle_s, settings.session_max_s
+        PostgresSessionRows(reporter.pool),
+        reporter.clock,
+        settings.session_idle_s,
+        settings.session_max_s,
     )
     events = PostgresRevenueEventStore(reporter.pool)
 
@@ -44,15 +49,17 @@ def mount(app: FastAPI, reporter: Any) -> None:
         last = report.month_arg("to", end, reporter.clock.now().strftime("%Y-%m"))
         months = report.month_range(report.month_arg("from", start, report.shift(last, -11)), last)
         chosen = report.month_arg("month", month, "") or None
-        states = events.states(session.principal.tenant_id)
+        tenant = session.principal.tenant_id
+        states, invoices = events.states(tenant), events.invoices(tenant)
         return signed_in_page(
             "revenue.html", session, "", months=months,
-            currencies=_currencies(states, months), drill=_drill(states, chosen, _kind(kind)),
+            currencies=_currencies(states, invoices, months),
+            drill=_drill(states, chosen, _kind(kind)),
         )  # fmt: skip
 
 
-def _currencies(states: Any, months: list[str]) -> list[dict[str, Any]]:
-    rows = report.mrr_rows(states, months)
+def _currencies(states: Any, invoices: Any, months: list[str]) -> list[dict[str, Any]]:
+    rows = report.mrr_rows(states, months, invoices)
     nrr = report.nrr_series(states, months)
     out = []
     for currency in sorted({r["currency"] for r in rows}):

@@ -38,8 +38,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-
-from psycopg_pool import ConnectionPool
+from typing import Protocol
 
 from meterline.clock import Clock
 from reporter.settings import ReporterSettings
@@ -48,12 +47,26 @@ log = logging.getLogger("reporter.scheduler")
 Waiting = tuple[int, str, datetime]  # (tenant, customer, boundary) queued for a flush
 
 
+class FlushWatch(Protocol):
+    """What the scheduler reads to time period-end flushes (`reporter/postgres/flushes.py`)."""
+
+    def boundaries(self, after: datetime, until: datetime) -> list[Waiting]:
+        """The billing boundaries recorded in (`after`, `until`], oldest first."""
+
+    def customers_past(self, waiting: list[Waiting]) -> set[Waiting]:
+        """The boundaries whose customer has an event counted that ingest received at or
+        after the boundary."""
+
+    def any_past(self, at: datetime) -> bool:
+        """Some event received at or after `at` is counted: the aggregator is moving."""
+
+
 class Scheduler:
     def __init__(
         self,
         settings: ReporterSettings,
         clock: Clock,
-        pool: ConnectionPool,
+        watch: FlushWatch,
         push: Callable[[], object],
         reconcile: Callable[[date], object],
         tick_s: float = 15.0,
@@ -63,7 +76,7 @@ class Scheduler:
     ) -> None:
         self._settings = settings
         self._clock = clock
-        self._pool = pool
+        self._watch = watch
         self._push = push
         self._reconcile = reconcile
         self._tick = tick_s
@@ -131,13 +144,7 @@ class Scheduler:
         previous, self._last_boundary_check = self._last_boundary_check, cutoff
         if previous is None:  # a fresh start or a new leader: look back at what may be due
             previous = cutoff - timedelta(seconds=self._lookback_s())
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT tenant_id, customer, at FROM report_boundaries "
-                "WHERE at > %s AND at <= %s ORDER BY at",
-                (previous, cutoff),
-            ).fetchall()
-        self._waiting += [(r[0], r[1], r[2]) for r in rows]
+        self._waiting += self._watch.boundaries(previous, cutoff)
 
     def _lookback_s(self) -> float:
         """How far a fresh scheduler looks back for boundaries: those whose flush may still be
@@ -172,28 +179,11 @@ class Scheduler:
         after the boundary (one query for all). A customer's events share one Kafka key,
         hence one partition, consumed in receive order: all it sent before is committed too.
         Another customer's event proves nothing (its partition may be ahead of this one's)."""
-        if not waiting:
-            return set()
-        tenants, customers, ats = (list(column) for column in zip(*waiting, strict=True))
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT w.i FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) "
-                "WITH ORDINALITY AS w(t, c, at, i) WHERE EXISTS (SELECT 1 FROM usage_events e "
-                "WHERE e.tenant_id = w.t AND e.customer = w.c AND e.received_at >= w.at "
-                "AND e.day >= (w.at AT TIME ZONE 'UTC')::date - 1)",
-                (tenants, customers, ats),
-            ).fetchall()
-        return {waiting[r[0] - 1] for r in rows}
+        return self._watch.customers_past(waiting) if waiting else set()
 
     def _any_past(self, at: datetime) -> bool:
         """Postgres holds some event received at or after `at`: the aggregator is moving."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM usage_events WHERE received_at >= %s "
-                "AND day >= %s::date)",
-                (at, at - timedelta(days=1)),
-            ).fetchone()
-        return bool(row and row[0])
+        return self._watch.any_past(at)
 
     def _reconcile_due(self, now: datetime) -> bool:
         if now.hour < self._settings.reconcile_hour_utc:

@@ -1,10 +1,10 @@
 """What a plan bills: its metered prices, each with the meter's Stripe meter and formula.
 
 `billed_meters` reads a plan's `metered_prices` against the catalog and each meter's Stripe
-meter (`stripe_objects`, kind 'meter'). A meter without a Stripe meter is left out (the
-catalog has not been synced yet); nothing is reported for it. Who is billed by which plan
-when is `contexts.py`'s business; `TenantScope` gathers every meter a customer's contexts
-billed, for `rollups.period_maxima`.
+meter (`stripe_objects`, kind 'meter', read by `reporter/postgres/scope.py`). A meter without
+a Stripe meter is left out (the catalog has not been synced yet); nothing is reported for
+it. Who is billed by which plan when is `contexts.py`'s business; `TenantScope` gathers every
+meter a customer's contexts billed, for `rollups.period_maxima`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
-
-import psycopg
-from psycopg_pool import ConnectionPool
 
 from meterline.catalog.model import Aggregation, Catalog, MeteredPrice, Plan
 from meterline.stripe import FORMULA
+from reporter.postgres.scope import stripe_meters, tenant_ids
+
+# `stripe_meters` and `tenant_ids` (the queries, `reporter/postgres/scope.py`) are also
+# importable from here by contexts.py, push.py and reconcile.py until they import the
+# repository themselves.
+__all__ = [
+    "BilledCustomer",
+    "BilledMeter",
+    "TenantScope",
+    "billed_meters",
+    "period_price",
+    "same_prices",
+    "stripe_meters",
+    "tenant_ids",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,20 +76,6 @@ class TenantScope:
         for c in self.customers.values():
             for m in c.meters.values():
                 yield c, m
-
-
-def tenant_ids(pool: ConnectionPool) -> list[int]:
-    with pool.connection() as conn:
-        return [r[0] for r in conn.execute("SELECT id FROM tenants ORDER BY id").fetchall()]
-
-
-def stripe_meters(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, tuple[str, str]]:
-    rows = conn.execute(
-        "SELECT key, stripe_id, event_name FROM stripe_objects "
-        "WHERE tenant_id = %s AND kind = 'meter' AND event_name IS NOT NULL",
-        (tenant_id,),
-    ).fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def billed_meters(

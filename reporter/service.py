@@ -14,6 +14,8 @@ from decimal import Decimal
 
 from meterline.auth import Authenticator
 from meterline.clock import Clock, SystemClock
+from meterline.dunning import Dunning, DunningSettings
+from meterline.dunning.build import build_dunning
 from meterline.notify.metrics import WebhookMetrics
 from meterline.notify.postgres.deliveries import DeliveryLog
 from meterline.notify.postgres.endpoints import EndpointStore
@@ -22,6 +24,7 @@ from meterline.postgres import Pool, open_pool
 from meterline.postgres.schema import require_current_schema_in
 from meterline.settings import DatabaseSettings, StripeSettings
 from meterline.stripe.client import stripe_client
+from meterline.stripe.invoice_facts import StripeInvoices
 from meterline.stripe.meter_events import MeterEventSender, StripeMeterEventSender
 from meterline.stripe.ratelimit import TokenBucket
 from meterline.stripe.sending import RetryingSender
@@ -32,6 +35,9 @@ from reporter.faults import CrashingSender
 from reporter.lag import LagGauge
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier, NullNotifier, WebhookNotifier
+from reporter.postgres.alerts import PostgresReconciliationStore
+from reporter.postgres.lag import PostgresLagProbes
+from reporter.postgres.repairs import PostgresRepairRecords
 from reporter.push import Pusher, PushReport
 from reporter.reconcile import Reconciler, RunResult
 from reporter.repairs import Repairs
@@ -50,6 +56,8 @@ class Reporter:
     metrics: ReporterMetrics
     notifier: Notifier
     webhooks: WebhookSettings = field(default_factory=WebhookSettings.model_construct)
+    dunning: Dunning | None = None
+    """Runs the dunning sequences' timed steps on each tick (None: not here)."""
     store: ReconciliationStore = field(init=False)
     pusher: Pusher = field(init=False)
     reconciler: Reconciler = field(init=False)
@@ -64,8 +72,10 @@ class Reporter:
         self.endpoints = EndpointStore(self.pool, self.webhooks.allow_private_urls)
         self.delivery_log = DeliveryLog(self.pool)
         self.webhook_metrics = WebhookMetrics(self.metrics.registry)
-        self.store = ReconciliationStore(self.pool)
-        self.lag = LagGauge(self.pool, self.summaries, self.clock, self.settings.stripe_lag_s)
+        self.store = PostgresReconciliationStore(self.pool)
+        self.lag = LagGauge(
+            PostgresLagProbes(self.pool), self.summaries, self.clock, self.settings.stripe_lag_s
+        )
         self.pusher = Pusher(
             self.pool, self.sender, self.settings, self.clock, self.store, self.metrics, self.lag
         )
@@ -73,7 +83,10 @@ class Reporter:
             self.pool, self.summaries, self.settings, self.clock, self.store, self.metrics,
             self.notifier, self.lag,
         )  # fmt: skip
-        self.repairs = Repairs(self.pool, self.sender, self.summaries, self.push_tenant, self.clock)
+        self.repairs = Repairs(
+            PostgresRepairRecords(self.pool), self.sender, self.summaries, self.push_tenant,
+            self.clock,
+        )  # fmt: skip
         self.auth = Authenticator(PostgresTenantRepository(self.pool))
 
     def push(self) -> PushReport:
@@ -90,10 +103,12 @@ class Reporter:
         return self.reconciler.run_due(day)
 
     def tick(self) -> None:
-        """The scheduler's every-tick work: contexts of subscriptions that changed, and the
-        lag gauge's probe."""
+        """The scheduler's every-tick work: contexts of subscriptions that changed, the lag
+        gauge's probe, and the dunning steps that came due."""
         self.pusher.sync_changed()
         self.lag.resolve()
+        if self.dunning is not None:
+            self.dunning.run_due()
 
     def flush_blocked(self, tenant_id: int, customer: str, at: datetime) -> None:
         """The period-end flush of boundary `at` ran before the aggregator was past it."""
@@ -140,6 +155,7 @@ def build(
     clock: Clock | None = None,
     pool_size: int | None = None,
     webhooks: WebhookSettings | None = None,
+    dunning: DunningSettings | None = None,
 ) -> Reporter:
     metrics = ReporterMetrics()
     client = stripe_client(stripe.model_copy(update={"max_network_retries": 0}))
@@ -153,13 +169,16 @@ def build(
     )
     pool = open_pool(database.url, max_size=pool_size or database.pool_size, name="reporter")
     require_current_schema_in(pool, "reporter")
+    clock = clock or SystemClock()
+    policy = (dunning or DunningSettings.model_construct()).policy()
     return Reporter(
         pool=pool,
         settings=settings,
-        clock=clock or SystemClock(),
+        clock=clock,
         sender=sender_chain(stripe, settings, metrics),
         summaries=summaries,
         metrics=metrics,
         notifier=notifier,
         webhooks=webhooks or WebhookSettings.model_construct(),
+        dunning=build_dunning(pool, StripeInvoices(client), policy, clock),
     )

@@ -12,8 +12,8 @@ session that sent it changes nothing.
 
 Defaults: `METERLINE_REPORTER_SESSION_IDLE_S` 1 h, `_SESSION_MAX_S` 12 h (table
 `finance_sessions`, migration 0011). There is no auth cache in between: a lookup is one
-`UPDATE ... RETURNING` joining the key and its tenant. Rows are deleted a week after they
-expire (`KEEP_ENDED`).
+`UPDATE ... RETURNING` joining the key and its tenant (`reporter/postgres/sessions.py`). Rows
+are deleted a week after they expire (`KEEP_ENDED`).
 """
 
 from __future__ import annotations
@@ -22,26 +22,13 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
-
-from psycopg_pool import ConnectionPool
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from meterline.clock import Clock
 from meterline.tenants import Principal
 
 KEEP_ENDED = timedelta(days=7)
-_RESOLVE = """
-UPDATE finance_sessions s SET last_seen_at = %(now)s
-FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-WHERE s.id_hash = %(id_hash)s AND k.id = s.key_id AND k.tenant_id = s.tenant_id
-  AND k.revoked_at IS NULL AND s.ended_at IS NULL AND s.expires_at > %(now)s
-  AND s.last_seen_at > %(now)s - make_interval(secs => %(idle_s)s)
-RETURNING s.tenant_id, t.name, k.id, k.scopes"""
-_START = """
-INSERT INTO finance_sessions (id_hash, tenant_id, key_id, created_at, expires_at, last_seen_at)
-VALUES (%(id_hash)s, %(tenant_id)s, %(key_id)s, %(now)s, %(expires)s, %(now)s)"""
-_PURGE = "DELETE FROM finance_sessions WHERE expires_at < %s"
-_END = "UPDATE finance_sessions SET ended_at = %s WHERE id_hash = %s AND ended_at IS NULL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +44,24 @@ class Session:
         return scope in scopes or (scope == "read" and "admin" in scopes)
 
 
-class SessionStore:
-    """The repository of finance sessions. Every method is one short Postgres statement."""
+class SessionRows(Protocol):
+    """Where sessions are kept, by the SHA-256 of their id (`reporter/postgres/sessions.py`)."""
 
-    def __init__(self, pool: ConnectionPool, clock: Clock, idle_s: int, max_s: int) -> None:
-        self._pool = pool
+    def start(self, id_hash: bytes, principal: Principal, now: datetime, expires: datetime) -> None:
+        """Store a new session; sessions that expired before `now - KEEP_ENDED` go."""
+
+    def resolve(self, id_hash: bytes, now: datetime, idle_s: int) -> Principal | None:
+        """The live session's principal with its key's current scopes, its last request set
+        to `now`; None when unknown, ended, expired, idle or its key revoked."""
+
+    def end(self, id_hash: bytes, now: datetime) -> None: ...
+
+
+class SessionStore:
+    """Finance sessions: ids handed out once, kept hashed in `rows`."""
+
+    def __init__(self, rows: SessionRows, clock: Clock, idle_s: int, max_s: int) -> None:
+        self._rows = rows
         self._clock = clock
         self._idle_s = idle_s
         self._max = timedelta(seconds=max_s)
@@ -73,11 +73,7 @@ class SessionStore:
         """
         session_id = secrets.token_urlsafe(32)
         now = self._clock.now()
-        row = {"id_hash": _digest(session_id), "tenant_id": principal.tenant_id, "now": now}
-        row.update(key_id=principal.key_id, expires=now + self._max)
-        with self._pool.connection() as conn:
-            conn.execute(_PURGE, (now - KEEP_ENDED,))
-            conn.execute(_START, row)
+        self._rows.start(_digest(session_id), principal, now, now + self._max)
         return session_id
 
     def resolve(self, session_id: str | None) -> Session | None:
@@ -87,19 +83,15 @@ class SessionStore:
         """
         if not session_id or len(session_id) > 64:
             return None
-        args = {"id_hash": _digest(session_id), "now": self._clock.now(), "idle_s": self._idle_s}
-        with self._pool.connection() as conn:
-            row = conn.execute(_RESOLVE, args).fetchone()
-        if row is None:
+        principal = self._rows.resolve(_digest(session_id), self._clock.now(), self._idle_s)
+        if principal is None:
             return None
-        principal = Principal(row[0], row[1], row[2], frozenset(row[3]))
         return Session(principal, csrf_token(session_id))
 
     def end(self, session_id: str | None) -> None:
         """End a session (logout); unknown or already ended ids are ignored."""
         if session_id and len(session_id) <= 64:
-            with self._pool.connection() as conn:
-                conn.execute(_END, (self._clock.now(), _digest(session_id)))
+            self._rows.end(_digest(session_id), self._clock.now())
 
 
 def csrf_token(session_id: str) -> str:

@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from meterline.catalog.model import Aggregation
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -65,3 +69,22 @@ def identifier(tenant_id: int, customer: str, meter: str, start: datetime, revis
     digest = hashlib.sha256(f"{tenant_id}\x00{customer}\x00{meter}".encode()).hexdigest()[:24]
     stamp = start.astimezone(UTC).strftime("%Y%m%d%H%M")
     return f"ml-{tenant_id}-{stamp}-{digest}-r{revision}"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotUsage:
+    customer: str
+    meter: str
+    start: datetime
+    total: Decimal
+    peak: Decimal
+    last: Decimal
+    count: int
+
+    def value(self, aggregation: Aggregation) -> Decimal:
+        """The slot's value for a meter with this aggregation."""
+        if aggregation is Aggregation.MAX:
+            return self.peak
+        if aggregation is Aggregation.LATEST:
+            return self.last
+        return self.total

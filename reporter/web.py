@@ -48,6 +48,7 @@ from meterline.errors import (
 from reporter.alerts import to_csv
 from reporter.auth import authorize
 from reporter.drilldown import drill_down
+from reporter.postgres.sessions import PostgresSessionRows
 from reporter.sessions import Session, SessionStore
 from reporter.settings import ReporterSettings
 from reporter.webguard import FinanceHeaders, check_origin, is_tls, read_form
@@ -115,7 +116,10 @@ def mount(app: FastAPI, reporter: Any) -> None:
     """Add the /finance pages, their static files and their security headers to `app`."""
     settings: ReporterSettings = reporter.settings
     sessions = SessionStore(
-        reporter.pool, reporter.clock, settings.session_idle_s, settings.session_max_s
+        PostgresSessionRows(reporter.pool),
+        reporter.clock,
+        settings.session_idle_s,
+        settings.session_max_s,
     )
     app.add_middleware(FinanceHeaders)
     app.mount("/finance/static", StaticFiles(directory=HERE / "static"), name="finance-static")

@@ -15,7 +15,7 @@ from meterline.errors import Conflict
 from meterline.postgres import open_pool
 from meterline.stripe import PostgresStripeObjectRepository, apply_catalog
 from meterline.tenants import PostgresTenantRepository
-from meterline_devstack import demo_billing, demo_entitlements, demo_traffic
+from meterline_devstack import demo_billing, demo_entitlements, demo_example, demo_traffic
 from meterline_devstack.demo_context import DemoContext, out
 from meterline_devstack.stack import DevStack
 
@@ -25,6 +25,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("traffic", demo_traffic.run),
     ("entitlements", demo_entitlements.run),
     ("billing", demo_billing.run),
+    ("example", demo_example.run),
 ]
 
 

@@ -134,6 +134,12 @@ class DevStack:
             env["METERLINE_STRIPE_WEBHOOK_SECRET"] = DEV_WEBHOOK_SECRET
         return env
 
+    def add_process(self, name: str, url: str, proc: ManagedProcess) -> None:
+        """Start `proc` (a demo's own process, such as the example app), supervised and
+        recorded in stack.json like the services."""
+        self.urls[name] = url
+        self._start(name, proc)
+
     def _start(self, name: str, proc: ManagedProcess) -> None:
         proc.start()
         self.processes[name] = proc

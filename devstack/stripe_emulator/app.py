@@ -25,11 +25,13 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import control, hosted, portal, routes
+from . import control, hosted, hosted_invoice, portal, routes
 from .config import EmulatorConfig
 from .core import Call, Emulator, current_request, public
 from .errors import StripeError, invalid, unauthorized
@@ -231,6 +233,20 @@ def api_routes(emu: Emulator) -> list[BaseRoute]:
     return table
 
 
+class RememberBase:
+    """Keeps the emulator's own address, as each request reached it, in `Emulator.base_url`:
+    an invoice finalized by a control call or a hosted page links its hosted page there too."""
+
+    def __init__(self, app: ASGIApp, emu: Emulator) -> None:
+        self.app = app
+        self.emu = emu
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.emu.base_url = str(Request(scope).base_url).rstrip("/")
+        await self.app(scope, receive, send)
+
+
 def create_app(config: EmulatorConfig | None = None, emulator: Emulator | None = None) -> Starlette:
     """The emulator's ASGI app. Raises ValueError listing every configuration problem."""
     config = config or EmulatorConfig()
@@ -248,7 +264,14 @@ def create_app(config: EmulatorConfig | None = None, emulator: Emulator | None =
             await emu.webhooks.close()
             emu.persist()
 
-    pages = [*control.routes(emu), *hosted.routes(emu), *portal.routes(emu), *api_routes(emu)]
-    app = Starlette(routes=pages, lifespan=lifespan)
+    pages = [
+        *control.routes(emu),
+        *hosted.routes(emu),
+        *hosted_invoice.routes(emu),
+        *portal.routes(emu),
+        *api_routes(emu),
+    ]
+    remember = Middleware(RememberBase, emu=emu)
+    app = Starlette(routes=pages, lifespan=lifespan, middleware=[remember])
     app.state.emulator = emu
     return app

@@ -12,8 +12,9 @@ Create in `payment`, `subscription` or `setup` mode (`line_items`, `customer` or
 prices only in subscription mode, one-time prices only in payment mode, no `quantity` on a
 metered price (a 400 naming the parameter). `url` is a hosted page on the emulator
 (`hosted.py`): paying there, or the control call `complete`, creates the customer if none was
-given, the subscription (subscription mode) or a succeeded PaymentIntent (payment mode); the
-page then redirects to `success_url` with `{CHECKOUT_SESSION_ID}` filled in. PaymentIntents
+given, the subscription and its first invoice (subscription mode: `subscription`, `invoice`;
+`first_invoice.py`) or a succeeded PaymentIntent (payment mode); the page then redirects to
+`success_url` with `{CHECKOUT_SESSION_ID}` filled in. PaymentIntents
 exist only as Checkout makes them; charges and refunds are not emulated.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import catalog, payment_methods, subscriptions
+from . import catalog, first_invoice, payment_methods
 from .core import Call, Emulator, current_request
 from .errors import invalid, missing_param, not_found
 from .forms import Params
@@ -254,8 +255,8 @@ def _fulfil(emu: Emulator, session: JSON, method: JSON) -> None:
         ]
         extra = session["_subscription_data"]
         params = {"customer": session["customer"], "items": items, **extra}
-        sub = subscriptions.create(emu, Call("POST", "/v1/subscriptions", Params(params)))
-        session["subscription"] = sub["id"]
+        sub = first_invoice.create(emu, Call("POST", "/v1/subscriptions", Params(params)))
+        session["subscription"], session["invoice"] = sub["id"], sub["latest_invoice"]
     elif session["mode"] == "payment":
         session["payment_intent"] = _payment_intent(emu, session)["id"]
     else:

@@ -50,6 +50,9 @@ class Emulator:
         self.faults = FaultInjector(FaultSettings(seed=config.seed))
         self.webhooks = WebhookDispatcher(self.store, self.clock, config.webhooks, config.seed)
         self.idempotency = Idempotency(self.store, config.idempotency_ttl_seconds)
+        # The emulator's own address as its last request reached it (`app.remember_base`):
+        # hosted pages (invoices) are linked on it, whichever request finalized them.
+        self.base_url = "http://127.0.0.1"
 
     def now(self) -> int:
         """Emulator time in whole seconds."""

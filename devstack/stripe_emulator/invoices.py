@@ -8,7 +8,9 @@ A failed payment leaves the invoice `open` and the subscription `past_due`; afte
 invoice makes the subscription `active` again.
 
 Each invoice has `parent.subscription_details.subscription`, and each line `period{start,end}`,
-`quantity`, `amount` and `pricing.price_details`; amounts follow `pricing.py`. API:
+`quantity`, `amount` and `pricing.price_details`; amounts follow `pricing.py`. Once finalized
+it has a `hosted_invoice_url` (null while a draft, as Stripe says): the emulator's page for it
+(`hosted_invoice.py`); `invoice_pdf` stays null (no PDFs are made). API:
 `GET /v1/invoices` (`customer`, `subscription`, `status`), `GET /v1/invoices/{id}`,
 `GET /v1/invoices/{id}/lines`, `POST /v1/invoices/{id}/pay` (402 with a failing card).
 
@@ -103,14 +105,14 @@ def _lines(emu: Emulator, sub: JSON, item: JSON) -> list[JSON]:
         until: int = item.get("_billed_until", end)
         trial = item["_index"] < 0  # usage accrued during a trial is not charged
         quantity = Decimal(0) if trial else _usage(emu, price, sub["customer"], since, until)
-        return [_line(emu, item, sub, quantity, start, end)]
+        return [charged_line(emu, item, sub, quantity, start, end)]
     if sub["cancel_at_period_end"]:
         return []
     recurring = price["recurring"]
     next_period = periods.period(
         item["_anchor"], recurring["interval"], recurring["interval_count"], item["_index"] + 1
     )
-    return [_line(emu, item, sub, Decimal(item["quantity"] or 1), *next_period)]
+    return [charged_line(emu, item, sub, Decimal(item["quantity"] or 1), *next_period)]
 
 
 def _usage(emu: Emulator, price: JSON, customer: str, start: int, end: int) -> Decimal:
@@ -122,7 +124,9 @@ def _usage(emu: Emulator, price: JSON, customer: str, start: int, end: int) -> D
     return Decimal(str(meters.aggregate(formula, events, emu.config.last_tie_break)))
 
 
-def _line(emu: Emulator, item: JSON, sub: JSON, usage: Decimal, start: int, end: int) -> JSON:
+def charged_line(
+    emu: Emulator, item: JSON, sub: JSON, usage: Decimal, start: int, end: int
+) -> JSON:
     """One line: `usage` priced as the item's price says (per unit, tiers or packages)."""
     charged = pricing.line_amount(item["price"], usage, emu.config)
     return line(emu, item, sub, charged.amount, charged.quantity, start, end)
@@ -169,6 +173,8 @@ def new_invoice(
     return {
         "id": invoice_id,
         "object": "invoice",
+        "hosted_invoice_url": None,
+        "invoice_pdf": None,
         "amount_due": total,
         "amount_paid": 0,
         "amount_remaining": total,
@@ -211,15 +217,23 @@ def new_invoice(
 
 def finalize_invoice(emu: Emulator, invoice: JSON, payment: Payment = "succeed") -> JSON:
     """Finalize a draft invoice and attempt payment; fires invoice.finalized and the outcome."""
+    open_invoice(emu, invoice)
+    if payment == "fail":
+        return fail(emu, invoice)
+    return collect(emu, invoice)
+
+
+def open_invoice(emu: Emulator, invoice: JSON) -> JSON:
+    """Finalize a draft without a payment attempt: `open`, numbered, its hosted page linked;
+    fires invoice.finalized."""
     if invoice["status"] != "draft":
         raise invalid(f"Invoice {invoice['id']} is {invoice['status']}, not draft.", "id")
     invoice["status"] = "open"
     invoice["number"] = f"EMU-{len(emu.store.table('invoice')):06d}"
     invoice["status_transitions"]["finalized_at"] = emu.now()
+    invoice["hosted_invoice_url"] = f"{emu.base_url}/invoice/{invoice['id']}"
     emu.emit("invoice.finalized", invoice)
-    if payment == "fail":
-        return fail(emu, invoice)
-    return collect(emu, invoice)
+    return invoice
 
 
 def collect(emu: Emulator, invoice: JSON) -> JSON:
@@ -262,7 +276,8 @@ def retry_due(emu: Emulator) -> list[JSON]:
 
 
 def pay(emu: Emulator, invoice: JSON) -> JSON:
-    """Mark an open invoice paid; a past_due or unpaid subscription becomes active."""
+    """Mark an open invoice paid; a past_due, unpaid or incomplete subscription becomes
+    active."""
     if invoice["status"] != "open":
         raise invalid(
             f"Invoice {invoice['id']} is {invoice['status']}; only open invoices can be paid.", "id"
@@ -275,7 +290,7 @@ def pay(emu: Emulator, invoice: JSON) -> JSON:
     invoice["next_payment_attempt"] = None
     invoice["status_transitions"]["paid_at"] = emu.now()
     emu.emit("invoice.paid", invoice, previous)
-    _set_status(emu, invoice, "active", ("past_due", "unpaid"))
+    _set_status(emu, invoice, "active", ("past_due", "unpaid", "incomplete"))
     return invoice
 
 

@@ -4,8 +4,9 @@ The plan that applies now and the subscription's status, period, `cancel_at_peri
 pending change; each metered feature's usage against its limit (the entitlement decisions, so
 grants and payment policies count); the upcoming invoice (Stripe's preview: the next period's
 base price and the metered cost so far, which is the sum of its metered lines); recent invoices
-with their hosted links; the default card's brand and last 4 digits. Without a Stripe customer
-the Stripe parts are empty rather than created.
+with their hosted links; the default card's brand and last 4 digits; the dunning sequence of
+an unpaid invoice, when one is open (`meterline.dunning.notices.state`). Without a Stripe
+customer the Stripe parts are empty rather than created.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class BillingOverview:
         plans: PlanChanges,
         invoices: StripePlanChanges,
         cards: StripeSelfService,
+        dunning: Callable[[int, str], JSON | None] = lambda _t, _c: None,
     ) -> None:
         self._decisions = decisions
         self._customers = customers
@@ -43,6 +45,7 @@ class BillingOverview:
         self._plans = plans
         self._invoices = invoices
         self._cards = cards
+        self._dunning = dunning
 
     def get(self, tenant_id: int, customer: str) -> JSON:
         """Raises NotFound for an unknown customer."""
@@ -61,6 +64,7 @@ class BillingOverview:
             "upcoming_invoice": self._upcoming(tenant_id, stripe_sub),
             "invoices": self._recent(found.stripe_customer_id),
             "default_payment_method": self._default_card(found.stripe_customer_id),
+            "dunning": self._dunning(tenant_id, customer),
         }
 
     def _pending(self, tenant_id: int, customer: str, stripe_sub: str | None) -> JSON | None:

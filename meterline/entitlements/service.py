@@ -60,7 +60,7 @@ from meterline.entitlements.repository import (
     GrantRepository,
     SubscriptionRepository,
 )
-from meterline.entitlements.thresholds import Notifier
+from meterline.entitlements.thresholds import Notifier, possible
 from meterline.entitlements.usage import UsageReader
 from meterline.errors import FieldError, NotFound, ValidationFailed
 from meterline.events import UsageEvent
@@ -293,6 +293,37 @@ class EntitlementService:
             self._notifier.announce(tenant_id, customer, decision.as_dict(), percents)
         except Exception:
             log.warning("could not record the notices of a check", exc_info=True)
+
+    def announce_usage(self, tenant_id: int, customer: str) -> int:
+        """Decide now every feature of `customer` that can announce something (a limit with
+        `notify_at` percentages, or an `allow` overage) and record the notices each shows:
+        what the usage detector (`usage_notices.py`) does for a customer whose counted usage
+        changed. Decisions are made from the view, uncached, and not cached; a feature whose
+        every possible notice of the period this process already recorded is not decided (no
+        usage read: a customer past its last threshold costs nothing more). Returns how many
+        features were decided; raises what reading the usage or recording raises (the detector
+        looks at the customer again). A tenant without a catalog announces nothing."""
+        if self._notifier is None:
+            return 0
+        try:
+            catalog = self.catalog(tenant_id)
+        except NotFound:
+            return 0
+        decided = 0
+        for feature in catalog.features:
+            ev = self.evaluate(tenant_id, customer, feature.key)
+            if ev.terms is None or ev.period is None or ev.feature.meter is None:
+                continue
+            plan = ev.choice.plan
+            percents = self.thresholds(tenant_id, plan.key if plan else None, feature.key)
+            names = possible(percents, ev.terms.overage == "allow")
+            start = ev.period.as_dict()["start"]
+            if not names or self._notifier.knows((tenant_id, customer, feature.key, start), names):
+                continue
+            used = self._current(tenant_id, customer, ev.feature.meter, ev.period)
+            self._notifier.announce(tenant_id, customer, decide(ev, used).as_dict(), percents)
+            decided += 1
+        return decided
 
     def thresholds(self, tenant_id: int, plan_key: str | None, feature: str) -> tuple[Limit, ...]:
         plan = self.catalog(tenant_id).plan(plan_key or "")

@@ -19,10 +19,12 @@ meterline/catalog/README.md); `entitlement.limit_exceeded` once per customer, fe
 period, when a consume is refused at a blocking limit (a 403 `limit_exceeded`) or a granted
 `allow` consume takes usage past the limit.
 
-**Where detection runs: on the entitlements path, not in the aggregator.** Every consume
-answer (and every repeat of it) and every plain check the service decides (not cached) is
-read for the notices it shows: each percentage whose share of the *effective* limit (plan +
-grants, at that instant) `used` has reached. The reasons:
+**Where detection runs: in the entitlements service, not in the aggregator.** Every consume
+answer (and every repeat of it), every plain check the service decides (not cached), and every
+decision of the detector of counted usage (`usage_notices.py`: the customers whose usage a
+batch changed, marked by the aggregator in the view, decided about once a second) is read for
+the notices it shows: each percentage whose share of the *effective* limit (plan + grants, at
+that instant) `used` has reached. The reasons:
 - A threshold is a fraction of a limit, and the limit is a decision: plan after payment
   policies, the subscription's billing period, grants valid at that instant. The
   entitlements service holds all of it (cached per customer); the aggregator holds none, and
@@ -31,12 +33,13 @@ grants, at that instant) `used` has reached. The reasons:
 - A consume sees its own reservation at once (`used` after the grant, from the Lua step), so
   the 100% notice goes out with the grant that reaches it, before the event is even counted;
   the aggregator would only see it after Kafka and a batch.
-- Usage that never passes a consume (ingested events) is seen by the next plain check the
-  service decides, and apps check on their request path; limits that move (a credit that
-  expires or is voided: "a grant running out") are seen the same way, since each answer
-  announces *all* reached notices, not only those it crossed.
-- The aggregator runs no threshold code, so its sustained rate is unchanged by construction
-  (bench/bench_thresholds.py prints what a consume pays instead).
+- Usage that never passes a consume (ingested events) is seen by the detector once the
+  aggregator has counted it (and by the next plain check); limits that move (a credit that
+  expires or is voided: "a grant running out") are seen by the next decision, since each
+  answer announces *all* reached notices, not only those it crossed.
+- The aggregator runs no threshold code: its share is one ZADD per distinct customer inside
+  the batch's existing Lua call (bench/bench_thresholds.py: its sustained rate with the marks
+  and the detector on beside off, and what a consume pays).
 
 **Once, also when consumes race.** `Notifier` keeps the keys it recorded (bounded memo): an
 answer whose notices are all known costs no round trip. Unknown ones go to the
@@ -50,9 +53,8 @@ dispatcher's receivers dedupe even a replay.
 **Failures.** Notices are written after the answer is stored and the event published. If
 writing them fails, a consume answers 503 (the answer stands; the retry with the same
 `event_id` returns it and writes the notices); a check only logs (the next deciding check
-writes them). Not covered: usage of a customer whose app never consumes nor checks after it
-(no decision is made to read it), and thresholds reached while the decision cache answers
-(announced at the next decision, within `decision_ttl`).
+writes them); the detector keeps the customer marked and tries again at its next pass. A limit
+that drops with no usage (a grant expiring) is announced at the customer's next decision.
 """
 
 from __future__ import annotations
@@ -106,6 +108,13 @@ def reached(body: Mapping[str, Any], percents: Sequence[Limit]) -> list[str]:
         return []
     names = [f"threshold:{p}" for p in percents if _reached(used, limit, p)]
     return [*names, LIMIT_EXCEEDED] if _exceeded(body) else names
+
+
+def possible(percents: Sequence[Limit], allow: bool) -> list[str]:
+    """Every notice a feature can still show a detector: its thresholds, and `limit_exceeded`
+    for an `allow` overage (a blocking limit is exceeded only by a refused consume)."""
+    names = [f"threshold:{p}" for p in percents]
+    return [*names, LIMIT_EXCEEDED] if allow else names
 
 
 def key_of(tenant_id: int, customer: str, body: Mapping[str, Any], name: str) -> NoticeKey:
@@ -189,6 +198,12 @@ class Notifier:
             found = [notice(tenant_id, customer, body, name) for name in unknown]
             self._ledger.record(found)
             self._remember(n.key for n in found)
+
+    def knows(self, key: tuple[int, str, str, str], names: Sequence[str]) -> bool:
+        """Whether this process recorded every notice `names` of (tenant, customer, feature,
+        period start): then no decision can show one left to announce."""
+        with self._lock:
+            return all((*key, name) in self._known for name in names)
 
     def _remember(self, keys: Iterable[NoticeKey]) -> None:
         with self._lock:

@@ -28,6 +28,13 @@ EVENT_TYPES: dict[str, str] = {
     "subscription.changed": "a customer's plan, status or billing period changed",
     "entitlement.threshold_reached": "a customer's usage of a feature reached a catalog threshold",
     "entitlement.limit_exceeded": "a consume was refused at a limit, or overage passed it",
+    "payment.failed": "an attempt to pay a customer's invoice failed",
+    "dunning.notice": "a payment failed for the first time: the link that pays the invoice",
+    "dunning.reminder": "the invoice is still unpaid some days after the first failure",
+    "dunning.final_warning": "the next automatic retry is the last before the downgrade",
+    "dunning.downgraded": "the final retry failed: the catalog's fallback plan applies",
+    "dunning.recovery_offer": "some days after the downgrade: paying restores the plan",
+    "dunning.recovered": "the invoice was paid: the sequence is over and the plan restored",
 }
 
 

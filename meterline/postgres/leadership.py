@@ -48,8 +48,17 @@ class Leadership:
     """Whether this replica leads the schedule; `__call__` asks, keeps or loses it. Used from
     the scheduler's thread only. `on_change(True|False)` is told of every gain and loss."""
 
-    def __init__(self, connect: Connect, on_change: Callable[[bool], object] = bool) -> None:
+    def __init__(
+        self,
+        connect: Connect,
+        on_change: Callable[[bool], object] = bool,
+        key: int = LEADER_KEY,
+        name: str = "scheduler",
+    ) -> None:
+        """`key`: the advisory lock (another job that wants one active replica passes its
+        own); `name` says whose leadership in the logs."""
         self._connect = connect
+        self._key, self._name = key, name
         self._on_change = on_change
         self._conn: psycopg.Connection[Any] | None = None
         self._held = False
@@ -60,7 +69,9 @@ class Leadership:
         try:
             held = self._still_held() if self._held else self._try_take()
         except psycopg.Error as exc:
-            log.warning("scheduler leadership: Postgres unavailable", extra={"error": str(exc)})
+            log.warning(
+                "%s leadership: Postgres unavailable", self._name, extra={"error": str(exc)}
+            )
             self._drop()
             held = False
         self._set(held)
@@ -74,12 +85,12 @@ class Leadership:
     def _try_take(self) -> bool:
         if self._conn is None or self._conn.closed:
             self._conn = self._connect()
-        row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_KEY,)).fetchone()
+        row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         return bool(row and row[0])
 
     def _set(self, held: bool) -> None:
         if held != self._held:
-            log.info("scheduler leadership %s", "taken" if held else "lost")
+            log.info("%s leadership %s", self._name, "taken" if held else "lost")
             self._held = held
             self._on_change(held)
 

@@ -41,3 +41,22 @@ class SubscriptionState:
     currency: str
     items: tuple[Item, ...]
     discount: Discount | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredInvoice:
+    """The metered part of one closed (finalized) Stripe invoice: the sum of its metered
+    lines, less their discounts, in minor units of `currency`. `at` is when it closed
+    (finalized); `status` is Stripe's (`open`, `paid`, `uncollectible`, `void`). A voided
+    invoice bills nothing (`amount` counts only while not void: `billed`)."""
+
+    at: datetime
+    customer: str
+    invoice: str
+    currency: str
+    amount: int
+    status: str
+
+    @property
+    def billed(self) -> int:
+        return 0 if self.status == "void" else self.amount

@@ -1,4 +1,5 @@
-"""`PostgresRevenueEventStore`: revenue events in `revenue_events` (migration 0018).
+"""`PostgresRevenueEventStore`: revenue events in `revenue_events` (migration 0018), closed
+invoices' metered amounts in `revenue_invoices` (migration 0024).
 
 Items and the discount are kept as JSON in the shape of `model.Item` and `model.Discount`;
 the primary key (tenant_id, event_id) makes a redelivered webhook a no-op.
@@ -14,13 +15,26 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from meterline.revenue.model import Discount, Item, SubscriptionState
+from meterline.revenue.model import Discount, Item, MeteredInvoice, SubscriptionState
 from meterline.revenue.store import RevenueEventStore
 
 _INSERT = (
     "INSERT INTO revenue_events (tenant_id, event_id, at, customer, subscription, status, "
     "currency, items, discount) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (tenant_id, event_id) DO NOTHING"
+)
+
+# The status only moves forward (meterline/revenue/invoices.py, RANK): a row is replaced only
+# by a sighting at least as far along.
+_RANK = "CASE {} WHEN 'open' THEN 0 WHEN 'uncollectible' THEN 1 ELSE 2 END"
+_UPSERT_INVOICE = (
+    "INSERT INTO revenue_invoices (tenant_id, invoice, at, customer, currency, amount, status) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, invoice) DO UPDATE SET "
+    "at = excluded.at, customer = excluded.customer, currency = excluded.currency, "
+    "amount = excluded.amount, status = excluded.status "
+    f"WHERE {_RANK.format('excluded.status')} >= {_RANK.format('revenue_invoices.status')} "
+    "AND (revenue_invoices.status, revenue_invoices.amount, revenue_invoices.at) "
+    "IS DISTINCT FROM (excluded.status, excluded.amount, excluded.at)"
 )
 
 
@@ -33,10 +47,32 @@ class PostgresRevenueEventStore(RevenueEventStore):
             cur = conn.execute(_INSERT, _row(tenant_id, event_id, state))
             return cur.rowcount == 1
 
-    def replace(self, tenant_id: int, states: Sequence[tuple[str, SubscriptionState]]) -> None:
+    def replace(
+        self,
+        tenant_id: int,
+        states: Sequence[tuple[str, SubscriptionState]],
+        invoices: Sequence[MeteredInvoice] | None = None,
+    ) -> None:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("DELETE FROM revenue_events WHERE tenant_id = %s", (tenant_id,))
             cur.executemany(_INSERT, [_row(tenant_id, e, s) for e, s in states])
+            if invoices is not None:
+                cur.execute("DELETE FROM revenue_invoices WHERE tenant_id = %s", (tenant_id,))
+                cur.executemany(_UPSERT_INVOICE, [_invoice_row(tenant_id, i) for i in invoices])
+
+    def add_invoice(self, tenant_id: int, invoice: MeteredInvoice) -> bool:
+        with self._pool.connection() as conn:
+            cur = conn.execute(_UPSERT_INVOICE, _invoice_row(tenant_id, invoice))
+            return cur.rowcount == 1
+
+    def invoices(self, tenant_id: int) -> list[MeteredInvoice]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT at, customer, invoice, currency, amount, status FROM revenue_invoices "
+                "WHERE tenant_id = %s ORDER BY at, invoice",
+                (tenant_id,),
+            ).fetchall()
+        return [MeteredInvoice(*r) for r in rows]
 
     def states(self, tenant_id: int) -> list[SubscriptionState]:
         with self._pool.connection() as conn:
@@ -62,6 +98,10 @@ def _row(tenant_id: int, event_id: str, s: SubscriptionState) -> tuple[Any, ...]
         items,
         discount,
     )
+
+
+def _invoice_row(tenant_id: int, i: MeteredInvoice) -> tuple[Any, ...]:
+    return (tenant_id, i.invoice, i.at, i.customer, i.currency, i.amount, i.status)
 
 
 def _discount_doc(d: Discount) -> dict[str, Any]:

@@ -8,9 +8,11 @@ longer listed gets a start rebuilt from its current object: its items at `start_
 when it has ended (one that never started, `incomplete` or `incomplete_expired`, keeps that
 status alone). What changed before the listed events (plan or quantity changes, a past-due
 spell) is not known from the object, so such a start shows today's items: kept webhooks are
-the exact record, a rebuild is the best Stripe can still say. Invoices are not read: a
-licensed line bills the coming period and prorations split changes across invoices, so they
-would add no state the events and the objects do not give.
+the exact record, a rebuild is the best Stripe can still say. Invoices are not read for
+states: a licensed line bills the coming period and prorations split changes across invoices,
+so they would add no state the events and the objects do not give. They are read for what
+they alone tell: the metered part of every closed invoice (`meterline.revenue.invoices`),
+replaced with the states in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 
 from meterline.entitlements.model import Customer
 from meterline.entitlements.repository import CustomerRepository
+from meterline.revenue.invoices import InvoiceLines, metered_invoice
 from meterline.revenue.listener import STATE_EVENTS
-from meterline.revenue.model import SubscriptionState
+from meterline.revenue.model import MeteredInvoice, SubscriptionState
 from meterline.revenue.parse import customer_of, subscription_state
 from meterline.revenue.store import RevenueEventStore
 from meterline.stripe.webhook_events import StripeEvent
@@ -33,6 +36,8 @@ NEVER_PAID = frozenset({"incomplete", "incomplete_expired"})
 # Stripe customer ids -> (their subscription events, oldest first; their subscriptions now):
 # `meterline.stripe.revenue_history.subscription_history` bound to a client.
 History = Callable[[Collection[str]], tuple[list[StripeEvent], list[JSON]]]
+# Stripe customer ids -> every invoice of theirs (`invoice_history` bound to a client).
+Invoices = Callable[[Collection[str]], list[JSON]]
 
 
 def rebuilt_states(
@@ -84,16 +89,32 @@ def rebuild_tenant(
     customers: CustomerRepository,
     store: RevenueEventStore,
     tenant_id: int,
+    invoices: tuple[Invoices, InvoiceLines] | None = None,
 ) -> list[tuple[str, SubscriptionState]]:
     """Replace the tenant's revenue events with what Stripe tells now (see the module
-    docstring); returns them. Raises StripeError when Stripe cannot be reached (nothing is
-    replaced then)."""
+    docstring), and its metered invoices too when `invoices` (the listing, the line reader)
+    is given; returns the states. Raises StripeError when Stripe cannot be reached (nothing
+    is replaced then)."""
     every = _all_customers(customers, tenant_id)
     mapping = {c.stripe_customer_id: c.id for c in every if c.stripe_customer_id}
     events, subscriptions = history(mapping)
     states = rebuilt_states(events, subscriptions, mapping)
-    store.replace(tenant_id, states)
+    metered = None if invoices is None else rebuilt_invoices(*invoices, mapping)
+    store.replace(tenant_id, states, metered)
     return states
+
+
+def rebuilt_invoices(
+    listing: Invoices, lines: InvoiceLines, customers: Mapping[str, str]
+) -> list[MeteredInvoice]:
+    """The metered part of every closed invoice of the mapped customers."""
+    found = []
+    for obj in listing(customers):
+        owner = customers.get(customer_of(obj) or "")
+        invoice = None if owner is None else metered_invoice(obj, owner, lines)
+        if invoice is not None:
+            found.append(invoice)
+    return found
 
 
 def _all_customers(customers: CustomerRepository, tenant_id: int) -> list[Customer]:

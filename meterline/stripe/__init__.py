@@ -16,7 +16,7 @@ from meterline.stripe.catalog_sync import (
     meter_event_name,
     price_lookup_key,
 )
-from meterline.stripe.client import stripe_client
+from meterline.stripe.client import StripeClient, StripeError, stripe_client
 from meterline.stripe.postgres import PostgresStripeObjectRepository, PostgresWebhookEventStore
 from meterline.stripe.subscriptions import SubscriptionSync, ensure_stripe_customer, to_subscription
 from meterline.stripe.webhook_events import (
@@ -27,6 +27,7 @@ from meterline.stripe.webhook_events import (
     WebhookEventStore,
     parse_event,
 )
+from meterline.stripe.webhook_signature import signature_problem
 
 __all__ = [
     "FORMULA",
@@ -38,6 +39,8 @@ __all__ = [
     "PostgresStripeObjectRepository",
     "PostgresWebhookEventStore",
     "RejectedWebhook",
+    "StripeClient",
+    "StripeError",
     "StripeEvent",
     "StripeObject",
     "StripeObjectRepository",
@@ -50,6 +53,7 @@ __all__ = [
     "meter_event_name",
     "parse_event",
     "price_lookup_key",
+    "signature_problem",
     "stripe_client",
     "to_subscription",
 ]

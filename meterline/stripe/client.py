@@ -6,6 +6,11 @@ import stripe
 
 from meterline.settings import StripeSettings
 
+# The names code outside the gateway uses for the client it holds and for any failure of a
+# call through it (Stripe unreachable, or refusing): the SDK's own types.
+StripeClient = stripe.StripeClient
+StripeError = stripe.StripeError
+
 
 def stripe_client(settings: StripeSettings) -> stripe.StripeClient:
     """A client for `settings.api_base`, used for both the `api` and `meter_events` bases.

@@ -14,6 +14,8 @@ tag, so one customer's keys share a Redis Cluster slot.
   expires; `amount` in millionths, `at_ms` the attributed instant its event carries);
   `...:c` a sorted set of counted reservation ids (score: when to forget them).
 - `<p>:meta:ready6`, `<p>:meta:rebuild` (the rebuild flag), `<p>:meta:wm` (watermarks).
+- `<p>:touched`: sorted set of the customers whose usage changed (`<tenant_id>/<customer>`,
+  scored by the counter `<p>:touched:seq`), for threshold detection (`touched.py`).
 
 Every quantity is a whole number of millionths written as a digit string (`meterline.values`;
 the scripts add them exactly: `scripts`). The `6` in the ready marker and the reservations'
@@ -51,6 +53,8 @@ class KeyLayout:
         self.watermarks = f"{prefix}:meta:wm"
         self.view_pattern = f"{prefix}:v:*"
         self.reservation_pattern = f"{prefix}:r{FORMAT}:*"
+        self.touched = f"{prefix}:touched"
+        self.touched_seq = f"{prefix}:touched:seq"
 
     def series(self, tenant_id: int, customer: str, meter: str) -> str:
         return f"{self.prefix}:v:{hash_tag(tenant_id, customer)}:{meter}"

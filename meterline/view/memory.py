@@ -29,6 +29,7 @@ from meterline.view.model import (
     minute_range,
 )
 from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
+from meterline.view.touched import MemoryTouched
 
 Series = tuple[int, str, str]  # (tenant_id, customer, meter)
 Bucket = tuple[Decimal, int]  # (value, latest_ms)
@@ -48,8 +49,14 @@ class _Meter:
 
 
 class MemoryUsageView(SyncedView):
-    def __init__(self, clock: Clock | None = None, counted_ttl_s: int = 3600) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        counted_ttl_s: int = 3600,
+        touched: MemoryTouched | None = None,
+    ) -> None:
         self._clock = clock or SystemClock()
+        self._touched = touched
         self._counted_ttl_ms = counted_ttl_s * 1000
         self._series: dict[Series, _Meter] = defaultdict(_Meter)
         self._lock = threading.Lock()
@@ -82,6 +89,8 @@ class MemoryUsageView(SyncedView):
             return ApplyOutcome.APPLIED
 
     def _add(self, deltas: Sequence[Delta], counted_reservations: Sequence[ReservationKey]) -> None:
+        if self._touched is not None and deltas:
+            self._touched.touch((d.tenant_id, d.customer) for d in deltas)
         for d in deltas:
             m = self._series[(d.tenant_id, d.customer, d.meter)]
             new = (d.value, d.latest_ms)

@@ -52,6 +52,7 @@ from meterline.view.model import (
     minute_range,
 )
 from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
+from meterline.view.touched import members
 
 AGG_CODE = {
     Aggregation.SUM: "s",
@@ -83,6 +84,7 @@ class RedisUsageView(SyncedView):
         minute_grace_days: int = 2,
         counted_ttl_s: int = 3600,
         archive: Archive | None = None,
+        touched: bool = False,
     ) -> None:
         self._r = client
         self._archive = archive
@@ -92,6 +94,10 @@ class RedisUsageView(SyncedView):
         self._month_grace = month_grace_days
         self._minute_grace = minute_grace_days
         self._counted_ttl_ms = counted_ttl_s * 1000
+        self._touched = touched  # the batch's customers marked for threshold detection
+        self._apply_keys = [self._keys.ready, self._keys.rebuild, self._keys.watermarks]
+        if touched:
+            self._apply_keys += [self._keys.touched, self._keys.touched_seq]
         self._apply = client.register_script(scripts.APPLY)
         self._usage = client.register_script(scripts.USAGE)
         self._reserve = client.register_script(scripts.RESERVE)
@@ -117,11 +123,16 @@ class RedisUsageView(SyncedView):
         settled = self._horizon(now).minutes_ms
         packed = orjson.dumps([self._delta_args(d, now, settled) for d in deltas])
         argv: list[Any] = [*head, len(deltas), len(counted), now, self._counted_ttl_ms, packed]
+        argv.append(self._touched_arg(deltas))
         for r in counted:
             argv.extend((self._keys.reservations(r.tenant_id, r.customer, r.meter), r.event_id))
-        keys = [self._keys.ready, self._keys.rebuild, self._keys.watermarks]
-        out = self._apply(keys=keys, args=argv)
+        out = self._apply(keys=self._apply_keys, args=argv)
         return out.decode() if isinstance(out, bytes) else str(out)
+
+    def _touched_arg(self, deltas: Sequence[Delta]) -> bytes:
+        if not self._touched or not deltas:
+            return b""
+        return orjson.dumps(members((d.tenant_id, d.customer) for d in deltas))
 
     def _delta_args(self, d: Delta, now_ms: int, settled_before: int) -> list[str]:
         """One delta as the APPLY script reads it (see `scripts.APPLY`); all strings, so Lua

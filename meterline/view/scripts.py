@@ -104,12 +104,14 @@ local function epoch_of(key)
 end
 """
 
-# KEYS: ready marker, rebuild flag, watermark hash.
+# KEYS: ready marker, rebuild flag, watermark hash; optionally the touched set and its counter
+#   (meterline/view/touched.py: the customers whose usage changed, for threshold detection).
 # ARGV: mode ('gated' | 'load' | 'plain'), token (load) or watermark field (gated),
 #   previous offset ('' = none), next offset, n_deltas, n_reservations, now_ms, counted_ttl_ms,
 #   the deltas as one JSON array of arrays of 11 strings: agg, month key, day field, hour field,
 #   zset key, minute hash key, minute_ms, value (millionths), latest_ms, month expire-at (s), minute
 #   expire-at (s, '0' = skip), epoch key to move forward ('' = the minute is within the horizon),
+#   the touched members as one JSON array ('' = none),
 #   then 2 per counted reservation: reservation key, event id.
 # Returns 'applied' | 'skipped' | 'rebuilding' | 'empty' | 'gap'.
 APPLY = (
@@ -159,7 +161,11 @@ if outcome == 'applied' and nd > 0 then
     end
   end
 end
-local r = 10
+if outcome == 'applied' and KEYS[4] and ARGV[10] ~= '' then
+  local seq = redis.call('INCR', KEYS[5])
+  for _, m in ipairs(cjson.decode(ARGV[10])) do redis.call('ZADD', KEYS[4], seq, m) end
+end
+local r = 11
 for k = 0, nr - 1 do
   local rkey, id = ARGV[r + k * 2], ARGV[r + k * 2 + 1]
   redis.call('HDEL', rkey, id)

@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
 from aggregator.columns import Events
-from aggregator.ledger import LedgerWriter, prepare
+from aggregator.postgres.ledger import LedgerWriter, prepare
 from meterline.catalog.model import Aggregation
 from meterline.clock import SystemClock
 from meterline.events import UsageEvent

@@ -10,7 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
 from aggregator.columns import Events
-from aggregator.ledger import Fenced, LedgerWriter, copy_block, prepare, rollup_block
+from aggregator.postgres.ledger import Fenced, LedgerWriter, copy_block, prepare, rollup_block
 from meterline.catalog.model import Aggregation
 from meterline.clock import SystemClock
 from meterline.events import UsageEvent

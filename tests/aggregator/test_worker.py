@@ -13,8 +13,8 @@ from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
 from aggregator.faults import Hooks
-from aggregator.ledger import Committed, Fenced, Prepared
 from aggregator.metrics import AggregatorMetrics
+from aggregator.postgres.ledger import Committed, Fenced, Prepared
 from aggregator.progress import Progress
 from aggregator.retry import Retrier
 from aggregator.worker import Worker, WorkerParts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.billing.test_account import _call
@@ -54,8 +55,12 @@ def test_the_dashboard_in_one_call(api: Api) -> None:
         api.deps.subscriptions.get(api.tenant_id, "u1").current_period_end.timestamp()  # type: ignore[union-attr]
     )
     invoices = view["invoices"]
-    assert isinstance(invoices, list) and [i["amount_due"] for i in invoices] == [4900]
+    # the renewal, then the first period (invoiced when the subscription was made)
+    assert isinstance(invoices, list) and [i["amount_due"] for i in invoices] == [4900, 4900]
     assert set(invoices[0]) >= {"hosted_invoice_url", "status", "created"}
+    for invoice in invoices:  # each links its hosted page
+        assert invoice["hosted_invoice_url"] == f"{api.stripe.url}/invoice/{invoice['id']}"
+        assert httpx.get(invoice["hosted_invoice_url"]).status_code == 200
     assert view["default_payment_method"] == {
         "id": view["default_payment_method"]["id"],  # type: ignore[index]
         "brand": "visa",

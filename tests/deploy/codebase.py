@@ -21,6 +21,7 @@ import typer
 from pydantic_settings import BaseSettings
 
 from meterline import settings as shared_settings
+from meterline.dunning.settings import DunningSettings
 from meterline.postgres.retention import RetentionSettings
 from meterline_devstack.stack import SERVICES
 
@@ -66,6 +67,7 @@ SHARED_SECTIONS: list[type[BaseSettings]] = [
     shared_settings.RedisSettings,
     shared_settings.StripeSettings,
     shared_settings.ServiceSettings,
+    DunningSettings,  # the entitlements API and the reporter read the same section
 ]
 # Sections read by scheduled commands rather than by a service (`meterline retention run`).
 JOB_SECTIONS: list[type[BaseSettings]] = [RetentionSettings]

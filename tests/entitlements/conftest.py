@@ -26,6 +26,7 @@ from ingest.service import build as build_ingest
 from ingest.settings import IngestSettings
 from meterline.catalog import Catalog
 from meterline.clock import from_ms
+from meterline.dunning import DunningSettings
 from meterline.postgres import open_pool
 from meterline.redis import connect as redis_connect
 from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings, load_settings
@@ -169,12 +170,13 @@ def serve_api(
     env: dict[str, str],
     stripe: StripeEmulatorHandle,
     catalog: Catalog,
+    dunning: DunningSettings | None = None,
     **own: Any,
 ) -> Iterator[Api]:
     tenant_id, keys = make_tenant(env["METERLINE_DATABASE_URL"], catalog, stripe)
     clock = OffsetClock()
     settings = EntitlementsSettings(**{"decision_cache_ttl": 0.0, **own})
-    deps = build(load_settings(env), settings, clock)
+    deps = build(load_settings(env), settings, clock, dunning)
     mark_view_ready(env)
     with ServerThread(create_server(deps)) as url:
         yield Api(url, deps, clock, tenant_id, keys, stripe, env)

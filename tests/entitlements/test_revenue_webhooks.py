@@ -11,6 +11,11 @@ MRR to the cent; the `once` coupon (no MRR effect) is left out. C's past-due spe
 counted) and its fall to `unpaid` (churn) are a cancellation on the day it went unpaid: paying
 them through the emulator would close C's yearly period and move the clock a year. F's first,
 `incomplete` state (no MRR) is left out.
+
+Metered revenue too: G subscribes to a metered price only (5 per unit of a meter), sends 1,234
+units, then 2,000, and its periods are closed three times (invoice.finalized and invoice.paid
+webhooks); with B's trial-end invoice (a licensed line, 0 metered) these are the fixture's
+`INVOICES`, and the API's `metered` per month must equal theirs to the cent, MRR unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -34,13 +40,17 @@ from meterline.entitlements.postgres import PostgresCustomerRepository
 from meterline.postgres import open_pool
 from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.revenue.rebuild import rebuild_tenant
-from meterline.stripe.revenue_history import subscription_history
+from meterline.stripe.revenue_history import (
+    StripeInvoiceLines,
+    invoice_history,
+    subscription_history,
+)
 from reporter.api import create_app
-from reporter.revenue import cohorts, monthly, movements, retention
+from reporter.revenue import cohorts, metered_by_month, monthly, movements, retention
 from reporter.revenue_report import shift
 from tests.entitlements.conftest import WEBHOOK_SECRET, Api
 from tests.reporter.support import World, reporter_for
-from tests.reporter.test_revenue import HISTORY, MONTHS
+from tests.reporter.test_revenue import HISTORY, INVOICES, METERED, MONTHS
 
 pytestmark = pytest.mark.integration
 Step = tuple[str, Callable[[], None]]
@@ -99,18 +109,45 @@ class Driver:
     def cancel(self, sub: str) -> None:
         self.client.v1.subscriptions.cancel(self.subs[sub].id)
 
+    def metered(self, name: str, sub: str) -> None:
+        """A subscription to a metered price only: 5 per unit of meter `g_calls`."""
+        meter = self.client.v1.billing.meters.create(
+            {"display_name": "G calls", "event_name": "g_calls",
+             "default_aggregation": {"formula": "sum"}}
+        )  # fmt: skip
+        price = self.client.v1.prices.create(
+            {"unit_amount": 5, "currency": "usd", "product_data": {"name": "G calls"},
+             "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id}}
+        )  # fmt: skip
+        item = {"price": price.id}
+        params = {"customer": self.customer(name), "items": [item]}
+        self.subs[sub] = self.client.v1.subscriptions.create(params)  # type: ignore[arg-type]
+
+    def usage(self, name: str, units: int) -> None:
+        payload = {"stripe_customer_id": self.customer(name), "value": str(units)}
+        self.client.v1.billing.meter_events.create({"event_name": "g_calls", "payload": payload})
+
+    def close(self, sub: str) -> None:
+        self.api.stripe.control.close_period(self.subs[sub].id)
+
 
 def script(d: Driver) -> list[Step]:
     """The fixture's history, in time order, as emulator calls."""
     return [
         ("2025-11-03", lambda: d.create("A", "a1", 900, "month")),
+        ("2025-11-05", lambda: d.metered("G", "g1")),
         (
             "2025-11-20",
             lambda: d.create("B", "b1", 4900, "month", trial_end=int(d.at("2025-12-04"))),
         ),
+        ("2025-11-25", lambda: d.usage("G", 1234)),
         ("2025-12-04", lambda: d.api.stripe.control.close_period(d.subs["b1"].id)),  # trial ends
+        ("2025-12-05", lambda: d.close("g1")),  # 1,234 x 5 = 6,170
         ("2025-12-15", lambda: d.create("E", "e1", 300, "week")),
+        ("2025-12-20", lambda: d.usage("G", 2000)),
+        ("2026-01-05", lambda: d.close("g1")),  # 2,000 x 5 = 10,000
         ("2026-01-08", lambda: d.create("C", "c1", 39200, "year")),
+        ("2026-02-05", lambda: d.close("g1")),  # no usage: 0
         ("2026-02-10", lambda: d.change("a1", 4900, "month", 1)),
         ("2026-03-01", lambda: d.create("D", "d1", 1000, "month", qty=5)),
         ("2026-04-10", lambda: d.create("F", "f1", 700, "month")),
@@ -146,14 +183,21 @@ def test_fixture_through_webhooks_matches_the_computation(api: Api) -> None:
         with TestClient(create_app(reporter)) as http:
             http.headers["Authorization"] = f"Bearer {api.keys['read']}"
             _assert_api_matches(http, expected, months)
+            _assert_metered_matches(http, d.months, months)
             store = PostgresRevenueEventStore(pool)
-            webhooks = store.states(api.tenant_id)
+            webhooks, closed = store.states(api.tenant_id), store.invoices(api.tenant_id)
+            assert [(i.customer, i.amount, i.status) for i in closed] == [
+                (i.customer, i.amount, i.status) for i in INVOICES
+            ]
             history = lambda ids: subscription_history(d.client, ids)  # noqa: E731
+            invoices = (partial(invoice_history, d.client), StripeInvoiceLines(d.client))
             rebuilt = rebuild_tenant(
-                history, PostgresCustomerRepository(pool), store, api.tenant_id
+                history, PostgresCustomerRepository(pool), store, api.tenant_id, invoices
             )
             assert [s for _, s in sorted(rebuilt, key=_order)] == webhooks  # the same event ids
+            assert store.invoices(api.tenant_id) == closed
             _assert_api_matches(http, expected, months)
+            _assert_metered_matches(http, d.months, months)
 
 
 def _order(row: tuple[str, Any]) -> tuple[Any, str]:
@@ -164,6 +208,15 @@ def _moved(state: Any, months: int) -> Any:
     day = state.at.strftime("%Y-%m-%d")
     at = datetime.fromisoformat(shift(day[:7], months) + day[7:]).replace(tzinfo=UTC)
     return replace(state, at=at)
+
+
+def _assert_metered_matches(http: TestClient, moved: int, months: list[str]) -> None:
+    rows = http.get(f"/v1/revenue/mrr?from={months[0]}&to={months[-1]}").json()["data"]
+    expected = {shift(m, moved): v for (m, _), v in metered_by_month(INVOICES).items()}
+    assert {r["month"]: r["metered"] for r in rows} == {m: expected.get(m, 0) for m in months}
+    assert {r["month"]: r["metered"] for r in rows if r["metered"]} == {
+        shift(m, moved): v for m, v in METERED.items()
+    }
 
 
 def _assert_api_matches(http: TestClient, expected: list[Any], months: list[str]) -> None:
@@ -246,7 +299,9 @@ def test_the_rebuild_command_reads_stripe(api: Api) -> None:
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().endswith("2 (2 from Stripe events, 0 rebuilt from subscriptions)")
+    assert done.stdout.strip().endswith(
+        "2 (2 from Stripe events, 0 rebuilt from subscriptions); closed invoices: 0"
+    )
     with open_pool(api.env["METERLINE_DATABASE_URL"], max_size=1) as pool:
         states = PostgresRevenueEventStore(pool).states(api.tenant_id)
     assert [(s.customer, s.status, s.items[0].quantity) for s in states] == [

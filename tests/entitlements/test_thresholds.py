@@ -164,3 +164,63 @@ def test_a_check_announces_the_thresholds_of_ingested_usage(
         "entitlement.threshold_reached:50": 1,
         "entitlement.threshold_reached:80": 1,
     }
+
+
+def wait_for(hooks: tuple[Setup, Receiver, str], customer: str, want: set[int]) -> None:
+    """Until every threshold of `want` was delivered for `customer` (the detector's pass)."""
+    deadline = time.monotonic() + 90
+    while not want <= {
+        int(k.rsplit(":", 1)[1]) for k in notices(delivered(hooks), customer) if k[-1] != ":"
+    }:
+        assert time.monotonic() < deadline, f"{customer}: {want} not announced"
+        time.sleep(0.3)
+
+
+def test_usage_only_ingested_is_announced_by_the_detector_once_each(
+    api: Api, hooks, ingest: httpx.Client
+) -> None:
+    """No check and no consume: events through ingest only, counted by the real aggregator,
+    marked in Redis, decided by the API's detector, announced through the outbox. A second
+    customer reaches 85% the same way and then races 20 consumes (5 refused) with more
+    ingested usage: each notice still once."""
+    with RunAggregator(api.env):
+        for n, (value, want) in enumerate([(30, set()), (25, {50}), (30, {80}), (20, {100})]):
+            event = {"id": f"q{n}", "customer": "quiet", "meter": "api_calls", "value": value}
+            assert ingest.post("/v1/events", json=event).status_code == 202
+            wait_for(hooks, "quiet", want)
+        for n, value in enumerate([55, 30]):
+            event = {"id": f"r{n}", "customer": "racy", "meter": "api_calls", "value": value}
+            assert ingest.post("/v1/events", json=event).status_code == 202
+        wait_for(hooks, "racy", {50, 80})
+        racers = [threading.Thread(target=consume, args=(api, "racy", f"rc{n}")) for n in range(20)]
+        for t in racers:
+            t.start()
+        event = {"id": "r2", "customer": "racy", "meter": "api_calls", "value": 10}
+        assert ingest.post("/v1/events", json=event).status_code == 202
+        for t in racers:
+            t.join()
+        wait_for(hooks, "racy", {100})
+        time.sleep(3)  # more passes of the detector over the same customers: nothing new
+    events = delivered(hooks)
+    assert notices(events, "quiet") == {
+        "entitlement.threshold_reached:50": 1,
+        "entitlement.threshold_reached:80": 1,
+        "entitlement.threshold_reached:100": 1,
+    }
+    assert notices(events, "racy") == {
+        "entitlement.threshold_reached:50": 1,
+        "entitlement.threshold_reached:80": 1,
+        "entitlement.threshold_reached:100": 1,
+        "entitlement.limit_exceeded:": 1,
+    }
+    quiet = [e["data"] for e in events if e["data"]["customer"] == "quiet"]
+    assert [d["used"] for d in quiet] == [55, 85, 105]  # what the view held when decided
+    metrics = httpx.get(api.url + "/metrics", timeout=10).text
+    decided = _sample(metrics, "meterline_entitlements_usage_notice_customers_total")
+    assert decided >= 4  # quiet's four batches at least
+    assert _sample(metrics, "meterline_entitlements_usage_notice_backlog") == 0
+
+
+def _sample(text: str, name: str) -> float:
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from aggregator.batch import Batch
-from aggregator.ledger import LedgerWriter, prepare
+from aggregator.postgres.ledger import LedgerWriter, prepare
 from meterline.catalog.model import Aggregation
 from meterline.entitlements.model import Subscription
 from meterline.entitlements.postgres import (
@@ -19,7 +19,8 @@ from meterline.entitlements.postgres import (
     PostgresSubscriptionRepository,
 )
 from meterline.kafka.dlq import DeadLetter
-from reporter.alerts import Discrepancy, ReconciliationStore
+from reporter.alerts import Discrepancy
+from reporter.postgres.alerts import PostgresReconciliationStore
 from tests.notify.support import make_setup
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def discrepancy(customer: str = "cust_a", difference: int = -30) -> Discrepancy:
 
 
 def test_an_alert_raised_once_and_resolved_by_finance(setup):
-    store = ReconciliationStore(setup.pool)
+    store = PostgresReconciliationStore(setup.pool)
     opened, _ = store.record(setup.tenant_id, None, [discrepancy()])
     store.record(setup.tenant_id, None, [discrepancy()])  # found again: refreshed, not new
     store.transition(setup.tenant_id, opened[0], "resolved", "fixed by hand")
@@ -70,7 +71,7 @@ def test_an_alert_raised_once_and_resolved_by_finance(setup):
 
 
 def test_an_alert_a_later_run_no_longer_finds_is_announced_resolved(setup):
-    store = ReconciliationStore(setup.pool)
+    store = PostgresReconciliationStore(setup.pool)
     run = store.start_run(setup.tenant_id, (HOUR, HOUR + timedelta(days=1)), "manual")
     store.record(setup.tenant_id, run, [discrepancy("cust_a"), discrepancy("cust_b")])
     assert store.clear(setup.tenant_id, run, (HOUR, HOUR + timedelta(days=1)), set()) == 2
@@ -82,7 +83,7 @@ def test_an_alert_a_later_run_no_longer_finds_is_announced_resolved(setup):
 
 
 def test_a_failed_transition_announces_nothing(setup):
-    store = ReconciliationStore(setup.pool)
+    store = PostgresReconciliationStore(setup.pool)
     opened, _ = store.record(setup.tenant_id, None, [discrepancy()])
     store.transition(setup.tenant_id, opened[0], "resolved", None)
     with pytest.raises(Exception, match="already resolved"):

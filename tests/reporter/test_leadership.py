@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from bench.reliability.replicas import Replica, stop_all
+from meterline.entitlements.usage_notices import lock_key
 from meterline.postgres.leadership import LEADER_KEY, Leadership, connector
 from tests.reporter.support import add_usage, emulator_clock, make_world, stripe_totals
 
@@ -110,3 +111,17 @@ def _wait(check: Any, timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_each_lock_key_has_its_own_leader(pg_conninfo: str) -> None:
+    """The detector of usage notices takes a lock per view prefix, apart from the scheduler's."""
+    scheduler = Leadership(connector(pg_conninfo))
+    ml = Leadership(connector(pg_conninfo), key=lock_key("ml"), name="notices")
+    ml_again = Leadership(connector(pg_conninfo), key=lock_key("ml"), name="notices")
+    bench = Leadership(connector(pg_conninfo), key=lock_key("b1234"), name="notices")
+    assert scheduler() and ml() and bench()
+    assert not ml_again()  # one detector per view
+    ml.release()
+    _wait(ml_again, 5, "the other detector to take over")
+    for lead in (scheduler, ml_again, bench):
+        lead.release()

@@ -21,6 +21,7 @@ from tests.reporter.support import (
     reporter_for,
     settings_for,
     stripe_totals,
+    utc,
 )
 
 pytestmark = pytest.mark.integration
@@ -281,3 +282,95 @@ def test_a_change_stamped_before_the_last_look_but_committed_after_is_recorded(
             (world.tenant_id, c.key),
         )
     assert reporter.pusher.sync_changed() == 1
+
+
+def _cancel_before_a_period_end_world(
+    pg_conninfo, stripe_client, control, after=timedelta(minutes=25)
+):
+    """A customer whose period ends at hh:40:30 (the boundary at hh:41), canceled at hh:25 with
+    usage on both sides of the cancellation and after the period end, whose webhook has not
+    come yet: the slot before the period end goes out with the flush at hh:44 and the slot
+    after it with the hourly push at hh+1:05, both under the plan."""
+    now = utc(control.now())
+    control.advance_clock(
+        (floor_hour(now) + timedelta(minutes=100, seconds=30) - now).total_seconds()
+    )
+    world = make_world(pg_conninfo, stripe_client, n_customers=1)
+    (c,) = world.customers.values()
+    clock = emulator_clock(control)
+    end = c.period_end
+    hour = floor_hour(end)
+    assert (end - hour) == timedelta(minutes=40, seconds=30)
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    assert reporter.push().status == "ok"
+    for minute, value in ((10, 8), (30, 3), (50, 6)):
+        add_usage(world, c.key, hour + timedelta(minutes=minute), value)
+    change = hour + after
+    _move_to(control, clock, change)
+    stripe_client.v1.subscriptions.cancel(c.subscription)
+    _move_to(control, clock, hour + timedelta(minutes=44))  # the period-end flush
+    assert reporter.push().delivered == 1  # [hh:00, hh:41): 11 units
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().delivered == 1  # [hh:41, hh+1): 6 units
+    return world, c, clock, reporter, hour, change
+
+
+def test_a_cancellation_learned_after_the_period_end_nets_out_every_pushed_slot_after_it(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world, c, clock, reporter, hour, change = _cancel_before_a_period_end_world(
+        pg_conninfo, stripe_client, control
+    )
+    _move_to(control, clock, hour + timedelta(hours=2, minutes=5))  # the webhook, 1 h 40 late
+    _webhook(world, c.key, "power", "canceled", change)
+    assert reporter.push().status == "ok"
+
+    # the 8 units before the cancellation, and nothing after it (the period end's slot too)
+    assert stripe_totals(control, world.event_name) == {c.stripe_id: Decimal(8)}
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+    assert reporter.store.alerts(world.tenant_id) == []
+
+
+def test_a_cancellation_learned_too_late_to_cancel_keeps_the_pushed_slots_and_alerts_once(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    control = stripe_emulator.control
+    world, c, clock, reporter, hour, change = _cancel_before_a_period_end_world(
+        pg_conninfo, stripe_client, control
+    )
+    _move_to(control, clock, hour + timedelta(hours=30))  # the webhook, a day late
+    _webhook(world, c.key, "power", "canceled", change)
+    assert reporter.push().status == "ok"
+
+    # Stripe keeps both slots: the first bills the 3 units after the cancellation on the plan
+    # (the alert), the second is stamped after the cancellation, where no invoice bills it
+    assert stripe_totals(control, world.event_name) == {c.stripe_id: Decimal(17)}
+    alerts = reporter.store.alerts(world.tenant_id, "open")
+    assert [(a.kind, a.window_start, a.our_units) for a in alerts] == [
+        ("split_after_push", change, Decimal(3))
+    ]
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+
+
+def test_a_cancellation_in_the_period_end_minute_learned_late_nets_out_the_slot_after_it(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    """The cancellation's boundary (hh:40:10, minute-ceiled) is the period end's: it splits
+    nothing, but the slot after it was pushed under the plan."""
+    control = stripe_emulator.control
+    world, c, clock, reporter, hour, change = _cancel_before_a_period_end_world(
+        pg_conninfo, stripe_client, control, timedelta(minutes=40, seconds=10)
+    )
+    _move_to(control, clock, hour + timedelta(hours=2, minutes=5))
+    _webhook(world, c.key, "power", "canceled", change)
+    assert reporter.push().status == "ok"
+
+    # the minute that holds the cancellation bills on the plan: the 11 units before the end
+    assert stripe_totals(control, world.event_name) == {c.stripe_id: Decimal(11)}
+    (result,) = reporter.reconcile(hour.date(), "manual")
+    assert result.discrepancies == []
+    assert reporter.store.alerts(world.tenant_id) == []

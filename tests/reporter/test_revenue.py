@@ -1,7 +1,8 @@
 """Revenue metrics over 14 months of subscriptions whose MRR, movements, ARR, NRR and GRR were
 worked out by hand: the arithmetic is written out next to each expected figure (minor units,
 USD cents). Prices: Basic 900/month, Pro 4,900/month, Pro yearly 49,000/year, a seat 1,000/month,
-a weekly plan 300/week."""
+a weekly plan 300/week. Metered usage billed on closed invoices is shown apart: G pays 5 per
+unit of a metered price and nothing recurring."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from reporter.revenue import (
     Discount,
     Item,
     Kind,
+    MeteredInvoice,
     SubscriptionState,
     cohorts,
+    metered_by_month,
     monthly,
     movements,
     retention,
@@ -32,6 +35,10 @@ MONTHS = [f"2025-{m:02d}" for m in (11, 12)] + [f"2026-{m:02d}" for m in range(1
 
 def at(day: str) -> datetime:
     return datetime.fromisoformat(day).replace(tzinfo=UTC)
+
+
+def invoice(day: str, customer: str, number: str, amount: int, status: str) -> MeteredInvoice:
+    return MeteredInvoice(at(day), customer, number, "usd", amount, status)
 
 
 def state(
@@ -67,6 +74,25 @@ HISTORY = [
     # F: incomplete first, then Basic with 200 off forever.
     state("2026-04-09", "F", "f1", "incomplete", BASIC),
     state("2026-04-10", "F", "f1", "active", BASIC, discount=Discount("forever", amount_off=200)),
+]
+
+
+# The metered part of each closed invoice (finalized that day), as the webhooks keep it.
+INVOICES = [
+    # B's trial ends: its invoice bills Pro for the coming month, a licensed line: 0 metered.
+    invoice("2025-12-04", "B", "in_b1", 0, "paid"),
+    # G: a metered-only subscription from 2025-11-05, 5 per unit, billed monthly in arrears.
+    invoice("2025-12-05", "G", "in_g1", 1234 * 5, "paid"),  # 1,234 units: 6,170
+    invoice("2026-01-05", "G", "in_g2", 2000 * 5, "paid"),  # 2,000 units: 10,000
+    invoice("2026-02-05", "G", "in_g3", 0, "paid"),  # no usage
+]
+METERED = {"2025-12": 6170, "2026-01": 10000}  # every other month: 0
+# Not in the emulator's history (it cannot void or leave an invoice unpaid after a close): an
+# invoice voided after it closed bills nothing; one left open (unpaid) still counts.
+MORE_INVOICES = [
+    invoice("2026-03-05", "G", "in_g4", 700, "void"),  # 0
+    invoice("2026-03-31", "G", "in_g5", 300, "open"),  # 300
+    invoice("2026-04-01", "G", "in_g6", 55, "uncollectible"),  # 55
 ]
 
 
@@ -156,3 +182,18 @@ def test_currencies_are_kept_apart(currency: str) -> None:
     ]
     (row,) = [r for r in monthly(movements(mixed), ["2026-01"]) if r.currency == currency]
     assert row.new == {"usd": 900, "eur": 4900}[currency]
+
+
+def test_metered_revenue_per_month_apart_from_mrr() -> None:
+    found = metered_by_month(INVOICES + MORE_INVOICES)
+    assert {k: v for k, v in found.items() if v} == {
+        ("2025-12", "usd"): 6170,  # G's 1,234 units x 5; B's licensed line adds 0
+        ("2026-01", "usd"): 10000,  # 2,000 units x 5
+        ("2026-03", "usd"): 300,  # 700 voided (0) + 300 open
+        ("2026-04", "usd"): 55,  # uncollectible: billed all the same
+    }
+    assert found[("2026-02", "usd")] == 0  # G's invoice without usage
+    # Metered revenue never enters MRR: the movements, their months and ARR are those above.
+    rows = {m.month: m for m in monthly(movements(HISTORY), MONTHS)}
+    assert rows["2025-12"].end_mrr == 7100 and rows["2026-01"].end_mrr == 10367
+    assert {m: found.get((m, "usd"), 0) for m in METERED} == METERED

@@ -1,11 +1,13 @@
 """The revenue API over real Postgres: the hand-worked 14 months of test_revenue.py kept as
-revenue events, read back as JSON and CSV; bad input named; scopes enforced."""
+revenue events with the metered part of its closed invoices, read back as JSON and CSV; bad
+input named; scopes enforced."""
 
 from __future__ import annotations
 
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from meterline.tenants import PostgresTenantRepository
 from reporter.api import create_app
 from reporter.revenue_schemas import MovementsOut, MrrOut, RetentionOut
 from tests.reporter.support import emulator_clock, make_world, reporter_for
-from tests.reporter.test_revenue import HISTORY
+from tests.reporter.test_revenue import HISTORY, INVOICES, MORE_INVOICES
 
 pytestmark = pytest.mark.integration
 Finance = tuple[TestClient, dict[str, str], PostgresRevenueEventStore, int]
@@ -30,6 +32,8 @@ def finance(pg_conninfo: str, stripe_emulator: Any, stripe_client: Any) -> Itera
     store = PostgresRevenueEventStore(world.pool)
     for n, state in enumerate(HISTORY):
         assert store.add(world.tenant_id, f"evt_{n}", state)
+    for invoice in INVOICES + MORE_INVOICES:
+        assert store.add_invoice(world.tenant_id, invoice)
     repo = PostgresTenantRepository(world.pool)
     keys = {scope: repo.create_key("acme", [scope])[1] for scope in ("read", "ingest")}
     with TestClient(create_app(reporter)) as client:
@@ -49,9 +53,38 @@ def test_mrr_per_month_with_arr(finance: Finance) -> None:
     assert rows["2026-10"] | {} == {
         "month": "2026-10", "currency": "usd", "start_mrr": 10900, "new": 0,
         "expansion": 8900, "contraction": 0, "churn": 0, "reactivation": 4900,
-        "end_mrr": 24700, "arr": 24700 * 12,
+        "end_mrr": 24700, "arr": 24700 * 12, "metered": 0,
     }  # fmt: skip
     assert rows["2026-12"]["end_mrr"] == 16300 and rows["2026-12"]["arr"] == 195600
+
+
+def test_metered_revenue_beside_mrr_never_in_it(finance: Finance) -> None:
+    rows = get(finance, "/v1/revenue/mrr?from=2025-11&to=2026-12").json()["data"]
+    metered = {r["month"]: r["metered"] for r in rows if r["metered"]}
+    # G: 1,234 and 2,000 units x 5; March: 700 voided (0) + 300 open; April: 55 uncollectible.
+    assert metered == {"2025-12": 6170, "2026-01": 10000, "2026-03": 300, "2026-04": 55}
+    by_month = {r["month"]: r for r in rows}
+    assert by_month["2025-12"]["end_mrr"] == 7100 and by_month["2025-12"]["new"] == 4900 + 1300
+    assert by_month["2026-01"]["arr"] == 10367 * 12  # ARR is MRR x 12: no metered in it
+    text = get(finance, "/v1/revenue/mrr?from=2025-12&to=2026-01&format=csv").text
+    csv_rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["month"], r["end_mrr"], r["metered"]) for r in csv_rows] == [
+        ("2025-12", "7100", "6170"),
+        ("2026-01", "10367", "10000"),
+    ]
+
+
+def test_a_currency_billed_only_metered_usage_gets_rows_of_no_mrr(finance: Finance) -> None:
+    _, _, store, tenant = finance
+    euro = replace(INVOICES[1], invoice="in_eur", currency="eur", amount=250)
+    assert store.add_invoice(tenant, euro)
+    rows = get(finance, "/v1/revenue/mrr?from=2025-11&to=2025-12").json()["data"]
+    assert [(r["currency"], r["month"], r["end_mrr"], r["metered"]) for r in rows] == [
+        ("eur", "2025-11", 0, 0),
+        ("eur", "2025-12", 0, 250),
+        ("usd", "2025-11", 900, 0),
+        ("usd", "2025-12", 7100, 6170),
+    ]
 
 
 def test_movements_name_their_customers(finance: Finance) -> None:

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from reporter.ledger import Reported
 from reporter.push import revision_value
-from reporter.rollups import SlotUsage, running_maxima
-from reporter.slots import event_timestamp
+from reporter.rollups import running_maxima
+from reporter.slots import SlotUsage, event_timestamp
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)  # a month start: the period without boundaries
 slots = st.lists(

@@ -10,6 +10,7 @@ import pytest
 from meterline.clock import FakeClock
 from meterline.postgres import open_pool
 from meterline.postgres.partitions import create_day_partition
+from reporter.postgres.flushes import PostgresFlushWatch
 from reporter.scheduler import Scheduler
 from tests.reporter.support import emulator_clock, make_world, reporter_for, settings_for
 
@@ -22,7 +23,11 @@ def test_pushes_hourly_after_period_ends_and_reconciles_nightly(pg_conninfo):
     with open_pool(pg_conninfo, max_size=2) as pool:
         settings = settings_for(push_interval_s=3600, settle_s=120, reconcile_hour_utc=2)
         scheduler = Scheduler(
-            settings, clock, pool, lambda: pushes.append(clock.now()), days.append
+            settings,
+            clock,
+            PostgresFlushWatch(pool),
+            lambda: pushes.append(clock.now()),
+            days.append,
         )
         scheduler.tick()
         scheduler.tick()
@@ -67,7 +72,8 @@ def test_the_period_close_flush_waits_for_the_aggregator_and_alerts_when_it_cann
     with open_pool(pg_conninfo, max_size=2) as pool:
         settings = settings_for(push_interval_s=3600, settle_s=120, flush_wait_s=1800)
         scheduler = Scheduler(
-            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None,
+            settings, clock, PostgresFlushWatch(pool), lambda: pushes.append(clock.now()),
+            lambda day: None,
             on_blocked=lambda tenant, customer, at: blocked.append((tenant, customer, at)),
         )  # fmt: skip
         scheduler.tick()
@@ -120,7 +126,8 @@ def test_the_flush_waits_for_the_customer_whose_period_ended_not_for_any_event(p
     with open_pool(pg_conninfo, max_size=2) as pool:
         settings = settings_for(push_interval_s=3600, settle_s=120, flush_wait_s=1800)
         scheduler = Scheduler(
-            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None,
+            settings, clock, PostgresFlushWatch(pool), lambda: pushes.append(clock.now()),
+            lambda day: None,
             on_blocked=lambda tenant, customer, at: blocked.append((tenant, customer, at)),
         )  # fmt: skip
         scheduler.tick()
@@ -143,7 +150,8 @@ def test_a_standby_runs_nothing_and_pushes_at_once_when_it_becomes_the_leader(pg
     with open_pool(pg_conninfo, max_size=2) as pool:
         settings = settings_for(push_interval_s=3600, reconcile_hour_utc=0)
         scheduler = Scheduler(
-            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None,
+            settings, clock, PostgresFlushWatch(pool), lambda: pushes.append(clock.now()),
+            lambda day: None,
             tick_s=0.01, leader=lambda: leading[0],
         )  # fmt: skip
         scheduler.start()
@@ -180,7 +188,11 @@ def test_a_fresh_scheduler_flushes_a_boundary_that_passed_before_it_started(pg_c
             )
         settings = settings_for(push_interval_s=3600, settle_s=120, reconcile_hour_utc=23)
         scheduler = Scheduler(
-            settings, clock, pool, lambda: pushes.append(clock.now()), lambda day: None
+            settings,
+            clock,
+            PostgresFlushWatch(pool),
+            lambda: pushes.append(clock.now()),
+            lambda day: None,
         )
         scheduler.tick()
         assert len(pushes) == 1  # a fresh scheduler pushes at once; the aggregator is not past

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -13,9 +14,8 @@ from reporter.contexts import EPOCH, Context, ContextHistory
 from reporter.ledger import Reported
 from reporter.push import plan_revisions
 from reporter.reconcile import HourFigures, classify
-from reporter.rollups import SlotUsage
 from reporter.scope import BilledMeter
-from reporter.slots import ceil_minute, floor_hour, identifier, slot_end, slot_start
+from reporter.slots import SlotUsage, ceil_minute, floor_hour, identifier, slot_end, slot_start
 
 T0 = datetime(2026, 11, 21, 10, tzinfo=UTC)
 minutes = st.integers(min_value=0, max_value=60 * 24 * 3)
@@ -61,6 +61,22 @@ def test_classify_names_each_fault():
     assert classify(_f(15, 15, 10, [10, 5])) == [("missing_in_stripe", Decimal(-5), Decimal(10))]
     assert classify(_f(12, 10, 10)) == [("not_reported", Decimal(-2), Decimal(10))]
     assert classify(_f(12, 10, 10, unsent=2)) == []
+
+
+def test_stray_rows_are_compared_with_stripe_and_not_with_ours():
+    """A slot no context bills, pushed before the change was learned and too old to cancel:
+    Stripe holds it, ours and the ledger's account leave it out."""
+    f = HourFigures(Decimal(11), Decimal(11), stripe=Decimal(17), sent_values=[Decimal(11)])
+    f.sent_values.append(Decimal(6))
+    f.stray = Decimal(6)
+    assert classify(f) == []
+    f.stripe = Decimal(11)
+    assert classify(f) == [("missing_in_stripe", Decimal(-6), Decimal(11))]
+    last = HourFigures(Decimal(4), Decimal(4), stripe=Decimal(9), stray=Decimal(9))
+    assert classify(last, "last") == []
+    assert classify(replace(last, stray=None), "last") == [
+        ("value_mismatch", Decimal(5), Decimal(9))
+    ]
 
 
 @given(

@@ -10,6 +10,7 @@ import pytest
 
 from meterline.postgres import open_pool
 from meterline.revenue import Discount, Item, MemoryRevenueEventStore, SubscriptionState
+from meterline.revenue.model import MeteredInvoice
 from meterline.revenue.postgres import PostgresRevenueEventStore
 from meterline.revenue.store import RevenueEventStore
 from meterline.tenants import PostgresTenantRepository
@@ -72,3 +73,43 @@ def test_states_of_one_second_keep_the_order_they_were_added(
     events.add(tenant, "evt_z", state(2))  # created, then updated within the same second
     events.add(tenant, "evt_a", state(2, status="canceled"))
     assert [s.status for s in events.states(tenant)] == ["active", "canceled"]
+
+
+def invoice(
+    status: str = "open", amount: int = 6170, day: int = 5, number: str = "in_1"
+) -> MeteredInvoice:
+    at = datetime(2026, 3, day, tzinfo=UTC)
+    return MeteredInvoice(at, "cust", number, "usd", amount, status)
+
+
+def test_an_invoice_is_kept_once_and_its_status_only_moves_on(
+    store: tuple[RevenueEventStore, int, int],
+) -> None:
+    events, tenant, other = store
+    assert events.add_invoice(tenant, invoice("open"))
+    assert not events.add_invoice(tenant, invoice("open"))  # invoice.finalized redelivered
+    assert events.add_invoice(tenant, invoice("paid"))
+    assert not events.add_invoice(tenant, invoice("open"))  # a late finalized: still paid
+    assert events.invoices(tenant) == [invoice("paid")]
+    assert events.invoices(other) == []
+
+
+def test_a_voided_invoice_bills_nothing(store: tuple[RevenueEventStore, int, int]) -> None:
+    events, tenant, _ = store
+    events.add_invoice(tenant, invoice("open"))
+    assert events.add_invoice(tenant, invoice("void"))
+    (kept,) = events.invoices(tenant)
+    assert (kept.status, kept.amount, kept.billed) == ("void", 6170, 0)
+
+
+def test_invoices_in_the_order_they_closed_and_replaced_with_the_states(
+    store: tuple[RevenueEventStore, int, int],
+) -> None:
+    events, tenant, _ = store
+    events.add_invoice(tenant, invoice(day=9, number="in_b"))
+    events.add_invoice(tenant, invoice(day=2, number="in_a"))
+    assert [i.invoice for i in events.invoices(tenant)] == ["in_a", "in_b"]
+    events.replace(tenant, [("evt_a", state(1))])  # None: invoices left alone
+    assert len(events.invoices(tenant)) == 2
+    events.replace(tenant, [("evt_a", state(1))], [invoice("paid", 100, 3, "in_c")])
+    assert events.invoices(tenant) == [invoice("paid", 100, 3, "in_c")]

@@ -26,10 +26,12 @@ def _failing_subscription(client: stripe.StripeClient) -> tuple[Any, Any]:
             "recurring": {"interval": "month"},
         }
     )
-    cus = client.v1.customers.create({"payment_method": "pm_card_chargeCustomerFail"})
-    card = client.v1.customers.payment_methods.list(cus.id).data[0]
+    cus = client.v1.customers.create({"payment_method": "pm_card_visa"})
+    sub = client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": price.id}]})
+    # the first invoice is paid at creation; the card then on file fails the renewals
+    card = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": cus.id})
     client.v1.customers.update(cus.id, {"invoice_settings": {"default_payment_method": card.id}})
-    return cus, client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": price.id}]})
+    return cus, sub
 
 
 def test_a_failing_card_walks_the_retry_schedule_to_unpaid(

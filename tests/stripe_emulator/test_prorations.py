@@ -31,21 +31,12 @@ def _plans(client: stripe.StripeClient) -> tuple[Any, Any]:
 
 
 def _subscribed(client: stripe.StripeClient, card: str = "pm_card_visa") -> tuple[Any, Any, Any]:
+    """A Basic subscription whose first invoice was paid; `card` is then the default card."""
     basic, pro = _plans(client)
-    cus = client.v1.customers.create(
-        {"email": "jo@example.com", "payment_method": card},
-    )
-    client.v1.customers.update(
-        cus.id,
-        {
-            "invoice_settings": {
-                "default_payment_method": client.v1.customers.payment_methods.list(cus.id)
-                .data[0]
-                .id
-            }
-        },
-    )
+    cus = client.v1.customers.create({"email": "jo@example.com", "payment_method": "pm_card_visa"})
     sub = client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": basic.id}]})
+    method = client.v1.payment_methods.attach(card, {"customer": cus.id})
+    client.v1.customers.update(cus.id, {"invoice_settings": {"default_payment_method": method.id}})
     return sub, basic, pro
 
 

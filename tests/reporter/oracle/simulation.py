@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
 from aggregator.columns import Events
-from aggregator.ledger import LedgerWriter, prepare
+from aggregator.postgres.ledger import LedgerWriter, prepare
 from meterline.catalog.model import Aggregation
 from meterline.catalog.parse import parse_catalog
 from meterline.catalog.repository import PostgresCatalogRepository
@@ -38,7 +38,14 @@ from meterline.stripe.catalog_sync import CatalogSync
 from meterline.stripe.postgres import PostgresStripeObjectRepository
 from reporter.service import Reporter
 from tests.reporter.oracle.calculator import ceil_minute
-from tests.reporter.oracle.stories import GRACE, PRICES, Story, add_events, draw
+from tests.reporter.oracle.stories import (
+    GRACE,
+    PRICES,
+    Story,
+    add_events,
+    draw,
+    learned_after_a_later_slot,
+)
 from tests.reporter.support import reporter_for, settings_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
@@ -83,6 +90,8 @@ class Figures:
     kills: int = 0
     stripe_faults: int = 0
     late_webhooks: int = 0
+    late_cancels_across_an_end: int = 0  # learned after the slot after the period end went out
+    late_changes_across_an_end: int = 0  # the same for plan changes
     faults_injected: int = 0
     faults_found: int = 0
 
@@ -186,6 +195,9 @@ class Sim:
                 actions.append((at, 2, "change", story.key))
                 actions.append((at + delay, 3, "webhook", story.key))
                 self.figures.late_webhooks += delay > HOUR
+                across = learned_after_a_later_slot(story, self.pushes)
+                self.figures.late_cancels_across_an_end += across and story.canceled
+                self.figures.late_changes_across_an_end += across and not story.canceled
             actions.append((story.period_end + GRACE, 5, "close", story.key))
         end = max(a[0] for a in actions) + HOUR
         actions += [(p, 4, "push", None) for p in self.pushes if p <= end]

@@ -4,7 +4,8 @@ A story is one customer across the end of its first billing period: an anchor at
 second (so periods end off the hour), a plan with one of the catalog's pricing kinds, events
 around the period end (some a few hours late, some a month late, all reaching Stripe
 before the invoice of their period is finalized), and at most one plan change or
-cancellation at a random second, whose webhook may come hours or a day late. Expectations
+cancellation at a random second (a quarter of them in the hour that holds the period end,
+before it), whose webhook may come hours or a day late. Expectations
 follow the contract alone: usage of [ceil_minute(start), ceil_minute(end)) bills on a
 period's invoice; a change bills the minute that holds it on the old plan; an hour pushed
 whole before its change was learned, and too old to cancel by then (Stripe cancels within
@@ -64,6 +65,7 @@ class Story:
     change: tuple[str, datetime, timedelta] | None = None  # (new plan | "cancel", at, delay)
     period_start: datetime | None = None  # the first period, from Stripe
     period_end: datetime | None = None
+    near_end: bool = False  # the change falls in the hour of the period end, before it
 
     @property
     def canceled(self) -> bool:
@@ -74,12 +76,17 @@ class Story:
 
 
 def draw(rng: random.Random, n: int) -> list[Story]:
-    """`n` stories: plans, anchors within 150 minutes at random seconds, and changes."""
+    """`n` stories: plans, anchors within 150 minutes at random seconds, and changes; every
+    twelfth a cancellation in the hour of its period end, learned hours or a day late, with
+    usage after the end in that hour (the slots a late change must net out)."""
     stories = []
     for i in range(n):
         story = Story(f"cust_{i}", rng.choice(PLANS), timedelta(seconds=rng.randrange(150 * 60)))
         roll = rng.random()
-        if roll < 0.45:
+        if i % 12 == 11:
+            story.change = ("cancel", datetime.min, timedelta(seconds=rng.choice(DELAYS[-2:])))
+            story.near_end = True
+        elif roll < 0.45:
             new = rng.choice([p for p in PLANS if p != story.plan])
             story.change = (new, datetime.min, timedelta(seconds=rng.choice(DELAYS)))
         elif roll < 0.6:
@@ -94,10 +101,10 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
     times: an event of the first period reaches the ledger before the last push that comes
     before its invoice is finalized. No change falls in the hour between a period's end and
     its invoice: the emulator invoices a period when it is closed, not at its end, so a
-    change then would reach back into the closed period. A cancellation shortly before a
-    period end within the same hour is learned before that end: the reporter does not net out
-    the slot after the period end pushed before it learned of the cancellation, and
-    reconciliation then reports it `not_reported` (a known limit: reporter/boundaries.py)."""
+    change then would reach back into the closed period. A plan change before a period end
+    is learned before the period's invoice (or too late to cancel anything); a cancellation
+    leaves no invoice, so it may be learned at any time, also after the period end within its
+    own hour, once the slot after the end was pushed."""
     story.period_end = period_end
     last_push = max(p for p in pushes if p < period_end + GRACE - timedelta(minutes=1))
     start = period_end - BEFORE
@@ -112,16 +119,28 @@ def add_events(rng: random.Random, story: Story, period_end: datetime, pushes: l
         received = start + timedelta(seconds=rng.randrange(int(BEFORE.total_seconds()) - 600))
         story.events.append(Event(ts, rng.randint(1, 60), received))
     if story.change is not None:
-        kind, _, delay = story.change
-        at = start + timedelta(seconds=rng.randrange(1800, span - 1800))
-        if period_end <= at <= period_end + GRACE:  # see `add_events`
-            at += GRACE + timedelta(minutes=1)
-        if at < period_end and delay < DEDUPE and at + delay >= last_push:
-            delay = last_push - at - timedelta(seconds=1)  # learned before the invoice
-        edge = ceil_minute(period_end)
-        if kind == "cancel" and at < edge < at.replace(minute=0, second=0) + HOUR:
-            delay = min(delay, edge - at - timedelta(seconds=1))  # see `add_events`
-        story.change = (kind, at, max(delay, timedelta(0)))
+        _add_change(rng, story, start + timedelta(seconds=rng.randrange(1800, span - 1800)),
+                    last_push)  # fmt: skip
+
+
+def _add_change(rng: random.Random, story: Story, at: datetime, last_push: datetime) -> None:
+    """The change's moment (`at`, or one in the hour of the period end for a quarter of the
+    stories and those `near_end`) and when it is learned (see `add_events`)."""
+    assert story.change is not None and story.period_end is not None
+    kind, _, delay = story.change
+    period_end = story.period_end
+    hour = period_end.replace(minute=0, second=0)
+    if (story.near_end or rng.random() < 0.25) and period_end - hour > timedelta(minutes=1):
+        at = period_end - timedelta(seconds=rng.randrange(1, int((period_end - hour).seconds)))
+        if story.near_end:  # usage after the end in the same hour
+            ts = ceil_minute(period_end) + (hour + HOUR - ceil_minute(period_end)) * rng.random()
+            story.events.append(Event(ts, rng.randint(1, 60), ts))
+    if period_end <= at <= period_end + GRACE:  # see `add_events`
+        at += GRACE + timedelta(minutes=1)
+    invoiced = kind != "cancel" and at < period_end
+    if invoiced and delay < DEDUPE and at + delay >= last_push:
+        delay = last_push - at - timedelta(seconds=1)  # learned before the invoice
+    story.change = (kind, at, max(delay, timedelta(0)))
 
 
 def _event(ts: datetime, value: int, received: datetime, period_end: datetime,
@@ -156,6 +175,19 @@ def split(story: Story, pushes: list[datetime]) -> datetime | None:
     learned = _push_after(at + delay, pushes)
     too_late = first_sent < learned and learned - first_sent > DEDUPE
     return slot_end if too_late else minute
+
+
+def learned_after_a_later_slot(story: Story, pushes: list[datetime]) -> bool:
+    """The change comes before a period end in the same hour and is learned after the slot
+    after that end was pushed: every pushed slot of the hour from the change on is netted out."""
+    if story.change is None or story.period_end is None:
+        return False
+    _, at, delay = story.change
+    hour_end = at.replace(minute=0, second=0, microsecond=0) + HOUR
+    pushed = [p for p in pushes if p >= hour_end]
+    return (
+        at < ceil_minute(story.period_end) < hour_end and bool(pushed) and at + delay > min(pushed)
+    )
 
 
 def moved(story: Story, pushes: list[datetime]) -> int:

@@ -1,0 +1,1 @@
+"""The aggregator's repositories: a batch's Postgres write (`ledger.py`)."""
