@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from entitlements_api.principals import principal_with_any
 from entitlements_api.wiring import Dependencies
-from meterline.errors import Forbidden
 from meterline.tenants import Principal
 
 
@@ -23,17 +23,4 @@ def key_first(request: Request) -> None:
 
 def principal(request: Request, *scopes: str) -> Principal:
     """The key's principal if it holds any of `scopes`; 401 for a bad key, 403 otherwise."""
-    auth = deps_of(request).auth
-    header = request.headers.get("authorization")
-    found = auth.principal(header, scopes[0]) if len(scopes) == 1 else _any(request, header, scopes)
-    return found
-
-
-def _any(request: Request, header: str | None, scopes: tuple[str, ...]) -> Principal:
-    auth = deps_of(request).auth
-    for scope in scopes:
-        try:
-            return auth.principal(header, scope)
-        except Forbidden:
-            continue
-    raise Forbidden(f"this key needs one of the scopes {', '.join(scopes)}")
+    return principal_with_any(deps_of(request).auth, request.headers.get("authorization"), scopes)

@@ -20,11 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from entitlements_api import admin, billing, decisions, plans, usage, webhook
 from entitlements_api.access import key_first
+from entitlements_api.consume_path import ConsumeFastPath
 from entitlements_api.fastpath import CheckFastPath
 from entitlements_api.metrics import Metrics
-from entitlements_api.responses import OrjsonResponse, json_response
+from entitlements_api.responses import OrjsonResponse, error_response, json_response
 from entitlements_api.wiring import Dependencies
-from meterline.errors import FieldError, MeterlineError, RetryLater, ValidationFailed
+from meterline.errors import FieldError, MeterlineError, ValidationFailed
 from meterline.http.openapi import api_version, declare_bearer, operation_id, paths
 from meterline.inputs import friendly_message
 
@@ -36,11 +37,12 @@ administration, and Stripe webhooks. Every call but the webhook and health check
 
 
 def create_server(deps: Dependencies) -> CheckFastPath:
-    """The app as served: `create_app` behind the lean path for plain checks (`fastpath`);
-    serve it with `protocol.protocol_for(server)` as uvicorn's HTTP protocol, which answers
-    cached checks before ASGI."""
-    route = decisions.router.prefix + decisions.CHECK_ROUTE
-    return CheckFastPath(create_app(deps), deps, route)
+    """The app as served: `create_app` behind the lean paths for plain checks (`fastpath`)
+    and consumes (`consume_path`); serve it with `protocol.protocol_for(server)` as uvicorn's
+    HTTP protocol, which answers cached checks before ASGI."""
+    prefix = decisions.router.prefix
+    consumes = ConsumeFastPath(create_app(deps), deps, prefix + decisions.CONSUME_ROUTE)
+    return CheckFastPath(consumes, deps, prefix + decisions.CHECK_ROUTE)
 
 
 def create_app(deps: Dependencies) -> FastAPI:
@@ -74,10 +76,7 @@ def create_app(deps: Dependencies) -> FastAPI:
 def _errors(app: FastAPI, deps: Dependencies) -> None:
     @app.exception_handler(MeterlineError)
     async def domain(_request: Request, exc: MeterlineError) -> Response:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLater) else None
-        if exc.status >= 500:
-            log.warning("request failed", extra={"error": exc.code, "detail": exc.message})
-        return json_response(exc.body(), exc.status, headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> Response:

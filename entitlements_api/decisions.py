@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from functools import partial
+from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
@@ -19,11 +19,14 @@ from entitlements_api.schemas import (
     EntitlementsOut,
     ErrorOut,
 )
+from entitlements_api.wiring import Dependencies
 from meterline.entitlements import iso
+from meterline.entitlements.consume import ConsumeAsk
 
 router = APIRouter(prefix="/v1/customers", tags=["entitlements"])
 
 CHECK_ROUTE = "/{customer}/entitlements/{feature}"
+CONSUME_ROUTE = CHECK_ROUTE + "/consume"
 MAX_FEATURE = 64
 FeaturePath = Path(min_length=1, max_length=MAX_FEATURE, description="a feature key of the catalog")
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -79,7 +82,7 @@ async def one_entitlement(
 
 
 @router.post(
-    "/{customer}/entitlements/{feature}/consume",
+    CONSUME_ROUTE,
     summary="Atomically check and record usage",
     responses={
         200: {"model": ConsumeOut, "description": "granted"},
@@ -115,17 +118,20 @@ async def consume(
     same `event_id` (the same event is published again and counted once)."""
     who = principal(request, "ingest", "admin")
     deps = deps_of(request)
+    ask = ConsumeAsk(who.tenant_id, customer, feature, body.amount, body.event_id)
+    status, answer = await consumed(deps, ask)
+    return json_response(answer, status)
+
+
+async def consumed(deps: Dependencies, ask: ConsumeAsk) -> tuple[int, dict[str, Any]]:
+    """The consume's (status, body), decided in a batch (`batching.py`), counted in the
+    metrics; raises the consume's error. The route above and the fast path both call it."""
     try:
-        status, answer = await asyncio.get_running_loop().run_in_executor(
-            deps.consume_lane,
-            partial(deps.service.consume, who.tenant_id, customer, feature),
-            body.amount,
-            body.event_id,
-        )
+        status, answer = await deps.consumes().consume(ask)
     except Exception:
         deps.metrics.consumes.labels("failed").inc()
         raise
     deps.metrics.consumes.labels("granted" if status == 200 else "refused").inc()
     if "reason" in answer:
         deps.metrics.decisions.labels(str(answer["reason"])).inc()
-    return json_response(answer, status)
+    return status, answer

@@ -13,16 +13,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from meterline.auth import Authenticator
+from meterline.errors import Forbidden
 from meterline.tenants import Principal
 
 SCOPE = "read"  # the scope of a plain check
 
 
+def principal_with_any(auth: Authenticator, header: str | None, scopes: Sequence[str]) -> Principal:
+    """The key's principal if it holds one of `scopes`: Unauthorized for a bad key, Forbidden
+    when it holds none of them."""
+    if len(scopes) == 1:
+        return auth.principal(header, scopes[0])
+    for scope in scopes:
+        try:
+            return auth.principal(header, scope)
+        except Forbidden:
+            continue
+    raise Forbidden(f"this key needs one of the scopes {', '.join(scopes)}")
+
+
 class RecentPrincipals:
-    """Principals holding SCOPE, by `Authorization` header, remembered for `ttl` seconds."""
+    """Principals holding one of `scopes` (default: SCOPE), by `Authorization` header,
+    remembered for `ttl` seconds."""
 
     def __init__(
         self,
@@ -30,8 +45,10 @@ class RecentPrincipals:
         ttl: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 10_000,
+        scopes: Sequence[str] = (SCOPE,),
     ) -> None:
         self._auth = auth
+        self._scopes = tuple(scopes)
         self._ttl = ttl
         self._clock = clock
         self._max = max_entries
@@ -45,9 +62,9 @@ class RecentPrincipals:
         return hit[1]
 
     async def fetch(self, authorization: str | None) -> Principal:
-        """`Authenticator.principal(authorization, SCOPE)` in a worker thread, remembered
+        """`principal_with_any(auth, authorization, scopes)` in a worker thread, remembered
         when it succeeds; raises its errors (Unauthorized, Forbidden) unremembered."""
-        who = await asyncio.to_thread(self._auth.principal, authorization, SCOPE)
+        who = await asyncio.to_thread(principal_with_any, self._auth, authorization, self._scopes)
         if len(self._seen) >= self._max:
             self._seen.clear()
         self._seen[authorization] = (self._clock() + self._ttl, who)

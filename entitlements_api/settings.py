@@ -46,8 +46,14 @@ class EntitlementsSettings(BaseSettings):
     consume_threads: int = Field(
         32,
         ge=1,
-        description="threads that run consumes (each waits on Postgres, Redis and the broker's "
-        "acknowledgement; the default executor has only cores + 4)",
+        description="threads that run batches of consumes (each waits on Postgres, Redis and "
+        "the broker's acknowledgement; at most CONSUME_BATCHES of them at once)",
+    )
+    consume_batches: int = Field(
+        2,
+        ge=1,
+        description="batches of concurrent consumes decided at once; consumes that arrive "
+        "while they are are decided together in the next batch (entitlements_api/batching.py)",
     )
     drain_seconds: float = Field(10.0, ge=0)
     usage_notices: bool = Field(

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
+from entitlements_api.batching import ConsumeBatcher
 from entitlements_api.metrics import Metrics
 from entitlements_api.reads import ReadLane
 from entitlements_api.settings import EntitlementsSettings
@@ -107,8 +110,22 @@ class Dependencies:
     closers: list[Callable[[], object]] = field(default_factory=list)
     consume_lane: Executor | None = None
     """Where consumes run (None: the event loop's default executor)."""
+    consume_batches: int = 2
+    """How many batches of consumes are decided at once (`batching.ConsumeBatcher`)."""
     revenue: RevenueListener | None = None
     dunning: Dunning | None = None
+    _batchers: WeakKeyDictionary[asyncio.AbstractEventLoop, ConsumeBatcher] = field(
+        default_factory=WeakKeyDictionary, init=False, repr=False
+    )
+
+    def consumes(self) -> ConsumeBatcher:
+        """The running loop's consume batcher (the FastAPI route and the fast path use it)."""
+        loop = asyncio.get_running_loop()
+        found = self._batchers.get(loop)
+        if found is None:
+            found = ConsumeBatcher(self.service, self.consume_lane, self.consume_batches)
+            self._batchers[loop] = found
+        return found
 
     def catalog_sync(self) -> CatalogSync | None:
         return None if self.stripe is None else CatalogSync(self.stripe, self.stripe_objects)
@@ -222,6 +239,7 @@ def build(
         metrics=metrics,
         ready_checks=_ready_checks(pool, client),
         consume_lane=lane,
+        consume_batches=own.consume_batches,
         closers=[
             lambda: lane.shutdown(wait=False),
             feed.close,

@@ -30,11 +30,11 @@ from meterline.entitlements.periods import (
     iso,
 )
 from meterline.entitlements.postgres import (
-    PostgresAnswerStore,
     PostgresCustomerRepository,
     PostgresGrantRepository,
     PostgresSubscriptionRepository,
 )
+from meterline.entitlements.postgres.answers import PostgresAnswerStore
 from meterline.entitlements.repository import (
     AnswerStore,
     CustomerRepository,

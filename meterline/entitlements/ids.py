@@ -15,7 +15,7 @@ hop to an event loop and back); `MemoryIngestedIds` is for unit tests.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -34,6 +34,16 @@ class IngestedIds(abc.ABC):
         """Start making ingest treat `event_id` as taken (call once the grant is stored);
         returns a callable that waits until the mark is written. Neither raises (the dedupe
         store is advisory: a missed mark only lets the ledger decide)."""
+
+    def held_many(self, asks: Sequence[tuple[int, str, bool | None]]) -> list[bool]:
+        """`held` of each (tenant, event_id, in_ledger), in order. A store that can asks
+        once per tenant (ingest's dedupe store: one script call for all the ids)."""
+        return [self.held(t, event_id, in_ledger) for t, event_id, in_ledger in asks]
+
+    def mark_many(self, ids: Sequence[tuple[int, str]]) -> None:
+        """`mark` of each (tenant, event_id), written when it returns. Never raises."""
+        for wait in [self.mark(t, event_id) for t, event_id in ids]:
+            wait()
 
 
 class MemoryIngestedIds(IngestedIds):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from meterline.catalog import ResetPeriod
 
@@ -29,7 +30,14 @@ class Period:
         return self.start <= when < self.end
 
     def as_dict(self) -> dict[str, str]:
-        return {"start": iso(self.start), "end": iso(self.end)}
+        start, end = _bounds_text(self.start, self.end)
+        return {"start": start, "end": end}
+
+
+@lru_cache(maxsize=4096)
+def _bounds_text(start: datetime, end: datetime) -> tuple[str, str]:
+    """A period's bounds as text: every decision's body holds them, and they repeat."""
+    return iso(start), iso(end)
 
 
 def iso(when: datetime) -> str:

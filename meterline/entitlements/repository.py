@@ -10,6 +10,7 @@ import abc
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -94,6 +95,14 @@ class SubscriptionRepository(abc.ABC):
     def delete(self, tenant_id: int, customer: str) -> None:
         """Back to the default plan (manual subscriptions only; Stripe ones end by webhook)."""
 
+    def get_many(self, tenant_id: int, customers: Sequence[str]) -> dict[str, Subscription]:
+        """The subscriptions of those of `customers` that have one (Postgres: one query)."""
+        found = {c: self.get(tenant_id, c) for c in customers}
+        return {c: sub for c, sub in found.items() if sub is not None}
+
+
+Grants = list[Grant]  # (named here: inside GrantRepository, `list` is its method)
+
 
 class GrantRepository(abc.ABC):
     @abc.abstractmethod
@@ -107,6 +116,10 @@ class GrantRepository(abc.ABC):
     def void(self, tenant_id: int, grant_id: int) -> Grant:
         """Void a grant from now on (kept for history); raises NotFound."""
 
+    def list_many(self, tenant_id: int, customers: Sequence[str]) -> dict[str, Grants]:
+        """`list` (without voided grants) of each customer (Postgres: one query)."""
+        return {c: self.list(tenant_id, c) for c in customers}
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumeEvent:
@@ -117,6 +130,10 @@ class ConsumeEvent:
     meter: str
     amount: Decimal
     event_ms: int
+
+
+IdEvent = tuple[int, str, ConsumeEvent]
+"""(tenant id, event_id, the event its consume asks for)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +191,20 @@ class AnswerStore(abc.ABC):
     @abc.abstractmethod
     def mark_published(self, tenant_id: int, event_id: str) -> None:
         """Record that the granted event of `event_id` was acknowledged by the broker."""
+
+    def claim_many(self, asks: Sequence[IdEvent], lease_s: float) -> list[Claim]:
+        """`claim` of each (tenant, event_id, event), in order; the ids must be distinct. A
+        store that can claims them all in one step (Postgres: one statement for the new ids)."""
+        return [self.claim(t, event_id, event, lease_s) for t, event_id, event in asks]
+
+    def decide_many(self, answers: Sequence[tuple[int, str, Answer]]) -> list[Answer]:
+        """`decide` of each (tenant, event_id, answer), in order (first wins for each)."""
+        return [self.decide(t, event_id, answer) for t, event_id, answer in answers]
+
+    def abandon_many(self, ids: Sequence[tuple[int, str]]) -> None:
+        """`abandon` of each (tenant, event_id)."""
+        for t, event_id in ids:
+            self.abandon(t, event_id)
 
     @abc.abstractmethod
     def pending(

@@ -7,57 +7,8 @@ refuses an id ingest already holds (409), lets the view's `reserve` (one Lua ste
 the limit counting usage plus pending reservations, stores the answer, then publishes the
 granted amount as an ordinary usage event (id = `event_id`, property `meterline_reservation`).
 A publish whose fate is unknown keeps the reservation and the stored answer; the retry publishes
-the same event again. See README.md ("Consume") for why each step is where it is.
-
-Consume:
-
-One `event_id`, one answer, one event, counted once. In order:
-
-1. **Validate** with ingest's own `validate_event` (`event_id` as `id`, the customer, `amount` as
-   `value`): the same lengths, no control characters, `amount` a JSON number under the value
-   rule of `meterline/values.py` (0 to 1e15, at most 6 decimals and 15 significant digits; a
-   string or a boolean is refused). Limits, usage and amounts are exact decimals from here on:
-   `used + amount <= limit` never meets a binary float. Errors name `event_id`, `customer` and
-   `amount`. So nothing
-   consume grants can be sent to the dead-letter topic by the aggregator.
-2. **Claim** the id in `entitlement_answers` (migration 0009) together with the event it asks
-   for: customer, meter, amount and the timestamp of this first attempt, which is the instant
-   its usage is attributed to (`meterline.view.attributed_ms`: now clamped into the minutes of
-   the feature's period, see meterline/view/README.md "The period rule"). Every later attempt
-   with that id (a retry, a concurrent request with another amount) uses this stored event, so
-   a retry keeps its first timestamp (issue 19 item 1), reserves and publishes at that same
-   instant, and is counted in the minute and period it was checked against; and concurrent
-   consumes of one id cannot inflate `used`: the others poll for the first one's answer
-   (`claim_wait_s`, then 503). A
-   claim whose decision fails (Redis or Postgres error) is given up at once, and one left
-   undecided for `claim_lease_s` (its holder crashed) lapses: either way a retry takes it over,
-   with the stored event.
-3. **One id space with ingest**: an id ingest already holds (counted: in `usage_event_ids`, or
-   accepted within ingest's dedupe window) answers `409` (stored: every repeat gets it; the
-   claim's own statement reads the ledger, then the dedupe store is asked); once a
-   grant is stored, consume marks ingest's dedupe store with the id (before publishing, so a
-   publish of unknown fate is covered too), and ingest answers a later event with that id as a
-   duplicate. So what is answered is what is counted.
-4. **Reserve** (one Lua step in Redis) counts period usage + pending reservations and grants
-   iff the amount fits a blocking limit (unlimited / overage `allow` reserve without a limit).
-   The stored timestamp is the reservation's time (the period is evaluated at it), and the
-   reservation never lapses: it is removed when its id is counted (in the aggregator's Redis
-   step for the batch that holds its event, even when that event is a copy of one counted
-   first) or by a rebuild that finds it counted.
-5. **Store** the answer (first wins); a grant is stored *before* its publish, with
-   `published = false`. Granted answers whose ids are not counted (`usage_event_ids`, the
-   identity table, whatever the day of the event) are the pending
-   reservations: `meterline.view.postgres.rebuild` restores them into Redis after a flush, so Redis
-   never
-   holds their only copy.
-6. **Publish** the event (id = `event_id`, the stored timestamp, property
-   `meterline_reservation: true`), then mark the answer published (flags are written in
-   batches every 20 ms, `published.py`: a flag not written yet only makes a retry publish the
-   same event again, which the ledger counts once). A publish that fails or
-   times out answers 503 and keeps the reservation and the answer: the producer may still
-   deliver the message, so releasing would open an over-grant window and bill a request
-   answered 503. A retry with the same `event_id` publishes the same event again (the ledger
-   counts it once) and returns the stored answer.
+the same event again. Consume's steps, why each is where it is, and how concurrent consumes
+are decided in batches (`consume_many`): `consume.py`'s docstring.
 
 When the view is not ready (flushed, rebuilding) `reserve` says so from inside its script
 (`ViewNotReady`), never from a cached flag. The service then asks again with `counted`: the
@@ -89,35 +40,32 @@ records nothing) for additive meters, and `usage` for max/latest meters.
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import suppress
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from meterline.catalog import Aggregation, Catalog, CatalogRepository, FeatureKind, Limit
-from meterline.clock import Clock, SystemClock, from_ms, to_ms
+from meterline.catalog import Aggregation, Catalog, CatalogRepository, Limit
+from meterline.clock import Clock, SystemClock, to_ms
 from meterline.entitlements.cache import CustomerCache
+from meterline.entitlements.consume import ConsumeAsk, Consumes, OnOutcomes, Outcome
 from meterline.entitlements.decide import Evaluation, decide, evaluate
 from meterline.entitlements.ids import IngestedIds, MemoryIngestedIds
 from meterline.entitlements.invalidation import Change, ChangeFeed, LocalFeed
-from meterline.entitlements.model import Decision, Grant, Reason, Subscription
+from meterline.entitlements.model import Decision, Grant, Subscription
 from meterline.entitlements.periods import Period
 from meterline.entitlements.repository import (
-    Answer,
     AnswerStore,
-    Claim,
-    ConsumeEvent,
     GrantRepository,
     SubscriptionRepository,
 )
 from meterline.entitlements.thresholds import Notifier, possible
 from meterline.entitlements.usage import UsageReader
-from meterline.errors import FieldError, MeterlineError, NotFound, Unavailable, ValidationFailed
-from meterline.events import RESERVATION_PROPERTY, Rules, UsageEvent, validate_event
+from meterline.errors import FieldError, NotFound, ValidationFailed
+from meterline.events import UsageEvent
 from meterline.values import exact_sum, to_decimal, value_problem
-from meterline.view import Reservation, SyncedView, ViewNotReady, attributed_ms
+from meterline.view import Reservation, SyncedView, ViewNotReady
 
 log = logging.getLogger(__name__)
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
@@ -183,13 +131,39 @@ class EntitlementService:
             self.options.decision_ttl, jitter=JITTER
         )
         self._changes = changes or LocalFeed()
+        self._consumes = Consumes(self)
+
+    # What the consume flow (`consume.py`) works with; read at each use (tests swap them).
+    @property
+    def view(self) -> SyncedView:
+        return self._view
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._publisher
+
+    @property
+    def answers(self) -> AnswerStore:
+        return self._answers
+
+    @property
+    def ingested(self) -> IngestedIds:
+        return self._ingested
+
+    @property
+    def notifier(self) -> Notifier | None:
+        return self._notifier
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     def invalidate(self, tenant_id: int, customer: str | None = None) -> None:
         """Forget cached plan data and decisions of one customer (or of the whole tenant),
         here and in every other replica. Call it once the change is durable."""
-        self._changed(Change(tenant_id, customer))
+        self.changed(Change(tenant_id, customer))
 
-    def _changed(self, change: Change) -> None:
+    def changed(self, change: Change) -> None:
         self.forget(change)
         self._changes.publish(change)
 
@@ -232,6 +206,25 @@ class EntitlementService:
         assert isinstance(data, PlanData)
         return data if data.catalog is catalog else load()
 
+    def preload_plans(self, tenant_id: int, customers: Iterable[str]) -> None:
+        """Cache the plan data of those of `customers` not cached, read for all of them at
+        once (two statements: subscriptions, grants) where `plan_data` would read each alone:
+        what a batch of consumes of new customers saves."""
+        catalog = self.catalog(tenant_id)
+        missing = [c for c in set(customers) if not self._plan_cached(tenant_id, c, catalog)]
+        if len(missing) < 2:
+            return
+        generation = self._plans.generation
+        subs = self._subs.get_many(tenant_id, missing)
+        grants = self._grants.list_many(tenant_id, missing)
+        for c in missing:
+            data = PlanData(catalog, subs.get(c), grants.get(c, []))
+            self._plans.put_if_current(tenant_id, c, "plan", data, generation)
+
+    def _plan_cached(self, tenant_id: int, customer: str, catalog: Catalog) -> bool:
+        found = self._plans.get(tenant_id, customer, "plan")
+        return isinstance(found, PlanData) and found.catalog is catalog
+
     def check(
         self, tenant_id: int, customer: str, feature: str, amount: Decimal | float | None = None
     ) -> Decision:
@@ -266,7 +259,7 @@ class EntitlementService:
         features = self.catalog(tenant_id).features
         return [self.check(tenant_id, customer, f.key) for f in features]
 
-    def _evaluate(
+    def evaluate(
         self, tenant_id: int, customer: str, feature: str, at: datetime | None = None
     ) -> Evaluation:
         data = self.plan_data(tenant_id, customer)
@@ -279,7 +272,7 @@ class EntitlementService:
     def _decide(
         self, tenant_id: int, customer: str, feature: str, amount: Decimal | None
     ) -> Decision:
-        ev = self._evaluate(tenant_id, customer, feature)
+        ev = self.evaluate(tenant_id, customer, feature)
         if ev.terms is None or ev.period is None or ev.terms.meter is None:
             return decide(ev)
         meter = ev.feature.meter
@@ -293,7 +286,7 @@ class EntitlementService:
         """A plain check sees usage consumes never did (ingested events): announce the
         thresholds it shows. A failure only logs: the next check that decides tries again."""
         assert self._notifier is not None
-        percents = self._thresholds(tenant_id, decision.plan, decision.feature)
+        percents = self.thresholds(tenant_id, decision.plan, decision.feature)
         if not percents and decision.overage != "allow":
             return  # nothing to announce: skip building the body
         try:
@@ -318,11 +311,11 @@ class EntitlementService:
             return 0
         decided = 0
         for feature in catalog.features:
-            ev = self._evaluate(tenant_id, customer, feature.key)
+            ev = self.evaluate(tenant_id, customer, feature.key)
             if ev.terms is None or ev.period is None or ev.feature.meter is None:
                 continue
             plan = ev.choice.plan
-            percents = self._thresholds(tenant_id, plan.key if plan else None, feature.key)
+            percents = self.thresholds(tenant_id, plan.key if plan else None, feature.key)
             names = possible(percents, ev.terms.overage == "allow")
             start = ev.period.as_dict()["start"]
             if not names or self._notifier.knows((tenant_id, customer, feature.key, start), names):
@@ -332,7 +325,7 @@ class EntitlementService:
             decided += 1
         return decided
 
-    def _thresholds(self, tenant_id: int, plan_key: str | None, feature: str) -> tuple[Limit, ...]:
+    def thresholds(self, tenant_id: int, plan_key: str | None, feature: str) -> tuple[Limit, ...]:
         plan = self.catalog(tenant_id).plan(plan_key or "")
         return plan.thresholds(feature) if plan else ()
 
@@ -344,14 +337,14 @@ class EntitlementService:
         ready (`ViewNotReady`, decided inside the same script) the probe is asked again with
         what Postgres counts that the view may lack (`_counted_elsewhere`).
         """
-        aggregation = self._aggregation(tenant_id, meter)
+        aggregation = self.aggregation(tenant_id, meter)
         if aggregation not in (Aggregation.SUM, Aggregation.COUNT):
             return self._usage.used(tenant_id, customer, meter, aggregation, period)
         start, end = to_ms(period.start), to_ms(period.end)
         try:
             return self._probe(tenant_id, customer, meter, start, end, None).used
         except ViewNotReady:
-            counted = self._counted_elsewhere(tenant_id, customer, meter, period)
+            counted = self.counted_elsewhere(tenant_id, customer, meter, period)
             return self._probe(tenant_id, customer, meter, start, end, counted).used
 
     def _probe(
@@ -369,14 +362,14 @@ class EntitlementService:
             tenant_id, customer, meter, _PROBE, Decimal(0), Decimal(-1), start, end, start, counted
         )
 
-    def _counted_elsewhere(
+    def counted_elsewhere(
         self, tenant_id: int, customer: str, meter: str, period: Period
     ) -> Decimal:
         """What a view that is not ready may lack: the pending grants Postgres records that it
         does not hold (`_unrestored`), then the rollups of the period. Read in that order, an
         event counted between the two reads is counted twice, never zero times."""
         lost = self._unrestored(tenant_id, customer, meter, period)
-        aggregation = self._aggregation(tenant_id, meter)
+        aggregation = self.aggregation(tenant_id, meter)
         settled = self._usage.settled(tenant_id, customer, meter, aggregation, period)
         return exact_sum((lost, settled))
 
@@ -401,160 +394,22 @@ class EntitlementService:
         unknown: the reservation and the answer stay, and a retry with the same `event_id`
         publishes the same event again, same timestamp), or when another consume of the same
         `event_id` is still deciding after `claim_wait_s`. Blocks on Redis, Postgres, Kafka.
+        A batch of one of `consume_many`.
         """
-        meter = self._metered(tenant_id, feature)
-        first = self._consume_event(tenant_id, customer, feature, meter, amount, event_id)
-        assert isinstance(event_id, str)
-        claim = self._claim(tenant_id, event_id, first)
-        answer = claim.answer or self._decide_or_abandon(tenant_id, feature, event_id, claim)
-        if answer.status == 200 and not answer.published:
-            self._publish(tenant_id, event_id, claim.event)
-        self._announce(tenant_id, claim.event.customer, answer)
-        return answer.status, answer.body
+        ask = ConsumeAsk(tenant_id, customer, feature, amount, event_id)
+        outcome = self._consumes.consume_many([ask])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    def _announce(self, tenant_id: int, customer: str, answer: Answer) -> None:
-        """Record the thresholds and limit notices the answer shows (`thresholds.py`), on every
-        answer, repeats included: a notice lost to a failure here is written by the retry.
-        Unavailable when they cannot be recorded (the answer stands; retry the event_id)."""
-        if self._notifier is None or answer.status not in (200, 403):
-            return
-        percents = self._thresholds(tenant_id, answer.body.get("plan"), answer.body["feature"])
-        try:
-            self._notifier.announce(tenant_id, customer, answer.body, percents)
-        except MeterlineError:
-            raise
-        except Exception as error:
-            message = "the answer's notices were not recorded; retry the event_id"
-            raise Unavailable(message) from error
+    def consume_many(
+        self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes | None = None
+    ) -> list[Outcome]:
+        """`consume` of concurrent requests, decided together (`consume.py`): each its own
+        outcome, (status, body) or the error `consume` would raise."""
+        return self._consumes.consume_many(asks, on_outcomes)
 
-    def _metered(self, tenant_id: int, feature: str) -> str:
-        found = self.catalog(tenant_id).feature(feature)
-        if found is None:
-            raise NotFound(f"unknown feature {feature[:64]!r}: not in this tenant's catalog")
-        if found.kind is not FeatureKind.METERED or found.meter is None:
-            raise ValidationFailed([FieldError("feature", "only metered features are consumed")])
-        if self._aggregation(tenant_id, found.meter) not in (Aggregation.SUM, Aggregation.COUNT):
-            raise ValidationFailed(
-                [FieldError("feature", "only features on a sum or count meter are consumed")]
-            )
-        return found.meter
-
-    def _aggregation(self, tenant_id: int, meter: str) -> Aggregation:
+    def aggregation(self, tenant_id: int, meter: str) -> Aggregation:
         found = self.catalog(tenant_id).meter(meter)
         assert found is not None, "the catalog refuses a feature on an unknown meter"
         return found.aggregation
-
-    def _consume_event(
-        self,
-        tenant_id: int,
-        customer: str,
-        feature: str,
-        meter: str,
-        amount: object,
-        event_id: object,
-    ) -> ConsumeEvent:
-        """The event this consume asks for, validated by ingest's own rules, timed at the
-        instant its usage is attributed to (`attributed_ms`: now clamped into the minutes of
-        the feature's period). The claim stores that instant as the event's first timestamp,
-        so every retry reserves at it and publishes it, and the event counts in the minute
-        and period its reservation was checked against."""
-        now = self._clock.now_ms()
-        raw = {"id": event_id, "customer": customer, "meter": meter, "value": amount}
-        checked = validate_event(raw, tenant_id, Rules(now, (meter,)))
-        if isinstance(checked, list):
-            raise ValidationFailed([FieldError(_FIELDS[e.field], e.message) for e in checked])
-        if checked.value != 1 and self._aggregation(tenant_id, meter) is Aggregation.COUNT:
-            raise ValidationFailed([FieldError("amount", "must be 1: a count meter counts events")])
-        period = self._evaluate(tenant_id, checked.customer, feature, from_ms(now)).period
-        at = now if period is None else attributed_ms(now, to_ms(period.start), to_ms(period.end))
-        return ConsumeEvent(checked.customer, meter, to_decimal(checked.value), at)
-
-    def _claim(self, tenant_id: int, event_id: str, first: ConsumeEvent) -> Claim:
-        """Claim `event_id`, or wait (polling) for the answer of the consume that holds it."""
-        deadline = time.monotonic() + self.options.claim_wait_s
-        lease = self.options.claim_lease_s
-        while True:
-            claim = self._answers.claim(tenant_id, event_id, first, lease)
-            if claim.owner or claim.answer is not None:
-                return claim
-            if time.monotonic() > deadline:
-                raise Unavailable("another consume of this event_id is still deciding; retry")
-            time.sleep(0.005)
-
-    def _decide_or_abandon(
-        self, tenant_id: int, feature: str, event_id: str, claim: Claim
-    ) -> Answer:
-        """Decide a claimed id; on any error give the claim up at once (its event kept), so the
-        client's retry takes it over instead of waiting for the lease to lapse."""
-        try:
-            return self._decide_claimed(tenant_id, feature, event_id, claim)
-        except Exception:
-            with suppress(Exception):
-                self._answers.abandon(tenant_id, event_id)
-            raise
-
-    def _decide_claimed(self, tenant_id: int, feature: str, event_id: str, claim: Claim) -> Answer:
-        event = claim.event
-        if self._ingested.held(tenant_id, event_id, claim.in_ledger):
-            message = f"event_id {event_id!r} is already used by an ingested event"
-            body = {"error": "conflict", "message": message, "granted": False, "event_id": event_id}
-            return self._answers.decide(tenant_id, event_id, Answer(409, body))
-        ev = self._evaluate(tenant_id, event.customer, feature, from_ms(event.event_ms))
-        if ev.terms is None or ev.period is None:
-            return self._store(tenant_id, event_id, decide(ev), granted=False)
-        decision = self._reserve(tenant_id, ev, event, event_id)
-        self._changed(Change(tenant_id, event.customer, plans=False))
-        answer = self._store(tenant_id, event_id, decision, granted=decision.has_access)
-        if decision.has_access and answer.status != 200:
-            self._view.release(tenant_id, event.customer, event.meter, event_id)
-        return answer
-
-    def _reserve(
-        self, tenant_id: int, ev: Evaluation, event: ConsumeEvent, event_id: str
-    ) -> Decision:
-        terms, period, meter = ev.terms, ev.period, event.meter
-        assert terms is not None and period is not None
-        blocking = terms.limit is not None and terms.overage.value == "block"
-        limit = terms.limit if blocking else None
-        customer, amount = event.customer, event.amount
-        start, end = to_ms(period.start), to_ms(period.end)
-        ask = (tenant_id, customer, meter, event_id, amount, limit, start, end, event.event_ms)
-        try:
-            held = self._view.reserve(*ask)
-        except ViewNotReady:
-            held = self._view.reserve(
-                *ask, counted=self._counted_elsewhere(tenant_id, customer, meter, period)
-            )
-        decision = decide(ev, held.used, amount)
-        if not held.granted:
-            return replace(decision, has_access=False, reason=Reason.LIMIT_EXCEEDED)
-        return replace(decision, used=exact_sum((held.used, amount)))
-
-    def _store(self, tenant_id: int, event_id: str, decision: Decision, granted: bool) -> Answer:
-        """Store the answer (first wins); a granted one is stored before its publish."""
-        body = {**decision.as_dict(), "granted": granted, "event_id": event_id}
-        answer = Answer(200 if granted else 403, body, published=not granted)
-        return self._answers.decide(tenant_id, event_id, answer)
-
-    def _publish(self, tenant_id: int, event_id: str, event: ConsumeEvent) -> None:
-        """Publish the granted event (again, after an unknown fate); Unavailable on failure,
-        with the reservation kept: the message may still be delivered. The id is marked in
-        ingest's dedupe store first: the grant is already stored, so the id is the consume's
-        even if this publish fails (its retry publishes it)."""
-        e, now, props = event, self._clock.now_ms(), {RESERVATION_PROPERTY: True}
-        ts = e.event_ms
-        value = float(e.amount)  # exact: the amount passed the value rule
-        usage = UsageEvent(tenant_id, event_id, e.customer, e.meter, value, ts, now, props)
-        marked = self._ingested.mark(tenant_id, event_id)
-        try:
-            self._publisher.publish([usage], self.options.publish_timeout)
-        except MeterlineError:
-            raise
-        except Exception as error:
-            raise Unavailable("the usage was not acknowledged; retry with the event_id") from error
-        finally:
-            marked()
-        self._answers.mark_published(tenant_id, event_id)
-
-
-_FIELDS = {"id": "event_id", "customer": "customer", "value": "amount", "meter": "feature"}

@@ -77,6 +77,21 @@ class Reservation:
     at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReserveAsk:
+    """The arguments of one `reserve` (without `counted`), for `reserve_many`."""
+
+    tenant_id: int
+    customer: str
+    meter: str
+    event_id: str
+    amount: Decimal
+    limit: Decimal | None
+    start_ms: int
+    end_ms: int
+    at_ms: int
+
+
 class ViewNotReady(Unavailable):
     """The view is empty (flushed, restarted) or being rebuilt: it cannot decide a limit now.
     `pending` is the period's pending reservations, which survive both."""
@@ -166,9 +181,37 @@ class UsageView(abc.ABC):
         grants Redis does not hold) it decides against `counted` and the pending reservations
         Redis holds, instead of the partial view."""
 
+    def reserve_many(self, asks: Sequence[ReserveAsk]) -> list[Reservation | Exception]:
+        """`reserve` of each ask (without `counted`), in order, each its own atomic step; an
+        ask's error (`ViewNotReady`, a Redis error) is its item, the others still decided. A
+        view that can sends them together (Redis: one pipeline, one round trip)."""
+        answers: list[Reservation | Exception] = []
+        for ask in asks:
+            try:
+                answers.append(self.reserve(*_reserve_args(ask)))
+            except Exception as error:
+                answers.append(error)
+        return answers
+
     @abc.abstractmethod
     def release(self, tenant_id: int, customer: str, meter: str, event_id: str) -> None:
         """Give a pending reservation back (its event was never published); no-op if absent."""
+
+
+def _reserve_args(
+    a: ReserveAsk,
+) -> tuple[int, str, str, str, Decimal, Decimal | None, int, int, int]:
+    return (
+        a.tenant_id,
+        a.customer,
+        a.meter,
+        a.event_id,
+        a.amount,
+        a.limit,
+        a.start_ms,
+        a.end_ms,
+        a.at_ms,
+    )
 
 
 def floor_to(ms: int, step: int) -> int:

@@ -45,6 +45,7 @@ from meterline.view.model import (
     Delta,
     Reservation,
     ReservationKey,
+    ReserveAsk,
     ViewNotReady,
     attributed_ms,
     floor_to,
@@ -239,6 +240,58 @@ class RedisUsageView(SyncedView):
             keys.extend(self._keys.minute_keys(series, day))
         return _quantity(self._recent(keys=keys, args=[AGG_CODE[aggregation], lo, hi]))
 
+    def reserve_many(self, asks: Sequence[ReserveAsk]) -> list[Reservation | Exception]:
+        """Every ask's first attempt in one pipeline (EVALSHA of the loaded script: a pipeline
+        running a `Script` would ask SCRIPT EXISTS first, a second round trip). An ask whose
+        attempt did not decide (the script not loaded yet, the archive moved, a Redis error)
+        is asked again alone with `reserve`; one the view is not ready for is ViewNotReady."""
+        pipe = self._r.pipeline(transaction=False)
+        read = []
+        for ask in asks:
+            keys, args, ranges = self._reserve_call(ask, None)
+            pipe.evalsha(self._reserve.sha, len(keys), *keys, *args)
+            read.append(ranges)
+        answers: list[Reservation | Exception] = []
+        outs = pipe.execute(raise_on_error=False)
+        for ask, ranges, out in zip(asks, read, outs, strict=True):
+            code = None if isinstance(out, Exception) else int(out[0])
+            if code == -1:
+                answers.append(ViewNotReady(_quantity(out[2])))
+            elif code is not None and code >= 0:
+                at = attributed_ms(ask.at_ms, ask.start_ms, ask.end_ms)
+                answers.append(Reservation(code == 1, _quantity(out[1]), _quantity(out[2]), at))
+            else:
+                if code is not None:
+                    self._forget((ask.tenant_id, ask.customer, ask.meter), Aggregation.SUM, ranges)
+                answers.extend(super().reserve_many([ask]))
+        return answers
+
+    def _reserve_call(
+        self, a: ReserveAsk, counted: Decimal | None
+    ) -> tuple[list[Any], list[Any], list[tuple[int, int]]]:
+        """The keys and arguments of one attempt of the RESERVE script, and the archived
+        ranges it read (to forget when the script finds them stale)."""
+        series = (a.tenant_id, a.customer, a.meter)
+        rkey = self._keys.reservations(*series)
+        keys = [rkey, rkey + ":c", self._keys.ready, self._keys.rebuild]
+        keys.append(self._keys.epoch_key(self._keys.series(*series)))
+        spec, ranges = self._period_plan(series, a.start_ms, a.end_ms)
+        lo, hi = minute_range(a.start_ms, a.end_ms)
+        limit_arg = "" if a.limit is None else "-" if a.limit < 0 else _units(a.limit)
+        at = attributed_ms(a.at_ms, a.start_ms, a.end_ms)
+        extra = "" if counted is None else _units(counted)
+        head: list[Any] = [
+            a.event_id,
+            _units(a.amount),
+            limit_arg,
+            self._clock.now_ms(),
+            at,
+            lo,
+            hi,
+        ]
+        epoch, base, _ts = self._archive_part(series, Aggregation.SUM, ranges)
+        return keys, [*head, epoch, base, extra, *spec], ranges
+
     def reserve(
         self,
         tenant_id: int,
@@ -253,23 +306,14 @@ class RedisUsageView(SyncedView):
         counted: Decimal | None = None,
     ) -> Reservation:
         series = (tenant_id, customer, meter)
-        rkey = self._keys.reservations(*series)
-        keys = [rkey, rkey + ":c", self._keys.ready, self._keys.rebuild]
-        keys.append(self._keys.epoch_key(self._keys.series(*series)))
-        spec, ranges = self._period_plan(series, start_ms, end_ms)
-        lo, hi = minute_range(start_ms, end_ms)
-        limit_arg = "" if limit is None else "-" if limit < 0 else _units(limit)
-        now = self._clock.now_ms()
-        at = attributed_ms(at_ms, start_ms, end_ms)
-        extra = "" if counted is None else _units(counted)
-        head: list[Any] = [event_id, _units(amount), limit_arg, now, at, lo, hi]
+        ask = ReserveAsk(*series, event_id, amount, limit, start_ms, end_ms, at_ms)
         for _ in range(_ATTEMPTS):
-            epoch, base, _ts = self._archive_part(series, Aggregation.SUM, ranges)
-            args = [*head, epoch, base, extra, *spec]
+            keys, args, ranges = self._reserve_call(ask, counted)
             code, used, pending = self._reserve(keys=keys, args=args)
             if int(code) == -1:
                 raise ViewNotReady(_quantity(pending))
             if int(code) >= 0:
+                at = attributed_ms(at_ms, start_ms, end_ms)
                 return Reservation(int(code) == 1, _quantity(used), _quantity(pending), at)
             self._forget(series, Aggregation.SUM, ranges)
         raise ViewNotReady(why="late events keep arriving in this period's archived part")

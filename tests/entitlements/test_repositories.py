@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -217,3 +218,39 @@ def test_a_claim_reads_whether_the_ledger_holds_its_id(pg_conninfo: str) -> None
         event = ConsumeEvent("c", "m", 1.0, 1_000)
         assert answers.claim(t, "l1", event, 30.0).in_ledger is True
         assert answers.claim(t, "l2", event, 30.0).in_ledger is False
+
+
+def test_a_batch_claims_decides_and_abandons_each_id_as_one_by_one(repos: dict[str, Any]) -> None:
+    t, answers = repos["tenant"], repos["answers"]
+    first, other = ConsumeEvent("c", "m", Decimal("0.1"), 1_000), ConsumeEvent("d", "m", 3, 2_000)
+    assert answers.claim(t, "b-held", first, 30.0).owner  # another caller's live claim
+    answers.claim(t, "b-done", first, 30.0)
+    answers.decide(t, "b-done", Answer(403, {"granted": False}))
+    asks = [(t, "b-new", other), (t, "b-held", other), (t, "b-done", other), (t, "b-2", first)]
+    claims = answers.claim_many(asks, 30.0)
+    assert claims == [
+        Claim(other, None, owner=True),
+        Claim(first, None, owner=False),
+        Claim(first, Answer(403, {"granted": False}), owner=False),
+        Claim(first, None, owner=True),
+    ]
+    granted = Answer(200, {"granted": True, "used": 2.5}, published=False)
+    stored = answers.decide_many([(t, "b-new", granted), (t, "b-done", Answer(200, {}))])
+    assert stored == [granted, Answer(403, {"granted": False})]
+    assert answers.get(t, "b-new") == granted
+    assert answers.pending(t, "d", "m", 0, 5_000) == {"b-new": 3}
+    answers.abandon_many([(t, "b-2"), (t, "b-new")])
+    later = ConsumeEvent("c", "m", 9, 9_000)
+    assert answers.claim(t, "b-2", later, 30.0) == Claim(first, None, owner=True)
+    assert answers.claim(t, "b-new", later, 30.0) == Claim(other, granted, owner=False)
+
+
+def test_plan_data_of_many_customers_is_read_as_one_by_one(repos: dict[str, Any]) -> None:
+    t, subs, grants = repos["tenant"], repos["subs"], repos["grants"]
+    for c in ("a", "b", "c"):
+        repos["customers"].create(t, c, None, None)
+    subs.put(Subscription(t, "a", "basic", source="lifetime"))
+    kept = grants.add(t, NewGrant("b", "api_calls", "credit", 5))
+    grants.void(t, grants.add(t, NewGrant("b", "api_calls", "credit", 7)).id)
+    assert subs.get_many(t, ["a", "b", "nobody"]) == {"a": subs.get(t, "a")}
+    assert grants.list_many(t, ["a", "b"]) == {"a": [], "b": [kept]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,7 +16,9 @@ from meterline.view import (
     Delta,
     Gate,
     PendingReservation,
+    Reservation,
     ReservationKey,
+    ReserveAsk,
     SyncedView,
     ViewNotReady,
 )
@@ -91,6 +95,35 @@ def test_reserve_grants_up_to_the_limit(view: SyncedView) -> None:
     assert again.granted and again.pending == 3
     assert view.reserve(1, "c1", "m", "e3", 1, 10, *args).granted
     assert view.reserve(1, "c1", "m", "e4", 1e9, None, *args).granted
+
+
+def test_reserve_many_decides_in_order_as_one_by_one(view: SyncedView) -> None:
+    view.apply([delta(T0, 6)], [])
+    assert view.reserve(1, "c9", "m", "p", 1, None, T0, T0 + DAY_MS, NOW).granted  # loads RESERVE
+    ask = lambda e, amount, limit, customer="c1": ReserveAsk(  # noqa: E731
+        1, customer, "m", e, Decimal(amount), limit, T0, T0 + DAY_MS, NOW
+    )
+    held = view.reserve_many(
+        [
+            ask("e1", 3, 10),
+            ask("e2", 2, 10),
+            ask("e1", 3, 10),
+            ask("e3", 1, 10),
+            ask("x", 5, 5, "c2"),
+        ]
+    )
+    assert all(isinstance(r, Reservation) for r in held)
+    outcomes = [(r.granted, r.used, r.pending) for r in held if isinstance(r, Reservation)]
+    assert outcomes == [(True, 6, 0), (False, 9, 3), (True, 9, 3), (True, 9, 3), (True, 0, 0)]
+    assert not view.reserve(1, "c1", "m", "e4", 1, 10, T0, T0 + DAY_MS, NOW).granted
+    assert view.reserve_many([]) == []
+
+
+def test_reserve_many_answers_each_ask_not_ready_alone(rig: Rig) -> None:
+    asks = [ReserveAsk(1, c, "m", "e1", Decimal(1), Decimal(5), T0, T0 + DAY_MS, NOW) for c in "ab"]
+    rig.flush()
+    held = rig.view.reserve_many(asks)
+    assert [type(r) for r in held] == [ViewNotReady, ViewNotReady]
 
 
 def test_apply_swaps_pending_for_usage_atomically(view: SyncedView) -> None:

@@ -1,28 +1,23 @@
 """Postgres versions of the entitlement repositories (tables of migrations 0002 and 0004), and
-the ingested ids as the ledger and ingest's dedupe store hold them."""
+the ingested ids as the ledger and ingest's dedupe store hold them. Consume answers:
+`answers.py`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from meterline.dedupe import BlockingRedisDeduper, HeldIds
 from meterline.entitlements.ids import IngestedIds
 from meterline.entitlements.model import Customer, Grant, Subscription
-from meterline.entitlements.published import PublishedFlags
 from meterline.entitlements.repository import (
-    Answer,
-    AnswerStore,
-    Claim,
-    ConsumeEvent,
     CustomerRepository,
     GrantRepository,
+    Grants,
     NewGrant,
     SubscriptionRepository,
     check_grant,
@@ -31,7 +26,7 @@ from meterline.errors import Conflict, NotFound
 from meterline.notify.announce import subscription_changed
 from meterline.notify.outbox import publish
 from meterline.postgres import autocommitted
-from meterline.values import dumps, exact, loads
+from meterline.values import exact
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +126,15 @@ class PostgresSubscriptionRepository(SubscriptionRepository):
             ).fetchone()
         return None if row is None else Subscription(*row)
 
+    def get_many(self, tenant_id: int, customers: Sequence[str]) -> dict[str, Subscription]:
+        with autocommitted(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_SUB_COLUMNS} FROM subscriptions "
+                "WHERE tenant_id = %s AND customer = ANY(%s)",
+                (tenant_id, list(customers)),
+            ).fetchall()
+        return {sub.customer: sub for sub in (Subscription(*r) for r in rows)}
+
     def put(self, sub: Subscription) -> None:
         """Write `sub`; a change of plan, status or period is announced (`subscription.changed`)
         in the same transaction."""
@@ -224,6 +228,18 @@ class PostgresGrantRepository(GrantRepository):
             ).fetchall()
         return [Grant(*r) for r in rows]
 
+    def list_many(self, tenant_id: int, customers: Sequence[str]) -> dict[str, Grants]:
+        found: dict[str, Grants] = {c: [] for c in customers}
+        with autocommitted(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE tenant_id = %s "
+                "AND customer = ANY(%s) AND voided_at IS NULL ORDER BY id",
+                (tenant_id, list(found)),
+            ).fetchall()
+        for grant in (Grant(*r) for r in rows):
+            found[grant.customer].append(grant)
+        return found
+
     def void(self, tenant_id: int, grant_id: int) -> Grant:
         with self._pool.connection() as conn:
             row = conn.execute(
@@ -234,115 +250,6 @@ class PostgresGrantRepository(GrantRepository):
         if row is None:
             raise NotFound(f"no grant {grant_id}")
         return Grant(*row)
-
-
-_CLAIM = """
-WITH claimed AS (
-  INSERT INTO entitlement_answers
-    (tenant_id, event_id, customer, meter, amount, event_ms, claimed_at)
-  VALUES (%(t)s, %(e)s, %(customer)s, %(meter)s, %(amount)s, %(ms)s, now())
-  ON CONFLICT DO NOTHING RETURNING 1
-)
-SELECT EXISTS (SELECT 1 FROM claimed),
-       EXISTS (SELECT 1 FROM usage_event_ids WHERE tenant_id = %(t)s AND event_id = %(e)s)
-"""
-_READ = """
-SELECT status, body::text, published, customer, meter, amount, event_ms,
-       claimed_at < now() - make_interval(secs => %s)
-FROM entitlement_answers WHERE tenant_id = %s AND event_id = %s
-"""
-_TAKE_OVER = """
-UPDATE entitlement_answers SET claimed_at = now()
-WHERE tenant_id = %s AND event_id = %s AND status IS NULL
-  AND claimed_at < now() - make_interval(secs => %s)
-RETURNING 1
-"""
-_PENDING = """
-SELECT a.event_id, a.amount FROM entitlement_answers a
-WHERE a.status = 200 AND a.tenant_id = %s AND a.customer = %s AND a.meter = %s
-  AND a.event_ms >= %s AND a.event_ms < %s
-  AND NOT EXISTS (
-    SELECT 1 FROM usage_event_ids i WHERE i.tenant_id = a.tenant_id AND i.event_id = a.event_id
-  )
-"""
-_DECIDE = """
-UPDATE entitlement_answers SET status = %s, body = %s, published = %s
-WHERE tenant_id = %s AND event_id = %s AND status IS NULL RETURNING 1
-"""
-
-
-class PostgresAnswerStore(AnswerStore):
-    """Answers and claims in `entitlement_answers` (migrations 0004 and 0009). Rows answered
-    before migration 0009 have no event columns: they are answers and nothing else."""
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
-        self._flags = PublishedFlags(pool)
-
-    def get(self, tenant_id: int, event_id: str) -> Answer | None:
-        with autocommitted(self._pool) as conn:
-            row = conn.execute(
-                "SELECT status, body::text, published FROM entitlement_answers "
-                "WHERE tenant_id = %s AND event_id = %s AND status IS NOT NULL",
-                (tenant_id, event_id),
-            ).fetchone()
-        if row is None:
-            return None
-        return Answer(int(row[0]), loads(row[1]), self._published(row[2], tenant_id, event_id))
-
-    def _published(self, stored: object, tenant_id: int, event_id: str) -> bool:
-        return bool(stored) or self._flags.pending(tenant_id, event_id)
-
-    def claim(self, tenant_id: int, event_id: str, event: ConsumeEvent, lease_s: float) -> Claim:
-        e = event
-        with autocommitted(self._pool) as conn:
-            new = {"t": tenant_id, "e": event_id, "customer": e.customer, "meter": e.meter}
-            new |= {"amount": e.amount, "ms": e.event_ms}
-            won, in_ledger = conn.execute(_CLAIM, new).fetchone() or (False, False)
-            if won:
-                return Claim(event, None, owner=True, in_ledger=bool(in_ledger))
-            row = conn.execute(_READ, (lease_s, tenant_id, event_id)).fetchone()
-            assert row is not None
-            status, body, published, customer, meter, amount, event_ms, lapsed = row
-            stored = event if event_ms is None else ConsumeEvent(customer, meter, amount, event_ms)
-            if status is not None:
-                done = self._published(published, tenant_id, event_id)
-                return Claim(stored, Answer(int(status), loads(body), done), False)
-            taken = lapsed and conn.execute(_TAKE_OVER, (tenant_id, event_id, lease_s)).fetchone()
-            return Claim(stored, None, owner=bool(taken))
-
-    def abandon(self, tenant_id: int, event_id: str) -> None:
-        with autocommitted(self._pool) as conn:
-            conn.execute(
-                "UPDATE entitlement_answers SET claimed_at = '-infinity' "
-                "WHERE tenant_id = %s AND event_id = %s AND status IS NULL",
-                (tenant_id, event_id),
-            )
-
-    def decide(self, tenant_id: int, event_id: str, answer: Answer) -> Answer:
-        a = answer
-        with autocommitted(self._pool) as conn:
-            args = (a.status, Jsonb(a.body, dumps=_dumps), a.published, tenant_id, event_id)
-            if conn.execute(_DECIDE, args).fetchone() is not None:
-                return answer
-        stored = self.get(tenant_id, event_id)
-        assert stored is not None
-        return stored
-
-    def mark_published(self, tenant_id: int, event_id: str) -> None:
-        """Written in a batch shortly after (`published.py`); read as set here at once."""
-        self._flags.add(tenant_id, event_id)
-
-    def close(self) -> None:
-        """Write the published flags not written yet (before the pool closes)."""
-        self._flags.close()
-
-    def pending(
-        self, tenant_id: int, customer: str, meter: str, start_ms: int, end_ms: int
-    ) -> dict[str, Decimal]:
-        args = (tenant_id, customer, meter, start_ms, end_ms)
-        with self._pool.connection() as conn:
-            return {str(e): Decimal(a) for e, a in conn.execute(_PENDING, args)}
 
 
 class LedgerIngestedIds(IngestedIds):
@@ -367,6 +274,35 @@ class LedgerIngestedIds(IngestedIds):
         except Exception:
             log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
             return False
+
+    def held_many(self, asks: Sequence[tuple[int, str, bool | None]]) -> list[bool]:
+        """Ids the ledger did not hold are asked of the dedupe store in one call per tenant."""
+        if any(in_ledger is None for _, _, in_ledger in asks):
+            return super().held_many(asks)
+        ask: dict[int, list[str]] = {}
+        for tenant_id, event_id, in_ledger in asks:
+            if not in_ledger:
+                ask.setdefault(tenant_id, []).append(event_id)
+        seen: set[tuple[int, str]] = set()
+        for tenant_id, ids in ask.items():
+            try:
+                flags = self._deduper.seen(tenant_id, ids)
+            except Exception:
+                log.warning("dedupe store did not answer; the ledger decided", exc_info=True)
+                continue
+            seen.update((tenant_id, i) for i, flag in zip(ids, flags, strict=True) if flag)
+        return [bool(in_ledger) or (t, e) in seen for t, e, in_ledger in asks]
+
+    def mark_many(self, ids: Sequence[tuple[int, str]]) -> None:
+        """One dedupe store call per tenant."""
+        by_tenant: dict[int, list[str]] = {}
+        for tenant_id, event_id in ids:
+            by_tenant.setdefault(tenant_id, []).append(event_id)
+        for tenant_id, event_ids in by_tenant.items():
+            try:
+                self._deduper.mark(tenant_id, event_ids)
+            except Exception:
+                log.warning("dedupe store did not take a consume's id", exc_info=True)
 
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
         """Written at once (one Redis round trip); the waiter returned has nothing to wait."""
@@ -395,8 +331,3 @@ class GrantedIds(HeldIds):
     def within(self, tenant_id: int, seconds: float) -> list[str]:
         with self._pool.connection() as conn:
             return [str(r[0]) for r in conn.execute(_GRANTED_WITHIN, (tenant_id, seconds))]
-
-
-def _dumps(doc: object) -> str:
-    """An answer's JSON with its quantities exact (`meterline.values`)."""
-    return dumps(doc).decode()
