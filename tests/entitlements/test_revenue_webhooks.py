@@ -304,7 +304,7 @@ def test_the_rebuild_command_reads_stripe(api: Api) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith(
-        "2 (2 from Stripe events, 0 rebuilt from subscriptions); closed invoices: 1"  # the first
+        "2 (2 from Stripe events, 0 rebuilt from subscriptions); closed invoices: 1"  # its first invoice
     )
     with open_pool(api.env["METERLINE_DATABASE_URL"], max_size=1) as pool:
         states = PostgresRevenueEventStore(pool).states(api.tenant_id)
