@@ -50,8 +50,8 @@ from meterline.entitlements import (
 from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
-from meterline.entitlements.usage import SeriesQuery
 from meterline.entitlements.usage_notices import SweepThread, UsageNoticeSweep, lock_key
+from meterline.entitlements.usage_reader import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import Pool, open_pool, ping

@@ -53,7 +53,7 @@ from meterline.entitlements.service import (
     Publisher,
     ServiceOptions,
 )
-from meterline.entitlements.usage import FallbackUsage, RollupUsage, UsageReader, ViewUsage
+from meterline.entitlements.usage_reader import FallbackUsage, RollupUsage, UsageReader, ViewUsage
 
 __all__ = [
     "GRANT_KINDS",

@@ -61,7 +61,7 @@ from meterline.entitlements.repository import (
     SubscriptionRepository,
 )
 from meterline.entitlements.thresholds import Notifier, possible
-from meterline.entitlements.usage import UsageReader
+from meterline.entitlements.usage_reader import UsageReader
 from meterline.errors import FieldError, NotFound, ValidationFailed
 from meterline.events import UsageEvent
 from meterline.values import exact_sum, to_decimal, value_problem

@@ -303,8 +303,9 @@ def test_the_rebuild_command_reads_stripe(api: Api) -> None:
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # closed invoices: the subscription's first invoice
     assert done.stdout.strip().endswith(
-        "2 (2 from Stripe events, 0 rebuilt from subscriptions); closed invoices: 1"  # its first invoice
+        "2 (2 from Stripe events, 0 rebuilt from subscriptions); closed invoices: 1"
     )
     with open_pool(api.env["METERLINE_DATABASE_URL"], max_size=1) as pool:
         states = PostgresRevenueEventStore(pool).states(api.tenant_id)
