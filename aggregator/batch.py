@@ -1,7 +1,7 @@
 """The pure steps of a batch: messages in, events and dead letters out, then minute deltas.
 
 Nothing here does I/O, so every rule is tested with plain values (and Hypothesis). Events travel
-as columns (`aggregator.columns.Events`), never as an object per event.
+as columns (`aggregator.decoding.Events`), never as an object per event.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from itertools import compress
 
 from confluent_kafka import Message
 
-from aggregator.columns import EventKey, Events, decode_columns
+from aggregator.decoding import EventKey, Events, decode_columns
 from meterline.catalog.model import Aggregation
 from meterline.events import RESERVATION_PROPERTY, PoisonMessage, decode_event
 from meterline.kafka.dlq import DeadLetter

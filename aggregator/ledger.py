@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 
 from aggregator.batch import AggregationOf, Batch, to_deltas, unique_events
-from aggregator.columns import EventKey, Events
+from aggregator.decoding import EventKey, Events
 from meterline.catalog.model import Aggregation
 from meterline.kafka.dlq import DeadLetter
 from meterline.notify.announce import dead_lettered

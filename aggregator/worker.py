@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Message
 
 from aggregator.batch import AggregationOf, Batch, decode_batch, reservations
-from aggregator.columns import Events
+from aggregator.decoding import Events
 from aggregator.faults import Hooks
 from aggregator.ledger import Committed, Fenced, LedgerWriter, Prepared, prepare
 from aggregator.metrics import AggregatorMetrics

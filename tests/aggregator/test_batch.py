@@ -10,7 +10,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from aggregator.batch import decode_batch, first_of_each, reservations, to_deltas, unique_events
-from aggregator.columns import Events, decode_columns
+from aggregator.decoding import Events, decode_columns
 from meterline.catalog.model import Aggregation
 from meterline.events import (
     RESERVATION_PROPERTY,
