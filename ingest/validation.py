@@ -18,7 +18,7 @@ The path of a body, in order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ingest.body import Format, decode, repeated_keys, typed_events, typed_keys_all_kept
@@ -86,7 +86,7 @@ def validate_values(
     """The body decoded into plain JSON values, which name every problem."""
     values, _ = decode(body, fmt, max_events)
     errors = repeated_keys(body, fmt, values)
-    index = range(len(values))
+    index: Sequence[int] = range(len(values))
     if fmt.is_cloudevents:
         values, index, envelopes = _natives(values, value_properties)
         errors += envelopes

@@ -111,16 +111,16 @@ class SentEvents:
     @classmethod
     def of(cls, raws: Sequence[dict[str, Any]], index: Sequence[int | None]) -> SentEvents:
         """Columns of JSON objects (one a dict)."""
+        n = len(raws)
         return cls(
-            *(list(map(dict.get, raws, _repeat(name, len(raws)))) for name in EVENT_FIELDS[:3]),
+            list(map(dict.get, raws, [EVENT_FIELDS[0]] * n)),
+            list(map(dict.get, raws, [EVENT_FIELDS[1]] * n)),
+            list(map(dict.get, raws, [EVENT_FIELDS[2]] * n)),
             [raw.get("value", 1) for raw in raws],
-            *(list(map(dict.get, raws, _repeat(name, len(raws)))) for name in EVENT_FIELDS[4:]),
+            list(map(dict.get, raws, [EVENT_FIELDS[4]] * n)),
+            list(map(dict.get, raws, [EVENT_FIELDS[5]] * n)),
             index,
         )
-
-
-def _repeat(name: str, n: int) -> list[str]:
-    return [name] * n
 
 
 @dataclass(slots=True)

@@ -102,7 +102,7 @@ def encode_events(events: ValidEvents, tenant_id: int, received_ms: int) -> Enco
     the document of `WIRE` (one string format for all; each distinct text, value and the
     properties written by orjson once)."""
     constants = {"schema": SCHEMA_VERSION, "tenant": tenant_id, "received_at": received_ms}
-    per_event = {
+    per_event: dict[str, list[Any]] = {
         "id": _written(events.id),
         "customer": _written(events.customer),
         "meter": _written(events.meter, always=True),
@@ -110,7 +110,8 @@ def encode_events(events: ValidEvents, tenant_id: int, received_ms: int) -> Enco
         "timestamp": events.timestamp_ms,
     }
     template = VALUE_FORMAT % tuple(constants[f.name] for f in PER_BATCH)
-    rows = zip(*(per_event[f.name] for f in PER_EVENT), _optional(events.properties))
+    optional = _optional(events.properties)  # may be endless
+    rows = zip(*[per_event[f.name] for f in PER_EVENT], optional, strict=False)
     values = list(map(str.encode, map(template.__mod__, rows)))
     keys = list(map(str.encode, map(f"{tenant_id}/".__add__, events.customer)))
     return EncodedEvents(events.id, keys, values)
@@ -197,7 +198,7 @@ def _integer_problem(v: object) -> str | None:
 
 
 def _value_problem(v: object) -> str | None:
-    if v.__class__ in (int, float) and 0 <= v <= MAX_VALUE:  # type: ignore[operator]  # NaN: False
+    if isinstance(v, int | float) and v.__class__ is not bool and 0 <= v <= MAX_VALUE:
         return None
     return f"must be a finite number from 0 to {MAX_VALUE}"
 
@@ -240,5 +241,5 @@ def decode_event(data: bytes | None) -> UsageEvent:
                 raise PoisonMessage(f"unsupported schema version {value!r}")
             raise PoisonMessage(f"schema violation: {f.name} {problem}, not {value!r:.80}")
         if f.attribute:
-            fields[f.attribute] = float(value) if f.kind is Kind.VALUE else value
+            fields[f.attribute] = float(value) if f.kind is Kind.VALUE else value  # type: ignore[arg-type]
     return UsageEvent(**fields)
