@@ -300,6 +300,7 @@ class Native(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _BATCH = msgspec.json.Decoder(list[Native])
+_NONE = type(None)
 _ONE = msgspec.json.Decoder(Native)
 
 
@@ -322,11 +323,13 @@ def typed_events(body: bytes, fmt: Format, max_events: int) -> TypedEvents | Non
     values = [e.value for e in natives]
     stamps = [e.timestamp for e in natives]
     props = [e.properties for e in natives]
-    keys = 3 * n + n - values.count(ABSENT_VALUE) + n - stamps.count(None) + n - props.count(None)
+    kinds = set(map(type, stamps))
+    given_stamps = n if _NONE not in kinds else 0 if len(kinds) == 1 else n - stamps.count(None)
+    keys = 3 * n + n - values.count(ABSENT_VALUE) + given_stamps + n - props.count(None)
+    if str in kinds:
+        keys += _colons("".join([v for v in stamps if v.__class__ is str]))
     if ABSENT_VALUE in values:
         values = [1.0 if v == ABSENT_VALUE else v for v in values]
-    if str in set(map(type, stamps)):
-        keys += _colons("".join([v for v in stamps if v.__class__ is str]))
     columns = ([e.id for e in natives], [e.customer for e in natives], [e.meter for e in natives])
     return TypedEvents(SentEvents(*columns, values, stamps, props, range(n)), keys)
 
@@ -346,19 +349,22 @@ def _natives(body: bytes, fmt: Format) -> list[Native] | None:
 
 def typed_keys_all_kept(body: bytes, typed: TypedEvents, encoded: EncodedEvents) -> bool:
     """Whether the structs of `typed` held every key of `body`, now that their events are
-    encoded: every key in the body is followed by one colon and the only other colons are
-    inside strings, which the Kafka values hold as they were sent (no escape writes a colon
-    there), except the timestamps (`typed.colons`). So the body's colons are those of the
-    values, less one for each field the values always write and for each `properties` key
-    they write, plus `typed.colons`, exactly when no key was dropped. False when that cannot be
-    told (`\\u003a`, a colon written as an escape): `repeated_keys` then reads the body."""
+    encoded. Every key in the body is followed by one colon and the only other colons are
+    inside strings: so the body's colons are one per key present and those of its strings
+    (`typed.colons` counts those of the keys and timestamps; those of ids, customers and meters
+    are counted here, with those of the properties as the Kafka values hold them), exactly when
+    no key was dropped. False when that cannot be told (`\\u003a`, a colon written as an escape):
+    `repeated_keys` then reads the body."""
     if BACKSLASH in body and b"\\u003" in body:
         return False
-    written = b"".join(encoded.values).count(b":")
-    props = typed.sent.properties
-    with_properties = len(props) - props.count(None) - props.count({}) if any(props) else 0
-    written -= len(WRITTEN_ALWAYS) * len(props) + with_properties
-    return body.count(b":") == written + typed.colons
+    sent = typed.sent
+    texts = sum(_colons("".join(column)) for column in (sent.id, sent.customer, sent.meter))
+    props = sent.properties
+    if any(props):  # those of properties: the values' colons less all the others
+        with_properties = len(props) - props.count(None) - props.count({})
+        written = b"".join(encoded.values).count(b":")
+        texts = written - len(WRITTEN_ALWAYS) * len(props) - with_properties
+    return body.count(b":") == typed.colons + texts
 
 
 def _colons(text: str) -> int:
