@@ -13,6 +13,7 @@ from itertools import compress
 from confluent_kafka import Message
 
 from aggregator.decoding import EventKey, Events, decode_columns
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.catalog.model import Aggregation
 from meterline.events import RESERVATION_PROPERTY, PoisonMessage, decode_event
 from meterline.kafka.dlq import DeadLetter
@@ -119,7 +120,8 @@ def to_deltas(events: Events, aggregation_of: AggregationOf) -> list[Delta]:
             agg = aggs.get((key[0], key[2]))
             if agg is None:
                 agg = aggs[(key[0], key[2])] = aggregation_of(key[0], key[2])
-            acc[key] = [MICROS if agg is Aggregation.COUNT else value, 1, ts, _CODE[agg]]
+            code = _CODE[agg]
+            acc[key] = [MICROS if code == _COUNT else value, 1, ts, code]
         elif cur[3] == _SUM:
             cur[0] += value
             cur[1] += 1
@@ -133,13 +135,14 @@ def to_deltas(events: Events, aggregation_of: AggregationOf) -> list[Delta]:
     ]
 
 
-# The fold of each aggregation, as a code stored in the accumulator.
+# How each aggregation folds (`meterline.catalog.aggregation.RULES`), as a code stored in the
+# accumulator: add the value, add one, keep the largest, keep the latest.
 _SUM, _COUNT, _MAX, _LATEST = 0, 1, 2, 3
 _CODE = {
-    Aggregation.SUM: _SUM,
-    Aggregation.COUNT: _COUNT,
-    Aggregation.MAX: _MAX,
-    Aggregation.LATEST: _LATEST,
+    aggregation: _COUNT
+    if rule.counts_events
+    else {Combine.ADD: _SUM, Combine.MAX: _MAX, Combine.LATEST: _LATEST}[rule.over_time]
+    for aggregation, rule in RULES.items()
 }
 
 

@@ -97,6 +97,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from meterline.catalog import Aggregation, Catalog, CatalogRepository, FeatureKind, Limit
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.clock import Clock, SystemClock, from_ms, to_ms
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.decide import Evaluation, decide, evaluate
@@ -314,7 +315,7 @@ class EntitlementService:
         what Postgres counts that the view may lack (`_counted_elsewhere`).
         """
         aggregation = self._aggregation(tenant_id, meter)
-        if aggregation not in (Aggregation.SUM, Aggregation.COUNT):
+        if RULES[aggregation].over_time is not Combine.ADD:
             return self._usage.used(tenant_id, customer, meter, aggregation, period)
         start, end = to_ms(period.start), to_ms(period.end)
         try:
@@ -402,7 +403,7 @@ class EntitlementService:
             raise NotFound(f"unknown feature {feature[:64]!r}: not in this tenant's catalog")
         if found.kind is not FeatureKind.METERED or found.meter is None:
             raise ValidationFailed([FieldError("feature", "only metered features are consumed")])
-        if self._aggregation(tenant_id, found.meter) not in (Aggregation.SUM, Aggregation.COUNT):
+        if RULES[self._aggregation(tenant_id, found.meter)].over_time is not Combine.ADD:
             raise ValidationFailed(
                 [FieldError("feature", "only features on a sum or count meter are consumed")]
             )
@@ -432,7 +433,7 @@ class EntitlementService:
         checked = validate_event(raw, tenant_id, Rules(now, (meter,)))
         if isinstance(checked, list):
             raise ValidationFailed([FieldError(_FIELDS[e.field], e.message) for e in checked])
-        if checked.value != 1 and self._aggregation(tenant_id, meter) is Aggregation.COUNT:
+        if checked.value != 1 and RULES[self._aggregation(tenant_id, meter)].counts_events:
             raise ValidationFailed([FieldError("amount", "must be 1: a count meter counts events")])
         period = self._evaluate(tenant_id, checked.customer, feature, from_ms(now)).period
         at = now if period is None else attributed_ms(now, to_ms(period.start), to_ms(period.end))

@@ -192,7 +192,7 @@ def _meter(v: object, rules: Rules) -> tuple[Any, str | None]:
 def _value(v: object, _rules: Rules) -> tuple[Any, str | None]:
     """The value under the rule of `meterline.values`, as the double that carries it exactly
     (-0.0 as 0.0). A double in range is settled by `fits` (two builtin calls)."""
-    if v.__class__ is float and 0.0 <= v <= MAX_VALUE and fits(v):  # type: ignore[operator]
+    if v.__class__ is float and 0.0 <= v <= MAX_VALUE and fits(v):
         return v or 0.0, None
     problem = value_problem(v)
     if problem is not None:
