@@ -21,7 +21,7 @@ import enum
 import json
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -32,8 +32,9 @@ from meterline.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from meterline.events import EncodedEvents, SentEvents
+from meterline.events import MAX_ID_LEN, MAX_PROPERTIES, EncodedEvents, SentEvents
 from meterline.events.wire import WRITTEN_ALWAYS
+from meterline.values import MAX_VALUE
 
 
 class Format(enum.Enum):
@@ -282,21 +283,22 @@ class _Pairs(dict[str, Any]):
 
 
 ABSENT_VALUE = -1.0
-"""`Native.value` where the event has none (msgspec's `UNSET` would say so too, at a higher
-decoding cost). A value sent as -1.0 reads as absent too: the key count then comes out short,
-and the body goes to `decode`, whose values tell the two apart."""
+"""`Native.value` where the event has none (a value sent is never negative; msgspec's `UNSET`
+would say so too, at a higher decoding cost)."""
+_TEXT = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
 
 
 class Native(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A native event as msgspec decodes it: the JSON type of each field, no more (the rules
-    check the rest). An absent or null timestamp or properties read as None."""
+    """A native event as msgspec decodes it: each field's JSON type and bounds
+    (`meterline.events.model.TYPED`), checked in C as it decodes; the rules check the rest. An
+    absent or null timestamp or properties read as None."""
 
-    id: str
-    customer: str
+    id: _TEXT
+    customer: _TEXT
     meter: str
-    value: float = ABSENT_VALUE
+    value: Annotated[float, msgspec.Meta(ge=0, le=MAX_VALUE)] = ABSENT_VALUE
     timestamp: int | str | None = None
-    properties: dict[str, Any] | None = None
+    properties: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_PROPERTIES)] | None = None
 
 
 _BATCH = msgspec.json.Decoder(list[Native])
@@ -331,7 +333,7 @@ def typed_events(body: bytes, fmt: Format, max_events: int) -> TypedEvents | Non
     if ABSENT_VALUE in values:
         values = [1.0 if v == ABSENT_VALUE else v for v in values]
     columns = ([e.id for e in natives], [e.customer for e in natives], [e.meter for e in natives])
-    return TypedEvents(SentEvents(*columns, values, stamps, props, range(n)), keys)
+    return TypedEvents(SentEvents(*columns, values, stamps, props, range(n), typed=True), keys)
 
 
 def _natives(body: bytes, fmt: Format) -> list[Native] | None:

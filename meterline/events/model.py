@@ -19,6 +19,16 @@ the entitlements service sets it (the rules refuse it in events sent by clients)
 aggregator removes the reservation when it counts the event."""
 EVENT_FIELDS = ("id", "customer", "meter", "value", "timestamp", "properties")
 """The fields a client sends, in the order their problems are reported."""
+TYPED = {
+    "id": f"a string of 1 to {MAX_ID_LEN} characters",
+    "customer": f"a string of 1 to {MAX_ID_LEN} characters",
+    "meter": "a string",
+    "value": "a float from 0 to 1e15",
+    "timestamp": "an int, a string, or None",
+    "properties": f"a dict of at most {MAX_PROPERTIES} keys, or None",
+}
+"""What a decoder vouches for in each column of `SentEvents(typed=True)` (ingest's msgspec
+structs check it while decoding); the rules then check the rest."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -98,7 +108,10 @@ class PoisonMessage(ValueError):
 class SentEvents:
     """A batch's events as a client sent them, one list per field, entry i of each belonging
     to event i; None where a field was absent, except `value`, which is 1 there. `index` is
-    each event's position in the request (None for an event sent alone, outside a batch)."""
+    each event's position in the request (None for an event sent alone, outside a batch).
+
+    `typed`: a decoder already checked each field's JSON type and bounds (`TYPED`), so the
+    rules need not look at them again."""
 
     id: list[Any]
     customer: list[Any]
@@ -107,6 +120,7 @@ class SentEvents:
     timestamp: list[Any]
     properties: list[Any]
     index: Sequence[int | None]
+    typed: bool = False
 
     @classmethod
     def of(cls, raws: Sequence[dict[str, Any]], index: Sequence[int | None]) -> SentEvents:
@@ -127,7 +141,7 @@ class SentEvents:
 class ValidEvents:
     """A batch's events as the rules normalized them (`rules.check_events`), one list per
     field: times in epoch milliseconds (now where absent), values as the doubles that carry
-    them, empty properties as None."""
+    them, empty properties as None; no text holds a control character."""
 
     id: list[str]
     customer: list[str]

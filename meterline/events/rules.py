@@ -108,13 +108,14 @@ def check_events(sent: SentEvents, rules: Rules) -> ValidEvents | list[FieldErro
     """The events normalized, or every problem of every event, by position and in the order of
     `EVENT_FIELDS` within an event (each `FieldError` carries the event's `sent.index`)."""
     found: Problems = []
+    typed = sent.typed
     checked = ValidEvents(
-        _checked(sent.id, "id", rules, found),
-        _checked(sent.customer, "customer", rules, found),
-        _checked(sent.meter, "meter", rules, found),
-        _checked(sent.value, "value", rules, found),
-        _checked(sent.timestamp, "timestamp", rules, found),
-        _checked(sent.properties, "properties", rules, found),
+        _checked(sent.id, "id", rules, found, typed),
+        _checked(sent.customer, "customer", rules, found, typed),
+        _checked(sent.meter, "meter", rules, found, typed),
+        _checked(sent.value, "value", rules, found, typed),
+        _checked(sent.timestamp, "timestamp", rules, found, typed),
+        _checked(sent.properties, "properties", rules, found, typed),
     )
     _reserved(sent.properties, found)
     if not found:
@@ -129,20 +130,28 @@ def _position(problem: tuple[int, str, str]) -> int:
 
 Check = Callable[[Any, Rules], tuple[Any, str | None]]
 """One field's rule for one value: (the value normalized, None) or (anything, the problem)."""
-Look = Callable[[list[Any], Rules], "list[Any] | None"]
+Look = Callable[[list[Any], Rules, bool], "list[Any] | None"]
 """One field's quick look at a whole column: the column normalized when every value certainly
-passes the field's rule, else None (then each value goes through the rule)."""
+passes the field's rule, else None (then each value goes through the rule). The flag says the
+column's types and bounds were checked as it was decoded (`SentEvents.typed`)."""
 
 
-def _checked(column: list[Any], field: str, rules: Rules, found: Problems) -> list[Any]:
+def _checked(
+    column: list[Any], field: str, rules: Rules, found: Problems, typed: bool = False
+) -> list[Any]:
     """`column` normalized by its field's rule (`FIELD_RULES`); its problems appended to
     `found`. A column of several values goes through the field's quick look first (for one,
     the rule costs less)."""
     check, look = FIELD_RULES[field]
     if len(column) > 1:
-        normalized = look(column, rules)
+        normalized = look(column, rules, typed)
         if normalized is not None:
             return normalized
+    elif column:
+        normal, problem = check(column[0], rules)
+        if problem is not None:
+            found.append((0, field, problem))
+        return [normal]
     out: list[Any] = []
     for at, value in enumerate(column):
         normal, problem = check(value, rules)
@@ -297,17 +306,19 @@ def _outside_int64(properties: dict[str, Any]) -> str | None:
 # The quick looks (`Look`): a whole column at once.
 
 
-def _texts_look(column: list[Any], _rules: Rules) -> list[Any] | None:
+def _texts_look(column: list[Any], _rules: Rules, typed: bool) -> list[Any] | None:
     try:
         joined = "".join(column)  # a TypeError for anything but strings
     except TypeError:
         return None
-    if not joined.isprintable() or "" in column or max(map(len, column)) > MAX_ID_LEN:
+    if not joined.isprintable():
+        return None
+    if not typed and ("" in column or max(map(len, column)) > MAX_ID_LEN):
         return None
     return column
 
 
-def _meters_look(column: list[Any], rules: Rules) -> list[Any] | None:
+def _meters_look(column: list[Any], rules: Rules, _typed: bool) -> list[Any] | None:
     try:
         names = set(column)
         joined = "".join(names)  # only strings equal strings: their types are the column's
@@ -318,18 +329,19 @@ def _meters_look(column: list[Any], rules: Rules) -> list[Any] | None:
     return column
 
 
-def _values_look(column: list[Any], _rules: Rules) -> list[Any] | None:
-    if not set(map(type, column)) <= {float, int}:
+def _values_look(column: list[Any], _rules: Rules, typed: bool) -> list[Any] | None:
+    if not typed and not set(map(type, column)) <= {float, int}:
         return None
     distinct = set(column)
-    if min(distinct) < 0 or max(distinct) > MAX_VALUE or not all(map(fits, distinct)):
-        return None  # a NaN fails `fits`
-    if int not in set(map(type, distinct)) and 0.0 not in distinct:
+    in_range = typed or (min(distinct) >= 0 and max(distinct) <= MAX_VALUE)
+    if not in_range or not all(map(fits, distinct)):  # a NaN fails `fits`
+        return None
+    if 0.0 not in distinct and (typed or int not in set(map(type, distinct))):
         return column  # doubles already, none of them -0.0
     return [float(v) or 0.0 for v in column]
 
 
-def _timestamps_look(column: list[Any], rules: Rules) -> list[Any] | None:
+def _timestamps_look(column: list[Any], rules: Rules, _typed: bool) -> list[Any] | None:
     """The times in epoch ms (now where absent) when every one is within the window."""
     kinds = set(map(type, column))
     now = rules.now_ms
@@ -351,13 +363,13 @@ def _timestamps_look(column: list[Any], rules: Rules) -> list[Any] | None:
     return stamps if low <= min(stamps) and max(stamps) <= high else None
 
 
-def _properties_look(column: list[Any], _rules: Rules) -> list[Any] | None:
-    if not any(column):
-        return [None] * len(column) if set(map(type, column)) <= {_NONE, dict} else None
-    if not set(map(type, column)) <= {_NONE, dict}:
+def _properties_look(column: list[Any], _rules: Rules, typed: bool) -> list[Any] | None:
+    if not typed and not set(map(type, column)) <= {_NONE, dict}:
         return None
+    if not any(column):
+        return [None] * len(column)
     given = [p for p in column if p]
-    if max(map(len, given)) > MAX_PROPERTIES:
+    if not typed and max(map(len, given)) > MAX_PROPERTIES:
         return None
     try:
         orjson.dumps(given, option=_STRICT)  # each at the depth of the event's properties

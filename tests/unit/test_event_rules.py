@@ -10,9 +10,18 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from meterline.events import EVENT_FIELDS, Rules, UsageEvent, check_events, sent_events
+from meterline.events import (
+    EVENT_FIELDS,
+    MAX_ID_LEN,
+    MAX_PROPERTIES,
+    Rules,
+    UsageEvent,
+    check_events,
+    sent_events,
+)
 from meterline.events import validate_event as validate
 from meterline.events.rules import FIELD_RULES
+from meterline.values import MAX_VALUE
 from tests.unit.test_events import BAD_FIELDS, NOW, valid_raw
 from tests.unit.value_strategies import rule_floats
 
@@ -44,6 +53,19 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+def _typed(field: str, v: object) -> bool:
+    """Whether `v` is what a typed decoder vouches for in `field` (`model.TYPED`)."""
+    if field in ("id", "customer"):
+        return type(v) is str and 1 <= len(v) <= MAX_ID_LEN
+    if field == "meter":
+        return type(v) is str
+    if field == "value":
+        return type(v) is float and 0 <= v <= MAX_VALUE
+    if field == "timestamp":
+        return v is None or type(v) in (int, str)
+    return v is None or (type(v) is dict and len(v) <= MAX_PROPERTIES)
+
+
 def _same(a: object, b: object) -> bool:
     """Equal, and the same double sign (-0.0 is not 0.0 here)."""
     if isinstance(a, float) and isinstance(b, float):
@@ -59,12 +81,13 @@ def test_a_quick_look_takes_a_column_only_as_the_rule_takes_each_value(
 ) -> None:
     column = data.draw(st.lists(VALID[field] | anything, min_size=1, max_size=5))
     check, look = FIELD_RULES[field]
-    looked = look(list(column), RULES)
     by_rule = [check(v, RULES) for v in column]
-    event("looked" if looked is not None else "value by value")
-    if looked is not None:
-        assert all(problem is None for _, problem in by_rule)
-        assert all(map(_same, looked, [normal for normal, _ in by_rule]))
+    for typed in (False, True) if all(_typed(field, v) for v in column) else (False,):
+        looked = look(list(column), RULES, typed)
+        event(f"looked (typed: {typed})" if looked is not None else "value by value")
+        if looked is not None:
+            assert all(problem is None for _, problem in by_rule)
+            assert all(map(_same, looked, [normal for normal, _ in by_rule]))
 
 
 @pytest.mark.parametrize("field", EVENT_FIELDS)
@@ -82,7 +105,8 @@ def test_a_quick_look_takes_valid_columns_in_the_common_shape(
         "properties": st.none() | st.dictionaries(st.text(max_size=3), st.text(), max_size=32),
     }
     column = data.draw(st.lists(common.get(field, common["id"]), min_size=1, max_size=5))
-    assert FIELD_RULES[field][1](column, RULES) is not None
+    assert FIELD_RULES[field][1](column, RULES, False) is not None
+    assert FIELD_RULES[field][1](column, RULES, True) is not None
 
 
 @settings(max_examples=200, deadline=None)
