@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -93,7 +94,8 @@ def test_a_batch_is_written_as_the_definition_says(
     assert encoded.ids == [e.id for e in events]
 
 
-# Messages built from the definition: each field valid for its kind, of another kind, or missing.
+# Messages built from the definition: every field valid for its kind, then up to two of them
+# of another kind, or missing.
 _MISSING = object()
 _VALID: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.SCHEMA: st.just(SCHEMA_VERSION),
@@ -104,19 +106,51 @@ _VALID: dict[Kind, st.SearchStrategy[Any]] = {
 }
 _OTHER = (
     st.sampled_from(
-        [None, True, 1.0, -1, 2, "", "x" * (MAX_ID_LEN + 1), "tab\t", "del\x7f", [], {}, 1e16]
+        [None, True, 1.0, -1, -1.0, -0.5, 2, "", "x" * (MAX_ID_LEN + 1), "tab\t", "del\x7f"]
     )
+    | st.sampled_from([[], {}, 1e16, 1e15 + 1, -0.0, 10**15, 2**63])
     | st.integers(-5, 5)
     | st.floats()
 )
-messages = st.fixed_dictionaries(
-    {
-        f.name: _VALID[f.kind] | _OTHER | st.just(_MISSING)
-        if f.kind is not Kind.SCHEMA
-        else st.just(SCHEMA_VERSION) | _OTHER
-        for f in WIRE
-    }
-).map(lambda doc: orjson.dumps({k: v for k, v in doc.items() if v is not _MISSING}))
+_valid_docs = st.fixed_dictionaries({f.name: _VALID[f.kind] for f in WIRE})
+_spoils = st.lists(st.tuples(st.sampled_from(WIRE), _OTHER | st.just(_MISSING)), max_size=2)
+messages = st.builds(
+    lambda doc, spoils: orjson.dumps(
+        {k: v for k, v in {**doc, **{f.name: v for f, v in spoils}}.items() if v is not _MISSING}
+    ),
+    _valid_docs,
+    _spoils,
+)
+
+
+_GOOD = {
+    "schema": SCHEMA_VERSION,
+    "tenant": 7,
+    "id": "e1",
+    "customer": "c1",
+    "meter": "m",
+    "value": 1.0,
+    "timestamp": 5,
+    "received_at": 5,
+}
+_NOT_OF_KIND: dict[Kind, list[Any]] = {
+    Kind.SCHEMA: [2, "1", True, None, _MISSING],
+    Kind.INTEGER: [True, 1.0, "1", None, [], _MISSING],
+    Kind.TEXT: ["", "x" * (MAX_ID_LEN + 1), "tab\t", "del\x7f", "nul\x00", 1, None, _MISSING],
+    Kind.VALUE: [-1.0, -0.5, 1e15 + 1, 1e16, True, "1", None, _MISSING],
+    Kind.OBJECT: [[], "p", 1, True],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"), [(f.name, bad) for f in WIRE for bad in _NOT_OF_KIND[f.kind]]
+)
+def test_a_field_not_of_its_kind_is_refused_by_both_decoders(name: str, bad: object) -> None:
+    doc = {k: v for k, v in {**_GOOD, name: bad}.items() if v is not _MISSING}
+    data = orjson.dumps(doc)
+    assert decode_columns([orjson.dumps(_GOOD), data]) is None
+    with pytest.raises(PoisonMessage):
+        decode_event(data)
 
 
 def _decoded(data: bytes) -> UsageEvent | None:
