@@ -20,6 +20,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from itertools import repeat
+from operator import contains
 from typing import Any
 
 import orjson
@@ -258,8 +260,15 @@ def _properties(v: object, _rules: Rules) -> tuple[Any, str | None]:
 
 
 def _reserved(column: list[Any], found: Problems) -> None:
-    """The reserved property (`RESERVATION_PROPERTY`) in properties a client sent."""
-    if any(column):
+    """The reserved property (`RESERVATION_PROPERTY`) in properties a client sent. One
+    builtin pass settles the usual batch (no properties hold it)."""
+    if not any(column):
+        return
+    try:
+        held = any(map(contains, filter(None, column), repeat(RESERVATION_PROPERTY)))
+    except TypeError:  # a number where properties belong: looked at one by one
+        held = True
+    if held:
         found += [
             (at, _RESERVED_FIELD, "reserved for the events of entitlement consumes")
             for at, v in enumerate(column)
