@@ -250,14 +250,20 @@ def decode_event(data: bytes | None) -> UsageEvent:
         raise PoisonMessage(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise PoisonMessage("not a JSON object")
-    fields: dict[str, Any] = {}
-    for f in WIRE:
-        value = doc.get(f.name)
-        problem = KIND_PROBLEMS[f.kind](value)
+    attributes: list[Any] = []
+    for name, kind, problem_of in _DECODING:
+        value = doc.get(name)
+        problem = problem_of(value)
         if problem is not None:
-            if f.kind is Kind.SCHEMA:
+            if kind is Kind.SCHEMA:
                 raise PoisonMessage(f"unsupported schema version {value!r}")
-            raise PoisonMessage(f"schema violation: {f.name} {problem}, not {value!r:.80}")
-        if f.attribute:
-            fields[f.attribute] = float(value) if f.kind is Kind.VALUE else value  # type: ignore[arg-type]
-    return UsageEvent(**fields)
+            raise PoisonMessage(f"schema violation: {name} {problem}, not {value!r:.80}")
+        if kind is not Kind.SCHEMA:
+            attributes.append(float(value) if kind is Kind.VALUE else value)  # type: ignore[arg-type]
+    return UsageEvent(*attributes)
+
+
+_DECODING = tuple((f.name, f.kind, KIND_PROBLEMS[f.kind]) for f in WIRE)
+assert tuple(f.attribute for f in WIRE if f.attribute) == UsageEvent.__slots__, (
+    "the fields carry the event's attributes in its own order"
+)
