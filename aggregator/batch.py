@@ -1,7 +1,7 @@
 """The pure steps of a batch: messages in, events and dead letters out, then minute deltas.
 
 Nothing here does I/O, so every rule is tested with plain values (and Hypothesis). Events travel
-as columns (`aggregator.columns.Events`), never as an object per event.
+as columns (`aggregator.decoding.Events`), never as an object per event.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 
-from aggregator.columns import EventKey, Events, decode_columns
+from aggregator.decoding import EventKey, Events, decode_columns
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.catalog.model import Aggregation
 from meterline.events import RESERVATION_PROPERTY, PoisonMessage, decode_event
 from meterline.kafka.consumer import Record
@@ -118,7 +119,8 @@ def to_deltas(events: Events, aggregation_of: AggregationOf) -> list[Delta]:
             agg = aggs.get((key[0], key[2]))
             if agg is None:
                 agg = aggs[(key[0], key[2])] = aggregation_of(key[0], key[2])
-            acc[key] = [MICROS if agg is Aggregation.COUNT else value, 1, ts, _CODE[agg]]
+            code = _CODE[agg]
+            acc[key] = [MICROS if code == _COUNT else value, 1, ts, code]
         elif cur[3] == _SUM:
             cur[0] += value
             cur[1] += 1
@@ -132,13 +134,14 @@ def to_deltas(events: Events, aggregation_of: AggregationOf) -> list[Delta]:
     ]
 
 
-# The fold of each aggregation, as a code stored in the accumulator.
+# How each aggregation folds (`meterline.catalog.aggregation.RULES`), as a code stored in the
+# accumulator: add the value, add one, keep the largest, keep the latest.
 _SUM, _COUNT, _MAX, _LATEST = 0, 1, 2, 3
 _CODE = {
-    Aggregation.SUM: _SUM,
-    Aggregation.COUNT: _COUNT,
-    Aggregation.MAX: _MAX,
-    Aggregation.LATEST: _LATEST,
+    aggregation: _COUNT
+    if rule.counts_events
+    else {Combine.ADD: _SUM, Combine.MAX: _MAX, Combine.LATEST: _LATEST}[rule.over_time]
+    for aggregation, rule in RULES.items()
 }
 
 

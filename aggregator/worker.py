@@ -51,7 +51,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aggregator.batch import AggregationOf, Batch, decode_batch, reservations
-from aggregator.columns import Events
+from aggregator.decoding import Events
 from aggregator.faults import Hooks
 from aggregator.metrics import AggregatorMetrics
 from aggregator.postgres.ledger import Committed, Fenced, LedgerWriter, Prepared, prepare

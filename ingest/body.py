@@ -1,13 +1,18 @@
-"""Reading a request body within its size limit, and decoding it into raw events by media type.
+"""Reading a request body within its size limit, and decoding it into events by media type.
 
 Media types: `application/json` (one event or an array), `application/x-ndjson` (one event per
-line), `application/cloudevents+json` and `application/cloudevents-batch+json`. Decoding only
-splits the body into JSON values; CloudEvents are mapped to native events later, once the
-tenant's catalog (their `value_property`) is known.
+line), `application/cloudevents+json` and `application/cloudevents-batch+json`.
 
-msgspec decodes: it reads integers exactly, however long (orjson turns those past 64 bits into
-floats, which no later check could tell from a float), so `validate_event` can refuse them by
-name. Like every fast decoder it keeps the last of a repeated key; `repeated_keys` finds them.
+Two decoders, both msgspec (it reads integers exactly, however long: orjson turns those past 64
+bits into floats, which no later check could tell from a float, so the rules can refuse them by
+name):
+- `typed_events`: a native body straight into `Native` structs and from them into columns
+  (`SentEvents`), without a dict per event: the common case, and the cheapest;
+- `decode`: any body into plain JSON values, which can hold anything a client sends, so the
+  rules can name every problem; CloudEvents are mapped to native events afterwards, once the
+  tenant's catalog (their `value_property`) is known.
+Like every fast decoder msgspec keeps the last of a repeated key. `repeated_keys` finds them in
+plain values; `typed_keys_all_kept` tells, by counting, whether the structs kept every key.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import enum
 import json
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from itertools import repeat
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -27,6 +33,9 @@ from meterline.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from meterline.events import MAX_ID_LEN, MAX_PROPERTIES, EncodedEvents, SentEvents
+from meterline.events.wire import WRITTEN_ALWAYS
+from meterline.values import MAX_VALUE
 
 
 class Format(enum.Enum):
@@ -272,3 +281,94 @@ class _Pairs(dict[str, Any]):
         out = _Pairs(doc)
         out.repeated = list(repeated)
         return out
+
+
+ABSENT_VALUE = -1.0
+"""`Native.value` where the event has none (a value sent is never negative; msgspec's `UNSET`
+would say so too, at a higher decoding cost)."""
+_TEXT = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
+
+
+class Native(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A native event as msgspec decodes it: each field's JSON type and bounds
+    (`meterline.events.model.TYPED`), checked in C as it decodes; the rules check the rest. An
+    absent or null timestamp or properties read as None."""
+
+    id: _TEXT
+    customer: _TEXT
+    meter: str
+    value: Annotated[float, msgspec.Meta(ge=0, le=MAX_VALUE)] = ABSENT_VALUE
+    timestamp: int | str | None = None
+    properties: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_PROPERTIES)] | None = None
+
+
+_BATCH = msgspec.json.Decoder(list[Native])
+_NONE = type(None)
+_ONE = msgspec.json.Decoder(Native)
+
+
+class TypedEvents(msgspec.Struct, gc=False):
+    """A native body's events as columns, and the colons its text holds besides those their
+    Kafka values will hold: one per key present, and those of timestamps written as text."""
+
+    sent: SentEvents
+    colons: int
+
+
+def typed_events(body: bytes, fmt: Format, max_events: int) -> TypedEvents | None:
+    """A native body's events, decoded into `Native` structs; None for a body they cannot
+    hold (a field of another JSON type, an unknown field, a null value, a CloudEvent, JSON
+    with whitespace before it, too many events: `decode` then reads it)."""
+    natives = _natives(body, fmt)
+    if natives is None or not 1 <= len(natives) <= max_events:
+        return None
+    n = len(natives)
+    values = [e.value for e in natives]
+    stamps = [e.timestamp for e in natives]
+    props = [e.properties for e in natives]
+    kinds = set(map(type, stamps))
+    given_stamps = n if _NONE not in kinds else 0 if len(kinds) == 1 else n - stamps.count(None)
+    keys = 3 * n + n - values.count(ABSENT_VALUE) + given_stamps + n - props.count(None)
+    if str in kinds:
+        keys += _colons("".join([v for v in stamps if v.__class__ is str]))
+    if ABSENT_VALUE in values:
+        values = [1.0 if v == ABSENT_VALUE else v for v in values]
+    columns = ([e.id for e in natives], [e.customer for e in natives], [e.meter for e in natives])
+    return TypedEvents(SentEvents(*columns, values, stamps, props, range(n), typed=True), keys)
+
+
+def _natives(body: bytes, fmt: Format) -> list[Native] | None:
+    try:
+        if fmt is Format.JSON and body[:1] == b"[":
+            return _BATCH.decode(body)
+        if fmt is Format.JSON and body[:1] == b"{":
+            return [_ONE.decode(body)]
+        if fmt is Format.NDJSON:
+            return [_ONE.decode(line) for line in body.split(b"\n") if line.strip()]
+    except (msgspec.DecodeError, RecursionError):  # properties nested ~1,000 levels deep
+        return None
+    return None
+
+
+def typed_keys_all_kept(body: bytes, typed: TypedEvents, encoded: EncodedEvents) -> bool:
+    """Whether the structs of `typed` held every key of `body`, now that their events are
+    encoded. Every key in the body is followed by one colon and the only other colons are
+    inside strings: so the body's colons are one per key present and those of its strings
+    (`typed.colons` counts those of the keys and timestamps; those of ids, customers and meters
+    are counted here, with those of the properties as the Kafka values hold them), exactly when
+    no key was dropped. False when that cannot be told (`\\u003a`, a colon written as an escape):
+    `repeated_keys` then reads the body."""
+    if BACKSLASH in body and b"\\u003" in body:
+        return False
+    sent = typed.sent
+    texts = sum(_colons("".join(column)) for column in (sent.id, sent.customer, sent.meter))
+    props = sent.properties
+    if any(props):  # those of properties: the values' colons less all the others
+        with_properties = len(props) - props.count(None) - props.count({})
+        written = sum(map(bytes.count, encoded.values, repeat(b":")))
+        texts = written - len(WRITTEN_ALWAYS) * len(props) - with_properties
+    return body.count(b":") == typed.colons + texts
+
+
+def _colons(text: str) -> int:
+    return text.count(":") if ":" in text else 0  # `in` is a memchr, `count` a loop

@@ -61,7 +61,11 @@ def _split_data(data: dict[str, Any], name: str, event: dict[str, Any]) -> None:
 
 
 def rename(errors: list[FieldError]) -> list[FieldError]:
-    """Errors about native fields, renamed to the CloudEvents attributes the client sent."""
-    return [
-        FieldError(NATIVE_TO_CLOUDEVENT.get(e.field, e.field), e.message, e.index) for e in errors
-    ]
+    """Errors about native fields, renamed to the CloudEvents attributes the client sent (a
+    path inside `properties` to the same path inside `data`)."""
+    return [FieldError(_renamed(e.field), e.message, e.index) for e in errors]
+
+
+def _renamed(field: str) -> str:
+    head, dot, rest = field.partition(".")
+    return NATIVE_TO_CLOUDEVENT.get(head, head) + dot + rest

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.catalog.model import Aggregation
 
 MINUTE = timedelta(minutes=1)
@@ -82,9 +83,8 @@ class SlotUsage:
     count: int
 
     def value(self, aggregation: Aggregation) -> Decimal:
-        """The slot's value for a meter with this aggregation."""
-        if aggregation is Aggregation.MAX:
-            return self.peak
-        if aggregation is Aggregation.LATEST:
-            return self.last
-        return self.total
+        """The slot's value for a meter with this aggregation (by how it combines over time)."""
+        how = RULES[aggregation].over_time
+        return (
+            self.peak if how is Combine.MAX else self.last if how is Combine.LATEST else self.total
+        )

@@ -33,7 +33,8 @@ from typing import Any
 import psycopg
 
 from aggregator.batch import AggregationOf, Batch, to_deltas, unique_events
-from aggregator.columns import EventKey, Events
+from aggregator.decoding import EventKey, Events
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.catalog.model import Aggregation
 from meterline.kafka.dlq import DeadLetter
 from meterline.notify.announce import dead_lettered
@@ -88,12 +89,11 @@ _MERGE = {
     "THEN EXCLUDED.value ELSE r.value END, count = r.count + EXCLUDED.count, "
     "latest_ts = GREATEST(r.latest_ts, EXCLUDED.latest_ts)",
 }
-_CODE = {
-    Aggregation.SUM: "a",
-    Aggregation.COUNT: "a",
-    Aggregation.MAX: "m",
-    Aggregation.LATEST: "l",
+_CODE: dict[Aggregation, str] = {
+    aggregation: {Combine.ADD: "a", Combine.MAX: "m", Combine.LATEST: "l"}[rule.over_time]
+    for aggregation, rule in RULES.items()
 }
+"""The `_MERGE` of each aggregation, by how it combines over time."""
 
 _ADVANCE = """
 UPDATE consumer_offsets SET next_offset = %s, updated_at = now()

@@ -70,7 +70,8 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from meterline.catalog import Aggregation, FeatureKind
+from meterline.catalog import FeatureKind
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.clock import from_ms, to_ms
 from meterline.entitlements.decide import Evaluation, decide
 from meterline.entitlements.invalidation import Change
@@ -275,7 +276,7 @@ class Consumes:
         checked = validate_event(raw, tenant_id, Rules(now, (meter,)))
         if isinstance(checked, list):
             raise ValidationFailed([FieldError(_FIELDS[e.field], e.message) for e in checked])
-        if checked.value != 1 and self._s.aggregation(tenant_id, meter) is Aggregation.COUNT:
+        if checked.value != 1 and RULES[self._s.aggregation(tenant_id, meter)].counts_events:
             raise ValidationFailed([FieldError("amount", "must be 1: a count meter counts events")])
         ev = self._s.evaluate(tenant_id, checked.customer, ask.feature, from_ms(now))
         period = ev.period
@@ -289,7 +290,7 @@ class Consumes:
             raise NotFound(f"unknown feature {feature[:64]!r}: not in this tenant's catalog")
         if found.kind is not FeatureKind.METERED or found.meter is None:
             raise ValidationFailed([FieldError("feature", "only metered features are consumed")])
-        if self._s.aggregation(tenant_id, found.meter) not in (Aggregation.SUM, Aggregation.COUNT):
+        if RULES[self._s.aggregation(tenant_id, found.meter)].over_time is not Combine.ADD:
             raise ValidationFailed(
                 [FieldError("feature", "only features on a sum or count meter are consumed")]
             )

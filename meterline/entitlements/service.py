@@ -47,6 +47,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from meterline.catalog import Aggregation, Catalog, CatalogRepository, Limit
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.clock import Clock, SystemClock, to_ms
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.consume import ConsumeAsk, Consumes, OnOutcomes, Outcome
@@ -338,7 +339,7 @@ class EntitlementService:
         what Postgres counts that the view may lack (`_counted_elsewhere`).
         """
         aggregation = self.aggregation(tenant_id, meter)
-        if aggregation not in (Aggregation.SUM, Aggregation.COUNT):
+        if RULES[aggregation].over_time is not Combine.ADD:
             return self._usage.used(tenant_id, customer, meter, aggregation, period)
         start, end = to_ms(period.start), to_ms(period.end)
         try:

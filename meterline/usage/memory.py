@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
+from meterline.catalog.aggregation import across, fold, merge
 from meterline.catalog.model import Aggregation
 from meterline.clock import to_ms
 from meterline.usage.model import (
@@ -17,8 +18,6 @@ from meterline.usage.model import (
     aligned_range,
     dense,
 )
-from meterline.values import exact_sum
-from meterline.view.model import merge
 
 Bucket = tuple[Decimal, int, int]  # (value, count, latest_ms)
 
@@ -73,10 +72,10 @@ class MemoryUsageQuery(UsageStore):
         for (_, w), buckets in per.items():
             v, n = _fold(aggregation, buckets)
             old_v, old_n = found.get(w, (None, 0))
-            found[w] = (_across(aggregation, old_v, v), old_n + n)
+            found[w] = (across(aggregation, old_v, v), old_n + n)
         total: Decimal | None = None
         for buckets in whole.values():
-            total = _across(aggregation, total, _fold(aggregation, buckets)[0])
+            total = across(aggregation, total, _fold(aggregation, buckets)[0])
         return UsageSeries(
             customer, meter, window, dense(lo, hi, window, found), total or Decimal(0)
         )
@@ -102,15 +101,5 @@ class MemoryUsageQuery(UsageStore):
 
 
 def _fold(aggregation: Aggregation, buckets: list[Bucket]) -> tuple[Decimal, int]:
-    count = sum(b[1] for b in buckets)
-    if aggregation is Aggregation.MAX:
-        return max(b[0] for b in buckets), count
-    if aggregation is Aggregation.LATEST:
-        return max(buckets, key=lambda b: (b[2], b[0]))[0], count
-    return exact_sum(b[0] for b in buckets), count
-
-
-def _across(aggregation: Aggregation, old: Decimal | None, new: Decimal) -> Decimal:
-    if old is None:
-        return new
-    return max(old, new) if aggregation is Aggregation.MAX else exact_sum((old, new))
+    """(value, count) of one series' buckets."""
+    return fold(aggregation, ((b[0], b[2]) for b in buckets)), sum(b[1] for b in buckets)

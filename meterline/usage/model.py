@@ -22,10 +22,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from meterline.catalog.aggregation import fold
 from meterline.catalog.model import Aggregation
 from meterline.errors import FieldError, ValidationFailed
 from meterline.values import json_number
-from meterline.view.model import fold, minute_range
+from meterline.view.model import minute_range
 
 Window = Literal["minute", "hour", "day"]
 WINDOWS: dict[str, timedelta] = {

@@ -10,6 +10,7 @@ from typing import Any
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.catalog.model import Aggregation
 from meterline.usage.model import (
     WINDOWS,
@@ -56,14 +57,15 @@ FROM usage_rollups_minute
 WHERE tenant_id = %(tenant)s AND customer = %(customer)s AND meter = %(meter)s AND ({ranges})
 """
 _RANGE = "(bucket >= to_timestamp({lo} / 1000.0) AND bucket < to_timestamp({hi} / 1000.0))"
-_COLUMN = {Aggregation.SUM: 0, Aggregation.COUNT: 0, Aggregation.MAX: 1, Aggregation.LATEST: 2}
-
+_COLUMN = {Combine.ADD: 0, Combine.MAX: 1, Combine.LATEST: 2}
+"""The column of `_RANGES` that folds a series over time, by `RULES`."""
+_LETTER = {Combine.ADD: "s", Combine.MAX: "m", Combine.LATEST: "l"}
+_SQL = {Combine.ADD: "SUM", Combine.MAX: "MAX"}
 _FOLD = {
-    Aggregation.SUM: "SUM(s)",
-    Aggregation.COUNT: "SUM(s)",
-    Aggregation.MAX: "MAX(m)",
-    Aggregation.LATEST: "SUM(l)",
+    aggregation: f"{_SQL[rule.across_customers]}({_LETTER[rule.over_time]})"
+    for aggregation, rule in RULES.items()
 }
+"""Each aggregation's total over customers, from their series' folds (`s`, `m`, `l`)."""
 
 
 class UsageQuery(UsageStore):
@@ -123,4 +125,4 @@ class UsageQuery(UsageStore):
             row = conn.execute(sql.SQL(_RANGES).format(ranges=where), params).fetchone()
         if row is None or row[0] is None:
             return None
-        return Decimal(row[_COLUMN[aggregation]]), int(row[3])
+        return Decimal(row[_COLUMN[RULES[aggregation].over_time]]), int(row[3])

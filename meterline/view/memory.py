@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from meterline.catalog.aggregation import fold, merge
 from meterline.catalog.model import Aggregation
 from meterline.clock import Clock, SystemClock
 from meterline.values import exact_sum
@@ -24,8 +25,6 @@ from meterline.view.model import (
     ViewNotReady,
     attributed_ms,
     floor_to,
-    fold,
-    merge,
     minute_range,
 )
 from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView

@@ -20,7 +20,7 @@ it was checked against, even in the last seconds of a period that ends inside a 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,7 +29,6 @@ from typing import Protocol
 
 from meterline.catalog.model import Aggregation
 from meterline.errors import Unavailable
-from meterline.values import exact_sum
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -274,28 +273,3 @@ def _cover(cur: int, end: int) -> tuple[Span, ...]:
         spans.append(span)
         cur = span.end_ms
     return tuple(spans)
-
-
-def fold(aggregation: Aggregation, values: Iterable[tuple[Decimal, int]]) -> Decimal:
-    """Fold (value, latest_ms) pairs of disjoint buckets into one number; 0 when empty."""
-    items = list(values)
-    if not items:
-        return Decimal(0)
-    if aggregation is Aggregation.MAX:
-        return max(v for v, _ in items)
-    if aggregation is Aggregation.LATEST:
-        return max(items, key=lambda it: (it[1], it[0]))[0]
-    return exact_sum(v for v, _ in items)
-
-
-def merge(
-    aggregation: Aggregation, old: tuple[Decimal, int] | None, new: tuple[Decimal, int]
-) -> tuple[Decimal, int]:
-    """Merge one bucket's (value, latest_ms) with a delta's; associative and commutative."""
-    if old is None:
-        return new
-    if aggregation is Aggregation.MAX:
-        return max(old[0], new[0]), max(old[1], new[1])
-    if aggregation is Aggregation.LATEST:
-        return max(old, new, key=lambda it: (it[1], it[0]))
-    return exact_sum((old[0], new[0])), max(old[1], new[1])

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import redis
 
+from meterline.catalog.aggregation import RULES, Combine
 from meterline.catalog.model import Aggregation
 from meterline.clock import Clock, SystemClock
 from meterline.values import from_micros, micros
@@ -54,12 +55,11 @@ from meterline.view.model import (
 from meterline.view.sync import ApplyOutcome, Gate, PendingReservation, SyncedView
 from meterline.view.touched import members
 
-AGG_CODE = {
-    Aggregation.SUM: "s",
-    Aggregation.COUNT: "c",
-    Aggregation.MAX: "m",
-    Aggregation.LATEST: "l",
+AGG_CODE: dict[Aggregation, str] = {
+    aggregation: {Combine.ADD: "s", Combine.MAX: "m", Combine.LATEST: "l"}[rule.over_time]
+    for aggregation, rule in RULES.items()
 }
+"""How each aggregation combines over time (`RULES`), as the scripts name it."""
 ARCHIVE_CACHE_S = 600.0
 _ATTEMPTS = 3
 Archived = tuple[str, str, str]  # (epoch, value, latest_ms) as the scripts read them

@@ -42,7 +42,7 @@ local function less(a, b)
 end
 
 local function merge_field(key, f, agg, vs, ts, tss)
-  if agg == 's' or agg == 'c' then
+  if agg == 's' then
     local r = redis.pcall('HINCRBY', key, f, vs)
     if type(r) == 'table' and r.err then  -- past 2^63 (or held as a longer digit string)
       redis.call('HSET', key, f, add(redis.call('HGET', key, f) or '0', vs))
@@ -82,7 +82,7 @@ local function read_usage(agg, args, i, base_v, base_ts)
       for j = 1, #vals, step do
         local v = vals[j]
         if v then
-          if agg == 's' or agg == 'c' then total = add(total, v)
+          if agg == 's' then total = add(total, v)
           elseif agg == 'm' then if not seen or less(total, v) then total = v end
           else
             local ts = tonumber(vals[j + 1]) or 0

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from psycopg_pool import ConnectionPool
 
+from meterline.catalog.aggregation import merge
 from meterline.catalog.model import Aggregation
 from meterline.catalog.parse import parse_catalog
 from meterline.catalog.repository import PostgresCatalogRepository
@@ -28,7 +29,7 @@ from meterline.redis import connect as redis_connect
 from meterline.tenants import PostgresTenantRepository
 from meterline.values import to_decimal
 from meterline.view import RedisUsageView, SyncedView
-from meterline.view.model import MINUTE_MS, merge
+from meterline.view.model import MINUTE_MS
 from meterline_devstack.process import ManagedProcess, free_port
 
 METERS = {

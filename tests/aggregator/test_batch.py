@@ -10,7 +10,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from aggregator.batch import decode_batch, first_of_each, reservations, to_deltas, unique_events
-from aggregator.columns import Events, decode_columns
+from aggregator.decoding import Events, decode_columns
+from meterline.catalog.aggregation import fold, merge
 from meterline.catalog.model import Aggregation
 from meterline.events import (
     RESERVATION_PROPERTY,
@@ -19,7 +20,7 @@ from meterline.events import (
     decode_event,
     encode_event,
 )
-from meterline.view.model import MINUTE_MS, fold, merge
+from meterline.view.model import MINUTE_MS
 
 AGGS = {"s": Aggregation.SUM, "c": Aggregation.COUNT, "m": Aggregation.MAX, "l": Aggregation.LATEST}
 T0 = 1_790_000_000_000

@@ -9,7 +9,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
-from aggregator.columns import Events
+from aggregator.decoding import Events
 from aggregator.postgres.ledger import Fenced, LedgerWriter, copy_block, prepare, rollup_block
 from meterline.catalog.model import Aggregation
 from meterline.clock import SystemClock

@@ -96,7 +96,7 @@ def test_ndjson_single_and_cloudevents(
         {**ce, "id": "ce-3", "type": "api_calls"},
         {**ce, "id": "ce-4", "data": 7},
         {**ce, "id": "ce-5", "data": {"total": 2.5, "m": "y", "n": 1}},
-    ]  # four or more: checked as columns (ingest/columns.py)
+    ]  # several: the rules look at each column at once (meterline/events/rules.py)
     r = client.post(
         "/v1/events",
         content=orjson.dumps(batch),

@@ -1,12 +1,12 @@
 """The hot path's shortcuts answer exactly as the paths they stand in for.
 
-- The columnar path (msgspec's decoding, then `accept_columns`) accepts only batches whose
-  every event the event checker accepts, as the very same Kafka values and keys, from a JSON
-  array, NDJSON lines or decoded values alike (Hypothesis, over valid and invalid events), and
-  it does accept batches in the common shape.
-- A whole request body is judged alike with and without the columnar path (the same events, or
-  the same errors), also for what ingest refuses beyond the event checker: the reserved
-  property, and events too large for a Kafka message (at the exact byte of the limit).
+- The typed route (msgspec's structs, then the rules and the encoder, then the key count)
+  takes only bodies that the route through plain JSON values accepts, as the very same Kafka
+  values and keys, from a JSON array and NDJSON lines alike (Hypothesis, over valid and invalid
+  events), and it does take bodies in the common shape.
+- A whole request body is judged alike by both routes (the same events, or the same errors),
+  also for what ingest refuses beyond the event rules: repeated keys, and events too large for
+  a Kafka message (at the exact byte of the limit).
 - The Redis deduper's packed call keeps each id's answer in its place, whatever the ids hold.
 - The bare POST /v1/events handler (`create_server`) answers as the FastAPI route
   (`create_app`): same status, body and Retry-After for every outcome of the contract.
@@ -30,10 +30,9 @@ from hypothesis import strategies as st
 from ingest.app import Dependencies, create_app, create_server
 from ingest.body import REPEATED, Format
 from ingest.caches import KeyCache, MeterCache
-from ingest.columns import Native, accept_columns, from_json, from_ndjson, from_values
 from ingest.ratelimit import RateLimitedSink, TokenBuckets
 from ingest.sinks import MemorySink
-from ingest.validation import validate_body
+from ingest.validation import validate_body, validate_typed, validate_values
 from meterline.catalog import parse_catalog
 from meterline.catalog.repository import MemoryCatalogRepository
 from meterline.dedupe import RedisDeduper
@@ -58,9 +57,8 @@ NOW = 1_800_000_000_000
 RULES = Rules(now_ms=NOW, meters={"api_calls": "value", "tokens": "value", "": "value"})
 DAY = 86_400_000
 WIRE_INTS = st.integers(-(2**63), 2**64 - 1)  # what orjson reads as integers
-SAFE_INTS = st.integers(-(2**53 - 1), 2**53 - 1)  # the columns write these; larger: event by event
-# Common events leave out what the columns leave to the event checker: explicit nulls, integers
-# past 53 bits.
+SAFE_INTS = st.integers(-(2**53 - 1), 2**53 - 1)  # orjson's strict integers
+# Common events leave out what the typed route leaves to plain values: explicit nulls.
 
 texts = st.text(max_size=130) | st.sampled_from(["e1", "x" * 128, "x" * 129, "a\x00b", "é\u00a0"])
 numbers = (
@@ -113,19 +111,20 @@ spoiled_events = st.builds(
 
 @settings(max_examples=400)
 @given(st.lists(common_events | spoiled_events | raw_events | anything, min_size=1, max_size=4))
-def test_the_columnar_path_never_disagrees_with_the_event_checker(raws: list[Any]) -> None:
-    event("columnar" if _as_the_checker_does(raws) else "event by event")
+def test_the_typed_route_never_disagrees_with_plain_values(raws: list[Any]) -> None:
+    event("typed" if _as_plain_values_do(raws) else "plain values")
 
 
 EDGES: list[tuple[str, object]] = [
     *BAD_FIELDS,
     ("meter", ""),  # in this catalog, and still refused
     ("id", "x" * 128),
-    ("customer", "é\u00a0"),  # valid, not printable: event by event
+    ("customer", "é\u00a0"),  # valid, not printable
     ("id", 'a "quoted" id'),  # escaped in the Kafka value
     ("customer", "back\\slash"),
     ("value", 0),
     ("value", -0.0),
+    ("value", -1.0),  # read as absent by the structs: the key count sends it to plain values
     ("value", 10**15),
     ("value", 1e15),
     ("value", 10**15 + 1),
@@ -140,50 +139,40 @@ EDGES: list[tuple[str, object]] = [
     ("properties", {}),
     ("properties", {str(i): i for i in range(32)}),
     ("properties", {"nested": {"deep": [1, "x", None]}}),
+    ("properties", {"big": 2**60}),
     ("properties", nested(252)),  # the deepest orjson writes inside the event
 ]
 
 
 @pytest.mark.parametrize(("field", "value"), EDGES)
-def test_edge_values_are_judged_as_the_event_checker_does(field: str, value: object) -> None:
+def test_edge_values_are_judged_as_plain_values_are(field: str, value: object) -> None:
     good = {"id": "e1", "customer": "c1", "meter": "api_calls"}
-    _as_the_checker_does([good, {**good, "id": "e2", field: value}])
+    _as_plain_values_do([good, {**good, "id": "e2", field: value}])
+    _as_plain_values_do([{**good, field: value}])
 
 
-def _as_the_checker_does(raws: list[Any]) -> bool:
-    """Assert that the columnar path takes `raws` only as the event checker does (same values
-    and keys), sent as a JSON array, as NDJSON and as decoded values; whether it took them."""
+def _as_plain_values_do(raws: list[Any]) -> bool:
+    """Assert that the typed route takes `raws` only as the route through plain values does
+    (same values and keys), sent as a JSON array and as NDJSON; whether it took them."""
     array = json.dumps(raws).encode()  # the standard library writes big integers and NaN too
-    lines = [json.dumps(raw).encode() for raw in raws]
-    ndjson = b"\n".join(lines)
-    _agrees(from_json(array), _checked(_loads(array)), array)
-    _agrees(from_ndjson(ndjson), _checked([_loads(line) for line in lines]), ndjson)
-    return _agrees(from_values(raws), _checked(raws))
+    ndjson = b"\n".join(json.dumps(raw).encode() for raw in raws)
+    took = [_agrees(array, Format.JSON), _agrees(ndjson, Format.NDJSON)]
+    assert took[0] == took[1] or not all(isinstance(r, dict) for r in raws)
+    return took[0]
 
 
 def _loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return "not JSON"  # the event checker refuses it like any non-object
+        return "not JSON"
 
 
-def _checked(raws: Any) -> list[UsageEvent] | None:
-    """What the event checker makes of a batch: its events, or None if it refuses one."""
-    if not isinstance(raws, list):
-        return None
-    checked = [validate(raw, 7, RULES, i) for i, raw in enumerate(raws)]
-    return checked if all(isinstance(e, UsageEvent) for e in checked) else None  # type: ignore[return-value]
-
-
-def _agrees(
-    natives: list[Native] | None, checked: list[UsageEvent] | None, source: bytes | None = None
-) -> bool:
-    fast = accept_columns(natives, 7, RULES, source) if natives is not None else None
-    if fast is not None:
-        assert checked is not None
-        assert fast == EncodedEvents.of(checked)
-    return fast is not None
+def _agrees(body: bytes, fmt: Format) -> bool:
+    typed = validate_typed(body, fmt, 7, RULES, 1000)
+    if typed is not None:
+        assert validate_values(body, fmt, 7, RULES, {}, 1000) == typed
+    return typed is not None
 
 
 @pytest.mark.parametrize("fmt", [Format.JSON, Format.NDJSON])
@@ -220,8 +209,8 @@ def _outcome(body: bytes, fmt: Format) -> EncodedEvents | list[tuple[int | None,
 
 
 def _both_paths(raws: list[Any]) -> EncodedEvents | list[tuple[int | None, str]]:
-    """The outcome of `raws` as a JSON array taken by the columnar path and as the same array
-    behind a space (which only the event-by-event path takes); asserted equal."""
+    """The outcome of `raws` as a JSON array, which the typed route may take, and as the same
+    array behind a space (which only the route through plain values takes); asserted equal."""
     array = json.dumps(raws).encode()  # big integers and NaN too
     columnar, by_event = _outcome(array, Format.JSON), _outcome(b" " + array, Format.JSON)
     assert columnar == by_event
@@ -270,8 +259,7 @@ def test_the_reserved_property_is_refused_by_name_on_every_path() -> None:
     assert _outcome(orjson.dumps(posing), Format.JSON) == [(0, field)]
     lines = b"\n".join(map(orjson.dumps, [good, posing, {**posing, "id": "e3", "value": -1}]))
     assert _outcome(lines, Format.NDJSON) == [(1, field), (2, "value"), (2, field)]
-    assert from_json(orjson.dumps([good, posing])) is not None  # msgspec reads it; then:
-    assert accept_columns(from_json(orjson.dumps([good, posing])) or [], 7, RULES) is None
+    assert validate_typed(orjson.dumps([good, posing]), Format.JSON, 7, RULES, 1000) is None
     ce = {"specversion": "1.0", "source": "/s", "id": "e2", "subject": "c1", "type": "api_calls"}
     ce["data"] = {"value": 2, RESERVATION_PROPERTY: False}
     first = {**ce, "id": "e1", "data": 1}
@@ -294,19 +282,21 @@ reserved_events = st.builds(
 
 @settings(max_examples=150)
 @given(st.lists(common_events | spoiled_events | sized_events | reserved_events, max_size=4))
-def test_a_body_is_judged_alike_with_and_without_the_columnar_path(raws: list[Any]) -> None:
+def test_a_body_is_judged_alike_by_both_routes(raws: list[Any]) -> None:
     outcome = _both_paths(raws)
     event("accepted" if isinstance(outcome, EncodedEvents) else "refused")
 
 
 @given(st.lists(common_events, min_size=1, max_size=5))
-def test_common_valid_batches_take_the_columnar_path(raws: list[dict[str, object]]) -> None:
+def test_common_valid_bodies_take_the_typed_route(raws: list[dict[str, object]]) -> None:
     expected = EncodedEvents.of(validate(raw, 7, RULES) for raw in raws)  # type: ignore[misc]
     lines, array = b"\n".join(map(orjson.dumps, raws)), orjson.dumps(raws)
-    for natives, source in ((from_json(array), array), (from_ndjson(lines), lines)):
-        assert natives is not None
-        assert accept_columns(natives, 7, RULES, source) == expected
-    assert accept_columns(from_values(raws) or [], 7, RULES) == expected
+    for body, fmt in ((array, Format.JSON), (lines, Format.NDJSON)):
+        assert validate_typed(body, fmt, 7, RULES, 1000) == expected
+    one = orjson.dumps(raws[0])
+    assert validate_typed(one, Format.JSON, 7, RULES, 1000) == EncodedEvents.of(
+        expected.events()[:1]
+    )
 
 
 def _written(value: object, repeat: str | None, spaced: bool, escaped: bool) -> str:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meterline.catalog.aggregation import fold, merge
 from meterline.catalog.model import Aggregation
 from meterline.clock import FakeClock, from_ms, to_ms
 from meterline.entitlements.periods import add_months
@@ -22,7 +23,7 @@ from meterline.view import (
     SyncedView,
     ViewNotReady,
 )
-from meterline.view.model import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, fold, merge
+from meterline.view.model import DAY_MS, HOUR_MS, MINUTE_MS, floor_to
 from tests.view.support import T0, Rig, RigFactory
 
 NOW = T0 + 30 * MINUTE_MS

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator.batch import to_deltas
-from aggregator.columns import Events
+from aggregator.decoding import Events
 from meterline.catalog.model import Aggregation
 from meterline.clock import FakeClock
 from meterline.events import UsageEvent

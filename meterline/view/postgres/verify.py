@@ -15,8 +15,9 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from meterline.catalog.aggregation import fold
 from meterline.catalog.model import Aggregation
-from meterline.view.model import DAY_MS, HOUR_MS, fold, month_start, next_month
+from meterline.view.model import DAY_MS, HOUR_MS, month_start, next_month
 from meterline.view.postgres.rebuild import LOOKBACK_DAYS, stored_offsets
 from meterline.view.sync import SyncedView
 

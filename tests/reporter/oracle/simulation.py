@@ -26,7 +26,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from aggregator.batch import Batch
-from aggregator.columns import Events
+from aggregator.decoding import Events
 from aggregator.postgres.ledger import LedgerWriter, prepare
 from meterline.catalog.model import Aggregation
 from meterline.catalog.parse import parse_catalog
