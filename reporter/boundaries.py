@@ -11,17 +11,31 @@ twice, so `BoundaryKeeper` first nets the pushed slot out:
   recorded where it is and the next push sends both parts from scratch;
 - otherwise (a row pending, older than the window, or a cancel refused midway) the boundary
   is recorded at the slot's end instead, so the pushed slot stays whole on the side Stripe
-  billed it, and a `split_after_push` alert per meter says what that side bills too much or
+  billed it, and `split_after_push` alerts per meter say what each side bills too much or
   too little, with its money (`money.py`). Cancels Stripe confirmed before a refusal are
   recorded; the push re-sends them as a correction of the whole slot, so the ledger never
   disagrees with Stripe.
 
-What the alert counts follows the meter's aggregation (`_moved`). Sum and count: the usage
-after the true boundary, billed on the side before it. Max: that side bills the maximum of its
-period up to the slot's end, where it should bill the maximum up to the boundary; latest: the
-slot's last value, where it should bill the last value before the boundary. The alert's units
-are those two (ours: what it should bill; sent and Stripe's: what it bills), and its money the
-difference of their invoice lines; none is raised when they are equal.
+What the alert of the side before counts follows the meter's aggregation (`_alert`). Sum and
+count: the usage after the true boundary, billed on the side before it. Max: that side bills
+the maximum of its period up to the slot's end, where it should bill the maximum up to the
+boundary; latest: the slot's last value, where it should bill the last value before the
+boundary. The alert's units are those two (ours: what it should bill; sent and Stripe's: what
+it bills), and its money the difference of their invoice lines; none is raised when they are
+equal.
+
+A context change to another plan has a side after it too (`_after`): the new context's
+period starts at the slot's end, so the usage between the true boundary and there is billed
+by no one at the new price. A second alert per meter the new context bills says so,
+attributed to it (its window starts and ends at the slot's end, where the new context is
+recorded, so `money.py` prices it at the new context's frozen price and it does not share
+the key of the side before's alert): for sum and count the units it
+lacks (ours: those units; sent 0; difference minus them); for max and latest the value its
+period should bill (the maximum or last value from the true boundary to the period's end)
+against the value it holds (from the slot's end). None after a cancellation (its context
+bills nothing), and none when the figures are equal. Known limit: a period boundary learned
+too late (an anchor reset) leaves the next period of the same context lacking the same
+usage, and only the side before it is alerted.
 
 A context change also changes who bills the later slots of its hour (after a period end in
 the same hour, say), which may have been pushed under the old context before the change was
