@@ -33,9 +33,10 @@ the key of the side before's alert): for sum and count the units it
 lacks (ours: those units; sent 0; difference minus them); for max and latest the value its
 period should bill (the maximum or last value from the true boundary to the period's end)
 against the value it holds (from the slot's end). None after a cancellation (its context
-bills nothing), and none when the figures are equal. Known limit: a period boundary learned
+bills nothing), and none when the figures are equal. Known limits: a period boundary learned
 too late (an anchor reset) leaves the next period of the same context lacking the same
-usage, and only the side before it is alerted.
+usage, and only the side before it is alerted; the new period ends, for these figures, at
+the next boundary already recorded (one learned in the same sync is not yet).
 
 A context change also changes who bills the later slots of its hour (after a period end in
 the same hour, say), which may have been pushed under the old context before the change was
