@@ -22,7 +22,9 @@ The kinds (`KINDS`), when each is raised, and its difference:
 - `too_late_for_stripe`, `rejected_by_stripe`: raised by pushes.
 - `split_after_push`: a boundary learned after its hour was pushed, too late to cancel; the
   units after it (sum, count), or for max and latest meters the value the side before it
-  bills less the value it should bill (`boundaries.py`).
+  bills less the value it should bill. After a plan change, a second one from the slot's end
+  for the new plan's side: minus those units, or the value it bills less the value it should
+  (`boundaries.py`).
 - `after_invoice_finalized`: Stripe received the hour's usage after its period's invoice was
   finalized; the units received late.
 - `flush_blocked`: the period-end flush ran before the aggregator was past the boundary

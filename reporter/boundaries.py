@@ -11,17 +11,32 @@ twice, so `BoundaryKeeper` first nets the pushed slot out:
   recorded where it is and the next push sends both parts from scratch;
 - otherwise (a row pending, older than the window, or a cancel refused midway) the boundary
   is recorded at the slot's end instead, so the pushed slot stays whole on the side Stripe
-  billed it, and a `split_after_push` alert per meter says what that side bills too much or
+  billed it, and `split_after_push` alerts per meter say what each side bills too much or
   too little, with its money (`money.py`). Cancels Stripe confirmed before a refusal are
   recorded; the push re-sends them as a correction of the whole slot, so the ledger never
   disagrees with Stripe.
 
-What the alert counts follows the meter's aggregation (`_moved`). Sum and count: the usage
-after the true boundary, billed on the side before it. Max: that side bills the maximum of its
-period up to the slot's end, where it should bill the maximum up to the boundary; latest: the
-slot's last value, where it should bill the last value before the boundary. The alert's units
-are those two (ours: what it should bill; sent and Stripe's: what it bills), and its money the
-difference of their invoice lines; none is raised when they are equal.
+What the alert of the side before counts follows the meter's aggregation (`_alert`). Sum and
+count: the usage after the true boundary, billed on the side before it. Max: that side bills
+the maximum of its period up to the slot's end, where it should bill the maximum up to the
+boundary; latest: the slot's last value, where it should bill the last value before the
+boundary. The alert's units are those two (ours: what it should bill; sent and Stripe's: what
+it bills), and its money the difference of their invoice lines; none is raised when they are
+equal.
+
+A context change to another plan has a side after it too (`_after`): the new context's
+period starts at the slot's end, so the usage between the true boundary and there is billed
+by no one at the new price. A second alert per meter the new context bills says so,
+attributed to it (its window starts and ends at the slot's end, where the new context is
+recorded, so `money.py` prices it at the new context's frozen price and it does not share
+the key of the side before's alert): for sum and count the units it
+lacks (ours: those units; sent 0; difference minus them); for max and latest the value its
+period should bill (the maximum or last value from the true boundary to the period's end)
+against the value it holds (from the slot's end). None after a cancellation (its context
+bills nothing), and none when the figures are equal. Known limits: a period boundary learned
+too late (an anchor reset) leaves the next period of the same context lacking the same
+usage, and only the side before it is alerted; the new period ends, for these figures, at
+the next boundary already recorded (one learned in the same sync is not yet).
 
 A context change also changes who bills the later slots of its hour (after a period end in
 the same hour, say), which may have been pushed under the old context before the change was
@@ -42,7 +57,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -61,9 +76,11 @@ from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.contexts import EPOCH, Context, ContextHistory, insert, load_current, load_history
 from reporter.ledger import LedgerRow, ReportLedger
 from reporter.rollups import period_start
+from reporter.scope import BilledMeter
 from reporter.slots import HOUR, MINUTE, ceil_minute, floor_hour, slot_end, slot_start
 
 log = logging.getLogger("reporter.boundaries")
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class BoundaryKeeper:
@@ -113,7 +130,8 @@ class BoundaryKeeper:
             mine = bounds.setdefault(context.customer, [])
             placed = at
             if (context.customer, floor_hour(at)) in pushed and (is_context or at not in mine):
-                placed = self._place(history, context.customer, at, mine, alerts, is_context)
+                new = context if is_context else None
+                placed = self._place(history, context.customer, at, mine, alerts, new)
             if placed not in mine:
                 mine.append(placed)
                 added.append((context.customer, placed))
@@ -156,12 +174,13 @@ class BoundaryKeeper:
         at: datetime,
         bounds: list[datetime],
         alerts: list[Discrepancy],
-        is_context: bool,
+        new: Context | None,
     ) -> datetime:
         """Where boundary `at` goes once the pushed slots of its hour it changes are netted
         out (see the module): `at`, or the end of the slot it splits when that slot cannot be
-        netted out (with alerts). For a context change every later slot of the hour is netted
-        out too; one that cannot be is left to Stripe, which bills it by its timestamp."""
+        netted out (with alerts). For a context change (to `new`) every later slot of the hour
+        is netted out too; one that cannot be is left to Stripe, which bills it by its
+        timestamp."""
         hour = floor_hour(at)
         live = [
             r
@@ -173,8 +192,8 @@ class BoundaryKeeper:
         placed = at
         if start < at and split and not self._cancel(split):
             placed = slot_end(start, bounds)
-            alerts.extend(self._moved(history, customer, split, (at, placed), bounds))
-        if is_context:
+            alerts.extend(self._moved(history, customer, split, (at, placed), bounds, new))
+        if new is not None:
             for later in sorted({r.slot_start for r in live if r.slot_start >= placed}):
                 if not self._cancel([r for r in live if r.slot_start == later]):
                     log.info("slot %s of %s kept in Stripe after a change learned late",
@@ -205,17 +224,21 @@ class BoundaryKeeper:
         rows: list[LedgerRow],
         cut: tuple[datetime, datetime],
         bounds: list[datetime],
+        new: Context | None,
     ) -> list[Discrepancy]:
         """The `split_after_push` alerts of the slot of `rows`, kept whole to `cut[1]` although
-        a boundary at `cut[0]` splits it: one per meter whose side before it bills what it
-        should not (see the module)."""
+        a boundary at `cut[0]` splits it: per meter, one if its side before the boundary bills
+        what it should not, and one if the side after it (`new`, the context the boundary
+        changes to; none for a period boundary) lacks what it should bill (see the module)."""
         start = rows[0].slot_start
         context = history.at(customer, start)
         span = (period_start(start, bounds), *cut)
-        found = [
-            self._alert(history.tenant_id, customer, meter, context, span)
-            for meter in sorted({r.meter for r in rows})
-        ]
+        until = min((b for b in bounds if b > cut[1]), default=FOREVER)
+        found = []
+        for meter in sorted({r.meter for r in rows}):
+            found.append(self._alert(history.tenant_id, customer, meter, context, span))
+            if new is not None and meter in new.meters:
+                found.append(self._after(history.tenant_id, customer, meter, new, (*cut, until)))
         return [d for d in found if d.difference != 0]
 
     def _alert(
@@ -239,13 +262,37 @@ class BoundaryKeeper:
             units = self._units(tenant_id, customer, meter, at, end)
             figures = (units, Decimal(0), None, units)
             billing = "this usage is billed on the side before it"
-        ours, sent, stripe, difference = figures
-        return Discrepancy(
-            "split_after_push", customer, meter, at, end, ours, sent, stripe, difference,
-            billed.unit_amount_decimal if billed else None, billed.currency if billed else None,
-            f"a billing boundary at {at.isoformat()} was learned after its hour was pushed "
-            f"and can no longer be canceled: {billing}",
-        )  # fmt: skip
+        return _split(customer, meter, billed, (at, end), figures, f"{_late(at)}: {billing}")
+
+    def _after(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        new: Context,
+        span: tuple[datetime, datetime, datetime],
+    ) -> Discrepancy:
+        """One meter's `split_after_push` on the side after the boundary, `span` being
+        (boundary, slot end, the end of the period `new` starts there): that period lacks the
+        usage between the two, so it bills what it holds where it should bill its units (sum,
+        count) or its maximum or last value from the boundary on (max, latest). Attributed to
+        `new` (its window starts at the slot's end, where `new` is recorded), priced at its
+        price; its difference is 0 when that side bills what it should."""
+        at, end, until = span
+        billed = new.meters[meter]
+        figures: tuple[Decimal, Decimal, Decimal | None, Decimal]
+        if billed.formula == "last":
+            due = self._last_values(tenant_id, customer, meter, billed.aggregation,
+                                    (at, at, until))[1]  # fmt: skip
+            held = self._last_values(tenant_id, customer, meter, billed.aggregation,
+                                     (end, end, until))[1]  # fmt: skip
+            figures = (due, held, held, held - due)
+            billing = f"the side after it bills {held} where it should bill {due}"
+        else:
+            units = self._units(tenant_id, customer, meter, at, end)
+            figures = (units, Decimal(0), None, -units)
+            billing = f"the side after it, from {end.isoformat()}, lacks the usage before then"
+        return _split(customer, meter, billed, (end, end), figures, f"{_late(at)}: {billing}")
 
     def _units(
         self, tenant_id: int, customer: str, meter: str, start: datetime, end: datetime
@@ -285,6 +332,31 @@ class BoundaryKeeper:
         assert row is not None  # an aggregate returns one row
         due, held = row[:2] if aggregation is Aggregation.MAX else row[2:]
         return Decimal(due or 0), Decimal(held or 0)
+
+
+def _late(at: datetime) -> str:
+    return (
+        f"a billing boundary at {at.isoformat()} was learned after its hour was pushed "
+        "and can no longer be canceled"
+    )
+
+
+def _split(
+    customer: str,
+    meter: str,
+    billed: BilledMeter | None,
+    window: tuple[datetime, datetime],
+    figures: tuple[Decimal, Decimal, Decimal | None, Decimal],
+    detail: str,
+) -> Discrepancy:
+    """A `split_after_push` of `figures` (ours, sent, Stripe's, difference), priced by
+    `money.py` at the context that bills the window's start."""
+    ours, sent, stripe, difference = figures
+    return Discrepancy(
+        "split_after_push", customer, meter, *window, ours, sent, stripe, difference,
+        billed.unit_amount_decimal if billed else None, billed.currency if billed else None,
+        detail,
+    )  # fmt: skip
 
 
 def _boundaries(

@@ -9,7 +9,9 @@ to the next one) and *held* is what the invoice bills instead: expected plus the
 difference (minus it for `after_invoice_finalized`, usage the finalized invoice lacks). A
 `split_after_push` is the other way round: its period's rollups run to where the boundary was
 recorded, the end of the slot kept whole, so they are what the invoice bills (held), and
-expected is them less the units after the true boundary. For last-value meters (max, latest)
+expected is them less the units after the true boundary (plus them for the new context's
+side of a plan change, whose period starts there and lacks them: its difference is negative,
+so the same rule holds). For last-value meters (max, latest)
 the invoice bills one value, and the alert's hour value stands for it: the money is what the
 invoice is off by if that hour carries the period's last value (a `split_after_push` carries
 the values its period bills and should bill: `boundaries.py`). Each alert is priced as if it

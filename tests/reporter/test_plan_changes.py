@@ -35,19 +35,25 @@ def _with_basic(world, client, included: int = 0):
         power = catalog["plans"][1]
         power["metered_prices"]["api_calls"]["included"] = included
         power["features"]["api_calls"]["limit"] = included  # included units end at the limit
-    basic = {
-        "key": "basic",
-        "price": {"amount": 900, "currency": "usd", "interval": "month"},
-        "metered_prices": {"api_calls": {"unit_amount_decimal": "0.2", "currency": "usd"}},
-        "features": {"api_calls": {"limit": 50000, "reset": "billing_period", "overage": "allow"}},
-    }
-    catalog["plans"] = [*catalog["plans"], basic]
+    catalog["plans"] = [*catalog["plans"], _basic(["api_calls"])]
     PostgresCatalogRepository(world.pool).apply(world.tenant_id, parse_catalog(catalog))
     price = client.v1.prices.create({
         "currency": "usd", "unit_amount_decimal": "0.2", "product_data": {"name": "basic"},
         "recurring": {"interval": "month", "usage_type": "metered", "meter": world.meter_id},
     })  # fmt: skip
     return price.id
+
+
+def _basic(meters: list[str]) -> dict:
+    """A `basic` plan billing `meters` at 0.2 cents each."""
+    return {
+        "key": "basic",
+        "price": {"amount": 900, "currency": "usd", "interval": "month"},
+        "metered_prices": {k: {"unit_amount_decimal": "0.2", "currency": "usd"} for k in meters},
+        "features": {
+            k: {"limit": 50000, "reset": "billing_period", "overage": "allow"} for k in meters
+        },
+    }
 
 
 def _move_to(control, clock, when: datetime) -> None:
@@ -193,9 +199,14 @@ def test_a_boundary_learned_past_the_cancel_window_keeps_the_hour_whole_and_aler
     assert reporter.push().status == "ok"
 
     assert stripe_totals(control, world.event_name) == {c.stripe_id: Decimal(14)}
+    # power's side bills the 6 units after the change (3 cents at 0.5), basic's lacks them
+    # (1.2 cents at 0.2, a 1-cent line): its period starts where the hour ends
     alerts = reporter.store.alerts(world.tenant_id, "open")
-    assert [(a.kind, a.our_units, a.difference, a.money_minor) for a in alerts] == [
-        ("split_after_push", Decimal(6), Decimal(6), Decimal(3))
+    found = sorted((a.window_start, a.our_units, a.difference, a.money_minor) for a in alerts)
+    assert [a.kind for a in alerts] == ["split_after_push"] * 2
+    assert found == [
+        (change, Decimal(6), Decimal(6), Decimal(3)),
+        (hour + timedelta(hours=1), Decimal(6), Decimal(-6), Decimal(1)),
     ]
     (result,) = reporter.reconcile(hour.date(), "manual")
     assert result.discrepancies == []
@@ -206,7 +217,7 @@ def test_a_boundary_learned_too_late_prices_the_moved_units_on_the_side_that_bil
 ):
     """Power includes 10 units: its side should bill the 8 before the change (0 cents) and
     bills 14 (4 past the included, 2 cents); the money is that difference, not the price of 6
-    more units on top of the 14 (3 cents)."""
+    more units on top of the 14 (3 cents). Basic's side lacks the 6 (1 cent at 0.2)."""
     control = stripe_emulator.control
     world, c, clock, reporter, hour, change = _late_boundary_world(
         pg_conninfo, stripe_client, control, included=10
@@ -216,8 +227,10 @@ def test_a_boundary_learned_too_late_prices_the_moved_units_on_the_side_that_bil
     assert reporter.push().status == "ok"
 
     alerts = reporter.store.alerts(world.tenant_id, "open")
-    assert [(a.kind, a.our_units, a.difference, a.money_minor) for a in alerts] == [
-        ("split_after_push", Decimal(6), Decimal(6), Decimal(2))
+    found = sorted((a.window_start, a.our_units, a.difference, a.money_minor) for a in alerts)
+    assert found == [
+        (change, Decimal(6), Decimal(6), Decimal(2)),
+        (hour + timedelta(hours=1), Decimal(6), Decimal(-6), Decimal(1)),
     ]
 
 
@@ -450,3 +463,61 @@ def test_a_boundary_learned_too_late_alerts_last_value_meters_by_their_billed_va
     ]
     (result,) = reporter.reconcile(hour.date(), "manual")
     assert result.discrepancies == []
+
+
+def test_a_plan_change_learned_too_late_alerts_last_value_meters_on_both_sides(
+    pg_conninfo, stripe_emulator, stripe_client
+):
+    """Power bills 0.5 cents a unit, basic 0.2. The pushed hour bills the values after the
+    change on power's side (see the test above); basic's period starts where the hour ends
+    and should also bill them: its maximum over the values from the change on (seats 30
+    where it holds 25; peak 40 where it holds none) and its last value (level 12 where it
+    holds none)."""
+    control = stripe_emulator.control
+    meters = {"seats": "max", "level": "latest", "peak": "max"}
+    world = make_world(pg_conninfo, stripe_client, n_customers=1, meters=meters)
+    catalog = catalog_with(meters)
+    catalog["plans"] = [*catalog["plans"], _basic(list(meters))]
+    PostgresCatalogRepository(world.pool).apply(world.tenant_id, parse_catalog(catalog))
+    (c,) = world.customers.values()
+    clock = emulator_clock(control)
+    reporter = reporter_for(world, stripe_client, clock, settings_for())
+    hour = floor_hour(c.period_start) + timedelta(hours=3)
+    add_usage(world, c.key, hour - timedelta(minutes=50), 20, "seats")
+    add_usage(world, c.key, hour - timedelta(minutes=50), 5, "level")
+    _move_to(control, clock, hour + timedelta(minutes=5))
+    assert reporter.push().status == "ok"  # the earlier hour; contexts recorded while on power
+
+    add_usage(world, c.key, hour + timedelta(minutes=10), 12, "seats")
+    add_usage(world, c.key, hour + timedelta(minutes=10), 8, "level")
+    add_usage(world, c.key, hour + timedelta(minutes=10), 50, "peak")
+    change = hour + timedelta(minutes=25)
+    add_usage(world, c.key, hour + timedelta(minutes=40), 30, "seats")
+    add_usage(world, c.key, hour + timedelta(minutes=40), 12, "level")
+    add_usage(world, c.key, hour + timedelta(minutes=40), 40, "peak")
+    _move_to(control, clock, hour + timedelta(hours=1, minutes=5))
+    assert reporter.push().delivered == 3  # the whole hour of each meter
+    add_usage(world, c.key, hour + timedelta(hours=2, minutes=10), 25, "seats")
+    _move_to(control, clock, hour + timedelta(hours=30))  # the webhook, a day late
+    _webhook(world, c.key, "basic", "active", change)
+    assert reporter.push().status == "ok"
+
+    alerts = reporter.store.alerts(world.tenant_id, "open")
+    found = sorted(
+        (a.window_start, a.meter, a.our_units, a.stripe_units, a.difference, a.money_minor)
+        for a in alerts
+    )
+    after = hour + timedelta(hours=1)
+    assert [a.kind for a in alerts] == ["split_after_push"] * 5
+    assert found == [
+        # power: last value 8 before the change (4 cents), the hour ends on 12 (6 cents)
+        (change, "level", Decimal(8), Decimal(12), Decimal(4), Decimal(2)),
+        # power: maximum 20 before the change (10 cents), 30 with the hour (15 cents)
+        (change, "seats", Decimal(20), Decimal(30), Decimal(10), Decimal(5)),
+        # basic: last value 12 (2.4 cents, 2), none held
+        (after, "level", Decimal(12), Decimal(0), Decimal(-12), Decimal(2)),
+        # basic: maximum 40 (8 cents), none held
+        (after, "peak", Decimal(40), Decimal(0), Decimal(-40), Decimal(8)),
+        # basic: maximum 30 (6 cents), 25 held (5 cents)
+        (after, "seats", Decimal(30), Decimal(25), Decimal(-5), Decimal(1)),
+    ]
