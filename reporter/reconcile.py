@@ -235,8 +235,9 @@ class Reconciler:
         night are found again. Raises only for Postgres failures."""
         results = []
         for tenant_id in self._records.tenant_ids():
-            touched = self._records.touched_days(tenant_id, STRIPE_PAST_WINDOW_S, COMMIT_MARGIN)
-            scanned_to, days = touched
+            scanned_to, days = self._records.touched_days(
+                tenant_id, STRIPE_PAST_WINDOW_S, COMMIT_MARGIN
+            )
             tenant_results = [
                 self._tenant(tenant_id, window, trigger)
                 for window in map(self.window, sorted({d for d in days if d < day} | {day}))
