@@ -6,6 +6,8 @@ each in the emulator, 10,000 customers with a Stripe id, and one minute rollup p
 (customer, meter) in the hour being reported — 30,000 hourly pre-aggregates. The push goes
 through the production sender chain (v2 meter event stream above the threshold, client-side
 rate limit, retries). Reconciliation makes one event-summaries call per (customer, meter).
+Beside the wall times, the CPU the reporter spent (this process, all threads; the emulator
+and Postgres run apart) per event pushed and per pair reconciled, less sensitive to load.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from reporter.service import build
 from reporter.settings import ReporterSettings
 
 METERS = ("api_calls", "tokens", "storage")
+CPU_NOTE = "the reporter's CPU (this process, all threads), not Postgres's or the emulator's"
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -38,12 +41,13 @@ def run(ctx: BenchContext) -> list[Figure]:
     reporter = build(DatabaseSettings(url=db_url), StripeSettings(api_base=stripe_url), settings)
     try:
         pairs = customers * len(METERS)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = reporter.pusher.run([tenant_id])
-        push_s = time.perf_counter() - started
-        started = time.perf_counter()
+        push_s, push_cpu = time.perf_counter() - started, time.process_time() - cpu
+        started, cpu = time.perf_counter(), time.process_time()
         results = reporter.reconciler.run(hour.date(), "manual", [tenant_id])
         reconcile_s = time.perf_counter() - started
+        reconcile_cpu = time.process_time() - cpu
     finally:
         reporter.close()
     alerts = sum(len(r.discrepancies) for r in results)
@@ -51,6 +55,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     return [
         Figure("reporter.push_period", push_s, "s", note=note + f", status {report.status}"),
         Figure("reporter.push_rate", pairs / push_s, "events/s", note="v2 meter event stream"),
+        Figure("reporter.push_cpu_per_event", push_cpu / pairs * 1e6, "µs", note=CPU_NOTE),
         Figure(
             "reporter.reconcile_day",
             reconcile_s,
@@ -58,6 +63,7 @@ def run(ctx: BenchContext) -> list[Figure]:
             note=f"{pairs} summary calls, {alerts} alerts",
         ),
         Figure("reporter.reconcile_rate", pairs / reconcile_s, "pairs/s"),
+        Figure("reporter.reconcile_cpu_per_pair", reconcile_cpu / pairs * 1e6, "µs", note=CPU_NOTE),
     ]
 
 

@@ -59,10 +59,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
-
-import psycopg
-from psycopg_pool import ConnectionPool
+from typing import Protocol
 
 from meterline.catalog.model import Aggregation
 from meterline.clock import Clock
@@ -73,7 +70,7 @@ from meterline.stripe.meter_events import (
     TransientStripeError,
 )
 from reporter.alerts import Discrepancy, ReconciliationStore
-from reporter.contexts import EPOCH, Context, ContextHistory, insert, load_current, load_history
+from reporter.contexts import EPOCH, Context, ContextHistory, ContextStore
 from reporter.ledger import LedgerRow, ReportLedger
 from reporter.rollups import period_start
 from reporter.scope import BilledMeter
@@ -83,19 +80,43 @@ log = logging.getLogger("reporter.boundaries")
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 
 
+class UsageFigures(Protocol):
+    """Our counted usage over a span, for `split_after_push` (`reporter/postgres/rollups.py`)."""
+
+    def summed(
+        self, tenant_id: int, customer: str, meter: str, start: datetime, end: datetime
+    ) -> Decimal:
+        """The sum of the meter's minute values in [start, end) (0 without usage)."""
+
+    def last_values(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        span: tuple[datetime, datetime, datetime],
+    ) -> tuple[Decimal, Decimal]:
+        """For a max or latest meter and `span` = (period start, boundary, slot end): the
+        value its period bills up to the boundary and up to the slot's end (0 without usage),
+        each folded as `rollups.py` folds slots; one query."""
+
+
 class BoundaryKeeper:
     def __init__(
         self,
-        pool: ConnectionPool,
+        contexts: ContextStore,
+        ledger: ReportLedger,
+        usage: UsageFigures,
         sender: MeterEventSender,
         clock: Clock,
         store: ReconciliationStore,
     ) -> None:
-        self._pool = pool
+        self._contexts = contexts
+        self._ledger = ledger
+        self._usage = usage
         self._sender = sender
         self._clock = clock
         self._store = store
-        self._ledger = ReportLedger(pool)
 
     def sync(self, tenant_id: int, customers: Sequence[str] | None = None) -> ContextHistory:
         """Record the tenant's new contexts and boundaries (see the module); the history after.
@@ -105,10 +126,9 @@ class BoundaryKeeper:
         (the history returned is then theirs only). Raises only for Postgres failures; a
         refused cancel becomes a moved boundary.
         """
-        current = load_current(self._pool, tenant_id, customers)
-        with self._pool.connection() as conn:
-            history = load_history(conn, tenant_id, customers)
-            bounds = _boundaries(conn, tenant_id, customers)
+        current = self._contexts.current(tenant_id, customers)
+        history = self._contexts.history(tenant_id, customers)
+        bounds = self._contexts.boundaries(tenant_id, customers)
         now_minute = ceil_minute(self._clock.now())
         contexts: list[Context] = []
         wanted: list[tuple[Context, datetime, bool]] = []
@@ -123,7 +143,7 @@ class BoundaryKeeper:
             periods = {ceil_minute(b) for b in state.period if b is not None}
             wanted += [(state.context, at, False) for at in periods - set(bounds.get(customer, ()))]
         splits = [(c.customer, at) for c, at, _ in wanted if floor_hour(at) < at <= now_minute]
-        pushed = self._pushed_hours(tenant_id, splits)
+        pushed = self._ledger.live_hours(tenant_id, splits)
         alerts: list[Discrepancy] = []
         added: list[tuple[str, datetime]] = []
         for context, at, is_context in sorted(wanted, key=lambda w: (w[0].customer, w[1])):
@@ -137,35 +157,12 @@ class BoundaryKeeper:
                 added.append((context.customer, placed))
             if is_context:
                 contexts.append(replace(context, since=placed))
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO report_boundaries (tenant_id, customer, at) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                [(tenant_id, customer, at) for customer, at in added],
-            )
-            insert(conn, tenant_id, contexts)
+        self._contexts.record(tenant_id, added, contexts)
         if alerts:
             self._store.record(tenant_id, None, alerts)
         for context in contexts:
             history.add(context)
         return history
-
-    def _pushed_hours(
-        self, tenant_id: int, splits: list[tuple[str, datetime]]
-    ) -> set[tuple[str, datetime]]:
-        """The (customer, hour) of `splits` whose hour holds rows Stripe has or may have."""
-        if not splits:
-            return set()
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT l.customer, p.hour FROM report_ledger l "
-                "JOIN unnest(%s::text[], %s::timestamptz[]) AS p(customer, hour) "
-                "ON l.customer = p.customer AND l.slot_start >= p.hour "
-                "AND l.slot_start < p.hour + interval '1 hour' "
-                "WHERE l.tenant_id = %s AND l.status IN ('sent', 'pending')",
-                ([c for c, _ in splits], [floor_hour(at) for _, at in splits], tenant_id),
-            ).fetchall()
-        return {(r[0], r[1]) for r in rows}
 
     def _place(
         self,
@@ -255,11 +252,13 @@ class BoundaryKeeper:
         billed = None if context is None else context.meters.get(meter)
         figures: tuple[Decimal, Decimal, Decimal | None, Decimal]
         if billed is not None and billed.formula == "last":
-            due, held = self._last_values(tenant_id, customer, meter, billed.aggregation, span)
+            due, held = self._usage.last_values(
+                tenant_id, customer, meter, billed.aggregation, span
+            )
             figures = (due, held, held, held - due)
             billing = f"the side before it bills {held} where it should bill {due}"
         else:
-            units = self._units(tenant_id, customer, meter, at, end)
+            units = self._usage.summed(tenant_id, customer, meter, at, end)
             figures = (units, Decimal(0), None, units)
             billing = "this usage is billed on the side before it"
         return _split(customer, meter, billed, (at, end), figures, f"{_late(at)}: {billing}")
@@ -282,56 +281,16 @@ class BoundaryKeeper:
         billed = new.meters[meter]
         figures: tuple[Decimal, Decimal, Decimal | None, Decimal]
         if billed.formula == "last":
-            due = self._last_values(tenant_id, customer, meter, billed.aggregation,
-                                    (at, at, until))[1]  # fmt: skip
-            held = self._last_values(tenant_id, customer, meter, billed.aggregation,
-                                     (end, end, until))[1]  # fmt: skip
+            last = self._usage.last_values
+            due = last(tenant_id, customer, meter, billed.aggregation, (at, at, until))[1]
+            held = last(tenant_id, customer, meter, billed.aggregation, (end, end, until))[1]
             figures = (due, held, held, held - due)
             billing = f"the side after it bills {held} where it should bill {due}"
         else:
-            units = self._units(tenant_id, customer, meter, at, end)
+            units = self._usage.summed(tenant_id, customer, meter, at, end)
             figures = (units, Decimal(0), None, -units)
             billing = f"the side after it, from {end.isoformat()}, lacks the usage before then"
         return _split(customer, meter, billed, (end, end), figures, f"{_late(at)}: {billing}")
-
-    def _units(
-        self, tenant_id: int, customer: str, meter: str, start: datetime, end: datetime
-    ) -> Decimal:
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT coalesce(sum(value), 0) FROM usage_rollups_minute WHERE tenant_id = %s "
-                "AND customer = %s AND meter = %s AND bucket >= %s AND bucket < %s",
-                (tenant_id, customer, meter, start, end),
-            ).fetchone()
-        return Decimal(row[0]) if row else Decimal(0)
-
-    def _last_values(
-        self,
-        tenant_id: int,
-        customer: str,
-        meter: str,
-        aggregation: Aggregation,
-        span: tuple[datetime, datetime, datetime],
-    ) -> tuple[Decimal, Decimal]:
-        """For a max or latest meter and `span` = (period start, boundary, slot end): the value
-        its period bills up to the boundary and up to the slot's end (0 without usage), each
-        folded as `rollups.py` folds slots."""
-        since, at, end = span
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT max(value) FILTER (WHERE bucket < %(at)s), max(value), "
-                "(array_agg(value ORDER BY latest_ts DESC, bucket DESC) "
-                " FILTER (WHERE bucket < %(at)s))[1], "
-                "(array_agg(value ORDER BY latest_ts DESC, bucket DESC))[1] "
-                "FROM usage_rollups_minute WHERE tenant_id = %(tenant)s "
-                "AND customer = %(customer)s AND meter = %(meter)s "
-                "AND bucket >= %(since)s AND bucket < %(end)s",
-                {"tenant": tenant_id, "customer": customer, "meter": meter, "since": since,
-                 "at": at, "end": end},
-            ).fetchone()  # fmt: skip
-        assert row is not None  # an aggregate returns one row
-        due, held = row[:2] if aggregation is Aggregation.MAX else row[2:]
-        return Decimal(due or 0), Decimal(held or 0)
 
 
 def _late(at: datetime) -> str:
@@ -357,18 +316,3 @@ def _split(
         billed.unit_amount_decimal if billed else None, billed.currency if billed else None,
         detail,
     )  # fmt: skip
-
-
-def _boundaries(
-    conn: psycopg.Connection[Any], tenant_id: int, customers: Sequence[str] | None
-) -> dict[str, list[datetime]]:
-    only = None if customers is None else list(customers)
-    rows = conn.execute(
-        "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s "
-        "AND (%s::text[] IS NULL OR customer = ANY(%s))",
-        (tenant_id, only, only),
-    ).fetchall()
-    out: dict[str, list[datetime]] = {}
-    for customer, at in rows:
-        out.setdefault(customer, []).append(at)
-    return out

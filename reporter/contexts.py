@@ -29,27 +29,13 @@ before the change's webhook arrived, the change is dated later than it happened.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
+from typing import Protocol
 
-import psycopg
-from psycopg_pool import ConnectionPool
-
-from meterline.catalog.model import Aggregation
-from meterline.catalog.parse import metered_price_from_document
-from meterline.catalog.repository import PostgresCatalogRepository
-from reporter.scope import (
-    BilledCustomer,
-    BilledMeter,
-    TenantScope,
-    billed_meters,
-    same_prices,
-    stripe_meters,
-)
+from meterline.catalog.model import Catalog
+from reporter.scope import BilledCustomer, BilledMeter, TenantScope, billed_meters, same_prices
 from reporter.slots import HOUR, ceil_minute
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -122,117 +108,74 @@ class ContextHistory:
         return scope
 
 
-def load_history(
-    conn: psycopg.Connection[Any], tenant_id: int, customers: Sequence[str] | None = None
-) -> ContextHistory:
-    """The tenant's recorded contexts (only `customers`' when given); identical meter sets
-    are decoded once."""
-    only = None if customers is None else list(customers)
-    rows = conn.execute(
-        "SELECT customer, since, plan, stripe_customer_id, stripe_subscription_id, meters::text "
-        "FROM report_contexts WHERE tenant_id = %s AND (%s::text[] IS NULL OR customer = ANY(%s)) "
-        "ORDER BY customer, since",
-        (tenant_id, only, only),
-    ).fetchall()
-    history = ContextHistory(tenant_id)
-    decoded: dict[str, dict[str, BilledMeter]] = {}
-    for customer, since, plan, stripe_id, sub, raw in rows:
-        meters = decoded.get(raw)
-        if meters is None:
-            meters = decoded[raw] = _meters(json.loads(raw))
-        history.add(Context(customer, since, plan, stripe_id, sub, meters))
-    return history
+@dataclass(frozen=True, slots=True)
+class State:
+    """A customer's row as the store reads it: its Stripe id and its subscription (all None
+    without one), and when that state began (the Stripe event that made it)."""
+
+    customer: str
+    stripe_customer_id: str
+    plan: str | None
+    status: str | None
+    subscription: str | None
+    period_start: datetime | None
+    period_end: datetime | None
+    changed_at: datetime
 
 
-def billed_at(
-    pool: ConnectionPool, tenant_id: int, customer: str, meter: str, when: datetime
-) -> tuple[Context, BilledMeter] | None:
-    """The context that billed `customer`'s `meter` at `when` (or within the hour that starts
-    there), and the meter as it billed it; None when no context did."""
-    with pool.connection() as conn:
-        history = load_history(conn, tenant_id, [customer])
-    for context in history.contexts.get(customer, ()):
-        in_force = context is history.at(customer, when)
-        if meter in context.meters and (in_force or when <= context.since < when + HOUR):
-            return context, context.meters[meter]
-    return None
+class ContextStore(Protocol):
+    """Where contexts and boundaries are kept (`reporter/postgres/contexts.py`)."""
+
+    def history(self, tenant_id: int, customers: Sequence[str] | None = None) -> ContextHistory:
+        """The tenant's recorded contexts (only `customers`' when given)."""
+
+    def current(self, tenant_id: int, customers: Sequence[str] | None = None) -> list[Current]:
+        """Every customer with a Stripe id (of `customers` when given), with the context its
+        subscription gives it now (`current_contexts`); none before a catalog is published."""
+
+    def boundaries(
+        self, tenant_id: int, customers: Sequence[str] | None = None
+    ) -> dict[str, list[datetime]]:
+        """The recorded boundaries (`report_boundaries`) per customer (of `customers`)."""
+
+    def record(
+        self,
+        tenant_id: int,
+        boundaries: Sequence[tuple[str, datetime]],
+        contexts: Sequence[Context],
+    ) -> None:
+        """Record new (customer, at) boundaries and contexts in one transaction; an existing
+        boundary or (customer, since) stays."""
 
 
-def insert(conn: psycopg.Connection[Any], tenant_id: int, contexts: Sequence[Context]) -> None:
-    """Record `contexts` (on `conn`, in its transaction); an existing (customer, since) stays."""
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO report_contexts (tenant_id, customer, since, plan, stripe_customer_id, "
-            "stripe_subscription_id, meters) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            [(tenant_id, c.customer, c.since, c.plan, c.stripe_customer_id, c.subscription,
-              json.dumps(_encode(c.meters))) for c in contexts],
-        )  # fmt: skip
-
-
-def load_current(
-    pool: ConnectionPool, tenant_id: int, customers: Sequence[str] | None = None
+def current_contexts(
+    catalog: Catalog, meters: dict[str, tuple[str, str]], states: Sequence[State]
 ) -> list[Current]:
-    """Every customer with a Stripe id (of `customers` when given), with the context its
-    subscription gives it now."""
-    only = None if customers is None else list(customers)
-    found = PostgresCatalogRepository(pool).current(tenant_id)
-    if found is None:
-        return []
-    catalog = found[1]
-    with pool.connection() as conn:
-        meters = stripe_meters(conn, tenant_id)
-        rows = conn.execute(
-            "SELECT c.id, c.stripe_customer_id, s.plan, s.status, s.stripe_subscription_id, "
-            "s.current_period_start, s.current_period_end, "
-            "coalesce(to_timestamp(s.stripe_event_created), s.updated_at, c.created_at) "
-            "FROM customers c LEFT JOIN subscriptions s "
-            "ON s.tenant_id = c.tenant_id AND s.customer = c.id "
-            "WHERE c.tenant_id = %s AND c.stripe_customer_id IS NOT NULL "
-            "AND (%s::text[] IS NULL OR c.id = ANY(%s))",
-            (tenant_id, only, only),
-        ).fetchall()
+    """Each customer's context now: its plan (the catalog's default without a subscription,
+    none once it ended) and the meters it bills that have a Stripe meter (`meters`). Pure."""
     out = []
     by_plan: dict[str, dict[str, BilledMeter]] = {}
-    for customer, stripe_id, plan_key, status, sub, start, end, changed in rows:
-        ended = status in ENDED
-        plan = None if ended else (catalog.plan(plan_key) if plan_key else catalog.default_plan)
+    for s in states:
+        ended = s.status in ENDED
+        plan = None if ended else (catalog.plan(s.plan) if s.plan else catalog.default_plan)
         billed: dict[str, BilledMeter] = {}
         if plan is not None:
             if plan.key not in by_plan:
                 by_plan[plan.key] = billed_meters(catalog, meters, plan)
             billed = by_plan[plan.key]
-        context = Context(customer, EPOCH, plan.key if billed and plan else None, stripe_id, sub,
-                          billed)  # fmt: skip
-        out.append(Current(context, ceil_minute(changed), (start, end)))
+        context = Context(s.customer, EPOCH, plan.key if billed and plan else None,
+                          s.stripe_customer_id, s.subscription, billed)  # fmt: skip
+        out.append(Current(context, ceil_minute(s.changed_at), (s.period_start, s.period_end)))
     return out
 
 
-def _encode(meters: dict[str, BilledMeter]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for k, m in meters.items():
-        out[k] = {
-            "aggregation": m.aggregation.value,
-            "event_name": m.event_name,
-            "stripe_meter_id": m.stripe_meter_id,
-            "unit_amount_decimal": str(m.unit_amount_decimal),
-            "currency": m.currency,
-        }
-        if m.price is not None:
-            out[k]["price"] = m.price.to_document()
-    return out
-
-
-def _meters(raw: dict[str, dict[str, Any]]) -> dict[str, BilledMeter]:
-    return {
-        k: BilledMeter(
-            k,
-            Aggregation(v["aggregation"]),
-            v["event_name"],
-            v["stripe_meter_id"],
-            Decimal(v["unit_amount_decimal"]),
-            v["currency"],
-            metered_price_from_document(v["price"]) if "price" in v else None,
-        )
-        for k, v in raw.items()
-    }
+def billed_at(
+    history: ContextHistory, customer: str, meter: str, when: datetime
+) -> tuple[Context, BilledMeter] | None:
+    """The context that billed `customer`'s `meter` at `when` (or within the hour that starts
+    there), and the meter as it billed it; None when no context did."""
+    for context in history.contexts.get(customer, ()):
+        in_force = context is history.at(customer, when)
+        if meter in context.meters and (in_force or when <= context.since < when + HOUR):
+            return context, context.meters[meter]
+    return None

@@ -13,7 +13,8 @@ from meterline.stripe.meter_events import PermanentStripeError, TransientStripeE
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Alert
 from reporter.contexts import billed_at
-from reporter.ledger import ReportLedger
+from reporter.postgres.contexts import load_history
+from reporter.postgres.ledger import PostgresReportLedger
 from reporter.postgres.rollups import events_behind, slot_usage
 from reporter.slots import HOUR, floor_hour
 
@@ -40,7 +41,9 @@ def drill_down(pool: Pool, summaries: SummaryReader, alert: Alert) -> dict[str, 
     """The alert's hours (two either side), ledger rows and counted events (at most 200)."""
     start = floor_hour(alert.window_start) - AROUND
     end = floor_hour(alert.window_start) + HOUR + AROUND
-    ledger = ReportLedger(pool).window(alert.tenant_id, alert.customer, alert.meter, start, end)
+    ledger = PostgresReportLedger(pool).window(
+        alert.tenant_id, alert.customer, alert.meter, start, end
+    )
     with pool.connection() as conn:
         usage = slot_usage(conn, alert.tenant_id, start, end, alert.customer, alert.meter)
         events = events_behind(
@@ -80,7 +83,9 @@ def drill_down(pool: Pool, summaries: SummaryReader, alert: Alert) -> dict[str, 
 def _stripe(
     pool: Pool, summaries: SummaryReader, alert: Alert, start: datetime, end: datetime
 ) -> tuple[dict[datetime, Decimal] | None, str | None]:
-    found = billed_at(pool, alert.tenant_id, alert.customer, alert.meter, start)
+    with pool.connection() as conn:
+        history = load_history(conn, alert.tenant_id, [alert.customer])
+    found = billed_at(history, alert.customer, alert.meter, start)
     if found is None:
         return None, "the customer or meter was not billed through Stripe then"
     customer, meter = found

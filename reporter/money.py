@@ -27,7 +27,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from meterline.catalog.amounts import difference_amount
-from reporter.contexts import EPOCH, ContextHistory, load_history
+from reporter.contexts import EPOCH, ContextHistory
+from reporter.postgres.contexts import load_history
 from reporter.postgres.rollups import customer_boundaries, slot_usage
 from reporter.rollups import period_start
 from reporter.scope import BilledMeter, period_price

@@ -65,13 +65,12 @@ answers `idempotency_error`, which settles the row as rejected with an alert.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-
-from psycopg_pool import ConnectionPool
+from typing import Protocol
 
 from meterline.clock import Clock
 from meterline.stripe.meter_events import (
@@ -86,17 +85,15 @@ from meterline.stripe.meter_events import (
 )
 from reporter.alerts import Discrepancy, ReconciliationStore
 from reporter.boundaries import BoundaryKeeper
-from reporter.contexts import ContextHistory
+from reporter.contexts import ContextHistory, ContextStore
 from reporter.lag import LagGauge
 from reporter.ledger import LedgerRow, Reported, ReportLedger, SlotKey
 from reporter.metrics import ReporterMetrics
-from reporter.rollups import SlotUsage, late_hours, period_maxima, slot_usage
-from reporter.scope import TenantScope, tenant_ids
+from reporter.scope import TenantScope
 from reporter.settings import ReporterSettings
-from reporter.slots import HOUR, floor_hour, floor_minute, identifier, slot_end
+from reporter.slots import HOUR, SlotUsage, floor_hour, floor_minute, identifier, slot_end
 
 log = logging.getLogger("reporter.push")
-LOCK_KEY = 7_301_001
 CHANGE_OVERLAP = timedelta(seconds=30)
 """How far before the last look `sync_changed` looks again (transactions in flight then)."""
 
@@ -126,10 +123,35 @@ class Plan:
     alerts: list[Discrepancy] = field(default_factory=list)
 
 
+class PushRecords(Protocol):
+    """What a push reads beside the ledger and the contexts (`reporter/postgres/push.py`)."""
+
+    def lock(self) -> AbstractContextManager[bool]:
+        """The push lock, never waited for: True when held (released on exit)."""
+
+    def tenant_ids(self) -> list[int]: ...
+
+    def now(self) -> datetime:
+        """The database's clock (what `subscriptions.updated_at` is stamped with)."""
+
+    def changed_subscriptions(self, since: datetime) -> list[tuple[int, list[str]]]:
+        """(tenant, customers) whose subscription row was updated at or after `since`."""
+
+    def usage(
+        self, scope: TenantScope, since: datetime, until: datetime, received_since: datetime
+    ) -> list[SlotUsage]:
+        """Every slot with usage in [since, until), and every slot of the earlier hours that
+        received events since `received_since` (late arrivals), max meters' values as
+        period-to-date maxima (`rollups.period_maxima`); on one connection."""
+
+
 class Pusher:
     def __init__(
         self,
-        pool: ConnectionPool,
+        records: PushRecords,
+        ledger: ReportLedger,
+        contexts: ContextStore,
+        keeper: BoundaryKeeper,
         sender: MeterEventSender,
         settings: ReporterSettings,
         clock: Clock,
@@ -137,16 +159,17 @@ class Pusher:
         metrics: ReporterMetrics,
         lag: LagGauge | None = None,
     ) -> None:
-        self._pool = pool
+        self._records = records
+        self._ledger = ledger
+        self._contexts = contexts
+        self._keeper = keeper
         self._sender = sender
         self._lag = lag
         self._settings = settings
         self._clock = clock
         self._store = store
         self._metrics = metrics
-        self._ledger = ReportLedger(pool)
         self._batch = settings.push_batch
-        self._keeper = BoundaryKeeper(pool, sender, clock, store)
         self._changes_seen: datetime | None = None
 
     def run(
@@ -160,12 +183,12 @@ class Pusher:
         ended (a period closed early, a demo); later runs correct it with a new revision.
         """
         report = PushReport()
-        with self._lock() as held:
+        with self._records.lock() as held:
             if not held:
                 report.skipped = True
             else:
                 self._resend_pending(report, tenants)
-                for tenant_id in tenants if tenants is not None else tenant_ids(self._pool):
+                for tenant_id in tenants if tenants is not None else self._records.tenant_ids():
                     if report.left_pending:
                         break
                     self._push_tenant(tenant_id, report, flush_until)
@@ -174,18 +197,6 @@ class Pusher:
             self._metrics.last_success.labels("push").set(self._clock.now_ms() / 1000)
         return report
 
-    @contextmanager
-    def _lock(self) -> Iterator[bool]:
-        with self._pool.connection() as conn:
-            conn.autocommit = True
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-            held = bool(row and row[0])
-            try:
-                yield held
-            finally:
-                if held:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
-
     def sync_changed(self) -> int:
         """Record the contexts of customers whose subscription changed since the last call
         (between pushes, so two changes an hour apart both leave a context); skipped while a
@@ -193,18 +204,11 @@ class Pusher:
         starts, which may be before the last call although it committed after: the window
         reaches `CHANGE_OVERLAP` further back (recording a context again changes nothing).
         Returns how many customers were looked at."""
-        with self._lock() as held:
+        with self._records.lock() as held:
             if not held:
                 return 0
-            with self._pool.connection() as conn:
-                row = conn.execute("SELECT now()").fetchone()
-                assert row is not None
-                now, since = row[0], self._changes_seen
-                changed = conn.execute(
-                    "SELECT tenant_id, array_agg(customer) FROM subscriptions "
-                    "WHERE updated_at >= %s GROUP BY 1",
-                    ((since or now) - CHANGE_OVERLAP,),
-                ).fetchall()
+            now, since = self._records.now(), self._changes_seen
+            changed = self._records.changed_subscriptions((since or now) - CHANGE_OVERLAP)
             self._changes_seen = now
             for tenant_id, customers in changed:
                 self._keeper.sync(tenant_id, customers)
@@ -238,7 +242,8 @@ class Pusher:
         now = self._clock.now()
         until = flush_until or floor_minute(now - timedelta(seconds=self._settings.settle_s))
         since = floor_hour(until - timedelta(hours=self._settings.lookback_hours))
-        usage = self._usage(history.scope(), since, until, now)
+        scan_from = now - timedelta(seconds=self._settings.late_scan_s)
+        usage = self._records.usage(history.scope(), since, until, scan_from)
         if not usage:
             return
         oldest = min([since, *(u.start for u in usage)])
@@ -246,7 +251,7 @@ class Pusher:
         floor = now - timedelta(
             seconds=STRIPE_PAST_WINDOW_S - self._settings.stripe_window_margin_s
         )
-        boundaries = self._boundaries(tenant_id)
+        boundaries = self._contexts.boundaries(tenant_id)
         plan = plan_revisions(
             history, usage, reported, boundaries, until, floor, flush_until is not None
         )
@@ -268,28 +273,6 @@ class Pusher:
             if self._lag is not None and meter is not None and meter.formula == "sum":
                 self._lag.probe(row, meter.stripe_meter_id)
                 return
-
-    def _usage(
-        self, scope: TenantScope, since: datetime, until: datetime, now: datetime
-    ) -> list[SlotUsage]:
-        tenant_id = scope.tenant_id
-        scan_from = now - timedelta(seconds=self._settings.late_scan_s)
-        with self._pool.connection() as conn:
-            usage = slot_usage(conn, tenant_id, since, until)
-            late = late_hours(conn, tenant_id, scan_from, since)
-            for hour in late:
-                usage.extend(slot_usage(conn, tenant_id, hour, hour + HOUR))
-            return period_maxima(conn, scope, usage, min([since, *late]), since)
-
-    def _boundaries(self, tenant_id: int) -> dict[str, list[datetime]]:
-        out: dict[str, list[datetime]] = {}
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s", (tenant_id,)
-            ).fetchall()
-        for customer, at in rows:
-            out.setdefault(customer, []).append(at)
-        return out
 
     def _send(self, rows: Sequence[LedgerRow], report: PushReport) -> None:
         for start in range(0, len(rows), self._batch):

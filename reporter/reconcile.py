@@ -46,10 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
-
-import psycopg
-from psycopg_pool import ConnectionPool
+from typing import Protocol
 
 from meterline.clock import Clock
 from meterline.stripe.meter_events import (
@@ -60,15 +57,14 @@ from meterline.stripe.meter_events import (
 )
 from meterline.stripe.summaries import SummaryReader
 from reporter.alerts import Discrepancy, ReconciliationStore
-from reporter.contexts import ContextHistory, load_history
+from reporter.contexts import ContextHistory, ContextStore
 from reporter.lag import LagGauge
 from reporter.ledger import LedgerRow, ReportLedger
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier
-from reporter.rollups import period_maxima, slot_usage
-from reporter.scope import BilledMeter, tenant_ids
+from reporter.scope import BilledMeter, TenantScope
 from reporter.settings import ReporterSettings
-from reporter.slots import HOUR, floor_hour
+from reporter.slots import HOUR, SlotUsage, floor_hour
 
 log = logging.getLogger("reporter.reconcile")
 PairKey = tuple[str, str]
@@ -156,10 +152,41 @@ class RunResult:
     finished: bool = True
 
 
+COMMIT_MARGIN = timedelta(hours=6)
+"""How long after ingest received an event its ledger row may be committed and still be found
+by the nightly scan of touched days (an aggregator backlog longer than this escapes it)."""
+
+
+class ReconcileRecords(Protocol):
+    """What reconciliation reads and marks beside the ledger and the contexts
+    (`reporter/postgres/reconcile.py`)."""
+
+    def tenant_ids(self) -> list[int]: ...
+
+    def usage(self, scope: TenantScope, window: tuple[datetime, datetime]) -> list[SlotUsage]:
+        """Our slots with usage in `window`, max meters' values as period-to-date maxima
+        (`rollups.period_maxima`)."""
+
+    def touched_days(
+        self, tenant_id: int, horizon_s: int, margin: timedelta
+    ) -> tuple[datetime, set[date]]:
+        """(now, the UTC days that received events or ledger rows since the tenant's mark,
+        within `horizon_s`): the days whose figures may have changed since they were
+        reconciled. Events are found by the time ingest received them, which comes before
+        their ledger row is committed; the scan therefore reaches `margin` before the mark, so
+        an event the aggregator committed up to that long after receiving it is not missed
+        (reconciling a day again is harmless). No mark yet: no days (the first run sets it)."""
+
+    def mark(self, tenant_id: int, scanned_to: datetime) -> None:
+        """Move the tenant's mark (`touched_days` scans from it next time)."""
+
+
 class Reconciler:
     def __init__(
         self,
-        pool: ConnectionPool,
+        records: ReconcileRecords,
+        ledger: ReportLedger,
+        contexts: ContextStore,
         summaries: SummaryReader,
         settings: ReporterSettings,
         clock: Clock,
@@ -168,7 +195,9 @@ class Reconciler:
         notifier: Notifier,
         lag: LagGauge | None = None,
     ) -> None:
-        self._pool = pool
+        self._records = records
+        self._ledger = ledger
+        self._contexts = contexts
         self._summaries = summaries
         self._settings = settings
         self._clock = clock
@@ -176,7 +205,6 @@ class Reconciler:
         self._metrics = metrics
         self._notifier = notifier
         self._lag = lag
-        self._ledger = ReportLedger(pool)
 
     def window(self, day: date) -> tuple[datetime, datetime]:
         """The day's hours that Stripe has had time to summarize: ended the lag allowance ago
@@ -195,7 +223,7 @@ class Reconciler:
             return []
         results = [
             self._tenant(tenant_id, window, trigger)
-            for tenant_id in (tenants if tenants is not None else tenant_ids(self._pool))
+            for tenant_id in (tenants if tenants is not None else self._records.tenant_ids())
         ]
         self._metrics.open_alerts.set(self._store.open_count())
         return results
@@ -206,9 +234,10 @@ class Reconciler:
         night. The tenant's mark moves only when all its runs finished, so the days of a failed
         night are found again. Raises only for Postgres failures."""
         results = []
-        for tenant_id in tenant_ids(self._pool):
-            with self._pool.connection() as conn:
-                scanned_to, days = touched_days(conn, tenant_id, STRIPE_PAST_WINDOW_S)
+        for tenant_id in self._records.tenant_ids():
+            scanned_to, days = self._records.touched_days(
+                tenant_id, STRIPE_PAST_WINDOW_S, COMMIT_MARGIN
+            )
             tenant_results = [
                 self._tenant(tenant_id, window, trigger)
                 for window in map(self.window, sorted({d for d in days if d < day} | {day}))
@@ -217,20 +246,14 @@ class Reconciler:
             results += tenant_results
             if not all(r.finished for r in tenant_results):
                 continue
-            with self._pool.connection() as conn:
-                conn.execute(
-                    "INSERT INTO report_reconcile_marks (tenant_id, scanned_to) VALUES (%s, %s) "
-                    "ON CONFLICT (tenant_id) DO UPDATE SET scanned_to = EXCLUDED.scanned_to",
-                    (tenant_id, scanned_to),
-                )
+            self._records.mark(tenant_id, scanned_to)
         self._metrics.open_alerts.set(self._store.open_count())
         return results
 
     def _tenant(self, tenant_id: int, window: tuple[datetime, datetime], trigger: str) -> RunResult:
         run_id = self._store.start_run(tenant_id, window, trigger)
         try:
-            with self._pool.connection() as conn:
-                history = load_history(conn, tenant_id)
+            history = self._contexts.history(tenant_id)
             found, hours, ours, theirs = self._compare(history, window)
         except Exception as exc:
             self._store.finish_run(run_id, 0, Decimal(0), Decimal(0), 0, str(exc) or repr(exc))
@@ -280,8 +303,7 @@ class Reconciler:
         """Usage Stripe received after the invoice of its period was finalized: Stripe's
         summaries hold it, the invoice never will. Only rows received after their period's
         end are candidates, and only their customers' invoices are read (one call each)."""
-        with self._pool.connection() as conn:
-            bounds = _all_boundaries(conn, history.tenant_id)
+        bounds = self._contexts.boundaries(history.tenant_id)
         late = [r for r in rows if _after_period_end(r, bounds.get(r.customer, ()))]
         invoices = {c: self._finalized(c) for c in {r.stripe_customer_id for r in late}}
         units: dict[tuple[str, str, datetime], Decimal] = defaultdict(Decimal)
@@ -318,9 +340,7 @@ class Reconciler:
         window: tuple[datetime, datetime],
         figures: dict[PairKey, dict[datetime, HourFigures]],
     ) -> None:
-        with self._pool.connection() as conn:
-            usage = slot_usage(conn, history.tenant_id, window[0], window[1])
-            usage = period_maxima(conn, history.scope(), usage, window[0], window[0])
+        usage = self._records.usage(history.scope(), window)
         for u in sorted(usage, key=lambda u: u.start):
             meter = history.meter(u.customer, u.meter, u.start)
             if meter is None:
@@ -356,50 +376,6 @@ class Reconciler:
         start, end = int(window[0].timestamp()), int(window[1].timestamp())
         values = self._summaries.hourly(meter_id, stripe_customer, start, end)
         return {datetime.fromtimestamp(h, UTC): v for h, v in values.items()}
-
-
-COMMIT_MARGIN = timedelta(hours=6)
-"""How long after ingest received an event its ledger row may be committed and still be found
-by the nightly scan of touched days (an aggregator backlog longer than this escapes it)."""
-
-
-def touched_days(
-    conn: psycopg.Connection[Any], tenant_id: int, horizon_s: int
-) -> tuple[datetime, set[date]]:
-    """(now, the UTC days that received events or ledger rows since the tenant's mark, within
-    Stripe's window): the days whose figures may have changed since they were reconciled.
-    Events are found by the time ingest received them, which comes before their ledger row is
-    committed; the scan therefore reaches `COMMIT_MARGIN` before the mark, so an event the
-    aggregator committed up to that long after receiving it is not missed (reconciling a day
-    again is harmless). No mark yet: no days (the first run sets it)."""
-    row = conn.execute(
-        "SELECT now(), (SELECT scanned_to FROM report_reconcile_marks WHERE tenant_id = %s)",
-        (tenant_id,),
-    ).fetchone()
-    assert row is not None
-    now, mark = row
-    if mark is None:
-        return now, set()
-    floor = now - timedelta(seconds=horizon_s)
-    rows = conn.execute(
-        "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM usage_events "
-        "WHERE tenant_id = %(t)s AND received_at >= %(mark)s AND received_at < %(now)s "
-        "AND day >= %(floor)s::date AND ts >= %(floor)s "
-        "UNION SELECT DISTINCT (slot_start AT TIME ZONE 'UTC')::date FROM report_ledger "
-        "WHERE tenant_id = %(t)s AND created_at >= %(mark)s AND created_at < %(now)s "
-        "AND slot_start >= %(floor)s",
-        {"t": tenant_id, "mark": mark - COMMIT_MARGIN, "now": now, "floor": floor},
-    ).fetchall()
-    return now, {r[0] for r in rows}
-
-
-def _all_boundaries(conn: psycopg.Connection[Any], tenant_id: int) -> dict[str, list[datetime]]:
-    out: dict[str, list[datetime]] = {}
-    for customer, at in conn.execute(
-        "SELECT customer, at FROM report_boundaries WHERE tenant_id = %s", (tenant_id,)
-    ).fetchall():
-        out.setdefault(customer, []).append(at)
-    return out
 
 
 def _after_period_end(row: LedgerRow, bounds: Sequence[datetime]) -> bool:

@@ -26,20 +26,6 @@ from reporter.postgres import rollups as queries
 from reporter.scope import TenantScope
 from reporter.slots import SlotUsage
 
-# Also importable from here by the modules that read them through this one (push.py,
-# reconcile.py) until they import `reporter.postgres.rollups` themselves.
-slot_usage = queries.slot_usage
-late_hours = queries.late_hours
-
-__all__ = [
-    "SlotUsage",
-    "late_hours",
-    "period_maxima",
-    "period_start",
-    "running_maxima",
-    "slot_usage",
-]
-
 
 def period_maxima(
     conn: Connection,

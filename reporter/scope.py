@@ -16,21 +16,6 @@ from decimal import Decimal
 
 from meterline.catalog.model import Aggregation, Catalog, MeteredPrice, Plan
 from meterline.stripe import FORMULA
-from reporter.postgres.scope import stripe_meters, tenant_ids
-
-# `stripe_meters` and `tenant_ids` (the queries, `reporter/postgres/scope.py`) are also
-# importable from here by contexts.py, push.py and reconcile.py until they import the
-# repository themselves.
-__all__ = [
-    "BilledCustomer",
-    "BilledMeter",
-    "TenantScope",
-    "billed_meters",
-    "period_price",
-    "same_prices",
-    "stripe_meters",
-    "tenant_ids",
-]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,13 +31,19 @@ from meterline.stripe.sending import RetryingSender
 from meterline.stripe.summaries import StripeSummaryReader, SummaryReader
 from meterline.tenants import PostgresTenantRepository
 from reporter.alerts import Discrepancy, ReconciliationStore
+from reporter.boundaries import BoundaryKeeper
 from reporter.faults import CrashingSender
 from reporter.lag import LagGauge
 from reporter.metrics import ReporterMetrics
 from reporter.notify import Notifier, NullNotifier, WebhookNotifier
 from reporter.postgres.alerts import PostgresReconciliationStore
+from reporter.postgres.contexts import PostgresContextStore
 from reporter.postgres.lag import PostgresLagProbes
+from reporter.postgres.ledger import PostgresReportLedger
+from reporter.postgres.push import PostgresPushRecords
+from reporter.postgres.reconcile import PostgresReconcileRecords
 from reporter.postgres.repairs import PostgresRepairRecords
+from reporter.postgres.rollups import PostgresUsageFigures
 from reporter.push import Pusher, PushReport
 from reporter.reconcile import Reconciler, RunResult
 from reporter.repairs import Repairs
@@ -76,12 +82,18 @@ class Reporter:
         self.lag = LagGauge(
             PostgresLagProbes(self.pool), self.summaries, self.clock, self.settings.stripe_lag_s
         )
-        self.pusher = Pusher(
-            self.pool, self.sender, self.settings, self.clock, self.store, self.metrics, self.lag
+        ledger = PostgresReportLedger(self.pool)
+        contexts = PostgresContextStore(self.pool)
+        keeper = BoundaryKeeper(
+            contexts, ledger, PostgresUsageFigures(self.pool), self.sender, self.clock, self.store
         )
+        self.pusher = Pusher(
+            PostgresPushRecords(self.pool), ledger, contexts, keeper, self.sender, self.settings,
+            self.clock, self.store, self.metrics, self.lag,
+        )  # fmt: skip
         self.reconciler = Reconciler(
-            self.pool, self.summaries, self.settings, self.clock, self.store, self.metrics,
-            self.notifier, self.lag,
+            PostgresReconcileRecords(self.pool), ledger, contexts, self.summaries, self.settings,
+            self.clock, self.store, self.metrics, self.notifier, self.lag,
         )  # fmt: skip
         self.repairs = Repairs(
             PostgresRepairRecords(self.pool), self.sender, self.summaries, self.push_tenant,

@@ -7,9 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from meterline.postgres import Pool
-from reporter.contexts import ContextHistory, load_history
-from reporter.ledger import LedgerRow, ReportLedger, mark_canceled, mark_received
+from reporter.contexts import ContextHistory
+from reporter.ledger import LedgerRow
 from reporter.postgres.alerts import insert_repair
+from reporter.postgres.contexts import load_history
+from reporter.postgres.ledger import PostgresReportLedger, mark_canceled, mark_received
 from reporter.repairs import Repair
 
 
@@ -18,7 +20,7 @@ class PostgresRepairRecords:
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
-        self._ledger = ReportLedger(pool)
+        self._ledger = PostgresReportLedger(pool)
 
     def window(
         self, tenant_id: int, customer: str, meter: str, start: datetime, end: datetime

@@ -1,6 +1,7 @@
 """Our side in Postgres: slot pre-aggregates from `usage_rollups_minute` (split at the
 recorded `report_boundaries`), the boundaries, the late hours and the counted events of
-`usage_events`. The folding rules are `reporter/rollups.py`'s."""
+`usage_events`, and the figures a boundary learned late alerts with. The folding rules are
+`reporter/rollups.py`'s."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from meterline.postgres import Connection
+from meterline.catalog.model import Aggregation
+from meterline.postgres import Connection, Pool
 from reporter.slots import SlotUsage
 
 _SLOTS = """
@@ -27,6 +29,15 @@ LEFT JOIN LATERAL (
 WHERE r.tenant_id = %(tenant)s AND r.bucket >= %(since)s AND r.bucket < %(until)s {extra}
 GROUP BY 1, 2, 3
 """
+
+
+_LAST_VALUES = """
+SELECT max(value) FILTER (WHERE bucket < %(at)s), max(value),
+       (array_agg(value ORDER BY latest_ts DESC, bucket DESC) FILTER (WHERE bucket < %(at)s))[1],
+       (array_agg(value ORDER BY latest_ts DESC, bucket DESC))[1]
+FROM usage_rollups_minute
+WHERE tenant_id = %(tenant)s AND customer = %(customer)s AND meter = %(meter)s
+  AND bucket >= %(since)s AND bucket < %(end)s"""
 
 
 def slot_usage(
@@ -124,3 +135,40 @@ def events_behind(
         "ORDER BY ts, event_id LIMIT %s",
         (tenant_id, customer, meter, window[0], window[1], limit),
     ).fetchall()
+
+
+class PostgresUsageFigures:
+    """`reporter.boundaries.UsageFigures` over `usage_rollups_minute`."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def summed(
+        self, tenant_id: int, customer: str, meter: str, start: datetime, end: datetime
+    ) -> Decimal:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(value), 0) FROM usage_rollups_minute WHERE tenant_id = %s "
+                "AND customer = %s AND meter = %s AND bucket >= %s AND bucket < %s",
+                (tenant_id, customer, meter, start, end),
+            ).fetchone()
+        return Decimal(row[0]) if row else Decimal(0)
+
+    def last_values(
+        self,
+        tenant_id: int,
+        customer: str,
+        meter: str,
+        aggregation: Aggregation,
+        span: tuple[datetime, datetime, datetime],
+    ) -> tuple[Decimal, Decimal]:
+        since, at, end = span
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                _LAST_VALUES,
+                {"tenant": tenant_id, "customer": customer, "meter": meter, "since": since,
+                 "at": at, "end": end},
+            ).fetchone()  # fmt: skip
+        assert row is not None  # an aggregate returns one row
+        due, held = row[:2] if aggregation is Aggregation.MAX else row[2:]
+        return Decimal(due or 0), Decimal(held or 0)
