@@ -41,7 +41,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness import BenchContext, Figure, repeat
-from bench.loadgen import encode_request
+from bench.loadgen import Response, Window, encode_request, hammer_async
 from bench.openloop import offer
 from meterline.catalog import Aggregation, PostgresCatalogRepository, load_catalog
 from meterline.postgres import open_pool
@@ -317,48 +317,22 @@ def _load(
 async def _drive(
     port: int, key: str, seconds: float, paths: list[str]
 ) -> tuple[float, float, float]:
-    requests = [
-        (f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n").encode()
-        for p in paths
-    ]
-    latencies: list[float] = []
-    stop = time.perf_counter() + seconds
-    start = time.perf_counter()
-    await asyncio.gather(
-        *(_connection(port, requests, n, stop, latencies) for n in range(CONNECTIONS))
+    headers = {"Authorization": f"Bearer {key}"}
+    requests = [encode_request("GET", p, headers=headers) for p in paths]
+    result = await hammer_async(
+        "127.0.0.1",
+        port,
+        lambda conn, n: requests[(conn * 61 + n) % len(requests)],
+        window=Window.after(seconds),
+        connections=CONNECTIONS,
+        check=_ok,
     )
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000
-    return len(latencies) / elapsed, p50, p99
+    return result.rate, result.percentile(0.5) * 1000, result.percentile(0.99) * 1000
 
 
-async def _connection(
-    port: int, requests: list[bytes], offset: int, stop: float, latencies: list[float]
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    i = offset * 61
-    try:
-        while time.perf_counter() < stop:
-            sent = time.perf_counter()
-            writer.write(requests[i % len(requests)])
-            await _read_response(reader)
-            latencies.append(time.perf_counter() - sent)
-            i += 1
-    finally:
-        writer.close()
-
-
-async def _read_response(reader: asyncio.StreamReader) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"unexpected answer: {head[:80]!r}")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    await reader.readexactly(length)
+def _ok(response: Response) -> None:
+    if response.status != 200:
+        raise RuntimeError(f"unexpected answer: {response.status} {response.body[:80]!r}")
 
 
 def _client_figure(url: str, key: str, ctx: BenchContext) -> Figure:

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from bench.harness import BenchContext, Figure
-from bench.loadgen import encode_request
+from bench.loadgen import Window, encode_request, hammer_async
 from bench.openloop import OpenLoopResult, offer
 from meterline.catalog import PostgresCatalogRepository, parse_catalog
 from meterline.kafka import ensure_topics
@@ -93,29 +93,6 @@ def batch_body(conn: int, n: int, run: str) -> bytes:
     return b"[" + b",".join(parts) + b"]"
 
 
-async def _connection(
-    port: int, key: str, body: Callable[[int], bytes], until: float, start: float, out: Load
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (
-        b"POST /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-    )
-    n = 0
-    while (now := time.perf_counter()) < until:
-        payload = body(n)
-        n += 1
-        writer.write(head % (key.encode(), len(payload)) + payload)
-        headers = await reader.readuntil(b"\r\n\r\n")
-        length = headers.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]
-        await reader.readexactly(int(length))
-        if now >= start:
-            status = int(headers[9:12])
-            out.statuses[status] = out.statuses.get(status, 0) + 1
-            out.latencies.append(time.perf_counter() - now)
-    writer.close()
-
-
 async def _load(
     ports: list[int],
     key: str,
@@ -125,32 +102,34 @@ async def _load(
     server: int | None,
 ) -> Load:
     run = uuid.uuid4().hex[:8]
-    start = time.perf_counter() + 0.5  # warm-up excluded
-    until = start + secs
-    out = Load()
-    cpu = time.process_time()
+    window = Window.after(secs, warmup=0.5)
+    head = b"POST /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n" % key.encode()
 
-    async def measure_server() -> None:
-        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    def request(conn: int, n: int) -> bytes:
+        payload = make(conn, n, run)
+        return head + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(payload),
+            payload,
+        )
+
+    async def measure_server() -> float:
+        await asyncio.sleep(max(0.0, window.start - time.perf_counter()))
         before = group_cpu_s(server) if server else 0.0
-        await asyncio.sleep(max(0.0, until - time.perf_counter()))
-        out.server_cpu_seconds = group_cpu_s(server) - before if server else 0.0
+        await asyncio.sleep(max(0.0, window.until - time.perf_counter()))
+        return group_cpu_s(server) - before if server else 0.0
 
-    await asyncio.gather(
+    server_cpu, result = await asyncio.gather(
         measure_server(),
-        *(
-            _connection(ports[c % len(ports)], key, _bodies(make, c, run), until, start, out)
-            for c in range(conns)
-        ),
+        hammer_async("127.0.0.1", ports, request, window=window, connections=conns),
     )
-    out.cpu_seconds = time.process_time() - cpu
-    out.seconds = secs
-    out.requests = len(out.latencies)
-    return out
-
-
-def _bodies(make: Callable[..., bytes], conn: int, run: str) -> Callable[[int], bytes]:
-    return lambda n: make(conn, n, run)
+    return Load(
+        result.requests,
+        secs,
+        result.cpu_seconds,
+        result.latencies,
+        dict(result.status_counts),
+        server_cpu,
+    )
 
 
 def load(

@@ -8,13 +8,18 @@ status 0 with the exception's name, never raised.
 
 This is the closed loop (`hammer`): each connection sends its next request as soon as the last
 is answered; the rate is whatever the server sustains, and by Little's law latency =
-connections / rate. For latency at a given rate use the open loop, `bench.openloop.offer`.
+connections / rate. A run is `total` requests, or a `Window` of time (with a warm-up that is
+not counted); requests come from a list or from `(connection, n) -> bytes` (new ids for every
+request). For latency at a given rate use the open loop, `bench.openloop.offer`. These two are
+the bench's only load generators; bench/reliability's `Traffic` and `OpenLoop` are client
+populations (ledger, retries, Retry-After), built on this module's `Client`.
 
 Use from synchronous code:
 
     reqs = [encode_request("POST", "/v1/events", body, host="127.0.0.1", headers=auth)]
     result = hammer("127.0.0.1", 8001, reqs, total=10_000, connections=32)
     print(result.rate, result.status_counts, result.cpu_share)
+    hammer("127.0.0.1", [8001, 8011], lambda conn, n: make(conn, n), window=Window.after(5, 0.5))
 
 or `await Client(host, port).send(raw)` for one request at a time (the reliability suite).
 """
@@ -23,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import resource
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -110,7 +116,8 @@ class Client:
     async def send(self, raw: bytes) -> Response:
         """Send one pre-encoded request; transport failures come back as status 0."""
         try:
-            return await asyncio.wait_for(self._exchange(raw), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task per request, unlike wait_for
+                return await self._exchange(raw)
         except TimeoutError:  # before OSError, of which it is a subclass
             await self.close()
             return Response(0, error="Timeout")
@@ -183,51 +190,111 @@ def cpu_time() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+RequestSource = Sequence[bytes] | Callable[[int, int], bytes]
+"""Requests to send: a list cycled through, or `(connection, n) -> request` for connection's
+`n`-th request (a body of its own per request, such as new event ids)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time-bounded run: connections send while `time.perf_counter()` is before `until`, and
+    only requests sent from `start` on are counted (earlier ones are the warm-up)."""
+
+    start: float
+    until: float
+
+    @classmethod
+    def after(cls, seconds: float, warmup: float = 0.0) -> Window:
+        """`seconds` counted, after `warmup` seconds from now."""
+        start = time.perf_counter() + warmup
+        return cls(start, start + seconds)
+
+
 async def hammer_async(
     host: str,
-    port: int,
-    requests: Sequence[bytes],
+    port: int | Sequence[int],
+    requests: RequestSource,
     *,
-    total: int,
+    total: int | None = None,
+    window: Window | None = None,
     connections: int = 16,
     check: Callable[[Response], None] | None = None,
 ) -> LoadResult:
-    """Send `total` requests (cycling through `requests`) over `connections` connections."""
-    counts: Counter[int] = Counter()
-    errors: Counter[str] = Counter()
-    latencies: list[float] = []
-    next_index = iter(range(total))
+    """The closed loop: `connections` connections (spread over `port` when it lists several
+    servers) each send their next request once the last is answered, `total` requests in all,
+    or for as long as `window` lasts. With a window, `elapsed` is its counted span and only the
+    requests sent in it are counted; `cpu_seconds` is this process's CPU over the whole run."""
+    if (total is None) == (window is None):
+        raise ValueError("give either total or window")
+    ports = [port] if isinstance(port, int) else list(port)
+    source = _source(requests)
+    run = _Run(source, check)
+    n = max(1, min(connections, total)) if total is not None else connections
+    budget = iter(range(total)) if total is not None else None
+    cpu0, t0 = cpu_time(), time.perf_counter()
+    clients = [Client(host, ports[c % len(ports)]) for c in range(n)]
+    await asyncio.gather(*(run.worker(c, clients[c], budget, window) for c in range(n)))
+    elapsed = time.perf_counter() - t0 if window is None else window.until - window.start
+    cpu = cpu_time() - cpu0
+    return LoadResult(len(run.latencies), elapsed, run.counts, run.errors, run.latencies, cpu)
 
-    async def worker() -> None:
-        client = Client(host, port)
-        for i in next_index:
+
+def _source(requests: RequestSource) -> Callable[[int, int], bytes]:
+    if callable(requests):
+        return requests
+    fixed = list(requests)
+    return lambda _connection, n: fixed[n % len(fixed)]
+
+
+class _Run:
+    """What the connections of one closed-loop run share: the request source and the tallies."""
+
+    def __init__(
+        self, source: Callable[[int, int], bytes], check: Callable[[Response], None] | None
+    ) -> None:
+        self.source, self.check = source, check
+        self.counts: Counter[int] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.latencies: list[float] = []
+
+    async def worker(
+        self, connection: int, client: Client, budget: Iterator[int] | None, window: Window | None
+    ) -> None:
+        """Connection `connection`'s loop: request numbers from the shared `budget`, or its own
+        count while the `window` lasts."""
+        numbers = budget if budget is not None else itertools.count()
+        for n in numbers:
             start = time.perf_counter()
-            response = await client.send(requests[i % len(requests)])
-            latencies.append(time.perf_counter() - start)
-            counts[response.status] += 1
-            if response.error:
-                errors[response.error] += 1
-            if check is not None:
-                check(response)
+            if window is not None and start >= window.until:
+                break
+            response = await client.send(self.source(connection, n))
+            if window is None or start >= window.start:
+                self._tally(response, time.perf_counter() - start)
         await client.close()
 
-    cpu0, t0 = cpu_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(max(1, min(connections, total)))))
-    elapsed, cpu = time.perf_counter() - t0, cpu_time() - cpu0
-    return LoadResult(total, elapsed, counts, errors, latencies, cpu)
+    def _tally(self, response: Response, latency: float) -> None:
+        self.latencies.append(latency)
+        self.counts[response.status] += 1
+        if response.error:
+            self.errors[response.error] += 1
+        if self.check is not None:
+            self.check(response)
 
 
 def hammer(
     host: str,
-    port: int,
-    requests: Sequence[bytes],
+    port: int | Sequence[int],
+    requests: RequestSource,
     *,
-    total: int,
+    total: int | None = None,
+    window: Window | None = None,
     connections: int = 16,
     check: Callable[[Response], None] | None = None,
 ) -> LoadResult:
     """`hammer_async` from synchronous code (runs its own event loop, uvloop when installed)."""
-    coro = hammer_async(host, port, requests, total=total, connections=connections, check=check)
+    coro = hammer_async(
+        host, port, requests, total=total, window=window, connections=connections, check=check
+    )
     return run_loop(coro)
 
 

@@ -19,6 +19,9 @@ every `batch / rate` seconds on any free connection of its arrival pool, opening
 Only when every arrival connection is waiting for an answer does a new batch wait for one; the
 offered rate then falls short of the plan, and `Stats.offered_rate` (new events per second of
 the arrival window) says by how much.
+
+Not `bench.openloop`: that one probes latency from due times and never retries; this one is a
+client population that must deliver every event of its ledger, so it resends, waits and pools.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ recorded there. A batch is resent unchanged (same ids, values, timestamps) after
 `give_up_s` passes, which is what the ingest contract asks of a client. A share of the sends
 repeat earlier ids on purpose: half from the worker's previous batch (immediate), half from
 anywhere earlier in the run (delayed).
+
+Not `bench.loadgen.hammer`: that one measures rates and never retries; this one keeps every
+event's fate, so its loop (retry, Retry-After, duplicates) stays here, on `loadgen.Client`.
 """
 
 from __future__ import annotations

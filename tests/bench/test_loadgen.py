@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
 
 from bench.loadgen import (
     Client,
     LoadResult,
+    Window,
     encode_request,
     hammer_async,
     percentile,
@@ -109,6 +114,69 @@ def test_hammer_counts_statuses_and_cpu() -> None:
     assert result.status_counts == {202: 50}
     assert len(result.latencies) == 50 and result.rate > 0
     assert 0 <= result.cpu_share <= 1.0 and result.cpu_seconds >= 0
+
+
+def test_a_window_counts_only_requests_sent_after_the_warm_up_and_stops_at_its_end() -> None:
+    sent: list[tuple[int, int]] = []
+
+    def request(conn: int, n: int) -> bytes:
+        sent.append((conn, n))
+        return encode_request("POST", "/", b"%d-%d" % (conn, n))
+
+    async def scenario() -> tuple[LoadResult, list[int]]:
+        servers = [await _server([OK] * 100_000) for _ in range(2)]
+        ports = [port for _, port in servers]
+        window = Window.after(0.3, warmup=0.2)
+        result = await hammer_async("127.0.0.1", ports, request, window=window, connections=4)
+        ended = time.perf_counter()
+        for server, _ in servers:
+            server.close()
+        assert ended - window.until < 0.1  # nothing sent after the window
+        return result, ports
+
+    result, _ = asyncio.run(scenario())
+    assert result.elapsed == pytest.approx(0.3)
+    assert 0 < result.requests < len(sent)  # the warm-up's requests were sent, not counted
+    assert result.status_counts == {202: result.requests}
+    assert {conn for conn, _ in sent} == {0, 1, 2, 3}
+    per_connection = [n for conn, n in sent if conn == 0]
+    assert per_connection == list(range(len(per_connection)))  # its own numbering
+
+
+def test_hammer_spreads_connections_over_the_ports() -> None:
+    async def scenario() -> list[int]:
+        answered = [0, 0]
+
+        def server_for(i: int) -> Callable[..., Awaitable[None]]:
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                while not reader.at_eof():
+                    try:
+                        await reader.readuntil(b"\r\n\r\n")
+                    except asyncio.IncompleteReadError:
+                        break
+                    answered[i] += 1
+                    writer.write(OK)
+                writer.close()
+
+            return handle
+
+        servers = [await asyncio.start_server(server_for(i), "127.0.0.1", 0) for i in (0, 1)]
+        ports = [s.sockets[0].getsockname()[1] for s in servers]
+        result = await hammer_async(
+            "127.0.0.1", ports, [encode_request("GET", "/")], total=40, connections=4
+        )
+        for server in servers:
+            server.close()
+        assert result.status_counts == {202: 40}
+        return answered
+
+    answered = asyncio.run(scenario())
+    assert sum(answered) == 40 and min(answered) > 0
+
+
+def test_hammer_needs_a_total_or_a_window() -> None:
+    with pytest.raises(ValueError, match="total or window"):
+        asyncio.run(hammer_async("127.0.0.1", 1, [b""], total=1, window=Window.after(1)))
 
 
 def test_percentile() -> None:
