@@ -35,12 +35,15 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 CRLF = b"\r\n"
+HEAD_END = CRLF + CRLF
+WRITE_BUFFER_HIGH = 64 * 1024  # drain only above this: a coroutine per request saved
 
 
 def encode_request(
@@ -62,12 +65,26 @@ def encode_request(
 
 @dataclass(frozen=True)
 class Response:
-    """A parsed response; `status` 0 means a transport failure (`error` says which)."""
+    """A response; `status` 0 means a transport failure (`error` says which). `head` is the
+    status line and headers as received; `headers` parses them when first asked for (the closed
+    loop reads thousands of responses a second and most are never looked into)."""
 
     status: int
-    headers: dict[str, str] = field(default_factory=dict)
+    head: bytes = b""
     body: bytes = b""
     error: str = ""
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Header names (lower case) and values."""
+        lines = self.head.decode("latin-1").split("\r\n")[1:]
+        parts = (line.partition(":") for line in lines)
+        return {name.strip().lower(): value.strip() for name, _, value in parts}
+
+    @property
+    def closes(self) -> bool:
+        """Whether the server closes the connection after this response."""
+        return b"\r\nconnection: close" in self.head.lower()
 
     def retry_after(self, default: float) -> float:
         """Seconds from the `Retry-After` header, else `default`."""
@@ -79,18 +96,22 @@ class Response:
 
 async def read_response(reader: asyncio.StreamReader) -> Response:
     """Read one response (Content-Length or chunked body) from `reader`."""
-    head = await reader.readuntil(CRLF + CRLF)
-    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-    status = int(status_line.split(" ", 2)[1])
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
+    head = (await reader.readuntil(HEAD_END))[:-4]
+    status = int(head.split(b" ", 2)[1])
+    if b"\r\ntransfer-encoding: chunked" in head.lower():
         body = await _read_chunked(reader)
     else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return Response(status, headers, body)
+        body = await reader.readexactly(content_length(head))
+    return Response(status, head, body)
+
+
+def content_length(head: bytes) -> int:
+    """The `Content-Length` of a response head (0 without one)."""
+    at = head.lower().find(b"\r\ncontent-length:")
+    if at < 0:
+        return 0
+    end = head.find(b"\r\n", at + 2)
+    return int(head[at + 17 : end if end >= 0 else len(head)])
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
@@ -106,24 +127,52 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 class Client:
     """One keep-alive connection, reopened on demand and when the server closed it while it was
-    idle (as HTTP clients do). Not safe for concurrent `send` calls."""
+    idle (as HTTP clients do). Not safe for concurrent `send` calls.
+
+    A request unanswered after `timeout` seconds is cancelled and comes back as "Timeout". The
+    deadline is one float per request, checked by one timer armed at most once per `timeout`
+    (a timer per request, as `asyncio.timeout` sets, cost the closed loop about a third of its
+    CPU per request)."""
 
     def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._deadline: float | None = None  # loop time the request in flight must end by
+        self._watch: asyncio.TimerHandle | None = None
+        self._sender: asyncio.Task[Any] | None = None
+        self._expired = False
 
     async def send(self, raw: bytes) -> Response:
         """Send one pre-encoded request; transport failures come back as status 0."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.timeout
+        self._sender = asyncio.current_task()
+        if self._watch is None:
+            self._watch = loop.call_at(self._deadline, self._check_deadline)
         try:
-            async with asyncio.timeout(self.timeout):  # no task per request, unlike wait_for
-                return await self._exchange(raw)
-        except TimeoutError:  # before OSError, of which it is a subclass
+            return await self._exchange(raw)
+        except asyncio.CancelledError:
+            if not self._expired or self._sender is None or self._sender.uncancel() > 0:
+                raise
             await self.close()
             return Response(0, error="Timeout")
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
             await self.close()
             return Response(0, error=type(e).__name__)
+        finally:
+            self._deadline, self._expired = None, False
+
+    def _check_deadline(self) -> None:
+        self._watch = None
+        if self._deadline is None:
+            return  # idle: the next send arms the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._watch = loop.call_at(self._deadline, self._check_deadline)
+        elif self._sender is not None:
+            self._expired = True
+            self._sender.cancel()
 
     async def _exchange(self, raw: bytes) -> Response:
         if self._reader is not None and self._reader.at_eof():
@@ -132,13 +181,17 @@ class Client:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
         self._writer.write(raw)
-        await self._writer.drain()
+        if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_HIGH:
+            await self._writer.drain()
         response = await read_response(self._reader)
-        if response.headers.get("connection", "").lower() == "close":
+        if response.closes:
             await self.close()
         return response
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         writer, self._reader, self._writer = self._writer, None, None
         if writer is not None:
             writer.close()

@@ -32,9 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
-from bench.loadgen import cpu_time, percentile, run_loop
-
-HEAD_END = b"\r\n\r\n"
+from bench.loadgen import HEAD_END, content_length, cpu_time, percentile, run_loop
 
 
 @dataclass
@@ -123,7 +121,7 @@ class _Connection(asyncio.Protocol):
             end = self._buffer.find(HEAD_END)
             if end < 0:
                 return
-            length = _content_length(self._buffer[:end])
+            length = content_length(self._buffer[:end])
             if len(self._buffer) < end + 4 + length:
                 return
             status = int(self._buffer[9:12])
@@ -188,14 +186,6 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _content_length(head: bytes) -> int:
-    at = head.lower().find(b"\r\ncontent-length:")
-    if at < 0:
-        return 0
-    end = head.find(b"\r\n", at + 2)
-    return int(head[at + 17 : end if end >= 0 else len(head)])
 
 
 async def offer_async(
