@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from meterline.catalog.model import Aggregation
 from meterline.catalog.repository import CatalogRepository
+from meterline.ttlmap import TtlMap
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,7 @@ log = logging.getLogger(__name__)
 class AggregationCache:
     def __init__(self, catalogs: CatalogRepository, ttl_s: float = 30.0) -> None:
         self._catalogs = catalogs
-        self._ttl = ttl_s
-        self._tenants: dict[int, tuple[float, dict[str, Aggregation]]] = {}
+        self._tenants: TtlMap[int, dict[str, Aggregation]] = TtlMap(ttl_s)
         self._warned: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
 
@@ -37,13 +36,11 @@ class AggregationCache:
         return Aggregation.SUM
 
     def _meters(self, tenant_id: int) -> dict[str, Aggregation]:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._tenants.get(tenant_id)
-            if cached is not None and now - cached[0] < self._ttl:
-                return cached[1]
+        cached = self._tenants.get(tenant_id)
+        if cached is not None:
+            return cached
         current = self._catalogs.current(tenant_id)
         meters = {} if current is None else {m.key: m.aggregation for m in current[1].meters}
         with self._lock:
-            self._tenants[tenant_id] = (now, meters)
+            self._tenants.put(tenant_id, meters)
         return meters

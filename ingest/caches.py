@@ -17,6 +17,7 @@ from meterline.catalog import CatalogRepository
 from meterline.clock import Clock, SystemClock
 from meterline.errors import Forbidden, MeterlineError, Unauthorized, Unavailable
 from meterline.tenants import Principal, TenantRepository
+from meterline.ttlmap import TtlMap
 
 T = TypeVar("T")
 log = logging.getLogger("ingest.caches")
@@ -55,28 +56,30 @@ class KeyCache:
         self._clock = clock or SystemClock()
         self._auth = Authenticator(repo, ttl=0, negative_ttl=0, clock=self._clock)
         self._scope = scope
-        self._ttl_ms, self._refusal_ttl_ms = int(ttl_s * 1000), int(refusal_ttl_s * 1000)
+        self._refusal_ttl_ms = int(refusal_ttl_s * 1000)
         self._timeout = timeout_s
-        self._max = max_entries
-        self._known: dict[str, tuple[int, Principal | MeterlineError]] = {}
+        self._known: TtlMap[str, Principal | MeterlineError] = TtlMap(
+            int(ttl_s * 1000), max_entries=max_entries, clock=self._clock.now_ms
+        )
+        self._entries = self._known.entries  # the hit path: one dict get and one compare
 
     async def principal(self, authorization: str | None) -> Principal:
         """The principal of the header's key; raises Unauthorized, Forbidden or Unavailable."""
         now = self._clock.now_ms()
         header = authorization or ""
-        hit = self._known.get(header)
+        hit = self._entries.get(header)
         if hit is None or hit[0] <= now:
-            hit = await self._check(authorization, now)
-            if len(self._known) >= self._max:
-                self._known.clear()
-            self._known[header] = hit
+            found, ttl_ms = await self._check(authorization)
+            self._known.put(header, found, ttl_ms, now)
+            hit = self._entries[header]
         if isinstance(hit[1], Principal):
             return hit[1]
         raise hit[1].with_traceback(None)  # a kept refusal, without the last raise's frames
 
     async def _check(
-        self, authorization: str | None, now: int
-    ) -> tuple[int, Principal | MeterlineError]:
+        self, authorization: str | None
+    ) -> tuple[Principal | MeterlineError, int | None]:
+        """The principal (kept the TTL) or a refusal (kept the refusal TTL)."""
         try:
             found = await _off_loop(
                 lambda: self._auth.principal(authorization, self._scope),
@@ -84,8 +87,8 @@ class KeyCache:
                 "check the API key",
             )
         except (Unauthorized, Forbidden) as refused:
-            return now + self._refusal_ttl_ms, refused
-        return now + self._ttl_ms, found
+            return refused, self._refusal_ttl_ms
+        return found, None
 
 
 class MeterCache:
@@ -99,9 +102,12 @@ class MeterCache:
         clock: Clock | None = None,
     ) -> None:
         self._repo = repo
-        self._ttl_ms, self._timeout = int(ttl_s * 1000), timeout_s
+        self._timeout = timeout_s
         self._clock = clock or SystemClock()
-        self._meters: dict[int, tuple[int, dict[str, str]]] = {}
+        self._known: TtlMap[int, dict[str, str]] = TtlMap(
+            int(ttl_s * 1000), clock=self._clock.now_ms
+        )
+        self._meters = self._known.entries  # the hit path: one dict get and one compare
 
     async def meters(self, tenant_id: int) -> dict[str, str]:
         """Meter key → value_property; empty before the tenant's first catalog apply."""
@@ -116,8 +122,8 @@ class MeterCache:
         except Unavailable:
             if hit is None:
                 raise
-            meters = hit[1]
-        self._meters[tenant_id] = (now + self._ttl_ms, meters)
+            meters = hit[1]  # a failed refresh keeps serving the last known meters
+        self._known.put(tenant_id, meters, now=now)
         return meters
 
     def _load(self, tenant_id: int) -> dict[str, str]:

@@ -16,6 +16,7 @@ import threading
 from meterline.clock import Clock, SystemClock
 from meterline.errors import Forbidden, Unauthorized
 from meterline.tenants import Principal, TenantRepository
+from meterline.ttlmap import TtlMap
 
 KEY_FORM = re.compile(r"mlk_(key_[0-9a-f]{16})_[A-Za-z0-9_-]{43}")
 """The form of every key `meterline.tenants.model.new_key` makes; group 1 is the key's id."""
@@ -52,11 +53,12 @@ class Authenticator:
         max_entries: int = 100_000,
     ) -> None:
         self._repo = repo
-        self._ttl_ms = int(ttl * 1000)
         self._negative_ttl_ms = int(negative_ttl * 1000)
         self._clock = clock or SystemClock()
-        self._max = max_entries
-        self._cache: dict[str, tuple[int, Principal | None]] = {}
+        self._cache: TtlMap[str, Principal | None] = TtlMap(
+            int(ttl * 1000), max_entries=max_entries, clock=self._clock.now_ms
+        )
+        self._entries = self._cache.entries
         self._lock = threading.Lock()
         self._ids = KeyIds(repo, self._clock)
 
@@ -84,17 +86,14 @@ class Authenticator:
 
     def _lookup(self, key: str) -> Principal | None:
         now = self._clock.now_ms()
-        hit = self._cache.get(key)
+        hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
         form = KEY_FORM.fullmatch(key)
         live = form is not None and self._ids.may_be_live(form[1])
         found = self._repo.authenticate(key) if live else None
-        expires = now + (self._ttl_ms if found else self._negative_ttl_ms)
-        with self._lock:
-            if len(self._cache) >= self._max:
-                self._cache.clear()
-            self._cache[key] = (expires, found)
+        with self._lock:  # an unknown key is kept the shorter, negative TTL
+            self._cache.put(key, found, None if found else self._negative_ttl_ms, now)
         return found
 
 

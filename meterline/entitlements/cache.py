@@ -15,6 +15,9 @@ together (a warm-up, a burst of new customers) do not all expire, and get re-rea
 the TTL stays the bound on staleness. A load that was running while its key was invalidated is
 returned but not kept (`invalidate` bumps a generation that `put_if_current` checks), so a
 decision read before a change cannot be cached after it.
+
+Not a `meterline.ttlmap.TtlMap`: entries nest per tenant and customer so that one invalidation
+drops a customer's or a tenant's at once, and generations guard loads against invalidations.
 """
 
 from __future__ import annotations

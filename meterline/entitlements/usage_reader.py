@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from meterline.catalog import Aggregation
 from meterline.clock import to_ms
 from meterline.entitlements.periods import Period
+from meterline.ttlmap import TtlMap
 from meterline.view import SyncedView, UsageView
 
 
@@ -108,7 +109,7 @@ class FallbackUsage(UsageReader):
         self._fallback = fallback
         self._ttl = ready_ttl
         self._checked = (0.0, False)
-        self._fallen: dict[tuple[object, ...], tuple[float, Decimal]] = {}
+        self._fallen: TtlMap[tuple[object, ...], Decimal] = TtlMap(ready_ttl)
         self._lock = threading.Lock()
 
     def view_ready(self) -> bool:
@@ -131,13 +132,10 @@ class FallbackUsage(UsageReader):
             return self._primary.used(tenant_id, customer, meter, aggregation, period)
         key = (tenant_id, customer, meter, period.start, period.end)
         hit = self._fallen.get(key)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            return hit
         value = self.settled(tenant_id, customer, meter, aggregation, period)
-        if len(self._fallen) > 100_000:
-            self._fallen.clear()
-        self._fallen[key] = (now + self._ttl, value)
+        self._fallen.put(key, value)
         return value
 
     def settled(

@@ -16,7 +16,6 @@ additive meters (sum, count): their usage is summed.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -27,6 +26,7 @@ import redis
 from meterline.catalog.aggregation import RULES, Combine
 from meterline.catalog.model import Aggregation
 from meterline.clock import Clock, SystemClock
+from meterline.ttlmap import TtlMap
 from meterline.values import from_micros, micros
 from meterline.view import scripts
 from meterline.view.keys import (
@@ -88,7 +88,7 @@ class RedisUsageView(SyncedView):
     ) -> None:
         self._r = client
         self._archive = archive
-        self._archived: dict[tuple[Any, ...], tuple[float, Archived]] = {}
+        self._archived: TtlMap[tuple[Any, ...], Archived] = TtlMap(ARCHIVE_CACHE_S)
         self._keys = KeyLayout(prefix)
         self._clock = clock or SystemClock()
         self._month_grace = month_grace_days
@@ -203,23 +203,21 @@ class RedisUsageView(SyncedView):
             return "", "", ""
         cache_key = (*series, aggregation, tuple(ranges))
         hit = self._archived.get(cache_key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        if hit is not None:
+            return hit
         if self._archive is None:
             raise ViewNotReady(why="this period reaches past the view's keys and no archive is set")
         raw = self._r.get(self._keys.epoch_key(self._keys.series(*series)))
         epoch = "0" if raw is None else _text(raw)
         found = self._archive.fold_ranges(*series, aggregation, ranges)
         part = (epoch, "", "") if found is None else (epoch, _units(found[0]), str(found[1]))
-        if len(self._archived) > 100_000:
-            self._archived.clear()
-        self._archived[cache_key] = (time.monotonic() + ARCHIVE_CACHE_S, part)
+        self._archived.put(cache_key, part)
         return part
 
     def _forget(
         self, series: tuple[int, str, str], aggregation: Aggregation, ranges: list[tuple[int, int]]
     ) -> None:
-        self._archived.pop((*series, aggregation, tuple(ranges)), None)
+        self._archived.pop((*series, aggregation, tuple(ranges)))
 
     def recent(
         self,
