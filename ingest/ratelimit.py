@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from ingest.sinks import Outcome, Sink
+from meterline import tokenbucket
 from meterline.errors import TooManyRequests
 from meterline.events import EncodedEvents
 from meterline.redis.buckets import BucketStoreDown
@@ -46,7 +47,8 @@ class BucketStore(Protocol):
 
 
 class MemoryBucketStore:
-    """One process's buckets: the arithmetic of the Redis script, on this process's clock."""
+    """One process's buckets (a second of the rate, debt allowed): `meterline.tokenbucket`, the
+    arithmetic the Redis script also follows, on this process's clock."""
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self._now = now
@@ -58,12 +60,11 @@ class MemoryBucketStore:
     def take(self, tenant_id: int, rate: float, want: int) -> float:
         now = self._now()
         tokens, at = self._buckets.get(tenant_id, (rate, now))
-        if now > at:
-            tokens, at = min(rate, tokens + (now - at) * rate), now
-        if tokens <= 0:
-            return (1 - tokens) / rate
-        self._buckets[tenant_id] = (tokens - want, at)
-        return 0.0
+        tokens, at = tokenbucket.refill(tokens, at, now, rate, capacity=rate)
+        tokens, wait = tokenbucket.take(tokens, want, rate, debt=True)
+        if wait == 0:
+            self._buckets[tenant_id] = (tokens, at)
+        return wait
 
 
 class TokenBuckets:

@@ -1,7 +1,8 @@
 """A client-side rate limiter that keeps request rates below Stripe's.
 
 Stripe allows 1,000 meter-event calls/s in live mode (test mode is lower); the limiter is set
-below that so 429s stay rare. `TokenBucket` is thread-safe.
+below that so 429s stay rare. `TokenBucket` is thread-safe; its arithmetic is
+`meterline.tokenbucket`, shared with ingest's per-tenant buckets.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import abc
 import threading
 import time
 from collections.abc import Callable
+
+from meterline import tokenbucket
 
 
 class RateLimiter(abc.ABC):
@@ -46,11 +49,10 @@ class TokenBucket(RateLimiter):
     def acquire(self) -> None:
         while True:
             with self._lock:
-                now = self._clock()
-                self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                self._tokens, self._last = tokenbucket.refill(
+                    self._tokens, self._last, self._clock(), self._rate, self._burst
+                )
+                self._tokens, wait = tokenbucket.take(self._tokens, 1, self._rate)
+                if wait == 0:
                     return
-                wait = (1 - self._tokens) / self._rate
             self._sleep(wait)
