@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from meterline.auth import Authenticator
 from meterline.errors import Forbidden
 from meterline.tenants import Principal
+from meterline.ttlmap import TtlMap
 
 SCOPE = "read"  # the scope of a plain check
 
@@ -49,10 +50,11 @@ class RecentPrincipals:
     ) -> None:
         self._auth = auth
         self._scopes = tuple(scopes)
-        self._ttl = ttl
         self._clock = clock
-        self._max = max_entries
-        self._seen: dict[str | None, tuple[float, Principal]] = {}
+        self._known: TtlMap[str | None, Principal] = TtlMap(
+            ttl, max_entries=max_entries, clock=clock
+        )
+        self._seen = self._known.entries  # the hit path: one dict get and one compare
 
     def now(self, authorization: str | None) -> Principal | None:
         """The principal of `authorization` if `fetch` found it within `ttl`, else None."""
@@ -65,7 +67,5 @@ class RecentPrincipals:
         """`principal_with_any(auth, authorization, scopes)` in a worker thread, remembered
         when it succeeds; raises its errors (Unauthorized, Forbidden) unremembered."""
         who = await asyncio.to_thread(principal_with_any, self._auth, authorization, self._scopes)
-        if len(self._seen) >= self._max:
-            self._seen.clear()
-        self._seen[authorization] = (self._clock() + self._ttl, who)
+        self._known.put(authorization, who)
         return who
