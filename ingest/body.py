@@ -330,10 +330,11 @@ def typed_events(body: bytes, fmt: Format, max_events: int) -> TypedEvents | Non
     )
     kinds = set(map(type, stamps))
     given_stamps = n if _NONE not in kinds else 0 if len(kinds) == 1 else n - stamps.count(None)
-    keys = 3 * n + n - values.count(ABSENT_VALUE) + given_stamps + n - props.count(None)
+    absent = values.count(ABSENT_VALUE)
+    keys = 3 * n + n - absent + given_stamps + n - props.count(None)
     if str in kinds:
         keys += _colons("".join([v for v in stamps if v.__class__ is str]))
-    if ABSENT_VALUE in values:
+    if absent:
         values = [1.0 if v == ABSENT_VALUE else v for v in values]
     sent = SentEvents(ids, customers, meters, values, stamps, props, range(n), typed=True)
     return TypedEvents(sent, keys)
@@ -363,12 +364,13 @@ def typed_keys_all_kept(body: bytes, typed: TypedEvents, encoded: EncodedEvents)
     if BACKSLASH in body and b"\\u003" in body:
         return False
     sent = typed.sent
-    texts = sum(_colons("".join(column)) for column in (sent.id, sent.customer, sent.meter))
     props = sent.properties
     if any(props):  # those of properties: the values' colons less all the others
         with_properties = len(props) - props.count(None) - props.count({})
         written = sum(map(bytes.count, encoded.values, repeat(b":")))
         texts = written - len(WRITTEN_ALWAYS) * len(props) - with_properties
+    else:
+        texts = sum(_colons("".join(column)) for column in (sent.id, sent.customer, sent.meter))
     return body.count(b":") == typed.colons + texts
 
 

@@ -198,11 +198,14 @@ def _numbers(values: list[float]) -> list[str]:
 
 
 def _optional(properties: list[dict[str, Any] | None], n: int) -> list[str]:
-    """What follows the fields always written: `,"properties":{...}` where there are any."""
+    """What follows the fields always written: `,"properties":{...}` where there are any (the
+    rules took them only if orjson writes them one level deeper, inside the message)."""
     if not any(properties):
         return [""] * n
-    name = OPTIONAL[0].name
-    return ["," + orjson.dumps({name: p}).decode()[1:-1] if p else "" for p in properties]
+    name = f',"{OPTIONAL[0].name}":'
+    if all(properties):
+        return list(map(name.__add__, map(bytes.decode, map(orjson.dumps, properties))))
+    return [name + orjson.dumps(p).decode() if p else "" for p in properties]
 
 
 _ID, _KEY = attrgetter("id"), attrgetter("key")
