@@ -26,6 +26,7 @@ from typing import Annotated, Any
 
 import msgspec
 import orjson
+from msgspec.structs import astuple
 
 from meterline.errors import (
     FieldError,
@@ -33,7 +34,7 @@ from meterline.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from meterline.events import MAX_ID_LEN, MAX_PROPERTIES, EncodedEvents, SentEvents
+from meterline.events import EVENT_FIELDS, MAX_ID_LEN, MAX_PROPERTIES, EncodedEvents, SentEvents
 from meterline.events.wire import WRITTEN_ALWAYS
 from meterline.values import MAX_VALUE
 
@@ -302,6 +303,7 @@ class Native(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     properties: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_PROPERTIES)] | None = None
 
 
+assert Native.__struct_fields__ == EVENT_FIELDS, "columns come out in the fields' order"
 _BATCH = msgspec.json.Decoder(list[Native])
 _NONE = type(None)
 _ONE = msgspec.json.Decoder(Native)
@@ -323,18 +325,19 @@ def typed_events(body: bytes, fmt: Format, max_events: int) -> TypedEvents | Non
     if natives is None or not 1 <= len(natives) <= max_events:
         return None
     n = len(natives)
-    values = [e.value for e in natives]
-    stamps = [e.timestamp for e in natives]
-    props = [e.properties for e in natives]
+    ids, customers, meters, values, stamps, props = map(
+        list, zip(*map(astuple, natives), strict=True)
+    )
     kinds = set(map(type, stamps))
     given_stamps = n if _NONE not in kinds else 0 if len(kinds) == 1 else n - stamps.count(None)
-    keys = 3 * n + n - values.count(ABSENT_VALUE) + given_stamps + n - props.count(None)
+    absent = values.count(ABSENT_VALUE)
+    keys = 3 * n + n - absent + given_stamps + n - props.count(None)
     if str in kinds:
         keys += _colons("".join([v for v in stamps if v.__class__ is str]))
-    if ABSENT_VALUE in values:
+    if absent:
         values = [1.0 if v == ABSENT_VALUE else v for v in values]
-    columns = ([e.id for e in natives], [e.customer for e in natives], [e.meter for e in natives])
-    return TypedEvents(SentEvents(*columns, values, stamps, props, range(n), typed=True), keys)
+    sent = SentEvents(ids, customers, meters, values, stamps, props, range(n), typed=True)
+    return TypedEvents(sent, keys)
 
 
 def _natives(body: bytes, fmt: Format) -> list[Native] | None:
@@ -361,12 +364,13 @@ def typed_keys_all_kept(body: bytes, typed: TypedEvents, encoded: EncodedEvents)
     if BACKSLASH in body and b"\\u003" in body:
         return False
     sent = typed.sent
-    texts = sum(_colons("".join(column)) for column in (sent.id, sent.customer, sent.meter))
     props = sent.properties
     if any(props):  # those of properties: the values' colons less all the others
         with_properties = len(props) - props.count(None) - props.count({})
         written = sum(map(bytes.count, encoded.values, repeat(b":")))
         texts = written - len(WRITTEN_ALWAYS) * len(props) - with_properties
+    else:
+        texts = sum(_colons("".join(column)) for column in (sent.id, sent.customer, sent.meter))
     return body.count(b":") == typed.colons + texts
 
 

@@ -377,14 +377,14 @@ def _properties_look(column: list[Any], _rules: Rules, typed: bool) -> list[Any]
         return None
     if not any(column):
         return [None] * len(column)
-    given = [p for p in column if p]
+    given = list(filter(None, column))
     if not typed and max(map(len, given)) > MAX_PROPERTIES:
         return None
     try:
         orjson.dumps(given, option=_STRICT)  # each at the depth of the event's properties
     except TypeError:
         return None
-    return [p or None for p in column]
+    return column if {} not in column else [p or None for p in column]
 
 
 FIELD_RULES: dict[str, tuple[Check, Look]] = {

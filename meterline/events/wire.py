@@ -7,8 +7,8 @@ A message's value is a JSON object, its fields in `WIRE`'s order, written by orj
 `tenant/customer` (`UsageEvent.key`): one customer's events stay in order on one partition.
 
 Everything that writes or reads the message is built from `WIRE`:
-- `encode_events` writes a whole batch's values with one string format generated from it
-  (`VALUE_FORMAT`), ingest's hot path; `encode_event` is the same for one event;
+- `encode_events` writes a whole batch's values from one layout generated from it
+  (`VALUE_LAYOUT`), ingest's hot path; `encode_event` is the same for one event;
 - `decode_event` checks each field by its kind (`KIND_PROBLEMS`) and names a poison message's
   reason; the aggregator's columnar decoder (aggregator/decoding.py) checks a whole run of
   messages a column per field, by the same kinds.
@@ -23,7 +23,7 @@ import enum
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -80,43 +80,72 @@ PER_BATCH = tuple(f for f in WRITTEN_ALWAYS if f.per_batch)
 OPTIONAL = tuple(f for f in WIRE if f.kind is Kind.OBJECT)
 assert WIRE[len(WRITTEN_ALWAYS) :] == OPTIONAL, "optional fields come last"
 
-_PLACEHOLDER = {Kind.SCHEMA: "%d", Kind.INTEGER: "%d", Kind.TEXT: '"%s"', Kind.VALUE: "%s"}
+_PER_BATCH_HOLDER = "%d"
+SLOT = "\0"
+"""Where a per-event field goes in `VALUE_LAYOUT` (no JSON text written compact holds it)."""
 
 
-def _value_format() -> str:
-    """The format of one message, generated from `WIRE`: per-batch fields take `%d` (filled
-    once a batch), per-event ones `%%` (left for each event, text already escaped); the last
-    `%%s` takes the optional fields, `,"properties":{...}` or nothing."""
+def _value_layout() -> str:
+    """One message's text, generated from `WIRE`, cut at each per-event field (`SLOT`, between
+    quotes for text, already escaped); per-batch fields take `%d`, filled once a batch. The last
+    slot takes the optional fields, `,"properties":{...}` or nothing."""
     parts = []
     for f in WRITTEN_ALWAYS:
-        holder = _PLACEHOLDER[f.kind]
-        parts.append(f'"{f.name}":' + (holder if f.per_batch else holder.replace("%", "%%")))
-    return "{" + ",".join(parts) + "%%s}"
+        slot = f'"{SLOT}"' if f.kind is Kind.TEXT else SLOT
+        parts.append(f'"{f.name}":' + (_PER_BATCH_HOLDER if f.per_batch else slot))
+    return "{" + ",".join(parts) + SLOT + "}"
 
 
-VALUE_FORMAT = _value_format()
+VALUE_LAYOUT = _value_layout()
 
 
 def encode_events(events: ValidEvents, tenant_id: int, received_ms: int) -> EncodedEvents:
     """The Kafka keys and values of a batch, each value byte for byte what orjson writes for
-    the document of `WIRE` (one string format for all; each distinct text, value and the
-    properties written by orjson once); one event alone, as orjson writes its document."""
+    the document of `WIRE` (the whole batch's texts joined at once, cut into values at line
+    ends; each distinct text, value and the properties written by orjson once); one event
+    alone, as orjson writes its document."""
     constants = {"schema": SCHEMA_VERSION, "tenant": tenant_id, "received_at": received_ms}
-    if len(events) == 1:
+    n = len(events)
+    if n == 1:
         return _one(events, constants)
-    per_event: dict[str, list[Any]] = {
+    per_event: dict[str, list[str]] = {
         "id": _written(events.id),
         "customer": _written(events.customer),
         "meter": _written(events.meter, always=True),
         "value": _numbers(events.value),
-        "timestamp": events.timestamp_ms,
+        "timestamp": _integers(events.timestamp_ms),
     }
-    template = VALUE_FORMAT % tuple(constants[f.name] for f in PER_BATCH)
-    optional = _optional(events.properties)  # may be endless
-    rows = zip(*[per_event[f.name] for f in PER_EVENT], optional, strict=False)
-    values = list(map(str.encode, map(template.__mod__, rows)))
-    keys = list(map(str.encode, map(f"{tenant_id}/".__add__, events.customer)))
+    columns = [per_event[f.name] for f in PER_EVENT]
+    columns.append(_optional(events.properties, n))
+    literals = (VALUE_LAYOUT % tuple(constants[f.name] for f in PER_BATCH)).split(SLOT)
+    literals[-1] += "\n"
+    pieces = _interleaved(literals, columns, n)
+    values = _lines("".join(pieces), n + 1)
+    assert values is not None, "a message holds no line break: orjson escapes them"
+    del values[n]
+    prefix = f"{tenant_id}/"
+    keys = _lines(prefix + ("\n" + prefix).join(events.customer), n)
+    if keys is None:  # a customer with a line break (the rules refuse them)
+        keys = list(map(str.encode, map(prefix.__add__, events.customer)))
     return EncodedEvents(events.id, keys, values)
+
+
+def _interleaved(literals: list[str], columns: list[list[str]], n: int) -> list[str]:
+    """The texts of `n` messages in order: each literal, then the event's field of the column
+    of its slot."""
+    width = len(literals) + len(columns)
+    pieces: list[str] = [""] * (n * width)
+    for at, literal in enumerate(literals):
+        pieces[2 * at :: width] = [literal] * n
+    for at, column in enumerate(columns):
+        pieces[2 * at + 1 :: width] = column
+    return pieces
+
+
+def _lines(text: str, n: int) -> list[bytes] | None:
+    """`text` encoded and cut at its line ends, when that makes `n` parts; else None."""
+    lines = text.encode().split(b"\n")
+    return lines if len(lines) == n else None
 
 
 def _one(events: ValidEvents, constants: dict[str, int]) -> EncodedEvents:
@@ -143,14 +172,21 @@ def encode_event(e: UsageEvent) -> bytes:
 def _written(texts: list[str], always: bool = False) -> list[str]:
     """Each text as orjson writes it between a JSON string's quotes. Valid text holds no
     control character (the rules refuse them), so only a quote or a backslash is escaped:
-    text without either is written as it is; any other goes through orjson (distinct ones
-    once). `always`: through orjson whatever it holds (a column of few distinct texts)."""
+    text without either (nor a line break, where `encode_events` cuts) is written as it is;
+    any other goes through orjson (distinct ones once). `always`: through orjson whatever it
+    holds (a column of few distinct texts)."""
     if not always:
         joined = "".join(texts)
-        if '"' not in joined and "\\" not in joined:
+        if '"' not in joined and "\\" not in joined and "\n" not in joined:
             return texts
     inner = {t: orjson.dumps(t).decode()[1:-1] for t in set(texts)}
     return list(map(inner.__getitem__, texts))
+
+
+def _integers(integers: list[int]) -> list[str]:
+    """Each integer as orjson writes it (distinct ones once)."""
+    shown = {v: str(v) for v in set(integers)}
+    return list(map(shown.__getitem__, integers))
 
 
 def _numbers(values: list[float]) -> list[str]:
@@ -161,12 +197,15 @@ def _numbers(values: list[float]) -> list[str]:
     return list(map(shown.__getitem__, values))
 
 
-def _optional(properties: list[dict[str, Any] | None]) -> Iterable[str]:
-    """What follows the fields always written: `,"properties":{...}` where there are any."""
+def _optional(properties: list[dict[str, Any] | None], n: int) -> list[str]:
+    """What follows the fields always written: `,"properties":{...}` where there are any (the
+    rules took them only if orjson writes them one level deeper, inside the message)."""
     if not any(properties):
-        return repeat("")
-    name = OPTIONAL[0].name
-    return ["," + orjson.dumps({name: p}).decode()[1:-1] if p else "" for p in properties]
+        return [""] * n
+    name = f',"{OPTIONAL[0].name}":'
+    if all(properties):
+        return list(map(name.__add__, map(bytes.decode, map(orjson.dumps, properties))))
+    return [name + orjson.dumps(p).decode() if p else "" for p in properties]
 
 
 _ID, _KEY = attrgetter("id"), attrgetter("key")

@@ -94,6 +94,23 @@ def test_a_batch_is_written_as_the_definition_says(
     assert encoded.ids == [e.id for e in events]
 
 
+def test_a_batch_with_line_breaks_in_its_texts_is_written_as_orjson_writes_it() -> None:
+    """The batch encoder cuts one text at line ends into messages: a line break in a text
+    (outside the wire's rule, which the event rules refuse) is escaped in the value and kept
+    in the key, event by event."""
+    events = [
+        UsageEvent(7, "e\n1", "c\n1", "m\n", 1.0, 5, 9, {"k\n": "v\n"}),
+        UsageEvent(7, "e2", "c2", "m", 2.0, 6, 9, None),
+    ]
+    valid = ValidEvents(*([getattr(e, a) for e in events] for a in _COLUMNS))
+    encoded = encode_events(valid, 7, 9)
+    assert encoded.values == list(map(reference, events))
+    assert encoded.keys == [b"7/c\n1", b"7/c2"]
+
+
+_COLUMNS = ("id", "customer", "meter", "value", "timestamp_ms", "properties")
+
+
 # Messages built from the definition: every field valid for its kind, then up to two of them
 # of another kind, or missing.
 _MISSING = object()
