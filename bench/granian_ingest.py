@@ -11,12 +11,8 @@ import logging.config
 from ingest.app import create_server
 from ingest.endpoint import EventsEndpoint
 from ingest.service import Sections, build
-from ingest.settings import IngestSettings
 from meterline.logs import log_config
 from meterline.settings import (
-    DatabaseSettings,
-    KafkaSettings,
-    RedisSettings,
     ServiceSettings,
     load_section,
 )
@@ -24,10 +20,4 @@ from meterline.settings import (
 
 def app() -> EventsEndpoint:
     logging.config.dictConfig(log_config("ingest", load_section(ServiceSettings).log_level))
-    sections = Sections(
-        load_section(IngestSettings),
-        load_section(KafkaSettings),
-        load_section(DatabaseSettings),
-        load_section(RedisSettings),
-    )
-    return create_server(build(sections))
+    return create_server(build(Sections.load()))

@@ -15,14 +15,10 @@ import uvicorn
 from ingest.app import create_server
 from ingest.protocol import protocol_for
 from ingest.service import Sections, build
-from ingest.settings import IngestSettings
 from meterline.errors import ConfigError
 from meterline.http.guard import HttpSettings, guarded
 from meterline.logs import log_config
 from meterline.settings import (
-    DatabaseSettings,
-    KafkaSettings,
-    RedisSettings,
     ServiceSettings,
     load_section,
 )
@@ -31,12 +27,7 @@ from meterline.settings import (
 def main() -> int:
     try:
         service = load_section(ServiceSettings)
-        sections = Sections(
-            load_section(IngestSettings),
-            load_section(KafkaSettings),
-            load_section(DatabaseSettings),
-            load_section(RedisSettings),
-        )
+        sections = Sections.load()
         http = load_section(HttpSettings)
         logging.config.dictConfig(log_config("ingest", service.log_level))
         deps = build(sections)

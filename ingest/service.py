@@ -28,7 +28,7 @@ from meterline.postgres import open_pool, ping
 from meterline.postgres.schema import require_current_schema_in
 from meterline.redis import connect, connect_async
 from meterline.redis.buckets import RedisBucketStore
-from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings
+from meterline.settings import DatabaseSettings, KafkaSettings, RedisSettings, load_section
 from meterline.tenants import PostgresTenantRepository
 
 log = logging.getLogger("ingest.service")
@@ -47,6 +47,16 @@ class Sections:
     kafka: KafkaSettings
     database: DatabaseSettings
     redis: RedisSettings
+
+    @classmethod
+    def load(cls) -> Sections:
+        """Every section from the environment (ConfigError listing what is wrong)."""
+        return cls(
+            load_section(IngestSettings),
+            load_section(KafkaSettings),
+            load_section(DatabaseSettings),
+            load_section(RedisSettings),
+        )
 
 
 def sink_chain(

@@ -8,6 +8,41 @@ amount. `included` units are a free first graduated tier (`MeteredPrice.stripe_t
 line is rounded once, half up, to the minor unit. Reconciliation prices a difference of units
 as the difference of two such lines, never as units times a marginal price: inside included
 or cheaper tiers the marginal price is wrong.
+
+- A price has exactly one of `unit_amount_decimal`, `tiers` (with `tiers_mode`) or `package`.
+- `included: N` makes the first N units of each billing period free. It is sugar for a free
+  first graduated tier (`up_to: N` at 0): Stripe gets a graduated price (`stripe_tiers()`),
+  not a discount. Tier bounds stay absolute (as Stripe's), so with tiers the first `up_to` must
+  be above N. It is refused with `volume` (there a free first tier frees nothing once usage
+  passes it) and with `package` (Stripe cannot combine `transform_quantity` with tiers).
+- Tiers: `up_to` an integer >= 1, strictly increasing, `inf` for the last tier only and
+  required there; each tier has `unit_amount_decimal`, `flat_amount_decimal` or both.
+- `package`: `divide_by` an integer >= 1, `round` up or down, `amount_decimal` per package.
+- How Stripe computes each form (and rounds the line) is in `/work/shared/STRIPE-BILLING.md`
+  §a; the Stripe emulator follows it, and `amounts.line_amount` computes a line by the same
+  rule (the reporter prices alerts with it: `line(expected) - line(held)` for the period).
+  `MeteredPrice.unit_amount_decimal` is only the marginal price of one unit past every
+  boundary (the last tier's unit amount, a package's amount over its units), shown beside an
+  alert; it is not a line amount and prices no difference.
+
+**Limits against included units.** A plan's metered feature and the price of its meter
+describe one allowance, so where a graduated price leaves the first units of a period free
+(`included`, or leading tiers written out at 0) the plan must agree with them, or it is refused
+with the path that sets where the free units end (`included` or `tiers[i].up_to`), or of the
+feature's `reset`:
+- `overage: block` with a `limit` below the free units: the included units past the limit can
+  never be used;
+- `overage: allow` with a `limit` other than the free units: "allow" means usage past the limit
+  is granted and billed, so billing must start at the limit, neither before nor after it;
+- a `limit` compared with free units must reset per `billing_period`, since Stripe's tiers
+  count a billing period's usage.
+
+Blocking above the free units (billed in between), an unlimited feature, volume and package
+prices, and a per-unit price without `included` are accepted. A price without free units bills
+from the first unit; with `overage: allow` and a limit that bills usage inside the limit, which
+is what the example catalog used to do. It stays accepted because catalogs stored before
+`included` existed have that shape and must still load: the rules only concern `included` and
+tiers, which no older catalog has, so no stored catalog that was valid becomes invalid.
 """
 
 from __future__ import annotations

@@ -8,6 +8,25 @@ their age. Rows go in batches of `batch`, each `DELETE` its own short transactio
 is held for long; the ledger leaves by whole day partitions with their ids
 (`partitions.drop_partitions_before`). Minute rollups are the record and are never deleted.
 Why each horizon is safe: meterline/postgres/README.md, "Retention".
+
+**The billing floor** (`billing_floor`) is never crossed by the ledger, the report ledger or
+the boundaries, whatever their horizon: the earliest `current_period_start` of a period still
+open (`current_period_end` after now), and for each tenant billed through Stripe (a subscription
+with a Stripe id) the end of its last finished reconciliation (`ok` or `alerts`): what comes
+after it is still to be reconciled. A billed tenant that never finished one holds everything.
+So a yearly plan keeps a year of ledger days, and a reporter whose reconciliations fail keeps
+the ledger growing until they pass (watch `MeterlineReconciliationMissed`).
+Known limit: a day skipped by a failed nightly reconciliation is not held once a later night
+succeeds; reconciling it by hand (`meterline reconcile run --date D`) still works for
+`REPORT_DAYS` (it reads rollups and the report ledger), only the drill-down's individual events
+are gone after `LEDGER_DAYS`. An alert older than `LEDGER_DAYS` likewise shows hours and report
+rows but no events.
+
+**Locks.** Rows go in batches of `BATCH` (5,000) per `DELETE`, each its own transaction
+(autocommit; `run` refuses anything else). Dropping a partition takes an exclusive lock on the
+ledger for an instant; `lock_timeout` (10 s) bounds the wait behind the aggregator's
+transactions, and a timeout ends the run with `retention_busy` after the partition's ids went
+(never the reverse): the next run drops it. Every run is idempotent; a second run finds nothing.
 """
 
 from __future__ import annotations
