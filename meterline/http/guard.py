@@ -21,7 +21,11 @@ others need. `guarded(protocol, limits)` puts `GuardMixin` in front of a protoco
   for their head hold no request slot (services count requests in progress, not connections),
   so idle or slow connections cannot refuse service to others; this cap only bounds memory and
   file descriptors. Per-client connection limits belong to the load balancer
-  (deploy/k8s/components/ingress).
+  (deploy/k8s/components/ingress);
+- until its first head has arrived, a connection is a small `HeadFirst`
+  (`meterline.http.headfirst`), not the protocol: thousands of slowloris connections held open
+  then cost the garbage collector, and their reopening the event loop, a fraction of what
+  uvicorn's protocol objects cost.
 
 The refusal is written by the protocol, so no application task is started for a refused request
 or, when it comes mid-body, the task sees the client as disconnected.
