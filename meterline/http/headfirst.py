@@ -30,17 +30,27 @@ END_OF_HEAD = b"\r\n\r\n"
 
 
 class HeadLimits(Protocol):
-    header_timeout_s: float
-    max_header_bytes: int
-    max_connections: int
+    @property
+    def header_timeout_s(self) -> float: ...
+
+    @property
+    def max_header_bytes(self) -> int: ...
+
+    @property
+    def max_connections(self) -> int: ...
 
 
 class Refusal(Protocol):
     """How a refused connection is answered and ended (`meterline.http.guard`)."""
 
-    spread: float
-    linger_s: float
-    linger_bytes: int
+    @property
+    def spread(self) -> float: ...
+
+    @property
+    def linger_s(self) -> float: ...
+
+    @property
+    def linger_bytes(self) -> int: ...
 
     def timeout_answer(self, timeout_s: float) -> bytes: ...
 
@@ -53,7 +63,7 @@ class HeadFirst(asyncio.Protocol):
     protocol: ClassVar[type[Any]]
     limits: ClassVar[HeadLimits]
     refusal: ClassVar[Refusal]
-    __slots__ = ("_args", "_transport", "_head", "_due", "_timer", "_lingered", "_loop")
+    __slots__ = ("_args", "_due", "_head", "_lingered", "_loop", "_timer", "_transport")
 
     def __init__(self, **kwargs: Any) -> None:
         self._args = kwargs
