@@ -68,6 +68,7 @@ class HeadFirst(asyncio.Protocol):
     def __init__(self, **kwargs: Any) -> None:
         self._args = kwargs
         self._head = b""
+        self._due = 0.0  # set when the connection is taken; a closed one is past due
         self._timer: asyncio.TimerHandle | None = None
         self._lingered = -1  # >= 0 once refused: the bytes read and dropped since
         self._loop = asyncio.get_event_loop() if kwargs.get("_loop") is None else kwargs["_loop"]
