@@ -21,7 +21,11 @@ others need. `guarded(protocol, limits)` puts `GuardMixin` in front of a protoco
   for their head hold no request slot (services count requests in progress, not connections),
   so idle or slow connections cannot refuse service to others; this cap only bounds memory and
   file descriptors. Per-client connection limits belong to the load balancer
-  (deploy/k8s/components/ingress).
+  (deploy/k8s/components/ingress);
+- until its first head has arrived, a connection is a small `HeadFirst`
+  (`meterline.http.headfirst`), not the protocol: thousands of slowloris connections held open
+  then cost the garbage collector, and their reopening the event loop, a fraction of what
+  uvicorn's protocol objects cost.
 
 The refusal is written by the protocol, so no application task is started for a refused request
 or, when it comes mid-body, the task sees the client as disconnected.
@@ -38,6 +42,8 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from meterline.http.headfirst import head_first
 
 P = TypeVar("P", bound=HttpToolsProtocol)
 
@@ -90,6 +96,9 @@ class GuardMixin:
     (which may take a request itself without calling `super()`)."""
 
     guard_limits: Limits
+    head_due: float | None = None
+    """When the first head is due (loop time), set by `HeadFirst` before the connection is
+    handed over; None: `header_timeout_s` from the connection's opening."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         proto: Any = self
@@ -101,7 +110,11 @@ class GuardMixin:
         if len(proto.connections) > self.guard_limits.max_connections:
             transport.close()
             return
-        self._arm(self.guard_limits.header_timeout_s, "head")
+        due = getattr(self, "head_due", None)
+        if due is None:
+            self._arm(self.guard_limits.header_timeout_s, "head")
+        else:  # opened earlier, waited for by `HeadFirst`: the first head's deadline holds
+            self._deadline = proto.loop.call_at(due, self._expired, "head")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -262,8 +275,22 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-def guarded(protocol: type[P], limits: Limits) -> type[P]:
-    """`protocol` with `GuardMixin` in front of it, bound to `limits` (pass it to uvicorn as
-    `http=`)."""
+class _Refusal:
+    """How `HeadFirst` refuses a head past its deadline: as `GuardMixin` does."""
+
+    spread = DEADLINE_SPREAD
+    linger_s = LINGER_S
+    linger_bytes = LINGER_BYTES
+
+    def timeout_answer(self, timeout_s: float) -> bytes:
+        message = f"the request head did not arrive within {timeout_s:g} s"
+        return _answer(408, "request_timeout", message)
+
+
+def guarded(protocol: type[P], limits: Limits) -> type[asyncio.Protocol]:
+    """`protocol` with `GuardMixin` in front of it, bound to `limits`, that each connection
+    becomes once its first head has arrived (`meterline.http.headfirst`); pass it to uvicorn
+    as `http=`."""
     attrs: dict[str, Any] = {"guard_limits": limits}
-    return type(f"Guarded{protocol.__name__}", (GuardMixin, protocol), attrs)
+    full = type(f"Guarded{protocol.__name__}", (GuardMixin, protocol), attrs)
+    return head_first(full, limits, _Refusal())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 from collections import Counter
 
 import orjson
@@ -34,38 +33,36 @@ def slow_body_head(key: str) -> bytes:
 
 
 async def hold(
-    host: str, port: int, payload: bytes, stop: threading.Event, seen: Counter[str]
+    host: str,
+    port: int,
+    payload: bytes,
+    stop: asyncio.Event,
+    seen: Counter[str],
+    spare: set[asyncio.StreamWriter],
 ) -> None:
-    """One slow client, reopened whenever it is cut, until `stop` and once it has been cut at
-    least once (or `GRACE_S` after `stop`)."""
-    cut_once, stopped_at = False, None
-
-    def done() -> bool:
-        nonlocal stopped_at
-        if not stop.is_set():
-            return False
-        stopped_at = stopped_at or time.monotonic()
-        return cut_once or time.monotonic() - stopped_at > GRACE_S
-
-    while not done():
-        answer, ended = b"", False
+    """One slow client, reopened whenever it is cut, until `stop` is set and it has been cut at
+    least once: once cut, its connection is in `spare`, which `main_async` closes at `stop`
+    (and it cancels those never cut `GRACE_S` later). It waits for the server without polling:
+    a timer per connection would cost the attacker CPU, on the core Redis and the broker share
+    with it, for no extra pressure on the server."""
+    cut_once = False
+    while not (cut_once and stop.is_set()):
+        answer = b""
         try:
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(payload)
-            while not done():
-                try:
-                    chunk = await asyncio.wait_for(reader.read(4096), 0.5)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    ended = True
-                    break
+            if cut_once:
+                spare.add(writer)
+                if stop.is_set():
+                    writer.close()
+            while chunk := await reader.read(4096):
                 answer += chunk
+            spare.discard(writer)
             writer.close()
         except OSError:  # refused or reset
-            answer, ended = b"HTTP/1.1 reset", True
+            answer = b"HTTP/1.1 reset"
             await asyncio.sleep(0.05)
-        if ended and not (cut_once and stop.is_set()):
+        if not (cut_once and stop.is_set()):
             cut_once = True
             seen["cut"] += 1
             seen[answer[9:12].decode("latin-1") or "none"] += 1
@@ -73,10 +70,20 @@ async def hold(
 
 async def main_async(url: str, key: str, slow_bodies: int, slowloris: int) -> Counter[str]:
     host, port = url.removeprefix("http://").split(":")
-    stop, seen = threading.Event(), Counter[str]()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    loop, stop, seen = asyncio.get_running_loop(), asyncio.Event(), Counter[str]()
+    threading.Thread(
+        target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)), daemon=True
+    ).start()
     payloads = [slow_body_head(key)] * slow_bodies + [SLOWLORIS_HEAD] * slowloris
-    await asyncio.gather(*(hold(host, int(port), p, stop, seen) for p in payloads))
+    spare: set[asyncio.StreamWriter] = set()
+    clients = [asyncio.ensure_future(hold(host, int(port), p, stop, seen, spare)) for p in payloads]
+    await stop.wait()
+    for writer in list(spare):
+        writer.close()
+    await asyncio.wait(clients, timeout=GRACE_S)
+    for client in clients:
+        client.cancel()
+    await asyncio.gather(*clients, return_exceptions=True)
     return seen
 
 

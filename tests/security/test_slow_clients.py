@@ -3,7 +3,8 @@ connections at the transport's deadlines and limits and hold no request slot, a 
 gets its share and 429, and another tenant's events are answered 202 meanwhile. The latencies
 are printed (`-s`), never asserted: the promise tested is "served, not refused". The full-size
 measurement (marker `reliability`, run by `make reliability` only) pins ingest to one core and
-the attackers, this process and the backing services to the other (tests/security/probes.py)."""
+the attackers, this process and the backing services to the other (tests/security/probes.py),
+then every server to one core and every client to the other."""
 
 from __future__ import annotations
 
@@ -144,14 +145,41 @@ def test_another_tenants_p99_under_every_probe_at_once(
     to judge on a quiet machine). Served, not refused, is asserted."""
     url, keys, proc = ingest
     assert proc.pid is not None
-    cores = probes.Cores.split()
     others = [p.pid for p in backing.processes.values() if p.pid] + [os.getpid()]
-    with probes.pinned([proc.pid], cores.ingest), probes.pinned(others, cores.rest):
+    _pinned_probe(url, keys, slow_key, [proc.pid], others, "ingest alone")
+
+
+@pytest.mark.reliability
+def test_another_tenants_p99_with_every_client_apart_from_the_servers(
+    ingest: tuple[str, Seeded, ManagedProcess], slow_key: str, backing: DevStack
+) -> None:
+    """The same probe with the servers (ingest, Postgres, Redis, the broker) on one core and
+    every client (this process, the attackers) on the other, as when clients run on other
+    machines: in the layout above the attackers' own CPU (the flood's client encodes a new
+    1,000-event batch for each of its ~700 requests a second, a third of a core) runs on the
+    core Redis and the broker answer from, and delays the answers the other tenant waits for.
+    Printed beside the first; served, not refused, is asserted."""
+    url, keys, proc = ingest
+    assert proc.pid is not None
+    servers = [proc.pid] + [p.pid for p in backing.processes.values() if p.pid]
+    _pinned_probe(url, keys, slow_key, servers, [os.getpid()], "servers apart from clients")
+
+
+def _pinned_probe(
+    url: str, keys: Seeded, slow_key: str, servers: list[int], clients: list[int], layout: str
+) -> None:
+    """`_probe` with `servers` on the first core and `clients` (and the attackers) on the other;
+    prints the figures, asserts served, not refused."""
+    cores = probes.Cores.split()
+    with probes.pinned(servers, cores.ingest), probes.pinned(clients, cores.rest):
         load_before = os.getloadavg()[0]
         probe = _probe(url, keys, slow_key, PROBE_EVENTS, cores)
         load_after = os.getloadavg()[0]
+    where = f"{layout}: {len(servers)} server processes on CPU {sorted(cores.ingest)}"
+    if cores.ingest == cores.rest:
+        where = "not pinned (one CPU)"
     print(
-        f"\n{cores}; load average {load_before:.1f} before, {load_after:.1f} after\n" + probe.line()
+        f"\n{where}; load average {load_before:.1f} before, {load_after:.1f} after\n" + probe.line()
     )
     _assert_served_not_refused(probe)
 
