@@ -329,13 +329,12 @@ def plan_revisions(
     for u in usage:
         context = history.at(u.customer, u.start)
         meter = None if context is None else context.meters.get(u.meter)
-        complete = slot_end(u.start, boundaries.get(u.customer, ())) <= until
-        if context is None or meter is None or not (complete or partial):
+        window = (u.start, slot_end(u.start, boundaries.get(u.customer, ())))
+        if context is None or meter is None or not (window[1] <= until or partial):
             continue
         prev = reported.get((u.customer, u.meter, u.start))
         value = u.value(meter.aggregation)
         summed = prev.summed if prev else Decimal(0)
-        window = (u.start, slot_end(u.start, boundaries.get(u.customer, ())))
         delta = revision_value(meter.formula, value, prev)
         if delta is None:
             continue

@@ -75,13 +75,31 @@ class PostgresContextStore:
                 "ON CONFLICT DO NOTHING",
                 [(tenant_id, customer, at) for customer, at in boundaries],
             )
-            cur.executemany(
-                "INSERT INTO report_contexts (tenant_id, customer, since, plan, "
-                "stripe_customer_id, stripe_subscription_id, meters) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [(tenant_id, c.customer, c.since, c.plan, c.stripe_customer_id, c.subscription,
-                  json.dumps(_encode(c.meters))) for c in contexts],
-            )  # fmt: skip
+            if contexts:
+                cur.execute(_INSERT_CONTEXTS, (tenant_id, *_columns(contexts)))
+
+
+_INSERT_CONTEXTS = """
+INSERT INTO report_contexts (tenant_id, customer, since, plan, stripe_customer_id,
+                             stripe_subscription_id, meters)
+SELECT %s, * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[],
+                         %s::jsonb[])
+ON CONFLICT DO NOTHING"""
+
+
+def _columns(contexts: Sequence[Context]) -> tuple[list[Any], ...]:
+    """The contexts as columns for `_INSERT_CONTEXTS`; contexts that share one meters mapping
+    (one plan's, `current_contexts`) share one JSON encoding of it."""
+    encoded: dict[int, str] = {}
+    documents = []
+    for c in contexts:
+        if id(c.meters) not in encoded:
+            encoded[id(c.meters)] = json.dumps(_encode(c.meters))
+        documents.append(encoded[id(c.meters)])
+    return (
+        [c.customer for c in contexts], [c.since for c in contexts], [c.plan for c in contexts],
+        [c.stripe_customer_id for c in contexts], [c.subscription for c in contexts], documents,
+    )  # fmt: skip
 
 
 def load_history(
