@@ -82,23 +82,27 @@ class PostgresContextStore:
 _INSERT_CONTEXTS = """
 INSERT INTO report_contexts (tenant_id, customer, since, plan, stripe_customer_id,
                              stripe_subscription_id, meters)
-SELECT %s, * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[],
-                         %s::jsonb[])
+SELECT %s, c.customer, c.since, c.plan, c.stripe_customer_id, c.subscription,
+       (%s::jsonb[])[c.document]
+FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::int[])
+     AS c(customer, since, plan, stripe_customer_id, subscription, document)
 ON CONFLICT DO NOTHING"""
 
 
 def _columns(contexts: Sequence[Context]) -> tuple[list[Any], ...]:
-    """The contexts as columns for `_INSERT_CONTEXTS`; contexts that share one meters mapping
-    (one plan's, `current_contexts`) share one JSON encoding of it."""
-    encoded: dict[int, str] = {}
-    documents = []
+    """The parameters of `_INSERT_CONTEXTS`: each distinct meters document once (contexts of
+    one plan share one mapping, `current_contexts`), then the contexts as columns, each with the
+    1-based index of its document."""
+    index: dict[int, int] = {}
+    documents: list[str] = []
     for c in contexts:
-        if id(c.meters) not in encoded:
-            encoded[id(c.meters)] = json.dumps(_encode(c.meters))
-        documents.append(encoded[id(c.meters)])
+        if id(c.meters) not in index:
+            documents.append(json.dumps(_encode(c.meters)))
+            index[id(c.meters)] = len(documents)
     return (
-        [c.customer for c in contexts], [c.since for c in contexts], [c.plan for c in contexts],
-        [c.stripe_customer_id for c in contexts], [c.subscription for c in contexts], documents,
+        documents, [c.customer for c in contexts], [c.since for c in contexts],
+        [c.plan for c in contexts], [c.stripe_customer_id for c in contexts],
+        [c.subscription for c in contexts], [index[id(c.meters)] for c in contexts],
     )  # fmt: skip
 
 
