@@ -57,8 +57,8 @@ WHERE tenant_id = %s AND event_id = %s AND status IS NULL RETURNING 1
 # Batches travel as one JSON document (json_to_recordset): psycopg dumps Python lists into
 # Postgres arrays element by element, which cost more CPU than the rest of a batch's statement.
 # The planner takes json_to_recordset for 100 rows, and for 100 probes it prefers hashing a
-# whole table that is not large yet: a claim read all of `usage_event_ids` (a fresh stack under
-# load: 30 ms a claim at 30k ids, and rising until the table passes ~60k rows). So the ledger is
+# whole table that is not large yet: each claim read all of `usage_event_ids` (in a fresh stack
+# under load, until the table held some 60k ids), and cost more as the ledger grew. So it is
 # probed per id (LATERAL ... LIMIT 1: an index lookup, never hashed), and the batch statements
 # are planned at each call (`_UNPREPARED`), so that no plan cached while a table was small
 # outlives it.
