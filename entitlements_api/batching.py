@@ -7,15 +7,12 @@ consumes that arrive while earlier ones are being decided to `EntitlementService
 as one batch, in a worker thread: one statement, one script call, one pipeline, one publish for
 the whole batch (meterline/entitlements/consume.py), each consume still its own answer.
 
-At most `concurrency` batches are being decided at once. A consume that arrives while fewer
-are starts a batch on the loop's next turn (with whatever else arrived in that turn), so a lone
-consume is not delayed; under load the batches grow by themselves with the arrival rate, and
-the cost per consume falls as the load rises. A batch holds at most `max_size` consumes. A
-batch gives its slot back once it is decided (`on_decided`: its answers stored, its granted ids
-marked), not when the broker has acknowledged its events: the next batch's round trips to
-Postgres and Redis overlap that wait, which costs no CPU. Each caller is answered as soon as
-its own outcome is known (`on_outcomes`, one wake-up of the loop per group of outcomes), not at
-the end of its batch.
+At most `concurrency` batches are in flight. A consume that arrives while fewer are starts a
+batch on the loop's next turn (with whatever else arrived in that turn), so a lone consume is
+not delayed; under load the batches grow by themselves with the arrival rate, and the cost per
+consume falls as the load rises. A batch holds at most `max_size` consumes. Each caller is
+answered as soon as its own outcome is known (`on_outcomes`, one wake-up of the loop per group
+of outcomes), not at the end of its batch.
 """
 
 from __future__ import annotations
@@ -23,20 +20,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
 from meterline.entitlements import EntitlementService
 from meterline.entitlements.consume import ConsumeAsk, Outcome
 
 Answered = tuple[int, dict[str, Any]]
-
-
-@dataclass
-class _Slot:
-    """One of the `concurrency` slots, held by a batch until it is decided or ends."""
-
-    held: bool = True
 
 
 class ConsumeBatcher:
@@ -78,41 +67,29 @@ class ConsumeBatcher:
             return
         batch, self._queued = self._queued[: self._max], self._queued[self._max :]
         self._running += 1
-        slot = _Slot()
         futures = [future for _, future in batch]
         asks = [ask for ask, _ in batch]
 
         def answer(known: list[tuple[int, Outcome]]) -> None:  # on the lane's thread
             loop.call_soon_threadsafe(_resolve_all, futures, known)
 
-        def decided() -> None:  # on the lane's thread
-            loop.call_soon_threadsafe(self._release, loop, slot)
-
-        many = self._service.consume_many
-        done = loop.run_in_executor(self._lane, many, asks, answer, decided)
-        done.add_done_callback(lambda finished: self._finished(loop, slot, futures, finished))
+        done = loop.run_in_executor(self._lane, self._service.consume_many, asks, answer)
+        done.add_done_callback(lambda finished: self._finished(loop, futures, finished))
         self._schedule(loop)
-
-    def _release(self, loop: asyncio.AbstractEventLoop, slot: _Slot) -> None:
-        if slot.held:
-            slot.held = False
-            self._running -= 1
-            self._schedule(loop)
 
     def _finished(
         self,
         loop: asyncio.AbstractEventLoop,
-        slot: _Slot,
         futures: Sequence[asyncio.Future[Answered]],
         finished: asyncio.Future[list[Outcome]],
     ) -> None:
-        """A batch ended: its slot is free if it was not yet, and its callers not answered yet
-        (it raised) get its error."""
+        """A batch ended: its callers not answered yet (it raised) get its error."""
+        self._running -= 1
         error = None if finished.cancelled() else finished.exception()
         for future in futures:
             if error is not None:
                 _resolve(future, error if isinstance(error, Exception) else RuntimeError(error))
-        self._release(loop, slot)
+        self._schedule(loop)
 
 
 def _resolve_all(

@@ -50,13 +50,12 @@ store allows it, and each consume keeps its own answer. One statement claims eve
 reads the ledger for them (an index probe per id, whatever the ledger's size, and planned at
 each call: `postgres/answers.py`); one dedupe script call per tenant asks ingest's store; one
 Redis pipeline carries every reservation (each still its own atomic script, run in order, so
-the limit holds exactly as if they had come one by one); one statement stores every answer; one
-dedupe call marks the granted ids; one publish call produces every granted event and waits for
-their acknowledgements (the consume producer does not linger: the batch is its request). So a
-batch's answers wait for six round trips in turn, and a consume also for a slot
-(`entitlements_api/batching.py`), which a batch holds until `on_decided`: the wait for the
-broker overlaps the next batch's round trips. Each step is timed per batch in bench/HISTORY.md,
-with what is left to cut. A step that fails for the batch fails every consume of it that it
+the limit holds exactly as if they had come one by one); one statement stores every answer;
+one dedupe call marks the granted ids; one publish call produces every granted event and waits
+for their acknowledgements (the consume producer does not linger: the batch is its request).
+So a batch's answers wait for six round trips in turn, and a consume also for the batch before
+its own to leave a slot (`entitlements_api/batching.py`); each step is timed per batch in
+bench/HISTORY.md, with what is left to cut. A step that fails for the batch fails every consume of it that it
 concerned (each claim given up, reservations kept, as for one consume); a consume whose own
 step fails (a feature the view is not ready for, an error of its own) fails alone. A repeat of
 an `event_id` within one batch is answered after the first, as a concurrent repeat; a consume
@@ -96,25 +95,6 @@ from meterline.view import Reservation, ReserveAsk, ViewNotReady, attributed_ms
 
 if TYPE_CHECKING:
     from meterline.entitlements.service import EntitlementService
-
-
-def _nothing() -> None:
-    pass
-
-
-def _once(call: Callable[[], None] | None) -> Callable[[], None]:
-    """`call` the first time only (nothing when None)."""
-    if call is None:
-        return _nothing
-    done = False
-
-    def first() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            call()
-
-    return first
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,21 +147,14 @@ class Consumes:
         self._s = service
 
     def consume_many(
-        self,
-        asks: Sequence[ConsumeAsk],
-        on_outcomes: OnOutcomes | None = None,
-        on_decided: Callable[[], None] | None = None,
+        self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes | None = None
     ) -> list[Outcome]:
         """Each ask's outcome, in order: (200, granted decision), (403, refused decision),
         (409, the id is ingest's), or the error it raised (ValidationFailed, NotFound,
         Unavailable, ...). `on_outcomes` is told them in groups as soon as they are known:
         the batch's, then each consume that waited for another caller's claim, then each
-        repeat of an id within the batch. `on_decided` is called once, when the batch's
-        answers are stored and its granted ids marked, before the publish waits for the
-        broker's acknowledgements (what remains then is that wait, and the consumes that
-        wait for another caller). Blocks on Redis, Postgres and Kafka; never raises for one
-        ask's failure."""
-        decided = _once(on_decided)
+        repeat of an id within the batch. Blocks on Redis, Postgres and Kafka; never raises
+        for one ask's failure."""
         outcomes: dict[int, Outcome] = {}
         known: list[tuple[int, Outcome]] = []
 
@@ -197,9 +170,7 @@ class Consumes:
         self._preload(asks)
         items, repeats = self._validated(asks, settle)
         waiting = self._claimed(items, settle)
-        ready = [i for i in items if i.index not in outcomes and i not in waiting]
-        self._finish(ready, settle, decided)
-        decided()
+        self._finish([i for i in items if i.index not in outcomes and i not in waiting], settle)
         tell()
         for item in waiting:
             self._finish_waiting(item, settle)
@@ -261,16 +232,13 @@ class Consumes:
                 waiting.append(item)
         return waiting
 
-    def _finish(
-        self, items: list[_Item], settle: _Settle, decided: Callable[[], None] = _nothing
-    ) -> None:
-        """Decide the owned items, publish what is granted and unpublished (`decided` is called
-        before the publish waits), announce."""
+    def _finish(self, items: list[_Item], settle: _Settle) -> None:
+        """Decide the owned items, publish what is granted and unpublished, announce."""
         owned = [i for i in items if i.answer is None]
         for item, failure in self._decide_or_abandon(owned).items():
             settle(item.index, failure)
         answered = [i for i in items if i.answer is not None]
-        failed = self._publish([i for i in answered if _unpublished(i.answer)], decided)
+        failed = self._publish([i for i in answered if _unpublished(i.answer)])
         for item in answered:
             assert item.answer is not None
             error: Exception | None = failed.get(item.index) or self._announce(item)
@@ -440,9 +408,7 @@ class Consumes:
                 e = item.event
                 self._s.view.release(item.ask.tenant_id, e.customer, e.meter, item.event_id)
 
-    def _publish(
-        self, items: list[_Item], decided: Callable[[], None] = _nothing
-    ) -> dict[int, Exception]:
+    def _publish(self, items: list[_Item]) -> dict[int, Exception]:
         """Publish the granted events of `items` (again, after an unknown fate) in one call;
         every item's error when it fails, with the reservations kept: the messages may still
         be delivered. The ids are marked in ingest's dedupe store first: the grants are
@@ -457,7 +423,6 @@ class Consumes:
             args = (item.event_id, e.customer, e.meter, value, e.event_ms, now, props)
             events.append(UsageEvent(item.ask.tenant_id, *args))
         self._s.ingested.mark_many([item.key for item in items])
-        decided()
         try:
             self._s.publisher.publish(events, self._s.options.publish_timeout)
         except Exception as error:

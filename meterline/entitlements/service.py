@@ -40,7 +40,7 @@ records nothing) for additive meters, and `usage` for max/latest meters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -404,14 +404,11 @@ class EntitlementService:
         return outcome
 
     def consume_many(
-        self,
-        asks: Sequence[ConsumeAsk],
-        on_outcomes: OnOutcomes | None = None,
-        on_decided: Callable[[], None] | None = None,
+        self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes | None = None
     ) -> list[Outcome]:
         """`consume` of concurrent requests, decided together (`consume.py`): each its own
-        outcome, (status, body) or the error `consume` would raise; `on_decided` as there."""
-        return self._consumes.consume_many(asks, on_outcomes, on_decided)
+        outcome, (status, body) or the error `consume` would raise."""
+        return self._consumes.consume_many(asks, on_outcomes)
 
     def aggregation(self, tenant_id: int, meter: str) -> Aggregation:
         found = self.catalog(tenant_id).meter(meter)

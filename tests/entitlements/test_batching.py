@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -22,38 +22,25 @@ class Service:
     """Answers each ask (200, {"id": event_id}) after `delay`; an event_id "bad" fails alone,
     "boom" makes the whole call raise; "slow" is answered `late` seconds after the others."""
 
-    def __init__(self, delay: float = 0.02, late: float = 0.0, acks: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.02, late: float = 0.0) -> None:
         self.batches: list[list[object]] = []
-        self.delay, self.late, self.acks = delay, late, acks
+        self.delay, self.late = delay, late
         self.running = self.most = 0
         self._lock = threading.Lock()
 
-    def consume_many(
-        self,
-        asks: Sequence[ConsumeAsk],
-        on_outcomes: OnOutcomes,
-        on_decided: Callable[[], None] | None = None,
-    ) -> list[Outcome]:
+    def consume_many(self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes) -> list[Outcome]:
         self.batches.append([a.event_id for a in asks])
         with self._lock:
             self.running += 1
             self.most = max(self.most, self.running)
         try:
-            return self._decide(asks, on_outcomes, on_decided)
+            return self._decide(asks, on_outcomes)
         finally:
             with self._lock:
                 self.running -= 1
 
-    def _decide(
-        self,
-        asks: Sequence[ConsumeAsk],
-        on_outcomes: OnOutcomes,
-        on_decided: Callable[[], None] | None,
-    ) -> list[Outcome]:
+    def _decide(self, asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes) -> list[Outcome]:
         time.sleep(self.delay)
-        if on_decided is not None:
-            on_decided()  # what is left is the wait for the broker's acknowledgements
-        time.sleep(self.acks)
         if any(a.event_id == "boom" for a in asks):
             raise RuntimeError("the batch failed")
         outcomes: list[Outcome] = []
@@ -155,36 +142,3 @@ def test_a_batch_holds_at_most_max_size(size: int) -> None:
     asyncio.run(run())
     assert max(len(batch) for batch in service.batches) == size
     assert sorted(i for batch in service.batches for i in batch) == sorted(map(str, range(7)))
-
-
-def test_the_next_batch_starts_while_a_decided_batch_waits_for_its_acknowledgements() -> None:
-    """A batch holds its slot while it waits on Postgres and Redis, not while the broker
-    acknowledges its events: the consumes behind it are decided meanwhile."""
-    service = Service(delay=0.02, acks=0.2)
-
-    async def run() -> None:
-        b = batcher(service, concurrency=1)
-        first = asyncio.ensure_future(b.consume(ask("a")))
-        await asyncio.sleep(0.05)  # "a" is decided and waits for its acknowledgement
-        await asyncio.gather(first, b.consume(ask("b")))
-
-    asyncio.run(run())
-    assert service.batches == [["a"], ["b"]]
-    assert service.most == 2  # "b" was decided while "a" waited, with one slot
-
-
-def test_a_batch_that_never_says_it_is_decided_frees_its_slot_when_it_ends() -> None:
-    service = Service(delay=0.02)
-    service_many = service.consume_many
-
-    def silent(asks: Sequence[ConsumeAsk], on_outcomes: OnOutcomes, on_decided: Any = None):  # type: ignore[no-untyped-def]
-        return service_many(asks, on_outcomes)
-
-    service.consume_many = silent  # type: ignore[method-assign]
-
-    async def run() -> list[Any]:
-        b = batcher(service, concurrency=1)
-        return [await b.consume(ask(i)) for i in "abc"]
-
-    assert asyncio.run(run()) == [(200, {"id": i}) for i in "abc"]
-    assert service.most == 1

@@ -129,30 +129,3 @@ def test_a_consume_waiting_for_another_claim_does_not_hold_its_batch_back(parts:
     assert statuses(outcomes) == [Unavailable, 200]
     assert [i for i, _ in answered] == [1, 0]
     assert answered[0][1] < 0.1 <= answered[1][1]
-
-
-def test_a_batch_says_it_is_decided_once_its_answers_are_stored_and_before_the_broker_acks(
-    parts: Parts,
-) -> None:
-    """`on_decided` frees the batch's slot (`entitlements_api/batching.py`): it comes after
-    every answer is stored and every granted id marked in ingest's store, before the publish
-    waits for the broker, and once per batch, also when nothing is published."""
-    seen: list[str] = []
-    publish = parts.publisher.publish
-
-    def publishing(events: list[UsageEvent], timeout: float = 10.0) -> None:
-        seen.append("publish")
-        publish(events, timeout)
-
-    parts.publisher.publish = publishing  # type: ignore[method-assign]
-
-    def decided() -> None:
-        stored = parts.answers.get(1, "a")
-        marked = parts.ingested.held(1, "a", in_ledger=False)
-        seen.append(f"decided {stored is not None and stored.status} {marked}")
-
-    parts.service.consume_many([ask("a", 20), ask("b", 40)], on_decided=decided)
-    assert seen == ["decided 200 True", "publish"]
-    seen.clear()
-    parts.service.consume_many([ask("c", 40)], on_decided=decided)  # refused: nothing to publish
-    assert seen == ["decided 200 True"]
