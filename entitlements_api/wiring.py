@@ -139,10 +139,10 @@ class Dependencies:
             close()
 
 
-CONSUME_PRODUCER = {"linger.ms": 1}
-"""The consume publisher's producer settings over `producer_config`'s: each consume waits for
-its own event's acknowledgement, so the 5 ms that ingest's producer lingers to batch a request's
-many events would be 5 ms added to every consume; 1 ms still batches concurrent consumes."""
+CONSUME_PRODUCER = {"linger.ms": 0}
+"""The consume publisher's producer settings over `producer_config`'s: a batch of consumes is
+produced in one call and waits for its acknowledgement, so lingering cannot gather more events
+into the request, only delay every answer (bench/HISTORY.md has the pairs that measured it)."""
 
 
 def build(

@@ -47,18 +47,24 @@ One `event_id`, one answer, one event, counted once. In order:
 **Batches** (`consume_many`, what the HTTP layer calls with the consumes that arrived while the
 previous batches were being decided): every step above runs once for the whole batch where the
 store allows it, and each consume keeps its own answer. One statement claims every new id and
-reads the ledger for them; one dedupe script call per tenant asks ingest's store; one Redis
-pipeline carries every reservation (each still its own atomic script, run in order, so the
-limit holds exactly as if they had come one by one); one statement stores every answer; one
+reads the ledger for them (an index probe per id, whatever the ledger's size, and planned at
+each call: `postgres/answers.py`); one dedupe script call per tenant asks ingest's store; one
+Redis pipeline carries every reservation (each still its own atomic script, run in order, so
+the limit holds exactly as if they had come one by one); one statement stores every answer; one
 dedupe call marks the granted ids; one publish call produces every granted event and waits for
-their acknowledgements. A step that fails for the batch fails every consume of it that it
-concerned (each claim given up, reservations kept, as for one consume); a consume whose own
-step fails (a feature the view is not ready for, an error of its own) fails alone. A repeat of
-an `event_id` within one batch is answered after the first, as a concurrent repeat; a consume
-whose id another caller holds waits for that answer only after the rest of its batch has been
-answered (`on_outcomes`), so it never delays them. Publishing a batch at once means a failed or
-timed-out publish answers 503 to every granted consume of the batch (their fates are unknown
-alike; each retry publishes its own event again).
+their acknowledgements (the consume producer does not linger: the batch is its request). So a
+batch's answers wait for six round trips in turn, and a consume also for a slot
+(`entitlements_api/batching.py`), which a batch holds until it ends, the broker's
+acknowledgement included (freeing it before that wait made batches smaller and consumes
+slower); each step is timed per batch in bench/HISTORY.md, with what is left to cut. A step
+that fails for the batch fails every consume of it that it concerned (each claim given up,
+reservations kept, as for one consume); a consume whose own step fails (a feature the view is
+not ready for, an error of its own) fails alone. A repeat of an `event_id` within one batch is
+answered after the first, as a concurrent repeat; a consume whose id another caller holds waits
+for that answer only after the rest of its batch has been answered (`on_outcomes`), so it never
+delays them. Publishing a batch at once means a failed or timed-out publish answers 503 to
+every granted consume of the batch (their fates are unknown alike; each retry publishes its own
+event again).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class PublishedFlags:
         try:
             with autocommitted(self._pool) as conn:
                 for tenant_id, ids in by_tenant.items():
-                    conn.execute(_MARK, (tenant_id, ids))
+                    conn.execute(_MARK, (tenant_id, ids), prepare=False)  # as answers.py
         except Exception:
             log.warning("published flags not written; tried again shortly", exc_info=True)
             return

@@ -254,3 +254,50 @@ def test_plan_data_of_many_customers_is_read_as_one_by_one(repos: dict[str, Any]
     grants.void(t, grants.add(t, NewGrant("b", "api_calls", "credit", 7)).id)
     assert subs.get_many(t, ["a", "b", "nobody"]) == {"a": subs.get(t, "a")}
     assert grants.list_many(t, ["a", "b"]) == {"a": [], "b": [kept]}
+
+
+def _ledger_scans(conn: Any) -> tuple[int, int]:
+    """(whole-table scans, index scans) of `usage_event_ids` so far, this session's included."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT 1")  # the flush happens at the end of a transaction
+    row = conn.execute(
+        "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables "
+        "WHERE relname = 'usage_event_ids'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_a_batch_claim_probes_the_ledger_by_id_however_many_ids_it_holds(
+    pg_conninfo: str,
+) -> None:
+    """The claim reads whether the ledger holds each of its ids by index, never by reading
+    every counted id: a table of 30k ids was read whole by every claim (the planner takes a
+    batch for 100 rows and preferred hashing the table), so a consume cost more as the ledger
+    grew."""
+    with open_pool(pg_conninfo, max_size=1) as pool:
+        t = PostgresTenantRepository(pool).create_tenant("acme").id
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO usage_event_ids (tenant_id, event_id, day) "
+                "SELECT %s, 'l' || g, current_date FROM generate_series(1, 30000) g",
+                (t,),
+            )
+            conn.commit()
+            conn.execute("ANALYZE usage_event_ids")
+            conn.commit()
+        answers = PostgresAnswerStore(pool)
+        event = ConsumeEvent("c", "m", 1, 1_000)
+        with pool.connection() as conn:
+            conn.autocommit = True
+            before = _ledger_scans(conn)
+            conn.autocommit = False
+        for n in range(12):  # past the count after which statements are prepared
+            asks = [(t, f"l{n + 1}" if i == 0 else f"n{n}-{i}", event) for i in range(20)]
+            claims = answers.claim_many(asks, 30.0)
+            assert [c.in_ledger for c in claims] == [True] + [False] * 19
+        with pool.connection() as conn:
+            conn.autocommit = True
+            seq, idx = (a - b for a, b in zip(_ledger_scans(conn), before, strict=True))
+            conn.autocommit = False
+        assert (seq, idx >= 12) == (0, True), (seq, idx)

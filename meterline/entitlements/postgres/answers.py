@@ -56,6 +56,12 @@ WHERE tenant_id = %s AND event_id = %s AND status IS NULL RETURNING 1
 
 # Batches travel as one JSON document (json_to_recordset): psycopg dumps Python lists into
 # Postgres arrays element by element, which cost more CPU than the rest of a batch's statement.
+# The planner takes json_to_recordset for 100 rows, and for 100 probes it prefers hashing a
+# whole table that is not large yet: each claim read all of `usage_event_ids` (in a fresh stack
+# under load, until the table held some 60k ids), and cost more as the ledger grew. So it is
+# probed per id (LATERAL ... LIMIT 1: an index lookup, never hashed), and the batch statements
+# are planned at each call (`_UNPREPARED`), so that no plan cached while a table was small
+# outlives it.
 _CLAIM_MANY = """
 WITH asked AS (
   SELECT * FROM json_to_recordset(%s::json)
@@ -70,9 +76,12 @@ claimed AS (
 )
 SELECT a.tenant_id, a.event_id,
        EXISTS (SELECT 1 FROM claimed c WHERE (c.tenant_id, c.event_id) = (a.tenant_id, a.event_id)),
-       EXISTS (SELECT 1 FROM usage_event_ids i
-               WHERE i.tenant_id = a.tenant_id AND i.event_id = a.event_id)
+       counted.id IS NOT NULL
 FROM asked a
+LEFT JOIN LATERAL (
+  SELECT 1 AS id FROM usage_event_ids i
+  WHERE i.tenant_id = a.tenant_id AND i.event_id = a.event_id LIMIT 1
+) counted ON true
 """
 _DECIDE_MANY = """
 UPDATE entitlement_answers a SET status = v.status, body = v.body, published = v.published
@@ -86,6 +95,9 @@ UPDATE entitlement_answers a SET claimed_at = '-infinity'
 FROM json_to_recordset(%s::json) AS v(tenant_id bigint, event_id text)
 WHERE a.tenant_id = v.tenant_id AND a.event_id = v.event_id AND a.status IS NULL
 """
+
+_UNPREPARED = False
+"""Batch statements are planned with their table's size at each call, never from a cached plan."""
 
 
 class PostgresAnswerStore(AnswerStore):
@@ -140,7 +152,9 @@ class PostgresAnswerStore(AnswerStore):
         with autocommitted(self._pool) as conn:
             found = {
                 (t, e): (won, held)
-                for t, e, won, held in conn.execute(_CLAIM_MANY, (dumps(rows).decode(),))
+                for t, e, won, held in conn.execute(
+                    _CLAIM_MANY, (dumps(rows).decode(),), prepare=_UNPREPARED
+                )
             }
         claims = []
         for tenant_id, event_id, event in asks:
@@ -159,7 +173,7 @@ class PostgresAnswerStore(AnswerStore):
             for t, event_id, a in answers
         ]
         with autocommitted(self._pool) as conn:
-            done = conn.execute(_DECIDE_MANY, (dumps(rows).decode(),))
+            done = conn.execute(_DECIDE_MANY, (dumps(rows).decode(),), prepare=_UNPREPARED)
             stored = {(int(t), str(e)) for t, e in done}
         return [
             answer if (t, event_id) in stored else self._stored(t, event_id)
@@ -174,7 +188,7 @@ class PostgresAnswerStore(AnswerStore):
     def abandon_many(self, ids: Sequence[tuple[int, str]]) -> None:
         rows = [{"tenant_id": t, "event_id": event_id} for t, event_id in ids]
         with autocommitted(self._pool) as conn:
-            conn.execute(_ABANDON_MANY, (dumps(rows).decode(),))
+            conn.execute(_ABANDON_MANY, (dumps(rows).decode(),), prepare=_UNPREPARED)
 
     def abandon(self, tenant_id: int, event_id: str) -> None:
         with autocommitted(self._pool) as conn:
