@@ -106,8 +106,17 @@ def reached(body: Mapping[str, Any], percents: Sequence[Limit]) -> list[str]:
     limit, used, period = body.get("limit"), body.get("used"), body.get("period")
     if limit is None or used is None or not period:
         return []
+    return shown(used, limit, percents, _exceeded(body))
+
+
+def shown(
+    used: Decimal | float, limit: Decimal | float, percents: Sequence[Limit], exceeded: bool
+) -> list[str]:
+    """The notices of `used` against `limit` (what `reached` lists for a body with them):
+    `threshold:<p>` ascending, then `limit_exceeded` when `exceeded`. The detector asks it
+    before it builds a decision, so that only usage showing something new costs one."""
     names = [f"threshold:{p}" for p in percents if _reached(used, limit, p)]
-    return [*names, LIMIT_EXCEEDED] if _exceeded(body) else names
+    return [*names, LIMIT_EXCEEDED] if exceeded else names
 
 
 def possible(percents: Sequence[Limit], allow: bool) -> list[str]:
@@ -121,11 +130,11 @@ def key_of(tenant_id: int, customer: str, body: Mapping[str, Any], name: str) ->
     return tenant_id, customer, body["feature"], body["period"]["start"], name
 
 
-def _reached(used: float, limit: float, percent: Limit) -> bool:
+def _reached(used: Decimal | float, limit: Decimal | float, percent: Limit) -> bool:
     return limit > 0 and _exact(used) * 100 >= _exact(limit) * Decimal(percent)
 
 
-def _exact(number: float) -> Decimal:
+def _exact(number: Decimal | float) -> Decimal:
     return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
 
 

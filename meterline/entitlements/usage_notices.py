@@ -61,12 +61,13 @@ def lock_key(prefix: str) -> int:
     return USAGE_NOTICES_KEY << 32 | zlib.crc32(prefix.encode())
 
 
-Announce = Callable[[int, str], object]
+Announce = Callable[[int, Sequence[str]], object]
 
 
 class UsageNoticeSweep:
-    """Decides the touched customers of `touched` with `announce(tenant_id, customer)`
-    (`EntitlementService.announce_usage`) while `leading()` says this replica is the one."""
+    """Decides the touched customers of `touched` with `announce(tenant_id, customers)`
+    (`EntitlementService.announce_usage`, one call per tenant of a batch) while `leading()`
+    says this replica is the one."""
 
     def __init__(
         self,
@@ -101,10 +102,30 @@ class UsageNoticeSweep:
         return decided
 
     def _decide(self, touches: Sequence[Touch]) -> list[Touch]:
+        """The touches decided, one `announce` per tenant; a tenant's batch that fails is
+        decided again one customer at a time up to the first that fails (the rest wait)."""
+        by_tenant: dict[int, list[Touch]] = {}
+        for t in touches:
+            by_tenant.setdefault(t.tenant_id, []).append(t)
+        ok: list[Touch] = []
+        for tenant_id, group in by_tenant.items():
+            try:
+                self._announce(tenant_id, [t.customer for t in group])
+            except Exception:
+                log.warning("usage notices: deciding a batch failed", exc_info=True)
+                alone = self._one_by_one(group)
+                ok += alone
+                if len(alone) < len(group):
+                    break
+            else:
+                ok += group
+        return ok
+
+    def _one_by_one(self, touches: Sequence[Touch]) -> list[Touch]:
         ok = []
         for t in touches:
             try:
-                self._announce(t.tenant_id, t.customer)
+                self._announce(t.tenant_id, [t.customer])
             except Exception:
                 log.warning("usage notices: deciding a touched customer failed", exc_info=True)
                 break
