@@ -54,6 +54,15 @@ class Rig:
         )  # fmt: skip
         self.sweep = UsageNoticeSweep(self.touched, self.service.announce_usage, batch=2)
 
+    def restarted(self) -> UsageNoticeSweep:
+        """The sweep of a new process over the same view, feed and ledger (no memo)."""
+        self.service = EntitlementService(
+            self.catalogs, self.subs, MemoryGrantRepository(MemoryCustomerRepository()),
+            ViewUsage(self.view), self.view, Publisher(), MemoryAnswerStore(), self.clock,
+            notifier=Notifier(self.ledger),
+        )  # fmt: skip
+        return UsageNoticeSweep(self.touched, self.service.announce_usage, batch=500)
+
     def count(self, customer: str, value: int, tenant: int = 1) -> None:
         """What the aggregator does for a batch of this customer's ingested events."""
         minute = self.clock.now_ms() // 60_000 * 60_000
@@ -254,6 +263,33 @@ def test_a_failed_batch_is_decided_one_by_one_up_to_the_failing_customer(rig: Ri
     rig.ledger.record = record  # type: ignore[method-assign]
     assert rig.sweep.sweep() == 2
     assert sorted(n.customer for n in rig.ledger.announced) == ["a", "b", "c"]
+
+
+class Killed(BaseException):
+    """The process dying mid-pass: no `except Exception` catches it."""
+
+
+def test_a_replica_killed_mid_pass_leaves_nothing_missed_nor_doubled(rig: Rig) -> None:
+    rig.count("a", 30)  # 60%
+    rig.count("b", 45)  # 90%
+    record = rig.ledger.record
+
+    def dies_after_recording(found: list[Notice]) -> int:
+        record(found)
+        raise Killed  # after the ledger's transaction, before the feed hears `done`
+
+    rig.ledger.record = dies_after_recording  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        rig.sweep.sweep()
+    rig.ledger.record = record  # type: ignore[method-assign]
+    assert rig.touched.backlog() == 2 and announced(rig.ledger) == [
+        ("entitlement.threshold_reached", 50),
+    ]  # fmt: skip
+    assert rig.restarted().sweep() == 2
+    assert rig.touched.backlog() == 0
+    assert sorted((n.customer, n.data["threshold"]) for n in rig.ledger.announced) == [
+        ("a", 50), ("b", 50), ("b", 80),
+    ]  # fmt: skip
 
 
 def test_current_many_answers_as_current_also_when_the_view_is_not_ready(rig: Rig) -> None:
