@@ -13,9 +13,10 @@ looks at, so each step is done once per batch, not once per customer:
 3. the usage of the rest: one Redis pipeline of `reserve` probes for every additive meter
    (`current_many`; usage plus pending reservations, as consumes and checks count it);
 4. only usage that shows a notice this process has not recorded (`thresholds.shown`, the same
-   rule `reached` applies to a decision's body) is decided and handed to the `Notifier`. Most
-   touched customers are below their next threshold: they cost the evaluation and their share
-   of the pipeline, no decision, no body, no ledger call.
+   rule `reached` applies to a decision's body) is decided, and all the batch's new notices go
+   to the ledger together (`Notifier.announce_many`: one transaction, its inserts and outbox
+   messages pipelined). Most touched customers are below their next threshold: they cost the
+   evaluation and their share of the pipeline, no decision, no body, no ledger call.
 
 Why not skip the read too: the feed says which customers changed, not by how much (that would
 be more work in the aggregator's step, the path with the 100k events/s target), so a customer
@@ -71,9 +72,11 @@ def announce_counted(service: EntitlementService, tenant_id: int, customers: Seq
     service.preload_plans(tenant_id, unique)
     found = [o for c in unique for o in _open(service, notifier, tenant_id, c, catalog)]
     reads = [(o.customer, o.meter, o.period) for o in found]
-    for o, used in zip(found, service.current_many(tenant_id, reads), strict=True):
-        if _news(notifier, o, used):
-            notifier.announce(tenant_id, o.customer, decide(o.ev, used).as_dict(), o.percents)
+    used = service.current_many(tenant_id, reads)
+    notifier.announce_many([
+        (tenant_id, o.customer, decide(o.ev, u).as_dict(), o.percents)
+        for o, u in zip(found, used, strict=True) if _news(notifier, o, u)
+    ])  # fmt: skip
     return len(found)
 
 

@@ -62,7 +62,7 @@ from __future__ import annotations
 import abc
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -75,6 +75,8 @@ LIMIT_EXCEEDED = "limit_exceeded"
 EXCEEDED_TYPE, REACHED_TYPE = "entitlement.limit_exceeded", "entitlement.threshold_reached"
 MEMO_SIZE = 100_000
 NoticeKey: TypeAlias = tuple[int, str, str, str, str]
+Answer: TypeAlias = tuple[int, str, Mapping[str, Any], Sequence[Limit]]
+"""What `Notifier.announce_many` reads: tenant, customer, a decision's body, its percentages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +202,28 @@ class Notifier:
     def announce(
         self, tenant_id: int, customer: str, body: Mapping[str, Any], percents: Sequence[Limit]
     ) -> None:
-        names = reached(body, percents)
-        with self._lock:
-            unknown = [n for n in names if key_of(tenant_id, customer, body, n) not in self._known]
-        if unknown:
-            found = [notice(tenant_id, customer, body, name) for name in unknown]
+        self.announce_many([(tenant_id, customer, body, percents)])
+
+    def announce_many(self, answers: Sequence[Answer]) -> None:
+        """`announce` of each (tenant, customer, body, percents), their unknown notices recorded
+        in one `record` call (one transaction), in key order: two writers of overlapping
+        batches then take the ledger's row locks in one order."""
+        found = [notice(t, c, body, name) for t, c, body, names in self._unknown(answers)
+                 for name in names]  # fmt: skip
+        if found:
+            found.sort(key=lambda n: n.key)
             self._ledger.record(found)
             self._remember(n.key for n in found)
+
+    def _unknown(self, answers: Sequence[Answer]) -> Iterator[tuple[int, str, Any, list[str]]]:
+        for tenant_id, customer, body, percents in answers:
+            names = reached(body, percents)
+            with self._lock:
+                unknown = [
+                    n for n in names if key_of(tenant_id, customer, body, n) not in self._known
+                ]
+            if unknown:
+                yield tenant_id, customer, body, unknown
 
     def knows(self, key: tuple[int, str, str, str], names: Sequence[str]) -> bool:
         """Whether this process recorded every notice `names` of (tenant, customer, feature,

@@ -12,11 +12,18 @@ consumes and checks: once per customer, feature, period and notice, whoever sees
 effective limit (plan after payment policies, the billing period, grants at that instant),
 which the entitlements service holds and caches and the aggregator would have to load per
 customer of every batch, on the path whose target is 100k events/s. The aggregator's whole
-share is one ZADD per distinct customer inside the batch's existing Lua call (no extra round
-trip); `bench/bench_thresholds.py` measures its rate with it on beside off, and with this
+share is one ZADD per 500 distinct customers inside the batch's existing Lua call (no extra
+round trip); `bench/bench_thresholds.py` measures its rate with it on beside off, and with this
 detector running. Not a log: the feed is a set, so a customer touched by many batches while
 the detector was busy is looked at once; its work is bounded by the customers whose usage
 changed, never by the event rate.
+
+**Cost, per customer, not per event.** A pass takes the touched customers `batch` (500) at a
+time and makes one `announce` per tenant of a batch (`EntitlementService.announce_usage`,
+`counted_notices.py`): the plan data of customers not cached in one pair of statements, the
+usage of every feature that can still announce something in one Redis pipeline, and a
+decision only for usage that shows a notice this process has not recorded; a customer below
+its next threshold costs its evaluation and its share of the pipeline, nothing more.
 
 **Pacing.** A pass starts at most every `interval_s` (1 s): it takes the customers touched up
 to its start (those touched during the pass wait for the next), `batch` at a time, decides
@@ -34,8 +41,13 @@ whose every notice of the period is already recorded is not even decided
 pass of the holder's death. Two overlapping briefly only repeat work: the ledger's primary key
 lets one of them announce.
 
-**Failures.** A customer whose decision or recording fails stays in the feed and the pass
-ends; the next pass tries again (at-least-once; the ledger keeps it once). A feed lost with
+**Failures.** A tenant's batch whose decision or recording fails is decided again one customer
+at a time; the first customer that fails again stays in the feed with the rest of the batch and
+the pass ends; the next pass tries again (at-least-once; the ledger keeps each notice once). A
+detector that dies mid-pass has dropped only the customers it decided (`done` comes after the
+ledger's transaction): the next one, here after a restart or on the replica that takes the
+lock, reads the others from the feed in Redis, with nothing remembered in process (its memo
+starts empty, the ledger's key keeps a notice recorded before the death once). A feed lost with
 Redis is refilled by the rebuild that follows (every loaded customer is marked).
 """
 

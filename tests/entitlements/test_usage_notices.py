@@ -25,7 +25,7 @@ from meterline.entitlements import (
 )
 from meterline.entitlements.model import Subscription
 from meterline.entitlements.periods import Period
-from meterline.entitlements.thresholds import Notice, Notifier
+from meterline.entitlements.thresholds import Answer, Notice, Notifier
 from meterline.entitlements.usage_notices import UsageNoticeSweep
 from meterline.view import Delta, MemoryUsageView, Reservation, ReserveAsk
 from meterline.view.touched import MemoryTouched
@@ -225,13 +225,15 @@ class CountingSubs(MemorySubscriptionRepository):
 
 def test_usage_below_the_next_threshold_is_not_decided(rig: Rig) -> None:
     decided: list[str] = []
-    announce = rig.service.notifier.announce  # type: ignore[union-attr]
+    notifier = rig.service.notifier
+    assert notifier is not None
+    announce_many = notifier.announce_many
 
-    def counting(tenant_id: int, customer: str, body: Any, percents: Any) -> None:
-        decided.append(f"{customer}:{body['used']}")
-        announce(tenant_id, customer, body, percents)
+    def counting(answers: Sequence[Answer]) -> None:
+        decided.extend(f"{customer}:{body['used']}" for _t, customer, body, _p in answers)
+        announce_many(answers)
 
-    rig.service.notifier.announce = counting  # type: ignore[method-assign,union-attr]
+    notifier.announce_many = counting  # type: ignore[method-assign]
     rig.count("c", 24)  # 48%
     rig.sweep.sweep()
     rig.count("c", 1)  # 50%: reached
@@ -279,6 +281,7 @@ def test_a_replica_killed_mid_pass_leaves_nothing_missed_nor_doubled(rig: Rig) -
         raise Killed  # after the ledger's transaction, before the feed hears `done`
 
     rig.ledger.record = dies_after_recording  # type: ignore[method-assign]
+    rig.sweep = UsageNoticeSweep(rig.touched, rig.service.announce_usage, batch=1)
     with pytest.raises(Killed):
         rig.sweep.sweep()
     rig.ledger.record = record  # type: ignore[method-assign]

@@ -133,3 +133,31 @@ def test_contract_racing_writers_announce_each_notice_once(ledger) -> None:
     assert sum(counts) == 3
     ids = announced(store, pool)
     assert len(ids) == len(set(ids)) == 3
+
+
+def test_contract_a_batch_of_customers_records_only_its_new_notices(ledger) -> None:
+    """What the detector records for a batch: many customers' notices in one `record`, some
+    already recorded by a consume; each new one announced, in the batch's order."""
+    store, tenant, pool = ledger
+    earlier = notices(tenant, "b", body(60), (50, 80, 100))  # b's 50%, from a consume
+    assert store.record(earlier) == 1
+    batch = [n for c in ("a", "b", "c") for n in notices(tenant, c, body(85), (50, 80, 100))]
+    assert store.record(batch) == 5
+    assert store.record(batch) == 0
+    new = [n for n in batch if n.key != earlier[0].key]
+    assert announced(store, pool) == [n.notification.msg_id for n in (*earlier, *new)]
+
+
+def test_the_notifier_records_a_batch_of_answers_in_one_call() -> None:
+    calls: list[int] = []
+
+    class Counting(MemoryNoticeLedger):
+        def record(self, found: Any) -> int:
+            calls.append(len(found))
+            return super().record(found)
+
+    notifier = Notifier(Counting())
+    answers = [(1, c, body(used), (50, 80, 100)) for c, used in (("a", 85), ("b", 40), ("c", 50))]
+    notifier.announce_many(answers)
+    notifier.announce_many(answers)  # all known: no call
+    assert calls == [3]

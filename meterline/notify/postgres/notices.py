@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from psycopg_pool import ConnectionPool
 
 from meterline.entitlements.thresholds import Notice, NoticeLedger
-from meterline.notify.outbox import publish
+from meterline.notify.outbox import publish_many
 
 _INSERT = """
 INSERT INTO entitlement_notices (tenant_id, customer, feature, period_start, notice)
@@ -21,10 +21,16 @@ class PostgresNoticeLedger(NoticeLedger):
         self._pool = pool
 
     def record(self, found: Sequence[Notice]) -> int:
-        new = 0
-        with self._pool.connection() as conn, conn.transaction():
+        """One transaction: every notice's insert in one pipelined round trip, then the outbox
+        messages of those it inserted, again in one (a detector's batch holds hundreds)."""
+        if not found:
+            return 0
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(_INSERT, [n.key for n in found], returning=True)
+            new = []
             for notice in found:
-                if conn.execute(_INSERT, notice.key).fetchone() is not None:
-                    publish(conn, notice.notification)
-                    new += 1
-        return new
+                if cur.fetchone() is not None:
+                    new.append(notice.notification)
+                cur.nextset()
+            publish_many(conn, new)
+        return len(new)
