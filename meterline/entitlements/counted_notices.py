@@ -33,10 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from meterline.catalog import Catalog, Limit, Overage
+from meterline.catalog import Catalog, Feature, Limit, Overage
 from meterline.entitlements.decide import Evaluation, decide
 from meterline.entitlements.periods import Period
 from meterline.entitlements.thresholds import Notifier, possible, shown
@@ -47,14 +48,23 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class Open:
-    """A customer's feature with a notice left to announce this period, evaluated."""
+class Watched:
+    """A feature's terms for a customer, evaluated, that can still announce `names`."""
 
-    customer: str
     meter: str
     period: Period
     ev: Evaluation
     percents: tuple[Limit, ...]
+    names: list[str]
+    start: str  # the period's start as notices key it
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """A customer's feature with a notice left to announce this period."""
+
+    customer: str
+    watched: Watched
     key: tuple[int, str, str, str]  # tenant, customer, feature, period start (`Notifier.knows`)
 
 
@@ -70,37 +80,70 @@ def announce_counted(service: EntitlementService, tenant_id: int, customers: Seq
         return 0
     unique = list(dict.fromkeys(customers))
     service.preload_plans(tenant_id, unique)
-    found = [o for c in unique for o in _open(service, notifier, tenant_id, c, catalog)]
-    reads = [(o.customer, o.meter, o.period) for o in found]
+    batch = _Batch(service, notifier, tenant_id, catalog, service.clock.now())
+    found = [o for c in unique for o in batch.open(c)]
+    reads = [(o.customer, o.watched.meter, o.watched.period) for o in found]
     used = service.current_many(tenant_id, reads)
     notifier.announce_many([
-        (tenant_id, o.customer, decide(o.ev, u).as_dict(), o.percents)
+        (tenant_id, o.customer, decide(o.watched.ev, u).as_dict(), o.watched.percents)
         for o, u in zip(found, used, strict=True) if _news(notifier, o, u)
     ])  # fmt: skip
     return len(found)
 
 
-def _open(
-    service: EntitlementService, notifier: Notifier, tenant_id: int, customer: str, catalog: Catalog
-) -> Iterator[Open]:
-    """`customer`'s metered features with a notice this process has not recorded."""
-    for feature in catalog.features:
+class _Batch:
+    """One batch's evaluations, at one instant. A customer with neither subscription nor
+    grants has the default plan's terms, the same for all: evaluated once per batch."""
+
+    def __init__(
+        self,
+        service: EntitlementService,
+        notifier: Notifier,
+        tenant_id: int,
+        catalog: Catalog,
+        now: datetime,
+    ) -> None:
+        self._service, self._notifier = service, notifier
+        self._tenant_id, self._catalog, self._now = tenant_id, catalog, now
+        self._plain: dict[str, Watched | None] = {}
+
+    def open(self, customer: str) -> Iterator[Open]:
+        """`customer`'s metered features with a notice this process has not recorded."""
+        data = self._service.plan_data(self._tenant_id, customer)
+        plain = data.subscription is None and not data.grants
+        for feature in self._catalog.features:
+            if plain:
+                if feature.key not in self._plain:
+                    self._plain[feature.key] = self._watched(customer, feature)
+                watched = self._plain[feature.key]
+            else:
+                watched = self._watched(customer, feature)
+            if watched is None:
+                continue
+            key = (self._tenant_id, customer, feature.key, watched.start)
+            if not self._notifier.knows(key, watched.names):
+                yield Open(customer, watched, key)
+
+    def _watched(self, customer: str, feature: Feature) -> Watched | None:
+        """None for a feature that can announce nothing: not metered, not granted, unlimited,
+        or neither `notify_at` nor an `allow` overage."""
         if feature.meter is None:
-            continue
-        ev = service.evaluate(tenant_id, customer, feature.key)
-        if ev.terms is None or ev.period is None or ev.terms.limit is None:
-            continue  # not granted, or unlimited: nothing to reach
-        plan = ev.choice.plan
-        percents = service.thresholds(tenant_id, plan.key if plan else None, feature.key)
-        names = possible(percents, ev.terms.overage is Overage.ALLOW)
-        key = (tenant_id, customer, feature.key, ev.period.as_dict()["start"])
-        if names and not notifier.knows(key, names):
-            yield Open(customer, feature.meter, ev.period, ev, percents, key)
+            return None
+        ev = self._service.evaluate(self._tenant_id, customer, feature.key, self._now)
+        terms, period = ev.terms, ev.period
+        if terms is None or period is None or terms.limit is None:
+            return None
+        plan = ev.choice.plan.key if ev.choice.plan else None
+        percents = self._service.thresholds(self._tenant_id, plan, feature.key)
+        names = possible(percents, terms.overage is Overage.ALLOW)
+        start = period.as_dict()["start"]
+        return Watched(feature.meter, period, ev, percents, names, start) if names else None
 
 
 def _news(notifier: Notifier, o: Open, used: Decimal) -> bool:
     """Whether a decision of `used` would show a notice this process has not recorded."""
-    assert o.ev.terms is not None and o.ev.terms.limit is not None
-    limit = o.ev.terms.limit
-    names = shown(used, limit, o.percents, o.ev.terms.overage is Overage.ALLOW and used > limit)
+    terms = o.watched.ev.terms
+    assert terms is not None and terms.limit is not None
+    allow = terms.overage is Overage.ALLOW
+    names = shown(used, terms.limit, o.watched.percents, allow and used > terms.limit)
     return bool(names) and not notifier.knows(o.key, names)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from meterline.entitlements import (
     ViewUsage,
 )
 from meterline.entitlements.model import Subscription
+from meterline.entitlements.repository import NewGrant
 from meterline.entitlements.periods import Period
 from meterline.entitlements.thresholds import Answer, Notice, Notifier
 from meterline.entitlements.usage_notices import UsageNoticeSweep
@@ -47,8 +48,10 @@ class Rig:
         self.view = MemoryUsageView(self.clock, touched=self.touched)
         self.ledger = FlakyLedger()
         self.subs = MemorySubscriptionRepository()
+        self.customers = MemoryCustomerRepository()
+        self.grants = MemoryGrantRepository(self.customers)
         self.service = EntitlementService(
-            self.catalogs, self.subs, MemoryGrantRepository(MemoryCustomerRepository()),
+            self.catalogs, self.subs, self.grants,
             ViewUsage(self.view), self.view, Publisher(), MemoryAnswerStore(), self.clock,
             notifier=Notifier(self.ledger),
         )  # fmt: skip
@@ -265,6 +268,24 @@ def test_a_failed_batch_is_decided_one_by_one_up_to_the_failing_customer(rig: Ri
     rig.ledger.record = record  # type: ignore[method-assign]
     assert rig.sweep.sweep() == 2
     assert sorted(n.customer for n in rig.ledger.announced) == ["a", "b", "c"]
+
+
+def test_customers_of_one_batch_are_each_decided_by_their_own_terms(rig: Rig) -> None:
+    """Plain customers share the default plan's evaluation; one with a grant or a plan of its
+    own gets its own limit."""
+    rig.customers.create(1, "credited", None, None)
+    rig.grants.add(1, NewGrant("credited", "api_calls", "credit", 50, NOW - timedelta(days=1)))
+    rig.subs.put(Subscription(1, "power", "power"))  # 100,000, overage allow: no notify_at
+    rig.sweep = UsageNoticeSweep(rig.touched, rig.service.announce_usage, batch=10)
+    for customer, value in (("p1", 41), ("credited", 55), ("power", 100_001), ("p2", 26)):
+        rig.count(customer, value)
+    assert rig.sweep.sweep() == 4
+    assert sorted((n.customer, n.type, n.data.get("threshold")) for n in rig.ledger.announced) == [
+        ("credited", "entitlement.threshold_reached", 50),  # 55 of 50 + 50
+        ("p1", "entitlement.threshold_reached", 50), ("p1", "entitlement.threshold_reached", 80),
+        ("p2", "entitlement.threshold_reached", 50),
+        ("power", "entitlement.limit_exceeded", None),
+    ]  # fmt: skip
 
 
 class Killed(BaseException):
