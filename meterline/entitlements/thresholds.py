@@ -183,11 +183,14 @@ class MemoryNoticeLedger(NoticeLedger):
         self.announced: list[Notification] = []
 
     def record(self, found: Sequence[Notice]) -> int:
+        new = 0
         with self._lock:
-            new = [n for n in found if n.key not in self._keys]
-            self._keys.update(n.key for n in new)
-            self.announced.extend(n.notification for n in new)
-        return len(new)
+            for n in found:  # a key twice in `found`: the first is announced
+                if n.key not in self._keys:
+                    self._keys.add(n.key)
+                    self.announced.append(n.notification)
+                    new += 1
+        return new
 
 
 class Notifier:

@@ -24,8 +24,8 @@ from meterline.entitlements import (
     ViewUsage,
 )
 from meterline.entitlements.model import Subscription
-from meterline.entitlements.repository import NewGrant
 from meterline.entitlements.periods import Period
+from meterline.entitlements.repository import NewGrant
 from meterline.entitlements.thresholds import Answer, Notice, Notifier
 from meterline.entitlements.usage_notices import UsageNoticeSweep
 from meterline.view import Delta, MemoryUsageView, Reservation, ReserveAsk

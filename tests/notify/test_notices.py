@@ -161,3 +161,15 @@ def test_the_notifier_records_a_batch_of_answers_in_one_call() -> None:
     notifier.announce_many(answers)
     notifier.announce_many(answers)  # all known: no call
     assert calls == [3]
+
+
+def test_contract_a_notice_twice_in_one_record_is_announced_once_as_first_given(ledger) -> None:
+    store, tenant, pool = ledger
+    (first,) = notices(tenant, "c", body(55), (50,))
+    (again,) = notices(tenant, "c", body(60), (50,))
+    assert store.record([first, again]) == 1
+    assert announced(store, pool) == [first.notification.msg_id]
+    if pool is not None:
+        with pool.connection() as conn:
+            (used,) = conn.execute("SELECT body FROM webhook_messages").fetchone()
+        assert b'"used":55' in bytes(used)
