@@ -14,7 +14,9 @@ which the entitlements service holds and caches and the aggregator would have to
 customer of every batch, on the path whose target is 100k events/s. The aggregator's whole
 share is one ZADD per 500 distinct customers inside the batch's existing Lua call (no extra
 round trip); `bench/bench_thresholds.py` measures its rate with it on beside off, and with this
-detector running. Not a log: the feed is a set, so a customer touched by many batches while
+detector running on the same cores (as in the dev stack, where the entitlements service shares
+the machine; where its replicas run on other nodes, the detector's cost leaves the
+aggregator's cores altogether). Not a log: the feed is a set, so a customer touched by many batches while
 the detector was busy is looked at once; its work is bounded by the customers whose usage
 changed, never by the event rate.
 
