@@ -16,9 +16,9 @@ share is one ZADD per 500 distinct customers inside the batch's existing Lua cal
 round trip); `bench/bench_thresholds.py` measures its rate with it on beside off, and with this
 detector running on the same cores (as in the dev stack, where the entitlements service shares
 the machine; where its replicas run on other nodes, the detector's cost leaves the
-aggregator's cores altogether). Not a log: the feed is a set, so a customer touched by many batches while
-the detector was busy is looked at once; its work is bounded by the customers whose usage
-changed, never by the event rate.
+aggregator's cores altogether). Not a log: the feed is a set, so a customer touched by many
+batches while the detector was busy is looked at once; its work is bounded by the customers
+whose usage changed, never by the event rate.
 
 **Cost, per customer, not per event.** A pass takes the touched customers `batch` (500) at a
 time and makes one `announce` per tenant of a batch (`EntitlementService.announce_usage`,
