@@ -37,16 +37,17 @@ that instant) `used` has reached. The reasons:
   aggregator has counted it (and by the next plain check); limits that move (a credit that
   expires or is voided: "a grant running out") are seen by the next decision, since each
   answer announces *all* reached notices, not only those it crossed.
-- The aggregator runs no threshold code: its share is one ZADD per distinct customer inside
+- The aggregator runs no threshold code: its share is one ZADD per 500 distinct customers in
   the batch's existing Lua call (bench/bench_thresholds.py: its sustained rate with the marks
   and the detector on beside off, and what a consume pays).
 
 **Once, also when consumes race.** `Notifier` keeps the keys it recorded (bounded memo): an
 answer whose notices are all known costs no round trip. Unknown ones go to the
-`NoticeLedger`: in Postgres one transaction per answer inserts each notice into
-`entitlement_notices` (primary key tenant, customer, feature, period start, notice) with
-`INSERT … ON CONFLICT DO NOTHING RETURNING`, and writes the outbox message
-(`meterline.notify.outbox.publish`) only for the rows it inserted. Racing consumes each try;
+`NoticeLedger`: in Postgres one transaction per answer (per batch of answers for the
+detector, `announce_many`) inserts the notices into `entitlement_notices` (primary key tenant,
+customer, feature, period start, notice) in one `INSERT … ON CONFLICT DO NOTHING RETURNING`,
+and writes the outbox messages (`meterline.notify.outbox.publish_many`) only for the rows it
+inserted. Racing consumes each try;
 the key lets exactly one announce. The message id derives from the same key, so the
 dispatcher's receivers dedupe even a replay.
 
