@@ -33,8 +33,8 @@ JOIN webhook_endpoints e ON e.tenant_id = %(tenant)s
 # `_PUBLISH` for many: arrays of each field, inserted in their order (WITH ORDINALITY).
 _PUBLISH_MANY = """
 WITH n AS (
-    SELECT * FROM unnest(%(msg_id)s::text[], %(type)s::text[], %(ordering_key)s::text[],
-                         %(body)s::bytea[], %(tenant)s::bigint[])
+    SELECT * FROM unnest(%(msg_id)b::text[], %(type)b::text[], %(ordering_key)b::text[],
+                         %(body)b::bytea[], %(tenant)b::bigint[])
         WITH ORDINALITY AS n (msg_id, type, ordering_key, body, tenant, i)
 ), m AS (
     INSERT INTO webhook_messages (msg_id, tenant_id, event_type, ordering_key, body)

@@ -13,7 +13,7 @@ from meterline.notify.outbox import publish_many
 
 _INSERT = """
 INSERT INTO entitlement_notices (tenant_id, customer, feature, period_start, notice)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::text[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::timestamptz[], %b::text[])
 ON CONFLICT DO NOTHING
 RETURNING tenant_id, customer, feature, period_start, notice
 """
