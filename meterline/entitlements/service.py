@@ -51,6 +51,7 @@ from meterline.catalog.aggregation import RULES, Combine
 from meterline.clock import Clock, SystemClock, to_ms
 from meterline.entitlements.cache import CustomerCache
 from meterline.entitlements.consume import ConsumeAsk, Consumes, OnOutcomes, Outcome
+from meterline.entitlements.counted_notices import announce_counted
 from meterline.entitlements.decide import Evaluation, decide, evaluate
 from meterline.entitlements.ids import IngestedIds, MemoryIngestedIds
 from meterline.entitlements.invalidation import Change, ChangeFeed, LocalFeed
@@ -61,12 +62,12 @@ from meterline.entitlements.repository import (
     GrantRepository,
     SubscriptionRepository,
 )
-from meterline.entitlements.thresholds import Notifier, possible
+from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage_reader import UsageReader
 from meterline.errors import FieldError, NotFound, ValidationFailed
 from meterline.events import UsageEvent
 from meterline.values import exact_sum, to_decimal, value_problem
-from meterline.view import Reservation, SyncedView, ViewNotReady
+from meterline.view import Reservation, ReserveAsk, SyncedView, ViewNotReady
 
 log = logging.getLogger(__name__)
 JITTER = 0.1  # cached entries live 90-100% of their TTL, so they do not expire together
@@ -295,36 +296,13 @@ class EntitlementService:
         except Exception:
             log.warning("could not record the notices of a check", exc_info=True)
 
-    def announce_usage(self, tenant_id: int, customer: str) -> int:
-        """Decide now every feature of `customer` that can announce something (a limit with
-        `notify_at` percentages, or an `allow` overage) and record the notices each shows:
-        what the usage detector (`usage_notices.py`) does for a customer whose counted usage
-        changed. Decisions are made from the view, uncached, and not cached; a feature whose
-        every possible notice of the period this process already recorded is not decided (no
-        usage read: a customer past its last threshold costs nothing more). Returns how many
-        features were decided; raises what reading the usage or recording raises (the detector
-        looks at the customer again). A tenant without a catalog announces nothing."""
-        if self._notifier is None:
-            return 0
-        try:
-            catalog = self.catalog(tenant_id)
-        except NotFound:
-            return 0
-        decided = 0
-        for feature in catalog.features:
-            ev = self.evaluate(tenant_id, customer, feature.key)
-            if ev.terms is None or ev.period is None or ev.feature.meter is None:
-                continue
-            plan = ev.choice.plan
-            percents = self.thresholds(tenant_id, plan.key if plan else None, feature.key)
-            names = possible(percents, ev.terms.overage == "allow")
-            start = ev.period.as_dict()["start"]
-            if not names or self._notifier.knows((tenant_id, customer, feature.key, start), names):
-                continue
-            used = self._current(tenant_id, customer, ev.feature.meter, ev.period)
-            self._notifier.announce(tenant_id, customer, decide(ev, used).as_dict(), percents)
-            decided += 1
-        return decided
+    def announce_usage(self, tenant_id: int, customers: Sequence[str]) -> int:
+        """Decide now every feature of `customers` that can announce something and record the
+        notices each shows: what the usage detector (`usage_notices.py`) does for customers
+        whose counted usage changed, many at once (`counted_notices.py`). Returns how many
+        features' usage was read; raises what reading the usage or recording raises (the
+        detector looks at those customers again)."""
+        return announce_counted(self, tenant_id, customers)
 
     def thresholds(self, tenant_id: int, plan_key: str | None, feature: str) -> tuple[Limit, ...]:
         plan = self.catalog(tenant_id).plan(plan_key or "")
@@ -347,6 +325,32 @@ class EntitlementService:
         except ViewNotReady:
             counted = self.counted_elsewhere(tenant_id, customer, meter, period)
             return self._probe(tenant_id, customer, meter, start, end, counted).used
+
+    def current_many(
+        self, tenant_id: int, reads: Sequence[tuple[str, str, Period]]
+    ) -> list[Decimal]:
+        """`_current` of many (customer, meter, period) reads: every additive meter's probe in
+        one Redis pipeline (`reserve_many`); a probe the view is not ready for, and every
+        max/latest meter, is read as `_current` reads it, one by one. Raises the first other
+        error an answer holds."""
+        probes: dict[int, ReserveAsk] = {}
+        for i, (customer, meter, period) in enumerate(reads):
+            if RULES[self.aggregation(tenant_id, meter)].over_time is Combine.ADD:
+                start, end = to_ms(period.start), to_ms(period.end)
+                probes[i] = ReserveAsk(
+                    tenant_id, customer, meter, _PROBE, Decimal(0), Decimal(-1), start, end, start
+                )
+        answers = dict(zip(probes, self._view.reserve_many(list(probes.values())), strict=True))
+        found = []
+        for i, (customer, meter, period) in enumerate(reads):
+            answer = answers.get(i)
+            if isinstance(answer, Exception) and not isinstance(answer, ViewNotReady):
+                raise answer
+            if isinstance(answer, Reservation):
+                found.append(answer.used)
+            else:
+                found.append(self._current(tenant_id, customer, meter, period))
+        return found
 
     def _probe(
         self,

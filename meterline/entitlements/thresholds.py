@@ -37,16 +37,17 @@ that instant) `used` has reached. The reasons:
   aggregator has counted it (and by the next plain check); limits that move (a credit that
   expires or is voided: "a grant running out") are seen by the next decision, since each
   answer announces *all* reached notices, not only those it crossed.
-- The aggregator runs no threshold code: its share is one ZADD per distinct customer inside
+- The aggregator runs no threshold code: its share is one ZADD per 500 distinct customers in
   the batch's existing Lua call (bench/bench_thresholds.py: its sustained rate with the marks
   and the detector on beside off, and what a consume pays).
 
 **Once, also when consumes race.** `Notifier` keeps the keys it recorded (bounded memo): an
 answer whose notices are all known costs no round trip. Unknown ones go to the
-`NoticeLedger`: in Postgres one transaction per answer inserts each notice into
-`entitlement_notices` (primary key tenant, customer, feature, period start, notice) with
-`INSERT … ON CONFLICT DO NOTHING RETURNING`, and writes the outbox message
-(`meterline.notify.outbox.publish`) only for the rows it inserted. Racing consumes each try;
+`NoticeLedger`: in Postgres one transaction per answer (per batch of answers for the
+detector, `announce_many`) inserts the notices into `entitlement_notices` (primary key tenant,
+customer, feature, period start, notice) in one `INSERT … ON CONFLICT DO NOTHING RETURNING`,
+and writes the outbox messages (`meterline.notify.outbox.publish_many`) only for the rows it
+inserted. Racing consumes each try;
 the key lets exactly one announce. The message id derives from the same key, so the
 dispatcher's receivers dedupe even a replay.
 
@@ -62,7 +63,7 @@ from __future__ import annotations
 import abc
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -75,6 +76,8 @@ LIMIT_EXCEEDED = "limit_exceeded"
 EXCEEDED_TYPE, REACHED_TYPE = "entitlement.limit_exceeded", "entitlement.threshold_reached"
 MEMO_SIZE = 100_000
 NoticeKey: TypeAlias = tuple[int, str, str, str, str]
+Answer: TypeAlias = tuple[int, str, Mapping[str, Any], Sequence[Limit]]
+"""What `Notifier.announce_many` reads: tenant, customer, a decision's body, its percentages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +109,17 @@ def reached(body: Mapping[str, Any], percents: Sequence[Limit]) -> list[str]:
     limit, used, period = body.get("limit"), body.get("used"), body.get("period")
     if limit is None or used is None or not period:
         return []
+    return shown(used, limit, percents, _exceeded(body))
+
+
+def shown(
+    used: Decimal | float, limit: Decimal | float, percents: Sequence[Limit], exceeded: bool
+) -> list[str]:
+    """The notices of `used` against `limit` (what `reached` lists for a body with them):
+    `threshold:<p>` ascending, then `limit_exceeded` when `exceeded`. The detector asks it
+    before it builds a decision, so that only usage showing something new costs one."""
     names = [f"threshold:{p}" for p in percents if _reached(used, limit, p)]
-    return [*names, LIMIT_EXCEEDED] if _exceeded(body) else names
+    return [*names, LIMIT_EXCEEDED] if exceeded else names
 
 
 def possible(percents: Sequence[Limit], allow: bool) -> list[str]:
@@ -121,11 +133,11 @@ def key_of(tenant_id: int, customer: str, body: Mapping[str, Any], name: str) ->
     return tenant_id, customer, body["feature"], body["period"]["start"], name
 
 
-def _reached(used: float, limit: float, percent: Limit) -> bool:
+def _reached(used: Decimal | float, limit: Decimal | float, percent: Limit) -> bool:
     return limit > 0 and _exact(used) * 100 >= _exact(limit) * Decimal(percent)
 
 
-def _exact(number: float) -> Decimal:
+def _exact(number: Decimal | float) -> Decimal:
     return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
 
 
@@ -172,11 +184,14 @@ class MemoryNoticeLedger(NoticeLedger):
         self.announced: list[Notification] = []
 
     def record(self, found: Sequence[Notice]) -> int:
+        new = 0
         with self._lock:
-            new = [n for n in found if n.key not in self._keys]
-            self._keys.update(n.key for n in new)
-            self.announced.extend(n.notification for n in new)
-        return len(new)
+            for n in found:  # a key twice in `found`: the first is announced
+                if n.key not in self._keys:
+                    self._keys.add(n.key)
+                    self.announced.append(n.notification)
+                    new += 1
+        return new
 
 
 class Notifier:
@@ -191,13 +206,28 @@ class Notifier:
     def announce(
         self, tenant_id: int, customer: str, body: Mapping[str, Any], percents: Sequence[Limit]
     ) -> None:
-        names = reached(body, percents)
-        with self._lock:
-            unknown = [n for n in names if key_of(tenant_id, customer, body, n) not in self._known]
-        if unknown:
-            found = [notice(tenant_id, customer, body, name) for name in unknown]
+        self.announce_many([(tenant_id, customer, body, percents)])
+
+    def announce_many(self, answers: Sequence[Answer]) -> None:
+        """`announce` of each (tenant, customer, body, percents), their unknown notices recorded
+        in one `record` call (one transaction), in key order: two writers of overlapping
+        batches then take the ledger's row locks in one order."""
+        found = [notice(t, c, body, name) for t, c, body, names in self._unknown(answers)
+                 for name in names]  # fmt: skip
+        if found:
+            found.sort(key=lambda n: n.key)
             self._ledger.record(found)
             self._remember(n.key for n in found)
+
+    def _unknown(self, answers: Sequence[Answer]) -> Iterator[tuple[int, str, Any, list[str]]]:
+        for tenant_id, customer, body, percents in answers:
+            names = reached(body, percents)
+            with self._lock:
+                unknown = [
+                    n for n in names if key_of(tenant_id, customer, body, n) not in self._known
+                ]
+            if unknown:
+                yield tenant_id, customer, body, unknown
 
     def knows(self, key: tuple[int, str, str, str], names: Sequence[str]) -> bool:
         """Whether this process recorded every notice `names` of (tenant, customer, feature,

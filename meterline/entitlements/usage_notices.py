@@ -12,11 +12,20 @@ consumes and checks: once per customer, feature, period and notice, whoever sees
 effective limit (plan after payment policies, the billing period, grants at that instant),
 which the entitlements service holds and caches and the aggregator would have to load per
 customer of every batch, on the path whose target is 100k events/s. The aggregator's whole
-share is one ZADD per distinct customer inside the batch's existing Lua call (no extra round
-trip); `bench/bench_thresholds.py` measures its rate with it on beside off, and with this
-detector running. Not a log: the feed is a set, so a customer touched by many batches while
-the detector was busy is looked at once; its work is bounded by the customers whose usage
-changed, never by the event rate.
+share is one ZADD per 500 distinct customers inside the batch's existing Lua call (no extra
+round trip); `bench/bench_thresholds.py` measures its rate with it on beside off, and with this
+detector running on the same cores (as in the dev stack, where the entitlements service shares
+the machine; where its replicas run on other nodes, the detector's cost leaves the
+aggregator's cores altogether). Not a log: the feed is a set, so a customer touched by many
+batches while the detector was busy is looked at once; its work is bounded by the customers
+whose usage changed, never by the event rate.
+
+**Cost, per customer, not per event.** A pass takes the touched customers `batch` (500) at a
+time and makes one `announce` per tenant of a batch (`EntitlementService.announce_usage`,
+`counted_notices.py`): the plan data of customers not cached in one pair of statements, the
+usage of every feature that can still announce something in one Redis pipeline, and a
+decision only for usage that shows a notice this process has not recorded; a customer below
+its next threshold costs its evaluation and its share of the pipeline, nothing more.
 
 **Pacing.** A pass starts at most every `interval_s` (1 s): it takes the customers touched up
 to its start (those touched during the pass wait for the next), `batch` at a time, decides
@@ -34,8 +43,13 @@ whose every notice of the period is already recorded is not even decided
 pass of the holder's death. Two overlapping briefly only repeat work: the ledger's primary key
 lets one of them announce.
 
-**Failures.** A customer whose decision or recording fails stays in the feed and the pass
-ends; the next pass tries again (at-least-once; the ledger keeps it once). A feed lost with
+**Failures.** A tenant's batch whose decision or recording fails is decided again one customer
+at a time; the first customer that fails again stays in the feed with the rest of the batch and
+the pass ends; the next pass tries again (at-least-once; the ledger keeps each notice once). A
+detector that dies mid-pass has dropped only the customers it decided (`done` comes after the
+ledger's transaction): the next one, here after a restart or on the replica that takes the
+lock, reads the others from the feed in Redis, with nothing remembered in process (its memo
+starts empty, the ledger's key keeps a notice recorded before the death once). A feed lost with
 Redis is refilled by the rebuild that follows (every loaded customer is marked).
 """
 
@@ -61,12 +75,13 @@ def lock_key(prefix: str) -> int:
     return USAGE_NOTICES_KEY << 32 | zlib.crc32(prefix.encode())
 
 
-Announce = Callable[[int, str], object]
+Announce = Callable[[int, Sequence[str]], object]
 
 
 class UsageNoticeSweep:
-    """Decides the touched customers of `touched` with `announce(tenant_id, customer)`
-    (`EntitlementService.announce_usage`) while `leading()` says this replica is the one."""
+    """Decides the touched customers of `touched` with `announce(tenant_id, customers)`
+    (`EntitlementService.announce_usage`, one call per tenant of a batch) while `leading()`
+    says this replica is the one."""
 
     def __init__(
         self,
@@ -101,10 +116,30 @@ class UsageNoticeSweep:
         return decided
 
     def _decide(self, touches: Sequence[Touch]) -> list[Touch]:
+        """The touches decided, one `announce` per tenant; a tenant's batch that fails is
+        decided again one customer at a time up to the first that fails (the rest wait)."""
+        by_tenant: dict[int, list[Touch]] = {}
+        for t in touches:
+            by_tenant.setdefault(t.tenant_id, []).append(t)
+        ok: list[Touch] = []
+        for tenant_id, group in by_tenant.items():
+            try:
+                self._announce(tenant_id, [t.customer for t in group])
+            except Exception:
+                log.warning("usage notices: deciding a batch failed", exc_info=True)
+                alone = self._one_by_one(group)
+                ok += alone
+                if len(alone) < len(group):
+                    break
+            else:
+                ok += group
+        return ok
+
+    def _one_by_one(self, touches: Sequence[Touch]) -> list[Touch]:
         ok = []
         for t in touches:
             try:
-                self._announce(t.tenant_id, t.customer)
+                self._announce(t.tenant_id, [t.customer])
             except Exception:
                 log.warning("usage notices: deciding a touched customer failed", exc_info=True)
                 break

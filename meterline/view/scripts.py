@@ -163,7 +163,15 @@ if outcome == 'applied' and nd > 0 then
 end
 if outcome == 'applied' and KEYS[4] and ARGV[10] ~= '' then
   local seq = redis.call('INCR', KEYS[5])
-  for _, m in ipairs(cjson.decode(ARGV[10])) do redis.call('ZADD', KEYS[4], seq, m) end
+  local marked, args = cjson.decode(ARGV[10]), {}
+  for i, m in ipairs(marked) do  -- one ZADD per 500 members (unpack's stack is bounded)
+    args[#args + 1] = seq
+    args[#args + 1] = m
+    if #args == 1000 or i == #marked then
+      redis.call('ZADD', KEYS[4], unpack(args))
+      args = {}
+    end
+  end
 end
 local r = 11
 for k = 0, nr - 1 do

@@ -67,8 +67,9 @@ def member(tenant_id: int, customer: str) -> str:
 
 
 def members(pairs: Iterable[tuple[int, str]]) -> list[str]:
-    """The distinct members of `pairs` (tenant id, customer), in first-seen order."""
-    return list(dict.fromkeys(member(t, c) for t, c in pairs))
+    """The distinct members of `pairs` (tenant id, customer), in first-seen order (each
+    distinct pair formatted once: a batch's deltas repeat their customers)."""
+    return [member(t, c) for t, c in dict.fromkeys(pairs)]
 
 
 def parse(raw: bytes | str, stamp: float) -> Touch:

@@ -17,7 +17,7 @@ from meterline.entitlements.thresholds import (
     Notifier,
     notices,
 )
-from meterline.notify.postgres.notices import PostgresNoticeLedger
+from meterline.notify.postgres.notices import ARRAYS_FROM, PostgresNoticeLedger
 from tests.notify.support import make_setup
 
 PERIOD = {"start": "2026-12-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
@@ -133,3 +133,48 @@ def test_contract_racing_writers_announce_each_notice_once(ledger) -> None:
     assert sum(counts) == 3
     ids = announced(store, pool)
     assert len(ids) == len(set(ids)) == 3
+
+
+def test_contract_a_batch_of_customers_records_only_its_new_notices(ledger) -> None:
+    """What the detector records for a batch: many customers' notices in one `record`, some
+    already recorded by a consume; each new one announced, in the batch's order."""
+    store, tenant, pool = ledger
+    earlier = notices(tenant, "b", body(60), (50, 80, 100))  # b's 50%, from a consume
+    assert store.record(earlier) == 1
+    customers = [f"c{n}" for n in range(ARRAYS_FROM)]  # enough for the array form
+    batch = [n for c in ["b", *customers] for n in notices(tenant, c, body(85), (50, 80, 100))]
+    assert store.record(batch) == len(batch) - 1
+    assert store.record(batch) == 0
+    new = [n for n in batch if n.key != earlier[0].key]
+    assert announced(store, pool) == [n.notification.msg_id for n in (*earlier, *new)]
+
+
+def test_the_notifier_records_a_batch_of_answers_in_one_call() -> None:
+    calls: list[int] = []
+
+    class Counting(MemoryNoticeLedger):
+        def record(self, found: Any) -> int:
+            calls.append(len(found))
+            return super().record(found)
+
+    notifier = Notifier(Counting())
+    answers = [(1, c, body(used), (50, 80, 100)) for c, used in (("a", 85), ("b", 40), ("c", 50))]
+    notifier.announce_many(answers)
+    notifier.announce_many(answers)  # all known: no call
+    assert calls == [3]
+
+
+@pytest.mark.parametrize("others", [0, ARRAYS_FROM])  # the row-by-row and the array forms
+def test_contract_a_notice_twice_in_one_record_is_announced_once_as_first_given(
+    ledger, others: int
+) -> None:
+    store, tenant, pool = ledger
+    more = [notices(tenant, f"o{n}", body(55), (50,))[0] for n in range(others)]
+    (first,) = notices(tenant, "c", body(55), (50,))
+    (again,) = notices(tenant, "c", body(60), (50,))
+    assert store.record([first, *more, again]) == 1 + others
+    assert announced(store, pool) == [n.notification.msg_id for n in (first, *more)]
+    if pool is not None:
+        with pool.connection() as conn:
+            (used,) = conn.execute("SELECT body FROM webhook_messages").fetchone()
+        assert b'"used":55' in bytes(used)

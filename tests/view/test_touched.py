@@ -70,6 +70,14 @@ def test_a_batch_marks_each_of_its_customers_once(feed: Feed) -> None:
     assert feed.touched.backlog() == 3
 
 
+def test_a_batch_of_many_customers_marks_all_of_them_with_one_stamp(feed: Feed) -> None:
+    many = [f"c{n}" for n in range(1_203)]  # Redis adds them 500 at a time: 3 calls
+    feed.batch(*many, *many[:10])
+    taken = feed.touched.take(2_000)
+    assert sorted(t.customer for t in taken) == sorted(many)
+    assert {t.stamp for t in taken} == {feed.touched.stamp()}
+
+
 def test_oldest_first_and_a_later_touch_moves_a_customer_last(feed: Feed) -> None:
     feed.batch("a")
     feed.batch("b")
