@@ -83,6 +83,8 @@ class Deadlines:
     def on(cls, loop: asyncio.AbstractEventLoop) -> Deadlines:
         found = cls._by_loop.get(id(loop))
         if found is None or found.loop is not loop:
+            for key in [k for k, d in cls._by_loop.items() if d.loop.is_closed()]:
+                del cls._by_loop[key]  # a loop stopped with deadlines pending
             found = cls._by_loop[id(loop)] = cls(loop)
         return found
 
