@@ -21,6 +21,7 @@ from meterline.logs import log_config
 from meterline.notify.settings import WebhookSettings
 from meterline.postgres.leadership import Leadership, connector
 from meterline.settings import DatabaseSettings, ServiceSettings, StripeSettings, load_section
+from meterline.startup import settle_garbage_collector
 from reporter.api import create_app
 from reporter.dispatch import open_dispatcher
 from reporter.postgres.flushes import PostgresFlushWatch
@@ -65,6 +66,7 @@ def main() -> int:
         timeout_graceful_shutdown=30,
         server_header=False,
     )
+    settle_garbage_collector()
     if own.scheduler_enabled:
         scheduler.start()
     if dispatching:

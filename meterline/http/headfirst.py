@@ -18,6 +18,15 @@ deadline gets 408 and the connection ends as `GuardMixin` ends it (answer, our s
 client's bytes read and dropped for a while). A client that sends its head at once, as clients
 do, costs one extra object per connection, not per request. It counts among the server's
 connections (the connection cap, graceful shutdown close it), like the protocol it stands for.
+
+Its deadlines share timers: a connection is filed in a `Deadlines` slot of `TICK_S` (its due
+time rounded up), and one loop timer per occupied slot ends every connection due in it. A
+timer per connection was four more tracked objects each (the handle, libuv's timer, a context,
+a bound method), 10.4 -> 6.4 per held connection, so that a full collection under 2,000
+slowloris scans about a third less. A slot ends its connections `CHUNK` at a time, one
+chunk per turn of the loop, as the connections' own timers did at about the same rate, so a
+wave of deadlines never holds the loop. A deadline is late by at most `TICK_S` (and the turns
+a wave takes).
 """
 
 from __future__ import annotations
@@ -27,6 +36,10 @@ import random
 from typing import Any, ClassVar, Protocol, cast
 
 END_OF_HEAD = b"\r\n\r\n"
+TICK_S = 0.05
+"""The width of a `Deadlines` slot: how late a head's deadline (or a refusal's linger) may end."""
+CHUNK = 16
+"""Connections a slot ends per turn of the loop (~1 ms of work: cutting one costs ~65 µs)."""
 
 
 class HeadLimits(Protocol):
@@ -55,6 +68,58 @@ class Refusal(Protocol):
     def timeout_answer(self, timeout_s: float) -> bytes: ...
 
 
+class Deadlines:
+    """The pending deadlines of one loop's `HeadFirst` connections, in slots of `TICK_S`: one
+    loop timer per occupied slot calls `due()` on every connection still filed in it. Made by
+    `on(loop)`, forgotten once it holds nothing."""
+
+    _by_loop: ClassVar[dict[int, Deadlines]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._slots: dict[int, set[HeadFirst]] = {}
+
+    @classmethod
+    def on(cls, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        found = cls._by_loop.get(id(loop))
+        if found is None or found.loop is not loop:
+            for key in [k for k, d in cls._by_loop.items() if d.loop.is_closed()]:
+                del cls._by_loop[key]  # a loop stopped with deadlines pending
+            found = cls._by_loop[id(loop)] = cls(loop)
+        return found
+
+    def add(self, connection: HeadFirst, at: float) -> None:
+        """File `connection` to be called at `at` (loop time), or up to `TICK_S` later."""
+        slot = -int(-at // TICK_S)  # rounded up
+        filed = self._slots.get(slot)
+        if filed is None:
+            filed = self._slots[slot] = set()
+            self.loop.call_at(slot * TICK_S, self._end, slot)
+        filed.add(connection)
+
+    def remove(self, connection: HeadFirst, at: float) -> None:
+        filed = self._slots.get(-int(-at // TICK_S))
+        if filed is not None:
+            filed.discard(connection)
+
+    def _end(self, slot: int) -> None:
+        """Call up to `CHUNK` connections of `slot`; the rest on the loop's next turn, so
+        that the I/O of others is served in between."""
+        filed = self._slots[slot]
+        for _ in range(min(CHUNK, len(filed))):
+            connection = filed.pop()
+            try:
+                connection.due()
+            except Exception as exc:  # as a timer of its own would: reported, the others go on
+                self.loop.call_exception_handler({"message": "deadline failed", "exception": exc})
+        if filed:
+            self.loop.call_soon(self._end, slot)
+            return
+        del self._slots[slot]
+        if not self._slots and Deadlines._by_loop.get(id(self.loop)) is self:
+            del Deadlines._by_loop[id(self.loop)]
+
+
 class HeadFirst(asyncio.Protocol):
     """Stands for `protocol` until the connection's first head has arrived (see the module
     docstring); build a bound class with `head_first`. uvicorn makes one per connection with
@@ -63,15 +128,16 @@ class HeadFirst(asyncio.Protocol):
     protocol: ClassVar[type[Any]]
     limits: ClassVar[HeadLimits]
     refusal: ClassVar[Refusal]
-    __slots__ = ("_args", "_due", "_head", "_lingered", "_loop", "_timer", "_transport")
+    __slots__ = ("_args", "_deadlines", "_due", "_head", "_lingered", "_next", "_transport")
 
     def __init__(self, **kwargs: Any) -> None:
         self._args = kwargs
         self._head = b""
         self._due = 0.0  # set when the connection is taken; a closed one is past due
-        self._timer: asyncio.TimerHandle | None = None
+        self._next = -1.0  # when `due` is filed to be called next (loop time); -1: not filed
         self._lingered = -1  # >= 0 once refused: the bytes read and dropped since
-        self._loop = asyncio.get_event_loop() if kwargs.get("_loop") is None else kwargs["_loop"]
+        loop = asyncio.get_event_loop() if kwargs.get("_loop") is None else kwargs["_loop"]
+        self._deadlines = Deadlines.on(loop)
 
     @property
     def _connections(self) -> set[Any]:
@@ -85,8 +151,9 @@ class HeadFirst(asyncio.Protocol):
             return
         self._connections.add(self)
         timeout = self.limits.header_timeout_s
-        self._due = self._loop.time() + timeout * (1.0 + self.refusal.spread * random.random())
-        self._timer = self._loop.call_at(self._due, self._expired)
+        loop = self._deadlines.loop
+        self._due = loop.time() + timeout * (1.0 + self.refusal.spread * random.random())
+        self._file(self._due)
 
     def data_received(self, data: bytes) -> None:
         if self._lingered >= 0:
@@ -112,8 +179,16 @@ class HeadFirst(asyncio.Protocol):
         self._head = b""
         protocol.data_received(received)
 
+    def due(self) -> None:
+        """Called by `Deadlines` at the time filed: the head's deadline, or the end of the
+        refusal's linger."""
+        self._next = -1.0
+        if self._lingered >= 0:
+            self._transport.close()
+        else:
+            self._expired()
+
     def _expired(self) -> None:
-        self._timer = None
         transport = self._transport
         if transport.is_closing():
             return
@@ -123,7 +198,7 @@ class HeadFirst(asyncio.Protocol):
             transport.close()
             return
         transport.write_eof()
-        self._timer = self._loop.call_later(self.refusal.linger_s, transport.close)
+        self._file(self._deadlines.loop.time() + self.refusal.linger_s)
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes
@@ -136,10 +211,14 @@ class HeadFirst(asyncio.Protocol):
         """uvicorn's graceful shutdown: no request has begun here, so close."""
         self._transport.close()
 
+    def _file(self, at: float) -> None:
+        self._next = at
+        self._deadlines.add(self, at)
+
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._next >= 0:
+            self._deadlines.remove(self, self._next)
+            self._next = -1.0
 
 
 def head_first(protocol: type[Any], limits: HeadLimits, refusal: Refusal) -> type[HeadFirst]:
