@@ -200,8 +200,11 @@ def test_the_loop_lag_starts_again_on_a_new_loop() -> None:
         await asyncio.sleep(0.02)
         return lag.lag
 
-    assert asyncio.run(blocked()) > 0.03
-    assert asyncio.run(idle()) < 0.02  # measured on the new loop, not frozen at the old value
+    frozen = asyncio.run(blocked())
+    assert frozen > 0.03
+    # measured on the new loop, not frozen at the old value (a bound of its own would fail
+    # whenever the machine holds the process off its core for longer)
+    assert asyncio.run(idle()) < frozen
     lag.stop()
 
 
