@@ -12,6 +12,14 @@ from meterline.stripe.meter_events import SendResult
 from reporter.ledger import LedgerRow, Reported, SlotKey
 from reporter.slots import floor_hour
 
+SETTLE = """
+UPDATE report_ledger l SET status = u.status, error = u.error,
+       sent_at = coalesce(%s::timestamptz, now())
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(identifier, status, error)
+WHERE l.identifier = u.identifier AND l.status = 'pending'
+"""
+"""Pushed rows' outcomes, by identifier (tests/integration/test_plans.py reads its plan)."""
+
 _COLUMNS = (
     "tenant_id, customer, meter, slot_start, revision, identifier, event_name, "
     "stripe_customer_id, value, total, status, error, created_at, sent_at"
@@ -57,13 +65,7 @@ class PostgresReportLedger:
         statuses = ["sent" if r.landed else "rejected" for r in results]
         errors = [r.error for r in results]
         with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE report_ledger l SET status = u.status, error = u.error, "
-                "sent_at = coalesce(%s::timestamptz, now()) "
-                "FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(identifier, status, error) "
-                "WHERE l.identifier = u.identifier AND l.status = 'pending'",
-                (at, idents, statuses, errors),
-            )
+            conn.execute(SETTLE, (at, idents, statuses, errors))
 
     def pending(self, tenants: Sequence[int] | None = None, limit: int = 10_000) -> list[LedgerRow]:
         return self._select(

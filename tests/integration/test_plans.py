@@ -20,6 +20,7 @@ from aggregator.postgres import ledger
 from meterline.entitlements.postgres import answers
 from meterline.usage import postgres as usage
 from meterline.view.postgres import rebuild, verify
+from reporter.postgres import ledger as report_ledger
 from reporter.postgres import rollups
 
 UNBOUNDED = (
@@ -65,6 +66,15 @@ def fill(conn: Conn) -> None:
         b"(tenant_id, customer, meter, bucket, value, count, latest_ts) "
         b"SELECT 1, 'c' || (g %% %(c)s), 'api_calls', "
         b"date_trunc('minute', %(now)s - g * interval '1 minute'), 1, 1, %(now)s "
+        b"FROM generate_series(1, %(n)s) g",
+        {"now": NOW, "c": CUSTOMERS, "n": ROWS},
+    )
+    conn.execute(
+        b"INSERT INTO report_ledger (tenant_id, customer, meter, slot_start, revision, "
+        b"identifier, event_name, stripe_customer_id, value, total, status) "
+        b"SELECT 1, 'c' || (g %% %(c)s), 'api_calls', date_trunc('hour', %(now)s) "
+        b"- (g / %(c)s) * interval '1 hour', 1, 'r' || g, 'api_calls', 'cus', 1, 1, "
+        b"CASE WHEN g <= %(c)s THEN 'pending' ELSE 'sent' END "
         b"FROM generate_series(1, %(n)s) g",
         {"now": NOW, "c": CUSTOMERS, "n": ROWS},
     )
@@ -121,6 +131,10 @@ STATEMENTS: dict[str, tuple[str, Params]] = {
         rollups._LAST_VALUES,
         lambda n: {"tenant": 1, "customer": "c1", "meter": "api_calls"}
         | {"at": NOW, "since": NOW - timedelta(days=30), "end": NOW},
+    ),
+    "reporter.settle": (
+        report_ledger.SETTLE,
+        lambda n: (NOW, [f"r{i + 1}" for i in range(n)], ["sent"] * n, [None] * n),
     ),
     "usage.series": (
         usage._SERIES.format(customer="", fold="SUM(s)"),
