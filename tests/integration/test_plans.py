@@ -113,8 +113,9 @@ STATEMENTS: dict[str, tuple[str, Params]] = {
     "answers.abandon_many": (answers._ABANDON_MANY, lambda n: (decisions(n),)),
     "answers.claim": (
         answers._CLAIM,
-        lambda n: {"t": 1, "e": "x", "customer": "c1", "meter": "api_calls"}
-        | {"amount": 1, "ms": NOW_MS},
+        lambda n: (
+            {"t": 1, "e": "x", "customer": "c1", "meter": "api_calls"} | {"amount": 1, "ms": NOW_MS}
+        ),
     ),
     "answers.pending": (
         answers._PENDING,
@@ -129,8 +130,10 @@ STATEMENTS: dict[str, tuple[str, Params]] = {
     ),
     "reporter.last_values": (
         rollups._LAST_VALUES,
-        lambda n: {"tenant": 1, "customer": "c1", "meter": "api_calls"}
-        | {"at": NOW, "since": NOW - timedelta(days=30), "end": NOW},
+        lambda n: (
+            {"tenant": 1, "customer": "c1", "meter": "api_calls"}
+            | {"at": NOW, "since": NOW - timedelta(days=30), "end": NOW}
+        ),
     ),
     "reporter.settle": (
         report_ledger.SETTLE,
