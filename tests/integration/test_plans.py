@@ -103,6 +103,12 @@ def fill_webhooks(conn: Conn) -> None:
         b"CASE WHEN id > %s THEN 'pending' ELSE 'succeeded' END FROM webhook_messages",
         (ENDPOINTS, ROWS - 100),
     )
+    conn.execute(b"INSERT INTO webhook_endpoints (tenant_id, url) VALUES (1, 'https://few.test')")
+    conn.execute(
+        b"INSERT INTO webhook_deliveries (message_id, endpoint_id, ordering_key, status) "
+        b"SELECT id, %s, ordering_key, 'succeeded' FROM webhook_messages WHERE id <= 5",
+        (ENDPOINTS + 1,),
+    )
 
 
 def claims(n: int) -> str:
@@ -159,6 +165,18 @@ STATEMENTS: dict[str, tuple[str, Params]] = {
             | {"at": NOW, "since": NOW - timedelta(days=30), "end": NOW}
         ),
     ),
+    "reporter.reported": (
+        report_ledger.REPORTED,
+        lambda n: (1, NOW - timedelta(hours=2), NOW),
+    ),
+    "reporter.live_hours": (
+        report_ledger.LIVE_HOURS,
+        lambda n: (
+            [f"c{i % CUSTOMERS}" for i in range(n)],
+            [NOW - timedelta(hours=1 + i // CUSTOMERS) for i in range(n)],
+            1,
+        ),
+    ),
     "reporter.settle": (
         report_ledger.SETTLE,
         lambda n: (NOW, [f"r{i + 1}" for i in range(n)], ["sent"] * n, [None] * n),
@@ -172,6 +190,10 @@ STATEMENTS: dict[str, tuple[str, Params]] = {
     ),
     "webhooks.claim": (deliveries._CLAIM, lambda n: None),
     "webhooks.deliveries": (deliveries._DELIVERIES, lambda n: (1, None, None, 50)),
+    "webhooks.deliveries_few": (
+        deliveries._DELIVERIES,
+        lambda n: (ENDPOINTS + 1, None, None, 50),
+    ),
     "usage.series": (
         usage._SERIES.format(customer="", fold="SUM(s)"),
         lambda n: SERIES | {"step": timedelta(hours=1)},
