@@ -12,6 +12,34 @@ from meterline.stripe.meter_events import SendResult
 from reporter.ledger import LedgerRow, Reported, SlotKey
 from reporter.slots import floor_hour
 
+REPORTED = """
+SELECT customer, meter, slot_start, max(revision),
+       coalesce(sum(value) FILTER (WHERE status <> 'canceled'), 0),
+       coalesce((array_agg(value ORDER BY revision DESC)
+         FILTER (WHERE status <> 'canceled'))[1], 0)
+FROM report_ledger WHERE tenant_id = %s AND slot_start >= %s AND slot_start < %s
+GROUP BY 1, 2, 3
+"""
+# Each (customer, hour) is probed by index (LATERAL ... LIMIT 1): a join of the batch against
+# the ledger was planned as a hash of all of `report_ledger` for 100 hours or more
+# (tests/integration/test_plans.py).
+LIVE_HOURS = """
+SELECT DISTINCT p.customer, p.hour FROM unnest(%s::text[], %s::timestamptz[]) AS p(customer, hour)
+CROSS JOIN LATERAL (
+  SELECT 1 FROM report_ledger l
+  WHERE l.tenant_id = %s AND l.customer = p.customer AND l.slot_start >= p.hour
+    AND l.slot_start < p.hour + interval '1 hour' AND l.status IN ('sent', 'pending')
+  LIMIT 1
+) live
+"""
+SETTLE = """
+UPDATE report_ledger l SET status = u.status, error = u.error,
+       sent_at = coalesce(%s::timestamptz, now())
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(identifier, status, error)
+WHERE l.identifier = u.identifier AND l.status = 'pending'
+"""
+"""Pushed rows' outcomes, by identifier (tests/integration/test_plans.py reads its plan)."""
+
 _COLUMNS = (
     "tenant_id, customer, meter, slot_start, revision, identifier, event_name, "
     "stripe_customer_id, value, total, status, error, created_at, sent_at"
@@ -27,15 +55,7 @@ class PostgresReportLedger:
 
     def reported(self, tenant_id: int, since: datetime, until: datetime) -> dict[SlotKey, Reported]:
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT customer, meter, slot_start, max(revision), "
-                "coalesce(sum(value) FILTER (WHERE status <> 'canceled'), 0), "
-                "coalesce((array_agg(value ORDER BY revision DESC) "
-                "  FILTER (WHERE status <> 'canceled'))[1], 0) "
-                "FROM report_ledger WHERE tenant_id = %s AND slot_start >= %s AND slot_start < %s "
-                "GROUP BY 1, 2, 3",
-                (tenant_id, since, until),
-            ).fetchall()
+            rows = conn.execute(REPORTED, (tenant_id, since, until)).fetchall()
         return {(r[0], r[1], r[2]): Reported(r[3], r[4], r[5]) for r in rows}
 
     def add(self, rows: Sequence[LedgerRow], at: datetime | None = None) -> None:
@@ -57,13 +77,7 @@ class PostgresReportLedger:
         statuses = ["sent" if r.landed else "rejected" for r in results]
         errors = [r.error for r in results]
         with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE report_ledger l SET status = u.status, error = u.error, "
-                "sent_at = coalesce(%s::timestamptz, now()) "
-                "FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(identifier, status, error) "
-                "WHERE l.identifier = u.identifier AND l.status = 'pending'",
-                (at, idents, statuses, errors),
-            )
+            conn.execute(SETTLE, (at, idents, statuses, errors))
 
     def pending(self, tenants: Sequence[int] | None = None, limit: int = 10_000) -> list[LedgerRow]:
         return self._select(
@@ -104,11 +118,7 @@ class PostgresReportLedger:
             return set()
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT DISTINCT l.customer, p.hour FROM report_ledger l "
-                "JOIN unnest(%s::text[], %s::timestamptz[]) AS p(customer, hour) "
-                "ON l.customer = p.customer AND l.slot_start >= p.hour "
-                "AND l.slot_start < p.hour + interval '1 hour' "
-                "WHERE l.tenant_id = %s AND l.status IN ('sent', 'pending')",
+                LIVE_HOURS,
                 ([c for c, _ in hours], [floor_hour(at) for _, at in hours], tenant_id),
             ).fetchall()
         return {(r[0], r[1]) for r in rows}

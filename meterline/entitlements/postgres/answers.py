@@ -83,17 +83,29 @@ LEFT JOIN LATERAL (
   WHERE i.tenant_id = a.tenant_id AND i.event_id = a.event_id LIMIT 1
 ) counted ON true
 """
-_DECIDE_MANY = """
+# An UPDATE cannot probe per row (LATERAL): its rows are found by the key's index through
+# `= ANY` of the batch's tenants and ids, which the planner cannot hash the table against.
+_BY_KEY = """
+  AND a.tenant_id = ANY (ARRAY(SELECT tenant_id FROM v))
+  AND a.event_id = ANY (ARRAY(SELECT event_id FROM v))
+"""
+_DECIDE_MANY = f"""
+WITH v AS MATERIALIZED (
+  SELECT * FROM json_to_recordset(%s::json)
+    AS v(tenant_id bigint, event_id text, status smallint, body jsonb, published boolean)
+)
 UPDATE entitlement_answers a SET status = v.status, body = v.body, published = v.published
-FROM json_to_recordset(%s::json)
-     AS v(tenant_id bigint, event_id text, status smallint, body jsonb, published boolean)
-WHERE a.tenant_id = v.tenant_id AND a.event_id = v.event_id AND a.status IS NULL
+FROM v
+WHERE a.tenant_id = v.tenant_id AND a.event_id = v.event_id AND a.status IS NULL {_BY_KEY}
 RETURNING a.tenant_id, a.event_id
 """
-_ABANDON_MANY = """
+_ABANDON_MANY = f"""
+WITH v AS MATERIALIZED (
+  SELECT * FROM json_to_recordset(%s::json) AS v(tenant_id bigint, event_id text)
+)
 UPDATE entitlement_answers a SET claimed_at = '-infinity'
-FROM json_to_recordset(%s::json) AS v(tenant_id bigint, event_id text)
-WHERE a.tenant_id = v.tenant_id AND a.event_id = v.event_id AND a.status IS NULL
+FROM v
+WHERE a.tenant_id = v.tenant_id AND a.event_id = v.event_id AND a.status IS NULL {_BY_KEY}
 """
 
 _UNPREPARED = False
