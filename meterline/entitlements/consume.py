@@ -20,11 +20,16 @@ One `event_id`, one answer, one event, counted once. In order:
    up at once, and one left undecided for `claim_lease_s` (its holder crashed) lapses: either
    way a retry takes it over, with the stored event.
 3. **One id space with ingest**: an id ingest already holds (counted: in `usage_event_ids`, or
-   accepted within ingest's dedupe window) answers `409` (stored: every repeat gets it; the
-   claim's own statement reads the ledger, then the dedupe store is asked); once a grant is
-   stored, consume marks ingest's dedupe store with the id (before publishing, so a publish of
-   unknown fate is covered too), and ingest answers a later event with that id as a
-   duplicate. So what is answered is what is counted.
+   accepted within ingest's dedupe window) answers `409` and reserves nothing (stored: every
+   repeat gets it; the claim's own statement reads the ledger, then each reservation's own
+   script asks the dedupe store first, `meterline.view.IdGuard`, so the check costs no round
+   trip of its own); once a grant is stored, consume marks ingest's dedupe store with the id
+   (before publishing, so a publish of unknown fate is covered too), and ingest answers a
+   later event with that id as a duplicate. So what is answered is what is counted. The mark
+   waits for the stored answer on purpose: marked with the reservation, a failed answers
+   statement (or a crash) would leave ingest refusing a later event with that id as a
+   duplicate while nothing with it is ever counted, and a retry would find the mark and
+   answer 409 (`test_a_failed_answers_statement_marks_nothing_and_a_retry_grants_and_publishes`).
 4. **Reserve** (one Lua step in Redis per consume) counts period usage + pending reservations
    and grants iff the amount fits a blocking limit (unlimited / overage `allow` reserve without
    a limit). The stored timestamp is the reservation's time (the period is evaluated at it),
@@ -48,12 +53,13 @@ One `event_id`, one answer, one event, counted once. In order:
 previous batches were being decided): every step above runs once for the whole batch where the
 store allows it, and each consume keeps its own answer. One statement claims every new id and
 reads the ledger for them (an index probe per id, whatever the ledger's size, and planned at
-each call: `postgres/answers.py`); one dedupe script call per tenant asks ingest's store; one
-Redis pipeline carries every reservation (each still its own atomic script, run in order, so
-the limit holds exactly as if they had come one by one); one statement stores every answer; one
-dedupe call marks the granted ids; one publish call produces every granted event and waits for
-their acknowledgements (the consume producer does not linger: the batch is its request). So a
-batch's answers wait for six round trips in turn, and a consume also for a slot
+each call: `postgres/answers.py`); one Redis pipeline carries every reservation (each still its
+own atomic script, run in order, that asks ingest's dedupe store for its id first, so the limit
+holds exactly as if they had come one by one); consumes that reserve nothing (no limit terms,
+an error) ask the dedupe store apart, one call per tenant; one statement stores every answer;
+one dedupe call marks the granted ids; one publish call produces every granted event and waits
+for their acknowledgements (the consume producer does not linger: the batch is its request). So
+a batch's answers wait for five round trips in turn, and a consume also for a slot
 (`entitlements_api/batching.py`), which a batch holds until it ends, the broker's
 acknowledgement included (freeing it before that wait made batches smaller and consumes
 slower); each step is timed per batch in bench/HISTORY.md, with what is left to cut. A step

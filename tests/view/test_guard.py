@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import redis
 
+from meterline.clock import FakeClock
 from meterline.dedupe import BlockingRedisDeduper
 from meterline.entitlements.ids import MemoryIngestedIds
 from meterline.entitlements.postgres import LedgerIngestedIds
-from meterline.view import IdGuard, IdHeld, Reservation, ReserveAsk, ViewNotReady
+from meterline.usage import MemoryUsageQuery
+from meterline.view import IdGuard, IdHeld, RedisUsageView, Reservation, ReserveAsk, ViewNotReady
 from meterline.view.model import DAY_MS, HELD
 from tests.view.support import T0, Rig
 
@@ -75,17 +77,22 @@ def test_the_guard_is_per_tenant_and_asked_before_readiness(
 
 
 def test_a_redis_view_asks_the_guard_inside_its_script(
-    rig: Rig, guarded: tuple[IdGuard, Mark], monkeypatch: pytest.MonkeyPatch
+    redis_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    guard, mark = guarded
-    if guard.script() is None:
-        pytest.skip("the memory twin asks held_many: the contract tests above cover it")
-    mark(1, "taken")
-    rig.view.reserve_many([_ask("load", 0, 5)], guard)  # loads the guarded script
+    client = redis.Redis.from_url(redis_url)
+    view = RedisUsageView(client, "gv", clock=clock, archive=MemoryUsageQuery())
+    token = view.begin_rebuild(30)
+    assert token is not None and view.finish_rebuild(token, {})
+    deduper = BlockingRedisDeduper(client, "gs", window_s=60)
+    pool: Any = None
+    guard = LedgerIngestedIds(pool, deduper).guard()
+    deduper.mark(1, ["taken"])
+    view.reserve_many([_ask("load", 0, 5)], guard)  # loads the guarded script
 
     def not_asked(ids: object) -> list[bool]:
         raise AssertionError("held_many asked: a second round trip")
 
     monkeypatch.setattr(guard, "held_many", not_asked)
-    held = rig.view.reserve_many([_ask("taken", 1, 5), _ask("a", 1, 5)], guard)
+    held = view.reserve_many([_ask("taken", 1, 5), _ask("a", 1, 5)], guard)
     assert _outcomes(held) == [HELD, (True, 0)]
+    client.close()
