@@ -9,7 +9,9 @@ instead of accepting what the ledger would drop.
 `IngestedIds` is the interface; `LedgerIngestedIds` (in postgres.py) asks the ledger and
 ingest's dedupe store (`meterline.dedupe`, the same store, script and key layout as ingest,
 through `BlockingRedisDeduper`: consumes run in threads, so a blocking client saves each call a
-hop to an event loop and back); `MemoryIngestedIds` is for unit tests.
+hop to an event loop and back); `MemoryIngestedIds` is for unit tests. `guard()` is the store as
+the guard of the view's reservations (`meterline.view.IdGuard`): the Ledger's runs the dedupe
+store's check inside each reservation's script, so a consume's check costs no round trip.
 """
 
 from __future__ import annotations
