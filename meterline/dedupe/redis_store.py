@@ -43,11 +43,24 @@ BUCKETS = 9
 # The check's Lua, shared by `_EXCHANGE` and the scripts of other stores that ask whether an
 # id is held within their own atomic step (`guard_lua`): `dedupe_now` reads Redis's clock and
 # keeps the tenant's `intact` key (see `RedisDeduper`), returning the current bucket and the
-# flag of a miss; `dedupe_seen` returns the set of the positions of `checks` held in a bucket.
+# flag of a miss; `dedupe_seen` returns the set of the positions of `checks` held in a bucket;
+# `dedupe_held` is whether one id is held (a '1' of `seen`, the same buckets), with neither
+# EXISTS nor the `intact` key: a miss is "not held" whether it is '0' or '2', and the next mark
+# or check keeps `intact` (the time it records is then later: it turns `all` later, never early).
 CHECK_LUA = """
-local function dedupe_now(head, width, count)
+local function dedupe_ms()
   local time = redis.call('TIME')
-  local now_ms = time[1] * 1000 + math.floor(time[2] / 1000)
+  return time[1] * 1000 + math.floor(time[2] / 1000)
+end
+local function dedupe_held(head, width, count, id)
+  local now = math.floor(dedupe_ms() / width)
+  for bucket = now - count + 1, now do
+    if redis.call('SISMEMBER', head .. bucket, id) == 1 then return true end
+  end
+  return false
+end
+local function dedupe_now(head, width, count)
+  local now_ms = dedupe_ms()
   local intact = redis.call('GET', head .. 'intact')
   if not intact then
     intact = string.format('%d', now_ms)
@@ -219,8 +232,7 @@ class BlockingRedisDeduper:
         reservation: `meterline.view.IdGuard`)."""
         return CHECK_LUA + (
             "local function guard_held(head, id)\n"
-            f"  local now = dedupe_now(head, {self._width_ms}, {BUCKETS})\n"
-            f"  return dedupe_seen(head, now, {BUCKETS}, {{id}})[1] == true\n"
+            f"  return dedupe_held(head, {self._width_ms}, {BUCKETS}, id)\n"
             "end\n"
         )
 
