@@ -40,12 +40,66 @@ SEPARATOR = "\n"
 BUCKETS = 9
 """Buckets a check reads: the current one and the eight that span the window before it."""
 
+# The check's Lua, shared by `_EXCHANGE` and the scripts of other stores that ask whether an
+# id is held within their own atomic step (`guard_lua`): `dedupe_now` reads Redis's clock and
+# keeps the tenant's `intact` key (see `RedisDeduper`), returning the current bucket and the
+# flag of a miss; `dedupe_seen` returns the set of the positions of `checks` held in a bucket;
+# `dedupe_held` is whether one id is held (a '1' of `seen`, the same buckets), with neither
+# EXISTS nor the `intact` key: a miss is "not held" whether it is '0' or '2', and the next mark
+# or check keeps `intact` (the time it records is then later: it turns `all` later, never early).
+CHECK_LUA = """
+local function dedupe_ms()
+  local time = redis.call('TIME')
+  return time[1] * 1000 + math.floor(time[2] / 1000)
+end
+local function dedupe_held(head, width, count, id)
+  local now = math.floor(dedupe_ms() / width)
+  for bucket = now - count + 1, now do
+    if redis.call('SISMEMBER', head .. bucket, id) == 1 then return true end
+  end
+  return false
+end
+local function dedupe_now(head, width, count)
+  local now_ms = dedupe_ms()
+  local intact = redis.call('GET', head .. 'intact')
+  if not intact then
+    intact = string.format('%d', now_ms)
+    redis.call('SET', head .. 'intact', intact)
+  end
+  if intact ~= 'all' and now_ms - tonumber(intact) >= width * (count - 1) then
+    intact = 'all'
+    redis.call('SET', head .. 'intact', intact)
+  end
+  return math.floor(now_ms / width), intact == 'all' and '0' or '2'
+end
+local function dedupe_chunked(ids, fn)
+  for i = 1, #ids, 4000 do fn(i - 1, unpack(ids, i, math.min(i + 3999, #ids))) end
+end
+local function dedupe_seen(head, now, count, checks)
+  local seen = {}
+  for bucket = now - count + 1, now do
+    local key = head .. bucket
+    if #checks > 0 and redis.call('EXISTS', key) == 1 then
+      dedupe_chunked(checks, function(at, ...)
+        local flags = redis.call('SMISMEMBER', key, ...)
+        for i = 1, #flags do
+          if flags[i] == 1 then seen[at + i] = true end
+        end
+      end)
+    end
+  end
+  return seen
+end
+"""
+
 # KEYS[1]: the tenant's key prefix. ARGV: the number of ids to mark, those ids joined by "\n",
 # the bucket width (ms), the number of buckets to check, the number of ids to check, those ids
 # joined by "\n". Marks, then returns one flag per checked id: '1' seen, '0' not seen, '2' not
 # seen by a store that may have lost it (its `intact` key: see `RedisDeduper`). unpack() takes
 # at most a few thousand values, hence the chunks.
-_EXCHANGE = """
+_EXCHANGE = (
+    CHECK_LUA
+    + """
 local head = KEYS[1]
 local function split(count, packed)
   local ids, at = {}, 1
@@ -56,46 +110,22 @@ local function split(count, packed)
   end
   return ids
 end
-local function chunked(ids, fn)
-  for i = 1, #ids, 4000 do fn(i - 1, unpack(ids, i, math.min(i + 3999, #ids))) end
-end
 local width, count = tonumber(ARGV[3]), tonumber(ARGV[4])
-local time = redis.call('TIME')
-local now_ms = time[1] * 1000 + math.floor(time[2] / 1000)
-local now = math.floor(now_ms / width)
-local intact = redis.call('GET', head .. 'intact')
-if not intact then
-  intact = string.format('%d', now_ms)
-  redis.call('SET', head .. 'intact', intact)
-end
-if intact ~= 'all' and now_ms - tonumber(intact) >= width * (count - 1) then
-  intact = 'all'
-  redis.call('SET', head .. 'intact', intact)
-end
-local miss = intact == 'all' and '0' or '2'
+local now, miss = dedupe_now(head, width, count)
 local marks = split(ARGV[1], ARGV[2])
 if #marks > 0 then
   local key = head .. now
-  chunked(marks, function(_, ...) redis.call('SADD', key, ...) end)
+  dedupe_chunked(marks, function(_, ...) redis.call('SADD', key, ...) end)
   redis.call('PEXPIRE', key, width * count)
   redis.call('UNLINK', head .. (now - count))
 end
-local checks, seen = split(ARGV[5], ARGV[6]), {}
-for bucket = now - count + 1, now do
-  local key = head .. bucket
-  if #checks > 0 and redis.call('EXISTS', key) == 1 then
-    chunked(checks, function(at, ...)
-      local flags = redis.call('SMISMEMBER', key, ...)
-      for i = 1, #flags do
-        if flags[i] == 1 then seen[at + i] = true end
-      end
-    end)
-  end
-end
+local checks = split(ARGV[5], ARGV[6])
+local seen = dedupe_seen(head, now, count, checks)
 local out = {}
 for i = 1, #checks do out[i] = seen[i] and '1' or miss end
 return table.concat(out)
 """
+)
 
 # KEYS[1]: the tenant's `intact` key. ARGV[1]: the value read before a restore began.
 _DECLARE_INTACT = """
@@ -191,6 +221,20 @@ class BlockingRedisDeduper:
         args = _arguments(mark_ids, seen_ids, self._width_ms)
         flags = self._exchange(keys=[_head(self._prefix, tenant_id)], args=args)
         return _flags(flags, len(seen_ids))
+
+    def head(self, tenant_id: int) -> str:
+        """The tenant's key prefix: the key a script that asks `guard_lua` declares."""
+        return _head(self._prefix, tenant_id).decode()
+
+    def guard_lua(self) -> str:
+        """Lua defining `guard_held(head, id)`: true iff the id is seen (a '1' of `seen`), the
+        same check as `seen` run inside another script's atomic step (a `RedisUsageView`
+        reservation: `meterline.view.IdGuard`)."""
+        return CHECK_LUA + (
+            "local function guard_held(head, id)\n"
+            f"  return dedupe_held(head, {self._width_ms}, {BUCKETS}, id)\n"
+            "end\n"
+        )
 
 
 def _head(prefix: str, tenant_id: int) -> bytes:

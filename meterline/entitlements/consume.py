@@ -20,11 +20,16 @@ One `event_id`, one answer, one event, counted once. In order:
    up at once, and one left undecided for `claim_lease_s` (its holder crashed) lapses: either
    way a retry takes it over, with the stored event.
 3. **One id space with ingest**: an id ingest already holds (counted: in `usage_event_ids`, or
-   accepted within ingest's dedupe window) answers `409` (stored: every repeat gets it; the
-   claim's own statement reads the ledger, then the dedupe store is asked); once a grant is
-   stored, consume marks ingest's dedupe store with the id (before publishing, so a publish of
-   unknown fate is covered too), and ingest answers a later event with that id as a
-   duplicate. So what is answered is what is counted.
+   accepted within ingest's dedupe window) answers `409` and reserves nothing (stored: every
+   repeat gets it; the claim's own statement reads the ledger, then each reservation's own
+   script asks the dedupe store first, `meterline.view.IdGuard`, so the check costs no round
+   trip of its own); once a grant is stored, consume marks ingest's dedupe store with the id
+   (before publishing, so a publish of unknown fate is covered too), and ingest answers a
+   later event with that id as a duplicate. So what is answered is what is counted. The mark
+   waits for the stored answer on purpose: marked with the reservation, a failed answers
+   statement (or a crash) would leave ingest refusing a later event with that id as a
+   duplicate while nothing with it is ever counted, and a retry would find the mark and
+   answer 409 (`test_a_failed_answers_statement_marks_nothing_and_a_retry_grants_and_publishes`).
 4. **Reserve** (one Lua step in Redis per consume) counts period usage + pending reservations
    and grants iff the amount fits a blocking limit (unlimited / overage `allow` reserve without
    a limit). The stored timestamp is the reservation's time (the period is evaluated at it),
@@ -48,12 +53,13 @@ One `event_id`, one answer, one event, counted once. In order:
 previous batches were being decided): every step above runs once for the whole batch where the
 store allows it, and each consume keeps its own answer. One statement claims every new id and
 reads the ledger for them (an index probe per id, whatever the ledger's size, and planned at
-each call: `postgres/answers.py`); one dedupe script call per tenant asks ingest's store; one
-Redis pipeline carries every reservation (each still its own atomic script, run in order, so
-the limit holds exactly as if they had come one by one); one statement stores every answer; one
-dedupe call marks the granted ids; one publish call produces every granted event and waits for
-their acknowledgements (the consume producer does not linger: the batch is its request). So a
-batch's answers wait for six round trips in turn, and a consume also for a slot
+each call: `postgres/answers.py`); one Redis pipeline carries every reservation (each still its
+own atomic script, run in order, that asks ingest's dedupe store for its id first, so the limit
+holds exactly as if they had come one by one); consumes that reserve nothing (no limit terms,
+an error) ask the dedupe store apart, one call per tenant; one statement stores every answer;
+one dedupe call marks the granted ids; one publish call produces every granted event and waits
+for their acknowledgements (the consume producer does not linger: the batch is its request). So
+a batch's answers wait for five round trips in turn, and a consume also for a slot
 (`entitlements_api/batching.py`), which a batch holds until it ends, the broker's
 acknowledgement included (freeing it before that wait made batches smaller and consumes
 slower); each step is timed per batch in bench/HISTORY.md, with what is left to cut. A step
@@ -93,7 +99,7 @@ from meterline.events import (
 )
 from meterline.inputs import has_control
 from meterline.values import exact_sum, to_decimal
-from meterline.view import Reservation, ReserveAsk, ViewNotReady, attributed_ms
+from meterline.view import IdHeld, Reservation, ReserveAsk, ViewNotReady, attributed_ms
 
 if TYPE_CHECKING:
     from meterline.entitlements.service import EntitlementService
@@ -318,37 +324,67 @@ class Consumes:
         return failed
 
     def _decide(self, items: list[_Item]) -> dict[_Item, Exception]:
-        asks = [
-            (i.ask.tenant_id, i.event_id, i.claim.in_ledger if i.claim else None) for i in items
-        ]
-        held = self._s.ingested.held_many(asks)
+        """Answer each item: 409 when ingest holds its id (the ledger, read by the claim, or
+        the dedupe store, asked in the reservations' own round trip), else decided."""
         answers: dict[_Item, Answer] = {}
         failed: dict[_Item, Exception] = {}
         reserving: list[_Item] = []
-        for item, is_held in zip(items, held, strict=True):
-            if is_held:
-                answers[item] = _conflict(item.event_id)
-                continue
+        unreserved: list[_Item] = []  # decided without a reservation, or failed: asked apart
+        for item in self._unheld(items, answers):
             try:
                 ev = self._evaluation(item)
             except Exception as error:
                 failed[item] = error
+                unreserved.append(item)
                 continue
             if ev.terms is None or ev.period is None:
                 answers[item] = _answer(item.event_id, decide(ev), granted=False)
+                unreserved.append(item)
             else:
                 item.evaluation = ev
                 reserving.append(item)
-        decided = self._reserve(reserving)
-        for item, outcome in decided.items():
+        self._refuse_held(unreserved, answers, failed)
+        for item, outcome in self._reserve(reserving).items():
             if isinstance(outcome, Exception):
                 failed[item] = outcome
+            elif isinstance(outcome, IdHeld):
+                answers[item] = _conflict(item.event_id)
             else:
                 answers[item] = _answer(item.event_id, outcome, granted=outcome.has_access)
         for tenant_id, customer in {(i.ask.tenant_id, i.event.customer) for i in reserving}:
             self._s.changed(Change(tenant_id, customer, plans=False))
         self._store(answers)
         return failed
+
+    def _unheld(self, items: list[_Item], answers: dict[_Item, Answer]) -> list[_Item]:
+        """The items whose ids the ledger does not hold (a 409 in `answers` for the others);
+        an item whose claim did not read the ledger is asked the whole `held` here."""
+        unread = [i for i in items if i.claim is None or i.claim.in_ledger is None]
+        held = set()
+        if unread:
+            asks = [(i.ask.tenant_id, i.event_id, None) for i in unread]
+            flags = self._s.ingested.held_many(asks)
+            held = {i for i, flag in zip(unread, flags, strict=True) if flag}
+        rest = []
+        for item in items:
+            if item in held or (item.claim is not None and item.claim.in_ledger):
+                answers[item] = _conflict(item.event_id)
+            else:
+                rest.append(item)
+        return rest
+
+    def _refuse_held(
+        self, items: list[_Item], answers: dict[_Item, Answer], failed: dict[_Item, Exception]
+    ) -> None:
+        """Ask the dedupe store for the items that reserve nothing (one call per tenant); a
+        held one answers 409, whatever it was decided or failed with."""
+        if not items:
+            return
+        flags = self._s.ingested.held_many([(i.ask.tenant_id, i.event_id, False) for i in items])
+        for item, flag in zip(items, flags, strict=True):
+            if flag:
+                failed.pop(item, None)
+                answers[item] = _conflict(item.event_id)
 
     def _evaluation(self, item: _Item) -> Evaluation:
         """The feature's evaluation at the event's time: the one made while validating when
@@ -361,13 +397,17 @@ class Consumes:
             item.ask.tenant_id, e.customer, item.ask.feature, from_ms(e.event_ms)
         )
 
-    def _reserve(self, items: list[_Item]) -> dict[_Item, Decision | Exception]:
-        """Every item's reservation in one `reserve_many`; an item the view is not ready for
-        is asked again alone with what Postgres counts (`counted_elsewhere`)."""
+    def _reserve(self, items: list[_Item]) -> dict[_Item, Decision | IdHeld | Exception]:
+        """Every item's reservation in one `reserve_many`, guarded by ingest's dedupe store
+        (an id it holds reserves nothing: IdHeld); an item the view is not ready for is asked
+        again alone with what Postgres counts (`counted_elsewhere`)."""
         asks = [self._reserve_ask(item) for item in items]
-        held = self._s.view.reserve_many(asks) if asks else []
-        decided: dict[_Item, Decision | Exception] = {}
+        held = self._s.view.reserve_many(asks, self._s.ingested.guard()) if asks else []
+        decided: dict[_Item, Decision | IdHeld | Exception] = {}
         for item, ask, outcome in zip(items, asks, held, strict=True):
+            if isinstance(outcome, IdHeld):
+                decided[item] = outcome
+                continue
             try:
                 if isinstance(outcome, ViewNotReady):
                     outcome = self._reserve_counted(item, ask)

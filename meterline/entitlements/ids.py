@@ -9,7 +9,9 @@ instead of accepting what the ledger would drop.
 `IngestedIds` is the interface; `LedgerIngestedIds` (in postgres.py) asks the ledger and
 ingest's dedupe store (`meterline.dedupe`, the same store, script and key layout as ingest,
 through `BlockingRedisDeduper`: consumes run in threads, so a blocking client saves each call a
-hop to an event loop and back); `MemoryIngestedIds` is for unit tests.
+hop to an event loop and back); `MemoryIngestedIds` is for unit tests. `guard()` is the store as
+the guard of the view's reservations (`meterline.view.IdGuard`): the Ledger's runs the dedupe
+store's check inside each reservation's script, so a consume's check costs no round trip.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+from meterline.view import IdGuard
 
 T = TypeVar("T")
 
@@ -44,6 +48,21 @@ class IngestedIds(abc.ABC):
         """`mark` of each (tenant, event_id), written when it returns. Never raises."""
         for wait in [self.mark(t, event_id) for t, event_id in ids]:
             wait()
+
+    def guard(self) -> IdGuard:
+        """This store as the guard of the view's reservations (`UsageView.reserve_many`), for
+        ids the ledger does not hold: `held` with `in_ledger` False."""
+        return StoreGuard(self)
+
+
+class StoreGuard(IdGuard):
+    """An `IngestedIds` asked as an `IdGuard` (`held_many`, one call)."""
+
+    def __init__(self, ids: IngestedIds) -> None:
+        self._ids = ids
+
+    def held_many(self, ids: Sequence[tuple[int, str]]) -> list[bool]:
+        return self._ids.held_many([(t, event_id, False) for t, event_id in ids])
 
 
 class MemoryIngestedIds(IngestedIds):

@@ -4,6 +4,8 @@ from meterline.view.memory import MemoryUsageView
 from meterline.view.model import (
     Archive,
     Delta,
+    IdGuard,
+    IdHeld,
     Reservation,
     ReservationKey,
     ReserveAsk,
@@ -20,6 +22,8 @@ __all__ = [
     "Archive",
     "Delta",
     "Gate",
+    "IdGuard",
+    "IdHeld",
     "MemoryUsageView",
     "PendingReservation",
     "RedisUsageView",

@@ -102,6 +102,36 @@ class ViewNotReady(Unavailable):
         self.pending = pending
 
 
+class IdHeld:
+    """The outcome of a guarded `reserve_many` ask whose id the guard holds: nothing reserved."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "IdHeld()"
+
+
+HELD = IdHeld()
+
+
+class IdGuard(abc.ABC):
+    """Another store of event ids (ingest's dedupe store) that `reserve_many` asks first: an
+    ask whose id it holds reserves nothing (`HELD`). A Redis view asks it inside each
+    reservation's own script when the guard gives `script` (one round trip for both)."""
+
+    @abc.abstractmethod
+    def held_many(self, ids: Sequence[tuple[int, str]]) -> list[bool]:
+        """Whether each (tenant, event_id) is held, in order (a failed store: not held)."""
+
+    def script(self) -> str | None:
+        """Lua defining `guard_held(head, id)` (true iff held), run by a Redis view in each
+        reservation's script with `head(tenant_id)` as a declared key; None: ask `held_many`."""
+        return None
+
+    def head(self, tenant_id: int) -> str:
+        raise NotImplementedError
+
+
 Ranges = Sequence[tuple[int, int]]
 
 
@@ -180,12 +210,20 @@ class UsageView(abc.ABC):
         grants Redis does not hold) it decides against `counted` and the pending reservations
         Redis holds, instead of the partial view."""
 
-    def reserve_many(self, asks: Sequence[ReserveAsk]) -> list[Reservation | Exception]:
+    def reserve_many(
+        self, asks: Sequence[ReserveAsk], guard: IdGuard | None = None
+    ) -> list[Reservation | IdHeld | Exception]:
         """`reserve` of each ask (without `counted`), in order, each its own atomic step; an
         ask's error (`ViewNotReady`, a Redis error) is its item, the others still decided. A
-        view that can sends them together (Redis: one pipeline, one round trip)."""
-        answers: list[Reservation | Exception] = []
-        for ask in asks:
+        view that can sends them together (Redis: one pipeline, one round trip). With `guard`,
+        an ask whose id the guard holds is `HELD` and reserves nothing (a Redis view asks the
+        guard in the same round trip when the guard has a `script`)."""
+        held = guard.held_many([(a.tenant_id, a.event_id) for a in asks]) if guard else []
+        answers: list[Reservation | IdHeld | Exception] = []
+        for i, ask in enumerate(asks):
+            if held and held[i]:
+                answers.append(HELD)
+                continue
             try:
                 answers.append(self.reserve(*_reserve_args(ask)))
             except Exception as error:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import redis
+from redis.exceptions import NoScriptError
 
 from meterline.catalog.aggregation import RULES, Combine
 from meterline.catalog.model import Aggregation
@@ -41,9 +43,12 @@ from meterline.view.keys import (
 )
 from meterline.view.model import (
     DAY_MS,
+    HELD,
     MINUTE_MS,
     Archive,
     Delta,
+    IdGuard,
+    IdHeld,
     Reservation,
     ReservationKey,
     ReserveAsk,
@@ -103,6 +108,7 @@ class RedisUsageView(SyncedView):
         self._reserve = client.register_script(scripts.RESERVE)
         self._recent = client.register_script(scripts.RECENT)
         self._finish = client.register_script(scripts.FINISH_REBUILD)
+        self._guards: dict[str, Any] = {}
 
     def apply(
         self, deltas: Sequence[Delta], counted_reservations: Sequence[ReservationKey]
@@ -238,22 +244,37 @@ class RedisUsageView(SyncedView):
             keys.extend(self._keys.minute_keys(series, day))
         return _quantity(self._recent(keys=keys, args=[AGG_CODE[aggregation], lo, hi]))
 
-    def reserve_many(self, asks: Sequence[ReserveAsk]) -> list[Reservation | Exception]:
+    def reserve_many(
+        self, asks: Sequence[ReserveAsk], guard: IdGuard | None = None
+    ) -> list[Reservation | IdHeld | Exception]:
         """Every ask's first attempt in one pipeline (EVALSHA of the loaded script: a pipeline
-        running a `Script` would ask SCRIPT EXISTS first, a second round trip). An ask whose
-        attempt did not decide (the script not loaded yet, the archive moved, a Redis error)
-        is asked again alone with `reserve`; one the view is not ready for is ViewNotReady."""
+        running a `Script` would ask SCRIPT EXISTS first, a second round trip), each guarded in
+        its own script when `guard` has a `script` (else the guard is asked first, one call).
+        An ask whose attempt did not decide (the script not loaded yet, the archive moved, a
+        Redis error) is asked again alone (the guard, then `reserve`); one the view is not
+        ready for is ViewNotReady."""
+        lua = guard.script() if guard is not None else None
+        if guard is not None and lua is None:
+            return super().reserve_many(asks, guard) if asks else []
+        script = self._guarded(lua) if guard is not None and lua is not None else self._reserve
         pipe = self._r.pipeline(transaction=False)
         read = []
         for ask in asks:
             keys, args, ranges = self._reserve_call(ask, None)
-            pipe.evalsha(self._reserve.sha, len(keys), *keys, *args)
+            if guard is not None and lua is not None:
+                keys.append(guard.head(ask.tenant_id))
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
             read.append(ranges)
-        answers: list[Reservation | Exception] = []
-        outs = pipe.execute(raise_on_error=False)
+        answers: list[Reservation | IdHeld | Exception] = []
+        outs = pipe.execute(raise_on_error=False) if asks else []
+        if script is not self._reserve and any(isinstance(o, NoScriptError) for o in outs):
+            with suppress(redis.RedisError):
+                self._r.script_load(script.script)  # for the next batch; this one goes alone
         for ask, ranges, out in zip(asks, read, outs, strict=True):
             code = None if isinstance(out, Exception) else int(out[0])
-            if code == -1:
+            if code == -3:
+                answers.append(HELD)
+            elif code == -1:
                 answers.append(ViewNotReady(_quantity(out[2])))
             elif code is not None and code >= 0:
                 at = attributed_ms(ask.at_ms, ask.start_ms, ask.end_ms)
@@ -261,8 +282,15 @@ class RedisUsageView(SyncedView):
             else:
                 if code is not None:
                     self._forget((ask.tenant_id, ask.customer, ask.meter), Aggregation.SUM, ranges)
-                answers.extend(super().reserve_many([ask]))
+                answers.extend(super().reserve_many([ask], guard))
         return answers
+
+    def _guarded(self, lua: str) -> Any:
+        """The RESERVE script guarded by `lua` (`IdGuard.script`), registered once per text."""
+        found = self._guards.get(lua)
+        if found is None:
+            found = self._guards[lua] = self._r.register_script(scripts.guarded_reserve(lua))
+        return found
 
     def _reserve_call(
         self, a: ReserveAsk, counted: Decimal | None

@@ -210,9 +210,7 @@ return v
 # Returns {code, used (usage + pending), pending}; code 1 granted,
 #   0 refused, -1 not ready (empty or rebuilding, and nothing counted elsewhere was given),
 #   -2 stale archived usage (read it again).
-RESERVE = (
-    _COMMON
-    + r"""
+_RESERVE_BODY = r"""
 local id, amount, limit = ARGV[1], ARGV[2], ARGV[3]
 local now, lo, hi = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local pending, exists = '0', false
@@ -243,7 +241,15 @@ end
 redis.call('HSET', KEYS[1], id, amount .. '|' .. ARGV[5])
 return {1, held, pending}
 """
-)
+RESERVE = _COMMON + _RESERVE_BODY
+
+
+def guarded_reserve(guard_lua: str) -> str:
+    """RESERVE that first asks a guard (`meterline.view.IdGuard.script`, which defines
+    `guard_held`) with KEYS[6] and the id: a held id returns {-3, '0', '0'}, reserving nothing."""
+    guard = "if guard_held(KEYS[6], ARGV[1]) then return {-3, '0', '0'} end\n"
+    return _COMMON + guard_lua + guard + _RESERVE_BODY
+
 
 # KEYS: pairs of (minute zset, minute hash), one per day. ARGV: agg, lowest minute, highest.
 RECENT = (

@@ -129,3 +129,23 @@ def test_a_consume_waiting_for_another_claim_does_not_hold_its_batch_back(parts:
     assert statuses(outcomes) == [Unavailable, 200]
     assert [i for i, _ in answered] == [1, 0]
     assert answered[0][1] < 0.1 <= answered[1][1]
+
+
+def test_a_failed_answers_statement_marks_nothing_and_a_retry_grants_and_publishes(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving that keeps the dedupe mark after the answers are stored: had the ids
+    been marked with their reservations, ingest would refuse them and the retry answer 409."""
+
+    def down(rows: object) -> object:
+        raise Unavailable("answers statement failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(parts.answers, "decide_many", down)
+        failed = parts.service.consume_many([ask("x1"), ask("x2")])
+    assert statuses(failed) == [Unavailable, Unavailable]
+    assert parts.ingested.ids == set() and parts.publisher.ids == []
+    retried = parts.service.consume_many([ask("x1"), ask("x2")])
+    assert statuses(retried) == [200, 200]
+    assert parts.publisher.ids == ["x1", "x2"] and parts.ingested.ids == {(1, "x1"), (1, "x2")}
+    assert parts.service.check(1, "c1", "api_calls").used == 2

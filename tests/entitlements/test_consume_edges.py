@@ -18,6 +18,7 @@ import redis
 
 from meterline.catalog.model import Aggregation
 from meterline.clock import to_ms
+from meterline.entitlements.consume import ConsumeAsk
 from meterline.errors import Unavailable
 from meterline.events import UsageEvent
 from meterline.postgres import open_pool
@@ -264,3 +265,29 @@ def test_a_reservation_is_pruned_when_another_copy_of_its_id_was_counted(api: Ap
     assert used(api, "r1") == 7
     view = RedisUsageView(redis_connect(api.env["METERLINE_REDIS_URL"]), "ml")
     assert view.held_ids(api.tenant_id, "r1", "api_calls") == set()
+
+
+def test_a_batch_of_consumes_takes_two_redis_round_trips(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reservations' pipeline, whose scripts ask ingest's dedupe store each, then the mark
+    of the stored grants: the dedupe check costs no round trip of its own."""
+    with api.client("admin") as admin:
+        admin.post("/v1/admin/customers", json={"id": "rt"}).raise_for_status()
+        admin.put("/v1/admin/customers/rt/subscription", json={"plan": "basic"}).raise_for_status()
+    service, tenant = api.deps.service, api.tenant_id
+    asks = lambda tag: [ConsumeAsk(tenant, "rt", "api_calls", 1, f"{tag}{n}") for n in range(8)]  # noqa: E731
+    assert [o[0] for o in service.consume_many(asks("warm")) if isinstance(o, tuple)] == [200] * 8
+    sent: list[int] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+    me = threading.get_ident()
+
+    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+        if threading.get_ident() == me:
+            sent.append(1)
+        send(conn, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    outcomes = service.consume_many(asks("rt"))
+    assert [o[0] for o in outcomes if isinstance(o, tuple)] == [200] * 8
+    assert len(sent) == 2

@@ -12,7 +12,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from meterline.dedupe import BlockingRedisDeduper, HeldIds
-from meterline.entitlements.ids import IngestedIds
+from meterline.entitlements.ids import IngestedIds, StoreGuard
 from meterline.entitlements.model import Customer, Grant, Subscription
 from meterline.entitlements.repository import (
     CustomerRepository,
@@ -27,6 +27,7 @@ from meterline.notify.announce import subscription_changed
 from meterline.notify.outbox import publish
 from meterline.postgres import autocommitted
 from meterline.values import exact
+from meterline.view import IdGuard
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,11 @@ class LedgerIngestedIds(IngestedIds):
             except Exception:
                 log.warning("dedupe store did not take a consume's id", exc_info=True)
 
+    def guard(self) -> IdGuard:
+        """The dedupe store's own check, run inside each reservation's script by a Redis view
+        (one round trip for the check and the reservations); `held_many` when it cannot."""
+        return _DedupeGuard(self, self._deduper)
+
     def mark(self, tenant_id: int, event_id: str) -> Callable[[], None]:
         """Written at once (one Redis round trip); the waiter returned has nothing to wait."""
         try:
@@ -315,6 +321,19 @@ class LedgerIngestedIds(IngestedIds):
 
 def _written() -> None:
     pass
+
+
+class _DedupeGuard(StoreGuard):
+    def __init__(self, ids: IngestedIds, deduper: BlockingRedisDeduper) -> None:
+        super().__init__(ids)
+        self._lua = deduper.guard_lua()
+        self._head = deduper.head
+
+    def script(self) -> str:
+        return self._lua
+
+    def head(self, tenant_id: int) -> str:
+        return self._head(tenant_id)
 
 
 class GrantedIds(HeldIds):
