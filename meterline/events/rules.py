@@ -339,13 +339,17 @@ def _meters_look(column: list[Any], rules: Rules, _typed: bool) -> list[Any] | N
 
 
 def _values_look(column: list[Any], _rules: Rules, typed: bool) -> list[Any] | None:
-    if not typed and not set(map(type, column)) <= {float, int}:
-        return None
+    if typed:
+        kinds: set[type] = {float}  # the typed decoder vouches for doubles in range
+    else:
+        kinds = set(map(type, column))  # of the column: 1 and 1.0 are one member of a set
+        if not kinds <= {float, int}:
+            return None
     distinct = set(column)
     in_range = typed or (min(distinct) >= 0 and max(distinct) <= MAX_VALUE)
     if not in_range or not all(map(fits, distinct)):  # a NaN fails `fits`
         return None
-    if 0.0 not in distinct and (typed or int not in set(map(type, distinct))):
+    if 0.0 not in distinct and int not in kinds:
         return column  # doubles already, none of them -0.0
     return [float(v) or 0.0 for v in column]
 
