@@ -51,7 +51,6 @@ from meterline.entitlements.invalidation import RedisChangeFeed
 from meterline.entitlements.postgres import LedgerIngestedIds
 from meterline.entitlements.thresholds import Notifier
 from meterline.entitlements.usage_notices import SweepThread, UsageNoticeSweep, lock_key
-from meterline.entitlements.usage_reader import SeriesQuery
 from meterline.kafka.producer import EventPublisher
 from meterline.notify.postgres.notices import PostgresNoticeLedger
 from meterline.postgres import Pool, open_pool, ping
@@ -77,7 +76,7 @@ from meterline.stripe.plan_changes import StripePlanChanges
 from meterline.stripe.revenue_history import StripeInvoiceLines
 from meterline.stripe.self_service import StripeSelfService
 from meterline.tenants import PostgresTenantRepository, TenantRepository
-from meterline.usage import UsageQuery
+from meterline.usage import UsageQuery, UsageStore
 from meterline.view import RedisUsageView
 from meterline.view.touched import RedisTouched
 
@@ -94,7 +93,7 @@ class Dependencies:
     stripe: StripeClient | None
     stripe_objects: StripeObjectRepository
     subscription_sync: SubscriptionSync
-    usage_query: SeriesQuery | None
+    usage_query: UsageStore | None
     webhook_secret: str | None
     billing: BillingCheckout | None = None
     plan_changes: PlanChanges | None = None

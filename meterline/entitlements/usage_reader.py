@@ -12,40 +12,14 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
 
 from meterline.catalog import Aggregation
 from meterline.clock import to_ms
 from meterline.entitlements.periods import Period
 from meterline.ttlmap import TtlMap
+from meterline.usage.model import UsageStore
 from meterline.view import SyncedView, UsageView
-
-
-class SeriesQuery(Protocol):
-    """`meterline.usage.UsageQuery` (interface 2), or its memory version."""
-
-    def series(
-        self,
-        tenant_id: int,
-        customer: str | None,
-        meter: str,
-        aggregation: Aggregation,
-        start: datetime,
-        end: datetime,
-        window: str,
-    ) -> Any: ...
-
-    def period_value(
-        self,
-        tenant_id: int,
-        customer: str,
-        meter: str,
-        aggregation: Aggregation,
-        start_ms: int,
-        end_ms: int,
-    ) -> Decimal: ...
 
 
 class UsageReader(abc.ABC):
@@ -85,7 +59,7 @@ class RollupUsage(UsageReader):
     """Usage from the Postgres rollups, over the period's minutes (`meterline.view.minute_range`,
     the rule the view reads by too)."""
 
-    def __init__(self, query: SeriesQuery) -> None:
+    def __init__(self, query: UsageStore) -> None:
         self._query = query
 
     def used(

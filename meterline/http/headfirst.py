@@ -5,9 +5,9 @@ as long as the head deadline allows. uvicorn's protocol object for a connection 
 protocol and its attributes, an httptools parser holding bound methods for its callbacks, flow
 control with an `asyncio.Event`, a pipeline deque, about 20 objects the garbage collector tracks.
 Thousands of connections held that way are scanned by every collection of the generations they
-reached: with 2,000 slowloris connections a single collection held ingest's event loop for
-20-30 ms, and every one of the ~650 connections a second an attacker reopens as they are cut
-built and dropped that object.
+reached (with 2,000 slowloris connections, a single collection held ingest's event loop for
+tens of milliseconds), and every connection an attacker reopens as it is cut built and dropped
+that object (bench/HISTORY.md).
 
 `HeadFirst` is what a connection is until its first head has arrived: a slotted object with its
 transport, the bytes so far and the head deadline. When the head is complete (a blank line), or
@@ -22,11 +22,10 @@ connections (the connection cap, graceful shutdown close it), like the protocol 
 Its deadlines share timers: a connection is filed in a `Deadlines` slot of `TICK_S` (its due
 time rounded up), and one loop timer per occupied slot ends every connection due in it. A
 timer per connection was four more tracked objects each (the handle, libuv's timer, a context,
-a bound method), 10.4 -> 6.4 per held connection, so that a full collection under 2,000
-slowloris scans about a third less. A slot ends its connections `CHUNK` at a time, one
-chunk per turn of the loop, as the connections' own timers did at about the same rate, so a
-wave of deadlines never holds the loop. A deadline is late by at most `TICK_S` (and the turns
-a wave takes).
+a bound method), so a full collection under 2,000 slowloris scans about a third less. A slot
+ends its connections `CHUNK` at a time, one chunk per turn of the loop, as the connections'
+own timers did at about the same rate, so a wave of deadlines never holds the loop. A deadline
+is late by at most `TICK_S` (and the turns a wave takes).
 """
 
 from __future__ import annotations
